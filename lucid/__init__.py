@@ -1,0 +1,36 @@
+"""lucid: a graph-compiling deep-learning framework. This is its eager core."""
+from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .creation import arange, full, ones, ones_like, rand, randn, tensor, zeros, zeros_like
+from .errors import DTypeError, GradientError, LucidError, ShapeError
+from .ir.types import DType, bool_, float32, float64, int64
+from .random import manual_seed
+from .tensor import Tensor
+
+__version__ = "0.1.0"
+
+
+def cat(tensors, axis: int = 0, *, dim: int | None = None) -> Tensor:
+    """Concatenate tensors along `axis` (alias `dim`)."""
+    from .ir.ops import concat
+
+    return concat(tensors, dim if dim is not None else axis)
+
+
+concatenate = cat
+
+
+def save(obj, path) -> None:
+    """Save tensors, arrays, state dicts and plain containers; the format never executes code on load."""
+    from .serialization import save as _save
+
+    _save(obj, path)
+
+
+def load(path):
+    """Load what `lucid.save` wrote."""
+    from .serialization import load as _load
+
+    return _load(path)
+
+
+from . import nn, optim  # noqa: E402  (nn and optim need the names above)

@@ -1,0 +1,134 @@
+"""The eager autograd tape: grad mode switches and reverse-mode accumulation.
+
+Each Tensor produced by an operator while grad mode is on, from an input that requires grad,
+remembers a `Node` (the operator definition, its attributes and inputs). `backward` walks those nodes
+in reverse topological order and applies each definition's gradient rule — the same rules the graph
+autodiff pass reads.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import numpy as np
+
+from .errors import GradientError, ShapeError
+
+_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    return getattr(_state, "enabled", True)
+
+
+class set_grad_enabled(contextlib.ContextDecorator):
+    """Context manager (and decorator) that turns gradient recording on or off inside its block."""
+
+    def __init__(self, mode: bool):
+        self.mode = bool(mode)
+
+    def __enter__(self):
+        self.previous = is_grad_enabled()
+        _state.enabled = self.mode
+        return self
+
+    def __exit__(self, *exc):
+        _state.enabled = self.previous
+        return False
+
+
+class no_grad(set_grad_enabled):
+    """`with lucid.no_grad(): ...` — operators inside record no gradient history."""
+
+    def __init__(self):
+        super().__init__(False)
+
+
+class enable_grad(set_grad_enabled):
+    def __init__(self):
+        super().__init__(True)
+
+
+class Node:
+    """How a tensor was made: operator definition, attributes, input tensors."""
+
+    __slots__ = ("op", "attrs", "inputs")
+
+    def __init__(self, op, attrs, inputs):
+        self.op, self.attrs, self.inputs = op, attrs, inputs
+
+
+def _topological_order(root) -> list:
+    """Tensors reachable from root through nodes, each before every tensor it was computed from."""
+    order, visited, stack = [], set(), [(root, False)]
+    while stack:
+        tensor, finished = stack.pop()
+        if finished:
+            order.append(tensor)
+            continue
+        if id(tensor) in visited:
+            continue
+        visited.add(id(tensor))
+        stack.append((tensor, True))
+        if tensor._node is not None:
+            stack.extend((p, False) for p in tensor._node.inputs if p.requires_grad and id(p) not in visited)
+    return order[::-1]
+
+
+def backward(root, grad=None) -> None:
+    """Accumulate d(root)/d(leaf) * grad into `.grad` of every leaf that requires grad.
+
+    `grad` defaults to ones of root's shape (so a non-scalar root is summed, as the seeds use it).
+    """
+    from .tensor import Tensor
+
+    if not root.requires_grad:
+        raise GradientError("backward: the tensor does not require grad and has no gradient history")
+    seed = Tensor._wrap(np.ones(root.shape, root.dtype.numpy)) if grad is None else _as_seed(root, grad)
+    pending = {id(root): seed}
+    with no_grad():
+        for tensor in _topological_order(root):
+            g = pending.pop(id(tensor), None)
+            if g is None:
+                continue
+            if tensor._node is None or tensor._retains_grad:
+                _accumulate(tensor, g)
+            if tensor._node is not None:
+                _propagate(tensor, g, pending)
+
+
+def _as_seed(root, grad):
+    from .tensor import Tensor
+
+    seed = grad if isinstance(grad, Tensor) else Tensor(grad, dtype=root.dtype)
+    if seed.shape != root.shape:
+        raise ShapeError(f"backward: expected a gradient of shape {root.shape}, got {seed.shape}")
+    return Tensor._wrap(seed.data.astype(root.dtype.numpy, copy=False))
+
+
+def _accumulate(tensor, g) -> None:
+    from .tensor import Tensor
+
+    if tensor.grad is None:
+        tensor.grad = Tensor._wrap(np.array(g.data, dtype=tensor.dtype.numpy))
+    else:
+        tensor.grad.data += g.data
+
+
+def _propagate(tensor, g, pending: dict) -> None:
+    from .ir.ops import cast
+    from .tensor import Tensor
+
+    node = tensor._node
+    inputs = tuple(Tensor._wrap(t.data) for t in node.inputs)
+    grads = node.op.grad(node.attrs, inputs, Tensor._wrap(tensor.data), g)
+    for parent, gp in zip(node.inputs, grads):
+        if gp is None or not parent.requires_grad:
+            continue
+        if gp.shape != parent.shape:
+            raise GradientError(f"{node.op.name}: gradient rule gave shape {gp.shape} for an input of shape {parent.shape}")
+        if gp.dtype != parent.dtype:
+            gp = cast(gp, parent.dtype)
+        previous = pending.get(id(parent))
+        pending[id(parent)] = gp if previous is None else Tensor._wrap(previous.data + gp.data)
+

@@ -1,0 +1,21 @@
+"""Exceptions raised by lucid for user mistakes.
+
+Every error subclasses ValueError or TypeError so callers can catch the builtin kinds. Messages
+start with the layer or operator that refused the input and state what was expected and what came in.
+"""
+
+
+class LucidError(Exception):
+    """Base class of lucid's own errors."""
+
+
+class ShapeError(LucidError, ValueError):
+    """An input of the wrong shape, rank, size or an invalid attribute value."""
+
+
+class DTypeError(LucidError, TypeError):
+    """An input of the wrong dtype or Python type."""
+
+
+class GradientError(LucidError, RuntimeError):
+    """Autograd was asked for something it cannot do (e.g. backward through a non-differentiable op)."""

@@ -1,0 +1,111 @@
+"""The operator registry: one definition per operator, read by every stage of lucid.
+
+An operator definition (an `OpDef` subclass registered with `@register`) holds:
+- `infer(attrs, *input_types) -> TensorType`: the shape and dtype rule, which also validates inputs and
+  raises ShapeError/DTypeError naming the operator, the expected and the received values;
+- `compute(attrs, *arrays) -> ndarray`: the NumPy reference kernel;
+- `grad(attrs, inputs, output, grad_output) -> tuple`: the gradient rule, one entry per input (None for
+  "no gradient"), written with the public operator functions so that it works on any value kind.
+
+Values are polymorphic: eager `lucid.Tensor`s and (later) graph values both implement
+`_lucid_apply(opdef, inputs, attrs)` and `_lucid_constant(array)`. `emit` hands an operator call to
+the value kind with the highest `_lucid_priority` among the inputs, so the same operator functions
+(and so the same gradient rules) run eagerly or build a graph.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ...errors import DTypeError, ShapeError
+from ..types import DType, TensorType, bool_, float32, int64, promote
+
+_REGISTRY: dict[str, "OpDef"] = {}
+
+
+class OpDef:
+    """Base class of operator definitions. Subclasses set `name` and override the three rules."""
+
+    name = ""
+    #: Operators with no gradient rule (comparisons, argmax...) set this to False.
+    differentiable = True
+
+    def infer(self, attrs: dict, *types: TensorType) -> TensorType:
+        raise NotImplementedError
+
+    def compute(self, attrs: dict, *arrays: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def grad(self, attrs: dict, inputs: tuple, output, grad_output) -> tuple:
+        raise NotImplementedError(f"{self.name}: no gradient rule")
+
+    def error(self, message: str) -> ShapeError:
+        return ShapeError(f"{self.name}: {message}")
+
+    def dtype_error(self, message: str) -> DTypeError:
+        return DTypeError(f"{self.name}: {message}")
+
+    def require_float(self, *types: TensorType) -> None:
+        for t in types:
+            if not t.dtype.is_floating:
+                raise self.dtype_error(f"expected a floating-point input (float32 or float64), got {t.dtype}")
+
+    def __repr__(self) -> str:
+        return f"<op {self.name}>"
+
+
+def register(cls):
+    """Class decorator: instantiate an OpDef subclass and add it to the registry under its name."""
+    opdef = cls()
+    if not opdef.name or opdef.name in _REGISTRY:
+        raise RuntimeError(f"operator name {opdef.name!r} is empty or already registered")
+    _REGISTRY[opdef.name] = opdef
+    return cls
+
+
+def get(name: str) -> OpDef:
+    """The definition of operator `name`; ShapeError if there is none."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ShapeError(f"unknown operator {name!r}; known operators: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def all_ops() -> dict[str, OpDef]:
+    """A copy of the registry: name -> definition."""
+    return dict(_REGISTRY)
+
+
+def is_value(obj) -> bool:
+    return hasattr(type(obj), "_lucid_apply")
+
+
+def _scalar_dtype(scalar, value_dtypes: list[DType]) -> DType:
+    """The dtype a Python scalar takes next to tensors of `value_dtypes` (PyTorch's weak scalar typing)."""
+    kind = bool_ if isinstance(scalar, (bool, np.bool_)) else int64 if isinstance(scalar, numbers.Integral) else float32
+    widest = promote(*value_dtypes) if value_dtypes else kind
+    return widest if widest.rank >= kind.rank else kind
+
+
+def emit(name: str, *inputs, **attrs):
+    """Apply operator `name` to `inputs` (values or Python scalars) with attributes `attrs`.
+
+    The call goes to the value kind of highest priority among the inputs; Python scalars become
+    constants of that kind with PyTorch's scalar typing.
+    """
+    opdef = get(name)
+    values = [v for v in inputs if is_value(v)]
+    if not values:
+        raise DTypeError(f"{name}: expected at least one tensor input, got {[type(v).__name__ for v in inputs]}")
+    kind = max((type(v) for v in values), key=lambda t: t._lucid_priority)
+    dtypes = [v.dtype for v in values]
+    converted = []
+    for v in inputs:
+        if is_value(v):
+            converted.append(v)
+        elif isinstance(v, (numbers.Number, np.bool_)):
+            converted.append(kind._lucid_constant(np.asarray(v, dtype=_scalar_dtype(v, dtypes).numpy)))
+        else:
+            raise DTypeError(f"{name}: expected a tensor or a Python number, got {type(v).__name__}")
+    return kind._lucid_apply(opdef, tuple(converted), attrs)

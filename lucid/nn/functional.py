@@ -1,0 +1,387 @@
+"""`lucid.nn.functional`: PyTorch's functional API over lucid's operators.
+
+These functions parse user arguments (ints or tuples, padding strings, unbatched inputs), validate
+them with messages naming the function, and apply operators from `lucid.ir.ops`.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .. import autograd
+from ..errors import DTypeError, ShapeError
+from ..ir import ops
+from ..ir.types import float32, int64
+from ..random import generator
+from ..tensor import Tensor
+
+# ----------------------------------------------------------------------------------------------
+# Argument parsing shared with the modules
+
+
+def ntuple(value, rank: int, what: str, owner: str, minimum: int | None = None) -> tuple:
+    """An int or a length-`rank` sequence of ints as a tuple; checks every entry >= minimum."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        values = (int(value),) * rank
+    elif isinstance(value, (tuple, list)) and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
+        values = tuple(int(v) for v in value)
+        if len(values) != rank:
+            raise ShapeError(f"{owner}: expected {what} as an int or a tuple of {rank} ints, got {tuple(value)}")
+    else:
+        raise ShapeError(f"{owner}: expected {what} as an int or a tuple of {rank} ints, got {value!r}")
+    if minimum is not None and min(values) < minimum:
+        raise ShapeError(f"{owner}: {what} must be >= {minimum}, got {values}")
+    return values
+
+
+def check_padding_arg(padding, rank: int, owner: str):
+    """Validate a padding argument: 'same', 'valid', an int or a tuple of non-negative ints."""
+    if isinstance(padding, str):
+        if padding not in ("same", "valid"):
+            raise ShapeError(f"{owner}: padding must be 'same', 'valid', an int or a tuple of {rank} ints, got {padding!r}")
+        return padding
+    return ntuple(padding, rank, "padding", owner, minimum=0)
+
+
+def conv_padding(padding, rank: int, owner: str, in_sp: tuple, kernel: tuple, stride: tuple, dilation: tuple) -> tuple:
+    """(lo, hi) pairs for a conv. 'same' keeps ceil(in/stride) outputs, the odd element on the high side."""
+    padding = check_padding_arg(padding, rank, owner)
+    if padding == "valid":
+        return ((0, 0),) * rank
+    if padding == "same":
+        pairs = []
+        for n, k, s, d in zip(in_sp, kernel, stride, dilation):
+            total = max((-(-n // s) - 1) * s + d * (k - 1) + 1 - n, 0)
+            pairs.append((total // 2, total - total // 2))
+        return tuple(pairs)
+    return tuple((p, p) for p in padding)
+
+
+def conv_transpose_padding(padding, output_padding, rank: int, owner: str, kernel: tuple, stride: tuple,
+                           dilation: tuple) -> tuple[tuple, tuple]:
+    """((lo, hi) pairs, output_padding) for a transposed conv; 'same' gives in*stride outputs."""
+    padding = check_padding_arg(padding, rank, owner)
+    output_padding = ntuple(output_padding, rank, "output_padding", owner, minimum=0)
+    if isinstance(padding, str) and any(output_padding):
+        raise ShapeError(f"{owner}: output_padding must be 0 with padding={padding!r}, got {output_padding}")
+    if padding == "valid":
+        return ((0, 0),) * rank, output_padding
+    if padding == "same":
+        pairs, extra = [], []
+        for k, s, d in zip(kernel, stride, dilation):
+            total = d * (k - 1) + 1 - s
+            pairs.append((total // 2, total - total // 2) if total >= 0 else (0, 0))
+            extra.append(max(-total, 0))
+        return tuple(pairs), tuple(extra)
+    return tuple((p, p) for p in padding), output_padding
+
+
+def check_output_padding(output_padding: tuple, stride: tuple, dilation: tuple, owner: str) -> None:
+    if any(p >= max(s, d) for p, s, d in zip(output_padding, stride, dilation)):
+        raise ShapeError(f"{owner}: output_padding must be smaller than stride or dilation, got "
+                         f"output_padding={output_padding} stride={stride} dilation={dilation}")
+
+
+def _require_tensor(x, owner: str, what: str = "input") -> Tensor:
+    if not isinstance(x, Tensor):
+        raise DTypeError(f"{owner}: expected {what} to be a lucid Tensor, got {type(x).__name__}")
+    return x
+
+
+def _batched(x, rank: int, owner: str) -> tuple[Tensor, bool]:
+    """Accept (C, *spatial) or (N, C, *spatial); return the batched tensor and whether a batch axis was added."""
+    x = _require_tensor(x, owner)
+    if x.ndim == rank + 1:
+        return x.unsqueeze(0), True
+    if x.ndim != rank + 2:
+        raise ShapeError(f"{owner}: expected a {rank + 1}-D (unbatched) or {rank + 2}-D (batched) input, "
+                         f"got a {x.ndim}-D input of shape {x.shape}")
+    return x, False
+
+
+def _unbatch(y: Tensor, added: bool) -> Tensor:
+    return y.squeeze(0) if added else y
+
+
+def _check_weight(weight, rank: int, owner: str) -> Tensor:
+    weight = _require_tensor(weight, owner, "weight")
+    if weight.ndim != rank + 2:
+        raise ShapeError(f"{owner}: expected a weight of rank {rank + 2}, got shape {weight.shape}")
+    return weight
+
+
+# ----------------------------------------------------------------------------------------------
+# Convolutions
+
+
+def _conv(rank, input, weight, bias, stride, padding, dilation, groups):
+    owner = f"conv{rank}d"
+    x, added = _batched(input, rank, owner)
+    weight = _check_weight(weight, rank, owner)
+    stride = ntuple(stride, rank, "stride", owner, minimum=1)
+    dilation = ntuple(dilation, rank, "dilation", owner, minimum=1)
+    pads = conv_padding(padding, rank, owner, x.shape[2:], weight.shape[2:], stride, dilation)
+    y = ops.conv(x, weight, bias, stride=stride, padding=pads, dilation=dilation, groups=_groups(groups, owner))
+    return _unbatch(y, added)
+
+
+def _conv_transpose(rank, input, weight, bias, stride, padding, output_padding, groups, dilation):
+    owner = f"conv_transpose{rank}d"
+    x, added = _batched(input, rank, owner)
+    weight = _check_weight(weight, rank, owner)
+    stride = ntuple(stride, rank, "stride", owner, minimum=1)
+    dilation = ntuple(dilation, rank, "dilation", owner, minimum=1)
+    pads, output_padding = conv_transpose_padding(padding, output_padding, rank, owner, weight.shape[2:], stride, dilation)
+    check_output_padding(output_padding, stride, dilation, owner)
+    y = ops.conv_transpose(x, weight, bias, stride=stride, padding=pads, output_padding=output_padding,
+                           dilation=dilation, groups=_groups(groups, owner))
+    return _unbatch(y, added)
+
+
+def _groups(groups, owner: str) -> int:
+    if not isinstance(groups, numbers.Integral) or isinstance(groups, bool) or groups < 1:
+        raise ShapeError(f"{owner}: groups must be a positive int, got {groups!r}")
+    return int(groups)
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return _conv(1, input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return _conv(2, input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return _conv(3, input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    return _conv_transpose(1, input, weight, bias, stride, padding, output_padding, groups, dilation)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    return _conv_transpose(2, input, weight, bias, stride, padding, output_padding, groups, dilation)
+
+
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    return _conv_transpose(3, input, weight, bias, stride, padding, output_padding, groups, dilation)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pooling
+
+
+def pool_args(rank, owner, kernel_size, stride, padding, dilation=1) -> dict:
+    kernel = ntuple(kernel_size, rank, "kernel_size", owner, minimum=1)
+    stride = kernel if stride is None or stride == () else ntuple(stride, rank, "stride", owner, minimum=1)
+    return dict(kernel=kernel, stride=stride, padding=ntuple(padding, rank, "padding", owner, minimum=0),
+                dilation=ntuple(dilation, rank, "dilation", owner, minimum=1))
+
+
+def _max_pool(rank, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    owner = f"max_pool{rank}d"
+    if return_indices:
+        raise ShapeError(f"{owner}: return_indices=True is not supported")
+    x, added = _batched(input, rank, owner)
+    args = pool_args(rank, owner, kernel_size, stride, padding, dilation)
+    return _unbatch(ops.max_pool(x, ceil_mode=ceil_mode, **args), added)
+
+
+def _avg_pool(rank, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    owner = f"avg_pool{rank}d"
+    x, added = _batched(input, rank, owner)
+    args = pool_args(rank, owner, kernel_size, stride, padding)
+    del args["dilation"]
+    return _unbatch(ops.avg_pool(x, ceil_mode=ceil_mode, count_include_pad=count_include_pad,
+                                 divisor_override=divisor_override, **args), added)
+
+
+def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    return _max_pool(1, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    return _max_pool(2, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+
+
+def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    return _max_pool(3, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+
+
+def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):
+    return _avg_pool(1, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):
+    return _avg_pool(2, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
+
+def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):
+    return _avg_pool(3, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
+
+# ----------------------------------------------------------------------------------------------
+# Activations, linear, normalisation, dropout, shape
+
+
+def relu(input): return ops.relu(_require_tensor(input, "relu"))
+def sigmoid(input): return ops.sigmoid(_require_tensor(input, "sigmoid"))
+def tanh(input): return ops.tanh(_require_tensor(input, "tanh"))
+def gelu(input, approximate="none"): return ops.gelu(_require_tensor(input, "gelu"), approximate)
+def leaky_relu(input, negative_slope=0.01): return ops.leaky_relu(_require_tensor(input, "leaky_relu"), negative_slope)
+def softmax(input, dim=-1): return ops.softmax(_require_tensor(input, "softmax"), dim)
+def log_softmax(input, dim=-1): return ops.log_softmax(_require_tensor(input, "log_softmax"), dim)
+
+
+def linear(input, weight, bias=None):
+    """y = input @ weight.T + bias, weight (out_features, in_features)."""
+    input, weight = _require_tensor(input, "linear"), _require_tensor(weight, "linear", "weight")
+    if weight.ndim != 2:
+        raise ShapeError(f"linear: expected a weight of shape (out_features, in_features), got {weight.shape}")
+    if input.ndim == 0 or input.shape[-1] != weight.shape[1]:
+        raise ShapeError(f"linear: expected input with last dimension {weight.shape[1]} (in_features), "
+                         f"got shape {input.shape}")
+    y = ops.matmul(input, ops.transpose_last(weight))
+    return y if bias is None else ops.add(y, bias)
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """Normalise over every axis but 1. In training, batch statistics are used (and the running ones,
+    when given, are updated in place with the unbiased variance)."""
+    x = _require_tensor(input, "batch_norm")
+    if x.ndim < 2:
+        raise ShapeError(f"batch_norm: expected an input of rank >= 2 (N, C, ...), got shape {x.shape}")
+    channels = x.shape[1]
+    axes = (0,) + tuple(range(2, x.ndim))
+    if training:
+        count = x.numel() // max(channels, 1)
+        if count <= 1:
+            raise ShapeError(f"batch_norm: expected more than 1 value per channel when training, got input of shape {x.shape}")
+        mean, var = ops.mean(x, axes), ops.var(x, axes, correction=0)
+        if running_mean is not None and running_var is not None:
+            _update_running(running_mean, running_var, mean, var, count, momentum)
+    else:
+        if running_mean is None or running_var is None:
+            raise ShapeError("batch_norm: running_mean and running_var are required in eval mode")
+        mean, var = running_mean, running_var
+    weight = weight if weight is not None else Tensor(np.ones(channels), dtype=x.dtype)
+    bias = bias if bias is not None else Tensor(np.zeros(channels), dtype=x.dtype)
+    return ops.batch_norm(x, mean, var, weight, bias, eps)
+
+
+def _update_running(running_mean, running_var, mean, var, count, momentum):
+    unbiased = var.data * (count / (count - 1))
+    running_mean.data[...] = (1 - momentum) * running_mean.data + momentum * mean.data
+    running_var.data[...] = (1 - momentum) * running_var.data + momentum * unbiased
+
+
+def dropout(input, p=0.5, training=True):
+    """Zero each element with probability p and scale the rest by 1/(1-p) (identity when not training)."""
+    x = _require_tensor(input, "dropout")
+    if not 0.0 <= p <= 1.0:
+        raise ShapeError(f"dropout: probability p must lie in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return ops.mul(x, 0.0)
+    keep = generator().random(x.shape) >= p
+    return ops.mul(x, Tensor(keep / (1.0 - p), dtype=x.dtype))
+
+
+def flatten(input, start_dim=1, end_dim=-1):
+    return _require_tensor(input, "flatten").flatten(start_dim, end_dim)
+
+
+def pad(input, pad, mode="constant", value=0.0):
+    """PyTorch's F.pad: `pad` lists (low, high) pairs starting from the last axis; negative values crop."""
+    x = _require_tensor(input, "pad")
+    if mode != "constant":
+        raise ShapeError(f"pad: only mode='constant' is supported, got mode={mode!r}")
+    if len(pad) % 2 or len(pad) // 2 > x.ndim or not all(isinstance(p, numbers.Integral) for p in pad):
+        raise ShapeError(f"pad: expected an even number of ints, at most 2 * rank ({2 * x.ndim}), got {tuple(pad)}")
+    lo, hi = [0] * x.ndim, [0] * x.ndim
+    for i in range(len(pad) // 2):
+        lo[x.ndim - 1 - i], hi[x.ndim - 1 - i] = int(pad[2 * i]), int(pad[2 * i + 1])
+    starts = tuple(max(-a, 0) for a in lo)
+    stops = tuple(n - max(-b, 0) for n, b in zip(x.shape, hi))
+    if any(b < a for a, b in zip(starts, stops)):
+        raise ShapeError(f"pad: negative padding {tuple(pad)} removes more than the whole input of shape {x.shape}")
+    if starts != (0,) * x.ndim or stops != x.shape:
+        x = ops.slice_(x, starts, stops)
+    if any(a > 0 for a in lo) or any(b > 0 for b in hi):
+        x = ops.pad(x, [max(a, 0) for a in lo], [max(b, 0) for b in hi], value=value)
+    return x
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses
+
+
+def _reduce_loss(loss: Tensor, reduction: str, owner: str) -> Tensor:
+    if reduction == "mean":
+        return ops.mean(loss)
+    if reduction == "sum":
+        return ops.sum_(loss)
+    if reduction == "none":
+        return loss
+    raise ShapeError(f"{owner}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def mse_loss(input, target, reduction="mean"):
+    input, target = _require_tensor(input, "mse_loss"), _require_tensor(target, "mse_loss", "target")
+    if input.shape != target.shape:
+        raise ShapeError(f"mse_loss: expected target of the input's shape {input.shape}, got {target.shape}")
+    diff = ops.sub(input, target)
+    return _reduce_loss(ops.mul(diff, diff), reduction, "mse_loss")
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """Cross entropy of logits (N, C, *d) or (C,) against class indices (N, *d) (int64) or class
+    probabilities of the input's shape."""
+    input = _require_tensor(input, "cross_entropy")
+    return nll_loss(ops.log_softmax(input, 1 if input.ndim > 1 else 0), target, weight, ignore_index,
+                    reduction, owner="cross_entropy")
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean", owner="nll_loss"):
+    """Negative log likelihood of log-probabilities (N, C, *d) or (C,) (see cross_entropy)."""
+    logp = _require_tensor(input, owner)
+    target = _require_tensor(target, owner, "target")
+    if logp.ndim == 1:
+        logp, target = logp.unsqueeze(0), target.unsqueeze(0)
+    if logp.ndim < 2:
+        raise ShapeError(f"{owner}: expected input of shape (N, C, ...) or (C,), got {logp.shape}")
+    classes = logp.shape[1]
+    class_weight = _class_weight(weight, classes, logp, owner)
+    if target.dtype.is_floating:
+        if target.shape != logp.shape:
+            raise ShapeError(f"{owner}: expected probability targets of the input's shape {logp.shape}, got {target.shape}")
+        per_class = ops.mul(target, class_weight) if class_weight is not None else target
+        loss = ops.neg(ops.sum_(ops.mul(logp, per_class), 1))
+        return _reduce_loss(loss, reduction, owner)
+    if target.dtype != int64 or target.shape != logp.shape[:1] + logp.shape[2:]:
+        raise ShapeError(f"{owner}: expected int64 class indices of shape {logp.shape[:1] + logp.shape[2:]}, "
+                         f"got {target.dtype} of shape {target.shape}")
+    labels = target.data
+    valid = labels != ignore_index
+    if np.any((labels[valid] < 0) | (labels[valid] >= classes)):
+        raise ShapeError(f"{owner}: class indices must lie in [0, {classes}), got values in "
+                         f"[{labels[valid].min()}, {labels[valid].max()}]")
+    chosen = np.where(valid, labels, 0)
+    weights = np.where(valid, 1.0 if class_weight is None else class_weight.data.reshape(-1)[chosen], 0.0)
+    picks = Tensor(np.moveaxis(np.eye(classes)[chosen], -1, 1) * np.expand_dims(weights, 1), dtype=logp.dtype)
+    loss = ops.neg(ops.sum_(ops.mul(logp, picks), 1))
+    if reduction == "mean":
+        return ops.div(ops.sum_(loss), float(weights.sum()))
+    return _reduce_loss(loss, reduction, owner)
+
+
+def _class_weight(weight, classes: int, logp: Tensor, owner: str):
+    if weight is None:
+        return None
+    weight = _require_tensor(weight, owner, "weight")
+    if weight.shape != (classes,):
+        raise ShapeError(f"{owner}: expected a class weight of shape ({classes},), got {weight.shape}")
+    return ops.reshape(weight, (1, classes) + (1,) * (logp.ndim - 2))

@@ -1,0 +1,36 @@
+"""Parameter initialisers; every draw comes from lucid's global generator (lucid.manual_seed)."""
+from __future__ import annotations
+
+import math
+
+from ..random import generator
+from ..tensor import Tensor
+
+
+def uniform_(tensor: Tensor, low: float, high: float) -> Tensor:
+    """Fill `tensor` in place with samples from U(low, high)."""
+    tensor.data[...] = generator().uniform(low, high, size=tensor.shape)
+    return tensor
+
+
+def fan_in(weight: Tensor) -> int:
+    """Inputs feeding one output: weight.shape[1] * prod(kernel) (PyTorch's convention)."""
+    return weight.shape[1] * math.prod(weight.shape[2:]) if weight.ndim > 1 else weight.shape[0]
+
+
+def default_uniform_(weight: Tensor, bias: Tensor | None) -> None:
+    """PyTorch's default for Linear and conv layers: weight and bias uniform in ±1/sqrt(fan_in)."""
+    bound = 1.0 / math.sqrt(fan_in(weight)) if fan_in(weight) > 0 else 0.0
+    uniform_(weight, -bound, bound)
+    if bias is not None:
+        uniform_(bias, -bound, bound)
+
+
+def zeros_(tensor: Tensor) -> Tensor:
+    tensor.data[...] = 0
+    return tensor
+
+
+def ones_(tensor: Tensor) -> Tensor:
+    tensor.data[...] = 1
+    return tensor

@@ -1,0 +1,260 @@
+"""`nn.Module`: the base class of layers and models (PyTorch's contract: parameters, buffers,
+children, state dicts, train/eval, nested repr).
+
+Errors raised while a module runs are prefixed once with the innermost module's class and its path
+inside the outermost module being called, e.g. "MaxPool3d 'pool': max_pool3d: input ... too small".
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import LucidError, ShapeError
+from ..tensor import Tensor
+from .parameter import Parameter
+
+_calls = threading.local()
+
+
+def _call_stack() -> list:
+    if not hasattr(_calls, "stack"):
+        _calls.stack = []
+    return _calls.stack
+
+
+class Module:
+    """Base class of every layer. Subclasses set attributes in __init__ and define forward()."""
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_non_persistent", set())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    # ------------------------------------------------------------------ attribute registry
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
+        if isinstance(value, (Parameter, Module)):
+            self._forget(name)
+            (self._parameters if isinstance(value, Parameter) else self._modules)[name] = value
+        elif name in self._parameters or name in self._modules:
+            if value is not None:
+                kind = "a Parameter" if name in self._parameters else "a Module"
+                raise TypeError(f"{type(self).__name__}: cannot assign {type(value).__name__} to '{name}' "
+                                f"({kind} or None expected)")
+            (self._parameters if name in self._parameters else self._modules)[name] = None
+        elif name in self._buffers:
+            self._buffers[name] = value if value is None or isinstance(value, Tensor) else Tensor(value)
+        else:
+            object.__setattr__(self, name, value)
+
+    def _forget(self, name: str) -> None:
+        for registry in (self._parameters, self._buffers, self._modules, self.__dict__):
+            registry.pop(name, None)
+
+    def __getattr__(self, name):
+        for registry in ("_parameters", "_buffers", "_modules"):
+            entries = self.__dict__.get(registry)
+            if entries is not None and name in entries:
+                return entries[name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def __delattr__(self, name):
+        for registry in (self._parameters, self._buffers, self._modules):
+            if name in registry:
+                del registry[name]
+                return
+        object.__delattr__(self, name)
+
+    def register_parameter(self, name: str, param: Parameter | None) -> None:
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"{type(self).__name__}: register_parameter expects a Parameter or None, got {type(param).__name__}")
+        self.__dict__.pop(name, None)
+        self._parameters[name] = param
+
+    def register_buffer(self, name: str, tensor, persistent: bool = True) -> None:
+        """Register state that is not learnable (e.g. BatchNorm's running_mean); saved in state_dict."""
+        self.__dict__.pop(name, None)
+        self._buffers[name] = tensor if tensor is None or isinstance(tensor, Tensor) else Tensor(tensor)
+        if not persistent:
+            self._non_persistent.add(name)
+
+    def add_module(self, name: str, module: "Module | None") -> None:
+        self._modules[name] = module
+
+    # ------------------------------------------------------------------ calling
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} has no forward()")
+
+    def __call__(self, *args, **kwargs):
+        stack = _call_stack()
+        stack.append(self)
+        try:
+            return self.forward(*args, **kwargs)
+        except LucidError as exc:
+            if not getattr(exc, "_lucid_layer_named", False):
+                exc._lucid_layer_named = True
+                exc.args = (f"{self._describe(stack[0])}: {exc.args[0] if exc.args else ''}",) + exc.args[1:]
+            raise
+        finally:
+            stack.pop()
+
+    def _describe(self, root: "Module") -> str:
+        path = next((name for name, m in root.named_modules() if m is self), "")
+        return type(self).__name__ + (f" '{path}'" if path else "")
+
+    # ------------------------------------------------------------------ traversal
+    def named_modules(self, memo=None, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+        memo = set() if memo is None else memo
+        if id(self) in memo:
+            return
+        memo.add(id(self))
+        yield prefix, self
+        for name, child in self._modules.items():
+            if child is not None:
+                yield from child.named_modules(memo, f"{prefix}.{name}" if prefix else name)
+
+    def modules(self) -> Iterator["Module"]:
+        return (m for _, m in self.named_modules())
+
+    def named_children(self) -> Iterator[tuple[str, "Module"]]:
+        return ((n, m) for n, m in self._modules.items() if m is not None)
+
+    def children(self) -> Iterator["Module"]:
+        return (m for _, m in self.named_children())
+
+    def _named_members(self, registry: str, prefix: str, recurse: bool):
+        seen = set()
+        modules = self.named_modules(prefix=prefix) if recurse else [(prefix, self)]
+        for module_prefix, module in modules:
+            for name, value in getattr(module, registry).items():
+                if value is None or id(value) in seen:
+                    continue
+                seen.add(id(value))
+                yield (f"{module_prefix}.{name}" if module_prefix else name), value
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
+        return self._named_members("_parameters", prefix, recurse)
+
+    def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
+        return (p for _, p in self.named_parameters(recurse=recurse))
+
+    def named_buffers(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Tensor]]:
+        return self._named_members("_buffers", prefix, recurse)
+
+    def buffers(self, recurse: bool = True) -> Iterator[Tensor]:
+        return (b for _, b in self.named_buffers(recurse=recurse))
+
+    def apply(self, fn) -> "Module":
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
+
+    # ------------------------------------------------------------------ modes and grads
+    def train(self, mode: bool = True) -> "Module":
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self) -> "Module":
+        return self.train(False)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.parameters():
+            if set_to_none or p.grad is None:
+                p.grad = None
+            else:
+                p.grad.data[...] = 0
+
+    def requires_grad_(self, mode: bool = True) -> "Module":
+        for p in self.parameters():
+            p.requires_grad = mode
+        return self
+
+    def to(self, dtype) -> "Module":
+        """Convert floating parameters and buffers to `dtype` (e.g. lucid.float64) in place."""
+        for m in self.modules():
+            for registry in (m._parameters, m._buffers):
+                for value in registry.values():
+                    if value is not None and value.dtype.is_floating:
+                        value.data = value.data.astype(np.dtype(str(dtype)))
+        return self
+
+    def double(self) -> "Module":
+        return self.to("float64")
+
+    def float(self) -> "Module":
+        return self.to("float32")
+
+    # ------------------------------------------------------------------ state dicts
+    def state_dict(self, prefix: str = "") -> "OrderedDict[str, np.ndarray]":
+        """Parameters and persistent buffers by PyTorch-style dotted name, as NumPy copies."""
+        out = OrderedDict()
+        for module_prefix, module in self.named_modules(prefix=prefix):
+            dot = f"{module_prefix}." if module_prefix else ""
+            for name, p in module._parameters.items():
+                if p is not None:
+                    out[dot + name] = p.data.copy()
+            for name, b in module._buffers.items():
+                if b is not None and name not in module._non_persistent:
+                    out[dot + name] = b.data.copy()
+        return out
+
+    def load_state_dict(self, state_dict, strict: bool = True):
+        """Copy arrays into parameters and buffers, checking shapes (lazy modules materialise first).
+
+        With strict=True, missing or unexpected keys raise ShapeError; returns (missing, unexpected).
+        """
+        state = {k: np.asarray(v.data if isinstance(v, Tensor) else v) for k, v in state_dict.items()}
+        for module_prefix, module in self.named_modules():
+            module._materialize_from_state(f"{module_prefix}." if module_prefix else "", state)
+        own = self._state_entries()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if strict and (missing or unexpected):
+            raise ShapeError(f"{type(self).__name__}.load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        for key, target in own.items():
+            if key in state:
+                _copy_into(type(self).__name__, key, target, state[key])
+        return missing, unexpected
+
+    def _state_entries(self) -> dict:
+        entries = {}
+        for module_prefix, module in self.named_modules():
+            dot = f"{module_prefix}." if module_prefix else ""
+            for name, p in module._parameters.items():
+                if p is not None:
+                    entries[dot + name] = p
+            for name, b in module._buffers.items():
+                if b is not None and name not in module._non_persistent:
+                    entries[dot + name] = b
+        return entries
+
+    def _materialize_from_state(self, prefix: str, state: dict) -> None:
+        """Hook for lazy modules: create parameters from the shapes in `state`. Default: nothing."""
+
+    # ------------------------------------------------------------------ repr
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        lines = [f"({name}): " + repr(child).replace("\n", "\n  ") for name, child in self._modules.items()]
+        extra = self.extra_repr()
+        if not lines:
+            return f"{type(self).__name__}({extra})"
+        body = ([extra] if extra else []) + lines
+        return f"{type(self).__name__}(\n  " + "\n  ".join(body) + "\n)"
+
+
+def _copy_into(owner: str, key: str, target: Tensor, value: np.ndarray) -> None:
+    if value.shape != target.shape:
+        raise ShapeError(f"{owner}.load_state_dict: '{key}' expects shape {target.shape}, got {value.shape}")
+    if value.dtype.kind not in "fiub":
+        raise ShapeError(f"{owner}.load_state_dict: '{key}' expects numeric data, got dtype {value.dtype}")
+    target.data[...] = value.astype(target.data.dtype, copy=False)

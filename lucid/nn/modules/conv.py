@@ -1,0 +1,213 @@
+"""Convolution layers: Conv1d/2d/3d, ConvTranspose1d/2d/3d and their lazy variants.
+
+One class per family carries the logic; the 1-D/2-D/3-D classes only fix the spatial rank.
+Lazy variants leave `in_channels`, `weight` and `bias` as None until the first forward call (or
+load_state_dict) shows the channel count; afterwards they behave exactly like the eager class.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import ShapeError
+from ...ir.types import as_dtype, float32
+from .. import functional as F
+from ..init import default_uniform_
+from ..module import Module
+from ..parameter import Parameter
+
+
+class _ConvNd(Module):
+    """Shared by Conv and ConvTranspose: argument checks, parameters, input checks, repr."""
+
+    rank = 0
+    transposed = False
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, output_padding=0, dtype=None):
+        super().__init__()
+        owner = type(self).__name__
+        self.out_channels = _positive_int(out_channels, "out_channels", owner)
+        self.kernel_size = F.ntuple(kernel_size, self.rank, "kernel_size", owner, minimum=1)
+        self.stride = F.ntuple(stride, self.rank, "stride", owner, minimum=1)
+        self.dilation = F.ntuple(dilation, self.rank, "dilation", owner, minimum=1)
+        self.padding = F.check_padding_arg(padding, self.rank, owner)
+        self.groups = _positive_int(groups, "groups", owner)
+        self.output_padding = F.ntuple(output_padding, self.rank, "output_padding", owner, minimum=0)
+        if self.transposed:
+            F.conv_transpose_padding(self.padding, self.output_padding, self.rank, owner,
+                                     self.kernel_size, self.stride, self.dilation)
+            F.check_output_padding(self.output_padding, self.stride, self.dilation, owner)
+        if self.out_channels % self.groups:
+            raise ShapeError(f"{owner}: out_channels ({self.out_channels}) must be divisible by groups ({self.groups})")
+        self.dtype = as_dtype(dtype) if dtype is not None else float32
+        self.use_bias = bool(bias)
+        self.in_channels = None
+        self.register_parameter("weight", None)
+        self.register_parameter("bias", None)
+        if in_channels is not None:
+            self._create_parameters(_positive_int(in_channels, "in_channels", owner))
+
+    def _create_parameters(self, in_channels: int) -> None:
+        owner = type(self).__name__
+        if in_channels % self.groups:
+            raise ShapeError(f"{owner}: in_channels ({in_channels}) must be divisible by groups ({self.groups})")
+        self.in_channels = in_channels
+        self.weight = Parameter(np.empty(self._weight_shape(in_channels)), dtype=self.dtype)
+        self.bias = Parameter(np.empty(self.out_channels), dtype=self.dtype) if self.use_bias else None
+        self.reset_parameters()
+
+    def _weight_shape(self, in_channels: int) -> tuple:
+        if self.transposed:
+            return (in_channels, self.out_channels // self.groups) + self.kernel_size
+        return (self.out_channels, in_channels // self.groups) + self.kernel_size
+
+    def reset_parameters(self) -> None:
+        """Weight, then bias, uniform in ±1/sqrt(fan_in) with fan_in = weight.shape[1] * prod(kernel)."""
+        default_uniform_(self.weight, self.bias)
+
+    def _check_input(self, x) -> None:
+        F._require_tensor(x, type(self).__name__)
+        if x.ndim not in (self.rank + 1, self.rank + 2):
+            raise ShapeError(f"expected a {self.rank + 1}-D (unbatched) or {self.rank + 2}-D (batched) input, "
+                             f"got a {x.ndim}-D input of shape {x.shape}")
+        channels = x.shape[-self.rank - 1]
+        if channels != self.in_channels:
+            raise ShapeError(f"expected input with {self.in_channels} channels, got {channels} channels "
+                             f"(input shape {x.shape})")
+
+    def forward(self, x):
+        self._check_input(x)
+        if self.transposed:
+            functional = getattr(F, f"conv_transpose{self.rank}d")
+            return functional(x, self.weight, self.bias, self.stride, self.padding, self.output_padding,
+                              self.groups, self.dilation)
+        functional = getattr(F, f"conv{self.rank}d")
+        return functional(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def extra_repr(self) -> str:
+        parts = [f"{self.in_channels}, {self.out_channels}", f"kernel_size={self.kernel_size}",
+                 f"stride={self.stride}"]
+        if self.padding != (0,) * self.rank:
+            parts.append(f"padding={self.padding!r}")
+        if self.transposed and any(self.output_padding):
+            parts.append(f"output_padding={self.output_padding}")
+        if self.dilation != (1,) * self.rank:
+            parts.append(f"dilation={self.dilation}")
+        if self.groups != 1:
+            parts.append(f"groups={self.groups}")
+        if not self.use_bias:
+            parts.append("bias=False")
+        return ", ".join(parts)
+
+
+class _LazyMixin:
+    """Materialises parameters from the first input's channel count, or from a state dict's weight."""
+
+    def forward(self, x):
+        if self.in_channels is None:
+            F._require_tensor(x, type(self).__name__)
+            if x.ndim not in (self.rank + 1, self.rank + 2):
+                raise ShapeError(f"expected a {self.rank + 1}-D (unbatched) or {self.rank + 2}-D (batched) "
+                                 f"input, got a {x.ndim}-D input of shape {x.shape}")
+            self._create_parameters(x.shape[-self.rank - 1])
+        return super().forward(x)
+
+    def materialize(self, in_channels: int) -> None:
+        """Create the parameters for `in_channels` input channels (what the first forward does)."""
+        if self.in_channels is None:
+            self._create_parameters(_positive_int(in_channels, "in_channels", type(self).__name__))
+        elif in_channels != self.in_channels:
+            raise ShapeError(f"{type(self).__name__}: already materialised with {self.in_channels} input channels, "
+                             f"got {in_channels}")
+
+    def _materialize_from_state(self, prefix: str, state: dict) -> None:
+        weight = state.get(prefix + "weight")
+        if self.in_channels is not None or weight is None:
+            return
+        if np.ndim(weight) != self.rank + 2:
+            raise ShapeError(f"{type(self).__name__}.load_state_dict: expected a {self.rank + 2}-D weight, "
+                             f"got shape {np.shape(weight)}")
+        shape = np.shape(weight)
+        self.materialize(shape[0] if self.transposed else shape[1] * self.groups)
+
+
+def _positive_int(value, what: str, owner: str) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ShapeError(f"{owner}: {what} must be a positive int, got {value!r}")
+    return int(value)
+
+
+class _Conv(_ConvNd):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, dtype=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, dtype=dtype)
+
+
+class _ConvTranspose(_ConvNd):
+    transposed = True
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, dilation=1,
+                 groups=1, bias=True, dtype=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         output_padding, dtype=dtype)
+
+
+class _LazyConv(_LazyMixin, _Conv):
+    def __init__(self, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
+                 device=None, dtype=None):
+        super().__init__(None, out_channels, kernel_size, stride, padding, dilation, groups, bias, dtype=dtype)
+
+
+class _LazyConvTranspose(_LazyMixin, _ConvTranspose):
+    def __init__(self, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1, bias=True,
+                 dilation=1, device=None, dtype=None):
+        super().__init__(None, out_channels, kernel_size, stride, padding, output_padding, dilation, groups, bias,
+                         dtype=dtype)
+
+
+class Conv1d(_Conv):
+    rank = 1
+
+
+class Conv2d(_Conv):
+    rank = 2
+
+
+class Conv3d(_Conv):
+    rank = 3
+
+
+class ConvTranspose1d(_ConvTranspose):
+    rank = 1
+
+
+class ConvTranspose2d(_ConvTranspose):
+    rank = 2
+
+
+class ConvTranspose3d(_ConvTranspose):
+    rank = 3
+
+
+class LazyConv1d(_LazyConv):
+    rank = 1
+
+
+class LazyConv2d(_LazyConv):
+    rank = 2
+
+
+class LazyConv3d(_LazyConv):
+    rank = 3
+
+
+class LazyConvTranspose1d(_LazyConvTranspose):
+    rank = 1
+
+
+class LazyConvTranspose2d(_LazyConvTranspose):
+    rank = 2
+
+
+class LazyConvTranspose3d(_LazyConvTranspose):
+    rank = 3
