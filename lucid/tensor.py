@@ -12,7 +12,7 @@ import numpy as np
 from . import autograd
 from .errors import DTypeError, GradientError, ShapeError
 from .ir import ops
-from .ir.types import DType, TensorType, as_dtype, bool_, float32, float64, int64
+from .ir.types import DType, TensorType, as_dtype, float32, float64, int64
 
 
 def _as_array(data, dtype: DType | None) -> np.ndarray:

@@ -9,10 +9,9 @@ import numbers
 
 import numpy as np
 
-from .. import autograd
 from ..errors import DTypeError, ShapeError
 from ..ir import ops
-from ..ir.types import float32, int64
+from ..ir.types import int64
 from ..random import generator
 from ..tensor import Tensor
 

@@ -99,7 +99,9 @@ class Module:
         except LucidError as exc:
             if not getattr(exc, "_lucid_layer_named", False):
                 exc._lucid_layer_named = True
-                exc.args = (f"{self._describe(stack[0])}: {exc.args[0] if exc.args else ''}",) + exc.args[1:]
+                message = str(exc.args[0]) if exc.args else ""
+                message = message.removeprefix(f"{type(self).__name__}: ")
+                exc.args = (f"{self._describe(stack[0])}: {message}",) + exc.args[1:]
             raise
         finally:
             stack.pop()

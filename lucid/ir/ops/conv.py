@@ -69,6 +69,8 @@ class ConvBase(OpDef):
     def check_tensors(self, display: str, x: TensorType, w: TensorType, b: TensorType | None) -> int:
         if w.ndim < 3 or w.ndim > 5:
             raise self.error(f"{display}: expected a weight of rank 3 to 5, got shape {w.shape}")
+        if min(w.shape) < 1:
+            raise self.error(f"{display}: expected a weight with sizes >= 1, got shape {w.shape}")
         if x.ndim != w.ndim:
             raise self.error(f"{display}: expected a batched input of rank {w.ndim} (N, C, *spatial), "
                              f"got shape {x.shape}")
@@ -115,14 +117,13 @@ class Conv(ConvBase):
         out_type = self.infer(attrs, TensorType(x.shape, x.dtype), TensorType(w.shape, w.dtype))
         groups, out_ch = attrs["groups"], w.shape[0]
         og = out_ch // groups
-        w_cols = w.reshape(groups, og, -1).transpose(0, 2, 1)            # (G, Cg*K, Og)
+        w_rows = w.reshape(groups, og, -1)                               # (G, Og, Cg*K)
         y = np.empty(out_type.shape, dtype=x.dtype)
         y_groups = y.reshape((x.shape[0], groups, og) + out_type.shape[2:])
         for batch, rows, cols in _im2col_chunks(x, w.shape[2:], attrs, out_type.shape[2:]):
-            prod = np.matmul(cols, w_cols)                               # (G, n*rows*rest, Og)
-            block = prod.reshape((groups, batch.stop - batch.start, rows.stop - rows.start)
-                                 + out_type.shape[3:] + (og,))
-            y_groups[batch, :, :, rows] = np.moveaxis(block, (0, -1), (1, 2))
+            block = np.matmul(w_rows, cols).reshape(                     # (G, Og, n, rows, *rest)
+                (groups, og, batch.stop - batch.start, rows.stop - rows.start) + out_type.shape[3:])
+            y_groups[batch, :, :, rows] = np.moveaxis(block, 2, 0)
         if b is not None:
             y += b.reshape((1, -1) + (1,) * (y.ndim - 2))
         return y
@@ -217,8 +218,8 @@ class ConvWeightGrad(ConvBase):
         gy_groups = gy.reshape((gy.shape[0], groups, og) + gy.shape[2:])
         gw = np.zeros((groups, og, out_type.size // (groups * og)), dtype=x.dtype)
         for batch, rows, cols in _im2col_chunks(x, attrs["kernel_size"], attrs, gy.shape[2:]):
-            g_block = np.moveaxis(gy_groups[batch, :, :, rows], (1, 2), (0, -1))   # (G, n, rows, rest, Og)
-            gw += np.matmul(g_block.reshape(groups, -1, og).transpose(0, 2, 1), cols)
+            g_block = np.moveaxis(gy_groups[batch, :, :, rows], 0, 2)             # (G, Og, n, rows, *rest)
+            gw += np.matmul(g_block.reshape(groups, og, -1), cols.transpose(0, 2, 1))
         return gw.reshape(out_type.shape)
 
 
@@ -231,9 +232,9 @@ def _bias_grad(g):
 def _im2col_chunks(x: np.ndarray, kernel: tuple, attrs: dict, out_sp: tuple):
     """Yield (batch slice, first-axis row slice, columns) covering all `out_sp` windows of `x`.
 
-    columns has shape (groups, n * rows * prod(out_sp[1:]), C/groups * prod(kernel)), rows in
-    (batch, output position) order, columns in (channel, kernel offset) order, at most COLUMN_BUDGET
-    elements.
+    columns has shape (groups, C/groups * prod(kernel), n * rows * prod(out_sp[1:])): rows in (channel,
+    kernel offset) order, columns in (batch, output position) order, so the gather copies runs along
+    the output's last axis; at most COLUMN_BUDGET elements.
     """
     groups = attrs["groups"]
     pads = ((0, 0), (0, 0)) + tuple(tuple(p) for p in attrs["padding"])
@@ -249,14 +250,14 @@ def _im2col_chunks(x: np.ndarray, kernel: tuple, attrs: dict, out_sp: tuple):
         + tuple(st * d for st, d in zip(sp_strides, attrs["dilation"])),
         writeable=False)
     rank = len(kernel)
-    # (N, G, Cg, *out, *k) -> (G, N, *out, Cg, *k)
-    order = (1, 0) + tuple(range(3, 3 + rank)) + (2,) + tuple(range(3 + rank, 3 + 2 * rank))
+    # (N, G, Cg, *out, *k) -> (G, Cg, *k, N, *out)
+    order = (1, 2) + tuple(range(3 + rank, 3 + 2 * rank)) + (0,) + tuple(range(3, 3 + rank))
     windows = windows.transpose(order)
     row_cost = channels * math.prod(kernel) * math.prod(out_sp[1:])
     rows_per_chunk = max(1, COLUMN_BUDGET // max(row_cost, 1))
     for batch, rows in _chunk_rows(n_batch, out_sp[0], rows_per_chunk):
-        block = windows[:, batch, rows]
-        yield batch, rows, block.reshape(groups, -1, cg * math.prod(kernel))
+        block = windows[(slice(None),) * (2 + rank) + (batch, rows)]
+        yield batch, rows, block.reshape(groups, cg * math.prod(kernel), -1)
 
 
 def _chunk_rows(n_batch: int, n_rows: int, rows_per_chunk: int):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..types import TensorType
 from .elementwise import add, exp, mul, neg, pow_scalar, sub
 from .reduction import sum_
 from .registry import OpDef, emit, register

@@ -190,7 +190,7 @@ class AvgPoolGrad(AvgPoolBase):
 
     def compute(self, attrs, gy):
         in_shape = attrs["input_shape"]
-        out_sp, rank = gy.shape[2:], self.rank(attrs)
+        out_sp = gy.shape[2:]
         share = gy / _avg_divisor(attrs, in_shape[2:], out_sp, gy.dtype)
         kernel, stride, padding = attrs["kernel"], attrs["stride"], attrs["padding"]
         full = tuple(max(n + 2 * p, (m - 1) * s + k) for n, m, k, s, p in zip(in_shape[2:], out_sp, kernel, stride, padding))

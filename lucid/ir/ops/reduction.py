@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import ShapeError
-from ..types import TensorType, float32, int64
+from ..types import TensorType, int64
 from .elementwise import cast, div, eq, mul, where
 from .registry import OpDef, emit, register
 

@@ -52,8 +52,8 @@ class _ConvNd(Module):
         if in_channels % self.groups:
             raise ShapeError(f"{owner}: in_channels ({in_channels}) must be divisible by groups ({self.groups})")
         self.in_channels = in_channels
-        self.weight = Parameter(np.empty(self._weight_shape(in_channels)), dtype=self.dtype)
-        self.bias = Parameter(np.empty(self.out_channels), dtype=self.dtype) if self.use_bias else None
+        self.weight = Parameter(np.zeros(self._weight_shape(in_channels)), dtype=self.dtype)
+        self.bias = Parameter(np.zeros(self.out_channels), dtype=self.dtype) if self.use_bias else None
         self.reset_parameters()
 
     def _weight_shape(self, in_channels: int) -> tuple:

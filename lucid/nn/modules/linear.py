@@ -28,8 +28,8 @@ class Linear(Module):
 
     def _create_parameters(self, in_features: int) -> None:
         self.in_features = in_features
-        self.weight = Parameter(np.empty((self.out_features, in_features)), dtype=self.dtype)
-        self.bias = Parameter(np.empty(self.out_features), dtype=self.dtype) if self.use_bias else None
+        self.weight = Parameter(np.zeros((self.out_features, in_features)), dtype=self.dtype)
+        self.bias = Parameter(np.zeros(self.out_features), dtype=self.dtype) if self.use_bias else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

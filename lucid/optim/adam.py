@@ -1,0 +1,58 @@
+"""Adam and AMSGrad."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .optimizer import Optimizer, check_range
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), optionally AMSGrad, with PyTorch's update rule (``torch.optim.Adam``).
+
+    For each parameter with a gradient ``g`` (negated if ``maximize``), at step ``t``::
+
+        g = g + weight_decay * p
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        v_hat = max(v_hat, v) if amsgrad else v
+        p = p - lr / (1 - beta1**t) * m / (sqrt(v_hat) / sqrt(1 - beta2**t) + eps)
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 amsgrad=False, maximize=False):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                                      amsgrad=amsgrad, maximize=maximize))
+
+    def _validate(self, group: dict) -> None:
+        check_range("Adam", "lr", group["lr"], 0.0)
+        check_range("Adam", "eps", group["eps"], 0.0)
+        if len(group["betas"]) != 2:
+            raise ValueError(f"Adam: invalid betas: expected a pair (beta1, beta2), "
+                             f"got {group['betas']!r}")
+        check_range("Adam", "beta1 (betas[0])", group["betas"][0], 0.0, 1.0)
+        check_range("Adam", "beta2 (betas[1])", group["betas"][1], 0.0, 1.0)
+        check_range("Adam", "weight_decay", group["weight_decay"], 0.0)
+
+    def _update(self, p, grad: np.ndarray, group: dict, state: dict) -> None:
+        if not state:
+            state.update(step=0, exp_avg=np.zeros_like(p.data), exp_avg_sq=np.zeros_like(p.data))
+            if group["amsgrad"]:
+                state["max_exp_avg_sq"] = np.zeros_like(p.data)
+        beta1, beta2 = group["betas"]
+        state["step"] += 1
+        step = state["step"]
+        grad = -grad if group["maximize"] else grad
+        if group["weight_decay"] != 0:
+            grad = grad + group["weight_decay"] * p.data
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        exp_avg += (1 - beta1) * (grad - exp_avg)
+        exp_avg_sq *= beta2
+        exp_avg_sq += (1 - beta2) * grad * grad
+        if group["amsgrad"]:
+            np.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
+            exp_avg_sq = state["max_exp_avg_sq"]
+        denom = np.sqrt(exp_avg_sq) / math.sqrt(1 - beta2 ** step) + group["eps"]
+        data = p.data  # update the array in place (assigning p.data would copy it)
+        data -= group["lr"] / (1 - beta1 ** step) * (exp_avg / denom)
