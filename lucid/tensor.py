@@ -15,12 +15,13 @@ from .ir import ops
 from .ir.types import DType, TensorType, as_dtype, float32, float64, int64
 
 
-def _as_array(data, dtype: DType | None) -> np.ndarray:
-    """A fresh NumPy array for `data`: float32 unless float64 is asked for, integers as int64."""
+def _as_array(data, dtype: DType | None, copy: bool = True) -> np.ndarray:
+    """A NumPy array for `data` (fresh unless copy=False): a Tensor keeps its dtype; otherwise floating
+    data becomes float32 unless float64 is asked for, integers int64."""
     if isinstance(data, Tensor):
-        data = data.data
+        data, dtype = data.data, dtype if dtype is not None else data.dtype
     try:
-        array = np.array(data)
+        array = np.array(data, copy=copy or None)
     except (TypeError, ValueError) as exc:
         raise DTypeError(f"Tensor: cannot make a tensor from {type(data).__name__}: {exc}") from None
     if array.dtype == object:
@@ -28,7 +29,10 @@ def _as_array(data, dtype: DType | None) -> np.ndarray:
                          "holding ragged or non-numeric items")
     if array.dtype.kind == "c":
         raise DTypeError(f"Tensor: complex data is not supported (got {array.dtype})")
-    target = as_dtype(dtype) if dtype is not None else as_dtype(array.dtype)
+    if dtype is not None:
+        target = as_dtype(dtype)
+    else:
+        target = float32 if array.dtype.kind == "f" else as_dtype(array.dtype)
     return array.astype(target.numpy, copy=False)
 
 
@@ -78,12 +82,13 @@ class Tensor:
     # ------------------------------------------------------------------ attributes
     @property
     def data(self) -> np.ndarray:
-        """The underlying NumPy array (shared, not copied); assigning replaces it."""
+        """The underlying NumPy array (shared, not copied). Assigning replaces it by the given data
+        cast to this tensor's dtype (shared when it already has that dtype)."""
         return self._data
 
     @data.setter
     def data(self, value) -> None:
-        self._data = _as_array(value, self.dtype)
+        self._data = _as_array(value, self.dtype, copy=False)
 
     @property
     def requires_grad(self) -> bool:

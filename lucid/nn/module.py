@@ -185,7 +185,7 @@ class Module:
             for registry in (m._parameters, m._buffers):
                 for value in registry.values():
                     if value is not None and value.dtype.is_floating:
-                        value.data = value.data.astype(np.dtype(str(dtype)))
+                        value._data = value.data.astype(np.dtype(str(dtype)))
         return self
 
     def double(self) -> "Module":
