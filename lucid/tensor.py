@@ -75,7 +75,8 @@ class Tensor:
             raise RuntimeError(f"{opdef.name}: kernel returned shape {result.shape}, shape rule says {out_type.shape}")
         if result.dtype != out_type.dtype.numpy or not result.flags.writeable:
             result = result.astype(out_type.dtype.numpy)
-        track = autograd.is_grad_enabled() and opdef.differentiable and any(t.requires_grad for t in inputs)
+        track = (autograd.is_grad_enabled() and opdef.differentiable and out_type.dtype.is_floating
+                 and any(t.requires_grad for t in inputs))
         node = autograd.Node(opdef, attrs, inputs) if track else None
         return cls._wrap(result, track, node)
 
@@ -374,10 +375,9 @@ def _basic_index(shape: tuple, key) -> tuple:
     used = sum(k is not None and k is not Ellipsis for k in key)
     if used > len(shape):
         raise IndexError(f"Tensor index: too many indices ({used}) for a tensor of rank {len(shape)}")
-    if Ellipsis in key:
-        at = key.index(Ellipsis)
-        key = key[:at] + (slice(None),) * (len(shape) - used) + key[at + 1:]
-    key = key + (slice(None),) * (len(shape) - used)
+    fill = (slice(None),) * (len(shape) - used)
+    at = next((i for i, k in enumerate(key) if k is Ellipsis), len(key))
+    key = key[:at] + fill + key[at + 1:]
     starts, stops, steps, out_shape, axis = [], [], [], [], 0
     for k in key:
         if k is None:

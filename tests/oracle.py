@@ -29,7 +29,6 @@ Transposed convolution, defined by scattering::
 """
 from __future__ import annotations
 
-from typing import Sequence
 
 import numpy as np
 

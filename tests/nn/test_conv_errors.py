@@ -7,18 +7,16 @@ input spatial sizes avoid the channel counts being checked), and number matching
 whole numbers (``7`` does not match inside ``17`` or ``0.7``).
 """
 import re
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import oracle  # noqa: E402
+import oracle
 
-import lucid  # noqa: E402
-import lucid.nn as nn  # noqa: E402
-import lucid.nn.functional as F  # noqa: E402
+import lucid
+import lucid.nn as nn
+import lucid.nn.functional as F
+from seeds import Conv3dModel  (examples/seeds.py)
 
 
 def T(*shape, dtype=np.float32, requires_grad=False):
@@ -246,39 +244,11 @@ def test_lazy_refuses_other_channel_count_after_materialisation(kind):
 
 # ----------------------------------------------------------------------------- the seeds' Conv3dModel
 
-def make_conv3d_model():
-    """The seed's model class, built on demand (so a missing nn.Module fails only these tests)."""
-
-    class Conv3dModel(nn.Module):
-        """Exactly as printed in the seed (seeds/002): conv(pad 1) -> relu -> conv(k3) -> relu ->
-        MaxPool3D(2, 2) -> flatten -> Linear(16*4*4*4, 10)."""
-
-        def __init__(self):
-            super(Conv3dModel, self).__init__()
-            self.conv1 = nn.Conv3d(in_channels=1, out_channels=8, kernel_size=3, padding=1)
-            self.relu = nn.ReLU()
-            self.conv2 = nn.Conv3d(in_channels=8, out_channels=16, kernel_size=3)
-            self.pool = nn.MaxPool3D(kernel_size=2, stride=2)
-            self.fc = nn.Linear(in_features=16 * 4 * 4 * 4, out_features=10)
-
-        def forward(self, x):
-            x = self.conv1(x)
-            x = self.relu(x)
-            x = self.conv2(x)
-            x = self.relu(x)
-            x = self.pool(x)
-            x = x.reshape(x.shape[0], -1)
-            x = self.fc(x)
-            return x
-
-    return Conv3dModel()
-
-
 def test_seed_conv3d_model_gives_clear_pool_error():
     """SPEC §3 correction: a (1, 1, 3, 3, 3) input reaches the pool as a 1x1x1 map, which a 2x2x2
     window cannot cover; lucid must say so, naming the pooling layer and the shapes."""
     lucid.manual_seed(0)
-    model = make_conv3d_model()
+    model = Conv3dModel()
     x = lucid.Tensor(np.random.default_rng(0).standard_normal((1, 1, 3, 3, 3)).astype(np.float32),
                      requires_grad=True)
     msg = _raises(lambda: model(x))
@@ -291,7 +261,7 @@ def test_seed_conv3d_model_gives_clear_pool_error():
 def test_seed_conv3d_model_runs_on_the_size_it_was_built_for():
     """The model's Linear expects 16*4*4*4 features: a 10x10x10 volume gives exactly that."""
     lucid.manual_seed(0)
-    model = make_conv3d_model()
+    model = Conv3dModel()
     x = lucid.Tensor(np.random.default_rng(1).standard_normal((1, 1, 10, 10, 10)).astype(np.float32),
                      requires_grad=True)
     out = model(x)

@@ -12,20 +12,17 @@ upstream gradient ``g``, in float32 against the float64 oracle. When PyTorch is 
 same configurations are also compared with ``torch.nn.functional`` directly. A few float64
 finite-difference checks of lucid's own gradients close the file.
 """
-import sys
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import oracle  # noqa: E402
+import oracle
 
-import lucid  # noqa: E402
-import lucid.nn as nn  # noqa: E402
-import lucid.nn.functional as F  # noqa: E402
+import lucid
+import lucid.nn as nn
+import lucid.nn.functional as F
 
 MASTER_SEED = 20240611
 CONFIG_COUNT = 240

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from ..types import TensorType, as_dtype, bool_, promote
+from ..types import TensorType, as_dtype, bool_, float32, promote
 from .registry import OpDef, emit, register
 
 _erf = np.frompyfunc(math.erf, 1, 1)
@@ -217,7 +217,12 @@ class Clamp(Unary):
     name = "clamp"
     float_only = False
 
+    def infer(self, attrs, x):
+        float_bound = any(isinstance(attrs[b], float) for b in ("min", "max"))
+        return TensorType(x.shape, float32) if float_bound and not x.dtype.is_floating else x
+
     def fn(self, attrs, x):
+        x = x.astype(self.infer(attrs, TensorType(x.shape, x.dtype)).dtype.numpy, copy=False)
         return np.clip(x, attrs["min"], attrs["max"]).astype(x.dtype)
 
     def grad(self, attrs, inputs, y, g):
@@ -308,8 +313,7 @@ class Div(Binary):
 
     def infer(self, attrs, x, y):
         out = super().infer(attrs, x, y)
-        self.require_float(out)
-        return out
+        return out if out.dtype.is_floating else TensorType(out.shape, float32)   # true division
 
     def fn(self, x, y):
         return np.divide(x, y)
@@ -411,4 +415,11 @@ def where(cond, x, y): return emit("where", cond, x, y)
 
 
 def clamp(x, min=None, max=None):
-    return emit("clamp", x, min=None if min is None else float(min), max=None if max is None else float(max))
+    """Bounds keep their Python type: a float bound makes an integer tensor's result float32."""
+    return emit("clamp", x, min=_bound(min), max=_bound(max))
+
+
+def _bound(value):
+    if value is None or isinstance(value, float):
+        return value
+    return int(value) if float(value).is_integer() and not isinstance(value, np.floating) else float(value)

@@ -81,9 +81,10 @@ def is_value(obj) -> bool:
     return hasattr(type(obj), "_lucid_apply")
 
 
-def _scalar_dtype(scalar, value_dtypes: list[DType]) -> DType:
-    """The dtype a Python scalar takes next to tensors of `value_dtypes` (PyTorch's weak scalar typing)."""
-    kind = bool_ if isinstance(scalar, (bool, np.bool_)) else int64 if isinstance(scalar, numbers.Integral) else float32
+def _constant_dtype(kind: str, value_dtypes: list[DType]) -> DType:
+    """The dtype a Python number or NumPy array of numpy kind `kind` takes next to tensors of
+    `value_dtypes`: the tensors' dtype unless its category is lower (PyTorch's weak scalar typing)."""
+    kind = bool_ if kind == "b" else int64 if kind in "iu" else float32
     widest = promote(*value_dtypes) if value_dtypes else kind
     return widest if widest.rank >= kind.rank else kind
 
@@ -104,8 +105,9 @@ def emit(name: str, *inputs, **attrs):
     for v in inputs:
         if is_value(v):
             converted.append(v)
-        elif isinstance(v, (numbers.Number, np.bool_)):
-            converted.append(kind._lucid_constant(np.asarray(v, dtype=_scalar_dtype(v, dtypes).numpy)))
+        elif isinstance(v, (numbers.Number, np.bool_, np.ndarray)) and np.asarray(v).dtype.kind in "biuf":
+            array = np.asarray(v)
+            converted.append(kind._lucid_constant(array.astype(_constant_dtype(array.dtype.kind, dtypes).numpy)))
         else:
-            raise DTypeError(f"{name}: expected a tensor or a Python number, got {type(v).__name__}")
+            raise DTypeError(f"{name}: expected a tensor, a real number or a NumPy array, got {type(v).__name__}")
     return kind._lucid_apply(opdef, tuple(converted), attrs)

@@ -80,16 +80,18 @@ class Pad(OpDef):
     def compute(self, attrs, x):
         out_type = self.infer(attrs, TensorType(x.shape, x.dtype))
         y = np.full(out_type.shape, attrs["value"], dtype=x.dtype)
-        index = tuple(slice(a, a + max(n - 1, 0) * (i + 1) + 1, i + 1)
-                      for n, a, i in zip(x.shape, attrs["lo"], attrs["interior"]))
-        y[index] = x
+        y[tuple(map(_strided_span, attrs["lo"], x.shape, attrs["interior"]))] = x
         return y
 
     def grad(self, attrs, inputs, y, g):
-        x = inputs[0]
-        stops = tuple(a + max(n - 1, 0) * (i + 1) + min(n, 1) for n, a, i in zip(x.shape, attrs["lo"], attrs["interior"]))
-        steps = tuple(i + 1 for i in attrs["interior"])
-        return (emit("slice", g, starts=attrs["lo"], stops=stops, steps=steps),)
+        spans = tuple(map(_strided_span, attrs["lo"], inputs[0].shape, attrs["interior"]))
+        return (emit("slice", g, starts=tuple(s.start for s in spans), stops=tuple(s.stop for s in spans),
+                     steps=tuple(s.step for s in spans)),)
+
+
+def _strided_span(start: int, count: int, gap: int) -> slice:
+    """The positions of `count` elements placed from `start` with `gap` elements between them."""
+    return slice(start, start + (count - 1) * (gap + 1) + 1 if count else start, gap + 1)
 
 
 @register
