@@ -16,7 +16,7 @@ import oracle
 import lucid
 import lucid.nn as nn
 import lucid.nn.functional as F
-from seeds import Conv3dModel  (examples/seeds.py)
+from seeds import Conv3dModel  # examples/seeds.py
 
 
 def T(*shape, dtype=np.float32, requires_grad=False):
