@@ -70,7 +70,8 @@ class Tensor:
     @classmethod
     def _lucid_apply(cls, opdef, inputs: tuple, attrs: dict) -> "Tensor":
         out_type = opdef.infer(attrs, *(TensorType(t.shape, t.dtype) for t in inputs))
-        result = np.asarray(opdef.compute(attrs, *(t._data for t in inputs)))
+        with np.errstate(all="ignore"):     # inf/nan results (log(0), 1/0) are values, as in PyTorch
+            result = np.asarray(opdef.compute(attrs, *(t._data for t in inputs)))
         if result.shape != out_type.shape:
             raise RuntimeError(f"{opdef.name}: kernel returned shape {result.shape}, shape rule says {out_type.shape}")
         if result.dtype != out_type.dtype.numpy or not result.flags.writeable:

@@ -61,10 +61,10 @@ class PoolBase(OpDef):
         if min(kernel) < 1 or min(stride) < 1 or min(dilation) < 1:
             raise self.error(f"{name}: kernel, stride and dilation must be >= 1, got "
                              f"kernel={kernel} stride={stride} dilation={dilation}")
-        for k, p, d in zip(kernel, padding, dilation):
-            if not 0 <= p <= (d * (k - 1) + 1) // 2:
-                raise self.error(f"{name}: padding must be >= 0 and at most half the kernel size, got "
-                                 f"padding={padding} for kernel={kernel}")
+        for k, p in zip(kernel, padding):
+            if not 0 <= p <= k // 2:
+                raise self.error(f"{name}: padding must be >= 0 and at most half the kernel size (kernel // 2), "
+                                 f"got padding={padding} for kernel={kernel}")
         out_sp = self.out_spatial(attrs, x.shape[2:])
         if min(out_sp) < 1:
             raise self.error(f"{name}: input spatial size {x.shape[2:]} is too small for kernel {kernel} "
@@ -124,10 +124,12 @@ class MaxPoolGrad(PoolBase):
         tap = np.unravel_index(np.argmax(flat, axis=-1), attrs["kernel"])        # kernel offset per output
         grid = np.meshgrid(*(np.arange(m) for m in out_sp), indexing="ij")
         coords = [o * s - p + t * d for o, s, p, t, d in zip(grid, attrs["stride"], attrs["padding"], tap, dilation)]
-        position = np.ravel_multi_index(coords, x.shape[2:])                      # (N, C, *out)
+        # A dilated window can lie wholly in the padding: its maximum is -inf and it passes no gradient.
+        inside = np.logical_and.reduce([(c >= 0) & (c < n) for c, n in zip(coords, x.shape[2:])])
+        position = np.ravel_multi_index([np.clip(c, 0, n - 1) for c, n in zip(coords, x.shape[2:])], x.shape[2:])
         plane = math.prod(x.shape[2:])
         base = np.arange(x.shape[0] * x.shape[1]).reshape(x.shape[:2] + (1,) * rank) * plane
-        gx = np.bincount((position + base).ravel(), weights=gy.ravel(), minlength=x.size)
+        gx = np.bincount((position + base).ravel(), weights=(gy * inside).ravel(), minlength=x.size)
         return gx.astype(x.dtype).reshape(x.shape)
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import ShapeError
-from ..types import TensorType, int64
+from ..types import TensorType, bool_, int64
 from .elementwise import cast, div, eq, mul, where
 from .registry import OpDef, emit, register
 
 
 def normalize_axes(op_name: str, axes, ndim: int) -> tuple:
     """Axes as a sorted tuple of non-negative ints (None means every axis)."""
-    if axes is None:
+    if axes is None or ndim == 0 and axes in (0, -1, (0,), (-1,)):     # a 0-d tensor reduces over nothing
         return tuple(range(ndim))
     if isinstance(axes, (int, np.integer)):
         axes = (axes,)
@@ -62,6 +62,9 @@ def _expand_back(g, x_shape, attrs):
 class Sum(Reduce):
     name = "sum"
     fn = staticmethod(np.sum)
+
+    def result_dtype(self, x):
+        return int64 if x.dtype == bool_ else x.dtype     # a sum of booleans counts them
 
     def grad(self, attrs, inputs, y, g):
         return (_expand_back(g, inputs[0].shape, attrs),)
