@@ -956,8 +956,27 @@ def _torch_pool(torch, x, cfg):
     return getattr(tf, f"avg_pool{cfg['rank']}d")(x, k, s, p, ceil, cfg["count_include_pad"], cfg["divisor_override"])
 
 
+
+
+def _max_window_misses_input(cfg):
+    """Whether some max-pool window lies wholly in the padding (possible with dilation)."""
+    if cfg["kind"] != "max":
+        return False
+    for n, k, s, p, d in zip(cfg["shape"][2:], cfg["kernel"], cfg["stride"], cfg["padding"], cfg["dilation"]):
+        span = n + 2 * p - d * (k - 1) - 1
+        out = (-(-span // s) if cfg["ceil_mode"] else span // s) + 1
+        if cfg["ceil_mode"] and (out - 1) * s >= n + p:
+            out -= 1
+        if any(all(not 0 <= o * s - p + t * d < n for t in range(k)) for o in range(out)):
+            return True
+    return False
+
+
 @pytest.mark.parametrize("cfg", POOL_CONFIGS, ids=_pool_id)
 def test_pool_against_torch(cfg):
+    if _max_window_misses_input(cfg):
+        pytest.skip("torch 2.13's max_pool backward writes out of bounds (heap corruption) when a window lies "
+                    "wholly in the padding; lucid is checked against the loop oracle for this config")
     torch = _torch()
     if cfg["kind"] == "avg" and cfg["rank"] == 3 and any(n < k for n, k in zip(cfg["shape"][2:], cfg["kernel"])):
         pytest.skip("torch's avg_pool3d (unlike avg_pool1d/2d) refuses an unpadded input smaller than the kernel")
