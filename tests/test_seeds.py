@@ -13,7 +13,7 @@ import pytest
 import lucid
 import lucid.nn as nn
 from lucid import Tensor
-from seeds import Conv3dModel  # examples/seeds.py: the seed models are defined once
+from seeds import Conv3dModel, Decoder, Decoder3D  # examples/seeds.py: the seed models are defined once
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -103,15 +103,6 @@ def test_seed000_convtranspose3d_values_match_oracle():
     np.testing.assert_allclose(deconv3d.weight.grad.data, gw, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(deconv3d.bias.grad.data, gb, rtol=1e-6)
 
-
-class Decoder3D(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.deconv = nn.ConvTranspose3d(8, 4, kernel_size=4, stride=2, padding=1)
-        self.relu = nn.ReLU()
-
-    def forward(self, x):
-        return self.relu(self.deconv(x))
 
 
 def test_seed000_decoder3d():
@@ -312,15 +303,6 @@ def test_seed004_convtranspose2d_basic():
     np.testing.assert_allclose(deconv2d.weight.grad.data, gw, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(deconv2d.bias.grad.data, gb, rtol=1e-6)
 
-
-class Decoder(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.deconv1 = nn.ConvTranspose2d(16, 8, kernel_size=4, stride=2, padding=1)
-        self.relu = nn.ReLU()
-
-    def forward(self, x):
-        return self.relu(self.deconv1(x))
 
 
 def test_seed004_decoder():
