@@ -144,10 +144,11 @@ def _conv_geometry(x, w, stride, padding, dilation):
     return nd, k, s, d, pads, out_sp
 
 
-def _in_index(p, kk, s, d, pads, in_sp):
-    """Input position read by output position p through kernel offset kk (None if padding)."""
+def _tap_index(p, kk, s, d, pads, sizes):
+    """Position p * stride - lo + kk * dilation along each axis: the input a conv output reads, or
+    the output a transposed-conv input writes (None if it falls outside `sizes`)."""
     idx = []
-    for pi, ki, si, di, (lo, _), n in zip(p, kk, s, d, pads, in_sp):
+    for pi, ki, si, di, (lo, _), n in zip(p, kk, s, d, pads, sizes):
         j = pi * si - lo + ki * di
         if j < 0 or j >= n:
             return None
@@ -169,7 +170,7 @@ def conv_nd(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     for p in np.ndindex(*out_sp):
         acc = np.zeros((N, G, Og))
         for kk in np.ndindex(*k):
-            i = _in_index(p, kk, s, d, pads, x.shape[2:])
+            i = _tap_index(p, kk, s, d, pads, x.shape[2:])
             if i is None:
                 continue
             # (N, G, Cg) x (G, Og, Cg) -> (N, G, Og)
@@ -200,7 +201,7 @@ def conv_nd_vjp(g, x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     for p in np.ndindex(*out_sp):
         gp = gg[(Ellipsis,) + p]  # (N, G, Og)
         for kk in np.ndindex(*k):
-            i = _in_index(p, kk, s, d, pads, x.shape[2:])
+            i = _tap_index(p, kk, s, d, pads, x.shape[2:])
             if i is None:
                 continue
             gx[(Ellipsis,) + i] += np.einsum("ngo,goc->ngc", gp, wg[(Ellipsis,) + kk])
@@ -224,17 +225,6 @@ def _convT_geometry(x, w, stride, padding, output_padding, dilation):
     return nd, k, s, d, pads, out_sp
 
 
-def _out_index(i, kk, s, d, pads, out_sp):
-    """Output position written by input position i through kernel offset kk (None if cropped)."""
-    idx = []
-    for ii, ki, si, di, (lo, _), n in zip(i, kk, s, d, pads, out_sp):
-        j = ii * si - lo + ki * di
-        if j < 0 or j >= n:
-            return None
-        idx.append(j)
-    return tuple(idx)
-
-
 def conv_transpose_nd(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1, groups=1):
     """Grouped N-d transposed convolution by scatter, float64. Returns (N, O, *out_spatial)."""
     x, w = _check_input(x, w, groups, transposed=True)
@@ -250,7 +240,7 @@ def conv_transpose_nd(x, w, b=None, stride=1, padding=0, output_padding=0, dilat
     for i in np.ndindex(*x.shape[2:]):
         xi = xg[(Ellipsis,) + i]  # (N, G, Cg)
         for kk in np.ndindex(*k):
-            j = _out_index(i, kk, s, d, pads, out_sp)
+            j = _tap_index(i, kk, s, d, pads, out_sp)
             if j is None:
                 continue
             y[(Ellipsis,) + j] += np.einsum("ngc,gco->ngo", xi, wg[(Ellipsis,) + kk])
@@ -280,7 +270,7 @@ def conv_transpose_nd_vjp(g, x, w, b=None, stride=1, padding=0, output_padding=0
     for i in np.ndindex(*x.shape[2:]):
         xi = xg[(Ellipsis,) + i]
         for kk in np.ndindex(*k):
-            j = _out_index(i, kk, s, d, pads, out_sp)
+            j = _tap_index(i, kk, s, d, pads, out_sp)
             if j is None:
                 continue
             gj = gg[(Ellipsis,) + j]  # (N, G, Og)
