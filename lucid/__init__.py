@@ -1,7 +1,7 @@
-"""lucid: a graph-compiling deep-learning framework. This is its eager core."""
+"""lucid: a graph-compiling deep-learning framework."""
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .creation import arange, full, ones, ones_like, rand, randn, tensor, zeros, zeros_like
-from .errors import DTypeError, GradientError, LucidError, ShapeError
+from .errors import DTypeError, GradientError, GraphError, LucidError, ShapeError, TraceError
 from .ir.types import DType, bool_, float32, float64, int64
 from .random import manual_seed
 from .tensor import Tensor
@@ -34,3 +34,5 @@ def load(path):
 
 
 from . import nn, optim  # noqa: E402  (nn and optim need the names above)
+from .tracing import spec, trace  # noqa: E402
+from . import ir, passes  # noqa: E402

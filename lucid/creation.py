@@ -8,7 +8,8 @@ import numpy as np
 from .errors import DTypeError, ShapeError
 from .ir.types import as_dtype, float32, int64
 from .random import generator
-from .tensor import Tensor, _shape_arg
+from .ir.methods import _shape_arg
+from .tensor import Tensor
 
 
 def _size(shape: tuple, fn: str) -> tuple:

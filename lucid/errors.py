@@ -19,3 +19,13 @@ class DTypeError(LucidError, TypeError):
 
 class GradientError(LucidError, RuntimeError):
     """Autograd was asked for something it cannot do (e.g. backward through a non-differentiable op)."""
+
+
+class TraceError(LucidError, TypeError):
+    """Python code asked a traced value for data it does not have (e.g. `if x.sum() > 0:`), or returned
+    something a graph cannot hold."""
+
+
+class GraphError(LucidError, ValueError):
+    """A graph is malformed: it fails the verifier, its text does not parse, or its file is not a lucid
+    graph this version can read."""

@@ -9,8 +9,11 @@ import numbers
 
 import numpy as np
 
-from ..errors import DTypeError, ShapeError
+from ..autograd import no_grad
+from ..errors import DTypeError, ShapeError, TraceError
 from ..ir import ops
+from ..ir.graph import Value, active_builder
+from ..ir.methods import TensorMethods
 from ..ir.types import int64
 from ..random import generator
 from ..tensor import Tensor
@@ -83,7 +86,7 @@ def check_output_padding(output_padding: tuple, stride: tuple, dilation: tuple, 
 
 
 def _require_tensor(x, owner: str, what: str = "input") -> Tensor:
-    if not isinstance(x, Tensor):
+    if not isinstance(x, TensorMethods):
         raise DTypeError(f"{owner}: expected {what} to be a lucid Tensor, got {type(x).__name__}")
     return x
 
@@ -271,9 +274,19 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 
 
 def _update_running(running_mean, running_var, mean, var, count, momentum):
-    unbiased = var.data * (count / (count - 1))
-    running_mean.data[...] = (1 - momentum) * running_mean.data + momentum * mean.data
-    running_var.data[...] = (1 - momentum) * running_var.data + momentum * unbiased
+    with no_grad():
+        unbiased = ops.mul(var, count / (count - 1))
+        assign_state(running_mean, (1 - momentum) * running_mean + momentum * mean)
+        assign_state(running_var, (1 - momentum) * running_var + momentum * unbiased)
+
+
+def assign_state(buffer: Tensor, value) -> None:
+    """Overwrite a buffer with `value` (cast to the buffer's dtype); while tracing, record it as a
+    state update of the graph instead."""
+    if isinstance(value, Value):
+        active_builder().record_update(buffer, value)
+    else:
+        buffer.data[...] = value.data
 
 
 def dropout(input, p=0.5, training=True):
@@ -285,6 +298,9 @@ def dropout(input, p=0.5, training=True):
         return x
     if p == 1.0:
         return ops.mul(x, 0.0)
+    if active_builder() is not None:
+        raise TraceError(f"dropout: random masks cannot be traced yet (dropout with p={p} in training mode); "
+                         "trace the model in eval mode")
     keep = generator().random(x.shape) >= p
     return ops.mul(x, Tensor(keep / (1.0 - p), dtype=x.dtype))
 
@@ -363,18 +379,26 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean", ow
     if target.dtype != int64 or target.shape != logp.shape[:1] + logp.shape[2:]:
         raise ShapeError(f"{owner}: expected int64 class indices of shape {logp.shape[:1] + logp.shape[2:]}, "
                          f"got {target.dtype} of shape {target.shape}")
-    labels = target.data
+    if isinstance(target, Tensor):
+        _check_class_indices(target.data, ignore_index, classes, owner)
+    valid = ops.ne(target, ignore_index)
+    chosen = ops.one_hot(ops.where(valid, target, 0), classes)         # (N, *d, C)
+    picks = ops.mul(ops.permute(chosen, (0, logp.ndim - 1) + tuple(range(1, logp.ndim - 1))),
+                    ops.cast(ops.reshape(valid, target.shape[:1] + (1,) + target.shape[1:]), logp.dtype))
+    if class_weight is not None:
+        picks = ops.mul(picks, class_weight)
+    picks = ops.cast(picks, logp.dtype)
+    loss = ops.neg(ops.sum_(ops.mul(logp, picks), 1))
+    if reduction == "mean":
+        return ops.div(ops.sum_(loss), ops.sum_(picks))
+    return _reduce_loss(loss, reduction, owner)
+
+
+def _check_class_indices(labels: np.ndarray, ignore_index: int, classes: int, owner: str) -> None:
     valid = labels != ignore_index
     if np.any((labels[valid] < 0) | (labels[valid] >= classes)):
         raise ShapeError(f"{owner}: class indices must lie in [0, {classes}), got values in "
                          f"[{labels[valid].min()}, {labels[valid].max()}]")
-    chosen = np.where(valid, labels, 0)
-    weights = np.where(valid, 1.0 if class_weight is None else class_weight.data.reshape(-1)[chosen], 0.0)
-    picks = Tensor(np.moveaxis(np.eye(classes)[chosen], -1, 1) * np.expand_dims(weights, 1), dtype=logp.dtype)
-    loss = ops.neg(ops.sum_(ops.mul(logp, picks), 1))
-    if reduction == "mean":
-        return ops.div(ops.sum_(loss), float(weights.sum()))
-    return _reduce_loss(loss, reduction, owner)
 
 
 def _class_weight(weight, classes: int, logp: Tensor, owner: str):

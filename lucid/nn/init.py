@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+from ..ir.graph import active_builder
 from ..random import generator
 from ..tensor import Tensor
 
@@ -34,3 +35,11 @@ def zeros_(tensor: Tensor) -> Tensor:
 def ones_(tensor: Tensor) -> Tensor:
     tensor.data[...] = 1
     return tensor
+
+
+def reset_or_defer(module) -> None:
+    """Draw a freshly materialised module's initial values now, or, while tracing, leave them to the
+    shape-inference pass, which draws them for every lazy module in declaration order."""
+    builder = active_builder()
+    if builder is None or not builder.defer_initialisation(module):
+        module.reset_parameters()

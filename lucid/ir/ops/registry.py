@@ -15,6 +15,8 @@ the value kind with the highest `_lucid_priority` among the inputs, so the same 
 from __future__ import annotations
 
 import numbers
+import threading
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -89,17 +91,37 @@ def _constant_dtype(kind: str, value_dtypes: list[DType]) -> DType:
     return widest if widest.rank >= kind.rank else kind
 
 
+_recording = threading.local()
+
+
+@contextmanager
+def recording(kind):
+    """While active, every operator call goes to value kind `kind`, whatever its inputs' kinds (the
+    tracer uses this so that operations on parameters alone are recorded too)."""
+    stack = _recording.__dict__.setdefault("stack", [])
+    stack.append(kind)
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
+def _recording_kind():
+    stack = getattr(_recording, "stack", None)
+    return stack[-1] if stack else None
+
+
 def emit(name: str, *inputs, **attrs):
     """Apply operator `name` to `inputs` (values or Python scalars) with attributes `attrs`.
 
-    The call goes to the value kind of highest priority among the inputs; Python scalars become
-    constants of that kind with PyTorch's scalar typing.
+    The call goes to the recording kind if one is active, else to the value kind of highest priority
+    among the inputs; Python scalars become constants of that kind with PyTorch's scalar typing.
     """
     opdef = get(name)
     values = [v for v in inputs if is_value(v)]
     if not values:
         raise DTypeError(f"{name}: expected at least one tensor input, got {[type(v).__name__ for v in inputs]}")
-    kind = max((type(v) for v in values), key=lambda t: t._lucid_priority)
+    kind = _recording_kind() or max((type(v) for v in values), key=lambda t: t._lucid_priority)
     dtypes = [v.dtype for v in values]
     converted = []
     for v in inputs:

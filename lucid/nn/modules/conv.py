@@ -11,7 +11,7 @@ import numpy as np
 from ...errors import ShapeError
 from ...ir.types import as_dtype, float32
 from .. import functional as F
-from ..init import default_uniform_
+from ..init import default_uniform_, reset_or_defer
 from ..module import Module
 from ..parameter import Parameter
 
@@ -54,7 +54,7 @@ class _ConvNd(Module):
         self.in_channels = in_channels
         self.weight = Parameter(np.zeros(self._weight_shape(in_channels)), dtype=self.dtype)
         self.bias = Parameter(np.zeros(self.out_channels), dtype=self.dtype) if self.use_bias else None
-        self.reset_parameters()
+        reset_or_defer(self)
 
     def _weight_shape(self, in_channels: int) -> tuple:
         if self.transposed:

@@ -6,7 +6,7 @@ import numpy as np
 from ...errors import ShapeError
 from ...ir.types import as_dtype, float32
 from .. import functional as F
-from ..init import default_uniform_
+from ..init import default_uniform_, reset_or_defer
 from ..module import Module
 from ..parameter import Parameter
 from .conv import _positive_int
@@ -30,7 +30,7 @@ class Linear(Module):
         self.in_features = in_features
         self.weight = Parameter(np.zeros((self.out_features, in_features)), dtype=self.dtype)
         self.bias = Parameter(np.zeros(self.out_features), dtype=self.dtype) if self.use_bias else None
-        self.reset_parameters()
+        reset_or_defer(self)
 
     def reset_parameters(self) -> None:
         default_uniform_(self.weight, self.bias)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...autograd import no_grad
 from ...errors import ShapeError
+from ...ir import ops
 from ...ir.types import int64
 from .. import functional as F
 from ..module import Module
@@ -43,9 +45,11 @@ class _BatchNorm(Module):
                              f"{self.num_features} channels in axis 1, got shape {x.shape}")
         momentum = self.momentum
         if self.training and self.track_running_stats:
-            self.num_batches_tracked.data += 1
+            with no_grad():
+                batches = self.num_batches_tracked + 1
+            F.assign_state(self.num_batches_tracked, batches)
             if momentum is None:      # cumulative moving average
-                momentum = 1.0 / float(self.num_batches_tracked.data)
+                momentum = ops.div(1.0, batches)
         # Untracked statistics are None, so batch statistics are used in eval mode too.
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                             self.training or not self.track_running_stats, momentum, self.eps)

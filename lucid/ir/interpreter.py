@@ -1,0 +1,72 @@
+"""`lucid.ir.run(graph, *inputs)`: execute a graph with the operators' NumPy reference kernels.
+
+This is the semantics every compiled form of a graph must reproduce, and the oracle tests compare
+them with. Inputs are checked against the graph's input types before anything runs. Parameters come
+from `params` (name -> array) or else from the graph's bindings. Like eager execution, a run writes
+the graph's state updates (BatchNorm running statistics) into the bound tensors.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import DTypeError, GraphError, ShapeError
+from .graph import Graph
+from .types import TensorType
+
+
+def run(graph: Graph, *inputs, params: dict | None = None):
+    """Outputs as NumPy arrays: one array, or a tuple when the traced function returned a tuple."""
+    env = dict(zip(graph.inputs, _checked_inputs(graph, inputs)))
+    env.update(_parameter_arrays(graph, params or {}))
+    for node in graph.nodes:
+        env[node.output] = node.value if node.is_constant else _execute(node, [env[v] for v in node.inputs])
+    for name, value in graph.state_updates.items():
+        np.copyto(_bound_array(graph, name, params or {}), env[value])
+    results = tuple(env[v] for v in graph.outputs)
+    return results if graph.returns_tuple else results[0]
+
+
+def check_arrays(owner: str, values: list, arrays, what: str) -> list:
+    """`arrays` as NumPy arrays, after checking their count, shapes and dtypes against `values`' types."""
+    arrays = list(arrays)
+    if len(arrays) != len(values):
+        raise ShapeError(f"{owner}: expected {len(values)} {what}s ({', '.join(v.name for v in values)}), "
+                         f"got {len(arrays)}")
+    checked = []
+    for v, given in zip(values, arrays):
+        array = np.asarray(given)
+        if array.dtype != v.dtype.numpy:
+            raise DTypeError(f"{owner}: {what} {v.name!r} must have dtype {v.dtype}, got {array.dtype}")
+        if array.shape != v.shape:
+            raise ShapeError(f"{owner}: {what} {v.name!r} must have shape {v.shape}, got {array.shape}")
+        checked.append(array)
+    return checked
+
+
+def _checked_inputs(graph: Graph, inputs) -> list:
+    return check_arrays(f"lucid.ir.run({graph.name})", graph.inputs, inputs, "input")
+
+
+def _parameter_arrays(graph: Graph, params: dict) -> dict:
+    unknown = set(params) - {v.name for v in graph.params}
+    if unknown:
+        raise GraphError(f"lucid.ir.run({graph.name}): no parameters named {sorted(unknown)}")
+    arrays = [_bound_array(graph, v.name, params) for v in graph.params]
+    return dict(zip(graph.params, check_arrays(f"lucid.ir.run({graph.name})", graph.params, arrays, "parameter")))
+
+
+def _bound_array(graph: Graph, name: str, params: dict) -> np.ndarray:
+    if name in params:
+        return np.asarray(params[name])
+    if name not in graph.bindings:
+        raise GraphError(f"lucid.ir.run({graph.name}): parameter {name!r} has no value; pass params={{{name!r}: ...}}")
+    return np.asarray(graph.bindings[name])
+
+
+def _execute(node, arrays: list) -> np.ndarray:
+    out_type: TensorType = node.output.type
+    with np.errstate(all="ignore"):
+        result = np.asarray(node.opdef.compute(node.attrs, *arrays))
+    if result.shape != out_type.shape:
+        raise RuntimeError(f"{node.op}: kernel returned shape {result.shape}, shape rule says {out_type.shape}")
+    return result.astype(out_type.dtype.numpy, copy=False)

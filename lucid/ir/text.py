@@ -1,0 +1,236 @@
+"""The text form of a graph (`str(graph)`) and its parser (`parse`), which reads it back to an equal graph.
+
+    graph Decoder {
+      input %x: f32[1, 4, 8, 8, 8]
+      param %deconv.weight: f32[4, 2, 4, 4, 4]
+      param %deconv.bias: f32[2]
+      %0: f32[1, 2, 16, 16, 16] = conv_transpose(%x, %deconv.weight, %deconv.bias) {stride=(2, 2, 2), ...} @ deconv: ConvTranspose3d
+      %1: f32[] = constant 0.5
+      %2: f32[1, 2, 16, 16, 16] = mul(%0, %1)
+      update %bn.running_mean = %7
+      return %2
+    }
+
+One line per input, parameter, node and state update. Node results are numbered in order; inputs and
+parameters keep their names. Attributes are Python literals (tuples, numbers, strings, True/False/None,
+inf, nan); constants print every element (float32 in its shortest round-trip form). A node's module
+scope follows `@`. The parser checks every node's type against its operator's shape rule.
+"""
+from __future__ import annotations
+
+import ast
+import math
+import re
+
+import numpy as np
+
+from ..errors import GraphError, LucidError
+from .graph import CONSTANT, Graph, Node, Scope, Value
+from .types import TensorType, as_dtype
+
+_SHORT = {"float32": "f32", "float64": "f64", "int64": "i64", "bool": "bool"}
+_LONG = {short: name for name, short in _SHORT.items()}
+
+
+def format_type(t: TensorType) -> str:
+    return f"{_SHORT[t.dtype.name]}[{', '.join(map(str, t.shape))}]"
+
+
+def format_graph(graph: Graph) -> str:
+    names = _value_names(graph)
+    lines = [f"graph {graph.name} {{"]
+    lines += [f"  input %{v.name}: {format_type(v.type)}" for v in graph.inputs]
+    lines += [f"  param %{v.name}: {format_type(v.type)}" for v in graph.params]
+    lines += [f"  {_format_node(node, names)}" for node in graph.nodes]
+    lines += [f"  update %{name} = %{names[v]}" for name, v in graph.state_updates.items()]
+    results = ", ".join(f"%{names[v]}" for v in graph.outputs)
+    if graph.returns_tuple:
+        results = f"({results}{',' if len(graph.outputs) == 1 else ''})"
+    lines += [f"  return {results}", "}"]
+    return "\n".join(lines)
+
+
+def _value_names(graph: Graph) -> dict:
+    names = {v: v.name for v in graph.inputs + graph.params}
+    names.update((node.output, str(i)) for i, node in enumerate(graph.nodes))
+    return names
+
+
+def _format_node(node: Node, names: dict) -> str:
+    head = f"%{names[node.output]}: {format_type(node.output.type)} = "
+    if node.is_constant:
+        body = f"{CONSTANT} {_format_data(node.value)}"
+    else:
+        body = f"{node.op}({', '.join('%' + names[v] for v in node.inputs)})"
+        if node.attrs:
+            body += " {" + ", ".join(f"{k}={_format_literal(v)}" for k, v in node.attrs.items()) + "}"
+    return head + body + (f" @ {node.scope}" if node.scope else "")
+
+
+def _format_literal(value) -> str:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, tuple):
+        inner = ", ".join(_format_literal(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    if isinstance(value, list):
+        return "[" + ", ".join(_format_literal(v) for v in value) + "]"
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return repr(value)
+    raise GraphError(f"lucid.ir: attribute value {value!r} of type {type(value).__name__} has no text form")
+
+
+def _format_data(data: np.ndarray) -> str:
+    if data.ndim == 0:
+        return _format_scalar(data[()])
+    return "[" + ", ".join(_format_data(row) for row in data) + "]"
+
+
+def _format_scalar(x) -> str:
+    if isinstance(x, np.floating):
+        return str(x)          # the shortest text that reads back to the same value of its own width
+    return repr(x.item())
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing
+
+_VALUE_REF = r"%([A-Za-z0-9_.]+)"
+_TYPE = r"(\w+)\[([0-9, ]*)\]"
+_INPUT = re.compile(rf"(input|param) {_VALUE_REF}: {_TYPE}")
+_NODE = re.compile(rf"%(\d+): {_TYPE} = (\w+)(.*)")
+_UPDATE = re.compile(rf"update {_VALUE_REF} = {_VALUE_REF}")
+
+
+def parse(text: str) -> Graph:
+    """Read the text form of a graph; GraphError names the line that does not parse or check."""
+    if not isinstance(text, str):
+        raise GraphError(f"lucid.ir.parse: expected the text of a graph (str), got {type(text).__name__}")
+    lines = [line.strip() for line in text.strip().splitlines()]
+    if len(lines) < 2 or lines[-1] != "}" or not (header := re.fullmatch(r"graph ([A-Za-z0-9_.]+) \{", lines[0])):
+        raise GraphError("lucid.ir.parse: expected text of the form 'graph NAME {' ... '}'")
+    reader = _Reader(Graph(header.group(1)))
+    for number, line in enumerate(lines[1:-1], start=2):
+        try:
+            reader.read(line)
+        except (LucidError, ValueError, SyntaxError, KeyError) as exc:
+            raise GraphError(f"lucid.ir.parse: line {number} ({line[:100]!r}): {exc}") from None
+    if not reader.returned:
+        raise GraphError("lucid.ir.parse: the graph has no 'return' line")
+    return reader.graph
+
+
+class _Reader:
+    def __init__(self, graph: Graph):
+        self.graph, self.values, self.returned = graph, {}, False
+
+    def read(self, line: str) -> None:
+        if self.returned:
+            raise GraphError("nothing may follow 'return'")
+        if m := _INPUT.fullmatch(line):
+            kind, name, type_ = m.group(1), m.group(2), _parse_type(m.group(3), m.group(4))
+            add = self.graph.add_input if kind == "input" else self.graph.add_param
+            self.values[name] = add(name, type_)
+        elif m := _NODE.fullmatch(line):
+            self._read_node(m.group(1), _parse_type(m.group(2), m.group(3)), m.group(4), m.group(5))
+        elif m := _UPDATE.fullmatch(line):
+            self.graph.state_updates[m.group(1)] = self._ref(m.group(2))
+        elif line.startswith("return"):
+            self._read_return(line[len("return"):].strip())
+        else:
+            raise GraphError("expected an input, param, node, update or return line")
+
+    def _ref(self, name: str) -> Value:
+        if name not in self.values:
+            raise GraphError(f"%{name} is used before it is defined")
+        return self.values[name]
+
+    def _read_node(self, number: str, type_: TensorType, op: str, rest: str) -> None:
+        if number != str(len(self.graph.nodes)):
+            raise GraphError(f"expected node number %{len(self.graph.nodes)}, got %{number}")
+        body, scope = _split_scope(rest)
+        if op == CONSTANT:
+            data = np.array(_literal(body.strip()), dtype=type_.dtype.numpy).reshape(type_.shape)
+            value = self.graph.add_constant(data, scope)
+        else:
+            operands, attrs = _split_call(body)
+            value = self.graph.add_node(op, [self._ref(name) for name in operands], attrs, scope)
+        if value.type != type_:
+            raise GraphError(f"the text says {format_type(type_)}, the rule of {op} gives {format_type(value.type)}")
+        self.values[number] = value
+
+    def _read_return(self, text: str) -> None:
+        as_tuple = text.startswith("(")
+        inner = text[1:-1] if as_tuple else text
+        if as_tuple and not text.endswith(")"):
+            raise GraphError("unbalanced parentheses after 'return'")
+        refs = re.findall(_VALUE_REF, inner)
+        self.graph.set_outputs([self._ref(name) for name in refs], as_tuple)
+        self.returned = True
+
+
+def _parse_type(dtype: str, dims: str) -> TensorType:
+    if dtype not in _LONG:
+        raise GraphError(f"unknown element type {dtype!r}; expected one of {sorted(_LONG)}")
+    return TensorType(tuple(int(d) for d in dims.split(",") if d.strip()), as_dtype(_LONG[dtype]))
+
+
+def _split_scope(rest: str) -> tuple[str, Scope | None]:
+    """Split "(operands) {attrs} @ path: Class" into the part before '@' and the scope."""
+    cut = _outside_quotes_find(rest, " @ ")
+    if cut < 0:
+        return rest, None
+    scope = rest[cut + 3:].strip()
+    path, _, cls = scope.rpartition(": ")
+    return rest[:cut], Scope(path, cls)
+
+
+def _split_call(body: str) -> tuple[list, dict]:
+    body = body.strip()
+    if not body.startswith("(") or ")" not in body:
+        raise GraphError("expected '(operands)' after the operator name")
+    close = body.index(")")
+    operands = re.findall(_VALUE_REF, body[1:close])
+    attrs_text = body[close + 1:].strip()
+    if not attrs_text:
+        return operands, {}
+    if not (attrs_text.startswith("{") and attrs_text.endswith("}")):
+        raise GraphError(f"expected '{{attributes}}' after the operands, got {attrs_text[:40]!r}")
+    call = ast.parse(f"f({attrs_text[1:-1]})", mode="eval").body
+    return operands, {kw.arg: _literal_node(kw.value) for kw in call.keywords}
+
+
+def _outside_quotes_find(text: str, needle: str) -> int:
+    quote = None
+    for i, ch in enumerate(text):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif text.startswith(needle, i):
+            return i
+    return -1
+
+
+_NAMED_FLOATS = {"inf": math.inf, "nan": math.nan}
+
+
+def _literal(text: str):
+    return _literal_node(ast.parse(text, mode="eval").body)
+
+
+def _literal_node(node):
+    """Python literals plus the names inf and nan; nothing is evaluated."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name) and node.id in _NAMED_FLOATS:
+        return _NAMED_FLOATS[node.id]
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _literal_node(node.operand)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.Tuple):
+        return tuple(_literal_node(e) for e in node.elts)
+    if isinstance(node, ast.List):
+        return [_literal_node(e) for e in node.elts]
+    raise GraphError(f"not a literal: {ast.unparse(node)[:60]!r}")

@@ -1,0 +1,9 @@
+"""Graph passes, one file each; every pass takes a graph and returns a new one (see each docstring)."""
+from . import autodiff, common_subexpressions, constant_folding, dead_code, shape_inference
+from .manager import PASSES, PIPELINES, PassManager, run_pipeline
+
+infer_shapes = shape_inference.run
+differentiate = autodiff.run
+fold_constants = constant_folding.run
+eliminate_common_subexpressions = common_subexpressions.run
+eliminate_dead_code = dead_code.run

@@ -1,0 +1,168 @@
+"""`lucid.spec` and `lucid.trace`: turn a module or function into a `lucid.ir.Graph`.
+
+Tracing calls the function once on graph values (`lucid.ir.Value`) that carry a type and no data, so
+no kernel runs. Every operator call on them, and on eager tensors while the trace is active (so
+`self.weight * 2` is recorded too), appends a node through the same operator functions eager code
+uses; each node is typed by its operator's shape rule as it is recorded, because Python code reads
+shapes (`x.view(x.shape[0], -1)`), and remembers the module (path and class) that was running.
+
+Parameters enter the graph explicitly as named parameters, not constants:
+- a module's parameters and buffers are named by their state-dict path and bound to the live tensors;
+- in a traced function, a tensor that requires grad and belongs to no module becomes `param<k>`;
+- any other eager tensor becomes a constant node holding a copy of its data.
+
+Lazy modules met during the trace take their `in_channels` from the traced input's type and allocate
+their parameters; drawing the initial values is left to the shape-inference pass that ends `trace`, which
+does it in declaration order, so a seed gives the same weights whatever order the modules run in.
+"""
+from __future__ import annotations
+
+import inspect
+import itertools
+import re
+
+from .errors import TraceError
+from .ir.graph import Builder, Graph, Scope, Value, building
+from .ir.methods import _shape_arg
+from .ir.types import TensorType, as_dtype, float32
+from .tensor import Tensor
+
+
+class Spec:
+    """A traced input described by shape and dtype alone (it carries no data)."""
+
+    def __init__(self, shape: tuple, dtype=float32):
+        if any(n < 0 for n in shape):
+            raise TraceError(f"lucid.spec: sizes must be non-negative, got {shape}")
+        self.shape, self.dtype = tuple(shape), as_dtype(dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __repr__(self) -> str:
+        return f"lucid.spec({', '.join(map(str, self.shape))}, dtype=lucid.{self.dtype})"
+
+
+def spec(*shape, dtype=float32) -> Spec:
+    """Describe an input by its shape (`spec(1, 1, 32, 32, 32)` or `spec((1, 1, 32, 32, 32))`) and dtype."""
+    return Spec(_shape_arg(shape), dtype)
+
+
+def trace(fn_or_module, *inputs, name: str | None = None) -> Graph:
+    """Record `fn_or_module(*inputs)` as a graph; inputs are `lucid.spec`s or Tensors (only their types
+    are used). The returned graph has been through shape inference (lazy modules are resolved)."""
+    from .passes import shape_inference
+
+    if not callable(fn_or_module):
+        raise TraceError(f"lucid.trace: expected a module or a function, got {type(fn_or_module).__name__}")
+    tracer = _Tracer(fn_or_module, name)
+    values = [tracer.graph.add_input(n, _input_type(x, n)) for n, x in zip(_input_names(fn_or_module, len(inputs)), inputs)]
+    with building(tracer):
+        result = fn_or_module(*values)
+        tracer.set_outputs(result)
+    return shape_inference.run(tracer.graph)
+
+
+def _input_type(x, name: str) -> TensorType:
+    if isinstance(x, (Spec, Tensor)):
+        return TensorType(x.shape, x.dtype)
+    raise TraceError(f"lucid.trace: input {name!r} must be a lucid.spec or a Tensor, got {type(x).__name__}")
+
+
+def _input_names(fn, count: int) -> list[str]:
+    """The function's positional parameter names (`input<i>` past them, or for *args)."""
+    target = fn.forward if hasattr(fn, "forward") else fn
+    try:
+        params = [p.name for p in inspect.signature(target).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    return [params[i] if i < len(params) else f"input{i}" for i in range(count)]
+
+
+def _graph_name(fn, name: str | None) -> str:
+    name = name or (type(fn).__name__ if hasattr(fn, "forward") else getattr(fn, "__name__", "graph"))
+    return re.sub(r"[^A-Za-z0-9_.]", "_", name).strip("_") or "graph"
+
+
+class _Tracer(Builder):
+    """The builder of `trace`: knows the module call stack, the traced module's named tensors and
+    the lazy modules whose initialisation is deferred."""
+
+    def __init__(self, fn, name: str | None):
+        super().__init__(Graph(_graph_name(fn, name)))
+        self.root = fn if hasattr(fn, "named_modules") else None
+        self.params: dict[int, Value] = {}          # id(tensor) -> parameter value
+        self.constants: dict[int, Value] = {}       # id(tensor) -> constant value
+        self.anonymous = itertools.count()
+        self.paths: dict[int, str] = {}             # id(module) -> path inside the root
+
+    # ------------------------------------------------------------------ scopes
+    def _root(self):
+        from .nn.module import _call_stack
+
+        stack = _call_stack()
+        return self.root if self.root is not None else (stack[0] if stack else None)
+
+    def current_scope(self) -> Scope | None:
+        from .nn.module import _call_stack
+
+        stack, root = _call_stack(), self._root()
+        if not stack or root is None:
+            return None
+        module = stack[-1]
+        if id(module) not in self.paths:
+            self.paths = {id(m): p for p, m in root.named_modules()}
+        return Scope(self.paths.get(id(module), ""), type(module).__name__)
+
+    # ------------------------------------------------------------------ eager tensors
+    def import_value(self, value) -> Value:
+        if not isinstance(value, Tensor):
+            return super().import_value(value)
+        key = id(value)
+        known = self.params.get(key, self.constants.get(key))
+        if known is not None:
+            return known
+        name = self._tensor_name(value)
+        if name is None and not value.requires_grad:
+            self.constants[key] = self.graph.add_constant(value.data, self.current_scope())
+            return self.constants[key]
+        name = self._unique(name or f"param{next(self.anonymous)}")
+        self.params[key] = self.graph.add_param(name, TensorType(value.shape, value.dtype), binding=value)
+        return self.params[key]
+
+    def _tensor_name(self, tensor: Tensor) -> str | None:
+        root = self._root()
+        if root is None:
+            return None
+        named = itertools.chain(root.named_parameters(), root.named_buffers())
+        return next((n for n, t in named if t is tensor), None)
+
+    def _unique(self, name: str) -> str:
+        taken = {v.name for v in self.graph.inputs + self.graph.params}
+        candidates = itertools.chain([name], (f"{name}_{i}" for i in itertools.count(1)))
+        return next(n for n in candidates if n not in taken)
+
+    # ------------------------------------------------------------------ lazy modules and state
+    def defer_initialisation(self, module) -> bool:
+        root = self._root()
+        order = next((i for i, (_, m) in enumerate(root.named_modules()) if m is module), 0) if root else 0
+        self.graph.lazy_modules.append((order, module))
+        return True
+
+    def record_update(self, target, value: Value) -> None:
+        param = self.import_value(target)
+        if not any(param is p for p in self.graph.params):
+            raise TraceError(f"lucid.trace: an in-place update of a tensor that is not a module buffer ({target.shape})")
+        self.graph.state_updates[param.name] = value
+
+    # ------------------------------------------------------------------ outputs
+    def set_outputs(self, result) -> None:
+        as_tuple = isinstance(result, (tuple, list))
+        items = list(result) if as_tuple else [result]
+        for item in items:
+            if not isinstance(item, (Value, Tensor)):
+                raise TraceError(f"lucid.trace: the traced function must return tensors (or a tuple of them), "
+                                 f"got {type(item).__name__}")
+        self.graph.set_outputs([self.import_value(v) for v in items], as_tuple)
