@@ -135,7 +135,9 @@ class Tensor(TensorMethods):
         return Tensor._wrap(self._data)
 
     def __array__(self, dtype=None, copy=None):
-        return self._data if dtype is None else self._data.astype(dtype)
+        if copy:
+            return np.array(self._data, dtype=dtype, copy=True)
+        return self._data if dtype is None else self._data.astype(dtype, copy=False)
 
     def __bool__(self) -> bool:
         return bool(self.item())

@@ -58,9 +58,13 @@ def trace(fn_or_module, *inputs, name: str | None = None) -> Graph:
         raise TraceError(f"lucid.trace: expected a module or a function, got {type(fn_or_module).__name__}")
     tracer = _Tracer(fn_or_module, name)
     values = [tracer.graph.add_input(n, _input_type(x, n)) for n, x in zip(_input_names(fn_or_module, len(inputs)), inputs)]
-    with building(tracer):
-        result = fn_or_module(*values)
-        tracer.set_outputs(result)
+    try:
+        with building(tracer):
+            result = fn_or_module(*values)
+            tracer.set_outputs(result)
+    except BaseException:
+        tracer.initialise_lazy_modules()     # as eager would have: no module is left half made
+        raise
     return shape_inference.run(tracer.graph)
 
 
@@ -93,8 +97,8 @@ class _Tracer(Builder):
     def __init__(self, fn, name: str | None):
         super().__init__(Graph(_graph_name(fn, name)))
         self.root = fn if hasattr(fn, "named_modules") else None
-        self.params: dict[int, Value] = {}          # id(tensor) -> parameter value
-        self.constants: dict[int, Value] = {}       # id(tensor) -> constant value
+        # id(tensor) -> (tensor, graph value); holding the tensor keeps its id from being reused
+        self.imported: dict[int, tuple[Tensor, Value]] = {}
         self.anonymous = itertools.count()
         self.paths: dict[int, str] = {}             # id(module) -> path inside the root
 
@@ -120,17 +124,16 @@ class _Tracer(Builder):
     def import_value(self, value) -> Value:
         if not isinstance(value, Tensor):
             return super().import_value(value)
-        key = id(value)
-        known = self.params.get(key, self.constants.get(key))
-        if known is not None:
-            return known
-        name = self._tensor_name(value)
-        if name is None and not value.requires_grad:
-            self.constants[key] = self.graph.add_constant(value.data, self.current_scope())
-            return self.constants[key]
-        name = self._unique(name or f"param{next(self.anonymous)}")
-        self.params[key] = self.graph.add_param(name, TensorType(value.shape, value.dtype), binding=value)
-        return self.params[key]
+        if id(value) not in self.imported:
+            self.imported[id(value)] = (value, self._import_tensor(value))
+        return self.imported[id(value)][1]
+
+    def _import_tensor(self, tensor: Tensor) -> Value:
+        name = self._tensor_name(tensor)
+        if name is None and not tensor.requires_grad:
+            return self.graph.add_constant(tensor.data, self.current_scope())
+        name = self.graph.fresh_name(name or f"param{next(self.anonymous)}")
+        return self.graph.add_param(name, TensorType(tensor.shape, tensor.dtype), binding=tensor)
 
     def _tensor_name(self, tensor: Tensor) -> str | None:
         root = self._root()
@@ -139,11 +142,6 @@ class _Tracer(Builder):
         named = itertools.chain(root.named_parameters(), root.named_buffers())
         return next((n for n, t in named if t is tensor), None)
 
-    def _unique(self, name: str) -> str:
-        taken = {v.name for v in self.graph.inputs + self.graph.params}
-        candidates = itertools.chain([name], (f"{name}_{i}" for i in itertools.count(1)))
-        return next(n for n in candidates if n not in taken)
-
     # ------------------------------------------------------------------ lazy modules and state
     def defer_initialisation(self, module) -> bool:
         root = self._root()
@@ -151,9 +149,14 @@ class _Tracer(Builder):
         self.graph.lazy_modules.append((order, module))
         return True
 
+    def initialise_lazy_modules(self) -> None:
+        for _, module in sorted(self.graph.lazy_modules, key=lambda entry: entry[0]):
+            module.reset_parameters()
+        self.graph.lazy_modules = []
+
     def record_update(self, target, value: Value) -> None:
         param = self.import_value(target)
-        if not any(param is p for p in self.graph.params):
+        if param.node is not None:
             raise TraceError(f"lucid.trace: an in-place update of a tensor that is not a module buffer ({target.shape})")
         self.graph.state_updates[param.name] = value
 

@@ -16,6 +16,7 @@ build graphs this way, through the same operator functions and gradient rules ea
 """
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 from contextlib import contextmanager
@@ -200,6 +201,12 @@ class Graph:
             raise GraphError(f"graph {self.name}: duplicate input or parameter name {name!r}")
         return name
 
+    def fresh_name(self, name: str) -> str:
+        """`name`, or `name_1`, `name_2`... : the first not yet used by an input or parameter."""
+        taken = {v.name for v in self.inputs + self.params}
+        candidates = itertools.chain([name], (f"{name}_{i}" for i in itertools.count(1)))
+        return next(n for n in candidates if n not in taken)
+
     # ------------------------------------------------------------------ queries
     def value(self, name: str) -> Value:
         """The input or parameter called `name`."""
@@ -226,15 +233,17 @@ class Graph:
         return live
 
     # ------------------------------------------------------------------ rewriting (used by passes)
-    def copy(self, reinfer: bool = False, input_types: dict | None = None) -> "Graph":
+    def copy(self, reinfer: bool = False) -> "Graph":
         """A structural copy with fresh values; bindings and lazy-module records are shared. With
-        `reinfer`, every node's type is computed again by its shape rule, from the inputs' types
-        (`input_types` may replace some: name -> TensorType)."""
-        input_types = input_types or {}
+        `reinfer`, every node's type is computed again by its shape rule from the inputs' types.
+
+        There is deliberately no way to change the input types: traced code bakes shape-derived
+        numbers into attributes and constants (a variance's element count, a reshape's sizes), so a
+        graph for other shapes must be traced again."""
         new = Graph(self.name)
         mapping = {}
         for v in self.inputs:
-            mapping[v] = new.add_input(v.name, input_types.get(v.name, v.type))
+            mapping[v] = new.add_input(v.name, v.type)
         for v in self.params:
             mapping[v] = new.add_param(v.name, v.type)
         for node in self.nodes:

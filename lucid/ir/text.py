@@ -106,11 +106,12 @@ def parse(text: str) -> Graph:
     """Read the text form of a graph; GraphError names the line that does not parse or check."""
     if not isinstance(text, str):
         raise GraphError(f"lucid.ir.parse: expected the text of a graph (str), got {type(text).__name__}")
-    lines = [line.strip() for line in text.strip().splitlines()]
-    if len(lines) < 2 or lines[-1] != "}" or not (header := re.fullmatch(r"graph ([A-Za-z0-9_.]+) \{", lines[0])):
-        raise GraphError("lucid.ir.parse: expected text of the form 'graph NAME {' ... '}'")
+    lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if (len(lines) < 2 or lines[-1][1] != "}"
+            or not (header := re.fullmatch(r"graph ([A-Za-z0-9_.]+) \{", lines[0][1]))):
+        raise GraphError("lucid.ir.parse: expected text of the form 'graph NAME {' ... '}' (first and last lines)")
     reader = _Reader(Graph(header.group(1)))
-    for number, line in enumerate(lines[1:-1], start=2):
+    for number, line in lines[1:-1]:
         try:
             reader.read(line)
         except (LucidError, ValueError, SyntaxError, KeyError) as exc:

@@ -2,7 +2,8 @@
 
 `run(graph, wrt)` returns a new graph with
 - inputs: the forward graph's inputs, then one seed per forward output, named `grad_<output index>`
-  (the gradient of the final loss with respect to that output; feed ones for a scalar loss);
+  (or `grad_<i>_1`... if that name is taken; the seed is the gradient of the final loss with respect
+  to that output: feed ones for a scalar loss);
 - the forward graph's parameters, bindings and state updates;
 - outputs (a tuple): the forward outputs, then the gradient with respect to each name in `wrt`, in
   that order: sum over outputs i of seed_i · d(output_i)/d(wrt).
@@ -33,7 +34,7 @@ def run(graph: Graph, wrt: list[str] | None = None) -> Graph:
     for v in targets:
         if not v.dtype.is_floating:
             raise GradientError(f"autodiff: cannot differentiate with respect to {v.name!r} of dtype {v.dtype}")
-    seeds = [result.add_input(f"grad_{i}", v.type) for i, v in enumerate(result.outputs)]
+    seeds = [result.add_input(result.fresh_name(f"grad_{i}"), v.type) for i, v in enumerate(result.outputs)]
     builder = Builder(result)
     with building(builder):
         grads = _backpropagate(result, builder, _depends_on(result, targets), seeds)

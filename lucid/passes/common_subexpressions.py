@@ -8,25 +8,22 @@ kept. The input graph is not modified.
 from __future__ import annotations
 
 from ..ir.graph import Graph
+from .rewrite import rewrite
 
 NAME = "common_subexpressions"
 
 
 def run(graph: Graph) -> Graph:
-    result = graph.copy()
     first: dict[tuple, object] = {}
-    substitute: dict = {}
-    kept = []
-    for node in result.nodes:
-        node.inputs = tuple(substitute.get(v, v) for v in node.inputs)
+
+    def merge(node):
         key = _key(node)
         if key in first:
-            substitute[node.output] = first[key]
-        else:
-            first[key] = node.output
-            kept.append(node)
-    result.rebuild(kept, substitute)
-    return result.verify()
+            return first[key]
+        first[key] = node.output
+        return None
+
+    return rewrite(graph, merge)
 
 
 def _key(node) -> tuple:

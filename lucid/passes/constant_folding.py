@@ -12,25 +12,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.graph import Graph, Node
+from .rewrite import rewrite
 
 NAME = "constant_folding"
 FOLD_LIMIT = 4096
 
 
 def run(graph: Graph) -> Graph:
-    result = graph.copy()
-    substitute: dict = {}
-    nodes = []
-    for node in result.nodes:
-        node.inputs = tuple(substitute.get(v, v) for v in node.inputs)
-        folded = _fold(node)
-        if folded is None:
-            nodes.append(node)
-            continue
-        nodes.append(folded)
-        substitute[node.output] = folded.output
-    result.rebuild(nodes, substitute)
-    return result.verify()
+    return rewrite(graph, _fold)
 
 
 def _fold(node: Node) -> Node | None:

@@ -60,7 +60,8 @@ def _pipeline(pipeline) -> Sequence:
 
 def _resolve(step) -> tuple[str, Callable]:
     if callable(step):
-        return getattr(step, "__name__", "pass"), step
+        known = next((name for name, fn in PASSES.items() if fn is step), None)
+        return known or getattr(step, "__name__", "pass"), step
     if step not in PASSES:
         raise GraphError(f"PassManager: unknown pass {step!r}; known: {sorted(PASSES)}")
     return step, PASSES[step]

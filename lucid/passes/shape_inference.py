@@ -2,7 +2,8 @@
 
 Guarantees on the returned graph:
 - every node's type is the result of its operator's shape rule applied to its inputs' types, computed
-  afresh from the graph's input types (optionally replaced, to specialise a graph to new shapes);
+  afresh from the graph's input types (a graph is specialised to the shapes it was traced with:
+  traced code bakes shape-derived numbers into constants, so other shapes mean tracing again);
 - a rule that fails raises its ShapeError/DTypeError naming the node's module path and class, the op,
   the input types and the rule's own message (what was expected, what came in);
 - lazy modules recorded by the tracer have their parameters initialised, in declaration order (the
@@ -15,13 +16,12 @@ The input graph is not modified.
 from __future__ import annotations
 
 from ..ir.graph import Graph
-from ..ir.types import TensorType
 
 NAME = "shape_inference"
 
 
-def run(graph: Graph, input_types: dict[str, TensorType] | None = None) -> Graph:
-    inferred = graph.copy(reinfer=True, input_types=input_types)
+def run(graph: Graph) -> Graph:
+    inferred = graph.copy(reinfer=True)
     for _, module in sorted(inferred.lazy_modules, key=lambda entry: entry[0]):
         module.reset_parameters()
     inferred.lazy_modules = []

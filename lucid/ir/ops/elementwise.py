@@ -42,6 +42,11 @@ class Neg(Unary):
     name = "neg"
     float_only = False
 
+    def infer(self, attrs, x):
+        if x.dtype == bool_:
+            raise self.dtype_error("negation of a bool tensor is not supported; use logical operations")
+        return x
+
     def fn(self, attrs, x):
         return np.negative(x)
 

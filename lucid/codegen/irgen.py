@@ -1,0 +1,107 @@
+"""Small helpers for writing LLVM IR with llvmlite: types, constants, counted loops, vectors, intrinsics.
+
+Every kernel lucid generates has the signature `void kernel(i8** buffers, i64 lo, i64 hi)`: `buffers`
+is the table of buffer addresses of one run (inputs, parameters, outputs, scratch), and [lo, hi) the
+range of the kernel's parallel work items this thread computes.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import llvmlite.ir as ir
+
+from ..ir.types import DType
+
+I1 = ir.IntType(1)
+I8 = ir.IntType(8)
+I32 = ir.IntType(32)
+I64 = ir.IntType(64)
+F32 = ir.FloatType()
+F64 = ir.DoubleType()
+I8P = I8.as_pointer()
+VOID = ir.VoidType()
+KERNEL_TYPE = ir.FunctionType(VOID, [I8P.as_pointer(), I64, I64])
+
+_ELEMENT = {"float32": F32, "float64": F64, "int64": I64, "bool": I8}
+
+
+def element_type(dtype: DType) -> ir.Type:
+    """The LLVM type of one stored element (bool is stored as one byte holding 0 or 1)."""
+    return _ELEMENT[dtype.name]
+
+
+def i64(value: int) -> ir.Constant:
+    return ir.Constant(I64, int(value))
+
+
+def as_i64(value) -> ir.Value:
+    return i64(value) if isinstance(value, int) else value
+
+
+@contextmanager
+def counted_loop(b: ir.IRBuilder, stop, start=0, step: int = 1, name: str = "i"):
+    """`for (i = start; i < stop; i += step)`; yields the induction variable (i64)."""
+    before = b.block
+    head = b.append_basic_block(f"{name}.head")
+    body = b.append_basic_block(f"{name}.body")
+    done = b.append_basic_block(f"{name}.done")
+    b.branch(head)
+    b.position_at_end(head)
+    index = b.phi(I64, name)
+    index.add_incoming(as_i64(start), before)
+    b.cbranch(b.icmp_signed("<", index, as_i64(stop)), body, done)
+    b.position_at_end(body)
+    yield index
+    index.add_incoming(b.add(index, i64(step)), b.block)
+    b.branch(head)
+    b.position_at_end(done)
+
+
+def linear_index(b: ir.IRBuilder, indices: list, strides: list, offset=0) -> ir.Value:
+    """offset + sum(index_k * stride_k), skipping zero strides."""
+    total = as_i64(offset)
+    for index, stride in zip(indices, strides):
+        if stride:
+            total = b.add(total, index if stride == 1 else b.mul(index, i64(stride)))
+    return total
+
+
+def unravel(b: ir.IRBuilder, flat: ir.Value, shape: tuple) -> list:
+    """The multi-index (row-major) of `flat` in an array of `shape`."""
+    indices = []
+    for n in reversed(shape[1:]):
+        indices.append(b.urem(flat, i64(n)))
+        flat = b.udiv(flat, i64(n))
+    indices.append(flat)
+    return indices[::-1]
+
+
+def buffer(b: ir.IRBuilder, table: ir.Value, slot: int, element: ir.Type) -> ir.Value:
+    """The address held in `table[slot]`, as a pointer to `element`."""
+    return b.bitcast(b.load(b.gep(table, [i64(slot)])), element.as_pointer())
+
+
+def intrinsic(module: ir.Module, name: str, ret: ir.Type, args: list) -> ir.Function:
+    """Declare (once) and return an LLVM intrinsic or a C library function."""
+    if name in module.globals:
+        return module.globals[name]
+    return ir.Function(module, ir.FunctionType(ret, args), name)
+
+
+def vector_type(element: ir.Type, lanes: int) -> ir.VectorType:
+    return ir.VectorType(element, lanes)
+
+
+def splat(b: ir.IRBuilder, scalar: ir.Value, lanes: int) -> ir.Value:
+    vtype = vector_type(scalar.type, lanes)
+    one = b.insert_element(ir.Constant(vtype, ir.Undefined), scalar, i64(0))
+    return b.shuffle_vector(one, ir.Constant(vtype, ir.Undefined), ir.Constant(vector_type(I32, lanes), [0] * lanes))
+
+
+def load_vector(b: ir.IRBuilder, base: ir.Value, index: ir.Value, lanes: int) -> ir.Value:
+    pointer = b.bitcast(b.gep(base, [index]), vector_type(base.type.pointee, lanes).as_pointer())
+    return b.load(pointer, align=4)
+
+
+def store_vector(b: ir.IRBuilder, value: ir.Value, base: ir.Value, index: ir.Value) -> None:
+    b.store(value, b.bitcast(b.gep(base, [index]), value.type.as_pointer()), align=4)

@@ -1,0 +1,62 @@
+"""The machine lucid generates code for, as LLVM sees it.
+
+By default that is the host: its CPU name and feature string come from LLVM, and the widest float
+vector follows from the features (16 lanes with AVX-512F, 8 with AVX, else 4: every x86-64 has SSE2).
+Nothing assumes AVX-512. `LUCID_CPU` (an LLVM CPU name such as `x86-64-v3`) and `LUCID_CPU_FEATURES`
+(an LLVM feature string) override the host, e.g. to check the AVX2 code path on an AVX-512 machine.
+The fingerprint of the target is part of every disk-cache key.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+import llvmlite.binding as llvm
+
+
+@dataclass(frozen=True)
+class Target:
+    triple: str
+    cpu: str
+    features: str
+
+    @property
+    def vector_floats(self) -> int:
+        """Lanes of the widest float32 vector register this target has."""
+        flags = set(self.features.split(","))
+        if "+avx512f" in flags or (not self.features and self.cpu == "x86-64-v4"):
+            return 16
+        if "+avx" in flags or (not self.features and self.cpu == "x86-64-v3"):
+            return 8
+        return 4
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.triple}|{self.cpu}|{self.features}"
+
+    def machine(self) -> llvm.TargetMachine:
+        return _machine(self)
+
+
+@functools.cache
+def _initialise() -> None:
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+
+
+def host() -> Target:
+    """The target to compile for: the host, unless LUCID_CPU / LUCID_CPU_FEATURES say otherwise."""
+    _initialise()
+    cpu = os.environ.get("LUCID_CPU") or llvm.get_host_cpu_name()
+    features = os.environ.get("LUCID_CPU_FEATURES")
+    if features is None:
+        features = "" if os.environ.get("LUCID_CPU") else llvm.get_host_cpu_features().flatten()
+    return Target(llvm.get_process_triple(), cpu, features)
+
+
+@functools.cache
+def _machine(target: Target) -> llvm.TargetMachine:
+    _initialise()
+    return llvm.Target.from_triple(target.triple).create_target_machine(
+        cpu=target.cpu, features=target.features, opt=3, codemodel="jitdefault")
