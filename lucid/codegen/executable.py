@@ -1,0 +1,129 @@
+"""`Executable`: a graph compiled to native code, callable on NumPy arrays.
+
+Building one plans memory, then fetches the object code from the disk cache or lowers the graph and
+compiles it (`jit.native_object`). The executable owns an arena (the planned intermediates and the
+workspace) reused by every call, so calls allocate nothing but their outputs. A call checks the
+inputs' count, shapes and dtypes before any native code runs, fills the buffer table, runs
+`lucid_run` with the GIL released, and writes the graph's state updates into the bound buffers.
+Threads: `LUCID_NUM_THREADS`, else every core this process may use.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+
+import numpy as np
+
+from .. import __version__
+from ..ir.graph import Graph, Value
+from ..ir.interpreter import check_arrays
+from ..passes import memory_planning
+from . import kernels  # noqa: F401  (registers the lowerings)
+from .jit import NativeCode, cache_key, native_object
+from .lowering import Lowering, buffer_table
+from .parallel import emit_entry
+from .target import Target, host
+
+CODEGEN_VERSION = "1"
+_RUN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)
+
+
+def default_threads() -> int:
+    configured = os.environ.get("LUCID_NUM_THREADS")
+    if configured:
+        return max(1, int(configured))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class Executable:
+    """Native code for `graph` (a verified graph; its shapes are fixed)."""
+
+    def __init__(self, graph: Graph, target: Target | None = None):
+        self.graph, self.target = graph, target or host()
+        self.plan = memory_planning.plan(graph)
+        self.table = buffer_table(graph, self.plan)
+        key = cache_key(CODEGEN_VERSION, __version__, self.target.fingerprint, str(graph))
+        code, metadata = native_object(key, self.target, self._build)
+        self.native = NativeCode(code, self.target)
+        self._run = _RUN(self.native.address("lucid_run"))
+        self.workspace_bytes = int(metadata["workspace_bytes"])
+        self._arena = np.zeros(self.plan.arena_bytes + self.workspace_bytes + 64, np.uint8)
+        self._template = self._table_template()
+
+    @property
+    def peak_scratch_bytes(self) -> int:
+        """Bytes of intermediate storage: the planned arena plus the largest per-node workspace."""
+        return self.plan.arena_bytes + self.workspace_bytes
+
+    def _build(self):
+        lowering = Lowering(self.graph, self.plan, self.target)
+        lowering.lower()
+        emit_entry(lowering.module, lowering.kernels)
+        return lowering.module, {"workspace_bytes": lowering.workspace_bytes, "kernels": len(lowering.kernels)}
+
+    def _table_template(self) -> np.ndarray:
+        template = np.zeros(self.table.size, np.uintp)
+        base = -self._arena.ctypes.data % 64 + self._arena.ctypes.data          # 64-byte aligned
+        for slot, offset in self.table.arena.items():
+            template[slot] = base + offset
+        template[self.table.workspace_slot] = base + self.plan.arena_bytes
+        for slot, array in self.table.constants:
+            template[slot] = array.ctypes.data
+        return template
+
+    # ------------------------------------------------------------------ calling
+    def __call__(self, *inputs, params: dict | None = None, threads: int | None = None) -> list[np.ndarray]:
+        """Outputs (a list of fresh arrays) for `inputs`; parameters from `params` or the bindings."""
+        owner = f"compiled {self.graph.name}"
+        arrays = [np.ascontiguousarray(a) for a in check_arrays(owner, self.graph.inputs, inputs, "input")]
+        given = params or {}
+        weights = [given[v.name] if v.name in given else self.graph.bindings.get(v.name) for v in self.graph.params]
+        weights = [np.ascontiguousarray(a) for a in check_arrays(owner, self.graph.params, weights, "parameter")]
+        table = self._template.copy()
+        for slot, array in zip(self.table.inputs, arrays):
+            table[slot] = array.ctypes.data
+        for (_, slot), array in zip(self.table.params, weights):
+            table[slot] = array.ctypes.data
+        outputs = self._output_arrays(table)
+        self._run(table.ctypes.data, threads or default_threads())
+        outputs = self._copied_outputs(outputs, arrays, weights)
+        self._write_state(outputs, arrays, weights)
+        return outputs
+
+    def _output_arrays(self, table: np.ndarray) -> list:
+        """A fresh array for each output computed by a node (one per distinct value); None for outputs
+        that are inputs, parameters, constants or repeats (copied after the run)."""
+        produced, arrays = set(), []
+        for value, slot in zip(self.graph.outputs, self.table.outputs):
+            if value.node is None or value.node.is_constant or value in produced:
+                arrays.append(None)
+                continue
+            produced.add(value)
+            array = np.empty(value.shape, value.dtype.numpy)
+            table[slot] = array.ctypes.data
+            arrays.append(array)
+        return arrays
+
+    def _copied_outputs(self, outputs: list, inputs: list, weights: list) -> list:
+        return [array if array is not None else np.array(self._storage(v, outputs, inputs, weights))
+                for v, array in zip(self.graph.outputs, outputs)]
+
+    def _write_state(self, outputs: list, inputs: list, weights: list) -> None:
+        for name, value in self.graph.state_updates.items():
+            if name in self.graph.bindings:
+                np.copyto(np.asarray(self.graph.bindings[name]), self._storage(value, outputs, inputs, weights))
+
+    def _storage(self, value: Value, outputs: list, inputs: list, weights: list) -> np.ndarray:
+        """The array holding `value` after a run."""
+        root = self.plan.root(value)
+        produced = [array for v, array in zip(self.graph.outputs, outputs) if v is root and array is not None]
+        if produced:
+            data = produced[0]
+        elif root in self.plan.offsets:
+            base = -self._arena.ctypes.data % 64 + self.plan.offsets[root]
+            data = self._arena[base:base + root.type.size * root.dtype.numpy.itemsize].view(root.dtype.numpy)
+        elif root.node is not None and root.node.is_constant:
+            data = root.node.value
+        else:
+            data = next(a for v, a in zip(self.graph.inputs + self.graph.params, inputs + weights) if v is root)
+        return data.reshape(value.shape)

@@ -1,0 +1,112 @@
+"""Elementwise kernels: one loop over the output computing a chain of elementwise operators.
+
+`emit_map` writes a kernel for an output value computed by `nodes` (one operator, or a fused group)
+from external operands that it reads with per-operand element strides (0 along broadcast axes).
+Adjacent axes along which every operand is laid out alike are merged, the innermost axis is cut in
+chunks of CHUNK elements, and each (row, chunk) is one work item, so even a 1-D map splits across
+threads; the inner loop is contiguous in the output so LLVM vectorises it. Operands that are
+one-element constants become immediates.
+"""
+from __future__ import annotations
+
+import math
+
+import llvmlite.ir as ir
+
+from ...ir.graph import Node, Value
+from ..irgen import counted_loop, i64, linear_index, unravel
+from ..lowering import Lowering, lowers
+from .scalar import SCALAR, Scalars, evaluate, register_type
+
+CHUNK = 2048
+
+
+def contiguous_strides(shape: tuple) -> tuple:
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= n
+    return tuple(reversed(strides))
+
+
+def broadcast_strides(in_shape: tuple, out_shape: tuple) -> tuple:
+    """Element strides of a contiguous `in_shape` array read as broadcast to `out_shape`."""
+    own = contiguous_strides(in_shape)
+    lead = len(out_shape) - len(in_shape)
+    return tuple(0 if i < lead or in_shape[i - lead] == 1 else own[i - lead] for i in range(len(out_shape)))
+
+
+def operand_strides(node: Node, k: int) -> tuple:
+    """How operand k of an elementwise node is indexed by the node's output index."""
+    out_shape = node.output.shape
+    if node.op == "batch_norm" and k > 0:            # per-channel statistics and affine parameters
+        return tuple(1 if axis == 1 else 0 for axis in range(len(out_shape)))
+    return broadcast_strides(node.inputs[k].shape, out_shape)
+
+
+def collapse(shape: tuple, stride_sets: list) -> tuple[tuple, list]:
+    """Merge adjacent axes along which every operand (and the contiguous output) steps alike."""
+    if not shape:
+        return (1,), [(0,) for _ in stride_sets]
+    dims = [[n, list(s[i] for s in stride_sets)] for i, n in enumerate(shape)]
+    merged = [dims[-1]]
+    for n, strides in reversed(dims[:-1]):
+        inner_n, inner = merged[-1]
+        if all(outer == s * inner_n for outer, s in zip(strides, inner)):
+            merged[-1] = [n * inner_n, inner]
+        else:
+            merged.append([n, strides])
+    merged.reverse()
+    new_shape = tuple(n for n, _ in merged)
+    return new_shape, [tuple(d[1][k] for d in merged) for k in range(len(stride_sets))]
+
+
+def emit_map(lowering: Lowering, name: str, nodes: list, output: Value) -> None:
+    """A kernel computing `output` (the last of `nodes`) elementwise from the nodes' outside operands."""
+    inside = {n.output for n in nodes}
+    operands = [(node, k) for node in nodes for k, v in enumerate(node.inputs) if v not in inside]
+    strides = [operand_strides(node, k) for node, k in operands]
+    shape, merged = collapse(output.shape, [contiguous_strides(output.shape)] + strides)
+    out_strides, strides = merged[0], merged[1:]
+    chunks = max(1, math.ceil(shape[-1] / CHUNK))
+    rows = math.prod(shape[:-1])
+
+    def body(k, item):
+        b = k.b
+        row, chunk = b.udiv(item, i64(chunks)), b.urem(item, i64(chunks))
+        outer = unravel(b, row, shape[:-1]) if len(shape) > 1 else []
+        bases = [linear_index(b, outer, s[:-1]) for s in [out_strides] + strides]
+        start = b.mul(chunk, i64(CHUNK))
+        stop = b.select(b.icmp_signed("<", b.add(start, i64(CHUNK)), i64(shape[-1])),
+                        b.add(start, i64(CHUNK)), i64(shape[-1]))
+        s = Scalars(b, k.module)
+        with counted_loop(b, stop, start, name="j") as j:
+            loads = {}
+            for position, ((node, index), st) in enumerate(zip(operands, strides)):
+                loads[(id(node), index)] = _load(k, s, node.inputs[index], bases[position + 1], j, st[-1])
+            env = evaluate(s, nodes, lambda node, index: loads[(id(node), index)])
+            _store(k, s, env[output], output, b.add(bases[0], j))
+
+    lowering.kernel(name, rows * chunks, body)
+
+
+def _load(k, s: Scalars, value: Value, base, j, inner_stride: int) -> ir.Value:
+    node = value.node
+    if node is not None and node.is_constant and node.value.size == 1:
+        return s.const(register_type(value.dtype), node.value.reshape(()).item())
+    b = k.b
+    index = base if inner_stride == 0 else b.add(base, j if inner_stride == 1 else b.mul(j, i64(inner_stride)))
+    loaded = b.load(b.gep(k.pointer(value), [index]))
+    return b.icmp_unsigned("!=", loaded, ir.Constant(loaded.type, 0)) if value.dtype.name == "bool" else loaded
+
+
+def _store(k, s: Scalars, scalar: ir.Value, output: Value, index) -> None:
+    b = k.b
+    if output.dtype.name == "bool":
+        scalar = b.zext(scalar, ir.IntType(8))
+    b.store(scalar, b.gep(k.pointer(output), [index]))
+
+
+@lowers(*SCALAR)
+def lower_elementwise(lowering: Lowering, node: Node) -> None:
+    emit_map(lowering, node.op, [node], node.output)

@@ -1,0 +1,167 @@
+"""Lowering a planned graph to one LLVM module: kernels, a buffer table, and the `lucid_run` entry.
+
+Every value with storage has a slot in the buffer table (`BufferTable`): the graph's inputs, then its
+parameters, outputs, constants, then the arena-resident values (aliases share their root's slot) and
+one workspace slot for per-node scratch. Each operator has a lowering, registered with `@lowers`, that
+emits one or more kernels through `Lowering.kernel`; the kernels run in graph order, separated by
+barriers, each splitting its work items across threads (see `parallel.py`).
+
+Adding an operator means writing its lowering in `kernels/` and nothing here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import llvmlite.ir as ir
+import numpy as np
+
+from ..errors import GraphError
+from ..ir.graph import Graph, Node, Value
+from ..passes.memory_planning import ALIGNMENT, MemoryPlan
+from . import irgen
+from .irgen import KERNEL_TYPE, i64
+from .target import Target
+
+LOWERINGS: dict[str, Callable[["Lowering", Node], None]] = {}
+
+
+def lowers(*op_names: str):
+    """Register the decorated function as the lowering of these operators."""
+    def register(fn):
+        for name in op_names:
+            if name in LOWERINGS:
+                raise RuntimeError(f"operator {name!r} already has a lowering")
+            LOWERINGS[name] = fn
+        return fn
+    return register
+
+
+@dataclass
+class BufferTable:
+    """Where each value's data is at run time: the table slot of each value, and what fills it."""
+
+    slots: dict = field(default_factory=dict)            # Value -> slot index
+    inputs: list = field(default_factory=list)           # slot of each graph input, in order
+    params: list = field(default_factory=list)           # (name, slot)
+    outputs: list = field(default_factory=list)          # slot of each graph output
+    constants: list = field(default_factory=list)        # (slot, array)
+    arena: dict = field(default_factory=dict)            # slot -> arena offset
+    workspace_slot: int = -1
+    size: int = 0
+
+    def add(self, value: Value | None = None) -> int:
+        slot, self.size = self.size, self.size + 1
+        if value is not None:
+            self.slots[value] = slot
+        return slot
+
+
+@dataclass
+class Kernel:
+    name: str
+    items: int
+
+
+class Lowering:
+    """Builds the module for one graph; lowerings call `kernel`, `slot` and `scratch`."""
+
+    def __init__(self, graph: Graph, plan: MemoryPlan, target: Target):
+        self.graph, self.plan, self.target = graph, plan, target
+        self.module = ir.Module(name=graph.name)
+        self.module.triple = target.triple
+        self.kernels: list[Kernel] = []
+        self.table = buffer_table(graph, plan)
+        self.workspace_bytes = 0
+        self._scratch_used = 0
+        self.node: Node | None = None
+
+    # ------------------------------------------------------------------ used by lowerings
+    def slot(self, value: Value) -> int:
+        return self.table.slots[self.plan.root(value) if value not in self.table.slots else value]
+
+    def scratch(self, nbytes: int) -> int:
+        """Byte offset, in the workspace, of `nbytes` of scratch for the node being lowered (its
+        scratch is dead once its kernels finished, so every node's scratch starts at 0)."""
+        offset = self._scratch_used
+        self._scratch_used += -(-nbytes // ALIGNMENT) * ALIGNMENT
+        self.workspace_bytes = max(self.workspace_bytes, self._scratch_used)
+        return offset
+
+    def kernel(self, name: str, items: int, body: Callable[["KernelBuilder", ir.Value], None]) -> None:
+        """Emit a kernel running `body(k, item)` for each work item in [lo, hi) of `items`."""
+        fn = ir.Function(self.module, KERNEL_TYPE, name=f"k{len(self.kernels)}_{name}")
+        fn.linkage = "internal"
+        k = KernelBuilder(self, fn)
+        with irgen.counted_loop(k.b, fn.args[2], fn.args[1], name="item") as item:
+            body(k, item)
+        k.finish()
+        self.kernels.append(Kernel(fn.name, max(int(items), 0)))
+
+    # ------------------------------------------------------------------ driver
+    def lower(self) -> None:
+        for node in self.graph.nodes:
+            if node.is_constant or node.output in self.plan.aliases:
+                continue
+            if node.op not in LOWERINGS:
+                raise GraphError(f"codegen: operator {node.op!r} has no lowering")
+            self.node, self._scratch_used = node, 0
+            LOWERINGS[node.op](self, node)
+        self.node = None
+
+
+class KernelBuilder:
+    """The IR builder of one kernel, positioned in its per-item loop, with buffer pointers loaded
+    once in the entry block."""
+
+    def __init__(self, lowering: Lowering, fn: ir.Function):
+        self.lowering, self.fn = lowering, fn
+        self.module, self.target = lowering.module, lowering.target
+        self.entry = fn.append_basic_block("entry")
+        self._entry_builder = ir.IRBuilder(self.entry)
+        self.b = ir.IRBuilder(fn.append_basic_block("start"))
+        self._pointers: dict = {}
+
+    def pointer(self, value_or_slot, element: ir.Type | None = None, byte_offset: int = 0) -> ir.Value:
+        """Pointer to the data of a value (or raw slot), typed as `element` (default: the value's
+        element type), `byte_offset` bytes in."""
+        if isinstance(value_or_slot, Value):
+            slot, element = self.lowering.slot(value_or_slot), element or irgen.element_type(value_or_slot.dtype)
+        else:
+            slot = value_or_slot
+        key = (slot, str(element), byte_offset)
+        if key not in self._pointers:
+            eb = self._entry_builder
+            raw = eb.load(eb.gep(self.fn.args[0], [i64(slot)]))
+            if byte_offset:
+                raw = eb.gep(raw, [i64(byte_offset)])
+            self._pointers[key] = eb.bitcast(raw, element.as_pointer())
+        return self._pointers[key]
+
+    def scratch_pointer(self, byte_offset: int, element: ir.Type) -> ir.Value:
+        return self.pointer(self.lowering.table.workspace_slot, element, byte_offset)
+
+    def finish(self) -> None:
+        self._entry_builder.branch(self.fn.blocks[1])
+        self.b.ret_void()
+
+
+def buffer_table(graph: Graph, plan: MemoryPlan) -> BufferTable:
+    """The slot of every value with storage (see the module docstring)."""
+    table = BufferTable()
+    table.inputs = [table.add(v) for v in graph.inputs]
+    table.params = [(v.name, table.add(v)) for v in graph.params]
+    for v in graph.outputs:
+        table.outputs.append(table.slots[v] if v in table.slots else table.add(v))
+    for node in graph.nodes:
+        if node.is_constant:
+            table.constants.append((table.add(node.output), np.ascontiguousarray(node.value)))
+    for value, offset in plan.offsets.items():
+        if value not in table.slots and plan.root(value) is value:
+            table.arena[table.add(value)] = offset
+    for value in plan.aliases:
+        root = plan.root(value)
+        if value not in table.slots and root in table.slots:
+            table.slots[value] = table.slots[root]
+    table.workspace_slot = table.add()
+    return table

@@ -1,0 +1,123 @@
+"""The entry point of a compiled graph, and how it uses several cores.
+
+`void lucid_run(i8** table, i64 threads)` runs the graph's kernels in order on `table` (the buffer
+addresses of this call). With threads > 1 it starts threads - 1 POSIX threads for this call only, so
+concurrent calls share nothing. Every thread runs the same kernel sequence on its own contiguous
+share of each kernel's work items, with a barrier between kernels; the calling thread takes share 0
+and joins the others at the end. If the system refuses a thread, the call goes on with the threads
+it got (the shares are fixed only once every thread has started).
+
+Shared state of one call, on the caller's stack: [barrier count, barrier generation, start flag,
+thread count].
+"""
+from __future__ import annotations
+
+import llvmlite.ir as ir
+
+from .irgen import I8P, I32, I64, VOID, counted_loop, i64, intrinsic
+from .lowering import Kernel
+
+STATE_WORDS = 4
+COUNT, GENERATION, STARTED, THREADS = range(STATE_WORDS)
+_CONTEXT = ir.LiteralStructType([I8P.as_pointer(), I64.as_pointer(), I64])    # table, state, thread id
+
+
+def emit_entry(module: ir.Module, kernels: list[Kernel]) -> None:
+    barrier = _emit_barrier(module)
+    worker = _emit_worker(module, kernels, barrier)
+    _emit_run(module, worker)
+
+
+def _state_word(b: ir.IRBuilder, state: ir.Value, word: int) -> ir.Value:
+    return b.gep(state, [i64(word)])
+
+
+def _emit_barrier(module: ir.Module) -> ir.Function:
+    fn = ir.Function(module, ir.FunctionType(VOID, [I64.as_pointer()]), "lucid_barrier")
+    fn.linkage = "internal"
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    state = fn.args[0]
+    generation = b.load_atomic(_state_word(b, state, GENERATION), "acquire", 8)
+    threads = b.load_atomic(_state_word(b, state, THREADS), "acquire", 8)
+    arrived = b.atomic_rmw("add", _state_word(b, state, COUNT), i64(1), "acq_rel")
+    last = b.icmp_signed("==", arrived, b.sub(threads, i64(1)))
+    with b.if_else(last) as (release, wait):
+        with release:
+            b.store_atomic(i64(0), _state_word(b, state, COUNT), "release", 8)
+            b.atomic_rmw("add", _state_word(b, state, GENERATION), i64(1), "release")
+        with wait:
+            _spin_until_changed(b, _state_word(b, state, GENERATION), generation)
+    b.ret_void()
+    return fn
+
+
+def _spin_until_changed(b: ir.IRBuilder, word: ir.Value, old: ir.Value) -> None:
+    spin = b.append_basic_block("spin")
+    done = b.append_basic_block("spun")
+    b.branch(spin)
+    b.position_at_end(spin)
+    b.call(intrinsic(b.module, "llvm.x86.sse2.pause", VOID, []), [])
+    b.cbranch(b.icmp_signed("==", b.load_atomic(word, "acquire", 8), old), spin, done)
+    b.position_at_end(done)
+
+
+def _emit_worker(module: ir.Module, kernels: list[Kernel], barrier: ir.Function) -> ir.Function:
+    """i8* lucid_worker(i8* context): wait for the start flag, then run every kernel's share."""
+    fn = ir.Function(module, ir.FunctionType(I8P, [I8P]), "lucid_worker")
+    fn.linkage = "internal"
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    context = b.bitcast(fn.args[0], _CONTEXT.as_pointer())
+    table = b.load(b.gep(context, [i64(0), ir.Constant(I32, 0)]))
+    state = b.load(b.gep(context, [i64(0), ir.Constant(I32, 1)]))
+    tid = b.load(b.gep(context, [i64(0), ir.Constant(I32, 2)]))
+    _spin_until_changed(b, _state_word(b, state, STARTED), i64(0))
+    threads = b.load_atomic(_state_word(b, state, THREADS), "acquire", 8)
+    for position, kernel in enumerate(kernels):
+        _run_share(b, module, kernel, table, tid, threads)
+        if position + 1 < len(kernels):
+            b.call(barrier, [state])
+    b.ret(ir.Constant(I8P, None))
+    return fn
+
+
+def _run_share(b: ir.IRBuilder, module: ir.Module, kernel: Kernel, table, tid, threads) -> None:
+    items = i64(kernel.items)
+    lo = b.udiv(b.mul(items, tid), threads)
+    hi = b.udiv(b.mul(items, b.add(tid, i64(1))), threads)
+    with b.if_then(b.icmp_signed("<", lo, hi)):
+        b.call(module.globals[kernel.name], [table, lo, hi])
+
+
+def _emit_run(module: ir.Module, worker: ir.Function) -> None:
+    pthread_start = ir.FunctionType(I8P, [I8P]).as_pointer()
+    create = ir.Function(module, ir.FunctionType(I32, [I64.as_pointer(), I8P, pthread_start, I8P]), "pthread_create")
+    join = ir.Function(module, ir.FunctionType(I32, [I64, I8P.as_pointer()]), "pthread_join")
+    fn = ir.Function(module, ir.FunctionType(VOID, [I8P.as_pointer(), I64]), "lucid_run")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    table, wanted = fn.args
+    wanted = b.select(b.icmp_signed("<", wanted, i64(1)), i64(1), wanted)
+    state = b.alloca(I64, STATE_WORDS)
+    for word in range(STATE_WORDS):
+        b.store(i64(0), _state_word(b, state, word))
+    contexts = b.alloca(_CONTEXT, wanted)
+    handles = b.alloca(I64, wanted)
+    started = b.alloca(I64)
+    b.store(i64(1), started)
+    with counted_loop(b, wanted, 0, name="ctx") as tid:
+        context = b.gep(contexts, [tid])
+        b.store(table, b.gep(context, [i64(0), ir.Constant(I32, 0)]))
+        b.store(state, b.gep(context, [i64(0), ir.Constant(I32, 1)]))
+        b.store(tid, b.gep(context, [i64(0), ir.Constant(I32, 2)]))
+    with counted_loop(b, wanted, 1, name="spawn") as tid:
+        with b.if_then(b.icmp_signed("==", b.load(started), tid)):       # stop at the first refusal
+            status = b.call(create, [b.gep(handles, [tid]), ir.Constant(I8P, None), worker,
+                                     b.bitcast(b.gep(contexts, [tid]), I8P)])
+            with b.if_then(b.icmp_signed("==", status, ir.Constant(I32, 0))):
+                b.store(b.add(tid, i64(1)), started)
+    threads = b.load(started)
+    b.store_atomic(threads, _state_word(b, state, THREADS), "release", 8)
+    b.store_atomic(i64(1), _state_word(b, state, STARTED), "release", 8)
+    b.call(worker, [b.bitcast(contexts, I8P)])
+    with counted_loop(b, threads, 1, name="join") as tid:
+        b.call(join, [b.load(b.gep(handles, [tid])), ir.Constant(I8P.as_pointer(), None)])
+    b.ret_void()
