@@ -19,12 +19,11 @@ from ..ir.graph import Graph, Value
 from ..ir.interpreter import check_arrays
 from ..passes import memory_planning
 from . import kernels  # noqa: F401  (registers the lowerings)
-from .jit import NativeCode, cache_key, native_object
+from .jit import NativeCode, cache_key, code_fingerprint, native_object
 from .lowering import Lowering, buffer_table
 from .parallel import emit_entry
 from .target import Target, host
 
-CODEGEN_VERSION = "1"
 _RUN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)
 
 
@@ -42,7 +41,7 @@ class Executable:
         self.graph, self.target = graph, target or host()
         self.plan = memory_planning.plan(graph)
         self.table = buffer_table(graph, self.plan)
-        key = cache_key(CODEGEN_VERSION, __version__, self.target.fingerprint, str(graph))
+        key = cache_key(code_fingerprint(), __version__, self.target.fingerprint, str(graph))
         code, metadata = native_object(key, self.target, self._build)
         self.native = NativeCode(code, self.target)
         self._run = _RUN(self.native.address("lucid_run"))

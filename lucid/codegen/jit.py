@@ -6,12 +6,14 @@ vectorisation) and emits an object file for the target, which is stored for the 
 `NativeCode(object)` loads object code into an MCJIT engine and hands out function addresses.
 `COUNTERS["compiled"]` counts LLVM compilations in this process (tests assert a warm cache does none).
 
-The cache lives in `LUCID_CACHE_DIR` (default `$XDG_CACHE_HOME/lucid` or `~/.cache/lucid`). An
+Cache keys include `code_fingerprint()`, a hash of the code generator's sources, so a changed
+lucid never reads objects an older one wrote. The cache lives in `LUCID_CACHE_DIR` (default `$XDG_CACHE_HOME/lucid` or `~/.cache/lucid`). An
 entry is `<key>.lucid`: a JSON header line (format version, metadata, SHA-256 of the object), then
 the object bytes; an entry that is truncated or fails its checksum is ignored and rebuilt.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -42,6 +44,15 @@ def cache_key(*parts: str) -> str:
         digest.update(part.encode())
         digest.update(b"\0")
     return digest.hexdigest()[:40]
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """A hash of lucid's code generator sources: any change to them invalidates cached objects."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def native_object(key: str, target: Target, build: Callable[[], tuple[ir.Module, dict]]) -> tuple[bytes, dict]:

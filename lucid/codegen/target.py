@@ -36,7 +36,10 @@ class Target:
         return f"{self.triple}|{self.cpu}|{self.features}"
 
     def machine(self) -> llvm.TargetMachine:
-        return _machine(self)
+        """A new target machine (a JIT engine takes ownership of the one it is given)."""
+        _initialise()
+        return llvm.Target.from_triple(self.triple).create_target_machine(
+            cpu=self.cpu, features=self.features, opt=3, codemodel="jitdefault")
 
 
 @functools.cache
@@ -53,10 +56,3 @@ def host() -> Target:
     if features is None:
         features = "" if os.environ.get("LUCID_CPU") else llvm.get_host_cpu_features().flatten()
     return Target(llvm.get_process_triple(), cpu, features)
-
-
-@functools.cache
-def _machine(target: Target) -> llvm.TargetMachine:
-    _initialise()
-    return llvm.Target.from_triple(target.triple).create_target_machine(
-        cpu=target.cpu, features=target.features, opt=3, codemodel="jitdefault")

@@ -169,13 +169,20 @@ class Graph:
 
     def add_node(self, op: str, inputs, attrs: dict, scope: Scope | None = None) -> Value:
         """Append a node applying `op`; its output type comes from the op's shape rule."""
-        node = Node(op, inputs, attrs, scope)
-        return self._append(node, infer_type(node))
+        node = self.new_node(op, inputs, attrs, scope)
+        self.nodes.append(node)
+        return node.output
 
     def add_constant(self, array, scope: Scope | None = None) -> Value:
         node = self.new_constant(array, scope)
         self.nodes.append(node)
         return node.output
+
+    def new_node(self, op: str, inputs, attrs: dict, scope: Scope | None = None) -> Node:
+        """A node of this graph typed by its shape rule, not yet placed in the node list."""
+        node = Node(op, inputs, attrs, scope)
+        node.output = Value(self, infer_type(node), node=node)
+        return node
 
     def new_constant(self, array, scope: Scope | None = None) -> Node:
         """A constant node holding a read-only copy of `array`, not yet placed in the node list."""

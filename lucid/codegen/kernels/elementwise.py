@@ -62,7 +62,8 @@ def collapse(shape: tuple, stride_sets: list) -> tuple[tuple, list]:
 
 
 def emit_map(lowering: Lowering, name: str, nodes: list, output: Value) -> None:
-    """A kernel computing `output` (the last of `nodes`) elementwise from the nodes' outside operands."""
+    """A kernel storing into `output` the value of the last of `nodes`, computed elementwise from the
+    nodes' outside operands (read with their broadcast strides)."""
     inside = {n.output for n in nodes}
     operands = [(node, k) for node in nodes for k, v in enumerate(node.inputs) if v not in inside]
     strides = [operand_strides(node, k) for node, k in operands]
@@ -85,22 +86,27 @@ def emit_map(lowering: Lowering, name: str, nodes: list, output: Value) -> None:
             for position, ((node, index), st) in enumerate(zip(operands, strides)):
                 loads[(id(node), index)] = _load(k, s, node.inputs[index], bases[position + 1], j, st[-1])
             env = evaluate(s, nodes, lambda node, index: loads[(id(node), index)])
-            _store(k, s, env[output], output, b.add(bases[0], j))
+            store(k, env[nodes[-1].output], output, b.add(bases[0], j))
 
     lowering.kernel(name, rows * chunks, body)
 
 
 def _load(k, s: Scalars, value: Value, base, j, inner_stride: int) -> ir.Value:
+    b = k.b
+    index = base if inner_stride == 0 else b.add(base, j if inner_stride == 1 else b.mul(j, i64(inner_stride)))
+    return load(k, s, value, index)
+
+
+def load(k, s: Scalars, value: Value, index) -> ir.Value:
+    """Element `index` of `value` as a register scalar (a one-element constant becomes an immediate)."""
     node = value.node
     if node is not None and node.is_constant and node.value.size == 1:
         return s.const(register_type(value.dtype), node.value.reshape(()).item())
-    b = k.b
-    index = base if inner_stride == 0 else b.add(base, j if inner_stride == 1 else b.mul(j, i64(inner_stride)))
-    loaded = b.load(b.gep(k.pointer(value), [index]))
-    return b.icmp_unsigned("!=", loaded, ir.Constant(loaded.type, 0)) if value.dtype.name == "bool" else loaded
+    loaded = k.b.load(k.b.gep(k.pointer(value), [index]))
+    return k.b.icmp_unsigned("!=", loaded, ir.Constant(loaded.type, 0)) if value.dtype.name == "bool" else loaded
 
 
-def _store(k, s: Scalars, scalar: ir.Value, output: Value, index) -> None:
+def store(k, scalar: ir.Value, output: Value, index) -> None:
     b = k.b
     if output.dtype.name == "bool":
         scalar = b.zext(scalar, ir.IntType(8))

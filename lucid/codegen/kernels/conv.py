@@ -1,0 +1,646 @@
+"""Convolution kernels: conv, conv_transpose and conv_weight_grad in 1-D/2-D/3-D, as vectorised loops.
+
+Every convolution is handled as 3-D (missing leading spatial axes have size 1) in four steps, each a
+kernel, with scratch in the node's workspace:
+1. pack the input into a zero-padded channels-last copy `xp[n][d][h][w][c]`, so the inner loops
+   never test bounds;
+2. pack the weight into `wp[g][oc block][tap][ic][oc lane]`, output channels padded with zeros to
+   whole vector blocks;
+3. the direct convolution: for one row of output points and one block of output channels, a
+   register tile of `points` output points × `vectors` vectors of output channels accumulates, over
+   every tap and input channel, a broadcast input value times a weight vector (FMA). The result goes
+   to a channels-last scratch `yp[n][d][h][w][oc]`;
+4. unpack `yp` to the NCDHW output, adding the bias.
+
+Vectors are the target's widest (`Target.vector_floats`, never assumed), narrowed for layers with
+few output channels; the register tile is sized to the register file (32 vector registers with
+AVX-512, else 16).
+
+A transposed convolution never multiplies inserted zeros: its output splits into stride phases
+(positions o = q * stride + r); phase r reads input q + c for each tap whose offset c is whole, so
+each phase is a stride-1 direct convolution with its own taps, written to every stride-th output.
+The weight gradient accumulates, for a tile of input channels × output-channel vectors, input value
+× output-gradient vector over every output position; work items are (group, oc block, tap, ic block).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import llvmlite.ir as ir
+
+from ...ir.graph import Node, Value
+from ..irgen import F32, counted_loop, element_type, i64, intrinsic, linear_index, load_vector, splat, store_vector, unravel
+from ..lowering import Lowering, lowers
+from .elementwise import contiguous_strides, load, operand_strides, store
+from .scalar import Scalars, evaluate
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry and blocking
+
+
+def _three(values, fill) -> tuple:
+    values = tuple(values)
+    return (fill,) * (3 - len(values)) + values
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A convolution's sizes as 3-D: input (N, C, in_sp), G groups of ICg -> OCg channels."""
+
+    n: int
+    groups: int
+    icg: int
+    ocg: int
+    in_sp: tuple
+    kernel: tuple
+    stride: tuple
+    dilation: tuple
+    pad_lo: tuple
+
+
+@dataclass(frozen=True)
+class Blocking:
+    lanes: int        # elements per vector
+    vectors: int      # vectors of output channels per tile
+    points: int       # output points per tile
+
+    @property
+    def width(self) -> int:
+        return self.lanes * self.vectors
+
+
+def choose_blocking(ocg: int, points_available: int, lowering: Lowering, dtype) -> Blocking:
+    lanes = lowering.target.vector_floats * 4 // dtype.numpy.itemsize
+    while lanes > 4 and lanes // 2 >= ocg:
+        lanes //= 2
+    vectors = 2 if ocg > lanes else 1
+    registers = 32 if lowering.target.vector_floats == 16 else 16
+    most = max(1, min((registers - 2 * vectors - 2) // vectors, 14))
+    tiles = math.ceil(max(points_available, 1) / most)
+    return Blocking(lanes, vectors, math.ceil(max(points_available, 1) / tiles))     # balanced tiles
+
+
+def _geometry(x: Value, kernel: tuple, attrs: dict, groups: int, icg: int, ocg: int) -> Geometry:
+    return Geometry(x.shape[0], groups, icg, ocg, _three(x.shape[2:], 1), _three(kernel, 1),
+                    _three(attrs["stride"], 1), _three(attrs["dilation"], 1),
+                    _three(tuple(lo for lo, _ in attrs["padding"]), 0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 1: channels-last, zero-padded input
+
+
+@dataclass(frozen=True)
+class Padded:
+    """Layout of a padded channels-last copy: extents (Dp, Hp, Wp), where input (0,0,0) sits, channels."""
+
+    extent: tuple
+    origin: tuple
+    channels: int
+
+    def strides(self) -> tuple:
+        dp, hp, wp = self.extent
+        c = self.channels
+        return (dp * hp * wp * c, hp * wp * c, wp * c, c)
+
+    def size(self, n: int) -> int:
+        return n * self.strides()[0]
+
+
+def emit_pack_input(lowering: Lowering, x: Value, layout: Padded, offset: int, name: str) -> None:
+    """xp[n][d][h][w][c] = x[n][c][d - od][h - oh][w - ow] inside the input, else 0."""
+    element = element_type(x.dtype)
+    n, channels = x.shape[0], x.shape[1]
+    depth, height, width = _three(x.shape[2:], 1)
+    dp, hp, wp = layout.extent
+    od, oh, ow = layout.origin
+    row_size = layout.strides()[2]
+    plane = depth * height * width
+    zero = ir.Constant(element, 0.0)
+
+    def body(k, item):
+        b = k.b
+        bn, d, h = unravel(b, item, (n, dp, hp))
+        xp, src = k.scratch_pointer(offset, element), k.pointer(x)
+        row = b.mul(item, i64(row_size))
+        xd, xh = b.sub(d, i64(od)), b.sub(h, i64(oh))
+        with b.if_else(b.and_(_in_range(b, xd, depth), _in_range(b, xh, height))) as (copy, fill):
+            with copy:
+                first = b.mul(b.add(b.mul(b.add(b.mul(bn, i64(channels * depth)), xd), i64(height)), xh), i64(width))
+                with counted_loop(b, wp, name="w") as w:
+                    xw = b.sub(w, i64(ow))
+                    inside = _in_range(b, xw, width)
+                    source = b.add(first, b.select(inside, xw, i64(0)))
+                    target = b.add(row, b.mul(w, i64(channels)))
+                    with counted_loop(b, channels, name="c") as c:
+                        value = b.load(b.gep(src, [b.add(source, b.mul(c, i64(plane)))]))
+                        b.store(b.select(inside, value, zero), b.gep(xp, [b.add(target, c)]))
+            with fill:
+                with counted_loop(b, row_size, name="z") as z:
+                    b.store(zero, b.gep(xp, [b.add(row, z)]))
+
+    lowering.kernel(name, n * dp * hp, body)
+
+
+def _in_range(b: ir.IRBuilder, index, size: int):
+    return b.icmp_unsigned("<", index, i64(size))     # unsigned: negative indices are huge
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 2: weight blocks
+
+
+@dataclass(frozen=True)
+class WeightLayout:
+    """How the weight tensor is read: element (g, oc, ic, tap) is at g*sg + oc*soc + ic*sic + taps[t]."""
+
+    sg: int
+    soc: int
+    sic: int
+    taps: tuple          # linear kernel offsets of the taps, in packing order
+
+
+def emit_pack_weight(lowering: Lowering, w: Value, g: Geometry, block: Blocking, layout: WeightLayout,
+                     offset: int, name: str) -> None:
+    """wp[g][ob][t][ic][lane] = w[g, ob*width + lane, ic, taps[t]] (0 past the group's channels)."""
+    element = element_type(w.dtype)
+    blocks = math.ceil(g.ocg / block.width)
+    tap_count = len(layout.taps)
+    table = _table(lowering, f"wtaps{len(lowering.kernels)}", layout.taps)
+
+    def body(k, item):
+        b = k.b
+        grp, ob, t = unravel(b, item, (g.groups, blocks, tap_count))
+        wp = k.scratch_pointer(offset, element)
+        src = k.pointer(w)
+        tap = b.load(b.gep(table, [i64(0), t]))
+        dst = b.mul(item, i64(g.icg * block.width))
+        with counted_loop(b, g.icg, name="ic") as ic:
+            with counted_loop(b, block.width, name="lane") as lane:
+                oc = b.add(b.mul(ob, i64(block.width)), lane)
+                ok = b.icmp_unsigned("<", oc, i64(g.ocg))
+                at = b.add(b.add(b.mul(grp, i64(layout.sg)), b.mul(b.select(ok, oc, i64(0)), i64(layout.soc))),
+                           b.add(b.mul(ic, i64(layout.sic)), tap))
+                value = b.select(ok, b.load(b.gep(src, [at])), ir.Constant(element, 0.0))
+                b.store(value, b.gep(wp, [b.add(dst, b.add(b.mul(ic, i64(block.width)), lane))]))
+
+    lowering.kernel(name, g.groups * blocks * tap_count, body)
+
+
+def _table(lowering: Lowering, name: str, values) -> ir.GlobalVariable:
+    kind = ir.ArrayType(ir.IntType(64), max(len(values), 1))
+    table = ir.GlobalVariable(lowering.module, kind, name)
+    table.initializer = ir.Constant(kind, [int(v) for v in values] or [0])
+    table.global_constant = True
+    table.linkage = "internal"
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 3: the direct convolution over rows of output points
+
+
+@dataclass(frozen=True)
+class Direct:
+    """One direct-convolution kernel: rows (n, qd, qh) × (g, ob) of `points` points along w.
+
+    Input point (row, p) starts at x0 + n*sx[0] + qd*sx[1] + qh*sx[2] + g*icg + p*sx_point; tap t adds
+    taps[t]. Output point goes to y0 + n*sy[0] + qd*sy[1] + qh*sy[2] + (g*blocks + ob)*width + p*sy_point.
+    Weights of block (g, ob) start at w0 + (g*blocks + ob)*len(taps)*icg*width.
+    """
+
+    rows: tuple          # (N, Qd, Qh)
+    points: int          # Qw
+    x0: int
+    sx: tuple
+    sx_point: int
+    taps: tuple
+    y0: int
+    sy: tuple
+    sy_point: int
+    w0: int
+
+
+def emit_direct(lowering: Lowering, dtype, g: Geometry, block: Blocking, spec: Direct,
+                offsets: tuple, name: str) -> None:
+    element = element_type(dtype)
+    x_offset, w_offset, y_offset = offsets
+    blocks = math.ceil(g.ocg / block.width)
+    table = _table(lowering, f"taps{len(lowering.kernels)}", spec.taps)
+    tap_count = len(spec.taps)
+    full, rest = divmod(spec.points, block.points)
+    tile = _tile_function(lowering, element, block, block.points, spec.sx_point)
+    last = _tile_function(lowering, element, block, rest, spec.sx_point) if rest else None
+
+    def body(k, item):
+        b = k.b
+        n, qd, qh, grp, ob = unravel(b, item, spec.rows + (g.groups, blocks))
+        xp, wp, yp = (k.scratch_pointer(o, element) for o in (x_offset, w_offset, y_offset))
+        x_row = _dot(b, spec.x0, (n, qd, qh, grp), spec.sx + (g.icg,))
+        y_row = b.add(_dot(b, spec.y0, (n, qd, qh), spec.sy), b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(block.width)))
+        w_row = b.add(i64(spec.w0), b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(tap_count * g.icg * block.width)))
+        taps = b.gep(table, [i64(0), i64(0)])
+        shape = [i64(tap_count), i64(g.icg), i64(spec.sy_point)]
+
+        def call(function, first):
+            x_first = b.gep(xp, [b.add(x_row, b.mul(first, i64(spec.sx_point)))])
+            y_first = b.gep(yp, [b.add(y_row, b.mul(first, i64(spec.sy_point)))])
+            b.call(function, [x_first, b.gep(wp, [w_row]), y_first, taps] + shape)
+
+        with counted_loop(b, full, name="tile") as p:
+            call(tile, b.mul(p, i64(block.points)))
+        if last is not None:
+            call(last, i64(full * block.points))
+
+    lowering.kernel(name, math.prod(spec.rows) * g.groups * blocks, body)
+
+
+def _tile_function(lowering: Lowering, element, block: Blocking, count: int, x_step: int) -> ir.Function:
+    """void tile(x, w, y, taps, tap_count, icg, y_step): the register tile of `count` output points ×
+    `block.vectors` vectors, shared by every convolution of the module with this blocking and input
+    step (a constant, so the input addresses of the tile's points are immediate offsets).
+
+    y[r*y_step + j*lanes + lane] = sum over t < tap_count, ic < icg of
+        x[taps[t] + ic + r*x_step] * w[(t*icg + ic)*width + j*lanes + lane]."""
+    kind = "f32" if element == F32 else "f64"
+    name = f"conv_tile_{kind}_{block.lanes}x{block.vectors}x{count}_step{x_step}"
+    if name in lowering.module.globals:
+        return lowering.module.globals[name]
+    pointer = element.as_pointer()
+    i64t = ir.IntType(64)
+    fn = ir.Function(lowering.module, ir.FunctionType(ir.VoidType(), [pointer] * 3 + [i64t.as_pointer()] + [i64t] * 3), name)
+    fn.linkage = "internal"
+    for argument in fn.args[:3]:
+        argument.add_attribute("noalias")
+    x, w, y, taps, tap_count, icg, y_step = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    vtype = ir.VectorType(element, block.lanes)
+    fma = intrinsic(lowering.module, f"llvm.fma.v{block.lanes}{kind}", vtype, [vtype] * 3)
+    accumulators = b.alloca(vtype, count * block.vectors)
+    _zero_tile(b, accumulators, count * block.vectors, vtype)
+    per_tap = b.mul(icg, i64(block.width))
+    with counted_loop(b, tap_count, name="t") as t:
+        x_tap = b.gep(x, [b.load(b.gep(taps, [t]))])
+        w_tap = b.gep(w, [b.mul(t, per_tap)])
+        with counted_loop(b, icg, name="ic") as ic:
+            w_ic = b.mul(ic, i64(block.width))
+            weights = [load_vector(b, w_tap, b.add(w_ic, i64(j * block.lanes)), block.lanes) for j in range(block.vectors)]
+            for r in range(count):
+                broadcast = splat(b, b.load(b.gep(x_tap, [b.add(ic, i64(r * x_step))])), block.lanes)
+                for j in range(block.vectors):
+                    slot = b.gep(accumulators, [i64(r * block.vectors + j)])
+                    b.store(b.call(fma, [broadcast, weights[j], b.load(slot)]), slot)
+    for r in range(count):
+        for j in range(block.vectors):
+            value = b.load(b.gep(accumulators, [i64(r * block.vectors + j)]))
+            store_vector(b, value, y, b.add(b.mul(i64(r), y_step), i64(j * block.lanes)))
+    b.ret_void()
+    return fn
+
+
+def _dot(b: ir.IRBuilder, base: int, indices, strides) -> ir.Value:
+    total = i64(base)
+    for index, stride in zip(indices, strides):
+        if stride:
+            total = b.add(total, b.mul(index, i64(stride)))
+    return total
+
+
+def _zero_tile(b: ir.IRBuilder, accumulators, count: int, vtype) -> None:
+    zero = ir.Constant(vtype, [0.0] * vtype.count)
+    for slot in range(count):
+        b.store(zero, b.gep(accumulators, [i64(slot)]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 4: back to NCDHW, with the bias
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    """Elementwise nodes applied to each convolution output element before it is stored: `nodes`
+    read the convolution's value `source` and other operands; the last one's value goes to `output`."""
+
+    nodes: tuple
+    source: Value
+    output: Value
+
+
+def emit_unpack(lowering: Lowering, y: Value, bias: Value | None, g: Geometry, block: Blocking,
+                y_offset: int, name: str, epilogue: Epilogue | None = None) -> None:
+    """y[n][oc][d][h][w] = epilogue(yp[n][d][h][w][g*blocks*width + ocg] (+ bias[oc]))."""
+    element = element_type(y.dtype)
+    n, channels = y.shape[0], y.shape[1]
+    depth, height, width = _three(y.shape[2:], 1)
+    padded = g.groups * math.ceil(g.ocg / block.width) * block.width
+    blocks_width = math.ceil(g.ocg / block.width) * block.width
+    target = epilogue.output if epilogue else y
+
+    def body(k, item):
+        b = k.b
+        bn, oc, d = unravel(b, item, (n, channels, depth))
+        yp = k.scratch_pointer(y_offset, element)
+        grp, ocg = b.udiv(oc, i64(g.ocg)), b.urem(oc, i64(g.ocg))
+        channel = b.add(b.mul(grp, i64(blocks_width)), ocg)
+        src_plane = b.mul(b.add(b.mul(bn, i64(depth)), d), i64(height * width * padded))
+        dst_plane = b.mul(item, i64(height * width))
+        shift = b.load(b.gep(k.pointer(bias), [oc])) if bias is not None else None
+        with counted_loop(b, height * width, name="hw") as hw:
+            value = b.load(b.gep(yp, [b.add(src_plane, b.add(b.mul(hw, i64(padded)), channel))]))
+            if shift is not None:
+                value = b.fadd(value, shift)
+            at = b.add(dst_plane, hw)
+            if epilogue is not None:
+                value = _apply_epilogue(k, epilogue, value, at, (bn, oc, d, b.udiv(hw, i64(width)), b.urem(hw, i64(width))))
+            store(k, value, target, at)
+
+    lowering.kernel(name, n * channels * depth, body)
+
+
+def _apply_epilogue(k, epilogue: Epilogue, value, flat, index5: tuple):
+    """Evaluate the epilogue chain on one element; other operands are read at the element's index."""
+    s = Scalars(k.b, k.module)
+    shape = epilogue.output.shape
+    index = index5[:2] + index5[5 - (len(shape) - 2):]
+
+    def operand(node, position):
+        v = node.inputs[position]
+        if v is epilogue.source:
+            return value
+        strides = operand_strides(node, position)
+        at = flat if strides == contiguous_strides(shape) else linear_index(k.b, list(index), strides)
+        return load(k, s, v, at)
+
+    return evaluate(s, list(epilogue.nodes), operand)[epilogue.nodes[-1].output]
+
+
+# ---------------------------------------------------------------------------------------------
+# The three operators
+
+
+@lowers("conv")
+def lower_conv(lowering: Lowering, node: Node, epilogue: Epilogue | None = None) -> None:
+    x, w = node.inputs[0], node.inputs[1]
+    bias = node.inputs[2] if len(node.inputs) == 3 else None
+    y = node.output
+    groups = node.attrs["groups"]
+    g = _geometry(x, w.shape[2:], node.attrs, groups, w.shape[1], w.shape[0] // groups)
+    out_sp = _three(y.shape[2:], 1)
+    block = choose_blocking(g.ocg, out_sp[2], lowering, x.dtype)
+    layout = Padded(tuple((o - 1) * s + (k - 1) * d + 1 for o, s, k, d in
+                          zip(out_sp, g.stride, g.kernel, g.dilation)), g.pad_lo, x.shape[1])
+    taps = _kernel_taps(g.kernel)
+    sn, sd, sh, sc = layout.strides()
+    x_offset = lowering.scratch(layout.size(g.n) * x.dtype.numpy.itemsize)
+    w_offset = lowering.scratch(groups * _blocks(g, block) * len(taps) * g.icg * block.width * x.dtype.numpy.itemsize)
+    y_offset = lowering.scratch(_yp_size(y, g, block) * x.dtype.numpy.itemsize)
+    emit_pack_input(lowering, x, layout, x_offset, "conv_pack_input")
+    k_size = math.prod(w.shape[2:])
+    weight_layout = WeightLayout(g.ocg * g.icg * k_size, g.icg * k_size, k_size, tuple(_linear_taps(g.kernel, taps)))
+    emit_pack_weight(lowering, w, g, block, weight_layout, w_offset, "conv_pack_weight")
+    yd = _yp_strides(y, g, block)
+    spec = Direct(rows=(g.n,) + out_sp[:2], points=out_sp[2], x0=0,
+                  sx=(sn, g.stride[0] * sd, g.stride[1] * sh), sx_point=g.stride[2] * sc,
+                  taps=tuple(a * g.dilation[0] * sd + b_ * g.dilation[1] * sh + c * g.dilation[2] * sc
+                             for a, b_, c in taps),
+                  y0=0, sy=(yd[0], yd[1], yd[2]), sy_point=yd[3], w0=0)
+    emit_direct(lowering, x.dtype, g, block, spec, (x_offset, w_offset, y_offset), "conv_direct")
+    emit_unpack(lowering, y, bias, g, block, y_offset, "conv_unpack", epilogue)
+
+
+def _kernel_taps(kernel: tuple) -> list:
+    return list(itertools.product(*(range(k) for k in kernel)))
+
+
+def _linear_taps(kernel: tuple, taps: list):
+    return [(a * kernel[1] + b) * kernel[2] + c for a, b, c in taps]
+
+
+def _blocks(g: Geometry, block: Blocking) -> int:
+    return math.ceil(g.ocg / block.width)
+
+
+def _yp_size(y: Value, g: Geometry, block: Blocking) -> int:
+    return _yp_strides(y, g, block)[0] * y.shape[0]
+
+
+def _yp_strides(y: Value, g: Geometry, block: Blocking) -> tuple:
+    depth, height, width = _three(y.shape[2:], 1)
+    padded = g.groups * _blocks(g, block) * block.width
+    return (depth * height * width * padded, height * width * padded, width * padded, padded)
+
+
+@lowers("conv_transpose")
+def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | None = None) -> None:
+    x, w = node.inputs[0], node.inputs[1]
+    bias = node.inputs[2] if len(node.inputs) == 3 else None
+    y = node.output
+    groups = node.attrs["groups"]
+    g = _geometry(x, w.shape[2:], node.attrs, groups, w.shape[0] // groups, w.shape[1])
+    out_sp = _three(y.shape[2:], 1)
+    phases = [_phase(g, out_sp, r) for r in itertools.product(*(range(s) for s in g.stride))]
+    phases = [p for p in phases if min(p.counts) > 0]
+    block = choose_blocking(g.ocg, max(p.counts[2] for p in phases), lowering, x.dtype)
+    layout = _transpose_input_layout(g, phases, x.shape[1])
+    itemsize = x.dtype.numpy.itemsize
+    x_offset = lowering.scratch(layout.size(g.n) * itemsize)
+    weights = [groups * _blocks(g, block) * len(p.taps) * g.icg * block.width for p in phases]
+    w_offset = lowering.scratch(max(sum(weights), 1) * itemsize)
+    y_offset = lowering.scratch(_yp_size(y, g, block) * itemsize)
+    emit_pack_input(lowering, x, layout, x_offset, "convT_pack_input")
+    if any(not p.taps for p in phases):
+        _emit_zero(lowering, y_offset, _yp_size(y, g, block), x.dtype, "convT_zero")
+    k_size = math.prod(w.shape[2:])
+    weight_layout = dict(sg=g.icg * g.ocg * k_size, soc=k_size, sic=g.ocg * k_size)
+    sn, sd, sh, sc = layout.strides()
+    yd = _yp_strides(y, g, block)
+    w0 = 0
+    for phase, size in zip(phases, weights):
+        if not phase.taps:
+            continue
+        emit_pack_weight(lowering, w, g, block, WeightLayout(**weight_layout, taps=tuple(_linear_taps(g.kernel, phase.kernel_taps))),
+                         w_offset + w0 * itemsize, "convT_pack_weight")
+        origin = layout.origin
+        spec = Direct(rows=(g.n,) + phase.counts[:2], points=phase.counts[2],
+                      x0=origin[0] * sd + origin[1] * sh + origin[2] * sc, sx=(sn, sd, sh), sx_point=sc,
+                      taps=tuple(a * sd + b_ * sh + c * sc for a, b_, c in phase.taps),
+                      y0=phase.r[0] * yd[1] + phase.r[1] * yd[2] + phase.r[2] * yd[3],
+                      sy=(yd[0], g.stride[0] * yd[1], g.stride[1] * yd[2]), sy_point=g.stride[2] * yd[3], w0=w0)
+        emit_direct(lowering, x.dtype, g, block, spec, (x_offset, w_offset, y_offset), "convT_direct")
+        w0 += size
+    emit_unpack(lowering, y, bias, g, block, y_offset, "convT_unpack", epilogue)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Output positions q * stride + r of a transposed conv: `counts` of q per axis, and per tap the
+    kernel offsets and the input shift c (input q + c)."""
+
+    r: tuple
+    counts: tuple
+    kernel_taps: tuple
+    taps: tuple
+
+
+def _phase(g: Geometry, out_sp: tuple, r: tuple) -> Phase:
+    per_axis = []
+    for r_a, k, s, d, lo in zip(r, g.kernel, g.stride, g.dilation, g.pad_lo):
+        per_axis.append([(kk, (r_a + lo - kk * d) // s) for kk in range(k) if (r_a + lo - kk * d) % s == 0])
+    counts = tuple(max(0, -(-(n - r_a) // s)) for n, r_a, s in zip(out_sp, r, g.stride))
+    combos = list(itertools.product(*per_axis))
+    return Phase(r, counts, tuple(tuple(kk for kk, _ in c) for c in combos), tuple(tuple(cc for _, cc in c) for c in combos))
+
+
+def _transpose_input_layout(g: Geometry, phases: list, channels: int) -> Padded:
+    """Padding so that input q + c is inside the padded copy for every phase, tap and q."""
+    low, high = [0, 0, 0], [0, 0, 0]
+    for p in phases:
+        for shift in p.taps:
+            for axis in range(3):
+                low[axis] = max(low[axis], -shift[axis])
+                high[axis] = max(high[axis], p.counts[axis] - 1 + shift[axis] + 1)
+    extent = tuple(max(n, h) + lo for n, h, lo in zip(g.in_sp, high, low))
+    return Padded(extent, tuple(low), channels)
+
+
+def _emit_zero(lowering: Lowering, offset: int, count: int, dtype, name: str) -> None:
+    element = element_type(dtype)
+    chunk = 4096
+
+    def body(k, item):
+        b = k.b
+        target = k.scratch_pointer(offset, element)
+        start = b.mul(item, i64(chunk))
+        stop = b.select(b.icmp_signed("<", b.add(start, i64(chunk)), i64(count)), b.add(start, i64(chunk)), i64(count))
+        with counted_loop(b, stop, start, name="z") as z:
+            b.store(ir.Constant(element, 0.0), b.gep(target, [z]))
+
+    lowering.kernel(name, math.ceil(count / chunk), body)
+
+
+@lowers("conv_weight_grad")
+def lower_conv_weight_grad(lowering: Lowering, node: Node) -> None:
+    x, gy = node.inputs
+    dw = node.output
+    groups = node.attrs["groups"]
+    kernel = node.attrs["kernel_size"]
+    g = _geometry(x, kernel, node.attrs, groups, x.shape[1] // groups, gy.shape[1] // groups)
+    windows = _three(gy.shape[2:], 1)
+    block = choose_blocking(g.ocg, g.icg, lowering, x.dtype)
+    layout = Padded(tuple((o - 1) * s + (k - 1) * d + 1 for o, s, k, d in
+                          zip(windows, g.stride, g.kernel, g.dilation)), g.pad_lo, x.shape[1])
+    taps = _kernel_taps(g.kernel)
+    itemsize = x.dtype.numpy.itemsize
+    x_offset = lowering.scratch(layout.size(g.n) * itemsize)
+    gy_strides = _yp_strides(gy, g, block)
+    gy_offset = lowering.scratch(gy_strides[0] * g.n * itemsize)
+    dw_offset = lowering.scratch(groups * _blocks(g, block) * len(taps) * g.icg * block.width * itemsize)
+    emit_pack_input(lowering, x, layout, x_offset, "wgrad_pack_input")
+    emit_pack_channels_last(lowering, gy, g, block, gy_offset, "wgrad_pack_gradient")
+    sn, sd, sh, sc = layout.strides()
+    tap_offsets = tuple(a * g.dilation[0] * sd + b_ * g.dilation[1] * sh + c * g.dilation[2] * sc for a, b_, c in taps)
+    _emit_weight_grad_tiles(lowering, x.dtype, g, block, windows, layout, tap_offsets, gy_strides,
+                            (x_offset, gy_offset, dw_offset))
+    _emit_unpack_weight(lowering, dw, g, block, len(taps), dw_offset)
+
+
+def emit_pack_channels_last(lowering: Lowering, y: Value, g: Geometry, block: Blocking, offset: int, name: str) -> None:
+    """yp[n][d][h][w][grp*blocks*width + lane] = y[n][grp*ocg + lane][d][h][w] (0 for padding lanes)."""
+    element = element_type(y.dtype)
+    depth, height, width = _three(y.shape[2:], 1)
+    group_width = _blocks(g, block) * block.width
+    padded = g.groups * group_width
+    plane = depth * height * width
+
+    def body(k, item):
+        b = k.b
+        n, d, h = unravel(b, item, (y.shape[0], depth, height))
+        yp, src = k.scratch_pointer(offset, element), k.pointer(y)
+        position = b.mul(b.add(b.mul(d, i64(height)), h), i64(width))
+        with counted_loop(b, width, name="w") as w:
+            target = b.mul(b.add(b.mul(item, i64(width)), w), i64(padded))
+            with counted_loop(b, padded, name="c") as c:
+                grp, lane = b.udiv(c, i64(group_width)), b.urem(c, i64(group_width))
+                inside = b.icmp_unsigned("<", lane, i64(g.ocg))
+                channel = b.add(b.mul(grp, i64(g.ocg)), b.select(inside, lane, i64(0)))
+                at = b.add(b.mul(b.add(b.mul(n, i64(y.shape[1])), channel), i64(plane)), b.add(position, w))
+                value = b.select(inside, b.load(b.gep(src, [at])), ir.Constant(element, 0.0))
+                b.store(value, b.gep(yp, [b.add(target, c)]))
+
+    lowering.kernel(name, y.shape[0] * depth * height, body)
+
+
+def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Blocking, windows: tuple,
+                            layout: Padded, tap_offsets: tuple, gy_strides: tuple, offsets: tuple) -> None:
+    """dwp[grp][ob][t][ic][lane] = sum over positions of xp(position, tap, ic) * gyp(position, lane)."""
+    element = element_type(dtype)
+    x_offset, gy_offset, dw_offset = offsets
+    blocks = _blocks(g, block)
+    tile = max(1, min(block.points, g.icg))
+    tiles, rest = divmod(g.icg, tile)
+    vtype = ir.VectorType(element, block.lanes)
+    fma = intrinsic(lowering.module, f"llvm.fma.v{block.lanes}{'f32' if element == F32 else 'f64'}", vtype, [vtype] * 3)
+    sn, sd, sh, sc = layout.strides()
+    tap_count = len(tap_offsets)
+    table = _table(lowering, f"gtaps{len(lowering.kernels)}", tap_offsets)
+    depth, height, width = windows
+
+    def body(k, item):
+        b = k.b
+        grp, ob, t = unravel(b, item, (g.groups, blocks, tap_count))
+        xp, gp, dwp = (k.scratch_pointer(o, element) for o in (x_offset, gy_offset, dw_offset))
+        tap = b.load(b.gep(table, [i64(0), t]))
+        channel_block = b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(block.width))
+        accumulators = b.alloca(vtype, tile * block.vectors)
+
+        def accumulate(ic0, count):
+            _zero_tile(b, accumulators, count * block.vectors, vtype)
+            x_channel = b.add(b.add(tap, b.mul(grp, i64(g.icg))), ic0)
+            with counted_loop(b, g.n * depth * height, name="row") as row:
+                n, d, h = unravel(b, row, (g.n, depth, height))
+                x_row = b.add(x_channel, b.add(b.mul(n, i64(sn)), b.add(b.mul(d, i64(g.stride[0] * sd)),
+                                                                          b.mul(h, i64(g.stride[1] * sh)))))
+                g_row = b.add(b.mul(row, i64(gy_strides[2])), channel_block)
+                with counted_loop(b, width, name="w") as w:
+                    x_at = b.add(x_row, b.mul(w, i64(g.stride[2] * sc)))
+                    g_at = b.add(g_row, b.mul(w, i64(gy_strides[3])))
+                    grads = [load_vector(b, gp, b.add(g_at, i64(j * block.lanes)), block.lanes) for j in range(block.vectors)]
+                    for r in range(count):
+                        broadcast = splat(b, b.load(b.gep(xp, [b.add(x_at, i64(r))])), block.lanes)
+                        for j in range(block.vectors):
+                            slot = b.gep(accumulators, [i64(r * block.vectors + j)])
+                            b.store(b.call(fma, [broadcast, grads[j], b.load(slot)]), slot)
+            out = b.mul(item, i64(g.icg * block.width))
+            for r in range(count):
+                for j in range(block.vectors):
+                    at = b.add(out, b.add(b.mul(b.add(ic0, i64(r)), i64(block.width)), i64(j * block.lanes)))
+                    store_vector(b, b.load(b.gep(accumulators, [i64(r * block.vectors + j)])), dwp, at)
+
+        with counted_loop(b, tiles, name="ictile") as i:
+            accumulate(b.mul(i, i64(tile)), tile)
+        if rest:
+            accumulate(i64(tiles * tile), rest)
+
+    lowering.kernel("wgrad_tiles", g.groups * blocks * tap_count, body)
+
+
+def _emit_unpack_weight(lowering: Lowering, dw: Value, g: Geometry, block: Blocking, tap_count: int, offset: int) -> None:
+    """dw[grp*ocg + oc][ic][t] = dwp[grp][oc // width][t][ic][oc % width]."""
+    element = element_type(dw.dtype)
+    blocks = _blocks(g, block)
+
+    def body(k, item):
+        b = k.b
+        oc_all, ic = unravel(b, item, (g.groups * g.ocg, g.icg))
+        grp, oc = b.udiv(oc_all, i64(g.ocg)), b.urem(oc_all, i64(g.ocg))
+        ob, lane = b.udiv(oc, i64(block.width)), b.urem(oc, i64(block.width))
+        dwp, out = k.scratch_pointer(offset, element), k.pointer(dw)
+        first = b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(tap_count))
+        with counted_loop(b, tap_count, name="t") as t:
+            at = b.add(b.mul(b.add(b.mul(b.add(first, t), i64(g.icg)), ic), i64(block.width)), lane)
+            b.store(b.load(b.gep(dwp, [at])), b.gep(out, [b.add(b.mul(item, i64(tap_count)), t)]))
+
+    lowering.kernel("wgrad_unpack", g.groups * g.ocg * g.icg, body)

@@ -1,0 +1,107 @@
+"""Partition a gradient graph (from autodiff) into a forward graph and a backward graph.
+
+`run(grad_graph, seeds)` takes the joint graph autodiff made (inputs: the forward inputs and the
+`seeds`; outputs: forward outputs, then gradients) and returns `Partition(forward, backward, saved)`:
+- `forward` computes everything that does not depend on a seed: inputs are the forward inputs,
+  outputs are the forward outputs followed by the saved values; it keeps the state updates;
+- `backward` computes the gradients: its inputs are the saved values (named `saved_<i>`), then the
+  forward inputs the backward nodes read, then the seeds; it has the parameters it reads;
+- `saved` are the values of the forward graph that backward nodes read (activations), in order.
+Constants read by backward nodes are copied into the backward graph rather than saved. Running
+forward then backward computes exactly what the joint graph computes. The input graph is unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ir.graph import Graph, Value
+
+NAME = "partition"
+
+
+@dataclass
+class Partition:
+    forward: Graph
+    backward: Graph
+    saved: list               # values of the joint graph that the backward graph takes as inputs
+    forward_inputs: list      # names of the forward inputs the backward graph takes
+
+
+def run(graph: Graph, seeds: list[str], forward_outputs: int) -> Partition:
+    seed_values = {graph.value(name) for name in seeds}
+    dependent = _dependent(graph, seed_values)
+    gradients = graph.outputs[forward_outputs:]
+    backward_nodes = _needed(graph, gradients, stop=lambda v: v not in dependent and not _is_constant(v))
+    reads = [v for node in backward_nodes for v in node.inputs] + list(gradients)
+    saved = _unique(v for v in reads if v not in dependent and v.node is not None and not v.node.is_constant)
+    forward_inputs = set(graph.inputs) - seed_values
+    inputs_read = _unique(v for v in reads if v in forward_inputs)
+    forward = _forward(graph, seed_values, graph.outputs[:forward_outputs] + saved)
+    backward = _backward(graph, backward_nodes, saved, inputs_read, [graph.value(n) for n in seeds], gradients)
+    return Partition(forward, backward, saved, [v.name for v in inputs_read])
+
+
+def _is_constant(v: Value) -> bool:
+    return v.node is not None and v.node.is_constant
+
+
+def _dependent(graph: Graph, seeds: set) -> set:
+    dependent = set(seeds)
+    for node in graph.nodes:
+        if any(v in dependent for v in node.inputs):
+            dependent.add(node.output)
+    return dependent
+
+
+def _needed(graph: Graph, results: list, stop) -> list:
+    """Nodes computing `results`, in graph order, not descending past values where `stop` holds."""
+    wanted = {v for v in results if not stop(v)}
+    for node in reversed(graph.nodes):
+        if node.output in wanted:
+            wanted.update(v for v in node.inputs if not stop(v))
+    return [node for node in graph.nodes if node.output in wanted]
+
+
+def _unique(values) -> list:
+    seen, result = set(), []
+    for v in values:
+        if v not in seen:
+            seen.add(v)
+            result.append(v)
+    return result
+
+
+def _forward(graph: Graph, seeds: set, outputs: list) -> Graph:
+    forward = Graph(f"{graph.name}_forward")
+    mapping = {v: forward.add_input(v.name, v.type) for v in graph.inputs if v not in seeds}
+    mapping.update((v, forward.add_param(v.name, v.type)) for v in graph.params)
+    keep = _needed(graph, outputs + list(graph.state_updates.values()), stop=lambda v: v.node is None)
+    _copy_nodes(forward, keep, mapping)
+    forward.set_outputs([mapping[v] for v in outputs], as_tuple=True)
+    forward.state_updates = {name: mapping[v] for name, v in graph.state_updates.items()}
+    forward.bindings = dict(graph.bindings)
+    return forward.verify()
+
+
+def _backward(graph: Graph, nodes: list, saved: list, inputs_read: list, seeds: list, gradients: list) -> Graph:
+    backward = Graph(f"{graph.name}_backward")
+    mapping = {v: backward.add_input(f"saved_{i}", v.type) for i, v in enumerate(saved)}
+    mapping.update((v, backward.add_input(v.name, v.type)) for v in inputs_read + seeds)
+    params_read = {v for node in nodes for v in node.inputs} | set(gradients)
+    mapping.update((v, backward.add_param(v.name, v.type)) for v in graph.params if v in params_read)
+    constants = [v.node for node in nodes for v in node.inputs if _is_constant(v)]
+    constants += [v.node for v in gradients if _is_constant(v)]
+    _copy_nodes(backward, _unique(constants) + nodes, mapping)
+    backward.set_outputs([mapping[v] for v in gradients], as_tuple=True)
+    backward.bindings = {k: b for k, b in graph.bindings.items() if any(p.name == k for p in backward.params)}
+    return backward.verify()
+
+
+def _copy_nodes(target: Graph, nodes: list, mapping: dict) -> None:
+    for node in nodes:
+        if node.output in mapping:
+            continue
+        if node.is_constant:
+            mapping[node.output] = target.add_constant(node.value, node.scope)
+        else:
+            mapping[node.output] = target.add_node(node.op, [mapping[v] for v in node.inputs], node.attrs, node.scope)
