@@ -27,6 +27,38 @@ from .target import Target, host
 _RUN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)
 
 
+#: Graphs estimated below this many floating-point operations run on one thread: starting threads
+#: costs tens of microseconds, more than such a graph takes.
+SERIAL_FLOPS = 4_000_000
+
+
+def estimated_flops(graph: Graph) -> int:
+    """Rough work of a graph: 2 x multiply-adds of convolutions and matrix products, one operation
+    per element elsewhere (fused bodies counted through their nodes)."""
+    from ..ir.ops.fused import body_graph
+
+    total = 0
+    for node in graph.nodes:
+        if node.op == "fused":
+            total += estimated_flops(body_graph(node.attrs["body"]))
+        elif node.op in ("conv", "conv_transpose", "conv_weight_grad", "matmul"):
+            total += 2 * _multiply_adds(node)
+        else:
+            total += node.output.type.size
+    return total
+
+
+def _multiply_adds(node) -> int:
+    x, other = node.inputs[0].type, node.inputs[1].type
+    if node.op == "matmul":
+        return node.output.type.size * x.shape[-1]
+    if node.op == "conv":
+        return node.output.type.size * other.size // other.shape[0]
+    if node.op == "conv_transpose":
+        return x.size * other.size // other.shape[0]
+    return node.output.type.size * other.size // other.shape[1]     # weight grad: |dw| x positions
+
+
 def default_threads() -> int:
     configured = os.environ.get("LUCID_NUM_THREADS")
     if configured:
@@ -48,6 +80,7 @@ class Executable:
         self.workspace_bytes = int(metadata["workspace_bytes"])
         self._arena = np.zeros(self.plan.arena_bytes + self.workspace_bytes + 64, np.uint8)
         self._template = self._table_template()
+        self.serial = estimated_flops(graph) < SERIAL_FLOPS
 
     @property
     def peak_scratch_bytes(self) -> int:
@@ -84,7 +117,7 @@ class Executable:
         for (_, slot), array in zip(self.table.params, weights):
             table[slot] = array.ctypes.data
         outputs = self._output_arrays(table)
-        self._run(table.ctypes.data, threads or default_threads())
+        self._run(table.ctypes.data, threads or (1 if self.serial else default_threads()))
         outputs = self._copied_outputs(outputs, arrays, weights)
         self._write_state(outputs, arrays, weights)
         return outputs

@@ -138,6 +138,11 @@ class KernelBuilder:
             self._pointers[key] = eb.bitcast(raw, element.as_pointer())
         return self._pointers[key]
 
+    def alloca(self, ty: ir.Type, count: int = 1, name: str = "") -> ir.Value:
+        """A stack slot made once in the entry block (LLVM keeps small ones in registers); never
+        `b.alloca` inside the item loop, which would grow the stack on every item."""
+        return self._entry_builder.alloca(ty, None if count == 1 else count, name=name)
+
     def scratch_pointer(self, byte_offset: int, element: ir.Type) -> ir.Value:
         return self.pointer(self.lowering.table.workspace_slot, element, byte_offset)
 

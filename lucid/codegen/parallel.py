@@ -51,12 +51,26 @@ def _emit_barrier(module: ir.Module) -> ir.Function:
     return fn
 
 
+SPINS_BEFORE_YIELDING = 2000
+
+
 def _spin_until_changed(b: ir.IRBuilder, word: ir.Value, old: ir.Value) -> None:
+    """Wait for `word` to differ from `old`: spin briefly (cheap when the other threads are running),
+    then yield the core between checks (so an oversubscribed machine still makes progress)."""
+    before = b.block
     spin = b.append_basic_block("spin")
     done = b.append_basic_block("spun")
     b.branch(spin)
     b.position_at_end(spin)
-    b.call(intrinsic(b.module, "llvm.x86.sse2.pause", VOID, []), [])
+    count = b.phi(I64)
+    count.add_incoming(i64(0), before)
+    patient = b.icmp_signed("<", count, i64(SPINS_BEFORE_YIELDING))
+    with b.if_else(patient) as (pause, give_way):
+        with pause:
+            b.call(intrinsic(b.module, "llvm.x86.sse2.pause", VOID, []), [])
+        with give_way:
+            b.call(intrinsic(b.module, "sched_yield", I32, []), [])
+    count.add_incoming(b.add(count, i64(1)), b.block)
     b.cbranch(b.icmp_signed("==", b.load_atomic(word, "acquire", 8), old), spin, done)
     b.position_at_end(done)
 

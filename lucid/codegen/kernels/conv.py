@@ -594,7 +594,7 @@ def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Block
         xp, gp, dwp = (k.scratch_pointer(o, element) for o in (x_offset, gy_offset, dw_offset))
         tap = b.load(b.gep(table, [i64(0), t]))
         channel_block = b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(block.width))
-        accumulators = b.alloca(vtype, tile * block.vectors)
+        accumulators = k.alloca(vtype, tile * block.vectors)
 
         def accumulate(ic0, count):
             _zero_tile(b, accumulators, count * block.vectors, vtype)

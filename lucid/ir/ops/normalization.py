@@ -63,6 +63,8 @@ class SoftmaxBase(OpDef):
 
     def shifted(self, attrs, x):
         axis = attrs["axis"] if x.ndim else None
+        if x.size == 0:
+            return x, np.ones_like(x)
         z = x - np.max(x, axis=axis, keepdims=True)
         return z, np.sum(np.exp(z), axis=axis, keepdims=True)
 
@@ -97,6 +99,8 @@ def batch_norm(x, mean, var, weight, bias, eps):
 
 def _axis(x, axis):
     ndim = len(x.shape)
+    if ndim == 0 and axis in (0, -1):            # a 0-d tensor has the one axis 0, as in PyTorch
+        return 0
     return int(axis) % ndim if ndim and -ndim <= axis < ndim else int(axis)
 
 

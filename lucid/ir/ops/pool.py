@@ -129,7 +129,7 @@ class MaxPoolGrad(PoolBase):
         position = np.ravel_multi_index([np.clip(c, 0, n - 1) for c, n in zip(coords, x.shape[2:])], x.shape[2:])
         plane = math.prod(x.shape[2:])
         base = np.arange(x.shape[0] * x.shape[1]).reshape(x.shape[:2] + (1,) * rank) * plane
-        gx = np.bincount((position + base).ravel(), weights=(gy * inside).ravel(), minlength=x.size)
+        gx = np.bincount((position + base).ravel(), weights=np.where(inside, gy, 0).ravel(), minlength=x.size)
         return gx.astype(x.dtype).reshape(x.shape)
 
 

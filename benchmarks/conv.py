@@ -1,0 +1,168 @@
+"""Convolution speed: lucid compiled vs lucid eager vs PyTorch, forward and forward+backward.
+
+    python benchmarks/conv.py                 # every shape, 1 and 2 threads
+    python benchmarks/conv.py --shapes C E    # some shapes
+    python benchmarks/conv.py --quick         # a smoke run: small repeat counts, no eager timing
+
+For each shape, mode (fwd, fwd+bwd) and thread count it prints the median time of repeated runs
+(after warm-up) of lucid's compiled code, lucid's eager mode (1 run; only with --eager) and
+PyTorch (when installed), lucid's GFLOP/s, the fraction of the machine's peak (measured with a
+generated FMA loop on the same number of threads) and the ratio torch_ms / lucid_ms (above 1:
+lucid is faster). fwd+bwd computes the input, weight and bias gradients (3x the forward FLOPs).
+
+Both sides get steady memory: the script re-executes itself with glibc's mmap threshold raised
+(GLIBC_TUNABLES), so PyTorch's large buffers are not mapped afresh on every call; lucid's compiled
+code reuses its own arena anyway.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=17179869184"
+if os.environ.get("GLIBC_TUNABLES") != TUNABLES and __name__ == "__main__":
+    os.execve(sys.executable, [sys.executable] + sys.argv, dict(os.environ, GLIBC_TUNABLES=TUNABLES))
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import lucid  # noqa: E402
+import lucid.nn.functional as F  # noqa: E402
+from lucid.codegen.peak import peak_gflops  # noqa: E402
+
+# name: (transposed, input shape, out channels, kernel, stride, padding)
+SHAPES = {
+    "B": (True, (2, 64, 4, 8, 8), 32, 4, 2, 1),
+    "C": (False, (1, 32, 32, 32, 32), 32, 3, 1, 1),
+    "D": (False, (1, 64, 16, 32, 32), 64, 3, 1, 1),
+    "E": (True, (1, 32, 16, 32, 32), 16, 4, 2, 1),
+    "F": (False, (8, 3, 16, 112, 112), 64, (3, 7, 7), (1, 2, 2), (1, 3, 3)),
+    "G1": (False, (16, 64, 56, 56), 64, 3, 1, 1),
+    "G2": (True, (16, 64, 28, 28), 32, 4, 2, 1),
+    "seed": (True, (1, 4, 8, 8, 8), 2, 4, 2, 1),
+}
+
+
+def functions(transposed: bool, rank: int):
+    name = f"conv_transpose{rank}d" if transposed else f"conv{rank}d"
+    torch_fn = None
+    try:
+        import torch
+        torch_fn = getattr(torch.nn.functional, name)
+    except ImportError:
+        pass
+    return getattr(F, name), torch_fn
+
+
+def weight_shape(transposed: bool, in_channels: int, out_channels: int, kernel, rank: int) -> tuple:
+    kernel = (kernel,) * rank if isinstance(kernel, int) else tuple(kernel)
+    return ((in_channels, out_channels) if transposed else (out_channels, in_channels)) + kernel
+
+
+def _macs(transposed: bool, x_shape: tuple, w_shape: tuple, y_shape: tuple) -> int:
+    """Multiply-adds: each output (conv) or input (transposed conv, no inserted zeros) element meets
+    one weight row of w_shape[1] * kernel entries."""
+    per_element = int(np.prod(w_shape[1:]))
+    return int(np.prod(x_shape if transposed else y_shape)) * per_element
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
+class Case:
+    def __init__(self, name: str):
+        transposed, x_shape, out_channels, kernel, stride, padding = SHAPES[name]
+        self.name, self.rank = name, len(x_shape) - 2
+        rng = np.random.default_rng(0)
+        w_shape = weight_shape(transposed, x_shape[1], out_channels, kernel, self.rank)
+        self.x = rng.standard_normal(x_shape).astype(np.float32)
+        self.w = (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(np.float32)
+        self.b = rng.standard_normal(out_channels).astype(np.float32)
+        self.options = dict(stride=stride, padding=padding)
+        self.lucid_fn, self.torch_fn = functions(transposed, self.rank)
+        self.compiled = lucid.compile(lambda x, w, b: self.lucid_fn(x, w, b, **self.options))
+        self.flops = 2 * _macs(transposed, x_shape, w_shape, self._output_shape())
+
+    def _output_shape(self) -> tuple:
+        specs = [lucid.spec(*a.shape) for a in (self.x, self.w, self.b)]
+        return lucid.trace(lambda x, w, b: self.lucid_fn(x, w, b, **self.options), *specs).outputs[0].shape
+
+    def lucid_step(self, backward: bool, compiled: bool):
+        fn = self.compiled if compiled else (lambda x, w, b: self.lucid_fn(x, w, b, **self.options))
+        tensors = [lucid.Tensor(a, requires_grad=backward) for a in (self.x, self.w, self.b)]
+
+        def step():
+            if backward:
+                for t in tensors:
+                    t.grad = None
+                fn(*tensors).sum().backward()
+            else:
+                with lucid.no_grad():
+                    fn(*tensors)
+        return step
+
+    def torch_step(self, backward: bool):
+        import torch
+
+        tensors = [torch.tensor(a, requires_grad=backward) for a in (self.x, self.w, self.b)]
+
+        def step():
+            if backward:
+                for t in tensors:
+                    t.grad = None
+                self.torch_fn(*tensors, **self.options).sum().backward()
+            else:
+                with torch.no_grad():
+                    self.torch_fn(*tensors, **self.options)
+        return step
+
+
+def run(names: list, thread_counts: list, repeats: int, eager: bool) -> None:
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    peaks = {t: peak_gflops(t) for t in thread_counts}
+    print("peak (generated FMA loop): " + ", ".join(f"{t} thread(s) {p:.0f} GFLOP/s" for t, p in peaks.items()))
+    print(f"{'shape':6} {'mode':8} {'thr':>3} {'lucid ms':>9} {'eager ms':>9} {'torch ms':>9} "
+          f"{'GFLOP/s':>8} {'% peak':>7} {'torch/lucid':>11}")
+    for name in names:
+        case = Case(name)
+        for backward in (False, True):
+            flops = case.flops * (3 if backward else 1)
+            for threads in thread_counts:
+                os.environ["LUCID_NUM_THREADS"] = str(threads)
+                lucid_ms = 1e3 * median_time(case.lucid_step(backward, True), repeats)
+                eager_ms = 1e3 * median_time(case.lucid_step(backward, False), 0) if eager else float("nan")
+                torch_ms = float("nan")
+                if torch is not None:
+                    torch.set_num_threads(threads)
+                    torch_ms = 1e3 * median_time(case.torch_step(backward), repeats)
+                gflops = flops / lucid_ms / 1e6
+                print(f"{name:6} {'fwd+bwd' if backward else 'fwd':8} {threads:>3} {lucid_ms:9.2f} {eager_ms:9.2f} "
+                      f"{torch_ms:9.2f} {gflops:8.1f} {100 * gflops / peaks[threads]:6.1f}% {torch_ms / lucid_ms:11.2f}",
+                      flush=True)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--eager", action="store_true", help="also time lucid's eager mode (slow)")
+    parser.add_argument("--quick", action="store_true", help="2 repeats (a smoke run)")
+    args = parser.parse_args(argv)
+    run(args.shapes, args.threads, 2 if args.quick else args.repeats, args.eager)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,395 @@
+"""Pooling kernels: max_pool, avg_pool and their gradients in 1-D, 2-D and 3-D on (N, C, *spatial).
+
+Semantics are those of the NumPy reference (`lucid/ir/ops/pool.py`):
+- windows start at o*s - p on each axis; padding never enters a sum or a maximum, so each window
+  loops over its clipped taps only: along an axis of size n, the taps t in [lo, hi) with
+  0 <= o*s - p + t*d < n (computed per output position, so nothing is read out of bounds whatever
+  the attributes; a window lying wholly in the padding has no taps);
+- max_pool: maximum with NaN propagating (`llvm.maximum`), -inf for a window without taps;
+- avg_pool: sum (accumulated in float64) divided by the window's divisor: `divisor_override`, else
+  the product over axes of min(start+k, n+p) - start (count_include_pad: padding inside the padded
+  extent counts, the ceil_mode overhang does not) or min(start+k, n) - max(start, 0);
+- max_pool_grad: each output gradient goes to the first maximum of its window in window order
+  (np.argmax over the window, padding reading -inf): a NaN wins over numbers; if the window's first
+  tap is padding, an all -inf window passes nothing; gradients that land on one element add up;
+- avg_pool_grad: each input element gathers gy/divisor from the windows containing it, in the
+  reference's order (kernel offsets lexicographically), in the input's dtype.
+
+Work items: the forward pools and avg_pool_grad write one row (the innermost spatial axis) of their
+output per item. max_pool_grad scatters, and overlapping windows of one (n, c) plane can hit one
+element, so an item is a whole plane: zero it, then accumulate (in a float64 scratch plane for
+float32, like the reference's bincount, then rounded once).
+
+Speed: which output positions have their whole window inside the input is known at compile time
+(`_interior`); there the tap loops have constant bounds (LLVM unrolls and vectorises them) and
+max_pool_grad finds the argmax with a balanced tree of branch-free selects instead of a chain.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+
+import llvmlite.ir as ir
+
+from ...ir.graph import Node
+from ..irgen import F64, I1, I64, counted_loop, element_type, i64, linear_index, unravel
+from ..lowering import Lowering, lowers
+from .elementwise import contiguous_strides
+from .scalar import Scalars
+
+
+class _Geometry:
+    """The attributes of a pooling node, per spatial axis, and the shapes it works on."""
+
+    def __init__(self, node: Node, in_shape: tuple, out_shape: tuple):
+        attrs = node.attrs
+        self.rank = len(attrs["kernel"])
+        self.kernel, self.stride, self.padding = attrs["kernel"], attrs["stride"], attrs["padding"]
+        self.dilation = attrs.get("dilation", (1,) * self.rank)
+        self.planes = math.prod(in_shape[:2])
+        self.in_sp, self.out_sp = tuple(in_shape[2:]), tuple(out_shape[2:])
+        self.in_strides, self.out_strides = contiguous_strides(self.in_sp), contiguous_strides(self.out_sp)
+        self.in_plane, self.out_plane = math.prod(self.in_sp), math.prod(self.out_sp)
+
+
+def _min(b: ir.IRBuilder, x, y):
+    return b.select(b.icmp_signed("<", x, y), x, y)
+
+
+def _max(b: ir.IRBuilder, x, y):
+    return b.select(b.icmp_signed(">", x, y), x, y)
+
+
+def _tap_range(b: ir.IRBuilder, start, n: int, k: int, d: int) -> tuple:
+    """[lo, hi): the taps t of a window starting at `start` (i64) with 0 <= start + t*d < n."""
+    zero = i64(0)
+    before = b.sub(zero, start)                                   # elements of padding before the input
+    skip = before if d == 1 else b.udiv(b.add(before, i64(d - 1)), i64(d))
+    lo = b.select(b.icmp_signed(">", before, zero), skip, zero)
+    room = b.sub(i64(n - 1), start)                               # last in-bounds offset from start
+    reach = room if d == 1 else b.sdiv(room, i64(d))
+    hi = b.select(b.icmp_signed("<", room, zero), zero, _min(b, b.add(reach, i64(1)), i64(k)))
+    return lo, hi
+
+
+def _count(b: ir.IRBuilder, start, n: int, k: int, p: int, include_pad: bool):
+    """avg_pool's count along one axis for a window starting at `start` (see `_avg_divisor`)."""
+    end = b.add(start, i64(k))
+    if include_pad:
+        return b.sub(_min(b, end, i64(n + p)), start)
+    return b.sub(_min(b, end, i64(n)), _max(b, start, i64(0)))
+
+
+class _Carry:
+    """The state of a `_carried_loop`: its index, the carried values at the top of this iteration,
+    and `next`, which the body sets to the values for the next iteration."""
+
+    def __init__(self, index, values):
+        self.index, self.values, self.next = index, values, None
+
+
+@contextlib.contextmanager
+def _carried_loop(b: ir.IRBuilder, stop, start, values: list, step: int = 1, name: str = "i"):
+    """`counted_loop` carrying `values` through its iterations as phis (so no stack slot is needed):
+    the body sets `carry.next`; after the loop, `carry.values` hold the final values."""
+    before = b.block
+    head = b.append_basic_block(f"{name}.head")
+    body = b.append_basic_block(f"{name}.body")
+    done = b.append_basic_block(f"{name}.done")
+    b.branch(head)
+    b.position_at_end(head)
+    index = b.phi(I64, name)
+    index.add_incoming(start, before)
+    phis = []
+    for value in values:
+        phi = b.phi(value.type)
+        phi.add_incoming(value, before)
+        phis.append(phi)
+    b.cbranch(b.icmp_signed("<", index, stop), body, done)
+    b.position_at_end(body)
+    carry = _Carry(index, phis)
+    yield carry
+    latch = b.block
+    index.add_incoming(b.add(index, i64(step)), latch)
+    for phi, value in zip(phis, carry.next):
+        phi.add_incoming(value, latch)
+    b.branch(head)
+    b.position_at_end(done)
+
+
+def _nested_taps(b: ir.IRBuilder, ranges: list, values: list, visit, name: str = "t") -> list:
+    """Loops over the taps of a window, axis 0 outermost, carrying `values`: `visit(taps, values)`
+    returns the new values from the tap indices (one per axis) and the current ones. `ranges` holds
+    one (start, stop, step) per axis. Returns the final values."""
+    def level(axis, current, taps):
+        if axis == len(ranges):
+            return visit(taps, current)
+        start, stop, step = ranges[axis]
+        with _carried_loop(b, stop, start, current, step=step, name=f"{name}{axis}") as carry:
+            carry.next = level(axis + 1, carry.values, taps + [carry.index])
+        return carry.values
+    return level(0, list(values), [])
+
+
+def _row_item(b: ir.IRBuilder, item, planes: int, sp: tuple) -> tuple:
+    """(plane, outer spatial indices) of a work item that is one row of a (planes, *sp) array."""
+    indices = unravel(b, item, (planes,) + sp[:-1])
+    return indices[0], indices[1:]
+
+
+def _interior(g: _Geometry, axis: int) -> tuple[int, int]:
+    """[lo, hi): the output positions along `axis` whose window lies wholly inside the input."""
+    n, m, k, s, p, d = g.in_sp[axis], g.out_sp[axis], g.kernel[axis], g.stride[axis], g.padding[axis], g.dilation[axis]
+    lo = min(m, -(-p // s))
+    return lo, max(lo, min(m, (n - 1 + p - d * (k - 1)) // s + 1))
+
+
+def _emit_row(b: ir.IRBuilder, g: _Geometry, outer: list, position) -> None:
+    """Call `position(o, starts, ranges, whole)` for each output position o of the row `outer` (the
+    indices along all spatial axes but the last): `starts` are the window's starts along every axis,
+    `ranges` its taps (from, to, step) along every axis. Where the window lies wholly inside the input
+    (`whole`: the interior of each axis, known at compile time) the ranges are constants (0, k), so
+    LLVM unrolls those loops; elsewhere they are clipped at run time."""
+    starts = [b.sub(b.mul(o, i64(g.stride[axis])), i64(g.padding[axis])) for axis, o in enumerate(outer)]
+    clipped = [_tap_range(b, start, g.in_sp[axis], g.kernel[axis], g.dilation[axis]) + (1,)
+               for axis, start in enumerate(starts)]                    # fixed for the whole row
+    whole = [(i64(0), i64(g.kernel[axis]), 1) for axis in range(g.rank)]
+    last = g.rank - 1
+    lo, hi = _interior(g, last)
+
+    def along_last(outer_ranges, outer_whole):
+        for first, stop, inside in ((0, lo, False), (lo, hi, True), (hi, g.out_sp[last], False)):
+            if first >= stop:
+                continue
+            with counted_loop(b, i64(stop), i64(first), name="o") as o:
+                start = b.sub(b.mul(o, i64(g.stride[last])), i64(g.padding[last]))
+                taps = whole[last] if inside else \
+                    _tap_range(b, start, g.in_sp[last], g.kernel[last], g.dilation[last]) + (1,)
+                position(o, starts + [start], outer_ranges + [taps], outer_whole and inside)
+
+    full = ir.Constant(I1, 1)
+    for axis, o in enumerate(outer):
+        first, stop = _interior(g, axis)
+        full = b.and_(full, b.and_(b.icmp_signed(">=", o, i64(first)), b.icmp_signed("<", o, i64(stop))))
+    if not outer:
+        along_last([], True)
+        return
+    with b.if_else(full) as (inside, border):
+        with inside:
+            along_last(whole[:last], True)
+        with border:
+            along_last(clipped, False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward
+
+
+def _emit_forward(lowering: Lowering, node: Node, kind: str) -> None:
+    x, y = node.inputs[0], node.output
+    g = _Geometry(node, x.shape, y.shape)
+    attrs, dtype = node.attrs, element_type(x.dtype)
+    acc_type = dtype if kind == "max" else F64
+    rows = g.planes * math.prod(g.out_sp[:-1])
+
+    def body(k, item):
+        b, s = k.b, Scalars(k.b, k.module)
+        xs, ys = k.pointer(x), k.pointer(y)
+        plane, outer = _row_item(b, item, g.planes, g.out_sp)
+        in_base = b.mul(plane, i64(g.in_plane))
+        out_row = b.mul(item, i64(g.out_sp[-1]))
+
+        def position(o, starts, ranges, whole):
+            def visit(taps, values):
+                index = in_base
+                for axis, t in enumerate(taps):
+                    spot = b.add(starts[axis], b.mul(t, i64(g.dilation[axis])))
+                    index = b.add(index, b.mul(spot, i64(g.in_strides[axis])))
+                value = b.load(b.gep(xs, [index]))
+                if kind == "max":
+                    return [s.call("maximum", acc_type, values[0], value)]
+                return [b.fadd(values[0], value if acc_type == dtype else b.fpext(value, acc_type))]
+
+            initial = ir.Constant(acc_type, -math.inf if kind == "max" else 0.0)
+            result, = _nested_taps(b, ranges, [initial], visit)
+            if kind == "avg":
+                result = b.fdiv(result, _divisor(b, g, attrs, starts, acc_type))
+                if acc_type != dtype:
+                    result = b.fptrunc(result, dtype)
+            b.store(result, b.gep(ys, [b.add(out_row, o)]))
+
+        _emit_row(b, g, outer, position)
+
+    lowering.kernel(node.op, rows, body)
+
+
+def _divisor(b: ir.IRBuilder, g: _Geometry, attrs: dict, starts: list, ty: ir.Type) -> ir.Value:
+    if attrs["divisor_override"] is not None:
+        return ir.Constant(ty, float(attrs["divisor_override"]))
+    total = None
+    for axis, start in enumerate(starts):
+        count = _count(b, start, g.in_sp[axis], g.kernel[axis], g.padding[axis], attrs["count_include_pad"])
+        total = count if total is None else b.mul(total, count)
+    return b.sitofp(total, ty)
+
+
+@lowers("max_pool")
+def lower_max_pool(lowering: Lowering, node: Node) -> None:
+    _emit_forward(lowering, node, "max")
+
+
+@lowers("avg_pool")
+def lower_avg_pool(lowering: Lowering, node: Node) -> None:
+    _emit_forward(lowering, node, "avg")
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradients
+
+
+def _unpredictable(b: ir.IRBuilder, condition, x, y) -> ir.Value:
+    """`select` marked unpredictable: data-dependent argmax choices must stay conditional moves (as
+    branches they would mispredict on most windows)."""
+    chosen = b.select(condition, x, y)
+    chosen.set_metadata("unpredictable", b.module.add_metadata([]))
+    return chosen
+
+
+UNROLL = 64          # largest window whose argmax is computed unrolled (as a tree)
+
+
+def _first_max(b: ir.IRBuilder, left: tuple, right: tuple) -> tuple:
+    """np.argmax of two adjacent parts of a window, each given as (its first maximum, where): the
+    left one if it is NaN or not smaller, else the right one (a NaN on the right wins over numbers)."""
+    take = b.or_(b.fcmp_unordered("uno", left[0], left[0]), b.fcmp_ordered(">=", left[0], right[0]))
+    return _unpredictable(b, take, left[0], right[0]), _unpredictable(b, take, left[1], right[1])
+
+
+def _tree_argmax(b: ir.IRBuilder, xs, in_base, origin, offsets: list) -> ir.Value:
+    """Where (offset from the plane) the first maximum of a window wholly inside the input is; the
+    window's first element is `origin` (offset from the plane at `in_base`), `offsets` are its taps'
+    offsets from there, in window order. A balanced tree of `_first_max` over adjacent parts keeps
+    the dependency chain short."""
+    first = b.gep(xs, [b.add(in_base, origin)])
+    parts = [(b.load(b.gep(first, [i64(offset)])), i64(offset)) for offset in offsets]
+    while len(parts) > 1:
+        parts = [_first_max(b, parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
+                 for i in range(0, len(parts), 2)]
+    return b.add(origin, parts[0][1])
+
+
+def _chain_argmax(b: ir.IRBuilder, g: _Geometry, xs, in_base, starts: list, ranges: list) -> ir.Value:
+    """Where (offset from the plane) the gradient of a window clipped by the input's bounds goes, or
+    -1: np.argmax over the whole window with padding reading -inf. Padding taps never win, except that
+    when the window's first tap is padding, it stays the answer of an all -inf window."""
+    first_real = ir.Constant(I1, 1)                    # the window's first tap is inside the input
+    for lo, _, _ in ranges:
+        first_real = b.and_(first_real, b.icmp_signed("==", lo, i64(0)))
+
+    def visit(taps, values):
+        best, found = values
+        index = i64(0)
+        for axis, t in enumerate(taps):
+            spot = b.add(starts[axis], b.mul(t, i64(g.dilation[axis])))
+            index = b.add(index, b.mul(spot, i64(g.in_strides[axis])))
+        value = b.load(b.gep(xs, [b.add(in_base, index)]))
+        # the first value greater than the best so far, or the first NaN (nothing replaces a NaN)
+        better = b.and_(b.fcmp_unordered(">", value, best), b.fcmp_ordered("ord", best, best))
+        take = b.or_(better, b.and_(first_real, b.icmp_signed("<", found, i64(0))))
+        return [_unpredictable(b, take, value, best), _unpredictable(b, take, index, found)]
+
+    initial = [ir.Constant(xs.type.pointee, -math.inf), i64(-1)]
+    return _nested_taps(b, ranges, initial, visit)[1]
+
+
+@lowers("max_pool_grad")
+def lower_max_pool_grad(lowering: Lowering, node: Node) -> None:
+    x, gy = node.inputs
+    dx = node.output
+    g = _Geometry(node, x.shape, gy.shape)
+    dtype = element_type(x.dtype)
+    widen = dtype != F64                                    # float32: accumulate in float64 scratch
+    scratch = lowering.scratch(g.planes * g.in_plane * 8) if widen else None
+    offsets = [sum(t * d * st for t, d, st in zip(taps, g.dilation, g.in_strides))
+               for taps in itertools.product(*(range(k) for k in g.kernel))]   # window order
+
+    def body(k, plane):
+        b = k.b
+        xs, gys, dxs = k.pointer(x), k.pointer(gy), k.pointer(dx)
+        sums = k.scratch_pointer(scratch, F64) if widen else dxs
+        in_base = b.mul(plane, i64(g.in_plane))
+        out_base = b.mul(plane, i64(g.out_plane))
+        with counted_loop(b, i64(g.in_plane), name="z") as i:
+            b.store(ir.Constant(sums.type.pointee, 0.0), b.gep(sums, [b.add(in_base, i)]))
+        with contextlib.ExitStack() as outputs:
+            outer = [outputs.enter_context(counted_loop(b, i64(g.out_sp[axis]), name=f"o{axis}"))
+                     for axis in range(g.rank - 1)]
+            out_row = b.add(out_base, linear_index(b, outer, g.out_strides[:-1]))
+
+            def position(o, starts, ranges, whole):
+                if whole and len(offsets) <= UNROLL:
+                    found = _tree_argmax(b, xs, in_base, linear_index(b, starts, g.in_strides), offsets)
+                else:
+                    found = _chain_argmax(b, g, xs, in_base, starts, ranges)
+                with b.if_then(b.icmp_signed(">=", found, i64(0))):
+                    grad = b.load(b.gep(gys, [b.add(out_row, o)]))
+                    if widen:
+                        grad = b.fpext(grad, F64)
+                    target = b.gep(sums, [b.add(in_base, found)])
+                    b.store(b.fadd(b.load(target), grad), target)
+
+            _emit_row(b, g, outer, position)
+        if widen:
+            with counted_loop(b, i64(g.in_plane), name="w") as i:
+                element = b.add(in_base, i)
+                b.store(b.fptrunc(b.load(b.gep(sums, [element])), dtype), b.gep(dxs, [element]))
+
+    lowering.kernel(node.op, g.planes, body)
+
+
+@lowers("avg_pool_grad")
+def lower_avg_pool_grad(lowering: Lowering, node: Node) -> None:
+    gy, dx = node.inputs[0], node.output
+    g = _Geometry(node, dx.shape, gy.shape)
+    attrs, dtype = node.attrs, element_type(dx.dtype)
+    override = attrs["divisor_override"]
+    rows = g.planes * math.prod(g.in_sp[:-1])
+    last = g.rank - 1
+
+    def taps_of(b, i, axis):
+        """(i + p, and the kernel offsets t as (from, to, step s)) of the windows o = (i+p-t)/s that
+        hold input index i: t = i + p (mod s), 0 <= t < k and 0 <= o < out."""
+        k, s, p, m = g.kernel[axis], g.stride[axis], g.padding[axis], g.out_sp[axis]
+        q = b.add(i, i64(p))
+        lo = _max(b, b.sub(q, i64((m - 1) * s)), i64(0))
+        first = lo if s == 1 else b.add(lo, b.urem(b.sub(q, lo), i64(s)))
+        return q, (first, _min(b, b.add(q, i64(1)), i64(k)), s)
+
+    def body(k, item):
+        b = k.b
+        gys, dxs = k.pointer(gy), k.pointer(dx)
+        plane, outer = _row_item(b, item, g.planes, g.in_sp)
+        out_base = b.mul(plane, i64(g.out_plane))
+        out_row = b.mul(item, i64(g.in_sp[-1]))
+        spans = [taps_of(b, i, axis) for axis, i in enumerate(outer)]
+        with counted_loop(b, i64(g.in_sp[-1]), name="i") as i:
+            all_spans = spans + [taps_of(b, i, last)]
+
+            def visit(taps, values):
+                index, count = out_base, None
+                for axis, t in enumerate(taps):
+                    q, s = all_spans[axis][0], g.stride[axis]
+                    o = b.sub(q, t) if s == 1 else b.udiv(b.sub(q, t), i64(s))
+                    index = b.add(index, b.mul(o, i64(g.out_strides[axis])))
+                    if override is None:
+                        start = b.sub(b.mul(o, i64(s)), i64(g.padding[axis]))
+                        c = _count(b, start, g.in_sp[axis], g.kernel[axis], g.padding[axis], attrs["count_include_pad"])
+                        count = c if count is None else b.mul(count, c)
+                divisor = ir.Constant(dtype, float(override)) if override is not None else b.sitofp(count, dtype)
+                return [b.fadd(values[0], b.fdiv(b.load(b.gep(gys, [index])), divisor))]
+
+            total, = _nested_taps(b, [span for _, span in all_spans], [ir.Constant(dtype, 0.0)], visit)
+            b.store(total, b.gep(dxs, [b.add(out_row, i)]))
+
+    lowering.kernel(node.op, rows, body)
