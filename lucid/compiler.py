@@ -43,39 +43,34 @@ class Compiled:
 
     def __call__(self, *inputs):
         tensors = [_as_tensor(x, k) for k, x in enumerate(inputs)]
-        variant = self._variant([TensorType(t.shape, t.dtype) for t in tensors], self._needs_grad(tensors))
-        return variant(tensors)
+        return self._variant(tensors)(tensors)
 
     def prepare(self, *example_inputs) -> None:
         """Compile the signature of these example inputs (Tensors or specs) now."""
-        types = [TensorType(x.shape, x.dtype) for x in example_inputs]
-        self._variant(types, self._needs_grad([x for x in example_inputs if isinstance(x, Tensor)]))
+        self._variant(example_inputs)
 
     @property
     def peak_scratch_bytes(self) -> int:
         """Intermediate storage of the largest compiled variant (arena + workspace)."""
         return max((v.peak_scratch_bytes for v in self.variants.values()), default=0)
 
-    def _needs_grad(self, tensors: list) -> bool:
-        if not autograd.is_grad_enabled():
-            return False
-        params = self.fn.parameters() if hasattr(self.fn, "parameters") else []
-        return any(t.requires_grad for t in tensors) or any(p.requires_grad for p in params)
-
-    def _variant(self, types: list, needs_grad: bool):
-        key = (tuple(types), needs_grad, getattr(self.fn, "training", None))
+    def _variant(self, inputs: list):
+        """The compiled variant for these inputs (Tensors or specs), made on first use."""
+        types = tuple(TensorType(x.shape, x.dtype) for x in inputs)
+        grad_mode = autograd.is_grad_enabled()
+        wants_grad = tuple(grad_mode and bool(getattr(x, "requires_grad", False)) for x in inputs)
+        params_grad = grad_mode and any(p.requires_grad for p in _parameters(self.fn))
+        key = (types, wants_grad, params_grad, getattr(self.fn, "training", None))
         if key not in self.variants:
-            specs = [spec(*t.shape, dtype=t.dtype) for t in types]
-            graph = trace(self.fn, *specs)
-            wrt_inputs = needs_grad and _grad_inputs_wanted(graph)
-            self.variants[key] = (_Training(graph, wrt_inputs) if needs_grad and (autodiff.default_wrt(graph) or wrt_inputs)
-                                  else _Inference(graph))
+            graph = trace(self.fn, *(spec(*t.shape, dtype=t.dtype) for t in types))
+            grad_inputs = [v.name for v, wanted in zip(graph.inputs, wants_grad) if wanted]
+            training = grad_inputs or (params_grad and autodiff.default_wrt(graph))
+            self.variants[key] = _Training(graph, grad_inputs) if training else _Inference(graph)
         return self.variants[key]
 
 
-def _grad_inputs_wanted(graph) -> list:
-    """Every floating input may need a gradient; which do is decided per call (requires_grad)."""
-    return [v.name for v in graph.inputs if v.dtype.is_floating]
+def _parameters(fn) -> list:
+    return list(fn.parameters()) if hasattr(fn, "parameters") else []
 
 
 def _as_tensor(x, position: int) -> Tensor:

@@ -575,56 +575,93 @@ def emit_pack_channels_last(lowering: Lowering, y: Value, g: Geometry, block: Bl
 
 def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Blocking, windows: tuple,
                             layout: Padded, tap_offsets: tuple, gy_strides: tuple, offsets: tuple) -> None:
-    """dwp[grp][ob][t][ic][lane] = sum over positions of xp(position, tap, ic) * gyp(position, lane)."""
+    """dwp[grp][ob][t][ic][lane] = sum over positions of xp(position, tap, ic) * gyp(position, lane).
+
+    A work item is (group, oc block, ic tile, first kernel index): it owns the taps sharing that first
+    index, and walks the output rows once, applying each of its taps to a row while the row's input
+    and gradient are in L1, so the data streams from memory once per item rather than once per tap."""
     element = element_type(dtype)
     x_offset, gy_offset, dw_offset = offsets
     blocks = _blocks(g, block)
-    tile = max(1, min(block.points, g.icg))
-    tiles, rest = divmod(g.icg, tile)
-    vtype = ir.VectorType(element, block.lanes)
-    fma = intrinsic(lowering.module, f"llvm.fma.v{block.lanes}{'f32' if element == F32 else 'f64'}", vtype, [vtype] * 3)
+    rows_per_tile = max(1, min(block.points, g.icg))
+    tiles = math.ceil(g.icg / rows_per_tile)
+    rest = g.icg - (tiles - 1) * rows_per_tile
     sn, sd, sh, sc = layout.strides()
-    tap_count = len(tap_offsets)
+    per_group = len(tap_offsets) // g.kernel[0]
     table = _table(lowering, f"gtaps{len(lowering.kernels)}", tap_offsets)
     depth, height, width = windows
+    full_row = _row_function(lowering, element, block, rows_per_tile, g.stride[2] * sc)
+    last_row = _row_function(lowering, element, block, rest, g.stride[2] * sc)
+    tap_block = g.icg * block.width                         # dwp elements per (grp, ob, tap)
 
     def body(k, item):
         b = k.b
-        grp, ob, t = unravel(b, item, (g.groups, blocks, tap_count))
+        grp, ob, tile, first = unravel(b, item, (g.groups, blocks, tiles, g.kernel[0]))
         xp, gp, dwp = (k.scratch_pointer(o, element) for o in (x_offset, gy_offset, dw_offset))
-        tap = b.load(b.gep(table, [i64(0), t]))
+        ic0 = b.mul(tile, i64(rows_per_tile))
+        is_last = b.icmp_unsigned("==", tile, i64(tiles - 1))
+        dw_base = b.add(b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(len(tap_offsets) * tap_block)),
+                        b.mul(ic0, i64(block.width)))
+        taps_first = b.mul(first, i64(per_group))
+        own = b.mul(b.select(is_last, i64(rest), i64(rows_per_tile)), i64(block.width))   # this tile's rows only
+        with counted_loop(b, per_group, name="zt") as t:
+            at = b.add(dw_base, b.mul(b.add(taps_first, t), i64(tap_block)))
+            with counted_loop(b, own, name="z") as z:
+                b.store(ir.Constant(element, 0.0), b.gep(dwp, [b.add(at, z)]))
+        x_channel = b.add(b.mul(grp, i64(g.icg)), ic0)
         channel_block = b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(block.width))
-        accumulators = k.alloca(vtype, tile * block.vectors)
+        with counted_loop(b, g.n * depth * height, name="row") as row:
+            n, d, h = unravel(b, row, (g.n, depth, height))
+            x_row = b.add(x_channel, b.add(b.mul(n, i64(sn)), b.add(b.mul(d, i64(g.stride[0] * sd)),
+                                                                      b.mul(h, i64(g.stride[1] * sh)))))
+            g_row = b.gep(gp, [b.add(b.mul(row, i64(gy_strides[2])), channel_block)])
+            with counted_loop(b, per_group, name="t") as t:
+                tap = b.add(taps_first, t)
+                x_at = b.gep(xp, [b.add(x_row, b.load(b.gep(table, [i64(0), tap])))])
+                acc = b.gep(dwp, [b.add(dw_base, b.mul(tap, i64(tap_block)))])
+                arguments = [x_at, g_row, acc, i64(width), i64(gy_strides[3])]
+                with b.if_else(is_last) as (last, full):
+                    with last:
+                        b.call(last_row, arguments)
+                    with full:
+                        b.call(full_row, arguments)
 
-        def accumulate(ic0, count):
-            _zero_tile(b, accumulators, count * block.vectors, vtype)
-            x_channel = b.add(b.add(tap, b.mul(grp, i64(g.icg))), ic0)
-            with counted_loop(b, g.n * depth * height, name="row") as row:
-                n, d, h = unravel(b, row, (g.n, depth, height))
-                x_row = b.add(x_channel, b.add(b.mul(n, i64(sn)), b.add(b.mul(d, i64(g.stride[0] * sd)),
-                                                                          b.mul(h, i64(g.stride[1] * sh)))))
-                g_row = b.add(b.mul(row, i64(gy_strides[2])), channel_block)
-                with counted_loop(b, width, name="w") as w:
-                    x_at = b.add(x_row, b.mul(w, i64(g.stride[2] * sc)))
-                    g_at = b.add(g_row, b.mul(w, i64(gy_strides[3])))
-                    grads = [load_vector(b, gp, b.add(g_at, i64(j * block.lanes)), block.lanes) for j in range(block.vectors)]
-                    for r in range(count):
-                        broadcast = splat(b, b.load(b.gep(xp, [b.add(x_at, i64(r))])), block.lanes)
-                        for j in range(block.vectors):
-                            slot = b.gep(accumulators, [i64(r * block.vectors + j)])
-                            b.store(b.call(fma, [broadcast, grads[j], b.load(slot)]), slot)
-            out = b.mul(item, i64(g.icg * block.width))
-            for r in range(count):
-                for j in range(block.vectors):
-                    at = b.add(out, b.add(b.mul(b.add(ic0, i64(r)), i64(block.width)), i64(j * block.lanes)))
-                    store_vector(b, b.load(b.gep(accumulators, [i64(r * block.vectors + j)])), dwp, at)
+    lowering.kernel("wgrad_tiles", g.groups * blocks * tiles * g.kernel[0], body)
 
-        with counted_loop(b, tiles, name="ictile") as i:
-            accumulate(b.mul(i, i64(tile)), tile)
-        if rest:
-            accumulate(i64(tiles * tile), rest)
 
-    lowering.kernel("wgrad_tiles", g.groups * blocks * tap_count, body)
+def _row_function(lowering: Lowering, element, block: Blocking, rows: int, x_step: int) -> ir.Function:
+    """void row(x, gy, acc, positions, gy_step): for `rows` input channels × `block.vectors` vectors
+    of output channels, acc[r*width + j*lanes + lane] += sum over p < positions of
+    x[p*x_step + r] * gy[p*gy_step + j*lanes + lane] (x_step constant: immediate offsets)."""
+    kind = "f32" if element == F32 else "f64"
+    name = f"wgrad_row_{kind}_{block.lanes}x{block.vectors}x{rows}_step{x_step}"
+    if name in lowering.module.globals:
+        return lowering.module.globals[name]
+    pointer, i64t = element.as_pointer(), ir.IntType(64)
+    fn = ir.Function(lowering.module, ir.FunctionType(ir.VoidType(), [pointer] * 3 + [i64t] * 2), name)
+    fn.linkage = "internal"
+    for argument in fn.args[:3]:
+        argument.add_attribute("noalias")
+    x, gy, acc, positions, gy_step = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    vtype = ir.VectorType(element, block.lanes)
+    fma = intrinsic(lowering.module, f"llvm.fma.v{block.lanes}{kind}", vtype, [vtype] * 3)
+    slots = [(r, j, b.add(i64(r * block.width), i64(j * block.lanes))) for r in range(rows) for j in range(block.vectors)]
+    accumulators = b.alloca(vtype, len(slots))
+    for index, (_, _, at) in enumerate(slots):
+        b.store(load_vector(b, acc, at, block.lanes), b.gep(accumulators, [i64(index)]))
+    with counted_loop(b, positions, name="p") as p:
+        g_at = b.mul(p, gy_step)
+        grads = [load_vector(b, gy, b.add(g_at, i64(j * block.lanes)), block.lanes) for j in range(block.vectors)]
+        x_at = b.mul(p, i64(x_step))
+        for index, (r, j, _) in enumerate(slots):
+            broadcast = splat(b, b.load(b.gep(x, [b.add(x_at, i64(r))])), block.lanes)
+            slot = b.gep(accumulators, [i64(index)])
+            b.store(b.call(fma, [broadcast, grads[j], b.load(slot)]), slot)
+    for index, (_, _, at) in enumerate(slots):
+        store_vector(b, b.load(b.gep(accumulators, [i64(index)])), acc, at)
+    b.ret_void()
+    return fn
 
 
 def _emit_unpack_weight(lowering: Lowering, dw: Value, g: Geometry, block: Blocking, tap_count: int, offset: int) -> None:
