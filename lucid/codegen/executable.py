@@ -1,7 +1,7 @@
 """`Executable`: a graph compiled to native code, callable on NumPy arrays.
 
-Building one plans memory, then fetches the object code from the disk cache or lowers the graph and
-compiles it (`jit.native_object`). The executable owns an arena (the planned intermediates and the
+Building one plans memory, then loads the graph's object code from the disk cache, or lowers the graph
+(one module per kernel plus the entry module) and compiles the modules the cache lacks. The executable owns an arena (the planned intermediates and the
 workspace) reused by every call, so calls allocate nothing but their outputs. A call checks the
 inputs' count, shapes and dtypes before any native code runs, fills the buffer table, runs
 `lucid_run` with the GIL released, and writes the graph's state updates into the bound buffers.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 
+import llvmlite.ir as ir
 import numpy as np
 
 from .. import __version__
@@ -19,7 +20,7 @@ from ..ir.graph import Graph, Value
 from ..ir.interpreter import check_arrays
 from ..passes import memory_planning
 from . import kernels  # noqa: F401  (registers the lowerings)
-from .jit import NativeCode, cache_key, code_fingerprint, native_object
+from .jit import NativeCode, cache_key, code_fingerprint, load_objects, objects, read_graph, write_graph
 from .lowering import Lowering, buffer_table
 from .parallel import emit_entry
 from .target import Target, host
@@ -74,10 +75,13 @@ class Executable:
         self.plan = memory_planning.plan(graph)
         self.table = buffer_table(graph, self.plan)
         key = cache_key(code_fingerprint(), __version__, self.target.fingerprint, str(graph))
-        code, metadata = native_object(key, self.target, self._build)
-        self.native = NativeCode(code, self.target)
+        record = read_graph(key)
+        codes = load_objects(record["objects"]) if record else None
+        if codes is None:
+            record, codes = self._build(key)
+        self.native = NativeCode(codes, self.target)
         self._run = _RUN(self.native.address("lucid_run"))
-        self.workspace_bytes = int(metadata["workspace_bytes"])
+        self.workspace_bytes = int(record["workspace_bytes"])
         self._arena = np.zeros(self.plan.arena_bytes + self.workspace_bytes + 64, np.uint8)
         self._template = self._table_template()
         self.serial = estimated_flops(graph) < SERIAL_FLOPS
@@ -87,11 +91,18 @@ class Executable:
         """Bytes of intermediate storage: the planned arena plus the largest per-node workspace."""
         return self.plan.arena_bytes + self.workspace_bytes
 
-    def _build(self):
+    def _build(self, key: str) -> tuple[dict, list]:
+        """Lower the graph, compile what the cache lacks, and record the graph's objects."""
         lowering = Lowering(self.graph, self.plan, self.target)
         lowering.lower()
-        emit_entry(lowering.module, lowering.kernels)
-        return lowering.module, {"workspace_bytes": lowering.workspace_bytes, "kernels": len(lowering.kernels)}
+        entry = ir.Module(name="entry")
+        entry.triple = self.target.triple
+        emit_entry(entry, lowering.kernels)
+        modules = [(m.name, m.text) for m in lowering.modules.values()] + [("entry", str(entry))]
+        named = objects(modules, self.target)
+        record = {"objects": [name for name, _ in named], "workspace_bytes": lowering.workspace_bytes}
+        write_graph(key, record)
+        return record, [code for _, code in named]
 
     def _table_template(self) -> np.ndarray:
         template = np.zeros(self.table.size, np.uintp)

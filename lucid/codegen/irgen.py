@@ -1,8 +1,8 @@
 """Small helpers for writing LLVM IR with llvmlite: types, constants, counted loops, vectors, intrinsics.
 
-Every kernel lucid generates has the signature `void kernel(i8** buffers, i64 lo, i64 hi)`: `buffers`
-is the table of buffer addresses of one run (inputs, parameters, outputs, scratch), and [lo, hi) the
-range of the kernel's parallel work items this thread computes.
+Every kernel lucid generates has the signature `void kernel(i8** table, i64* slots, i64 lo, i64 hi)`:
+`table` holds the buffer addresses of one run (inputs, parameters, outputs, scratch), the kernel's
+i-th buffer is `table[slots[i]]`, and [lo, hi) is the range of its work items this thread computes.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ F32 = ir.FloatType()
 F64 = ir.DoubleType()
 I8P = I8.as_pointer()
 VOID = ir.VoidType()
-KERNEL_TYPE = ir.FunctionType(VOID, [I8P.as_pointer(), I64, I64])
+KERNEL_TYPE = ir.FunctionType(VOID, [I8P.as_pointer(), I64.as_pointer(), I64, I64])
 
 _ELEMENT = {"float32": F32, "float64": F64, "int64": I64, "bool": I8}
 

@@ -1,4 +1,4 @@
-"""Lowering a planned graph to one LLVM module: kernels, a buffer table, and the `lucid_run` entry.
+"""Lowering a planned graph to LLVM: one self-contained module per kernel, and a buffer table.
 
 Every value with storage has a slot in the buffer table (`BufferTable`): the graph's inputs, then its
 parameters, outputs, constants, then the arena-resident values (aliases share their root's slot) and
@@ -6,10 +6,17 @@ one workspace slot for per-node scratch. Each operator has a lowering, registere
 emits one or more kernels through `Lowering.kernel`; the kernels run in graph order, separated by
 barriers, each splitting its work items across threads (see `parallel.py`).
 
+A kernel is `void kernel(i8** table, i64* slots, i64 lo, i64 hi)`: its i-th buffer is
+`table[slots[i]]`, so its code holds no slot numbers and does not depend on the graph around it. Each
+kernel is built in its own module and named after a hash of its code (`lucid_k_<hash>`), so identical
+kernels (the same layer in a forward and a training graph, or in another model) are compiled once and
+cached once.
+
 Adding an operator means writing its lowering in `kernels/` and nothing here.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -59,24 +66,47 @@ class BufferTable:
 
 @dataclass
 class Kernel:
+    """A compiled kernel's place in the graph: its function name, work items, and table slots."""
+
     name: str
     items: int
+    slots: tuple = ()
+
+
+@dataclass
+class KernelModule:
+    """The LLVM text of one kernel's module, and the name its code hash gave the kernel function."""
+
+    name: str
+    text: str
+
+
+PLACEHOLDER = "lucid_kernel"
 
 
 class Lowering:
-    """Builds the module for one graph; lowerings call `kernel`, `slot` and `scratch`."""
+    """Builds the kernels of one graph; lowerings call `kernel`, `slot`, `scratch` and `module`."""
 
     def __init__(self, graph: Graph, plan: MemoryPlan, target: Target):
         self.graph, self.plan, self.target = graph, plan, target
-        self.module = ir.Module(name=graph.name)
-        self.module.triple = target.triple
         self.kernels: list[Kernel] = []
+        self.modules: dict[str, KernelModule] = {}
         self.table = buffer_table(graph, plan)
         self.workspace_bytes = 0
         self._scratch_used = 0
+        self._module: ir.Module | None = None
         self.node: Node | None = None
 
     # ------------------------------------------------------------------ used by lowerings
+    @property
+    def module(self) -> ir.Module:
+        """The module the next kernel goes into (helpers such as shared tile functions and constant
+        tables are created here just before the `kernel` call that uses them)."""
+        if self._module is None:
+            self._module = ir.Module(name="kernel")
+            self._module.triple = self.target.triple
+        return self._module
+
     def slot(self, value: Value) -> int:
         return self.table.slots[self.plan.root(value) if value not in self.table.slots else value]
 
@@ -90,13 +120,19 @@ class Lowering:
 
     def kernel(self, name: str, items: int, body: Callable[["KernelBuilder", ir.Value], None]) -> None:
         """Emit a kernel running `body(k, item)` for each work item in [lo, hi) of `items`."""
-        fn = ir.Function(self.module, KERNEL_TYPE, name=f"k{len(self.kernels)}_{name}")
-        fn.linkage = "internal"
+        module = self.module
+        fn = ir.Function(module, KERNEL_TYPE, name=PLACEHOLDER)
         k = KernelBuilder(self, fn)
-        with irgen.counted_loop(k.b, fn.args[2], fn.args[1], name="item") as item:
+        with irgen.counted_loop(k.b, fn.args[3], fn.args[2], name="item") as item:
             body(k, item)
         k.finish()
-        self.kernels.append(Kernel(fn.name, max(int(items), 0)))
+        text = str(module)
+        digest = hashlib.sha256(text.encode()).hexdigest()[:24]
+        kernel_name = f"lucid_k_{digest}"
+        if kernel_name not in self.modules:
+            self.modules[kernel_name] = KernelModule(kernel_name, _renamed(text, kernel_name))
+        self.kernels.append(Kernel(kernel_name, max(int(items), 0), tuple(k.slots)))
+        self._module = None
 
     # ------------------------------------------------------------------ driver
     def lower(self) -> None:
@@ -110,17 +146,22 @@ class Lowering:
         self.node = None
 
 
+def _renamed(text: str, name: str) -> str:
+    return text.replace(f'@"{PLACEHOLDER}"', f'@"{name}"').replace(f"@{PLACEHOLDER}(", f"@{name}(")
+
+
 class KernelBuilder:
     """The IR builder of one kernel, positioned in its per-item loop, with buffer pointers loaded
     once in the entry block."""
 
     def __init__(self, lowering: Lowering, fn: ir.Function):
         self.lowering, self.fn = lowering, fn
-        self.module, self.target = lowering.module, lowering.target
+        self.module, self.target = fn.module, lowering.target
         self.entry = fn.append_basic_block("entry")
         self._entry_builder = ir.IRBuilder(self.entry)
         self.b = ir.IRBuilder(fn.append_basic_block("start"))
         self._pointers: dict = {}
+        self.slots: list[int] = []               # table slot of the kernel's i-th buffer
 
     def pointer(self, value_or_slot, element: ir.Type | None = None, byte_offset: int = 0) -> ir.Value:
         """Pointer to the data of a value (or raw slot), typed as `element` (default: the value's
@@ -131,8 +172,11 @@ class KernelBuilder:
             slot = value_or_slot
         key = (slot, str(element), byte_offset)
         if key not in self._pointers:
+            if slot not in self.slots:
+                self.slots.append(slot)
             eb = self._entry_builder
-            raw = eb.load(eb.gep(self.fn.args[0], [i64(slot)]))
+            table_index = eb.load(eb.gep(self.fn.args[1], [i64(self.slots.index(slot))]))
+            raw = eb.load(eb.gep(self.fn.args[0], [table_index]))
             if byte_offset:
                 raw = eb.gep(raw, [i64(byte_offset)])
             self._pointers[key] = eb.bitcast(raw, element.as_pointer())

@@ -1,7 +1,7 @@
 """The entry point of a compiled graph, and how it uses several cores.
 
 `void lucid_run(i8** table, i64 threads)` runs the graph's kernels in order on `table` (the buffer
-addresses of this call). With threads > 1 it starts threads - 1 POSIX threads for this call only, so
+addresses of this call), giving each kernel its list of table slots. With threads > 1 it starts threads - 1 POSIX threads for this call only, so
 concurrent calls share nothing. Every thread runs the same kernel sequence on its own contiguous
 share of each kernel's work items, with a barrier between kernels; the calling thread takes share 0
 and joins the others at the end. If the system refuses a thread, the call goes on with the threads
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import llvmlite.ir as ir
 
-from .irgen import I8P, I32, I64, VOID, counted_loop, i64, intrinsic
+from .irgen import I8P, I32, I64, KERNEL_TYPE, VOID, counted_loop, i64, intrinsic
 from .lowering import Kernel
 
 STATE_WORDS = 4
@@ -99,7 +99,21 @@ def _run_share(b: ir.IRBuilder, module: ir.Module, kernel: Kernel, table, tid, t
     lo = b.udiv(b.mul(items, tid), threads)
     hi = b.udiv(b.mul(items, b.add(tid, i64(1))), threads)
     with b.if_then(b.icmp_signed("<", lo, hi)):
-        b.call(module.globals[kernel.name], [table, lo, hi])
+        b.call(_kernel_function(module, kernel.name), [table, _slots(b, module, kernel), lo, hi])
+
+
+def _kernel_function(module: ir.Module, name: str) -> ir.Function:
+    """The kernel, declared here when it lives in its own module."""
+    return module.globals[name] if name in module.globals else ir.Function(module, KERNEL_TYPE, name)
+
+
+def _slots(b: ir.IRBuilder, module: ir.Module, kernel: Kernel) -> ir.Value:
+    kind = ir.ArrayType(I64, max(len(kernel.slots), 1))
+    slots = ir.GlobalVariable(module, kind, f"slots{len(module.globals)}")
+    slots.initializer = ir.Constant(kind, list(kernel.slots) or [0])
+    slots.global_constant = True
+    slots.linkage = "internal"
+    return b.gep(slots, [i64(0), i64(0)])
 
 
 def _emit_run(module: ir.Module, worker: ir.Function) -> None:

@@ -11,7 +11,7 @@ import time
 
 import llvmlite.ir as ir
 
-from .irgen import F32, I64, I8P, VOID, i64, intrinsic, splat
+from .irgen import F32, I64, KERNEL_TYPE, i64, intrinsic, splat
 from .jit import NativeCode, compile_module
 from .lowering import Kernel
 from .parallel import emit_entry
@@ -25,9 +25,9 @@ def _module(lanes: int) -> ir.Module:
     module = ir.Module(name="peak")
     vtype = ir.VectorType(F32, lanes)
     fma = intrinsic(module, f"llvm.fma.v{lanes}f32", vtype, [vtype] * 3)
-    kernel = ir.Function(module, ir.FunctionType(VOID, [I8P.as_pointer(), I64, I64]), "k0_peak")
+    kernel = ir.Function(module, KERNEL_TYPE, "k0_peak")
     b = ir.IRBuilder(kernel.append_basic_block("entry"))
-    sink = b.bitcast(b.load(b.gep(kernel.args[0], [i64(0)])), vtype.as_pointer())
+    sink = b.bitcast(b.load(b.gep(kernel.args[0], [b.load(kernel.args[1])])), vtype.as_pointer())
     seed = b.load(sink, align=4)                     # unknown to the compiler: nothing folds
     a, c = b.fmul(seed, splat(b, ir.Constant(F32, 0.5), lanes)), b.fadd(seed, splat(b, ir.Constant(F32, 1e-3), lanes))
     start = b.block
@@ -51,7 +51,7 @@ def _module(lanes: int) -> ir.Module:
         total = b.fadd(total, value)
     b.store(total, sink, align=4)
     b.ret_void()
-    emit_entry(module, [Kernel("k0_peak", 1 << 20)])      # every thread gets a share: one loop each
+    emit_entry(module, [Kernel("k0_peak", 1 << 20, (0,))])      # every thread gets a share: one loop each
     return module
 
 
@@ -59,7 +59,7 @@ def peak_gflops(threads: int = 1, repeats: int = 3) -> float:
     """Float32 GFLOP/s of `threads` cores running FMAs flat out."""
     target = host()
     lanes = target.vector_floats
-    native = NativeCode(compile_module(_module(lanes), target), target)
+    native = NativeCode([compile_module(_module(lanes), target)], target)
     run = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)(native.address("lucid_run"))
     sink = (ctypes.c_float * lanes)()
     table = (ctypes.c_void_p * 1)(ctypes.cast(sink, ctypes.c_void_p))

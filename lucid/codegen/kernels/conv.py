@@ -169,7 +169,7 @@ def emit_pack_weight(lowering: Lowering, w: Value, g: Geometry, block: Blocking,
     element = element_type(w.dtype)
     blocks = math.ceil(g.ocg / block.width)
     tap_count = len(layout.taps)
-    table = _table(lowering, f"wtaps{len(lowering.kernels)}", layout.taps)
+    table = _table(lowering, "wtaps", layout.taps)
 
     def body(k, item):
         b = k.b
@@ -191,8 +191,12 @@ def emit_pack_weight(lowering: Lowering, w: Value, g: Geometry, block: Blocking,
 
 
 def _table(lowering: Lowering, name: str, values) -> ir.GlobalVariable:
+    """A constant i64 array in the module of the next kernel, named `name` (numbered if taken)."""
     kind = ir.ArrayType(ir.IntType(64), max(len(values), 1))
-    table = ir.GlobalVariable(lowering.module, kind, name)
+    module = lowering.module
+    name = next(n for n in (f"{name}{i}" if i else name for i in range(len(module.globals) + 1))
+                if n not in module.globals)
+    table = ir.GlobalVariable(module, kind, name)
     table.initializer = ir.Constant(kind, [int(v) for v in values] or [0])
     table.global_constant = True
     table.linkage = "internal"
@@ -229,7 +233,7 @@ def emit_direct(lowering: Lowering, dtype, g: Geometry, block: Blocking, spec: D
     element = element_type(dtype)
     x_offset, w_offset, y_offset = offsets
     blocks = math.ceil(g.ocg / block.width)
-    table = _table(lowering, f"taps{len(lowering.kernels)}", spec.taps)
+    table = _table(lowering, "taps", spec.taps)
     tap_count = len(spec.taps)
     full, rest = divmod(spec.points, block.points)
     tile = _tile_function(lowering, element, block, block.points, spec.sx_point)
@@ -588,7 +592,7 @@ def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Block
     rest = g.icg - (tiles - 1) * rows_per_tile
     sn, sd, sh, sc = layout.strides()
     per_group = len(tap_offsets) // g.kernel[0]
-    table = _table(lowering, f"gtaps{len(lowering.kernels)}", tap_offsets)
+    table = _table(lowering, "gtaps", tap_offsets)
     depth, height, width = windows
     full_row = _row_function(lowering, element, block, rows_per_tile, g.stride[2] * sc)
     last_row = _row_function(lowering, element, block, rest, g.stride[2] * sc)
