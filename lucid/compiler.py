@@ -163,6 +163,6 @@ class _CompiledGradient:
         self.context, self.index = context, index
 
     def grad(self, attrs, inputs, output, grad_output):
-        seed = np.ascontiguousarray(grad_output.data, dtype=output.dtype.numpy)
+        seed = np.require(grad_output.data, output.dtype.numpy, "C")          # keeps 0-d seeds 0-d
         grads = self.context.gradients(self.index, seed)
         return tuple(Tensor._wrap(g) for g in grads)

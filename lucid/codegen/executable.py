@@ -118,10 +118,10 @@ class Executable:
     def __call__(self, *inputs, params: dict | None = None, threads: int | None = None) -> list[np.ndarray]:
         """Outputs (a list of fresh arrays) for `inputs`; parameters from `params` or the bindings."""
         owner = f"compiled {self.graph.name}"
-        arrays = [np.ascontiguousarray(a) for a in check_arrays(owner, self.graph.inputs, inputs, "input")]
+        arrays = [np.require(a, requirements="C") for a in check_arrays(owner, self.graph.inputs, inputs, "input")]
         given = params or {}
         weights = [given[v.name] if v.name in given else self.graph.bindings.get(v.name) for v in self.graph.params]
-        weights = [np.ascontiguousarray(a) for a in check_arrays(owner, self.graph.params, weights, "parameter")]
+        weights = [np.require(a, requirements="C") for a in check_arrays(owner, self.graph.params, weights, "parameter")]
         table = self._template.copy()
         for slot, array in zip(self.table.inputs, arrays):
             table[slot] = array.ctypes.data
