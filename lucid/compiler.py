@@ -39,6 +39,7 @@ class Compiled:
 
     def __init__(self, fn_or_module):
         self.fn = fn_or_module
+        self.graphs: dict = {}          # (input types, train/eval) -> traced graph
         self.variants: dict = {}
 
     def __call__(self, *inputs):
@@ -55,22 +56,24 @@ class Compiled:
         return max((v.peak_scratch_bytes for v in self.variants.values()), default=0)
 
     def _variant(self, inputs: list):
-        """The compiled variant for these inputs (Tensors or specs), made on first use."""
+        """The compiled variant for these inputs (Tensors or specs), made on first use. Variants are
+        keyed by the input types, which inputs and which graph parameters require grad (a layer
+        frozen or unfrozen later gets its own variant), and the module's train/eval mode."""
         types = tuple(TensorType(x.shape, x.dtype) for x in inputs)
+        mode = getattr(self.fn, "training", None)
+        if (types, mode) not in self.graphs:
+            self.graphs[(types, mode)] = trace(self.fn, *(spec(*t.shape, dtype=t.dtype) for t in types))
+        graph = self.graphs[(types, mode)]
         grad_mode = autograd.is_grad_enabled()
         wants_grad = tuple(grad_mode and bool(getattr(x, "requires_grad", False)) for x in inputs)
-        params_grad = grad_mode and any(p.requires_grad for p in _parameters(self.fn))
-        key = (types, wants_grad, params_grad, getattr(self.fn, "training", None))
+        trainable = set(autodiff.default_wrt(graph)) if grad_mode else set()
+        params_grad = tuple(v.name in trainable for v in graph.params)
+        key = (types, wants_grad, params_grad, mode)
         if key not in self.variants:
-            graph = trace(self.fn, *(spec(*t.shape, dtype=t.dtype) for t in types))
             grad_inputs = [v.name for v, wanted in zip(graph.inputs, wants_grad) if wanted]
-            training = grad_inputs or (params_grad and autodiff.default_wrt(graph))
-            self.variants[key] = _Training(graph, grad_inputs) if training else _Inference(graph)
+            params = [v.name for v, wanted in zip(graph.params, params_grad) if wanted]
+            self.variants[key] = _Training(graph, grad_inputs, params) if grad_inputs or params else _Inference(graph)
         return self.variants[key]
-
-
-def _parameters(fn) -> list:
-    return list(fn.parameters()) if hasattr(fn, "parameters") else []
 
 
 def _as_tensor(x, position: int) -> Tensor:
@@ -111,10 +114,8 @@ class _Inference:
 class _Training:
     """Forward and backward executables of one signature, tied into eager autograd."""
 
-    def __init__(self, graph, input_names: list):
-        self.graph = graph
-        self.params = [v.name for v in graph.params if v.name in autodiff.default_wrt(graph)]
-        self.input_names = input_names
+    def __init__(self, graph, input_names: list, params: list):
+        self.graph, self.input_names, self.params = graph, input_names, params
         joint = autodiff.run(graph, wrt=input_names + self.params)
         seeds = [v.name for v in joint.inputs[len(graph.inputs):]]
         joint = PassManager("simplify").run(joint)

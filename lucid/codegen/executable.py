@@ -1,16 +1,21 @@
 """`Executable`: a graph compiled to native code, callable on NumPy arrays.
 
-Building one plans memory, then loads the graph's object code from the disk cache, or lowers the graph
-(one module per kernel plus the entry module) and compiles the modules the cache lacks. The executable owns an arena (the planned intermediates and the
-workspace) reused by every call, so calls allocate nothing but their outputs. A call checks the
-inputs' count, shapes and dtypes before any native code runs, fills the buffer table, runs
-`lucid_run` with the GIL released, and writes the graph's state updates into the bound buffers.
+Building one plans memory, then loads the graph's object code from the disk cache, or lowers the
+graph (one module per kernel plus the entry module) and compiles the modules the cache lacks.
+
+The executable keeps arenas (the planned intermediates and the workspace) reused from call to call,
+so calls allocate nothing but their outputs; calls made at once from several Python threads each take
+their own arena. A call checks the inputs' count, shapes and dtypes before any native code runs,
+fills the buffer table, runs `lucid_run` with the GIL released, and writes the graph's state updates
+into the bound buffers.
 Threads: `LUCID_NUM_THREADS`, else every core this process may use.
 """
 from __future__ import annotations
 
 import ctypes
 import os
+import threading
+from contextlib import contextmanager
 
 import llvmlite.ir as ir
 import numpy as np
@@ -82,8 +87,8 @@ class Executable:
         self.native = NativeCode(codes, self.target)
         self._run = _RUN(self.native.address("lucid_run"))
         self.workspace_bytes = int(record["workspace_bytes"])
-        self._arena = np.zeros(self.plan.arena_bytes + self.workspace_bytes + 64, np.uint8)
-        self._template = self._table_template()
+        self._free_arenas: list[_Arena] = []
+        self._lock = threading.Lock()
         self.serial = estimated_flops(graph) < SERIAL_FLOPS
 
     @property
@@ -104,15 +109,17 @@ class Executable:
         write_graph(key, record)
         return record, [code for _, code in named]
 
-    def _table_template(self) -> np.ndarray:
-        template = np.zeros(self.table.size, np.uintp)
-        base = -self._arena.ctypes.data % 64 + self._arena.ctypes.data          # 64-byte aligned
-        for slot, offset in self.table.arena.items():
-            template[slot] = base + offset
-        template[self.table.workspace_slot] = base + self.plan.arena_bytes
-        for slot, array in self.table.constants:
-            template[slot] = array.ctypes.data
-        return template
+    @contextmanager
+    def _arena(self):
+        """An arena for one call: reused from earlier calls, or a new one when every arena is in use
+        (calls from several Python threads run at once and must not share intermediates)."""
+        with self._lock:
+            arena = self._free_arenas.pop() if self._free_arenas else _Arena(self)
+        try:
+            yield arena
+        finally:
+            with self._lock:
+                self._free_arenas.append(arena)
 
     # ------------------------------------------------------------------ calling
     def __call__(self, *inputs, params: dict | None = None, threads: int | None = None) -> list[np.ndarray]:
@@ -122,15 +129,20 @@ class Executable:
         given = params or {}
         weights = [given[v.name] if v.name in given else self.graph.bindings.get(v.name) for v in self.graph.params]
         weights = [np.require(a, requirements="C") for a in check_arrays(owner, self.graph.params, weights, "parameter")]
-        table = self._template.copy()
-        for slot, array in zip(self.table.inputs, arrays):
-            table[slot] = array.ctypes.data
-        for (_, slot), array in zip(self.table.params, weights):
-            table[slot] = array.ctypes.data
-        outputs = self._output_arrays(table)
-        self._run(table.ctypes.data, threads or (1 if self.serial else default_threads()))
-        outputs = self._copied_outputs(outputs, arrays, weights)
-        self._write_state(outputs, arrays, weights)
+        with self._arena() as arena:
+            table = arena.template.copy()
+            for slot, array in zip(self.table.inputs, arrays):
+                table[slot] = array.ctypes.data
+            for (_, slot), array in zip(self.table.params, weights):
+                table[slot] = array.ctypes.data
+            outputs = self._output_arrays(table)
+            self._run(table.ctypes.data, threads or (1 if self.serial else default_threads()))
+            found = _Found(self, arena, outputs, arrays + weights)
+            outputs = [array if array is not None else np.array(found.storage(v))
+                       for v, array in zip(self.graph.outputs, outputs)]
+            for name, value in self.graph.state_updates.items():
+                if name in self.graph.bindings:
+                    np.copyto(np.asarray(self.graph.bindings[name]), found.storage(value))
         return outputs
 
     def _output_arrays(self, table: np.ndarray) -> list:
@@ -147,26 +159,40 @@ class Executable:
             arrays.append(array)
         return arrays
 
-    def _copied_outputs(self, outputs: list, inputs: list, weights: list) -> list:
-        return [array if array is not None else np.array(self._storage(v, outputs, inputs, weights))
-                for v, array in zip(self.graph.outputs, outputs)]
 
-    def _write_state(self, outputs: list, inputs: list, weights: list) -> None:
-        for name, value in self.graph.state_updates.items():
-            if name in self.graph.bindings:
-                np.copyto(np.asarray(self.graph.bindings[name]), self._storage(value, outputs, inputs, weights))
 
-    def _storage(self, value: Value, outputs: list, inputs: list, weights: list) -> np.ndarray:
-        """The array holding `value` after a run."""
-        root = self.plan.root(value)
-        produced = [array for v, array in zip(self.graph.outputs, outputs) if v is root and array is not None]
+class _Arena:
+    """The intermediates and workspace of one call, and the buffer table pointing into them."""
+
+    def __init__(self, executable: Executable):
+        self.memory = np.zeros(executable.plan.arena_bytes + executable.workspace_bytes + 64, np.uint8)
+        self.base = -self.memory.ctypes.data % 64                          # offset of 64-byte alignment
+        self.template = np.zeros(executable.table.size, np.uintp)
+        start = self.memory.ctypes.data + self.base
+        for slot, offset in executable.table.arena.items():
+            self.template[slot] = start + offset
+        self.template[executable.table.workspace_slot] = start + executable.plan.arena_bytes
+        for slot, array in executable.table.constants:
+            self.template[slot] = array.ctypes.data
+
+
+class _Found:
+    """Where each value of a finished call is: an output array, the arena, a constant or an input."""
+
+    def __init__(self, executable: Executable, arena: _Arena, outputs: list, arguments: list):
+        self.executable, self.arena, self.outputs, self.arguments = executable, arena, outputs, arguments
+
+    def storage(self, value: Value) -> np.ndarray:
+        graph, plan = self.executable.graph, self.executable.plan
+        root = plan.root(value)
+        produced = [array for v, array in zip(graph.outputs, self.outputs) if v is root and array is not None]
         if produced:
             data = produced[0]
-        elif root in self.plan.offsets:
-            base = -self._arena.ctypes.data % 64 + self.plan.offsets[root]
-            data = self._arena[base:base + root.type.size * root.dtype.numpy.itemsize].view(root.dtype.numpy)
+        elif root in plan.offsets:
+            start = self.arena.base + plan.offsets[root]
+            data = self.arena.memory[start:start + root.type.size * root.dtype.numpy.itemsize].view(root.dtype.numpy)
         elif root.node is not None and root.node.is_constant:
             data = root.node.value
         else:
-            data = next(a for v, a in zip(self.graph.inputs + self.graph.params, inputs + weights) if v is root)
+            data = next(a for v, a in zip(graph.inputs + graph.params, self.arguments) if v is root)
         return data.reshape(value.shape)
