@@ -147,6 +147,8 @@ def _pow(s, node, x):
         return s.b.fmul(x, x)
     if exponent == 1:
         return x
+    if exponent == 0.5:                  # NumPy's power takes sqrt here: pow(-inf, 0.5) is NaN, not inf
+        return s.call("sqrt", x.type, x)
     return s.call("pow", x.type, x, s.const(x.type, exponent))
 
 

@@ -274,6 +274,8 @@ def _chunk_rows(n_batch: int, n_rows: int, rows_per_chunk: int):
 
 def _conv_transpose_kernel(x: np.ndarray, w: np.ndarray, attrs: dict, out_shape: tuple) -> np.ndarray:
     """Transposed conv as a scatter of one matrix product per kernel offset (no inserted zeros)."""
+    if x.size == 0:
+        return np.zeros(out_shape, dtype=x.dtype)
     groups = attrs["groups"]
     n_batch, channels = x.shape[:2]
     cg, og = channels // groups, w.shape[1]

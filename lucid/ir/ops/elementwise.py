@@ -8,7 +8,12 @@ import numpy as np
 from ..types import TensorType, as_dtype, bool_, float32, promote
 from .registry import OpDef, emit, register
 
-_erf = np.frompyfunc(math.erf, 1, 1)
+_erf_object = np.frompyfunc(math.erf, 1, 1)
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """erf elementwise (an object-array map of math.erf; an array even for 0-d input)."""
+    return np.asarray(_erf_object(x))
 
 
 def broadcast_shapes(opdef: OpDef, *shapes: tuple) -> tuple:

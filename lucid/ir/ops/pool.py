@@ -117,6 +117,8 @@ class MaxPoolGrad(PoolBase):
         return x
 
     def compute(self, attrs, x, gy):
+        if x.size == 0 or gy.size == 0:
+            return np.zeros_like(x)
         rank, dilation = self.rank(attrs), self.dilation(attrs)
         out_sp = gy.shape[2:]
         windows = _windows(x, attrs, out_sp, dilation, -np.inf)
