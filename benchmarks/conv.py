@@ -10,7 +10,8 @@ PyTorch (when installed), lucid's GFLOP/s, the fraction of the machine's peak (m
 generated FMA loop on the same number of threads) and the ratio torch_ms / lucid_ms (above 1:
 lucid is faster). fwd+bwd computes the input, weight and bias gradients (3x the forward FLOPs).
 
-Both sides get steady memory: the script re-executes itself with glibc's mmap threshold raised
+lucid is timed after a pause, so PyTorch's OpenMP threads (which spin for a while after a call) do
+not compete with it for the cores. Both sides get steady memory: the script re-executes itself with glibc's mmap threshold raised
 (GLIBC_TUNABLES), so PyTorch's large buffers are not mapped afresh on every call; lucid's compiled
 code reuses its own arena anyway.
 """
@@ -31,6 +32,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import lucid  # noqa: E402
 import lucid.nn.functional as F  # noqa: E402
 from lucid.codegen.peak import peak_gflops  # noqa: E402
+
+#: Seconds to wait before timing lucid: PyTorch's OpenMP threads spin for a while after its last
+#: call, and would compete with lucid's threads for the two cores.
+SETTLE = 0.5
 
 # name: (transposed, input shape, out channels, kernel, stride, padding)
 SHAPES = {
@@ -141,8 +146,9 @@ def run(names: list, thread_counts: list, repeats: int, eager: bool) -> None:
             flops = case.flops * (3 if backward else 1)
             for threads in thread_counts:
                 os.environ["LUCID_NUM_THREADS"] = str(threads)
+                time.sleep(SETTLE)            # let PyTorch's OpenMP workers stop spinning first
                 lucid_ms = 1e3 * median_time(case.lucid_step(backward, True), repeats)
-                eager_ms = 1e3 * median_time(case.lucid_step(backward, False), 0) if eager else float("nan")
+                eager_ms = 1e3 * median_time(case.lucid_step(backward, False), 1) if eager else float("nan")
                 torch_ms = float("nan")
                 if torch is not None:
                     torch.set_num_threads(threads)
