@@ -38,9 +38,18 @@ def as_i64(value) -> ir.Value:
     return i64(value) if isinstance(value, int) else value
 
 
+class Carry:
+    """The state of a `carried_loop`: its index, the carried values at the top of this iteration,
+    and `next`, which the body sets to the values for the next iteration."""
+
+    def __init__(self, index, values):
+        self.index, self.values, self.next = index, values, []
+
+
 @contextmanager
-def counted_loop(b: ir.IRBuilder, stop, start=0, step: int = 1, name: str = "i"):
-    """`for (i = start; i < stop; i += step)`; yields the induction variable (i64)."""
+def carried_loop(b: ir.IRBuilder, stop, start, values: list, step: int = 1, name: str = "i"):
+    """`for (i = start; i < stop; i += step)` carrying `values` through the iterations as phis (no
+    stack slot needed): the body sets `carry.next`; after the loop, `carry.values` hold the results."""
     before = b.block
     head = b.append_basic_block(f"{name}.head")
     body = b.append_basic_block(f"{name}.body")
@@ -49,12 +58,27 @@ def counted_loop(b: ir.IRBuilder, stop, start=0, step: int = 1, name: str = "i")
     b.position_at_end(head)
     index = b.phi(I64, name)
     index.add_incoming(as_i64(start), before)
+    phis = []
+    for value in values:
+        phis.append(b.phi(value.type))
+        phis[-1].add_incoming(value, before)
     b.cbranch(b.icmp_signed("<", index, as_i64(stop)), body, done)
     b.position_at_end(body)
-    yield index
-    index.add_incoming(b.add(index, i64(step)), b.block)
+    carry = Carry(index, phis)
+    yield carry
+    latch = b.block
+    index.add_incoming(b.add(index, i64(step)), latch)
+    for phi, value in zip(phis, carry.next):
+        phi.add_incoming(value, latch)
     b.branch(head)
     b.position_at_end(done)
+
+
+@contextmanager
+def counted_loop(b: ir.IRBuilder, stop, start=0, step: int = 1, name: str = "i"):
+    """`for (i = start; i < stop; i += step)`; yields the induction variable (i64)."""
+    with carried_loop(b, stop, start, [], step, name) as carry:
+        yield carry.index
 
 
 def linear_index(b: ir.IRBuilder, indices: list, strides: list, offset=0) -> ir.Value:

@@ -387,10 +387,7 @@ def _apply_epilogue(k, epilogue: Epilogue, value, flat, index5: tuple):
 
 @lowers("conv")
 def lower_conv(lowering: Lowering, node: Node, epilogue: Epilogue | None = None) -> None:
-    x, w = node.inputs[0], node.inputs[1]
-    bias = node.inputs[2] if len(node.inputs) == 3 else None
-    y = node.output
-    groups = node.attrs["groups"]
+    x, w, bias, y, groups = _operands(node)
     g = _geometry(x, w.shape[2:], node.attrs, groups, w.shape[1], w.shape[0] // groups)
     out_sp = _three(y.shape[2:], 1)
     block = choose_blocking(g.ocg, out_sp[2], lowering, x.dtype)
@@ -413,6 +410,12 @@ def lower_conv(lowering: Lowering, node: Node, epilogue: Epilogue | None = None)
                   y0=0, sy=(yd[0], yd[1], yd[2]), sy_point=yd[3], w0=0)
     emit_direct(lowering, x.dtype, g, block, spec, (x_offset, w_offset, y_offset), "conv_direct")
     emit_unpack(lowering, y, bias, g, block, y_offset, "conv_unpack", epilogue)
+
+
+def _operands(node: Node) -> tuple:
+    """Input, weight, bias (or None), output and groups of a conv or conv_transpose node."""
+    bias = node.inputs[2] if len(node.inputs) == 3 else None
+    return node.inputs[0], node.inputs[1], bias, node.output, node.attrs["groups"]
 
 
 def _kernel_taps(kernel: tuple) -> list:
@@ -439,10 +442,7 @@ def _yp_strides(y: Value, g: Geometry, block: Blocking) -> tuple:
 
 @lowers("conv_transpose")
 def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | None = None) -> None:
-    x, w = node.inputs[0], node.inputs[1]
-    bias = node.inputs[2] if len(node.inputs) == 3 else None
-    y = node.output
-    groups = node.attrs["groups"]
+    x, w, bias, y, groups = _operands(node)
     g = _geometry(x, w.shape[2:], node.attrs, groups, w.shape[0] // groups, w.shape[1])
     out_sp = _three(y.shape[2:], 1)
     phases = [_phase(g, out_sp, r) for r in itertools.product(*(range(s) for s in g.stride))]

@@ -44,12 +44,16 @@ def operand_strides(node: Node, k: int) -> tuple:
     return broadcast_strides(node.inputs[k].shape, out_shape)
 
 
-def collapse(shape: tuple, stride_sets: list) -> tuple[tuple, list]:
-    """Merge adjacent axes along which every operand (and the contiguous output) steps alike."""
-    if not shape:
+def simplify(shape: tuple, stride_sets: list) -> tuple[tuple, list] | None:
+    """Drop size-1 axes and merge adjacent axes along which every stride set steps alike. None when
+    the index space is empty; a 0-d space becomes (1,)."""
+    if any(n == 0 for n in shape):
+        return None
+    keep = [d for d, n in enumerate(shape) if n != 1]
+    if not keep:
         return (1,), [(0,) for _ in stride_sets]
-    dims = [[n, list(s[i] for s in stride_sets)] for i, n in enumerate(shape)]
-    merged = [dims[-1]]
+    dims = [(shape[d], [s[d] for s in stride_sets]) for d in keep]
+    merged = [list(dims[-1])]
     for n, strides in reversed(dims[:-1]):
         inner_n, inner = merged[-1]
         if all(outer == s * inner_n for outer, s in zip(strides, inner)):
@@ -57,8 +61,7 @@ def collapse(shape: tuple, stride_sets: list) -> tuple[tuple, list]:
         else:
             merged.append([n, strides])
     merged.reverse()
-    new_shape = tuple(n for n, _ in merged)
-    return new_shape, [tuple(d[1][k] for d in merged) for k in range(len(stride_sets))]
+    return tuple(n for n, _ in merged), [tuple(d[1][k] for d in merged) for k in range(len(stride_sets))]
 
 
 def emit_map(lowering: Lowering, name: str, nodes: list, output: Value) -> None:
@@ -67,7 +70,10 @@ def emit_map(lowering: Lowering, name: str, nodes: list, output: Value) -> None:
     inside = {n.output for n in nodes}
     operands = [(node, k) for node in nodes for k, v in enumerate(node.inputs) if v not in inside]
     strides = [operand_strides(node, k) for node, k in operands]
-    shape, merged = collapse(output.shape, [contiguous_strides(output.shape)] + strides)
+    simple = simplify(output.shape, [contiguous_strides(output.shape)] + strides)
+    if simple is None:                                   # an empty output: nothing to compute
+        return
+    shape, merged = simple
     out_strides, strides = merged[0], merged[1:]
     chunks = max(1, math.ceil(shape[-1] / CHUNK))
     rows = math.prod(shape[:-1])

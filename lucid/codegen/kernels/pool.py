@@ -33,7 +33,7 @@ import math
 import llvmlite.ir as ir
 
 from ...ir.graph import Node
-from ..irgen import F64, I1, I64, counted_loop, element_type, i64, linear_index, unravel
+from ..irgen import F64, I1, carried_loop, counted_loop, element_type, i64, linear_index, unravel
 from ..lowering import Lowering, lowers
 from .elementwise import contiguous_strides
 from .scalar import Scalars
@@ -81,43 +81,6 @@ def _count(b: ir.IRBuilder, start, n: int, k: int, p: int, include_pad: bool):
     return b.sub(_min(b, end, i64(n)), _max(b, start, i64(0)))
 
 
-class _Carry:
-    """The state of a `_carried_loop`: its index, the carried values at the top of this iteration,
-    and `next`, which the body sets to the values for the next iteration."""
-
-    def __init__(self, index, values):
-        self.index, self.values, self.next = index, values, None
-
-
-@contextlib.contextmanager
-def _carried_loop(b: ir.IRBuilder, stop, start, values: list, step: int = 1, name: str = "i"):
-    """`counted_loop` carrying `values` through its iterations as phis (so no stack slot is needed):
-    the body sets `carry.next`; after the loop, `carry.values` hold the final values."""
-    before = b.block
-    head = b.append_basic_block(f"{name}.head")
-    body = b.append_basic_block(f"{name}.body")
-    done = b.append_basic_block(f"{name}.done")
-    b.branch(head)
-    b.position_at_end(head)
-    index = b.phi(I64, name)
-    index.add_incoming(start, before)
-    phis = []
-    for value in values:
-        phi = b.phi(value.type)
-        phi.add_incoming(value, before)
-        phis.append(phi)
-    b.cbranch(b.icmp_signed("<", index, stop), body, done)
-    b.position_at_end(body)
-    carry = _Carry(index, phis)
-    yield carry
-    latch = b.block
-    index.add_incoming(b.add(index, i64(step)), latch)
-    for phi, value in zip(phis, carry.next):
-        phi.add_incoming(value, latch)
-    b.branch(head)
-    b.position_at_end(done)
-
-
 def _nested_taps(b: ir.IRBuilder, ranges: list, values: list, visit, name: str = "t") -> list:
     """Loops over the taps of a window, axis 0 outermost, carrying `values`: `visit(taps, values)`
     returns the new values from the tap indices (one per axis) and the current ones. `ranges` holds
@@ -126,7 +89,7 @@ def _nested_taps(b: ir.IRBuilder, ranges: list, values: list, visit, name: str =
         if axis == len(ranges):
             return visit(taps, current)
         start, stop, step = ranges[axis]
-        with _carried_loop(b, stop, start, current, step=step, name=f"{name}{axis}") as carry:
+        with carried_loop(b, stop, start, current, step=step, name=f"{name}{axis}") as carry:
             carry.next = level(axis + 1, carry.values, taps + [carry.index])
         return carry.values
     return level(0, list(values), [])

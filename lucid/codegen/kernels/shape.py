@@ -30,7 +30,7 @@ import numpy as np
 from ...ir.graph import Node, Value
 from ..irgen import I8, counted_loop, element_type, i64, linear_index, unravel
 from ..lowering import Lowering, lowers
-from .elementwise import CHUNK, broadcast_strides, contiguous_strides
+from .elementwise import CHUNK, broadcast_strides, contiguous_strides, simplify
 from .scalar import Scalars, convert
 
 TILE = 32
@@ -121,26 +121,6 @@ def constant_of(dtype, number) -> ir.Constant:
 
 # ---------------------------------------------------------------------------------------------
 # Strided copy and fill
-
-
-def simplify(shape: tuple, stride_sets: list) -> tuple[tuple, list] | None:
-    """Drop size-1 axes and merge adjacent axes along which every stride set steps alike. None when
-    the index space is empty; a 0-d space becomes (1,)."""
-    if any(n == 0 for n in shape):
-        return None
-    keep = [d for d, n in enumerate(shape) if n != 1]
-    if not keep:
-        return (1,), [(0,) for _ in stride_sets]
-    dims = [(shape[d], [s[d] for s in stride_sets]) for d in keep]
-    merged = [list(dims[-1])]
-    for n, strides in reversed(dims[:-1]):
-        inner_n, inner = merged[-1]
-        if all(outer == s * inner_n for outer, s in zip(strides, inner)):
-            merged[-1] = [n * inner_n, inner]
-        else:
-            merged.append([n, strides])
-    merged.reverse()
-    return tuple(n for n, _ in merged), [tuple(d[1][k] for d in merged) for k in range(len(stride_sets))]
 
 
 @dataclass
