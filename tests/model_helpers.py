@@ -1,8 +1,9 @@
-"""Helpers shared by tests that build models."""
+"""Helpers shared by tests: model set-up, and running two graphs side by side."""
 from __future__ import annotations
 
 import numpy as np
 
+import lucid
 import lucid.nn as nn
 
 
@@ -19,3 +20,28 @@ def randomise_batch_norm(model, seed=7):
             module.running_var.data[...] = rng.uniform(0.5, 2.0, n)
             module.num_batches_tracked.data[...] = 3
     return model
+
+
+def param_copies(graph) -> dict:
+    """A copy of each bound parameter (runs write state updates into what they are given)."""
+    return {name: np.array(binding, copy=True) for name, binding in graph.bindings.items()}
+
+
+def run_both(before, after, *inputs, exact=True, rtol=1e-6):
+    """Run both graphs with the interpreter, each on its own copy of the bound parameters, and check
+    that outputs and updated parameters agree (exactly, or to rtol). Returns (outputs, parameters)
+    of `before`."""
+    p_before, p_after = param_copies(before), param_copies(after)
+    out_before = lucid.ir.run(before, *inputs, params=p_before)
+    out_after = lucid.ir.run(after, *inputs, params=p_after)
+    assert before.returns_tuple == after.returns_tuple
+    pairs = list(zip(out_before, out_after)) if before.returns_tuple else [(out_before, out_after)]
+    pairs += [(p_before[k], p_after[k]) for k in p_before]
+    for a, b in pairs:
+        a, b = np.asarray(a), np.asarray(b)
+        assert a.shape == b.shape and a.dtype == b.dtype
+        if exact:
+            np.testing.assert_array_equal(a, b)
+        else:
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-6, equal_nan=True)
+    return out_before, p_before

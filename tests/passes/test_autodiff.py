@@ -35,6 +35,7 @@ from gradient_cases import CASES, F64, differentiable_ops, flat_cases, forward, 
 from lucid.errors import GradientError, GraphError
 from lucid.ir import Scope, ops
 from lucid.passes import autodiff
+from model_helpers import param_copies
 from models import UNet3D, VideoClassifier
 
 # Backward graph vs eager tape: the same gradient rules on the same kernels (only the order of
@@ -323,10 +324,6 @@ def _model(name, training, seed=0):
     return model, np.random.default_rng(seed + 1).standard_normal(shape)
 
 
-def _param_copies(graph) -> dict:
-    return {v.name: np.array(graph.bindings[v.name].data) for v in graph.params}
-
-
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_module_parameter_gradients_match_eager_backward(name, training):
@@ -343,8 +340,8 @@ def test_module_parameter_gradients_match_eager_backward(name, training):
     assert list(grad_graph.state_updates) == list(graph.state_updates)
     assert bool(graph.state_updates) == training
 
-    params = _param_copies(graph)          # the runs write BatchNorm statistics here, not into the model
-    y = lucid.ir.run(graph, x, params=dict(_param_copies(graph)))
+    params = param_copies(graph)          # the runs write BatchNorm statistics here, not into the model
+    y = lucid.ir.run(graph, x, params=dict(param_copies(graph)))
     G = np.random.default_rng(5).standard_normal(y.shape)
     y_graph, *grads = lucid.ir.run(grad_graph, x, G, params=params)
 

@@ -28,7 +28,7 @@ from lucid.codegen.executable import Executable
 from lucid.ir import Builder, Graph, TensorType, building, ops
 from lucid.ir.ops.fused import body_graph
 from lucid.passes import PassManager, autodiff, dead_code, fusion, memory_planning, partition
-from model_helpers import randomise_batch_norm
+from model_helpers import param_copies, run_both, randomise_batch_norm
 from models import ConvAutoencoder3D, UNet3D, VideoClassifier
 
 F32 = lucid.float32
@@ -85,29 +85,6 @@ def op_census(g) -> Counter:
     return counts
 
 
-def param_copies(g):
-    return {name: np.array(binding, copy=True) for name, binding in g.bindings.items()}
-
-
-def assert_same_results(before, after, inputs, exact=True):
-    """Both graphs under the interpreter, each on its own copy of the bound parameters (runs write
-    state updates): same outputs and same updated state."""
-    p_before, p_after = param_copies(before), param_copies(after)
-    out_before = lucid.ir.run(before, *inputs, params=p_before)
-    out_after = lucid.ir.run(after, *inputs, params=p_after)
-    assert before.returns_tuple == after.returns_tuple
-    pairs = list(zip(out_before, out_after)) if before.returns_tuple else [(out_before, out_after)]
-    pairs += [(p_before[k], p_after[k]) for k in p_before]
-    for a, b in pairs:
-        a, b = np.asarray(a), np.asarray(b)
-        assert a.shape == b.shape and a.dtype == b.dtype
-        if exact:
-            np.testing.assert_array_equal(a, b)
-        else:
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    return out_before
-
-
 def check_fusion(g):
     """Fuse `g` and check the structural guarantees every fused graph has; returns the fused graph."""
     before = str(g)
@@ -147,7 +124,7 @@ def test_elementwise_chain_is_one_fused_node():
     assert [v.name for v in node.inputs] == ["x"]                 # x read twice, passed once
     body = body_graph(node.attrs["body"])
     assert sorted(float(c.value) for c in body.nodes if c.is_constant) == [1.0, 2.0]   # scalars copied in
-    assert_same_results(g, f, [arr(2, 3, 4)])
+    run_both(g, f, *[arr(2, 3, 4)])
 
 
 def test_chain_with_comparisons_casts_and_broadcast_operands():
@@ -159,7 +136,7 @@ def test_chain_with_comparisons_casts_and_broadcast_operands():
     g = hand_graph(build, {"x": TensorType((3, 5), F32), "y": TensorType((3, 5), F32), "b": TensorType((5,), F32)})
     f = dead_code.run(check_fusion(g))
     assert len(fused(f)) >= 1
-    assert_same_results(g, f, [arr(3, 5), arr(3, 5), arr(5)])
+    run_both(g, f, *[arr(3, 5), arr(3, 5), arr(5)])
 
 
 def test_conv_with_bias_relu_and_residual_is_one_fused_node():
@@ -173,7 +150,7 @@ def test_conv_with_bias_relu_and_residual_is_one_fused_node():
     assert [v.name for v in node.inputs] == ["x", "w", "b"]
     assert "= fused(%x, %w, %b)" in str(f)
     x = arr(1, 4, 4, 4, 4)
-    assert_same_results(g, f, [x])
+    run_both(g, f, *[x])
     np.testing.assert_allclose(Executable(f)(x)[0], lucid.ir.run(g, x), rtol=1e-5, atol=1e-5)
 
 
@@ -191,7 +168,7 @@ def test_conv_transpose_epilogue_and_lone_convs():
     assert ["conv_transpose", "sigmoid", "mul"] in bodies
     assert computing(f).count("conv") >= 1                            # v: a conv with two readers
     x = arr(1, 2, 2, 3, 3)
-    assert_same_results(g, f, [x])
+    run_both(g, f, *[x])
     np.testing.assert_allclose(Executable(f)(x)[0], lucid.ir.run(g, x), rtol=1e-5, atol=1e-5)
 
 
@@ -203,14 +180,14 @@ def test_values_with_two_readers_are_not_fused_away():
     h = producers[0].output
     assert len(f.users()[h]) == 2                                     # both readers still read h
     assert sorted(body_ops(n) for n in fused(f)) == [["mul", "exp"], ["tanh", "add"]]
-    assert_same_results(g, f, [arr(4, 5)])
+    run_both(g, f, *[arr(4, 5)])
 
 
 def test_a_value_read_twice_by_one_node_is_not_fused_away():
     g = hand_graph(lambda x: (lambda h: (h * h).relu())((x + 1.0).exp()), {"x": TensorType((6,), F32)})
     f = dead_code.run(check_fusion(g))
     assert sorted(body_ops(n) for n in fused(f)) == [["add", "exp"], ["mul", "relu"]]
-    assert_same_results(g, f, [arr(6)])
+    run_both(g, f, *[arr(6)])
 
 
 def test_outputs_are_not_fused_away():
@@ -220,7 +197,7 @@ def test_outputs_are_not_fused_away():
     assert f.outputs[0].node.op == "fused" and body_ops(f.outputs[0].node) == ["add", "abs"]
     assert body_ops(f.outputs[1].node) == ["exp", "relu"]
     assert body_ops(f.outputs[2].node) == ["mul", "tanh"]
-    assert_same_results(g, f, [arr(2, 3)])
+    run_both(g, f, *[arr(2, 3)])
     # an output in the middle of a chain splits it
     g = hand_graph(lambda x: (lambda a: (a, a.exp()))(x * 2.0), {"x": TensorType((3,), F32)})
     f = dead_code.run(check_fusion(g))
@@ -236,7 +213,7 @@ def test_shape_changes_stop_a_chain():
     f = dead_code.run(check_fusion(g))
     shapes = sorted(n.output.shape for n in fused(f))
     assert shapes == [(2, 3), (3,)]
-    assert_same_results(g, f, [arr(2, 3), arr(3)])
+    run_both(g, f, *[arr(2, 3), arr(3)])
 
 
 def test_state_updates_are_not_fused_away():
@@ -247,7 +224,7 @@ def test_state_updates_are_not_fused_away():
     assert set(f.state_updates) == set(g.state_updates) and len(g.state_updates) == 6
     produced = {n.output for n in f.nodes}
     assert all(v in produced for v in f.state_updates.values())
-    assert_same_results(g, f, [arr(2, 3, 2, 8, 8)])
+    run_both(g, f, *[arr(2, 3, 2, 8, 8)])
 
 
 # ============================================================================== fusion: models
@@ -265,11 +242,11 @@ def test_fused_models_match_unfused(name, training):
     if not training or name == "autoencoder":
         assert anchored, "no convolution got an epilogue"
     x = arr(*shape)
-    assert_same_results(g, f, [x])
+    run_both(g, f, *[x])
     # the gradient graph fuses too, with the same results
     joint = PassManager("simplify").run(autodiff.run(g, wrt=[v.name for v in g.inputs] + autodiff.default_wrt(g)))
     seeds = [arr(*v.shape) for v in joint.inputs[len(g.inputs):]]
-    assert_same_results(joint, dead_code.run(check_fusion(joint)), [x] + seeds)
+    run_both(joint, dead_code.run(check_fusion(joint)), *[x] + seeds)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -332,7 +309,7 @@ def test_random_elementwise_graphs_fuse_without_changing_results(steps):
     g = random_chain_graph(steps)
     f = dead_code.run(check_fusion(g))
     assert len(f.nodes) <= len(g.nodes)
-    assert_same_results(g, f, [arr(3, 4), arr(3, 4), arr(4)])
+    run_both(g, f, *[arr(3, 4), arr(3, 4), arr(4)])
 
 
 # ============================================================================== memory planning

@@ -19,6 +19,7 @@ from lucid.errors import GraphError, LucidError
 from lucid.ir import Builder, Graph, TensorType, building, ops
 from lucid.passes import (PASSES, PIPELINES, PassManager, autodiff, common_subexpressions, constant_folding,
                           dead_code, run_pipeline, shape_inference)
+from model_helpers import param_copies, run_both
 from models import UNet3D, VideoClassifier
 
 RNG = np.random.default_rng(2024)
@@ -68,29 +69,6 @@ def snapshot(g):
     """Everything that identifies the graph object's structure, to prove a pass did not touch it."""
     return (str(g), list(g.nodes), [n.inputs for n in g.nodes], list(g.outputs), dict(g.state_updates),
             list(g.inputs), list(g.params))
-
-
-def param_copies(g):
-    return {name: np.asarray(binding).copy() for name, binding in g.bindings.items()}
-
-
-def run_both(before, after, *inputs, exact=True):
-    """Run both graphs (each on its own copy of the bound parameters, since runs write state
-    updates) and check that outputs and updated parameters agree."""
-    p_before, p_after = param_copies(before), param_copies(after)
-    out_before = lucid.ir.run(before, *inputs, params=p_before)
-    out_after = lucid.ir.run(after, *inputs, params=p_after)
-    pairs = list(zip(out_before, out_after)) if before.returns_tuple else [(out_before, out_after)]
-    assert after.returns_tuple == before.returns_tuple
-    pairs += [(p_before[k], p_after[k]) for k in p_before]
-    for a, b in pairs:
-        a, b = np.asarray(a), np.asarray(b)
-        assert a.shape == b.shape and a.dtype == b.dtype
-        if exact:
-            np.testing.assert_array_equal(a, b)
-        else:
-            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6, equal_nan=True)
-    return out_before, p_before
 
 
 def unread_constants(g):
