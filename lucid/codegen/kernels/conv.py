@@ -229,7 +229,10 @@ class Direct:
 
 
 def emit_direct(lowering: Lowering, dtype, g: Geometry, block: Blocking, spec: Direct,
-                offsets: tuple, name: str) -> None:
+                offsets: tuple, name: str, unpack: Unpack | None = None) -> None:
+    """The direct convolution of `spec`. Work items are rows × (group, oc block); with `unpack`
+    (when the rows are the output's rows, as in a conv) an item is a whole row, all its channel
+    blocks, which it then unpacks while the row is still in L1."""
     element = element_type(dtype)
     x_offset, w_offset, y_offset = offsets
     blocks = math.ceil(g.ocg / block.width)
@@ -239,9 +242,8 @@ def emit_direct(lowering: Lowering, dtype, g: Geometry, block: Blocking, spec: D
     tile = _tile_function(lowering, element, block, block.points, spec.sx_point)
     last = _tile_function(lowering, element, block, rest, spec.sx_point) if rest else None
 
-    def body(k, item):
+    def channel_block(k, n, qd, qh, grp, ob):
         b = k.b
-        n, qd, qh, grp, ob = unravel(b, item, spec.rows + (g.groups, blocks))
         xp, wp, yp = (k.scratch_pointer(o, element) for o in (x_offset, w_offset, y_offset))
         x_row = _dot(b, spec.x0, (n, qd, qh, grp), spec.sx + (g.icg,))
         y_row = b.add(_dot(b, spec.y0, (n, qd, qh), spec.sy), b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(block.width)))
@@ -259,7 +261,17 @@ def emit_direct(lowering: Lowering, dtype, g: Geometry, block: Blocking, spec: D
         if last is not None:
             call(last, i64(full * block.points))
 
-    lowering.kernel(name, math.prod(spec.rows) * g.groups * blocks, body)
+    def body(k, item):
+        if unpack is None:
+            channel_block(k, *unravel(k.b, item, spec.rows + (g.groups, blocks)))
+            return
+        n, qd, qh = unravel(k.b, item, spec.rows)
+        with counted_loop(k.b, g.groups * blocks, name="gob") as gob:
+            channel_block(k, n, qd, qh, *unravel(k.b, gob, (g.groups, blocks)))
+        _unpack_row(k, unpack, g, block, item)
+
+    rows = math.prod(spec.rows)
+    lowering.kernel(name, rows if unpack else rows * g.groups * blocks, body)
 
 
 def _tile_function(lowering: Lowering, element, block: Blocking, count: int, x_step: int) -> ir.Function:
@@ -333,35 +345,52 @@ class Epilogue:
     output: Value
 
 
-def emit_unpack(lowering: Lowering, y: Value, bias: Value | None, g: Geometry, block: Blocking,
-                y_offset: int, name: str, epilogue: Epilogue | None = None) -> None:
-    """y[n][oc][d][h][w] = epilogue(yp[n][d][h][w][g*blocks*width + ocg] (+ bias[oc]))."""
-    element = element_type(y.dtype)
-    n, channels = y.shape[0], y.shape[1]
-    depth, height, width = _three(y.shape[2:], 1)
-    padded = g.groups * math.ceil(g.ocg / block.width) * block.width
-    blocks_width = math.ceil(g.ocg / block.width) * block.width
-    target = epilogue.output if epilogue else y
+@dataclass(frozen=True)
+class Unpack:
+    """How rows of the channels-last scratch `yp[n][d][h][w][channel]` (at `offset` in the workspace)
+    become the NCDHW output `y`, with the bias and the fused epilogue."""
 
-    def body(k, item):
-        b = k.b
-        bn, oc, d = unravel(b, item, (n, channels, depth))
-        yp = k.scratch_pointer(y_offset, element)
+    y: Value
+    bias: Value | None
+    offset: int
+    epilogue: Epilogue | None = None
+
+
+def emit_unpack(lowering: Lowering, unpack: Unpack, g: Geometry, block: Blocking, name: str) -> None:
+    """y = epilogue(yp (+ bias)) as a kernel over the output rows (n, d, h)."""
+    depth, height, _ = _three(unpack.y.shape[2:], 1)
+    lowering.kernel(name, unpack.y.shape[0] * depth * height, lambda k, row: _unpack_row(k, unpack, g, block, row))
+
+
+def _unpack_row(k, unpack: Unpack, g: Geometry, block: Blocking, row) -> None:
+    """y[n][oc][d][h][w] = epilogue(yp[n][d][h][w][g*blocks*width + ocg] (+ bias[oc])) for one row
+    `row` = (n, d, h): the row of yp (width x padded channels) is small enough to stay in L1 while it
+    is read once per output channel."""
+    y, bias, epilogue = unpack.y, unpack.bias, unpack.epilogue
+    b = k.b
+    element = element_type(y.dtype)
+    channels = y.shape[1]
+    depth, height, width = _three(y.shape[2:], 1)
+    padded = g.groups * _blocks(g, block) * block.width
+    blocks_width = _blocks(g, block) * block.width
+    target = epilogue.output if epilogue else y
+    n, d, h = unravel(b, row, (y.shape[0], depth, height))
+    yp = k.scratch_pointer(unpack.offset, element)
+    source_row = b.mul(row, i64(width * padded))
+    with counted_loop(b, channels, name="oc") as oc:
         grp, ocg = b.udiv(oc, i64(g.ocg)), b.urem(oc, i64(g.ocg))
-        channel = b.add(b.mul(grp, i64(blocks_width)), ocg)
-        src_plane = b.mul(b.add(b.mul(bn, i64(depth)), d), i64(height * width * padded))
-        dst_plane = b.mul(item, i64(height * width))
+        channel = b.add(source_row, b.add(b.mul(grp, i64(blocks_width)), ocg))
+        first = b.mul(b.add(b.mul(b.add(b.mul(b.add(b.mul(n, i64(channels)), oc), i64(depth)), d), i64(height)), h),
+                      i64(width))
         shift = b.load(b.gep(k.pointer(bias), [oc])) if bias is not None else None
-        with counted_loop(b, height * width, name="hw") as hw:
-            value = b.load(b.gep(yp, [b.add(src_plane, b.add(b.mul(hw, i64(padded)), channel))]))
+        with counted_loop(b, width, name="w") as w:
+            value = b.load(b.gep(yp, [b.add(channel, b.mul(w, i64(padded)))]))
             if shift is not None:
                 value = b.fadd(value, shift)
-            at = b.add(dst_plane, hw)
+            at = b.add(first, w)
             if epilogue is not None:
-                value = _apply_epilogue(k, epilogue, value, at, (bn, oc, d, b.udiv(hw, i64(width)), b.urem(hw, i64(width))))
+                value = _apply_epilogue(k, epilogue, value, at, (n, oc, d, h, w))
             store(k, value, target, at)
-
-    lowering.kernel(name, n * channels * depth, body)
 
 
 def _apply_epilogue(k, epilogue: Epilogue, value, flat, index5: tuple):
@@ -383,6 +412,11 @@ def _apply_epilogue(k, epilogue: Epilogue, value, flat, index5: tuple):
 
 # ---------------------------------------------------------------------------------------------
 # The three operators
+
+
+#: A conv with at least this many output rows unpacks each row in its direct kernel (fewer rows would
+#: leave too few work items to share between threads).
+ROWS_TO_UNPACK_IN_PLACE = 16
 
 
 @lowers("conv")
@@ -408,8 +442,12 @@ def lower_conv(lowering: Lowering, node: Node, epilogue: Epilogue | None = None)
                   taps=tuple(a * g.dilation[0] * sd + b_ * g.dilation[1] * sh + c * g.dilation[2] * sc
                              for a, b_, c in taps),
                   y0=0, sy=(yd[0], yd[1], yd[2]), sy_point=yd[3], w0=0)
-    emit_direct(lowering, x.dtype, g, block, spec, (x_offset, w_offset, y_offset), "conv_direct")
-    emit_unpack(lowering, y, bias, g, block, y_offset, "conv_unpack", epilogue)
+    unpack = Unpack(y, bias, y_offset, epilogue)
+    if math.prod(spec.rows) >= ROWS_TO_UNPACK_IN_PLACE:
+        emit_direct(lowering, x.dtype, g, block, spec, (x_offset, w_offset, y_offset), "conv_direct", unpack)
+    else:
+        emit_direct(lowering, x.dtype, g, block, spec, (x_offset, w_offset, y_offset), "conv_direct")
+        emit_unpack(lowering, unpack, g, block, "conv_unpack")
 
 
 def _operands(node: Node) -> tuple:
@@ -475,7 +513,7 @@ def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | No
                       sy=(yd[0], g.stride[0] * yd[1], g.stride[1] * yd[2]), sy_point=g.stride[2] * yd[3], w0=w0)
         emit_direct(lowering, x.dtype, g, block, spec, (x_offset, w_offset, y_offset), "convT_direct")
         w0 += size
-    emit_unpack(lowering, y, bias, g, block, y_offset, "convT_unpack", epilogue)
+    emit_unpack(lowering, Unpack(y, bias, y_offset, epilogue), g, block, "convT_unpack")
 
 
 @dataclass(frozen=True)
