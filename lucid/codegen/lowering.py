@@ -66,11 +66,14 @@ class BufferTable:
 
 @dataclass
 class Kernel:
-    """A compiled kernel's place in the graph: its function name, work items, and table slots."""
+    """A compiled kernel's place in the graph: its function name, work items, table slots, and
+    whether it waits for every thread to finish the kernels before it (False only when it reads
+    nothing they write)."""
 
     name: str
     items: int
     slots: tuple = ()
+    waits: bool = True
 
 
 @dataclass
@@ -118,8 +121,11 @@ class Lowering:
         self.workspace_bytes = max(self.workspace_bytes, self._scratch_used)
         return offset
 
-    def kernel(self, name: str, items: int, body: Callable[["KernelBuilder", ir.Value], None]) -> None:
-        """Emit a kernel running `body(k, item)` for each work item in [lo, hi) of `items`."""
+    def kernel(self, name: str, items: int, body: Callable[["KernelBuilder", ir.Value], None],
+               waits: bool = True) -> None:
+        """Emit a kernel running `body(k, item)` for each work item in [lo, hi) of `items`. With
+        `waits=False` threads start it without waiting for the others to finish the kernel before:
+        only for a kernel that reads nothing the kernels since the last waiting one write."""
         module = self.module
         fn = ir.Function(module, KERNEL_TYPE, name=PLACEHOLDER)
         k = KernelBuilder(self, fn)
@@ -131,7 +137,7 @@ class Lowering:
         kernel_name = f"lucid_k_{digest}"
         if kernel_name not in self.modules:
             self.modules[kernel_name] = KernelModule(kernel_name, _renamed(text, kernel_name))
-        self.kernels.append(Kernel(kernel_name, max(int(items), 0), tuple(k.slots)))
+        self.kernels.append(Kernel(kernel_name, max(int(items), 0), tuple(k.slots), waits))
         self._module = None
 
     # ------------------------------------------------------------------ driver

@@ -1,14 +1,16 @@
 """The entry point of a compiled graph, and how it uses several cores.
 
 `void lucid_run(i8** table, i64 threads)` runs the graph's kernels in order on `table` (the buffer
-addresses of this call), giving each kernel its list of table slots. With threads > 1 it starts threads - 1 POSIX threads for this call only, so
-concurrent calls share nothing. Every thread runs the same kernel sequence on its own contiguous
-share of each kernel's work items, with a barrier between kernels; the calling thread takes share 0
-and joins the others at the end. If the system refuses a thread, the call goes on with the threads
-it got (the shares are fixed only once every thread has started).
+addresses of this call), giving each kernel its list of table slots. With threads > 1 it starts
+threads - 1 POSIX threads for this call only, so concurrent calls share nothing. Every thread runs
+the same kernel sequence; it claims chunks of each kernel's work items from the kernel's shared
+counter, so a thread that runs slower (another process on its core) takes fewer chunks. A barrier
+comes before each kernel that waits for the ones before it (`Kernel.waits`). The calling thread
+works too and joins the others at the end. If the system refuses a thread, the call goes on with
+the threads it got (the thread count is fixed once every thread has started).
 
 Shared state of one call, on the caller's stack: [barrier count, barrier generation, start flag,
-thread count].
+thread count, then one claimed-items counter per kernel].
 """
 from __future__ import annotations
 
@@ -19,13 +21,13 @@ from .lowering import Kernel
 
 STATE_WORDS = 4
 COUNT, GENERATION, STARTED, THREADS = range(STATE_WORDS)
-_CONTEXT = ir.LiteralStructType([I8P.as_pointer(), I64.as_pointer(), I64])    # table, state, thread id
+_CONTEXT = ir.LiteralStructType([I8P.as_pointer(), I64.as_pointer()])    # table, state
 
 
 def emit_entry(module: ir.Module, kernels: list[Kernel]) -> None:
     barrier = _emit_barrier(module)
     worker = _emit_worker(module, kernels, barrier)
-    _emit_run(module, worker)
+    _emit_run(module, worker, STATE_WORDS + len(kernels))
 
 
 def _state_word(b: ir.IRBuilder, state: ir.Value, word: int) -> ir.Value:
@@ -83,23 +85,40 @@ def _emit_worker(module: ir.Module, kernels: list[Kernel], barrier: ir.Function)
     context = b.bitcast(fn.args[0], _CONTEXT.as_pointer())
     table = b.load(b.gep(context, [i64(0), ir.Constant(I32, 0)]))
     state = b.load(b.gep(context, [i64(0), ir.Constant(I32, 1)]))
-    tid = b.load(b.gep(context, [i64(0), ir.Constant(I32, 2)]))
     _spin_until_changed(b, _state_word(b, state, STARTED), i64(0))
     threads = b.load_atomic(_state_word(b, state, THREADS), "acquire", 8)
     for position, kernel in enumerate(kernels):
-        _run_share(b, module, kernel, table, tid, threads)
-        if position + 1 < len(kernels):
+        if position and kernel.waits:
             b.call(barrier, [state])
+        _run_share(b, module, kernel, table, threads, _state_word(b, state, STATE_WORDS + position))
     b.ret(ir.Constant(I8P, None))
     return fn
 
 
-def _run_share(b: ir.IRBuilder, module: ir.Module, kernel: Kernel, table, tid, threads) -> None:
+#: Each thread claims a kernel's work items in chunks of about items / (threads * CHUNKS_PER_THREAD):
+#: small enough that a thread slowed down (another process on its core) leaves its work to the
+#: others, large enough that claiming costs nothing next to the work.
+CHUNKS_PER_THREAD = 8
+
+
+def _run_share(b: ir.IRBuilder, module: ir.Module, kernel: Kernel, table, threads, counter) -> None:
+    """Claim chunks of the kernel's items from its shared counter (atomic add) until none is left."""
     items = i64(kernel.items)
-    lo = b.udiv(b.mul(items, tid), threads)
-    hi = b.udiv(b.mul(items, b.add(tid, i64(1))), threads)
-    with b.if_then(b.icmp_signed("<", lo, hi)):
-        b.call(_kernel_function(module, kernel.name), [table, _slots(b, module, kernel), lo, hi])
+    chunk = b.udiv(items, b.mul(threads, i64(CHUNKS_PER_THREAD)))
+    chunk = b.select(b.icmp_unsigned("<", chunk, i64(1)), i64(1), chunk)
+    claim = b.append_basic_block("claim")
+    work = b.append_basic_block("work")
+    done = b.append_basic_block("claimed")
+    b.branch(claim)
+    b.position_at_end(claim)
+    lo = b.atomic_rmw("add", counter, chunk, "monotonic")
+    b.cbranch(b.icmp_unsigned("<", lo, items), work, done)
+    b.position_at_end(work)
+    end = b.add(lo, chunk)
+    hi = b.select(b.icmp_unsigned("<", end, items), end, items)
+    b.call(_kernel_function(module, kernel.name), [table, _slots(b, module, kernel), lo, hi])
+    b.branch(claim)
+    b.position_at_end(done)
 
 
 def _kernel_function(module: ir.Module, name: str) -> ir.Function:
@@ -116,7 +135,7 @@ def _slots(b: ir.IRBuilder, module: ir.Module, kernel: Kernel) -> ir.Value:
     return b.gep(slots, [i64(0), i64(0)])
 
 
-def _emit_run(module: ir.Module, worker: ir.Function) -> None:
+def _emit_run(module: ir.Module, worker: ir.Function, state_words: int) -> None:
     pthread_start = ir.FunctionType(I8P, [I8P]).as_pointer()
     create = ir.Function(module, ir.FunctionType(I32, [I64.as_pointer(), I8P, pthread_start, I8P]), "pthread_create")
     join = ir.Function(module, ir.FunctionType(I32, [I64, I8P.as_pointer()]), "pthread_join")
@@ -124,28 +143,25 @@ def _emit_run(module: ir.Module, worker: ir.Function) -> None:
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     table, wanted = fn.args
     wanted = b.select(b.icmp_signed("<", wanted, i64(1)), i64(1), wanted)
-    state = b.alloca(I64, STATE_WORDS)
-    for word in range(STATE_WORDS):
-        b.store(i64(0), _state_word(b, state, word))
-    contexts = b.alloca(_CONTEXT, wanted)
+    state = b.alloca(I64, state_words)
+    with counted_loop(b, state_words, name="clear") as word:
+        b.store(i64(0), b.gep(state, [word]))
+    context = b.alloca(_CONTEXT)
+    b.store(table, b.gep(context, [i64(0), ir.Constant(I32, 0)]))
+    b.store(state, b.gep(context, [i64(0), ir.Constant(I32, 1)]))
     handles = b.alloca(I64, wanted)
     started = b.alloca(I64)
     b.store(i64(1), started)
-    with counted_loop(b, wanted, 0, name="ctx") as tid:
-        context = b.gep(contexts, [tid])
-        b.store(table, b.gep(context, [i64(0), ir.Constant(I32, 0)]))
-        b.store(state, b.gep(context, [i64(0), ir.Constant(I32, 1)]))
-        b.store(tid, b.gep(context, [i64(0), ir.Constant(I32, 2)]))
     with counted_loop(b, wanted, 1, name="spawn") as tid:
         with b.if_then(b.icmp_signed("==", b.load(started), tid)):       # stop at the first refusal
             status = b.call(create, [b.gep(handles, [tid]), ir.Constant(I8P, None), worker,
-                                     b.bitcast(b.gep(contexts, [tid]), I8P)])
+                                     b.bitcast(context, I8P)])
             with b.if_then(b.icmp_signed("==", status, ir.Constant(I32, 0))):
                 b.store(b.add(tid, i64(1)), started)
     threads = b.load(started)
     b.store_atomic(threads, _state_word(b, state, THREADS), "release", 8)
     b.store_atomic(i64(1), _state_word(b, state, STARTED), "release", 8)
-    b.call(worker, [b.bitcast(contexts, I8P)])
+    b.call(worker, [b.bitcast(context, I8P)])
     with counted_loop(b, threads, 1, name="join") as tid:
         b.call(join, [b.load(b.gep(handles, [tid])), ir.Constant(I8P.as_pointer(), None)])
     b.ret_void()

@@ -165,6 +165,7 @@ class WeightLayout:
 
 def emit_pack_weight(lowering: Lowering, w: Value, g: Geometry, block: Blocking, layout: WeightLayout,
                      offset: int, name: str) -> None:
+    """(Runs alongside the input packing: it waits for no kernel before it.)"""
     """wp[g][ob][t][ic][lane] = w[g, ob*width + lane, ic, taps[t]] (0 past the group's channels)."""
     element = element_type(w.dtype)
     blocks = math.ceil(g.ocg / block.width)
@@ -187,7 +188,7 @@ def emit_pack_weight(lowering: Lowering, w: Value, g: Geometry, block: Blocking,
                 value = b.select(ok, b.load(b.gep(src, [at])), ir.Constant(element, 0.0))
                 b.store(value, b.gep(wp, [b.add(dst, b.add(b.mul(ic, i64(block.width)), lane))]))
 
-    lowering.kernel(name, g.groups * blocks * tap_count, body)
+    lowering.kernel(name, g.groups * blocks * tap_count, body, waits=False)
 
 
 def _table(lowering: Lowering, name: str, values) -> ir.GlobalVariable:
@@ -229,7 +230,7 @@ class Direct:
 
 
 def emit_direct(lowering: Lowering, dtype, g: Geometry, block: Blocking, spec: Direct,
-                offsets: tuple, name: str, unpack: Unpack | None = None) -> None:
+                offsets: tuple, name: str, unpack: Unpack | None = None, waits: bool = True) -> None:
     """The direct convolution of `spec`. Work items are rows × (group, oc block); with `unpack`
     (when the rows are the output's rows, as in a conv) an item is a whole row, all its channel
     blocks, which it then unpacks while the row is still in L1."""
@@ -271,7 +272,7 @@ def emit_direct(lowering: Lowering, dtype, g: Geometry, block: Blocking, spec: D
         _unpack_row(k, unpack, g, block, item)
 
     rows = math.prod(spec.rows)
-    lowering.kernel(name, rows if unpack else rows * g.groups * blocks, body)
+    lowering.kernel(name, rows if unpack else rows * g.groups * blocks, body, waits)
 
 
 def _tile_function(lowering: Lowering, element, block: Blocking, count: int, x_step: int) -> ir.Function:
@@ -499,20 +500,20 @@ def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | No
     weight_layout = dict(sg=g.icg * g.ocg * k_size, soc=k_size, sic=g.ocg * k_size)
     sn, sd, sh, sc = layout.strides()
     yd = _yp_strides(y, g, block)
-    w0 = 0
-    for phase, size in zip(phases, weights):
-        if not phase.taps:
-            continue
+    starts = list(itertools.accumulate(weights, initial=0))
+    active = [(phase, w0) for phase, w0 in zip(phases, starts) if phase.taps]
+    for phase, w0 in active:
         emit_pack_weight(lowering, w, g, block, WeightLayout(**weight_layout, taps=tuple(_linear_taps(g.kernel, phase.kernel_taps))),
                          w_offset + w0 * itemsize, "convT_pack_weight")
+    for position, (phase, w0) in enumerate(active):          # the phases write disjoint outputs
         origin = layout.origin
         spec = Direct(rows=(g.n,) + phase.counts[:2], points=phase.counts[2],
                       x0=origin[0] * sd + origin[1] * sh + origin[2] * sc, sx=(sn, sd, sh), sx_point=sc,
                       taps=tuple(a * sd + b_ * sh + c * sc for a, b_, c in phase.taps),
                       y0=phase.r[0] * yd[1] + phase.r[1] * yd[2] + phase.r[2] * yd[3],
                       sy=(yd[0], g.stride[0] * yd[1], g.stride[1] * yd[2]), sy_point=g.stride[2] * yd[3], w0=w0)
-        emit_direct(lowering, x.dtype, g, block, spec, (x_offset, w_offset, y_offset), "convT_direct")
-        w0 += size
+        emit_direct(lowering, x.dtype, g, block, spec, (x_offset, w_offset, y_offset), "convT_direct",
+                    waits=position == 0)
     emit_unpack(lowering, Unpack(y, bias, y_offset, epilogue), g, block, "convT_unpack")
 
 
@@ -560,7 +561,7 @@ def _emit_zero(lowering: Lowering, offset: int, count: int, dtype, name: str) ->
         with counted_loop(b, stop, start, name="z") as z:
             b.store(ir.Constant(element, 0.0), b.gep(target, [z]))
 
-    lowering.kernel(name, math.ceil(count / chunk), body)
+    lowering.kernel(name, math.ceil(count / chunk), body, waits=False)
 
 
 @lowers("conv_weight_grad")
@@ -612,7 +613,7 @@ def emit_pack_channels_last(lowering: Lowering, y: Value, g: Geometry, block: Bl
                 value = b.select(inside, b.load(b.gep(src, [at])), ir.Constant(element, 0.0))
                 b.store(value, b.gep(yp, [b.add(target, c)]))
 
-    lowering.kernel(name, y.shape[0] * depth * height, body)
+    lowering.kernel(name, y.shape[0] * depth * height, body, waits=False)
 
 
 def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Blocking, windows: tuple,
