@@ -580,14 +580,33 @@ def lower_conv_weight_grad(lowering: Lowering, node: Node) -> None:
     x_offset = lowering.scratch(layout.size(g.n) * itemsize)
     gy_strides = _yp_strides(gy, g, block)
     gy_offset = lowering.scratch(gy_strides[0] * g.n * itemsize)
-    dw_offset = lowering.scratch(groups * _blocks(g, block) * len(taps) * g.icg * block.width * itemsize)
+    parts = _reduction_parts(g, block, windows)
+    dw_size = groups * _blocks(g, block) * len(taps) * g.icg * block.width
+    dw_offset = lowering.scratch(parts * dw_size * itemsize)
     emit_pack_input(lowering, x, layout, x_offset, "wgrad_pack_input")
     emit_pack_channels_last(lowering, gy, g, block, gy_offset, "wgrad_pack_gradient")
     sn, sd, sh, sc = layout.strides()
     tap_offsets = tuple(a * g.dilation[0] * sd + b_ * g.dilation[1] * sh + c * g.dilation[2] * sc for a, b_, c in taps)
     _emit_weight_grad_tiles(lowering, x.dtype, g, block, windows, layout, tap_offsets, gy_strides,
-                            (x_offset, gy_offset, dw_offset))
-    _emit_unpack_weight(lowering, dw, g, block, len(taps), dw_offset)
+                            (x_offset, gy_offset, dw_offset), parts)
+    _emit_unpack_weight(lowering, dw, g, block, len(taps), dw_offset, parts)
+
+
+#: The weight gradient splits its sum over output rows into parts until it has about this many work
+#: items, so that both cores get an even share even for layers with few channel tiles.
+WEIGHT_GRAD_ITEMS = 16
+
+
+def _reduction_parts(g: Geometry, block: Blocking, windows: tuple) -> int:
+    """Into how many parts the weight gradient splits its rows (each part sums into its own copy of
+    the blocked gradient; the unpacking adds the copies)."""
+    items = g.groups * _blocks(g, block) * math.ceil(g.icg / _wgrad_tile_rows(g, block)) * g.kernel[0]
+    rows = g.n * windows[0] * windows[1]
+    return max(1, min(math.ceil(WEIGHT_GRAD_ITEMS / items), rows))
+
+
+def _wgrad_tile_rows(g: Geometry, block: Blocking) -> int:
+    return max(1, min(block.points, g.icg))
 
 
 def emit_pack_channels_last(lowering: Lowering, y: Value, g: Geometry, block: Blocking, offset: int, name: str) -> None:
@@ -617,16 +636,17 @@ def emit_pack_channels_last(lowering: Lowering, y: Value, g: Geometry, block: Bl
 
 
 def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Blocking, windows: tuple,
-                            layout: Padded, tap_offsets: tuple, gy_strides: tuple, offsets: tuple) -> None:
+                            layout: Padded, tap_offsets: tuple, gy_strides: tuple, offsets: tuple,
+                            parts: int) -> None:
     """dwp[grp][ob][t][ic][lane] = sum over positions of xp(position, tap, ic) * gyp(position, lane).
 
-    A work item is (group, oc block, ic tile, first kernel index): it owns the taps sharing that first
-    index, and walks the output rows once, applying each of its taps to a row while the row's input
+    A work item is (part, group, oc block, ic tile, first kernel index): it owns the taps sharing that
+    first index, sums into part `part`'s copy of dwp, and walks its part of the output rows once, applying each of its taps to a row while the row's input
     and gradient are in L1, so the data streams from memory once per item rather than once per tap."""
     element = element_type(dtype)
     x_offset, gy_offset, dw_offset = offsets
     blocks = _blocks(g, block)
-    rows_per_tile = max(1, min(block.points, g.icg))
+    rows_per_tile = _wgrad_tile_rows(g, block)
     tiles = math.ceil(g.icg / rows_per_tile)
     rest = g.icg - (tiles - 1) * rows_per_tile
     sn, sd, sh, sc = layout.strides()
@@ -639,8 +659,9 @@ def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Block
 
     def body(k, item):
         b = k.b
-        grp, ob, tile, first = unravel(b, item, (g.groups, blocks, tiles, g.kernel[0]))
-        xp, gp, dwp = (k.scratch_pointer(o, element) for o in (x_offset, gy_offset, dw_offset))
+        part, grp, ob, tile, first = unravel(b, item, (parts, g.groups, blocks, tiles, g.kernel[0]))
+        xp, gp, dwp_all = (k.scratch_pointer(o, element) for o in (x_offset, gy_offset, dw_offset))
+        dwp = b.gep(dwp_all, [b.mul(part, i64(g.groups * blocks * len(tap_offsets) * tap_block))])
         ic0 = b.mul(tile, i64(rows_per_tile))
         is_last = b.icmp_unsigned("==", tile, i64(tiles - 1))
         dw_base = b.add(b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(len(tap_offsets) * tap_block)),
@@ -653,7 +674,8 @@ def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Block
                 b.store(ir.Constant(element, 0.0), b.gep(dwp, [b.add(at, z)]))
         x_channel = b.add(b.mul(grp, i64(g.icg)), ic0)
         channel_block = b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(block.width))
-        with counted_loop(b, g.n * depth * height, name="row") as row:
+        rows = g.n * depth * height
+        with counted_loop(b, _share(b, rows, parts, b.add(part, i64(1))), _share(b, rows, parts, part), name="row") as row:
             n, d, h = unravel(b, row, (g.n, depth, height))
             x_row = b.add(x_channel, b.add(b.mul(n, i64(sn)), b.add(b.mul(d, i64(g.stride[0] * sd)),
                                                                       b.mul(h, i64(g.stride[1] * sh)))))
@@ -669,7 +691,12 @@ def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Block
                     with full:
                         b.call(full_row, arguments)
 
-    lowering.kernel("wgrad_tiles", g.groups * blocks * tiles * g.kernel[0], body)
+    lowering.kernel("wgrad_tiles", parts * g.groups * blocks * tiles * g.kernel[0], body)
+
+
+def _share(b: ir.IRBuilder, count: int, parts: int, part) -> ir.Value:
+    """Where part `part` of `count` things split into `parts` near-equal parts starts."""
+    return b.udiv(b.mul(part, i64(count)), i64(parts))
 
 
 def _row_function(lowering: Lowering, element, block: Blocking, rows: int, x_step: int) -> ir.Function:
@@ -707,10 +734,12 @@ def _row_function(lowering: Lowering, element, block: Blocking, rows: int, x_ste
     return fn
 
 
-def _emit_unpack_weight(lowering: Lowering, dw: Value, g: Geometry, block: Blocking, tap_count: int, offset: int) -> None:
-    """dw[grp*ocg + oc][ic][t] = dwp[grp][oc // width][t][ic][oc % width]."""
+def _emit_unpack_weight(lowering: Lowering, dw: Value, g: Geometry, block: Blocking, tap_count: int, offset: int,
+                        parts: int) -> None:
+    """dw[grp*ocg + oc][ic][t] = sum over parts of dwp[part][grp][oc // width][t][ic][oc % width]."""
     element = element_type(dw.dtype)
     blocks = _blocks(g, block)
+    part_size = g.groups * blocks * tap_count * g.icg * block.width
 
     def body(k, item):
         b = k.b
@@ -721,6 +750,9 @@ def _emit_unpack_weight(lowering: Lowering, dw: Value, g: Geometry, block: Block
         first = b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(tap_count))
         with counted_loop(b, tap_count, name="t") as t:
             at = b.add(b.mul(b.add(b.mul(b.add(first, t), i64(g.icg)), ic), i64(block.width)), lane)
-            b.store(b.load(b.gep(dwp, [at])), b.gep(out, [b.add(b.mul(item, i64(tap_count)), t)]))
+            total = b.load(b.gep(dwp, [at]))
+            for part in range(1, parts):
+                total = b.fadd(total, b.load(b.gep(dwp, [b.add(at, i64(part * part_size))])))
+            b.store(total, b.gep(out, [b.add(b.mul(item, i64(tap_count)), t)]))
 
     lowering.kernel("wgrad_unpack", g.groups * g.ocg * g.icg, body)
