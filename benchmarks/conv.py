@@ -6,9 +6,10 @@
 
 For each shape, mode (fwd, fwd+bwd) and thread count it prints the median time of repeated runs
 (after warm-up) of lucid's compiled code, lucid's eager mode (1 run; only with --eager) and
-PyTorch (when installed), lucid's GFLOP/s, the fraction of the machine's peak (measured with a
-generated FMA loop on the same number of threads) and the ratio torch_ms / lucid_ms (above 1:
-lucid is faster). fwd+bwd computes the input, weight and bias gradients (3x the forward FLOPs).
+PyTorch (when installed) in its default layout and with channels-last input and weight ("torch CL":
+torch.channels_last_3d, or channels_last for 2-D), lucid's GFLOP/s, the fraction of the machine's
+peak (measured with a generated FMA loop on the same number of threads) and the ratios
+torch_ms / lucid_ms and CL_ms / lucid_ms (above 1: lucid is faster). fwd+bwd computes the input, weight and bias gradients (3x the forward FLOPs).
 
 lucid is timed after a pause, so PyTorch's OpenMP threads (which spin for a while after a call) do
 not compete with it for the cores. Both sides get steady memory: the script re-executes itself with glibc's mmap threshold raised
@@ -115,10 +116,15 @@ class Case:
                     fn(*tensors)
         return step
 
-    def torch_step(self, backward: bool):
+    def torch_step(self, backward: bool, channels_last: bool = False):
+        """PyTorch's step in its default layout, or with the input and weight in channels-last memory."""
         import torch
 
-        tensors = [torch.tensor(a, requires_grad=backward) for a in (self.x, self.w, self.b)]
+        tensors = [torch.tensor(a) for a in (self.x, self.w, self.b)]
+        if channels_last:
+            layout = torch.channels_last_3d if self.rank == 3 else torch.channels_last
+            tensors[:2] = [t.contiguous(memory_format=layout) for t in tensors[:2]]
+        tensors = [t.requires_grad_(backward) for t in tensors]
 
         def step():
             if backward:
@@ -138,8 +144,8 @@ def run(names: list, thread_counts: list, repeats: int, eager: bool) -> None:
         torch = None
     peaks = {t: peak_gflops(t) for t in thread_counts}
     print("peak (generated FMA loop): " + ", ".join(f"{t} thread(s) {p:.0f} GFLOP/s" for t, p in peaks.items()))
-    print(f"{'shape':6} {'mode':8} {'thr':>3} {'lucid ms':>9} {'eager ms':>9} {'torch ms':>9} "
-          f"{'GFLOP/s':>8} {'% peak':>7} {'torch/lucid':>11}")
+    print(f"{'shape':6} {'mode':8} {'thr':>3} {'lucid ms':>9} {'eager ms':>9} {'torch ms':>9} {'torch CL':>9} "
+          f"{'GFLOP/s':>8} {'% peak':>7} {'torch/lucid':>11} {'CL/lucid':>9}")
     for name in names:
         case = Case(name)
         for backward in (False, True):
@@ -149,14 +155,15 @@ def run(names: list, thread_counts: list, repeats: int, eager: bool) -> None:
                 time.sleep(SETTLE)            # let PyTorch's OpenMP workers stop spinning first
                 lucid_ms = 1e3 * median_time(case.lucid_step(backward, True), repeats)
                 eager_ms = 1e3 * median_time(case.lucid_step(backward, False), 1) if eager else float("nan")
-                torch_ms = float("nan")
-                if torch is not None:
+                torch_ms = channels_last_ms = float("nan")
+                if torch is not None and case.torch_fn is not None:
                     torch.set_num_threads(threads)
                     torch_ms = 1e3 * median_time(case.torch_step(backward), repeats)
+                    channels_last_ms = 1e3 * median_time(case.torch_step(backward, channels_last=True), repeats)
                 gflops = flops / lucid_ms / 1e6
                 print(f"{name:6} {'fwd+bwd' if backward else 'fwd':8} {threads:>3} {lucid_ms:9.2f} {eager_ms:9.2f} "
-                      f"{torch_ms:9.2f} {gflops:8.1f} {100 * gflops / peaks[threads]:6.1f}% {torch_ms / lucid_ms:11.2f}",
-                      flush=True)
+                      f"{torch_ms:9.2f} {channels_last_ms:9.2f} {gflops:8.1f} {100 * gflops / peaks[threads]:6.1f}% "
+                      f"{torch_ms / lucid_ms:11.2f} {channels_last_ms / lucid_ms:9.2f}", flush=True)
 
 
 def main(argv=None) -> None:

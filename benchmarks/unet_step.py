@@ -1,0 +1,132 @@
+"""A whole 3-D UNet training step (forward + cross-entropy + backward) compiled by lucid vs PyTorch eager.
+
+    python benchmarks/unet_step.py                          # 32^3 volumes, base 16, depth 2, batch 2
+    python benchmarks/unet_step.py --size 16 --base 8 --threads 1
+
+The UNet is examples/models.py's UNet3D (DoubleConv3d = (Conv3d k3 + BatchNorm3d + ReLU) x 2,
+MaxPool3d, ConvTranspose3d k2 s2, skip concatenation, 1x1x1 head), in training mode. PyTorch runs the
+same network (a mirror with the same parameter names, loaded from lucid's state dict) on the same
+batch. Each side's step sets the gradients to None, computes the loss and calls backward; the time
+is the median of repeated steps after warm-up, on 1 and on 2 threads, and the ratio is
+torch_ms / lucid_ms (above 1: lucid is faster). Like benchmarks/conv.py, the script re-executes
+itself with glibc's mmap threshold raised so PyTorch's buffers are not mapped afresh on every step.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from conv import SETTLE, TUNABLES, median_time
+
+if os.environ.get("GLIBC_TUNABLES") != TUNABLES and __name__ == "__main__":
+    os.execve(sys.executable, [sys.executable] + sys.argv, dict(os.environ, GLIBC_TUNABLES=TUNABLES))
+
+import numpy as np  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "examples"))
+import lucid  # noqa: E402
+import lucid.nn.functional as F  # noqa: E402
+from models import UNet3D  # noqa: E402
+
+
+def torch_unet(torch, in_channels: int, out_channels: int, base: int, depth: int):
+    """PyTorch's form of UNet3D(batch_norm=True): the same layers under the same parameter names."""
+    nn = torch.nn
+
+    class DoubleConv(nn.Module):
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.block = nn.Sequential(nn.Conv3d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm3d(cout), nn.ReLU(),
+                                       nn.Conv3d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm3d(cout), nn.ReLU())
+
+        def forward(self, x):
+            return self.block(x)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            widths = [base * 2 ** level for level in range(depth + 1)]
+            inputs = [in_channels] + widths[:-1]
+            self.down = nn.ModuleList(DoubleConv(inputs[i], widths[i]) for i in range(depth))
+            self.pool = nn.MaxPool3d(2)
+            self.bottleneck = DoubleConv(inputs[depth], widths[depth])
+            levels = range(depth - 1, -1, -1)
+            self.up = nn.ModuleList(nn.ConvTranspose3d(widths[i + 1], widths[i], 2, stride=2) for i in levels)
+            self.decode = nn.ModuleList(DoubleConv(2 * widths[i], widths[i]) for i in levels)
+            self.head = nn.Conv3d(widths[0], out_channels, 1)
+
+        def forward(self, x):
+            skips = []
+            for block in self.down:
+                x = block(x)
+                skips.append(x)
+                x = self.pool(x)
+            x = self.bottleneck(x)
+            for up, block, skip in zip(self.up, self.decode, reversed(skips)):
+                x = block(torch.cat([up(x), skip], dim=1))
+            return self.head(x)
+
+    return Net()
+
+
+def lucid_step(model, images, labels):
+    compiled = lucid.compile(model)
+    x, y = lucid.Tensor(images), lucid.Tensor(labels)
+
+    def step():
+        for p in model.parameters():
+            p.grad = None
+        F.cross_entropy(compiled(x), y).backward()
+    return step
+
+
+def torch_step(torch, model, images, labels):
+    x, y = torch.tensor(images), torch.tensor(labels)
+
+    def step():
+        for p in model.parameters():
+            p.grad = None
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+    return step
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--base", type=int, default=16)
+    parser.add_argument("--depth", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args(argv)
+    import torch
+
+    lucid.manual_seed(0)
+    model = UNet3D(in_channels=1, out_channels=2, base=args.base, depth=args.depth)
+    reference = torch_unet(torch, 1, 2, args.base, args.depth)
+    reference.load_state_dict({name: torch.tensor(np.asarray(value)) for name, value in model.state_dict().items()})
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((args.batch, 1) + (args.size,) * 3).astype(np.float32)
+    labels = rng.integers(0, 2, (args.batch,) + (args.size,) * 3)
+    print(f"UNet3D base={args.base} depth={args.depth}, batch {args.batch} x 1 x {args.size}^3, "
+          "training step (forward + cross entropy + backward)")
+    steps = lucid_step(model, images, labels), torch_step(torch, reference, images, labels)
+    losses = (F.cross_entropy(model(lucid.Tensor(images)), lucid.Tensor(labels)).item(),
+              torch.nn.functional.cross_entropy(reference(torch.tensor(images)), torch.tensor(labels)).item())
+    print(f"same network: loss {losses[0]:.6f} (lucid eager) vs {losses[1]:.6f} (torch)")
+    print(f"{'thr':>3} {'lucid ms':>9} {'torch ms':>9} {'torch/lucid':>11}")
+    for threads in args.threads:
+        os.environ["LUCID_NUM_THREADS"] = str(threads)
+        time.sleep(SETTLE)
+        lucid_ms = 1e3 * median_time(steps[0], args.repeats)
+        torch.set_num_threads(threads)
+        torch_ms = 1e3 * median_time(steps[1], args.repeats)
+        print(f"{threads:>3} {lucid_ms:9.2f} {torch_ms:9.2f} {torch_ms / lucid_ms:11.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
