@@ -239,6 +239,7 @@ def emit_direct(lowering: Lowering, dtype, g: Geometry, block: Blocking, spec: D
     blocks = math.ceil(g.ocg / block.width)
     table = _table(lowering, "taps", spec.taps)
     tap_count = len(spec.taps)
+    weight_taps = _table(lowering, "wtaps", [t * g.icg * block.width for t in range(tap_count)])
     full, rest = divmod(spec.points, block.points)
     tile = _tile_function(lowering, element, block, block.points, spec.sx_point)
     last = _tile_function(lowering, element, block, rest, spec.sx_point) if rest else None
@@ -249,13 +250,13 @@ def emit_direct(lowering: Lowering, dtype, g: Geometry, block: Blocking, spec: D
         x_row = _dot(b, spec.x0, (n, qd, qh, grp), spec.sx + (g.icg,))
         y_row = b.add(_dot(b, spec.y0, (n, qd, qh), spec.sy), b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(block.width)))
         w_row = b.add(i64(spec.w0), b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(tap_count * g.icg * block.width)))
-        taps = b.gep(table, [i64(0), i64(0)])
-        shape = [i64(tap_count), i64(g.icg), i64(spec.sy_point)]
+        taps = [b.gep(t, [i64(0), i64(0)]) for t in (table, weight_taps)]
+        shape = [i64(tap_count), i64(g.icg), i64(1), i64(block.width), i64(spec.sy_point)]
 
         def call(function, first):
             x_first = b.gep(xp, [b.add(x_row, b.mul(first, i64(spec.sx_point)))])
             y_first = b.gep(yp, [b.add(y_row, b.mul(first, i64(spec.sy_point)))])
-            b.call(function, [x_first, b.gep(wp, [w_row]), y_first, taps] + shape)
+            b.call(function, [x_first, b.gep(wp, [w_row]), y_first] + taps + shape)
 
         with counted_loop(b, full, name="tile") as p:
             call(tile, b.mul(p, i64(block.points)))
@@ -275,41 +276,45 @@ def emit_direct(lowering: Lowering, dtype, g: Geometry, block: Blocking, spec: D
     lowering.kernel(name, rows if unpack else rows * g.groups * blocks, body, waits)
 
 
-def _tile_function(lowering: Lowering, element, block: Blocking, count: int, x_step: int) -> ir.Function:
-    """void tile(x, w, y, taps, tap_count, icg, y_step): the register tile of `count` output points ×
-    `block.vectors` vectors, shared by every convolution of the module with this blocking and input
-    step (a constant, so the input addresses of the tile's points are immediate offsets).
+def _tile_function(lowering: Lowering, element, block: Blocking, count: int, s_step: int) -> ir.Function:
+    """void tile(s, v, y, s_taps, v_taps, tap_count, icg, s_ic, v_ic, y_step): the register tile of
+    `count` rows × `block.vectors` vectors, shared by every convolution of the module with this
+    blocking and row step (a constant, so the scalar operands of the rows are immediate offsets).
 
     y[r*y_step + j*lanes + lane] = sum over t < tap_count, ic < icg of
-        x[taps[t] + ic + r*x_step] * w[(t*icg + ic)*width + j*lanes + lane]."""
+        s[s_taps[t] + ic*s_ic + r*s_step] * v[v_taps[t] + ic*v_ic + j*lanes + lane]
+    i.e. a broadcast scalar times a vector, accumulated with FMA. For a convolution vectorised over
+    output channels the scalars are input values (rows: output points) and the vectors weight rows;
+    vectorised over output points, the scalars are weights (rows: output channels) and the vectors
+    input rows."""
     kind = "f32" if element == F32 else "f64"
-    name = f"conv_tile_{kind}_{block.lanes}x{block.vectors}x{count}_step{x_step}"
+    name = f"conv_tile_{kind}_{block.lanes}x{block.vectors}x{count}_step{s_step}"
     if name in lowering.module.globals:
         return lowering.module.globals[name]
     pointer = element.as_pointer()
     i64t = ir.IntType(64)
-    fn = ir.Function(lowering.module, ir.FunctionType(ir.VoidType(), [pointer] * 3 + [i64t.as_pointer()] + [i64t] * 3), name)
+    fn = ir.Function(lowering.module, ir.FunctionType(ir.VoidType(), [pointer] * 3 + [i64t.as_pointer()] * 2 + [i64t] * 5),
+                     name)
     fn.linkage = "internal"
     for argument in fn.args[:3]:
         argument.add_attribute("noalias")
-    x, w, y, taps, tap_count, icg, y_step = fn.args
+    s, v, y, s_taps, v_taps, tap_count, icg, s_ic, v_ic, y_step = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     vtype = ir.VectorType(element, block.lanes)
     fma = intrinsic(lowering.module, f"llvm.fma.v{block.lanes}{kind}", vtype, [vtype] * 3)
     accumulators = b.alloca(vtype, count * block.vectors)
     _zero_tile(b, accumulators, count * block.vectors, vtype)
-    per_tap = b.mul(icg, i64(block.width))
     with counted_loop(b, tap_count, name="t") as t:
-        x_tap = b.gep(x, [b.load(b.gep(taps, [t]))])
-        w_tap = b.gep(w, [b.mul(t, per_tap)])
+        s_tap = b.gep(s, [b.load(b.gep(s_taps, [t]))])
+        v_tap = b.gep(v, [b.load(b.gep(v_taps, [t]))])
         with counted_loop(b, icg, name="ic") as ic:
-            w_ic = b.mul(ic, i64(block.width))
-            weights = [load_vector(b, w_tap, b.add(w_ic, i64(j * block.lanes)), block.lanes) for j in range(block.vectors)]
+            s_ic_at, v_ic_at = b.mul(ic, s_ic), b.mul(ic, v_ic)
+            vectors = [load_vector(b, v_tap, b.add(v_ic_at, i64(j * block.lanes)), block.lanes) for j in range(block.vectors)]
             for r in range(count):
-                broadcast = splat(b, b.load(b.gep(x_tap, [b.add(ic, i64(r * x_step))])), block.lanes)
+                broadcast = splat(b, b.load(b.gep(s_tap, [b.add(s_ic_at, i64(r * s_step))])), block.lanes)
                 for j in range(block.vectors):
                     slot = b.gep(accumulators, [i64(r * block.vectors + j)])
-                    b.store(b.call(fma, [broadcast, weights[j], b.load(slot)]), slot)
+                    b.store(b.call(fma, [broadcast, vectors[j], b.load(slot)]), slot)
     for r in range(count):
         for j in range(block.vectors):
             value = b.load(b.gep(accumulators, [i64(r * block.vectors + j)]))
