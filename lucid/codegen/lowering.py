@@ -66,14 +66,15 @@ class BufferTable:
 
 @dataclass
 class Kernel:
-    """A compiled kernel's place in the graph: its function name, work items, table slots, and
-    whether it waits for every thread to finish the kernels before it (False only when it reads
-    nothing they write)."""
+    """A compiled kernel's place in the graph: its function name, work items, table slots, whether
+    it waits for every thread to finish the kernels before it (False only when it reads nothing
+    they write), and the lowering's name for it (`conv_direct`; for people, not part of the code)."""
 
     name: str
     items: int
     slots: tuple = ()
     waits: bool = True
+    label: str = ""
 
 
 @dataclass
@@ -137,7 +138,7 @@ class Lowering:
         kernel_name = f"lucid_k_{digest}"
         if kernel_name not in self.modules:
             self.modules[kernel_name] = KernelModule(kernel_name, _renamed(text, kernel_name))
-        self.kernels.append(Kernel(kernel_name, max(int(items), 0), tuple(k.slots), waits))
+        self.kernels.append(Kernel(kernel_name, max(int(items), 0), tuple(k.slots), waits, name))
         self._module = None
 
     # ------------------------------------------------------------------ driver

@@ -76,9 +76,10 @@ def choose_blocking(ocg: int, points_available: int, lowering: Lowering, dtype) 
     lanes = lowering.target.vector_floats * 4 // dtype.numpy.itemsize
     while lanes > 4 and lanes // 2 >= ocg:
         lanes //= 2
-    vectors = 2 if ocg > lanes else 1
+    import os
+    vectors = min(int(os.environ.get("XV", 2)), math.ceil(ocg / lanes))
     registers = 32 if lowering.target.vector_floats == 16 else 16
-    most = max(1, min((registers - 2 * vectors - 2) // vectors, 14))
+    most = max(1, min((registers - vectors - int(os.environ.get("XR", 2))) // vectors, int(os.environ.get("XP", 14))))
     tiles = math.ceil(max(points_available, 1) / most)
     return Blocking(lanes, vectors, math.ceil(max(points_available, 1) / tiles))     # balanced tiles
 
@@ -602,12 +603,23 @@ def lower_conv_weight_grad(lowering: Lowering, node: Node) -> None:
 WEIGHT_GRAD_ITEMS = 16
 
 
+#: The weight gradient's row function sums at least this many output positions per call (several
+#: short rows at once), so loading and storing its accumulators costs little next to the FMAs.
+WEIGHT_GRAD_POSITIONS = 64
+
+
+def _wgrad_lines(windows: tuple) -> tuple:
+    """(rows per row-function call, blocks of such rows per output plane)."""
+    depth, height, width = windows
+    lines = max(1, min(height, math.ceil(WEIGHT_GRAD_POSITIONS / width)))
+    return lines, math.ceil(height / lines)
+
+
 def _reduction_parts(g: Geometry, block: Blocking, windows: tuple) -> int:
     """Into how many parts the weight gradient splits its rows (each part sums into its own copy of
     the blocked gradient; the unpacking adds the copies)."""
     items = g.groups * _blocks(g, block) * math.ceil(g.icg / _wgrad_tile_rows(g, block)) * g.kernel[0]
-    rows = g.n * windows[0] * windows[1]
-    return max(1, min(math.ceil(WEIGHT_GRAD_ITEMS / items), rows))
+    return max(1, min(math.ceil(WEIGHT_GRAD_ITEMS / items), g.n * windows[0] * _wgrad_lines(windows)[1]))
 
 
 def _wgrad_tile_rows(g: Geometry, block: Blocking) -> int:
@@ -646,7 +658,9 @@ def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Block
     """dwp[grp][ob][t][ic][lane] = sum over positions of xp(position, tap, ic) * gyp(position, lane).
 
     A work item is (part, group, oc block, ic tile, first kernel index): it owns the taps sharing that
-    first index, sums into part `part`'s copy of dwp, and walks its part of the output rows once, applying each of its taps to a row while the row's input
+    first index, sums into part `part`'s copy of dwp, and walks its part of the output rows once, a
+    few rows at a time (at least WEIGHT_GRAD_POSITIONS positions per call of the row function, so
+    its accumulators stay in registers that long), applying each of its taps to a row while the row's input
     and gradient are in L1, so the data streams from memory once per item rather than once per tap."""
     element = element_type(dtype)
     x_offset, gy_offset, dw_offset = offsets
@@ -661,6 +675,7 @@ def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Block
     full_row = _row_function(lowering, element, block, rows_per_tile, g.stride[2] * sc)
     last_row = _row_function(lowering, element, block, rest, g.stride[2] * sc)
     tap_block = g.icg * block.width                         # dwp elements per (grp, ob, tap)
+    lines, line_blocks = _wgrad_lines(windows)
 
     def body(k, item):
         b = k.b
@@ -679,17 +694,23 @@ def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Block
                 b.store(ir.Constant(element, 0.0), b.gep(dwp, [b.add(at, z)]))
         x_channel = b.add(b.mul(grp, i64(g.icg)), ic0)
         channel_block = b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(block.width))
-        rows = g.n * depth * height
-        with counted_loop(b, _share(b, rows, parts, b.add(part, i64(1))), _share(b, rows, parts, part), name="row") as row:
-            n, d, h = unravel(b, row, (g.n, depth, height))
+        blocks_of_lines = g.n * depth * line_blocks
+        with counted_loop(b, _share(b, blocks_of_lines, parts, b.add(part, i64(1))),
+                          _share(b, blocks_of_lines, parts, part), name="lines") as line_block:
+            n, d, first_line = unravel(b, line_block, (g.n, depth, line_blocks))
+            h = b.mul(first_line, i64(lines))
+            count = b.sub(i64(height), h)
+            count = b.select(b.icmp_unsigned("<", count, i64(lines)), count, i64(lines))
             x_row = b.add(x_channel, b.add(b.mul(n, i64(sn)), b.add(b.mul(d, i64(g.stride[0] * sd)),
                                                                       b.mul(h, i64(g.stride[1] * sh)))))
+            row = b.add(b.mul(b.add(b.mul(n, i64(depth)), d), i64(height)), h)
             g_row = b.gep(gp, [b.add(b.mul(row, i64(gy_strides[2])), channel_block)])
             with counted_loop(b, per_group, name="t") as t:
                 tap = b.add(taps_first, t)
                 x_at = b.gep(xp, [b.add(x_row, b.load(b.gep(table, [i64(0), tap])))])
                 acc = b.gep(dwp, [b.add(dw_base, b.mul(tap, i64(tap_block)))])
-                arguments = [x_at, g_row, acc, i64(width), i64(gy_strides[3])]
+                arguments = [x_at, g_row, acc, i64(width), i64(gy_strides[3]), count,
+                             i64(g.stride[1] * sh), i64(gy_strides[2])]
                 with b.if_else(is_last) as (last, full):
                     with last:
                         b.call(last_row, arguments)
@@ -705,19 +726,20 @@ def _share(b: ir.IRBuilder, count: int, parts: int, part) -> ir.Value:
 
 
 def _row_function(lowering: Lowering, element, block: Blocking, rows: int, x_step: int) -> ir.Function:
-    """void row(x, gy, acc, positions, gy_step): for `rows` input channels × `block.vectors` vectors
-    of output channels, acc[r*width + j*lanes + lane] += sum over p < positions of
-    x[p*x_step + r] * gy[p*gy_step + j*lanes + lane] (x_step constant: immediate offsets)."""
+    """void row(x, gy, acc, positions, gy_step, lines, x_line, gy_line): for `rows` input channels ×
+    `block.vectors` vectors of output channels, acc[r*width + j*lanes + lane] += sum over l < lines,
+    p < positions of x[l*x_line + p*x_step + r] * gy[l*gy_line + p*gy_step + j*lanes + lane]
+    (x_step constant: immediate offsets)."""
     kind = "f32" if element == F32 else "f64"
     name = f"wgrad_row_{kind}_{block.lanes}x{block.vectors}x{rows}_step{x_step}"
     if name in lowering.module.globals:
         return lowering.module.globals[name]
     pointer, i64t = element.as_pointer(), ir.IntType(64)
-    fn = ir.Function(lowering.module, ir.FunctionType(ir.VoidType(), [pointer] * 3 + [i64t] * 2), name)
+    fn = ir.Function(lowering.module, ir.FunctionType(ir.VoidType(), [pointer] * 3 + [i64t] * 5), name)
     fn.linkage = "internal"
     for argument in fn.args[:3]:
         argument.add_attribute("noalias")
-    x, gy, acc, positions, gy_step = fn.args
+    x, gy, acc, positions, gy_step, lines, x_line, gy_line = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     vtype = ir.VectorType(element, block.lanes)
     fma = intrinsic(lowering.module, f"llvm.fma.v{block.lanes}{kind}", vtype, [vtype] * 3)
@@ -725,10 +747,10 @@ def _row_function(lowering: Lowering, element, block: Blocking, rows: int, x_ste
     accumulators = b.alloca(vtype, len(slots))
     for index, (_, _, at) in enumerate(slots):
         b.store(load_vector(b, acc, at, block.lanes), b.gep(accumulators, [i64(index)]))
-    with counted_loop(b, positions, name="p") as p:
-        g_at = b.mul(p, gy_step)
+    with counted_loop(b, lines, name="l") as line, counted_loop(b, positions, name="p") as p:
+        g_at = b.add(b.mul(line, gy_line), b.mul(p, gy_step))
         grads = [load_vector(b, gy, b.add(g_at, i64(j * block.lanes)), block.lanes) for j in range(block.vectors)]
-        x_at = b.mul(p, i64(x_step))
+        x_at = b.add(b.mul(line, x_line), b.mul(p, i64(x_step)))
         for index, (r, j, _) in enumerate(slots):
             broadcast = splat(b, b.load(b.gep(x, [b.add(x_at, i64(r))])), block.lanes)
             slot = b.gep(accumulators, [i64(index)])

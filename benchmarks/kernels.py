@@ -1,0 +1,76 @@
+"""Where a compiled convolution spends its time: each kernel of its executables timed on its own.
+
+    python benchmarks/kernels.py C            # forward of shape C (benchmarks/conv.py's shapes)
+    python benchmarks/kernels.py G1 --backward
+
+For the shape's compiled forward (and with --backward, its forward and backward executables) it
+lowers the graph again to learn the kernel sequence, then calls each kernel on all its work items
+on one thread, on zero-filled inputs, and prints its median time, its share of the total and the
+GFLOP/s of the whole executable. Work items, names and order are the ones `lucid_run` uses.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from conv import SHAPES, Case  # noqa: E402
+from lucid.codegen.lowering import Lowering  # noqa: E402
+
+_KERNEL = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
+
+
+def executables(case: Case, backward: bool) -> list:
+    case.lucid_step(backward, True)()
+    variant = list(case.compiled.variants.values())[-1]
+    return [variant.executable] if hasattr(variant, "executable") else [variant.forward, variant.backward]
+
+
+def kernel_times(executable, repeats: int) -> list:
+    """[(kernel label, work items, median seconds)] in run order."""
+    lowering = Lowering(executable.graph, executable.plan, executable.target)
+    lowering.lower()
+    keep = []
+    with executable._arena() as arena:
+        table = arena.template.copy()
+        for slot, value in list(zip(executable.table.inputs, executable.graph.inputs)) + \
+                [(slot, value) for (_, slot), value in zip(executable.table.params, executable.graph.params)]:
+            keep.append(np.zeros(value.shape, value.dtype.numpy))
+            table[slot] = keep[-1].ctypes.data
+        keep.append(executable._output_arrays(table))
+        results = []
+        for kernel in lowering.kernels:
+            run = _KERNEL(executable.native.address(kernel.name))
+            slots = np.array(kernel.slots or (0,), np.int64)
+            times = []
+            for _ in range(repeats + 1):
+                started = time.perf_counter()
+                run(table.ctypes.data, slots.ctypes.data, 0, kernel.items)
+                times.append(time.perf_counter() - started)
+            results.append((kernel.label, kernel.items, float(np.median(times[1:]))))
+    return results
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("shape", choices=list(SHAPES))
+    parser.add_argument("--backward", action="store_true", help="the training variant (forward and backward)")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    case = Case(args.shape)
+    for executable in executables(case, args.backward):
+        ops = ", ".join(node.op for node in executable.graph.nodes if not node.is_constant)
+        times = kernel_times(executable, args.repeats)
+        total = sum(t for *_, t in times)
+        print(f"{executable.graph.name}: {ops}; {len(times)} kernels, {1e3 * total:.2f} ms on one thread")
+        for name, items, seconds in times:
+            print(f"  {name:22} {items:8d} items {1e3 * seconds:9.3f} ms {100 * seconds / total:5.1f}%")
+
+
+if __name__ == "__main__":
+    main()
