@@ -166,8 +166,11 @@ class WeightLayout:
 
 def emit_pack_weight(lowering: Lowering, w: Value, g: Geometry, block: Blocking, layout: WeightLayout,
                      offset: int, name: str) -> None:
-    """(Runs alongside the input packing: it waits for no kernel before it.)"""
-    """wp[g][ob][t][ic][lane] = w[g, ob*width + lane, ic, taps[t]] (0 past the group's channels)."""
+    """wp[g][ob][t][ic][lane] = w[g, ob*width + lane, ic, taps[t]] (0 past the group's channels).
+
+    A work item is (g, ob, ic): the weight rows (g, oc, ic) of its `width` channels stay in L1 while
+    it writes its blocks in order, tap by tap. It runs alongside the input packing: it waits for no
+    kernel."""
     element = element_type(w.dtype)
     blocks = math.ceil(g.ocg / block.width)
     tap_count = len(layout.taps)
@@ -175,21 +178,22 @@ def emit_pack_weight(lowering: Lowering, w: Value, g: Geometry, block: Blocking,
 
     def body(k, item):
         b = k.b
-        grp, ob, t = unravel(b, item, (g.groups, blocks, tap_count))
+        grp, ob, ic = unravel(b, item, (g.groups, blocks, g.icg))
         wp = k.scratch_pointer(offset, element)
         src = k.pointer(w)
-        tap = b.load(b.gep(table, [i64(0), t]))
-        dst = b.mul(item, i64(g.icg * block.width))
-        with counted_loop(b, g.icg, name="ic") as ic:
-            with counted_loop(b, block.width, name="lane") as lane:
-                oc = b.add(b.mul(ob, i64(block.width)), lane)
-                ok = b.icmp_unsigned("<", oc, i64(g.ocg))
-                at = b.add(b.add(b.mul(grp, i64(layout.sg)), b.mul(b.select(ok, oc, i64(0)), i64(layout.soc))),
-                           b.add(b.mul(ic, i64(layout.sic)), tap))
-                value = b.select(ok, b.load(b.gep(src, [at])), ir.Constant(element, 0.0))
-                b.store(value, b.gep(wp, [b.add(dst, b.add(b.mul(ic, i64(block.width)), lane))]))
+        block_start = b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(tap_count * g.icg * block.width))
+        dst = b.add(block_start, b.mul(ic, i64(block.width)))
+        with counted_loop(b, tap_count, name="t") as t, counted_loop(b, block.width, name="lane") as lane:
+            tap = b.load(b.gep(table, [i64(0), t]))
+            oc = b.add(b.mul(ob, i64(block.width)), lane)
+            ok = b.icmp_unsigned("<", oc, i64(g.ocg))
+            row = b.add(b.add(b.mul(grp, i64(layout.sg)), b.mul(b.select(ok, oc, i64(0)), i64(layout.soc))),
+                        b.mul(ic, i64(layout.sic)))
+            value = b.select(ok, b.load(b.gep(src, [b.add(row, tap)])), ir.Constant(element, 0.0))
+            at = b.add(dst, b.add(b.mul(t, i64(g.icg * block.width)), lane))
+            b.store(value, b.gep(wp, [at]))
 
-    lowering.kernel(name, g.groups * blocks * tap_count, body, waits=False)
+    lowering.kernel(name, g.groups * blocks * g.icg, body, waits=False)
 
 
 def _table(lowering: Lowering, name: str, values) -> ir.GlobalVariable:
@@ -215,7 +219,9 @@ class Direct:
 
     Input point (row, p) starts at x0 + n*sx[0] + qd*sx[1] + qh*sx[2] + g*icg + p*sx_point; tap t adds
     taps[t]. Output point goes to y0 + n*sy[0] + qd*sy[1] + qh*sy[2] + (g*blocks + ob)*width + p*sy_point.
-    Weights of block (g, ob) start at w0 + (g*blocks + ob)*len(taps)*icg*width.
+    Weights of block (g, ob) start at w0 + (g*blocks + ob)*w_taps*icg*width: the packed weights
+    hold w_taps taps per block (those of all the stride phases of a transposed conv, this kernel's
+    starting at w0).
     """
 
     rows: tuple          # (N, Qd, Qh)
@@ -228,6 +234,7 @@ class Direct:
     sy: tuple
     sy_point: int
     w0: int
+    w_taps: int
 
 
 def emit_direct(lowering: Lowering, dtype, g: Geometry, block: Blocking, spec: Direct,
@@ -250,7 +257,7 @@ def emit_direct(lowering: Lowering, dtype, g: Geometry, block: Blocking, spec: D
         xp, wp, yp = (k.scratch_pointer(o, element) for o in (x_offset, w_offset, y_offset))
         x_row = _dot(b, spec.x0, (n, qd, qh, grp), spec.sx + (g.icg,))
         y_row = b.add(_dot(b, spec.y0, (n, qd, qh), spec.sy), b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(block.width)))
-        w_row = b.add(i64(spec.w0), b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(tap_count * g.icg * block.width)))
+        w_row = b.add(i64(spec.w0), b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(spec.w_taps * g.icg * block.width)))
         taps = [b.gep(t, [i64(0), i64(0)]) for t in (table, weight_taps)]
         shape = [i64(tap_count), i64(g.icg), i64(1), i64(block.width), i64(spec.sy_point)]
 
@@ -448,7 +455,7 @@ def lower_conv(lowering: Lowering, node: Node, epilogue: Epilogue | None = None)
                   sx=(sn, g.stride[0] * sd, g.stride[1] * sh), sx_point=g.stride[2] * sc,
                   taps=tuple(a * g.dilation[0] * sd + b_ * g.dilation[1] * sh + c * g.dilation[2] * sc
                              for a, b_, c in taps),
-                  y0=0, sy=(yd[0], yd[1], yd[2]), sy_point=yd[3], w0=0)
+                  y0=0, sy=(yd[0], yd[1], yd[2]), sy_point=yd[3], w0=0, w_taps=len(taps))
     unpack = Unpack(y, bias, y_offset, epilogue)
     if math.prod(spec.rows) >= ROWS_TO_UNPACK_IN_PLACE:
         emit_direct(lowering, x.dtype, g, block, spec, (x_offset, w_offset, y_offset), "conv_direct", unpack)
@@ -496,8 +503,8 @@ def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | No
     layout = _transpose_input_layout(g, phases, x.shape[1])
     itemsize = x.dtype.numpy.itemsize
     x_offset = lowering.scratch(layout.size(g.n) * itemsize)
-    weights = [groups * _blocks(g, block) * len(p.taps) * g.icg * block.width for p in phases]
-    w_offset = lowering.scratch(max(sum(weights), 1) * itemsize)
+    all_taps = [tap for phase in phases for tap in phase.kernel_taps]      # every tap once, phase by phase
+    w_offset = lowering.scratch(max(groups * _blocks(g, block) * len(all_taps) * g.icg * block.width, 1) * itemsize)
     y_offset = lowering.scratch(_yp_size(y, g, block) * itemsize)
     emit_pack_input(lowering, x, layout, x_offset, "convT_pack_input")
     if any(not p.taps for p in phases):
@@ -506,18 +513,18 @@ def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | No
     weight_layout = dict(sg=g.icg * g.ocg * k_size, soc=k_size, sic=g.ocg * k_size)
     sn, sd, sh, sc = layout.strides()
     yd = _yp_strides(y, g, block)
-    starts = list(itertools.accumulate(weights, initial=0))
+    emit_pack_weight(lowering, w, g, block, WeightLayout(**weight_layout, taps=tuple(_linear_taps(g.kernel, all_taps))),
+                     w_offset, "convT_pack_weight")
+    starts = itertools.accumulate((len(p.taps) * g.icg * block.width for p in phases), initial=0)
     active = [(phase, w0) for phase, w0 in zip(phases, starts) if phase.taps]
-    for phase, w0 in active:
-        emit_pack_weight(lowering, w, g, block, WeightLayout(**weight_layout, taps=tuple(_linear_taps(g.kernel, phase.kernel_taps))),
-                         w_offset + w0 * itemsize, "convT_pack_weight")
     for position, (phase, w0) in enumerate(active):          # the phases write disjoint outputs
         origin = layout.origin
         spec = Direct(rows=(g.n,) + phase.counts[:2], points=phase.counts[2],
                       x0=origin[0] * sd + origin[1] * sh + origin[2] * sc, sx=(sn, sd, sh), sx_point=sc,
                       taps=tuple(a * sd + b_ * sh + c * sc for a, b_, c in phase.taps),
                       y0=phase.r[0] * yd[1] + phase.r[1] * yd[2] + phase.r[2] * yd[3],
-                      sy=(yd[0], g.stride[0] * yd[1], g.stride[1] * yd[2]), sy_point=g.stride[2] * yd[3], w0=w0)
+                      sy=(yd[0], g.stride[0] * yd[1], g.stride[1] * yd[2]), sy_point=g.stride[2] * yd[3], w0=w0,
+                      w_taps=len(all_taps))
         emit_direct(lowering, x.dtype, g, block, spec, (x_offset, w_offset, y_offset), "convT_direct",
                     waits=position == 0)
     emit_unpack(lowering, Unpack(y, bias, y_offset, epilogue), g, block, "convT_unpack")
