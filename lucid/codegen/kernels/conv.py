@@ -517,6 +517,9 @@ def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | No
                      w_offset, "convT_pack_weight")
     starts = itertools.accumulate((len(p.taps) * g.icg * block.width for p in phases), initial=0)
     active = [(phase, w0) for phase, w0 in zip(phases, starts) if phase.taps]
+    unpack = Unpack(y, bias, y_offset, epilogue)
+    # with stride 1 the only phase's rows are the output rows: unpack each as soon as it is computed
+    in_place = len(active) == len(phases) == 1 and math.prod(active[0][0].counts[:2]) * g.n >= ROWS_TO_UNPACK_IN_PLACE
     for position, (phase, w0) in enumerate(active):          # the phases write disjoint outputs
         origin = layout.origin
         spec = Direct(rows=(g.n,) + phase.counts[:2], points=phase.counts[2],
@@ -526,8 +529,9 @@ def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | No
                       sy=(yd[0], g.stride[0] * yd[1], g.stride[1] * yd[2]), sy_point=g.stride[2] * yd[3], w0=w0,
                       w_taps=len(all_taps))
         emit_direct(lowering, x.dtype, g, block, spec, (x_offset, w_offset, y_offset), "convT_direct",
-                    waits=position == 0)
-    emit_unpack(lowering, Unpack(y, bias, y_offset, epilogue), g, block, "convT_unpack")
+                    unpack if in_place else None, waits=position == 0)
+    if not in_place:
+        emit_unpack(lowering, unpack, g, block, "convT_unpack")
 
 
 @dataclass(frozen=True)
