@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import llvmlite.ir as ir
 
@@ -96,29 +97,39 @@ def _geometry(x: Value, kernel: tuple, attrs: dict, groups: int, icg: int, ocg: 
 
 @dataclass(frozen=True)
 class Padded:
-    """Layout of a padded channels-last copy: extents (Dp, Hp, Wp), where input (0,0,0) sits, channels."""
+    """Layout of a zero-padded copy of an input: extents (Dp, Hp, Wp), where input (0,0,0) sits, the
+    channel count, and whether it is channels-last (`xp[n][d][h][w][c]`, the default) or planar
+    (`xp[n][c][d][h][w]`, for convolutions vectorised over output points)."""
 
     extent: tuple
     origin: tuple
     channels: int
+    planar: bool = False
 
     def strides(self) -> tuple:
+        """Element strides of (n, d, h, w); see `channel_stride` for c."""
         dp, hp, wp = self.extent
-        c = self.channels
-        return (dp * hp * wp * c, hp * wp * c, wp * c, c)
+        step = 1 if self.planar else self.channels
+        return (dp * hp * wp * self.channels, hp * wp * step, wp * step, step)
+
+    @property
+    def channel_stride(self) -> int:
+        return math.prod(self.extent) if self.planar else 1
 
     def size(self, n: int) -> int:
         return n * self.strides()[0]
 
 
 def emit_pack_input(lowering: Lowering, x: Value, layout: Padded, offset: int, name: str) -> None:
-    """xp[n][d][h][w][c] = x[n][c][d - od][h - oh][w - ow] inside the input, else 0."""
+    """xp[n][d][h][w][c] (or xp[n][c][d][h][w]) = x[n][c][d - od][h - oh][w - ow] inside the input,
+    else 0; a work item is one padded row (n, d, h)."""
     element = element_type(x.dtype)
     n, channels = x.shape[0], x.shape[1]
     depth, height, width = _three(x.shape[2:], 1)
     dp, hp, wp = layout.extent
     od, oh, ow = layout.origin
-    row_size = layout.strides()[2]
+    sn, sd, sh, sw = layout.strides()
+    sc = layout.channel_stride
     plane = depth * height * width
     zero = ir.Constant(element, 0.0)
 
@@ -126,22 +137,18 @@ def emit_pack_input(lowering: Lowering, x: Value, layout: Padded, offset: int, n
         b = k.b
         bn, d, h = unravel(b, item, (n, dp, hp))
         xp, src = k.scratch_pointer(offset, element), k.pointer(x)
-        row = b.mul(item, i64(row_size))
+        row = _dot(b, 0, (bn, d, h), (sn, sd, sh))
         xd, xh = b.sub(d, i64(od)), b.sub(h, i64(oh))
-        with b.if_else(b.and_(_in_range(b, xd, depth), _in_range(b, xh, height))) as (copy, fill):
-            with copy:
-                first = b.mul(b.add(b.mul(b.add(b.mul(bn, i64(channels * depth)), xd), i64(height)), xh), i64(width))
-                with counted_loop(b, wp, name="w") as w:
-                    xw = b.sub(w, i64(ow))
-                    inside = _in_range(b, xw, width)
-                    source = b.add(first, b.select(inside, xw, i64(0)))
-                    target = b.add(row, b.mul(w, i64(channels)))
-                    with counted_loop(b, channels, name="c") as c:
-                        value = b.load(b.gep(src, [b.add(source, b.mul(c, i64(plane)))]))
-                        b.store(b.select(inside, value, zero), b.gep(xp, [b.add(target, c)]))
-            with fill:
-                with counted_loop(b, row_size, name="z") as z:
-                    b.store(zero, b.gep(xp, [b.add(row, z)]))
+        row_inside = b.and_(_in_range(b, xd, depth), _in_range(b, xh, height))
+        first = b.mul(b.add(b.mul(b.add(b.mul(bn, i64(channels * depth)), xd), i64(height)), xh), i64(width))
+        with counted_loop(b, wp, name="w") as w:
+            xw = b.sub(w, i64(ow))
+            inside = b.and_(row_inside, _in_range(b, xw, width))
+            source = b.select(inside, b.add(first, xw), i64(0))
+            target = b.add(row, b.mul(w, i64(sw)))
+            with counted_loop(b, channels, name="c") as c:
+                value = b.load(b.gep(src, [b.add(source, b.mul(c, i64(plane)))]))
+                b.store(b.select(inside, value, zero), b.gep(xp, [b.add(target, b.mul(c, i64(sc)))]))
 
     lowering.kernel(name, n * dp * hp, body)
 
@@ -278,7 +285,7 @@ def emit_direct(lowering: Lowering, dtype, g: Geometry, block: Blocking, spec: D
         n, qd, qh = unravel(k.b, item, spec.rows)
         with counted_loop(k.b, g.groups * blocks, name="gob") as gob:
             channel_block(k, n, qd, qh, *unravel(k.b, gob, (g.groups, blocks)))
-        _unpack_row(k, unpack, g, block, item)
+        _unpack_row(k, unpack, item)
 
     rows = math.prod(spec.rows)
     lowering.kernel(name, rows if unpack else rows * g.groups * blocks, body, waits)
@@ -361,44 +368,54 @@ class Epilogue:
 
 @dataclass(frozen=True)
 class Unpack:
-    """How rows of the channels-last scratch `yp[n][d][h][w][channel]` (at `offset` in the workspace)
-    become the NCDHW output `y`, with the bias and the fused epilogue."""
+    """How the convolution's scratch result (at `offset` in the workspace) becomes the NCDHW output
+    `y`, with the bias and the fused epilogue: `source(b, n, oc, d, h, w)` is the scratch index of
+    output element (n, oc, d, h, w) (see `channels_last_source`)."""
 
     y: Value
     bias: Value | None
     offset: int
+    source: Callable
     epilogue: Epilogue | None = None
 
 
-def emit_unpack(lowering: Lowering, unpack: Unpack, g: Geometry, block: Blocking, name: str) -> None:
-    """y = epilogue(yp (+ bias)) as a kernel over the output rows (n, d, h)."""
+def channels_last_source(y: Value, g: Geometry, block: Blocking) -> Callable:
+    """Indices into the channels-last scratch `yp[n][d][h][w][g*blocks*width + ocg]`."""
+    depth, height, width = _three(y.shape[2:], 1)
+    padded = g.groups * _blocks(g, block) * block.width
+    blocks_width = _blocks(g, block) * block.width
+
+    def source(b, n, oc, d, h, w):
+        grp, ocg = b.udiv(oc, i64(g.ocg)), b.urem(oc, i64(g.ocg))
+        return b.add(_dot(b, 0, (n, d, h, w, grp), (depth * height * width * padded, height * width * padded,
+                                                   width * padded, padded, blocks_width)), ocg)
+    return source
+
+
+def emit_unpack(lowering: Lowering, unpack: Unpack, name: str) -> None:
+    """y = epilogue(scratch (+ bias)) as a kernel over the output rows (n, d, h)."""
     depth, height, _ = _three(unpack.y.shape[2:], 1)
-    lowering.kernel(name, unpack.y.shape[0] * depth * height, lambda k, row: _unpack_row(k, unpack, g, block, row))
+    lowering.kernel(name, unpack.y.shape[0] * depth * height, lambda k, row: _unpack_row(k, unpack, row))
 
 
-def _unpack_row(k, unpack: Unpack, g: Geometry, block: Blocking, row) -> None:
-    """y[n][oc][d][h][w] = epilogue(yp[n][d][h][w][g*blocks*width + ocg] (+ bias[oc])) for one row
-    `row` = (n, d, h): the row of yp (width x padded channels) is small enough to stay in L1 while it
-    is read once per output channel."""
+def _unpack_row(k, unpack: Unpack, row) -> None:
+    """y[n][oc][d][h][w] = epilogue(scratch[source(n, oc, d, h, w)] (+ bias[oc])) for one row `row` =
+    (n, d, h): the scratch of a row is small enough to stay in L1 while it is read once per output
+    channel."""
     y, bias, epilogue = unpack.y, unpack.bias, unpack.epilogue
     b = k.b
     element = element_type(y.dtype)
     channels = y.shape[1]
     depth, height, width = _three(y.shape[2:], 1)
-    padded = g.groups * _blocks(g, block) * block.width
-    blocks_width = _blocks(g, block) * block.width
     target = epilogue.output if epilogue else y
     n, d, h = unravel(b, row, (y.shape[0], depth, height))
-    yp = k.scratch_pointer(unpack.offset, element)
-    source_row = b.mul(row, i64(width * padded))
+    scratch = k.scratch_pointer(unpack.offset, element)
     with counted_loop(b, channels, name="oc") as oc:
-        grp, ocg = b.udiv(oc, i64(g.ocg)), b.urem(oc, i64(g.ocg))
-        channel = b.add(source_row, b.add(b.mul(grp, i64(blocks_width)), ocg))
         first = b.mul(b.add(b.mul(b.add(b.mul(b.add(b.mul(n, i64(channels)), oc), i64(depth)), d), i64(height)), h),
                       i64(width))
         shift = b.load(b.gep(k.pointer(bias), [oc])) if bias is not None else None
         with counted_loop(b, width, name="w") as w:
-            value = b.load(b.gep(yp, [b.add(channel, b.mul(w, i64(padded)))]))
+            value = b.load(b.gep(scratch, [unpack.source(b, n, oc, d, h, w)]))
             if shift is not None:
                 value = b.fadd(value, shift)
             at = b.add(first, w)
@@ -456,12 +473,12 @@ def lower_conv(lowering: Lowering, node: Node, epilogue: Epilogue | None = None)
                   taps=tuple(a * g.dilation[0] * sd + b_ * g.dilation[1] * sh + c * g.dilation[2] * sc
                              for a, b_, c in taps),
                   y0=0, sy=(yd[0], yd[1], yd[2]), sy_point=yd[3], w0=0, w_taps=len(taps))
-    unpack = Unpack(y, bias, y_offset, epilogue)
+    unpack = Unpack(y, bias, y_offset, channels_last_source(y, g, block), epilogue)
     if math.prod(spec.rows) >= ROWS_TO_UNPACK_IN_PLACE:
         emit_direct(lowering, x.dtype, g, block, spec, (x_offset, w_offset, y_offset), "conv_direct", unpack)
     else:
         emit_direct(lowering, x.dtype, g, block, spec, (x_offset, w_offset, y_offset), "conv_direct")
-        emit_unpack(lowering, unpack, g, block, "conv_unpack")
+        emit_unpack(lowering, unpack, "conv_unpack")
 
 
 def _operands(node: Node) -> tuple:
@@ -517,7 +534,7 @@ def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | No
                      w_offset, "convT_pack_weight")
     starts = itertools.accumulate((len(p.taps) * g.icg * block.width for p in phases), initial=0)
     active = [(phase, w0) for phase, w0 in zip(phases, starts) if phase.taps]
-    unpack = Unpack(y, bias, y_offset, epilogue)
+    unpack = Unpack(y, bias, y_offset, channels_last_source(y, g, block), epilogue)
     # with stride 1 the only phase's rows are the output rows: unpack each as soon as it is computed
     in_place = len(active) == len(phases) == 1 and math.prod(active[0][0].counts[:2]) * g.n >= ROWS_TO_UNPACK_IN_PLACE
     for position, (phase, w0) in enumerate(active):          # the phases write disjoint outputs
@@ -531,7 +548,7 @@ def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | No
         emit_direct(lowering, x.dtype, g, block, spec, (x_offset, w_offset, y_offset), "convT_direct",
                     unpack if in_place else None, waits=position == 0)
     if not in_place:
-        emit_unpack(lowering, unpack, g, block, "convT_unpack")
+        emit_unpack(lowering, unpack, "convT_unpack")
 
 
 @dataclass(frozen=True)
