@@ -14,7 +14,8 @@ Tolerances are relative to each output's largest magnitude: 1e-4 for float32, 1e
 fourth group).
 
 Also: 1 vs 3 threads bit-identical on every group, NaN/infinities in the data inputs, hand-picked edge
-configurations (windows wholly in the padding, stride > kernel, phases without taps, one position),
+configurations (windows wholly in the padding, stride > kernel, phases without taps, one position,
+transposed convs with few output channels, which are vectorised over output points),
 4-lane and 8-lane targets (x86-64-v2 / -v3) whatever the host's vectors, and fused epilogues (conv +
 bias + relu + residual add + sigmoid, batch_norm, per-channel scales, the transposed conv) compiled
 after `fusion.run` equal to the unfused graph's interpreter results. A known lucid bug (an infinite
@@ -340,7 +341,16 @@ EDGE_CASES = [
          dilation=(1, 1, 1), groups=1),
     dict(kind="conv_transpose", rank=2, x=(1, 33, 1, 1), w=(33, 1, 1, 1), stride=(1, 1), pads=((0, 0),) * 2,
          dilation=(1, 1), groups=1, output_padding=(0, 0)),
+    # few output channels and phase rows of a vector or more: vectorised over output points
+    dict(kind="conv_transpose", rank=2, x=(2, 6, 3, 20), w=(6, 3, 3, 5), stride=(1, 2), pads=((1, 1), (2, 2)),
+         dilation=(1, 1), groups=1, output_padding=(0, 1)),
+    dict(kind="conv_transpose", rank=2, x=(1, 4, 2, 18), w=(4, 1, 2, 3), stride=(2, 1), pads=((0, 1), (1, 0)),
+         dilation=(1, 2), groups=2, output_padding=(1, 0)),
+    # a stem: 3 input channels, stride 2 along w (its input gradient goes over points too)
+    dict(kind="conv", rank=3, x=(1, 3, 2, 4, 35), w=(8, 3, 1, 3, 5), stride=(1, 1, 2), pads=((0, 0), (1, 1), (2, 2)),
+         dilation=(1, 1, 1), groups=1),
 ]
+POINT_CASES = EDGE_CASES[-3:]
 
 
 def _edge_config(case: dict, bias: bool) -> Config:
@@ -387,7 +397,7 @@ def test_narrower_vector_targets(cpu):
         pytest.skip(f"the host cannot run {cpu} code")
     target = Target(here.triple, cpu, "")
     assert target.vector_floats == (4 if cpu == "x86-64-v2" else 8)
-    configs = group_configs(0)[:4] + [_edge_config(case, bias=True) for case in EDGE_CASES[3:6]]
+    configs = group_configs(0)[:4] + [_edge_config(case, bias=True) for case in EDGE_CASES[3:6] + POINT_CASES]
     rng = np.random.default_rng(5)
     per_config = group_arrays(configs, rng, "float32")
     arrays = [a for entry in per_config for a in entry]

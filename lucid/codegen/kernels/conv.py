@@ -141,14 +141,16 @@ def emit_pack_input(lowering: Lowering, x: Value, layout: Padded, offset: int, n
         xd, xh = b.sub(d, i64(od)), b.sub(h, i64(oh))
         row_inside = b.and_(_in_range(b, xd, depth), _in_range(b, xh, height))
         first = b.mul(b.add(b.mul(b.add(b.mul(bn, i64(channels * depth)), xd), i64(height)), xh), i64(width))
-        with counted_loop(b, wp, name="w") as w:
+        # the loop over the copy's contiguous axis innermost: channels if channels-last, else w
+        loops = ((channels, "c"), (wp, "w")) if layout.planar else ((wp, "w"), (channels, "c"))
+        with counted_loop(b, loops[0][0], name=loops[0][1]) as outer, counted_loop(b, loops[1][0], name=loops[1][1]) as inner:
+            c, w = (outer, inner) if layout.planar else (inner, outer)
             xw = b.sub(w, i64(ow))
             inside = b.and_(row_inside, _in_range(b, xw, width))
             source = b.select(inside, b.add(first, xw), i64(0))
-            target = b.add(row, b.mul(w, i64(sw)))
-            with counted_loop(b, channels, name="c") as c:
-                value = b.load(b.gep(src, [b.add(source, b.mul(c, i64(plane)))]))
-                b.store(b.select(inside, value, zero), b.gep(xp, [b.add(target, b.mul(c, i64(sc)))]))
+            value = b.load(b.gep(src, [b.add(source, b.mul(c, i64(plane)))]))
+            target = b.add(row, b.add(b.mul(w, i64(sw)), b.mul(c, i64(sc))))
+            b.store(b.select(inside, value, zero), b.gep(xp, [target]))
 
     lowering.kernel(name, n * dp * hp, body)
 
@@ -516,6 +518,10 @@ def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | No
     out_sp = _three(y.shape[2:], 1)
     phases = [_phase(g, out_sp, r) for r in itertools.product(*(range(s) for s in g.stride))]
     phases = [p for p in phases if min(p.counts) > 0]
+    point_block = choose_point_blocking(g.ocg, max(p.counts[2] for p in phases), lowering, x.dtype)
+    if point_block is not None:
+        _lower_conv_transpose_over_points(lowering, node, g, phases, point_block, epilogue)
+        return
     block = choose_blocking(g.ocg, max(p.counts[2] for p in phases), lowering, x.dtype)
     layout = _transpose_input_layout(g, phases, x.shape[1])
     itemsize = x.dtype.numpy.itemsize
@@ -571,7 +577,7 @@ def _phase(g: Geometry, out_sp: tuple, r: tuple) -> Phase:
     return Phase(r, counts, tuple(tuple(kk for kk, _ in c) for c in combos), tuple(tuple(cc for _, cc in c) for c in combos))
 
 
-def _transpose_input_layout(g: Geometry, phases: list, channels: int) -> Padded:
+def _transpose_input_layout(g: Geometry, phases: list, channels: int, planar: bool = False) -> Padded:
     """Padding so that input q + c is inside the padded copy for every phase, tap and q."""
     low, high = [0, 0, 0], [0, 0, 0]
     for p in phases:
@@ -580,7 +586,113 @@ def _transpose_input_layout(g: Geometry, phases: list, channels: int) -> Padded:
                 low[axis] = max(low[axis], -shift[axis])
                 high[axis] = max(high[axis], p.counts[axis] - 1 + shift[axis] + 1)
     extent = tuple(max(n, h) + lo for n, h, lo in zip(g.in_sp, high, low))
-    return Padded(extent, tuple(low), channels)
+    return Padded(extent, tuple(low), channels, planar)
+
+
+# ---------------------------------------------------------------------------------------------
+# Transposed convs with few output channels: vectorised over output points
+
+
+def choose_point_blocking(ocg: int, points: int, lowering: Lowering, dtype) -> Blocking | None:
+    """The tile of a transposed conv vectorised over output points along w: rows are its `ocg`
+    output channels, vectors hold consecutive points of a phase row. None when vectorising over
+    output channels suits the layer better: at least half a vector of output channels, or phase
+    rows shorter than a vector (the input gradient of a stem conv with 3 input channels is the case
+    this is for)."""
+    lanes = lowering.target.vector_floats * 4 // dtype.numpy.itemsize
+    registers = 32 if lowering.target.vector_floats == 16 else 16
+    most = (registers - 1) // (ocg + 1)         # ocg x vectors accumulators, the vectors, one broadcast
+    if 2 * ocg > lanes or points < lanes or most < 1:
+        return None
+    needed = math.ceil(points / lanes)
+    tiles = math.ceil(needed / most)
+    return Blocking(lanes, math.ceil(needed / tiles), ocg)
+
+
+def _lower_conv_transpose_over_points(lowering: Lowering, node: Node, g: Geometry, phases: list, block: Blocking,
+                                      epilogue: Epilogue | None) -> None:
+    """Each stride phase is a stride-1 direct conv over a planar padded input `xc[n][c][d][h][w]`,
+    whose register tile broadcasts weights and multiplies input vectors of consecutive points. Phase
+    r's rows go to a phase-major scratch `yq[r][n][oc][qd][qh][qw]` (rows padded to whole tiles),
+    which the unpacking interleaves into the output."""
+    x, w, bias, y, groups = _operands(node)
+    itemsize = x.dtype.numpy.itemsize
+    row = math.ceil(max(p.counts[2] for p in phases) / block.width) * block.width
+    layout = _transpose_input_layout(g, [Phase(p.r, p.counts[:2] + (row,), p.kernel_taps, p.taps) for p in phases],
+                                     x.shape[1], planar=True)
+    counts = tuple(max(-(-n // s), 1) for n, s in zip(_three(y.shape[2:], 1), g.stride))
+    yq = _phase_major_strides(y.shape[:2], counts[:2] + (row,), math.prod(g.stride))
+    all_taps = [tap for phase in phases for tap in phase.kernel_taps]
+    x_offset = lowering.scratch(layout.size(g.n) * itemsize)
+    w_offset = lowering.scratch(max(groups * len(all_taps) * g.icg * g.ocg, 1) * itemsize)
+    y_offset = lowering.scratch(yq[0] * math.prod(g.stride) * itemsize)
+    emit_pack_input(lowering, x, layout, x_offset, "convT_pack_planar")
+    if any(not p.taps for p in phases):
+        _emit_zero(lowering, y_offset, yq[0] * math.prod(g.stride), x.dtype, "convT_zero")
+    k_size = math.prod(w.shape[2:])
+    weight_blocks = Blocking(lanes=g.ocg, vectors=1, points=1)          # wp[g][0][t][ic][oc]
+    emit_pack_weight(lowering, w, g, weight_blocks, WeightLayout(g.icg * g.ocg * k_size, k_size, g.ocg * k_size,
+                                                                 tuple(_linear_taps(g.kernel, all_taps))),
+                     w_offset, "convT_pack_weight")
+    starts = itertools.accumulate((len(p.taps) for p in phases), initial=0)
+    active = [(phase, start) for phase, start in zip(phases, starts) if phase.taps]
+    for position, (phase, start) in enumerate(active):
+        _emit_direct_over_points(lowering, x.dtype, g, block, phase, layout, (start, len(all_taps)), yq,
+                                 (x_offset, w_offset, y_offset), waits=position == 0)
+    emit_unpack(lowering, Unpack(y, bias, y_offset, _phase_major_source(g, yq), epilogue), "convT_unpack")
+
+
+def _phase_major_strides(nc: tuple, counts: tuple, phases: int) -> tuple:
+    """Element strides of yq[phase][n][oc][qd][qh][qw] (qw padded): (phase, n, oc, qd, qh)."""
+    n, channels = nc
+    qd, qh, qw = counts
+    return (n * channels * qd * qh * qw, channels * qd * qh * qw, qd * qh * qw, qh * qw, qw)
+
+
+def _phase_major_source(g: Geometry, yq: tuple) -> Callable:
+    """Indices into yq of output element (n, oc, d, h, w): phase (d, h, w) mod stride, q = (d, h, w) // stride."""
+    def source(b, n, oc, d, h, w):
+        qs = [b.udiv(a, i64(s)) for a, s in zip((d, h, w), g.stride)]
+        rs = [b.urem(a, i64(s)) for a, s in zip((d, h, w), g.stride)]
+        phase = b.add(b.mul(b.add(b.mul(rs[0], i64(g.stride[1])), rs[1]), i64(g.stride[2])), rs[2])
+        return b.add(_dot(b, 0, (phase, n, oc, qs[0], qs[1]), yq), qs[2])
+    return source
+
+
+def _emit_direct_over_points(lowering: Lowering, dtype, g: Geometry, block: Blocking, phase: Phase, layout: Padded,
+                             taps: tuple, yq: tuple, offsets: tuple, waits: bool) -> None:
+    """One phase: work items (n, qd, qh, group), each a row of whole tiles of block.width points."""
+    element = element_type(dtype)
+    x_offset, w_offset, y_offset = offsets
+    first_tap, tap_total = taps
+    sn, sd, sh, sw = layout.strides()
+    weights_per_tap = g.icg * g.ocg
+    weight_taps = _table(lowering, "staps", [(first_tap + t) * weights_per_tap for t in range(len(phase.taps))])
+    input_taps = _table(lowering, "vtaps", [a * sd + b_ * sh + c * sw for a, b_, c in phase.taps])
+    tile = _tile_function(lowering, element, block, g.ocg, 1)
+    tiles = yq[4] // block.width
+    x0 = _dot_constant(layout.origin, (sd, sh, sw))
+    phase_index = (phase.r[0] * g.stride[1] + phase.r[1]) * g.stride[2] + phase.r[2]
+    rows = (g.n,) + phase.counts[:2]
+
+    def body(k, item):
+        b = k.b
+        n, qd, qh, grp = unravel(b, item, rows + (g.groups,))
+        xc, wp, yp = (k.scratch_pointer(o, element) for o in (x_offset, w_offset, y_offset))
+        x_row = _dot(b, x0, (n, qd, qh, grp), (sn, sd, sh, g.icg * layout.channel_stride))
+        y_row = _dot(b, phase_index * yq[0], (n, grp, qd, qh), (yq[1], g.ocg * yq[2], yq[3], yq[4]))
+        w_row = b.gep(wp, [b.mul(grp, i64(tap_total * weights_per_tap))])
+        tables = [b.gep(t, [i64(0), i64(0)]) for t in (weight_taps, input_taps)]
+        steps = [i64(len(phase.taps)), i64(g.icg), i64(g.ocg), i64(layout.channel_stride), i64(yq[2])]
+        with counted_loop(b, tiles, name="tile") as t:
+            first = b.mul(t, i64(block.width))
+            b.call(tile, [w_row, b.gep(xc, [b.add(x_row, first)]), b.gep(yp, [b.add(y_row, first)])] + tables + steps)
+
+    lowering.kernel("convT_direct_points", math.prod(rows) * g.groups, body, waits)
+
+
+def _dot_constant(indices: tuple, strides: tuple) -> int:
+    return sum(i * s for i, s in zip(indices, strides))
 
 
 def _emit_zero(lowering: Lowering, offset: int, count: int, dtype, name: str) -> None:
