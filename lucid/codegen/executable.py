@@ -6,8 +6,9 @@ graph (one module per kernel plus the entry module) and compiles the modules the
 The executable keeps arenas (the planned intermediates and the workspace) reused from call to call,
 so calls allocate nothing but their outputs; calls made at once from several Python threads each take
 their own arena. A call checks the inputs' count, shapes and dtypes before any native code runs,
-fills the buffer table, runs `lucid_run` with the GIL released, and writes the graph's state updates
-into the bound buffers.
+fills the buffer table, runs the kernels with the GIL released (on the process's worker pool,
+`pool.py`, when several threads are wanted), and writes the graph's state updates into the bound
+buffers.
 Threads: `LUCID_NUM_THREADS`, else every core this process may use.
 """
 from __future__ import annotations
@@ -28,9 +29,11 @@ from . import kernels  # noqa: F401  (registers the lowerings)
 from .jit import NativeCode, cache_key, code_fingerprint, load_objects, objects, read_graph, write_graph
 from .lowering import Lowering, buffer_table
 from .parallel import emit_entry
+from .pool import WorkerPool
 from .target import Target, host
 
 _RUN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)
+_WORDS = ctypes.CFUNCTYPE(ctypes.c_int64)
 
 
 #: Graphs estimated below this many floating-point operations run on one thread: starting threads
@@ -86,6 +89,9 @@ class Executable:
             record, codes = self._build(key)
         self.native = NativeCode(codes, self.target)
         self._run = _RUN(self.native.address("lucid_run"))
+        self._work = self.native.address("lucid_work")
+        self._state_words = _WORDS(self.native.address("lucid_state_words"))()
+        self._pool = WorkerPool.of(self.target)
         self.workspace_bytes = int(record["workspace_bytes"])
         self._free_arenas: list[_Arena] = []
         self._lock = threading.Lock()
@@ -136,7 +142,7 @@ class Executable:
             for (_, slot), array in zip(self.table.params, weights):
                 table[slot] = array.ctypes.data
             outputs = self._output_arrays(table)
-            self._run(table.ctypes.data, threads or (1 if self.serial else default_threads()))
+            self._execute(table, arena, threads or (1 if self.serial else default_threads()))
             found = _Found(self, arena, outputs, arrays + weights)
             outputs = [array if array is not None else np.array(found.storage(v))
                        for v, array in zip(self.graph.outputs, outputs)]
@@ -144,6 +150,17 @@ class Executable:
                 if name in self.graph.bindings:
                     np.copyto(np.asarray(self.graph.bindings[name]), found.storage(value))
         return outputs
+
+    def _execute(self, table: np.ndarray, arena: "_Arena", threads: int) -> None:
+        """Run the kernels: on the process's worker pool when it is free, else with threads started
+        for this call only (also for one thread, which starts none)."""
+        if threads > 1 and self._pool.busy.acquire(blocking=False):
+            try:
+                self._pool.run(self._work, table.ctypes.data, arena.state, threads)
+            finally:
+                self._pool.busy.release()
+        else:
+            self._run(table.ctypes.data, threads)
 
     def _output_arrays(self, table: np.ndarray) -> list:
         """A fresh array for each output computed by a node (one per distinct value); None for outputs
@@ -162,9 +179,11 @@ class Executable:
 
 
 class _Arena:
-    """The intermediates and workspace of one call, and the buffer table pointing into them."""
+    """The intermediates and workspace of one call, the buffer table pointing into them, and the
+    state block of a run on the worker pool (barrier words, per-kernel counters)."""
 
     def __init__(self, executable: Executable):
+        self.state = np.zeros(executable._state_words, np.int64)
         self.memory = np.zeros(executable.plan.arena_bytes + executable.workspace_bytes + 64, np.uint8)
         self.base = -self.memory.ctypes.data % 64                          # offset of 64-byte alignment
         self.template = np.zeros(executable.table.size, np.uintp)

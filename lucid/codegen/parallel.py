@@ -22,12 +22,16 @@ from .lowering import Kernel
 STATE_WORDS = 4
 COUNT, GENERATION, STARTED, THREADS = range(STATE_WORDS)
 _CONTEXT = ir.LiteralStructType([I8P.as_pointer(), I64.as_pointer()])    # table, state
+WORK_TYPE = ir.FunctionType(VOID, [I8P.as_pointer(), I64.as_pointer()])
 
 
 def emit_entry(module: ir.Module, kernels: list[Kernel]) -> None:
     barrier = _emit_barrier(module)
-    worker = _emit_worker(module, kernels, barrier)
-    _emit_run(module, worker, STATE_WORDS + len(kernels))
+    work = _emit_work(module, kernels, barrier)
+    _emit_run(module, _emit_worker(module, work), STATE_WORDS + len(kernels))
+    words = ir.Function(module, ir.FunctionType(I64, []), "lucid_state_words")
+    b = ir.IRBuilder(words.append_basic_block("entry"))
+    b.ret(i64(STATE_WORDS + len(kernels)))
 
 
 def _state_word(b: ir.IRBuilder, state: ir.Value, word: int) -> ir.Value:
@@ -66,19 +70,39 @@ def _spin_until_changed(b: ir.IRBuilder, word: ir.Value, old: ir.Value) -> None:
     b.position_at_end(spin)
     count = b.phi(I64)
     count.add_incoming(i64(0), before)
-    patient = b.icmp_signed("<", count, i64(SPINS_BEFORE_YIELDING))
-    with b.if_else(patient) as (pause, give_way):
-        with pause:
-            b.call(intrinsic(b.module, "llvm.x86.sse2.pause", VOID, []), [])
-        with give_way:
-            b.call(intrinsic(b.module, "sched_yield", I32, []), [])
+    pause_or_yield(b, count)
     count.add_incoming(b.add(count, i64(1)), b.block)
     b.cbranch(b.icmp_signed("==", b.load_atomic(word, "acquire", 8), old), spin, done)
     b.position_at_end(done)
 
 
-def _emit_worker(module: ir.Module, kernels: list[Kernel], barrier: ir.Function) -> ir.Function:
-    """i8* lucid_worker(i8* context): wait for the start flag, then run every kernel's share."""
+def _emit_work(module: ir.Module, kernels: list[Kernel], barrier: ir.Function) -> ir.Function:
+    """void lucid_work(i8** table, i64* state): run this thread's share of every kernel, with a
+    barrier before each kernel that waits (state[THREADS] threads take part; `state` holds
+    `lucid_state_words()` words, zero but for THREADS). Exported for the worker pool (`pool.py`)."""
+    fn = ir.Function(module, WORK_TYPE, "lucid_work")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    table, state = fn.args
+    threads = b.load_atomic(_state_word(b, state, THREADS), "acquire", 8)
+    for position, kernel in enumerate(kernels):
+        if position and kernel.waits:
+            b.call(barrier, [state])
+        _run_share(b, module, kernel, table, threads, _state_word(b, state, STATE_WORDS + position))
+    b.ret_void()
+    return fn
+
+
+def pause_or_yield(b: ir.IRBuilder, spins) -> None:
+    """One wait step: a pause instruction for the first SPINS_BEFORE_YIELDING steps, then sched_yield."""
+    with b.if_else(b.icmp_signed("<", spins, i64(SPINS_BEFORE_YIELDING))) as (pause, give_way):
+        with pause:
+            b.call(intrinsic(b.module, "llvm.x86.sse2.pause", VOID, []), [])
+        with give_way:
+            b.call(intrinsic(b.module, "sched_yield", I32, []), [])
+
+
+def _emit_worker(module: ir.Module, work: ir.Function) -> ir.Function:
+    """i8* lucid_worker(i8* context): a thread of one `lucid_run` call: wait for the start flag, work."""
     fn = ir.Function(module, ir.FunctionType(I8P, [I8P]), "lucid_worker")
     fn.linkage = "internal"
     b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -86,11 +110,7 @@ def _emit_worker(module: ir.Module, kernels: list[Kernel], barrier: ir.Function)
     table = b.load(b.gep(context, [i64(0), ir.Constant(I32, 0)]))
     state = b.load(b.gep(context, [i64(0), ir.Constant(I32, 1)]))
     _spin_until_changed(b, _state_word(b, state, STARTED), i64(0))
-    threads = b.load_atomic(_state_word(b, state, THREADS), "acquire", 8)
-    for position, kernel in enumerate(kernels):
-        if position and kernel.waits:
-            b.call(barrier, [state])
-        _run_share(b, module, kernel, table, threads, _state_word(b, state, STATE_WORDS + position))
+    b.call(work, [table, state])
     b.ret(ir.Constant(I8P, None))
     return fn
 
@@ -165,3 +185,4 @@ def _emit_run(module: ir.Module, worker: ir.Function, state_words: int) -> None:
     with counted_loop(b, threads, 1, name="join") as tid:
         b.call(join, [b.load(b.gep(handles, [tid])), ir.Constant(I8P.as_pointer(), None)])
     b.ret_void()
+

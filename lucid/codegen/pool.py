@@ -1,0 +1,250 @@
+"""The process's worker pool: threads that stay awake between compiled calls.
+
+Starting threads for every call costs tens of microseconds, and on a virtual machine a core that went
+idle between calls can take milliseconds to wake: a graph run right after another would then do
+most of its work on one thread. So a compiled call with several threads hands its share-out to the
+pool (`lucid_pool_run`); the pool's workers, after a job, keep checking for the next one (pausing,
+then yielding the core) for about IDLE_SPINS checks (a few hundred milliseconds) before they exit;
+the next call starts new ones.
+
+The pool's code is its own small native module. A job names the executable's exported
+`lucid_work(table, state)` (see `parallel.py`), its buffer table and its state block; the workers
+call it, so one pool serves every executable. One call uses the pool at a time (`WorkerPool.run`
+holds a lock; a call that finds it taken starts threads of its own through `lucid_run`).
+
+The pool block (i64 words, zeroed by Python): [work function, table, state, live workers, done,
+quit], one state word per worker slot (NONE, IDLE: waiting, CLAIMED: taken for a job being set up,
+BUSY: go), then each slot's start context (block address, slot index).
+"""
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import threading
+
+import llvmlite.ir as ir
+import numpy as np
+
+from .irgen import I8P, I32, I64, VOID, counted_loop, i64, intrinsic
+from .parallel import THREADS, WORK_TYPE, pause_or_yield
+
+POOL_WORK, POOL_TABLE, POOL_STATE, POOL_LIVE, POOL_DONE, POOL_QUIT, POOL_CPU_COUNT = range(7)
+MAX_WORKERS = 63
+MAX_CPUS = 256
+POOL_CPUS = 7                               # the CPUs this process may use
+POOL_SLOTS = POOL_CPUS + MAX_CPUS           # one state word per worker slot
+POOL_CONTEXTS = POOL_SLOTS + MAX_WORKERS    # per slot: (pool address, slot index, CPU mask)
+CONTEXT_WORDS = 3
+POOL_WORDS = POOL_CONTEXTS + CONTEXT_WORDS * MAX_WORKERS
+SLOT_NONE, SLOT_IDLE, SLOT_CLAIMED, SLOT_BUSY = range(4)
+IDLE_SPINS = 1_000_000                      # ~0.15 s of checks when the core is otherwise idle
+
+
+def pool_module(triple: str) -> ir.Module:
+    module = ir.Module(name="lucid_pool")
+    module.triple = triple
+    worker = _emit_pool_worker(module)
+    _emit_pool_run(module, worker)
+    _emit_pool_stop(module)
+    return module
+
+
+def _word(b: ir.IRBuilder, pool, index) -> ir.Value:
+    return b.gep(pool, [index if isinstance(index, ir.Value) else i64(index)])
+
+
+def _call_work(b: ir.IRBuilder, pool) -> None:
+    work = b.inttoptr(b.load(_word(b, pool, POOL_WORK)), WORK_TYPE.as_pointer())
+    table = b.inttoptr(b.load(_word(b, pool, POOL_TABLE)), I8P.as_pointer())
+    b.call(work, [table, b.inttoptr(b.load(_word(b, pool, POOL_STATE)), I64.as_pointer())])
+
+
+def _emit_pool_worker(module: ir.Module) -> ir.Function:
+    """i8* lucid_pool_worker(i8* context): run jobs while they come (slot BUSY), marking the slot IDLE
+    before counting itself done; exit (slot NONE) after IDLE_SPINS idle checks or when told to quit.
+    Its last act is to decrement the live count."""
+    fn = ir.Function(module, ir.FunctionType(I8P, [I8P]), "lucid_pool_worker")
+    fn.linkage = "internal"
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    context = b.bitcast(fn.args[0], I64.as_pointer())
+    pool = b.inttoptr(b.load(context), I64.as_pointer())
+    slot = _word(b, pool, b.add(i64(POOL_SLOTS), b.load(b.gep(context, [i64(1)]))))
+    mask = b.gep(context, [i64(2)])
+    with b.if_then(b.icmp_signed("!=", b.load(mask), i64(0))):
+        setaffinity = ir.Function(module, ir.FunctionType(I32, [I32, I64, I8P]), "sched_setaffinity")
+        b.call(setaffinity, [ir.Constant(I32, 0), i64(8), b.bitcast(mask, I8P)])
+    entry = b.block
+    wait, run, leave = (b.append_basic_block(name) for name in ("wait", "run", "leave"))
+    b.branch(wait)
+    b.position_at_end(wait)
+    spins = b.phi(I64)
+    spins.add_incoming(i64(0), entry)
+    state = b.load_atomic(slot, "acquire", 8)
+    with b.if_then(b.icmp_signed("==", state, i64(SLOT_BUSY))):
+        b.branch(run)
+    tired = b.or_(b.icmp_signed(">=", spins, i64(IDLE_SPINS)),
+                  b.icmp_signed("!=", b.load_atomic(_word(b, pool, POOL_QUIT), "acquire", 8), i64(0)))
+    with b.if_then(b.and_(tired, b.icmp_signed("==", state, i64(SLOT_IDLE)))):
+        exchanged = b.cmpxchg(slot, i64(SLOT_IDLE), i64(SLOT_NONE), "acq_rel", "acquire")
+        with b.if_then(b.extract_value(exchanged, 1)):
+            b.branch(leave)
+    b.call(intrinsic(b.module, "llvm.x86.sse2.pause", VOID, []), [])
+    spins.add_incoming(b.add(spins, i64(1)), b.block)
+    b.branch(wait)
+    b.position_at_end(run)
+    _call_work(b, pool)
+    b.store_atomic(i64(SLOT_IDLE), slot, "release", 8)
+    b.atomic_rmw("add", _word(b, pool, POOL_DONE), i64(1), "acq_rel")
+    spins.add_incoming(i64(0), b.block)
+    b.branch(wait)
+    b.position_at_end(leave)
+    b.atomic_rmw("sub", _word(b, pool, POOL_LIVE), i64(1), "acq_rel")
+    b.ret(ir.Constant(I8P, None))
+    return fn
+
+
+def _emit_pool_run(module: ir.Module, worker: ir.Function) -> None:
+    """void lucid_pool_run(i64* pool, work, i8** table, i64* state, i64 threads): claim threads - 1
+    workers (waiting ones, else new ones; fewer if the system refuses threads), publish the job,
+    work as thread 0, wait for the workers to count themselves done."""
+    pthread_start = ir.FunctionType(I8P, [I8P]).as_pointer()
+    create = ir.Function(module, ir.FunctionType(I32, [I64.as_pointer(), I8P, pthread_start, I8P]), "pthread_create")
+    detach = ir.Function(module, ir.FunctionType(I32, [I64]), "pthread_detach")
+    fn = ir.Function(module, ir.FunctionType(VOID, [I64.as_pointer(), WORK_TYPE.as_pointer(), I8P.as_pointer(),
+                                                    I64.as_pointer(), I64]), "lucid_pool_run")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    pool, work, table, state, wanted = fn.args
+    wanted = b.select(b.icmp_signed(">", wanted, i64(MAX_WORKERS + 1)), i64(MAX_WORKERS + 1), wanted)
+    handle, claimed = b.alloca(I64), b.alloca(I64)
+    b.store(i64(0), claimed)
+    for word, value in ((POOL_WORK, work), (POOL_TABLE, table), (POOL_STATE, state)):
+        b.store(b.ptrtoint(value, I64), _word(b, pool, word))
+    b.store(i64(0), _word(b, pool, POOL_DONE))
+    with counted_loop(b, b.sub(wanted, i64(1)), name="claim") as index:
+        with b.if_then(b.icmp_signed("==", b.load(claimed), index)):        # stop at the first refusal
+            slot = _word(b, pool, b.add(i64(POOL_SLOTS), index))
+            exchanged = b.cmpxchg(slot, i64(SLOT_IDLE), i64(SLOT_CLAIMED), "acq_rel", "acquire")
+            with b.if_else(b.extract_value(exchanged, 1)) as (waiting, absent):
+                with waiting:
+                    b.store(b.add(index, i64(1)), claimed)
+                with absent:
+                    _start_worker(b, pool, index, slot, claimed, (create, detach, worker, handle))
+    helpers = b.load(claimed)
+    b.store_atomic(b.add(helpers, i64(1)), b.gep(state, [i64(THREADS)]), "release", 8)
+    with counted_loop(b, helpers, name="release") as index:
+        b.store_atomic(i64(SLOT_BUSY), _word(b, pool, b.add(i64(POOL_SLOTS), index)), "release", 8)
+    b.call(work, [table, state])
+    _wait_until(b, _word(b, pool, POOL_DONE), helpers)
+    b.ret_void()
+
+
+def _start_worker(b: ir.IRBuilder, pool, index, slot, claimed, functions) -> None:
+    """A new worker for slot `index`, CLAIMED from the start; on refusal the slot goes back to NONE."""
+    create, detach, worker, handle = functions
+    context = _word(b, pool, b.add(i64(POOL_CONTEXTS), b.mul(index, i64(CONTEXT_WORDS))))
+    b.store(b.ptrtoint(pool, I64), context)
+    b.store(index, b.gep(context, [i64(1)]))
+    b.store(_worker_cpu_mask(b, pool, index), b.gep(context, [i64(2)]))
+    b.store(i64(SLOT_CLAIMED), slot)
+    b.atomic_rmw("add", _word(b, pool, POOL_LIVE), i64(1), "acq_rel")
+    status = b.call(create, [handle, ir.Constant(I8P, None), worker, b.bitcast(context, I8P)])
+    with b.if_else(b.icmp_signed("==", status, ir.Constant(I32, 0))) as (started, refused):
+        with started:
+            b.call(detach, [b.load(handle)])
+            b.store(b.add(index, i64(1)), claimed)
+        with refused:
+            b.store(i64(SLOT_NONE), slot)
+            b.atomic_rmw("sub", _word(b, pool, POOL_LIVE), i64(1), "acq_rel")
+
+
+def _worker_cpu_mask(b: ir.IRBuilder, pool, index) -> ir.Value:
+    """The affinity mask (one 64-bit word) of worker `index`: the (index + 1)-th allowed CPU after
+    the caller's, so workers and caller start on different cores (the caller, not pinned, can still
+    move); 0 (no pinning) when that CPU's number is 64 or more."""
+    getcpu = ir.Function(b.module, ir.FunctionType(I32, []), "sched_getcpu")
+    here = b.sext(b.call(getcpu, []), I64)
+    count = b.load(_word(b, pool, POOL_CPU_COUNT))
+    position = b.alloca(I64)
+    b.store(i64(0), position)
+    with counted_loop(b, count, name="cpu") as k:
+        with b.if_then(b.icmp_signed("==", b.load(_word(b, pool, b.add(i64(POOL_CPUS), k))), here)):
+            b.store(k, position)
+    chosen = b.load(_word(b, pool, b.add(i64(POOL_CPUS), b.urem(b.add(b.load(position), b.add(index, i64(1))), count))))
+    small = b.icmp_unsigned("<", chosen, i64(64))
+    return b.select(small, b.shl(i64(1), b.select(small, chosen, i64(0))), i64(0))
+
+
+def _emit_pool_stop(module: ir.Module) -> None:
+    """void lucid_pool_stop(i64* pool): tell waiting workers to exit and wait until none is left."""
+    fn = ir.Function(module, ir.FunctionType(VOID, [I64.as_pointer()]), "lucid_pool_stop")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    pool = fn.args[0]
+    b.store_atomic(i64(1), _word(b, pool, POOL_QUIT), "release", 8)
+    _wait_until(b, _word(b, pool, POOL_LIVE), i64(0))
+    b.ret_void()
+
+
+def _wait_until(b: ir.IRBuilder, word: ir.Value, value: ir.Value) -> None:
+    before = b.block
+    check, done = b.append_basic_block("check"), b.append_basic_block("waited")
+    b.branch(check)
+    b.position_at_end(check)
+    spins = b.phi(I64)
+    spins.add_incoming(i64(0), before)
+    with b.if_then(b.icmp_signed("==", b.load_atomic(word, "acquire", 8), value)):
+        b.branch(done)
+    pause_or_yield(b, spins)
+    spins.add_incoming(b.add(spins, i64(1)), b.block)
+    b.branch(check)
+    b.position_at_end(done)
+
+
+_RUN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
+_STOP = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+class WorkerPool:
+    """The pool of this process (one per target), its native code and its block."""
+
+    _pools: dict = {}
+    _lock = threading.Lock()
+
+    def __init__(self, target):
+        from .jit import NativeCode, objects
+
+        module = pool_module(target.triple)
+        self.native = NativeCode([code for _, code in objects([("lucid_pool", str(module))], target)], target)
+        self._run = _RUN(self.native.address("lucid_pool_run"))
+        self._stop = _STOP(self.native.address("lucid_pool_stop"))
+        self.busy = threading.Lock()
+        self._block, self._pid = None, None
+
+    @classmethod
+    def of(cls, target) -> "WorkerPool":
+        with cls._lock:
+            if target.fingerprint not in cls._pools:
+                cls._pools[target.fingerprint] = cls(target)
+            return cls._pools[target.fingerprint]
+
+    def run(self, work: int, table: int, state: np.ndarray, threads: int) -> None:
+        """Run `work` on `table` with `threads` threads; the caller holds `busy`."""
+        if self._pid != os.getpid():                 # first use, or a forked child: no workers yet
+            self._block, self._pid = np.zeros(POOL_WORDS, np.int64), os.getpid()
+            cpus = sorted(os.sched_getaffinity(0))[:MAX_CPUS] if hasattr(os, "sched_getaffinity") else [0]
+            self._block[POOL_CPU_COUNT] = len(cpus)
+            self._block[POOL_CPUS:POOL_CPUS + len(cpus)] = cpus
+        state[:] = 0
+        self._run(self._block.ctypes.data, work, table, state.ctypes.data, threads)
+
+    def stop(self) -> None:
+        if self._pid == os.getpid():
+            with self.busy:
+                self._stop(self._block.ctypes.data)
+
+
+@atexit.register
+def _stop_pools() -> None:
+    """Workers must be gone before the interpreter frees the blocks and the native code."""
+    for pool in list(WorkerPool._pools.values()):
+        pool.stop()
