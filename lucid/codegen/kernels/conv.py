@@ -726,8 +726,8 @@ def lower_conv_weight_grad(lowering: Lowering, node: Node) -> None:
     x_offset = lowering.scratch(layout.size(g.n) * itemsize)
     gy_strides = _yp_strides(gy, g, block)
     gy_offset = lowering.scratch(gy_strides[0] * g.n * itemsize)
-    parts = _reduction_parts(g, block, windows)
     dw_size = groups * _blocks(g, block) * len(taps) * g.icg * block.width
+    parts = _reduction_parts(g, block, windows, dw_size * itemsize)
     dw_offset = lowering.scratch(parts * dw_size * itemsize)
     emit_pack_input(lowering, x, layout, x_offset, "wgrad_pack_input")
     emit_pack_channels_last(lowering, gy, g, block, gy_offset, "wgrad_pack_gradient")
@@ -735,12 +735,14 @@ def lower_conv_weight_grad(lowering: Lowering, node: Node) -> None:
     tap_offsets = tuple(a * g.dilation[0] * sd + b_ * g.dilation[1] * sh + c * g.dilation[2] * sc for a, b_, c in taps)
     _emit_weight_grad_tiles(lowering, x.dtype, g, block, windows, layout, tap_offsets, gy_strides,
                             (x_offset, gy_offset, dw_offset), parts)
-    _emit_unpack_weight(lowering, dw, g, block, len(taps), dw_offset, parts)
+    if parts > 1:
+        _emit_sum_copies(lowering, x.dtype, dw_offset, dw_size, parts)
+    _emit_unpack_weight(lowering, dw, g, block, len(taps), dw_offset)
 
 
 #: The weight gradient splits its sum over output rows into parts until it has about this many work
-#: items, so that both cores get an even share even for layers with few channel tiles.
-WEIGHT_GRAD_ITEMS = 16
+#: items (parts x groups), so that both cores get an even share of it...
+WEIGHT_GRAD_ITEMS = 8
 
 
 #: The weight gradient's row function sums at least this many output positions per call (several
@@ -755,11 +757,15 @@ def _wgrad_lines(windows: tuple) -> tuple:
     return lines, math.ceil(height / lines)
 
 
-def _reduction_parts(g: Geometry, block: Blocking, windows: tuple) -> int:
+#: ... as long as the parts' copies of the blocked gradient take at most this many bytes together.
+WEIGHT_GRAD_COPIES_BYTES = 32 << 20
+
+
+def _reduction_parts(g: Geometry, block: Blocking, windows: tuple, copy_bytes: int) -> int:
     """Into how many parts the weight gradient splits its rows (each part sums into its own copy of
-    the blocked gradient; the unpacking adds the copies)."""
-    items = g.groups * _blocks(g, block) * math.ceil(g.icg / _wgrad_tile_rows(g, block)) * g.kernel[0]
-    return max(1, min(math.ceil(WEIGHT_GRAD_ITEMS / items), g.n * windows[0] * _wgrad_lines(windows)[1]))
+    the blocked gradient, of `copy_bytes`; the unpacking adds the copies)."""
+    wanted = math.ceil(WEIGHT_GRAD_ITEMS / g.groups)
+    return max(1, min(wanted, WEIGHT_GRAD_COPIES_BYTES // max(copy_bytes, 1), g.n * windows[0] * _wgrad_lines(windows)[1]))
 
 
 def _wgrad_tile_rows(g: Geometry, block: Blocking) -> int:
@@ -797,11 +803,11 @@ def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Block
                             parts: int) -> None:
     """dwp[grp][ob][t][ic][lane] = sum over positions of xp(position, tap, ic) * gyp(position, lane).
 
-    A work item is (part, group, oc block, ic tile, first kernel index): it owns the taps sharing that
-    first index, sums into part `part`'s copy of dwp, and walks its part of the output rows once, a
-    few rows at a time (at least WEIGHT_GRAD_POSITIONS positions per call of the row function, so
-    its accumulators stay in registers that long), applying each of its taps to a row while the row's input
-    and gradient are in L1, so the data streams from memory once per item rather than once per tap."""
+    A work item is (part, group): it sums into part `part`'s copy of dwp and walks its share of the
+    output rows once, a few rows at a time (at least WEIGHT_GRAD_POSITIONS positions per call of the
+    row function, so its accumulators stay in registers that long). While those rows' input and
+    gradient are in L1/L2 it applies every oc block, ic tile and tap to them, so the data streams
+    from memory once per part."""
     element = element_type(dtype)
     x_offset, gy_offset, dw_offset = offsets
     blocks = _blocks(g, block)
@@ -809,31 +815,21 @@ def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Block
     tiles = math.ceil(g.icg / rows_per_tile)
     rest = g.icg - (tiles - 1) * rows_per_tile
     sn, sd, sh, sc = layout.strides()
-    per_group = len(tap_offsets) // g.kernel[0]
     table = _table(lowering, "gtaps", tap_offsets)
     depth, height, width = windows
     full_row = _row_function(lowering, element, block, rows_per_tile, g.stride[2] * sc)
     last_row = _row_function(lowering, element, block, rest, g.stride[2] * sc)
     tap_block = g.icg * block.width                         # dwp elements per (grp, ob, tap)
+    group_size = blocks * len(tap_offsets) * tap_block
     lines, line_blocks = _wgrad_lines(windows)
 
     def body(k, item):
         b = k.b
-        part, grp, ob, tile, first = unravel(b, item, (parts, g.groups, blocks, tiles, g.kernel[0]))
+        part, grp = unravel(b, item, (parts, g.groups))
         xp, gp, dwp_all = (k.scratch_pointer(o, element) for o in (x_offset, gy_offset, dw_offset))
-        dwp = b.gep(dwp_all, [b.mul(part, i64(g.groups * blocks * len(tap_offsets) * tap_block))])
-        ic0 = b.mul(tile, i64(rows_per_tile))
-        is_last = b.icmp_unsigned("==", tile, i64(tiles - 1))
-        dw_base = b.add(b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(len(tap_offsets) * tap_block)),
-                        b.mul(ic0, i64(block.width)))
-        taps_first = b.mul(first, i64(per_group))
-        own = b.mul(b.select(is_last, i64(rest), i64(rows_per_tile)), i64(block.width))   # this tile's rows only
-        with counted_loop(b, per_group, name="zt") as t:
-            at = b.add(dw_base, b.mul(b.add(taps_first, t), i64(tap_block)))
-            with counted_loop(b, own, name="z") as z:
-                b.store(ir.Constant(element, 0.0), b.gep(dwp, [b.add(at, z)]))
-        x_channel = b.add(b.mul(grp, i64(g.icg)), ic0)
-        channel_block = b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(block.width))
+        dwp = b.gep(dwp_all, [b.add(b.mul(part, i64(g.groups * group_size)), b.mul(grp, i64(group_size)))])
+        with counted_loop(b, group_size, name="z") as z:
+            b.store(ir.Constant(element, 0.0), b.gep(dwp, [z]))
         blocks_of_lines = g.n * depth * line_blocks
         with counted_loop(b, _share(b, blocks_of_lines, parts, b.add(part, i64(1))),
                           _share(b, blocks_of_lines, parts, part), name="lines") as line_block:
@@ -841,23 +837,26 @@ def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Block
             h = b.mul(first_line, i64(lines))
             count = b.sub(i64(height), h)
             count = b.select(b.icmp_unsigned("<", count, i64(lines)), count, i64(lines))
-            x_row = b.add(x_channel, b.add(b.mul(n, i64(sn)), b.add(b.mul(d, i64(g.stride[0] * sd)),
-                                                                      b.mul(h, i64(g.stride[1] * sh)))))
+            x_row = _dot(b, 0, (grp, n, d, h), (g.icg, sn, g.stride[0] * sd, g.stride[1] * sh))
             row = b.add(b.mul(b.add(b.mul(n, i64(depth)), d), i64(height)), h)
-            g_row = b.gep(gp, [b.add(b.mul(row, i64(gy_strides[2])), channel_block)])
-            with counted_loop(b, per_group, name="t") as t:
-                tap = b.add(taps_first, t)
-                x_at = b.gep(xp, [b.add(x_row, b.load(b.gep(table, [i64(0), tap])))])
-                acc = b.gep(dwp, [b.add(dw_base, b.mul(tap, i64(tap_block)))])
-                arguments = [x_at, g_row, acc, i64(width), i64(gy_strides[3]), count,
-                             i64(g.stride[1] * sh), i64(gy_strides[2])]
-                with b.if_else(is_last) as (last, full):
-                    with last:
-                        b.call(last_row, arguments)
-                    with full:
-                        b.call(full_row, arguments)
+            with counted_loop(b, blocks, name="ob") as ob, counted_loop(b, tiles, name="tile") as tile:
+                channel_block = b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(block.width))
+                g_row = b.gep(gp, [b.add(b.mul(row, i64(gy_strides[2])), channel_block)])
+                ic0 = b.mul(tile, i64(rows_per_tile))
+                dw_tile = b.add(b.mul(ob, i64(len(tap_offsets) * tap_block)), b.mul(ic0, i64(block.width)))
+                is_last = b.icmp_unsigned("==", tile, i64(tiles - 1))
+                with counted_loop(b, len(tap_offsets), name="t") as t:
+                    x_at = b.gep(xp, [b.add(b.add(x_row, ic0), b.load(b.gep(table, [i64(0), t])))])
+                    acc = b.gep(dwp, [b.add(dw_tile, b.mul(t, i64(tap_block)))])
+                    arguments = [x_at, g_row, acc, i64(width), i64(gy_strides[3]), count,
+                                 i64(g.stride[1] * sh), i64(gy_strides[2])]
+                    with b.if_else(is_last) as (last, full):
+                        with last:
+                            b.call(last_row, arguments)
+                        with full:
+                            b.call(full_row, arguments)
 
-    lowering.kernel("wgrad_tiles", parts * g.groups * blocks * tiles * g.kernel[0], body)
+    lowering.kernel("wgrad_tiles", parts * g.groups, body)
 
 
 def _share(b: ir.IRBuilder, count: int, parts: int, part) -> ir.Value:
@@ -901,12 +900,31 @@ def _row_function(lowering: Lowering, element, block: Blocking, rows: int, x_ste
     return fn
 
 
-def _emit_unpack_weight(lowering: Lowering, dw: Value, g: Geometry, block: Blocking, tap_count: int, offset: int,
-                        parts: int) -> None:
-    """dw[grp*ocg + oc][ic][t] = sum over parts of dwp[part][grp][oc // width][t][ic][oc % width]."""
+def _emit_sum_copies(lowering: Lowering, dtype, offset: int, size: int, parts: int) -> None:
+    """copy[0][i] = sum over p of copy[p][i], for `parts` consecutive copies of `size` elements, in
+    chunks read in order (so the sum streams through memory)."""
+    element = element_type(dtype)
+    chunk = 4096
+
+    def body(k, item):
+        b = k.b
+        copies = k.scratch_pointer(offset, element)
+        start = b.mul(item, i64(chunk))
+        stop = b.add(start, i64(chunk))
+        stop = b.select(b.icmp_signed("<", stop, i64(size)), stop, i64(size))
+        with counted_loop(b, stop, start, name="i") as i:
+            total = b.load(b.gep(copies, [i]))
+            for part in range(1, parts):
+                total = b.fadd(total, b.load(b.gep(copies, [b.add(i, i64(part * size))])))
+            b.store(total, b.gep(copies, [i]))
+
+    lowering.kernel("wgrad_sum_parts", math.ceil(size / chunk), body)
+
+
+def _emit_unpack_weight(lowering: Lowering, dw: Value, g: Geometry, block: Blocking, tap_count: int, offset: int) -> None:
+    """dw[grp*ocg + oc][ic][t] = dwp[grp][oc // width][t][ic][oc % width]."""
     element = element_type(dw.dtype)
     blocks = _blocks(g, block)
-    part_size = g.groups * blocks * tap_count * g.icg * block.width
 
     def body(k, item):
         b = k.b
@@ -917,9 +935,6 @@ def _emit_unpack_weight(lowering: Lowering, dw: Value, g: Geometry, block: Block
         first = b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(tap_count))
         with counted_loop(b, tap_count, name="t") as t:
             at = b.add(b.mul(b.add(b.mul(b.add(first, t), i64(g.icg)), ic), i64(block.width)), lane)
-            total = b.load(b.gep(dwp, [at]))
-            for part in range(1, parts):
-                total = b.fadd(total, b.load(b.gep(dwp, [b.add(at, i64(part * part_size))])))
-            b.store(total, b.gep(out, [b.add(b.mul(item, i64(tap_count)), t)]))
+            b.store(b.load(b.gep(dwp, [at])), b.gep(out, [b.add(b.mul(item, i64(tap_count)), t)]))
 
     lowering.kernel("wgrad_unpack", g.groups * g.ocg * g.icg, body)
