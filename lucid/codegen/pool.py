@@ -3,9 +3,10 @@
 Starting threads for every call costs tens of microseconds, and on a virtual machine a core that went
 idle between calls can take milliseconds to wake: a graph run right after another would then do
 most of its work on one thread. So a compiled call with several threads hands its share-out to the
-pool (`lucid_pool_run`); the pool's workers, after a job, keep checking for the next one (pausing,
-then yielding the core) for about IDLE_SPINS checks (a few hundred milliseconds) before they exit;
-the next call starts new ones.
+pool (`lucid_pool_run`); the pool's workers, after a job, keep checking for the next one (with a
+pause instruction between checks; a thread that yielded its core instead was found sharing the
+caller's) for IDLE_SPINS checks (about 10 ms) before they exit; the next call starts new ones. Each
+new worker pins itself to an allowed CPU other than the caller's (the caller stays free to move).
 
 The pool's code is its own small native module. A job names the executable's exported
 `lucid_work(table, state)` (see `parallel.py`), its buffer table and its state block; the workers
@@ -38,7 +39,7 @@ POOL_CONTEXTS = POOL_SLOTS + MAX_WORKERS    # per slot: (pool address, slot inde
 CONTEXT_WORDS = 3
 POOL_WORDS = POOL_CONTEXTS + CONTEXT_WORDS * MAX_WORKERS
 SLOT_NONE, SLOT_IDLE, SLOT_CLAIMED, SLOT_BUSY = range(4)
-IDLE_SPINS = 1_000_000                      # ~0.15 s of checks when the core is otherwise idle
+IDLE_SPINS = 1_000_000                      # about 13 ms of pause-and-check on the machine it was tuned on
 
 
 def pool_module(triple: str) -> ir.Module:

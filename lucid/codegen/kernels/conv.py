@@ -757,15 +757,19 @@ def _wgrad_lines(windows: tuple) -> tuple:
     return lines, math.ceil(height / lines)
 
 
-#: ... as long as the parts' copies of the blocked gradient take at most this many bytes together.
+#: ... as long as the parts' copies of the blocked gradient take at most this many bytes together,
+#: and each part sums at least this many positions (a copy costs a zeroing and an addition).
 WEIGHT_GRAD_COPIES_BYTES = 32 << 20
+WEIGHT_GRAD_POSITIONS_PER_PART = 256
 
 
 def _reduction_parts(g: Geometry, block: Blocking, windows: tuple, copy_bytes: int) -> int:
     """Into how many parts the weight gradient splits its rows (each part sums into its own copy of
     the blocked gradient, of `copy_bytes`; the unpacking adds the copies)."""
     wanted = math.ceil(WEIGHT_GRAD_ITEMS / g.groups)
-    return max(1, min(wanted, WEIGHT_GRAD_COPIES_BYTES // max(copy_bytes, 1), g.n * windows[0] * _wgrad_lines(windows)[1]))
+    worthwhile = g.n * math.prod(windows) // WEIGHT_GRAD_POSITIONS_PER_PART
+    return max(1, min(wanted, worthwhile, WEIGHT_GRAD_COPIES_BYTES // max(copy_bytes, 1),
+                      g.n * windows[0] * _wgrad_lines(windows)[1]))
 
 
 def _wgrad_tile_rows(g: Geometry, block: Blocking) -> int:
