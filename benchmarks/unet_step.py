@@ -5,8 +5,7 @@
 
 The UNet is examples/models.py's UNet3D (DoubleConv3d = (Conv3d k3 + BatchNorm3d + ReLU) x 2,
 MaxPool3d, ConvTranspose3d k2 s2, skip concatenation, 1x1x1 head), in training mode. PyTorch runs the
-same network (a mirror with the same parameter names, loaded from lucid's state dict) on the same
-batch. Each side's step sets the gradients to None, computes the loss and calls backward; the time
+same network (examples/torch_models.py, loaded from lucid's state dict) on the same batch. Each side's step sets the gradients to None, computes the loss and calls backward; the time
 is the median of repeated steps after warm-up, on 1 and on 2 threads, and the ratio is
 torch_ms / lucid_ms (above 1: lucid is faster). Like benchmarks/conv.py, the script re-executes
 itself with glibc's mmap threshold raised so PyTorch's buffers are not mapped afresh on every step.
@@ -31,46 +30,7 @@ sys.path.insert(0, os.path.join(ROOT, "examples"))
 import lucid  # noqa: E402
 import lucid.nn.functional as F  # noqa: E402
 from models import UNet3D  # noqa: E402
-
-
-def torch_unet(torch, in_channels: int, out_channels: int, base: int, depth: int):
-    """PyTorch's form of UNet3D(batch_norm=True): the same layers under the same parameter names."""
-    nn = torch.nn
-
-    class DoubleConv(nn.Module):
-        def __init__(self, cin, cout):
-            super().__init__()
-            self.block = nn.Sequential(nn.Conv3d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm3d(cout), nn.ReLU(),
-                                       nn.Conv3d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm3d(cout), nn.ReLU())
-
-        def forward(self, x):
-            return self.block(x)
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            widths = [base * 2 ** level for level in range(depth + 1)]
-            inputs = [in_channels] + widths[:-1]
-            self.down = nn.ModuleList(DoubleConv(inputs[i], widths[i]) for i in range(depth))
-            self.pool = nn.MaxPool3d(2)
-            self.bottleneck = DoubleConv(inputs[depth], widths[depth])
-            levels = range(depth - 1, -1, -1)
-            self.up = nn.ModuleList(nn.ConvTranspose3d(widths[i + 1], widths[i], 2, stride=2) for i in levels)
-            self.decode = nn.ModuleList(DoubleConv(2 * widths[i], widths[i]) for i in levels)
-            self.head = nn.Conv3d(widths[0], out_channels, 1)
-
-        def forward(self, x):
-            skips = []
-            for block in self.down:
-                x = block(x)
-                skips.append(x)
-                x = self.pool(x)
-            x = self.bottleneck(x)
-            for up, block, skip in zip(self.up, self.decode, reversed(skips)):
-                x = block(torch.cat([up(x), skip], dim=1))
-            return self.head(x)
-
-    return Net()
+from torch_models import torch_mirrors  # noqa: E402
 
 
 def lucid_step(model, images, labels):
@@ -107,7 +67,7 @@ def main(argv=None) -> None:
 
     lucid.manual_seed(0)
     model = UNet3D(in_channels=1, out_channels=2, base=args.base, depth=args.depth)
-    reference = torch_unet(torch, 1, 2, args.base, args.depth)
+    reference = torch_mirrors(torch)["UNet3D"](in_channels=1, out_channels=2, base=args.base, depth=args.depth)
     reference.load_state_dict({name: torch.tensor(np.asarray(value)) for name, value in model.state_dict().items()})
     rng = np.random.default_rng(0)
     images = rng.standard_normal((args.batch, 1) + (args.size,) * 3).astype(np.float32)

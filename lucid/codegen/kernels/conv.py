@@ -697,17 +697,25 @@ def _dot_constant(indices: tuple, strides: tuple) -> int:
 
 def _emit_zero(lowering: Lowering, offset: int, count: int, dtype, name: str) -> None:
     element = element_type(dtype)
+    _emit_chunks(lowering, offset, count, element, name, lambda b, data, i: b.store(ir.Constant(element, 0.0), b.gep(data, [i])),
+                 waits=False)
+
+
+def _emit_chunks(lowering: Lowering, offset: int, count: int, element, name: str, each, waits: bool = True) -> None:
+    """A kernel calling `each(b, data, i)` for i < count over the scratch at `offset`, in chunks of
+    4096 elements (its work items), each walked in order."""
     chunk = 4096
 
     def body(k, item):
         b = k.b
-        target = k.scratch_pointer(offset, element)
+        data = k.scratch_pointer(offset, element)
         start = b.mul(item, i64(chunk))
-        stop = b.select(b.icmp_signed("<", b.add(start, i64(chunk)), i64(count)), b.add(start, i64(chunk)), i64(count))
-        with counted_loop(b, stop, start, name="z") as z:
-            b.store(ir.Constant(element, 0.0), b.gep(target, [z]))
+        stop = b.add(start, i64(chunk))
+        stop = b.select(b.icmp_signed("<", stop, i64(count)), stop, i64(count))
+        with counted_loop(b, stop, start, name="i") as i:
+            each(b, data, i)
 
-    lowering.kernel(name, math.ceil(count / chunk), body, waits=False)
+    lowering.kernel(name, math.ceil(count / chunk), body, waits)
 
 
 @lowers("conv_weight_grad")
@@ -907,22 +915,13 @@ def _row_function(lowering: Lowering, element, block: Blocking, rows: int, x_ste
 def _emit_sum_copies(lowering: Lowering, dtype, offset: int, size: int, parts: int) -> None:
     """copy[0][i] = sum over p of copy[p][i], for `parts` consecutive copies of `size` elements, in
     chunks read in order (so the sum streams through memory)."""
-    element = element_type(dtype)
-    chunk = 4096
+    def add(b, copies, i):
+        total = b.load(b.gep(copies, [i]))
+        for part in range(1, parts):
+            total = b.fadd(total, b.load(b.gep(copies, [b.add(i, i64(part * size))])))
+        b.store(total, b.gep(copies, [i]))
 
-    def body(k, item):
-        b = k.b
-        copies = k.scratch_pointer(offset, element)
-        start = b.mul(item, i64(chunk))
-        stop = b.add(start, i64(chunk))
-        stop = b.select(b.icmp_signed("<", stop, i64(size)), stop, i64(size))
-        with counted_loop(b, stop, start, name="i") as i:
-            total = b.load(b.gep(copies, [i]))
-            for part in range(1, parts):
-                total = b.fadd(total, b.load(b.gep(copies, [b.add(i, i64(part * size))])))
-            b.store(total, b.gep(copies, [i]))
-
-    lowering.kernel("wgrad_sum_parts", math.ceil(size / chunk), body)
+    _emit_chunks(lowering, offset, size, element_type(dtype), "wgrad_sum_parts", add)
 
 
 def _emit_unpack_weight(lowering: Lowering, dw: Value, g: Geometry, block: Blocking, tap_count: int, offset: int) -> None:
