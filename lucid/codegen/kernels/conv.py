@@ -73,14 +73,21 @@ class Blocking:
         return self.lanes * self.vectors
 
 
+#: Most output points in a register tile (with one vector of channels a tile could hold more, but its
+#: loads would outnumber its FMAs).
+MOST_POINTS = 14
+
+
 def choose_blocking(ocg: int, points_available: int, lowering: Lowering, dtype) -> Blocking:
+    """Vectors of output channels (1 or 2) and points per tile: points x vectors accumulators, one
+    register per weight vector and one for the broadcast input value fit the register file (32
+    vector registers with AVX-512, else 16). Tiles of a row are balanced."""
     lanes = lowering.target.vector_floats * 4 // dtype.numpy.itemsize
     while lanes > 4 and lanes // 2 >= ocg:
         lanes //= 2
-    import os
-    vectors = min(int(os.environ.get("XV", 2)), math.ceil(ocg / lanes))
+    vectors = 2 if ocg > lanes else 1
     registers = 32 if lowering.target.vector_floats == 16 else 16
-    most = max(1, min((registers - vectors - int(os.environ.get("XR", 2))) // vectors, int(os.environ.get("XP", 14))))
+    most = max(1, min((registers - vectors - 2) // vectors, MOST_POINTS))
     tiles = math.ceil(max(points_available, 1) / most)
     return Blocking(lanes, vectors, math.ceil(max(points_available, 1) / tiles))     # balanced tiles
 
