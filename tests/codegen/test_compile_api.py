@@ -22,7 +22,8 @@ import lucid
 import lucid.nn as nn
 import lucid.nn.functional as F
 from lucid.codegen import jit
-from lucid.codegen.executable import SERIAL_FLOPS, Executable, estimated_flops
+from lucid.codegen.build import SERIAL_FLOPS, estimated_flops
+from lucid.codegen.executable import Executable
 from lucid.errors import DTypeError, LucidError, ShapeError
 from lucid.optim import SGD
 from model_helpers import randomise_batch_norm
