@@ -14,7 +14,9 @@ import pathlib
 import sys
 
 #: subcommand name -> (module implementing it, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "export": ("lucid.export_command", "compile a model ahead of time into a shared library with a C ABI"),
+}
 
 
 class SourceError(ValueError):

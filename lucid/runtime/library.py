@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,9 @@ from ..errors import DTypeError, LibraryError, ShapeError
 from . import abi
 
 _ELF_MAGIC = b"\x7fELF"
+_ELF_HEADER = struct.Struct("<4sBBB9xHHIQQQIHHHHHH")   # ELF64 header: ident, type, machine, ..., shstrndx
+_PROGRAM_HEADER = struct.Struct("<IIQQQQQQ")           # type, flags, offset, vaddr, paddr, filesz, memsz, align
+_ET_DYN, _EM_X86_64 = 3, 62
 _FLOATS = ctypes.POINTER(ctypes.c_float)
 
 
@@ -123,15 +127,36 @@ class Library:
 
 
 def _open(path: Path) -> ctypes.CDLL:
-    """dlopen the file (kept local to this handle) after checking it is an ELF file."""
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(4)
-    except OSError as error:
-        raise LibraryError(f"lucid.runtime: cannot read library {str(path)!r}: {error.strerror}") from None
-    if magic != _ELF_MAGIC:
-        raise LibraryError(f"lucid.runtime: {str(path)!r} is not a lucid library (not an ELF shared object)")
+    """dlopen the file (kept local to this handle) once it passed `_check_file`."""
+    _check_file(path)
     try:
         return ctypes.CDLL(str(path.resolve()), mode=os.RTLD_NOW | os.RTLD_LOCAL)
     except OSError as error:
         raise LibraryError(f"lucid.runtime: {str(path)!r} is not a loadable shared library: {error}") from None
+
+
+def _check_file(path: Path) -> None:
+    """Refuse what the dynamic loader must not see: a file that is not a complete x86-64 ELF shared
+    object (a truncated one would fault when its segments are touched), or one without lucid's info
+    string (a foreign library: its constructors are not run)."""
+    try:
+        image = path.read_bytes()
+    except OSError as error:
+        raise LibraryError(f"lucid.runtime: cannot read library {str(path)!r}: {error.strerror}") from None
+    if len(image) < _ELF_HEADER.size or image[:4] != _ELF_MAGIC:
+        raise LibraryError(f"lucid.runtime: {str(path)!r} is not a lucid library (not an ELF shared object)")
+    (_, elf_class, data, _, kind, machine, _, _, phoff, shoff, _, _, phentsize, phnum, shentsize,
+     shnum, _) = _ELF_HEADER.unpack_from(image)
+    if (elf_class, data, kind, machine) != (2, 1, _ET_DYN, _EM_X86_64) or phentsize != _PROGRAM_HEADER.size:
+        raise LibraryError(f"lucid.runtime: {str(path)!r} is not an x86-64 ELF shared object")
+    ends = [phoff + phnum * phentsize, shoff + shnum * shentsize]
+    if ends[0] <= len(image):
+        for k in range(phnum):
+            _, _, offset, _, _, file_size, _, _ = _PROGRAM_HEADER.unpack_from(image, phoff + k * phentsize)
+            ends.append(offset + file_size)
+    if max(ends) > len(image):
+        raise LibraryError(f"lucid.runtime: {str(path)!r} is truncated ({len(image)} bytes, its headers "
+                           f"describe {max(ends)}): not a loadable shared library")
+    if f"{abi.INFO_PREFIX} abi=".encode() not in image:
+        raise LibraryError(f"lucid.runtime: {str(path)!r} is a shared library but not one lucid.export wrote "
+                           f"(no {abi.INFO_PREFIX} info string)")
