@@ -18,7 +18,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ import lucid.nn.functional as F
 import lucid.runtime
 from lucid.cli import main
 from lucid.errors import DTypeError, ExportError, LibraryError, ShapeError
-from model_helpers import randomise_batch_norm
+from model_helpers import randomise_batch_norm, run_in_threads
 from models import ConvAutoencoder3D, UNet3D, VideoClassifier
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -156,11 +155,7 @@ def test_python_threads_call_the_library_at_once(exported):
             if not np.allclose(y, expected[k], rtol=1e-4, atol=1e-5):
                 failures.append(k)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(work, 2)
     model.library.set_num_threads(0)
     assert not failures
 
@@ -316,3 +311,24 @@ def test_examples_aot_builds_and_prints_the_unet_checksum(tmp_path):
     with lucid.no_grad():
         expected = model(lucid.Tensor(pattern.reshape(1, 1, 16, 16, 16))).numpy().astype(np.float64).sum()
     assert checksum == pytest.approx(expected, rel=1e-4, abs=1e-3)
+
+
+# ============================================================================== targets
+def test_export_for_another_cpu_level_runs_here(folder, monkeypatch):
+    from lucid.codegen.aot import _required_features
+    from lucid.codegen.target import Target
+
+    monkeypatch.setenv("LUCID_CPU", "x86-64-v3")          # the AVX2 code path, 8-lane vectors
+    monkeypatch.delenv("LUCID_CPU_FEATURES", raising=False)
+    lucid.manual_seed(4)
+    model = nn.Sequential(nn.Conv3d(2, 3, 3, padding=1), nn.ReLU())
+    files = lucid.export(model, lucid.spec(1, 2, 5, 5, 5), path=folder / "avx2.so")
+    x = data((1, 2, 5, 5, 5), 8)
+    library = lucid.runtime.load(files.library)
+    with lucid.no_grad():
+        assert_close(library(x), model(lucid.Tensor(x)).numpy())
+    library.selftest()
+    # the features a library checks for before running: the target's, or its x86-64 level's
+    assert _required_features(Target("x86_64", "x86-64-v3", "")) == ["popcnt", "sse4.1", "sse4.2", "avx", "avx2",
+                                                                      "fma", "bmi", "bmi2"]
+    assert _required_features(Target("x86_64", "znver3", "+avx2,-avx512f,+fma,+sse4.2")) == ["sse4.2", "avx2", "fma"]

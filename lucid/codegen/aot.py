@@ -8,7 +8,9 @@
     compiled with a generated header of tables (buffer-table layout, shapes, sizes, checksums),
   * the weights (parameters and constants, each 64-byte aligned) and the self-test's golden data,
     as read-only data assembled with `.incbin` (no C literal);
-  only `N_*` and `lucid_aot_info` are exported (a linker version script hides the rest);
+  only `N_*` and `lucid_aot_info` are exported (a linker version script hides the rest), and the
+  library's calls to its own functions bind to them (`-Bsymbolic`: a second lucid library in the
+  process never interposes, and `dladdr` finds this library's own folder);
 - `path` with `.h`: the C header;
 - with `weights_in_file`, `path` with `.weights` instead of embedded weights: a header (magic, ABI
   version, size, CRC-32; see `lucid.runtime.abi`) and the payload, checked by the library on loading.
@@ -237,10 +239,10 @@ def _assembly(work: Path, blobs: dict) -> str:
 
 
 def _link(compiler: str, work: Path, sources: list[str], out: Path, soname: str) -> None:
-    command = [compiler, "-shared", "-fPIC", "-O2", "-std=gnu11", "-fvisibility=hidden",
+    command = [compiler, "-shared", "-fPIC", "-O2", "-std=gnu11", "-fvisibility=hidden", "-Wall", "-Wextra",
                f'-DLUCID_TABLES="{work / "tables.h"}"', str(RUNTIME_SOURCE), *sources, "-o", str(out),
                f"-Wl,--version-script={work / 'exports.map'}", f"-Wl,-soname,{soname}",
-               "-Wl,-z,noexecstack", "-Wl,-z,defs", "-lm", "-lpthread"]
+               "-Wl,-Bsymbolic", "-Wl,-z,noexecstack", "-Wl,-z,defs", "-lm", "-lpthread"]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise ExportError(f"lucid.export: linking the library with {compiler} failed:\n{done.stderr[-4000:]}")
@@ -264,7 +266,7 @@ def header_text(graph: Graph, name: str, weights_in_file: bool) -> str:
              f"{len(graph.outputs)}, C-contiguous:"]
     for what, values in (("input", graph.inputs), ("output", graph.outputs)):
         for k, v in enumerate(values):
-            lines.append(f" *   {what} {k} ({v.name}): float32 {list(v.shape)}")
+            lines.append(f" *   {what} {k}{f' ({v.name})' if v.name else ''}: float32 {list(v.shape)}")
     lines += [" * It returns 0, or -1 with the reason in {0}_last_error() (thread-local). It may be called from".format(name),
               " * several threads at once; each call uses {0}_set_num_threads() threads (default: every core).".format(name),
               " */", f"#ifndef {guard}", f"#define {guard}", "", "#include <stdint.h>", "",

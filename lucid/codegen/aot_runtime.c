@@ -106,7 +106,6 @@ static int64_t threads_for_call(void) {
 }
 
 /* ------------------------------------------------------------------------------ weights */
-static const unsigned char *weights;    /* parameters and constants; set once, read atomically */
 static pthread_mutex_t weights_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static uint32_t crc32_of(const unsigned char *data, size_t size) {
@@ -125,6 +124,8 @@ static uint32_t crc32_of(const unsigned char *data, size_t size) {
 }
 
 #if LUCID_WEIGHTS_IN_FILE
+static const unsigned char *weights;    /* parameters and constants; set once, read atomically */
+
 static uint32_t read_u32(const unsigned char *p) {
     return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
