@@ -3,7 +3,8 @@ execution of the same model in eval mode.
 
 Checked: exported outputs equal eager outputs for the UNet, the autoencoder (lazy layers) and the
 video classifier; a C program compiled with `cc` (tests/aot_harness.c) gives the same outputs, gets
-identical results from two threads calling `N_run` at once, and passes `N_selftest`; Python threads
+identical results from two threads calling `N_run` at once, and passes `N_selftest`; two libraries
+linked into one C program each run their own code (internal symbols are local); Python threads
 calling the library at once; the library needs only libc, libm and libpthread and exports only its
 C ABI; weights in a separate file (loaded, checked, refused when missing, corrupt or another
 model's); damaged embedded weights refused; the model's train/eval mode restored; bad models and
@@ -140,6 +141,26 @@ def test_c_program_equals_eager_and_runs_two_threads_at_once(exported, folder, k
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
     expected = model.eager(x)
     assert_close(np.fromfile(folder / f"{key}_out.bin", np.float32).reshape(expected.shape), expected)
+
+
+def test_two_libraries_linked_into_one_c_program(exported, folder):
+    unet, video = exported["unet"].files, exported["video"].files
+    source = folder / "two_models.c"
+    source.write_text(f"""
+#include <stdio.h>
+#include "{unet.header}"
+#include "{video.header}"
+int main(void) {{
+    int a = unet_selftest(), b = video_selftest();
+    printf("%d %d %s%s\\n", a, b, unet_last_error(), video_last_error());
+    return a || b;
+}}
+""")
+    program = folder / "two_models"
+    subprocess.run(["cc", str(source), str(unet.library), str(video.library), f"-Wl,-rpath,{folder}",
+                    "-o", str(program)], check=True, capture_output=True)
+    done = subprocess.run([str(program)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "0 0", done.stdout + done.stderr
 
 
 def test_python_threads_call_the_library_at_once(exported):
