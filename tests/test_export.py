@@ -353,3 +353,16 @@ def test_export_for_another_cpu_level_runs_here(folder, monkeypatch):
     assert _required_features(Target("x86_64", "x86-64-v3", "")) == ["popcnt", "sse4.1", "sse4.2", "avx", "avx2",
                                                                       "fma", "bmi", "bmi2"]
     assert _required_features(Target("x86_64", "znver3", "+avx2,-avx512f,+fma,+sse4.2")) == ["sse4.2", "avx2", "fma"]
+
+
+def test_selftest_reports_outputs_that_differ_from_the_golden_ones(folder, monkeypatch):
+    import lucid.ir.interpreter as interpreter
+
+    honest = interpreter.run
+    monkeypatch.setattr(interpreter, "run", lambda graph, *xs: honest(graph, *xs) + np.float32(0.5))
+    files = lucid.export(lambda x: x.tanh(), lucid.spec(4, 5), path=folder / "wrong_golden.so")
+    library = lucid.runtime.load(files.library)
+    with pytest.raises(LibraryError, match=r"wrong_golden_selftest: output 0 element 0 is .*, expected"):
+        library.selftest()
+    x = data((4, 5), 9)
+    np.testing.assert_allclose(library(x), np.tanh(x), rtol=1e-5, atol=1e-6)     # the code itself is right

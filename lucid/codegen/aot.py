@@ -78,26 +78,16 @@ def write_library(graph: Graph, path, name: str, golden_inputs: list, golden_out
     plan = memory_planning.plan(graph)
     table = buffer_table(graph, plan)
     code = graph_code(graph, plan, target)
-    weights, fixed = _blob([np.asarray(graph.bindings[v.name], v.dtype.numpy) for v in graph.params]
-                           + [array for _, array in table.constants])
+    weights, weight_offsets = _blob([np.asarray(graph.bindings[v.name], v.dtype.numpy) for v in graph.params]
+                                    + [array for _, array in table.constants])
     golden, golden_offsets = _blob([np.asarray(a, np.float32) for a in list(golden_inputs) + list(golden_outputs)])
     files = LibraryFiles(path, path.with_suffix(".h"), path.with_suffix(abi.WEIGHTS_SUFFIX) if weights_in_file else None, name)
     tables = _model_tables(graph, plan, table, name, target, code.workspace_bytes, weights_in_file)
-    tables.define_weights(weights, files.weights)
-    tables.array("fixed_slot", "int", [slot for _, slot in table.params] + [slot for slot, _ in table.constants])
-    tables.array("fixed_offset", "int64_t", fixed)
-    tables.define("LUCID_NUM_FIXED", len(fixed))
-    tables.array("golden_input_offset", "int64_t", golden_offsets[:len(graph.inputs)])
-    tables.array("golden_output_offset", "int64_t", golden_offsets[len(graph.inputs):])
+    tables.define_data(table, weights, weight_offsets, golden_offsets[:len(graph.inputs)],
+                       golden_offsets[len(graph.inputs):], files.weights)
+    blobs = {"lucid_golden": golden} if weights_in_file else {"lucid_weights": weights, "lucid_golden": golden}
     with tempfile.TemporaryDirectory(prefix="lucid-export-") as folder:
-        work = Path(folder)
-        (work / "tables.h").write_text(tables.text())
-        blobs = {"lucid_golden": golden} if weights_in_file else {"lucid_weights": weights, "lucid_golden": golden}
-        sources = [str(work / "data.S")] + _write_objects(work, code.objects)
-        (work / "data.S").write_text(_assembly(work, blobs))
-        (work / "exports.map").write_text(f"{{ global: {name}_*; {abi.INFO_SYMBOL}; local: *; }};\n")
-        built = work / path.name
-        _link(compiler, work, sources, built, path.name)
+        built = _link(compiler, Path(folder), tables, code.objects, blobs, name, path.name)
         if files.weights is not None:
             _replace(files.weights, _weights_file(weights))
         _replace(files.header, header_text(graph, name, weights_in_file).encode())
@@ -158,7 +148,15 @@ class _Tables:
         """`static const ctype name[] = {...}`, with one 0 when empty (C has no empty arrays)."""
         self.lines.append(f"static const {ctype} {name}[] = {{{', '.join(map(str, values)) or '0'}}};")
 
-    def define_weights(self, weights: bytes, weights_path: Path | None) -> None:
+    def define_data(self, table: BufferTable, weights: bytes, weight_offsets: list, golden_inputs: list,
+                    golden_outputs: list, weights_path: Path | None) -> None:
+        """Where parameters and constants are in the weights (in table order), the weights' size,
+        CRC-32 and file, and where the golden inputs and outputs are in the golden data."""
+        self.array("fixed_slot", "int", [slot for _, slot in table.params] + [slot for slot, _ in table.constants])
+        self.array("fixed_offset", "int64_t", weight_offsets)
+        self.define("LUCID_NUM_FIXED", len(weight_offsets))
+        self.array("golden_input_offset", "int64_t", golden_inputs)
+        self.array("golden_output_offset", "int64_t", golden_outputs)
         self.define("LUCID_WEIGHTS_IN_FILE", int(weights_path is not None))
         self.define("LUCID_WEIGHTS_BYTES", f"{len(weights)}ull")
         self.define("LUCID_WEIGHTS_CRC32", f"{zlib.crc32(weights)}u")
@@ -238,14 +236,23 @@ def _assembly(work: Path, blobs: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _link(compiler: str, work: Path, sources: list[str], out: Path, soname: str) -> None:
+def _link(compiler: str, work: Path, tables: _Tables, objects: list[bytes], blobs: dict, name: str,
+          file_name: str) -> Path:
+    """Compile aot_runtime.c with the tables and link it with the objects and data in `work`; the
+    library's path. Only `name_*` and the info function are exported."""
+    (work / "tables.h").write_text(tables.text())
+    (work / "data.S").write_text(_assembly(work, blobs))
+    (work / "exports.map").write_text(f"{{ global: {name}_*; {abi.INFO_SYMBOL}; local: *; }};\n")
+    out = work / file_name
     command = [compiler, "-shared", "-fPIC", "-O2", "-std=gnu11", "-fvisibility=hidden", "-Wall", "-Wextra",
-               f'-DLUCID_TABLES="{work / "tables.h"}"', str(RUNTIME_SOURCE), *sources, "-o", str(out),
-               f"-Wl,--version-script={work / 'exports.map'}", f"-Wl,-soname,{soname}",
+               f'-DLUCID_TABLES="{work / "tables.h"}"', str(RUNTIME_SOURCE), str(work / "data.S"),
+               *_write_objects(work, objects), "-o", str(out),
+               f"-Wl,--version-script={work / 'exports.map'}", f"-Wl,-soname,{file_name}",
                "-Wl,-Bsymbolic", "-Wl,-z,noexecstack", "-Wl,-z,defs", "-lm", "-lpthread"]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise ExportError(f"lucid.export: linking the library with {compiler} failed:\n{done.stderr[-4000:]}")
+    return out
 
 
 def _replace(path: Path, data: bytes) -> None:
