@@ -38,3 +38,4 @@ from .tracing import spec, trace  # noqa: E402
 from .compiler import compile  # noqa: E402,A004
 from . import ir, passes  # noqa: E402
 from .exporter import export  # noqa: E402
+from . import runtime  # noqa: E402  (numpy + ctypes only)
