@@ -195,7 +195,7 @@ def test_library_needs_only_libc_and_exports_only_its_abi(exported):
         defined = {line.split()[-1] for line in symbols.splitlines()
                    if re.search(r"\b(FUNC|OBJECT)\s+GLOBAL\b", line) and " UND " not in line}
         assert defined == {f"{key}_{f}" for f in ("run", "num_inputs", "num_outputs", "input_shape", "output_shape",
-                                                  "last_error", "set_num_threads", "selftest")} | {"lucid_aot_info"}
+                                                  "last_error", "set_num_threads", "selftest", "abi_version")} | {"lucid_aot_info"}
 
 
 def test_header_declares_the_abi(exported):
@@ -203,6 +203,7 @@ def test_header_declares_the_abi(exported):
     for declaration in ["int unet_run(const float *const *inputs, float *const *outputs);",
                         "int unet_input_shape(int i, int64_t *dims);", "const char *unet_last_error(void);",
                         "void unet_set_num_threads(int threads);", "int unet_selftest(void);",
+                        "int unet_abi_version(void);",
                         "#define UNET_INPUT0_ELEMENTS 512", "#define UNET_OUTPUT0_ELEMENTS 1024"]:
         assert declaration in header
 

@@ -292,7 +292,8 @@ def header_text(graph: Graph, name: str, weights_in_file: bool) -> str:
               f"int {name}_output_shape(int i, int64_t *dims);",
               f"const char *{name}_last_error(void);",
               f"void {name}_set_num_threads(int threads);        /* 0: automatic */",
-              f"int {name}_selftest(void);                       /* 0: the golden inputs give the golden outputs */"]
+              f"int {name}_selftest(void);                       /* 0: the golden inputs give the golden outputs */",
+              f"int {name}_abi_version(void);                    /* {name.upper()}_ABI_VERSION of the library */"]
     if weights_in_file:
         lines.append(f"int {name}_load_weights(const char *path);   /* NULL: the .weights file beside the library */")
     lines += [f"const char *{abi.INFO_SYMBOL}(void);               /* \"{abi.INFO_PREFIX} abi=... name=...\" */", "",

@@ -9,7 +9,7 @@
  *   N_run             fills a buffer table for this call and runs the graph. Each call takes its own
  *                     arena (intermediates + workspace) from a small locked pool, or allocates one,
  *                     so concurrent calls share no scratch;
- *   N_num_inputs/... shapes; N_last_error: this thread's last error message;
+ *   N_num_inputs/... shapes; N_last_error: this thread's last error message; N_abi_version;
  *   N_set_num_threads threads per call (0: LUCID_NUM_THREADS, else every core this process may use);
  *   N_selftest        runs the embedded golden inputs and compares with the golden outputs;
  *   N_load_weights    (weights in a separate file) reads and checks a weights file (magic, version,
@@ -60,6 +60,8 @@ static int fail(const char *format, ...) {
 EXPORTED const char *API(last_error)(void) { return last_error; }
 
 EXPORTED const char *lucid_aot_info(void) { return LUCID_INFO; }
+
+EXPORTED int API(abi_version)(void) { return LUCID_ABI_VERSION; }
 
 /* ------------------------------------------------------------------------------ shapes */
 EXPORTED int API(num_inputs)(void) { return LUCID_NUM_INPUTS; }

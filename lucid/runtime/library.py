@@ -48,6 +48,9 @@ class Library:
                                f"{info.get('abi', 'unknown')}; this lucid reads version {abi.ABI_VERSION} "
                                "(export the model again)")
         self.name = info["name"]
+        if self._function("abi_version", ctypes.c_int, [])() != abi.ABI_VERSION:
+            raise LibraryError(f"lucid.runtime: {self.path} reports another ABI version than its info string "
+                               "(a damaged library)")
         self._returns_tuple = info.get("outputs") == "tuple"
         self._run = self._function("run", ctypes.c_int, [ctypes.POINTER(_FLOATS), ctypes.POINTER(_FLOATS)])
         self._error = self._function("last_error", ctypes.c_char_p, [])
