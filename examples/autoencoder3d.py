@@ -26,7 +26,7 @@ import lucid  # noqa: E402
 import lucid.nn.functional as F  # noqa: E402
 from lucid import Tensor  # noqa: E402
 from example_tools import (describe_first_call, llvm_counts, report_loss, report_step_times,  # noqa: E402
-                           sphere_mask, time_steps, train)
+                           sphere_mask, train)
 from models import ConvAutoencoder3D  # noqa: E402
 
 
@@ -93,14 +93,12 @@ def main(argv=None):
 
     volumes, _ = make_batch(np.random.default_rng(args.seed + 1), args.batch, args.size)
     error, baseline = held_out_error(compiled, model, volumes)
-    compiled_time = time_steps(compiled, optimizer, F.mse_loss, volumes, volumes, repeats=5)
-    eager_time = time_steps(model, optimizer, F.mse_loss, volumes, volumes, repeats=3)
 
     print()
     fell = report_loss(losses)
     print(f"held-out batch: reconstruction error {error:.4f} (predicting the mean voxel: {baseline:.4f})")
     print(f"first compiled training step: {train_note}")
-    report_step_times(args.batch, compiled_time, eager_time)
+    report_step_times(compiled, model, optimizer, F.mse_loss, volumes, volumes)
     return 0 if fell else 1
 
 

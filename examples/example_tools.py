@@ -1,7 +1,7 @@
 """What the training examples share: synthetic volumes, a training step, timing, LLVM counters and
 the loss summary.
 
-    from example_tools import train, time_steps, report_loss, llvm_counts, describe_first_call
+    from example_tools import train, report_loss, report_step_times, llvm_counts, describe_first_call
 
 A training step is `loss_fn(net(inputs), targets)`, backward, optimiser step; `net` is either the
 eager model or its `lucid.compile`d form, so the same code times both.
@@ -91,6 +91,10 @@ def report_loss(losses):
     return last < first
 
 
-def report_step_times(batch, compiled_seconds, eager_seconds):
+def report_step_times(compiled, model, optimizer, loss_fn, inputs, targets):
+    """Time training steps on one batch with the compiled and the eager model; print both medians."""
+    compiled_seconds = time_steps(compiled, optimizer, loss_fn, inputs, targets, repeats=5)
+    eager_seconds = time_steps(model, optimizer, loss_fn, inputs, targets, repeats=3)
+    batch = inputs.shape[0]
     print(f"training step (median), batch {batch}: compiled {1e3 * compiled_seconds:.1f} ms, "
           f"eager {1e3 * eager_seconds:.1f} ms -> compiled is {eager_seconds / compiled_seconds:.1f}x faster")

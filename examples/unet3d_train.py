@@ -33,7 +33,7 @@ import lucid.nn.functional as F  # noqa: E402
 from lucid import Tensor  # noqa: E402
 from lucid.codegen import jit  # noqa: E402
 from example_tools import (describe_first_call, llvm_counts, report_loss, report_step_times,  # noqa: E402
-                           sphere_mask, time_steps, timed, train)
+                           sphere_mask, timed, train)
 from models import UNet3D  # noqa: E402
 
 
@@ -110,8 +110,6 @@ def main(argv=None):
     background = float((labels.numpy() == 0).mean())
 
     images, labels = make_batch(rng, args.batch, args.size)
-    compiled_time = time_steps(compiled, optimizer, F.cross_entropy, images, labels, repeats=5)
-    eager_time = time_steps(model, optimizer, F.cross_entropy, images, labels, repeats=3)
 
     print()
     fell = report_loss(losses)
@@ -120,7 +118,7 @@ def main(argv=None):
     print(f"first compiled training step: {train_note}")
     print(f"first compiled eval call:     {eval_note}")
     print("  (native code is cached on disk, so a second run skips LLVM and starts faster)")
-    report_step_times(args.batch, compiled_time, eager_time)
+    report_step_times(compiled, model, optimizer, F.cross_entropy, images, labels)
     return 0 if fell else 1
 
 

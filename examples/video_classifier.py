@@ -26,7 +26,7 @@ import lucid  # noqa: E402
 import lucid.nn.functional as F  # noqa: E402
 from lucid import Tensor  # noqa: E402
 from example_tools import (describe_first_call, llvm_counts, report_loss, report_step_times,  # noqa: E402
-                           time_steps, train)
+                           train)
 from models import VideoClassifier  # noqa: E402
 
 #: (frame-to-frame step along H, along W) of each class: right, left, down, up, still.
@@ -98,14 +98,12 @@ def main(argv=None):
     clips, labels = make_batch(np.random.default_rng(args.seed + 1), 64, args.frames, args.size)
     held_out = accuracy(compiled, model, clips, labels)
     clips, labels = make_batch(rng, args.batch, args.frames, args.size)
-    compiled_time = time_steps(compiled, optimizer, F.cross_entropy, clips, labels, repeats=5)
-    eager_time = time_steps(model, optimizer, F.cross_entropy, clips, labels, repeats=3)
 
     print()
     fell = report_loss(losses)
     print(f"held-out batch of 64 clips: accuracy {held_out:.3f} (chance: {1 / len(MOTIONS):.3f})")
     print(f"first compiled training step: {train_note}")
-    report_step_times(args.batch, compiled_time, eager_time)
+    report_step_times(compiled, model, optimizer, F.cross_entropy, clips, labels)
     return 0 if fell else 1
 
 
