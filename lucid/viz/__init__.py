@@ -80,7 +80,7 @@ def _graph(graph_or_module, inputs: tuple):
 
 
 def _drawings(graph, stage: str, classes: dict) -> list:
-    return [(title, model.build(g, title, classes, plan)) for title, g, plan in stage_graphs(graph, stage)]
+    return [(title, model.build(g, classes, plan)) for title, g, plan in stage_graphs(graph, stage)]
 
 
 def _every_stage(graph, classes: dict) -> dict:

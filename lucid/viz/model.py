@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from ..ir.cost import node_flops, value_bytes
 from ..ir.ops.fused import body_graph
+from ..ir.text import format_type
 
 #: module classes that hold children without being called themselves
 UNCALLED_CONTAINERS = frozenset({"ModuleList", "ModuleDict"})
@@ -82,11 +83,7 @@ class Drawing:
     items: list
     edges: list
     groups: dict                   # id -> Group, parents before children
-    title: str = ""
     failure: str | None = None
-
-    def item(self, item_id: str) -> Item:
-        return next(i for i in self.items if i.id == item_id)
 
     def folded_at(self, depth: int | None) -> dict:
         """item id -> id of the box it is drawn in when groups at nesting `depth` are folded (groups
@@ -102,12 +99,7 @@ class Drawing:
         return box
 
 
-def type_text(type_) -> str:
-    short = {"float32": "f32", "float64": "f64", "int64": "i64", "bool": "bool"}
-    return f"{short.get(str(type_.dtype), str(type_.dtype))}[{', '.join(map(str, type_.shape))}]"
-
-
-def build(graph, title: str = "", module_classes: dict | None = None, plan=None, failure=None) -> Drawing:
+def build(graph, module_classes: dict | None = None, plan=None, failure=None) -> Drawing:
     """The drawing of `graph`. `module_classes` maps module paths to class names (known when drawing
     a module); `plan` is a `MemoryPlan` whose offsets annotate the items; `failure` is the exception
     of a failed trace (its `failing_node` is drawn, marked)."""
@@ -130,13 +122,13 @@ def build(graph, title: str = "", module_classes: dict | None = None, plan=None,
     groups = _groups(items, module_classes or {}, {v.name: size for v, size in params.items()})
     _place_sinks(sinks, {i.id: i for i in items}, edges, groups)
     items += sinks
-    return Drawing(graph.name, items, edges, groups, title, str(failure) if failure is not None else None)
+    return Drawing(graph.name, items, edges, groups, str(failure) if failure is not None else None)
 
 
 def _input_items(graph):
     items, producer = [], {}
     for v in graph.inputs:
-        items.append(Item(f"i_{v.name}", "input", "input", v.name, output=type_text(v.type), bytes=value_bytes(v)))
+        items.append(Item(f"i_{v.name}", "input", "input", v.name, output=format_type(v.type), bytes=value_bytes(v)))
         producer[v] = items[-1].id
     return items, producer
 
@@ -145,19 +137,19 @@ def _node_item(node, item_id: str, params: dict, plan) -> Item:
     operands, param_elements = [], 0
     for k, v in enumerate(node.inputs):
         if v in params:
-            operands.append(("param", v.name, type_text(v.type)))
+            operands.append(("param", v.name, format_type(v.type)))
             param_elements += 0 if any(v is u for u in node.inputs[:k]) else params[v]
         elif v.node is not None and v.node.is_constant:
-            operands.append(("constant", _constant_text(v.node.value), type_text(v.type)))
+            operands.append(("constant", _constant_text(v.node.value), format_type(v.type)))
         else:
-            operands.append(("input", v.name or _producer(v.node), type_text(v.type)))
+            operands.append(("input", v.name or _producer(v.node), format_type(v.type)))
     fused = node.op == "fused"
     output = node.output
     return Item(
         item_id, "fused" if fused else "op", node.op, node.scope.path if node.scope else "",
         node.scope.cls if node.scope else "",
         attrs={} if fused else {k: _attr_text(a) for k, a in node.attrs.items()},
-        operands=operands, output=type_text(output.type) if output is not None else "",
+        operands=operands, output=format_type(output.type) if output is not None else "",
         params=param_elements, flops=node_flops(node) if output is not None else 0,
         bytes=value_bytes(output) if output is not None else 0,
         members=_members(node.attrs["body"]) if fused else [],
@@ -167,7 +159,7 @@ def _node_item(node, item_id: str, params: dict, plan) -> Item:
 
 def _members(body_text: str) -> list:
     body = body_graph(body_text)
-    return [{"op": n.op, "module": str(n.scope) if n.scope else "", "output": type_text(n.output.type),
+    return [{"op": n.op, "module": str(n.scope) if n.scope else "", "output": format_type(n.output.type),
              "attrs": {k: _attr_text(a) for k, a in n.attrs.items()}, "flops": node_flops(n)}
             for n in body.nodes if not n.is_constant]
 
@@ -177,7 +169,7 @@ def _edges_into(values, dst: str, producer: dict) -> list:
     for v in values:
         if v in producer and v not in seen:
             seen.add(v)
-            edges.append(Edge(producer[v], dst, type_text(v.type)))
+            edges.append(Edge(producer[v], dst, format_type(v.type)))
     return edges
 
 
@@ -188,8 +180,8 @@ def _sink_items(graph, producer: dict, edges: list) -> list:
     for kind, name, v in sinks:
         if v not in producer:
             continue
-        items.append(Item(f"{kind[0]}_{name}", kind, kind, name, output=type_text(v.type), bytes=value_bytes(v)))
-        edges.append(Edge(producer[v], items[-1].id, type_text(v.type)))
+        items.append(Item(f"{kind[0]}_{name}", kind, kind, name, output=format_type(v.type), bytes=value_bytes(v)))
+        edges.append(Edge(producer[v], items[-1].id, format_type(v.type)))
     return items
 
 

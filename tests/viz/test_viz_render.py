@@ -72,6 +72,36 @@ def test_svg_of_every_model_is_well_formed_with_one_box_per_node_and_no_overlaps
     assert "f32[" + ", ".join(map(str, shape)) + "]" in labels          # the input's shape is on its edge
 
 
+def edge_polylines(svg_path) -> list:
+    """Each edge as the polyline through its route points (the ends of its curve segments)."""
+    lines = []
+    for path in ET.parse(svg_path).getroot().iter(f"{SVG}path"):
+        if path.get("class") == "edge":
+            numbers = [tuple(map(float, m)) for m in re.findall(r"(-?[\d.]+),(-?[\d.]+)", path.get("d"))]
+            points = [numbers[0]] + numbers[3::3]
+            lines.append(list(zip(points, points[1:])))
+    return lines
+
+
+def segments_cross(a, b) -> bool:
+    (p1, p2), (p3, p4) = a, b
+    if {p1, p2} & {p3, p4}:
+        return False
+    side = lambda p, q, r: (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])   # noqa: E731
+    return side(p1, p2, p3) * side(p1, p2, p4) < 0 and side(p3, p4, p1) * side(p3, p4, p2) < 0
+
+
+@pytest.mark.parametrize("depth", [None, 1])
+def test_unet_picture_has_no_edge_crossings(tmp_path, depth):
+    path = tmp_path / "unet.svg"
+    viz.render(UNet3D(base=4).eval(), lucid.spec(1, 1, 16, 16, 16), path=path, depth=depth)
+    edges = edge_polylines(path)
+    assert len(edges) >= 15
+    crossing = [(i, j) for i in range(len(edges)) for j in range(i + 1, len(edges))
+                if any(segments_cross(a, b) for a in edges[i] for b in edges[j])]
+    assert crossing == []
+
+
 def test_unet_conv_boxes_show_module_flops_and_params(tmp_path):
     model = UNet3D(base=4).eval()
     path = tmp_path / "unet.html"
