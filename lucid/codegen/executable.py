@@ -21,6 +21,7 @@ import llvmlite.ir as ir
 import numpy as np
 
 from .. import __version__
+from ..ir.cost import estimated_flops
 from ..ir.graph import Graph, Value
 from ..ir.interpreter import check_arrays
 from ..passes import memory_planning
@@ -36,33 +37,6 @@ _RUN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)
 #: Graphs estimated below this many floating-point operations run on one thread: starting threads
 #: costs tens of microseconds, more than such a graph takes.
 SERIAL_FLOPS = 4_000_000
-
-
-def estimated_flops(graph: Graph) -> int:
-    """Rough work of a graph: 2 x multiply-adds of convolutions and matrix products, one operation
-    per element elsewhere (fused bodies counted through their nodes)."""
-    from ..ir.ops.fused import body_graph
-
-    total = 0
-    for node in graph.nodes:
-        if node.op == "fused":
-            total += estimated_flops(body_graph(node.attrs["body"]))
-        elif node.op in ("conv", "conv_transpose", "conv_weight_grad", "matmul"):
-            total += 2 * _multiply_adds(node)
-        else:
-            total += node.output.type.size
-    return total
-
-
-def _multiply_adds(node) -> int:
-    x, other = node.inputs[0].type, node.inputs[1].type
-    if node.op == "matmul":
-        return node.output.type.size * x.shape[-1]
-    if node.op == "conv":
-        return node.output.type.size * other.size // other.shape[0]
-    if node.op == "conv_transpose":
-        return x.size * other.size // other.shape[0]
-    return node.output.type.size * other.size // other.shape[1]     # weight grad: |dw| x positions
 
 
 def default_threads() -> int:
