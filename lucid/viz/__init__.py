@@ -9,7 +9,9 @@ follows the suffix of `path`:
   and unfolding on click, search, pan and zoom, a side panel with the clicked node's details;
 - `.svg`: a static picture of `stage`, laid out in Python (`layout.py`);
 - `.dot`: the same picture as graphviz input.
-`depth` folds module calls nested `depth` levels deep into one box (`None`: nothing folded). A module
+`depth` folds module calls nested `depth` levels deep into one box (`None`: nothing folded;
+`"auto"`, the default: the deepest folding that keeps the first drawing to `model.READABLE_BOXES`
+boxes, so a big model opens readable and each box unfolds on click). A module
 whose trace fails with a lucid error is drawn as far as it was traced, the refused node marked with
 its shape rule's message; `render` then returns normally with `failure` set (the error's text).
 
@@ -35,7 +37,7 @@ class Rendered:
     failure: str | None       # the trace error, when only a partial graph could be drawn
 
 
-def render(graph_or_module, *inputs, path, stage: str = "traced", depth: int | None = None) -> Rendered:
+def render(graph_or_module, *inputs, path, stage: str = "traced", depth: int | str | None = "auto") -> Rendered:
     path = pathlib.Path(path)
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
@@ -43,8 +45,8 @@ def render(graph_or_module, *inputs, path, stage: str = "traced", depth: int | N
                          f"use a path ending in {', '.join(FORMATS)}")
     if stage not in STAGES:
         raise ValueError(f"lucid.viz.render: unknown stage {stage!r}; known stages: {', '.join(STAGES)}")
-    if depth is not None and (not isinstance(depth, int) or depth < 1):
-        raise ValueError(f"lucid.viz.render: depth must be a positive integer or None, got {depth!r}")
+    if depth not in (None, "auto") and (not isinstance(depth, int) or isinstance(depth, bool) or depth < 1):
+        raise ValueError(f"lucid.viz.render: depth must be a positive integer, 'auto' or None, got {depth!r}")
     graph, classes, failure = _graph(graph_or_module, inputs)
     if failure is not None:
         drawn = {"traced": [("traced", model.build(failure.partial_graph, module_classes=classes, failure=failure))]}
@@ -53,6 +55,8 @@ def render(graph_or_module, *inputs, path, stage: str = "traced", depth: int | N
     else:
         drawn = {stage: _drawings(graph, stage, classes)}
     first = stage if stage in drawn else next(iter(drawn))
+    if depth == "auto":
+        depth = drawn[first][0][1].readable_depth()
     text = html.render(drawn, first, depth) if suffix == ".html" else FORMATS[suffix](drawn[first], depth)
     path.write_text(text, encoding="utf-8")
     return Rendered(path, list(drawn), str(failure) if failure is not None else None)

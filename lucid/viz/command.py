@@ -1,4 +1,4 @@
-"""`lucid viz SOURCE -o OUT [--input 1,1,32,32,32] [--stage STAGE] [--depth N]`.
+"""`lucid viz SOURCE -o OUT [--input 1,1,32,32,32] [--stage STAGE] [--depth N|auto|all]`.
 
 SOURCE is a graph file (`graph.save`, read with `lucid.ir.load`) or `path/file.py:ATTR` naming a
 module, a class or factory making one, or a function to trace. Modules and functions are traced on
@@ -9,6 +9,7 @@ then reports the error and exits with status 1.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 
 from ..cli import load_source, parse_shape
@@ -22,8 +23,18 @@ def add_arguments(parser) -> None:
                         help="input shape such as 1,1,32,32,32 (repeat for several inputs)")
     parser.add_argument("--stage", choices=STAGES, default="traced",
                         help="pipeline stage to draw (the HTML holds every stage and opens on this one)")
-    parser.add_argument("--depth", type=int, default=None, metavar="N",
-                        help="fold module calls nested N levels deep into one box (default: fold nothing)")
+    parser.add_argument("--depth", type=_depth, default="auto", metavar="N",
+                        help="fold module calls nested N levels deep into one box; 'all' shows every node; "
+                             "default 'auto': the deepest folding that keeps the picture readable")
+
+
+def _depth(text: str):
+    if text in ("auto", "all"):
+        return None if text == "all" else "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--depth: expected a positive integer, 'auto' or 'all', got {text!r}")
 
 
 def run(args) -> int:

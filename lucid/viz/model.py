@@ -58,6 +58,10 @@ class Edge:
     label: str                     # shape and dtype, e.g. 'f32[1, 4, 16, 16, 16]'
 
 
+#: Boxes a picture may have before `depth="auto"` folds module calls (a screenful that stays legible).
+READABLE_BOXES = 60
+
+
 @dataclass
 class Group:
     id: str
@@ -97,6 +101,15 @@ class Drawing:
                     box[item.id] = group.id
                 group = self.groups.get(group.parent)
         return box
+
+    def readable_depth(self, max_boxes: int = READABLE_BOXES) -> int | None:
+        """The deepest folding whose picture has at most `max_boxes` boxes: `None` (nothing folded)
+        when the whole graph is that small, else the deepest nesting level that fits, else 1."""
+        levels = sorted({g.level for g in self.groups.values()}, reverse=True)
+        for depth in [None] + levels:
+            if len(set(self.folded_at(depth).values())) <= max_boxes:
+                return depth
+        return 1
 
 
 def build(graph, module_classes: dict | None = None, plan=None, failure=None) -> Drawing:

@@ -82,3 +82,14 @@ def test_python_dash_m_and_console_script(tmp_path):
     script = pathlib.Path(sys.executable).parent / "lucid"      # installed by pip from pyproject.toml
     done = subprocess.run([str(script), "viz", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "--depth N" in done.stdout
+
+
+def test_depth_all_shows_every_node_and_a_bad_depth_is_refused(tmp_path, capsys):
+    out = tmp_path / "unet.svg"
+    assert main(["viz", f"{EXAMPLES}/models.py:UNet3D", "-o", str(out), "--depth", "all"]) == 0
+    assert 'class="node group' not in out.read_text() and out.read_text().count('class="node') > 60
+    assert main(["viz", f"{EXAMPLES}/models.py:UNet3D", "-o", str(out)]) == 0         # auto: folded
+    assert 'class="node group' in out.read_text()
+    with pytest.raises(SystemExit):
+        main(["viz", f"{EXAMPLES}/models.py:UNet3D", "-o", str(out), "--depth", "deep"])
+    assert "--depth: expected a positive integer, 'auto' or 'all', got 'deep'" in capsys.readouterr().err

@@ -255,3 +255,18 @@ def html_data(path) -> dict:
     text = path.read_text()
     payload = re.search(r'<script type="application/json" id="lucid-data">(.*?)</script>', text, re.S).group(1)
     return json.loads(payload.replace("<\\/", "</"))
+
+
+def test_auto_depth_folds_a_big_graph_to_a_readable_picture_and_leaves_a_small_one_open(tmp_path):
+    big = UNet3D(base=4)                       # train mode: BatchNorm statistics make ~200 nodes
+    viz.render(big, lucid.spec(1, 1, 16, 16, 16), path=tmp_path / "all.svg", depth=None)
+    viz.render(big, lucid.spec(1, 1, 16, 16, 16), path=tmp_path / "auto.svg")
+    every, auto = nodes(boxes_of(tmp_path / "all.svg")), nodes(boxes_of(tmp_path / "auto.svg"))
+    assert len(every) > 60 and not nodes(boxes_of(tmp_path / "all.svg"), "group")
+    assert 10 <= len(auto) <= 60 and nodes(boxes_of(tmp_path / "auto.svg"), "group")
+    assert overlapping(boxes_of(tmp_path / "auto.svg")) == []
+
+    small = Decoder3D()
+    viz.render(small, lucid.spec(2, 8, 4, 4, 4), path=tmp_path / "small.svg")
+    viz.render(small, lucid.spec(2, 8, 4, 4, 4), path=tmp_path / "small_all.svg", depth=None)
+    assert len(nodes(boxes_of(tmp_path / "small.svg"))) == len(nodes(boxes_of(tmp_path / "small_all.svg")))
