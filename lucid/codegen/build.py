@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import llvmlite.ir as ir
 
 from .. import __version__
+from ..ir.cost import estimated_flops
 from ..ir.graph import Graph
 from ..passes.memory_planning import MemoryPlan
 from . import kernels  # noqa: F401  (registers the lowerings)
@@ -65,33 +66,6 @@ def written_outputs(graph: Graph) -> list[bool]:
         written.append(value.node is not None and not value.node.is_constant and value not in produced)
         produced.add(value)
     return written
-
-
-def estimated_flops(graph: Graph) -> int:
-    """Rough work of a graph: 2 x multiply-adds of convolutions and matrix products, one operation
-    per element elsewhere (fused bodies counted through their nodes)."""
-    from ..ir.ops.fused import body_graph
-
-    total = 0
-    for node in graph.nodes:
-        if node.op == "fused":
-            total += estimated_flops(body_graph(node.attrs["body"]))
-        elif node.op in ("conv", "conv_transpose", "conv_weight_grad", "matmul"):
-            total += 2 * _multiply_adds(node)
-        else:
-            total += node.output.type.size
-    return total
-
-
-def _multiply_adds(node) -> int:
-    x, other = node.inputs[0].type, node.inputs[1].type
-    if node.op == "matmul":
-        return node.output.type.size * x.shape[-1]
-    if node.op == "conv":
-        return node.output.type.size * other.size // other.shape[0]
-    if node.op == "conv_transpose":
-        return x.size * other.size // other.shape[0]
-    return node.output.type.size * other.size // other.shape[1]     # weight grad: |dw| x positions
 
 
 def runs_serially(graph: Graph) -> bool:

@@ -13,7 +13,6 @@ per process at most: the disk cache (tests/conftest.py) serves repeats across te
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
@@ -21,8 +20,9 @@ import lucid
 import lucid.nn as nn
 import lucid.nn.functional as F
 from lucid.codegen import jit
-from lucid.codegen.build import SERIAL_FLOPS, estimated_flops
+from lucid.codegen.build import SERIAL_FLOPS
 from lucid.codegen.executable import Executable
+from lucid.ir.cost import estimated_flops
 from lucid.errors import DTypeError, LucidError, ShapeError
 from lucid.optim import SGD
 from model_helpers import randomise_batch_norm, run_in_threads
