@@ -53,3 +53,19 @@ def test_video_classifier_quick_learns_motion():
     accuracy = re.search(r"^held-out batch of 64 clips: accuracy ([\d.]+) \(chance: 0.200\)$", output, re.M)
     assert accuracy, output
     assert float(accuracy.group(1)) > 0.4      # well above chance after 40 quick steps (1.0 measured)
+
+
+def test_quickstart_runs_every_step_and_agrees_with_eager(tmp_path):
+    proc = run_example("quickstart.py", "--size", "16", "--out", str(tmp_path))
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    steps = [int(k) for k in re.findall(r"^\[(\d)/8\] ", proc.stdout, re.M)]
+    assert steps == list(range(1, 9)), output[-4000:]
+    assert "lazy layers resolved by shape inference: decoder.0: in_channels 32, decoder.2: in_channels 16" in output
+    assert re.search(r"^  %\d+: f32\[1, 1, 16, 16, 16\] = conv_transpose\(", proc.stdout, re.M)   # the IR
+    differences = [float(d) for d in re.findall(r"largest difference from eager ([\d.e+-]+)", proc.stdout)]
+    assert len(differences) == 2 and max(differences) < 1e-4
+    assert re.search(r"^      compiled [\d.]+ ms, eager [\d.]+ ms: [\d.]+x faster$", proc.stdout, re.M)
+    assert proc.stdout.rstrip().endswith("all steps agree with eager mode")
+    assert (tmp_path / "autoencoder.so").stat().st_size > 0 and (tmp_path / "autoencoder.h").exists()
+    assert (tmp_path / "autoencoder.html").read_text().startswith("<!DOCTYPE html>")
