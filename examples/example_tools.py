@@ -51,9 +51,13 @@ def train(net, optimizer, loss_fn, next_batch, steps):
 
 def time_steps(net, optimizer, loss_fn, inputs, targets, repeats):
     """Median seconds of `repeats` training steps with `net` on one batch (after one warm-up step)."""
-    train_step(net, optimizer, loss_fn, inputs, targets)
-    return float(np.median([timed(train_step, net, optimizer, loss_fn, inputs, targets)[1]
-                            for _ in range(repeats)]))
+    return median_seconds(lambda: train_step(net, optimizer, loss_fn, inputs, targets), repeats)
+
+
+def median_seconds(fn, repeats):
+    """Median seconds of `repeats` calls of `fn()`, after one warm-up call."""
+    fn()
+    return float(np.median([timed(fn)[1] for _ in range(repeats)]))
 
 
 def timed(fn, *args):

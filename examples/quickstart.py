@@ -35,6 +35,7 @@ import lucid.runtime  # noqa: E402
 import lucid.viz  # noqa: E402
 from lucid.passes import PassManager, dead_code, fusion, memory_planning  # noqa: E402
 from lucid.codegen import jit  # noqa: E402
+from example_tools import median_seconds  # noqa: E402
 from models import ConvAutoencoder3D  # noqa: E402
 
 STEPS = 8
@@ -120,16 +121,6 @@ def run_passes(graph):
              f"fused {len(fused.nodes)} ({len(groups)} fused groups)",
              f"memory plan: {plan.arena_bytes} arena bytes for the intermediates"]
     return fused, plan, lines
-
-
-def median_seconds(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return float(np.median(times))
 
 
 def main(argv=None):
