@@ -19,7 +19,6 @@ only if the loss fell.
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -33,6 +32,8 @@ import lucid  # noqa: E402
 import lucid.nn.functional as F  # noqa: E402
 from lucid import Tensor  # noqa: E402
 from lucid.codegen import jit  # noqa: E402
+from example_tools import (describe_first_call, llvm_counts, report_loss, report_step_times,  # noqa: E402
+                           sphere_mask, timed, train)
 from models import UNet3D  # noqa: E402
 
 
@@ -58,54 +59,12 @@ def parse_args(argv=None):
 
 
 # ------------------------------------------------------------------------------------- data
-def sphere_mask(rng, size):
-    """A (size, size, size) boolean mask: the union of 1 to 3 spheres at random places."""
-    grid = np.stack(np.meshgrid(*[np.arange(size)] * 3, indexing="ij"), axis=-1)
-    mask = np.zeros((size,) * 3, dtype=bool)
-    for _ in range(rng.integers(1, 4)):
-        radius = rng.uniform(size / 8, size / 4) + 0.5
-        centre = rng.uniform(radius - 1, size - radius, size=3)
-        mask |= ((grid - centre) ** 2).sum(axis=-1) <= radius ** 2
-    return mask
-
-
 def make_batch(rng, batch, size, noise=0.8):
     """(images (N, 1, S, S, S) float32, labels (N, S, S, S) int64): image = mask * intensity + noise."""
     masks = np.stack([sphere_mask(rng, size) for _ in range(batch)])
     intensity = rng.uniform(0.8, 1.5, size=(batch, 1, 1, 1))
     images = masks * intensity + noise * rng.standard_normal(masks.shape)
     return Tensor(images[:, None].astype(np.float32)), Tensor(masks.astype(np.int64))
-
-
-# ---------------------------------------------------------------------------------- training
-def train_step(net, optimizer, images, labels):
-    """One step: forward with `net` (compiled or eager), cross entropy, backward, Adam. Returns the loss."""
-    optimizer.zero_grad()
-    loss = F.cross_entropy(net(images), labels)
-    loss.backward()
-    optimizer.step()
-    return loss.item()
-
-
-def train(compiled, optimizer, rng, args):
-    """Train for args.steps steps on fresh batches; returns the losses and the first step's time."""
-    log_every = max(1, args.steps // 10)
-    losses, first_step = [], 0.0
-    for step in range(1, args.steps + 1):
-        images, labels = make_batch(rng, args.batch, args.size)
-        loss, seconds = timed(train_step, compiled, optimizer, images, labels)
-        losses.append(loss)
-        if step == 1:
-            first_step = seconds
-        if step % log_every == 0 or step == 1:
-            print(f"step {step:4d}  loss {losses[-1]:.4f}", flush=True)
-    return losses, first_step
-
-
-def first_vs_last(losses):
-    """Mean loss of the first and of the last tenth of the steps (at least 3 steps each, if there are)."""
-    count = min(max(3, len(losses) // 10), len(losses) // 2)
-    return float(np.mean(losses[:count])), float(np.mean(losses[-count:])), count
 
 
 # -------------------------------------------------------------------------------- evaluation
@@ -122,33 +81,6 @@ def evaluate(compiled, model, images, labels):
     return accuracy, dice
 
 
-def time_steps(net, optimizer, images, labels, repeats):
-    """Median seconds of `repeats` training steps with `net` on one batch (after one warm-up step)."""
-    train_step(net, optimizer, images, labels)
-    return float(np.median([timed(train_step, net, optimizer, images, labels)[1] for _ in range(repeats)]))
-
-
-def timed(fn, *args):
-    """(fn(*args), seconds it took)."""
-    start = time.perf_counter()
-    result = fn(*args)
-    return result, time.perf_counter() - start
-
-
-def llvm_counts():
-    """(modules compiled by LLVM, objects loaded from the disk cache) so far in this process."""
-    return jit.COUNTERS["compiled"], jit.COUNTERS["loaded"]
-
-
-def describe_first_call(seconds, before):
-    """What a first compiled call cost, and whether LLVM ran or the disk cache answered."""
-    compiled, loaded = (now - then for now, then in zip(llvm_counts(), before))
-    source = f"LLVM compiled {compiled} module(s)" if compiled else "no LLVM compilation"
-    if loaded:
-        source += f", {loaded} loaded from the disk cache"
-    return f"{seconds:.2f} s (tracing + passes + {source})"
-
-
 # ------------------------------------------------------------------------------------- main
 def build(args):
     """The seeded UNet, its compiled form and an Adam optimiser over its parameters."""
@@ -161,21 +93,14 @@ def build(args):
     return model, lucid.compile(model), lucid.optim.Adam(model.parameters(), lr=args.lr)
 
 
-def report_loss(losses):
-    """Print the first vs last average loss; True if it fell."""
-    first, last, window = first_vs_last(losses)
-    verdict = f"fell by {100 * (first - last) / first:.1f}%" if last < first else "DID NOT FALL"
-    print(f"loss: first {window} steps {first:.4f} -> last {window} steps {last:.4f} ({verdict})")
-    return last < first
-
-
 def main(argv=None):
     args = parse_args(argv)
     rng = np.random.default_rng(args.seed)
     model, compiled, optimizer = build(args)
 
     before = llvm_counts()
-    losses, first_step = train(compiled, optimizer, rng, args)
+    losses, first_step = train(compiled, optimizer, F.cross_entropy,
+                               lambda: make_batch(rng, args.batch, args.size), args.steps)
     train_note = describe_first_call(first_step, before)
 
     images, labels = make_batch(np.random.default_rng(args.seed + 1), max(4, args.batch), args.size)
@@ -185,8 +110,6 @@ def main(argv=None):
     background = float((labels.numpy() == 0).mean())
 
     images, labels = make_batch(rng, args.batch, args.size)
-    compiled_time = time_steps(compiled, optimizer, images, labels, repeats=5)
-    eager_time = time_steps(model, optimizer, images, labels, repeats=3)
 
     print()
     fell = report_loss(losses)
@@ -195,8 +118,7 @@ def main(argv=None):
     print(f"first compiled training step: {train_note}")
     print(f"first compiled eval call:     {eval_note}")
     print("  (native code is cached on disk, so a second run skips LLVM and starts faster)")
-    print(f"training step (median), batch {args.batch}: compiled {1e3 * compiled_time:.1f} ms, "
-          f"eager {1e3 * eager_time:.1f} ms -> compiled is {eager_time / compiled_time:.1f}x faster")
+    report_step_times(compiled, model, optimizer, F.cross_entropy, images, labels)
     return 0 if fell else 1
 
 

@@ -37,3 +37,15 @@ from . import nn, optim  # noqa: E402  (nn and optim need the names above)
 from .tracing import spec, trace  # noqa: E402
 from .compiler import compile  # noqa: E402,A004
 from . import ir, passes  # noqa: E402
+from .exporter import export  # noqa: E402
+from . import runtime  # noqa: E402  (numpy + ctypes only)
+
+
+def __getattr__(name: str):
+    """`lucid.viz` is imported on first use, so `import lucid` (and `lucid.runtime`) does not load
+    networkx and the renderers."""
+    if name == "viz":
+        import importlib
+
+        return importlib.import_module(".viz", __name__)
+    raise AttributeError(f"module 'lucid' has no attribute {name!r}")

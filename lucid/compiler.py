@@ -87,10 +87,20 @@ def _as_tensor(x, position: int) -> Tensor:
     raise DTypeError(f"compiled call: input {position} must be a lucid Tensor or a NumPy array, got {type(x).__name__}")
 
 
+def codegen_form(graph):
+    """`graph` in the form codegen takes: fused, then without dead code."""
+    return dead_code.run(fusion.run(graph))
+
+
+def inference_form(graph):
+    """A traced graph optimised for inference and ready for codegen (`lucid.compile`, `lucid.export`)."""
+    return codegen_form(PassManager("inference").run(graph))
+
+
 def _executable(graph):
     from .codegen.executable import Executable
 
-    return Executable(dead_code.run(fusion.run(graph)))
+    return Executable(codegen_form(graph))
 
 
 def _wrap_outputs(graph, arrays: list):
@@ -101,7 +111,9 @@ def _wrap_outputs(graph, arrays: list):
 class _Inference:
     def __init__(self, graph):
         self.graph = graph
-        self.executable = _executable(PassManager("inference").run(graph))
+        from .codegen.executable import Executable
+
+        self.executable = Executable(inference_form(graph))
 
     @property
     def peak_scratch_bytes(self) -> int:

@@ -29,3 +29,13 @@ class TraceError(LucidError, TypeError):
 class GraphError(LucidError, ValueError):
     """A graph is malformed: it fails the verifier, its text does not parse, or its file is not a lucid
     graph this version can read."""
+
+
+class ExportError(LucidError, ValueError):
+    """`lucid.export` cannot write a library for this model (an unsupported input or output dtype, state
+    updates, a bad name) or cannot link it (no C compiler)."""
+
+
+class LibraryError(LucidError, ValueError):
+    """`lucid.runtime` refused a file (not a lucid library, another ABI version, missing or damaged
+    weights), or an exported library reported an error."""

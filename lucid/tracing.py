@@ -21,7 +21,7 @@ import inspect
 import itertools
 import re
 
-from .errors import TraceError
+from .errors import LucidError, TraceError
 from .ir.graph import Builder, Graph, Scope, Value, building
 from .ir.methods import _shape_arg
 from .ir.types import TensorType, as_dtype, float32
@@ -51,7 +51,9 @@ def spec(*shape, dtype=float32) -> Spec:
 
 def trace(fn_or_module, *inputs, name: str | None = None) -> Graph:
     """Record `fn_or_module(*inputs)` as a graph; inputs are `lucid.spec`s or Tensors (only their types
-    are used). The returned graph has been through shape inference (lazy modules are resolved)."""
+    are used). The returned graph has been through shape inference (lazy modules are resolved).
+    A lucid error raised while tracing carries the graph recorded so far as `partial_graph` (and,
+    when an operator's shape rule refused a node, that node as `failing_node`)."""
     from .passes import shape_inference
 
     if not callable(fn_or_module):
@@ -62,8 +64,10 @@ def trace(fn_or_module, *inputs, name: str | None = None) -> Graph:
         with building(tracer):
             result = fn_or_module(*values)
             tracer.set_outputs(result)
-    except BaseException:
+    except BaseException as exc:
         tracer.initialise_lazy_modules()     # as eager would have: no module is left half made
+        if isinstance(exc, LucidError):
+            exc.partial_graph = tracer.graph   # the nodes recorded before the failure (for lucid.viz)
         raise
     return shape_inference.run(tracer.graph)
 

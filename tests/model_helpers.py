@@ -45,3 +45,14 @@ def run_both(before, after, *inputs, exact=True, rtol=1e-6):
         else:
             np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-6, equal_nan=True)
     return out_before, p_before
+
+
+def run_in_threads(work, count: int) -> None:
+    """Run `work(k)` for k in range(count), each in its own thread, all at once; wait for them."""
+    import threading
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()

@@ -1,78 +1,35 @@
 """`Executable`: a graph compiled to native code, callable on NumPy arrays.
 
-Building one plans memory, then loads the graph's object code from the disk cache, or lowers the
-graph (one module per kernel plus the entry module) and compiles the modules the cache lacks.
+Building one plans memory and gets the graph's object code (`build.graph_code`: from the disk cache, or
+lowered and compiled), linked in a JIT engine.
 
 The executable keeps arenas (the planned intermediates and the workspace) reused from call to call,
 so calls allocate nothing but their outputs; calls made at once from several Python threads each take
 their own arena. A call checks the inputs' count, shapes and dtypes before any native code runs,
 fills the buffer table, runs the kernels with the GIL released (on the process's worker pool,
-`pool.py`, when several threads are wanted), and writes the graph's state updates into the bound
+`workers.py`, when several threads are wanted), and writes the graph's state updates into the bound
 buffers.
 Threads: `LUCID_NUM_THREADS`, else every core this process may use.
 """
 from __future__ import annotations
 
 import ctypes
-import os
 import threading
 from contextlib import contextmanager
 
-import llvmlite.ir as ir
 import numpy as np
 
-from .. import __version__
 from ..ir.graph import Graph, Value
 from ..ir.interpreter import check_arrays
 from ..passes import memory_planning
-from . import kernels  # noqa: F401  (registers the lowerings)
-from .jit import NativeCode, cache_key, code_fingerprint, load_objects, objects, read_graph, write_graph
-from .lowering import Lowering, buffer_table
-from .parallel import emit_entry
-from .pool import WorkerPool
+from .build import default_threads, graph_code, runs_serially, written_outputs
+from .jit import NativeCode
+from .lowering import buffer_table
+from .workers import WorkerPool
 from .target import Target, host
 
 _RUN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)
 _WORDS = ctypes.CFUNCTYPE(ctypes.c_int64)
-
-
-#: Graphs estimated below this many floating-point operations run on one thread: starting threads
-#: costs tens of microseconds, more than such a graph takes.
-SERIAL_FLOPS = 4_000_000
-
-
-def estimated_flops(graph: Graph) -> int:
-    """Rough work of a graph: 2 x multiply-adds of convolutions and matrix products, one operation
-    per element elsewhere (fused bodies counted through their nodes)."""
-    from ..ir.ops.fused import body_graph
-
-    total = 0
-    for node in graph.nodes:
-        if node.op == "fused":
-            total += estimated_flops(body_graph(node.attrs["body"]))
-        elif node.op in ("conv", "conv_transpose", "conv_weight_grad", "matmul"):
-            total += 2 * _multiply_adds(node)
-        else:
-            total += node.output.type.size
-    return total
-
-
-def _multiply_adds(node) -> int:
-    x, other = node.inputs[0].type, node.inputs[1].type
-    if node.op == "matmul":
-        return node.output.type.size * x.shape[-1]
-    if node.op == "conv":
-        return node.output.type.size * other.size // other.shape[0]
-    if node.op == "conv_transpose":
-        return x.size * other.size // other.shape[0]
-    return node.output.type.size * other.size // other.shape[1]     # weight grad: |dw| x positions
-
-
-def default_threads() -> int:
-    configured = os.environ.get("LUCID_NUM_THREADS")
-    if configured:
-        return max(1, int(configured))
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class Executable:
@@ -82,38 +39,21 @@ class Executable:
         self.graph, self.target = graph, target or host()
         self.plan = memory_planning.plan(graph)
         self.table = buffer_table(graph, self.plan)
-        key = cache_key(code_fingerprint(), __version__, self.target.fingerprint, str(graph))
-        record = read_graph(key)
-        codes = load_objects(record["objects"]) if record else None
-        if codes is None:
-            record, codes = self._build(key)
-        self.native = NativeCode(codes, self.target)
+        code = graph_code(graph, self.plan, self.target)
+        self.native = NativeCode(code.objects, self.target)
         self._run = _RUN(self.native.address("lucid_run"))
         self._work = self.native.address("lucid_work")
         self._state_words = _WORDS(self.native.address("lucid_state_words"))()
         self._pool = WorkerPool.of(self.target)
-        self.workspace_bytes = int(record["workspace_bytes"])
+        self.workspace_bytes = code.workspace_bytes
         self._free_arenas: list[_Arena] = []
         self._lock = threading.Lock()
-        self.serial = estimated_flops(graph) < SERIAL_FLOPS
+        self.serial = runs_serially(graph)
 
     @property
     def peak_scratch_bytes(self) -> int:
         """Bytes of intermediate storage: the planned arena plus the largest per-node workspace."""
         return self.plan.arena_bytes + self.workspace_bytes
-
-    def _build(self, key: str) -> tuple[dict, list]:
-        """Lower the graph, compile what the cache lacks, and record the graph's objects."""
-        lowering = Lowering(self.graph, self.plan, self.target)
-        lowering.lower()
-        entry = ir.Module(name="entry")
-        entry.triple = self.target.triple
-        emit_entry(entry, lowering.kernels)
-        modules = [(m.name, m.text) for m in lowering.modules.values()] + [("entry", str(entry))]
-        named = objects(modules, self.target)
-        record = {"objects": [name for name, _ in named], "workspace_bytes": lowering.workspace_bytes}
-        write_graph(key, record)
-        return record, [code for _, code in named]
 
     @contextmanager
     def _arena(self):
@@ -163,19 +103,14 @@ class Executable:
             self._run(table.ctypes.data, threads)
 
     def _output_arrays(self, table: np.ndarray) -> list:
-        """A fresh array for each output computed by a node (one per distinct value); None for outputs
-        that are inputs, parameters, constants or repeats (copied after the run)."""
-        produced, arrays = set(), []
-        for value, slot in zip(self.graph.outputs, self.table.outputs):
-            if value.node is None or value.node.is_constant or value in produced:
-                arrays.append(None)
-                continue
-            produced.add(value)
-            array = np.empty(value.shape, value.dtype.numpy)
-            table[slot] = array.ctypes.data
-            arrays.append(array)
+        """A fresh array for each output the kernels write (see `written_outputs`), its table slot
+        pointed at it; None for the others, copied after the run."""
+        arrays = []
+        for value, slot, written in zip(self.graph.outputs, self.table.outputs, written_outputs(self.graph)):
+            arrays.append(np.empty(value.shape, value.dtype.numpy) if written else None)
+            if written:
+                table[slot] = arrays[-1].ctypes.data
         return arrays
-
 
 
 class _Arena:

@@ -79,7 +79,7 @@ def _spin_until_changed(b: ir.IRBuilder, word: ir.Value, old: ir.Value) -> None:
 def _emit_work(module: ir.Module, kernels: list[Kernel], barrier: ir.Function) -> ir.Function:
     """void lucid_work(i8** table, i64* state): run this thread's share of every kernel, with a
     barrier before each kernel that waits (state[THREADS] threads take part; `state` holds
-    `lucid_state_words()` words, zero but for THREADS). Exported for the worker pool (`pool.py`)."""
+    `lucid_state_words()` words, zero but for THREADS). Exported for the worker pool (`workers.py`)."""
     fn = ir.Function(module, WORK_TYPE, "lucid_work")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     table, state = fn.args

@@ -4,7 +4,9 @@ By default that is the host: its CPU name and feature string come from LLVM, and
 vector follows from the features (16 lanes with AVX-512F, 8 with AVX, else 4: every x86-64 has SSE2).
 Nothing assumes AVX-512. `LUCID_CPU` (an LLVM CPU name such as `x86-64-v3`) and `LUCID_CPU_FEATURES`
 (an LLVM feature string) override the host, e.g. to check the AVX2 code path on an AVX-512 machine.
-The fingerprint of the target is part of every disk-cache key.
+The fingerprint of the target is part of every disk-cache key. A `pic` target (position-independent
+code, for the shared libraries `lucid.export` writes) has its own fingerprint, so its objects never
+mix with the JIT's.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ class Target:
     triple: str
     cpu: str
     features: str
+    pic: bool = False
 
     @property
     def vector_floats(self) -> int:
@@ -33,13 +36,14 @@ class Target:
 
     @property
     def fingerprint(self) -> str:
-        return f"{self.triple}|{self.cpu}|{self.features}"
+        return f"{self.triple}|{self.cpu}|{self.features}" + ("|pic" if self.pic else "")
 
     def machine(self) -> llvm.TargetMachine:
         """A new target machine (a JIT engine takes ownership of the one it is given)."""
         _initialise()
         return llvm.Target.from_triple(self.triple).create_target_machine(
-            cpu=self.cpu, features=self.features, opt=3, codemodel="jitdefault")
+            cpu=self.cpu, features=self.features, opt=3, reloc="pic" if self.pic else "default",
+            codemodel="default" if self.pic else "jitdefault")
 
 
 @functools.cache

@@ -123,7 +123,8 @@ class Node:
 def infer_type(node: Node) -> TensorType:
     """The node's output type from its operator's shape rule. A failure is re-raised (same class)
     naming the node's module (class and path, as module errors do), the op and its input types, then
-    the rule's own message."""
+    the rule's own message; the exception keeps the refused node (`failing_node`, no output yet) and
+    the rule's message alone (`rule_message`), which the visualiser shows."""
     if node.is_constant:
         return TensorType(node.value.shape, node.value.dtype)
     try:
@@ -131,6 +132,8 @@ def infer_type(node: Node) -> TensorType:
     except LucidError as exc:
         where = "" if not node.scope else f"{node.scope.cls} '{node.scope.path}': " if node.scope.path else f"{node.scope.cls}: "
         types = ", ".join(str(v.type) for v in node.inputs)
+        if getattr(exc, "failing_node", None) is None:
+            exc.failing_node, exc.rule_message = node, str(exc.args[0]) if exc.args else ""
         exc.args = (f"{where}{node.op}({types}): {exc.args[0] if exc.args else ''}",) + exc.args[1:]
         exc._lucid_layer_named = True
         raise

@@ -13,8 +13,6 @@ per process at most: the disk cache (tests/conftest.py) serves repeats across te
 """
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
@@ -22,10 +20,12 @@ import lucid
 import lucid.nn as nn
 import lucid.nn.functional as F
 from lucid.codegen import jit
-from lucid.codegen.executable import SERIAL_FLOPS, Executable, estimated_flops
+from lucid.codegen.build import SERIAL_FLOPS
+from lucid.codegen.executable import Executable
+from lucid.ir.cost import estimated_flops
 from lucid.errors import DTypeError, LucidError, ShapeError
 from lucid.optim import SGD
-from model_helpers import randomise_batch_norm
+from model_helpers import randomise_batch_norm, run_in_threads
 from models import ConvAutoencoder3D, UNet3D, VideoClassifier
 
 MODELS = {
@@ -530,9 +530,5 @@ def test_concurrent_calls_from_python_threads():
                 if not np.array_equal(compiled(xs[k]).numpy(), expected[k]):
                     wrong.append(k)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(work, 4)
     assert not wrong, f"{len(wrong)} of 600 concurrent calls returned another call's results"

@@ -594,3 +594,29 @@ def test_numpy_array_of_a_tensor_copies_when_asked():
     a[0] = 99.0
     assert t.numpy()[0] == 1.0
     assert np.asarray(t) is t.numpy()
+
+
+def test_a_failed_trace_carries_its_partial_graph_and_the_refused_node():
+    with pytest.raises(ShapeError) as raised:
+        lucid.trace(Conv3dModel(), lucid.spec(1, 1, 3, 3, 3))
+    error = raised.value
+    partial = error.partial_graph
+    assert [n.op for n in partial.nodes if not n.is_constant] == ["conv", "relu", "conv", "relu"]
+    assert partial.nodes[-1].output.shape == (1, 16, 1, 1, 1)        # conv2 leaves a 1x1x1 map
+    refused = error.failing_node
+    assert refused.op == "max_pool" and refused.scope == Scope("pool", "MaxPool3d") and refused.output is None
+    assert refused.inputs[0] is partial.nodes[-1].output and refused.attrs["kernel"] == (2, 2, 2)
+    assert error.rule_message.startswith("max_pool3d: input spatial size (1, 1, 1) is too small")
+    assert str(error).endswith(error.rule_message)
+
+
+def test_a_trace_error_outside_a_shape_rule_still_carries_the_partial_graph():
+    def branchy(x):
+        if x.sum() > 0:
+            return x
+        return -x
+
+    with pytest.raises(TraceError) as raised:
+        lucid.trace(branchy, lucid.spec(2, 3))
+    assert [n.op for n in raised.value.partial_graph.nodes] == ["sum", "constant", "gt"]     # x.sum() > 0
+    assert getattr(raised.value, "failing_node", None) is None

@@ -1,0 +1,81 @@
+"""From a planned graph to its object code: the step `Executable` (JIT) and `aot` (export) share.
+
+`graph_code(graph, plan, target)` returns the object code of every kernel module and of the entry
+module (`lucid_run`, see `parallel.py`), and the bytes of per-node workspace the kernels need. A graph
+met before is served from its record in the disk cache (keyed by the code generator's source hash,
+lucid's version, the target and the graph text) without lowering anything; otherwise the graph is
+lowered and the modules the object cache lacks are compiled. A position-independent target has its
+own fingerprint, so JIT and shared-library objects never mix.
+
+Also here, because both callers apply them the same way: which graph outputs a run writes in place
+(`written_outputs`) and how many threads a run uses by default (`default_threads`, `runs_serially`).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import llvmlite.ir as ir
+
+from .. import __version__
+from ..ir.cost import estimated_flops
+from ..ir.graph import Graph
+from ..passes.memory_planning import MemoryPlan
+from . import kernels  # noqa: F401  (registers the lowerings)
+from .jit import cache_key, code_fingerprint, load_objects, objects, read_graph, write_graph
+from .lowering import Lowering
+from .parallel import emit_entry
+from .target import Target
+
+#: Graphs estimated below this many floating-point operations run on one thread: starting threads
+#: costs tens of microseconds, more than such a graph takes.
+SERIAL_FLOPS = 4_000_000
+
+
+@dataclass
+class GraphCode:
+    objects: list[bytes]          # kernel modules' and the entry module's object code
+    workspace_bytes: int          # per-node scratch the kernels use (one workspace per call)
+
+
+def graph_code(graph: Graph, plan: MemoryPlan, target: Target) -> GraphCode:
+    """The object code of `graph` (planned by `plan`) for `target`, from the disk cache or built."""
+    key = cache_key(code_fingerprint(), __version__, target.fingerprint, str(graph))
+    record = read_graph(key)
+    codes = load_objects(record["objects"]) if record else None
+    if codes is None:
+        lowering = Lowering(graph, plan, target)
+        lowering.lower()
+        entry = ir.Module(name="entry")
+        entry.triple = target.triple
+        emit_entry(entry, lowering.kernels)
+        modules = [(m.name, m.text) for m in lowering.modules.values()] + [("entry", str(entry))]
+        named = objects(modules, target)
+        record = {"objects": [name for name, _ in named], "workspace_bytes": lowering.workspace_bytes}
+        write_graph(key, record)
+        codes = [code for _, code in named]
+    return GraphCode(codes, int(record["workspace_bytes"]))
+
+
+def written_outputs(graph: Graph) -> list[bool]:
+    """For each graph output, whether the run's kernels write it into the output buffer itself. The
+    others (outputs that are inputs, parameters, constants, or repeats of an earlier output) are
+    copied from their storage after the run."""
+    produced, written = set(), []
+    for value in graph.outputs:
+        written.append(value.node is not None and not value.node.is_constant and value not in produced)
+        produced.add(value)
+    return written
+
+
+def runs_serially(graph: Graph) -> bool:
+    """Whether a run of `graph` uses one thread unless told otherwise (see SERIAL_FLOPS)."""
+    return estimated_flops(graph) < SERIAL_FLOPS
+
+
+def default_threads() -> int:
+    """`LUCID_NUM_THREADS`, else every core this process may use."""
+    configured = os.environ.get("LUCID_NUM_THREADS")
+    if configured:
+        return max(1, int(configured))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -1,0 +1,115 @@
+"""The HTML viewer in headless Chromium, checked as a person would use it: nodes are drawn, clicking
+a folded module shows its children, clicking a node shows its shapes in the side panel, the stage
+selector switches to the fused graph and to forward | backward, the failing model shows its error,
+and the console stays free of errors. Skips only where Chromium is not installed (`.ci/run` installs
+Debian's `chromium`)."""
+import pytest
+
+import lucid
+import lucid.viz as viz
+from chromium import Chromium, find_binary
+from models import UNet3D
+from seeds import Conv3dModel
+
+BINARY = find_binary()
+pytestmark = pytest.mark.skipif(BINARY is None, reason="Chromium is not installed (.ci/run installs Debian's chromium)")
+
+DRAWN = """Array.from(document.querySelectorAll('#viewport .node')).map(n => {
+  const r = n.querySelector('rect.box').getBoundingClientRect();
+  return {title: n.querySelector('text').textContent, kind: n.getAttribute('class'),
+          x: r.x + r.width / 2, y: r.y + r.height / 2, w: r.width, h: r.height,
+          lines: Array.from(n.querySelectorAll('text')).map(t => t.textContent)};
+})"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = Chromium.start(BINARY)
+    yield chromium
+    chromium.close()
+
+
+def shape_text(shape) -> str:
+    return "f32[" + ", ".join(map(str, shape)) + "]"
+
+
+def drawn(browser) -> list:
+    return browser.evaluate(DRAWN)
+
+
+def click_box(browser, title_start: str, lines_contain: str = "") -> None:
+    box = next(b for b in drawn(browser) if b["title"].startswith(title_start) and lines_contain in " ".join(b["lines"]))
+    browser.click(box["x"], box["y"])
+
+
+def test_unet_viewer_folds_opens_and_shows_details(browser, tmp_path):
+    model = UNet3D(base=4).eval()
+    path = tmp_path / "unet.html"
+    viz.render(model, lucid.spec(1, 1, 16, 16, 16), path=path, depth=1)
+    browser.open(path.as_uri())
+
+    boxes = drawn(browser)
+    assert all(b["w"] > 20 and b["h"] > 10 for b in boxes)
+    folded = [b["title"] for b in boxes if "group" in b["kind"]]
+    assert sorted(folded) == sorted(f"▸ {p}: DoubleConv3d" for p in ("down.0", "down.1", "bottleneck", "decode.0", "decode.1"))
+    assert not any("down.0.block.0" in " ".join(b["lines"]) for b in boxes)
+
+    click_box(browser, "▸ down.0: DoubleConv3d")        # a folded module opens on click
+    boxes = drawn(browser)
+    children = [" ".join(b["lines"]) for b in boxes if "down.0.block" in " ".join(b["lines"])]
+    assert len(children) == 6 and all(b["w"] > 20 for b in boxes)
+    assert not any(b["title"].startswith("▸ down.0:") for b in boxes)
+    assert "down.0: DoubleConv3d" in browser.evaluate("document.getElementById('details').textContent")
+
+    click_box(browser, "conv", "down.0.block.0: Conv3d")
+    details = browser.evaluate("document.getElementById('details').textContent")
+    conv = model.down[0].block[0]
+    out = conv(lucid.randn(1, 1, 16, 16, 16))
+    assert shape_text((1, 1, 16, 16, 16)) in details                  # input shape
+    assert shape_text(out.shape) in details                           # output shape
+    assert shape_text(conv.weight.shape) in details and "down.0.block.0.weight" in details
+    assert f"parameters{conv.weight.data.size}" in details
+    assert "stride(1, 1, 1)" in details
+
+    browser.evaluate("(() => { const s = document.getElementById('search'); s.value = 'head';"
+                     "s.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter'})); })()")
+    assert "head: Conv3d" in browser.evaluate("document.getElementById('details').textContent")
+
+    select_stage(browser, "fused")                 # each stage has its own folds: down.0 is folded there
+    assert not any("fused" in b["kind"].split() for b in drawn(browser))
+    click_box(browser, "▸ down.0: DoubleConv3d")
+    fused = [b for b in drawn(browser) if "fused" in b["kind"].split()]
+    assert len(fused) == 2 and all(b["lines"][:4] == ["fused", "conv", "batch_norm", "relu"] for b in fused)
+
+    select_stage(browser, "training")
+    titles = browser.evaluate("Array.from(document.querySelectorAll('.panel-title')).map(t => t.textContent)")
+    assert titles == ["forward", "backward"]
+    assert any(b["title"].startswith("▸ decode.1: DoubleConv3d") for b in drawn(browser))
+    button = browser.evaluate("(() => { const r = document.getElementById('unfold-all').getBoundingClientRect();"
+                              "return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+    browser.click(*button)
+    titles = [b["title"] for b in drawn(browser)]
+    convolutions = sum(isinstance(m, (lucid.nn.Conv3d, lucid.nn.ConvTranspose3d)) for m in model.modules())
+    assert not any(t.startswith("▸") for t in titles) and titles.count("conv_weight_grad") == convolutions
+    browser.screenshot(tmp_path / "unet.png")
+    assert browser.errors == []
+
+
+def test_failing_model_shows_the_error_and_the_refused_node(browser, tmp_path):
+    path = tmp_path / "fail.html"
+    viz.render(Conv3dModel(), lucid.spec(1, 1, 3, 3, 3), path=path)
+    browser.open(path.as_uri())
+    banner = browser.evaluate("(() => { const b = document.getElementById('banner'); return b.hidden ? '' : b.textContent; })()")
+    assert "MaxPool3d 'pool'" in banner and "too small for kernel (2, 2, 2)" in banner
+    failed = [b for b in drawn(browser) if "failed" in b["kind"].split()]
+    assert len(failed) == 1 and failed[0]["title"] == "✖ max_pool"
+    click_box(browser, "✖ max_pool")
+    details = browser.evaluate("document.getElementById('details').textContent")
+    assert "input spatial size (1, 1, 1) is too small" in details and shape_text((1, 16, 1, 1, 1)) in details
+    assert browser.errors == []
+
+
+def select_stage(browser, name: str) -> None:
+    browser.evaluate(f"""(() => {{ const s = document.getElementById('stage');
+        s.value = Array.from(s.options).find(o => o.textContent === {name!r}).value;
+        s.dispatchEvent(new Event('change')); }})()""")
