@@ -12,7 +12,6 @@ error on a held-out batch against the error of predicting the mean voxel, and th
 time compiled vs eager. Exit status is 0 only if the loss fell.
 """
 
-import argparse
 import os
 import sys
 
@@ -25,27 +24,21 @@ sys.path.insert(0, HERE)
 import lucid  # noqa: E402
 import lucid.nn.functional as F  # noqa: E402
 from lucid import Tensor  # noqa: E402
-from example_tools import (describe_first_call, llvm_counts, report_loss, report_step_times,  # noqa: E402
-                           sphere_mask, train)
+from example_tools import (check_steps, report_loss,  # noqa: E402
+                           report_step_times, sphere_mask, train, training_parser)
 from models import ConvAutoencoder3D  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
+    parser = training_parser(__doc__, steps=200, batch=4, quick="size 8, base 4, 30 steps")
     parser.add_argument("--size", type=int, default=16, help="spatial size D = H = W, divisible by 4 (default 16)")
-    parser.add_argument("--batch", type=int, default=4, help="volumes per batch (default 4)")
     parser.add_argument("--base", type=int, default=8, help="channels after the first conv (default 8)")
-    parser.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default 1e-2)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the data (default 0)")
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run: size 8, base 4, 30 steps")
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.base, args.steps = 8, 4, 30
     if args.size % 4 or args.size < 4:
         parser.error("--size must be a positive multiple of 4")
-    if args.steps < 2:
-        parser.error("--steps must be at least 2")
+    check_steps(parser, args)
     return args
 
 
@@ -86,10 +79,8 @@ def main(argv=None):
     rng = np.random.default_rng(args.seed)
     model, compiled, optimizer = build(args)
 
-    before = llvm_counts()
-    losses, first_step = train(compiled, optimizer, F.mse_loss, lambda: make_batch(rng, args.batch, args.size),
+    losses, train_note = train(compiled, optimizer, F.mse_loss, lambda: make_batch(rng, args.batch, args.size),
                                args.steps)
-    train_note = describe_first_call(first_step, before)
 
     volumes, _ = make_batch(np.random.default_rng(args.seed + 1), args.batch, args.size)
     error, baseline = held_out_error(compiled, model, volumes)

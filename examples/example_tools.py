@@ -1,17 +1,35 @@
 """What the training examples share: synthetic volumes, a training step, timing, LLVM counters and
 the loss summary.
 
-    from example_tools import train, report_loss, report_step_times, llvm_counts, describe_first_call
+    from example_tools import training_parser, train, report_loss, report_step_times
 
 A training step is `loss_fn(net(inputs), targets)`, backward, optimiser step; `net` is either the
 eager model or its `lucid.compile`d form, so the same code times both.
 """
 
+import argparse
 import time
 
 import numpy as np
 
 from lucid.codegen import jit
+
+
+def training_parser(doc: str, steps: int, batch: int, quick: str) -> argparse.ArgumentParser:
+    """A parser with the options every training example has: --steps, --batch, --lr, --seed and
+    --quick (whose help, `quick`, says what it sets); the example adds its own."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=steps, help=f"training steps (default {steps})")
+    parser.add_argument("--batch", type=int, default=batch, help=f"examples per batch (default {batch})")
+    parser.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default 1e-2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the data (default 0)")
+    parser.add_argument("--quick", action="store_true", help=f"tiny smoke run: {quick}")
+    return parser
+
+
+def check_steps(parser: argparse.ArgumentParser, args) -> None:
+    if args.steps < 2:
+        parser.error("--steps must be at least 2")
 
 
 def sphere_mask(rng, size):
@@ -35,15 +53,16 @@ def train_step(net, optimizer, loss_fn, inputs, targets):
 
 
 def train(net, optimizer, loss_fn, next_batch, steps):
-    """Train for `steps` steps on batches from `next_batch()`; returns the losses and the first step's seconds."""
+    """Train for `steps` steps on batches from `next_batch()`, logging the loss; returns the losses
+    and what the first step cost (`describe_first_call`: tracing, LLVM or the disk cache)."""
     log_every = max(1, steps // 10)
-    losses, first_step = [], 0.0
+    losses, before, first_step = [], llvm_counts(), ""
     for step in range(1, steps + 1):
         inputs, targets = next_batch()
         loss, seconds = timed(train_step, net, optimizer, loss_fn, inputs, targets)
         losses.append(loss)
         if step == 1:
-            first_step = seconds
+            first_step = describe_first_call(seconds, before)
         if step % log_every == 0 or step == 1:
             print(f"step {step:4d}  loss {losses[-1]:.4f}", flush=True)
     return losses, first_step

@@ -16,7 +16,6 @@ native code is cached on disk (LUCID_CACHE_DIR), so a second run starts faster. 
 only if the loss fell.
 """
 
-import argparse
 import os
 import sys
 
@@ -32,29 +31,22 @@ import lucid  # noqa: E402
 import lucid.nn.functional as F  # noqa: E402
 from lucid import Tensor  # noqa: E402
 from lucid.codegen import jit  # noqa: E402
-from example_tools import (describe_first_call, llvm_counts, report_loss, report_step_times,  # noqa: E402
-                           sphere_mask, timed, train)
+from example_tools import (check_steps, describe_first_call, llvm_counts, report_loss,  # noqa: E402
+                           report_step_times, sphere_mask, timed, train, training_parser)
 from models import UNet3D  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
+    parser = training_parser(__doc__, steps=300, batch=2, quick="size 8, base 2, depth 1, 30 steps")
     parser.add_argument("--size", type=int, default=16, help="spatial size D = H = W (default 16)")
-    parser.add_argument("--batch", type=int, default=2, help="volumes per batch (default 2)")
     parser.add_argument("--base", type=int, default=8, help="UNet channels at the top level (default 8)")
     parser.add_argument("--depth", type=int, default=2, help="UNet levels (default 2)")
-    parser.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default 1e-2)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the data (default 0)")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny smoke run: size 8, base 2, depth 1, 30 steps (overriding those options)")
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.base, args.depth, args.steps = 8, 2, 1, 30
     if args.size % 2 ** args.depth:
         parser.error(f"--size must be divisible by 2**depth = {2 ** args.depth}")
-    if args.steps < 2:
-        parser.error("--steps must be at least 2")
+    check_steps(parser, args)
     return args
 
 
@@ -98,10 +90,8 @@ def main(argv=None):
     rng = np.random.default_rng(args.seed)
     model, compiled, optimizer = build(args)
 
-    before = llvm_counts()
-    losses, first_step = train(compiled, optimizer, F.cross_entropy,
+    losses, train_note = train(compiled, optimizer, F.cross_entropy,
                                lambda: make_batch(rng, args.batch, args.size), args.steps)
-    train_note = describe_first_call(first_step, before)
 
     images, labels = make_batch(np.random.default_rng(args.seed + 1), max(4, args.batch), args.size)
     before = llvm_counts()

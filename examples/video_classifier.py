@@ -12,7 +12,6 @@ use its temporal kernel. It prints the loss every few steps, then the accuracy o
 fell.
 """
 
-import argparse
 import os
 import sys
 
@@ -25,8 +24,8 @@ sys.path.insert(0, HERE)
 import lucid  # noqa: E402
 import lucid.nn.functional as F  # noqa: E402
 from lucid import Tensor  # noqa: E402
-from example_tools import (describe_first_call, llvm_counts, report_loss, report_step_times,  # noqa: E402
-                           train)
+from example_tools import (check_steps, report_loss,  # noqa: E402
+                           report_step_times, train, training_parser)
 from models import VideoClassifier  # noqa: E402
 
 #: (frame-to-frame step along H, along W) of each class: right, left, down, up, still.
@@ -34,21 +33,15 @@ MOTIONS = ((0, 1), (0, -1), (1, 0), (-1, 0), (0, 0))
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=150, help="training steps (default 150)")
+    parser = training_parser(__doc__, steps=150, batch=8, quick="4 frames of 16 x 16, batch 4, 40 steps")
     parser.add_argument("--frames", type=int, default=8, help="frames per clip (default 8)")
     parser.add_argument("--size", type=int, default=32, help="frame height = width, divisible by 4 (default 32)")
-    parser.add_argument("--batch", type=int, default=8, help="clips per batch (default 8)")
-    parser.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default 1e-2)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the data (default 0)")
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run: 4 frames of 16 x 16, batch 4, 40 steps")
     args = parser.parse_args(argv)
     if args.quick:
         args.frames, args.size, args.batch, args.steps = 4, 16, 4, 40
     if args.size % 4 or args.size < 8:
         parser.error("--size must be a multiple of 4, at least 8")
-    if args.steps < 2:
-        parser.error("--steps must be at least 2")
+    check_steps(parser, args)
     return args
 
 
@@ -90,10 +83,8 @@ def main(argv=None):
     print(f"VideoClassifier: {sum(p.numel() for p in model.parameters())} parameters; clips of 3 x "
           f"{args.frames} x {args.size} x {args.size}, batch {args.batch}; Adam lr={args.lr}; {args.steps} steps")
 
-    before = llvm_counts()
-    losses, first_step = train(compiled, optimizer, F.cross_entropy,
+    losses, train_note = train(compiled, optimizer, F.cross_entropy,
                                lambda: make_batch(rng, args.batch, args.frames, args.size), args.steps)
-    train_note = describe_first_call(first_step, before)
 
     clips, labels = make_batch(np.random.default_rng(args.seed + 1), 64, args.frames, args.size)
     held_out = accuracy(compiled, model, clips, labels)
