@@ -5,14 +5,18 @@
  * concatenated, sizes from the library's shape functions), writes the outputs to OUTPUTS_PREFIX0.bin
  * (first load) or OUTPUTS_PREFIX1.bin (second load) and runs NAME_selftest. After the first load's
  * dlclose it checks that the library is unmapped and that this process has one thread left (the
- * pool's workers were joined, none runs unmapped code). The second load is not closed: its workers
- * are stopped at exit. Prints "ok" and exits 0, or prints what failed and exits 1.
+ * pool's workers were joined, none runs unmapped code). The second load is not closed: a forked
+ * child runs it once more (its own pool: the parent's workers do not exist in the child) and writes
+ * OUTPUTS_PREFIX2.bin, then both exit with the workers stopped at exit. Prints "ok" and exits 0, or
+ * prints what failed and exits 1.
  */
 #include <dirent.h>
 #include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define MAX_ARRAYS 8
 
@@ -104,6 +108,18 @@ int main(int argc, char **argv) {
     }
     snprintf(outputs, sizeof outputs, "%s1.bin", argv[4]);
     load_and_run(argv[1], argv[2], argv[3], outputs);
+    fflush(stdout);
+    pid_t child = fork();
+    if (child == 0) {
+        snprintf(outputs, sizeof outputs, "%s2.bin", argv[4]);
+        load_and_run(argv[1], argv[2], argv[3], outputs);
+        exit(0);
+    }
+    int status;
+    if (child < 0 || waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        printf("the forked child failed\n");
+        return 1;
+    }
     printf("ok\n");
     return 0;
 }

@@ -5,8 +5,8 @@ Checked: exported outputs equal eager outputs for the UNet, the autoencoder (laz
 video classifier; a C program compiled with `cc` (tests/aot_harness.c) gives the same outputs, gets
 identical results from two threads calling `N_run` at once, and passes `N_selftest`; two libraries
 linked into one C program each run their own code (internal symbols are local); a C program
-dlopens the library, runs it on the worker pool, dlcloses it (no thread left) and loads and runs it
-again; Python threads calling the library at once (calls on the worker pool and beside it); the library needs only libc, libm and libpthread and exports only its
+dlopens the library, runs it on the worker pool, dlcloses it (no thread left), loads and runs it
+again, and so does a forked child; Python threads calling the library at once (calls on the worker pool and beside it); the library needs only libc, libm and libpthread and exports only its
 C ABI; weights in a separate file (loaded, checked, refused when missing, corrupt or another
 model's); damaged embedded weights refused; the model's train/eval mode restored; bad models and
 arguments refused; the `lucid export` command and examples/aot.
@@ -175,7 +175,7 @@ def test_c_program_dlopens_runs_dlcloses_and_loads_again(exported, folder):
                            str(folder / "dlopen_out")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
     expected = model.eager(x)
-    for load in (0, 1):
+    for load in (0, 1, 2):                            # first load, second load, a forked child
         got = np.fromfile(folder / f"dlopen_out{load}.bin", np.float32).reshape(expected.shape)
         assert_close(got, expected, f"load {load}")
 

@@ -279,7 +279,7 @@ static void prepare_pool(void) {
             if (CPU_ISSET(cpu, &set))
                 pool_block[LUCID_POOL_CPUS + count++] = cpu;
     pool_block[LUCID_POOL_CPU_COUNT] = count ? count : 1;     /* unknown: CPU 0 (the word is zero) */
-    pool_pid = getpid();
+    __atomic_store_n(&pool_pid, getpid(), __ATOMIC_RELEASE);
 }
 
 static void run_graph(void **table, int64_t *state, int64_t threads) {
@@ -293,11 +293,13 @@ static void run_graph(void **table, int64_t *state, int64_t threads) {
     }
 }
 
-/* On dlclose and at exit: no worker may still run (or spin in) this library's code. */
+/* On dlclose and at exit: no worker may still run (or spin in) this library's code. A forked child
+ * that never used the pool has no workers (and may have inherited pool_busy locked): it returns. */
 __attribute__((destructor)) static void stop_pool(void) {
+    if (__atomic_load_n(&pool_pid, __ATOMIC_ACQUIRE) != getpid())
+        return;
     pthread_mutex_lock(&pool_busy);
-    if (pool_pid == getpid())
-        lucid_pool_stop(pool_block);
+    lucid_pool_stop(pool_block);
     pthread_mutex_unlock(&pool_busy);
 }
 
