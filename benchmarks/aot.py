@@ -1,11 +1,13 @@
 """Exported library vs lucid.compile on the 3-D UNet: inference time, 1 and 2 threads.
 
-    python benchmarks/aot.py                          # UNet3D() on 1x1x32x32x32, 30 repeats
-    python benchmarks/aot.py --shape 1,1,16,16,16 --repeats 10
+    python benchmarks/aot.py                          # UNet3D() on 1x1x32x32x32, 6 rounds of 6 calls
+    python benchmarks/aot.py --shape 1,1,16,16,16 --rounds 3
 
 The UNet of examples/models.py (eval mode) is compiled with `lucid.compile` and exported with
-`lucid.export`, then called through `lucid.runtime` (numpy + ctypes). Runs of the two alternate, so
-both see the same machine load; it prints the median time of each, per thread count, and the ratio
+`lucid.export`, then called through `lucid.runtime` (numpy + ctypes). The two are timed in rounds,
+so both see the same machine load: each round makes `--calls` calls of one, pauses longer than the
+worker pools' idle spin (so the other side's waiting workers have left the cores), then the same for
+the other. It prints the median time of each over all rounds, per thread count, and the ratio
 compile_ms / export_ms (above 1: the exported library is faster). When a C compiler is present, the
 library is also timed from C (benchmarks/aot_timing.c: no Python in the loop), right after.
 """
@@ -31,14 +33,21 @@ from lucid.cli import parse_shape  # noqa: E402
 from models import UNet3D  # noqa: E402
 
 
-def median_ms(calls: dict, repeats: int) -> dict:
-    """Median milliseconds of each callable, calling them in turn `repeats` times."""
+#: Seconds between two blocks of calls: longer than a pool worker spins for the next job (about 13 ms).
+PAUSE = 0.05
+
+
+def median_ms(calls: dict, rounds: int, per_round: int) -> dict:
+    """Median milliseconds of each callable over `rounds` rounds; a round calls each callable
+    `per_round` times in a row, with a pause after each block."""
     times = {name: [] for name in calls}
-    for _ in range(repeats):
+    for _ in range(rounds):
         for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append((time.perf_counter() - start) * 1e3)
+            for _ in range(per_round):
+                start = time.perf_counter()
+                call()
+                times[name].append((time.perf_counter() - start) * 1e3)
+            time.sleep(PAUSE)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -56,7 +65,8 @@ def c_timing_program(files, folder: Path) -> Path | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=parse_shape, default=(1, 1, 32, 32, 32))
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--calls", type=int, default=6, help="calls of one side in a row, per round")
     args = parser.parse_args()
 
     lucid.manual_seed(0)
@@ -72,17 +82,18 @@ def main() -> None:
         tensor = lucid.Tensor(x)
         with lucid.no_grad():
             np.testing.assert_allclose(library(x), compiled(tensor).numpy(), rtol=1e-4, atol=1e-4)
-            print(f"UNet3D(), input {args.shape}, median of {args.repeats} runs")
+            repeats = args.rounds * args.calls
+            print(f"UNet3D(), input {args.shape}, median of {args.rounds} rounds of {args.calls} calls")
             for threads in (1, 2):
                 os.environ["LUCID_NUM_THREADS"] = str(threads)       # read by lucid.compile's calls
                 library.set_num_threads(threads)
                 calls = {"compile": lambda: compiled(tensor), "export": lambda: library(x)}
-                median_ms(calls, 3)                                    # warm-up: arenas, caches
-                ms = median_ms(calls, args.repeats)
+                median_ms(calls, 1, 3)                                 # warm-up: arenas, caches
+                ms = median_ms(calls, args.rounds, args.calls)
                 line = (f"  {threads} thread(s): lucid.compile {ms['compile']:8.2f} ms   exported {ms['export']:8.2f} ms"
                         f"   compile/export {ms['compile'] / ms['export']:.2f}")
                 if timing is not None:
-                    c_ms = float(subprocess.run([str(timing), str(args.repeats), str(threads)], check=True,
+                    c_ms = float(subprocess.run([str(timing), str(repeats), str(threads)], check=True,
                                                 capture_output=True, text=True).stdout)
                     line += f"   from C {c_ms:8.2f} ms"
                 print(line)

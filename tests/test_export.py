@@ -4,8 +4,9 @@ execution of the same model in eval mode.
 Checked: exported outputs equal eager outputs for the UNet, the autoencoder (lazy layers) and the
 video classifier; a C program compiled with `cc` (tests/aot_harness.c) gives the same outputs, gets
 identical results from two threads calling `N_run` at once, and passes `N_selftest`; two libraries
-linked into one C program each run their own code (internal symbols are local); Python threads
-calling the library at once; the library needs only libc, libm and libpthread and exports only its
+linked into one C program each run their own code (internal symbols are local); a C program
+dlopens the library, runs it on the worker pool, dlcloses it (no thread left), loads and runs it
+again, and so does a forked child; Python threads calling the library at once (calls on the worker pool and beside it); the library needs only libc, libm and libpthread and exports only its
 C ABI; weights in a separate file (loaded, checked, refused when missing, corrupt or another
 model's); damaged embedded weights refused; the model's train/eval mode restored; bad models and
 arguments refused; the `lucid export` command and examples/aot.
@@ -161,6 +162,43 @@ int main(void) {{
                     "-o", str(program)], check=True, capture_output=True)
     done = subprocess.run([str(program)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "0 0", done.stdout + done.stderr
+
+
+def test_c_program_dlopens_runs_dlcloses_and_loads_again(exported, folder):
+    model = exported["unet"]
+    program = folder / "dlopen"
+    subprocess.run(["cc", "-O1", str(ROOT / "tests" / "aot_dlopen.c"), "-ldl", "-lpthread", "-o", str(program)],
+                   check=True, capture_output=True)
+    x = data(model.shape, 6)
+    x.tofile(folder / "dlopen_in.bin")
+    done = subprocess.run([str(program), str(model.files.library), model.files.name, str(folder / "dlopen_in.bin"),
+                           str(folder / "dlopen_out")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
+    expected = model.eager(x)
+    for load in (0, 1, 2):                            # first load, second load, a forked child
+        got = np.fromfile(folder / f"dlopen_out{load}.bin", np.float32).reshape(expected.shape)
+        assert_close(got, expected, f"load {load}")
+
+
+def test_concurrent_calls_on_and_beside_the_worker_pool(exported):
+    """Four threads calling with two threads each: one call at a time has the pool, the others
+    start threads of their own; every result is right."""
+    model = exported["video"]
+    model.library.set_num_threads(2)
+    inputs = [data(model.shape, seed) for seed in range(10, 14)]
+    expected = [model.eager(x) for x in inputs]
+    wrong = []
+
+    def work(k):
+        for _ in range(10):
+            if not np.allclose(model.library(inputs[k]), expected[k], rtol=1e-4, atol=1e-5):
+                wrong.append(k)
+
+    try:
+        run_in_threads(work, len(inputs))
+    finally:
+        model.library.set_num_threads(0)
+    assert not wrong
 
 
 def test_python_threads_call_the_library_at_once(exported):

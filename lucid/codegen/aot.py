@@ -4,6 +4,8 @@
 - `path`: a shared library that needs only libc, libm and libpthread at run time. It links
   * the graph's kernels and entry point (`build.graph_code` for a position-independent target: the
     same lowering and object cache as the JIT, under their own cache keys),
+  * the worker pool's module (`workers.pool_module`, through the same object cache): calls with
+    several threads run on the library's own pool of waiting workers, like `lucid.compile`'s,
   * `aot_runtime.c` (the C ABI: `N_run`, shapes, errors, threads, self-test, weights loading),
     compiled with a generated header of tables (buffer-table layout, shapes, sizes, checksums),
   * the weights (parameters and constants, each 64-byte aligned) and the self-test's golden data,
@@ -37,8 +39,10 @@ from ..passes import memory_planning
 from ..passes.memory_planning import ALIGNMENT
 from ..runtime import abi
 from .build import graph_code, runs_serially, written_outputs
+from .jit import objects
 from .lowering import BufferTable, buffer_table
 from .target import Target, host
+from .workers import POOL_CPU_COUNT, POOL_CPUS, MAX_CPUS, POOL_WORDS, pool_module
 
 RUNTIME_SOURCE = Path(__file__).with_name("aot_runtime.c")
 
@@ -87,7 +91,7 @@ def write_library(graph: Graph, path, name: str, golden_inputs: list, golden_out
                        golden_offsets[len(graph.inputs):], files.weights)
     blobs = {"lucid_golden": golden} if weights_in_file else {"lucid_weights": weights, "lucid_golden": golden}
     with tempfile.TemporaryDirectory(prefix="lucid-export-") as folder:
-        built = _link(compiler, Path(folder), tables, code.objects, blobs, name, path.name)
+        built = _link(compiler, Path(folder), tables, code.objects + [_pool_object(target)], blobs, name, path.name)
         if files.weights is not None:
             _replace(files.weights, _weights_file(weights))
         _replace(files.header, header_text(graph, name, weights_in_file).encode())
@@ -203,7 +207,21 @@ def _model_tables(graph: Graph, plan, table: BufferTable, name: str, target: Tar
     tables.array("arena_slot", "int", list(table.arena))
     tables.array("arena_offset", "int64_t", list(table.arena.values()))
     tables.define("LUCID_NUM_ARENA", len(table.arena))
+    _define_pool_layout(tables)
     return tables
+
+
+def _pool_object(target: Target) -> bytes:
+    """The worker pool's object code for `target` (from the object cache when present)."""
+    return objects([("lucid_pool", str(pool_module(target.triple)))], target)[0][1]
+
+
+def _define_pool_layout(tables: _Tables) -> None:
+    """The pool block's size and where its CPU list is (the runtime fills it on first use)."""
+    tables.define("LUCID_POOL_WORDS", POOL_WORDS)
+    tables.define("LUCID_POOL_CPU_COUNT", POOL_CPU_COUNT)
+    tables.define("LUCID_POOL_CPUS", POOL_CPUS)
+    tables.define("LUCID_POOL_MAX_CPUS", MAX_CPUS)
 
 
 def _c_string(text: str) -> str:

@@ -7,6 +7,9 @@ pool (`lucid_pool_run`); the pool's workers, after a job, keep checking for the 
 pause instruction between checks; a thread that yielded its core instead was found sharing the
 caller's) for IDLE_SPINS checks (about 10 ms) before they exit; the next call starts new ones. Each
 new worker pins itself to an allowed CPU other than the caller's (the caller stays free to move).
+Workers are joined, not detached: a slot's exited worker is joined before its slot starts a new one,
+and `lucid_pool_stop` joins every one, so after it returns no thread runs the module's code (the
+module may then be unloaded, as an exported library is by dlclose).
 
 The pool's code is its own small native module. A job names the executable's exported
 `lucid_work(table, state)` (see `parallel.py`), its buffer table and its state block; the workers
@@ -15,7 +18,8 @@ holds a lock; a call that finds it taken starts threads of its own through `luci
 
 The pool block (i64 words, zeroed by Python): [work function, table, state, live workers, done,
 quit], one state word per worker slot (NONE, IDLE: waiting, CLAIMED: taken for a job being set up,
-BUSY: go), then each slot's start context (block address, slot index).
+BUSY: go), then each slot's start context (block address, slot index, CPU mask, thread handle: 0
+when none is left to join).
 """
 from __future__ import annotations
 
@@ -35,8 +39,9 @@ MAX_WORKERS = 63
 MAX_CPUS = 256
 POOL_CPUS = 7                               # the CPUs this process may use
 POOL_SLOTS = POOL_CPUS + MAX_CPUS           # one state word per worker slot
-POOL_CONTEXTS = POOL_SLOTS + MAX_WORKERS    # per slot: (pool address, slot index, CPU mask)
-CONTEXT_WORDS = 3
+POOL_CONTEXTS = POOL_SLOTS + MAX_WORKERS    # per slot: (pool address, slot index, CPU mask, handle)
+CONTEXT_WORDS = 4
+CONTEXT_HANDLE = 3
 POOL_WORDS = POOL_CONTEXTS + CONTEXT_WORDS * MAX_WORKERS
 SLOT_NONE, SLOT_IDLE, SLOT_CLAIMED, SLOT_BUSY = range(4)
 IDLE_SPINS = 1_000_000                      # about 13 ms of pause-and-check on the machine it was tuned on
@@ -111,13 +116,13 @@ def _emit_pool_run(module: ir.Module, worker: ir.Function) -> None:
     work as thread 0, wait for the workers to count themselves done."""
     pthread_start = ir.FunctionType(I8P, [I8P]).as_pointer()
     create = ir.Function(module, ir.FunctionType(I32, [I64.as_pointer(), I8P, pthread_start, I8P]), "pthread_create")
-    detach = ir.Function(module, ir.FunctionType(I32, [I64]), "pthread_detach")
+    join = _declare_join(module)
     fn = ir.Function(module, ir.FunctionType(VOID, [I64.as_pointer(), WORK_TYPE.as_pointer(), I8P.as_pointer(),
                                                     I64.as_pointer(), I64]), "lucid_pool_run")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     pool, work, table, state, wanted = fn.args
     wanted = b.select(b.icmp_signed(">", wanted, i64(MAX_WORKERS + 1)), i64(MAX_WORKERS + 1), wanted)
-    handle, claimed = b.alloca(I64), b.alloca(I64)
+    claimed = b.alloca(I64)
     b.store(i64(0), claimed)
     for word, value in ((POOL_WORK, work), (POOL_TABLE, table), (POOL_STATE, state)):
         b.store(b.ptrtoint(value, I64), _word(b, pool, word))
@@ -130,7 +135,7 @@ def _emit_pool_run(module: ir.Module, worker: ir.Function) -> None:
                 with waiting:
                     b.store(b.add(index, i64(1)), claimed)
                 with absent:
-                    _start_worker(b, pool, index, slot, claimed, (create, detach, worker, handle))
+                    _start_worker(b, pool, index, slot, claimed, (create, join, worker))
     helpers = b.load(claimed)
     b.store_atomic(b.add(helpers, i64(1)), b.gep(state, [i64(THREADS)]), "release", 8)
     with counted_loop(b, helpers, name="release") as index:
@@ -141,22 +146,43 @@ def _emit_pool_run(module: ir.Module, worker: ir.Function) -> None:
 
 
 def _start_worker(b: ir.IRBuilder, pool, index, slot, claimed, functions) -> None:
-    """A new worker for slot `index`, CLAIMED from the start; on refusal the slot goes back to NONE."""
-    create, detach, worker, handle = functions
-    context = _word(b, pool, b.add(i64(POOL_CONTEXTS), b.mul(index, i64(CONTEXT_WORDS))))
+    """A new worker for slot `index` (after joining the slot's exited one), CLAIMED from the start;
+    on refusal the slot goes back to NONE."""
+    create, join, worker = functions
+    context = _context(b, pool, index)
+    _join_slot(b, join, context)
     b.store(b.ptrtoint(pool, I64), context)
     b.store(index, b.gep(context, [i64(1)]))
     b.store(_worker_cpu_mask(b, pool, index), b.gep(context, [i64(2)]))
     b.store(i64(SLOT_CLAIMED), slot)
     b.atomic_rmw("add", _word(b, pool, POOL_LIVE), i64(1), "acq_rel")
+    handle = b.gep(context, [i64(CONTEXT_HANDLE)])
     status = b.call(create, [handle, ir.Constant(I8P, None), worker, b.bitcast(context, I8P)])
     with b.if_else(b.icmp_signed("==", status, ir.Constant(I32, 0))) as (started, refused):
         with started:
-            b.call(detach, [b.load(handle)])
             b.store(b.add(index, i64(1)), claimed)
         with refused:
+            b.store(i64(0), handle)
             b.store(i64(SLOT_NONE), slot)
             b.atomic_rmw("sub", _word(b, pool, POOL_LIVE), i64(1), "acq_rel")
+
+
+def _context(b: ir.IRBuilder, pool, index) -> ir.Value:
+    return _word(b, pool, b.add(i64(POOL_CONTEXTS), b.mul(index, i64(CONTEXT_WORDS))))
+
+
+def _declare_join(module: ir.Module) -> ir.Function:
+    return module.globals.get("pthread_join") or ir.Function(
+        module, ir.FunctionType(I32, [I64, I8P.as_pointer()]), "pthread_join")
+
+
+def _join_slot(b: ir.IRBuilder, join: ir.Function, context) -> None:
+    """Join the thread that last ran in this slot, if one is left to join (it has exited or is
+    about to: its slot is NONE)."""
+    handle = b.gep(context, [i64(CONTEXT_HANDLE)])
+    with b.if_then(b.icmp_signed("!=", b.load(handle), i64(0))):
+        b.call(join, [b.load(handle), ir.Constant(I8P.as_pointer(), None)])
+        b.store(i64(0), handle)
 
 
 def _worker_cpu_mask(b: ir.IRBuilder, pool, index) -> ir.Value:
@@ -177,12 +203,16 @@ def _worker_cpu_mask(b: ir.IRBuilder, pool, index) -> ir.Value:
 
 
 def _emit_pool_stop(module: ir.Module) -> None:
-    """void lucid_pool_stop(i64* pool): tell waiting workers to exit and wait until none is left."""
+    """void lucid_pool_stop(i64* pool): tell waiting workers to exit and join every one. The pool
+    stays usable: a later run starts workers that exit as soon as they are idle."""
     fn = ir.Function(module, ir.FunctionType(VOID, [I64.as_pointer()]), "lucid_pool_stop")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     pool = fn.args[0]
     b.store_atomic(i64(1), _word(b, pool, POOL_QUIT), "release", 8)
     _wait_until(b, _word(b, pool, POOL_LIVE), i64(0))
+    join = _declare_join(module)
+    with counted_loop(b, i64(MAX_WORKERS), name="join") as index:
+        _join_slot(b, join, _context(b, pool, index))
     b.ret_void()
 
 
