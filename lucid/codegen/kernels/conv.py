@@ -258,49 +258,74 @@ def emit_direct(lowering: Lowering, dtype, g: Geometry, block: Blocking, spec: D
     """The direct convolution of `spec`. Work items are rows × (group, oc block); with `unpack`
     (when the rows are the output's rows, as in a conv) an item is a whole row, all its channel
     blocks, which it then unpacks while the row is still in L1."""
-    element = element_type(dtype)
-    x_offset, w_offset, y_offset = offsets
-    blocks = math.ceil(g.ocg / block.width)
-    table = _table(lowering, "taps", spec.taps)
-    tap_count = len(spec.taps)
-    weight_taps = _table(lowering, "wtaps", [t * g.icg * block.width for t in range(tap_count)])
-    full, rest = divmod(spec.points, block.points)
-    tile = _tile_function(lowering, element, block, block.points, spec.sx_point)
-    last = _tile_function(lowering, element, block, rest, spec.sx_point) if rest else None
-
-    def channel_block(k, n, qd, qh, grp, ob):
-        b = k.b
-        xp, wp, yp = (k.scratch_pointer(o, element) for o in (x_offset, w_offset, y_offset))
-        x_row = _dot(b, spec.x0, (n, qd, qh, grp), spec.sx + (g.icg,))
-        y_row = b.add(_dot(b, spec.y0, (n, qd, qh), spec.sy), b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(block.width)))
-        w_row = b.add(i64(spec.w0), b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(spec.w_taps * g.icg * block.width)))
-        taps = [b.gep(t, [i64(0), i64(0)]) for t in (table, weight_taps)]
-        shape = [i64(tap_count), i64(g.icg), i64(1), i64(block.width), i64(spec.sy_point)]
-
-        def call(function, first):
-            x_first = b.gep(xp, [b.add(x_row, b.mul(first, i64(spec.sx_point)))])
-            y_first = b.gep(yp, [b.add(y_row, b.mul(first, i64(spec.sy_point)))])
-            b.call(function, [x_first, b.gep(wp, [w_row]), y_first] + taps + shape)
-
-        with counted_loop(b, full, name="tile") as p:
-            call(tile, b.mul(p, i64(block.points)))
-        if last is not None:
-            call(last, i64(full * block.points))
+    tiles = row_tiles(lowering, element_type(dtype), g, block, spec)
+    blocks = _blocks(g, block)
 
     def body(k, item):
         if unpack is None:
-            channel_block(k, *unravel(k.b, item, spec.rows + (g.groups, blocks)))
+            emit_row_block(k, tiles, offsets, *unravel(k.b, item, spec.rows + (g.groups, blocks)))
             return
         n, qd, qh = unravel(k.b, item, spec.rows)
         with counted_loop(k.b, g.groups * blocks, name="gob") as gob:
-            channel_block(k, n, qd, qh, *unravel(k.b, gob, (g.groups, blocks)))
-        _unpack_row(k, unpack, item)
+            emit_row_block(k, tiles, offsets, n, qd, qh, *unravel(k.b, gob, (g.groups, blocks)))
+        unpack_row(k, unpack, item)
 
     rows = math.prod(spec.rows)
     lowering.kernel(name, rows if unpack else rows * g.groups * blocks, body, waits)
 
 
-def _tile_function(lowering: Lowering, element, block: Blocking, count: int, s_step: int) -> ir.Function:
+@dataclass(frozen=True)
+class RowTiles:
+    """What a kernel calls to convolve one row of `spec` for one (group, oc block): `full` calls of
+    the register tile `tile`, then `last` (fewer points) if the row does not divide into tiles."""
+
+    element: ir.Type
+    g: Geometry
+    block: Blocking
+    spec: Direct
+    full: int
+    tile: ir.Function
+    last: ir.Function | None
+    taps: ir.GlobalVariable
+    weight_taps: ir.GlobalVariable
+
+
+def row_tiles(lowering: Lowering, element, g: Geometry, block: Blocking, spec: Direct) -> RowTiles:
+    """The tile functions and tap tables of `spec`, made in the module of the next kernel."""
+    full, rest = divmod(spec.points, block.points)
+    tap_count = len(spec.taps)
+    return RowTiles(element, g, block, spec, full,
+                    tile_function(lowering, element, block, block.points, spec.sx_point),
+                    tile_function(lowering, element, block, rest, spec.sx_point) if rest else None,
+                    _table(lowering, "taps", spec.taps),
+                    _table(lowering, "wtaps", [t * g.icg * block.width for t in range(tap_count)]))
+
+
+def emit_row_block(k, tiles: RowTiles, offsets: tuple, n, qd, qh, grp, ob) -> None:
+    """Row (n, qd, qh) of `tiles.spec` for channel block (grp, ob): input, packed weights and
+    output scratch at the workspace `offsets`."""
+    b = k.b
+    g, block, spec = tiles.g, tiles.block, tiles.spec
+    blocks = _blocks(g, block)
+    xp, wp, yp = (k.scratch_pointer(o, tiles.element) for o in offsets)
+    x_row = _dot(b, spec.x0, (n, qd, qh, grp), spec.sx + (g.icg,))
+    y_row = b.add(_dot(b, spec.y0, (n, qd, qh), spec.sy), b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(block.width)))
+    w_row = b.add(i64(spec.w0), b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(spec.w_taps * g.icg * block.width)))
+    taps = [b.gep(t, [i64(0), i64(0)]) for t in (tiles.taps, tiles.weight_taps)]
+    shape = [i64(len(spec.taps)), i64(g.icg), i64(1), i64(block.width), i64(spec.sy_point)]
+
+    def call(function, first):
+        x_first = b.gep(xp, [b.add(x_row, b.mul(first, i64(spec.sx_point)))])
+        y_first = b.gep(yp, [b.add(y_row, b.mul(first, i64(spec.sy_point)))])
+        b.call(function, [x_first, b.gep(wp, [w_row]), y_first] + taps + shape)
+
+    with counted_loop(b, tiles.full, name="tile") as p:
+        call(tiles.tile, b.mul(p, i64(block.points)))
+    if tiles.last is not None:
+        call(tiles.last, i64(tiles.full * block.points))
+
+
+def tile_function(lowering: Lowering, element, block: Blocking, count: int, s_step: int) -> ir.Function:
     """void tile(s, v, y, s_taps, v_taps, tap_count, icg, s_ic, v_ic, y_step): the register tile of
     `count` rows × `block.vectors` vectors, shared by every convolution of the module with this
     blocking and row step (a constant, so the scalar operands of the rows are immediate offsets).
@@ -404,10 +429,10 @@ def channels_last_source(y: Value, g: Geometry, block: Blocking) -> Callable:
 def emit_unpack(lowering: Lowering, unpack: Unpack, name: str) -> None:
     """y = epilogue(scratch (+ bias)) as a kernel over the output rows (n, d, h)."""
     depth, height, _ = _three(unpack.y.shape[2:], 1)
-    lowering.kernel(name, unpack.y.shape[0] * depth * height, lambda k, row: _unpack_row(k, unpack, row))
+    lowering.kernel(name, unpack.y.shape[0] * depth * height, lambda k, row: unpack_row(k, unpack, row))
 
 
-def _unpack_row(k, unpack: Unpack, row) -> None:
+def unpack_row(k, unpack: Unpack, row) -> None:
     """y[n][oc][d][h][w] = epilogue(scratch[source(n, oc, d, h, w)] (+ bias[oc])) for one row `row` =
     (n, d, h): the scratch of a row is small enough to stay in L1 while it is read once per output
     channel."""
@@ -459,30 +484,74 @@ def _apply_epilogue(k, epilogue: Epilogue, value, flat, index5: tuple):
 ROWS_TO_UNPACK_IN_PLACE = 16
 
 
+@dataclass(frozen=True)
+class ConvProblem:
+    """A convolution in conv form, as the algorithms see it: input `x` (N, groups * icg, ...), output
+    `y`, geometry `g`, and where weight element (g, oc, ic, tap) of `w` lives (`weights`, taps in
+    `_kernel_taps(g.kernel)` order). A transposed conv with stride 1 is the conv of its input with
+    the flipped, transposed weight (`_stride_one_as_conv`)."""
+
+    x: Value
+    w: Value
+    bias: Value | None
+    y: Value
+    g: Geometry
+    weights: WeightLayout
+    epilogue: Epilogue | None
+
+
+#: Algorithms faster than the direct one for some convolutions, registered by their modules (see
+#: winograd.py). Each `algorithm(lowering, problem)` lowers the problem and returns True, or returns
+#: False, emitting nothing, when it does not apply or would not be faster.
+FAST_ALGORITHMS: list[Callable] = []
+
+
+def _lower_fast(lowering: Lowering, problem: ConvProblem) -> bool:
+    return any(algorithm(lowering, problem) for algorithm in FAST_ALGORITHMS)
+
+
 @lowers("conv")
 def lower_conv(lowering: Lowering, node: Node, epilogue: Epilogue | None = None) -> None:
     x, w, bias, y, groups = _operands(node)
     g = _geometry(x, w.shape[2:], node.attrs, groups, w.shape[1], w.shape[0] // groups)
-    out_sp = _three(y.shape[2:], 1)
-    block = choose_blocking(g.ocg, out_sp[2], lowering, x.dtype)
-    layout = Padded(tuple((o - 1) * s + (k - 1) * d + 1 for o, s, k, d in
-                          zip(out_sp, g.stride, g.kernel, g.dilation)), g.pad_lo, x.shape[1])
-    taps = _kernel_taps(g.kernel)
-    sn, sd, sh, sc = layout.strides()
-    x_offset = lowering.scratch(layout.size(g.n) * x.dtype.numpy.itemsize)
-    w_offset = lowering.scratch(groups * _blocks(g, block) * len(taps) * g.icg * block.width * x.dtype.numpy.itemsize)
-    y_offset = lowering.scratch(_yp_size(y, g, block) * x.dtype.numpy.itemsize)
-    emit_pack_input(lowering, x, layout, x_offset, "conv_pack_input")
     k_size = math.prod(w.shape[2:])
-    weight_layout = WeightLayout(g.ocg * g.icg * k_size, g.icg * k_size, k_size, tuple(_linear_taps(g.kernel, taps)))
-    emit_pack_weight(lowering, w, g, block, weight_layout, w_offset, "conv_pack_weight")
-    yd = _yp_strides(y, g, block)
-    spec = Direct(rows=(g.n,) + out_sp[:2], points=out_sp[2], x0=0,
+    weights = WeightLayout(g.ocg * g.icg * k_size, g.icg * k_size, k_size,
+                           tuple(_linear_taps(g.kernel, _kernel_taps(g.kernel))))
+    problem = ConvProblem(x, w, bias, y, g, weights, epilogue)
+    if not _lower_fast(lowering, problem):
+        _lower_direct_conv(lowering, problem)
+
+
+def conv_input_layout(g: Geometry, out_sp: tuple, channels: int) -> Padded:
+    """The zero-padded channels-last input a direct conv with outputs `out_sp` reads."""
+    return Padded(tuple((o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip(out_sp, g.stride, g.kernel, g.dilation)),
+                  g.pad_lo, channels)
+
+
+def conv_direct_spec(g: Geometry, out_sp: tuple, layout: Padded, y_strides: tuple) -> Direct:
+    """The direct conv over rows of `out_sp` reading `layout` and writing channels-last scratch of
+    element strides `y_strides` (n, d, h, w)."""
+    sn, sd, sh, sc = layout.strides()
+    return Direct(rows=(g.n,) + out_sp[:2], points=out_sp[2], x0=0,
                   sx=(sn, g.stride[0] * sd, g.stride[1] * sh), sx_point=g.stride[2] * sc,
                   taps=tuple(a * g.dilation[0] * sd + b_ * g.dilation[1] * sh + c * g.dilation[2] * sc
-                             for a, b_, c in taps),
-                  y0=0, sy=(yd[0], yd[1], yd[2]), sy_point=yd[3], w0=0, w_taps=len(taps))
-    unpack = Unpack(y, bias, y_offset, channels_last_source(y, g, block), epilogue)
+                             for a, b_, c in _kernel_taps(g.kernel)),
+                  y0=0, sy=y_strides[:3], sy_point=y_strides[3], w0=0, w_taps=math.prod(g.kernel))
+
+
+def _lower_direct_conv(lowering: Lowering, problem: ConvProblem) -> None:
+    x, y, g = problem.x, problem.y, problem.g
+    out_sp = _three(y.shape[2:], 1)
+    block = choose_blocking(g.ocg, out_sp[2], lowering, x.dtype)
+    layout = conv_input_layout(g, out_sp, x.shape[1])
+    itemsize = x.dtype.numpy.itemsize
+    x_offset = lowering.scratch(layout.size(g.n) * itemsize)
+    w_offset = lowering.scratch(g.groups * _blocks(g, block) * math.prod(g.kernel) * g.icg * block.width * itemsize)
+    y_offset = lowering.scratch(_yp_size(y, g, block) * itemsize)
+    emit_pack_input(lowering, x, layout, x_offset, "conv_pack_input")
+    emit_pack_weight(lowering, problem.w, g, block, problem.weights, w_offset, "conv_pack_weight")
+    spec = conv_direct_spec(g, out_sp, layout, _yp_strides(y, g, block))
+    unpack = Unpack(y, problem.bias, y_offset, channels_last_source(y, g, block), problem.epilogue)
     if math.prod(spec.rows) >= ROWS_TO_UNPACK_IN_PLACE:
         emit_direct(lowering, x.dtype, g, block, spec, (x_offset, w_offset, y_offset), "conv_direct", unpack)
     else:
@@ -522,6 +591,9 @@ def _yp_strides(y: Value, g: Geometry, block: Blocking) -> tuple:
 def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | None = None) -> None:
     x, w, bias, y, groups = _operands(node)
     g = _geometry(x, w.shape[2:], node.attrs, groups, w.shape[0] // groups, w.shape[1])
+    as_conv = _stride_one_as_conv(x, w, bias, y, g, epilogue)
+    if as_conv is not None and _lower_fast(lowering, as_conv):
+        return
     out_sp = _three(y.shape[2:], 1)
     phases = [_phase(g, out_sp, r) for r in itertools.product(*(range(s) for s in g.stride))]
     phases = [p for p in phases if min(p.counts) > 0]
@@ -562,6 +634,21 @@ def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | No
                     unpack if in_place else None, waits=position == 0)
     if not in_place:
         emit_unpack(lowering, unpack, "convT_unpack")
+
+
+def _stride_one_as_conv(x: Value, w: Value, bias: Value | None, y: Value, g: Geometry,
+                        epilogue: Epilogue | None) -> ConvProblem | None:
+    """A transposed conv of stride 1 as a conv: padding dilation * (k - 1) - padding_lo (when not
+    negative) and weight element (oc, ic, tap) read from w[ic][oc][flipped tap]. None for other
+    strides."""
+    pad_lo = tuple(d * (k - 1) - lo for k, d, lo in zip(g.kernel, g.dilation, g.pad_lo))
+    if any(s != 1 for s in g.stride) or min(pad_lo) < 0:
+        return None
+    k_size = math.prod(g.kernel)
+    flipped = [tuple(k - 1 - t for k, t in zip(g.kernel, tap)) for tap in _kernel_taps(g.kernel)]
+    weights = WeightLayout(g.icg * g.ocg * k_size, k_size, g.ocg * k_size, tuple(_linear_taps(g.kernel, flipped)))
+    conv_form = Geometry(g.n, g.groups, g.icg, g.ocg, g.in_sp, g.kernel, g.stride, g.dilation, pad_lo)
+    return ConvProblem(x, w, bias, y, conv_form, weights, epilogue)
 
 
 @dataclass(frozen=True)
@@ -676,7 +763,7 @@ def _emit_direct_over_points(lowering: Lowering, dtype, g: Geometry, block: Bloc
     weights_per_tap = g.icg * g.ocg
     weight_taps = _table(lowering, "staps", [(first_tap + t) * weights_per_tap for t in range(len(phase.taps))])
     input_taps = _table(lowering, "vtaps", [a * sd + b_ * sh + c * sw for a, b_, c in phase.taps])
-    tile = _tile_function(lowering, element, block, g.ocg, 1)
+    tile = tile_function(lowering, element, block, g.ocg, 1)
     tiles = yq[4] // block.width
     x0 = _dot_constant(layout.origin, (sd, sh, sw))
     phase_index = (phase.r[0] * g.stride[1] + phase.r[1]) * g.stride[2] + phase.r[2]

@@ -1,0 +1,176 @@
+"""The Winograd F(2x2, 3x3) path (lucid/codegen/kernels/winograd.py) against the plain-loop oracle.
+
+Every case checks first that the compiled graph really runs the Winograd kernel (or, for the cases
+it must not take, that it does not), then compares with `oracle.py`'s loops in float64."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lucid
+import lucid.nn.functional as F
+import oracle
+from lucid.codegen.executable import Executable
+from lucid.codegen.lowering import Lowering
+from lucid.codegen.target import Target, host
+from lucid.ir import ops
+from lucid.passes import autodiff, dead_code, fusion
+
+TOL = {"float32": 1e-4, "float64": 1e-10}
+
+
+def kernel_labels(executable: Executable) -> list[str]:
+    lowering = Lowering(executable.graph, executable.plan, executable.target)
+    lowering.lower()
+    return [kernel.label for kernel in lowering.kernels]
+
+
+def assert_close(actual, expected, tol, what):
+    scale = max(float(np.max(np.abs(expected))), 1e-30)
+    error = float(np.max(np.abs(actual.astype(np.float64) - expected)))
+    assert error <= tol * scale, f"{what}: max error {error:.3g} > {tol:g} x max magnitude {scale:.3g}"
+
+
+def _spec(a):
+    return lucid.spec(a.shape, dtype=lucid.ir.types.as_dtype(a.dtype))
+
+
+def _case(kind, x_shape, out_channels, kernel, rng, dtype="float32", bias=True, **attrs):
+    """(function, arrays, reference output) of one conv or stride-1 conv_transpose."""
+    rank = len(x_shape) - 2
+    x = rng.standard_normal(x_shape).astype(dtype)
+    groups = attrs.get("groups", 1)
+    w_shape = ((out_channels, x_shape[1] // groups) if kind == "conv" else (x_shape[1], out_channels // groups)) + kernel
+    w = (rng.standard_normal(w_shape) * 0.2).astype(dtype)
+    b = rng.standard_normal(out_channels).astype(dtype)
+    fn = getattr(F, f"{kind}{rank}d")
+    reference = oracle.conv_nd if kind == "conv" else oracle.conv_transpose_nd
+    arrays = [x, w, b] if bias else [x, w]
+    expected = reference(*(a.astype(np.float64) for a in arrays), **attrs)
+    return (lambda *a: fn(*a, **attrs)), arrays, expected
+
+
+# kind, input shape, out channels, kernel, attributes
+APPLIES = [
+    ("conv", (1, 32, 6, 7), 32, (3, 3), dict(padding=1)),                       # odd width: half tiles
+    ("conv", (2, 32, 7, 6), 40, (3, 3), dict(padding=0)),                       # odd height, oc not a vector
+    ("conv", (1, 32, 5, 5), 32, (3, 3), dict(padding=2)),
+    ("conv", (1, 32, 4, 9), 33, (3, 3), dict(padding=(1, 0))),
+    ("conv", (1, 32, 3, 5, 6), 32, (3, 3, 3), dict(padding=1)),
+    ("conv", (1, 32, 5, 4, 5), 48, (3, 3, 3), dict(padding=(2, 1, 1), stride=(2, 1, 1), dilation=(2, 1, 1))),
+    ("conv", (1, 32, 3, 4, 4), 32, (1, 3, 3), dict(padding=(0, 1, 1))),
+    ("conv_transpose", (1, 32, 6, 7), 32, (3, 3), dict(padding=1)),             # an input gradient's form
+    ("conv_transpose", (1, 32, 3, 5, 6), 32, (3, 3, 3), dict(padding=0)),
+    ("conv_transpose", (2, 32, 2, 5, 6), 40, (2, 3, 3), dict(padding=(1, 2, 1))),
+]
+
+
+@pytest.mark.parametrize("index", range(len(APPLIES)))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_matches_the_oracle(index, dtype):
+    kind, x_shape, oc, kernel, attrs = APPLIES[index]
+    fn, arrays, expected = _case(kind, x_shape, oc, kernel, np.random.default_rng(index), dtype, bias=index % 3 != 2, **attrs)
+    executable = Executable(lucid.trace(fn, *map(_spec, arrays), name=f"wino_{index}"))
+    assert "wino_conv" in kernel_labels(executable)
+    got = executable(*arrays, threads=2)[0]
+    assert got.dtype == np.dtype(dtype) and got.shape == expected.shape
+    assert_close(got, expected, TOL[dtype], f"{kind} {x_shape} -> {oc} {kernel} {attrs}")
+    np.testing.assert_array_equal(got, executable(*arrays, threads=1)[0], err_msg="1 vs 2 threads")
+
+
+NOT_APPLIED = [
+    ("conv", (1, 32, 6, 6), 32, (3, 3), dict(padding=1, stride=2)),
+    ("conv", (1, 32, 6, 6), 32, (3, 3), dict(padding=2, dilation=2)),
+    ("conv", (1, 32, 6, 6), 32, (5, 5), dict(padding=2)),
+    ("conv", (1, 16, 6, 6), 32, (3, 3), dict(padding=1)),                       # too few input channels
+    ("conv", (1, 32, 6, 6), 16, (3, 3), dict(padding=1)),                       # too few output channels
+    ("conv", (1, 64, 6, 6), 64, (3, 3), dict(padding=1, groups=2)),
+    ("conv_transpose", (1, 32, 4, 4), 32, (3, 3), dict(padding=1, stride=2)),
+]
+
+
+@pytest.mark.parametrize("index", range(len(NOT_APPLIED)))
+def test_other_convolutions_stay_direct(index):
+    kind, x_shape, oc, kernel, attrs = NOT_APPLIED[index]
+    fn, arrays, expected = _case(kind, x_shape, oc, kernel, np.random.default_rng(index), **attrs)
+    executable = Executable(lucid.trace(fn, *map(_spec, arrays), name=f"direct_{index}"))
+    assert not any(label.startswith("wino") for label in kernel_labels(executable))
+    assert_close(executable(*arrays)[0], expected, TOL["float32"], f"{kind} {attrs}")
+
+
+def test_gradient_graph_uses_it_for_the_input_gradient():
+    """The input gradient of a 3x3 stride-1 conv is a stride-1 conv_transpose: Winograd too."""
+    rng = np.random.default_rng(11)
+    attrs = dict(padding=1)
+    fn, arrays, _ = _case("conv", (2, 32, 5, 6), 32, (3, 3), rng, **attrs)
+    graph = lucid.trace(fn, *map(_spec, arrays), name="wino_grad")
+    grad = autodiff.run(graph, wrt=[v.name for v in graph.inputs])
+    seed = rng.standard_normal(grad.inputs[-1].shape).astype("float32")
+    executable = Executable(grad)
+    assert kernel_labels(executable).count("wino_conv") == 2
+    outputs = executable(*arrays, seed, threads=2)
+    wanted = oracle.conv_nd_vjp(seed.astype(np.float64), *(a.astype(np.float64) for a in arrays), **attrs)
+    for name, got, ref in zip(("input", "weight", "bias"), outputs[1:], wanted):
+        assert_close(got, ref, TOL["float32"], f"gradient of the {name}")
+
+
+def test_fused_epilogue():
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((1, 32, 5, 6)).astype("float32")
+    w = (rng.standard_normal((32, 32, 3, 3)) * 0.2).astype("float32")
+    b, r = rng.standard_normal(32).astype("float32"), rng.standard_normal((1, 32, 5, 6)).astype("float32")
+    graph = lucid.trace(lambda x, w, b, r: ops.relu(F.conv2d(x, w, b, padding=1)) + r, *map(_spec, (x, w, b, r)))
+    fused = dead_code.run(fusion.run(graph))
+    assert [n.op for n in fused.nodes if not n.is_constant] == ["fused"]
+    executable = Executable(fused)
+    assert "wino_conv" in kernel_labels(executable)
+    expected = np.maximum(oracle.conv_nd(x.astype(np.float64), w, b, padding=1), 0) + r
+    assert_close(executable(x, w, b, r)[0], expected, TOL["float32"], "conv + bias + relu + residual")
+
+
+def _non_finite_case(rng, what):
+    x = rng.standard_normal((1, 32, 6, 7)).astype("float32")
+    w = (rng.standard_normal((32, 32, 3, 3)) * 0.2).astype("float32")
+    if what == "input":
+        flat = x.reshape(-1)
+        flat[rng.choice(flat.size, 6, replace=False)] = [np.nan, np.inf, -np.inf, np.inf, -np.inf, np.nan]
+    elif what == "weight":
+        w[3, 5, 1, 2] = np.inf
+    else:          # huge but finite: the transforms overflow where the direct sums do not
+        x[0, :, 2:4, 2:4] = np.float32(3e38) * np.sign(rng.standard_normal((32, 2, 2))).astype("float32")
+        w *= np.float32(1e-4)
+    return x, w
+
+
+@pytest.mark.parametrize("what", ["input", "weight", "overflow"])
+def test_non_finite_values_are_the_direct_convolutions(what):
+    """NaN and infinities land where the direct sums put them (an item with any non-finite
+    transformed value is computed again directly), and large finite inputs stay finite."""
+    x, w = _non_finite_case(np.random.default_rng(13), what)
+    # no padding with an infinite weight: the direct kernels multiply zero padding by it (see the xfail
+    # in test_conv_compiled.py), which the oracle's sum over real inputs never does
+    padding = 0 if what == "weight" else 1
+    executable = Executable(lucid.trace(lambda x, w: F.conv2d(x, w, padding=padding), _spec(x), _spec(w),
+                                        name=f"wino_nan_{padding}"))
+    assert "wino_conv" in kernel_labels(executable)
+    got = executable(x, w, threads=2)[0]
+    with np.errstate(invalid="ignore", over="ignore"):
+        expected = oracle.conv_nd(x.astype(np.float64), w.astype(np.float64), padding=padding).astype(np.float32)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected), err_msg="NaN positions")
+    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(expected), err_msg="+inf positions")
+    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(expected), err_msg="-inf positions")
+    finite = np.isfinite(expected)
+    if what == "overflow":
+        assert finite.all()
+    assert_close(got[finite], expected[finite].astype(np.float64), TOL["float32"], "finite values")
+
+
+@pytest.mark.parametrize("cpu", ["x86-64-v2", "x86-64-v3"])
+def test_narrower_vector_targets(cpu):
+    here = host()
+    if not here.triple.startswith("x86_64") or (cpu == "x86-64-v3" and "+avx2" not in here.features.split(",")):
+        pytest.skip(f"the host cannot run {cpu} code")
+    fn, arrays, expected = _case("conv", (1, 32, 3, 5, 7), 36, (3, 3, 3), np.random.default_rng(14), padding=1)
+    executable = Executable(lucid.trace(fn, *map(_spec, arrays), name=f"wino_{cpu}"), Target(here.triple, cpu, ""))
+    assert "wino_conv" in kernel_labels(executable)
+    assert_close(executable(*arrays, threads=2)[0], expected, TOL["float32"], cpu)
