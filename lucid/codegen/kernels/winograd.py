@@ -37,7 +37,7 @@ from .conv import (FAST_ALGORITHMS, Blocking, ConvProblem, Padded, RowTiles, Unp
                    emit_pack_weight, emit_row_block, row_tiles, tile_function, unpack_row)
 
 #: Fewer input or output channels than this leave the transforms too large a share of the work.
-MIN_CHANNELS = 32
+MIN_CHANNELS = 16
 
 #: Most bytes of stack a work item uses for its transformed input and products.
 STACK_BYTES = 384 << 10
