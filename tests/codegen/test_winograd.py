@@ -60,6 +60,7 @@ APPLIES = [
     ("conv", (1, 32, 5, 4, 5), 48, (3, 3, 3), dict(padding=(2, 1, 1), stride=(2, 1, 1), dilation=(2, 1, 1))),
     ("conv", (1, 32, 3, 4, 4), 32, (1, 3, 3), dict(padding=(0, 1, 1))),
     ("conv", (1, 16, 5, 6), 16, (3, 3), dict(padding=1)),                       # one vector of channels
+    ("conv", (1, 16, 3, 27), 16, (3, 3), dict(padding=1)),                      # rows long enough alone
     ("conv_transpose", (1, 32, 6, 7), 32, (3, 3), dict(padding=1)),             # an input gradient's form
     ("conv_transpose", (1, 32, 3, 5, 6), 32, (3, 3, 3), dict(padding=0)),
     ("conv_transpose", (2, 32, 2, 5, 6), 40, (2, 3, 3), dict(padding=(1, 2, 1))),

@@ -57,6 +57,10 @@ MIN_ROW = 4
 #: Most bytes of stack a work item uses for its transformed input and products.
 STACK_BYTES = 384 << 10
 
+#: A work item takes enough rows of tiles for its register tiles to have about this many points
+#: (while its stack arrays fit in STACK_BYTES).
+POINTS_PER_ITEM = 24
+
 
 # ---------------------------------------------------------------------------------------------
 # The 1-D transforms, on lists of values (scalars or vectors) with the builder's arithmetic
@@ -160,10 +164,11 @@ class Correlation:
         """Whether its positions are the output's, in order (a conv, a stride-1 transposed conv)."""
         return all(axis.out_step == 1 and axis.out_first == 0 for axis in self.axes)
 
-    def patch_extent(self) -> tuple:
-        """Padded input extent (h, w) the last tile's patch needs."""
-        return tuple(axis.offsets[0] + 2 * (tiles - 1) + self.transform.alpha
-                     for axis, tiles in zip(self.axes[1:], self.tiles))
+    def patch_extent(self, rows: int) -> tuple:
+        """Padded input extent (h, w) the last tile's patch needs, with work items of `rows` rows of
+        tiles (the last item's rows past the output read zeros)."""
+        tiles = (rows * math.ceil(self.tiles[0] / rows), self.tiles[1])
+        return tuple(axis.offsets[0] + 2 * (count - 1) + self.transform.alpha for axis, count in zip(self.axes[1:], tiles))
 
     def applies(self) -> bool:
         h, w = self.axes[1:]
@@ -198,6 +203,7 @@ def _phase_correlations(problem: ConvProblem, phases: list, origin: tuple) -> li
 class Plan:
     correlations: list
     layout: Padded
+    rows: int            # rows of tiles per work item
     gemm: Blocking       # the GEMM's register tile
     direct: Blocking     # the fallback's (the same vectors, so the same channels-last scratch)
     empty: bool          # some outputs belong to no phase (they are zeroed first)
@@ -218,16 +224,28 @@ def plan(lowering: Lowering, problem: ConvProblem) -> Plan | None:
         empty, correlations = False, _conv_correlations(problem)
     if not correlations or not all(c.applies() for c in correlations):
         return None
-    gemm = choose_blocking(g.ocg, max(c.tiles[1] for c in correlations), lowering, x.dtype)
     direct = choose_blocking(g.ocg, max(c.counts[2] for c in correlations), lowering, x.dtype)
-    itemsize = x.dtype.numpy.itemsize
-    stack = max(c.transform.positions * c.tiles[1] * (len(c.axes[0].kernel) * g.icg + _blocks(g, gemm) * gemm.width)
-                for c in correlations) * itemsize
-    if g.icg % gemm.lanes or stack > STACK_BYTES:
+    rows = _rows_per_item(correlations, g.icg, _blocks(g, direct) * direct.width, x.dtype.numpy.itemsize)
+    gemm = choose_blocking(g.ocg, rows * max(c.tiles[1] for c in correlations), lowering, x.dtype)
+    if not rows or g.icg % gemm.lanes:
         return None
-    needed = [c.patch_extent() for c in correlations]
+    needed = [c.patch_extent(rows) for c in correlations]
     extent = (base.extent[0],) + tuple(max([base.extent[a + 1]] + [n[a] for n in needed]) for a in range(2))
-    return Plan(correlations, Padded(extent, base.origin, x.shape[1]), gemm, direct, empty)
+    return Plan(correlations, Padded(extent, base.origin, x.shape[1]), rows, gemm, direct, empty)
+
+
+def _rows_per_item(correlations: list, icg: int, oc_padded: int, itemsize: int) -> int:
+    """Rows of tiles per work item: enough for POINTS_PER_ITEM points, as many in every item (but
+    maybe the last), stack arrays within STACK_BYTES; 0 if not even one row fits."""
+    tiles_h = min(c.tiles[0] for c in correlations)
+    wanted = min(math.ceil(POINTS_PER_ITEM / max(c.tiles[1] for c in correlations)), tiles_h)
+    for most in range(wanted, 0, -1):
+        rows = math.ceil(tiles_h / math.ceil(tiles_h / most))
+        stack = max(c.transform.positions * rows * c.tiles[1] * (len(c.axes[0].kernel) * icg + oc_padded)
+                    for c in correlations) * itemsize
+        if stack <= STACK_BYTES:
+            return rows
+    return 0
 
 
 def lower_winograd(lowering: Lowering, problem: ConvProblem) -> bool:
@@ -329,37 +347,44 @@ def _emit_weight_transform(lowering: Lowering, problem: ConvProblem, c: Correlat
 
 def _emit_main(lowering: Lowering, problem: ConvProblem, p: Plan, c: Correlation, direct: Direct, offsets: tuple,
                unpack: Unpack | None, waits: bool) -> None:
-    """Work item (n, qd, th): transform the input patches of its tile row, multiply them by U (the
-    register tile of conv.py, one call per position xi and oc block), transform the products back to
-    two rows of the channels-last scratch (again with the direct tiles if they are not all finite),
-    and, with `unpack`, unpack those rows."""
+    """Work item (n, qd, tile rows): transform the input patches of its `p.rows` rows of tiles,
+    multiply them by U (the register tile of conv.py, one call per position xi and oc block),
+    transform the products back to rows of the channels-last scratch (again with the direct tiles if
+    they are not all finite), and, with `unpack`, unpack those rows."""
     g, y = problem.g, problem.y
     element = element_type(y.dtype)
     assert p.direct.width == p.gemm.width          # both write the same channels-last scratch
     x_offset, u_offset, w_offset, y_offset = offsets
-    products = _Products(lowering, element, g, p.gemm, c)
+    products = _Products(lowering, element, g, p, c)
     depth_table = _depth_table(lowering, c, p.layout)
     fallback = row_tiles(lowering, element, g, p.direct, direct)
-    counts, tiles = c.counts, c.tiles
+    counts = c.counts
     y_strides = _yp_strides(y, g, p.gemm)
+    blocks_of_rows = math.ceil(c.tiles[0] / p.rows)
 
     def body(k, item):
         b = k.b
-        n, qd, th = unravel(b, item, (g.n, counts[0], tiles[0]))
+        n, qd, block_of_rows = unravel(b, item, (g.n, counts[0], blocks_of_rows))
+        first_row = b.mul(block_of_rows, i64(2 * p.rows))             # of positions q along h
         v, m = _aligned(k.alloca(element, products.v_size)), _aligned(k.alloca(element, products.m_size))
-        _transform_input(k, g, p, c, depth_table, k.scratch_pointer(x_offset, element), v, (n, qd, th))
+        _transform_input(k, g, p, c, depth_table, k.scratch_pointer(x_offset, element), v, (n, qd, first_row))
         products.emit(b, v, k.scratch_pointer(u_offset, element), m)
-        nonfinite = _transform_output(k, g, p, c, y_strides, m, k.scratch_pointer(y_offset, element), (n, qd, th))
-        rows = [(b.add(b.mul(th, i64(2)), i64(r)), _exists(b, th, r, counts[1], tiles[0])) for r in (0, 1)]
+        nonfinite = _transform_output(k, g, p, c, y_strides, m, k.scratch_pointer(y_offset, element), (n, qd, first_row))
         with b.if_then(nonfinite):
-            for qh, exists in rows:
-                _maybe(b, exists, lambda qh=qh: _direct_row(k, fallback, (x_offset, w_offset, y_offset), n, qd, qh))
+            _each_row(b, p, c, first_row, lambda qh: _direct_row(k, fallback, (x_offset, w_offset, y_offset), n, qd, qh))
         if unpack is not None:
-            for qh, exists in rows:
-                row = b.add(b.mul(b.add(b.mul(n, i64(counts[0])), qd), i64(counts[1])), qh)
-                _maybe(b, exists, lambda row=row: unpack_row(k, unpack, row))
+            _each_row(b, p, c, first_row, lambda qh: unpack_row(
+                k, unpack, b.add(b.mul(b.add(b.mul(n, i64(counts[0])), qd), i64(counts[1])), qh)))
 
-    lowering.kernel("wino_conv", g.n * counts[0] * tiles[0], body, waits)
+    lowering.kernel("wino_conv", g.n * counts[0] * blocks_of_rows, body, waits)
+
+
+def _each_row(b: ir.IRBuilder, p: Plan, c: Correlation, first_row, emit) -> None:
+    """emit(qh) for the item's rows of positions qh that exist."""
+    with counted_loop(b, 2 * p.rows, name="r") as r:
+        qh = b.add(first_row, r)
+        with b.if_then(b.icmp_unsigned("<", qh, i64(c.counts[1]))):
+            emit(qh)
 
 
 def _depth_table(lowering: Lowering, c: Correlation, layout: Padded) -> ir.GlobalVariable:
@@ -368,11 +393,12 @@ def _depth_table(lowering: Lowering, c: Correlation, layout: Padded) -> ir.Globa
 
 
 class _Products:
-    """M[xi][tw][oc] = sum over depth taps t and ic of V[t][xi][tw][ic] * U[ob][t][xi][ic][lane]:
-    for each position xi and oc block, register tiles of points (tw) x oc vectors."""
+    """M[xi][tile][oc] = sum over depth taps t and ic of V[t][xi][tile][ic] * U[ob][t][xi][ic][lane]:
+    for each position xi and oc block, register tiles of points (the item's tiles) x oc vectors."""
 
-    def __init__(self, lowering: Lowering, element, g, block: Blocking, c: Correlation):
-        self.g, self.block, self.tw = g, block, c.tiles[1]
+    def __init__(self, lowering: Lowering, element, g, p: Plan, c: Correlation):
+        block = p.gemm
+        self.g, self.block, self.tw = g, block, p.rows * c.tiles[1]        # points: the item's tiles
         self.positions, self.depth_taps = c.transform.positions, len(c.axes[0].kernel)
         self.blocks = _blocks(g, block)
         self.oc_padded = self.blocks * block.width
@@ -406,24 +432,27 @@ class _Products:
 
 
 def _transform_input(k, g, p: Plan, c: Correlation, depth_table, xp, v, item: tuple) -> None:
-    """V[t][xi][tw][ic] = (B^T d B)[xi], d the alpha x alpha patch of tile (th, tw) in the depth slice
-    of position qd and depth tap t, one vector of channels at a time."""
+    """V[t][xi][tile][ic] = (B^T d B)[xi], d the alpha x alpha patch of tile (row, tw) of the item's
+    rows (its positions start at row `first_row`), in the depth slice of position qd and depth tap t,
+    one vector of channels at a time."""
     b = k.b
-    n, qd, th = item
+    n, qd, first_row = item
     lanes, tw_count, alpha = p.gemm.lanes, c.tiles[1], c.transform.alpha
-    positions = c.transform.positions
+    points, positions = p.rows * tw_count, c.transform.positions
     sn, sd, sh, sw = p.layout.strides()
     d_axis, h_axis, w_axis = c.axes
     first = _sum(b, i64(h_axis.offsets[0] * sh + w_axis.offsets[0] * sw),
-                 b.mul(n, i64(sn)), b.mul(qd, i64(d_axis.step * sd)), b.mul(th, i64(2 * sh)))
-    with counted_loop(b, len(d_axis.kernel), name="t") as t, counted_loop(b, tw_count, name="tw") as tw, \
-            counted_loop(b, g.icg // lanes, name="cv") as cv:
-        corner = _sum(b, first, b.load(b.gep(depth_table, [i64(0), t])), b.mul(tw, i64(2 * sw)), b.mul(cv, i64(lanes)))
+                 b.mul(n, i64(sn)), b.mul(qd, i64(d_axis.step * sd)), b.mul(first_row, i64(sh)))
+    with counted_loop(b, len(d_axis.kernel), name="t") as t, counted_loop(b, p.rows, name="row") as row, \
+            counted_loop(b, tw_count, name="tw") as tw, counted_loop(b, g.icg // lanes, name="cv") as cv:
+        corner = _sum(b, first, b.load(b.gep(depth_table, [i64(0), t])), b.mul(row, i64(2 * sh)),
+                      b.mul(tw, i64(2 * sw)), b.mul(cv, i64(lanes)))
         patch = [[load_vector(b, xp, b.add(corner, i64(i * sh + j * sw)), lanes) for j in range(alpha)]
                  for i in range(alpha)]
-        target = b.add(b.mul(b.add(b.mul(t, i64(positions * tw_count)), tw), i64(g.icg)), b.mul(cv, i64(lanes)))
+        tile = b.add(b.mul(row, i64(tw_count)), tw)
+        target = b.add(b.mul(b.add(b.mul(t, i64(positions * points)), tile), i64(g.icg)), b.mul(cv, i64(lanes)))
         for xi, value in enumerate(_separable(b, patch, c.transform.input)):
-            store_vector(b, value, v, b.add(target, i64(xi * tw_count * g.icg)))
+            store_vector(b, value, v, b.add(target, i64(xi * points * g.icg)))
 
 
 def _transform_output(k, g, p: Plan, c: Correlation, y_strides: tuple, m, yp, item: tuple) -> ir.Value:
@@ -431,8 +460,9 @@ def _transform_output(k, g, p: Plan, c: Correlation, y_strides: tuple, m, yp, it
     A^T M A, for the positions that exist; returns whether any transformed value (existing or not)
     is NaN or infinite."""
     b = k.b
-    n, qd, th = item
+    n, qd, first_row = item
     lanes, tw_count, alpha = p.gemm.lanes, c.tiles[1], c.transform.alpha
+    points = p.rows * tw_count
     oc_padded = _blocks(g, p.gemm) * p.gemm.width
     d_axis, h_axis, w_axis = c.axes
     yd = y_strides
@@ -440,21 +470,26 @@ def _transform_output(k, g, p: Plan, c: Correlation, y_strides: tuple, m, yp, it
     zero = ir.Constant(vtype, [0.0] * lanes)
     seen = k.alloca(vtype)
     b.store(zero, seen)
-    row0 = _sum(b, i64(d_axis.out_first * yd[1] + h_axis.out_first * yd[2] + w_axis.out_first * yd[3]),
-                b.mul(n, i64(yd[0])), b.mul(qd, i64(d_axis.out_step * yd[1])), b.mul(th, i64(2 * h_axis.out_step * yd[2])))
-    with counted_loop(b, tw_count, name="tw") as tw, counted_loop(b, math.ceil(g.ocg / lanes), name="ov") as ov:
-        at = b.add(b.mul(tw, i64(oc_padded)), b.mul(ov, i64(lanes)))
-        grid = [[load_vector(b, m, b.add(at, i64((alpha * i + j) * tw_count * oc_padded)), lanes) for j in range(alpha)]
+    item_first = _sum(b, i64(d_axis.out_first * yd[1] + h_axis.out_first * yd[2] + w_axis.out_first * yd[3]),
+                      b.mul(n, i64(yd[0])), b.mul(qd, i64(d_axis.out_step * yd[1])),
+                      b.mul(first_row, i64(h_axis.out_step * yd[2])))
+    with counted_loop(b, p.rows, name="row") as row, counted_loop(b, tw_count, name="tw") as tw, \
+            counted_loop(b, math.ceil(g.ocg / lanes), name="ov") as ov:
+        qh = b.add(first_row, b.mul(row, i64(2)))
+        at = b.add(b.mul(b.add(b.mul(row, i64(tw_count)), tw), i64(oc_padded)), b.mul(ov, i64(lanes)))
+        grid = [[load_vector(b, m, b.add(at, i64((alpha * i + j) * points * oc_padded)), lanes) for j in range(alpha)]
                 for i in range(alpha)]
         outputs = _separable(b, grid, c.transform.output)
         total = b.load(seen)
         for value in outputs:
             total = b.fadd(total, b.fmul(value, zero))     # NaN if any value is NaN or infinite
         b.store(total, seen)
-        corner = _sum(b, row0, b.mul(tw, i64(2 * w_axis.out_step * yd[3])), b.mul(ov, i64(lanes)))
+        corner = _sum(b, item_first, b.mul(row, i64(2 * h_axis.out_step * yd[2])),
+                      b.mul(tw, i64(2 * w_axis.out_step * yd[3])), b.mul(ov, i64(lanes)))
         for a in (0, 1):
             for e in (0, 1):
-                exists = _both(b, _exists(b, th, a, h_axis.count, c.tiles[0]), _exists(b, tw, e, w_axis.count, tw_count))
+                exists = _both(b, _exists(b, qh, a, h_axis.count, 2 * p.rows * math.ceil(c.tiles[0] / p.rows)),
+                               _exists(b, b.mul(tw, i64(2)), e, w_axis.count, 2 * tw_count))
                 at_output = b.add(corner, i64(a * h_axis.out_step * yd[2] + e * w_axis.out_step * yd[3]))
                 _maybe(b, exists, lambda value=outputs[2 * a + e], at_output=at_output:
                        store_vector(b, value, yp, at_output))
@@ -483,11 +518,12 @@ def _direct_row(k, tiles: RowTiles, offsets: tuple, n, qd, qh) -> None:
         emit_row_block(k, tiles, offsets, n, qd, qh, i64(0), ob)
 
 
-def _exists(b: ir.IRBuilder, tile, second: int, size: int, tiles: int):
-    """Whether position 2 * tile + second is inside an axis of `size` (None: always)."""
-    if not second or size % 2 == 0:
+def _exists(b: ir.IRBuilder, first, second: int, size: int, covered: int):
+    """Whether position first + second is inside an axis of `size` whose tiles cover `covered`
+    positions (None: always)."""
+    if covered <= size:
         return None
-    return b.icmp_unsigned("<", tile, i64(tiles - 1))
+    return b.icmp_unsigned("<", b.add(first, i64(second)), i64(size))
 
 
 def _both(b: ir.IRBuilder, first, second):
