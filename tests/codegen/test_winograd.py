@@ -11,12 +11,20 @@ import lucid
 import lucid.nn.functional as F
 import oracle
 from lucid.codegen.executable import Executable
+from lucid.codegen.kernels import winograd
 from lucid.codegen.lowering import Lowering
 from lucid.codegen.target import Target, host
 from lucid.ir import ops
 from lucid.passes import autodiff, dead_code, fusion
 
 TOL = {"float32": 1e-4, "float64": 1e-10}
+
+
+@pytest.fixture(autouse=True)
+def few_items_suffice(monkeypatch):
+    """The shapes here are small (cheap to compile and check): let them take the Winograd path,
+    which needs MIN_ITEMS work items for speed, not for correctness."""
+    monkeypatch.setattr(winograd, "MIN_ITEMS", 1)
 
 
 def kernel_labels(executable: Executable) -> list[str]:
@@ -103,6 +111,14 @@ def test_other_convolutions_stay_direct(index):
     executable = Executable(lucid.trace(fn, *map(_spec, arrays), name=f"direct_{index}"))
     assert not any(label.startswith("wino") for label in kernel_labels(executable))
     assert_close(executable(*arrays)[0], expected, TOL["float32"], f"{kind} {attrs}")
+
+
+def test_too_little_work_stays_direct(monkeypatch):
+    monkeypatch.setattr(winograd, "MIN_ITEMS", 64)
+    fn, arrays, expected = _case("conv", (1, 32, 6, 7), 32, (3, 3), np.random.default_rng(1), padding=1)
+    executable = Executable(lucid.trace(fn, *map(_spec, arrays), name="wino_few_items"))
+    assert "wino_conv" not in kernel_labels(executable)
+    assert_close(executable(*arrays)[0], expected, TOL["float32"], "direct")
 
 
 def test_gradient_graph_uses_it_for_the_input_gradient():

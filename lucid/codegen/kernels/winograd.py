@@ -58,8 +58,12 @@ MIN_ROW = 4
 STACK_BYTES = 384 << 10
 
 #: A work item takes enough rows of tiles for its register tiles to have about this many points
-#: (while its stack arrays fit in STACK_BYTES).
+#: (while its stack arrays fit in STACK_BYTES and a kernel keeps MIN_ITEMS work items).
 POINTS_PER_ITEM = 24
+
+#: Fewer work items than this per kernel leave the threads too little to share: the direct
+#: kernels, with smaller work items, are faster then.
+MIN_ITEMS = 64
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,7 +229,7 @@ def plan(lowering: Lowering, problem: ConvProblem) -> Plan | None:
     if not correlations or not all(c.applies() for c in correlations):
         return None
     direct = choose_blocking(g.ocg, max(c.counts[2] for c in correlations), lowering, x.dtype)
-    rows = _rows_per_item(correlations, g.icg, _blocks(g, direct) * direct.width, x.dtype.numpy.itemsize)
+    rows = _rows_per_item(correlations, g, _blocks(g, direct) * direct.width, x.dtype.numpy.itemsize)
     gemm = choose_blocking(g.ocg, rows * max(c.tiles[1] for c in correlations), lowering, x.dtype)
     if not rows or g.icg % gemm.lanes:
         return None
@@ -234,16 +238,18 @@ def plan(lowering: Lowering, problem: ConvProblem) -> Plan | None:
     return Plan(correlations, Padded(extent, base.origin, x.shape[1]), rows, gemm, direct, empty)
 
 
-def _rows_per_item(correlations: list, icg: int, oc_padded: int, itemsize: int) -> int:
+def _rows_per_item(correlations: list, g, oc_padded: int, itemsize: int) -> int:
     """Rows of tiles per work item: enough for POINTS_PER_ITEM points, as many in every item (but
-    maybe the last), stack arrays within STACK_BYTES; 0 if not even one row fits."""
+    maybe the last), stack arrays within STACK_BYTES, at least MIN_ITEMS items per kernel; 0 if no
+    number of rows does all that."""
     tiles_h = min(c.tiles[0] for c in correlations)
     wanted = min(math.ceil(POINTS_PER_ITEM / max(c.tiles[1] for c in correlations)), tiles_h)
     for most in range(wanted, 0, -1):
-        rows = math.ceil(tiles_h / math.ceil(tiles_h / most))
-        stack = max(c.transform.positions * rows * c.tiles[1] * (len(c.axes[0].kernel) * icg + oc_padded)
+        blocks = math.ceil(tiles_h / most)
+        rows = math.ceil(tiles_h / blocks)
+        stack = max(c.transform.positions * rows * c.tiles[1] * (len(c.axes[0].kernel) * g.icg + oc_padded)
                     for c in correlations) * itemsize
-        if stack <= STACK_BYTES:
+        if stack <= STACK_BYTES and g.n * min(c.counts[0] for c in correlations) * blocks >= MIN_ITEMS:
             return rows
     return 0
 
