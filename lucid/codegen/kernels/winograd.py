@@ -18,7 +18,7 @@ Guarantees:
 - each work item's transformed input and products live on its thread's stack (at most
   `STACK_BYTES`), so they stay in L2 and never travel to memory.
 
-One correlation (a conv, or one phase) is one kernel. Output tiles are 2 x 2 positions q; tile
+A conv, or one phase, is a correlation. Output tiles are 2 x 2 positions q; tile
 (th, tw) reads the alpha x alpha patch of the zero-padded channels-last input `xp` at the
 correlation's corner + (2 th, 2 tw), alpha = taps + 1. With xi a position of the alpha x alpha
 transformed domain:
@@ -28,12 +28,13 @@ transformed domain:
     M[xi] = sum over depth taps and ic of V[xi] * U[xi]   (the register tile of conv.py, a GEMM)
     y     = A^T M A                2 x 2 outputs
 
-A work item is (n, qd, th): two rows of positions of one depth slice. A conv (or a stride-1
-transposed conv) unpacks its two output rows at once; the phases of a strided transposed conv
-write disjoint outputs of the channels-last scratch, unpacked by one kernel after the last phase.
+One kernel does it all: a work item is (n, qd, a block of tile rows), for every correlation; then
+its output rows are whole (the phases of a transposed conv interleave), and it unpacks them to
+NCDHW while they are in cache.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -45,7 +46,7 @@ from ..lowering import Lowering
 from .conv import (FAST_ALGORITHMS, Blocking, ConvProblem, Direct, Padded, RowTiles, Unpack, WeightLayout, _blocks,
                    _emit_zero, _linear_taps, _table, _three, _transpose_input_layout, _yp_size,
                    _yp_strides, channels_last_source, choose_blocking, conv_direct_spec, conv_input_layout,
-                   emit_pack_input, emit_pack_weight, emit_row_block, emit_unpack, phase_direct_spec, row_tiles,
+                   emit_pack_input, emit_pack_weight, emit_row_block, phase_direct_spec, row_tiles,
                    tile_function, transpose_phases, unpack_row)
 
 #: Fewer input or output channels than this leave the transforms too large a share of the work.
@@ -163,16 +164,11 @@ class Correlation:
     def tiles(self) -> tuple:
         return tuple(math.ceil(axis.count / 2) for axis in self.axes[1:])
 
-    @property
-    def in_place(self) -> bool:
-        """Whether its positions are the output's, in order (a conv, a stride-1 transposed conv)."""
-        return all(axis.out_step == 1 and axis.out_first == 0 for axis in self.axes)
-
-    def patch_extent(self, rows: int) -> tuple:
-        """Padded input extent (h, w) the last tile's patch needs, with work items of `rows` rows of
-        tiles (the last item's rows past the output read zeros)."""
-        tiles = (rows * math.ceil(self.tiles[0] / rows), self.tiles[1])
-        return tuple(axis.offsets[0] + 2 * (count - 1) + self.transform.alpha for axis, count in zip(self.axes[1:], tiles))
+    def patch_extent(self, tile_rows: int) -> tuple:
+        """Padded input extent (h, w) the last tile's patch needs when the work items cover
+        `tile_rows` rows of tiles (rows past the output read zeros)."""
+        return tuple(axis.offsets[0] + 2 * (count - 1) + self.transform.alpha
+                     for axis, count in zip(self.axes[1:], (tile_rows, self.tiles[1])))
 
     def applies(self) -> bool:
         h, w = self.axes[1:]
@@ -207,7 +203,8 @@ def _phase_correlations(problem: ConvProblem, phases: list, origin: tuple) -> li
 class Plan:
     correlations: list
     layout: Padded
-    rows: int            # rows of tiles per work item
+    rows: int            # rows of tiles per work item (of every correlation)
+    blocks_of_rows: int  # work items along h
     gemm: Blocking       # the GEMM's register tile
     direct: Blocking     # the fallback's (the same vectors, so the same channels-last scratch)
     empty: bool          # some outputs belong to no phase (they are zeroed first)
@@ -233,9 +230,10 @@ def plan(lowering: Lowering, problem: ConvProblem) -> Plan | None:
     gemm = choose_blocking(g.ocg, rows * max(c.tiles[1] for c in correlations), lowering, x.dtype)
     if not rows or g.icg % gemm.lanes:
         return None
-    needed = [c.patch_extent(rows) for c in correlations]
+    blocks_of_rows = math.ceil(max(c.tiles[0] for c in correlations) / rows)
+    needed = [c.patch_extent(rows * blocks_of_rows) for c in correlations]
     extent = (base.extent[0],) + tuple(max([base.extent[a + 1]] + [n[a] for n in needed]) for a in range(2))
-    return Plan(correlations, Padded(extent, base.origin, x.shape[1]), rows, gemm, direct, empty)
+    return Plan(correlations, Padded(extent, base.origin, x.shape[1]), rows, blocks_of_rows, gemm, direct, empty)
 
 
 def _rows_per_item(correlations: list, g, oc_padded: int, itemsize: int) -> int:
@@ -277,16 +275,11 @@ def lower_winograd(lowering: Lowering, problem: ConvProblem) -> bool:
     emit_pack_weight(lowering, problem.w, g, p.direct,
                      WeightLayout(weights.sg, weights.soc, weights.sic, _weight_offsets(problem, fallback_taps)),
                      w_offset, "wino_pack_fallback_weight")
-    unpack = Unpack(y, problem.bias, y_offset, channels_last_source(y, g, p.gemm), problem.epilogue)
-    in_place = len(p.correlations) == 1 and p.correlations[0].in_place
-    w0 = 0
-    for position, (c, u_offset) in enumerate(zip(p.correlations, u_offsets)):
-        direct = _direct_spec(problem, c, p.layout, _yp_strides(y, g, p.gemm), w0, len(fallback_taps))
-        _emit_main(lowering, problem, p, c, direct, (x_offset, u_offset, w_offset, y_offset),
-                   unpack if in_place else None, waits=position == 0)
-        w0 += len(_direct_taps(c)) * g.icg * p.direct.width
-    if not in_place:
-        emit_unpack(lowering, unpack, "wino_unpack")
+    starts = itertools.accumulate((len(_direct_taps(c)) * g.icg * p.direct.width for c in p.correlations), initial=0)
+    directs = [_direct_spec(problem, c, p.layout, _yp_strides(y, g, p.gemm), w0, len(fallback_taps))
+               for c, w0 in zip(p.correlations, starts)]
+    _emit_main(lowering, problem, p, list(zip(p.correlations, directs, u_offsets)), (x_offset, w_offset, y_offset),
+               Unpack(y, problem.bias, y_offset, channels_last_source(y, g, p.gemm), problem.epilogue))
     return True
 
 
@@ -351,38 +344,54 @@ def _emit_weight_transform(lowering: Lowering, problem: ConvProblem, c: Correlat
     lowering.kernel("wino_weights", blocks * depth_taps * g.icg, body, waits=False)
 
 
-def _emit_main(lowering: Lowering, problem: ConvProblem, p: Plan, c: Correlation, direct: Direct, offsets: tuple,
-               unpack: Unpack | None, waits: bool) -> None:
-    """Work item (n, qd, tile rows): transform the input patches of its `p.rows` rows of tiles,
-    multiply them by U (the register tile of conv.py, one call per position xi and oc block),
-    transform the products back to rows of the channels-last scratch (again with the direct tiles if
-    they are not all finite), and, with `unpack`, unpack those rows."""
+def _emit_main(lowering: Lowering, problem: ConvProblem, p: Plan, parts: list, offsets: tuple, unpack: Unpack) -> None:
+    """Work item (n, qd, block of tile rows), for each correlation (c, its direct fallback spec, the
+    offset of its U) in `parts`: transform the input patches of its `p.rows` rows of tiles, multiply
+    them by U (the register tile of conv.py, one call per position xi and oc block) and transform the
+    products back into the channels-last scratch (again with the direct tiles if they are not all
+    finite). Then, every correlation done, the item's output rows are whole: unpack them."""
     g, y = problem.g, problem.y
     element = element_type(y.dtype)
     assert p.direct.width == p.gemm.width          # both write the same channels-last scratch
-    x_offset, u_offset, w_offset, y_offset = offsets
-    products = _Products(lowering, element, g, p, c)
-    depth_table = _depth_table(lowering, c, p.layout)
-    fallback = row_tiles(lowering, element, g, p.direct, direct)
-    counts = c.counts
+    x_offset, w_offset, y_offset = offsets
+    kernels = [(c, _Products(lowering, element, g, p, c), _depth_table(lowering, c, p.layout),
+                row_tiles(lowering, element, g, p.direct, direct), u_offset) for c, direct, u_offset in parts]
+    depth = max(c.counts[0] for c in p.correlations)
     y_strides = _yp_strides(y, g, p.gemm)
-    blocks_of_rows = math.ceil(c.tiles[0] / p.rows)
 
     def body(k, item):
         b = k.b
-        n, qd, block_of_rows = unravel(b, item, (g.n, counts[0], blocks_of_rows))
+        n, qd, block_of_rows = unravel(b, item, (g.n, depth, p.blocks_of_rows))
         first_row = b.mul(block_of_rows, i64(2 * p.rows))             # of positions q along h
-        v, m = _aligned(k.alloca(element, products.v_size)), _aligned(k.alloca(element, products.m_size))
-        _transform_input(k, g, p, c, depth_table, k.scratch_pointer(x_offset, element), v, (n, qd, first_row))
-        products.emit(b, v, k.scratch_pointer(u_offset, element), m)
-        nonfinite = _transform_output(k, g, p, c, y_strides, m, k.scratch_pointer(y_offset, element), (n, qd, first_row))
-        with b.if_then(nonfinite):
-            _each_row(b, p, c, first_row, lambda qh: _direct_row(k, fallback, (x_offset, w_offset, y_offset), n, qd, qh))
-        if unpack is not None:
-            _each_row(b, p, c, first_row, lambda qh: unpack_row(
-                k, unpack, b.add(b.mul(b.add(b.mul(n, i64(counts[0])), qd), i64(counts[1])), qh)))
+        size = max(products.v_size for _, products, *_ in kernels), max(products.m_size for _, products, *_ in kernels)
+        v, m = (_aligned(k.alloca(element, count)) for count in size)
+        for c, products, depth_table, fallback, u_offset in kernels:
+            def one(c=c, products=products, depth_table=depth_table, fallback=fallback, u_offset=u_offset):
+                _transform_input(k, g, p, c, depth_table, k.scratch_pointer(x_offset, element), v, (n, qd, first_row))
+                products.emit(b, v, k.scratch_pointer(u_offset, element), m)
+                nonfinite = _transform_output(k, g, p, c, y_strides, m, k.scratch_pointer(y_offset, element),
+                                              (n, qd, first_row))
+                with b.if_then(nonfinite):
+                    _each_row(b, p, c, first_row, lambda qh: _direct_row(k, fallback, (x_offset, w_offset, y_offset),
+                                                                         n, qd, qh))
+            _maybe(b, None if c.counts[0] == depth else b.icmp_unsigned("<", qd, i64(c.counts[0])), one)
+        _unpack_item(k, p, unpack, n, qd, first_row)
 
-    lowering.kernel("wino_conv", g.n * counts[0] * blocks_of_rows, body, waits)
+    lowering.kernel("wino_conv", g.n * depth * p.blocks_of_rows, body)
+
+
+def _unpack_item(k, p: Plan, unpack: Unpack, n, qd, first_row) -> None:
+    """Unpack the output rows of positions (qd, q rows from first_row) of every correlation: depths
+    qd * stride + r and rows q * stride + r, r < stride (the same for every correlation)."""
+    b, y = k.b, unpack.y
+    depth, height, _ = _three(y.shape[2:], 1)
+    d_axis, h_axis = p.correlations[0].axes[:2]
+    with counted_loop(b, d_axis.out_step, name="rd") as rd, counted_loop(b, 2 * p.rows * h_axis.out_step, name="rh") as rh:
+        d = b.add(b.mul(qd, i64(d_axis.out_step)), rd)
+        h = b.add(b.mul(first_row, i64(h_axis.out_step)), rh)
+        inside = b.and_(b.icmp_unsigned("<", d, i64(depth)), b.icmp_unsigned("<", h, i64(height)))
+        with b.if_then(inside):
+            unpack_row(k, unpack, b.add(b.mul(b.add(b.mul(n, i64(depth)), d), i64(height)), h))
 
 
 def _each_row(b: ir.IRBuilder, p: Plan, c: Correlation, first_row, emit) -> None:
@@ -494,7 +503,7 @@ def _transform_output(k, g, p: Plan, c: Correlation, y_strides: tuple, m, yp, it
                       b.mul(tw, i64(2 * w_axis.out_step * yd[3])), b.mul(ov, i64(lanes)))
         for a in (0, 1):
             for e in (0, 1):
-                exists = _both(b, _exists(b, qh, a, h_axis.count, 2 * p.rows * math.ceil(c.tiles[0] / p.rows)),
+                exists = _both(b, _exists(b, qh, a, h_axis.count, 2 * p.rows * p.blocks_of_rows),
                                _exists(b, b.mul(tw, i64(2)), e, w_axis.count, 2 * tw_count))
                 at_output = b.add(corner, i64(a * h_axis.out_step * yd[2] + e * w_axis.out_step * yd[3]))
                 _maybe(b, exists, lambda value=outputs[2 * a + e], at_output=at_output:
