@@ -11,12 +11,20 @@ import lucid
 import lucid.nn.functional as F
 import oracle
 from lucid.codegen.executable import Executable
+from lucid.codegen.kernels import winograd
 from lucid.codegen.lowering import Lowering
 from lucid.codegen.target import Target, host
 from lucid.ir import ops
 from lucid.passes import autodiff, dead_code, fusion
 
 TOL = {"float32": 1e-4, "float64": 1e-10}
+
+
+@pytest.fixture(autouse=True)
+def few_items_suffice(monkeypatch):
+    """The shapes here are small (cheap to compile and check): let them take the Winograd path,
+    which needs MIN_ITEMS work items for speed, not for correctness."""
+    monkeypatch.setattr(winograd, "MIN_ITEMS", 1)
 
 
 def kernel_labels(executable: Executable) -> list[str]:
@@ -59,9 +67,16 @@ APPLIES = [
     ("conv", (1, 32, 3, 5, 6), 32, (3, 3, 3), dict(padding=1)),
     ("conv", (1, 32, 5, 4, 5), 48, (3, 3, 3), dict(padding=(2, 1, 1), stride=(2, 1, 1), dilation=(2, 1, 1))),
     ("conv", (1, 32, 3, 4, 4), 32, (1, 3, 3), dict(padding=(0, 1, 1))),
+    ("conv", (1, 16, 5, 6), 16, (3, 3), dict(padding=1)),                       # one vector of channels
+    ("conv", (1, 16, 3, 27), 16, (3, 3), dict(padding=1)),                      # rows long enough alone
     ("conv_transpose", (1, 32, 6, 7), 32, (3, 3), dict(padding=1)),             # an input gradient's form
     ("conv_transpose", (1, 32, 3, 5, 6), 32, (3, 3, 3), dict(padding=0)),
     ("conv_transpose", (2, 32, 2, 5, 6), 40, (2, 3, 3), dict(padding=(1, 2, 1))),
+    ("conv_transpose", (1, 32, 4, 5), 32, (4, 4), dict(stride=2, padding=1)),        # 4 phases of 2 x 2 taps
+    ("conv_transpose", (2, 32, 3, 4, 5), 16, (4, 4, 4), dict(stride=2, padding=1)),  # 8 phases, F(2x2, 2x2)
+    ("conv_transpose", (1, 32, 5, 6), 32, (6, 6), dict(stride=2, padding=2)),        # 3 x 3 taps per phase
+    ("conv_transpose", (1, 32, 4, 5), 24, (4, 4), dict(stride=2, padding=1, output_padding=1)),
+    ("conv_transpose", (1, 32, 2, 3, 4), 32, (1, 4, 4), dict(stride=2, padding=(0, 1, 1))),  # odd depths: no taps
 ]
 
 
@@ -82,8 +97,8 @@ NOT_APPLIED = [
     ("conv", (1, 32, 6, 6), 32, (3, 3), dict(padding=1, stride=2)),
     ("conv", (1, 32, 6, 6), 32, (3, 3), dict(padding=2, dilation=2)),
     ("conv", (1, 32, 6, 6), 32, (5, 5), dict(padding=2)),
-    ("conv", (1, 16, 6, 6), 32, (3, 3), dict(padding=1)),                       # too few input channels
-    ("conv", (1, 32, 6, 6), 16, (3, 3), dict(padding=1)),                       # too few output channels
+    ("conv", (1, 8, 6, 6), 32, (3, 3), dict(padding=1)),                        # too few input channels
+    ("conv", (1, 32, 6, 6), 8, (3, 3), dict(padding=1)),                        # too few output channels
     ("conv", (1, 64, 6, 6), 64, (3, 3), dict(padding=1, groups=2)),
     ("conv_transpose", (1, 32, 4, 4), 32, (3, 3), dict(padding=1, stride=2)),
 ]
@@ -96,6 +111,14 @@ def test_other_convolutions_stay_direct(index):
     executable = Executable(lucid.trace(fn, *map(_spec, arrays), name=f"direct_{index}"))
     assert not any(label.startswith("wino") for label in kernel_labels(executable))
     assert_close(executable(*arrays)[0], expected, TOL["float32"], f"{kind} {attrs}")
+
+
+def test_too_little_work_stays_direct(monkeypatch):
+    monkeypatch.setattr(winograd, "MIN_ITEMS", 64)
+    fn, arrays, expected = _case("conv", (1, 32, 6, 7), 32, (3, 3), np.random.default_rng(1), padding=1)
+    executable = Executable(lucid.trace(fn, *map(_spec, arrays), name="wino_few_items"))
+    assert "wino_conv" not in kernel_labels(executable)
+    assert_close(executable(*arrays)[0], expected, TOL["float32"], "direct")
 
 
 def test_gradient_graph_uses_it_for_the_input_gradient():
@@ -142,20 +165,29 @@ def _non_finite_case(rng, what):
     return x, w
 
 
-@pytest.mark.parametrize("what", ["input", "weight", "overflow"])
-def test_non_finite_values_are_the_direct_convolutions(what):
+# (an infinite weight in a transposed conv is the direct path's known limit: the xfail in
+# test_conv_compiled.py)
+@pytest.mark.parametrize("what, kind", [("input", "conv"), ("weight", "conv"), ("overflow", "conv"),
+                                        ("input", "conv_transpose"), ("overflow", "conv_transpose")])
+def test_non_finite_values_are_the_direct_convolutions(what, kind):
     """NaN and infinities land where the direct sums put them (an item with any non-finite
-    transformed value is computed again directly), and large finite inputs stay finite."""
+    transformed value is computed again directly), and large finite inputs stay finite: for a
+    conv (F(2x2, 3x3)) and the phases of a stride-2 transposed conv (F(2x2, 2x2))."""
     x, w = _non_finite_case(np.random.default_rng(13), what)
     # no padding with an infinite weight: the direct kernels multiply zero padding by it (see the xfail
     # in test_conv_compiled.py), which the oracle's sum over real inputs never does
-    padding = 0 if what == "weight" else 1
-    executable = Executable(lucid.trace(lambda x, w: F.conv2d(x, w, padding=padding), _spec(x), _spec(w),
-                                        name=f"wino_nan_{padding}"))
+    attrs = dict(padding=0 if what == "weight" else 1)
+    if kind == "conv_transpose":
+        w = np.ascontiguousarray(np.pad(w, ((0, 0), (0, 0), (0, 1), (0, 1)))[:, :, :4, :4])
+        attrs = dict(stride=2, padding=1)
+    fn = getattr(F, f"{kind}2d")
+    reference = oracle.conv_nd if kind == "conv" else oracle.conv_transpose_nd
+    executable = Executable(lucid.trace(lambda x, w: fn(x, w, **attrs), _spec(x), _spec(w),
+                                        name=f"wino_nan_{kind}_{what}"))
     assert "wino_conv" in kernel_labels(executable)
     got = executable(x, w, threads=2)[0]
     with np.errstate(invalid="ignore", over="ignore"):
-        expected = oracle.conv_nd(x.astype(np.float64), w.astype(np.float64), padding=padding).astype(np.float32)
+        expected = reference(x.astype(np.float64), w.astype(np.float64), **attrs).astype(np.float32)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(expected), err_msg="NaN positions")
     np.testing.assert_array_equal(np.isposinf(got), np.isposinf(expected), err_msg="+inf positions")
     np.testing.assert_array_equal(np.isneginf(got), np.isneginf(expected), err_msg="-inf positions")

@@ -486,10 +486,9 @@ ROWS_TO_UNPACK_IN_PLACE = 16
 
 @dataclass(frozen=True)
 class ConvProblem:
-    """A convolution in conv form, as the algorithms see it: input `x` (N, groups * icg, ...), output
-    `y`, geometry `g`, and where weight element (g, oc, ic, tap) of `w` lives (`weights`, taps in
-    `_kernel_taps(g.kernel)` order). A transposed conv with stride 1 is the conv of its input with
-    the flipped, transposed weight (`_stride_one_as_conv`)."""
+    """A conv or conv_transpose node as the algorithms see it: input `x` (N, groups * icg, ...),
+    output `y`, geometry `g`, and where weight element (g, oc, ic, tap) of `w` lives (`weights`,
+    taps in `_kernel_taps(g.kernel)` order)."""
 
     x: Value
     w: Value
@@ -498,6 +497,7 @@ class ConvProblem:
     g: Geometry
     weights: WeightLayout
     epilogue: Epilogue | None
+    transposed: bool = False
 
 
 #: Algorithms faster than the direct one for some convolutions, registered by their modules (see
@@ -591,12 +591,11 @@ def _yp_strides(y: Value, g: Geometry, block: Blocking) -> tuple:
 def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | None = None) -> None:
     x, w, bias, y, groups = _operands(node)
     g = _geometry(x, w.shape[2:], node.attrs, groups, w.shape[0] // groups, w.shape[1])
-    as_conv = _stride_one_as_conv(x, w, bias, y, g, epilogue)
-    if as_conv is not None and _lower_fast(lowering, as_conv):
+    k_size = math.prod(w.shape[2:])
+    weights = WeightLayout(g.icg * g.ocg * k_size, k_size, g.ocg * k_size, tuple(range(k_size)))
+    if _lower_fast(lowering, ConvProblem(x, w, bias, y, g, weights, epilogue, transposed=True)):
         return
-    out_sp = _three(y.shape[2:], 1)
-    phases = [_phase(g, out_sp, r) for r in itertools.product(*(range(s) for s in g.stride))]
-    phases = [p for p in phases if min(p.counts) > 0]
+    phases = transpose_phases(g, _three(y.shape[2:], 1))
     point_block = choose_point_blocking(g.ocg, max(p.counts[2] for p in phases), lowering, x.dtype)
     if point_block is not None:
         _lower_conv_transpose_over_points(lowering, node, g, phases, point_block, epilogue)
@@ -611,11 +610,9 @@ def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | No
     emit_pack_input(lowering, x, layout, x_offset, "convT_pack_input")
     if any(not p.taps for p in phases):
         _emit_zero(lowering, y_offset, _yp_size(y, g, block), x.dtype, "convT_zero")
-    k_size = math.prod(w.shape[2:])
-    weight_layout = dict(sg=g.icg * g.ocg * k_size, soc=k_size, sic=g.ocg * k_size)
-    sn, sd, sh, sc = layout.strides()
     yd = _yp_strides(y, g, block)
-    emit_pack_weight(lowering, w, g, block, WeightLayout(**weight_layout, taps=tuple(_linear_taps(g.kernel, all_taps))),
+    emit_pack_weight(lowering, w, g, block, WeightLayout(weights.sg, weights.soc, weights.sic,
+                                                         tuple(_linear_taps(g.kernel, all_taps))),
                      w_offset, "convT_pack_weight")
     starts = itertools.accumulate((len(p.taps) * g.icg * block.width for p in phases), initial=0)
     active = [(phase, w0) for phase, w0 in zip(phases, starts) if phase.taps]
@@ -623,32 +620,31 @@ def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | No
     # with stride 1 the only phase's rows are the output rows: unpack each as soon as it is computed
     in_place = len(active) == len(phases) == 1 and math.prod(active[0][0].counts[:2]) * g.n >= ROWS_TO_UNPACK_IN_PLACE
     for position, (phase, w0) in enumerate(active):          # the phases write disjoint outputs
-        origin = layout.origin
-        spec = Direct(rows=(g.n,) + phase.counts[:2], points=phase.counts[2],
-                      x0=origin[0] * sd + origin[1] * sh + origin[2] * sc, sx=(sn, sd, sh), sx_point=sc,
-                      taps=tuple(a * sd + b_ * sh + c * sc for a, b_, c in phase.taps),
-                      y0=phase.r[0] * yd[1] + phase.r[1] * yd[2] + phase.r[2] * yd[3],
-                      sy=(yd[0], g.stride[0] * yd[1], g.stride[1] * yd[2]), sy_point=g.stride[2] * yd[3], w0=w0,
-                      w_taps=len(all_taps))
+        spec = phase_direct_spec(g, phase, layout, yd, w0, len(all_taps))
         emit_direct(lowering, x.dtype, g, block, spec, (x_offset, w_offset, y_offset), "convT_direct",
                     unpack if in_place else None, waits=position == 0)
     if not in_place:
         emit_unpack(lowering, unpack, "convT_unpack")
 
 
-def _stride_one_as_conv(x: Value, w: Value, bias: Value | None, y: Value, g: Geometry,
-                        epilogue: Epilogue | None) -> ConvProblem | None:
-    """A transposed conv of stride 1 as a conv: padding dilation * (k - 1) - padding_lo (when not
-    negative) and weight element (oc, ic, tap) read from w[ic][oc][flipped tap]. None for other
-    strides."""
-    pad_lo = tuple(d * (k - 1) - lo for k, d, lo in zip(g.kernel, g.dilation, g.pad_lo))
-    if any(s != 1 for s in g.stride) or min(pad_lo) < 0:
-        return None
-    k_size = math.prod(g.kernel)
-    flipped = [tuple(k - 1 - t for k, t in zip(g.kernel, tap)) for tap in _kernel_taps(g.kernel)]
-    weights = WeightLayout(g.icg * g.ocg * k_size, k_size, g.ocg * k_size, tuple(_linear_taps(g.kernel, flipped)))
-    conv_form = Geometry(g.n, g.groups, g.icg, g.ocg, g.in_sp, g.kernel, g.stride, g.dilation, pad_lo)
-    return ConvProblem(x, w, bias, y, conv_form, weights, epilogue)
+def transpose_phases(g: Geometry, out_sp: tuple) -> list:
+    """The stride phases of a transposed conv that have outputs."""
+    phases = [_phase(g, out_sp, r) for r in itertools.product(*(range(s) for s in g.stride))]
+    return [p for p in phases if min(p.counts) > 0]
+
+
+def phase_direct_spec(g: Geometry, phase: "Phase", layout: Padded, y_strides: tuple, w0: int, w_taps: int) -> Direct:
+    """The direct conv of one stride phase: rows of phase positions q reading the padded input at
+    q + shift, writing output q * stride + r of the channels-last scratch (element strides
+    `y_strides`); its weights start at w0 of blocks of `w_taps` taps."""
+    sn, sd, sh, sc = layout.strides()
+    origin, yd = layout.origin, y_strides
+    return Direct(rows=(g.n,) + phase.counts[:2], points=phase.counts[2],
+                  x0=origin[0] * sd + origin[1] * sh + origin[2] * sc, sx=(sn, sd, sh), sx_point=sc,
+                  taps=tuple(a * sd + b_ * sh + c * sc for a, b_, c in phase.taps),
+                  y0=phase.r[0] * yd[1] + phase.r[1] * yd[2] + phase.r[2] * yd[3],
+                  sy=(yd[0], g.stride[0] * yd[1], g.stride[1] * yd[2]), sy_point=g.stride[2] * yd[3], w0=w0,
+                  w_taps=w_taps)
 
 
 @dataclass(frozen=True)

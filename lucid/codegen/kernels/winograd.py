@@ -1,122 +1,121 @@
-"""Winograd F(2x2, 3x3) convolution: 3x3 stride-1 convolutions with 2.25x fewer multiplications.
+"""Winograd convolution: F(2x2, 3x3) and F(2x2, 2x2), for 2.25x and 1.78x fewer multiplications.
 
-Applies to one-group convolutions (and stride-1 transposed convolutions, in conv form) whose kernel
-is 3 x 3 with stride and dilation 1 across (h, w), with at least `MIN_CHANNELS` input and output
-channels, input channels a whole number of vectors; along d the kernel, stride and dilation are
-anything (each depth tap is a 2-D Winograd product, summed in the same accumulators). Guarantees:
+Applies to one-group convolutions and transposed convolutions with at least `MIN_CHANNELS` input
+and output channels, input channels a whole number of vectors, when across (h, w) each output
+position is a stride-1 correlation of 3 or 2 consecutive input positions:
+- a conv with a 3 x 3 kernel, stride and dilation 1 across (h, w);
+- each stride phase of a transposed conv (see conv.py) with 3 or 2 taps per axis across (h, w): a
+  stride-1 transposed conv with a 3 x 3 kernel, or a stride-2 one with a 4 x 4 kernel (2 x 2 taps
+  per phase), or a 6 x 6 kernel of stride 2 (3 x 3 taps).
+Along d anything goes: each depth tap is a 2-D product summed in the same accumulators.
 
-- the same result as the direct convolution up to float rounding (the transforms only add, subtract
-  and halve);
-- the same non-finite values as the direct convolution: a work item whose transformed result holds
-  a NaN or an infinity (a non-finite input or weight, or an overflow inside the transforms) is
-  computed again with the direct kernel;
+Guarantees:
+- the direct convolution's result up to float rounding (the transforms only add, subtract and
+  halve);
+- the direct convolution's non-finite values: a work item whose transformed result holds a NaN or
+  an infinity (a non-finite input or weight, or an overflow inside the transforms) is computed again
+  with the direct tiles;
 - each work item's transformed input and products live on its thread's stack (at most
   `STACK_BYTES`), so they stay in L2 and never travel to memory.
 
-Output tiles are 2 x 2 points; tile (th, tw) reads the 4 x 4 input patch at (2 th, 2 tw) of the
-zero-padded channels-last input `xp`. With xi (0..15) a position of the 4 x 4 transformed domain:
+A conv, or one phase, is a correlation. Output tiles are 2 x 2 positions q; tile
+(th, tw) reads the alpha x alpha patch of the zero-padded channels-last input `xp` at the
+correlation's corner + (2 th, 2 tw), alpha = taps + 1. With xi a position of the alpha x alpha
+transformed domain:
 
     U[xi] = (G g G^T)[xi]          per weight (oc, ic, depth tap): `wino_weights` kernel
     V[xi] = (B^T d B)[xi]          per input patch and channel vector
     M[xi] = sum over depth taps and ic of V[xi] * U[xi]   (the register tile of conv.py, a GEMM)
     y     = A^T M A                2 x 2 outputs
 
-A work item is (n, od, th): two output rows of one depth slice, which it then unpacks to NCDHW.
+One kernel does it all: a work item is (n, qd, a block of tile rows), for every correlation; then
+its output rows are whole (the phases of a transposed conv interleave), and it unpacks them to
+NCDHW while they are in cache.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import llvmlite.ir as ir
 
 from ..irgen import counted_loop, element_type, i64, load_vector, store_vector, unravel
 from ..lowering import Lowering
-from .conv import (FAST_ALGORITHMS, Blocking, ConvProblem, Padded, RowTiles, Unpack, _blocks, _table, _three,
-                   _yp_size, _yp_strides, channels_last_source, choose_blocking, conv_direct_spec, emit_pack_input,
-                   emit_pack_weight, emit_row_block, row_tiles, tile_function, unpack_row)
+from .conv import (FAST_ALGORITHMS, Blocking, ConvProblem, Direct, Padded, RowTiles, Unpack, WeightLayout, _blocks,
+                   _emit_zero, _linear_taps, _table, _three, _transpose_input_layout, _yp_size,
+                   _yp_strides, channels_last_source, choose_blocking, conv_direct_spec, conv_input_layout,
+                   emit_pack_input, emit_pack_weight, emit_row_block, phase_direct_spec, row_tiles,
+                   tile_function, transpose_phases, unpack_row)
 
 #: Fewer input or output channels than this leave the transforms too large a share of the work.
-MIN_CHANNELS = 32
+MIN_CHANNELS = 16
+
+#: Fewer positions than this along w make register tiles too short to pay for the transforms.
+MIN_ROW = 4
 
 #: Most bytes of stack a work item uses for its transformed input and products.
 STACK_BYTES = 384 << 10
 
-#: Positions of the transformed 4 x 4 domain.
-POSITIONS = 16
+#: A work item takes enough rows of tiles for its register tiles to have about this many points
+#: (while its stack arrays fit in STACK_BYTES and a kernel keeps MIN_ITEMS work items).
+POINTS_PER_ITEM = 24
 
-
-@dataclass(frozen=True)
-class Plan:
-    """Tiles (TH, TW) of the output, the GEMM's register blocking and the direct fallback's."""
-
-    tiles: tuple
-    gemm: Blocking
-    direct: Blocking
-    layout: Padded
-
-
-def plan(lowering: Lowering, problem: ConvProblem) -> Plan | None:
-    """The Winograd plan of `problem`, or None when the algorithm does not apply."""
-    g, x, y = problem.g, problem.x, problem.y
-    out_sp = _three(y.shape[2:], 1)
-    if (g.groups != 1 or g.kernel[1:] != (3, 3) or g.stride[1:] != (1, 1) or g.dilation[1:] != (1, 1)
-            or min(g.icg, g.ocg) < MIN_CHANNELS or out_sp[1] < 2 or out_sp[2] < 2):
-        return None
-    tiles = (math.ceil(out_sp[1] / 2), math.ceil(out_sp[2] / 2))
-    gemm = choose_blocking(g.ocg, tiles[1], lowering, x.dtype)
-    if g.icg % gemm.lanes:
-        return None
-    itemsize = x.dtype.numpy.itemsize
-    stack = POSITIONS * tiles[1] * (g.kernel[0] * g.icg + _blocks(g, gemm) * gemm.width) * itemsize
-    if stack > STACK_BYTES:
-        return None
-    depth = (out_sp[0] - 1) * g.stride[0] + (g.kernel[0] - 1) * g.dilation[0] + 1
-    layout = Padded((depth, 2 * tiles[0] + 2, 2 * tiles[1] + 2), g.pad_lo, x.shape[1])
-    return Plan(tiles, gemm, choose_blocking(g.ocg, out_sp[2], lowering, x.dtype), layout)
-
-
-def lower_winograd(lowering: Lowering, problem: ConvProblem) -> bool:
-    """Lower `problem` with Winograd F(2x2, 3x3) if it applies (see the module docstring)."""
-    p = plan(lowering, problem)
-    if p is None:
-        return False
-    x, y, g = problem.x, problem.y, problem.g
-    itemsize = x.dtype.numpy.itemsize
-    blocks = _blocks(g, p.gemm)
-    x_offset = lowering.scratch(p.layout.size(g.n) * itemsize)
-    u_offset = lowering.scratch(blocks * g.kernel[0] * POSITIONS * g.icg * p.gemm.width * itemsize)
-    w_offset = lowering.scratch(blocks * math.prod(g.kernel) * g.icg * p.direct.width * itemsize)
-    y_offset = lowering.scratch(_yp_size(y, g, p.gemm) * itemsize)
-    emit_pack_input(lowering, x, p.layout, x_offset, "wino_pack_input")
-    _emit_weight_transform(lowering, problem, p.gemm, u_offset)
-    emit_pack_weight(lowering, problem.w, g, p.direct, problem.weights, w_offset, "wino_pack_fallback_weight")
-    unpack = Unpack(y, problem.bias, y_offset, channels_last_source(y, g, p.gemm), problem.epilogue)
-    _emit_main(lowering, problem, p, (x_offset, u_offset, w_offset, y_offset), unpack)
-    return True
-
-
-FAST_ALGORITHMS.append(lower_winograd)
+#: Fewer work items than this per kernel leave the threads too little to share: the direct
+#: kernels, with smaller work items, are faster then.
+MIN_ITEMS = 64
 
 
 # ---------------------------------------------------------------------------------------------
-# The transforms, on lists of values (scalars or vectors) with the builder's fadd/fsub/fmul
+# The 1-D transforms, on lists of values (scalars or vectors) with the builder's arithmetic
 
 
-def _weight_rows(b: ir.IRBuilder, g3: list, half) -> list:
-    """G g for the three values g3 of one kernel column: [g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2]."""
-    outer = b.fadd(g3[0], g3[2])
-    return [g3[0], b.fmul(b.fadd(outer, g3[1]), half), b.fmul(b.fsub(outer, g3[1]), half), g3[2]]
+@dataclass(frozen=True)
+class Transform:
+    """F(2, taps): 2 outputs of a `taps`-tap correlation from alpha = taps + 1 products.
+    `weight(b, g, half)` is G g, `input(b, d)` is B^T d and `output(b, m)` is A^T m."""
+
+    taps: int
+    weight: Callable
+    input: Callable
+    output: Callable
+
+    @property
+    def alpha(self) -> int:
+        return self.taps + 1
+
+    @property
+    def positions(self) -> int:
+        return self.alpha * self.alpha
 
 
-def _input_rows(b: ir.IRBuilder, d4: list) -> list:
-    """B^T d for four values: [d0 - d2, d1 + d2, d2 - d1, d1 - d3]."""
-    return [b.fsub(d4[0], d4[2]), b.fadd(d4[1], d4[2]), b.fsub(d4[2], d4[1]), b.fsub(d4[1], d4[3])]
+def _weight_3(b, g, half):
+    outer = b.fadd(g[0], g[2])
+    return [g[0], b.fmul(b.fadd(outer, g[1]), half), b.fmul(b.fsub(outer, g[1]), half), g[2]]
 
 
-def _output_rows(b: ir.IRBuilder, m4: list) -> list:
-    """A^T m for four values: [m0 + m1 + m2, m1 - m2 - m3]."""
-    return [b.fadd(b.fadd(m4[0], m4[1]), m4[2]), b.fsub(b.fsub(m4[1], m4[2]), m4[3])]
+def _input_4(b, d):
+    return [b.fsub(d[0], d[2]), b.fadd(d[1], d[2]), b.fsub(d[2], d[1]), b.fsub(d[1], d[3])]
+
+
+def _output_4(b, m):
+    return [b.fadd(b.fadd(m[0], m[1]), m[2]), b.fsub(b.fsub(m[1], m[2]), m[3])]
+
+
+def _weight_2(b, g, half):
+    return [g[0], b.fadd(g[0], g[1]), g[1]]
+
+
+def _input_3(b, d):
+    return [b.fsub(d[0], d[1]), d[1], b.fsub(d[2], d[1])]
+
+
+def _output_3(b, m):
+    return [b.fadd(m[0], m[1]), b.fadd(m[1], m[2])]
+
+
+TRANSFORMS = {3: Transform(3, _weight_3, _input_4, _output_4), 2: Transform(2, _weight_2, _input_3, _output_3)}
 
 
 def _separable(b: ir.IRBuilder, grid: list, rows) -> list:
@@ -128,24 +127,206 @@ def _separable(b: ir.IRBuilder, grid: list, rows) -> list:
 
 
 # ---------------------------------------------------------------------------------------------
+# What the kernels compute
+
+
+@dataclass(frozen=True)
+class Axis:
+    """Output positions q along one axis read input positions q * step + offsets[t] of the padded
+    input (in `kernel` order, offsets ascending along h and w), and go to scratch position
+    q * out_step + out_first."""
+
+    count: int
+    step: int
+    offsets: tuple
+    kernel: tuple
+    out_step: int
+    out_first: int
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """One Winograd kernel: axes (d, h, w), and, for the direct fallback, the transposed conv's
+    phase it is (None for a conv)."""
+
+    axes: tuple
+    phase: object = None
+
+    @property
+    def transform(self) -> Transform:
+        return TRANSFORMS[len(self.axes[1].kernel)]
+
+    @property
+    def counts(self) -> tuple:
+        return tuple(axis.count for axis in self.axes)
+
+    @property
+    def tiles(self) -> tuple:
+        return tuple(math.ceil(axis.count / 2) for axis in self.axes[1:])
+
+    def patch_extent(self, tile_rows: int) -> tuple:
+        """Padded input extent (h, w) the last tile's patch needs when the work items cover
+        `tile_rows` rows of tiles (rows past the output read zeros)."""
+        return tuple(axis.offsets[0] + 2 * (count - 1) + self.transform.alpha
+                     for axis, count in zip(self.axes[1:], (tile_rows, self.tiles[1])))
+
+    def applies(self) -> bool:
+        h, w = self.axes[1:]
+        return (all(axis.step == 1 and len(axis.kernel) in TRANSFORMS and len(axis.kernel) == len(h.kernel)
+                    and list(axis.offsets) == list(range(axis.offsets[0], axis.offsets[0] + len(axis.kernel)))
+                    for axis in (h, w))
+                and h.count >= 2 and w.count >= MIN_ROW)
+
+
+def _conv_correlations(problem: ConvProblem) -> list:
+    g, out_sp = problem.g, _three(problem.y.shape[2:], 1)
+    return [Correlation(tuple(Axis(count, stride, tuple(k * dilation for k in range(size)), tuple(range(size)), 1, 0)
+                              for count, stride, dilation, size in zip(out_sp, g.stride, g.dilation, g.kernel)))]
+
+
+def _phase_correlations(problem: ConvProblem, phases: list, origin: tuple) -> list:
+    """The phases as correlations: phase position q reads input q + shift, at q + shift + origin of
+    the padded input."""
+    g = problem.g
+    correlations = []
+    for phase in phases:
+        axes = []
+        for a in range(3):
+            pairs = sorted({(shift[a], kernel[a]) for kernel, shift in zip(phase.kernel_taps, phase.taps)})
+            axes.append(Axis(phase.counts[a], 1, tuple(s + origin[a] for s, _ in pairs), tuple(k for _, k in pairs),
+                             g.stride[a], phase.r[a]))
+        correlations.append(Correlation(tuple(axes), phase))
+    return correlations
+
+
+@dataclass(frozen=True)
+class Plan:
+    correlations: list
+    layout: Padded
+    rows: int            # rows of tiles per work item (of every correlation)
+    blocks_of_rows: int  # work items along h
+    gemm: Blocking       # the GEMM's register tile
+    direct: Blocking     # the fallback's (the same vectors, so the same channels-last scratch)
+    empty: bool          # some outputs belong to no phase (they are zeroed first)
+
+
+def plan(lowering: Lowering, problem: ConvProblem) -> Plan | None:
+    """The Winograd plan of `problem`, or None when the algorithm does not apply."""
+    g, x = problem.g, problem.x
+    if g.groups != 1 or min(g.icg, g.ocg) < MIN_CHANNELS:
+        return None
+    if problem.transposed:
+        phases = transpose_phases(g, _three(problem.y.shape[2:], 1))
+        base = _transpose_input_layout(g, phases, x.shape[1])
+        empty = any(not p.taps for p in phases)
+        correlations = _phase_correlations(problem, [p for p in phases if p.taps], base.origin)
+    else:
+        base = conv_input_layout(g, _three(problem.y.shape[2:], 1), x.shape[1])
+        empty, correlations = False, _conv_correlations(problem)
+    if not correlations or not all(c.applies() for c in correlations):
+        return None
+    direct = choose_blocking(g.ocg, max(c.counts[2] for c in correlations), lowering, x.dtype)
+    rows = _rows_per_item(correlations, g, _blocks(g, direct) * direct.width, x.dtype.numpy.itemsize)
+    gemm = choose_blocking(g.ocg, rows * max(c.tiles[1] for c in correlations), lowering, x.dtype)
+    if not rows or g.icg % gemm.lanes:
+        return None
+    blocks_of_rows = math.ceil(max(c.tiles[0] for c in correlations) / rows)
+    needed = [c.patch_extent(rows * blocks_of_rows) for c in correlations]
+    extent = (base.extent[0],) + tuple(max([base.extent[a + 1]] + [n[a] for n in needed]) for a in range(2))
+    return Plan(correlations, Padded(extent, base.origin, x.shape[1]), rows, blocks_of_rows, gemm, direct, empty)
+
+
+def _rows_per_item(correlations: list, g, oc_padded: int, itemsize: int) -> int:
+    """Rows of tiles per work item: enough for POINTS_PER_ITEM points, as many in every item (but
+    maybe the last), stack arrays within STACK_BYTES, at least MIN_ITEMS items per kernel; 0 if no
+    number of rows does all that."""
+    tiles_h = min(c.tiles[0] for c in correlations)
+    wanted = min(math.ceil(POINTS_PER_ITEM / max(c.tiles[1] for c in correlations)), tiles_h)
+    for most in range(wanted, 0, -1):
+        blocks = math.ceil(tiles_h / most)
+        rows = math.ceil(tiles_h / blocks)
+        stack = max(c.transform.positions * rows * c.tiles[1] * (len(c.axes[0].kernel) * g.icg + oc_padded)
+                    for c in correlations) * itemsize
+        if stack <= STACK_BYTES and g.n * min(c.counts[0] for c in correlations) * blocks >= MIN_ITEMS:
+            return rows
+    return 0
+
+
+def lower_winograd(lowering: Lowering, problem: ConvProblem) -> bool:
+    """Lower `problem` with Winograd if it applies (see the module docstring)."""
+    p = plan(lowering, problem)
+    if p is None:
+        return False
+    x, y, g = problem.x, problem.y, problem.g
+    itemsize = x.dtype.numpy.itemsize
+    x_offset = lowering.scratch(p.layout.size(g.n) * itemsize)
+    u_sizes = [_blocks(g, p.gemm) * len(c.axes[0].kernel) * c.transform.positions * g.icg * p.gemm.width
+               for c in p.correlations]
+    u_offsets = [lowering.scratch(size * itemsize) for size in u_sizes]
+    fallback_taps = [tap for c in p.correlations for tap in _direct_taps(c)]
+    w_offset = lowering.scratch(_blocks(g, p.direct) * len(fallback_taps) * g.icg * p.direct.width * itemsize)
+    y_offset = lowering.scratch(_yp_size(y, g, p.gemm) * itemsize)
+    emit_pack_input(lowering, x, p.layout, x_offset, "wino_pack_input")
+    if p.empty:
+        _emit_zero(lowering, y_offset, _yp_size(y, g, p.gemm), x.dtype, "wino_zero")
+    for c, offset in zip(p.correlations, u_offsets):
+        _emit_weight_transform(lowering, problem, c, p.gemm, offset)
+    weights = problem.weights
+    emit_pack_weight(lowering, problem.w, g, p.direct,
+                     WeightLayout(weights.sg, weights.soc, weights.sic, _weight_offsets(problem, fallback_taps)),
+                     w_offset, "wino_pack_fallback_weight")
+    starts = itertools.accumulate((len(_direct_taps(c)) * g.icg * p.direct.width for c in p.correlations), initial=0)
+    directs = [_direct_spec(problem, c, p.layout, _yp_strides(y, g, p.gemm), w0, len(fallback_taps))
+               for c, w0 in zip(p.correlations, starts)]
+    _emit_main(lowering, problem, p, list(zip(p.correlations, directs, u_offsets)), (x_offset, w_offset, y_offset),
+               Unpack(y, problem.bias, y_offset, channels_last_source(y, g, p.gemm), problem.epilogue))
+    return True
+
+
+FAST_ALGORITHMS.append(lower_winograd)
+
+
+def _correlation_taps(c: Correlation) -> list:
+    """The kernel taps (kd, kh, kw) of a correlation, depth tap major, then h, then w."""
+    d, h, w = c.axes
+    return [(a, b, k) for a in d.kernel for b in h.kernel for k in w.kernel]
+
+
+def _direct_taps(c: Correlation) -> list:
+    """The kernel taps in the order the direct fallback's spec takes them."""
+    return _correlation_taps(c) if c.phase is None else list(c.phase.kernel_taps)
+
+
+def _weight_offsets(problem: ConvProblem, taps: list) -> tuple:
+    return tuple(problem.weights.taps[i] for i in _linear_taps(problem.g.kernel, taps))
+
+
+def _direct_spec(problem: ConvProblem, c: Correlation, layout: Padded, y_strides: tuple, w0: int, w_taps: int) -> Direct:
+    if c.phase is None:
+        return conv_direct_spec(problem.g, c.counts, layout, y_strides)
+    return phase_direct_spec(problem.g, c.phase, layout, y_strides, w0, w_taps)
+
+
+# ---------------------------------------------------------------------------------------------
 # Kernels
 
 
-def _emit_weight_transform(lowering: Lowering, problem: ConvProblem, block: Blocking, offset: int) -> None:
-    """U[ob][kd][xi][ic][lane] = (G g G^T)[xi] of weight (oc = ob * width + lane, ic, kd), 0 past the
-    output channels. A work item is (ob, kd, ic)."""
-    g, w, layout = problem.g, problem.w, problem.weights
+def _emit_weight_transform(lowering: Lowering, problem: ConvProblem, c: Correlation, block: Blocking,
+                           offset: int) -> None:
+    """U[ob][t][xi][ic][lane] = (G g G^T)[xi] of the weights (oc = ob * width + lane, ic, depth tap t,
+    the correlation's h and w taps), 0 past the output channels. A work item is (ob, t, ic)."""
+    g, w, layout, transform = problem.g, problem.w, problem.weights, c.transform
     element = element_type(w.dtype)
     blocks = _blocks(g, block)
-    depth_taps = g.kernel[0]
-    table = _table(lowering, "wtaps", layout.taps)
+    depth_taps, taps = len(c.axes[0].kernel), transform.taps
+    table = _table(lowering, "wtaps", _weight_offsets(problem, _correlation_taps(c)))
 
     def body(k, item):
         b = k.b
-        ob, kd, ic = unravel(b, item, (blocks, depth_taps, g.icg))
+        ob, t, ic = unravel(b, item, (blocks, depth_taps, g.icg))
         src, u = k.pointer(w), k.scratch_pointer(offset, element)
         half = ir.Constant(element, 0.5)
-        first = b.mul(b.add(b.mul(b.add(b.mul(ob, i64(depth_taps)), kd), i64(POSITIONS * g.icg)), ic),
+        first = b.mul(b.add(b.mul(b.add(b.mul(ob, i64(depth_taps)), t), i64(transform.positions * g.icg)), ic),
                       i64(block.width))
         with counted_loop(b, block.width, name="lane") as lane:
             oc = b.add(b.mul(ob, i64(block.width)), lane)
@@ -153,73 +334,105 @@ def _emit_weight_transform(lowering: Lowering, problem: ConvProblem, block: Bloc
             row = b.add(b.mul(b.select(inside, oc, i64(0)), i64(layout.soc)), b.mul(ic, i64(layout.sic)))
 
             def weight(i, j):
-                tap = b.load(b.gep(table, [i64(0), b.add(b.mul(kd, i64(9)), i64(3 * i + j))]))
-                value = b.load(b.gep(src, [b.add(row, tap)]))
-                return b.select(inside, value, ir.Constant(element, 0.0))
+                tap = b.load(b.gep(table, [i64(0), b.add(b.mul(t, i64(taps * taps)), i64(taps * i + j))]))
+                return b.select(inside, b.load(b.gep(src, [b.add(row, tap)])), ir.Constant(element, 0.0))
 
-            transformed = _separable(b, [[weight(i, j) for j in range(3)] for i in range(3)],
-                                     lambda b_, g3: _weight_rows(b_, g3, half))
-            for xi, value in enumerate(transformed):
+            grid = [[weight(i, j) for j in range(taps)] for i in range(taps)]
+            for xi, value in enumerate(_separable(b, grid, lambda b_, column: transform.weight(b_, column, half))):
                 b.store(value, b.gep(u, [b.add(b.add(first, lane), i64(xi * g.icg * block.width))]))
 
     lowering.kernel("wino_weights", blocks * depth_taps * g.icg, body, waits=False)
 
 
-def _emit_main(lowering: Lowering, problem: ConvProblem, p: Plan, offsets: tuple, unpack: Unpack) -> None:
-    """Work item (n, od, th): transform the input patches of its tile row, multiply them by U (the
-    register tile of conv.py, one call per position xi and oc block), transform the products back to
-    two output rows of the channels-last scratch (again with the direct kernel if they are not all
-    finite), and unpack those rows."""
+def _emit_main(lowering: Lowering, problem: ConvProblem, p: Plan, parts: list, offsets: tuple, unpack: Unpack) -> None:
+    """Work item (n, qd, block of tile rows), for each correlation (c, its direct fallback spec, the
+    offset of its U) in `parts`: transform the input patches of its `p.rows` rows of tiles, multiply
+    them by U (the register tile of conv.py, one call per position xi and oc block) and transform the
+    products back into the channels-last scratch (again with the direct tiles if they are not all
+    finite). Then, every correlation done, the item's output rows are whole: unpack them."""
     g, y = problem.g, problem.y
     element = element_type(y.dtype)
-    out_sp = _three(y.shape[2:], 1)
     assert p.direct.width == p.gemm.width          # both write the same channels-last scratch
-    x_offset, u_offset, w_offset, y_offset = offsets
-    products = _Products(lowering, element, g, p)
-    fallback = row_tiles(lowering, element, g, p.direct, conv_direct_spec(g, out_sp, p.layout, _yp_strides(y, g, p.gemm)))
+    x_offset, w_offset, y_offset = offsets
+    kernels = [(c, _Products(lowering, element, g, p, c), _depth_table(lowering, c, p.layout),
+                row_tiles(lowering, element, g, p.direct, direct), u_offset) for c, direct, u_offset in parts]
+    depth = max(c.counts[0] for c in p.correlations)
+    y_strides = _yp_strides(y, g, p.gemm)
 
     def body(k, item):
         b = k.b
-        n, od, th = unravel(b, item, (g.n, out_sp[0], p.tiles[0]))
-        v, m = _aligned(k.alloca(element, products.v_size)), _aligned(k.alloca(element, products.m_size))
-        _transform_input(k, g, p, k.scratch_pointer(x_offset, element), v, (n, od, th))
-        products.emit(b, v, k.scratch_pointer(u_offset, element), m)
-        nonfinite = _transform_output(k, g, p, y, m, k.scratch_pointer(y_offset, element), (n, od, th))
-        rows = [(b.add(b.mul(th, i64(2)), i64(r)), _row_exists(b, th, r, out_sp[1], p.tiles[0])) for r in (0, 1)]
-        with b.if_then(nonfinite):
-            for h, exists in rows:
-                _maybe(b, exists, lambda h=h: _direct_row(k, fallback, (x_offset, w_offset, y_offset), n, od, h))
-        for h, exists in rows:
-            row = b.add(b.mul(b.add(b.mul(n, i64(out_sp[0])), od), i64(out_sp[1])), h)
-            _maybe(b, exists, lambda row=row: unpack_row(k, unpack, row))
+        n, qd, block_of_rows = unravel(b, item, (g.n, depth, p.blocks_of_rows))
+        first_row = b.mul(block_of_rows, i64(2 * p.rows))             # of positions q along h
+        size = max(products.v_size for _, products, *_ in kernels), max(products.m_size for _, products, *_ in kernels)
+        v, m = (_aligned(k.alloca(element, count)) for count in size)
+        for c, products, depth_table, fallback, u_offset in kernels:
+            def one(c=c, products=products, depth_table=depth_table, fallback=fallback, u_offset=u_offset):
+                _transform_input(k, g, p, c, depth_table, k.scratch_pointer(x_offset, element), v, (n, qd, first_row))
+                products.emit(b, v, k.scratch_pointer(u_offset, element), m)
+                nonfinite = _transform_output(k, g, p, c, y_strides, m, k.scratch_pointer(y_offset, element),
+                                              (n, qd, first_row))
+                with b.if_then(nonfinite):
+                    _each_row(b, p, c, first_row, lambda qh: _direct_row(k, fallback, (x_offset, w_offset, y_offset),
+                                                                         n, qd, qh))
+            _maybe(b, None if c.counts[0] == depth else b.icmp_unsigned("<", qd, i64(c.counts[0])), one)
+        _unpack_item(k, p, unpack, n, qd, first_row)
 
-    lowering.kernel("wino_conv", g.n * out_sp[0] * p.tiles[0], body)
+    lowering.kernel("wino_conv", g.n * depth * p.blocks_of_rows, body)
+
+
+def _unpack_item(k, p: Plan, unpack: Unpack, n, qd, first_row) -> None:
+    """Unpack the output rows of positions (qd, q rows from first_row) of every correlation: depths
+    qd * stride + r and rows q * stride + r, r < stride (the same for every correlation)."""
+    b, y = k.b, unpack.y
+    depth, height, _ = _three(y.shape[2:], 1)
+    d_axis, h_axis = p.correlations[0].axes[:2]
+    with counted_loop(b, d_axis.out_step, name="rd") as rd, counted_loop(b, 2 * p.rows * h_axis.out_step, name="rh") as rh:
+        d = b.add(b.mul(qd, i64(d_axis.out_step)), rd)
+        h = b.add(b.mul(first_row, i64(h_axis.out_step)), rh)
+        inside = b.and_(b.icmp_unsigned("<", d, i64(depth)), b.icmp_unsigned("<", h, i64(height)))
+        with b.if_then(inside):
+            unpack_row(k, unpack, b.add(b.mul(b.add(b.mul(n, i64(depth)), d), i64(height)), h))
+
+
+def _each_row(b: ir.IRBuilder, p: Plan, c: Correlation, first_row, emit) -> None:
+    """emit(qh) for the item's rows of positions qh that exist."""
+    with counted_loop(b, 2 * p.rows, name="r") as r:
+        qh = b.add(first_row, r)
+        with b.if_then(b.icmp_unsigned("<", qh, i64(c.counts[1]))):
+            emit(qh)
+
+
+def _depth_table(lowering: Lowering, c: Correlation, layout: Padded) -> ir.GlobalVariable:
+    """Element offsets in the padded input of the depth taps."""
+    return _table(lowering, "dtaps", [offset * layout.strides()[1] for offset in c.axes[0].offsets])
 
 
 class _Products:
-    """M[xi][tw][oc] = sum over depth taps kd and ic of V[kd][xi][tw][ic] * U[ob][kd][xi][ic][lane]:
-    for each oc block and position xi, register tiles of points (tw) x oc vectors."""
+    """M[xi][tile][oc] = sum over depth taps t and ic of V[t][xi][tile][ic] * U[ob][t][xi][ic][lane]:
+    for each position xi and oc block, register tiles of points (the item's tiles) x oc vectors."""
 
-    def __init__(self, lowering: Lowering, element, g, p: Plan):
-        self.g, self.block, self.tw = g, p.gemm, p.tiles[1]
-        self.blocks = _blocks(g, p.gemm)
-        self.oc_padded = self.blocks * p.gemm.width
-        depth_taps = g.kernel[0]
-        self.v_size = depth_taps * POSITIONS * self.tw * g.icg
-        self.m_size = POSITIONS * self.tw * self.oc_padded
-        self.full, rest = divmod(self.tw, p.gemm.points)
-        self.tile = tile_function(lowering, element, p.gemm, p.gemm.points, g.icg)
-        self.last = tile_function(lowering, element, p.gemm, rest, g.icg) if rest else None
-        self.v_taps = _table(lowering, "vtaps", [kd * POSITIONS * self.tw * g.icg for kd in range(depth_taps)])
-        self.u_taps = _table(lowering, "utaps", [kd * POSITIONS * g.icg * p.gemm.width for kd in range(depth_taps)])
+    def __init__(self, lowering: Lowering, element, g, p: Plan, c: Correlation):
+        block = p.gemm
+        self.g, self.block, self.tw = g, block, p.rows * c.tiles[1]        # points: the item's tiles
+        self.positions, self.depth_taps = c.transform.positions, len(c.axes[0].kernel)
+        self.blocks = _blocks(g, block)
+        self.oc_padded = self.blocks * block.width
+        self.v_size = self.depth_taps * self.positions * self.tw * g.icg
+        self.m_size = self.positions * self.tw * self.oc_padded
+        self.full, rest = divmod(self.tw, block.points)
+        self.tile = tile_function(lowering, element, block, block.points, g.icg)
+        self.last = tile_function(lowering, element, block, rest, g.icg) if rest else None
+        self.v_taps = _table(lowering, "vtaps", [t * self.positions * self.tw * g.icg for t in range(self.depth_taps)])
+        self.u_taps = _table(lowering, "utaps", [t * self.positions * g.icg * block.width for t in range(self.depth_taps)])
 
     def emit(self, b: ir.IRBuilder, v, u, m) -> None:
         g, block = self.g, self.block
         taps = [b.gep(t, [i64(0), i64(0)]) for t in (self.v_taps, self.u_taps)]
-        shape = [i64(g.kernel[0]), i64(g.icg), i64(1), i64(block.width), i64(self.oc_padded)]
-        with counted_loop(b, POSITIONS, name="xi") as xi, counted_loop(b, self.blocks, name="ob") as ob:
+        shape = [i64(self.depth_taps), i64(g.icg), i64(1), i64(block.width), i64(self.oc_padded)]
+        with counted_loop(b, self.positions, name="xi") as xi, counted_loop(b, self.blocks, name="ob") as ob:
             v_xi = b.mul(xi, i64(self.tw * g.icg))
-            u_block = b.gep(u, [b.mul(b.add(b.mul(ob, i64(g.kernel[0] * POSITIONS)), xi), i64(g.icg * block.width))])
+            u_block = b.gep(u, [b.mul(b.add(b.mul(ob, i64(self.depth_taps * self.positions)), xi),
+                                      i64(g.icg * block.width))])
             m_xi = b.add(b.mul(xi, i64(self.tw * self.oc_padded)), b.mul(ob, i64(block.width)))
 
             def call(function, first):
@@ -233,58 +446,80 @@ class _Products:
                 call(self.last, i64(self.full * block.points))
 
 
-def _transform_input(k, g, p: Plan, xp, v, item: tuple) -> None:
-    """V[kd][xi][tw][ic] = (B^T d B)[xi], d the 4 x 4 patch at (2 th, 2 tw) of depth slice
-    od * stride + kd * dilation, one vector of channels at a time."""
+def _transform_input(k, g, p: Plan, c: Correlation, depth_table, xp, v, item: tuple) -> None:
+    """V[t][xi][tile][ic] = (B^T d B)[xi], d the alpha x alpha patch of tile (row, tw) of the item's
+    rows (its positions start at row `first_row`), in the depth slice of position qd and depth tap t,
+    one vector of channels at a time."""
     b = k.b
-    n, od, th = item
-    lanes, tw_count = p.gemm.lanes, p.tiles[1]
+    n, qd, first_row = item
+    lanes, tw_count, alpha = p.gemm.lanes, c.tiles[1], c.transform.alpha
+    points, positions = p.rows * tw_count, c.transform.positions
     sn, sd, sh, sw = p.layout.strides()
-    first = b.add(b.add(b.mul(n, i64(sn)), b.mul(od, i64(g.stride[0] * sd))), b.mul(th, i64(2 * sh)))
-    with counted_loop(b, g.kernel[0], name="kd") as kd, counted_loop(b, tw_count, name="tw") as tw, \
-            counted_loop(b, g.icg // lanes, name="cv") as cv:
-        corner = b.add(b.add(first, b.mul(kd, i64(g.dilation[0] * sd))),
-                       b.add(b.mul(tw, i64(2 * sw)), b.mul(cv, i64(lanes))))
-        patch = [[load_vector(b, xp, b.add(corner, i64(i * sh + j * sw)), lanes) for j in range(4)] for i in range(4)]
-        target = b.add(b.mul(b.add(b.mul(kd, i64(POSITIONS * tw_count)), tw), i64(g.icg)), b.mul(cv, i64(lanes)))
-        for xi, value in enumerate(_separable(b, patch, _input_rows)):
-            store_vector(b, value, v, b.add(target, i64(xi * tw_count * g.icg)))
+    d_axis, h_axis, w_axis = c.axes
+    first = _sum(b, i64(h_axis.offsets[0] * sh + w_axis.offsets[0] * sw),
+                 b.mul(n, i64(sn)), b.mul(qd, i64(d_axis.step * sd)), b.mul(first_row, i64(sh)))
+    with counted_loop(b, len(d_axis.kernel), name="t") as t, counted_loop(b, p.rows, name="row") as row, \
+            counted_loop(b, tw_count, name="tw") as tw, counted_loop(b, g.icg // lanes, name="cv") as cv:
+        corner = _sum(b, first, b.load(b.gep(depth_table, [i64(0), t])), b.mul(row, i64(2 * sh)),
+                      b.mul(tw, i64(2 * sw)), b.mul(cv, i64(lanes)))
+        patch = [[load_vector(b, xp, b.add(corner, i64(i * sh + j * sw)), lanes) for j in range(alpha)]
+                 for i in range(alpha)]
+        tile = b.add(b.mul(row, i64(tw_count)), tw)
+        target = b.add(b.mul(b.add(b.mul(t, i64(positions * points)), tile), i64(g.icg)), b.mul(cv, i64(lanes)))
+        for xi, value in enumerate(_separable(b, patch, c.transform.input)):
+            store_vector(b, value, v, b.add(target, i64(xi * points * g.icg)))
 
 
-def _transform_output(k, g, p: Plan, y, m, yp, item: tuple) -> ir.Value:
-    """yp at the 2 x 2 outputs of each tile of the row = A^T M A, for the outputs inside y; returns
-    whether any transformed value (inside y or not) is NaN or infinite."""
+def _transform_output(k, g, p: Plan, c: Correlation, y_strides: tuple, m, yp, item: tuple) -> ir.Value:
+    """The scratch (element strides `y_strides`) at the 2 x 2 positions of each tile of the row =
+    A^T M A, for the positions that exist; returns whether any transformed value (existing or not)
+    is NaN or infinite."""
     b = k.b
-    n, od, th = item
-    lanes, tw_count = p.gemm.lanes, p.tiles[1]
-    out_sp = _three(y.shape[2:], 1)
+    n, qd, first_row = item
+    lanes, tw_count, alpha = p.gemm.lanes, c.tiles[1], c.transform.alpha
+    points = p.rows * tw_count
     oc_padded = _blocks(g, p.gemm) * p.gemm.width
-    yd = _yp_strides(y, g, p.gemm)
+    d_axis, h_axis, w_axis = c.axes
+    yd = y_strides
     vtype = ir.VectorType(m.type.pointee, lanes)
     zero = ir.Constant(vtype, [0.0] * lanes)
     seen = k.alloca(vtype)
     b.store(zero, seen)
-    row0 = b.add(b.add(b.mul(n, i64(yd[0])), b.mul(od, i64(yd[1]))), b.mul(th, i64(2 * yd[2])))
-    with counted_loop(b, tw_count, name="tw") as tw, counted_loop(b, math.ceil(g.ocg / lanes), name="ov") as ov:
-        at = b.add(b.mul(tw, i64(oc_padded)), b.mul(ov, i64(lanes)))
-        grid = [[load_vector(b, m, b.add(at, i64((4 * i + j) * tw_count * oc_padded)), lanes) for j in range(4)]
-                for i in range(4)]
-        outputs = _separable(b, grid, _output_rows)
+    item_first = _sum(b, i64(d_axis.out_first * yd[1] + h_axis.out_first * yd[2] + w_axis.out_first * yd[3]),
+                      b.mul(n, i64(yd[0])), b.mul(qd, i64(d_axis.out_step * yd[1])),
+                      b.mul(first_row, i64(h_axis.out_step * yd[2])))
+    with counted_loop(b, p.rows, name="row") as row, counted_loop(b, tw_count, name="tw") as tw, \
+            counted_loop(b, math.ceil(g.ocg / lanes), name="ov") as ov:
+        qh = b.add(first_row, b.mul(row, i64(2)))
+        at = b.add(b.mul(b.add(b.mul(row, i64(tw_count)), tw), i64(oc_padded)), b.mul(ov, i64(lanes)))
+        grid = [[load_vector(b, m, b.add(at, i64((alpha * i + j) * points * oc_padded)), lanes) for j in range(alpha)]
+                for i in range(alpha)]
+        outputs = _separable(b, grid, c.transform.output)
         total = b.load(seen)
         for value in outputs:
             total = b.fadd(total, b.fmul(value, zero))     # NaN if any value is NaN or infinite
         b.store(total, seen)
-        corner = b.add(b.add(row0, b.mul(tw, i64(2 * yd[3]))), b.mul(ov, i64(lanes)))
+        corner = _sum(b, item_first, b.mul(row, i64(2 * h_axis.out_step * yd[2])),
+                      b.mul(tw, i64(2 * w_axis.out_step * yd[3])), b.mul(ov, i64(lanes)))
         for a in (0, 1):
-            for c in (0, 1):
-                exists = _both(b, _row_exists(b, th, a, out_sp[1], p.tiles[0]), _row_exists(b, tw, c, out_sp[2], tw_count))
-                _maybe(b, exists, lambda a=a, c=c: store_vector(b, outputs[2 * a + c], yp,
-                                                                b.add(corner, i64(a * yd[2] + c * yd[3]))))
+            for e in (0, 1):
+                exists = _both(b, _exists(b, qh, a, h_axis.count, 2 * p.rows * p.blocks_of_rows),
+                               _exists(b, b.mul(tw, i64(2)), e, w_axis.count, 2 * tw_count))
+                at_output = b.add(corner, i64(a * h_axis.out_step * yd[2] + e * w_axis.out_step * yd[3]))
+                _maybe(b, exists, lambda value=outputs[2 * a + e], at_output=at_output:
+                       store_vector(b, value, yp, at_output))
     total = b.load(seen)
     lane_sum = b.extract_element(total, i64(0))
     for lane in range(1, lanes):
         lane_sum = b.fadd(lane_sum, b.extract_element(total, i64(lane)))
     return b.fcmp_unordered("uno", lane_sum, lane_sum)
+
+
+def _sum(b: ir.IRBuilder, *values):
+    total = values[0]
+    for value in values[1:]:
+        total = b.add(total, value)
+    return total
 
 
 def _aligned(slot):
@@ -293,16 +528,17 @@ def _aligned(slot):
     return slot
 
 
-def _direct_row(k, tiles: RowTiles, offsets: tuple, n, od, h) -> None:
+def _direct_row(k, tiles: RowTiles, offsets: tuple, n, qd, qh) -> None:
     with counted_loop(k.b, _blocks(tiles.g, tiles.block), name="ob") as ob:
-        emit_row_block(k, tiles, offsets, n, od, h, i64(0), ob)
+        emit_row_block(k, tiles, offsets, n, qd, qh, i64(0), ob)
 
 
-def _row_exists(b: ir.IRBuilder, tile, second: int, size: int, tiles: int):
-    """Whether point 2 * tile + second is inside an axis of `size` (None: always)."""
-    if not second or size % 2 == 0:
+def _exists(b: ir.IRBuilder, first, second: int, size: int, covered: int):
+    """Whether position first + second is inside an axis of `size` whose tiles cover `covered`
+    positions (None: always)."""
+    if covered <= size:
         return None
-    return b.icmp_unsigned("<", tile, i64(tiles - 1))
+    return b.icmp_unsigned("<", b.add(first, i64(second)), i64(size))
 
 
 def _both(b: ir.IRBuilder, first, second):
