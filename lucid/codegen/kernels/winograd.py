@@ -2,12 +2,14 @@
 
 Applies to one-group convolutions and transposed convolutions with at least `MIN_CHANNELS` input
 and output channels, input channels a whole number of vectors, when across (h, w) each output
-position is a stride-1 correlation of 3 or 2 consecutive input positions:
-- a conv with a 3 x 3 kernel, stride and dilation 1 across (h, w);
-- each stride phase of a transposed conv (see conv.py) with 3 or 2 taps per axis across (h, w): a
-  stride-1 transposed conv with a 3 x 3 kernel, or a stride-2 one with a 4 x 4 kernel (2 x 2 taps
-  per phase), or a 6 x 6 kernel of stride 2 (3 x 3 taps).
-Along d anything goes: each depth tap is a 2-D product summed in the same accumulators.
+position sums r = 3 or 2 taps of input positions `step` apart, in one or more classes:
+- a conv with dilation 1 whose kernel is stride x r taps across (h, w): 3 x 3 of stride 1 (one
+  class), 4 x 4 of stride 2 (the even and the odd kernel indices: two classes per axis), 2 x 2 of
+  stride 1, 6 x 6 of stride 2;
+- each stride phase of a transposed conv (see conv.py) with 3 or 2 consecutive taps per axis
+  across (h, w): 3 x 3 of stride 1, 4 x 4 of stride 2 (2 x 2 taps per phase), 6 x 6 of stride 2.
+Along d anything goes: each depth tap is a class of its own. Every combination of classes is a term
+of the GEMM below, summed in the same accumulators.
 
 Guarantees:
 - the direct convolution's result up to float rounding (the transforms only add, subtract and
