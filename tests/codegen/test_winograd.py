@@ -69,6 +69,10 @@ APPLIES = [
     ("conv", (1, 32, 3, 4, 4), 32, (1, 3, 3), dict(padding=(0, 1, 1))),
     ("conv", (1, 16, 5, 6), 16, (3, 3), dict(padding=1)),                       # one vector of channels
     ("conv", (1, 16, 3, 27), 16, (3, 3), dict(padding=1)),                      # rows long enough alone
+    ("conv", (1, 32, 8, 10), 32, (4, 4), dict(stride=2, padding=1)),           # even and odd taps: 4 terms
+    ("conv", (2, 32, 5, 9, 11), 48, (4, 4, 4), dict(stride=2, padding=1)),
+    ("conv", (1, 32, 13, 14), 32, (6, 6), dict(stride=2, padding=2)),          # F(2x2, 3x3) per class
+    ("conv", (1, 32, 6, 7), 40, (2, 2), dict(padding=0)),                       # F(2x2, 2x2) at stride 1
     ("conv_transpose", (1, 32, 6, 7), 32, (3, 3), dict(padding=1)),             # an input gradient's form
     ("conv_transpose", (1, 32, 3, 5, 6), 32, (3, 3, 3), dict(padding=0)),
     ("conv_transpose", (2, 32, 2, 5, 6), 40, (2, 3, 3), dict(padding=(1, 2, 1))),
@@ -121,18 +125,21 @@ def test_too_little_work_stays_direct(monkeypatch):
     assert_close(executable(*arrays)[0], expected, TOL["float32"], "direct")
 
 
-def test_gradient_graph_uses_it_for_the_input_gradient():
-    """The input gradient of a 3x3 stride-1 conv is a stride-1 conv_transpose: Winograd too."""
+@pytest.mark.parametrize("kind", ["conv", "conv_transpose"])
+def test_gradient_graph_uses_it_for_the_input_gradient(kind):
+    """The input gradient of a 3x3 stride-1 conv is a stride-1 conv_transpose, that of a 4x4
+    stride-2 conv_transpose a 4x4 stride-2 conv: Winograd both ways."""
     rng = np.random.default_rng(11)
-    attrs = dict(padding=1)
-    fn, arrays, _ = _case("conv", (2, 32, 5, 6), 32, (3, 3), rng, **attrs)
-    graph = lucid.trace(fn, *map(_spec, arrays), name="wino_grad")
+    attrs = dict(padding=1) if kind == "conv" else dict(stride=2, padding=1)
+    fn, arrays, _ = _case(kind, (2, 32, 5, 6), 32, (3, 3) if kind == "conv" else (4, 4), rng, **attrs)
+    graph = lucid.trace(fn, *map(_spec, arrays), name=f"wino_grad_{kind}")
     grad = autodiff.run(graph, wrt=[v.name for v in graph.inputs])
     seed = rng.standard_normal(grad.inputs[-1].shape).astype("float32")
     executable = Executable(grad)
     assert kernel_labels(executable).count("wino_conv") == 2
     outputs = executable(*arrays, seed, threads=2)
-    wanted = oracle.conv_nd_vjp(seed.astype(np.float64), *(a.astype(np.float64) for a in arrays), **attrs)
+    vjp = oracle.conv_nd_vjp if kind == "conv" else oracle.conv_transpose_nd_vjp
+    wanted = vjp(seed.astype(np.float64), *(a.astype(np.float64) for a in arrays), **attrs)
     for name, got, ref in zip(("input", "weight", "bias"), outputs[1:], wanted):
         assert_close(got, ref, TOL["float32"], f"gradient of the {name}")
 
@@ -151,8 +158,8 @@ def test_fused_epilogue():
     assert_close(executable(x, w, b, r)[0], expected, TOL["float32"], "conv + bias + relu + residual")
 
 
-def _non_finite_case(rng, what):
-    x = rng.standard_normal((1, 32, 6, 7)).astype("float32")
+def _non_finite_case(rng, what, x_shape):
+    x = rng.standard_normal(x_shape).astype("float32")
     w = (rng.standard_normal((32, 32, 3, 3)) * 0.2).astype("float32")
     if what == "input":
         flat = x.reshape(-1)
@@ -168,22 +175,26 @@ def _non_finite_case(rng, what):
 # (an infinite weight in a transposed conv is the direct path's known limit: the xfail in
 # test_conv_compiled.py)
 @pytest.mark.parametrize("what, kind", [("input", "conv"), ("weight", "conv"), ("overflow", "conv"),
-                                        ("input", "conv_transpose"), ("overflow", "conv_transpose")])
+                                        ("input", "conv_transpose"), ("overflow", "conv_transpose"),
+                                        ("input", "strided conv"), ("weight", "strided conv"),
+                                        ("overflow", "strided conv")])
 def test_non_finite_values_are_the_direct_convolutions(what, kind):
     """NaN and infinities land where the direct sums put them (an item with any non-finite
     transformed value is computed again directly), and large finite inputs stay finite: for a
     conv (F(2x2, 3x3)) and the phases of a stride-2 transposed conv (F(2x2, 2x2))."""
-    x, w = _non_finite_case(np.random.default_rng(13), what)
+    x, w = _non_finite_case(np.random.default_rng(13), what, (1, 32, 8, 10) if kind == "strided conv" else (1, 32, 6, 7))
     # no padding with an infinite weight: the direct kernels multiply zero padding by it (see the xfail
     # in test_conv_compiled.py), which the oracle's sum over real inputs never does
     attrs = dict(padding=0 if what == "weight" else 1)
-    if kind == "conv_transpose":
-        w = np.ascontiguousarray(np.pad(w, ((0, 0), (0, 0), (0, 1), (0, 1)))[:, :, :4, :4])
-        attrs = dict(stride=2, padding=1)
-    fn = getattr(F, f"{kind}2d")
-    reference = oracle.conv_nd if kind == "conv" else oracle.conv_transpose_nd
+    if kind != "conv":             # 4 x 4 kernels of stride 2
+        w = np.ascontiguousarray(np.pad(w, ((0, 0), (0, 0), (0, 1), (0, 1))))
+        attrs["stride"] = 2
+        if kind == "conv_transpose":
+            attrs["padding"] = 1
+    fn = getattr(F, "conv_transpose2d" if kind == "conv_transpose" else "conv2d")
+    reference = oracle.conv_transpose_nd if kind == "conv_transpose" else oracle.conv_nd
     executable = Executable(lucid.trace(lambda x, w: fn(x, w, **attrs), _spec(x), _spec(w),
-                                        name=f"wino_nan_{kind}_{what}"))
+                                        name=f"wino_nan_{kind.replace(' ', '_')}_{what}"))
     assert "wino_conv" in kernel_labels(executable)
     got = executable(x, w, threads=2)[0]
     with np.errstate(invalid="ignore", over="ignore"):

@@ -2,12 +2,14 @@
 
 Applies to one-group convolutions and transposed convolutions with at least `MIN_CHANNELS` input
 and output channels, input channels a whole number of vectors, when across (h, w) each output
-position is a stride-1 correlation of 3 or 2 consecutive input positions:
-- a conv with a 3 x 3 kernel, stride and dilation 1 across (h, w);
-- each stride phase of a transposed conv (see conv.py) with 3 or 2 taps per axis across (h, w): a
-  stride-1 transposed conv with a 3 x 3 kernel, or a stride-2 one with a 4 x 4 kernel (2 x 2 taps
-  per phase), or a 6 x 6 kernel of stride 2 (3 x 3 taps).
-Along d anything goes: each depth tap is a 2-D product summed in the same accumulators.
+position sums r = 3 or 2 taps of input positions `step` apart, in one or more classes:
+- a conv with dilation 1 whose kernel is stride x r taps across (h, w): 3 x 3 of stride 1 (one
+  class), 4 x 4 of stride 2 (the even and the odd kernel indices: two classes per axis), 2 x 2 of
+  stride 1, 6 x 6 of stride 2;
+- each stride phase of a transposed conv (see conv.py) with 3 or 2 consecutive taps per axis
+  across (h, w): 3 x 3 of stride 1, 4 x 4 of stride 2 (2 x 2 taps per phase), 6 x 6 of stride 2.
+Along d anything goes: each depth tap is a class of its own. Every combination of classes is a term
+of the GEMM below, summed in the same accumulators.
 
 Guarantees:
 - the direct convolution's result up to float rounding (the transforms only add, subtract and
@@ -132,29 +134,36 @@ def _separable(b: ir.IRBuilder, grid: list, rows) -> list:
 
 @dataclass(frozen=True)
 class Axis:
-    """Output positions q along one axis read input positions q * step + offsets[t] of the padded
-    input (in `kernel` order, offsets ascending along h and w), and go to scratch position
-    q * out_step + out_first."""
+    """Output positions q along one axis: position q meets input position q * step + offset + step * j
+    of the padded input with kernel index kernel[j], for each class (offset, kernel) of `classes`
+    (a stride-2 conv has a class of even and one of odd kernel indices; a depth axis a class per
+    tap). Output q goes to scratch position q * out_step + out_first."""
 
     count: int
     step: int
-    offsets: tuple
-    kernel: tuple
+    classes: tuple
     out_step: int
     out_first: int
+
+    @property
+    def taps(self) -> int | None:
+        """Kernel indices per class (None if the classes differ)."""
+        sizes = {len(kernel) for _, kernel in self.classes}
+        return sizes.pop() if len(sizes) == 1 else None
 
 
 @dataclass(frozen=True)
 class Correlation:
-    """One Winograd kernel: axes (d, h, w), and, for the direct fallback, the transposed conv's
-    phase it is (None for a conv)."""
+    """One part of a convolution Winograd computes: axes (d, h, w), and, for the direct fallback,
+    the transposed conv's phase it is (None for a conv). Its GEMM sums over `taps`: one term per
+    class of each axis, each an r x r Winograd product."""
 
     axes: tuple
     phase: object = None
 
     @property
     def transform(self) -> Transform:
-        return TRANSFORMS[len(self.axes[1].kernel)]
+        return TRANSFORMS[self.axes[1].taps]
 
     @property
     def counts(self) -> tuple:
@@ -164,37 +173,57 @@ class Correlation:
     def tiles(self) -> tuple:
         return tuple(math.ceil(axis.count / 2) for axis in self.axes[1:])
 
+    @property
+    def taps(self) -> list:
+        """The terms of the GEMM: ((offset along d, h, w), the r x r kernel taps (kd, kh, kw),
+        row-major)."""
+        d, h, w = (axis.classes for axis in self.axes)
+        return [((od, oh, ow), tuple((kd[0], a, c) for a in kh for c in kw))
+                for od, kd in d for oh, kh in h for ow, kw in w]
+
     def patch_extent(self, tile_rows: int) -> tuple:
         """Padded input extent (h, w) the last tile's patch needs when the work items cover
         `tile_rows` rows of tiles (rows past the output read zeros)."""
-        return tuple(axis.offsets[0] + 2 * (count - 1) + self.transform.alpha
+        alpha = self.transform.alpha
+        return tuple(max(offset for offset, _ in axis.classes) + axis.step * (2 * (count - 1) + alpha - 1) + 1
                      for axis, count in zip(self.axes[1:], (tile_rows, self.tiles[1])))
 
     def applies(self) -> bool:
         h, w = self.axes[1:]
-        return (all(axis.step == 1 and len(axis.kernel) in TRANSFORMS and len(axis.kernel) == len(h.kernel)
-                    and list(axis.offsets) == list(range(axis.offsets[0], axis.offsets[0] + len(axis.kernel)))
-                    for axis in (h, w))
+        return (h.taps in TRANSFORMS and h.taps == w.taps and self.axes[0].taps == 1
                 and h.count >= 2 and w.count >= MIN_ROW)
 
 
 def _conv_correlations(problem: ConvProblem) -> list:
+    """A conv: along d each tap is a class; along h and w, with dilation 1 and a kernel of stride x r
+    taps, the kernel indices of each remainder modulo the stride are a class of r."""
     g, out_sp = problem.g, _three(problem.y.shape[2:], 1)
-    return [Correlation(tuple(Axis(count, stride, tuple(k * dilation for k in range(size)), tuple(range(size)), 1, 0)
-                              for count, stride, dilation, size in zip(out_sp, g.stride, g.dilation, g.kernel)))]
+    depth = Axis(out_sp[0], g.stride[0], tuple((k * g.dilation[0], (k,)) for k in range(g.kernel[0])), 1, 0)
+    axes = [depth]
+    for count, stride, dilation, size in zip(out_sp[1:], g.stride[1:], g.dilation[1:], g.kernel[1:]):
+        if dilation != 1 or size % stride:
+            return []
+        axes.append(Axis(count, stride, tuple((r, tuple(range(r, size, stride))) for r in range(stride)), 1, 0))
+    return [Correlation(tuple(axes))]
 
 
 def _phase_correlations(problem: ConvProblem, phases: list, origin: tuple) -> list:
     """The phases as correlations: phase position q reads input q + shift, at q + shift + origin of
-    the padded input."""
+    the padded input; along h and w the shifts must be consecutive (one class)."""
     g = problem.g
     correlations = []
     for phase in phases:
         axes = []
         for a in range(3):
             pairs = sorted({(shift[a], kernel[a]) for kernel, shift in zip(phase.kernel_taps, phase.taps)})
-            axes.append(Axis(phase.counts[a], 1, tuple(s + origin[a] for s, _ in pairs), tuple(k for _, k in pairs),
-                             g.stride[a], phase.r[a]))
+            offsets = [shift + origin[a] for shift, _ in pairs]
+            if a == 0:
+                classes = tuple((offset, (k,)) for offset, (_, k) in zip(offsets, pairs))
+            elif offsets == list(range(offsets[0], offsets[0] + len(offsets))):
+                classes = ((offsets[0], tuple(k for _, k in pairs)),)
+            else:
+                return []
+            axes.append(Axis(phase.counts[a], 1, classes, g.stride[a], phase.r[a]))
         correlations.append(Correlation(tuple(axes), phase))
     return correlations
 
@@ -245,7 +274,7 @@ def _rows_per_item(correlations: list, g, oc_padded: int, itemsize: int) -> int:
     for most in range(wanted, 0, -1):
         blocks = math.ceil(tiles_h / most)
         rows = math.ceil(tiles_h / blocks)
-        stack = max(c.transform.positions * rows * c.tiles[1] * (len(c.axes[0].kernel) * g.icg + oc_padded)
+        stack = max(c.transform.positions * rows * c.tiles[1] * (len(c.taps) * g.icg + oc_padded)
                     for c in correlations) * itemsize
         if stack <= STACK_BYTES and g.n * min(c.counts[0] for c in correlations) * blocks >= MIN_ITEMS:
             return rows
@@ -260,10 +289,10 @@ def lower_winograd(lowering: Lowering, problem: ConvProblem) -> bool:
     x, y, g = problem.x, problem.y, problem.g
     itemsize = x.dtype.numpy.itemsize
     x_offset = lowering.scratch(p.layout.size(g.n) * itemsize)
-    u_sizes = [_blocks(g, p.gemm) * len(c.axes[0].kernel) * c.transform.positions * g.icg * p.gemm.width
+    u_sizes = [_blocks(g, p.gemm) * len(c.taps) * c.transform.positions * g.icg * p.gemm.width
                for c in p.correlations]
     u_offsets = [lowering.scratch(size * itemsize) for size in u_sizes]
-    fallback_taps = [tap for c in p.correlations for tap in _direct_taps(c)]
+    fallback_taps = [tap for c in p.correlations for tap in _direct_taps(problem, c)]
     w_offset = lowering.scratch(_blocks(g, p.direct) * len(fallback_taps) * g.icg * p.direct.width * itemsize)
     y_offset = lowering.scratch(_yp_size(y, g, p.gemm) * itemsize)
     emit_pack_input(lowering, x, p.layout, x_offset, "wino_pack_input")
@@ -275,7 +304,8 @@ def lower_winograd(lowering: Lowering, problem: ConvProblem) -> bool:
     emit_pack_weight(lowering, problem.w, g, p.direct,
                      WeightLayout(weights.sg, weights.soc, weights.sic, _weight_offsets(problem, fallback_taps)),
                      w_offset, "wino_pack_fallback_weight")
-    starts = itertools.accumulate((len(_direct_taps(c)) * g.icg * p.direct.width for c in p.correlations), initial=0)
+    starts = itertools.accumulate((len(_direct_taps(problem, c)) * g.icg * p.direct.width for c in p.correlations),
+                                  initial=0)
     directs = [_direct_spec(problem, c, p.layout, _yp_strides(y, g, p.gemm), w0, len(fallback_taps))
                for c, w0 in zip(p.correlations, starts)]
     _emit_main(lowering, problem, p, list(zip(p.correlations, directs, u_offsets)), (x_offset, w_offset, y_offset),
@@ -286,15 +316,9 @@ def lower_winograd(lowering: Lowering, problem: ConvProblem) -> bool:
 FAST_ALGORITHMS.append(lower_winograd)
 
 
-def _correlation_taps(c: Correlation) -> list:
-    """The kernel taps (kd, kh, kw) of a correlation, depth tap major, then h, then w."""
-    d, h, w = c.axes
-    return [(a, b, k) for a in d.kernel for b in h.kernel for k in w.kernel]
-
-
-def _direct_taps(c: Correlation) -> list:
+def _direct_taps(problem: ConvProblem, c: Correlation) -> list:
     """The kernel taps in the order the direct fallback's spec takes them."""
-    return _correlation_taps(c) if c.phase is None else list(c.phase.kernel_taps)
+    return list(itertools.product(*map(range, problem.g.kernel))) if c.phase is None else list(c.phase.kernel_taps)
 
 
 def _weight_offsets(problem: ConvProblem, taps: list) -> tuple:
@@ -313,13 +337,13 @@ def _direct_spec(problem: ConvProblem, c: Correlation, layout: Padded, y_strides
 
 def _emit_weight_transform(lowering: Lowering, problem: ConvProblem, c: Correlation, block: Blocking,
                            offset: int) -> None:
-    """U[ob][t][xi][ic][lane] = (G g G^T)[xi] of the weights (oc = ob * width + lane, ic, depth tap t,
-    the correlation's h and w taps), 0 past the output channels. A work item is (ob, t, ic)."""
+    """U[ob][t][xi][ic][lane] = (G g G^T)[xi] of the r x r weights (oc = ob * width + lane, ic) of
+    GEMM term t, 0 past the output channels. A work item is (ob, t, ic)."""
     g, w, layout, transform = problem.g, problem.w, problem.weights, c.transform
     element = element_type(w.dtype)
     blocks = _blocks(g, block)
-    depth_taps, taps = len(c.axes[0].kernel), transform.taps
-    table = _table(lowering, "wtaps", _weight_offsets(problem, _correlation_taps(c)))
+    depth_taps, taps = len(c.taps), transform.taps
+    table = _table(lowering, "wtaps", _weight_offsets(problem, [tap for _, grid in c.taps for tap in grid]))
 
     def body(k, item):
         b = k.b
@@ -354,7 +378,7 @@ def _emit_main(lowering: Lowering, problem: ConvProblem, p: Plan, parts: list, o
     element = element_type(y.dtype)
     assert p.direct.width == p.gemm.width          # both write the same channels-last scratch
     x_offset, w_offset, y_offset = offsets
-    kernels = [(c, _Products(lowering, element, g, p, c), _depth_table(lowering, c, p.layout),
+    kernels = [(c, _Products(lowering, element, g, p, c), _corner_table(lowering, c, p.layout),
                 row_tiles(lowering, element, g, p.direct, direct), u_offset) for c, direct, u_offset in parts]
     depth = max(c.counts[0] for c in p.correlations)
     y_strides = _yp_strides(y, g, p.gemm)
@@ -365,9 +389,9 @@ def _emit_main(lowering: Lowering, problem: ConvProblem, p: Plan, parts: list, o
         first_row = b.mul(block_of_rows, i64(2 * p.rows))             # of positions q along h
         size = max(products.v_size for _, products, *_ in kernels), max(products.m_size for _, products, *_ in kernels)
         v, m = (_aligned(k.alloca(element, count)) for count in size)
-        for c, products, depth_table, fallback, u_offset in kernels:
-            def one(c=c, products=products, depth_table=depth_table, fallback=fallback, u_offset=u_offset):
-                _transform_input(k, g, p, c, depth_table, k.scratch_pointer(x_offset, element), v, (n, qd, first_row))
+        for c, products, corners, fallback, u_offset in kernels:
+            def one(c=c, products=products, corners=corners, fallback=fallback, u_offset=u_offset):
+                _transform_input(k, g, p, c, corners, k.scratch_pointer(x_offset, element), v, (n, qd, first_row))
                 products.emit(b, v, k.scratch_pointer(u_offset, element), m)
                 nonfinite = _transform_output(k, g, p, c, y_strides, m, k.scratch_pointer(y_offset, element),
                                               (n, qd, first_row))
@@ -402,9 +426,10 @@ def _each_row(b: ir.IRBuilder, p: Plan, c: Correlation, first_row, emit) -> None
             emit(qh)
 
 
-def _depth_table(lowering: Lowering, c: Correlation, layout: Padded) -> ir.GlobalVariable:
-    """Element offsets in the padded input of the depth taps."""
-    return _table(lowering, "dtaps", [offset * layout.strides()[1] for offset in c.axes[0].offsets])
+def _corner_table(lowering: Lowering, c: Correlation, layout: Padded) -> ir.GlobalVariable:
+    """Element offsets in the padded input of the GEMM terms' patches (of tile (0, 0), position 0)."""
+    _, sd, sh, sw = layout.strides()
+    return _table(lowering, "ctaps", [od * sd + oh * sh + ow * sw for (od, oh, ow), _ in c.taps])
 
 
 class _Products:
@@ -414,7 +439,7 @@ class _Products:
     def __init__(self, lowering: Lowering, element, g, p: Plan, c: Correlation):
         block = p.gemm
         self.g, self.block, self.tw = g, block, p.rows * c.tiles[1]        # points: the item's tiles
-        self.positions, self.depth_taps = c.transform.positions, len(c.axes[0].kernel)
+        self.positions, self.depth_taps = c.transform.positions, len(c.taps)
         self.blocks = _blocks(g, block)
         self.oc_padded = self.blocks * block.width
         self.v_size = self.depth_taps * self.positions * self.tw * g.icg
@@ -446,23 +471,23 @@ class _Products:
                 call(self.last, i64(self.full * block.points))
 
 
-def _transform_input(k, g, p: Plan, c: Correlation, depth_table, xp, v, item: tuple) -> None:
-    """V[t][xi][tile][ic] = (B^T d B)[xi], d the alpha x alpha patch of tile (row, tw) of the item's
-    rows (its positions start at row `first_row`), in the depth slice of position qd and depth tap t,
-    one vector of channels at a time."""
+def _transform_input(k, g, p: Plan, c: Correlation, corners, xp, v, item: tuple) -> None:
+    """V[t][xi][tile][ic] = (B^T d B)[xi], d the alpha x alpha patch of GEMM term t for tile
+    (row, tw) of the item's rows (its positions start at row `first_row`) in depth position qd,
+    its elements `step` input positions apart; one vector of channels at a time."""
     b = k.b
     n, qd, first_row = item
     lanes, tw_count, alpha = p.gemm.lanes, c.tiles[1], c.transform.alpha
     points, positions = p.rows * tw_count, c.transform.positions
     sn, sd, sh, sw = p.layout.strides()
     d_axis, h_axis, w_axis = c.axes
-    first = _sum(b, i64(h_axis.offsets[0] * sh + w_axis.offsets[0] * sw),
-                 b.mul(n, i64(sn)), b.mul(qd, i64(d_axis.step * sd)), b.mul(first_row, i64(sh)))
-    with counted_loop(b, len(d_axis.kernel), name="t") as t, counted_loop(b, p.rows, name="row") as row, \
+    row_step, point_step = h_axis.step * sh, w_axis.step * sw            # between patch elements
+    first = _sum(b, b.mul(n, i64(sn)), b.mul(qd, i64(d_axis.step * sd)), b.mul(first_row, i64(row_step)))
+    with counted_loop(b, len(c.taps), name="t") as t, counted_loop(b, p.rows, name="row") as row, \
             counted_loop(b, tw_count, name="tw") as tw, counted_loop(b, g.icg // lanes, name="cv") as cv:
-        corner = _sum(b, first, b.load(b.gep(depth_table, [i64(0), t])), b.mul(row, i64(2 * sh)),
-                      b.mul(tw, i64(2 * sw)), b.mul(cv, i64(lanes)))
-        patch = [[load_vector(b, xp, b.add(corner, i64(i * sh + j * sw)), lanes) for j in range(alpha)]
+        corner = _sum(b, first, b.load(b.gep(corners, [i64(0), t])), b.mul(row, i64(2 * row_step)),
+                      b.mul(tw, i64(2 * point_step)), b.mul(cv, i64(lanes)))
+        patch = [[load_vector(b, xp, b.add(corner, i64(i * row_step + j * point_step)), lanes) for j in range(alpha)]
                  for i in range(alpha)]
         tile = b.add(b.mul(row, i64(tw_count)), tw)
         target = b.add(b.mul(b.add(b.mul(t, i64(positions * points)), tile), i64(g.icg)), b.mul(cv, i64(lanes)))
