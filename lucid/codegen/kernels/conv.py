@@ -855,7 +855,7 @@ class WeightGradLayouts:
 
 #: The weight gradient splits its sum over output rows into parts until it has about this many work
 #: items (parts x groups x oc blocks), so that both cores get an even share of it...
-WEIGHT_GRAD_ITEMS = 8
+WEIGHT_GRAD_ITEMS = 16
 
 
 #: The weight gradient's row function sums at least this many output positions per call (several
