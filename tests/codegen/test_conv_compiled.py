@@ -15,7 +15,8 @@ fourth group).
 
 Also: 1 vs 3 threads bit-identical on every group, NaN/infinities in the data inputs, hand-picked edge
 configurations (windows wholly in the padding, stride > kernel, phases without taps, one position,
-transposed convs with few output channels, which are vectorised over output points),
+a weight gradient of several channel blocks summed in parts, transposed convs with few output
+channels, which are vectorised over output points),
 4-lane and 8-lane targets (x86-64-v2 / -v3) whatever the host's vectors, and fused epilogues (conv +
 bias + relu + residual add + sigmoid, batch_norm, per-channel scales, the transposed conv) compiled
 after `fusion.run` equal to the unfused graph's interpreter results. A known lucid bug (an infinite
@@ -346,6 +347,10 @@ EDGE_CASES = [
          dilation=(1, 1), groups=1, output_padding=(0, 1)),
     dict(kind="conv_transpose", rank=2, x=(1, 4, 2, 18), w=(4, 1, 2, 3), stride=(2, 1), pads=((0, 1), (1, 0)),
          dilation=(1, 2), groups=2, output_padding=(1, 0)),
+    # the weight gradient's blockings: 3 output-channel blocks (the last partly padding), input-channel
+    # tiles with a shorter last one, the positions summed in 2 parts
+    dict(kind="conv", rank=2, x=(2, 29, 16, 16), w=(70, 29, 3, 3), stride=(1, 1), pads=((1, 1), (1, 1)),
+         dilation=(1, 1), groups=1),
     # a stem: 3 input channels, stride 2 along w (its input gradient goes over points too)
     dict(kind="conv", rank=3, x=(1, 3, 2, 4, 35), w=(8, 3, 1, 3, 5), stride=(1, 1, 2), pads=((0, 0), (1, 1), (2, 2)),
          dilation=(1, 1, 1), groups=1),

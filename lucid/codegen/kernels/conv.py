@@ -20,7 +20,8 @@ A transposed convolution never multiplies inserted zeros: its output splits into
 (positions o = q * stride + r); phase r reads input q + c for each tap whose offset c is whole, so
 each phase is a stride-1 direct convolution with its own taps, written to every stride-th output.
 The weight gradient accumulates, for a tile of input channels × output-channel vectors, input value
-× output-gradient vector over every output position; work items are (group, oc block, tap, ic block).
+× output-gradient vector over every output position, from copies of the input and the gradient packed
+in blocks of one tile's channels; work items are (part of the positions, group, oc block).
 """
 from __future__ import annotations
 
@@ -817,30 +818,44 @@ def lower_conv_weight_grad(lowering: Lowering, node: Node) -> None:
     g = _geometry(x, kernel, node.attrs, groups, x.shape[1] // groups, gy.shape[1] // groups)
     windows = _three(gy.shape[2:], 1)
     block = choose_blocking(g.ocg, g.icg, lowering, x.dtype)
-    layout = Padded(tuple((o - 1) * s + (k - 1) * d + 1 for o, s, k, d in
-                          zip(windows, g.stride, g.kernel, g.dilation)), g.pad_lo, x.shape[1])
+    rows = _wgrad_tile_rows(g, block)
+    layouts = WeightGradLayouts(
+        Padded(tuple((o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip(windows, g.stride, g.kernel, g.dilation)),
+               g.pad_lo, rows),
+        Padded(windows, (0, 0, 0), block.width))
     taps = _kernel_taps(g.kernel)
     itemsize = x.dtype.numpy.itemsize
-    x_offset = lowering.scratch(layout.size(g.n) * itemsize)
-    gy_strides = _yp_strides(gy, g, block)
-    gy_offset = lowering.scratch(gy_strides[0] * g.n * itemsize)
+    x_offset = lowering.scratch(groups * math.ceil(g.icg / rows) * layouts.x.size(g.n) * itemsize)
+    gy_offset = lowering.scratch(groups * _blocks(g, block) * layouts.gy.size(g.n) * itemsize)
     dw_size = groups * _blocks(g, block) * len(taps) * g.icg * block.width
     parts = _reduction_parts(g, block, windows, dw_size * itemsize)
     dw_offset = lowering.scratch(parts * dw_size * itemsize)
-    emit_pack_input(lowering, x, layout, x_offset, "wgrad_pack_input")
-    emit_pack_channels_last(lowering, gy, g, block, gy_offset, "wgrad_pack_gradient")
-    sn, sd, sh, sc = layout.strides()
+    emit_pack_channel_blocks(lowering, x, layouts.x, groups, x_offset, "wgrad_pack_input")
+    emit_pack_channel_blocks(lowering, gy, layouts.gy, groups, gy_offset, "wgrad_pack_gradient", waits=False)
+    sn, sd, sh, sc = layouts.x.strides()
     tap_offsets = tuple(a * g.dilation[0] * sd + b_ * g.dilation[1] * sh + c * g.dilation[2] * sc for a, b_, c in taps)
-    _emit_weight_grad_tiles(lowering, x.dtype, g, block, windows, layout, tap_offsets, gy_strides,
-                            (x_offset, gy_offset, dw_offset), parts)
-    if parts > 1:
-        _emit_sum_copies(lowering, x.dtype, dw_offset, dw_size, parts)
-    _emit_unpack_weight(lowering, dw, g, block, len(taps), dw_offset)
+    _emit_weight_grad_tiles(lowering, x.dtype, g, block, layouts, tap_offsets, (x_offset, gy_offset, dw_offset), parts)
+    _emit_unpack_weight(lowering, dw, g, block, len(taps), dw_offset, parts)
+
+
+@dataclass(frozen=True)
+class WeightGradLayouts:
+    """The weight gradient's packed operands, each split into channel blocks (see
+    `emit_pack_channel_blocks`): the input `x` zero-padded, in blocks of one register tile's input
+    channels, and the output gradient `gy` in blocks of one tile's output channels, so that the data a
+    tile reads is contiguous (its cache lines hold nothing else)."""
+
+    x: Padded
+    gy: Padded
+
+    @property
+    def windows(self) -> tuple:
+        return self.gy.extent
 
 
 #: The weight gradient splits its sum over output rows into parts until it has about this many work
-#: items (parts x groups), so that both cores get an even share of it...
-WEIGHT_GRAD_ITEMS = 8
+#: items (parts x groups x oc blocks), so that both cores get an even share of it...
+WEIGHT_GRAD_ITEMS = 16
 
 
 #: The weight gradient's row function sums at least this many output positions per call (several
@@ -864,7 +879,7 @@ WEIGHT_GRAD_POSITIONS_PER_PART = 256
 def _reduction_parts(g: Geometry, block: Blocking, windows: tuple, copy_bytes: int) -> int:
     """Into how many parts the weight gradient splits its rows (each part sums into its own copy of
     the blocked gradient, of `copy_bytes`; the unpacking adds the copies)."""
-    wanted = math.ceil(WEIGHT_GRAD_ITEMS / g.groups)
+    wanted = math.ceil(WEIGHT_GRAD_ITEMS / (g.groups * _blocks(g, block)))
     worthwhile = g.n * math.prod(windows) // WEIGHT_GRAD_POSITIONS_PER_PART
     return max(1, min(wanted, worthwhile, WEIGHT_GRAD_COPIES_BYTES // max(copy_bytes, 1),
                       g.n * windows[0] * _wgrad_lines(windows)[1]))
@@ -874,64 +889,81 @@ def _wgrad_tile_rows(g: Geometry, block: Blocking) -> int:
     return max(1, min(block.points, g.icg))
 
 
-def emit_pack_channels_last(lowering: Lowering, y: Value, g: Geometry, block: Blocking, offset: int, name: str) -> None:
-    """yp[n][d][h][w][grp*blocks*width + lane] = y[n][grp*ocg + lane][d][h][w] (0 for padding lanes)."""
+def emit_pack_channel_blocks(lowering: Lowering, y: Value, layout: Padded, groups: int, offset: int, name: str,
+                             waits: bool = True) -> None:
+    """packed[grp][blk][n][d][h][w][r] = y[n][grp*cg + blk*R + r][d - od][h - oh][w - ow] inside `y`
+    and inside the group, else 0, for the `cg` = C / groups channels of a group split into blocks of
+    R = `layout.channels`; each (grp, blk) is one channels-last `layout` of R channels. A work item is
+    one padded row (n, d, h) of every block."""
     element = element_type(y.dtype)
-    depth, height, width = _three(y.shape[2:], 1)
-    group_width = _blocks(g, block) * block.width
-    padded = g.groups * group_width
-    plane = depth * height * width
+    n, channels = y.shape[0], y.shape[1]
+    group_channels = channels // groups
+    size = _three(y.shape[2:], 1)
+    dp, hp, wp = layout.extent
+    od, oh, ow = layout.origin
+    sn, sd, sh, sw = layout.strides()
+    blocks = math.ceil(group_channels / layout.channels)
+    plane = math.prod(size)
+    zero = ir.Constant(element, 0.0)
 
     def body(k, item):
         b = k.b
-        n, d, h = unravel(b, item, (y.shape[0], depth, height))
-        yp, src = k.scratch_pointer(offset, element), k.pointer(y)
-        position = b.mul(b.add(b.mul(d, i64(height)), h), i64(width))
-        with counted_loop(b, width, name="w") as w:
-            target = b.mul(b.add(b.mul(item, i64(width)), w), i64(padded))
-            with counted_loop(b, padded, name="c") as c:
-                grp, lane = b.udiv(c, i64(group_width)), b.urem(c, i64(group_width))
-                inside = b.icmp_unsigned("<", lane, i64(g.ocg))
-                channel = b.add(b.mul(grp, i64(g.ocg)), b.select(inside, lane, i64(0)))
-                at = b.add(b.mul(b.add(b.mul(n, i64(y.shape[1])), channel), i64(plane)), b.add(position, w))
-                value = b.select(inside, b.load(b.gep(src, [at])), ir.Constant(element, 0.0))
-                b.store(value, b.gep(yp, [b.add(target, c)]))
+        bn, d, h = unravel(b, item, (n, dp, hp))
+        packed, src = k.scratch_pointer(offset, element), k.pointer(y)
+        yd, yh = b.sub(d, i64(od)), b.sub(h, i64(oh))
+        row_inside = b.and_(_in_range(b, yd, size[0]), _in_range(b, yh, size[1]))
+        row = _dot(b, 0, (bn, d, h), (sn, sd, sh))
+        with counted_loop(b, groups * blocks, name="block") as channel_block:
+            grp, blk = b.udiv(channel_block, i64(blocks)), b.urem(channel_block, i64(blocks))
+            first = b.add(b.mul(grp, i64(group_channels)), b.mul(blk, i64(layout.channels)))
+            source_row = b.mul(b.add(b.mul(b.add(b.mul(b.add(b.mul(bn, i64(channels)), first), i64(size[0])), yd),
+                                           i64(size[1])), yh), i64(size[2]))
+            target_row = b.add(b.mul(channel_block, i64(layout.size(n))), row)
+            group_rest = b.sub(i64(group_channels), b.mul(blk, i64(layout.channels)))
+            with counted_loop(b, wp, name="w") as w, counted_loop(b, layout.channels, name="r") as r:
+                yw = b.sub(w, i64(ow))
+                inside = b.and_(b.and_(row_inside, _in_range(b, yw, size[2])), b.icmp_unsigned("<", r, group_rest))
+                at = b.select(inside, b.add(b.add(source_row, yw), b.mul(r, i64(plane))), i64(0))
+                value = b.select(inside, b.load(b.gep(src, [at])), zero)
+                b.store(value, b.gep(packed, [b.add(target_row, b.add(b.mul(w, i64(sw)), r))]))
 
-    lowering.kernel(name, y.shape[0] * depth * height, body, waits=False)
+    lowering.kernel(name, n * dp * hp, body, waits)
 
 
-def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Blocking, windows: tuple,
-                            layout: Padded, tap_offsets: tuple, gy_strides: tuple, offsets: tuple,
-                            parts: int) -> None:
+def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Blocking, layouts: WeightGradLayouts,
+                            tap_offsets: tuple, offsets: tuple, parts: int) -> None:
     """dwp[grp][ob][t][ic][lane] = sum over positions of xp(position, tap, ic) * gyp(position, lane).
 
-    A work item is (part, group): it sums into part `part`'s copy of dwp and walks its share of the
-    output rows once, a few rows at a time (at least WEIGHT_GRAD_POSITIONS positions per call of the
-    row function, so its accumulators stay in registers that long). While those rows' input and
-    gradient are in L1/L2 it applies every oc block, ic tile and tap to them, so the data streams
-    from memory once per part."""
+    A work item is (part, group, oc block): it sums into part `part`'s copy of dwp and walks its
+    share of the output rows once, a few rows at a time (at least WEIGHT_GRAD_POSITIONS positions per
+    call of the row function, so its accumulators stay in registers that long). While those rows'
+    gradient block and input are in L1/L2 it applies every ic tile and tap to them, so the data
+    streams from memory once per part and oc block. The items write disjoint parts of dwp."""
     element = element_type(dtype)
     x_offset, gy_offset, dw_offset = offsets
     blocks = _blocks(g, block)
-    rows_per_tile = _wgrad_tile_rows(g, block)
+    rows_per_tile = layouts.x.channels
     tiles = math.ceil(g.icg / rows_per_tile)
     rest = g.icg - (tiles - 1) * rows_per_tile
-    sn, sd, sh, sc = layout.strides()
+    sn, sd, sh, sc = layouts.x.strides()
+    gn, gd, gh, gw = layouts.gy.strides()
     table = _table(lowering, "gtaps", tap_offsets)
-    depth, height, width = windows
+    depth, height, width = layouts.windows
     full_row = _row_function(lowering, element, block, rows_per_tile, g.stride[2] * sc)
     last_row = _row_function(lowering, element, block, rest, g.stride[2] * sc)
     tap_block = g.icg * block.width                         # dwp elements per (grp, ob, tap)
-    group_size = blocks * len(tap_offsets) * tap_block
-    lines, line_blocks = _wgrad_lines(windows)
+    block_size = len(tap_offsets) * tap_block               # per (grp, ob)
+    group_size = blocks * block_size
+    lines, line_blocks = _wgrad_lines(layouts.windows)
 
     def body(k, item):
         b = k.b
-        part, grp = unravel(b, item, (parts, g.groups))
+        part, grp, ob = unravel(b, item, (parts, g.groups, blocks))
         xp, gp, dwp_all = (k.scratch_pointer(o, element) for o in (x_offset, gy_offset, dw_offset))
-        dwp = b.gep(dwp_all, [b.add(b.mul(part, i64(g.groups * group_size)), b.mul(grp, i64(group_size)))])
-        with counted_loop(b, group_size, name="z") as z:
+        dwp = b.gep(dwp_all, [_dot(b, 0, (part, grp, ob), (g.groups * group_size, group_size, block_size))])
+        with counted_loop(b, block_size, name="z") as z:
             b.store(ir.Constant(element, 0.0), b.gep(dwp, [z]))
+        g_block = b.gep(gp, [b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(layouts.gy.size(g.n)))])
         blocks_of_lines = g.n * depth * line_blocks
         with counted_loop(b, _share(b, blocks_of_lines, parts, b.add(part, i64(1))),
                           _share(b, blocks_of_lines, parts, part), name="lines") as line_block:
@@ -939,26 +971,24 @@ def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Block
             h = b.mul(first_line, i64(lines))
             count = b.sub(i64(height), h)
             count = b.select(b.icmp_unsigned("<", count, i64(lines)), count, i64(lines))
-            x_row = _dot(b, 0, (grp, n, d, h), (g.icg, sn, g.stride[0] * sd, g.stride[1] * sh))
-            row = b.add(b.mul(b.add(b.mul(n, i64(depth)), d), i64(height)), h)
-            with counted_loop(b, blocks, name="ob") as ob, counted_loop(b, tiles, name="tile") as tile:
-                channel_block = b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(block.width))
-                g_row = b.gep(gp, [b.add(b.mul(row, i64(gy_strides[2])), channel_block)])
-                ic0 = b.mul(tile, i64(rows_per_tile))
-                dw_tile = b.add(b.mul(ob, i64(len(tap_offsets) * tap_block)), b.mul(ic0, i64(block.width)))
+            x_row = _dot(b, 0, (n, d, h), (sn, g.stride[0] * sd, g.stride[1] * sh))
+            g_row = _dot(b, 0, (n, d, h), (gn, gd, gh))
+            g_at = b.gep(g_block, [g_row])
+            with counted_loop(b, tiles, name="tile") as tile:
+                x_block = b.mul(b.add(b.mul(grp, i64(tiles)), tile), i64(layouts.x.size(g.n)))
+                dw_tile = b.mul(tile, i64(rows_per_tile * block.width))
                 is_last = b.icmp_unsigned("==", tile, i64(tiles - 1))
                 with counted_loop(b, len(tap_offsets), name="t") as t:
-                    x_at = b.gep(xp, [b.add(b.add(x_row, ic0), b.load(b.gep(table, [i64(0), t])))])
+                    x_at = b.gep(xp, [b.add(b.add(x_block, x_row), b.load(b.gep(table, [i64(0), t])))])
                     acc = b.gep(dwp, [b.add(dw_tile, b.mul(t, i64(tap_block)))])
-                    arguments = [x_at, g_row, acc, i64(width), i64(gy_strides[3]), count,
-                                 i64(g.stride[1] * sh), i64(gy_strides[2])]
+                    arguments = [x_at, g_at, acc, i64(width), i64(gw), count, i64(g.stride[1] * sh), i64(gh)]
                     with b.if_else(is_last) as (last, full):
                         with last:
                             b.call(last_row, arguments)
                         with full:
                             b.call(full_row, arguments)
 
-    lowering.kernel("wgrad_tiles", parts * g.groups, body)
+    lowering.kernel("wgrad_tiles", parts * g.groups * blocks, body)
 
 
 def _share(b: ir.IRBuilder, count: int, parts: int, part) -> ir.Value:
@@ -1002,32 +1032,30 @@ def _row_function(lowering: Lowering, element, block: Blocking, rows: int, x_ste
     return fn
 
 
-def _emit_sum_copies(lowering: Lowering, dtype, offset: int, size: int, parts: int) -> None:
-    """copy[0][i] = sum over p of copy[p][i], for `parts` consecutive copies of `size` elements, in
-    chunks read in order (so the sum streams through memory)."""
-    def add(b, copies, i):
-        total = b.load(b.gep(copies, [i]))
-        for part in range(1, parts):
-            total = b.fadd(total, b.load(b.gep(copies, [b.add(i, i64(part * size))])))
-        b.store(total, b.gep(copies, [i]))
+def _emit_unpack_weight(lowering: Lowering, dw: Value, g: Geometry, block: Blocking, tap_count: int, offset: int,
+                        parts: int) -> None:
+    """dw[grp*ocg + oc][ic][t] = sum over p < parts of dwp[p][grp][oc // width][t][ic][oc % width].
 
-    _emit_chunks(lowering, offset, size, element_type(dtype), "wgrad_sum_parts", add)
-
-
-def _emit_unpack_weight(lowering: Lowering, dw: Value, g: Geometry, block: Blocking, tap_count: int, offset: int) -> None:
-    """dw[grp*ocg + oc][ic][t] = dwp[grp][oc // width][t][ic][oc % width]."""
+    A work item is (grp, ob, ic): it reads each copy's rows of `width` lanes tap by tap and writes
+    the `width` runs of `tap_count` contiguous elements of dw that they fill."""
     element = element_type(dw.dtype)
     blocks = _blocks(g, block)
+    copy = g.groups * blocks * tap_count * g.icg * block.width
 
     def body(k, item):
         b = k.b
-        oc_all, ic = unravel(b, item, (g.groups * g.ocg, g.icg))
-        grp, oc = b.udiv(oc_all, i64(g.ocg)), b.urem(oc_all, i64(g.ocg))
-        ob, lane = b.udiv(oc, i64(block.width)), b.urem(oc, i64(block.width))
+        grp, ob, ic = unravel(b, item, (g.groups, blocks, g.icg))
         dwp, out = k.scratch_pointer(offset, element), k.pointer(dw)
-        first = b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(tap_count))
-        with counted_loop(b, tap_count, name="t") as t:
-            at = b.add(b.mul(b.add(b.mul(b.add(first, t), i64(g.icg)), ic), i64(block.width)), lane)
-            b.store(b.load(b.gep(dwp, [at])), b.gep(out, [b.add(b.mul(item, i64(tap_count)), t)]))
+        first = b.mul(b.add(b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(tap_count * g.icg)), ic), i64(block.width))
+        oc0 = b.mul(ob, i64(block.width))
+        left = b.sub(i64(g.ocg), oc0)
+        lanes = b.select(b.icmp_unsigned("<", left, i64(block.width)), left, i64(block.width))
+        with counted_loop(b, tap_count, name="t") as t, counted_loop(b, lanes, name="lane") as lane:
+            at = b.add(first, b.add(b.mul(t, i64(g.icg * block.width)), lane))
+            total = b.load(b.gep(dwp, [at]))
+            for part in range(1, parts):
+                total = b.fadd(total, b.load(b.gep(dwp, [b.add(at, i64(part * copy))])))
+            oc = b.add(b.mul(grp, i64(g.ocg)), b.add(oc0, lane))
+            b.store(total, b.gep(out, [b.add(b.mul(b.add(b.mul(oc, i64(g.icg)), ic), i64(tap_count)), t)]))
 
-    lowering.kernel("wgrad_unpack", g.groups * g.ocg * g.icg, body)
+    lowering.kernel("wgrad_unpack", g.groups * blocks * g.icg, body)
