@@ -92,8 +92,12 @@ int main(int argc, char **argv) {
         return 1;
     }
     pthread_t threads[2];
+    pthread_attr_t small_stack;         /* the stack docs/guide.md says a calling thread needs */
+    pthread_attr_init(&small_stack);
+    pthread_attr_setstacksize(&small_stack, 512 * 1024);
     for (int t = 0; t < 2; t++)
-        pthread_create(&threads[t], NULL, work, &jobs[t]);
+        pthread_create(&threads[t], &small_stack, work, &jobs[t]);
+    pthread_attr_destroy(&small_stack);
     for (int t = 0; t < 2; t++)
         pthread_join(threads[t], NULL);
     if (jobs[0].mismatches || jobs[1].mismatches) {
