@@ -1,7 +1,9 @@
 """Convolution kernels: conv, conv_transpose and conv_weight_grad in 1-D/2-D/3-D, as vectorised loops.
 
-Every convolution is handled as 3-D (missing leading spatial axes have size 1) in four steps, each a
-kernel, with scratch in the node's workspace:
+Every convolution is handled as 3-D (missing leading spatial axes have size 1). A node first goes,
+as a `ConvProblem`, to the faster algorithms registered in `FAST_ALGORITHMS` (winograd.py); if none
+takes it, the direct algorithm below runs it in four steps, each a kernel, with scratch in the
+node's workspace:
 1. pack the input into a zero-padded channels-last copy `xp[n][d][h][w][c]`, so the inner loops
    never test bounds;
 2. pack the weight into `wp[g][oc block][tap][ic][oc lane]`, output channels padded with zeros to
