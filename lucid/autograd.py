@@ -106,11 +106,22 @@ def _as_seed(root, grad):
     return Tensor._wrap(seed.data.astype(root.dtype.numpy, copy=False))
 
 
+def sole_gradient(array: np.ndarray):
+    """A gradient Tensor over `array`, a fresh array nothing else references: the leaf it reaches
+    takes it as its `.grad` without a copy."""
+    from .tensor import Tensor
+
+    tensor = Tensor._wrap(array)
+    tensor._sole_gradient = True
+    return tensor
+
+
 def _accumulate(tensor, g) -> None:
     from .tensor import Tensor
 
     if tensor.grad is None:
-        tensor.grad = Tensor._wrap(np.array(g.data, dtype=tensor.dtype.numpy))
+        taken = tensor._node is None and getattr(g, "_sole_gradient", False) and g.data.dtype == tensor.dtype.numpy
+        tensor.grad = Tensor._wrap(g.data if taken else np.array(g.data, dtype=tensor.dtype.numpy))
     else:
         tensor.grad.data += g.data
 
@@ -130,5 +141,5 @@ def _propagate(tensor, g, pending: dict) -> None:
         if gp.dtype != parent.dtype:
             gp = cast(gp, parent.dtype)
         previous = pending.get(id(parent))
-        pending[id(parent)] = gp if previous is None else Tensor._wrap(previous.data + gp.data)
+        pending[id(parent)] = gp if previous is None else sole_gradient(np.asarray(previous.data + gp.data))
 

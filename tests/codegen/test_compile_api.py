@@ -355,6 +355,36 @@ def test_tuple_outputs_forward_and_backward():
     assert len(compiled.variants) == 2
 
 
+def test_repeated_backwards_give_each_leaf_its_own_gradient():
+    """Backwards through a compiled function whose two inputs get equal gradients, seeded with
+    several scales and through either output: each leaf's `.grad` (which takes the compiled
+    backward's array without a copy) must be its own array, so accumulating into or editing one
+    leaves the other alone, and match eager mode."""
+    def f(x, y):
+        return x + y, (x * y).sum(dim=0)
+
+    x_data, y_data = data((3, 4), 1), data((3, 4), 2)
+    compiled = lucid.compile(f)
+    results = {}
+    for mode, fn in (("compiled", compiled), ("eager", f)):
+        x, y = (lucid.Tensor(d, requires_grad=True) for d in (x_data, y_data))
+        steps = []
+        for scale in (1.0, 1.0, 3.0, -0.5):
+            a, _ = fn(x, y)
+            (a.sum() * scale).backward()
+            steps.append((x.grad.numpy().copy(), y.grad.numpy().copy()))
+        _, b = fn(x, y)
+        b.sum().backward()
+        steps.append((x.grad.numpy().copy(), y.grad.numpy().copy()))
+        x.grad.data[...] = 0.0
+        steps.append((x.grad.numpy().copy(), y.grad.numpy().copy()))
+        results[mode] = steps
+    assert np.allclose(results["eager"][3][0], 4.5) and not np.any(results["eager"][-1][0])
+    for step, (got, expected) in enumerate(zip(results["compiled"], results["eager"], strict=True)):
+        assert_close(got[0], expected[0], f"x.grad after step {step}")
+        assert_close(got[1], expected[1], f"y.grad after step {step}")
+
+
 def test_function_of_a_tensor_requiring_grad_passed_as_input():
     def f(x, w):
         return (x * w).tanh() + w
