@@ -5,7 +5,7 @@
     python benchmarks/conv.py --quick         # a smoke run: small repeat counts, no eager timing
 
 For each shape, mode (fwd, fwd+bwd) and thread count it prints the median time of repeated runs
-(after warm-up) of lucid's compiled code, lucid's eager mode (1 run; only with --eager) and
+(after 0.5 s of warm-up, at least --repeats runs and 1 s of them; see `median_time`) of lucid's compiled code, lucid's eager mode (1 run; only with --eager) and
 PyTorch (when installed) in its default layout and with channels-last input and weight ("torch CL":
 torch.channels_last_3d, or channels_last for 2-D), lucid's GFLOP/s, the fraction of the machine's
 peak (measured with a generated FMA loop on the same number of threads) and the ratios
@@ -74,10 +74,24 @@ def _macs(transposed: bool, x_shape: tuple, w_shape: tuple, y_shape: tuple) -> i
     return int(np.prod(x_shape if transposed else y_shape)) * per_element
 
 
-def median_time(fn, repeats: int) -> float:
+#: Seconds of calls before timing starts, and at least this many seconds of timed calls (beyond the
+#: `repeats` minimum): a step's first calls run slower while its memory settles (fresh pages, caches),
+#: lucid's for about 20 calls on G2 at 2 threads (12.6 ms falling to 11.2 ms), so short runs would
+#: time the warm-up instead of the steady state. Both sides are timed the same way.
+WARM_UP_SECONDS = 0.5
+TIMED_SECONDS = 1.0
+
+
+def median_time(fn, repeats: int, warm_up: float = WARM_UP_SECONDS, timed: float = TIMED_SECONDS) -> float:
+    """The median seconds of one call of `fn`, over at least `repeats` calls and `timed` seconds,
+    after `warm_up` seconds (and at least one call) of warm-up."""
+    warm_up_end = time.perf_counter() + warm_up
     fn()
+    while time.perf_counter() < warm_up_end:
+        fn()
     times = []
-    for _ in range(repeats):
+    timed_end = time.perf_counter() + timed
+    while len(times) < repeats or time.perf_counter() < timed_end:
         started = time.perf_counter()
         fn()
         times.append(time.perf_counter() - started)
@@ -137,11 +151,12 @@ class Case:
         return step
 
 
-def run(names: list, thread_counts: list, repeats: int, eager: bool) -> None:
+def run(names: list, thread_counts: list, repeats: int, eager: bool, quick: bool = False) -> None:
     try:
         import torch
     except ImportError:
         torch = None
+    budget = dict(warm_up=0.0, timed=0.0) if quick else {}
     peaks = {t: peak_gflops(t) for t in thread_counts}
     print("peak (generated FMA loop): " + ", ".join(f"{t} thread(s) {p:.0f} GFLOP/s" for t, p in peaks.items()))
     print(f"{'shape':6} {'mode':8} {'thr':>3} {'lucid ms':>9} {'eager ms':>9} {'torch ms':>9} {'torch CL':>9} "
@@ -153,13 +168,13 @@ def run(names: list, thread_counts: list, repeats: int, eager: bool) -> None:
             for threads in thread_counts:
                 os.environ["LUCID_NUM_THREADS"] = str(threads)
                 time.sleep(SETTLE)            # let PyTorch's OpenMP workers stop spinning first
-                lucid_ms = 1e3 * median_time(case.lucid_step(backward, True), repeats)
-                eager_ms = 1e3 * median_time(case.lucid_step(backward, False), 1) if eager else float("nan")
+                lucid_ms = 1e3 * median_time(case.lucid_step(backward, True), repeats, **budget)
+                eager_ms = 1e3 * median_time(case.lucid_step(backward, False), 1, 0.0, 0.0) if eager else float("nan")
                 torch_ms = channels_last_ms = float("nan")
                 if torch is not None and case.torch_fn is not None:
                     torch.set_num_threads(threads)
-                    torch_ms = 1e3 * median_time(case.torch_step(backward), repeats)
-                    channels_last_ms = 1e3 * median_time(case.torch_step(backward, channels_last=True), repeats)
+                    torch_ms = 1e3 * median_time(case.torch_step(backward), repeats, **budget)
+                    channels_last_ms = 1e3 * median_time(case.torch_step(backward, channels_last=True), repeats, **budget)
                 gflops = flops / lucid_ms / 1e6
                 print(f"{name:6} {'fwd+bwd' if backward else 'fwd':8} {threads:>3} {lucid_ms:9.2f} {eager_ms:9.2f} "
                       f"{torch_ms:9.2f} {channels_last_ms:9.2f} {gflops:8.1f} {100 * gflops / peaks[threads]:6.1f}% "
@@ -172,9 +187,9 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--eager", action="store_true", help="also time lucid's eager mode (slow)")
-    parser.add_argument("--quick", action="store_true", help="2 repeats (a smoke run)")
+    parser.add_argument("--quick", action="store_true", help="2 repeats, no warm-up or time budget (a smoke run)")
     args = parser.parse_args(argv)
-    run(args.shapes, args.threads, 2 if args.quick else args.repeats, args.eager)
+    run(args.shapes, args.threads, 2 if args.quick else args.repeats, args.eager, args.quick)
 
 
 if __name__ == "__main__":
