@@ -5,11 +5,13 @@
     python benchmarks/conv.py --quick         # a smoke run: small repeat counts, no eager timing
 
 For each shape, mode (fwd, fwd+bwd) and thread count it prints the median time of repeated runs
-(after 0.5 s of warm-up, at least --repeats runs and 1 s of them; see `median_time`) of lucid's compiled code, lucid's eager mode (1 run; only with --eager) and
-PyTorch (when installed) in its default layout and with channels-last input and weight ("torch CL":
-torch.channels_last_3d, or channels_last for 2-D), lucid's GFLOP/s, the fraction of the machine's
-peak (measured with a generated FMA loop on the same number of threads) and the ratios
-torch_ms / lucid_ms and CL_ms / lucid_ms (above 1: lucid is faster). fwd+bwd computes the input, weight and bias gradients (3x the forward FLOPs).
+(after 0.5 s of warm-up, at least --repeats runs and 1 s of them; see `median_time`) of lucid's
+compiled code, lucid's eager mode (1 run; only with --eager) and PyTorch (when installed) in its
+default layout and with channels-last input and weight ("torch CL": torch.channels_last_3d, or
+channels_last for 2-D), lucid's GFLOP/s, the fraction of the machine's peak (measured with a
+generated FMA loop on the same number of threads) and the ratios torch_ms / lucid_ms and
+CL_ms / lucid_ms (above 1: lucid is faster). fwd+bwd computes the input, weight and bias gradients
+(3x the forward FLOPs).
 
 lucid is timed after a pause, so PyTorch's OpenMP threads (which spin for a while after a call) do
 not compete with it for the cores. Both sides get steady memory: the script re-executes itself with glibc's mmap threshold raised
