@@ -100,6 +100,8 @@ class Lowering:
         self._scratch_used = 0
         self._module: ir.Module | None = None
         self.node: Node | None = None
+        self._left: tuple | None = None            # (value, layout) packed at workspace offset 0
+        self._leaving: tuple | None = None
 
     # ------------------------------------------------------------------ used by lowerings
     @property
@@ -116,11 +118,27 @@ class Lowering:
 
     def scratch(self, nbytes: int) -> int:
         """Byte offset, in the workspace, of `nbytes` of scratch for the node being lowered (its
-        scratch is dead once its kernels finished, so every node's scratch starts at 0)."""
+        scratch is dead once its kernels finished, so every node's scratch starts at 0; but see
+        `leave_packed`)."""
         offset = self._scratch_used
         self._scratch_used += -(-nbytes // ALIGNMENT) * ALIGNMENT
         self.workspace_bytes = max(self.workspace_bytes, self._scratch_used)
         return offset
+
+    def leave_packed(self, value: Value, layout) -> None:
+        """Declare that the node being lowered packed `value` as `layout` into its first scratch
+        (offset 0) and that none of its kernels writes there afterwards: the next node to use the
+        workspace may read that copy instead of packing `value` again (`packed_at_start`)."""
+        self._leaving = (value, layout)
+
+    def packed_at_start(self, value: Value):
+        """The layout in which an earlier node left `value` packed at workspace offset 0, if no node
+        since has used the workspace and this node has not allocated scratch yet; else None. A
+        lowering that reads the copy takes it as its first scratch (so it stays where it is) and
+        makes its first kernel wait for the kernels before it."""
+        if self._scratch_used == 0 and self._left is not None and self._left[0] is value:
+            return self._left[1]
+        return None
 
     def kernel(self, name: str, items: int, body: Callable[["KernelBuilder", ir.Value], None],
                waits: bool = True) -> None:
@@ -148,8 +166,10 @@ class Lowering:
                 continue
             if node.op not in LOWERINGS:
                 raise GraphError(f"codegen: operator {node.op!r} has no lowering")
-            self.node, self._scratch_used = node, 0
+            self.node, self._scratch_used, self._leaving = node, 0, None
             LOWERINGS[node.op](self, node)
+            if self._scratch_used:                 # the node overwrote what the workspace held
+                self._left = self._leaving
         self.node = None
 
 

@@ -34,6 +34,8 @@ import lucid
 import lucid.nn.functional as F
 import oracle
 from lucid.codegen.executable import Executable
+from lucid.codegen.kernels import winograd
+from lucid.codegen.lowering import Lowering
 from lucid.ir import ops
 from lucid.passes import autodiff, dead_code, fusion
 
@@ -480,3 +482,49 @@ def test_fused_gradient_graph_of_a_small_network():
     for what, g in (("unfused", grad), ("fused", fused)):
         for i, (a, e) in enumerate(zip(Executable(g)(*arrays, *seeds), expected)):
             assert_close(a, e, TOL["float32"], f"{what} gradient graph output {i}")
+
+
+def _lowered_labels(executable: Executable) -> list[str]:
+    lowering = Lowering(executable.graph, executable.plan, executable.target)
+    lowering.lower()
+    return [kernel.label for kernel in lowering.kernels]
+
+
+# kind, input shape, out channels, kernel, attributes, the weight gradient's pack the input
+# gradient's conv leaves it (None: it must pack both itself)
+SHARED_PACKS = [
+    ("conv", (2, 5, 6, 7), 6, (3, 3), dict(padding=1), "wgrad_pack_gradient"),       # gy, shifted by the padding
+    ("conv", (1, 4, 5, 6, 5), 3, (3, 2, 3), dict(padding=(1, 0, 2)), "wgrad_pack_gradient"),
+    ("conv", (2, 6, 9, 8), 5, (3, 3), dict(stride=2, padding=1), "wgrad_pack_gradient"),
+    ("conv_transpose", (2, 6, 4, 5), 5, (4, 4), dict(stride=2, padding=1), "wgrad_pack_input"),
+    ("conv_transpose", (1, 3, 3, 4, 3), 4, (3, 3, 3), dict(padding=1), "wgrad_pack_input"),
+    ("conv_transpose", (2, 32, 3, 4), 32, (4, 4), dict(stride=2, padding=1), "wgrad_pack_input"),   # Winograd
+    ("conv", (2, 32, 5, 6), 32, (3, 3), dict(padding=1), "wgrad_pack_gradient"),                   # Winograd
+    ("conv", (2, 6, 5, 6), 4, (3, 3), dict(padding=1, groups=2), None),               # groups: not shared
+]
+
+
+@pytest.mark.parametrize("kind, x_shape, out_channels, kernel, attrs, shared", SHARED_PACKS)
+def test_weight_gradient_reads_the_copy_the_input_gradient_packed(kind, x_shape, out_channels, kernel, attrs,
+                                                                   shared, monkeypatch):
+    """In a gradient graph the input gradient's conv packs the output gradient (or, for a transposed
+    conv, the input) as the weight gradient needs it: the weight gradient reads that copy instead of
+    packing its own, and the gradients still equal the oracle's."""
+    monkeypatch.setattr(winograd, "MIN_ITEMS", 1)
+    rng = np.random.default_rng(21)
+    rank, groups = len(x_shape) - 2, attrs.get("groups", 1)
+    w_shape = ((out_channels, x_shape[1] // groups) if kind == "conv" else (x_shape[1], out_channels // groups)) + kernel
+    arrays = [rng.standard_normal(s).astype("float32") for s in (x_shape, w_shape, (out_channels,))]
+    fn = (CONV_F if kind == "conv" else CONVT_F)[rank]
+    graph = lucid.trace(lambda x, w, b: fn(x, w, b, **attrs), *map(_spec, arrays), name=f"shared_{kind}")
+    grad = autodiff.run(graph, wrt=[v.name for v in graph.inputs])
+    seed = rng.standard_normal(grad.inputs[-1].shape).astype("float32")
+    executable = Executable(grad)
+    labels = _lowered_labels(executable)
+    packs = {"wgrad_pack_input", "wgrad_pack_gradient"}
+    assert packs - set(labels) == ({shared} if shared else set()), labels
+    vjp = oracle.conv_nd_vjp if kind == "conv" else oracle.conv_transpose_nd_vjp
+    wanted = vjp(seed.astype(np.float64), *(a.astype(np.float64) for a in arrays), **attrs)
+    outputs = executable(*arrays, seed, threads=2)
+    for name, got, ref in zip(("input", "weight", "bias"), outputs[1:], wanted):
+        assert_close(got, ref, TOL["float32"], f"gradient of the {name}")

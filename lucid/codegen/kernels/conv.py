@@ -552,6 +552,7 @@ def _lower_direct_conv(lowering: Lowering, problem: ConvProblem) -> None:
     w_offset = lowering.scratch(g.groups * _blocks(g, block) * math.prod(g.kernel) * g.icg * block.width * itemsize)
     y_offset = lowering.scratch(_yp_size(y, g, block) * itemsize)
     emit_pack_input(lowering, x, layout, x_offset, "conv_pack_input")
+    lowering.leave_packed(x, layout)
     emit_pack_weight(lowering, problem.w, g, block, problem.weights, w_offset, "conv_pack_weight")
     spec = conv_direct_spec(g, out_sp, layout, _yp_strides(y, g, block))
     unpack = Unpack(y, problem.bias, y_offset, channels_last_source(y, g, block), problem.epilogue)
@@ -611,6 +612,7 @@ def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | No
     w_offset = lowering.scratch(max(groups * _blocks(g, block) * len(all_taps) * g.icg * block.width, 1) * itemsize)
     y_offset = lowering.scratch(_yp_size(y, g, block) * itemsize)
     emit_pack_input(lowering, x, layout, x_offset, "convT_pack_input")
+    lowering.leave_packed(x, layout)
     if any(not p.taps for p in phases):
         _emit_zero(lowering, y_offset, _yp_size(y, g, block), x.dtype, "convT_zero")
     yd = _yp_strides(y, g, block)
@@ -820,39 +822,88 @@ def lower_conv_weight_grad(lowering: Lowering, node: Node) -> None:
     g = _geometry(x, kernel, node.attrs, groups, x.shape[1] // groups, gy.shape[1] // groups)
     windows = _three(gy.shape[2:], 1)
     block = choose_blocking(g.ocg, g.icg, lowering, x.dtype)
-    rows = _wgrad_tile_rows(g, block)
-    layouts = WeightGradLayouts(
-        Padded(tuple((o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip(windows, g.stride, g.kernel, g.dilation)),
-               g.pad_lo, rows),
-        Padded(windows, (0, 0, 0), block.width))
+    x_needed = Padded(tuple((o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip(windows, g.stride, g.kernel, g.dilation)),
+                      g.pad_lo, _wgrad_tile_rows(g, block))
+    gy_needed = Padded(windows, (0, 0, 0), block.width)
+    shared_x = _shared_copy(lowering, x, x_needed, groups)
+    shared_gy = None if shared_x else _shared_copy(lowering, gy, gy_needed, groups)
+    layouts = WeightGradLayouts(WeightGradOperand.of(x_needed, shared_x), WeightGradOperand.of(gy_needed, shared_gy),
+                                windows)
     taps = _kernel_taps(g.kernel)
     itemsize = x.dtype.numpy.itemsize
-    x_offset = lowering.scratch(groups * math.ceil(g.icg / rows) * layouts.x.size(g.n) * itemsize)
-    gy_offset = lowering.scratch(groups * _blocks(g, block) * layouts.gy.size(g.n) * itemsize)
+    sizes = {"x": groups * layouts.x.blocks(g.icg) * layouts.x.layout.size(g.n) * itemsize,
+             "gy": groups * layouts.gy.blocks(g.ocg) * layouts.gy.layout.size(g.n) * itemsize}
+    order = ("gy", "x") if shared_gy else ("x", "gy")            # a shared copy stays at offset 0
+    offsets = {name: lowering.scratch(sizes[name]) for name in order}
     dw_size = groups * _blocks(g, block) * len(taps) * g.icg * block.width
     parts = _reduction_parts(g, block, windows, dw_size * itemsize)
     dw_offset = lowering.scratch(parts * dw_size * itemsize)
-    emit_pack_channel_blocks(lowering, x, layouts.x, groups, x_offset, "wgrad_pack_input")
-    emit_pack_channel_blocks(lowering, gy, layouts.gy, groups, gy_offset, "wgrad_pack_gradient", waits=False)
-    sn, sd, sh, sc = layouts.x.strides()
+    if not shared_x:
+        emit_pack_channel_blocks(lowering, x, layouts.x.layout, groups, offsets["x"], "wgrad_pack_input")
+    if not shared_gy:
+        emit_pack_channel_blocks(lowering, gy, layouts.gy.layout, groups, offsets["gy"], "wgrad_pack_gradient",
+                                 waits=bool(shared_x))
+    sn, sd, sh, sc = layouts.x.layout.strides()
     tap_offsets = tuple(a * g.dilation[0] * sd + b_ * g.dilation[1] * sh + c * g.dilation[2] * sc for a, b_, c in taps)
-    _emit_weight_grad_tiles(lowering, x.dtype, g, block, layouts, tap_offsets, (x_offset, gy_offset, dw_offset), parts)
+    _emit_weight_grad_tiles(lowering, x.dtype, g, block, layouts, tap_offsets, (offsets["x"], offsets["gy"], dw_offset),
+                            parts)
     _emit_unpack_weight(lowering, dw, g, block, len(taps), dw_offset, parts)
+
+
+def _shared_copy(lowering: Lowering, value: Value, needed: Padded, groups: int) -> Padded | None:
+    """The channels-last copy of `value` that the node before left in the workspace (the input
+    gradient's conv packs the output gradient, or for a transposed conv the same input), when the
+    weight gradient can read it in place of packing `needed` itself: one group, every channel, and
+    `needed`'s positions inside it (its origin at least `needed`'s, the extent to match)."""
+    shared = lowering.packed_at_start(value)
+    if shared is None or groups != 1 or shared.planar or shared.channels != value.shape[1]:
+        return None
+    shift = [have - want for have, want in zip(shared.origin, needed.origin)]
+    if min(shift) < 0 or any(e + d > have for e, d, have in zip(needed.extent, shift, shared.extent)):
+        return None
+    return shared
+
+
+@dataclass(frozen=True)
+class WeightGradOperand:
+    """How the weight gradient reads one operand: `layout`, a register tile's `channels` of it
+    (input channels of x, output channels of gy) starting `shift` elements in (where `needed`'s
+    origin sits in a shared copy). Packed in blocks of one tile's channels (`blocked`), a tile's data
+    is contiguous (its cache lines hold nothing else); a shared copy holds every channel."""
+
+    layout: Padded
+    channels: int
+    shift: int
+
+    @classmethod
+    def of(cls, needed: Padded, shared: Padded | None) -> "WeightGradOperand":
+        if shared is None:
+            return cls(needed, needed.channels, 0)
+        strides = shared.strides()[1:]
+        return cls(shared, needed.channels, sum((have - want) * stride for have, want, stride
+                                                in zip(shared.origin, needed.origin, strides)))
+
+    @property
+    def blocked(self) -> bool:
+        return self.layout.channels == self.channels
+
+    def blocks(self, channels: int) -> int:
+        """Channel blocks per group in the packed copy."""
+        return math.ceil(channels / self.channels) if self.blocked else 1
+
+    def block_offset(self, n: int) -> int:
+        """Elements from one tile's channels to the next tile's."""
+        return self.layout.size(n) if self.blocked else self.channels
 
 
 @dataclass(frozen=True)
 class WeightGradLayouts:
-    """The weight gradient's packed operands, each split into channel blocks (see
-    `emit_pack_channel_blocks`): the input `x` zero-padded, in blocks of one register tile's input
-    channels, and the output gradient `gy` in blocks of one tile's output channels, so that the data a
-    tile reads is contiguous (its cache lines hold nothing else)."""
+    """The weight gradient's operands: the input `x` zero-padded and the output gradient `gy` over
+    its `windows` (see `emit_pack_channel_blocks`)."""
 
-    x: Padded
-    gy: Padded
-
-    @property
-    def windows(self) -> tuple:
-        return self.gy.extent
+    x: WeightGradOperand
+    gy: WeightGradOperand
+    windows: tuple
 
 
 #: The weight gradient splits its sum over output rows into parts until it has about this many work
@@ -947,8 +998,8 @@ def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Block
     rows_per_tile = layouts.x.channels
     tiles = math.ceil(g.icg / rows_per_tile)
     rest = g.icg - (tiles - 1) * rows_per_tile
-    sn, sd, sh, sc = layouts.x.strides()
-    gn, gd, gh, gw = layouts.gy.strides()
+    sn, sd, sh, sc = layouts.x.layout.strides()
+    gn, gd, gh, gw = layouts.gy.layout.strides()
     table = _table(lowering, "gtaps", tap_offsets)
     depth, height, width = layouts.windows
     full_row = _row_function(lowering, element, block, rows_per_tile, g.stride[2] * sc)
@@ -962,10 +1013,12 @@ def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Block
         b = k.b
         part, grp, ob = unravel(b, item, (parts, g.groups, blocks))
         xp, gp, dwp_all = (k.scratch_pointer(o, element) for o in (x_offset, gy_offset, dw_offset))
+        xp, gp = b.gep(xp, [i64(layouts.x.shift)]), b.gep(gp, [i64(layouts.gy.shift)])
         dwp = b.gep(dwp_all, [_dot(b, 0, (part, grp, ob), (g.groups * group_size, group_size, block_size))])
         with counted_loop(b, block_size, name="z") as z:
             b.store(ir.Constant(element, 0.0), b.gep(dwp, [z]))
-        g_block = b.gep(gp, [b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(layouts.gy.size(g.n)))])
+        g_block = b.gep(gp, [b.add(b.mul(grp, i64(layouts.gy.blocks(g.ocg) * layouts.gy.layout.size(g.n))),
+                                   b.mul(ob, i64(layouts.gy.block_offset(g.n))))])
         blocks_of_lines = g.n * depth * line_blocks
         with counted_loop(b, _share(b, blocks_of_lines, parts, b.add(part, i64(1))),
                           _share(b, blocks_of_lines, parts, part), name="lines") as line_block:
@@ -977,7 +1030,8 @@ def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Block
             g_row = _dot(b, 0, (n, d, h), (gn, gd, gh))
             g_at = b.gep(g_block, [g_row])
             with counted_loop(b, tiles, name="tile") as tile:
-                x_block = b.mul(b.add(b.mul(grp, i64(tiles)), tile), i64(layouts.x.size(g.n)))
+                x_block = b.add(b.mul(grp, i64(layouts.x.blocks(g.icg) * layouts.x.layout.size(g.n))),
+                                b.mul(tile, i64(layouts.x.block_offset(g.n))))
                 dw_tile = b.mul(tile, i64(rows_per_tile * block.width))
                 is_last = b.icmp_unsigned("==", tile, i64(tiles - 1))
                 with counted_loop(b, len(tap_offsets), name="t") as t:

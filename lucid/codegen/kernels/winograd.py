@@ -296,6 +296,7 @@ def lower_winograd(lowering: Lowering, problem: ConvProblem) -> bool:
     w_offset = lowering.scratch(_blocks(g, p.direct) * len(fallback_taps) * g.icg * p.direct.width * itemsize)
     y_offset = lowering.scratch(_yp_size(y, g, p.gemm) * itemsize)
     emit_pack_input(lowering, x, p.layout, x_offset, "wino_pack_input")
+    lowering.leave_packed(x, p.layout)
     if p.empty:
         _emit_zero(lowering, y_offset, _yp_size(y, g, p.gemm), x.dtype, "wino_zero")
     for c, offset in zip(p.correlations, u_offsets):
