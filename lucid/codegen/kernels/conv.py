@@ -23,7 +23,8 @@ A transposed convolution never multiplies inserted zeros: its output splits into
 each phase is a stride-1 direct convolution with its own taps, written to every stride-th output.
 The weight gradient accumulates, for a tile of input channels × output-channel vectors, input value
 × output-gradient vector over every output position, from copies of the input and the gradient packed
-in blocks of one tile's channels; work items are (part of the positions, group, oc block).
+in blocks of one tile's channels; work items are (part of the positions, group, oc block). When the
+input gradient's conv just packed one of the two (`Lowering.leave_packed`), it reads that copy.
 """
 from __future__ import annotations
 
