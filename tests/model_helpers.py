@@ -1,4 +1,5 @@
-"""Helpers shared by tests: model set-up, and running two graphs side by side."""
+"""Helpers shared by tests: model set-up, running two graphs side by side, and the kernels an
+executable runs."""
 from __future__ import annotations
 
 import numpy as np
@@ -56,3 +57,12 @@ def run_in_threads(work, count: int) -> None:
         t.start()
     for t in threads:
         t.join()
+
+
+def kernel_labels(executable) -> list[str]:
+    """The lowering's name of each kernel an Executable runs, in order (`conv_direct`, `wino_conv`, ...)."""
+    from lucid.codegen.lowering import Lowering
+
+    lowering = Lowering(executable.graph, executable.plan, executable.target)
+    lowering.lower()
+    return [kernel.label for kernel in lowering.kernels]

@@ -35,9 +35,9 @@ import lucid.nn.functional as F
 import oracle
 from lucid.codegen.executable import Executable
 from lucid.codegen.kernels import winograd
-from lucid.codegen.lowering import Lowering
 from lucid.ir import ops
 from lucid.passes import autodiff, dead_code, fusion
+from model_helpers import kernel_labels
 
 N_GROUPS = 16
 PER_GROUP = 8
@@ -484,12 +484,6 @@ def test_fused_gradient_graph_of_a_small_network():
             assert_close(a, e, TOL["float32"], f"{what} gradient graph output {i}")
 
 
-def _lowered_labels(executable: Executable) -> list[str]:
-    lowering = Lowering(executable.graph, executable.plan, executable.target)
-    lowering.lower()
-    return [kernel.label for kernel in lowering.kernels]
-
-
 # kind, input shape, out channels, kernel, attributes, the weight gradient's pack the input
 # gradient's conv leaves it (None: it must pack both itself)
 SHARED_PACKS = [
@@ -520,7 +514,7 @@ def test_weight_gradient_reads_the_copy_the_input_gradient_packed(kind, x_shape,
     grad = autodiff.run(graph, wrt=[v.name for v in graph.inputs])
     seed = rng.standard_normal(grad.inputs[-1].shape).astype("float32")
     executable = Executable(grad)
-    labels = _lowered_labels(executable)
+    labels = kernel_labels(executable)
     packs = {"wgrad_pack_input", "wgrad_pack_gradient"}
     assert packs - set(labels) == ({shared} if shared else set()), labels
     vjp = oracle.conv_nd_vjp if kind == "conv" else oracle.conv_transpose_nd_vjp

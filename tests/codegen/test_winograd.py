@@ -12,10 +12,10 @@ import lucid.nn.functional as F
 import oracle
 from lucid.codegen.executable import Executable
 from lucid.codegen.kernels import winograd
-from lucid.codegen.lowering import Lowering
 from lucid.codegen.target import Target, host
 from lucid.ir import ops
 from lucid.passes import autodiff, dead_code, fusion
+from model_helpers import kernel_labels
 
 TOL = {"float32": 1e-4, "float64": 1e-10}
 
@@ -25,12 +25,6 @@ def few_items_suffice(monkeypatch):
     """The shapes here are small (cheap to compile and check): let them take the Winograd path,
     which needs MIN_ITEMS work items for speed, not for correctness."""
     monkeypatch.setattr(winograd, "MIN_ITEMS", 1)
-
-
-def kernel_labels(executable: Executable) -> list[str]:
-    lowering = Lowering(executable.graph, executable.plan, executable.target)
-    lowering.lower()
-    return [kernel.label for kernel in lowering.kernels]
 
 
 def assert_close(actual, expected, tol, what):
