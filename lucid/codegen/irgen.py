@@ -129,3 +129,20 @@ def load_vector(b: ir.IRBuilder, base: ir.Value, index: ir.Value, lanes: int) ->
 
 def store_vector(b: ir.IRBuilder, value: ir.Value, base: ir.Value, index: ir.Value) -> None:
     b.store(value, b.bitcast(b.gep(base, [index]), value.type.as_pointer()), align=4)
+
+
+def transpose(b: ir.IRBuilder, rows: list) -> list:
+    """The columns of the square matrix whose rows are the vectors `rows` (n vectors of n lanes, n a
+    power of two): log2(n) rounds of two-vector shuffles, round `step` swapping bit `step` of every
+    element's row and column index."""
+    n = len(rows)
+    step = 1
+    while step < n:
+        low_mask = ir.Constant(vector_type(I32, n), [n + k - step if k & step else k for k in range(n)])
+        high_mask = ir.Constant(vector_type(I32, n), [n + k if k & step else k + step for k in range(n)])
+        swapped = list(rows)
+        for i in (i for i in range(n) if not i & step):
+            swapped[i] = b.shuffle_vector(rows[i], rows[i + step], low_mask)
+            swapped[i + step] = b.shuffle_vector(rows[i], rows[i + step], high_mask)
+        rows, step = swapped, step * 2
+    return rows

@@ -28,6 +28,7 @@ input gradient's conv just packed one of the two (`Lowering.leave_packed`), it r
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -36,7 +37,8 @@ from typing import Callable
 import llvmlite.ir as ir
 
 from ...ir.graph import Node, Value
-from ..irgen import F32, counted_loop, element_type, i64, intrinsic, linear_index, load_vector, splat, store_vector, unravel
+from ..irgen import (F32, counted_loop, element_type, i64, intrinsic, linear_index, load_vector, splat, store_vector,
+                     transpose, unravel)
 from ..lowering import Lowering, lowers
 from .elementwise import contiguous_strides, load, operand_strides, store
 from .scalar import Scalars, evaluate
@@ -407,27 +409,33 @@ class Epilogue:
 @dataclass(frozen=True)
 class Unpack:
     """How the convolution's scratch result (at `offset` in the workspace) becomes the NCDHW output
-    `y`, with the bias and the fused epilogue: `source(b, n, oc, d, h, w)` is the scratch index of
-    output element (n, oc, d, h, w) (see `channels_last_source`)."""
+    `y`, with the bias and the fused epilogue: `source.index(b, n, oc, d, h, w)` is the scratch
+    index of output element (n, oc, d, h, w) (see `ChannelsLastScratch`, `PhaseMajorScratch`)."""
 
     y: Value
     bias: Value | None
     offset: int
-    source: Callable
+    source: ChannelsLastScratch | PhaseMajorScratch
     epilogue: Epilogue | None = None
 
 
-def channels_last_source(y: Value, g: Geometry, block: Blocking) -> Callable:
-    """Indices into the channels-last scratch `yp[n][d][h][w][g*blocks*width + ocg]`."""
-    depth, height, width = _three(y.shape[2:], 1)
-    padded = g.groups * _blocks(g, block) * block.width
-    blocks_width = _blocks(g, block) * block.width
+@dataclass(frozen=True)
+class ChannelsLastScratch:
+    """The scratch `yp[n][d][h][w][g*blocks*width + ocg]` (strides `_yp_strides`): each group's
+    channels start at a multiple of `lanes` and are padded to whole vectors of `lanes`."""
 
-    def source(b, n, oc, d, h, w):
-        grp, ocg = b.udiv(oc, i64(g.ocg)), b.urem(oc, i64(g.ocg))
-        return b.add(_dot(b, 0, (n, d, h, w, grp), (depth * height * width * padded, height * width * padded,
-                                                   width * padded, padded, blocks_width)), ocg)
-    return source
+    strides: tuple           # (n, d, h, w)
+    group_stride: int        # blocks * width
+    ocg: int
+    lanes: int
+
+    def index(self, b, n, oc, d, h, w):
+        grp, ocg = b.udiv(oc, i64(self.ocg)), b.urem(oc, i64(self.ocg))
+        return b.add(_dot(b, 0, (n, d, h, w, grp), self.strides + (self.group_stride,)), ocg)
+
+
+def channels_last_source(y: Value, g: Geometry, block: Blocking) -> ChannelsLastScratch:
+    return ChannelsLastScratch(_yp_strides(y, g, block), _blocks(g, block) * block.width, g.ocg, block.lanes)
 
 
 def emit_unpack(lowering: Lowering, unpack: Unpack, name: str) -> None:
@@ -437,29 +445,88 @@ def emit_unpack(lowering: Lowering, unpack: Unpack, name: str) -> None:
 
 
 def unpack_row(k, unpack: Unpack, row) -> None:
-    """y[n][oc][d][h][w] = epilogue(scratch[source(n, oc, d, h, w)] (+ bias[oc])) for one row `row` =
-    (n, d, h): the scratch of a row is small enough to stay in L1 while it is read once per output
-    channel."""
+    """y[n][oc][d][h][w] = epilogue(scratch[source.index(n, oc, d, h, w)] (+ bias[oc])) for one row
+    `row` = (n, d, h): the scratch of a row is small enough to stay in L1 while it is read once per
+    output channel. A channels-last scratch is transposed in registers, `lanes` channels by `lanes`
+    positions at a time (element-wise it would take a gather or a scatter per vector)."""
+    y = unpack.y
+    depth, height, width = _three(y.shape[2:], 1)
+    n, d, h = unravel(k.b, row, (y.shape[0], depth, height))
+    if isinstance(unpack.source, ChannelsLastScratch):
+        _unpack_row_by_tiles(k, unpack, unpack.source, (n, d, h))
+        return
+    scratch = k.scratch_pointer(unpack.offset, element_type(y.dtype))
+    with counted_loop(k.b, y.shape[1], name="oc") as oc:
+        _emit_channel_row(k, unpack, (n, oc, d, h),
+                          lambda w: k.b.load(k.b.gep(scratch, [unpack.source.index(k.b, n, oc, d, h, w)])))
+
+
+def _unpack_row_by_tiles(k, unpack: Unpack, source: ChannelsLastScratch, row: tuple) -> None:
+    """For each group's tile of `lanes` channels: transpose the row's positions into a stack array,
+    then write those channels' output rows from it."""
+    b, y = k.b, unpack.y
+    element = element_type(y.dtype)
+    lanes, width, groups = source.lanes, _three(y.shape[2:], 1)[2], y.shape[1] // source.ocg
+    channel_tiles = math.ceil(source.ocg / lanes)
+    scratch = k.scratch_pointer(unpack.offset, element)
+    n, d, h = row
+    row_start = _dot(b, 0, row, source.strides[:3])
+    with counted_loop(b, groups * channel_tiles, name="tile") as tile:
+        grp, ct = unravel(b, tile, (groups, channel_tiles))
+        first = b.add(row_start, b.add(b.mul(grp, i64(source.group_stride)), b.mul(ct, i64(lanes))))
+        columns, stride = transposed_rows(k, element, width, lanes,
+                                          lambda w: load_vector(b, scratch, b.add(first, b.mul(w, i64(source.strides[3]))),
+                                                                lanes))
+        first_oc = b.add(b.mul(grp, i64(source.ocg)), b.mul(ct, i64(lanes)))
+        with counted_loop(b, _at_most(b, b.sub(i64(source.ocg), b.mul(ct, i64(lanes))), lanes), name="j") as j:
+            _emit_channel_row(k, unpack, (n, b.add(first_oc, j), d, h),
+                              lambda w: b.load(b.gep(columns, [b.add(b.mul(j, i64(stride)), w)])))
+
+
+def transposed_rows(k, element: ir.Type, rows: int, lanes: int, row_vector: Callable) -> tuple:
+    """A stack array `columns` with columns[j * stride + r] = row_vector(r)[j] for r < rows, j < lanes,
+    and `stride` (rows rounded up to whole tiles): each tile of `lanes` rows is transposed in
+    registers (element by element it would take a gather or a scatter per vector). The last tile
+    reads its last row again for the rows past the end."""
+    b = k.b
+    tiles = math.ceil(rows / lanes)
+    columns = k.alloca(element, lanes * tiles * lanes, name="columns")
+    with counted_loop(b, tiles, name="rt") as rt:
+        first = b.mul(rt, i64(lanes))
+        vectors = [row_vector(_clamp(b, b.add(first, i64(i)), rows)) for i in range(lanes)]
+        for j, column in enumerate(transpose(b, vectors)):
+            store_vector(b, column, columns, b.add(first, i64(j * tiles * lanes)))
+    return columns, tiles * lanes
+
+
+def _at_most(b: ir.IRBuilder, value, most: int):
+    return b.select(b.icmp_signed("<", value, i64(most)), value, i64(most))
+
+
+def _clamp(b: ir.IRBuilder, index, size: int):
+    """min(index, size - 1)."""
+    return b.select(b.icmp_unsigned("<", index, i64(size)), index, i64(size - 1))
+
+
+def _emit_channel_row(k, unpack: Unpack, index: tuple, value_at: Callable) -> None:
+    """y[n][oc][d][h][w] = epilogue(value_at(w) (+ bias[oc])) for every w of the row `index` = (n, oc, d, h)."""
     y, bias, epilogue = unpack.y, unpack.bias, unpack.epilogue
     b = k.b
-    element = element_type(y.dtype)
+    n, oc, d, h = index
     channels = y.shape[1]
     depth, height, width = _three(y.shape[2:], 1)
     target = epilogue.output if epilogue else y
-    n, d, h = unravel(b, row, (y.shape[0], depth, height))
-    scratch = k.scratch_pointer(unpack.offset, element)
-    with counted_loop(b, channels, name="oc") as oc:
-        first = b.mul(b.add(b.mul(b.add(b.mul(b.add(b.mul(n, i64(channels)), oc), i64(depth)), d), i64(height)), h),
-                      i64(width))
-        shift = b.load(b.gep(k.pointer(bias), [oc])) if bias is not None else None
-        with counted_loop(b, width, name="w") as w:
-            value = b.load(b.gep(scratch, [unpack.source(b, n, oc, d, h, w)]))
-            if shift is not None:
-                value = b.fadd(value, shift)
-            at = b.add(first, w)
-            if epilogue is not None:
-                value = _apply_epilogue(k, epilogue, value, at, (n, oc, d, h, w))
-            store(k, value, target, at)
+    first = b.mul(b.add(b.mul(b.add(b.mul(b.add(b.mul(n, i64(channels)), oc), i64(depth)), d), i64(height)), h),
+                  i64(width))
+    shift = b.load(b.gep(k.pointer(bias), [oc])) if bias is not None else None
+    with counted_loop(b, width, name="w") as w:
+        value = value_at(w)
+        if shift is not None:
+            value = b.fadd(value, shift)
+        at = b.add(first, w)
+        if epilogue is not None:
+            value = _apply_epilogue(k, epilogue, value, at, (n, oc, d, h, w))
+        store(k, value, target, at)
 
 
 def _apply_epilogue(k, epilogue: Epilogue, value, flat, index5: tuple):
@@ -735,7 +802,7 @@ def _lower_conv_transpose_over_points(lowering: Lowering, node: Node, g: Geometr
     for position, (phase, start) in enumerate(active):
         _emit_direct_over_points(lowering, x.dtype, g, block, phase, layout, (start, len(all_taps)), yq,
                                  (x_offset, w_offset, y_offset), waits=position == 0)
-    emit_unpack(lowering, Unpack(y, bias, y_offset, _phase_major_source(g, yq), epilogue), "convT_unpack")
+    emit_unpack(lowering, Unpack(y, bias, y_offset, PhaseMajorScratch(g.stride, yq), epilogue), "convT_unpack")
 
 
 def _phase_major_strides(nc: tuple, counts: tuple, phases: int) -> tuple:
@@ -745,14 +812,19 @@ def _phase_major_strides(nc: tuple, counts: tuple, phases: int) -> tuple:
     return (n * channels * qd * qh * qw, channels * qd * qh * qw, qd * qh * qw, qh * qw, qw)
 
 
-def _phase_major_source(g: Geometry, yq: tuple) -> Callable:
-    """Indices into yq of output element (n, oc, d, h, w): phase (d, h, w) mod stride, q = (d, h, w) // stride."""
-    def source(b, n, oc, d, h, w):
-        qs = [b.udiv(a, i64(s)) for a, s in zip((d, h, w), g.stride)]
-        rs = [b.urem(a, i64(s)) for a, s in zip((d, h, w), g.stride)]
-        phase = b.add(b.mul(b.add(b.mul(rs[0], i64(g.stride[1])), rs[1]), i64(g.stride[2])), rs[2])
-        return b.add(_dot(b, 0, (phase, n, oc, qs[0], qs[1]), yq), qs[2])
-    return source
+@dataclass(frozen=True)
+class PhaseMajorScratch:
+    """The scratch yq[phase][n][oc][qd][qh][qw] of the strides `yq` (see `_phase_major_strides`):
+    output (d, h, w) is phase (d, h, w) mod stride at q = (d, h, w) // stride."""
+
+    stride: tuple
+    yq: tuple
+
+    def index(self, b, n, oc, d, h, w):
+        qs = [b.udiv(a, i64(s)) for a, s in zip((d, h, w), self.stride)]
+        rs = [b.urem(a, i64(s)) for a, s in zip((d, h, w), self.stride)]
+        phase = b.add(b.mul(b.add(b.mul(rs[0], i64(self.stride[1])), rs[1]), i64(self.stride[2])), rs[2])
+        return b.add(_dot(b, 0, (phase, n, oc, qs[0], qs[1]), self.yq), qs[2])
 
 
 def _emit_direct_over_points(lowering: Lowering, dtype, g: Geometry, block: Blocking, phase: Phase, layout: Padded,
@@ -1093,8 +1165,8 @@ def _emit_unpack_weight(lowering: Lowering, dw: Value, g: Geometry, block: Block
                         parts: int) -> None:
     """dw[grp*ocg + oc][ic][t] = sum over p < parts of dwp[p][grp][oc // width][t][ic][oc % width].
 
-    A work item is (grp, ob, ic): it reads each copy's rows of `width` lanes tap by tap and writes
-    the `width` runs of `tap_count` contiguous elements of dw that they fill."""
+    A work item is (grp, ob, ic): for each vector of `lanes` channels it transposes the copies' sum,
+    taps by lanes, and writes the channels' runs of `tap_count` contiguous elements of dw."""
     element = element_type(dw.dtype)
     blocks = _blocks(g, block)
     copy = g.groups * blocks * tap_count * g.icg * block.width
@@ -1104,15 +1176,18 @@ def _emit_unpack_weight(lowering: Lowering, dw: Value, g: Geometry, block: Block
         grp, ob, ic = unravel(b, item, (g.groups, blocks, g.icg))
         dwp, out = k.scratch_pointer(offset, element), k.pointer(dw)
         first = b.mul(b.add(b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(tap_count * g.icg)), ic), i64(block.width))
-        oc0 = b.mul(ob, i64(block.width))
-        left = b.sub(i64(g.ocg), oc0)
-        lanes = b.select(b.icmp_unsigned("<", left, i64(block.width)), left, i64(block.width))
-        with counted_loop(b, tap_count, name="t") as t, counted_loop(b, lanes, name="lane") as lane:
-            at = b.add(first, b.add(b.mul(t, i64(g.icg * block.width)), lane))
-            total = b.load(b.gep(dwp, [at]))
-            for part in range(1, parts):
-                total = b.fadd(total, b.load(b.gep(dwp, [b.add(at, i64(part * copy))])))
-            oc = b.add(b.mul(grp, i64(g.ocg)), b.add(oc0, lane))
-            b.store(total, b.gep(out, [b.add(b.mul(b.add(b.mul(oc, i64(g.icg)), ic), i64(tap_count)), t)]))
+        for vector in range(block.vectors):
+            def total(t, start=b.add(first, i64(vector * block.lanes))):
+                at = b.add(start, b.mul(t, i64(g.icg * block.width)))
+                return functools.reduce(b.fadd, [load_vector(b, dwp, b.add(at, i64(part * copy)), block.lanes)
+                                                 for part in range(parts)])
+            columns, stride = transposed_rows(k, element, tap_count, block.lanes, total)
+            oc0 = b.add(b.mul(ob, i64(block.width)), i64(vector * block.lanes))
+            with counted_loop(b, _at_most(b, b.sub(i64(g.ocg), oc0), block.lanes), name="lane") as lane:
+                oc = b.add(b.mul(grp, i64(g.ocg)), b.add(oc0, lane))
+                row = b.mul(b.add(b.mul(oc, i64(g.icg)), ic), i64(tap_count))
+                with counted_loop(b, tap_count, name="t") as t:
+                    value = b.load(b.gep(columns, [b.add(b.mul(lane, i64(stride)), t)]))
+                    b.store(value, b.gep(out, [b.add(row, t)]))
 
     lowering.kernel("wgrad_unpack", g.groups * blocks * g.icg, body)
