@@ -127,6 +127,18 @@ def load_vector(b: ir.IRBuilder, base: ir.Value, index: ir.Value, lanes: int) ->
     return b.load(pointer, align=4)
 
 
+def masked_load_vector(b: ir.IRBuilder, module: ir.Module, base: ir.Value, index: ir.Value, mask: ir.Value) -> ir.Value:
+    """The vector at base[index...] with the lanes where `mask` (a vector of i1) is false read as 0 and
+    never touched in memory (so they may lie outside the buffer)."""
+    element, lanes = base.type.pointee, mask.type.count
+    vtype = vector_type(element, lanes)
+    suffix = "f32" if element == F32 else "f64"
+    load = intrinsic(module, f"llvm.masked.load.v{lanes}{suffix}.p0", vtype,
+                     [vtype.as_pointer(), I32, mask.type, vtype])
+    pointer = b.bitcast(b.gep(base, [index]), vtype.as_pointer())
+    return b.call(load, [pointer, ir.Constant(I32, 4), mask, ir.Constant(vtype, None)])
+
+
 def store_vector(b: ir.IRBuilder, value: ir.Value, base: ir.Value, index: ir.Value) -> None:
     b.store(value, b.bitcast(b.gep(base, [index]), value.type.as_pointer()), align=4)
 

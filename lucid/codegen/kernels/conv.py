@@ -37,8 +37,8 @@ from typing import Callable
 import llvmlite.ir as ir
 
 from ...ir.graph import Node, Value
-from ..irgen import (F32, counted_loop, element_type, i64, intrinsic, linear_index, load_vector, splat, store_vector,
-                     transpose, unravel)
+from ..irgen import (F32, counted_loop, element_type, i64, intrinsic, linear_index, load_vector, masked_load_vector,
+                     splat, store_vector, transpose, unravel, vector_type)
 from ..lowering import Lowering, lowers
 from .elementwise import contiguous_strides, load, operand_strides, store
 from .scalar import Scalars, evaluate
@@ -135,16 +135,19 @@ class Padded:
 
 def emit_pack_input(lowering: Lowering, x: Value, layout: Padded, offset: int, name: str) -> None:
     """xp[n][d][h][w][c] (or xp[n][c][d][h][w]) = x[n][c][d - od][h - oh][w - ow] inside the input,
-    else 0; a work item is one padded row (n, d, h)."""
+    else 0; a work item is one padded row (n, d, h). The channels-last copy is the one-block case of
+    `emit_pack_channel_blocks`."""
+    if not layout.planar:
+        assert layout.channels == x.shape[1], (layout, x.shape)
+        emit_pack_channel_blocks(lowering, x, layout, 1, offset, name)
+        return
     element = element_type(x.dtype)
     n, channels = x.shape[0], x.shape[1]
     depth, height, width = _three(x.shape[2:], 1)
     dp, hp, wp = layout.extent
     od, oh, ow = layout.origin
     sn, sd, sh, sw = layout.strides()
-    sc = layout.channel_stride
     plane = depth * height * width
-    zero = ir.Constant(element, 0.0)
 
     def body(k, item):
         b = k.b
@@ -154,16 +157,13 @@ def emit_pack_input(lowering: Lowering, x: Value, layout: Padded, offset: int, n
         xd, xh = b.sub(d, i64(od)), b.sub(h, i64(oh))
         row_inside = b.and_(_in_range(b, xd, depth), _in_range(b, xh, height))
         first = b.mul(b.add(b.mul(b.add(b.mul(bn, i64(channels * depth)), xd), i64(height)), xh), i64(width))
-        # the loop over the copy's contiguous axis innermost: channels if channels-last, else w
-        loops = ((channels, "c"), (wp, "w")) if layout.planar else ((wp, "w"), (channels, "c"))
-        with counted_loop(b, loops[0][0], name=loops[0][1]) as outer, counted_loop(b, loops[1][0], name=loops[1][1]) as inner:
-            c, w = (outer, inner) if layout.planar else (inner, outer)
+        with counted_loop(b, channels, name="c") as c, counted_loop(b, wp, name="w") as w:
             xw = b.sub(w, i64(ow))
             inside = b.and_(row_inside, _in_range(b, xw, width))
             source = b.select(inside, b.add(first, xw), i64(0))
             value = b.load(b.gep(src, [b.add(source, b.mul(c, i64(plane)))]))
-            target = b.add(row, b.add(b.mul(w, i64(sw)), b.mul(c, i64(sc))))
-            b.store(b.select(inside, value, zero), b.gep(xp, [target]))
+            target = b.add(row, b.add(b.mul(w, i64(sw)), b.mul(c, i64(layout.channel_stride))))
+            b.store(b.select(inside, value, ir.Constant(element, 0.0)), b.gep(xp, [target]))
 
     lowering.kernel(name, n * dp * hp, body)
 
@@ -1020,8 +1020,11 @@ def emit_pack_channel_blocks(lowering: Lowering, y: Value, layout: Padded, group
     """packed[grp][blk][n][d][h][w][r] = y[n][grp*cg + blk*R + r][d - od][h - oh][w - ow] inside `y`
     and inside the group, else 0, for the `cg` = C / groups channels of a group split into blocks of
     R = `layout.channels`; each (grp, blk) is one channels-last `layout` of R channels. A work item is
-    one padded row (n, d, h) of every block."""
+    one padded row (n, d, h) of every block: for each tile of `lanes` positions it reads a vector
+    of positions per channel (masked where it falls in the padding), transposes them in registers
+    and writes each position's R channels."""
     element = element_type(y.dtype)
+    lanes = lowering.target.vector_floats * 4 // y.dtype.numpy.itemsize
     n, channels = y.shape[0], y.shape[1]
     group_channels = channels // groups
     size = _three(y.shape[2:], 1)
@@ -1030,7 +1033,7 @@ def emit_pack_channel_blocks(lowering: Lowering, y: Value, layout: Padded, group
     sn, sd, sh, sw = layout.strides()
     blocks = math.ceil(group_channels / layout.channels)
     plane = math.prod(size)
-    zero = ir.Constant(element, 0.0)
+    w_tiles = math.ceil(wp / lanes)
 
     def body(k, item):
         b = k.b
@@ -1039,21 +1042,36 @@ def emit_pack_channel_blocks(lowering: Lowering, y: Value, layout: Padded, group
         yd, yh = b.sub(d, i64(od)), b.sub(h, i64(oh))
         row_inside = b.and_(_in_range(b, yd, size[0]), _in_range(b, yh, size[1]))
         row = _dot(b, 0, (bn, d, h), (sn, sd, sh))
-        with counted_loop(b, groups * blocks, name="block") as channel_block:
+        with counted_loop(b, groups * blocks, name="block") as channel_block, \
+                counted_loop(b, w_tiles, name="wt") as wt:
             grp, blk = b.udiv(channel_block, i64(blocks)), b.urem(channel_block, i64(blocks))
             first = b.add(b.mul(grp, i64(group_channels)), b.mul(blk, i64(layout.channels)))
-            source_row = b.mul(b.add(b.mul(b.add(b.mul(b.add(b.mul(bn, i64(channels)), first), i64(size[0])), yd),
-                                           i64(size[1])), yh), i64(size[2]))
-            target_row = b.add(b.mul(channel_block, i64(layout.size(n))), row)
             group_rest = b.sub(i64(group_channels), b.mul(blk, i64(layout.channels)))
-            with counted_loop(b, wp, name="w") as w, counted_loop(b, layout.channels, name="r") as r:
-                yw = b.sub(w, i64(ow))
-                inside = b.and_(b.and_(row_inside, _in_range(b, yw, size[2])), b.icmp_unsigned("<", r, group_rest))
-                at = b.select(inside, b.add(b.add(source_row, yw), b.mul(r, i64(plane))), i64(0))
-                value = b.select(inside, b.load(b.gep(src, [at])), zero)
-                b.store(value, b.gep(packed, [b.add(target_row, b.add(b.mul(w, i64(sw)), r))]))
+            w0 = b.mul(wt, i64(lanes))
+            source_row = b.add(b.mul(b.add(b.mul(b.add(b.mul(b.add(b.mul(bn, i64(channels)), first), i64(size[0])), yd),
+                                                 i64(size[1])), yh), i64(size[2])), b.sub(w0, i64(ow)))
+            inside = _positions_inside(b, b.sub(w0, i64(ow)), lanes, size[2])
+
+            def channel(r):
+                ok = b.and_(row_inside, b.icmp_unsigned("<", r, group_rest))
+                mask = b.and_(inside, splat(b, ok, lanes))
+                return masked_load_vector(b, k.module, src, b.add(source_row, b.mul(r, i64(plane))), mask)
+
+            columns, stride = transposed_rows(k, element, layout.channels, lanes, channel)
+            target = b.add(b.add(b.mul(channel_block, i64(layout.size(n))), row), b.mul(w0, i64(sw)))
+            with counted_loop(b, _at_most(b, b.sub(i64(wp), w0), lanes), name="j") as j, \
+                    counted_loop(b, layout.channels, name="r") as r:
+                value = b.load(b.gep(columns, [b.add(b.mul(j, i64(stride)), r)]))
+                b.store(value, b.gep(packed, [b.add(target, b.add(b.mul(j, i64(sw)), r))]))
 
     lowering.kernel(name, n * dp * hp, body, waits)
+
+
+def _positions_inside(b: ir.IRBuilder, first, lanes: int, size: int):
+    """The vector of i1: first + j inside [0, size), for j < lanes."""
+    itype = vector_type(ir.IntType(64), lanes)
+    positions = b.add(splat(b, first, lanes), ir.Constant(itype, list(range(lanes))))
+    return b.icmp_unsigned("<", positions, ir.Constant(itype, [size] * lanes))
 
 
 def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Blocking, layouts: WeightGradLayouts,
