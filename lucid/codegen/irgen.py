@@ -139,6 +139,16 @@ def masked_load_vector(b: ir.IRBuilder, module: ir.Module, base: ir.Value, index
     return b.call(load, [pointer, ir.Constant(I32, 4), mask, ir.Constant(vtype, None)])
 
 
+def masked_store_vector(b: ir.IRBuilder, module: ir.Module, value: ir.Value, base: ir.Value, index: ir.Value,
+                        mask: ir.Value) -> None:
+    """Store the lanes of `value` where `mask` is true at base[index...]; the others are not touched."""
+    vtype = value.type
+    suffix = "f32" if vtype.element == F32 else "f64"
+    store = intrinsic(module, f"llvm.masked.store.v{vtype.count}{suffix}.p0", ir.VoidType(),
+                      [vtype, vtype.as_pointer(), I32, mask.type])
+    b.call(store, [value, b.bitcast(b.gep(base, [index]), vtype.as_pointer()), ir.Constant(I32, 4), mask])
+
+
 def store_vector(b: ir.IRBuilder, value: ir.Value, base: ir.Value, index: ir.Value) -> None:
     b.store(value, b.bitcast(b.gep(base, [index]), value.type.as_pointer()), align=4)
 

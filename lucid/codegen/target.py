@@ -6,7 +6,8 @@ Nothing assumes AVX-512. `LUCID_CPU` (an LLVM CPU name such as `x86-64-v3`) and 
 (an LLVM feature string) override the host, e.g. to check the AVX2 code path on an AVX-512 machine.
 The fingerprint of the target is part of every disk-cache key. A `pic` target (position-independent
 code, for the shared libraries `lucid.export` writes) has its own fingerprint, so its objects never
-mix with the JIT's.
+mix with the JIT's. `cores` (the host's: those this process may use) sizes some work splits, such as
+the smallest layer Winograd takes.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class Target:
     cpu: str
     features: str
     pic: bool = False
+    cores: int = 1          # cores the code may run on (some work splits depend on it)
 
     @property
     def vector_floats(self) -> int:
@@ -36,7 +38,7 @@ class Target:
 
     @property
     def fingerprint(self) -> str:
-        return f"{self.triple}|{self.cpu}|{self.features}" + ("|pic" if self.pic else "")
+        return f"{self.triple}|{self.cpu}|{self.features}|{self.cores}" + ("|pic" if self.pic else "")
 
     def machine(self) -> llvm.TargetMachine:
         """A new target machine (a JIT engine takes ownership of the one it is given)."""
@@ -59,4 +61,5 @@ def host() -> Target:
     features = os.environ.get("LUCID_CPU_FEATURES")
     if features is None:
         features = "" if os.environ.get("LUCID_CPU") else llvm.get_host_cpu_features().flatten()
-    return Target(llvm.get_process_triple(), cpu, features)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return Target(llvm.get_process_triple(), cpu, features, cores=cores)

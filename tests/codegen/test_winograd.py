@@ -4,6 +4,8 @@ Every case checks first that the compiled graph really runs the Winograd kernel 
 it must not take, that it does not), then compares with `oracle.py`'s loops in float64."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -23,8 +25,8 @@ TOL = {"float32": 1e-4, "float64": 1e-10}
 @pytest.fixture(autouse=True)
 def few_items_suffice(monkeypatch):
     """The shapes here are small (cheap to compile and check): let them take the Winograd path,
-    which needs MIN_ITEMS work items for speed, not for correctness."""
-    monkeypatch.setattr(winograd, "MIN_ITEMS", 1)
+    which needs MIN_ITEMS_PER_CORE work items per core for speed, not for correctness."""
+    monkeypatch.setattr(winograd, "MIN_ITEMS_PER_CORE", 0)
 
 
 def assert_close(actual, expected, tol, what):
@@ -111,12 +113,17 @@ def test_other_convolutions_stay_direct(index):
     assert_close(executable(*arrays)[0], expected, TOL["float32"], f"{kind} {attrs}")
 
 
-def test_too_little_work_stays_direct(monkeypatch):
-    monkeypatch.setattr(winograd, "MIN_ITEMS", 64)
-    fn, arrays, expected = _case("conv", (1, 32, 6, 7), 32, (3, 3), np.random.default_rng(1), padding=1)
-    executable = Executable(lucid.trace(fn, *map(_spec, arrays), name="wino_few_items"))
-    assert "wino_conv" not in kernel_labels(executable)
-    assert_close(executable(*arrays)[0], expected, TOL["float32"], "direct")
+@pytest.mark.parametrize("cores, applies", [(1, True), (6, True), (7, False), (64, False)])
+def test_too_little_work_for_the_cores_stays_direct(cores, applies, monkeypatch):
+    """This layer gives Winograd at most 24 work items (8 depths x 3 rows of 2 x 2 tiles): enough
+    for MIN_ITEMS_PER_CORE = 4 per core on up to 6 cores, too few on more; the result is the
+    oracle's either way."""
+    monkeypatch.setattr(winograd, "MIN_ITEMS_PER_CORE", 4)
+    fn, arrays, expected = _case("conv", (1, 32, 8, 6, 7), 32, (3, 3, 3), np.random.default_rng(1), padding=1)
+    target = dataclasses.replace(host(), cores=cores)
+    executable = Executable(lucid.trace(fn, *map(_spec, arrays), name="wino_few_items"), target)
+    assert ("wino_conv" in kernel_labels(executable)) == applies
+    assert_close(executable(*arrays)[0], expected, TOL["float32"], f"{cores} cores")
 
 
 @pytest.mark.parametrize("kind", ["conv", "conv_transpose"])

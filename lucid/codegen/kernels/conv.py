@@ -38,7 +38,7 @@ import llvmlite.ir as ir
 
 from ...ir.graph import Node, Value
 from ..irgen import (F32, counted_loop, element_type, i64, intrinsic, linear_index, load_vector, masked_load_vector,
-                     splat, store_vector, transpose, unravel, vector_type)
+                     masked_store_vector, splat, store_vector, transpose, unravel, vector_type)
 from ..lowering import Lowering, lowers
 from .elementwise import contiguous_strides, load, operand_strides, store
 from .scalar import Scalars, evaluate
@@ -190,30 +190,51 @@ def emit_pack_weight(lowering: Lowering, w: Value, g: Geometry, block: Blocking,
                      offset: int, name: str) -> None:
     """wp[g][ob][t][ic][lane] = w[g, ob*width + lane, ic, taps[t]] (0 past the group's channels).
 
-    A work item is (g, ob, ic): the weight rows (g, oc, ic) of its `width` channels stay in L1 while
-    it writes its blocks in order, tap by tap. It runs alongside the input packing: it waits for no
+    A work item is (g, ob, ic). It reads its `width` channels' kernels (contiguous in w) a vector of
+    kernel positions at a time, transposes each square of `lanes` channels in registers into a
+    stack array kernel[vector][k][lane], then writes its block's rows tap by tap, each row whole (so
+    a cache line of wp is written at once). It runs alongside the input packing: it waits for no
     kernel."""
     element = element_type(w.dtype)
+    lanes = lowering.target.vector_floats * 4 // w.dtype.numpy.itemsize
     blocks = math.ceil(g.ocg / block.width)
-    tap_count = len(layout.taps)
+    tap_count, kernel_size = len(layout.taps), math.prod(w.shape[2:])
+    assert max(layout.taps, default=0) < kernel_size, (layout.taps, w.shape)
+    k_tiles = math.ceil(kernel_size / lanes)
+    vectors = range(0, block.width, lanes)
     table = _table(lowering, "wtaps", layout.taps)
+    row_mask = ir.Constant(vector_type(ir.IntType(1), lanes), [j < block.width % lanes for j in range(lanes)])
 
     def body(k, item):
         b = k.b
         grp, ob, ic = unravel(b, item, (g.groups, blocks, g.icg))
-        wp = k.scratch_pointer(offset, element)
-        src = k.pointer(w)
-        block_start = b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(tap_count * g.icg * block.width))
-        dst = b.add(block_start, b.mul(ic, i64(block.width)))
-        with counted_loop(b, tap_count, name="t") as t, counted_loop(b, block.width, name="lane") as lane:
+        wp, src = k.scratch_pointer(offset, element), k.pointer(w)
+        kernel = k.alloca(element, len(vectors) * k_tiles * lanes * lanes, name="kernel")
+        with counted_loop(b, k_tiles, name="kt") as kt:
+            k0 = b.mul(kt, i64(lanes))
+            in_kernel = _positions_inside(b, k0, lanes, kernel_size)
+
+            def channel_kernel(oc):
+                mask = b.and_(in_kernel, splat(b, b.icmp_unsigned("<", oc, i64(g.ocg)), lanes))
+                row = _dot(b, 0, (grp, oc, ic), (layout.sg, layout.soc, layout.sic))
+                return masked_load_vector(b, k.module, src, b.add(row, k0), mask)
+            for v, first_lane in enumerate(vectors):
+                oc0 = b.add(b.mul(ob, i64(block.width)), i64(first_lane))
+                square = [channel_kernel(b.add(oc0, i64(lane))) for lane in range(lanes)]
+                for j, column in enumerate(transpose(b, square)):
+                    store_vector(b, column, kernel, b.add(b.mul(b.add(k0, i64(j)), i64(lanes)),
+                                                          i64(v * k_tiles * lanes * lanes)))
+        dst = b.add(b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(tap_count * g.icg * block.width)),
+                    b.mul(ic, i64(block.width)))
+        with counted_loop(b, tap_count, name="t") as t:
             tap = b.load(b.gep(table, [i64(0), t]))
-            oc = b.add(b.mul(ob, i64(block.width)), lane)
-            ok = b.icmp_unsigned("<", oc, i64(g.ocg))
-            row = b.add(b.add(b.mul(grp, i64(layout.sg)), b.mul(b.select(ok, oc, i64(0)), i64(layout.soc))),
-                        b.mul(ic, i64(layout.sic)))
-            value = b.select(ok, b.load(b.gep(src, [b.add(row, tap)])), ir.Constant(element, 0.0))
-            at = b.add(dst, b.add(b.mul(t, i64(g.icg * block.width)), lane))
-            b.store(value, b.gep(wp, [at]))
+            at = b.add(dst, b.mul(t, i64(g.icg * block.width)))
+            for v, first_lane in enumerate(vectors):
+                vector = load_vector(b, kernel, b.add(b.mul(tap, i64(lanes)), i64(v * k_tiles * lanes * lanes)), lanes)
+                if first_lane + lanes <= block.width:
+                    store_vector(b, vector, wp, b.add(at, i64(first_lane)))
+                else:
+                    masked_store_vector(b, k.module, vector, wp, b.add(at, i64(first_lane)), row_mask)
 
     lowering.kernel(name, g.groups * blocks * g.icg, body, waits=False)
 

@@ -61,12 +61,12 @@ MIN_ROW = 4
 STACK_BYTES = 384 << 10
 
 #: A work item takes enough rows of tiles for its register tiles to have about this many points
-#: (while its stack arrays fit in STACK_BYTES and a kernel keeps MIN_ITEMS work items).
+#: (while its stack arrays fit in STACK_BYTES and a kernel keeps enough work items).
 POINTS_PER_ITEM = 24
 
-#: Fewer work items than this per kernel leave the threads too little to share: the direct
-#: kernels, with smaller work items, are faster then.
-MIN_ITEMS = 64
+#: Fewer work items than this per core of the target leave the threads too little to share: the
+#: direct kernels, with smaller work items, are faster then.
+MIN_ITEMS_PER_CORE = 4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,7 +255,8 @@ def plan(lowering: Lowering, problem: ConvProblem) -> Plan | None:
     if not correlations or not all(c.applies() for c in correlations):
         return None
     direct = choose_blocking(g.ocg, max(c.counts[2] for c in correlations), lowering, x.dtype)
-    rows = _rows_per_item(correlations, g, _blocks(g, direct) * direct.width, x.dtype.numpy.itemsize)
+    rows = _rows_per_item(correlations, g, _blocks(g, direct) * direct.width, x.dtype.numpy.itemsize,
+                          MIN_ITEMS_PER_CORE * lowering.target.cores)
     gemm = choose_blocking(g.ocg, rows * max(c.tiles[1] for c in correlations), lowering, x.dtype)
     if not rows or g.icg % gemm.lanes:
         return None
@@ -265,9 +266,9 @@ def plan(lowering: Lowering, problem: ConvProblem) -> Plan | None:
     return Plan(correlations, Padded(extent, base.origin, x.shape[1]), rows, blocks_of_rows, gemm, direct, empty)
 
 
-def _rows_per_item(correlations: list, g, oc_padded: int, itemsize: int) -> int:
+def _rows_per_item(correlations: list, g, oc_padded: int, itemsize: int, min_items: int) -> int:
     """Rows of tiles per work item: enough for POINTS_PER_ITEM points, as many in every item (but
-    maybe the last), stack arrays within STACK_BYTES, at least MIN_ITEMS items per kernel; 0 if no
+    maybe the last), stack arrays within STACK_BYTES, at least `min_items` items per kernel; 0 if no
     number of rows does all that."""
     tiles_h = min(c.tiles[0] for c in correlations)
     wanted = min(math.ceil(POINTS_PER_ITEM / max(c.tiles[1] for c in correlations)), tiles_h)
@@ -276,7 +277,7 @@ def _rows_per_item(correlations: list, g, oc_padded: int, itemsize: int) -> int:
         rows = math.ceil(tiles_h / blocks)
         stack = max(c.transform.positions * rows * c.tiles[1] * (len(c.taps) * g.icg + oc_padded)
                     for c in correlations) * itemsize
-        if stack <= STACK_BYTES and g.n * min(c.counts[0] for c in correlations) * blocks >= MIN_ITEMS:
+        if stack <= STACK_BYTES and g.n * min(c.counts[0] for c in correlations) * blocks >= min_items:
             return rows
     return 0
 
