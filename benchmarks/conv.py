@@ -5,16 +5,16 @@
     python benchmarks/conv.py --quick         # a smoke run: small repeat counts, no eager timing
 
 For each shape, mode (fwd, fwd+bwd) and thread count it prints the median time of repeated runs
-(after 0.5 s of warm-up, at least --repeats runs and 1 s of them; see `median_time`) of lucid's
-compiled code, lucid's eager mode (1 run; only with --eager) and PyTorch (when installed) in its
+(after 0.5 s of warm-up, at least --repeats runs and 1 s of them, the sides alternating in rounds of
+0.1 s; see `median_times`) of lucid's compiled code, lucid's eager mode (1 run; only with --eager) and PyTorch (when installed) in its
 default layout and with channels-last input and weight ("torch CL": torch.channels_last_3d, or
 channels_last for 2-D), lucid's GFLOP/s, the fraction of the machine's peak (measured with a
 generated FMA loop on the same number of threads) and the ratios torch_ms / lucid_ms and
 CL_ms / lucid_ms (above 1: lucid is faster). fwd+bwd computes the input, weight and bias gradients
 (3x the forward FLOPs).
 
-lucid is timed after a pause, so PyTorch's OpenMP threads (which spin for a while after a call) do
-not compete with it for the cores. Both sides get steady memory: the script re-executes itself with glibc's mmap threshold raised
+Each round of lucid's calls starts after a short pause, so PyTorch's OpenMP threads (which spin for
+a moment after a call) do not compete with it for the cores. Both sides get steady memory: the script re-executes itself with glibc's mmap threshold raised
 (GLIBC_TUNABLES), so PyTorch's large buffers are not mapped afresh on every call; lucid's compiled
 code reuses its own arena anyway.
 """
@@ -36,9 +36,9 @@ import lucid  # noqa: E402
 import lucid.nn.functional as F  # noqa: E402
 from lucid.codegen.peak import peak_gflops  # noqa: E402
 
-#: Seconds to wait before timing lucid: PyTorch's OpenMP threads spin for a while after its last
-#: call, and would compete with lucid's threads for the two cores.
-SETTLE = 0.5
+#: Seconds to wait before each round of lucid's calls, after PyTorch's: its OpenMP threads spin for
+#: a moment after their last call and would compete with lucid's threads for the two cores.
+SETTLE = 0.01
 
 # name: (transposed, input shape, out channels, kernel, stride, padding)
 SHAPES = {
@@ -76,28 +76,48 @@ def _macs(transposed: bool, x_shape: tuple, w_shape: tuple, y_shape: tuple) -> i
     return int(np.prod(x_shape if transposed else y_shape)) * per_element
 
 
-#: Seconds of calls before timing starts, and at least this many seconds of timed calls (beyond the
-#: `repeats` minimum): a step's first calls run slower while its memory settles (fresh pages, caches),
-#: lucid's for about 20 calls on G2 at 2 threads (12.6 ms falling to 11.2 ms), so short runs would
-#: time the warm-up instead of the steady state. Both sides are timed the same way.
+#: Seconds of calls of each side before timing starts, and at least this many seconds of timed
+#: calls of each side (beyond the `repeats` minimum): a step's first calls run slower while its
+#: memory settles (fresh pages, caches), lucid's for about 20 calls on G2 at 2 threads (12.6 ms
+#: falling to 11.2 ms), so short runs would time the warm-up instead of the steady state.
 WARM_UP_SECONDS = 0.5
 TIMED_SECONDS = 1.0
 
+#: The sides are timed in alternating rounds of about this many seconds each: this VM's speed
+#: drifts over seconds (the same step's median moves by up to 1.7x between consecutive 0.5 s
+#: stretches at 2 threads), and alternating lets every side see the same stretches.
+ROUND_SECONDS = 0.1
+
+
+def median_times(fns: list, repeats: int, warm_up: float = WARM_UP_SECONDS, timed: float = TIMED_SECONDS,
+                 settle: tuple = ()) -> list:
+    """The median seconds of one call of each of `fns`, timed in alternating rounds of
+    ROUND_SECONDS (at least one call) until each has at least `repeats` calls and `timed` seconds
+    of them, after `warm_up` seconds (at least one call) of each. Before each round of fns[i] for
+    i in `settle`, a pause of SETTLE seconds."""
+    for fn in fns:
+        warm_up_end = time.perf_counter() + warm_up
+        fn()
+        while time.perf_counter() < warm_up_end:
+            fn()
+    times = [[] for _ in fns]
+    while any(len(t) < repeats or sum(t) < timed for t in times):
+        for index, fn in enumerate(fns):
+            if index in settle:
+                time.sleep(SETTLE)
+            round_end = time.perf_counter() + ROUND_SECONDS
+            while True:
+                started = time.perf_counter()
+                fn()
+                times[index].append(time.perf_counter() - started)
+                if started >= round_end or (not timed and len(times[index]) >= repeats):
+                    break
+    return [float(np.median(t)) for t in times]
+
 
 def median_time(fn, repeats: int, warm_up: float = WARM_UP_SECONDS, timed: float = TIMED_SECONDS) -> float:
-    """The median seconds of one call of `fn`, over at least `repeats` calls and `timed` seconds,
-    after `warm_up` seconds (and at least one call) of warm-up."""
-    warm_up_end = time.perf_counter() + warm_up
-    fn()
-    while time.perf_counter() < warm_up_end:
-        fn()
-    times = []
-    timed_end = time.perf_counter() + timed
-    while len(times) < repeats or time.perf_counter() < timed_end:
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return float(np.median(times))
+    """The median seconds of one call of `fn` (see `median_times`)."""
+    return median_times([fn], repeats, warm_up, timed)[0]
 
 
 class Case:
@@ -169,14 +189,13 @@ def run(names: list, thread_counts: list, repeats: int, eager: bool, quick: bool
             flops = case.flops * (3 if backward else 1)
             for threads in thread_counts:
                 os.environ["LUCID_NUM_THREADS"] = str(threads)
-                time.sleep(SETTLE)            # let PyTorch's OpenMP workers stop spinning first
-                lucid_ms = 1e3 * median_time(case.lucid_step(backward, True), repeats, **budget)
-                eager_ms = 1e3 * median_time(case.lucid_step(backward, False), 1, 0.0, 0.0) if eager else float("nan")
-                torch_ms = channels_last_ms = float("nan")
+                steps = [case.lucid_step(backward, True)]
                 if torch is not None and case.torch_fn is not None:
                     torch.set_num_threads(threads)
-                    torch_ms = 1e3 * median_time(case.torch_step(backward), repeats, **budget)
-                    channels_last_ms = 1e3 * median_time(case.torch_step(backward, channels_last=True), repeats, **budget)
+                    steps += [case.torch_step(backward), case.torch_step(backward, channels_last=True)]
+                times = [1e3 * t for t in median_times(steps, repeats, **budget, settle=(0,))]
+                lucid_ms, torch_ms, channels_last_ms = times + [float("nan")] * (3 - len(times))
+                eager_ms = 1e3 * median_time(case.lucid_step(backward, False), 1, 0.0, 0.0) if eager else float("nan")
                 gflops = flops / lucid_ms / 1e6
                 print(f"{name:6} {'fwd+bwd' if backward else 'fwd':8} {threads:>3} {lucid_ms:9.2f} {eager_ms:9.2f} "
                       f"{torch_ms:9.2f} {channels_last_ms:9.2f} {gflops:8.1f} {100 * gflops / peaks[threads]:6.1f}% "

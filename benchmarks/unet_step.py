@@ -6,7 +6,8 @@
 The UNet is examples/models.py's UNet3D (DoubleConv3d = (Conv3d k3 + BatchNorm3d + ReLU) x 2,
 MaxPool3d, ConvTranspose3d k2 s2, skip concatenation, 1x1x1 head), in training mode. PyTorch runs the
 same network (examples/torch_models.py, loaded from lucid's state dict) on the same batch. Each side's step sets the gradients to None, computes the loss and calls backward; the time
-is the median of repeated steps after warm-up, on 1 and on 2 threads, and the ratio is
+is the median of repeated steps after warm-up (the sides alternating in rounds, see conv.py's
+`median_times`), on 1 and on 2 threads, and the ratio is
 torch_ms / lucid_ms (above 1: lucid is faster). Like benchmarks/conv.py, the script re-executes
 itself with glibc's mmap threshold raised so PyTorch's buffers are not mapped afresh on every step.
 """
@@ -15,9 +16,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
-from conv import SETTLE, TUNABLES, median_time
+from conv import TUNABLES, median_times
 
 if os.environ.get("GLIBC_TUNABLES") != TUNABLES and __name__ == "__main__":
     os.execve(sys.executable, [sys.executable] + sys.argv, dict(os.environ, GLIBC_TUNABLES=TUNABLES))
@@ -81,10 +81,8 @@ def main(argv=None) -> None:
     print(f"{'thr':>3} {'lucid ms':>9} {'torch ms':>9} {'torch/lucid':>11}")
     for threads in args.threads:
         os.environ["LUCID_NUM_THREADS"] = str(threads)
-        time.sleep(SETTLE)
-        lucid_ms = 1e3 * median_time(steps[0], args.repeats)
         torch.set_num_threads(threads)
-        torch_ms = 1e3 * median_time(steps[1], args.repeats)
+        lucid_ms, torch_ms = (1e3 * t for t in median_times(steps, args.repeats, settle=(0,)))
         print(f"{threads:>3} {lucid_ms:9.2f} {torch_ms:9.2f} {torch_ms / lucid_ms:11.2f}", flush=True)
 
 
