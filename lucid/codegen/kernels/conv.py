@@ -1043,9 +1043,11 @@ def emit_pack_channel_blocks(lowering: Lowering, y: Value, layout: Padded, group
     R = `layout.channels`; each (grp, blk) is one channels-last `layout` of R channels. A work item is
     one padded row (n, d, h) of every block: for each tile of `lanes` positions it reads a vector
     of positions per channel (masked where it falls in the padding), transposes them in registers
-    and writes each position's R channels."""
+    and writes each position's R channels. The squares are no wider than R needs (4 x 4 for a
+    3-channel image), so few channels do not load positions they throw away."""
     element = element_type(y.dtype)
-    lanes = lowering.target.vector_floats * 4 // y.dtype.numpy.itemsize
+    widest = lowering.target.vector_floats * 4 // y.dtype.numpy.itemsize
+    lanes = min(widest, max(4, 1 << (layout.channels - 1).bit_length()))
     n, channels = y.shape[0], y.shape[1]
     group_channels = channels // groups
     size = _three(y.shape[2:], 1)
