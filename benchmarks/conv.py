@@ -85,16 +85,18 @@ TIMED_SECONDS = 1.0
 
 #: The sides are timed in alternating rounds of about this many seconds each: this VM's speed
 #: drifts over seconds (the same step's median moves by up to 1.7x between consecutive 0.5 s
-#: stretches at 2 threads), and alternating lets every side see the same stretches.
+#: stretches at 2 threads), and alternating lets every side see the same stretches. Each round
+#: starts with an untimed call, which pays for the caches and memory the other side left (F's
+#: fwd+bwd step, 0.6 s: lucid's timed calls took 714 ms with it timed, 570-590 ms back to back).
 ROUND_SECONDS = 0.1
 
 
 def median_times(fns: list, repeats: int, warm_up: float = WARM_UP_SECONDS, timed: float = TIMED_SECONDS,
                  settle: tuple = ()) -> list:
     """The median seconds of one call of each of `fns`, timed in alternating rounds of
-    ROUND_SECONDS (at least one call) until each has at least `repeats` calls and `timed` seconds
-    of them, after `warm_up` seconds (at least one call) of each. Before each round of fns[i] for
-    i in `settle`, a pause of SETTLE seconds."""
+    ROUND_SECONDS (an untimed call, then at least one timed) until each has at least `repeats`
+    timed calls and `timed` seconds of them, after `warm_up` seconds (at least one call) of each.
+    Before each round of fns[i] for i in `settle`, a pause of SETTLE seconds."""
     for fn in fns:
         warm_up_end = time.perf_counter() + warm_up
         fn()
@@ -105,6 +107,7 @@ def median_times(fns: list, repeats: int, warm_up: float = WARM_UP_SECONDS, time
         for index, fn in enumerate(fns):
             if index in settle:
                 time.sleep(SETTLE)
+            fn()
             round_end = time.perf_counter() + ROUND_SECONDS
             while True:
                 started = time.perf_counter()
