@@ -514,7 +514,7 @@ def transposed_rows(k, element: ir.Type, rows: int, lanes: int, row_vector: Call
     columns = k.alloca(element, lanes * tiles * lanes, name="columns")
     with counted_loop(b, tiles, name="rt") as rt:
         first = b.mul(rt, i64(lanes))
-        vectors = [row_vector(_clamp(b, b.add(first, i64(i)), rows)) for i in range(lanes)]
+        vectors = [row_vector(_at_most(b, b.add(first, i64(i)), rows - 1)) for i in range(lanes)]
         for j, column in enumerate(transpose(b, vectors)):
             store_vector(b, column, columns, b.add(first, i64(j * tiles * lanes)))
     return columns, tiles * lanes
@@ -522,11 +522,6 @@ def transposed_rows(k, element: ir.Type, rows: int, lanes: int, row_vector: Call
 
 def _at_most(b: ir.IRBuilder, value, most: int):
     return b.select(b.icmp_signed("<", value, i64(most)), value, i64(most))
-
-
-def _clamp(b: ir.IRBuilder, index, size: int):
-    """min(index, size - 1)."""
-    return b.select(b.icmp_unsigned("<", index, i64(size)), index, i64(size - 1))
 
 
 def _emit_channel_row(k, unpack: Unpack, index: tuple, value_at: Callable) -> None:
