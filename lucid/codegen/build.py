@@ -25,7 +25,7 @@ from . import kernels  # noqa: F401  (registers the lowerings)
 from .jit import cache_key, code_fingerprint, load_objects, objects, read_graph, write_graph
 from .lowering import Lowering
 from .parallel import emit_entry
-from .target import Target
+from .target import Target, available_cores
 
 #: Graphs estimated below this many floating-point operations run on one thread: starting threads
 #: costs tens of microseconds, more than such a graph takes.
@@ -78,4 +78,4 @@ def default_threads() -> int:
     configured = os.environ.get("LUCID_NUM_THREADS")
     if configured:
         return max(1, int(configured))
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return available_cores()

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import llvmlite.binding as llvm
 
-from .target import Target
+from .target import Target, available_cores
 
 CACHE_FORMAT = 2
 COUNTERS = {"compiled": 0, "loaded": 0}
@@ -69,7 +69,7 @@ def objects(modules: list[tuple[str, str]], target: Target) -> list[tuple[str, b
     codes = [_read_object(name) for name in names]
     missing = [k for k, code in enumerate(codes) if code is None]
     COUNTERS["loaded"] += len(modules) - len(missing)
-    workers = max(1, min(len(missing), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+    workers = max(1, min(len(missing), available_cores()))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         compiled = list(pool.map(lambda k: compile_module(modules[k][1], target), missing))
     for k, code in zip(missing, compiled):

@@ -36,6 +36,10 @@ class Target:
             return 8
         return 4
 
+    def lanes(self, dtype) -> int:
+        """Elements of `dtype` (a lucid DType) in the widest float vector register."""
+        return self.vector_floats * 4 // dtype.numpy.itemsize
+
     @property
     def fingerprint(self) -> str:
         return f"{self.triple}|{self.cpu}|{self.features}|{self.cores}" + ("|pic" if self.pic else "")
@@ -61,5 +65,9 @@ def host() -> Target:
     features = os.environ.get("LUCID_CPU_FEATURES")
     if features is None:
         features = "" if os.environ.get("LUCID_CPU") else llvm.get_host_cpu_features().flatten()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return Target(llvm.get_process_triple(), cpu, features, cores=cores)
+    return Target(llvm.get_process_triple(), cpu, features, cores=available_cores())
+
+
+def available_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

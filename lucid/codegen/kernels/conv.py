@@ -88,7 +88,7 @@ def choose_blocking(ocg: int, points_available: int, lowering: Lowering, dtype) 
     """Vectors of output channels (1 or 2) and points per tile: points x vectors accumulators, one
     register per weight vector and one for the broadcast input value fit the register file (32
     vector registers with AVX-512, else 16). Tiles of a row are balanced."""
-    lanes = lowering.target.vector_floats * 4 // dtype.numpy.itemsize
+    lanes = lowering.target.lanes(dtype)
     while lanes > 4 and lanes // 2 >= ocg:
         lanes //= 2
     vectors = 2 if ocg > lanes else 1
@@ -196,7 +196,7 @@ def emit_pack_weight(lowering: Lowering, w: Value, g: Geometry, block: Blocking,
     a cache line of wp is written at once). It runs alongside the input packing: it waits for no
     kernel."""
     element = element_type(w.dtype)
-    lanes = lowering.target.vector_floats * 4 // w.dtype.numpy.itemsize
+    lanes = lowering.target.lanes(w.dtype)
     blocks = math.ceil(g.ocg / block.width)
     tap_count, kernel_size = len(layout.taps), math.prod(w.shape[2:])
     assert max(layout.taps, default=0) < kernel_size, (layout.taps, w.shape)
@@ -778,7 +778,7 @@ def choose_point_blocking(ocg: int, points: int, lowering: Lowering, dtype) -> B
     output channels suits the layer better: at least half a vector of output channels, or phase
     rows shorter than a vector (the input gradient of a stem conv with 3 input channels is the case
     this is for)."""
-    lanes = lowering.target.vector_floats * 4 // dtype.numpy.itemsize
+    lanes = lowering.target.lanes(dtype)
     registers = 32 if lowering.target.vector_floats == 16 else 16
     most = (registers - 1) // (ocg + 1)         # ocg x vectors accumulators, the vectors, one broadcast
     if 2 * ocg > lanes or points < lanes or most < 1:
@@ -1041,7 +1041,7 @@ def emit_pack_channel_blocks(lowering: Lowering, y: Value, layout: Padded, group
     and writes each position's R channels. The squares are no wider than R needs (4 x 4 for a
     3-channel image), so few channels do not load positions they throw away."""
     element = element_type(y.dtype)
-    widest = lowering.target.vector_floats * 4 // y.dtype.numpy.itemsize
+    widest = lowering.target.lanes(y.dtype)
     lanes = min(widest, max(4, 1 << (layout.channels - 1).bit_length()))
     n, channels = y.shape[0], y.shape[1]
     group_channels = channels // groups
