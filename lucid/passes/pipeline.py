@@ -29,6 +29,7 @@ the Partition of the results. With `record=True` the manager keeps `(stage name,
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Sequence
 
 from ..errors import GraphError
@@ -109,10 +110,12 @@ def training_steps(graph: Graph, wrt: list[str]) -> list:
 def stage(graph: Graph, name: str, wrt: list[str] | None = None) -> list[tuple[str, Graph]]:
     """`[(title, graph)]` of stage `name` (one of STAGES): the graph as given (`traced`), after the
     `inference` pipeline (`shape-inferred`), then fused (`fused`), then planned (`planned`: the graph
-    codegen takes, with its `memory_plan`); or (`training`, with respect to `wrt`) the forward and
-    backward graphs as the partition makes them, before `codegen-ready`."""
+    codegen takes, with its `memory_plan`); or (`training`, with respect to `wrt`, by default the
+    parameters that require grad) the forward and backward graphs as the partition makes them, before
+    `codegen-ready`."""
     if name == "training":
-        split = PassManager(training_steps(graph, wrt or [])).run(graph)
+        wrt = autodiff.default_wrt(graph) if wrt is None else wrt
+        split = PassManager(training_steps(graph, wrt)).run(graph)
         return [("forward", split.forward), ("backward", split.backward)]
     if name not in _INFERENCE_STAGES:
         raise GraphError(f"unknown stage {name!r}; known stages: {', '.join(STAGES)}")
@@ -124,10 +127,9 @@ def _apply(fn: Callable, graph):
     if isinstance(graph, partition.Partition):
         return dataclasses.replace(graph, forward=_apply(fn, graph.forward), backward=_apply(fn, graph.backward))
     result = fn(graph)
-    if isinstance(result, partition.Partition):
-        result.forward.verify(), result.backward.verify()
-        return result
-    return result.verify()
+    for made in (result.forward, result.backward) if isinstance(result, partition.Partition) else (result,):
+        made.verify()
+    return result
 
 
 def _pipeline(pipeline) -> Sequence:
@@ -145,4 +147,4 @@ def _resolve(step) -> tuple[str, Callable]:
     name, options = step if isinstance(step, tuple) else (step, {})
     if name not in PASSES:
         raise GraphError(f"PassManager: unknown pass {name!r}; known: {sorted(PASSES)}")
-    return name, (lambda graph: PASSES[name](graph, **options)) if options else PASSES[name]
+    return name, functools.partial(PASSES[name], **options) if options else PASSES[name]
