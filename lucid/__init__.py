@@ -37,7 +37,7 @@ from . import nn, optim  # noqa: E402  (nn and optim need the names above)
 from .tracing import spec, trace  # noqa: E402
 from .compiler import compile  # noqa: E402,A004
 from . import ir, passes  # noqa: E402
-from .exporter import export  # noqa: E402
+from .aot import export  # noqa: E402
 from . import runtime  # noqa: E402  (numpy + ctypes only)
 
 

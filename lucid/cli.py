@@ -15,7 +15,7 @@ import sys
 
 #: subcommand name -> (module implementing it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "export": ("lucid.export_command", "compile a model ahead of time into a shared library with a C ABI"),
+    "export": ("lucid.aot.command", "compile a model ahead of time into a shared library with a C ABI"),
     "viz": ("lucid.viz.command", "draw a graph or a module as an interactive HTML page, an SVG picture or DOT"),
 }
 

@@ -5,12 +5,14 @@ shapes and dtypes, whether gradients are needed, the module's train/eval mode) i
 through the passes and compiled once; its native code is cached on disk, so another process with the
 same graph skips LLVM. Example inputs (Tensors or `lucid.spec`s) compile their signature up front.
 
-- Inference (grad mode off, or nothing requires grad): the "inference" pipeline and fusion, one
-  executable.
-- Training: autodiff with respect to the inputs and parameters that require grad, simplification,
-  fusion, then a partition into a forward executable (outputs and saved activations) and a backward
-  executable. Outputs are Tensors on the eager tape: `loss.backward()` runs the compiled backward and
-  fills `.grad`. BatchNorm running statistics are updated as in eager mode.
+- Inference (grad mode off, or nothing requires grad): `pipeline.for_inference`, one executable.
+- Training: `pipeline.for_training` with respect to the inputs and parameters that require grad
+  (autodiff, simplification, the partition, then fusion and planning of each side): a forward
+  executable (outputs and saved activations) and a backward executable. Outputs are Tensors on the
+  eager tape: `loss.backward()` runs the compiled backward and fills `.grad`. BatchNorm running
+  statistics are updated as in eager mode.
+The passes and their order are `lucid/passes/pipeline.py`'s; the executables
+(`lucid/runtime/executable.py`) run no pass.
 
 A call whose inputs do not fit the model fails while tracing, with the layer's error, before any
 native code runs; inputs must be lucid Tensors (or NumPy arrays).
@@ -22,7 +24,7 @@ import numpy as np
 from . import autograd
 from .errors import DTypeError
 from .ir.types import TensorType
-from .passes import PassManager, autodiff, dead_code, fusion, partition
+from .passes import autodiff, pipeline
 from .tensor import Tensor
 from .tracing import Spec, spec, trace
 
@@ -87,20 +89,10 @@ def _as_tensor(x, position: int) -> Tensor:
     raise DTypeError(f"compiled call: input {position} must be a lucid Tensor or a NumPy array, got {type(x).__name__}")
 
 
-def codegen_form(graph):
-    """`graph` in the form codegen takes: fused, then without dead code."""
-    return dead_code.run(fusion.run(graph))
+def _executable(planned_graph):
+    from .runtime.executable import Executable      # here: `import lucid` loads no llvmlite
 
-
-def inference_form(graph):
-    """A traced graph optimised for inference and ready for codegen (`lucid.compile`, `lucid.export`)."""
-    return codegen_form(PassManager("inference").run(graph))
-
-
-def _executable(graph):
-    from .codegen.executable import Executable
-
-    return Executable(codegen_form(graph))
+    return Executable(planned_graph)
 
 
 def _wrap_outputs(graph, arrays: list):
@@ -111,9 +103,7 @@ def _wrap_outputs(graph, arrays: list):
 class _Inference:
     def __init__(self, graph):
         self.graph = graph
-        from .codegen.executable import Executable
-
-        self.executable = Executable(inference_form(graph))
+        self.executable = _executable(pipeline.for_inference(graph))
 
     @property
     def peak_scratch_bytes(self) -> int:
@@ -128,10 +118,7 @@ class _Training:
 
     def __init__(self, graph, input_names: list, params: list):
         self.graph, self.input_names, self.params = graph, input_names, params
-        joint = autodiff.run(graph, wrt=input_names + self.params)
-        seeds = [v.name for v in joint.inputs[len(graph.inputs):]]
-        joint = PassManager("simplify").run(joint)
-        self.split = partition.run(joint, seeds, forward_outputs=len(graph.outputs))
+        self.split = pipeline.for_training(graph, wrt=input_names + self.params)
         self.forward = _executable(self.split.forward)
         self.backward = _executable(self.split.backward)
 

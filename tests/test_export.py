@@ -1,4 +1,4 @@
-"""`lucid.export` (lucid/exporter.py, lucid/codegen/aot.py) and the libraries it writes, against eager
+"""`lucid.export` (lucid/aot/exporter.py, lucid/aot/emitter.py) and the libraries it writes, against eager
 execution of the same model in eval mode.
 
 Checked: exported outputs equal eager outputs for the UNet, the autoencoder (lazy layers) and the
@@ -375,7 +375,7 @@ def test_examples_aot_builds_and_prints_the_unet_checksum(tmp_path):
 
 # ============================================================================== targets
 def test_export_for_another_cpu_level_runs_here(folder, monkeypatch):
-    from lucid.codegen.aot import _required_features
+    from lucid.aot.emitter import _required_features
     from lucid.codegen.target import Target
 
     monkeypatch.setenv("LUCID_CPU", "x86-64-v3")          # the AVX2 code path, 8-lane vectors

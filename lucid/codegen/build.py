@@ -1,4 +1,6 @@
-"""From a planned graph to its object code: the step `Executable` (JIT) and `aot` (export) share.
+"""From a planned graph to its object code: the step `runtime.executable` (JIT) and `aot.emitter`
+(export) share. A planned graph is what the `codegen-ready` pipeline returns (`memory_plan_of` reads
+its plan; codegen plans nothing itself).
 
 `graph_code(graph, plan, target)` returns the object code of every kernel module and of the entry
 module (`lucid_run`, see `parallel.py`), and the bytes of per-node workspace the kernels need. A graph
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 import llvmlite.ir as ir
 
 from .. import __version__
+from ..errors import GraphError
 from ..ir.cost import estimated_flops
 from ..ir.graph import Graph
 from ..passes.memory_planning import MemoryPlan
@@ -36,6 +39,15 @@ SERIAL_FLOPS = 4_000_000
 class GraphCode:
     objects: list[bytes]          # kernel modules' and the entry module's object code
     workspace_bytes: int          # per-node scratch the kernels use (one workspace per call)
+
+
+def memory_plan_of(graph: Graph) -> MemoryPlan:
+    """The memory plan of a planned graph, or a GraphError saying how to plan it."""
+    plan = getattr(graph, "memory_plan", None)
+    if plan is None:
+        raise GraphError(f"codegen: graph {graph.name} has no memory plan; run it through the codegen-ready "
+                         "pipeline (lucid.passes.PassManager('codegen-ready')) or memory_planning.run first")
+    return plan
 
 
 def graph_code(graph: Graph, plan: MemoryPlan, target: Target) -> GraphCode:

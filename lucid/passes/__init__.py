@@ -1,6 +1,7 @@
-"""Graph passes, one file each; every pass takes a graph and returns a new one (see each docstring)."""
+"""Graph passes, one file each; every pass takes a graph and returns a new one (see each docstring).
+`pipeline.py` says which run in which order (the named pipelines) and runs them (`PassManager`)."""
 from . import autodiff, common_subexpressions, constant_folding, dead_code, shape_inference
-from .manager import PASSES, PIPELINES, PassManager, run_pipeline
+from .pipeline import PASSES, PIPELINES, PassManager, run_pipeline
 
 infer_shapes = shape_inference.run
 differentiate = autodiff.run

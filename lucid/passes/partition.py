@@ -1,7 +1,8 @@
 """Partition a gradient graph (from autodiff) into a forward graph and a backward graph.
 
-`run(grad_graph, seeds)` takes the joint graph autodiff made (inputs: the forward inputs and the
-`seeds`; outputs: forward outputs, then gradients) and returns `Partition(forward, backward, saved)`:
+`run(joint, input_count, output_count)` takes the joint graph autodiff made from a forward graph of
+`input_count` inputs and `output_count` outputs (inputs: the forward inputs, then the seeds; outputs:
+the forward outputs, then the gradients) and returns `Partition(forward, backward, saved, forward_inputs)`:
 - `forward` computes everything that does not depend on a seed: inputs are the forward inputs,
   outputs are the forward outputs followed by the saved values; it keeps the state updates;
 - `backward` computes the gradients: its inputs are the saved values (named `saved_<i>`), then the
@@ -27,17 +28,18 @@ class Partition:
     forward_inputs: list      # names of the forward inputs the backward graph takes
 
 
-def run(graph: Graph, seeds: list[str], forward_outputs: int) -> Partition:
-    seed_values = {graph.value(name) for name in seeds}
+def run(graph: Graph, input_count: int, output_count: int) -> Partition:
+    seeds = graph.inputs[input_count:]
+    seed_values = set(seeds)
     dependent = _dependent(graph, seed_values)
-    gradients = graph.outputs[forward_outputs:]
+    gradients = graph.outputs[output_count:]
     backward_nodes = _needed(graph, gradients, stop=lambda v: v not in dependent and not _is_constant(v))
     reads = [v for node in backward_nodes for v in node.inputs] + list(gradients)
     saved = _unique(v for v in reads if v not in dependent and v.node is not None and not v.node.is_constant)
     forward_inputs = set(graph.inputs) - seed_values
     inputs_read = _unique(v for v in reads if v in forward_inputs)
-    forward = _forward(graph, seed_values, graph.outputs[:forward_outputs] + saved)
-    backward = _backward(graph, backward_nodes, saved, inputs_read, [graph.value(n) for n in seeds], gradients)
+    forward = _forward(graph, seed_values, graph.outputs[:output_count] + saved)
+    backward = _backward(graph, backward_nodes, saved, inputs_read, seeds, gradients)
     return Partition(forward, backward, saved, [v.name for v in inputs_read])
 
 

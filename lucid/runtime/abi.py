@@ -1,5 +1,5 @@
 """The file format and C ABI of the libraries `lucid.export` writes: the one thing the exporter
-(`lucid/codegen/aot.py`) and the runtime (`lucid.runtime`) share. Imports nothing but the standard
+(`lucid/aot/emitter.py`) and the runtime (`lucid.runtime`) share. Imports nothing but the standard
 library.
 
 A library exports, besides the model's `N_*` functions (see the generated header),

@@ -28,9 +28,9 @@ import pytest
 import lucid
 import lucid.nn as nn
 from lucid.codegen import jit
-from lucid.codegen.executable import Executable
+from lucid.runtime.executable import Executable
 from lucid.codegen.target import Target, host
-from lucid.passes import PassManager, dead_code, fusion
+from lucid.passes import PassManager, dead_code, fusion, memory_planning
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -75,9 +75,9 @@ import numpy as np
 import lucid
 import lucid.nn.functional as F
 from lucid.codegen import jit
-from lucid.codegen.executable import Executable
+from lucid.runtime.executable import Executable
 from lucid.codegen.target import host
-from lucid.passes import PassManager, autodiff, dead_code, fusion
+from lucid.passes import PassManager, autodiff, dead_code, fusion, memory_planning
 
 codes = []
 original = jit.NativeCode.__init__
@@ -103,7 +103,7 @@ for dtype in ("float32", "float64"):
     arrays = [(rng.standard_normal(s) * 0.5).astype(dtype) for s in shapes]
     arrays.append(rng.standard_normal(graph.outputs[0].shape).astype(dtype))
     expected = lucid.ir.run(joint, *arrays)
-    executable = Executable(joint)
+    executable = Executable(memory_planning.run(joint))
     errors[dtype] = []
     for threads in (1, 2):
         got = executable(*arrays, threads=threads)
@@ -191,7 +191,7 @@ X = np.random.default_rng(0).standard_normal((1, 1, 4, 4, 4)).astype(np.float32)
 def build(graph) -> tuple[dict, np.ndarray]:
     """(counter increments, output) of building `graph` and running it on X."""
     before = dict(jit.COUNTERS)
-    executable = Executable(graph)
+    executable = Executable(memory_planning.run(graph))
     delta = {k: jit.COUNTERS[k] - before[k] for k in before}
     return delta, executable(X)[0]
 

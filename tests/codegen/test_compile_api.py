@@ -21,7 +21,7 @@ import lucid.nn as nn
 import lucid.nn.functional as F
 from lucid.codegen import jit
 from lucid.codegen.build import SERIAL_FLOPS
-from lucid.codegen.executable import Executable
+from lucid.runtime.executable import Executable
 from lucid.ir.cost import estimated_flops
 from lucid.errors import DTypeError, LucidError, ShapeError
 from lucid.optim import SGD

@@ -33,10 +33,10 @@ import pytest
 import lucid
 import lucid.nn.functional as F
 import oracle
-from lucid.codegen.executable import Executable
+from lucid.runtime.executable import Executable
 from lucid.codegen.kernels import winograd
 from lucid.ir import ops
-from lucid.passes import autodiff, dead_code, fusion
+from lucid.passes import autodiff, dead_code, fusion, memory_planning
 from model_helpers import kernel_labels
 
 N_GROUPS = 16
@@ -247,7 +247,7 @@ def test_random_convolutions(index):
     graph = lucid.trace(group_function(configs), *map(_spec, arrays), name=f"conv_group_{index}")
 
     # forward: compiled == interpreter == oracle
-    compiled = Executable(graph)(*arrays)
+    compiled = Executable(memory_planning.run(graph))(*arrays)
     interpreted = lucid.ir.run(graph, *arrays)
     for c, entry, got, ref in zip(configs, per_config, compiled, interpreted):
         assert got.dtype == np.dtype(dtype)
@@ -260,7 +260,7 @@ def test_random_convolutions(index):
     assert "conv_weight_grad" in present
     assert {"conv", "conv_transpose"} <= present or len({c.kind for c in configs}) == 1
     seeds = [rng.standard_normal(v.shape).astype(dtype) for v in grad.inputs[len(arrays):]]
-    executable = Executable(grad)
+    executable = Executable(memory_planning.run(grad))
     outputs = executable(*arrays, *seeds, threads=1)
     expected = lucid.ir.run(grad, *arrays, *seeds)
     assert len(outputs) == len(expected) == len(configs) + len(arrays)
@@ -296,7 +296,7 @@ def test_non_finite_inputs(index):
     grad = autodiff.run(graph, wrt=[v.name for v in graph.inputs])
     seeds = [rng.standard_normal(v.shape).astype(dtype) for v in grad.inputs[len(arrays):]]
     expected = lucid.ir.run(grad, *arrays, *seeds)
-    got = Executable(grad)(*arrays, *seeds, threads=2)
+    got = Executable(memory_planning.run(grad))(*arrays, *seeds, threads=2)
     for i, (a, e) in enumerate(zip(got, expected)):
         np.testing.assert_array_equal(np.isnan(a), np.isnan(e), err_msg=f"output {i}: NaN positions")
         np.testing.assert_array_equal(np.isposinf(a), np.isposinf(e), err_msg=f"output {i}: +inf positions")
@@ -314,7 +314,7 @@ def test_conv_transpose_with_an_infinite_weight():
     graph = lucid.trace(lambda x, w: F.conv_transpose1d(x, w), _spec(x), _spec(w), name="convT_inf_weight")
     expected = lucid.ir.run(graph, x, w)                     # [inf, inf, 1]: y[2] = x[1] * w[1]
     np.testing.assert_array_equal(expected, [[[np.inf, np.inf, 1.0]]])
-    np.testing.assert_array_equal(Executable(graph)(x, w)[0], expected)
+    np.testing.assert_array_equal(Executable(memory_planning.run(graph))(x, w)[0], expected)
 
 
 # ==============================================================================================
@@ -377,8 +377,8 @@ def test_edge_configurations(dtype):
     graph = lucid.trace(group_function(configs), *map(_spec, arrays), name=f"conv_edges_{dtype}")
     grad = autodiff.run(graph, wrt=[v.name for v in graph.inputs])
     seeds = [rng.standard_normal(v.shape).astype(dtype) for v in grad.inputs[len(arrays):]]
-    forward = Executable(graph)(*arrays)
-    outputs = Executable(grad)(*arrays, *seeds, threads=2)
+    forward = Executable(memory_planning.run(graph))(*arrays)
+    outputs = Executable(memory_planning.run(grad))(*arrays, *seeds, threads=2)
     expected = lucid.ir.run(grad, *arrays, *seeds)
     tol = TOL[dtype]
     for i, (got, ref) in enumerate(zip(outputs, expected)):
@@ -412,7 +412,7 @@ def test_narrower_vector_targets(cpu):
     grad = autodiff.run(graph, wrt=[v.name for v in graph.inputs])
     seeds = [rng.standard_normal(v.shape).astype("float32") for v in grad.inputs[len(arrays):]]
     expected = lucid.ir.run(grad, *arrays, *seeds)
-    got = Executable(grad, target)(*arrays, *seeds, threads=2)
+    got = Executable(memory_planning.run(grad), target)(*arrays, *seeds, threads=2)
     for i, (a, e) in enumerate(zip(got, expected)):
         assert_close(a, e, TOL["float32"], f"{cpu}: gradient graph output {i}")
 
@@ -450,8 +450,8 @@ def test_fused_epilogues(dtype):
     anchors = [ops.fused.body_graph(n.attrs["body"]).nodes[0].op for n in bodies]
     assert sorted(anchors) == ["conv", "conv", "conv", "conv_transpose"]
     expected = lucid.ir.run(graph, *arrays)
-    got = Executable(fused)(*arrays, threads=2)
-    unfused = Executable(graph)(*arrays)
+    got = Executable(memory_planning.run(fused))(*arrays, threads=2)
+    unfused = Executable(memory_planning.run(graph))(*arrays)
     tol = TOL[dtype]
     for i, (a, b, e) in enumerate(zip(got, unfused, expected)):
         assert a.dtype == e.dtype
@@ -480,7 +480,7 @@ def test_fused_gradient_graph_of_a_small_network():
     seeds = [rng.standard_normal(v.shape).astype("float32") for v in grad.inputs[len(arrays):]]
     expected = lucid.ir.run(grad, *arrays, *seeds)
     for what, g in (("unfused", grad), ("fused", fused)):
-        for i, (a, e) in enumerate(zip(Executable(g)(*arrays, *seeds), expected)):
+        for i, (a, e) in enumerate(zip(Executable(memory_planning.run(g))(*arrays, *seeds), expected)):
             assert_close(a, e, TOL["float32"], f"{what} gradient graph output {i}")
 
 
@@ -513,7 +513,7 @@ def test_weight_gradient_reads_the_copy_the_input_gradient_packed(kind, x_shape,
     graph = lucid.trace(lambda x, w, b: fn(x, w, b, **attrs), *map(_spec, arrays), name=f"shared_{kind}")
     grad = autodiff.run(graph, wrt=[v.name for v in graph.inputs])
     seed = rng.standard_normal(grad.inputs[-1].shape).astype("float32")
-    executable = Executable(grad)
+    executable = Executable(memory_planning.run(grad))
     labels = kernel_labels(executable)
     packs = {"wgrad_pack_input", "wgrad_pack_gradient"}
     assert packs - set(labels) == ({shared} if shared else set()), labels

@@ -21,10 +21,10 @@ import pytest
 
 import lucid
 import lucid.nn.functional as F
-from lucid.codegen.executable import Executable
+from lucid.runtime.executable import Executable
 from lucid.ir import ops
 from lucid.ir.ops.pool import pool_output_size
-from lucid.passes import autodiff
+from lucid.passes import autodiff, memory_planning
 
 SENTINEL = 1e30
 RTOL = {"float32": 1e-6, "float64": 1e-12}
@@ -68,7 +68,7 @@ def check_graph(graph, x: np.ndarray, gy: np.ndarray, *, exact: bool, atol=(0.0,
     """Compare the compiled graph (threads 1 and 2) with the interpreter on (x, gy)."""
     expected = lucid.ir.run(graph, x, gy)
     rtol = RTOL[x.dtype.name]
-    executable = Executable(graph)
+    executable = Executable(memory_planning.run(graph))
     xv, x_buffer = embedded(x)
     gv, g_buffer = embedded(gy)
     before = (x_buffer.copy(), g_buffer.copy())
@@ -147,7 +147,7 @@ def test_window_wholly_in_padding():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((1, 2, 3, 5)).astype(np.float32)
     gy = rng.standard_normal(graph.inputs[1].shape).astype(np.float32)
-    y, dx = Executable(graph)(x, gy, threads=2)
+    y, dx = Executable(memory_planning.run(graph))(x, gy, threads=2)
     assert np.all(y == -np.inf) and np.all(dx == 0)
     check_graph(graph, x, gy, exact=True)
 
@@ -165,7 +165,7 @@ def test_ties_minus_infinity_and_nan(dtype):
     x[1, 0, ::2, ::2] = 1.0
     gy = (np.arange(math.prod(graph.inputs[1].shape)).reshape(graph.inputs[1].shape) % 7 + 1).astype(dtype)
     check_graph(graph, x, gy, exact=True)
-    _, dx = Executable(graph)(x, gy, threads=1)
+    _, dx = Executable(memory_planning.run(graph))(x, gy, threads=1)
     assert dx[0, 0].sum() == gy[0, 0, 1:, 1:].sum()           # windows whose first tap is inside
     assert dx[0, 1, 1, 2] == gy[0, 1, 0:3, 1:4].sum()          # every window holding the NaN
 
@@ -193,7 +193,7 @@ def test_avg_divisors_with_ceil_overhang():
         graph = grad_graph(pool_fn("avg_pool", attrs), (1, 1, 6), "float64", "avg_pool_grad")
         x = np.arange(1.0, 7.0).reshape(1, 1, 6)
         gy = np.ones(graph.inputs[1].shape)
-        y, dx = Executable(graph)(x, gy, threads=2)
+        y, dx = Executable(memory_planning.run(graph))(x, gy, threads=2)
         # windows start at -1, 1, 3, 5: with padding counted 3, 3, 3, 2 (the overhang is not), else 2, 3, 3, 1
         divisors = [3, 3, 3, 2] if include else [2, 3, 3, 1]
         np.testing.assert_allclose(y[0, 0], [3 / divisors[0], 9 / divisors[1], 15 / divisors[2], 6 / divisors[3]])
@@ -227,9 +227,9 @@ def test_compiled_graph_is_cached_and_fast(tmp_path, monkeypatch):
     graph = grad_graph(pool_fn("max_pool", attrs), (1, 2, 5, 6, 7), "float64", "max_pool_grad")
     compiled = jit.COUNTERS["compiled"]
     began = time.perf_counter()
-    Executable(graph)
+    Executable(memory_planning.run(graph))
     assert time.perf_counter() - began < 5.0
     after_first = jit.COUNTERS["compiled"]
     assert after_first > compiled and list(tmp_path.glob("objects/*.o")) and list(tmp_path.glob("graphs/*.json"))
-    Executable(graph)
+    Executable(memory_planning.run(graph))
     assert jit.COUNTERS["compiled"] == after_first

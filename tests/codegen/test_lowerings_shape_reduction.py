@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 import lucid
-from lucid.codegen.executable import Executable
+from lucid.runtime.executable import Executable
 from lucid.ir import ops
+from lucid.passes import memory_planning
 
 FLOATS = (np.float32, np.float64)
 ALL = (np.float32, np.float64, np.int64, np.bool_)
@@ -41,7 +42,7 @@ def check(fn, *arrays, rtol: float = 1e-5, atol: float = 1e-6) -> list:
     graph = lucid.trace(fn, *(lucid.spec(a.shape, dtype=a.dtype) for a in arrays))
     expected = lucid.ir.run(graph, *arrays)
     expected = list(expected) if graph.returns_tuple else [expected]
-    executable = Executable(graph)
+    executable = Executable(memory_planning.run(graph))
     for threads in (1, 2):
         got = executable(*arrays, threads=threads)
         assert len(got) == len(expected)
@@ -211,7 +212,7 @@ def test_one_hot_out_of_range_gives_zero_rows():
         lucid.ir.run(graph, x)
     expected = (x[..., None] == np.arange(4)).astype(np.float32)
     for threads in (1, 2):
-        np.testing.assert_array_equal(Executable(graph)(x, threads=threads)[0], expected)
+        np.testing.assert_array_equal(Executable(memory_planning.run(graph))(x, threads=threads)[0], expected)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,7 +354,8 @@ import ctypes, mmap, sys
 import numpy as np
 import lucid
 from lucid.ir import ops
-from lucid.codegen import executable
+from lucid.passes import memory_planning
+from lucid.runtime import executable
 
 PAGE = mmap.PAGESIZE
 libc = ctypes.CDLL(None)
@@ -423,7 +425,7 @@ for fn, arrays in CASES:
         expected = list(expected) if graph.returns_tuple else [expected]
     for before in (False, True):
         GuardedNumpy.before = before
-        compiled = executable.Executable(graph)
+        compiled = executable.Executable(memory_planning.run(graph))
         for threads in (1, 2):
             got = compiled(*[place(a, before) for a in arrays], threads=threads)
             for g, e in zip(got, expected):

@@ -35,10 +35,10 @@ import lucid
 import lucid.codegen.kernels  # noqa: F401  (registers the lowerings)
 import lucid.nn.functional as F
 from gradient_cases import CASES
-from lucid.codegen.executable import Executable
+from lucid.runtime.executable import Executable
 from lucid.codegen.lowering import LOWERINGS
 from lucid.ir import ops
-from lucid.passes import autodiff, dead_code, fusion
+from lucid.passes import autodiff, dead_code, fusion, memory_planning
 
 RTOL = {"float64": 1e-10, "float32": 1e-5}
 
@@ -75,7 +75,7 @@ def check_compiled(graph, arrays: list, rtol: float, what: str, expected: list |
         expected = as_list(lucid.ir.run(graph, *arrays))
     arrays = [np.asarray(a) for a in arrays]
     before = [a.copy() for a in arrays]
-    got = Executable(graph)(*arrays, threads=threads)
+    got = Executable(memory_planning.run(graph))(*arrays, threads=threads)
     assert_matches(got, expected, rtol, what)
     for i, (a, b) in enumerate(zip(arrays, before)):
         np.testing.assert_array_equal(a, b, err_msg=f"{what}: the compiled graph wrote into input {i}")
@@ -557,7 +557,7 @@ def test_batch_norm_state_updates():
     after_interpreter = {n: np.array(graph.bindings[n]).copy() for n in names}
     for n in names:
         np.copyto(np.asarray(graph.bindings[n]), start[n])
-    got = Executable(graph)(x, threads=2)
+    got = Executable(memory_planning.run(graph))(x, threads=2)
     assert_matches(got, expected, RTOL["float32"], "batch_norm training output")
     for n in names:
         assert not np.array_equal(after_interpreter[n], start[n])
@@ -746,7 +746,7 @@ def test_one_and_two_threads_identical(dtype):
     rng = np.random.default_rng(22)
     inputs = arrays + seeds_for(grad, len(arrays), rng)
     expected = as_list(lucid.ir.run(grad, *inputs))
-    executable = Executable(grad)
+    executable = Executable(memory_planning.run(grad))
     one = executable(*inputs, threads=1)
     two = executable(*inputs, threads=2)
     three = executable(*inputs, threads=3)

@@ -12,11 +12,11 @@ import pytest
 import lucid
 import lucid.nn.functional as F
 import oracle
-from lucid.codegen.executable import Executable
+from lucid.runtime.executable import Executable
 from lucid.codegen.kernels import winograd
 from lucid.codegen.target import Target, host
 from lucid.ir import ops
-from lucid.passes import autodiff, dead_code, fusion
+from lucid.passes import autodiff, dead_code, fusion, memory_planning
 from model_helpers import kernel_labels
 
 TOL = {"float32": 1e-4, "float64": 1e-10}
@@ -85,7 +85,7 @@ APPLIES = [
 def test_matches_the_oracle(index, dtype):
     kind, x_shape, oc, kernel, attrs = APPLIES[index]
     fn, arrays, expected = _case(kind, x_shape, oc, kernel, np.random.default_rng(index), dtype, bias=index % 3 != 2, **attrs)
-    executable = Executable(lucid.trace(fn, *map(_spec, arrays), name=f"wino_{index}"))
+    executable = Executable(memory_planning.run(lucid.trace(fn, *map(_spec, arrays), name=f"wino_{index}")))
     assert "wino_conv" in kernel_labels(executable)
     got = executable(*arrays, threads=2)[0]
     assert got.dtype == np.dtype(dtype) and got.shape == expected.shape
@@ -108,7 +108,7 @@ NOT_APPLIED = [
 def test_other_convolutions_stay_direct(index):
     kind, x_shape, oc, kernel, attrs = NOT_APPLIED[index]
     fn, arrays, expected = _case(kind, x_shape, oc, kernel, np.random.default_rng(index), **attrs)
-    executable = Executable(lucid.trace(fn, *map(_spec, arrays), name=f"direct_{index}"))
+    executable = Executable(memory_planning.run(lucid.trace(fn, *map(_spec, arrays), name=f"direct_{index}")))
     assert not any(label.startswith("wino") for label in kernel_labels(executable))
     assert_close(executable(*arrays)[0], expected, TOL["float32"], f"{kind} {attrs}")
 
@@ -121,7 +121,7 @@ def test_too_little_work_for_the_cores_stays_direct(cores, applies, monkeypatch)
     monkeypatch.setattr(winograd, "MIN_ITEMS_PER_CORE", 4)
     fn, arrays, expected = _case("conv", (1, 32, 8, 6, 7), 32, (3, 3, 3), np.random.default_rng(1), padding=1)
     target = dataclasses.replace(host(), cores=cores)
-    executable = Executable(lucid.trace(fn, *map(_spec, arrays), name="wino_few_items"), target)
+    executable = Executable(memory_planning.run(lucid.trace(fn, *map(_spec, arrays), name="wino_few_items")), target)
     assert ("wino_conv" in kernel_labels(executable)) == applies
     assert_close(executable(*arrays)[0], expected, TOL["float32"], f"{cores} cores")
 
@@ -136,7 +136,7 @@ def test_gradient_graph_uses_it_for_the_input_gradient(kind):
     graph = lucid.trace(fn, *map(_spec, arrays), name=f"wino_grad_{kind}")
     grad = autodiff.run(graph, wrt=[v.name for v in graph.inputs])
     seed = rng.standard_normal(grad.inputs[-1].shape).astype("float32")
-    executable = Executable(grad)
+    executable = Executable(memory_planning.run(grad))
     assert kernel_labels(executable).count("wino_conv") == 2
     outputs = executable(*arrays, seed, threads=2)
     vjp = oracle.conv_nd_vjp if kind == "conv" else oracle.conv_transpose_nd_vjp
@@ -153,7 +153,7 @@ def test_fused_epilogue():
     graph = lucid.trace(lambda x, w, b, r: ops.relu(F.conv2d(x, w, b, padding=1)) + r, *map(_spec, (x, w, b, r)))
     fused = dead_code.run(fusion.run(graph))
     assert [n.op for n in fused.nodes if not n.is_constant] == ["fused"]
-    executable = Executable(fused)
+    executable = Executable(memory_planning.run(fused))
     assert "wino_conv" in kernel_labels(executable)
     expected = np.maximum(oracle.conv_nd(x.astype(np.float64), w, b, padding=1), 0) + r
     assert_close(executable(x, w, b, r)[0], expected, TOL["float32"], "conv + bias + relu + residual")
@@ -194,8 +194,8 @@ def test_non_finite_values_are_the_direct_convolutions(what, kind):
             attrs["padding"] = 1
     fn = getattr(F, "conv_transpose2d" if kind == "conv_transpose" else "conv2d")
     reference = oracle.conv_transpose_nd if kind == "conv_transpose" else oracle.conv_nd
-    executable = Executable(lucid.trace(lambda x, w: fn(x, w, **attrs), _spec(x), _spec(w),
-                                        name=f"wino_nan_{kind.replace(' ', '_')}_{what}"))
+    executable = Executable(memory_planning.run(lucid.trace(lambda x, w: fn(x, w, **attrs), _spec(x), _spec(w),
+                                                            name=f"wino_nan_{kind.replace(' ', '_')}_{what}")))
     assert "wino_conv" in kernel_labels(executable)
     got = executable(x, w, threads=2)[0]
     with np.errstate(invalid="ignore", over="ignore"):
@@ -215,6 +215,6 @@ def test_narrower_vector_targets(cpu):
     if not here.triple.startswith("x86_64") or (cpu == "x86-64-v3" and "+avx2" not in here.features.split(",")):
         pytest.skip(f"the host cannot run {cpu} code")
     fn, arrays, expected = _case("conv", (1, 32, 3, 5, 7), 36, (3, 3, 3), np.random.default_rng(14), padding=1)
-    executable = Executable(lucid.trace(fn, *map(_spec, arrays), name=f"wino_{cpu}"), Target(here.triple, cpu, ""))
+    executable = Executable(memory_planning.run(lucid.trace(fn, *map(_spec, arrays), name=f"wino_{cpu}")), Target(here.triple, cpu, ""))
     assert "wino_conv" in kernel_labels(executable)
     assert_close(executable(*arrays, threads=2)[0], expected, TOL["float32"], cpu)

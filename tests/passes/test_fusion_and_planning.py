@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 import lucid
 import lucid.nn.functional as F
-from lucid.codegen.executable import Executable
+from lucid.runtime.executable import Executable
 from lucid.ir import Builder, Graph, TensorType, building, ops
 from lucid.ir.ops.fused import body_graph
 from lucid.passes import PassManager, autodiff, dead_code, fusion, memory_planning, partition
@@ -151,7 +151,7 @@ def test_conv_with_bias_relu_and_residual_is_one_fused_node():
     assert "= fused(%x, %w, %b)" in str(f)
     x = arr(1, 4, 4, 4, 4)
     run_both(g, f, *[x])
-    np.testing.assert_allclose(Executable(f)(x)[0], lucid.ir.run(g, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(Executable(memory_planning.run(f))(x)[0], lucid.ir.run(g, x), rtol=1e-5, atol=1e-5)
 
 
 def test_conv_transpose_epilogue_and_lone_convs():
@@ -169,7 +169,7 @@ def test_conv_transpose_epilogue_and_lone_convs():
     assert computing(f).count("conv") >= 1                            # v: a conv with two readers
     x = arr(1, 2, 2, 3, 3)
     run_both(g, f, *[x])
-    np.testing.assert_allclose(Executable(f)(x)[0], lucid.ir.run(g, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(Executable(memory_planning.run(f))(x)[0], lucid.ir.run(g, x), rtol=1e-5, atol=1e-5)
 
 
 def test_values_with_two_readers_are_not_fused_away():
@@ -392,8 +392,7 @@ def model_graphs(name):
     model.train()
     g = lucid.trace(model, lucid.spec(*shape))
     joint = autodiff.run(g, wrt=["x"] + autodiff.default_wrt(g))
-    seeds = [v.name for v in joint.inputs[len(g.inputs):]]
-    split = partition.run(PassManager("simplify").run(joint), seeds, forward_outputs=len(g.outputs))
+    split = partition.run(PassManager("simplify").run(joint), len(g.inputs), len(g.outputs))
     graphs.update(joint=joint, forward=split.forward, backward=split.backward)
     graphs.update({f"{k} fused": dead_code.run(fusion.run(v)) for k, v in list(graphs.items())})
     return model, graphs
@@ -423,7 +422,7 @@ def test_plan_with_reshape_aliases_outputs_and_state():
     assert sum(n.op == "reshape" for n in g.nodes) == 6 and len(plan.aliases) == 4
     x = arr(2, 3, 4)
     expected = lucid.ir.run(g, x)
-    got = Executable(g)(x)
+    got = Executable(memory_planning.run(g))(x)
     for a, b in zip(got, expected, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -444,7 +443,7 @@ def test_plan_with_aliases_of_outputs_parameters_and_constants():
     x = arr(3, 4)
     expected = lucid.ir.run(g, x)
     for graph in (g, dead_code.run(fusion.run(g))):
-        got = Executable(graph)(x)
+        got = Executable(memory_planning.run(graph))(x)
         for a, b in zip(got, expected, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -494,7 +493,7 @@ def test_compiled_random_graphs_match_the_interpreter(seed):
     inputs = [arr(2, 3, 4) * 0.5, arr(4, 6) * 0.5]
     expected = lucid.ir.run(graph, *inputs)
     for g in (graph, dead_code.run(fusion.run(graph))):
-        executable = Executable(g)
+        executable = Executable(memory_planning.run(g))
         for threads in (1, 2):
             got = executable(*inputs, threads=threads)
             for a, b in zip(got, expected, strict=True):
@@ -508,6 +507,6 @@ def test_compiled_planned_models_match_the_interpreter(name):
     graph = graphs["inference fused"]
     shape = MODELS[name][1]
     x = arr(*shape)
-    executable = Executable(graph)
+    executable = Executable(memory_planning.run(graph))
     assert executable.plan.arena_bytes == memory_planning.plan(graph).arena_bytes
     np.testing.assert_allclose(executable(x)[0], lucid.ir.run(graph, x), rtol=1e-4, atol=1e-5)

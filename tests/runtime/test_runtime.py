@@ -1,9 +1,10 @@
 """`lucid.runtime` (lucid/runtime/): loading exported libraries with numpy and ctypes only.
 
 Checked: it works in a process where llvmlite cannot be imported (and imports no part of lucid's
-code generator); files that are not lucid libraries (garbage, empty, truncated, text, another
-shared library) and libraries of another ABI version are refused with a LibraryError naming the
-file, in the test process itself (nothing crashes); an error reported by the library reaches Python.
+code generator, nor the in-process runtime of `lucid.compile`, nor the emitter); files that are not
+lucid libraries (garbage, empty, truncated, text, another shared library) and libraries of another
+ABI version are refused with a LibraryError naming the file, in the test process itself (nothing
+crashes); an error reported by the library reaches Python.
 """
 from __future__ import annotations
 
@@ -58,7 +59,9 @@ def test_runtime_works_without_llvmlite(library, tmp_path):
         model = lucid.runtime.load({str(library.library)!r})
         np.save({str(tmp_path / 'y.npy')!r}, model(np.load({str(tmp_path / 'x.npy')!r})))
         model.selftest()
-        heavy = sorted(m for m in sys.modules if m.startswith(("llvmlite", "lucid.codegen", "networkx")))
+        heavy = sorted(m for m in sys.modules if m.startswith(("llvmlite", "lucid.codegen", "networkx",
+                                                              "lucid.runtime.executable", "lucid.runtime.workers",
+                                                              "lucid.aot.emitter")))
         print("imported:", heavy)
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

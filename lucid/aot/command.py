@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from .cli import load_source, parse_shape
+from ..cli import load_source, parse_shape
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ and `lucid_pool_stop` joins every one, so after it returns no thread runs the mo
 module may then be unloaded, as an exported library is by dlclose).
 
 The pool's code is its own small native module. A job names the executable's exported
-`lucid_work(table, state)` (see `parallel.py`), its buffer table and its state block; the workers
+`lucid_work(table, state)` (see `codegen/parallel.py`), its buffer table and its state block; the workers
 call it, so one pool serves every executable. One call uses the pool at a time (`WorkerPool.run`
 holds a lock; a call that finds it taken starts threads of its own through `lucid_run`).
 
@@ -31,8 +31,8 @@ import threading
 import llvmlite.ir as ir
 import numpy as np
 
-from .irgen import I8P, I32, I64, VOID, counted_loop, i64, intrinsic
-from .parallel import THREADS, WORK_TYPE, pause_or_yield
+from ..codegen.irgen import I8P, I32, I64, VOID, counted_loop, i64, intrinsic
+from ..codegen.parallel import THREADS, WORK_TYPE, pause_or_yield
 
 POOL_WORK, POOL_TABLE, POOL_STATE, POOL_LIVE, POOL_DONE, POOL_QUIT, POOL_CPU_COUNT = range(7)
 MAX_WORKERS = 63
@@ -242,7 +242,7 @@ class WorkerPool:
     _lock = threading.Lock()
 
     def __init__(self, target):
-        from .jit import NativeCode, objects
+        from ..codegen.jit import NativeCode, objects
 
         module = pool_module(target.triple)
         self.native = NativeCode([code for _, code in objects([("lucid_pool", str(module))], target)], target)

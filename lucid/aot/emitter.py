@@ -1,10 +1,11 @@
-"""The AOT emitter: a compiled graph as a self-contained shared library with a plain C ABI.
+"""The AOT emitter: a planned graph as a self-contained shared library with a plain C ABI.
 
-`write_library(graph, path, name, golden_inputs, golden_outputs)` writes
+`write_library(graph, path, name, golden_inputs, golden_outputs)` takes the graph as the pipeline left
+it (`passes.pipeline.for_inference`: fused and planned; the emitter runs no pass) and writes
 - `path`: a shared library that needs only libc, libm and libpthread at run time. It links
-  * the graph's kernels and entry point (`build.graph_code` for a position-independent target: the
-    same lowering and object cache as the JIT, under their own cache keys),
-  * the worker pool's module (`workers.pool_module`, through the same object cache): calls with
+  * the graph's kernels and entry point (`codegen.build.graph_code` for a position-independent target:
+    the same lowering and object cache as the JIT, under their own cache keys),
+  * the worker pool's module (`runtime.workers.pool_module`, through the same object cache): calls with
     several threads run on the library's own pool of waiting workers, like `lucid.compile`'s,
   * `aot_runtime.c` (the C ABI: `N_run`, shapes, errors, threads, self-test, weights loading),
     compiled with a generated header of tables (buffer-table layout, shapes, sizes, checksums),
@@ -35,14 +36,13 @@ import numpy as np
 from ..errors import ExportError
 from ..ir.graph import Graph
 from ..ir.types import float32
-from ..passes import memory_planning
+from ..codegen.build import graph_code, memory_plan_of, runs_serially, written_outputs
+from ..codegen.jit import objects
+from ..codegen.lowering import BufferTable, buffer_table
+from ..codegen.target import Target, host
 from ..passes.memory_planning import ALIGNMENT
 from ..runtime import abi
-from .build import graph_code, runs_serially, written_outputs
-from .jit import objects
-from .lowering import BufferTable, buffer_table
-from .target import Target, host
-from .workers import POOL_CPU_COUNT, POOL_CPUS, MAX_CPUS, POOL_WORDS, pool_module
+from ..runtime.workers import POOL_CPU_COUNT, POOL_CPUS, MAX_CPUS, POOL_WORDS, pool_module
 
 RUNTIME_SOURCE = Path(__file__).with_name("aot_runtime.c")
 
@@ -72,14 +72,14 @@ class LibraryFiles:
 def write_library(graph: Graph, path, name: str, golden_inputs: list, golden_outputs: list,
                   weights_in_file: bool = False, target: Target | None = None) -> LibraryFiles:
     """Write the library, its header and (with `weights_in_file`) its weights file for `graph`, a
-    verified inference graph (no state updates) of float32 inputs and outputs."""
+    verified, planned inference graph (no state updates) of float32 inputs and outputs."""
     _check_exportable(graph, name)
     compiler = c_compiler()
     path = Path(path)
     if not path.parent.is_dir():
         raise ExportError(f"lucid.export: folder {str(path.parent)!r} does not exist")
     target = dataclasses.replace(target or host(), pic=True)
-    plan = memory_planning.plan(graph)
+    plan = memory_plan_of(graph)
     table = buffer_table(graph, plan)
     code = graph_code(graph, plan, target)
     weights, weight_offsets = _blob([np.asarray(graph.bindings[v.name], v.dtype.numpy) for v in graph.params]

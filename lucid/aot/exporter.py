@@ -2,9 +2,9 @@
 
 `export(fn_or_module, *inputs, path, name=None, weights_in_file=False)` traces the model (a module in
 eval mode: BatchNorm uses its running statistics, Dropout is off; lazy layers are resolved by the
-trace), optimises it for inference as `lucid.compile` does, runs the traced graph once with the
-interpreter on seeded random golden inputs, and hands everything to the AOT emitter
-(`lucid/codegen/aot.py`), which writes the library, its header and, if asked, its weights file.
+trace), runs the inference pipeline `lucid.compile` runs (`passes.pipeline.for_inference`), runs the
+traced graph once with the interpreter on seeded random golden inputs, and hands everything to the
+AOT emitter (`emitter.py`), which writes the library, its header and, if asked, its weights file.
 The library's `N_selftest()` checks that its code reproduces those golden outputs.
 `lucid.runtime.load(path)` runs the result from Python with numpy and ctypes only.
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ExportError
-from .tensor import Tensor
-from .tracing import Spec, spec, trace
+from ..errors import ExportError
+from ..tensor import Tensor
+from ..tracing import Spec, spec, trace
 
 #: Seed of the self-test's golden inputs (standard normal).
 GOLDEN_SEED = 0
@@ -27,10 +27,10 @@ def export(fn_or_module, *inputs, path, name: str | None = None, weights_in_file
     `path` with `.weights`; inputs are `lucid.spec`s, Tensors or arrays (only their shapes and dtypes
     are used). The C functions are prefixed `name` (default: the file's stem made a C identifier).
     Returns the paths written (`.library`, `.header`, `.weights`) and the name."""
-    from .codegen.aot import write_library
-    from .compiler import inference_form
-    from .ir.interpreter import run
-    from .runtime.abi import c_name
+    from ..ir.interpreter import run
+    from ..passes.pipeline import for_inference
+    from ..runtime.abi import c_name
+    from .emitter import write_library
 
     if not inputs:
         raise ExportError("lucid.export: give the model's example inputs (lucid.spec(...) or Tensors)")
@@ -41,7 +41,7 @@ def export(fn_or_module, *inputs, path, name: str | None = None, weights_in_file
     golden_outputs = run(traced, *golden_inputs)
     golden_outputs = list(golden_outputs) if traced.returns_tuple else [golden_outputs]
     path = Path(path)
-    return write_library(inference_form(traced), path, name if name is not None else c_name(path.stem),
+    return write_library(for_inference(traced), path, name if name is not None else c_name(path.stem),
                          golden_inputs, golden_outputs, weights_in_file=weights_in_file)
 
 

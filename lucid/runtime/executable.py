@@ -1,7 +1,9 @@
-"""`Executable`: a graph compiled to native code, callable on NumPy arrays.
+"""`Executable`: a graph compiled to native code, callable on NumPy arrays (in this process).
 
-Building one plans memory and gets the graph's object code (`build.graph_code`: from the disk cache, or
-lowered and compiled), linked in a JIT engine.
+It takes a planned graph (the `codegen-ready` pipeline's result, `lucid/passes/pipeline.py`) and runs
+no pass: building one gets the graph's object code (`codegen.build.graph_code`: from the disk cache,
+or lowered and compiled), linked in a JIT engine. Only the compiler imports this module (it needs
+llvmlite; `lucid.runtime` itself does not).
 
 The executable keeps arenas (the planned intermediates and the workspace) reused from call to call,
 so calls allocate nothing but their outputs; calls made at once from several Python threads each take
@@ -21,23 +23,22 @@ import numpy as np
 
 from ..ir.graph import Graph, Value
 from ..ir.interpreter import check_arrays
-from ..passes import memory_planning
-from .build import default_threads, graph_code, runs_serially, written_outputs
-from .jit import NativeCode
-from .lowering import buffer_table
+from ..codegen.build import default_threads, graph_code, memory_plan_of, runs_serially, written_outputs
+from ..codegen.jit import NativeCode
+from ..codegen.lowering import buffer_table
+from ..codegen.target import Target, host
 from .workers import WorkerPool
-from .target import Target, host
 
 _RUN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)
 _WORDS = ctypes.CFUNCTYPE(ctypes.c_int64)
 
 
 class Executable:
-    """Native code for `graph` (a verified graph; its shapes are fixed)."""
+    """Native code for `graph` (a verified, planned graph; its shapes are fixed)."""
 
     def __init__(self, graph: Graph, target: Target | None = None):
         self.graph, self.target = graph, target or host()
-        self.plan = memory_planning.plan(graph)
+        self.plan = memory_plan_of(graph)
         self.table = buffer_table(graph, self.plan)
         code = graph_code(graph, self.plan, self.target)
         self.native = NativeCode(code.objects, self.target)
