@@ -2,8 +2,11 @@
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -86,3 +89,15 @@ def test_help_texts_cite_only_what_the_repository_has():
     assert seeds.returncode == 0 and "usage:" in seeds.stdout and "SPEC" not in seeds.stdout
     quickstart = run_example("quickstart.py", "--help", timeout=60)
     assert quickstart.returncode == 0 and "--quick" in quickstart.stdout and "--size 16" in quickstart.stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make on this machine")
+def test_aot_makefile_exports_with_the_checkouts_venv_without_activation():
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "VIRTUAL_ENV", "MAKEFLAGS")}
+    env["PATH"] = "/usr/bin:/bin"                                   # no venv on the PATH
+    done = subprocess.run(["make", "-n", "-B", "run"], cwd=os.path.join(ROOT, "examples", "aot"), env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    venv_python = "../../.venv/bin/python" if os.path.exists(os.path.join(ROOT, ".venv", "bin", "python")) else "python3"
+    assert re.search(rf"^PYTHONPATH=\.\./\.\.\S* {re.escape(venv_python)} -m lucid export \.\./models\.py:UNet3D "
+                     r"--input 1,1,32,32,32 --seed 0 -o unet\.so$", done.stdout, re.M), done.stdout
