@@ -1,4 +1,4 @@
-"""`lucid export SOURCE --input SHAPE [--input SHAPE ...] -o model.so`: `lucid.export` from the command line.
+"""`lucid export SOURCE [--input SHAPE ...] -o model.so`: `lucid.export` from the command line.
 
 SOURCE is `path/file.py:ATTR` (a module instance, a class or a factory taking no arguments, or a
 function), each `--input` one float32 input shape (a model with an `example_shape()` classmethod,
@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", dest="inputs", metavar="SHAPE", type=parse_shape, action="append",
                         help="an input shape such as 1,1,32,32,32 (once per input; "
                              "default: the model's example_shape())")
-    parser.add_argument("-o", "--output", required=True, metavar="PATH", type=output_file, help="the shared library to write (model.so)")
+    parser.add_argument("-o", "--output", required=True, metavar="PATH", type=output_file,
+                        help="the shared library to write (model.so)")
     parser.add_argument("--name", help="prefix of the C functions (default: the output file's stem)")
     parser.add_argument("--seed", type=int, help="lucid.manual_seed(SEED) before the model is made (reproducible weights)")
     parser.add_argument("--weights-file", action="store_true",

@@ -18,7 +18,8 @@ from .stages import STAGES
 
 def add_arguments(parser) -> None:
     parser.add_argument("source", metavar="SOURCE", help="a graph file, or path/file.py:ATTR naming a module or function")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT", type=output_file, help="the file to write: .html, .svg or .dot")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", type=output_file,
+                        help="the file to write: .html, .svg or .dot")
     parser.add_argument("--input", action="append", type=parse_shape, metavar="SHAPE", default=None,
                         help="input shape such as 1,1,32,32,32 (repeat for several inputs)")
     parser.add_argument("--stage", choices=STAGES, default="traced",
