@@ -30,6 +30,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
 import lucid  # noqa: E402
 import lucid.runtime  # noqa: E402
 from lucid.cli import parse_shape  # noqa: E402
+from conv import THREADS_SLOWER, note, slower_with_more_threads  # noqa: E402
 from models import UNet3D  # noqa: E402
 
 
@@ -64,8 +65,9 @@ def c_timing_program(files, folder: Path) -> Path | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", type=parse_shape, default=(1, 1, 32, 32, 32))
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--shape", type=parse_shape, default=(1, 1, 32, 32, 32),
+                        help="UNet3D's input shape N,1,D,H,W with D, H, W multiples of 4 (default 1,1,32,32,32)")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds of calls of each side (default 6)")
     parser.add_argument("--calls", type=int, default=6, help="calls of one side in a row, per round")
     args = parser.parse_args()
 
@@ -84,12 +86,15 @@ def main() -> None:
             np.testing.assert_allclose(library(x), compiled(tensor).numpy(), rtol=1e-4, atol=1e-4)
             repeats = args.rounds * args.calls
             print(f"UNet3D(), input {args.shape}, median of {args.rounds} rounds of {args.calls} calls")
+            times = {"compile": [], "export": []}
             for threads in (1, 2):
                 os.environ["LUCID_NUM_THREADS"] = str(threads)       # read by lucid.compile's calls
                 library.set_num_threads(threads)
                 calls = {"compile": lambda: compiled(tensor), "export": lambda: library(x)}
                 median_ms(calls, 1, 3)                                 # warm-up: arenas, caches
                 ms = median_ms(calls, args.rounds, args.calls)
+                for side, side_times in times.items():
+                    side_times.append(ms[side])
                 line = (f"  {threads} thread(s): lucid.compile {ms['compile']:8.2f} ms   exported {ms['export']:8.2f} ms"
                         f"   compile/export {ms['compile'] / ms['export']:.2f}")
                 if timing is not None:
@@ -97,6 +102,8 @@ def main() -> None:
                                                 capture_output=True, text=True).stdout)
                     line += f"   from C {c_ms:8.2f} ms"
                 print(line)
+        if any(slower_with_more_threads(side_times) for side_times in times.values()):
+            note(THREADS_SLOWER)
 
 
 if __name__ == "__main__":

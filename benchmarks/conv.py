@@ -8,10 +8,11 @@ For each shape, mode (fwd, fwd+bwd) and thread count it prints the median time o
 (after 0.5 s of warm-up, at least --repeats runs and 1 s of them, the sides alternating in rounds of
 0.1 s; see `median_times`) of lucid's compiled code, lucid's eager mode (1 run; only with --eager) and PyTorch (when installed) in its
 default layout and with channels-last input and weight ("torch CL": torch.channels_last_3d, or
-channels_last for 2-D), lucid's GFLOP/s, the fraction of the machine's peak (measured with a
-generated FMA loop on the same number of threads) and the ratios torch_ms / lucid_ms and
-CL_ms / lucid_ms (above 1: lucid is faster). fwd+bwd computes the input, weight and bias gradients
-(3x the forward FLOPs).
+channels_last for 2-D), lucid's effective GFLOP/s and its fraction of the machine's peak
+(measured with a generated FMA loop on the same number of threads), and the ratios
+torch_ms / lucid_ms and CL_ms / lucid_ms (above 1: lucid is faster). fwd+bwd computes the input,
+weight and bias gradients (3x the forward FLOPs). A column that was not measured (PyTorch not
+installed, eager mode without --eager) shows n/a.
 
 Each round of lucid's calls starts after a short pause, so PyTorch's OpenMP threads (which spin for
 a moment after a call) do not compete with it for the cores. Both sides get steady memory: the script re-executes itself with glibc's mmap threshold raised
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 import time
 
 TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=17179869184"
@@ -34,6 +36,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import lucid  # noqa: E402
 import lucid.nn.functional as F  # noqa: E402
+from lucid.codegen.build import SERIAL_FLOPS  # noqa: E402
 from lucid.codegen.peak import peak_gflops  # noqa: E402
 
 #: Seconds to wait before each round of lucid's calls, after PyTorch's: its OpenMP threads spin for
@@ -51,6 +54,52 @@ SHAPES = {
     "G2": (True, (16, 64, 28, 28), 32, 4, 2, 1),
     "seed": (True, (1, 4, 8, 8, 8), 2, 4, 2, 1),
 }
+
+
+#: What a column shows when it was not measured, and the notes printed once above or below the table.
+NOT_MEASURED = "n/a"
+TORCH_MISSING = ("PyTorch is not installed, so its columns show n/a; to compare with it: "
+                 ".venv/bin/pip install torch==2.13.0")
+EFFECTIVE_RATE = ("eff GFLOP/s and eff % peak are effective rates: the direct algorithm's FLOPs (2 per weight "
+                  "per output) over the time. Rows run with Winograd (3 x 3 stride 1 or 4 x 4 stride 2, 16 "
+                  "channels or more) do 1.8-2.3x fewer multiplications, so they can pass 100% of peak.")
+THREADS_SLOWER = ("More threads were slower on some row: a small call has too little work to split well "
+                  "(waking the second worker and waiting for both costs tens of microseconds), and a second "
+                  "core busy with other processes makes it worse. Graphs under "
+                  f"{SERIAL_FLOPS / 1e6:.0f} MFLOP (conv.py's seed row) run on one thread whatever "
+                  "LUCID_NUM_THREADS says, so their rows differ only by timing noise.")
+
+
+def describe_shape(name: str) -> str:
+    """One line of a shape's full geometry: `B  conv_transpose3d (2, 64, 4, 8, 8) -> 32 channels, kernel 4, ...`."""
+    transposed, x_shape, out_channels, kernel, stride, padding = SHAPES[name]
+    op = f"conv_transpose{len(x_shape) - 2}d" if transposed else f"conv{len(x_shape) - 2}d"
+    return (f"{name:5} {op:16} input {x_shape} -> {out_channels} channels, kernel {kernel}, "
+            f"stride {stride}, padding {padding}")
+
+
+def shapes_help() -> str:
+    """The --help epilog listing every shape's geometry."""
+    return "shapes (input is N, C, D, H, W or N, C, H, W):\n" + "\n".join("  " + describe_shape(n) for n in SHAPES)
+
+
+def note(text: str) -> None:
+    """Print an explanation once, wrapped."""
+    print(textwrap.fill(text, 110))
+
+
+def cell(value: float | None, width: int, digits: int = 2) -> str:
+    """A right-aligned number, or n/a for a column that was not measured."""
+    return f"{NOT_MEASURED:>{width}}" if value is None else f"{value:{width}.{digits}f}"
+
+
+def slower_with_more_threads(times: list) -> bool:
+    """Whether any time in `times` (one per thread count, in increasing order) exceeds the one before."""
+    return any(later > earlier for earlier, later in zip(times, times[1:]))
+
+
+def ratio(numerator: float | None, denominator: float) -> float | None:
+    return None if numerator is None else numerator / denominator
 
 
 def functions(transposed: bool, rank: int):
@@ -184,12 +233,19 @@ def run(names: list, thread_counts: list, repeats: int, eager: bool, quick: bool
     budget = dict(warm_up=0.0, timed=0.0) if quick else {}
     peaks = {t: peak_gflops(t) for t in thread_counts}
     print("peak (generated FMA loop): " + ", ".join(f"{t} thread(s) {p:.0f} GFLOP/s" for t, p in peaks.items()))
+    if torch is None:
+        note(TORCH_MISSING)
+    if not eager:
+        note("eager ms: n/a without --eager")
+    note(EFFECTIVE_RATE)
     print(f"{'shape':6} {'mode':8} {'thr':>3} {'lucid ms':>9} {'eager ms':>9} {'torch ms':>9} {'torch CL':>9} "
-          f"{'GFLOP/s':>8} {'% peak':>7} {'torch/lucid':>11} {'CL/lucid':>9}")
+          f"{'eff GFLOP/s':>11} {'eff % peak':>10} {'torch/lucid':>11} {'CL/lucid':>9}")
+    threads_slower = False
     for name in names:
         case = Case(name)
         for backward in (False, True):
             flops = case.flops * (3 if backward else 1)
+            row_ms = []
             for threads in thread_counts:
                 os.environ["LUCID_NUM_THREADS"] = str(threads)
                 steps = [case.lucid_step(backward, True)]
@@ -197,19 +253,26 @@ def run(names: list, thread_counts: list, repeats: int, eager: bool, quick: bool
                     torch.set_num_threads(threads)
                     steps += [case.torch_step(backward), case.torch_step(backward, channels_last=True)]
                 times = [1e3 * t for t in median_times(steps, repeats, **budget, settle=(0,))]
-                lucid_ms, torch_ms, channels_last_ms = times + [float("nan")] * (3 - len(times))
-                eager_ms = 1e3 * median_time(case.lucid_step(backward, False), 1, 0.0, 0.0) if eager else float("nan")
+                lucid_ms, torch_ms, channels_last_ms = times + [None] * (3 - len(times))
+                eager_ms = 1e3 * median_time(case.lucid_step(backward, False), 1, 0.0, 0.0) if eager else None
                 gflops = flops / lucid_ms / 1e6
-                print(f"{name:6} {'fwd+bwd' if backward else 'fwd':8} {threads:>3} {lucid_ms:9.2f} {eager_ms:9.2f} "
-                      f"{torch_ms:9.2f} {channels_last_ms:9.2f} {gflops:8.1f} {100 * gflops / peaks[threads]:6.1f}% "
-                      f"{torch_ms / lucid_ms:11.2f} {channels_last_ms / lucid_ms:9.2f}", flush=True)
+                print(f"{name:6} {'fwd+bwd' if backward else 'fwd':8} {threads:>3} {lucid_ms:9.2f} {cell(eager_ms, 9)} "
+                      f"{cell(torch_ms, 9)} {cell(channels_last_ms, 9)} {gflops:11.1f} "
+                      f"{100 * gflops / peaks[threads]:9.1f}% {cell(ratio(torch_ms, lucid_ms), 11)} "
+                      f"{cell(ratio(channels_last_ms, lucid_ms), 9)}", flush=True)
+                row_ms.append(lucid_ms)
+            threads_slower |= slower_with_more_threads(row_ms)
+    if threads_slower:
+        note(THREADS_SLOWER)
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=shapes_help(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES), metavar="SHAPE",
+                        help="shapes to time, from the list below (default: all)")
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts to time (default 1 2)")
+    parser.add_argument("--repeats", type=int, default=7, help="at least this many timed calls per side (default 7)")
     parser.add_argument("--eager", action="store_true", help="also time lucid's eager mode (slow)")
     parser.add_argument("--quick", action="store_true", help="2 repeats, no warm-up or time budget (a smoke run)")
     args = parser.parse_args(argv)

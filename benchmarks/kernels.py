@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from conv import SHAPES, Case  # noqa: E402
+from conv import SHAPES, Case, shapes_help  # noqa: E402
 from lucid.codegen.lowering import Lowering  # noqa: E402
 
 _KERNEL = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
@@ -57,10 +57,11 @@ def kernel_times(executable, repeats: int) -> list:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("shape", choices=list(SHAPES))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=shapes_help(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("shape", choices=list(SHAPES), metavar="SHAPE", help="one of the shapes below")
     parser.add_argument("--backward", action="store_true", help="the training variant (forward and backward)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls of each kernel (default 5)")
     args = parser.parse_args(argv)
     case = Case(args.shape)
     for executable in executables(case, args.backward):

@@ -73,6 +73,15 @@ def time_steps(net, optimizer, loss_fn, inputs, targets, repeats):
     return median_seconds(lambda: train_step(net, optimizer, loss_fn, inputs, targets), repeats)
 
 
+def human_bytes(count: int) -> str:
+    """`1105920` -> `'1.1 MiB'`: bytes in binary units."""
+    if count < 1024:
+        return f"{count} bytes"
+    if count < 1024 ** 2:
+        return f"{count / 1024:.1f} KiB"
+    return f"{count / 1024 ** 2:.1f} MiB"
+
+
 def median_seconds(fn, repeats):
     """Median seconds of `repeats` calls of `fn()`, after one warm-up call."""
     fn()

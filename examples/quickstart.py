@@ -1,14 +1,15 @@
 """lucid in one minute: trace, optimise, compile, check, time, export and draw a 3-D model.
 
     python examples/quickstart.py                 # a 1 x 1 x 48^3 volume; files go to quickstart-out/
-    python examples/quickstart.py --size 16 --out /tmp/qs
+    python examples/quickstart.py --quick         # the same on a 16^3 volume (--size 16)
+    python examples/quickstart.py --size 32 --out /tmp/qs --ir
 
 The model is `ConvAutoencoder3D` (examples/models.py): a strided Conv3d encoder and a decoder of
 `LazyConvTranspose3d` layers whose in_channels are not written anywhere. Each step is announced in
 one line; a step that takes longer than a second (LLVM compiling) shows its progress.
 
 1. trace the model from `lucid.spec` (a shape, no data): shape inference resolves the lazy layers;
-2. print the graph IR;
+2. summarise the graph IR (`--ir` prints all of it);
 3. run the passes one by one (shape inference, fusion, dead code, memory planning);
 4. compile with LLVM (`lucid.compile`);
 5. check the compiled output against eager mode;
@@ -22,6 +23,7 @@ import os
 import sys
 import threading
 import time
+from collections import Counter
 from contextlib import contextmanager
 
 import numpy as np
@@ -35,16 +37,21 @@ import lucid.runtime  # noqa: E402
 import lucid.viz  # noqa: E402
 from lucid.passes import PassManager, dead_code, fusion, memory_planning  # noqa: E402
 from lucid.codegen import jit  # noqa: E402
-from example_tools import median_seconds  # noqa: E402
+from example_tools import human_bytes, median_seconds  # noqa: E402
 from models import ConvAutoencoder3D  # noqa: E402
 
 STEPS = 8
+QUICK_SIZE = 16
+IR_NODE_LINES = 3
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=48, help="volume size D = H = W, a multiple of 4 (default 48)")
+    parser.add_argument("--quick", action="store_const", dest="size", const=QUICK_SIZE,
+                        help=f"a small volume for a fast run (the same as --size {QUICK_SIZE})")
     parser.add_argument("--out", default="quickstart-out", help="folder for the library and the HTML page")
+    parser.add_argument("--ir", action="store_true", help="print the whole graph IR, not only its summary")
     args = parser.parse_args(argv)
     if args.size % 4 or args.size < 4:
         parser.error("--size must be a positive multiple of 4")
@@ -111,6 +118,16 @@ def trace(model, shape):
     return graph, resolved
 
 
+def ir_summary(graph) -> list[str]:
+    """A few lines about the IR: its counts, its operators and its first nodes, in its text form."""
+    operators = Counter(node.op for node in graph.nodes)
+    histogram = ", ".join(f"{op} {count}" for op, count in operators.items())
+    node_lines = [line for line in str(graph).splitlines() if line.lstrip().startswith("%")]
+    return ([f"{len(graph.inputs)} input(s), {len(graph.params)} parameters, {len(graph.nodes)} nodes: {histogram}"]
+            + node_lines[:IR_NODE_LINES]
+            + [f"  ... {len(node_lines) - IR_NODE_LINES} more nodes (the whole IR: --ir here, print(graph) in Python)"])
+
+
 def run_passes(graph):
     """The passes lucid.compile runs for inference, one by one: (final graph, plan, summary lines)."""
     inferred = PassManager("inference").run(graph)
@@ -119,7 +136,7 @@ def run_passes(graph):
     groups = [n for n in fused.nodes if n.op == "fused"]
     lines = [f"traced {len(graph.nodes)} nodes -> inference pipeline {len(inferred.nodes)} -> "
              f"fused {len(fused.nodes)} ({len(groups)} fused groups)",
-             f"memory plan: {plan.arena_bytes} arena bytes for the intermediates"]
+             f"memory plan: {human_bytes(plan.arena_bytes)} arena for the intermediates"]
     return fused, plan, lines
 
 
@@ -136,8 +153,8 @@ def main(argv=None):
         graph, resolved = trace(model, shape)
     print(f"      lazy layers resolved by shape inference: {resolved}")
 
-    print(steps.announce("the graph IR (one line per input, parameter and node):"))
-    print(graph)
+    print(steps.announce("the graph IR that lucid.trace recorded:"))
+    print(graph if args.ir else "\n".join("      " + line for line in ir_summary(graph)))
 
     with steps.step("running the passes: shape inference, fusion, dead code, memory planning"):
         _, _, summary = run_passes(graph)

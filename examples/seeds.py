@@ -1,4 +1,4 @@
-"""Run every example from the seed product pages, as corrected by SPEC.md section 3.
+"""Run every example from the seed product pages, corrected where the pages print them wrongly.
 
     python examples/seeds.py           # everything, including the batch-16 MegEngine example
     python examples/seeds.py --quick   # same, but the big example uses batch 2
@@ -82,7 +82,7 @@ def lazy_materialization():
 
 # --------------------------------------------------------------------------- seed 002
 def conv3d_no_bias():
-    heading("seed 002: Conv3d without bias (SPEC-corrected: in_channels=1, input (1, 1, 2, 2, 2))")
+    heading("seed 002: Conv3d without bias (corrected: in_channels=1, input (1, 1, 2, 2, 2))")
     input_tensor = Tensor([[
         [[[1.0, 2.0],
           [3.0, 4.0]],

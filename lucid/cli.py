@@ -3,7 +3,9 @@
 Each subcommand lives in its own module, listed in `COMMANDS`, with two functions:
 `add_arguments(parser)` declares its arguments and `run(args) -> int` does the work (heavy imports
 inside `run`, so `lucid --help` stays quick). Shared helpers for subcommands are here:
-`load_source` resolves a `path/file.py:ATTR` argument and `parse_shape` reads `1,1,32,32,32`.
+`load_source` resolves a `path/file.py:ATTR` argument, `is_python_source` tells it from a graph
+file, `input_shapes` falls back on a model's `example_shape()`, `parse_shape` reads
+`1,1,32,32,32` and `output_file` checks that `-o`'s folder exists.
 """
 from __future__ import annotations
 
@@ -37,9 +39,26 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def output_file(text: str) -> str:
+    """An `-o` argument: refused at once, naming the folder, when its folder does not exist."""
+    folder = pathlib.Path(text).parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"the folder {str(folder)!r} does not exist (create it first: mkdir -p {folder})")
+    return text
+
+
+def is_python_source(source: str) -> bool:
+    """Whether SOURCE names Python code (`file.py:ATTR`, or a bare `file.py` missing its ATTR)."""
+    return source.rpartition(":")[0].endswith(".py") or source.endswith(".py")
+
+
 def load_source(source: str):
     """The object named by `path/file.py:ATTR` (ATTR may be dotted). A class or a function taking no
     arguments is called, so `models.py:UNet3D` gives a fresh model."""
+    if source.endswith(".py"):
+        raise SourceError(f"expected SOURCE as path/file.py:ATTR; {source!r} is Python source without :ATTR, "
+                          f"add the name of the model in it, for example {source}:MyModel "
+                          "(a module, a class or a function)")
     path_text, sep, attr = source.rpartition(":")
     if not sep or not path_text or not attr:
         raise SourceError(f"expected SOURCE as path/file.py:ATTR, got {source!r}")
@@ -61,6 +80,16 @@ def load_source(source: str):
     return obj() if isinstance(obj, type) or _is_factory(obj) else obj
 
 
+def input_shapes(target, given: list | None, source: str) -> list[tuple[int, ...]]:
+    """The `--input` shapes given, else the model's `example_shape()` (the models in
+    examples/models.py have one), else a clear error."""
+    if given:
+        return given
+    if hasattr(target, "example_shape"):
+        return [tuple(target.example_shape())]
+    raise ValueError(f"--input: {source} needs input shapes (for example --input 1,1,32,32,32)")
+
+
 def _is_factory(obj) -> bool:
     import inspect
 
@@ -75,7 +104,10 @@ def _is_factory(obj) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="lucid", description="lucid's command line")
+    parser.add_argument("--version", action="version", version=f"lucid {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)

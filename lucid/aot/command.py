@@ -1,20 +1,23 @@
-"""`lucid export SOURCE --input SHAPE [--input SHAPE ...] -o model.so`: `lucid.export` from the command line.
+"""`lucid export SOURCE [--input SHAPE ...] -o model.so`: `lucid.export` from the command line.
 
 SOURCE is `path/file.py:ATTR` (a module instance, a class or a factory taking no arguments, or a
-function), each `--input` one float32 input shape. Prints the files written.
+function), each `--input` one float32 input shape (a model with an `example_shape()` classmethod,
+like the models in examples/models.py, may leave it out). Prints the files written.
 """
 from __future__ import annotations
 
 import argparse
 
-from ..cli import load_source, parse_shape
+from ..cli import input_shapes, load_source, output_file, parse_shape
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="SOURCE", help="the model: path/file.py:ATTR")
     parser.add_argument("--input", dest="inputs", metavar="SHAPE", type=parse_shape, action="append",
-                        required=True, help="an input shape such as 1,1,32,32,32 (once per input)")
-    parser.add_argument("-o", "--output", required=True, metavar="PATH", help="the shared library to write (model.so)")
+                        help="an input shape such as 1,1,32,32,32 (once per input; "
+                             "default: the model's example_shape())")
+    parser.add_argument("-o", "--output", required=True, metavar="PATH", type=output_file,
+                        help="the shared library to write (model.so)")
     parser.add_argument("--name", help="prefix of the C functions (default: the output file's stem)")
     parser.add_argument("--seed", type=int, help="lucid.manual_seed(SEED) before the model is made (reproducible weights)")
     parser.add_argument("--weights-file", action="store_true",
@@ -27,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     if args.seed is not None:
         lucid.manual_seed(args.seed)
     model = load_source(args.source)
-    files = lucid.export(model, *(lucid.spec(*shape) for shape in args.inputs), path=args.output,
+    shapes = input_shapes(model, args.inputs, args.source)
+    files = lucid.export(model, *(lucid.spec(*shape) for shape in shapes), path=args.output,
                          name=args.name, weights_in_file=args.weights_file)
     for path in (files.library, files.header, files.weights):
         if path is not None:

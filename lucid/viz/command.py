@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli import load_source, parse_shape
+from ..cli import input_shapes, is_python_source, load_source, output_file, parse_shape
 from .stages import STAGES
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("source", metavar="SOURCE", help="a graph file, or path/file.py:ATTR naming a module or function")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="the file to write: .html, .svg or .dot")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", type=output_file,
+                        help="the file to write: .html, .svg or .dot")
     parser.add_argument("--input", action="append", type=parse_shape, metavar="SHAPE", default=None,
                         help="input shape such as 1,1,32,32,32 (repeat for several inputs)")
     parser.add_argument("--stage", choices=STAGES, default="traced",
@@ -42,10 +43,9 @@ def run(args) -> int:
     from ..ir.serialize import load
     from . import render
 
-    if ":" in args.source and args.source.rpartition(":")[0].endswith(".py"):
+    if is_python_source(args.source):
         target = load_source(args.source)
-        shapes = args.input or _example_shapes(target, args.source)
-        inputs = [spec(*shape) for shape in shapes]
+        inputs = [spec(*shape) for shape in input_shapes(target, args.input, args.source)]
     else:
         if args.input:
             raise ValueError(f"--input: {args.source!r} is a graph file, whose input shapes are fixed; "
@@ -59,8 +59,3 @@ def run(args) -> int:
     print(f"lucid viz: wrote {result.path} ({', '.join(result.stages)})")
     return 0
 
-
-def _example_shapes(target, source: str) -> list:
-    if hasattr(target, "example_shape"):
-        return [tuple(target.example_shape())]
-    raise ValueError(f"--input: {source} needs input shapes (for example --input 1,1,32,32,32)")

@@ -64,6 +64,7 @@ def test_failing_model_writes_the_partial_graph_and_exits_1(tmp_path, capsys):
     (["models.py:UNet3D", "-o", "x.svg", "--depth", "0"], "depth must be a positive integer"),
     (["no_such.graph", "-o", "x.svg"], "no_such.graph"),
     (["saved.graph", "-o", "x.svg", "--input", "1,2"], "--input: 'saved.graph' is a graph file"),
+    (["models.py", "-o", "a.html"], "'models.py' is Python source without :ATTR, add the name of the model"),
 ])
 def test_bad_arguments_give_one_clear_line(tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
@@ -71,6 +72,15 @@ def test_bad_arguments_give_one_clear_line(tmp_path, capsys, monkeypatch, args, 
     assert main(["viz"] + args) == 1
     err = capsys.readouterr().err
     assert err.startswith("lucid viz: ") and message in err and "Traceback" not in err
+
+
+def test_missing_output_folder_is_named(tmp_path, capsys):
+    missing = tmp_path / "no_such_folder"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["viz", f"{EXAMPLES}/models.py:UNet3D", "-o", str(missing / "unet.html")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument -o/--output: the folder '{missing}' does not exist" in err and "Errno" not in err
 
 
 def test_python_dash_m_and_console_script(tmp_path):

@@ -1,0 +1,48 @@
+"""What the benchmark scripts tell a user: every shape's geometry in --help, and without PyTorch its
+columns say n/a with one line on how to install it (never a bare nan); rates are labelled effective."""
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "benchmarks"
+TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=17179869184"   # as conv.py sets them
+
+
+def run_benchmark(script: str, *args: str, without_torch: bool = False) -> subprocess.CompletedProcess:
+    """Run benchmarks/<script> in a fresh process (with the glibc settings it would re-execute itself
+    with), optionally as if PyTorch were not installed."""
+    hide_torch = "sys.modules['torch'] = None; " if without_torch else ""
+    code = (f"import runpy, sys; {hide_torch}sys.argv = [{script!r}] + {list(args)!r}; "
+            f"sys.path.insert(0, {str(BENCHMARKS)!r}); runpy.run_path({str(BENCHMARKS / script)!r}, run_name='__main__')")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, GLIBC_TUNABLES=TUNABLES))
+
+
+def test_help_gives_every_shapes_geometry():
+    for script in ("conv.py", "kernels.py"):
+        done = run_benchmark(script, "--help")
+        assert done.returncode == 0, done.stderr
+        assert "B     conv_transpose3d input (2, 64, 4, 8, 8) -> 32 channels, kernel 4, stride 2, padding 1" in done.stdout
+        assert "G2    conv_transpose2d input (16, 64, 28, 28) -> 32 channels, kernel 4, stride 2, padding 1" in done.stdout
+        assert ("F     conv3d           input (8, 3, 16, 112, 112) -> 64 channels, kernel (3, 7, 7), "
+                "stride (1, 2, 2), padding (1, 3, 3)") in done.stdout
+        assert len(re.findall(r"^  (B|C|D|E|F|G1|G2|seed) +conv", done.stdout, re.M)) == 8
+
+
+def test_conv_without_torch_says_n_a_and_how_to_install_it():
+    done = run_benchmark("conv.py", "--shapes", "seed", "--threads", "1", "--quick", without_torch=True)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "nan" not in out
+    assert out.count("PyTorch is not installed") == 1 and ".venv/bin/pip install torch" in out
+    assert out.count("effective rates") == 1 and "can pass 100% of peak" in out
+    header = next(line for line in out.splitlines() if line.startswith("shape"))
+    assert "eff GFLOP/s" in header and "eff % peak" in header
+    rows = [line.split() for line in out.splitlines() if line.startswith("seed ")]
+    assert [row[:3] for row in rows] == [["seed", "fwd", "1"], ["seed", "fwd+bwd", "1"]]
+    for row in rows:
+        assert float(row[3]) > 0 and row[4:7] == ["n/a"] * 3 and row[9:] == ["n/a", "n/a"]
+        assert float(row[7]) > 0 and row[8].endswith("%")
