@@ -36,7 +36,7 @@ def _groups(graph: Graph) -> list:
     group_of: dict = {}
     groups = []
     for node in graph.nodes:
-        elementwise = is_elementwise(node)
+        elementwise = _elementwise(node)
         if elementwise:
             joined = next((group_of[v.node] for v in node.inputs
                            if v.node in group_of and group_of[v.node][-1] is v.node and len(users.get(v, [])) == 1
@@ -45,7 +45,7 @@ def _groups(graph: Graph) -> list:
                 joined.append(node)
                 group_of[node] = joined
                 continue
-        if elementwise or is_anchor(node):
+        if elementwise or _anchor(node):
             group_of[node] = [node]
             groups.append(group_of[node])
     return groups
@@ -69,9 +69,9 @@ def _fused_node(graph: Graph, group: list) -> Node:
     return graph.new_node("fused", outer, {"body": body}, group[0].scope)
 
 
-def is_elementwise(node: Node) -> bool:
+def _elementwise(node: Node) -> bool:
     return not node.is_constant and node.opdef.kind is OpKind.ELEMENTWISE
 
 
-def is_anchor(node: Node) -> bool:
+def _anchor(node: Node) -> bool:
     return not node.is_constant and node.opdef.fusion_anchor

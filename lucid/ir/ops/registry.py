@@ -7,7 +7,8 @@ An operator definition (an `OpDef` subclass registered with `@register`) holds:
 - `grad(attrs, inputs, output, grad_output) -> tuple`: the gradient rule, one entry per input (None for
   "no gradient"), written with the public operator functions so that it works on any value kind;
 - its traits, which passes read instead of keeping lists of operator names: `kind` (an `OpKind`),
-  `fusion_anchor`, `aliases_input`, `differentiable`, and `flops(attrs, input_types, output_type)`.
+  `fusion_anchor`, `aliases_input`, `differentiable`, `graph_attributes` and
+  `flops(attrs, input_types, output_type)`.
 
 Values are polymorphic: eager `lucid.Tensor`s and (later) graph values both implement
 `_lucid_apply(opdef, inputs, attrs)` and `_lucid_constant(array)`. `emit` hands an operator call to
