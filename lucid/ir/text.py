@@ -13,7 +13,8 @@
 
 One line per input, parameter, node and state update. Node results are numbered in order; inputs and
 parameters keep their names. Attributes are Python literals (tuples, numbers, strings, True/False/None,
-inf, nan); constants print every element (float32 in its shortest round-trip form). A node's module
+inf, nan); an attribute holding a graph (a fused node's body) is the string of that graph's text form,
+parsed back into a graph when read; constants print every element (float32 in its shortest round-trip form). A node's module
 scope follows `@`. The parser checks every node's type against its operator's shape rule.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 
 from ..errors import GraphError, LucidError
 from .graph import CONSTANT, Graph, Node, Scope, Value
+from .ops import get as get_op
 from .types import TensorType, as_dtype
 
 _SHORT = {"float32": "f32", "float64": "f64", "int64": "i64", "bool": "bool"}
@@ -63,13 +65,20 @@ def _format_node(node: Node, names: dict) -> str:
     else:
         body = f"{node.op}({', '.join('%' + names[v] for v in node.inputs)})"
         if node.attrs:
-            body += " {" + ", ".join(f"{k}={_format_literal(v)}" for k, v in node.attrs.items()) + "}"
+            body += " " + format_attributes(node.attrs)
     return head + body + (f" @ {node.scope}" if node.scope else "")
+
+
+def format_attributes(attrs: dict) -> str:
+    """A node's attributes as the text form writes them: `{name=literal, ...}`."""
+    return "{" + ", ".join(f"{k}={_format_literal(v)}" for k, v in attrs.items()) + "}"
 
 
 def _format_literal(value) -> str:
     if isinstance(value, np.generic):
         value = value.item()
+    if isinstance(value, Graph):
+        value = format_graph(value)
     if isinstance(value, tuple):
         inner = ", ".join(_format_literal(v) for v in value)
         return f"({inner},)" if len(value) == 1 else f"({inner})"
@@ -155,6 +164,8 @@ class _Reader:
             value = self.graph.add_constant(data, scope)
         else:
             operands, attrs = _split_call(body)
+            for name in get_op(op).graph_attributes:
+                attrs[name] = parse(attrs[name])
             value = self.graph.add_node(op, [self._ref(name) for name in operands], attrs, scope)
         if value.type != type_:
             raise GraphError(f"the text says {format_type(type_)}, the rule of {op} gives {format_type(value.type)}")

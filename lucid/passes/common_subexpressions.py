@@ -8,6 +8,7 @@ kept. The input graph is not modified.
 from __future__ import annotations
 
 from ..ir.graph import Graph
+from ..ir.text import format_attributes
 from .rewrite import rewrite
 
 NAME = "common_subexpressions"
@@ -29,4 +30,4 @@ def run(graph: Graph) -> Graph:
 def _key(node) -> tuple:
     if node.is_constant:
         return (node.op, node.output.type, node.value.tobytes())
-    return (node.op, tuple(id(v) for v in node.inputs), repr(sorted(node.attrs.items())))
+    return (node.op, tuple(id(v) for v in node.inputs), format_attributes(dict(sorted(node.attrs.items()))))

@@ -1,29 +1,23 @@
 """Fusion: groups of nodes that codegen computes in one kernel, made visible as `fused` nodes.
 
 Guarantees of the returned graph:
-- a chain of elementwise nodes (ELEMENTWISE), where each link's value has exactly one reader, has the
-  shape of its reader, and is not an output or state update, is one `fused` node (one loop, no
-  intermediate buffers);
-- a conv or conv_transpose followed by such a chain (bias is part of the conv; activation, scaling,
-  residual add...) is one `fused` node whose body starts with the convolution: codegen applies the
-  chain in the convolution's epilogue;
-- a fused node's `body` attribute is the group as a graph text (inputs `in0...`, the group's nodes
-  with their scopes, one-element constants copied in); its inputs are the group's other operands;
+- a chain of elementwise nodes (operators of kind `OpKind.ELEMENTWISE`), where each link's value has
+  exactly one reader, has the shape of its reader, and is not an output or state update, is one
+  `fused` node (one loop, no intermediate buffers);
+- a fusion anchor (an operator declaring `fusion_anchor`: conv, conv_transpose) followed by such a
+  chain (bias is part of the conv; activation, scaling, residual add...) is one `fused` node whose
+  body starts with the anchor: codegen applies the chain in the convolution's epilogue;
+- a fused node's `body` attribute is the group as a `Graph` (inputs `in0...`, the group's nodes with
+  their scopes, one-element constants copied in); its inputs are the group's other operands;
 - results are unchanged (the fused operator's reference kernel runs the body); groups of one node
   are left alone. The input graph is not modified.
 """
 from __future__ import annotations
 
 from ..ir.graph import Graph, Node
+from ..ir.ops import OpKind
 
 NAME = "fusion"
-
-ELEMENTWISE = frozenset({
-    "neg", "abs", "sign", "exp", "log", "sqrt", "erf", "tanh", "sigmoid", "relu", "leaky_relu", "gelu",
-    "pow_scalar", "clamp", "cast", "add", "sub", "mul", "div", "maximum", "minimum",
-    "eq", "ne", "lt", "le", "gt", "ge", "where", "batch_norm",
-})
-ANCHORS = frozenset({"conv", "conv_transpose"})
 
 
 def run(graph: Graph) -> Graph:
@@ -42,7 +36,8 @@ def _groups(graph: Graph) -> list:
     group_of: dict = {}
     groups = []
     for node in graph.nodes:
-        if node.op in ELEMENTWISE:
+        elementwise = _elementwise(node)
+        if elementwise:
             joined = next((group_of[v.node] for v in node.inputs
                            if v.node in group_of and group_of[v.node][-1] is v.node and len(users.get(v, [])) == 1
                            and v not in protected and v.shape == node.output.shape), None)
@@ -50,7 +45,7 @@ def _groups(graph: Graph) -> list:
                 joined.append(node)
                 group_of[node] = joined
                 continue
-        if node.op in ELEMENTWISE or node.op in ANCHORS:
+        if elementwise or _anchor(node):
             group_of[node] = [node]
             groups.append(group_of[node])
     return groups
@@ -71,4 +66,12 @@ def _fused_node(graph: Graph, group: list) -> Node:
                 outer.append(v)
         mapping[node.output] = body.add_node(node.op, [mapping[v] for v in node.inputs], node.attrs, node.scope)
     body.set_outputs([mapping[group[-1].output]], as_tuple=False)
-    return graph.new_node("fused", outer, {"body": str(body)}, group[0].scope)
+    return graph.new_node("fused", outer, {"body": body}, group[0].scope)
+
+
+def _elementwise(node: Node) -> bool:
+    return not node.is_constant and node.opdef.kind is OpKind.ELEMENTWISE
+
+
+def _anchor(node: Node) -> bool:
+    return not node.is_constant and node.opdef.fusion_anchor

@@ -1,8 +1,9 @@
 """Memory planning: where every intermediate value lives in one arena, reused by liveness.
 
 Guarantees of `plan(graph)` (and of `run`, which returns a copy of the graph with `.memory_plan` set):
-- every node output that is neither a graph output nor a constant gets a storage root; a `reshape`
-  whose result is not a graph output shares its input's storage (an alias, no copy);
+- every node output that is neither a graph output nor a constant gets a storage root; the result
+  of an operator declaring `aliases_input` (reshape) that is not a graph output shares its first
+  input's storage (an alias, no copy);
 - a storage root in the arena gets an offset (aligned to ALIGNMENT bytes); two roots whose live
   ranges overlap never share bytes. A root is live from the node that defines it to the last node
   reading it or any of its aliases; values read by state updates stay live to the end;
@@ -24,7 +25,7 @@ ALIGNMENT = 64
 class MemoryPlan:
     #: arena offset of each value stored in the arena (aliases included, with their root's offset)
     offsets: dict = field(default_factory=dict)
-    #: value -> the value whose storage it shares (reshape results)
+    #: value -> the value whose storage it shares (results of operators that alias their input)
     aliases: dict = field(default_factory=dict)
     arena_bytes: int = 0
 
@@ -44,7 +45,7 @@ def plan(graph: Graph) -> MemoryPlan:
     result = MemoryPlan()
     outputs = set(graph.outputs)
     for node in graph.nodes:
-        if node.op == "reshape" and node.output not in outputs:
+        if not node.is_constant and node.opdef.aliases_input and node.output not in outputs:
             result.aliases[node.output] = node.inputs[0]
     arena_roots = [n.output for n in graph.nodes
                    if not n.is_constant and n.output not in outputs and n.output not in result.aliases]

@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..ir.cost import node_flops, value_bytes
-from ..ir.ops.fused import body_graph
 from ..ir.text import format_type
 
 #: module classes that hold children without being called themselves
@@ -170,8 +169,7 @@ def _node_item(node, item_id: str, params: dict, plan) -> Item:
     )
 
 
-def _members(body_text: str) -> list:
-    body = body_graph(body_text)
+def _members(body) -> list:
     return [{"op": n.op, "module": str(n.scope) if n.scope else "", "output": format_type(n.output.type),
              "attrs": {k: _attr_text(a) for k, a in n.attrs.items()}, "flops": node_flops(n)}
             for n in body.nodes if not n.is_constant]

@@ -13,6 +13,8 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass, field
 
+from ..ir.ops import OpKind, all_ops
+
 CHAR_WIDTH = 6.6          # px per character of the 11 px monospace font
 TITLE_CHAR_WIDTH = 7.3    # px per character of the 12 px bold title
 LINE_HEIGHT = 14.0
@@ -54,19 +56,18 @@ def boxes(drawing, depth: int | None) -> tuple:
 
 
 def category(op: str) -> str:
-    """The colour class of an operator."""
-    for name, ops in CATEGORIES.items():
-        if op in ops:
-            return name
-    return "other"
+    """The colour class of an operator: that of its declared kind."""
+    opdef = all_ops().get(op)
+    return CATEGORIES.get(opdef.kind, "other") if opdef is not None else "other"
 
 
+#: colour class of each operator kind (other kinds: "other")
 CATEGORIES = {
-    "conv": {"conv", "conv_transpose", "conv_weight_grad", "matmul"},
-    "norm": {"batch_norm", "mean", "var", "sum", "max", "min", "softmax", "log_softmax", "argmax"},
-    "activation": {"relu", "leaky_relu", "gelu", "sigmoid", "tanh", "exp", "log", "sqrt", "erf", "clamp"},
-    "pool": {"max_pool", "avg_pool", "max_pool_grad", "avg_pool_grad"},
-    "shape": {"reshape", "permute", "broadcast_to", "pad", "slice", "concat", "one_hot", "cast"},
+    OpKind.CONTRACTION: "conv",
+    OpKind.REDUCTION: "norm",
+    OpKind.ELEMENTWISE: "activation",
+    OpKind.POOLING: "pool",
+    OpKind.LAYOUT: "shape",
 }
 
 

@@ -271,7 +271,7 @@ NONDIFF = {
             ops.emit("avg_pool_grad", g2, input_shape=(2, 2, 5, 6), kernel=(3, 2), stride=(2, 2), padding=(1, 1),
                      ceil_mode=True, count_include_pad=False, divisor_override=None)),
         [grid(1, 1, 3), grid(2, 2, 3, 4)]),
-    "fused": lambda: (lambda x, y: (ops.emit("fused", x, y, body=_FUSED_BODY), x * y),
+    "fused": lambda: (lambda x, y: (ops.emit("fused", x, y, body=lucid.ir.parse(_FUSED_BODY)), x * y),
                       [grid(2, 3), grid(3)]),
 }
 

@@ -14,9 +14,10 @@ import math
 import llvmlite.ir as ir
 
 from ...ir.graph import Node, Value
+from ...ir.ops import OpKind, all_ops
 from ..irgen import counted_loop, i64, linear_index, unravel
 from ..lowering import Lowering, lowers
-from .scalar import SCALAR, Scalars, evaluate, register_type
+from .scalar import Scalars, evaluate, register_type
 
 CHUNK = 2048
 
@@ -119,6 +120,6 @@ def store(k, scalar: ir.Value, output: Value, index) -> None:
     b.store(scalar, b.gep(k.pointer(output), [index]))
 
 
-@lowers(*SCALAR)
+@lowers(*(name for name, op in all_ops().items() if op.kind is OpKind.ELEMENTWISE))
 def lower_elementwise(lowering: Lowering, node: Node) -> None:
     emit_map(lowering, node.op, [node], node.output)

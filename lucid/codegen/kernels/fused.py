@@ -1,23 +1,23 @@
-"""Lowering of `fused` nodes: an elementwise chain becomes one map kernel; a chain behind a
-convolution becomes that convolution's epilogue (applied as each output element is stored)."""
+"""Lowering of `fused` nodes: an elementwise chain becomes one map kernel; a chain behind a fusion
+anchor (a convolution) becomes that anchor's epilogue (applied as each output element is stored)."""
 from __future__ import annotations
 
 from ...ir.graph import Node
-from ...ir.ops.fused import body_graph
 from ..lowering import Lowering, lowers
 from .conv import Epilogue, lower_conv, lower_conv_transpose
 from .elementwise import emit_map
 
-_ANCHORS = {"conv": lower_conv, "conv_transpose": lower_conv_transpose}
+#: The lowering of each fusion anchor (operators declaring `fusion_anchor`) that takes an epilogue.
+EPILOGUE_LOWERINGS = {"conv": lower_conv, "conv_transpose": lower_conv_transpose}
 
 
 @lowers("fused")
 def lower_fused(lowering: Lowering, node: Node) -> None:
-    body = body_graph(node.attrs["body"])
+    body = node.attrs["body"]
     outer = dict(zip(body.inputs, node.inputs))
     nodes = [_rebound(n, outer) for n in body.nodes if not n.is_constant]
-    if nodes[0].op in _ANCHORS:
-        _ANCHORS[nodes[0].op](lowering, nodes[0], Epilogue(tuple(nodes[1:]), nodes[0].output, node.output))
+    if nodes[0].opdef.fusion_anchor:
+        EPILOGUE_LOWERINGS[nodes[0].op](lowering, nodes[0], Epilogue(tuple(nodes[1:]), nodes[0].output, node.output))
     else:
         emit_map(lowering, "fused", nodes, node.output)
 

@@ -1,5 +1,7 @@
 """Scalar code for every elementwise operator: how one output element is computed from its operands.
 
+Which operators are elementwise is their definitions' declaration (`OpKind.ELEMENTWISE`); this module
+holds each one's scalar rule, and a test checks that the two agree.
 `SCALAR[op](s, node, *operands)` returns the LLVM value of one element of `node`'s output, given its
 operands already converted to the node's computation type (see `operand_type`). Semantics follow
 the NumPy reference kernels: NaN propagates through max/min/relu/clamp, comparisons with NaN are

@@ -4,7 +4,7 @@ The functions work on any value kind (eager tensors now, graph values when traci
 rules of the definitions are written with them.
 """
 from . import registry
-from .registry import OpDef, all_ops, emit, get, register
+from .registry import OpDef, OpKind, all_ops, emit, get, register
 from .elementwise import (abs_, add, broadcast_shapes, cast, clamp, div, eq, erf, exp, ge, gelu, gt, le,
                           leaky_relu, log, lt, maximum, minimum, mul, ne, neg, pow_scalar, relu, sigmoid,
                           sign, sqrt, sub, sum_to_shape, tanh, where)

@@ -25,7 +25,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from ...errors import DTypeError, ShapeError
 from ..types import TensorType
-from .registry import OpDef, emit, register
+from .registry import OpDef, OpKind, emit, register
 
 #: Largest im2col buffer, in elements, that conv and conv_weight_grad materialise at once.
 COLUMN_BUDGET = 1 << 23
@@ -43,6 +43,8 @@ def conv_transpose_output_size(size: int, k: int, stride: int, lo: int, hi: int,
 
 class ConvBase(OpDef):
     """Shared checks of the convolution family."""
+
+    kind = OpKind.CONTRACTION
 
     # Messages of this family start with the rank-specific name (e.g. "conv3d"), so no op prefix.
     def error(self, message):
@@ -96,6 +98,11 @@ class ConvBase(OpDef):
 @register
 class Conv(ConvBase):
     name = "conv"
+    fusion_anchor = True
+
+    def flops(self, attrs, input_types, output_type):
+        w = input_types[1]
+        return 2 * output_type.size * (w.size // w.shape[0])        # 2 x (outputs x weights per output)
 
     def infer(self, attrs, x, w, b=None):
         display = self.display_name(w.ndim - 2)
@@ -142,6 +149,11 @@ class Conv(ConvBase):
 @register
 class ConvTranspose(ConvBase):
     name = "conv_transpose"
+    fusion_anchor = True
+
+    def flops(self, attrs, input_types, output_type):
+        x, w = input_types[0], input_types[1]
+        return 2 * x.size * (w.size // w.shape[0])                  # each input element meets its weights
 
     def infer(self, attrs, x, w, b=None):
         display = self.display_name(w.ndim - 2)
@@ -194,6 +206,10 @@ class ConvWeightGrad(ConvBase):
 
     name = "conv_weight_grad"
     differentiable = False
+
+    def flops(self, attrs, input_types, output_type):
+        gy = input_types[1]
+        return 2 * output_type.size * (gy.size // gy.shape[1])      # each weight meets its window positions
 
     def infer(self, attrs, x, gy):
         rank = len(attrs["kernel_size"])

@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from ..types import TensorType, as_dtype, bool_, float32, promote
-from .registry import OpDef, emit, register
+from .registry import OpDef, OpKind, emit, register
 
 _erf_object = np.frompyfunc(math.erf, 1, 1)
 
@@ -31,6 +31,7 @@ def broadcast_shapes(opdef: OpDef, *shapes: tuple) -> tuple:
 class Unary(OpDef):
     """y = f(x) elementwise; same shape and dtype. `float_only` ops refuse integer inputs."""
 
+    kind = OpKind.ELEMENTWISE
     float_only = True
 
     def infer(self, attrs, x):
@@ -245,6 +246,7 @@ class Cast(OpDef):
     """Convert to attribute `dtype` (a dtype name)."""
 
     name = "cast"
+    kind = OpKind.ELEMENTWISE
 
     def infer(self, attrs, x):
         return TensorType(x.shape, as_dtype(attrs["dtype"]))
@@ -276,6 +278,8 @@ def sum_to_shape(g, shape: tuple):
 
 class Binary(OpDef):
     """z = f(x, y) with NumPy broadcasting; the dtype is the promoted input dtype."""
+
+    kind = OpKind.ELEMENTWISE
 
     def infer(self, attrs, x, y):
         return TensorType(broadcast_shapes(self, x.shape, y.shape), promote(x.dtype, y.dtype))
@@ -383,6 +387,7 @@ class Where(OpDef):
     """z = cond ? x : y with broadcasting; cond is boolean."""
 
     name = "where"
+    kind = OpKind.ELEMENTWISE
 
     def infer(self, attrs, cond, x, y):
         if cond.dtype != bool_:

@@ -1,37 +1,36 @@
 """`fused`: a group of operators that codegen computes as one kernel (made by the fusion pass).
 
-Attribute `body` is the text form of the group as a graph: inputs `in0`, `in1`, ... (the fused node's
-inputs, in order), the group's nodes (their scopes kept), one output. The shape rule and reference
-kernel run that body, so a fused graph means exactly what the unfused one did.
+Attribute `body` is the group as a `Graph`: inputs `in0`, `in1`, ... (the fused node's inputs, in
+order), the group's nodes (their scopes kept), one output. The text form writes it as its own text
+and the parser reads it back (`graph_attributes`). The shape rule reads the body's types, FLOPs are
+the body's, and the reference kernel runs the body, so a fused graph means exactly what the unfused
+one did.
 """
 from __future__ import annotations
 
-import functools
-
+from ..cost import estimated_flops
 from ..types import TensorType
 from .registry import OpDef, register
-
-
-@functools.lru_cache(maxsize=512)
-def body_graph(text: str):
-    from ..text import parse
-
-    return parse(text)
 
 
 @register
 class Fused(OpDef):
     name = "fused"
     differentiable = False
+    graph_attributes = ("body",)
 
     def infer(self, attrs, *types: TensorType) -> TensorType:
-        body = body_graph(attrs["body"])
+        body = attrs["body"]
         expected = [v.type for v in body.inputs]
         if list(types) != expected:
             raise self.error(f"expected inputs {expected}, got {list(types)}")
         return body.outputs[0].type
 
+    def flops(self, attrs, input_types, output_type):
+        return estimated_flops(attrs["body"])
+
     def compute(self, attrs, *arrays):
+        # The interpreter imports the graph IR, which imports the operators: it is reached at call time.
         from ..interpreter import run
 
-        return run(body_graph(attrs["body"]), *arrays)
+        return run(attrs["body"], *arrays)

@@ -5,7 +5,7 @@ import numpy as np
 
 from ..types import TensorType, promote
 from .elementwise import broadcast_shapes, sum_to_shape
-from .registry import OpDef, emit, register
+from .registry import OpDef, OpKind, emit, register
 from .shape import permute, reshape
 
 
@@ -14,6 +14,10 @@ class Matmul(OpDef):
     """(..., M, K) @ (..., K, N) -> (..., M, N); both inputs have rank >= 2, batch dims broadcast."""
 
     name = "matmul"
+    kind = OpKind.CONTRACTION
+
+    def flops(self, attrs, input_types, output_type):
+        return 2 * output_type.size * input_types[0].shape[-1]
 
     def infer(self, attrs, a, b):
         if a.ndim < 2 or b.ndim < 2:

@@ -9,7 +9,7 @@ import numpy as np
 
 from .elementwise import add, exp, mul, neg, pow_scalar, sub
 from .reduction import sum_
-from .registry import OpDef, emit, register
+from .registry import OpDef, OpKind, emit, register
 from .shape import reshape
 
 
@@ -23,6 +23,7 @@ class BatchNorm(OpDef):
     """y = (x - mean) / sqrt(var + eps) * weight + bias, statistics per channel (axis 1)."""
 
     name = "batch_norm"
+    kind = OpKind.ELEMENTWISE
 
     def infer(self, attrs, x, mean, var, weight, bias):
         if x.ndim < 2:
@@ -55,6 +56,8 @@ class BatchNorm(OpDef):
 
 
 class SoftmaxBase(OpDef):
+    kind = OpKind.REDUCTION
+
     def infer(self, attrs, x):
         self.require_float(x)
         if not 0 <= attrs["axis"] < max(x.ndim, 1):

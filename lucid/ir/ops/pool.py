@@ -15,7 +15,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from ...errors import DTypeError, ShapeError
 from ..types import TensorType
-from .registry import OpDef, emit, register
+from .registry import OpDef, OpKind, emit, register
 
 
 def pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
@@ -27,6 +27,7 @@ def pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool)
 
 
 class PoolBase(OpDef):
+    kind = OpKind.POOLING
 
     # Messages of this family start with the rank-specific name (e.g. "conv3d"), so no op prefix.
     def error(self, message):

@@ -6,7 +6,7 @@ import numpy as np
 from ...errors import ShapeError
 from ..types import TensorType, bool_, int64
 from .elementwise import cast, div, eq, mul, where
-from .registry import OpDef, emit, register
+from .registry import OpDef, OpKind, emit, register
 
 
 def normalize_axes(op_name: str, axes, ndim: int) -> tuple:
@@ -33,6 +33,8 @@ def reduced_shape(shape: tuple, axes: tuple, keepdims: bool) -> tuple:
 
 class Reduce(OpDef):
     """y = reduce(x) over attribute `axes` (tuple of ints), keeping them as size 1 if `keepdims`."""
+
+    kind = OpKind.REDUCTION
 
     def infer(self, attrs, x):
         axes = attrs["axes"]

@@ -5,7 +5,10 @@ An operator definition (an `OpDef` subclass registered with `@register`) holds:
   raises ShapeError/DTypeError naming the operator, the expected and the received values;
 - `compute(attrs, *arrays) -> ndarray`: the NumPy reference kernel;
 - `grad(attrs, inputs, output, grad_output) -> tuple`: the gradient rule, one entry per input (None for
-  "no gradient"), written with the public operator functions so that it works on any value kind.
+  "no gradient"), written with the public operator functions so that it works on any value kind;
+- its traits, which passes read instead of keeping lists of operator names: `kind` (an `OpKind`),
+  `fusion_anchor`, `aliases_input`, `differentiable`, `graph_attributes` and
+  `flops(attrs, input_types, output_type)`.
 
 Values are polymorphic: eager `lucid.Tensor`s and (later) graph values both implement
 `_lucid_apply(opdef, inputs, attrs)` and `_lucid_constant(array)`. `emit` hands an operator call to
@@ -14,6 +17,7 @@ the value kind with the highest `_lucid_priority` among the inputs, so the same 
 """
 from __future__ import annotations
 
+import enum
 import numbers
 import threading
 from contextlib import contextmanager
@@ -26,12 +30,44 @@ from ..types import DType, TensorType, bool_, float32, int64, promote
 _REGISTRY: dict[str, "OpDef"] = {}
 
 
+class OpKind(enum.Enum):
+    """What an operator computes, as far as passes and the viewer care."""
+
+    #: each output element from the elements at the same index of its operands (broadcast to the
+    #: output; batch_norm's per-channel operands along axis 1): fusable, lowered by a scalar rule
+    ELEMENTWISE = "elementwise"
+    #: combines elements along axes (sums, extremes, argmax, softmax's normalisation)
+    REDUCTION = "reduction"
+    #: moves, selects or repeats elements without arithmetic (reshape, permute, pad, slice...)
+    LAYOUT = "layout"
+    #: multiply-accumulates over an inner axis or a window (matmul, convolutions)
+    CONTRACTION = "contraction"
+    #: pooling over windows, and its gradients
+    POOLING = "pooling"
+    OTHER = "other"
+
+
 class OpDef:
-    """Base class of operator definitions. Subclasses set `name` and override the three rules."""
+    """Base class of operator definitions. Subclasses set `name`, override the three rules and
+    declare the traits that differ from the defaults below."""
 
     name = ""
     #: Operators with no gradient rule (comparisons, argmax...) set this to False.
     differentiable = True
+    kind = OpKind.OTHER
+    #: The fusion pass may start a group with this operator and codegen applies the elementwise rest
+    #: of the group in its epilogue (convolutions).
+    fusion_anchor = False
+    #: The output is the first input's storage read with another shape (no copy; memory planning
+    #: shares the buffer).
+    aliases_input = False
+    #: Attributes holding a `Graph` (a fused node's body); the text form writes them as graph text.
+    graph_attributes: tuple = ()
+
+    def flops(self, attrs: dict, input_types: tuple, output_type: TensorType) -> int:
+        """Floating-point operations of one application (an estimate from the types): one per output
+        element unless the operator says otherwise."""
+        return output_type.size
 
     def infer(self, attrs: dict, *types: TensorType) -> TensorType:
         raise NotImplementedError

@@ -7,12 +7,14 @@ import numpy as np
 from ...errors import ShapeError
 from ..types import TensorType, float32, int64, promote
 from .elementwise import sum_to_shape
-from .registry import OpDef, emit, register
+from .registry import OpDef, OpKind, emit, register
 
 
 @register
 class Reshape(OpDef):
     name = "reshape"
+    kind = OpKind.LAYOUT
+    aliases_input = True
 
     def infer(self, attrs, x):
         shape = attrs["shape"]
@@ -30,6 +32,7 @@ class Reshape(OpDef):
 @register
 class Permute(OpDef):
     name = "permute"
+    kind = OpKind.LAYOUT
 
     def infer(self, attrs, x):
         perm = attrs["perm"]
@@ -47,6 +50,7 @@ class Permute(OpDef):
 @register
 class BroadcastTo(OpDef):
     name = "broadcast_to"
+    kind = OpKind.LAYOUT
 
     def infer(self, attrs, x):
         shape = attrs["shape"]
@@ -67,6 +71,7 @@ class Pad(OpDef):
     """Constant padding: per axis `lo` before, `hi` after and `interior` between elements (all >= 0)."""
 
     name = "pad"
+    kind = OpKind.LAYOUT
 
     def infer(self, attrs, x):
         lo, hi, interior = attrs["lo"], attrs["hi"], attrs["interior"]
@@ -99,6 +104,7 @@ class Slice(OpDef):
     """Per axis, elements start, start+step, ... below stop (0 <= start <= stop <= size, step >= 1)."""
 
     name = "slice"
+    kind = OpKind.LAYOUT
 
     def infer(self, attrs, x):
         starts, stops, steps = attrs["starts"], attrs["stops"], attrs["steps"]
@@ -124,6 +130,7 @@ class Slice(OpDef):
 @register
 class Concat(OpDef):
     name = "concat"
+    kind = OpKind.LAYOUT
 
     def infer(self, attrs, *xs):
         axis = attrs["axis"]
