@@ -11,7 +11,8 @@ functions and under `if TYPE_CHECKING`: an import deferred into a function is st
 - **Inside `lucid/ir/`.** The nodes are its modules and its subpackage `ops/` taken whole; the same
   rule holds, with the exceptions in `IR_DELEGATIONS` and their reasons.
 
-`from package import name` counts as an import of the submodule `package.name` when that module
+`importlib.import_module` with a constant name counts as an import (the root loads `lucid.viz` so on
+first use). `from package import name` counts as an import of the submodule `package.name` when that module
 exists, otherwise of the package. Importing a submodule also runs its package's `__init__`; that is
 not counted (each `__init__` is a node of its own, or part of its subpackage's node).
 """
@@ -25,7 +26,8 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "lucid"
 
-#: Upward imports inside lucid/ir/ that are deliberate, with their reason.
+#: Upward imports inside lucid/ir/ that are deliberate, as (importing module, imported module), with
+#: their reason.
 IR_DELEGATIONS = {
     # `str(graph)`, `graph.verify()`, `graph.save(path)` and `graph.to_networkx()` are the graph's
     # public methods (SPEC §4), each one line handing the graph to the module that implements it.
@@ -37,8 +39,8 @@ IR_DELEGATIONS = {
     ("lucid.ir.graph", "lucid.ir.networkx"): "graph.to_networkx()",
     # The fused operator parses its body text and runs it with the interpreter; issue 16 makes the
     # body a Graph in a separate change, which revisits these two.
-    ("lucid.ir.ops", "lucid.ir.text"): "the fused body's text",
-    ("lucid.ir.ops", "lucid.ir.interpreter"): "the fused body's reference kernel",
+    ("lucid.ir.ops.fused", "lucid.ir.text"): "the fused body's text",
+    ("lucid.ir.ops.fused", "lucid.ir.interpreter"): "the fused body's reference kernel",
 }
 
 
@@ -56,15 +58,30 @@ def imported_modules(name: str) -> list[str]:
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-        if isinstance(node, ast.Import):
+        if _is_import_module_call(node):       # importlib.import_module(".viz", __name__)
+            target = node.args[0].value
+            level = len(target) - len(target.lstrip("."))
+            found.append(_absolute(package, target[level:] or None, level))
+        elif isinstance(node, ast.Import):
             found += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
-                base = ".".join(anchor + ([node.module] if node.module else []))
+            base = _absolute(package, node.module, node.level)
             found += [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
     return [m for m in found if m == "lucid" or m.startswith("lucid.")]
+
+
+def _absolute(package: str, module: str | None, level: int) -> str:
+    """The absolute name of `from <level dots><module> import ...` written in `package`."""
+    if not level:
+        return module
+    anchor = package.split(".")[:len(package.split(".")) - level + 1]
+    return ".".join(anchor + ([module] if module else []))
+
+
+def _is_import_module_call(node) -> bool:
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "import_module" and bool(node.args)
+            and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str))
 
 
 def part(name: str, depth: int) -> str:
@@ -74,7 +91,8 @@ def part(name: str, depth: int) -> str:
 
 def dependency_graph(inside: str, allowed: dict | None = None) -> nx.DiGraph:
     """Edges between the parts of package `inside` (its modules and its subpackages taken whole, and
-    `inside` itself for its `__init__`), each labelled with the imports that make it."""
+    `inside` itself for its `__init__`), each labelled with the imports that make it; the imports
+    listed in `allowed` are left out."""
     depth = inside.count(".") + 1
     graph = nx.DiGraph()
     for name in MODULES:
@@ -85,7 +103,7 @@ def dependency_graph(inside: str, allowed: dict | None = None) -> nx.DiGraph:
             if target != inside and not target.startswith(inside + "."):
                 continue
             node = part(target, depth) if target != inside else inside
-            if node != source and (source, node) not in (allowed or {}):
+            if node != source and (name, target) not in (allowed or {}):
                 graph.add_edge(source, node)
                 graph.edges[source, node].setdefault("imports", []).append(f"{name} imports {target}")
     return graph
@@ -109,6 +127,7 @@ def test_the_resolver_reads_relative_and_absolute_imports():
     assert "lucid.ir.types" in imported_modules("lucid.ir.ops.registry")   # from ..types import ...
     assert "lucid.nn" in imported_modules("lucid")                         # from . import nn, optim
     assert {"lucid.autograd", "lucid.ir.methods"} <= set(imported_modules("lucid.tensor"))
+    assert "lucid.viz" in imported_modules("lucid")                        # importlib.import_module(".viz", ...)
 
 
 def test_the_parts_of_lucid_import_each_other_without_a_cycle():
