@@ -5,8 +5,7 @@ from .errors import DTypeError, GradientError, GraphError, LucidError, ShapeErro
 from .ir.types import DType, bool_, float32, float64, int64
 from .random import manual_seed
 from .tensor import Tensor
-
-__version__ = "0.1.0"
+from .version import __version__
 
 
 def cat(tensors, axis: int = 0, *, dim: int | None = None) -> Tensor:

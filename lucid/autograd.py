@@ -12,7 +12,8 @@ import threading
 
 import numpy as np
 
-from .errors import GradientError, ShapeError
+from .errors import GradientError
+from .ir.ops import cast
 
 _state = threading.local()
 
@@ -75,16 +76,13 @@ def _topological_order(root) -> list:
     return order[::-1]
 
 
-def backward(root, grad=None) -> None:
-    """Accumulate d(root)/d(leaf) * grad into `.grad` of every leaf that requires grad.
+def backward(root, seed) -> None:
+    """Accumulate d(root)/d(leaf) * seed into `.grad` of every leaf that requires grad; `seed` is a
+    tensor of root's shape and dtype (`Tensor.backward` makes it).
 
-    `grad` defaults to ones of root's shape (so a non-scalar root is summed, as the seeds use it).
+    Tensors are reached only through the tensors given: `t._wrap(array)` makes a new one, so the
+    tape sits below `lucid.tensor` and does not import it.
     """
-    from .tensor import Tensor
-
-    if not root.requires_grad:
-        raise GradientError("backward: the tensor does not require grad and has no gradient history")
-    seed = Tensor._wrap(np.ones(root.shape, root.dtype.numpy)) if grad is None else _as_seed(root, grad)
     pending = {id(root): seed}
     with no_grad():
         for tensor in _topological_order(root):
@@ -97,42 +95,25 @@ def backward(root, grad=None) -> None:
                 _propagate(tensor, g, pending)
 
 
-def _as_seed(root, grad):
-    from .tensor import Tensor
-
-    seed = grad if isinstance(grad, Tensor) else Tensor(grad, dtype=root.dtype)
-    if seed.shape != root.shape:
-        raise ShapeError(f"backward: expected a gradient of shape {root.shape}, got {seed.shape}")
-    return Tensor._wrap(seed.data.astype(root.dtype.numpy, copy=False))
-
-
-def sole_gradient(array: np.ndarray):
-    """A gradient Tensor over `array`, a fresh array nothing else references: the leaf it reaches
-    takes it as its `.grad` without a copy."""
-    from .tensor import Tensor
-
-    tensor = Tensor._wrap(array)
+def sole_gradient(tensor):
+    """Mark a gradient tensor whose array is fresh and referenced by nothing else: the leaf it
+    reaches takes it as its `.grad` without a copy."""
     tensor._sole_gradient = True
     return tensor
 
 
 def _accumulate(tensor, g) -> None:
-    from .tensor import Tensor
-
     if tensor.grad is None:
         taken = tensor._node is None and getattr(g, "_sole_gradient", False) and g.data.dtype == tensor.dtype.numpy
-        tensor.grad = Tensor._wrap(g.data if taken else np.array(g.data, dtype=tensor.dtype.numpy))
+        tensor.grad = tensor._wrap(g.data if taken else np.array(g.data, dtype=tensor.dtype.numpy))
     else:
         tensor.grad.data += g.data
 
 
 def _propagate(tensor, g, pending: dict) -> None:
-    from .ir.ops import cast
-    from .tensor import Tensor
-
     node = tensor._node
-    inputs = tuple(Tensor._wrap(t.data) for t in node.inputs)
-    grads = node.op.grad(node.attrs, inputs, Tensor._wrap(tensor.data), g)
+    inputs = tuple(t._wrap(t.data) for t in node.inputs)
+    grads = node.op.grad(node.attrs, inputs, tensor._wrap(tensor.data), g)
     for parent, gp in zip(node.inputs, grads):
         if gp is None or not parent.requires_grad:
             continue
@@ -141,5 +122,5 @@ def _propagate(tensor, g, pending: dict) -> None:
         if gp.dtype != parent.dtype:
             gp = cast(gp, parent.dtype)
         previous = pending.get(id(parent))
-        pending[id(parent)] = gp if previous is None else sole_gradient(np.asarray(previous.data + gp.data))
+        pending[id(parent)] = gp if previous is None else sole_gradient(gp._wrap(np.asarray(previous.data + gp.data)))
 

@@ -165,4 +165,4 @@ class _CompiledGradient:
     def grad(self, attrs, inputs, output, grad_output):
         seed = np.require(grad_output.data, output.dtype.numpy, "C")          # keeps 0-d seeds 0-d
         grads = self.context.gradients(self.index, seed)
-        return tuple(autograd.sole_gradient(g) for g in grads)
+        return tuple(autograd.sole_gradient(Tensor._wrap(g)) for g in grads)

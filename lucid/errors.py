@@ -31,6 +31,10 @@ class GraphError(LucidError, ValueError):
     graph this version can read."""
 
 
+class SerializationError(LucidError, ValueError):
+    """A file given to ``lucid.load`` is not a readable lucid file."""
+
+
 class ExportError(LucidError, ValueError):
     """`lucid.export` cannot write a library for this model (an unsupported input or output dtype, state
     updates, a bad name) or cannot link it (no C compiler)."""

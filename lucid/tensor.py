@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import autograd
+from . import autograd, random
 from .errors import DTypeError, GradientError, ShapeError
 from .ir.methods import TensorMethods
 from .ir.types import DType, TensorType, as_dtype, float32
@@ -157,7 +157,18 @@ class Tensor(TensorMethods):
     # ------------------------------------------------------------------ autograd
     def backward(self, grad=None) -> None:
         """Accumulate gradients into the leaves' `.grad`; a non-scalar tensor is seeded with ones."""
-        autograd.backward(self, grad)
+        if not self.requires_grad:
+            raise GradientError("backward: the tensor does not require grad and has no gradient history")
+        autograd.backward(self, self._gradient_seed(grad))
+
+    def _gradient_seed(self, grad) -> "Tensor":
+        """`grad` (a Tensor or array-like; ones by default) as a gradient of this tensor's shape and dtype."""
+        if grad is None:
+            return Tensor._wrap(np.ones(self.shape, self.dtype.numpy))
+        seed = grad if isinstance(grad, Tensor) else Tensor(grad, dtype=self.dtype)
+        if seed.shape != self.shape:
+            raise ShapeError(f"backward: expected a gradient of shape {self.shape}, got {seed.shape}")
+        return Tensor._wrap(seed.data.astype(self.dtype.numpy, copy=False))
 
     def retain_grad(self) -> None:
         """Keep `.grad` of this non-leaf tensor after backward."""
@@ -180,6 +191,6 @@ class Tensor(TensorMethods):
     # ------------------------------------------------------------------ random
     @staticmethod
     def randn(*shape, requires_grad: bool = False, dtype=None) -> "Tensor":
-        from .creation import randn
-
-        return randn(*shape, requires_grad=requires_grad, dtype=dtype)
+        """Standard normal samples from lucid's global generator (see lucid.manual_seed)."""
+        data = random.standard_normal(shape, dtype)
+        return Tensor(data, requires_grad, data.dtype)

@@ -12,8 +12,9 @@ Parameters enter the graph explicitly as named parameters, not constants:
 - any other eager tensor becomes a constant node holding a copy of its data.
 
 Lazy modules met during the trace take their `in_channels` from the traced input's type and allocate
-their parameters; drawing the initial values is left to the shape-inference pass that ends `trace`, which
-does it in declaration order, so a seed gives the same weights whatever order the modules run in.
+their parameters. The tracer keeps them in its own record (the graph holds no module) and, when the call
+is over, draws their initial values itself in declaration order, so a seed gives the same weights
+whatever order the modules run in; the trace ends with the shape-inference pass, a pure graph pass.
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def spec(*shape, dtype=float32) -> Spec:
 
 def trace(fn_or_module, *inputs, name: str | None = None) -> Graph:
     """Record `fn_or_module(*inputs)` as a graph; inputs are `lucid.spec`s or Tensors (only their types
-    are used). The returned graph has been through shape inference (lazy modules are resolved).
+    are used). Lazy modules are resolved and initialised; the returned graph has been through shape inference.
     A lucid error raised while tracing carries the graph recorded so far as `partial_graph` (and,
     when an operator's shape rule refused a node, that node as `failing_node`)."""
     from .passes import shape_inference
@@ -64,11 +65,11 @@ def trace(fn_or_module, *inputs, name: str | None = None) -> Graph:
         with building(tracer):
             result = fn_or_module(*values)
             tracer.set_outputs(result)
-    except BaseException as exc:
-        tracer.initialise_lazy_modules()     # as eager would have: no module is left half made
-        if isinstance(exc, LucidError):
-            exc.partial_graph = tracer.graph   # the nodes recorded before the failure (for lucid.viz)
+    except LucidError as exc:
+        exc.partial_graph = tracer.graph       # the nodes recorded before the failure (for lucid.viz)
         raise
+    finally:
+        tracer.initialise_lazy_modules()       # after a failure too, as eager would have: no module is left half made
     return shape_inference.run(tracer.graph)
 
 
@@ -96,7 +97,7 @@ def _graph_name(fn, name: str | None) -> str:
 
 class _Tracer(Builder):
     """The builder of `trace`: knows the module call stack, the traced module's named tensors and
-    the lazy modules whose initialisation is deferred."""
+    the lazy modules whose initialisation it defers to the end of the call."""
 
     def __init__(self, fn, name: str | None):
         super().__init__(Graph(_graph_name(fn, name)))
@@ -105,6 +106,7 @@ class _Tracer(Builder):
         self.imported: dict[int, tuple[Tensor, Value]] = {}
         self.anonymous = itertools.count()
         self.paths: dict[int, str] = {}             # id(module) -> path inside the root
+        self.lazy_modules: list[tuple[int, object]] = []   # (declaration index, module) still to initialise
 
     # ------------------------------------------------------------------ scopes
     def _root(self):
@@ -150,13 +152,15 @@ class _Tracer(Builder):
     def defer_initialisation(self, module) -> bool:
         root = self._root()
         order = next((i for i, (_, m) in enumerate(root.named_modules()) if m is module), 0) if root else 0
-        self.graph.lazy_modules.append((order, module))
+        self.lazy_modules.append((order, module))
         return True
 
     def initialise_lazy_modules(self) -> None:
-        for _, module in sorted(self.graph.lazy_modules, key=lambda entry: entry[0]):
+        """Draw the deferred modules' initial values from lucid's global generator, in declaration
+        order (the order of `root.named_modules()`); their tensors are the ones the graph binds."""
+        for _, module in sorted(self.lazy_modules, key=lambda entry: entry[0]):
             module.reset_parameters()
-        self.graph.lazy_modules = []
+        self.lazy_modules = []
 
     def record_update(self, target, value: Value) -> None:
         param = self.import_value(target)

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import llvmlite.ir as ir
 
-from .. import __version__
 from ..errors import GraphError
 from ..ir.cost import estimated_flops
 from ..ir.graph import Graph
 from ..passes.memory_planning import MemoryPlan
+from ..version import __version__
 from . import kernels  # noqa: F401  (registers the lowerings)
 from .jit import cache_key, code_fingerprint, load_objects, objects, read_graph, write_graph
 from .lowering import Lowering

@@ -4,9 +4,12 @@ A `Graph` holds nodes in topological order; each node applies one registered ope
 `constant`) and defines one `Value`, which carries a static type (shape and dtype). A graph has:
 - inputs: the traced function's arguments, named after them;
 - params: a module's parameters and buffers, named by their state-dict path (`down.0.weight`). They
-  are graph inputs of their own kind, not constants: `graph.bindings` maps each name to the live
-  tensor (or array) it reads, so a graph traced from a module follows the module's weights as they
-  are trained, and a graph can be run with other weights;
+  are graph inputs of their own kind, not constants: `graph.bindings` maps each name to the value it
+  reads by default, anything `np.asarray` takes. For a traced module that is the live parameter
+  tensor, so the graph follows the module's weights as they are trained (`lucid.compile` relies on
+  it) and `graph.save` writes their current values; a graph can also be run with other weights.
+  Bindings are data: the IR only reads them as arrays (autodiff also reads `requires_grad` where a
+  binding has one), and a graph holds no module (the tracer initialises lazy modules itself);
 - outputs (a single value or a tuple), and `state_updates`: new values for buffers (BatchNorm's
   running statistics in training mode), written back when the graph runs.
 
@@ -153,9 +156,6 @@ class Graph:
         self.returns_tuple = False
         self.state_updates: dict[str, Value] = {}
         self.bindings: dict[str, object] = {}
-        #: Lazy modules whose parameters the shape-inference pass still has to initialise, as
-        #: (declaration index, module) pairs; set by the tracer, not part of the graph's structure.
-        self.lazy_modules: list[tuple[int, object]] = []
 
     # ------------------------------------------------------------------ building
     def add_input(self, name: str, type_: TensorType) -> Value:
@@ -244,7 +244,7 @@ class Graph:
 
     # ------------------------------------------------------------------ rewriting (used by passes)
     def copy(self, reinfer: bool = False) -> "Graph":
-        """A structural copy with fresh values; bindings and lazy-module records are shared. With
+        """A structural copy with fresh values; the bound tensors are shared. With
         `reinfer`, every node's type is computed again by its shape rule from the inputs' types.
 
         There is deliberately no way to change the input types: traced code bakes shape-derived
@@ -261,7 +261,7 @@ class Graph:
             mapping[node.output] = new._append(copy, infer_type(copy) if reinfer else node.output.type)
         new.set_outputs((mapping[v] for v in self.outputs), self.returns_tuple)
         new.state_updates = {k: mapping[v] for k, v in self.state_updates.items()}
-        new.bindings, new.lazy_modules = dict(self.bindings), list(self.lazy_modules)
+        new.bindings = dict(self.bindings)
         return new
 
     def rebuild(self, nodes: list, substitute: dict) -> None:
@@ -341,8 +341,8 @@ class Builder:
         return self.graph.add_constant(array, self.current_scope())
 
     def defer_initialisation(self, module) -> bool:
-        """Whether a lazy module materialised now should leave its parameter values to the
-        shape-inference pass (only the tracer says yes)."""
+        """Whether a lazy module materialised now should leave drawing its parameter values to this
+        builder, which then draws them itself (only the tracer says yes: at the end of the trace)."""
         return False
 
     def record_update(self, target, value: Value) -> None:

@@ -198,6 +198,14 @@ def _shape_arg(shape: tuple) -> tuple:
     return tuple(int(n) for n in shape)
 
 
+def _sizes(shape: tuple, fn: str) -> tuple:
+    """A new tensor's shape, given as `fn(2, 3)` or `fn((2, 3))`; a negative size is refused naming `fn`."""
+    shape = _shape_arg(shape)
+    if any(n < 0 for n in shape):
+        raise ShapeError(f"{fn}: sizes must be non-negative, got {shape}")
+    return shape
+
+
 def _axis_arg(axis, dim):
     return dim if dim is not None else axis
 

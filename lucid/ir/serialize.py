@@ -1,6 +1,7 @@
 """`graph.save(path)` / `lucid.ir.load(path)`: a graph and its bound parameter values in one file.
 
-The file is a `lucid.save` archive (zip + JSON manifest + .npy, never pickled) holding
+The file is a lucid archive (`lucid/archive.py`, the format `lucid.save` writes: zip + JSON manifest +
+.npy, never pickled) holding
 `{"format": "lucid-graph", "version": 1, "text": <the graph's text form>, "params": {name: array}}`.
 Loading refuses anything else, and versions newer than this lucid reads, with a GraphError naming
 the file; the text is parsed and verified, and the arrays become the graph's bindings.
@@ -11,8 +12,8 @@ import os
 
 import numpy as np
 
-from ..errors import GraphError
-from ..serialization import SerializationError, load as load_archive, save as save_archive
+from ..archive import load as load_archive, save as save_archive
+from ..errors import GraphError, SerializationError
 from .graph import Graph
 from .text import parse
 

@@ -39,7 +39,7 @@ def ones_(tensor: Tensor) -> Tensor:
 
 def reset_or_defer(module) -> None:
     """Draw a freshly materialised module's initial values now, or, while tracing, leave them to the
-    shape-inference pass, which draws them for every lazy module in declaration order."""
+    tracer, which draws them for every lazy module in declaration order when the traced call ends."""
     builder = active_builder()
     if builder is None or not builder.defer_initialisation(module):
         module.reset_parameters()

@@ -1,4 +1,4 @@
-"""Shape inference: every value's shape and dtype, and the resolution of lazy modules.
+"""Shape inference: every value's shape and dtype, computed afresh.
 
 Guarantees on the returned graph:
 - every node's type is the result of its operator's shape rule applied to its inputs' types, computed
@@ -6,12 +6,10 @@ Guarantees on the returned graph:
   traced code bakes shape-derived numbers into constants, so other shapes mean tracing again);
 - a rule that fails raises its ShapeError/DTypeError naming the node's module path and class, the op,
   the input types and the rule's own message (what was expected, what came in);
-- lazy modules recorded by the tracer have their parameters initialised, in declaration order (the
-  order of `model.named_modules()`), from lucid's global generator, so a seed gives the same weights
-  whatever order the modules ran in; their `in_channels` came from the inferred type of their input
-  while tracing, and the graph's parameters are bound to the new tensors;
+- it has the same parameters, bound to the same tensors, as the input graph;
 - the graph passes the verifier.
-The input graph is not modified.
+It is a pure graph pass: the input graph, and the tensors and modules it came from, are not modified
+and no random value is drawn. (Lazy modules met while tracing are initialised by the tracer.)
 """
 from __future__ import annotations
 
@@ -21,8 +19,4 @@ NAME = "shape_inference"
 
 
 def run(graph: Graph) -> Graph:
-    inferred = graph.copy(reinfer=True)
-    for _, module in sorted(inferred.lazy_modules, key=lambda entry: entry[0]):
-        module.reset_parameters()
-    inferred.lazy_modules = []
-    return inferred.verify()
+    return graph.copy(reinfer=True).verify()

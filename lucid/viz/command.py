@@ -39,7 +39,7 @@ def _depth(text: str):
 
 
 def run(args) -> int:
-    from .. import spec
+    from ..tracing import spec
     from ..ir.serialize import load
     from . import render
 

@@ -588,6 +588,31 @@ def test_a_failed_trace_still_initialises_the_lazy_modules_it_materialised():
     assert np.all(weight != 0) and np.all(np.abs(weight) <= bound)
 
 
+def test_a_trace_stopped_by_any_exception_initialises_the_lazy_modules_and_gives_back_the_generator():
+    """The tracer draws the deferred values itself however the call ends; the values are those an
+    eager first call draws (one lazy layer: the same draw), and the next draw follows them."""
+    class Stops(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lazy = nn.LazyConv3d(2, 3)
+
+        def forward(self, x):
+            self.lazy(x)
+            raise KeyboardInterrupt        # not a lucid error, not even an Exception
+
+    lucid.manual_seed(8)
+    eager = nn.LazyConv3d(2, 3)
+    eager(lucid.zeros(1, 1, 3, 3, 3))
+    after_eager = lucid.randn(3).numpy()
+    lucid.manual_seed(8)
+    model = Stops()
+    with pytest.raises(KeyboardInterrupt):
+        lucid.trace(model, lucid.spec(1, 1, 3, 3, 3))
+    np.testing.assert_array_equal(model.lazy.weight.numpy(), eager.weight.numpy())
+    np.testing.assert_array_equal(model.lazy.bias.numpy(), eager.bias.numpy())
+    np.testing.assert_array_equal(lucid.randn(3).numpy(), after_eager)
+
+
 def test_numpy_array_of_a_tensor_copies_when_asked():
     t = lucid.tensor([1.0, 2.0])
     a = np.array(t)
