@@ -104,7 +104,7 @@ def _is_factory(obj) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .version import __version__
 
     parser = argparse.ArgumentParser(prog="lucid", description="lucid's command line")
     parser.add_argument("--version", action="version", version=f"lucid {__version__}")

@@ -25,13 +25,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import lucid
+    from ..random import manual_seed
+    from ..tracing import spec
+    from .exporter import export
 
     if args.seed is not None:
-        lucid.manual_seed(args.seed)
+        manual_seed(args.seed)
     model = load_source(args.source)
     shapes = input_shapes(model, args.inputs, args.source)
-    files = lucid.export(model, *(lucid.spec(*shape) for shape in shapes), path=args.output,
+    files = export(model, *(spec(*shape) for shape in shapes), path=args.output,
                          name=args.name, weights_in_file=args.weights_file)
     for path in (files.library, files.header, files.weights):
         if path is not None:
