@@ -550,8 +550,7 @@
       e.preventDefault();
       keys[e.key]();
     });
-    const mini = $("minimap");
-    mini.addEventListener("mousedown", (e) => { e.preventDefault(); state.miniDrag = true; minimapGo(e); });
+    $("minimap").addEventListener("mousedown", (e) => { e.preventDefault(); state.miniDrag = true; minimapGo(e); });
     window.addEventListener("resize", applyView);
     canvas.addEventListener("wheel", (e) => {
       e.preventDefault();

@@ -137,6 +137,12 @@ def rect(browser, selector: str) -> dict:
                             "return {left: r.left, top: r.top, right: r.right, bottom: r.bottom}; })()")
 
 
+def minimap_point(browser, kind: str) -> list:
+    """Page coordinates of the centre of the first box of `kind` in the minimap."""
+    return browser.evaluate(f"(() => {{ const r = document.querySelector('#minimap rect.mini.{kind}')"
+                            ".getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+
+
 def assert_opens_legible_at_the_input(browser) -> None:
     nodes = browser.evaluate(ON_SCREEN)
     seen = [n for n in nodes if n["seen"]]
@@ -184,13 +190,14 @@ def test_unet_page_keys_fit_and_reset_and_the_minimap_navigates(browser, tmp_pat
     assert browser.evaluate(VIEW) == start
     assert_opens_legible_at_the_input(browser)
 
-    output = browser.evaluate("(() => { const r = Array.from(document.querySelectorAll('#minimap rect.mini.output'))[0]"
-                              ".getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()")
-    browser.click(*output)                             # a click on the minimap goes there, text still legible
+    at_input, at_output = minimap_point(browser, "input"), minimap_point(browser, "output")
+    browser.drag(at_input, at_output)                  # dragging on the minimap takes the view along
     nodes = browser.evaluate(ON_SCREEN)
     assert any("output" in n["kind"] and n["whole"] for n in nodes)
     assert not any("input" in n["kind"] and n["seen"] for n in nodes)
     assert min(n["px"] for n in nodes if n["seen"]) >= LEGIBLE_PX
+    browser.click(*at_input)                           # a click on the minimap goes there
+    assert any("input" in n["kind"] and n["whole"] for n in browser.evaluate(ON_SCREEN))
     browser.press("r")
     assert browser.evaluate(VIEW) == start
     assert browser.errors == []
