@@ -10,8 +10,9 @@ follows the suffix of `path`:
 - `.svg`: a static picture of `stage`, laid out in Python (`layout.py`);
 - `.dot`: the same picture as graphviz input.
 `depth` folds module calls nested `depth` levels deep into one box (`None`: nothing folded;
-`"auto"`, the default: the deepest folding that keeps the first drawing to `model.READABLE_BOXES`
-boxes, so a big model opens readable and each box unfolds on click). A module
+`"auto"`, the default: `Drawing.readable_depth`, the deepest folding that keeps a drawing to
+`model.READABLE_BOXES` boxes, chosen for each drawing of the page, or for the first drawing of a
+picture, so a big model opens at its blocks and each box unfolds on click). A module
 whose trace fails with a lucid error is drawn as far as it was traced, the refused node marked with
 its shape rule's message; `render` then returns normally with `failure` set (the error's text).
 
@@ -55,9 +56,12 @@ def render(graph_or_module, *inputs, path, stage: str = "traced", depth: int | s
     else:
         drawn = {stage: _drawings(graph, stage, classes)}
     first = stage if stage in drawn else next(iter(drawn))
-    if depth == "auto":
-        depth = drawn[first][0][1].readable_depth()
-    text = html.render(drawn, first, depth) if suffix == ".html" else FORMATS[suffix](drawn[first], depth)
+    if suffix == ".html":
+        text = html.render(drawn, first, depth)
+    else:
+        if depth == "auto":
+            depth = drawn[first][0][1].readable_depth()
+        text = FORMATS[suffix](drawn[first], depth)
     path.write_text(text, encoding="utf-8")
     return Rendered(path, list(drawn), str(failure) if failure is not None else None)
 

@@ -1,6 +1,7 @@
 """The interactive HTML viewer: one self-contained file.
 
-`render(stages, initial, depth)` takes `{stage: [(title, Drawing)]}` and returns an HTML page whose
+`render(stages, initial, depth)` takes `{stage: [(title, Drawing)]}` and a depth (an int, `None` or
+`"auto"`: each drawing opens folded at its own `readable_depth`) and returns an HTML page whose
 style (`viewer.css`), script (`viewer.js`) and graph data (JSON, in a `<script type=
 "application/json">` element) are all inside it: it loads nothing, from the network or from disk,
 and works offline. Python computes each box's text and size (`view.py`, the metrics the SVG uses);
@@ -22,10 +23,10 @@ METRICS = {"char": view.CHAR_WIDTH, "title": view.TITLE_CHAR_WIDTH, "label": svg
            "placeholder": layout.PLACEHOLDER_WIDTH, "sweeps": layout.SWEEPS}
 
 
-def render(stages: dict, initial: str, depth: int | None) -> str:
-    data = {"stages": [{"name": name, "panels": [_panel(title, d) for title, d in panels]}
+def render(stages: dict, initial: str, depth: int | str | None) -> str:
+    data = {"stages": [{"name": name, "panels": [_panel(title, d, depth) for title, d in panels]}
                        for name, panels in stages.items()],
-            "initial": initial, "depth": depth, "metrics": METRICS}
+            "initial": initial, "metrics": METRICS}
     name = next(iter(stages.values()))[0][1].name
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
     return (TEMPLATE.replace("@TITLE@", escape(name))
@@ -34,8 +35,9 @@ def render(stages: dict, initial: str, depth: int | None) -> str:
             .replace("@DATA@", payload))
 
 
-def _panel(title: str, drawing) -> dict:
+def _panel(title: str, drawing, depth) -> dict:
     return {"title": title, "failure": drawing.failure,
+            "depth": drawing.readable_depth() if depth == "auto" else depth,
             "items": [_item(item) for item in drawing.items],
             "groups": [_group(g) for g in drawing.groups.values()],
             "edges": [[e.src, e.dst, e.label] for e in drawing.edges]}
@@ -71,16 +73,27 @@ TEMPLATE = """<!DOCTYPE html>
   <strong id="graph-name">@TITLE@</strong>
   <label>stage <select id="stage"></select></label>
   <input id="search" type="search" placeholder="search op or module (Enter: go)">
-  <button id="fit" type="button">fit</button>
+  <button id="start" type="button" title="key 0 or r">start view</button>
+  <button id="fit" type="button" title="key f">fit</button>
   <button id="fold-all" type="button">fold all</button>
   <button id="unfold-all" type="button">unfold all</button>
   <button id="export" type="button">export SVG</button>
 </header>
 <div id="banner" hidden></div>
 <main>
-  <svg id="canvas" xmlns="http://www.w3.org/2000/svg"><g id="viewport"></g></svg>
+  <div id="view">
+    <svg id="canvas" xmlns="http://www.w3.org/2000/svg"><g id="viewport"></g></svg>
+    <svg id="minimap" xmlns="http://www.w3.org/2000/svg"><g id="minimap-graph"></g><rect id="minimap-view"></rect></svg>
+  </div>
   <aside id="side">
     <section id="details"><p class="hint">Click a node for its details; click a folded module (▸) to open it.</p></section>
+    <section id="help"><h3>help</h3><table>
+      <tr><td>drag · wheel</td><td>pan · zoom</td></tr>
+      <tr><td>f</td><td>fit: the whole graph</td></tr>
+      <tr><td>0 or r</td><td>start view: the input, text at full size</td></tr>
+      <tr><td>minimap</td><td>the whole graph and the visible part: click or drag to go there</td></tr>
+      <tr><td>click ▸ box</td><td>open the folded module</td></tr>
+    </table></section>
     <section><h3>modules</h3><div id="tree"></div></section>
   </aside>
 </main>

@@ -1,20 +1,26 @@
 "use strict";
 // lucid's graph viewer. Reads the JSON in #lucid-data (written by lucid/viz/html.py), folds module
-// calls, lays the visible boxes out (the layered layout of lucid/viz/layout.py) and draws them.
+// calls, lays the visible boxes out (the layered layout of lucid/viz/layout.py) and draws them. A page
+// opens legible: at the graph's first input with node text at its full size (LEGIBLE_ZOOM), or the
+// whole graph when it fits at that size; a minimap shows the rest and the visible rectangle.
 (function () {
   const DATA = JSON.parse(document.getElementById("lucid-data").textContent);
   const M = DATA.metrics;
   const NS = "http://www.w3.org/2000/svg";
   const $ = (id) => document.getElementById(id);
+  const LEGIBLE_ZOOM = 1;        // node text at its CSS size (titles 12 px, lines 11 px)
+  const EDGE = 20;               // px of canvas left empty around the graph by "fit" and the start view
+  const MINIMAP = 240;           // px: the minimap's longer side
   const state = { stage: 0, folded: new Map(), selected: null, view: { x: 0, y: 0, k: 1 },
-                  drag: null, dragged: false, matches: new Set() };
+                  drag: null, dragged: false, miniDrag: false, matches: new Set(),
+                  drawn: [], routes: [] };   // boxes and edge routes drawn, in viewport units
 
   // ------------------------------------------------------------------ folding
   function foldedSet(p) {
     const key = state.stage + "/" + p;
     if (!state.folded.has(key)) {
       const groups = panelAt(p).groups;
-      state.folded.set(key, new Set(groups.filter((g) => g.level === DATA.depth).map((g) => g.id)));
+      state.folded.set(key, new Set(groups.filter((g) => g.level === panelAt(p).depth).map((g) => g.id)));
     }
     return state.folded.get(key);
   }
@@ -265,19 +271,30 @@
     const viewport = $("viewport"), stage = DATA.stages[state.stage], titled = stage.panels.length > 1;
     viewport.replaceChildren();
     let left = 0;
-    const failures = [];
+    const failures = [], top = titled ? 28 : 0;
+    state.drawn = [];
+    state.routes = [];
     stage.panels.forEach((_, p) => {
       const panel = panelAt(p), { boxes, edges } = visible(panel, foldedSet(p));
-      const lay = layered(boxes, edges), g = el("g", { transform: "translate(" + left + "," + (titled ? 28 : 0) + ")", "data-panel": p }, viewport);
+      const lay = layered(boxes, edges), g = el("g", { transform: "translate(" + left + "," + top + ")", "data-panel": p }, viewport);
       if (panel.failure) failures.push(panel.failure);
       if (titled) el("text", { class: "panel-title", x: M.margin, y: 0 }, g, panel.title);
-      for (const [, , pts] of lay.routes) el("path", { class: "edge", d: curve(pts), "marker-end": "url(#arrow)" }, g);
-      for (const box of boxes.values()) drawBox(g, box, lay.centres.get(box.id), p, panel);
+      for (const [, , pts] of lay.routes) {
+        el("path", { class: "edge", d: curve(pts), "marker-end": "url(#arrow)" }, g);
+        state.routes.push(pts.map(([x, y]) => [x + left, y + top]));
+      }
+      for (const box of boxes.values()) {
+        const [cx, cy] = lay.centres.get(box.id);
+        drawBox(g, box, [cx, cy], p, panel);
+        state.drawn.push({ panel: p, id: box.id, kind: box.kind, category: box.category,
+                           x: left + cx - box.w / 2, y: top + cy - box.h / 2, w: box.w, h: box.h });
+      }
       left += lay.width + 48;
     });
     $("banner").hidden = !failures.length;
     $("banner").textContent = failures.map((f) => "trace failed: " + f).join("\n");
     drawTree();
+    drawMinimap();
     applyView();
   }
 
@@ -421,27 +438,73 @@
     if (go && first) centreOn(first.p, first.item.id);
   }
 
-  function centreOn(p, id) {
-    const node = document.querySelector('#viewport .node[data-panel="' + p + '"][data-id="' + CSS.escape(id) + '"]');
-    if (!node) return;
-    const box = node.getBBox(), panelShift = node.parentNode.transform.baseVal.consolidate().matrix;
+  function centreOn(p, id) {           // a node found by search, at a zoom where its text is legible
+    const box = state.drawn.find((b) => b.panel === p && b.id === id);
+    if (box) centreAt(box.x + box.w / 2, box.y + box.h / 2, Math.max(state.view.k, LEGIBLE_ZOOM));
+  }
+
+  function centreAt(x, y, k) {         // viewport point (x, y) to the canvas centre, at zoom k
     const canvas = $("canvas").getBoundingClientRect();
-    state.view.x = canvas.width / 2 - (box.x + box.width / 2 + panelShift.e) * state.view.k;
-    state.view.y = canvas.height / 2 - (box.y + box.height / 2 + panelShift.f) * state.view.k;
+    state.view = { k, x: canvas.width / 2 - x * k, y: canvas.height / 2 - y * k };
     applyView();
   }
 
   function applyView() {
-    const v = state.view;
+    const v = state.view, canvas = $("canvas").getBoundingClientRect();
     $("viewport").setAttribute("transform", "translate(" + v.x + "," + v.y + ") scale(" + v.k + ")");
+    const seen = { x: -v.x / v.k, y: -v.y / v.k, width: canvas.width / v.k, height: canvas.height / v.k };
+    for (const [k, value] of Object.entries(seen)) $("minimap-view").setAttribute(k, value);
   }
 
-  function fit() {
+  function fitZoom(box, canvas) {
+    return Math.min(1.5, (canvas.width - 2 * EDGE) / box.width, (canvas.height - 2 * EDGE) / box.height);
+  }
+
+  function fit() {                     // the whole graph, however small its text gets ("f")
     const box = $("viewport").getBBox(), canvas = $("canvas").getBoundingClientRect();
     if (!box.width || !box.height) return;
-    const k = Math.min(1.5, canvas.width / (box.width + 40), canvas.height / (box.height + 40));
-    state.view = { k, x: (canvas.width - box.width * k) / 2 - box.x * k, y: 20 - box.y * k };
+    const k = fitZoom(box, canvas);
+    state.view = { k, x: (canvas.width - box.width * k) / 2 - box.x * k, y: EDGE - box.y * k };
     applyView();
+  }
+
+  // The view a page and a stage open with ("0", "r"): the whole graph when it fits with its text
+  // legible, else the first input at the top (the start of the graph), its text at full size.
+  function startView() {
+    const box = $("viewport").getBBox(), canvas = $("canvas").getBoundingClientRect();
+    const input = state.drawn.find((b) => b.kind === "input") || state.drawn[0];
+    if (!box.width || !box.height || !input || fitZoom(box, canvas) >= LEGIBLE_ZOOM) return fit();
+    const k = LEGIBLE_ZOOM;
+    state.view = { k, x: along(input.x + input.w / 2, box.x, box.x + box.width, canvas.width, k),
+                   y: along(input.y + input.h / 2, box.y, box.y + box.height, canvas.height, k) };
+    applyView();
+  }
+
+  // The pan offset along one axis that centres `at` on a canvas `span` px long, pushed back so that
+  // at most EDGE px of canvas stay empty before the graph's `start` and after its `end`.
+  function along(at, start, end, span, k) {
+    if ((end - start) * k + 2 * EDGE <= span) return (span - (start + end) * k) / 2;
+    return Math.min(EDGE - start * k, Math.max(span - EDGE - end * k, span / 2 - at * k));
+  }
+
+  // ------------------------------------------------------------------ minimap
+  function drawMinimap() {
+    const mini = $("minimap"), box = $("viewport").getBBox(), g = $("minimap-graph");
+    g.replaceChildren();
+    if (!box.width || !box.height) return;
+    const scale = MINIMAP / Math.max(box.width, box.height);
+    mini.setAttribute("viewBox", [box.x, box.y, box.width, box.height].join(" "));
+    mini.setAttribute("width", Math.max(40, box.width * scale));
+    mini.setAttribute("height", Math.max(40, box.height * scale));
+    for (const pts of state.routes) el("polyline", { class: "mini-edge", points: pts.map((pt) => pt.join(",")).join(" ") }, g);
+    for (const b of state.drawn) {
+      el("rect", { class: ["mini", b.kind, b.category].filter(Boolean).join(" "), x: b.x, y: b.y, width: b.w, height: b.h }, g);
+    }
+  }
+
+  function minimapGo(event) {          // centre the view on the minimap point under the pointer
+    const at = new DOMPoint(event.clientX, event.clientY).matrixTransform($("minimap").getScreenCTM().inverse());
+    centreAt(at.x, at.y, state.view.k);
   }
 
   function exportSvg() {
@@ -467,18 +530,28 @@
     DATA.stages.forEach((s, k) => { const o = document.createElement("option"); o.value = k; o.textContent = s.name; select.appendChild(o); });
     state.stage = Math.max(0, DATA.stages.findIndex((s) => s.name === DATA.initial));
     select.value = state.stage;
-    select.addEventListener("change", () => { state.stage = Number(select.value); state.selected = null; search(false); fit(); });
+    select.addEventListener("change", () => { state.stage = Number(select.value); state.selected = null; search(false); startView(); });
     $("search").addEventListener("input", () => search(false));
     $("search").addEventListener("keydown", (e) => { if (e.key === "Enter") search(true); });
     $("fit").addEventListener("click", fit);
+    $("start").addEventListener("click", startView);
     $("export").addEventListener("click", exportSvg);
     const foldAll = (level) => DATA.stages[state.stage].panels.forEach((_, p) => {
       const set = foldedSet(p);
       set.clear();
       for (const g of panelAt(p).groups) if (g.level === level) set.add(g.id);
     });
-    $("fold-all").addEventListener("click", () => { foldAll(1); draw(); fit(); });
-    $("unfold-all").addEventListener("click", () => { foldAll(0); draw(); fit(); });
+    $("fold-all").addEventListener("click", () => { foldAll(1); draw(); startView(); });
+    $("unfold-all").addEventListener("click", () => { foldAll(0); draw(); startView(); });
+    const keys = { f: fit, 0: startView, r: startView };      // listed in the page's help (html.py)
+    document.addEventListener("keydown", (e) => {
+      const typing = e.target instanceof Element && e.target.closest("input, select, textarea");
+      if (typing || e.ctrlKey || e.metaKey || e.altKey || !keys[e.key]) return;
+      e.preventDefault();
+      keys[e.key]();
+    });
+    $("minimap").addEventListener("mousedown", (e) => { e.preventDefault(); state.miniDrag = true; minimapGo(e); });
+    window.addEventListener("resize", applyView);
     canvas.addEventListener("wheel", (e) => {
       e.preventDefault();
       const r = canvas.getBoundingClientRect(), v = state.view, f = Math.exp(-e.deltaY * 0.0015);
@@ -488,14 +561,15 @@
     }, { passive: false });
     canvas.addEventListener("mousedown", (e) => { state.drag = [e.clientX, e.clientY, state.view.x, state.view.y]; state.dragged = false; });
     window.addEventListener("mousemove", (e) => {
+      if (state.miniDrag) minimapGo(e);
       if (!state.drag) return;
       const [x, y, vx, vy] = state.drag;
       if (Math.abs(e.clientX - x) + Math.abs(e.clientY - y) > 3) { state.dragged = true; canvas.classList.add("dragging"); }
       if (state.dragged) { state.view.x = vx + e.clientX - x; state.view.y = vy + e.clientY - y; applyView(); }
     });
-    window.addEventListener("mouseup", () => { state.drag = null; canvas.classList.remove("dragging"); setTimeout(() => { state.dragged = false; }, 0); });
+    window.addEventListener("mouseup", () => { state.drag = null; state.miniDrag = false; canvas.classList.remove("dragging"); setTimeout(() => { state.dragged = false; }, 0); });
     draw();
-    fit();
+    startView();
   }
 
   setUp();

@@ -4,7 +4,8 @@
 fd 3 and writes answers and events on fd 4, each a JSON message ended by a NUL byte), opens one page
 and attaches to it. `open(url)` loads a page and waits for its load event; `evaluate(js)` returns a
 JavaScript expression's value; `click(x, y)` sends a real mouse press and release at page
-coordinates; `screenshot(path)` writes a PNG; `errors` collects console errors and uncaught
+coordinates; `drag(start, end)` presses there, moves and releases; `press(key)` types one key; `set_viewport(width, height)` sizes the page's window
+(without browser chrome); `screenshot(path)` writes a PNG; `errors` collects console errors and uncaught
 exceptions. `find_binary()` is None when no Chromium is installed (`.ci/run` installs it).
 """
 from __future__ import annotations
@@ -116,6 +117,21 @@ class Chromium:
     def click(self, x: float, y: float) -> None:
         for kind in ("mousePressed", "mouseReleased"):
             self.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1})
+
+    def drag(self, start: tuple, end: tuple) -> None:
+        (x0, y0), (x1, y1) = start, end
+        self.send("Input.dispatchMouseEvent", {"type": "mousePressed", "x": x0, "y": y0, "button": "left", "clickCount": 1})
+        self.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x1, "y": y1, "button": "left", "buttons": 1})
+        self.send("Input.dispatchMouseEvent", {"type": "mouseReleased", "x": x1, "y": y1, "button": "left", "clickCount": 1})
+
+    def set_viewport(self, width: int, height: int) -> None:
+        self.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1,
+                                                         "mobile": False})
+
+    def press(self, key: str) -> None:
+        """A real key press and release of a printable key (`"f"`, `"0"`) on the focused element."""
+        self.send("Input.dispatchKeyEvent", {"type": "keyDown", "key": key, "text": key})
+        self.send("Input.dispatchKeyEvent", {"type": "keyUp", "key": key})
 
     def screenshot(self, path) -> None:
         data = self.send("Page.captureScreenshot", {"format": "png"})["data"]

@@ -1,7 +1,9 @@
 """The HTML viewer in headless Chromium, checked as a person would use it: nodes are drawn, clicking
 a folded module shows its children, clicking a node shows its shapes in the side panel, the stage
 selector switches to the fused graph and to forward | backward, the failing model shows its error,
-and the console stays free of errors. Skips only where Chromium is not installed (`.ci/run` installs
+and the console stays free of errors. The README's UNet page opens legible on a 1600 x 1000 window in
+every stage (node titles at least 11 px on screen, measured as font size x the title's screen scale),
+at the graph's input, with a minimap that navigates, and keys "f" (fit) and "0"/"r" (start view). Skips only where Chromium is not installed (`.ci/run` installs
 Debian's `chromium`)."""
 import pytest
 
@@ -25,6 +27,7 @@ DRAWN = """Array.from(document.querySelectorAll('#viewport .node')).map(n => {
 @pytest.fixture(scope="module")
 def browser():
     chromium = Chromium.start(BINARY)
+    chromium.set_viewport(1600, 1000)
     yield chromium
     chromium.close()
 
@@ -113,3 +116,88 @@ def select_stage(browser, name: str) -> None:
     browser.evaluate(f"""(() => {{ const s = document.getElementById('stage');
         s.value = Array.from(s.options).find(o => o.textContent === {name!r}).value;
         s.dispatchEvent(new Event('change')); }})()""")
+
+
+LEGIBLE_PX = 11
+ON_SCREEN = """(() => {
+  const canvas = document.getElementById('canvas').getBoundingClientRect();
+  return Array.from(document.querySelectorAll('#viewport .node')).map(n => {
+    const r = n.querySelector('rect.box').getBoundingClientRect(), title = n.querySelector('text.title');
+    return {title: title.textContent, kind: n.getAttribute('class').split(' '),
+            px: parseFloat(getComputedStyle(title).fontSize) * title.getScreenCTM().a,
+            seen: r.right > canvas.left && r.left < canvas.right && r.bottom > canvas.top && r.top < canvas.bottom,
+            whole: r.left >= canvas.left && r.right <= canvas.right && r.top >= canvas.top && r.bottom <= canvas.bottom};
+  });
+})()"""
+VIEW = "document.getElementById('viewport').getAttribute('transform')"
+
+
+def rect(browser, selector: str) -> dict:
+    return browser.evaluate(f"(() => {{ const r = document.querySelector({selector!r}).getBoundingClientRect();"
+                            "return {left: r.left, top: r.top, right: r.right, bottom: r.bottom}; })()")
+
+
+def minimap_point(browser, kind: str) -> list:
+    """Page coordinates of the centre of the first box of `kind` in the minimap."""
+    return browser.evaluate(f"(() => {{ const r = document.querySelector('#minimap rect.mini.{kind}')"
+                            ".getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+
+
+def assert_opens_legible_at_the_input(browser) -> None:
+    nodes = browser.evaluate(ON_SCREEN)
+    seen = [n for n in nodes if n["seen"]]
+    assert len(seen) >= 5, seen
+    assert min(n["px"] for n in seen) >= LEGIBLE_PX, sorted(n["px"] for n in seen)[:3]
+    assert any("input" in n["kind"] and n["whole"] for n in nodes), "the input is not on screen"
+
+
+def test_unet_page_opens_legible_at_its_input_in_every_stage(browser, tmp_path):
+    path = tmp_path / "unet.html"                      # the README's page: a train-mode UNet3D on 32^3
+    viz.render(UNet3D(), lucid.spec(1, 1, 32, 32, 32), path=path)
+    browser.open(path.as_uri())
+    assert browser.evaluate("[window.innerWidth, window.innerHeight]") == [1600, 1000]
+
+    folded = [b["title"] for b in drawn(browser) if "group" in b["kind"]]      # --depth auto: the blocks
+    assert sorted(folded) == sorted(f"▸ {p}: DoubleConv3d" for p in ("down.0", "down.1", "bottleneck", "decode.0", "decode.1"))
+    for stage in ("traced", "shape-inferred", "fused", "planned", "training"):
+        select_stage(browser, stage)
+        browser.screenshot(tmp_path / f"unet-{stage}.png")
+        assert_opens_legible_at_the_input(browser)
+    assert browser.evaluate("document.querySelectorAll('.panel-title').length") == 2       # forward | backward
+    help_text = browser.evaluate("document.getElementById('help').textContent")
+    assert "f" in help_text and "fit" in help_text and "0 or r" in help_text and "minimap" in help_text
+    assert browser.errors == []
+
+
+def test_unet_page_keys_fit_and_reset_and_the_minimap_navigates(browser, tmp_path):
+    path = tmp_path / "unet.html"
+    viz.render(UNet3D(), lucid.spec(1, 1, 32, 32, 32), path=path)
+    browser.open(path.as_uri())
+    start = browser.evaluate(VIEW)
+    minimap, canvas = rect(browser, "#minimap"), rect(browser, "#canvas")
+    boxes = browser.evaluate("document.querySelectorAll('#minimap rect.mini').length")
+    assert boxes == len(drawn(browser)) and minimap["right"] <= canvas["right"] and minimap["bottom"] <= canvas["bottom"]
+    shown = rect(browser, "#minimap-view")             # the visible part: the top of a graph taller than the window
+    assert shown["bottom"] - shown["top"] < minimap["bottom"] - minimap["top"]
+    assert abs(shown["top"] - minimap["top"]) < 10
+
+    browser.press("f")                                 # fit: every box on screen, the minimap's frame around it all
+    nodes = browser.evaluate(ON_SCREEN)
+    assert all(n["whole"] for n in nodes) and max(n["px"] for n in nodes) < LEGIBLE_PX
+    shown = rect(browser, "#minimap-view")
+    assert shown["top"] <= minimap["top"] + 1 and shown["bottom"] >= minimap["bottom"] - 1
+    browser.press("0")                                 # back to the start view
+    assert browser.evaluate(VIEW) == start
+    assert_opens_legible_at_the_input(browser)
+
+    at_input, at_output = minimap_point(browser, "input"), minimap_point(browser, "output")
+    browser.drag(at_input, at_output)                  # dragging on the minimap takes the view along
+    nodes = browser.evaluate(ON_SCREEN)
+    assert any("output" in n["kind"] and n["whole"] for n in nodes)
+    assert not any("input" in n["kind"] and n["seen"] for n in nodes)
+    assert min(n["px"] for n in nodes if n["seen"]) >= LEGIBLE_PX
+    browser.click(*at_input)                           # a click on the minimap goes there
+    assert any("input" in n["kind"] and n["whole"] for n in browser.evaluate(ON_SCREEN))
+    browser.press("r")
+    assert browser.evaluate(VIEW) == start
+    assert browser.errors == []

@@ -45,7 +45,7 @@ def test_graph_file_source(tmp_path):
     graph = lucid.trace(UNet3D(base=4).eval(), lucid.spec(1, 1, 16, 16, 16))
     graph.save(tmp_path / "unet.graph")
     out = tmp_path / "unet.svg"
-    assert main(["viz", str(tmp_path / "unet.graph"), "-o", str(out)]) == 0
+    assert main(["viz", str(tmp_path / "unet.graph"), "-o", str(out), "--depth", "all"]) == 0
     assert node_titles(out).count("conv") == sum(n.op == "conv" for n in graph.nodes)
 
 

@@ -60,7 +60,7 @@ def test_svg_of_every_model_is_well_formed_with_one_box_per_node_and_no_overlaps
     model.eval() if hasattr(model, "eval") else None
     graph = lucid.trace(model, lucid.spec(*shape))
     path = tmp_path / "model.svg"
-    viz.render(model, lucid.spec(*shape), path=path)
+    viz.render(model, lucid.spec(*shape), path=path, depth=None)
     boxes = boxes_of(path)
     drawn = nodes(boxes)
     operators = [n for n in graph.nodes if not n.is_constant]
@@ -189,7 +189,7 @@ def test_dot_lists_the_same_boxes_and_edges(tmp_path):
     model = UNet3D(base=4).eval()
     graph = lucid.trace(model, lucid.spec(1, 1, 16, 16, 16))
     path = tmp_path / "unet.dot"
-    viz.render(model, lucid.spec(1, 1, 16, 16, 16), path=path)
+    viz.render(model, lucid.spec(1, 1, 16, 16, 16), path=path, depth=None)
     text = path.read_text()
     assert text.startswith("digraph lucid {") and text.count("{") == text.count("}")
     declared = re.findall(r'^\s+"0:[^"]+" \[label=', text, re.M)
@@ -198,6 +198,21 @@ def test_dot_lists_the_same_boxes_and_edges(tmp_path):
     drawn_operands = [{id(v) for v in n.inputs if id(v) not in params and not (v.node and v.node.is_constant)}
                       for n in graph.nodes]
     assert text.count(" -> ") == sum(map(len, drawn_operands)) + len(graph.outputs)
+
+
+def test_auto_depth_opens_a_unet_at_its_double_conv_blocks_each_stage_at_its_own_depth(tmp_path):
+    model = UNet3D(base=4)                     # train mode, as `lucid viz` builds it
+    blocks = sorted(f"{name}: DoubleConv3d" for name, m in model.named_modules() if type(m).__name__ == "DoubleConv3d")
+    viz.render(model, lucid.spec(1, 1, 16, 16, 16), path=tmp_path / "unet.svg")
+    assert sorted(b[5][0] for b in nodes(boxes_of(tmp_path / "unet.svg"), "group")) == blocks
+    viz.render(model, lucid.spec(1, 1, 16, 16, 16), path=tmp_path / "unet.html")
+    for stage in html_data(tmp_path / "unet.html")["stages"]:
+        for panel in stage["panels"]:
+            folded = sorted(g["label"] for g in panel["groups"] if g["level"] == panel["depth"])
+            assert folded == blocks if stage["name"] != "training" else set(blocks) <= set(folded)
+    viz.render(UNet3D(base=4).eval(), lucid.spec(1, 1, 16, 16, 16), path=tmp_path / "eval.html")
+    depths = {s["name"]: s["panels"][0]["depth"] for s in html_data(tmp_path / "eval.html")["stages"]}
+    assert depths["traced"] == 1 and depths["fused"] is None and depths["planned"] is None   # fused: 19 boxes
 
 
 def test_html_is_self_contained_and_holds_every_stage(tmp_path):
