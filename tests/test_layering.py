@@ -37,10 +37,6 @@ IR_DELEGATIONS = {
     ("lucid.ir.graph", "lucid.ir.verify"): "graph.verify()",
     ("lucid.ir.graph", "lucid.ir.serialize"): "graph.save(path)",
     ("lucid.ir.graph", "lucid.ir.networkx"): "graph.to_networkx()",
-    # The fused operator parses its body text and runs it with the interpreter; issue 16 makes the
-    # body a Graph in a separate change, which revisits these two.
-    ("lucid.ir.ops.fused", "lucid.ir.text"): "the fused body's text",
-    ("lucid.ir.ops.fused", "lucid.ir.interpreter"): "the fused body's reference kernel",
 }
 
 

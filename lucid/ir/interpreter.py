@@ -10,16 +10,15 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DTypeError, GraphError, ShapeError
+from .evaluate import evaluate
 from .graph import Graph
-from .types import TensorType
 
 
 def run(graph: Graph, *inputs, params: dict | None = None):
     """Outputs as NumPy arrays: one array, or a tuple when the traced function returned a tuple."""
     env = dict(zip(graph.inputs, _checked_inputs(graph, inputs)))
     env.update(_parameter_arrays(graph, params or {}))
-    for node in graph.nodes:
-        env[node.output] = node.value if node.is_constant else _execute(node, [env[v] for v in node.inputs])
+    evaluate(graph, env)
     for name, value in graph.state_updates.items():
         np.copyto(_bound_array(graph, name, params or {}), env[value])
     results = tuple(env[v] for v in graph.outputs)
@@ -61,12 +60,3 @@ def _bound_array(graph: Graph, name: str, params: dict) -> np.ndarray:
     if name not in graph.bindings:
         raise GraphError(f"lucid.ir.run({graph.name}): parameter {name!r} has no value; pass params={{{name!r}: ...}}")
     return np.asarray(graph.bindings[name])
-
-
-def _execute(node, arrays: list) -> np.ndarray:
-    out_type: TensorType = node.output.type
-    with np.errstate(all="ignore"):
-        result = np.asarray(node.opdef.compute(node.attrs, *arrays))
-    if result.shape != out_type.shape:
-        raise RuntimeError(f"{node.op}: kernel returned shape {result.shape}, shape rule says {out_type.shape}")
-    return result.astype(out_type.dtype.numpy, copy=False)
