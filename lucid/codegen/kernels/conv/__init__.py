@@ -16,6 +16,6 @@ Importing this package registers the lowerings of conv, conv_transpose and conv_
 """
 from . import weight_grad  # noqa: F401  (registers conv_weight_grad)
 from .algorithms import lower_conv, lower_conv_transpose
-from .unpack import Epilogue
+from .problem import Epilogue
 
 __all__ = ["Epilogue", "lower_conv", "lower_conv_transpose"]

@@ -11,8 +11,7 @@ from ....ir.graph import Node
 from ...lowering import Lowering, lowers
 from .direct import lower_direct
 from .over_points import lower_transposed_over_points
-from .problem import ConvProblem, WeightLayout, geometry_of, kernel_taps, linear_taps
-from .unpack import Epilogue
+from .problem import ConvProblem, Epilogue, WeightLayout, geometry_of, kernel_taps, linear_taps
 from .winograd import lower_winograd
 
 #: In the order they are tried: Winograd (convs and transposed convs with 16+ channels and 3- or

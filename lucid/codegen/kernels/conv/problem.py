@@ -1,18 +1,14 @@
-"""A convolution as every conv algorithm sees it: its sizes as 3-D (`Geometry`), how the weight
-tensor is read (`WeightLayout`), the node (`ConvProblem`), the kernel taps, and the register tile's
-shape (`Blocking`, `choose_blocking`)."""
+"""A convolution as every conv algorithm sees it: the node (`ConvProblem`, with the elementwise
+`Epilogue` fused behind it), its sizes as 3-D (`Geometry`), how the weight tensor is read
+(`WeightLayout`), the kernel taps, and the register tile's shape (`Blocking`, `choose_blocking`)."""
 from __future__ import annotations
 
 import itertools
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ....ir.graph import Value
 from ...lowering import Lowering
-
-if TYPE_CHECKING:
-    from .unpack import Epilogue
 
 
 def to_3d(values, fill) -> tuple:
@@ -81,6 +77,16 @@ class WeightLayout:
     soc: int
     sic: int
     taps: tuple          # linear kernel offsets of the taps, in packing order
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    """Elementwise nodes applied to each convolution output element before it is stored: `nodes`
+    read the convolution's value `source` and other operands; the last one's value goes to `output`."""
+
+    nodes: tuple
+    source: Value
+    output: Value
 
 
 @dataclass(frozen=True)

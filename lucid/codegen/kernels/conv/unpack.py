@@ -2,7 +2,8 @@
 
 The kernels write their result to a scratch, channels-last (`ChannelsLastScratch`) or, vectorised
 over output points, phase-major (`PhaseMajorScratch`). Unpacking reads it back one output row at a
-time, adds the bias and applies the fused elementwise `Epilogue` to each element as it is stored."""
+time, adds the bias and applies the fused elementwise `Epilogue` (problem.py) to each element as
+it is stored."""
 from __future__ import annotations
 
 import math
@@ -15,17 +16,7 @@ from ...lowering import Lowering
 from ..elementwise import contiguous_strides, load, operand_strides, store
 from ..scalar import Scalars, evaluate
 from .primitives import at_most, strided_offset, transposed_rows
-from .problem import Blocking, Geometry, oc_blocks, to_3d
-
-
-@dataclass(frozen=True)
-class Epilogue:
-    """Elementwise nodes applied to each convolution output element before it is stored: `nodes`
-    read the convolution's value `source` and other operands; the last one's value goes to `output`."""
-
-    nodes: tuple
-    source: Value
-    output: Value
+from .problem import Blocking, Epilogue, Geometry, oc_blocks, to_3d
 
 
 @dataclass(frozen=True)
