@@ -75,7 +75,8 @@ def _lower_over_points(lowering: Lowering, problem: ConvProblem, phases: list, b
     for position, (phase, start) in enumerate(active):
         _emit_direct_over_points(lowering, x.dtype, g, block, phase, layout, (start, len(all_taps)), yq,
                                  (x_offset, w_offset, y_offset), waits=position == 0)
-    emit_unpack(lowering, Unpack(y, problem.bias, y_offset, PhaseMajorScratch(g.stride, yq), problem.epilogue), "convT_unpack")
+    unpack = Unpack(y, problem.bias, y_offset, PhaseMajorScratch(g.stride, yq), problem.epilogue)
+    emit_unpack(lowering, unpack, "convT_unpack")
 
 
 def _phase_major_strides(nc: tuple, counts: tuple, phases: int) -> tuple:

@@ -76,7 +76,8 @@ def emit_row_block(k, tiles: RowTiles, offsets: tuple, n, qd, qh, grp, ob) -> No
     blocks = oc_blocks(g, block)
     xp, wp, yp = (k.scratch_pointer(o, tiles.element) for o in offsets)
     x_row = strided_offset(b, spec.x0, (n, qd, qh, grp), spec.sx + (g.icg,))
-    y_row = b.add(strided_offset(b, spec.y0, (n, qd, qh), spec.sy), b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(block.width)))
+    y_row = b.add(strided_offset(b, spec.y0, (n, qd, qh), spec.sy),
+                  b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(block.width)))
     w_row = b.add(i64(spec.w0), b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(spec.w_taps * g.icg * block.width)))
     taps = [b.gep(t, [i64(0), i64(0)]) for t in (tiles.taps, tiles.weight_taps)]
     shape = [i64(len(spec.taps)), i64(g.icg), i64(1), i64(block.width), i64(spec.sy_point)]

@@ -49,7 +49,8 @@ class ChannelsLastScratch:
 
 def channels_last_source(y: Value, g: Geometry, block: Blocking) -> ChannelsLastScratch:
     """The channels-last scratch of output `y` for tiles of `block`."""
-    return ChannelsLastScratch(channels_last_strides(y, g, block), oc_blocks(g, block) * block.width, g.ocg, block.lanes)
+    return ChannelsLastScratch(channels_last_strides(y, g, block), oc_blocks(g, block) * block.width, g.ocg,
+                               block.lanes)
 
 
 def channels_last_size(y: Value, g: Geometry, block: Blocking) -> int:

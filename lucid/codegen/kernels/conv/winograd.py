@@ -441,8 +441,10 @@ class _Products:
         self.full, rest = divmod(self.tw, block.points)
         self.tile = tile_function(lowering, element, block, block.points, g.icg)
         self.last = tile_function(lowering, element, block, rest, g.icg) if rest else None
-        self.v_taps = constant_table(lowering, "vtaps", [t * self.positions * self.tw * g.icg for t in range(self.depth_taps)])
-        self.u_taps = constant_table(lowering, "utaps", [t * self.positions * g.icg * block.width for t in range(self.depth_taps)])
+        self.v_taps = constant_table(lowering, "vtaps",
+                                     [t * self.positions * self.tw * g.icg for t in range(self.depth_taps)])
+        self.u_taps = constant_table(lowering, "utaps",
+                                     [t * self.positions * g.icg * block.width for t in range(self.depth_taps)])
 
     def emit(self, b: ir.IRBuilder, v, u, m) -> None:
         g, block = self.g, self.block
