@@ -1,4 +1,4 @@
-"""Compiled convolutions (lucid/codegen/kernels/conv.py) against the interpreter and the direct-loop
+"""Compiled convolutions (lucid/codegen/kernels/conv/) against the interpreter and the direct-loop
 oracle (tests/oracle.py).
 
 Random configurations (seeded, `N_GROUPS` x `PER_GROUP` of them) of conv and conv_transpose in
@@ -34,7 +34,7 @@ import lucid
 import lucid.nn.functional as F
 import oracle
 from lucid.runtime.executable import Executable
-from lucid.codegen.kernels import winograd
+from lucid.codegen.kernels.conv import winograd
 from lucid.ir import ops
 from lucid.passes import autodiff, dead_code, fusion, memory_planning
 from model_helpers import kernel_labels

@@ -1,4 +1,4 @@
-"""The Winograd F(2x2, 3x3) path (lucid/codegen/kernels/winograd.py) against the plain-loop oracle.
+"""The Winograd F(2x2, 3x3) path (lucid/codegen/kernels/conv/winograd.py) against the plain-loop oracle.
 
 Every case checks first that the compiled graph really runs the Winograd kernel (or, for the cases
 it must not take, that it does not), then compares with `oracle.py`'s loops in float64."""
@@ -13,7 +13,7 @@ import lucid
 import lucid.nn.functional as F
 import oracle
 from lucid.runtime.executable import Executable
-from lucid.codegen.kernels import winograd
+from lucid.codegen.kernels.conv import winograd
 from lucid.codegen.target import Target, host
 from lucid.ir import ops
 from lucid.passes import autodiff, dead_code, fusion, memory_planning

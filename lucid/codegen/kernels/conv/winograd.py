@@ -6,7 +6,7 @@ position sums r = 3 or 2 taps of input positions `step` apart, in one or more cl
 - a conv with dilation 1 whose kernel is stride x r taps across (h, w): 3 x 3 of stride 1 (one
   class), 4 x 4 of stride 2 (the even and the odd kernel indices: two classes per axis), 2 x 2 of
   stride 1, 6 x 6 of stride 2;
-- each stride phase of a transposed conv (see conv.py) with 3 or 2 consecutive taps per axis
+- each stride phase of a transposed conv (see direct.py) with 3 or 2 consecutive taps per axis
   across (h, w): 3 x 3 of stride 1, 4 x 4 of stride 2 (2 x 2 taps per phase), 6 x 6 of stride 2.
 Along d anything goes: each depth tap is a class of its own. Every combination of classes is a term
 of the GEMM below, summed in the same accumulators.
@@ -27,7 +27,7 @@ transformed domain:
 
     U[xi] = (G g G^T)[xi]          per weight (oc, ic, depth tap): `wino_weights` kernel
     V[xi] = (B^T d B)[xi]          per input patch and channel vector
-    M[xi] = sum over depth taps and ic of V[xi] * U[xi]   (the register tile of conv.py, a GEMM)
+    M[xi] = sum over depth taps and ic of V[xi] * U[xi]   (the register tile of tile.py, a GEMM)
     y     = A^T M A                2 x 2 outputs
 
 One kernel does it all: a work item is (n, qd, a block of tile rows), for every correlation; then
@@ -43,13 +43,14 @@ from typing import Callable
 
 import llvmlite.ir as ir
 
-from ..irgen import counted_loop, element_type, i64, load_vector, store_vector, unravel
-from ..lowering import Lowering
-from .conv import (FAST_ALGORITHMS, Blocking, ConvProblem, Direct, Padded, RowTiles, Unpack, WeightLayout, _blocks,
-                   _emit_zero, _linear_taps, _table, _three, _transpose_input_layout, _yp_size,
-                   _yp_strides, channels_last_source, choose_blocking, conv_direct_spec, conv_input_layout,
-                   emit_pack_input, emit_pack_weight, emit_row_block, phase_direct_spec, row_tiles,
-                   tile_function, transpose_phases, unpack_row)
+from ...irgen import counted_loop, element_type, i64, load_vector, store_vector, unravel
+from ...lowering import Lowering
+from .direct import conv_direct_spec, conv_input_layout, phase_direct_spec, transpose_input_layout, transpose_phases
+from .packing import Padded, emit_pack_input, emit_pack_weight
+from .primitives import constant_table, emit_zero
+from .problem import Blocking, ConvProblem, choose_blocking, kernel_taps, oc_blocks, to_3d
+from .tile import Direct, RowTiles, emit_row_block, row_tiles, tile_function
+from .unpack import Unpack, channels_last_size, channels_last_source, channels_last_strides, unpack_row
 
 #: Fewer input or output channels than this leave the transforms too large a share of the work.
 MIN_CHANNELS = 16
@@ -197,7 +198,7 @@ class Correlation:
 def _conv_correlations(problem: ConvProblem) -> list:
     """A conv: along d each tap is a class; along h and w, with dilation 1 and a kernel of stride x r
     taps, the kernel indices of each remainder modulo the stride are a class of r."""
-    g, out_sp = problem.g, _three(problem.y.shape[2:], 1)
+    g, out_sp = problem.g, to_3d(problem.y.shape[2:], 1)
     depth = Axis(out_sp[0], g.stride[0], tuple((k * g.dilation[0], (k,)) for k in range(g.kernel[0])), 1, 0)
     axes = [depth]
     for count, stride, dilation, size in zip(out_sp[1:], g.stride[1:], g.dilation[1:], g.kernel[1:]):
@@ -245,17 +246,17 @@ def plan(lowering: Lowering, problem: ConvProblem) -> Plan | None:
     if g.groups != 1 or min(g.icg, g.ocg) < MIN_CHANNELS:
         return None
     if problem.transposed:
-        phases = transpose_phases(g, _three(problem.y.shape[2:], 1))
-        base = _transpose_input_layout(g, phases, x.shape[1])
+        phases = transpose_phases(g, to_3d(problem.y.shape[2:], 1))
+        base = transpose_input_layout(g, phases, x.shape[1])
         empty = any(not p.taps for p in phases)
         correlations = _phase_correlations(problem, [p for p in phases if p.taps], base.origin)
     else:
-        base = conv_input_layout(g, _three(problem.y.shape[2:], 1), x.shape[1])
+        base = conv_input_layout(g, to_3d(problem.y.shape[2:], 1), x.shape[1])
         empty, correlations = False, _conv_correlations(problem)
     if not correlations or not all(c.applies() for c in correlations):
         return None
     direct = choose_blocking(g.ocg, max(c.counts[2] for c in correlations), lowering, x.dtype)
-    rows = _rows_per_item(correlations, g, _blocks(g, direct) * direct.width, x.dtype.numpy.itemsize,
+    rows = _rows_per_item(correlations, g, oc_blocks(g, direct) * direct.width, x.dtype.numpy.itemsize,
                           MIN_ITEMS_PER_CORE * lowering.target.cores)
     gemm = choose_blocking(g.ocg, rows * max(c.tiles[1] for c in correlations), lowering, x.dtype)
     if not rows or g.icg % gemm.lanes:
@@ -290,41 +291,32 @@ def lower_winograd(lowering: Lowering, problem: ConvProblem) -> bool:
     x, y, g = problem.x, problem.y, problem.g
     itemsize = x.dtype.numpy.itemsize
     x_offset = lowering.scratch(p.layout.size(g.n) * itemsize)
-    u_sizes = [_blocks(g, p.gemm) * len(c.taps) * c.transform.positions * g.icg * p.gemm.width
+    u_sizes = [oc_blocks(g, p.gemm) * len(c.taps) * c.transform.positions * g.icg * p.gemm.width
                for c in p.correlations]
     u_offsets = [lowering.scratch(size * itemsize) for size in u_sizes]
     fallback_taps = [tap for c in p.correlations for tap in _direct_taps(problem, c)]
-    w_offset = lowering.scratch(_blocks(g, p.direct) * len(fallback_taps) * g.icg * p.direct.width * itemsize)
-    y_offset = lowering.scratch(_yp_size(y, g, p.gemm) * itemsize)
+    w_offset = lowering.scratch(oc_blocks(g, p.direct) * len(fallback_taps) * g.icg * p.direct.width * itemsize)
+    y_offset = lowering.scratch(channels_last_size(y, g, p.gemm) * itemsize)
     emit_pack_input(lowering, x, p.layout, x_offset, "wino_pack_input")
     lowering.leave_packed(x, p.layout)
     if p.empty:
-        _emit_zero(lowering, y_offset, _yp_size(y, g, p.gemm), x.dtype, "wino_zero")
+        emit_zero(lowering, y_offset, channels_last_size(y, g, p.gemm), x.dtype, "wino_zero")
     for c, offset in zip(p.correlations, u_offsets):
         _emit_weight_transform(lowering, problem, c, p.gemm, offset)
-    weights = problem.weights
-    emit_pack_weight(lowering, problem.w, g, p.direct,
-                     WeightLayout(weights.sg, weights.soc, weights.sic, _weight_offsets(problem, fallback_taps)),
-                     w_offset, "wino_pack_fallback_weight")
+    emit_pack_weight(lowering, problem.w, g, p.direct, problem.weights_of(fallback_taps), w_offset,
+                     "wino_pack_fallback_weight")
     starts = itertools.accumulate((len(_direct_taps(problem, c)) * g.icg * p.direct.width for c in p.correlations),
                                   initial=0)
-    directs = [_direct_spec(problem, c, p.layout, _yp_strides(y, g, p.gemm), w0, len(fallback_taps))
+    directs = [_direct_spec(problem, c, p.layout, channels_last_strides(y, g, p.gemm), w0, len(fallback_taps))
                for c, w0 in zip(p.correlations, starts)]
     _emit_main(lowering, problem, p, list(zip(p.correlations, directs, u_offsets)), (x_offset, w_offset, y_offset),
                Unpack(y, problem.bias, y_offset, channels_last_source(y, g, p.gemm), problem.epilogue))
     return True
 
 
-FAST_ALGORITHMS.append(lower_winograd)
-
-
 def _direct_taps(problem: ConvProblem, c: Correlation) -> list:
     """The kernel taps in the order the direct fallback's spec takes them."""
-    return list(itertools.product(*map(range, problem.g.kernel))) if c.phase is None else list(c.phase.kernel_taps)
-
-
-def _weight_offsets(problem: ConvProblem, taps: list) -> tuple:
-    return tuple(problem.weights.taps[i] for i in _linear_taps(problem.g.kernel, taps))
+    return kernel_taps(problem.g.kernel) if c.phase is None else list(c.phase.kernel_taps)
 
 
 def _direct_spec(problem: ConvProblem, c: Correlation, layout: Padded, y_strides: tuple, w0: int, w_taps: int) -> Direct:
@@ -343,9 +335,9 @@ def _emit_weight_transform(lowering: Lowering, problem: ConvProblem, c: Correlat
     GEMM term t, 0 past the output channels. A work item is (ob, t, ic)."""
     g, w, layout, transform = problem.g, problem.w, problem.weights, c.transform
     element = element_type(w.dtype)
-    blocks = _blocks(g, block)
+    blocks = oc_blocks(g, block)
     depth_taps, taps = len(c.taps), transform.taps
-    table = _table(lowering, "wtaps", _weight_offsets(problem, [tap for _, grid in c.taps for tap in grid]))
+    table = constant_table(lowering, "wtaps", problem.weights_of([tap for _, grid in c.taps for tap in grid]).taps)
 
     def body(k, item):
         b = k.b
@@ -373,7 +365,7 @@ def _emit_weight_transform(lowering: Lowering, problem: ConvProblem, c: Correlat
 def _emit_main(lowering: Lowering, problem: ConvProblem, p: Plan, parts: list, offsets: tuple, unpack: Unpack) -> None:
     """Work item (n, qd, block of tile rows), for each correlation (c, its direct fallback spec, the
     offset of its U) in `parts`: transform the input patches of its `p.rows` rows of tiles, multiply
-    them by U (the register tile of conv.py, one call per position xi and oc block) and transform the
+    them by U (the register tile of tile.py, one call per position xi and oc block) and transform the
     products back into the channels-last scratch (again with the direct tiles if they are not all
     finite). Then, every correlation done, the item's output rows are whole: unpack them."""
     g, y = problem.g, problem.y
@@ -383,7 +375,7 @@ def _emit_main(lowering: Lowering, problem: ConvProblem, p: Plan, parts: list, o
     kernels = [(c, _Products(lowering, element, g, p, c), _corner_table(lowering, c, p.layout),
                 row_tiles(lowering, element, g, p.direct, direct), u_offset) for c, direct, u_offset in parts]
     depth = max(c.counts[0] for c in p.correlations)
-    y_strides = _yp_strides(y, g, p.gemm)
+    y_strides = channels_last_strides(y, g, p.gemm)
 
     def body(k, item):
         b = k.b
@@ -410,7 +402,7 @@ def _unpack_item(k, p: Plan, unpack: Unpack, n, qd, first_row) -> None:
     """Unpack the output rows of positions (qd, q rows from first_row) of every correlation: depths
     qd * stride + r and rows q * stride + r, r < stride (the same for every correlation)."""
     b, y = k.b, unpack.y
-    depth, height, _ = _three(y.shape[2:], 1)
+    depth, height, _ = to_3d(y.shape[2:], 1)
     d_axis, h_axis = p.correlations[0].axes[:2]
     with counted_loop(b, d_axis.out_step, name="rd") as rd, counted_loop(b, 2 * p.rows * h_axis.out_step, name="rh") as rh:
         d = b.add(b.mul(qd, i64(d_axis.out_step)), rd)
@@ -431,7 +423,7 @@ def _each_row(b: ir.IRBuilder, p: Plan, c: Correlation, first_row, emit) -> None
 def _corner_table(lowering: Lowering, c: Correlation, layout: Padded) -> ir.GlobalVariable:
     """Element offsets in the padded input of the GEMM terms' patches (of tile (0, 0), position 0)."""
     _, sd, sh, sw = layout.strides()
-    return _table(lowering, "ctaps", [od * sd + oh * sh + ow * sw for (od, oh, ow), _ in c.taps])
+    return constant_table(lowering, "ctaps", [od * sd + oh * sh + ow * sw for (od, oh, ow), _ in c.taps])
 
 
 class _Products:
@@ -442,15 +434,17 @@ class _Products:
         block = p.gemm
         self.g, self.block, self.tw = g, block, p.rows * c.tiles[1]        # points: the item's tiles
         self.positions, self.depth_taps = c.transform.positions, len(c.taps)
-        self.blocks = _blocks(g, block)
+        self.blocks = oc_blocks(g, block)
         self.oc_padded = self.blocks * block.width
         self.v_size = self.depth_taps * self.positions * self.tw * g.icg
         self.m_size = self.positions * self.tw * self.oc_padded
         self.full, rest = divmod(self.tw, block.points)
         self.tile = tile_function(lowering, element, block, block.points, g.icg)
         self.last = tile_function(lowering, element, block, rest, g.icg) if rest else None
-        self.v_taps = _table(lowering, "vtaps", [t * self.positions * self.tw * g.icg for t in range(self.depth_taps)])
-        self.u_taps = _table(lowering, "utaps", [t * self.positions * g.icg * block.width for t in range(self.depth_taps)])
+        self.v_taps = constant_table(lowering, "vtaps",
+                                     [t * self.positions * self.tw * g.icg for t in range(self.depth_taps)])
+        self.u_taps = constant_table(lowering, "utaps",
+                                     [t * self.positions * g.icg * block.width for t in range(self.depth_taps)])
 
     def emit(self, b: ir.IRBuilder, v, u, m) -> None:
         g, block = self.g, self.block
@@ -505,7 +499,7 @@ def _transform_output(k, g, p: Plan, c: Correlation, y_strides: tuple, m, yp, it
     n, qd, first_row = item
     lanes, tw_count, alpha = p.gemm.lanes, c.tiles[1], c.transform.alpha
     points = p.rows * tw_count
-    oc_padded = _blocks(g, p.gemm) * p.gemm.width
+    oc_padded = oc_blocks(g, p.gemm) * p.gemm.width
     d_axis, h_axis, w_axis = c.axes
     yd = y_strides
     vtype = ir.VectorType(m.type.pointee, lanes)
@@ -556,7 +550,7 @@ def _aligned(slot):
 
 
 def _direct_row(k, tiles: RowTiles, offsets: tuple, n, qd, qh) -> None:
-    with counted_loop(k.b, _blocks(tiles.g, tiles.block), name="ob") as ob:
+    with counted_loop(k.b, oc_blocks(tiles.g, tiles.block), name="ob") as ob:
         emit_row_block(k, tiles, offsets, n, qd, qh, i64(0), ob)
 
 

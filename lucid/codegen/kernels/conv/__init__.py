@@ -1,0 +1,21 @@
+"""Convolution kernels: conv, conv_transpose and conv_weight_grad in 1-D/2-D/3-D, as vectorised loops.
+
+Every convolution is handled as 3-D (missing leading spatial axes have size 1). A conv or
+conv_transpose node becomes a `ConvProblem` (problem.py) and goes to the first algorithm of
+`algorithms.ALGORITHMS` that takes it: Winograd (winograd.py), a transposed conv with few output
+channels vectorised over output points (over_points.py), else the direct algorithm (direct.py). They
+share the packing of the input and the weight (packing.py), the register tile (tile.py), the
+unpacking of the scratch result to NCDHW with the bias and a fused epilogue (unpack.py) and a few IR
+building blocks (primitives.py). The weight gradient has its own kernels (weight_grad.py).
+
+Vectors are the target's widest (`Target.vector_floats`, never assumed), narrowed for layers with
+few output channels; the register tile is sized to the register file (32 vector registers with
+AVX-512, else 16).
+
+Importing this package registers the lowerings of conv, conv_transpose and conv_weight_grad.
+"""
+from . import weight_grad  # noqa: F401  (registers conv_weight_grad)
+from .algorithms import lower_conv, lower_conv_transpose
+from .problem import Epilogue
+
+__all__ = ["Epilogue", "lower_conv", "lower_conv_transpose"]

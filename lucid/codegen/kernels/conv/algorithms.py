@@ -1,0 +1,50 @@
+"""Which algorithm lowers a conv or conv_transpose node: the first in `ALGORITHMS` that takes it.
+
+The node becomes a `ConvProblem`; each algorithm `algorithm(lowering, problem)` lowers it and returns
+True, or returns False, emitting nothing, when it does not apply or would not be faster. The direct
+algorithm takes every problem, so it comes last."""
+from __future__ import annotations
+
+import math
+
+from ....ir.graph import Node
+from ...lowering import Lowering, lowers
+from .direct import lower_direct
+from .over_points import lower_transposed_over_points
+from .problem import ConvProblem, Epilogue, WeightLayout, geometry_of, kernel_taps, linear_taps
+from .winograd import lower_winograd
+
+#: In the order they are tried: Winograd (convs and transposed convs with 16+ channels and 3- or
+#: 2-tap classes, see winograd.py), transposed convs with few output channels vectorised over output
+#: points (over_points.py), then the direct algorithm (direct.py).
+ALGORITHMS = (lower_winograd, lower_transposed_over_points, lower_direct)
+
+
+@lowers("conv")
+def lower_conv(lowering: Lowering, node: Node, epilogue: Epilogue | None = None) -> None:
+    x, w, bias, y, groups = _operands(node)
+    g = geometry_of(x, w.shape[2:], node.attrs, groups, w.shape[1], w.shape[0] // groups)
+    k_size = math.prod(w.shape[2:])
+    weights = WeightLayout(g.ocg * g.icg * k_size, g.icg * k_size, k_size,
+                           tuple(linear_taps(g.kernel, kernel_taps(g.kernel))))
+    _lower(lowering, ConvProblem(x, w, bias, y, g, weights, epilogue))
+
+
+@lowers("conv_transpose")
+def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | None = None) -> None:
+    x, w, bias, y, groups = _operands(node)
+    g = geometry_of(x, w.shape[2:], node.attrs, groups, w.shape[0] // groups, w.shape[1])
+    k_size = math.prod(w.shape[2:])
+    weights = WeightLayout(g.icg * g.ocg * k_size, k_size, g.ocg * k_size, tuple(range(k_size)))
+    _lower(lowering, ConvProblem(x, w, bias, y, g, weights, epilogue, transposed=True))
+
+
+def _lower(lowering: Lowering, problem: ConvProblem) -> None:
+    taken = any(algorithm(lowering, problem) for algorithm in ALGORITHMS)
+    assert taken, "the direct algorithm takes every convolution"
+
+
+def _operands(node: Node) -> tuple:
+    """Input, weight, bias (or None), output and groups of a conv or conv_transpose node."""
+    bias = node.inputs[2] if len(node.inputs) == 3 else None
+    return node.inputs[0], node.inputs[1], bias, node.output, node.attrs["groups"]

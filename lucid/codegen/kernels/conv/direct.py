@@ -1,0 +1,189 @@
+"""The direct algorithm: a conv, or each stride phase of a transposed conv, as rows of register tiles.
+
+A conv runs in four steps, each a kernel, with scratch in the node's workspace:
+1. pack the input into a zero-padded channels-last copy `xp[n][d][h][w][c]`, so the inner loops
+   never test bounds;
+2. pack the weight into `wp[g][oc block][tap][ic][oc lane]`, output channels padded with zeros to
+   whole vector blocks;
+3. the direct convolution (`emit_direct`): for one row of output points and one block of output
+   channels, a register tile of `points` output points x `vectors` vectors of output channels
+   accumulates, over every tap and input channel, a broadcast input value times a weight vector
+   (FMA). The result goes to a channels-last scratch `yp[n][d][h][w][oc]`;
+4. unpack `yp` to the NCDHW output, adding the bias (in the direct kernel when there are enough rows).
+
+A transposed convolution never multiplies inserted zeros: its output splits into stride phases
+(positions o = q * stride + r); phase r reads input q + c for each tap whose offset c is whole, so
+each phase is a stride-1 direct convolution with its own taps (`Phase`, `phase_direct_spec`),
+written to every stride-th output.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+from ...irgen import counted_loop, element_type, unravel
+from ...lowering import Lowering
+from .packing import Padded, emit_pack_input, emit_pack_weight
+from .primitives import emit_zero
+from .problem import Blocking, ConvProblem, Geometry, choose_blocking, kernel_taps, oc_blocks, to_3d
+from .tile import Direct, emit_row_block, row_tiles
+from .unpack import Unpack, channels_last_size, channels_last_source, channels_last_strides, emit_unpack, unpack_row
+
+
+#: A conv with at least this many output rows unpacks each row in its direct kernel (fewer rows would
+#: leave too few work items to share between threads).
+ROWS_TO_UNPACK_IN_PLACE = 16
+
+
+def emit_direct(lowering: Lowering, dtype, g: Geometry, block: Blocking, spec: Direct,
+                offsets: tuple, name: str, unpack: Unpack | None = None, waits: bool = True) -> None:
+    """The direct convolution of `spec`. Work items are rows × (group, oc block); with `unpack`
+    (when the rows are the output's rows, as in a conv) an item is a whole row, all its channel
+    blocks, which it then unpacks while the row is still in L1."""
+    tiles = row_tiles(lowering, element_type(dtype), g, block, spec)
+    blocks = oc_blocks(g, block)
+
+    def body(k, item):
+        if unpack is None:
+            emit_row_block(k, tiles, offsets, *unravel(k.b, item, spec.rows + (g.groups, blocks)))
+            return
+        n, qd, qh = unravel(k.b, item, spec.rows)
+        with counted_loop(k.b, g.groups * blocks, name="gob") as gob:
+            emit_row_block(k, tiles, offsets, n, qd, qh, *unravel(k.b, gob, (g.groups, blocks)))
+        unpack_row(k, unpack, item)
+
+    rows = math.prod(spec.rows)
+    lowering.kernel(name, rows if unpack else rows * g.groups * blocks, body, waits)
+
+
+def lower_direct(lowering: Lowering, problem: ConvProblem) -> bool:
+    """The direct algorithm, which takes every convolution: a conv as one direct kernel, a transposed
+    conv as one per stride phase."""
+    if problem.transposed:
+        _lower_phases(lowering, problem)
+    else:
+        _lower_direct_conv(lowering, problem)
+    return True
+
+
+def conv_input_layout(g: Geometry, out_sp: tuple, channels: int) -> Padded:
+    """The zero-padded channels-last input a direct conv with outputs `out_sp` reads."""
+    return Padded(tuple((o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip(out_sp, g.stride, g.kernel, g.dilation)),
+                  g.pad_lo, channels)
+
+
+def conv_direct_spec(g: Geometry, out_sp: tuple, layout: Padded, y_strides: tuple) -> Direct:
+    """The direct conv over rows of `out_sp` reading `layout` and writing channels-last scratch of
+    element strides `y_strides` (n, d, h, w)."""
+    sn, sd, sh, sc = layout.strides()
+    return Direct(rows=(g.n,) + out_sp[:2], points=out_sp[2], x0=0,
+                  sx=(sn, g.stride[0] * sd, g.stride[1] * sh), sx_point=g.stride[2] * sc,
+                  taps=tuple(a * g.dilation[0] * sd + b_ * g.dilation[1] * sh + c * g.dilation[2] * sc
+                             for a, b_, c in kernel_taps(g.kernel)),
+                  y0=0, sy=y_strides[:3], sy_point=y_strides[3], w0=0, w_taps=math.prod(g.kernel))
+
+
+def _lower_direct_conv(lowering: Lowering, problem: ConvProblem) -> None:
+    """A conv in four kernels: pack the input, pack the weight, the direct kernel, unpack (the last
+    two in one when the output has enough rows)."""
+    x, y, g = problem.x, problem.y, problem.g
+    out_sp = to_3d(y.shape[2:], 1)
+    block = choose_blocking(g.ocg, out_sp[2], lowering, x.dtype)
+    layout = conv_input_layout(g, out_sp, x.shape[1])
+    itemsize = x.dtype.numpy.itemsize
+    x_offset = lowering.scratch(layout.size(g.n) * itemsize)
+    w_offset = lowering.scratch(g.groups * oc_blocks(g, block) * math.prod(g.kernel) * g.icg * block.width * itemsize)
+    y_offset = lowering.scratch(channels_last_size(y, g, block) * itemsize)
+    emit_pack_input(lowering, x, layout, x_offset, "conv_pack_input")
+    lowering.leave_packed(x, layout)
+    emit_pack_weight(lowering, problem.w, g, block, problem.weights, w_offset, "conv_pack_weight")
+    spec = conv_direct_spec(g, out_sp, layout, channels_last_strides(y, g, block))
+    unpack = Unpack(y, problem.bias, y_offset, channels_last_source(y, g, block), problem.epilogue)
+    if math.prod(spec.rows) >= ROWS_TO_UNPACK_IN_PLACE:
+        emit_direct(lowering, x.dtype, g, block, spec, (x_offset, w_offset, y_offset), "conv_direct", unpack)
+    else:
+        emit_direct(lowering, x.dtype, g, block, spec, (x_offset, w_offset, y_offset), "conv_direct")
+        emit_unpack(lowering, unpack, "conv_unpack")
+
+
+def _lower_phases(lowering: Lowering, problem: ConvProblem) -> None:
+    """A transposed conv as a direct conv per stride phase."""
+    x, w, bias, y, g = problem.x, problem.w, problem.bias, problem.y, problem.g
+    phases = transpose_phases(g, to_3d(y.shape[2:], 1))
+    block = choose_blocking(g.ocg, max(p.counts[2] for p in phases), lowering, x.dtype)
+    layout = transpose_input_layout(g, phases, x.shape[1])
+    itemsize = x.dtype.numpy.itemsize
+    x_offset = lowering.scratch(layout.size(g.n) * itemsize)
+    all_taps = [tap for phase in phases for tap in phase.kernel_taps]      # every tap once, phase by phase
+    w_offset = lowering.scratch(max(g.groups * oc_blocks(g, block) * len(all_taps) * g.icg * block.width, 1) * itemsize)
+    y_offset = lowering.scratch(channels_last_size(y, g, block) * itemsize)
+    emit_pack_input(lowering, x, layout, x_offset, "convT_pack_input")
+    lowering.leave_packed(x, layout)
+    if any(not p.taps for p in phases):
+        emit_zero(lowering, y_offset, channels_last_size(y, g, block), x.dtype, "convT_zero")
+    yd = channels_last_strides(y, g, block)
+    emit_pack_weight(lowering, w, g, block, problem.weights_of(all_taps), w_offset, "convT_pack_weight")
+    starts = itertools.accumulate((len(p.taps) * g.icg * block.width for p in phases), initial=0)
+    active = [(phase, w0) for phase, w0 in zip(phases, starts) if phase.taps]
+    unpack = Unpack(y, bias, y_offset, channels_last_source(y, g, block), problem.epilogue)
+    # with stride 1 the only phase's rows are the output rows: unpack each as soon as it is computed
+    in_place = len(active) == len(phases) == 1 and math.prod(active[0][0].counts[:2]) * g.n >= ROWS_TO_UNPACK_IN_PLACE
+    for position, (phase, w0) in enumerate(active):          # the phases write disjoint outputs
+        spec = phase_direct_spec(g, phase, layout, yd, w0, len(all_taps))
+        emit_direct(lowering, x.dtype, g, block, spec, (x_offset, w_offset, y_offset), "convT_direct",
+                    unpack if in_place else None, waits=position == 0)
+    if not in_place:
+        emit_unpack(lowering, unpack, "convT_unpack")
+
+
+def transpose_phases(g: Geometry, out_sp: tuple) -> list:
+    """The stride phases of a transposed conv that have outputs."""
+    phases = [_phase(g, out_sp, r) for r in itertools.product(*(range(s) for s in g.stride))]
+    return [p for p in phases if min(p.counts) > 0]
+
+
+def phase_direct_spec(g: Geometry, phase: Phase, layout: Padded, y_strides: tuple, w0: int, w_taps: int) -> Direct:
+    """The direct conv of one stride phase: rows of phase positions q reading the padded input at
+    q + shift, writing output q * stride + r of the channels-last scratch (element strides
+    `y_strides`); its weights start at w0 of blocks of `w_taps` taps."""
+    sn, sd, sh, sc = layout.strides()
+    origin, yd = layout.origin, y_strides
+    return Direct(rows=(g.n,) + phase.counts[:2], points=phase.counts[2],
+                  x0=origin[0] * sd + origin[1] * sh + origin[2] * sc, sx=(sn, sd, sh), sx_point=sc,
+                  taps=tuple(a * sd + b_ * sh + c * sc for a, b_, c in phase.taps),
+                  y0=phase.r[0] * yd[1] + phase.r[1] * yd[2] + phase.r[2] * yd[3],
+                  sy=(yd[0], g.stride[0] * yd[1], g.stride[1] * yd[2]), sy_point=g.stride[2] * yd[3], w0=w0,
+                  w_taps=w_taps)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Output positions q * stride + r of a transposed conv: `counts` of q per axis, and per tap the
+    kernel offsets and the input shift c (input q + c)."""
+
+    r: tuple
+    counts: tuple
+    kernel_taps: tuple
+    taps: tuple
+
+
+def _phase(g: Geometry, out_sp: tuple, r: tuple) -> Phase:
+    per_axis = []
+    for r_a, k, s, d, lo in zip(r, g.kernel, g.stride, g.dilation, g.pad_lo):
+        per_axis.append([(kk, (r_a + lo - kk * d) // s) for kk in range(k) if (r_a + lo - kk * d) % s == 0])
+    counts = tuple(max(0, -(-(n - r_a) // s)) for n, r_a, s in zip(out_sp, r, g.stride))
+    combos = list(itertools.product(*per_axis))
+    return Phase(r, counts, tuple(tuple(kk for kk, _ in c) for c in combos), tuple(tuple(cc for _, cc in c) for c in combos))
+
+
+def transpose_input_layout(g: Geometry, phases: list, channels: int, planar: bool = False) -> Padded:
+    """Padding so that input q + c is inside the padded copy for every phase, tap and q."""
+    low, high = [0, 0, 0], [0, 0, 0]
+    for p in phases:
+        for shift in p.taps:
+            for axis in range(3):
+                low[axis] = max(low[axis], -shift[axis])
+                high[axis] = max(high[axis], p.counts[axis] - 1 + shift[axis] + 1)
+    extent = tuple(max(n, h) + lo for n, h, lo in zip(g.in_sp, high, low))
+    return Padded(extent, tuple(low), channels, planar)

@@ -1,0 +1,146 @@
+"""The register tile and the rows of tiles a direct kernel calls.
+
+`tile_function` is the innermost loop of every convolution here (the direct and phase kernels, the
+kernels vectorised over output points and Winograd's GEMM): a tile of rows x vectors accumulates,
+over taps and input channels, a broadcast scalar times a vector with FMA. A `Direct` spec says which
+rows of output points one direct kernel convolves; `row_tiles` and `emit_row_block` cover one such
+row, for one block of output channels, with calls of the tile."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import llvmlite.ir as ir
+
+from ...irgen import F32, counted_loop, i64, intrinsic, load_vector, splat, store_vector
+from ...lowering import Lowering
+from .primitives import constant_table, strided_offset
+from .problem import Blocking, Geometry, oc_blocks
+
+
+@dataclass(frozen=True)
+class Direct:
+    """One direct-convolution kernel: rows (n, qd, qh) × (g, ob) of `points` points along w.
+
+    Input point (row, p) starts at x0 + n*sx[0] + qd*sx[1] + qh*sx[2] + g*icg + p*sx_point; tap t adds
+    taps[t]. Output point goes to y0 + n*sy[0] + qd*sy[1] + qh*sy[2] + (g*blocks + ob)*width + p*sy_point.
+    Weights of block (g, ob) start at w0 + (g*blocks + ob)*w_taps*icg*width: the packed weights
+    hold w_taps taps per block (those of all the stride phases of a transposed conv, this kernel's
+    starting at w0).
+    """
+
+    rows: tuple          # (N, Qd, Qh)
+    points: int          # Qw
+    x0: int
+    sx: tuple
+    sx_point: int
+    taps: tuple
+    y0: int
+    sy: tuple
+    sy_point: int
+    w0: int
+    w_taps: int
+
+
+@dataclass(frozen=True)
+class RowTiles:
+    """What a kernel calls to convolve one row of `spec` for one (group, oc block): `full` calls of
+    the register tile `tile`, then `last` (fewer points) if the row does not divide into tiles."""
+
+    element: ir.Type
+    g: Geometry
+    block: Blocking
+    spec: Direct
+    full: int
+    tile: ir.Function
+    last: ir.Function | None
+    taps: ir.GlobalVariable
+    weight_taps: ir.GlobalVariable
+
+
+def row_tiles(lowering: Lowering, element, g: Geometry, block: Blocking, spec: Direct) -> RowTiles:
+    """The tile functions and tap tables of `spec`, made in the module of the next kernel."""
+    full, rest = divmod(spec.points, block.points)
+    tap_count = len(spec.taps)
+    return RowTiles(element, g, block, spec, full,
+                    tile_function(lowering, element, block, block.points, spec.sx_point),
+                    tile_function(lowering, element, block, rest, spec.sx_point) if rest else None,
+                    constant_table(lowering, "taps", spec.taps),
+                    constant_table(lowering, "wtaps", [t * g.icg * block.width for t in range(tap_count)]))
+
+
+def emit_row_block(k, tiles: RowTiles, offsets: tuple, n, qd, qh, grp, ob) -> None:
+    """Row (n, qd, qh) of `tiles.spec` for channel block (grp, ob): input, packed weights and
+    output scratch at the workspace `offsets`."""
+    b = k.b
+    g, block, spec = tiles.g, tiles.block, tiles.spec
+    blocks = oc_blocks(g, block)
+    xp, wp, yp = (k.scratch_pointer(o, tiles.element) for o in offsets)
+    x_row = strided_offset(b, spec.x0, (n, qd, qh, grp), spec.sx + (g.icg,))
+    y_row = b.add(strided_offset(b, spec.y0, (n, qd, qh), spec.sy),
+                  b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(block.width)))
+    w_row = b.add(i64(spec.w0), b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(spec.w_taps * g.icg * block.width)))
+    taps = [b.gep(t, [i64(0), i64(0)]) for t in (tiles.taps, tiles.weight_taps)]
+    shape = [i64(len(spec.taps)), i64(g.icg), i64(1), i64(block.width), i64(spec.sy_point)]
+
+    def call(function, first):
+        x_first = b.gep(xp, [b.add(x_row, b.mul(first, i64(spec.sx_point)))])
+        y_first = b.gep(yp, [b.add(y_row, b.mul(first, i64(spec.sy_point)))])
+        b.call(function, [x_first, b.gep(wp, [w_row]), y_first] + taps + shape)
+
+    with counted_loop(b, tiles.full, name="tile") as p:
+        call(tiles.tile, b.mul(p, i64(block.points)))
+    if tiles.last is not None:
+        call(tiles.last, i64(tiles.full * block.points))
+
+
+def tile_function(lowering: Lowering, element, block: Blocking, count: int, s_step: int) -> ir.Function:
+    """void tile(s, v, y, s_taps, v_taps, tap_count, icg, s_ic, v_ic, y_step): the register tile of
+    `count` rows × `block.vectors` vectors, shared by every convolution of the module with this
+    blocking and row step (a constant, so the scalar operands of the rows are immediate offsets).
+
+    y[r*y_step + j*lanes + lane] = sum over t < tap_count, ic < icg of
+        s[s_taps[t] + ic*s_ic + r*s_step] * v[v_taps[t] + ic*v_ic + j*lanes + lane]
+    i.e. a broadcast scalar times a vector, accumulated with FMA. For a convolution vectorised over
+    output channels the scalars are input values (rows: output points) and the vectors weight rows;
+    vectorised over output points, the scalars are weights (rows: output channels) and the vectors
+    input rows."""
+    kind = "f32" if element == F32 else "f64"
+    name = f"conv_tile_{kind}_{block.lanes}x{block.vectors}x{count}_step{s_step}"
+    if name in lowering.module.globals:
+        return lowering.module.globals[name]
+    pointer = element.as_pointer()
+    i64t = ir.IntType(64)
+    fn = ir.Function(lowering.module, ir.FunctionType(ir.VoidType(), [pointer] * 3 + [i64t.as_pointer()] * 2 + [i64t] * 5),
+                     name)
+    fn.linkage = "internal"
+    for argument in fn.args[:3]:
+        argument.add_attribute("noalias")
+    s, v, y, s_taps, v_taps, tap_count, icg, s_ic, v_ic, y_step = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    vtype = ir.VectorType(element, block.lanes)
+    fma = intrinsic(lowering.module, f"llvm.fma.v{block.lanes}{kind}", vtype, [vtype] * 3)
+    accumulators = b.alloca(vtype, count * block.vectors)
+    _zero_tile(b, accumulators, count * block.vectors, vtype)
+    with counted_loop(b, tap_count, name="t") as t:
+        s_tap = b.gep(s, [b.load(b.gep(s_taps, [t]))])
+        v_tap = b.gep(v, [b.load(b.gep(v_taps, [t]))])
+        with counted_loop(b, icg, name="ic") as ic:
+            s_ic_at, v_ic_at = b.mul(ic, s_ic), b.mul(ic, v_ic)
+            vectors = [load_vector(b, v_tap, b.add(v_ic_at, i64(j * block.lanes)), block.lanes) for j in range(block.vectors)]
+            for r in range(count):
+                broadcast = splat(b, b.load(b.gep(s_tap, [b.add(s_ic_at, i64(r * s_step))])), block.lanes)
+                for j in range(block.vectors):
+                    slot = b.gep(accumulators, [i64(r * block.vectors + j)])
+                    b.store(b.call(fma, [broadcast, vectors[j], b.load(slot)]), slot)
+    for r in range(count):
+        for j in range(block.vectors):
+            value = b.load(b.gep(accumulators, [i64(r * block.vectors + j)]))
+            store_vector(b, value, y, b.add(b.mul(i64(r), y_step), i64(j * block.lanes)))
+    b.ret_void()
+    return fn
+
+
+def _zero_tile(b: ir.IRBuilder, accumulators, count: int, vtype) -> None:
+    zero = ir.Constant(vtype, [0.0] * vtype.count)
+    for slot in range(count):
+        b.store(zero, b.gep(accumulators, [i64(slot)]))

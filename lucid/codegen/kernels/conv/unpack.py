@@ -1,0 +1,163 @@
+"""Unpacking and epilogues: how a convolution's scratch result becomes its NCDHW output.
+
+The kernels write their result to a scratch, channels-last (`ChannelsLastScratch`) or, vectorised
+over output points, phase-major (`PhaseMajorScratch`). Unpacking reads it back one output row at a
+time, adds the bias and applies the fused elementwise `Epilogue` (problem.py) to each element as
+it is stored."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from ....ir.graph import Value
+from ...irgen import counted_loop, element_type, i64, linear_index, load_vector, unravel
+from ...lowering import Lowering
+from ..elementwise import contiguous_strides, load, operand_strides, store
+from ..scalar import Scalars, evaluate
+from .primitives import at_most, strided_offset, transposed_rows
+from .problem import Blocking, Epilogue, Geometry, oc_blocks, to_3d
+
+
+@dataclass(frozen=True)
+class Unpack:
+    """How the convolution's scratch result (at `offset` in the workspace) becomes the NCDHW output
+    `y`, with the bias and the fused epilogue: `source.index(b, n, oc, d, h, w)` is the scratch
+    index of output element (n, oc, d, h, w) (see `ChannelsLastScratch`, `PhaseMajorScratch`)."""
+
+    y: Value
+    bias: Value | None
+    offset: int
+    source: ChannelsLastScratch | PhaseMajorScratch
+    epilogue: Epilogue | None = None
+
+
+@dataclass(frozen=True)
+class ChannelsLastScratch:
+    """The scratch `yp[n][d][h][w][g*blocks*width + ocg]` (strides `channels_last_strides`): each group's
+    channels start at a multiple of `lanes` and are padded to whole vectors of `lanes`."""
+
+    strides: tuple           # (n, d, h, w)
+    group_stride: int        # blocks * width
+    ocg: int
+    lanes: int
+
+    def index(self, b, n, oc, d, h, w):
+        grp, ocg = b.udiv(oc, i64(self.ocg)), b.urem(oc, i64(self.ocg))
+        return b.add(strided_offset(b, 0, (n, d, h, w, grp), self.strides + (self.group_stride,)), ocg)
+
+
+def channels_last_source(y: Value, g: Geometry, block: Blocking) -> ChannelsLastScratch:
+    """The channels-last scratch of output `y` for tiles of `block`."""
+    return ChannelsLastScratch(channels_last_strides(y, g, block), oc_blocks(g, block) * block.width, g.ocg,
+                               block.lanes)
+
+
+def channels_last_size(y: Value, g: Geometry, block: Blocking) -> int:
+    """Elements of the channels-last scratch of output `y`."""
+    return channels_last_strides(y, g, block)[0] * y.shape[0]
+
+
+def channels_last_strides(y: Value, g: Geometry, block: Blocking) -> tuple:
+    """Element strides (n, d, h, w) of the channels-last scratch of output `y`."""
+    depth, height, width = to_3d(y.shape[2:], 1)
+    padded = g.groups * oc_blocks(g, block) * block.width
+    return (depth * height * width * padded, height * width * padded, width * padded, padded)
+
+
+@dataclass(frozen=True)
+class PhaseMajorScratch:
+    """The scratch yq[phase][n][oc][qd][qh][qw] of the strides `yq` (see over_points.py):
+    output (d, h, w) is phase (d, h, w) mod stride at q = (d, h, w) // stride."""
+
+    stride: tuple
+    yq: tuple
+
+    def index(self, b, n, oc, d, h, w):
+        qs = [b.udiv(a, i64(s)) for a, s in zip((d, h, w), self.stride)]
+        rs = [b.urem(a, i64(s)) for a, s in zip((d, h, w), self.stride)]
+        phase = b.add(b.mul(b.add(b.mul(rs[0], i64(self.stride[1])), rs[1]), i64(self.stride[2])), rs[2])
+        return b.add(strided_offset(b, 0, (phase, n, oc, qs[0], qs[1]), self.yq), qs[2])
+
+
+def emit_unpack(lowering: Lowering, unpack: Unpack, name: str) -> None:
+    """y = epilogue(scratch (+ bias)) as a kernel over the output rows (n, d, h)."""
+    depth, height, _ = to_3d(unpack.y.shape[2:], 1)
+    lowering.kernel(name, unpack.y.shape[0] * depth * height, lambda k, row: unpack_row(k, unpack, row))
+
+
+def unpack_row(k, unpack: Unpack, row) -> None:
+    """y[n][oc][d][h][w] = epilogue(scratch[source.index(n, oc, d, h, w)] (+ bias[oc])) for one row
+    `row` = (n, d, h): the scratch of a row is small enough to stay in L1 while it is read once per
+    output channel. A channels-last scratch is transposed in registers, `lanes` channels by `lanes`
+    positions at a time (element-wise it would take a gather or a scatter per vector)."""
+    y = unpack.y
+    depth, height, width = to_3d(y.shape[2:], 1)
+    n, d, h = unravel(k.b, row, (y.shape[0], depth, height))
+    if isinstance(unpack.source, ChannelsLastScratch):
+        _unpack_row_by_tiles(k, unpack, unpack.source, (n, d, h))
+        return
+    scratch = k.scratch_pointer(unpack.offset, element_type(y.dtype))
+    with counted_loop(k.b, y.shape[1], name="oc") as oc:
+        _emit_channel_row(k, unpack, (n, oc, d, h),
+                          lambda w: k.b.load(k.b.gep(scratch, [unpack.source.index(k.b, n, oc, d, h, w)])))
+
+
+def _unpack_row_by_tiles(k, unpack: Unpack, source: ChannelsLastScratch, row: tuple) -> None:
+    """For each group's tile of `lanes` channels: transpose the row's positions into a stack array,
+    then write those channels' output rows from it."""
+    b, y = k.b, unpack.y
+    element = element_type(y.dtype)
+    lanes, width, groups = source.lanes, to_3d(y.shape[2:], 1)[2], y.shape[1] // source.ocg
+    channel_tiles = math.ceil(source.ocg / lanes)
+    scratch = k.scratch_pointer(unpack.offset, element)
+    n, d, h = row
+    row_start = strided_offset(b, 0, row, source.strides[:3])
+    with counted_loop(b, groups * channel_tiles, name="tile") as tile:
+        grp, ct = unravel(b, tile, (groups, channel_tiles))
+        first = b.add(row_start, b.add(b.mul(grp, i64(source.group_stride)), b.mul(ct, i64(lanes))))
+        columns, stride = transposed_rows(k, element, width, lanes,
+                                          lambda w: load_vector(b, scratch, b.add(first, b.mul(w, i64(source.strides[3]))),
+                                                                lanes))
+        first_oc = b.add(b.mul(grp, i64(source.ocg)), b.mul(ct, i64(lanes)))
+        with counted_loop(b, at_most(b, b.sub(i64(source.ocg), b.mul(ct, i64(lanes))), lanes), name="j") as j:
+            _emit_channel_row(k, unpack, (n, b.add(first_oc, j), d, h),
+                              lambda w: b.load(b.gep(columns, [b.add(b.mul(j, i64(stride)), w)])))
+
+
+def _emit_channel_row(k, unpack: Unpack, index: tuple, value_at: Callable) -> None:
+    """y[n][oc][d][h][w] = epilogue(value_at(w) (+ bias[oc])) for every w of the row `index` = (n, oc, d, h)."""
+    y, bias, epilogue = unpack.y, unpack.bias, unpack.epilogue
+    b = k.b
+    n, oc, d, h = index
+    channels = y.shape[1]
+    depth, height, width = to_3d(y.shape[2:], 1)
+    target = epilogue.output if epilogue else y
+    first = b.mul(b.add(b.mul(b.add(b.mul(b.add(b.mul(n, i64(channels)), oc), i64(depth)), d), i64(height)), h),
+                  i64(width))
+    shift = b.load(b.gep(k.pointer(bias), [oc])) if bias is not None else None
+    with counted_loop(b, width, name="w") as w:
+        value = value_at(w)
+        if shift is not None:
+            value = b.fadd(value, shift)
+        at = b.add(first, w)
+        if epilogue is not None:
+            value = _apply_epilogue(k, epilogue, value, at, (n, oc, d, h, w))
+        store(k, value, target, at)
+
+
+def _apply_epilogue(k, epilogue: Epilogue, value, flat, index5: tuple):
+    """Evaluate the epilogue chain on one element; other operands are read at the element's index."""
+    s = Scalars(k.b, k.module)
+    shape = epilogue.output.shape
+    index = index5[:2] + index5[5 - (len(shape) - 2):]
+
+    def operand(node, position):
+        v = node.inputs[position]
+        if v is epilogue.source:
+            return value
+        strides = operand_strides(node, position)
+        at = flat if strides == contiguous_strides(shape) else linear_index(k.b, list(index), strides)
+        return load(k, s, v, at)
+
+    return evaluate(s, list(epilogue.nodes), operand)[epilogue.nodes[-1].output]

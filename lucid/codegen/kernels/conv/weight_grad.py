@@ -1,0 +1,289 @@
+"""The weight gradient, `conv_weight_grad`: dw[g*ocg + oc][ic][tap] = sum over output positions of
+input x output gradient.
+
+It accumulates, for a tile of input channels x output-channel vectors, input value x output-gradient
+vector over every output position, from copies of the input and the gradient packed in blocks of
+one tile's channels (`emit_pack_channel_blocks`); work items are (part of the positions, group, oc
+block), each part summing into its own copy of the blocked gradient, and a last kernel adds the
+copies into dw. When the input gradient's conv just packed one of the two operands
+(`Lowering.leave_packed`), it reads that copy instead of packing its own."""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import llvmlite.ir as ir
+
+from ....ir.graph import Node, Value
+from ...irgen import F32, counted_loop, element_type, i64, intrinsic, load_vector, splat, store_vector, unravel
+from ...lowering import Lowering, lowers
+from .packing import Padded, emit_pack_channel_blocks
+from .primitives import at_most, constant_table, strided_offset, transposed_rows
+from .problem import Blocking, Geometry, choose_blocking, geometry_of, kernel_taps, oc_blocks, to_3d
+
+
+@lowers("conv_weight_grad")
+def lower_conv_weight_grad(lowering: Lowering, node: Node) -> None:
+    x, gy = node.inputs
+    dw = node.output
+    groups = node.attrs["groups"]
+    kernel = node.attrs["kernel_size"]
+    g = geometry_of(x, kernel, node.attrs, groups, x.shape[1] // groups, gy.shape[1] // groups)
+    windows = to_3d(gy.shape[2:], 1)
+    block = choose_blocking(g.ocg, g.icg, lowering, x.dtype)
+    x_needed = Padded(tuple((o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip(windows, g.stride, g.kernel, g.dilation)),
+                      g.pad_lo, _wgrad_tile_rows(g, block))
+    gy_needed = Padded(windows, (0, 0, 0), block.width)
+    shared_x = _shared_copy(lowering, x, x_needed, groups)
+    shared_gy = None if shared_x else _shared_copy(lowering, gy, gy_needed, groups)
+    layouts = WeightGradLayouts(WeightGradOperand.of(x_needed, shared_x), WeightGradOperand.of(gy_needed, shared_gy),
+                                windows)
+    taps = kernel_taps(g.kernel)
+    itemsize = x.dtype.numpy.itemsize
+    sizes = {"x": groups * layouts.x.blocks(g.icg) * layouts.x.layout.size(g.n) * itemsize,
+             "gy": groups * layouts.gy.blocks(g.ocg) * layouts.gy.layout.size(g.n) * itemsize}
+    order = ("gy", "x") if shared_gy else ("x", "gy")            # a shared copy stays at offset 0
+    offsets = {name: lowering.scratch(sizes[name]) for name in order}
+    dw_size = groups * oc_blocks(g, block) * len(taps) * g.icg * block.width
+    parts = _reduction_parts(g, block, windows, dw_size * itemsize)
+    dw_offset = lowering.scratch(parts * dw_size * itemsize)
+    if not shared_x:
+        emit_pack_channel_blocks(lowering, x, layouts.x.layout, groups, offsets["x"], "wgrad_pack_input")
+    if not shared_gy:
+        emit_pack_channel_blocks(lowering, gy, layouts.gy.layout, groups, offsets["gy"], "wgrad_pack_gradient",
+                                 waits=bool(shared_x))
+    sn, sd, sh, sc = layouts.x.layout.strides()
+    tap_offsets = tuple(a * g.dilation[0] * sd + b_ * g.dilation[1] * sh + c * g.dilation[2] * sc for a, b_, c in taps)
+    _emit_weight_grad_tiles(lowering, x.dtype, g, block, layouts, tap_offsets, (offsets["x"], offsets["gy"], dw_offset),
+                            parts)
+    _emit_unpack_weight(lowering, dw, g, block, len(taps), dw_offset, parts)
+
+
+def _shared_copy(lowering: Lowering, value: Value, needed: Padded, groups: int) -> Padded | None:
+    """The channels-last copy of `value` that the node before left in the workspace (the input
+    gradient's conv packs the output gradient, or for a transposed conv the same input), when the
+    weight gradient can read it in place of packing `needed` itself: one group, every channel, and
+    `needed`'s positions inside it (its origin at least `needed`'s, the extent to match)."""
+    shared = lowering.packed_at_start(value)
+    if shared is None or groups != 1 or shared.planar or shared.channels != value.shape[1]:
+        return None
+    shift = [have - want for have, want in zip(shared.origin, needed.origin)]
+    if min(shift) < 0 or any(e + d > have for e, d, have in zip(needed.extent, shift, shared.extent)):
+        return None
+    return shared
+
+
+@dataclass(frozen=True)
+class WeightGradOperand:
+    """How the weight gradient reads one operand: `layout`, a register tile's `channels` of it
+    (input channels of x, output channels of gy) starting `shift` elements in (where `needed`'s
+    origin sits in a shared copy). Packed in blocks of one tile's channels (`blocked`), a tile's data
+    is contiguous (its cache lines hold nothing else); a shared copy holds every channel."""
+
+    layout: Padded
+    channels: int
+    shift: int
+
+    @classmethod
+    def of(cls, needed: Padded, shared: Padded | None) -> "WeightGradOperand":
+        if shared is None:
+            return cls(needed, needed.channels, 0)
+        strides = shared.strides()[1:]
+        return cls(shared, needed.channels, sum((have - want) * stride for have, want, stride
+                                                in zip(shared.origin, needed.origin, strides)))
+
+    @property
+    def blocked(self) -> bool:
+        return self.layout.channels == self.channels
+
+    def blocks(self, channels: int) -> int:
+        """Channel blocks per group in the packed copy."""
+        return math.ceil(channels / self.channels) if self.blocked else 1
+
+    def block_offset(self, n: int) -> int:
+        """Elements from one tile's channels to the next tile's."""
+        return self.layout.size(n) if self.blocked else self.channels
+
+
+@dataclass(frozen=True)
+class WeightGradLayouts:
+    """The weight gradient's operands: the input `x` zero-padded and the output gradient `gy` over
+    its `windows` (see `emit_pack_channel_blocks`)."""
+
+    x: WeightGradOperand
+    gy: WeightGradOperand
+    windows: tuple
+
+
+#: The weight gradient splits its sum over output rows into parts until it has about this many work
+#: items (parts x groups x oc blocks), so that both cores get an even share of it...
+WEIGHT_GRAD_ITEMS = 16
+
+
+#: The weight gradient's row function sums at least this many output positions per call (several
+#: short rows at once), so loading and storing its accumulators costs little next to the FMAs.
+WEIGHT_GRAD_POSITIONS = 64
+
+
+def _wgrad_lines(windows: tuple) -> tuple:
+    """(rows per row-function call, blocks of such rows per output plane)."""
+    depth, height, width = windows
+    lines = max(1, min(height, math.ceil(WEIGHT_GRAD_POSITIONS / width)))
+    return lines, math.ceil(height / lines)
+
+
+#: ... as long as the parts' copies of the blocked gradient take at most this many bytes together,
+#: and each part sums at least this many positions (a copy costs a zeroing and an addition).
+WEIGHT_GRAD_COPIES_BYTES = 32 << 20
+WEIGHT_GRAD_POSITIONS_PER_PART = 256
+
+
+def _reduction_parts(g: Geometry, block: Blocking, windows: tuple, copy_bytes: int) -> int:
+    """Into how many parts the weight gradient splits its rows (each part sums into its own copy of
+    the blocked gradient, of `copy_bytes`; the unpacking adds the copies)."""
+    wanted = math.ceil(WEIGHT_GRAD_ITEMS / (g.groups * oc_blocks(g, block)))
+    worthwhile = g.n * math.prod(windows) // WEIGHT_GRAD_POSITIONS_PER_PART
+    return max(1, min(wanted, worthwhile, WEIGHT_GRAD_COPIES_BYTES // max(copy_bytes, 1),
+                      g.n * windows[0] * _wgrad_lines(windows)[1]))
+
+
+def _wgrad_tile_rows(g: Geometry, block: Blocking) -> int:
+    return max(1, min(block.points, g.icg))
+
+
+def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Blocking, layouts: WeightGradLayouts,
+                            tap_offsets: tuple, offsets: tuple, parts: int) -> None:
+    """dwp[grp][ob][t][ic][lane] = sum over positions of xp(position, tap, ic) * gyp(position, lane).
+
+    A work item is (part, group, oc block): it sums into part `part`'s copy of dwp and walks its
+    share of the output rows once, a few rows at a time (at least WEIGHT_GRAD_POSITIONS positions per
+    call of the row function, so its accumulators stay in registers that long). While those rows'
+    gradient block and input are in L1/L2 it applies every ic tile and tap to them, so the data
+    streams from memory once per part and oc block. The items write disjoint parts of dwp."""
+    element = element_type(dtype)
+    x_offset, gy_offset, dw_offset = offsets
+    blocks = oc_blocks(g, block)
+    rows_per_tile = layouts.x.channels
+    tiles = math.ceil(g.icg / rows_per_tile)
+    rest = g.icg - (tiles - 1) * rows_per_tile
+    sn, sd, sh, sc = layouts.x.layout.strides()
+    gn, gd, gh, gw = layouts.gy.layout.strides()
+    table = constant_table(lowering, "gtaps", tap_offsets)
+    depth, height, width = layouts.windows
+    full_row = _row_function(lowering, element, block, rows_per_tile, g.stride[2] * sc)
+    last_row = _row_function(lowering, element, block, rest, g.stride[2] * sc)
+    tap_block = g.icg * block.width                         # dwp elements per (grp, ob, tap)
+    block_size = len(tap_offsets) * tap_block               # per (grp, ob)
+    group_size = blocks * block_size
+    lines, line_blocks = _wgrad_lines(layouts.windows)
+
+    def body(k, item):
+        b = k.b
+        part, grp, ob = unravel(b, item, (parts, g.groups, blocks))
+        xp, gp, dwp_all = (k.scratch_pointer(o, element) for o in (x_offset, gy_offset, dw_offset))
+        xp, gp = b.gep(xp, [i64(layouts.x.shift)]), b.gep(gp, [i64(layouts.gy.shift)])
+        dwp = b.gep(dwp_all, [strided_offset(b, 0, (part, grp, ob), (g.groups * group_size, group_size, block_size))])
+        with counted_loop(b, block_size, name="z") as z:
+            b.store(ir.Constant(element, 0.0), b.gep(dwp, [z]))
+        g_block = b.gep(gp, [b.add(b.mul(grp, i64(layouts.gy.blocks(g.ocg) * layouts.gy.layout.size(g.n))),
+                                   b.mul(ob, i64(layouts.gy.block_offset(g.n))))])
+        blocks_of_lines = g.n * depth * line_blocks
+        with counted_loop(b, _share(b, blocks_of_lines, parts, b.add(part, i64(1))),
+                          _share(b, blocks_of_lines, parts, part), name="lines") as line_block:
+            n, d, first_line = unravel(b, line_block, (g.n, depth, line_blocks))
+            h = b.mul(first_line, i64(lines))
+            count = b.sub(i64(height), h)
+            count = b.select(b.icmp_unsigned("<", count, i64(lines)), count, i64(lines))
+            x_row = strided_offset(b, 0, (n, d, h), (sn, g.stride[0] * sd, g.stride[1] * sh))
+            g_row = strided_offset(b, 0, (n, d, h), (gn, gd, gh))
+            g_at = b.gep(g_block, [g_row])
+            with counted_loop(b, tiles, name="tile") as tile:
+                x_block = b.add(b.mul(grp, i64(layouts.x.blocks(g.icg) * layouts.x.layout.size(g.n))),
+                                b.mul(tile, i64(layouts.x.block_offset(g.n))))
+                dw_tile = b.mul(tile, i64(rows_per_tile * block.width))
+                is_last = b.icmp_unsigned("==", tile, i64(tiles - 1))
+                with counted_loop(b, len(tap_offsets), name="t") as t:
+                    x_at = b.gep(xp, [b.add(b.add(x_block, x_row), b.load(b.gep(table, [i64(0), t])))])
+                    acc = b.gep(dwp, [b.add(dw_tile, b.mul(t, i64(tap_block)))])
+                    arguments = [x_at, g_at, acc, i64(width), i64(gw), count, i64(g.stride[1] * sh), i64(gh)]
+                    with b.if_else(is_last) as (last, full):
+                        with last:
+                            b.call(last_row, arguments)
+                        with full:
+                            b.call(full_row, arguments)
+
+    lowering.kernel("wgrad_tiles", parts * g.groups * blocks, body)
+
+
+def _share(b: ir.IRBuilder, count: int, parts: int, part) -> ir.Value:
+    """Where part `part` of `count` things split into `parts` near-equal parts starts."""
+    return b.udiv(b.mul(part, i64(count)), i64(parts))
+
+
+def _row_function(lowering: Lowering, element, block: Blocking, rows: int, x_step: int) -> ir.Function:
+    """void row(x, gy, acc, positions, gy_step, lines, x_line, gy_line): for `rows` input channels ×
+    `block.vectors` vectors of output channels, acc[r*width + j*lanes + lane] += sum over l < lines,
+    p < positions of x[l*x_line + p*x_step + r] * gy[l*gy_line + p*gy_step + j*lanes + lane]
+    (x_step constant: immediate offsets)."""
+    kind = "f32" if element == F32 else "f64"
+    name = f"wgrad_row_{kind}_{block.lanes}x{block.vectors}x{rows}_step{x_step}"
+    if name in lowering.module.globals:
+        return lowering.module.globals[name]
+    pointer, i64t = element.as_pointer(), ir.IntType(64)
+    fn = ir.Function(lowering.module, ir.FunctionType(ir.VoidType(), [pointer] * 3 + [i64t] * 5), name)
+    fn.linkage = "internal"
+    for argument in fn.args[:3]:
+        argument.add_attribute("noalias")
+    x, gy, acc, positions, gy_step, lines, x_line, gy_line = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    vtype = ir.VectorType(element, block.lanes)
+    fma = intrinsic(lowering.module, f"llvm.fma.v{block.lanes}{kind}", vtype, [vtype] * 3)
+    slots = [(r, j, b.add(i64(r * block.width), i64(j * block.lanes))) for r in range(rows) for j in range(block.vectors)]
+    accumulators = b.alloca(vtype, len(slots))
+    for index, (_, _, at) in enumerate(slots):
+        b.store(load_vector(b, acc, at, block.lanes), b.gep(accumulators, [i64(index)]))
+    with counted_loop(b, lines, name="l") as line, counted_loop(b, positions, name="p") as p:
+        g_at = b.add(b.mul(line, gy_line), b.mul(p, gy_step))
+        grads = [load_vector(b, gy, b.add(g_at, i64(j * block.lanes)), block.lanes) for j in range(block.vectors)]
+        x_at = b.add(b.mul(line, x_line), b.mul(p, i64(x_step)))
+        for index, (r, j, _) in enumerate(slots):
+            broadcast = splat(b, b.load(b.gep(x, [b.add(x_at, i64(r))])), block.lanes)
+            slot = b.gep(accumulators, [i64(index)])
+            b.store(b.call(fma, [broadcast, grads[j], b.load(slot)]), slot)
+    for index, (_, _, at) in enumerate(slots):
+        store_vector(b, b.load(b.gep(accumulators, [i64(index)])), acc, at)
+    b.ret_void()
+    return fn
+
+
+def _emit_unpack_weight(lowering: Lowering, dw: Value, g: Geometry, block: Blocking, tap_count: int, offset: int,
+                        parts: int) -> None:
+    """dw[grp*ocg + oc][ic][t] = sum over p < parts of dwp[p][grp][oc // width][t][ic][oc % width].
+
+    A work item is (grp, ob, ic): for each vector of `lanes` channels it transposes the copies' sum,
+    taps by lanes, and writes the channels' runs of `tap_count` contiguous elements of dw."""
+    element = element_type(dw.dtype)
+    blocks = oc_blocks(g, block)
+    copy = g.groups * blocks * tap_count * g.icg * block.width
+
+    def body(k, item):
+        b = k.b
+        grp, ob, ic = unravel(b, item, (g.groups, blocks, g.icg))
+        dwp, out = k.scratch_pointer(offset, element), k.pointer(dw)
+        first = b.mul(b.add(b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(tap_count * g.icg)), ic), i64(block.width))
+        for vector in range(block.vectors):
+            def total(t, start=b.add(first, i64(vector * block.lanes))):
+                at = b.add(start, b.mul(t, i64(g.icg * block.width)))
+                return functools.reduce(b.fadd, [load_vector(b, dwp, b.add(at, i64(part * copy)), block.lanes)
+                                                 for part in range(parts)])
+            columns, stride = transposed_rows(k, element, tap_count, block.lanes, total)
+            oc0 = b.add(b.mul(ob, i64(block.width)), i64(vector * block.lanes))
+            with counted_loop(b, at_most(b, b.sub(i64(g.ocg), oc0), block.lanes), name="lane") as lane:
+                oc = b.add(b.mul(grp, i64(g.ocg)), b.add(oc0, lane))
+                row = b.mul(b.add(b.mul(oc, i64(g.icg)), ic), i64(tap_count))
+                with counted_loop(b, tap_count, name="t") as t:
+                    value = b.load(b.gep(columns, [b.add(b.mul(lane, i64(stride)), t)]))
+                    b.store(value, b.gep(out, [b.add(row, t)]))
+
+    lowering.kernel("wgrad_unpack", g.groups * blocks * g.icg, body)
