@@ -166,20 +166,18 @@ def test_module_to_a_device_other_than_the_cpu_or_a_non_float_dtype_is_refused()
 # Grad-mode switches
 
 
-def test_no_grad_as_a_bare_decorator_and_with_parentheses():
+@pytest.mark.parametrize("switch", [lucid.no_grad, lucid.no_grad(), lucid.inference_mode, lucid.inference_mode()],
+                         ids=["no_grad", "no_grad()", "inference_mode", "inference_mode()"])
+def test_the_switches_that_stop_gradients_decorate_with_or_without_parentheses(switch):
     x = lucid.ones(2, requires_grad=True)
 
-    @lucid.no_grad
-    def bare(t):
+    @switch
+    def double(t):
         """Doubles."""
         return t * 2
 
-    @lucid.no_grad()
-    def called(t):
-        return t * 2
-
-    assert not bare(x).requires_grad and not called(x).requires_grad
-    assert bare.__name__ == "bare" and bare.__doc__ == "Doubles."
+    assert not double(x).requires_grad
+    assert double.__name__ == "double" and double.__doc__ == "Doubles."
     assert lucid.is_grad_enabled() and (x * 2).requires_grad
 
 
@@ -228,16 +226,6 @@ def test_inference_mode_and_enable_grad():
             assert (x * 2).requires_grad
     with lucid.inference_mode(False):
         assert (x * 2).requires_grad
-
-    @lucid.inference_mode
-    def bare(t):
-        return t * 2
-
-    @lucid.inference_mode()
-    def called(t):
-        return t * 2
-
-    assert not bare(x).requires_grad and not called(x).requires_grad and lucid.is_grad_enabled()
 
 
 # ----------------------------------------------------------------------------------------------
