@@ -1,8 +1,10 @@
 """lucid: a graph-compiling deep-learning framework."""
-from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .autograd import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from .creation import arange, full, ones, ones_like, rand, randn, tensor, zeros, zeros_like
-from .errors import DTypeError, GradientError, GraphError, LucidError, ShapeError, TraceError
-from .ir.types import DType, bool_, float32, float64, int64
+from .errors import DeviceError, DTypeError, GradientError, GraphError, LucidError, ShapeError, TraceError
+from .ir.types import Device, DType, bool_, float32, float64, int64
+
+device = Device
 from .random import manual_seed
 from .tensor import Tensor
 from .version import __version__
@@ -16,6 +18,24 @@ def cat(tensors, axis: int = 0, *, dim: int | None = None) -> Tensor:
 
 
 concatenate = cat
+
+
+def stack(tensors, dim: int = 0, *, axis: int | None = None) -> Tensor:
+    """Join tensors of one shape along a new axis `dim` (alias `axis`); composed of unsqueeze and
+    concat, so it traces, compiles and differentiates as they do."""
+    from .ir.ops import concat
+
+    tensors = list(tensors)
+    dim = axis if axis is not None else dim
+    if not tensors:
+        raise ShapeError("stack: expected a non-empty sequence of tensors")
+    shapes = {tuple(t.shape) for t in tensors}
+    if len(shapes) > 1:
+        raise ShapeError(f"stack: expected tensors of one shape, got shapes {[tuple(t.shape) for t in tensors]}")
+    rank = len(tensors[0].shape) + 1
+    if not -rank <= dim < rank:
+        raise ShapeError(f"stack: dim {dim} is out of range for {rank - 1}-D tensors (expected -{rank} to {rank - 1})")
+    return concat([t.unsqueeze(dim) for t in tensors], dim % rank)
 
 
 def save(obj, path) -> None:

@@ -7,7 +7,7 @@ autodiff pass reads.
 """
 from __future__ import annotations
 
-import contextlib
+import functools
 import threading
 
 import numpy as np
@@ -22,32 +22,61 @@ def is_grad_enabled() -> bool:
     return getattr(_state, "enabled", True)
 
 
-class set_grad_enabled(contextlib.ContextDecorator):
-    """Context manager (and decorator) that turns gradient recording on or off inside its block."""
+class set_grad_enabled:
+    """Context manager and decorator that turns gradient recording on or off inside its block."""
 
     def __init__(self, mode: bool):
         self.mode = bool(mode)
+        self._previous = []
 
     def __enter__(self):
-        self.previous = is_grad_enabled()
+        self._previous.append(is_grad_enabled())
         _state.enabled = self.mode
         return self
 
     def __exit__(self, *exc):
-        _state.enabled = self.previous
+        _state.enabled = self._previous.pop()
         return False
 
+    def __call__(self, fn):
+        mode = self.mode
 
-class no_grad(set_grad_enabled):
-    """`with lucid.no_grad(): ...` — operators inside record no gradient history."""
+        @functools.wraps(fn)
+        def with_grad_mode(*args, **kwargs):
+            with set_grad_enabled(mode):
+                return fn(*args, **kwargs)
+
+        return with_grad_mode
+
+
+class _GradModeSwitch(set_grad_enabled):
+    """A switch used as `with switch():`, `@switch()` or bare `@switch` (PyTorch accepts all three)."""
+
+    def __new__(cls, *args, **kwargs):
+        if len(args) == 1 and not kwargs and callable(args[0]):
+            return cls()(args[0])
+        return super().__new__(cls)
+
+
+class no_grad(_GradModeSwitch):
+    """`with lucid.no_grad(): ...` (or `@lucid.no_grad`) — operators inside record no gradient history."""
 
     def __init__(self):
         super().__init__(False)
 
 
-class enable_grad(set_grad_enabled):
+class enable_grad(_GradModeSwitch):
+    """Turns gradient recording back on inside a `no_grad` block (context manager and decorator)."""
+
     def __init__(self):
         super().__init__(True)
+
+
+class inference_mode(_GradModeSwitch):
+    """PyTorch's inference mode: like `no_grad` when `mode` is True (lucid has no cheaper mode)."""
+
+    def __init__(self, mode: bool = True):
+        super().__init__(not mode)
 
 
 class Node:

@@ -43,3 +43,8 @@ class ExportError(LucidError, ValueError):
 class LibraryError(LucidError, ValueError):
     """`lucid.runtime` refused a file (not a lucid library, another ABI version, missing or damaged
     weights), or an exported library reported an error."""
+
+
+class DeviceError(LucidError, ValueError):
+    """A device other than the CPU was asked for (`x.to('cuda')`, `device='cuda:0'`): lucid runs on the
+    CPU only."""

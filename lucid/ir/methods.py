@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import DTypeError, ShapeError
 from . import ops
-from .types import as_dtype, float32, float64, int64
+from .types import Device, DType, as_device, as_dtype, float32, float64, int64
 
 
 class TensorMethods:
@@ -24,6 +24,15 @@ class TensorMethods:
     @property
     def ndim(self) -> int:
         return len(self.shape)
+
+    def dim(self) -> int:
+        return len(self.shape)
+
+    ndimension = dim
+
+    @property
+    def device(self) -> Device:
+        return Device("cpu")
 
     def size(self, dim: int | None = None):
         return self.shape if dim is None else self.shape[dim]
@@ -36,10 +45,20 @@ class TensorMethods:
             raise TypeError("len() of a 0-d tensor")
         return self.shape[0]
 
-    def to(self, dtype):
+    def to(self, *args, **kwargs):
+        """PyTorch's forms: to(dtype), to(device), to(device, dtype), to(other), to(device=, dtype=).
+        The device must be the CPU; the result is this value itself when the dtype is unchanged."""
+        dtype = to_arguments("Tensor.to", args, kwargs)
+        return self.astype(dtype) if dtype is not None else self
+
+    def astype(self, dtype):
         return ops.cast(self, dtype) if as_dtype(dtype) != self.dtype else self
 
-    astype = to
+    def cpu(self):
+        return self
+
+    def cuda(self, *args, **kwargs):
+        as_device("cuda", "Tensor.cuda")
 
     def float(self):
         return self.to(float32)
@@ -177,6 +196,36 @@ class TensorMethods:
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
+
+
+def to_arguments(owner: str, args: tuple, kwargs: dict) -> DType | None:
+    """The dtype asked for by `.to(...)` arguments (None: keep it), after checking that any device
+    given is the CPU. Positional arguments are a device, a dtype, both, or a tensor-like value whose
+    dtype is taken; keywords are `device`, `dtype` and `non_blocking` (ignored)."""
+    unknown = set(kwargs) - {"device", "dtype", "non_blocking"}
+    if unknown or len(args) > 2:
+        raise TypeError(f"{owner}: expected (device, dtype), (dtype) or (tensor) and the keywords device=, "
+                        f"dtype=, non_blocking=; got {len(args)} positional arguments and {sorted(kwargs)}")
+    dtype = kwargs.get("dtype")
+    as_device(kwargs.get("device"), owner)
+    for arg in args:
+        if isinstance(arg, TensorMethods):
+            dtype = arg.dtype
+        elif _names_a_dtype(arg):
+            dtype = arg
+        else:
+            as_device(arg, owner)
+    return None if dtype is None else as_dtype(dtype)
+
+
+def _names_a_dtype(value) -> bool:
+    """A dtype (lucid's, NumPy's, a Python type) or a dtype's name; anything else is read as a device."""
+    if isinstance(value, (DType, np.dtype, type)):
+        return True
+    try:
+        return isinstance(value, str) and as_dtype(value) is not None
+    except TypeError:
+        return False
 
 
 def _operand(op: str, value):

@@ -1,10 +1,12 @@
-"""Value types of lucid: dtypes and tensor types (shape + dtype).
+"""Value types of lucid: dtypes, tensor types (shape + dtype) and the device.
 
 These are shared by eager tensors, graph values and every operator's shape rule.
 """
 from __future__ import annotations
 
 import numpy as np
+
+from ..errors import DeviceError
 
 
 class DType:
@@ -81,6 +83,58 @@ def as_dtype(value) -> DType:
 def promote(*dtypes: DType) -> DType:
     """The dtype of a result computed from operands of these dtypes (highest rank wins)."""
     return max(dtypes, key=lambda d: d.rank)
+
+
+class Device:
+    """Where a tensor lives: always the CPU (`lucid.device('cpu')`, PyTorch's spelling).
+
+    Accepted specs are 'cpu', 'cpu:<n>', a Device, or an object whose `type` is 'cpu' (a torch.device);
+    any other device raises a DeviceError, since lucid runs on the CPU only.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, spec="cpu"):
+        kind = spec.type if hasattr(spec, "type") else spec
+        if not (isinstance(kind, str) and kind.partition(":")[0].strip() == "cpu"):
+            raise DeviceError(f"lucid.device: lucid runs on the CPU only; got device {str(spec)!r} (use 'cpu')")
+        return _CPU
+
+    @property
+    def type(self) -> str:
+        return "cpu"
+
+    @property
+    def index(self) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return "device(type='cpu')"
+
+    def __str__(self) -> str:
+        return "cpu"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Device) or str(other) == "cpu"
+
+    def __hash__(self) -> int:
+        return hash("cpu")
+
+    def __reduce__(self):
+        return (Device, ("cpu",))
+
+
+_CPU = object.__new__(Device)
+
+
+def as_device(spec, owner: str) -> Device:
+    """The device `spec` names (None means the CPU); a DeviceError naming `owner` for any other device."""
+    if spec is None:
+        return _CPU
+    try:
+        return Device(spec)
+    except DeviceError:
+        raise DeviceError(f"{owner}: lucid runs on the CPU only; got device {str(spec)!r} (use 'cpu')") from None
 
 
 class TensorType:

@@ -12,7 +12,9 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import LucidError, ShapeError
+from ..errors import DTypeError, LucidError, ShapeError
+from ..ir.methods import to_arguments
+from ..ir.types import as_device
 from ..tensor import Tensor
 from .parameter import Parameter
 
@@ -179,14 +181,29 @@ class Module:
             p.requires_grad = mode
         return self
 
-    def to(self, dtype) -> "Module":
-        """Convert floating parameters and buffers to `dtype` (e.g. lucid.float64) in place."""
+    def to(self, *args, **kwargs) -> "Module":
+        """PyTorch's forms: to(dtype), to(device), to(device, dtype), to(tensor), to(device=, dtype=).
+        The device must be the CPU; a floating dtype converts the floating parameters and buffers,
+        keeping the tensor objects (so their references stay valid)."""
+        dtype = to_arguments(f"{type(self).__name__}.to", args, kwargs)
+        if dtype is None:
+            return self
+        if not dtype.is_floating:
+            raise DTypeError(f"{type(self).__name__}.to: expected a floating dtype, got {dtype}")
         for m in self.modules():
             for registry in (m._parameters, m._buffers):
                 for value in registry.values():
                     if value is not None and value.dtype.is_floating:
-                        value._data = value.data.astype(np.dtype(str(dtype)))
+                        value._data = value.data.astype(dtype.numpy)
+            if "dtype" in m.__dict__:         # the dtype a lazy layer gives the parameters it creates
+                m.dtype = dtype
         return self
+
+    def cpu(self) -> "Module":
+        return self
+
+    def cuda(self, *args, **kwargs) -> "Module":
+        as_device("cuda", f"{type(self).__name__}.cuda")
 
     def double(self) -> "Module":
         return self.to("float64")
@@ -209,21 +226,31 @@ class Module:
         return out
 
     def load_state_dict(self, state_dict, strict: bool = True):
-        """Copy arrays into parameters and buffers, checking shapes (lazy modules materialise first).
+        """Copy arrays into the parameters and buffers, in place (the tensor objects stay the same, so
+        compiled functions and optimisers holding them see the new values). Lazy modules materialise
+        from the weights' shapes.
 
-        With strict=True, missing or unexpected keys raise ShapeError; returns (missing, unexpected).
+        Every key and shape is checked before anything changes, so a refused state dict leaves the
+        module as it was (lazy modules stay lazy). Missing or unexpected keys raise ShapeError when
+        strict; a shape or dtype mismatch always does. Returns (missing, unexpected).
         """
+        owner = f"{type(self).__name__}.load_state_dict"
         state = {k: np.asarray(v.data if isinstance(v, Tensor) else v) for k, v in state_dict.items()}
+        shapes = {key: tensor.shape for key, tensor in self._state_entries().items()}
+        for module_prefix, module in self.named_modules():
+            shapes.update(module._shapes_from_state(f"{module_prefix}." if module_prefix else "", state))
+        missing = [k for k in shapes if k not in state]
+        unexpected = [k for k in state if k not in shapes]
+        if strict and (missing or unexpected):
+            raise ShapeError(f"{owner}: missing keys {missing}, unexpected keys {unexpected}")
+        for key, shape in shapes.items():
+            if key in state:
+                _check_loadable(owner, key, shape, state[key])
         for module_prefix, module in self.named_modules():
             module._materialize_from_state(f"{module_prefix}." if module_prefix else "", state)
-        own = self._state_entries()
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        if strict and (missing or unexpected):
-            raise ShapeError(f"{type(self).__name__}.load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
-        for key, target in own.items():
+        for key, target in self._state_entries().items():
             if key in state:
-                _copy_into(type(self).__name__, key, target, state[key])
+                target.data[...] = state[key].astype(target.data.dtype, copy=False)
         return missing, unexpected
 
     def _state_entries(self) -> dict:
@@ -237,6 +264,11 @@ class Module:
                 if b is not None and name not in module._non_persistent:
                     entries[dot + name] = b
         return entries
+
+    def _shapes_from_state(self, prefix: str, state: dict) -> dict:
+        """Hook for lazy modules: the shapes of the parameters (keys with `prefix`) that loading
+        `state` would create, without creating them. Default: none."""
+        return {}
 
     def _materialize_from_state(self, prefix: str, state: dict) -> None:
         """Hook for lazy modules: create parameters from the shapes in `state`. Default: nothing."""
@@ -254,9 +286,8 @@ class Module:
         return f"{type(self).__name__}(\n  " + "\n  ".join(body) + "\n)"
 
 
-def _copy_into(owner: str, key: str, target: Tensor, value: np.ndarray) -> None:
-    if value.shape != target.shape:
-        raise ShapeError(f"{owner}.load_state_dict: '{key}' expects shape {target.shape}, got {value.shape}")
+def _check_loadable(owner: str, key: str, shape: tuple, value: np.ndarray) -> None:
+    if value.shape != shape:
+        raise ShapeError(f"{owner}: '{key}' expects shape {shape}, got {value.shape}")
     if value.dtype.kind not in "fiub":
-        raise ShapeError(f"{owner}.load_state_dict: '{key}' expects numeric data, got dtype {value.dtype}")
-    target.data[...] = value.astype(target.data.dtype, copy=False)
+        raise ShapeError(f"{owner}: '{key}' expects numeric data, got dtype {value.dtype}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import ShapeError
-from ...ir.types import as_dtype, float32
+from ...ir.types import as_device, as_dtype, float32
 from .. import functional as F
 from ..init import default_uniform_, reset_or_defer
 from ..module import Module
@@ -23,9 +23,10 @@ class _ConvNd(Module):
     transposed = False
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, output_padding=0, dtype=None):
+                 bias=True, output_padding=0, device=None, dtype=None):
         super().__init__()
         owner = type(self).__name__
+        as_device(device, owner)
         self.out_channels = _positive_int(out_channels, "out_channels", owner)
         self.kernel_size = F.ntuple(kernel_size, self.rank, "kernel_size", owner, minimum=1)
         self.stride = F.ntuple(stride, self.rank, "stride", owner, minimum=1)
@@ -45,16 +46,20 @@ class _ConvNd(Module):
         self.register_parameter("weight", None)
         self.register_parameter("bias", None)
         if in_channels is not None:
-            self._create_parameters(_positive_int(in_channels, "in_channels", owner))
+            self._create_parameters(in_channels)
 
     def _create_parameters(self, in_channels: int) -> None:
-        owner = type(self).__name__
-        if in_channels % self.groups:
-            raise ShapeError(f"{owner}: in_channels ({in_channels}) must be divisible by groups ({self.groups})")
-        self.in_channels = in_channels
+        self.in_channels = self._checked_in_channels(in_channels)
         self.weight = Parameter(np.zeros(self._weight_shape(in_channels)), dtype=self.dtype)
         self.bias = Parameter(np.zeros(self.out_channels), dtype=self.dtype) if self.use_bias else None
         reset_or_defer(self)
+
+    def _checked_in_channels(self, in_channels: int) -> int:
+        owner = type(self).__name__
+        in_channels = _positive_int(in_channels, "in_channels", owner)
+        if in_channels % self.groups:
+            raise ShapeError(f"{owner}: in_channels ({in_channels}) must be divisible by groups ({self.groups})")
+        return in_channels
 
     def _weight_shape(self, in_channels: int) -> tuple:
         if self.transposed:
@@ -115,20 +120,33 @@ class _LazyMixin:
     def materialize(self, in_channels: int) -> None:
         """Create the parameters for `in_channels` input channels (what the first forward does)."""
         if self.in_channels is None:
-            self._create_parameters(_positive_int(in_channels, "in_channels", type(self).__name__))
+            self._create_parameters(in_channels)
         elif in_channels != self.in_channels:
             raise ShapeError(f"{type(self).__name__}: already materialised with {self.in_channels} input channels, "
                              f"got {in_channels}")
 
-    def _materialize_from_state(self, prefix: str, state: dict) -> None:
+    def _in_channels_from_state(self, prefix: str, state: dict) -> int | None:
+        """The input channels `state`'s weight implies, if this layer is still lazy and it has one."""
         weight = state.get(prefix + "weight")
         if self.in_channels is not None or weight is None:
-            return
+            return None
         if np.ndim(weight) != self.rank + 2:
             raise ShapeError(f"{type(self).__name__}.load_state_dict: expected a {self.rank + 2}-D weight, "
                              f"got shape {np.shape(weight)}")
         shape = np.shape(weight)
-        self.materialize(shape[0] if self.transposed else shape[1] * self.groups)
+        return self._checked_in_channels(shape[0] if self.transposed else shape[1] * self.groups)
+
+    def _shapes_from_state(self, prefix: str, state: dict) -> dict:
+        in_channels = self._in_channels_from_state(prefix, state)
+        if in_channels is None:
+            return {}
+        shapes = {prefix + "weight": self._weight_shape(in_channels)}
+        return shapes | ({prefix + "bias": (self.out_channels,)} if self.use_bias else {})
+
+    def _materialize_from_state(self, prefix: str, state: dict) -> None:
+        in_channels = self._in_channels_from_state(prefix, state)
+        if in_channels is not None:
+            self.materialize(in_channels)
 
 
 def _positive_int(value, what: str, owner: str) -> int:
@@ -139,30 +157,32 @@ def _positive_int(value, what: str, owner: str) -> int:
 
 class _Conv(_ConvNd):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, dtype=None):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, dtype=dtype)
+                 bias=True, device=None, dtype=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         device=device, dtype=dtype)
 
 
 class _ConvTranspose(_ConvNd):
     transposed = True
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, dilation=1,
-                 groups=1, bias=True, dtype=None):
+                 groups=1, bias=True, device=None, dtype=None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         output_padding, dtype=dtype)
+                         output_padding, device=device, dtype=dtype)
 
 
 class _LazyConv(_LazyMixin, _Conv):
     def __init__(self, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
                  device=None, dtype=None):
-        super().__init__(None, out_channels, kernel_size, stride, padding, dilation, groups, bias, dtype=dtype)
+        super().__init__(None, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         device=device, dtype=dtype)
 
 
 class _LazyConvTranspose(_LazyMixin, _ConvTranspose):
     def __init__(self, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1, bias=True,
                  dilation=1, device=None, dtype=None):
         super().__init__(None, out_channels, kernel_size, stride, padding, output_padding, dilation, groups, bias,
-                         dtype=dtype)
+                         device=device, dtype=dtype)
 
 
 class Conv1d(_Conv):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import ShapeError
-from ...ir.types import as_dtype, float32
+from ...ir.types import as_device, as_dtype, float32
 from .. import functional as F
 from ..init import default_uniform_, reset_or_defer
 from ..module import Module
@@ -17,6 +17,7 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
         super().__init__()
+        as_device(device, type(self).__name__)
         self.out_features = _positive_int(out_features, "out_features", type(self).__name__)
         self.use_bias = bool(bias)
         self.dtype = as_dtype(dtype) if dtype is not None else float32
@@ -50,7 +51,7 @@ class LazyLinear(Linear):
     """A Linear layer whose in_features is taken from the first input (or a loaded weight)."""
 
     def __init__(self, out_features, bias=True, device=None, dtype=None):
-        super().__init__(None, out_features, bias, dtype=dtype)
+        super().__init__(None, out_features, bias, device=device, dtype=dtype)
 
     def forward(self, x):
         if self.in_features is None:
@@ -60,12 +61,26 @@ class LazyLinear(Linear):
             self._create_parameters(x.shape[-1])
         return super().forward(x)
 
-    def _materialize_from_state(self, prefix: str, state: dict) -> None:
+    def _in_features_from_state(self, prefix: str, state: dict) -> int | None:
+        """The input features `state`'s weight implies, if this layer is still lazy and it has one."""
         weight = state.get(prefix + "weight")
-        if self.in_features is None and weight is not None:
-            if np.ndim(weight) != 2:
-                raise ShapeError(f"{type(self).__name__}.load_state_dict: expected a 2-D weight, got shape {np.shape(weight)}")
-            self._create_parameters(np.shape(weight)[1])
+        if self.in_features is not None or weight is None:
+            return None
+        if np.ndim(weight) != 2:
+            raise ShapeError(f"{type(self).__name__}.load_state_dict: expected a 2-D weight, got shape {np.shape(weight)}")
+        return _positive_int(np.shape(weight)[1], "in_features", type(self).__name__)
+
+    def _shapes_from_state(self, prefix: str, state: dict) -> dict:
+        in_features = self._in_features_from_state(prefix, state)
+        if in_features is None:
+            return {}
+        shapes = {prefix + "weight": (self.out_features, in_features)}
+        return shapes | ({prefix + "bias": (self.out_features,)} if self.use_bias else {})
+
+    def _materialize_from_state(self, prefix: str, state: dict) -> None:
+        in_features = self._in_features_from_state(prefix, state)
+        if in_features is not None:
+            self._create_parameters(in_features)
 
 
 class Identity(Module):

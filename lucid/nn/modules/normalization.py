@@ -6,7 +6,7 @@ import numpy as np
 from ...autograd import no_grad
 from ...errors import ShapeError
 from ...ir import ops
-from ...ir.types import int64
+from ...ir.types import as_device, as_dtype, float32, int64
 from .. import functional as F
 from ..module import Module
 from ..parameter import Parameter
@@ -21,18 +21,20 @@ class _BatchNorm(Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
                  device=None, dtype=None):
         super().__init__()
+        as_device(device, type(self).__name__)
         self.num_features = _positive_int(num_features, "num_features", type(self).__name__)
         self.eps, self.momentum = float(eps), momentum
         self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
+        dtype = as_dtype(dtype) if dtype is not None else float32
         if self.affine:
-            self.weight = Parameter(np.ones(num_features))
-            self.bias = Parameter(np.zeros(num_features))
+            self.weight = Parameter(np.ones(num_features), dtype=dtype)
+            self.bias = Parameter(np.zeros(num_features), dtype=dtype)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
         if self.track_running_stats:
-            self.register_buffer("running_mean", Tensor(np.zeros(num_features)))
-            self.register_buffer("running_var", Tensor(np.ones(num_features)))
+            self.register_buffer("running_mean", Tensor(np.zeros(num_features), dtype=dtype))
+            self.register_buffer("running_var", Tensor(np.ones(num_features), dtype=dtype))
             self.register_buffer("num_batches_tracked", Tensor(np.array(0), dtype=int64))
         else:
             for name in ("running_mean", "running_var", "num_batches_tracked"):
