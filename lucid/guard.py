@@ -9,8 +9,9 @@ taken after each trace, records what the compiled variants assume besides their 
 - the train/eval flag of every module (`modes`, part of a variant's key).
 
 `holds()` is one boolean expression over these objects, generated when the snapshot is taken (a
-chain of `is` and `len` tests, no loop): it costs well under a microsecond for a small layer and
-about 40 ns more per module and per tensor. Writing into a tensor's array (optimiser steps,
+chain of `is` and `len` tests, no loop): one test per module flag, registry, registry entry and
+tensor (7 for a lone ConvTranspose3d, 381 for examples/models.py's UNet3D()), some 40-100 ns each
+(docs/guide.md has measured costs). Writing into a tensor's array (optimiser steps,
 `load_state_dict`, BatchNorm's running statistics) changes nothing recorded. When `holds()` is False,
 `change()` says whether the variants are void (a replaced tensor or module, a new shape or dtype) or
 the snapshot merely needs taking again (a train/eval flag flipped, an array swapped for one of the
@@ -51,7 +52,8 @@ class Snapshot:
             names[f"o{len(names)}"] = obj
             return f"o{len(names) - 1}"
 
-        tests = [f"{ref(module)}.training is {mode}" for (_, module), mode in zip(self.modules, self.modes)]
+        # a module's flag read from its __dict__: nn.Module's __getattr__ slows attribute reads down
+        tests = [f"{ref(vars(module))}.get('training') is {mode}" for (_, module), mode in zip(self.modules, self.modes)]
         for _, _, registry, entries in self.registries:
             name = ref(registry)
             tests.append(f"len({name}) == {len(entries)}")
