@@ -157,7 +157,8 @@ class Compiled:
 
     @property
     def _title(self) -> str:
-        return f"lucid.compile({type(self.fn).__name__ if isinstance(self.fn, Module) else getattr(self.fn, '__name__', 'function')})"
+        name = type(self.fn).__name__ if isinstance(self.fn, Module) else getattr(self.fn, "__name__", "function")
+        return f"lucid.compile({name})"
 
 
 class CompiledModule(Compiled, Module):

@@ -53,7 +53,8 @@ class Snapshot:
             return f"o{len(names) - 1}"
 
         # a module's flag read from its __dict__: nn.Module's __getattr__ slows attribute reads down
-        tests = [f"{ref(vars(module))}.get('training') is {mode}" for (_, module), mode in zip(self.modules, self.modes)]
+        tests = [f"{ref(vars(module))}.get('training') is {mode}"
+                 for (_, module), mode in zip(self.modules, self.modes)]
         for _, _, registry, entries in self.registries:
             name = ref(registry)
             tests.append(f"len({name}) == {len(entries)}")
@@ -72,8 +73,9 @@ class Snapshot:
             if added:
                 return f"{kind} {_joined(path, added[0])!r} was added"
         for name, tensor, _, shape, dtype in self.tensors:
-            if (tensor.data.shape, tensor.data.dtype) != (shape, dtype):
-                return f"tensor {name!r} changed from {dtype}{list(shape)} to {tensor.data.dtype}{list(tensor.data.shape)}"
+            now = tensor.data
+            if (now.shape, now.dtype) != (shape, dtype):
+                return f"tensor {name!r} changed from {dtype}{list(shape)} to {now.dtype}{list(now.shape)}"
         return None
 
 

@@ -75,7 +75,8 @@ class Executable:
         """Outputs (a list of fresh arrays) for `inputs`; parameters from `params` or the bindings."""
         owner = f"compiled {self.graph.name}"
         arrays = [np.require(a, requirements="C") for a in check_arrays(owner, self.graph.inputs, inputs, "input")]
-        weights = [np.require(a, requirements="C") for a in check_arrays(owner, self.graph.params, self._weights(params), "parameter")]
+        weights = check_arrays(owner, self.graph.params, self._weights(params), "parameter")
+        weights = [np.require(a, requirements="C") for a in weights]
         with self._arena() as arena:
             table = arena.template.copy()
             for slot, array in zip(self.table.inputs, arrays):
@@ -95,8 +96,9 @@ class Executable:
     def _weights(self, params: dict | None) -> list:
         """Each graph parameter's value: from `params` (by name), else the graph's binding."""
         given = params or {}
-        if given.keys() - self._param_names:
-            raise GraphError(f"compiled {self.graph.name}: no parameters named {sorted(given.keys() - self._param_names)} "
+        unknown = given.keys() - self._param_names
+        if unknown:
+            raise GraphError(f"compiled {self.graph.name}: no parameters named {sorted(unknown)} "
                              f"(its parameters: {sorted(self._param_names)})")
         weights = [given.get(v.name, self.graph.bindings.get(v.name)) for v in self.graph.params]
         if any(w is None for w in weights):
