@@ -1,11 +1,14 @@
 """`lucid.compile`: run a module or function as native code, with a compiled backward for training.
 
-`compile(fn_or_module, *example_inputs)` returns a `Compiled` callable. Each call signature (input
-shapes and dtypes, whether gradients are needed, the module's train/eval mode) is traced, run
-through the passes and compiled once; its native code is cached on disk, so another process with the
-same graph skips LLVM. Example inputs (Tensors or `lucid.spec`s) compile their signature up front.
+`compile(fn_or_module, *example_inputs)` returns a `CompiledModule` for a module (an `nn.Module` that
+behaves as the module it wraps: attributes, parameters, state dicts and train/eval pass through) or a
+`Compiled` callable for a function. Each call signature (input shapes and dtypes, whether gradients
+are needed, the modules' train/eval flags) is traced, run through the passes and compiled once; its
+native code is cached on disk, so another process with the same graph skips LLVM. Example inputs
+(Tensors or `lucid.spec`s) compile their signature up front.
 
-- Inference (grad mode off, or nothing requires grad): `pipeline.for_inference`, one executable.
+- Inference (grad mode off, or nothing requires grad): `pipeline.for_inference`, one executable; but
+  a signature already compiled for training runs its training forward instead (no second compile).
 - Training: `pipeline.for_training` with respect to the inputs and parameters that require grad
   (autodiff, simplification, the partition, then fusion and planning of each side): a forward
   executable (outputs and saved activations) and a backward executable. Outputs are Tensors on the
@@ -14,23 +17,40 @@ same graph skips LLVM. Example inputs (Tensors or `lucid.spec`s) compile their s
 The passes and their order are `lucid/passes/pipeline.py`'s; the executables
 (`lucid/runtime/executable.py`) run no pass.
 
+Every call first checks the guard (`lucid/guard.py`): when a parameter, buffer or submodule was
+replaced, or a tensor changed shape or dtype, every variant is dropped and the next call traces again.
+Each trace and each compile is logged (logger `lucid.compile`, INFO; `LUCID_LOG=compile` prints it
+to stderr) with its reason; `stats()` counts them.
+
 A call whose inputs do not fit the model fails while tracing, with the layer's error, before any
 native code runs; inputs must be lucid Tensors (or NumPy arrays).
 """
 from __future__ import annotations
 
+import functools
+import logging
+import os
+import sys
+import time
+
 import numpy as np
 
 from . import autograd
+from .codegen import jit
 from .errors import DTypeError
+from .guard import Snapshot
+from .ir.graph import active_builder
 from .ir.types import TensorType
+from .nn.module import Module
 from .passes import autodiff, pipeline
 from .tensor import Tensor
 from .tracing import Spec, spec, trace
 
+LOG = logging.getLogger("lucid.compile")
+
 
 def compile(fn_or_module, *example_inputs) -> "Compiled":   # noqa: A001  (the public name is lucid.compile)
-    compiled = Compiled(fn_or_module)
+    compiled = CompiledModule(fn_or_module) if isinstance(fn_or_module, Module) else Compiled(fn_or_module)
     if example_inputs:
         compiled.prepare(*example_inputs)
     return compiled
@@ -39,12 +59,21 @@ def compile(fn_or_module, *example_inputs) -> "Compiled":   # noqa: A001  (the p
 class Compiled:
     """A compiled module or function; call it like the original."""
 
+    #: The attributes of the compiled object itself (a CompiledModule passes any other to its module).
+    OWN_ATTRIBUTES = frozenset({"fn", "graphs", "variants", "_forward_only", "_snapshot", "_stale", "_counts"})
+
     def __init__(self, fn_or_module):
         self.fn = fn_or_module
-        self.graphs: dict = {}          # (input types, train/eval) -> traced graph
-        self.variants: dict = {}
+        self.graphs: dict = {}          # (input types, train/eval flags) -> traced graph
+        self.variants: dict = {}        # (input types, flags, inputs wanting grad, params wanting grad) -> variant
+        self._forward_only: dict = {}   # an inference key -> the forward of the training variant serving it
+        self._snapshot = Snapshot.of(fn_or_module, [])
+        self._stale = "first call"      # why the next trace happens, when no graph is left
+        self._counts = {"traces": 0, "native_compiles": 0, "cache_loads": 0}
 
     def __call__(self, *inputs):
+        if active_builder() is not None:       # traced inside another graph (lucid.trace, export, viz)
+            return self.fn(*inputs)
         tensors = [_as_tensor(x, k) for k, x in enumerate(inputs)]
         return self._variant(tensors)(tensors)
 
@@ -52,30 +81,150 @@ class Compiled:
         """Compile the signature of these example inputs (Tensors or specs) now."""
         self._variant(example_inputs)
 
+    def stats(self) -> dict:
+        """Work done by this object: `traces`, `native_compiles` (LLVM modules compiled; objects
+        loaded from the disk cache are `cache_loads`) and `variants` (compiled call signatures)."""
+        return dict(self._counts, variants=len(self.variants))
+
     @property
     def peak_scratch_bytes(self) -> int:
         """Intermediate storage of the largest compiled variant (arena + workspace)."""
         return max((v.peak_scratch_bytes for v in self.variants.values()), default=0)
 
     def _variant(self, inputs: list):
-        """The compiled variant for these inputs (Tensors or specs), made on first use. Variants are
-        keyed by the input types, which inputs and which graph parameters require grad (a layer
-        frozen or unfrozen later gets its own variant), and the module's train/eval mode."""
+        """The variant for these inputs (Tensors or specs), made on first use. Variants are keyed by
+        the input types, the modules' train/eval flags, and which inputs and which graph parameters
+        require grad (a layer frozen or unfrozen later gets its own variant). A call without
+        gradients on a signature compiled for training runs that variant's forward."""
+        if not self._snapshot.holds():
+            self._take_snapshot(self._snapshot.change())
         types = tuple(TensorType(x.shape, x.dtype) for x in inputs)
-        mode = getattr(self.fn, "training", None)
-        if (types, mode) not in self.graphs:
-            self.graphs[(types, mode)] = trace(self.fn, *(spec(*t.shape, dtype=t.dtype) for t in types))
-        graph = self.graphs[(types, mode)]
+        modes = self._snapshot.modes
+        graph = self.graphs.get((types, modes))
+        if graph is None:
+            graph = self._trace(types, modes)
         grad_mode = autograd.is_grad_enabled()
         wants_grad = tuple(grad_mode and bool(getattr(x, "requires_grad", False)) for x in inputs)
         trainable = set(autodiff.default_wrt(graph)) if grad_mode else set()
         params_grad = tuple(v.name in trainable for v in graph.params)
-        key = (types, wants_grad, params_grad, mode)
-        if key not in self.variants:
-            grad_inputs = [v.name for v, wanted in zip(graph.inputs, wants_grad) if wanted]
-            params = [v.name for v, wanted in zip(graph.params, params_grad) if wanted]
-            self.variants[key] = _Training(graph, grad_inputs, params) if grad_inputs or params else _Inference(graph)
+        key = (types, modes, wants_grad, params_grad)
+        variant = self.variants.get(key, self._forward_only.get(key))
+        if variant is None and not any(wants_grad + params_grad):
+            variant = self._reused_forward(key)
+        return variant if variant is not None else self._build(key, graph)
+
+    def _take_snapshot(self, change: str | None) -> None:
+        """Record the module again; when `change` voids the traced graphs, drop them and every variant."""
+        if change is not None:
+            self._stale = f"{change} ({len(self.variants)} compiled variant(s) dropped)"
+            self.graphs, self.variants, self._forward_only = {}, {}, {}
+        self._snapshot = Snapshot.of(self.fn, self.graphs.values())
+
+    def _trace(self, types: tuple, modes: tuple):
+        reason = self._stale if not self.graphs else (
+            "train/eval mode changed" if any(t == types for t, _ in self.graphs) else "new input shapes or dtypes")
+        _announce(f"{self._title}: tracing for {_signature(types)}, {_mode_words(modes)}: {reason}")
+        graph = trace(self.fn, *(spec(*t.shape, dtype=t.dtype) for t in types))
+        self._counts["traces"] += 1
+        self.graphs[(types, modes)] = graph
+        self._take_snapshot(None)             # after the trace, which made the lazy layers' parameters
+        return graph
+
+    def _reused_forward(self, key: tuple):
+        """The forward of a training variant of this signature (inputs, modes), serving a call that
+        wants no gradients; None when there is none."""
+        training = next((v for k, v in self.variants.items() if k[:2] == key[:2] and isinstance(v, _Training)), None)
+        if training is not None:
+            self._forward_only[key] = training.infer
+        return self._forward_only.get(key)
+
+    def _build(self, key: tuple, graph):
+        types, modes, wants_grad, params_grad = key
+        grad_inputs = [v.name for v, wanted in zip(graph.inputs, wants_grad) if wanted]
+        params = [v.name for v, wanted in zip(graph.params, params_grad) if wanted]
+        kind = "training" if grad_inputs or params else "inference"
+        before, started = dict(jit.COUNTERS), time.perf_counter()
+        self.variants[key] = _Training(graph, grad_inputs, params) if grad_inputs or params else _Inference(graph)
+        compiled, loaded = (jit.COUNTERS[k] - before[k] for k in ("compiled", "loaded"))
+        self._counts["native_compiles"] += compiled
+        self._counts["cache_loads"] += loaded
+        why = f"{len(grad_inputs)} input(s) and {len(params)} parameter(s) want gradients" if kind == "training" \
+            else "no gradients wanted"
+        _announce(f"{self._title}: compiled the {kind} variant for {_signature(types)}, {_mode_words(modes)} "
+                  f"({why}): {compiled} LLVM module(s) compiled, {loaded} loaded from the disk cache, "
+                  f"{time.perf_counter() - started:.2f} s")
         return self.variants[key]
+
+    @property
+    def _title(self) -> str:
+        name = type(self.fn).__name__ if isinstance(self.fn, Module) else getattr(self.fn, "__name__", "function")
+        return f"lucid.compile({name})"
+
+
+class CompiledModule(Compiled, Module):
+    """A compiled module: an `nn.Module` whose calls run the compiled code and whose every other
+    attribute (parameters, state dicts, `train()`/`eval()`, submodules...) is the wrapped module's.
+    Module methods that return the module return this object, so `fast.eval()` stays compiled."""
+
+    def __getattr__(self, name):
+        if name == "fn":                # before __init__ set it (copy, pickle)
+            raise AttributeError(name)
+        return getattr(self.fn, name)
+
+    def __setattr__(self, name, value):
+        if name in Compiled.OWN_ATTRIBUTES:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.fn, name, value)
+
+    def __delattr__(self, name):
+        delattr(self.fn, name)
+
+    def __repr__(self) -> str:
+        return f"lucid.compile({self.fn!r})"
+
+
+def _delegated(name: str) -> property:
+    """Module attribute `name`, read from the wrapped module. A method keeps its signature (the
+    tracer reads `forward`'s argument names) and, when it returns the module, returns the compiled one."""
+    def read(self):
+        target = getattr(self.fn, name)
+        if not callable(target):
+            return target
+
+        @functools.wraps(target)
+        def method(*args, **kwargs):
+            result = target(*args, **kwargs)
+            return self if result is self.fn else result
+
+        return method
+
+    return property(read)
+
+
+for _module_attribute in vars(Module):
+    if not _module_attribute.startswith("__"):
+        setattr(CompiledModule, _module_attribute, _delegated(_module_attribute))
+
+
+def _announce(message: str) -> None:
+    """Log one trace or compile (INFO on `lucid.compile`; printed to stderr when LUCID_LOG has `compile`)."""
+    if "compile" in os.environ.get("LUCID_LOG", "").split(",") and not LOG.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        LOG.addHandler(handler)
+        LOG.setLevel(logging.INFO)
+    LOG.info(message)
+
+
+def _signature(types: tuple) -> str:
+    return "(" + ", ".join(f"{t.dtype}{list(t.shape)}" for t in types) + ")"
+
+
+def _mode_words(modes: tuple) -> str:
+    if not modes:
+        return "a function"
+    return "training mode" if all(modes) else "eval mode" if not any(modes) else "mixed train/eval modes"
 
 
 def _as_tensor(x, position: int) -> Tensor:
@@ -125,6 +274,11 @@ class _Training:
     @property
     def peak_scratch_bytes(self) -> int:
         return max(self.forward.peak_scratch_bytes, self.backward.peak_scratch_bytes)
+
+    def infer(self, tensors: list):
+        """The outputs alone, off the tape (a call that wants no gradients)."""
+        results = self.forward(*(t.data for t in tensors))
+        return _wrap_outputs(self.graph, results[:len(self.graph.outputs)])
 
     def __call__(self, tensors: list):
         arrays = [t.data for t in tensors]

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from ..errors import GraphError
 from ..ir.graph import Graph, Value
 from ..ir.interpreter import check_arrays
 from ..codegen.build import default_threads, graph_code, memory_plan_of, runs_serially, written_outputs
@@ -50,6 +51,7 @@ class Executable:
         self._free_arenas: list[_Arena] = []
         self._lock = threading.Lock()
         self.serial = runs_serially(graph)
+        self._param_names = frozenset(v.name for v in graph.params)
 
     @property
     def peak_scratch_bytes(self) -> int:
@@ -73,9 +75,8 @@ class Executable:
         """Outputs (a list of fresh arrays) for `inputs`; parameters from `params` or the bindings."""
         owner = f"compiled {self.graph.name}"
         arrays = [np.require(a, requirements="C") for a in check_arrays(owner, self.graph.inputs, inputs, "input")]
-        given = params or {}
-        weights = [given[v.name] if v.name in given else self.graph.bindings.get(v.name) for v in self.graph.params]
-        weights = [np.require(a, requirements="C") for a in check_arrays(owner, self.graph.params, weights, "parameter")]
+        weights = check_arrays(owner, self.graph.params, self._weights(params), "parameter")
+        weights = [np.require(a, requirements="C") for a in weights]
         with self._arena() as arena:
             table = arena.template.copy()
             for slot, array in zip(self.table.inputs, arrays):
@@ -91,6 +92,19 @@ class Executable:
                 if name in self.graph.bindings:
                     np.copyto(np.asarray(self.graph.bindings[name]), found.storage(value))
         return outputs
+
+    def _weights(self, params: dict | None) -> list:
+        """Each graph parameter's value: from `params` (by name), else the graph's binding."""
+        given = params or {}
+        unknown = given.keys() - self._param_names
+        if unknown:
+            raise GraphError(f"compiled {self.graph.name}: no parameters named {sorted(unknown)} "
+                             f"(its parameters: {sorted(self._param_names)})")
+        weights = [given.get(v.name, self.graph.bindings.get(v.name)) for v in self.graph.params]
+        if any(w is None for w in weights):
+            unbound = [v.name for v, w in zip(self.graph.params, weights) if w is None]
+            raise GraphError(f"compiled {self.graph.name}: parameters {unbound} have no value; pass them in params=")
+        return weights
 
     def _execute(self, table: np.ndarray, arena: "_Arena", threads: int) -> None:
         """Run the kernels: on the process's worker pool when it is free, else with threads started
