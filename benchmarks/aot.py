@@ -74,7 +74,8 @@ def main() -> None:
     lucid.manual_seed(0)
     model = UNet3D().eval()
     x = np.random.default_rng(0).standard_normal(args.shape).astype(np.float32)
-    compiled = lucid.compile(model, lucid.spec(*args.shape))
+    with lucid.no_grad():                                            # the inference variant
+        compiled = lucid.compile(model, lucid.spec(*args.shape))
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         files = lucid.export(model, lucid.spec(*args.shape), path=Path(folder) / "unet.so")

@@ -161,9 +161,9 @@ def main(argv=None):
     for line in summary:
         print("      " + line)
 
-    with steps.step("compiling with LLVM (lucid.compile; cached on disk for the next run)"):
-        compiled = lucid.compile(model, lucid.spec(*shape))
     with lucid.no_grad():
+        with steps.step("compiling with LLVM for inference (lucid.compile; cached on disk for the next run)"):
+            compiled = lucid.compile(model, lucid.spec(*shape))
         with steps.step("checking the compiled output against eager mode"):
             fast, eager = compiled(x).numpy(), model(x).numpy()
         difference = float(np.abs(fast - eager).max())
