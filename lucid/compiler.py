@@ -71,6 +71,11 @@ class Compiled:
         self._stale = "first call"      # why the next trace happens, when no graph is left
         self._counts = {"traces": 0, "native_compiles": 0, "cache_loads": 0}
 
+    @property
+    def __wrapped__(self):
+        """The module or function compiled (the `functools.wraps` convention: the tracer names graphs by it)."""
+        return self.fn
+
     def __call__(self, *inputs):
         if active_builder() is not None:       # traced inside another graph (lucid.trace, export, viz)
             return self.fn(*inputs)

@@ -91,6 +91,7 @@ def _input_names(fn, count: int) -> list[str]:
 
 
 def _graph_name(fn, name: str | None) -> str:
+    fn = getattr(fn, "__wrapped__", fn)              # a compiled module is named after its module
     name = name or (type(fn).__name__ if hasattr(fn, "forward") else getattr(fn, "__name__", "graph"))
     return re.sub(r"[^A-Za-z0-9_.]", "_", name).strip("_") or "graph"
 

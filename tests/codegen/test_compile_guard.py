@@ -18,7 +18,6 @@ import logging
 import os
 import subprocess
 import sys
-import timeit
 
 import numpy as np
 import pytest
@@ -176,15 +175,14 @@ def test_in_place_updates_are_seen_without_a_retrace():
     assert fast.stats()["traces"] == 1 and fast.stats()["variants"] == 1
 
 
-def test_guard_overhead_on_the_seed_transposed_conv():
+def test_guard_of_the_seed_transposed_conv():
     """The seed's first example (examples/seeds.py): ConvTranspose3d(4, 2, 3, stride=2, padding=1,
-    output_padding=1). The check runs before every call; its best time over repeats is under 2 us."""
+    output_padding=1). The check that runs before every call holds until the weight is replaced (its
+    cost is measured in benchmarks/guard.py)."""
     deconv = nn.ConvTranspose3d(4, 2, kernel_size=3, stride=2, padding=1, output_padding=1)
     fast = lucid.compile(deconv, lucid.spec(1, 4, 8, 8, 8))
     guard = fast._snapshot
     assert guard.holds()
-    seconds = min(timeit.repeat(guard.holds, number=2000, repeat=25)) / 2000
-    assert seconds < 2e-6, f"guard check takes {seconds * 1e6:.2f} us"
     deconv.weight = nn.Parameter(deconv.weight.numpy())
     assert not guard.holds() and guard.change() == "parameter 'weight' was replaced"
 
@@ -252,8 +250,8 @@ def test_a_compiled_module_behaves_as_its_module(tmp_path):
         np.testing.assert_array_equal(a, b, err_msg=name)
     fast.load_state_dict(make_net(training=True).state_dict())
     # tracing it traces the module (lucid.trace, lucid.export and lucid.viz take it)
-    traced, plain = (str(lucid.trace(m, lucid.spec(*SHAPE))).split("\n", 1)[1] for m in (fast, net))
-    assert traced == plain
+    traced, plain = (str(lucid.trace(m, lucid.spec(*SHAPE))) for m in (fast, net))
+    assert traced == plain                                      # the graph is named after the module too
     assert "lucid.compile(Net(" in repr(fast)
 
 
