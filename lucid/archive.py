@@ -218,7 +218,9 @@ def _decode(node, reader: _EntryReader, fail, untag: dict):
     if node is None or isinstance(node, (bool, int, float, str)):
         return node
     kind = node.get("type") if isinstance(node, dict) else None
-    items = node.get("items") if isinstance(node, dict) else None
+    if not isinstance(kind, str):
+        fail(f"malformed node in {MANIFEST}: {str(node)[:80]}")
+    items = node.get("items")
     if kind in ("list", "tuple") and isinstance(items, list):
         values = [_decode(v, reader, fail, untag) for v in items]
         return values if kind == "list" else tuple(values)

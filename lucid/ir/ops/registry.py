@@ -20,6 +20,9 @@ the value kind with the highest `_lucid_priority` among the inputs, so the same 
 from __future__ import annotations
 
 import enum
+import functools
+import inspect
+import math
 import numbers
 import threading
 from contextlib import contextmanager
@@ -76,6 +79,14 @@ class OpDef:
         """ShapeError naming the operator unless `attrs` are exactly its declared attributes, each valid."""
         check_attributes(self.name, self.attributes, attrs)
 
+    def check_input_count(self, count: int) -> None:
+        """ShapeError naming the operator unless its shape rule takes `count` inputs (read from the
+        rule's signature: `infer(self, attrs, x, w, b=None)` takes 2 or 3, `infer(self, attrs, *xs)` any)."""
+        low, high = _input_counts(type(self).infer)
+        if not low <= count <= high:
+            expected = f"{low}" if low == high else f"{low} to {high}" if high < math.inf else f"at least {low}"
+            raise ShapeError(f"{self.name}: expected {expected} input{'s' * (high != 1)}, got {count}")
+
     def flops(self, attrs: dict, input_types: tuple, output_type: TensorType) -> int:
         """Floating-point operations of one application (an estimate from the types): one per output
         element unless the operator says otherwise."""
@@ -103,6 +114,15 @@ class OpDef:
 
     def __repr__(self) -> str:
         return f"<op {self.name}>"
+
+
+@functools.cache
+def _input_counts(infer) -> tuple:
+    """The fewest and most inputs a shape rule `infer(self, attrs, ...)` takes."""
+    inputs = list(inspect.signature(infer).parameters.values())[2:]
+    if any(p.kind is p.VAR_POSITIONAL for p in inputs):
+        return sum(p.default is p.empty and p.kind is not p.VAR_POSITIONAL for p in inputs), math.inf
+    return sum(p.default is p.empty for p in inputs), len(inputs)
 
 
 def register(cls):
