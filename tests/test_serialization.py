@@ -1,4 +1,5 @@
-"""lucid.save / lucid.load: round trips of every supported kind, and refusal of foreign files."""
+"""lucid.save / lucid.load: round trips of every supported kind, refusal of foreign files, every header
+bit flip of a small file, and zip bombs refused under a memory limit."""
 import io
 import json
 import math
@@ -17,6 +18,7 @@ import pytest
 import lucid
 from lucid import nn
 from lucid.serialization import SerializationError
+from model_helpers import named_buffer, same_object
 
 
 def round_trip(obj, tmp_path):
@@ -317,33 +319,6 @@ def header_flips(raw: bytes):
                 flipped = bytearray(raw)
                 flipped[position] ^= 1 << bit
                 yield bytes(flipped)
-
-
-def same_object(loaded, original):
-    assert type(loaded) is type(original)
-    if isinstance(original, dict):
-        assert list(loaded) == list(original)
-        for key in original:
-            same_object(loaded[key], original[key])
-    elif isinstance(original, (list, tuple)):
-        assert len(loaded) == len(original)
-        for a, b in zip(loaded, original):
-            same_object(a, b)
-    elif isinstance(original, lucid.Tensor):
-        same_object(loaded.data, original.data)
-        assert loaded.requires_grad == original.requires_grad
-    elif isinstance(original, np.ndarray):
-        assert loaded.dtype == original.dtype and loaded.shape == original.shape
-        np.testing.assert_array_equal(loaded, original)
-    else:
-        assert loaded == original
-
-
-def named_buffer(data: bytes, name: str) -> io.BytesIO:
-    """An in-memory file with a name, which `lucid.load` reports like a path (no disk I/O per case)."""
-    buffer = io.BytesIO(data)
-    buffer.name = name
-    return buffer
 
 
 def test_every_header_bit_flip_gives_the_data_or_a_serialization_error_naming_the_file():

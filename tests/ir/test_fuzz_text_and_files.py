@@ -31,6 +31,7 @@ import lucid.nn.functional as F
 from lucid.errors import GraphError, LucidError, SerializationError
 from lucid.ir import ops
 from lucid.passes import fusion
+from model_helpers import named_buffer, same_object
 from seeds import Decoder3D
 
 #: values a mutation writes in place of a number, an attribute value or a constant's data
@@ -220,26 +221,6 @@ def saved_state():
             "shape": (2, 3), "scalar": np.float32(0.25), "tag": None}
 
 
-def same_object(loaded, original):
-    assert type(loaded) is type(original)
-    if isinstance(original, dict):
-        assert list(loaded) == list(original)
-        for key in original:
-            same_object(loaded[key], original[key])
-    elif isinstance(original, (list, tuple)):
-        assert len(loaded) == len(original)
-        for a, b in zip(loaded, original):
-            same_object(a, b)
-    elif isinstance(original, lucid.Tensor):
-        same_object(loaded.data, original.data)
-        assert loaded.requires_grad == original.requires_grad
-    elif isinstance(original, (np.ndarray, np.generic)):
-        assert loaded.dtype == original.dtype and loaded.shape == original.shape
-        np.testing.assert_array_equal(loaded, original)
-    else:
-        assert loaded == original
-
-
 def only_loadable_kinds(obj) -> bool:
     """What `lucid.load` may return for a file whose manifest was edited: the saveable kinds only."""
     if isinstance(obj, dict):
@@ -247,12 +228,6 @@ def only_loadable_kinds(obj) -> bool:
     if isinstance(obj, (list, tuple)):
         return all(only_loadable_kinds(v) for v in obj)
     return obj is None or isinstance(obj, (bool, int, float, str, np.ndarray, np.generic, lucid.Tensor))
-
-
-def named(data: bytes, name: str) -> io.BytesIO:
-    buffer = io.BytesIO(data)
-    buffer.name = name
-    return buffer
 
 
 def test_mutated_lucid_files_load_exactly_or_raise_an_error_naming_the_file(tmp_path):
@@ -279,7 +254,7 @@ def test_mutated_lucid_files_load_exactly_or_raise_an_error_naming_the_file(tmp_
         counts["tried"] += 1
         name = f"mutant{attempt}.lucid"
         try:
-            loaded = lucid.ir.load(named(mutant, name)) if is_graph else lucid.load(named(mutant, name))
+            loaded = lucid.ir.load(named_buffer(mutant, name)) if is_graph else lucid.load(named_buffer(mutant, name))
         except (SerializationError, GraphError) as error:
             assert isinstance(error, GraphError if is_graph else SerializationError), repr(error)
             prefix = "lucid.ir.load: " if is_graph else "lucid.load: "
