@@ -129,7 +129,7 @@ def test_mutated_graph_text_parses_to_a_valid_graph_or_a_graph_error_naming_the_
         originals.append((str(graph), inputs, run(graph, inputs)))
     counts = {"tried": 0, "same_graph": 0, "other_graph_ran": 0, "other_graph_refused_inputs": 0, "refused": 0}
     started = time.perf_counter()
-    for _ in range(900):
+    for _ in range(2000):
         text, inputs, expected = rng.choice(originals)
         mutant = text
         for _ in range(rng.randint(1, 3)):
@@ -241,7 +241,7 @@ def test_mutated_lucid_files_load_exactly_or_raise_an_error_naming_the_file(tmp_
     graph_raw = (tmp_path / "mixed.lucid").read_bytes()
     counts = {"tried": 0, "loaded_intact": 0, "loaded_edited_manifest": 0, "refused": 0}
     started = time.perf_counter()
-    for attempt in range(900):
+    for attempt in range(1500):
         is_graph = attempt % 3 == 2
         raw = graph_raw if is_graph else state_raw
         edit_manifest = rng.random() < 0.3
