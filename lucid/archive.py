@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
+import struct
 import zipfile
 
 import numpy as np
@@ -92,8 +94,11 @@ def load(path, untag: dict | None = None):
     """Load an object saved by ``save`` from a path or a binary file object. ``untag`` maps each
     tagged kind the caller reads to ``make(array, node) -> object``; other kinds are refused.
 
-    Raises ``SerializationError`` (a ValueError) naming the file when it is not a lucid file,
-    is corrupt or truncated, has an unsupported version, lacks an array entry or holds object arrays.
+    Raises ``SerializationError`` (a ValueError) naming the file and what is wrong with it whenever it
+    is not a lucid file this version reads: not a zip archive, damaged anywhere in its headers or
+    entries, truncated, compressed or encrypted entries, sizes that disagree with each other or with
+    the file, an unsupported version, a missing entry, object arrays. Nothing is read beyond the sizes
+    the file's own length and each array's header allow, so a forged size cannot exhaust memory.
     """
     if isinstance(path, (str, os.PathLike)):
         with open(path, "rb") as f:
@@ -101,59 +106,138 @@ def load(path, untag: dict | None = None):
     return _load(path, getattr(path, "name", repr(path)), untag or {})
 
 
+#: What `zipfile` and numpy raise on a damaged archive: bad signatures or offsets (BadZipFile,
+#: ValueError, struct.error, EOFError, OSError), fields naming features it lacks (NotImplementedError,
+#: RuntimeError for encryption), impossible sizes (OverflowError, LargeZipFile).
+_DAMAGE = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError, RuntimeError,
+           ValueError, OverflowError, struct.error, UnicodeDecodeError)
+
+
 def _load(f, name, untag: dict):
     def fail(problem: str, cause: Exception | None = None):
         raise SerializationError(f"lucid.load: {name} is not a valid lucid file: {problem}") from cause
 
     try:
-        with zipfile.ZipFile(f) as zf:
-            try:
-                manifest = json.loads(zf.read(MANIFEST).decode("utf-8"))
-            except KeyError as exc:
-                fail(f"the archive has no {MANIFEST}", exc)
-            if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-                fail(f"{MANIFEST} does not declare format {FORMAT_NAME!r}")
-            version = manifest.get("version")
-            if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
-                fail(f"unsupported format version {version!r} (this lucid reads up to "
-                     f"version {FORMAT_VERSION})")
-            if "root" not in manifest:
-                fail(f"{MANIFEST} has no 'root'")
-            return _decode(manifest["root"], zf, fail, untag)
-    except SerializationError:
-        raise
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        file_size = f.seek(0, io.SEEK_END)
+        f.seek(0)
+        zf = zipfile.ZipFile(f)
+    except _DAMAGE as exc:
         fail(f"not a readable zip archive ({exc})", exc)
+    with zf:
+        entries = _checked_entries(zf, file_size, fail)
+        manifest = _read_manifest(zf, entries, fail)
+        try:
+            return _decode(manifest["root"], _EntryReader(zf, entries, fail), fail, untag)
+        except RecursionError as exc:
+            fail(f"{MANIFEST} nests too deeply", exc)
+
+
+def _checked_entries(zf: zipfile.ZipFile, file_size: int, fail) -> dict:
+    """The archive's entries by name, once each is known to be stored (lucid never compresses, so no
+    entry can inflate), unencrypted, listed once and lying within the file."""
+    entries = {}
+    for info in zf.infolist():
+        if info.filename in entries:
+            fail(f"entry {info.filename!r} is listed twice")
+        if info.flag_bits & 0x1:
+            fail(f"entry {info.filename!r} is marked encrypted")
+        if info.compress_type != zipfile.ZIP_STORED:
+            fail(f"entry {info.filename!r} uses compression method {info.compress_type}; "
+                 "lucid files store their entries uncompressed")
+        if info.compress_size != info.file_size or info.header_offset + info.file_size > file_size:
+            fail(f"entry {info.filename!r} declares {info.file_size} bytes ({info.compress_size} stored) "
+                 f"at offset {info.header_offset}, which a file of {file_size} bytes cannot hold")
+        entries[info.filename] = info
+    return entries
+
+
+def _read_manifest(zf: zipfile.ZipFile, entries: dict, fail) -> dict:
+    if MANIFEST not in entries:
+        fail(f"the archive has no {MANIFEST}")
+    data = _read_entry(zf, entries[MANIFEST], fail)
+    try:
+        manifest = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         fail(f"{MANIFEST} is not valid JSON ({exc})", exc)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        fail(f"{MANIFEST} does not declare format {FORMAT_NAME!r}")
+    version = manifest.get("version")
+    if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
+        fail(f"unsupported format version {version!r} (this lucid reads up to "
+             f"version {FORMAT_VERSION})")
+    if "root" not in manifest:
+        fail(f"{MANIFEST} has no 'root'")
+    return manifest
 
 
-def _decode(node, zf: zipfile.ZipFile, fail, untag: dict):
+def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, fail) -> bytes:
+    """The entry's bytes, exactly its checked size, its CRC verified (zipfile checks at the end)."""
+    try:
+        with zf.open(info) as stream:
+            data, beyond = stream.read(info.file_size), stream.read(1)
+    except _DAMAGE as exc:
+        fail(f"entry {info.filename!r} cannot be read ({exc})", exc)
+    if len(data) != info.file_size or beyond:
+        fail(f"entry {info.filename!r} does not hold the {info.file_size} bytes it declares")
+    return data
+
+
+class _EntryReader:
+    """Reads the arrays the manifest names, checking each .npy header against its entry's size."""
+
+    def __init__(self, zf: zipfile.ZipFile, entries: dict, fail):
+        self.zf, self.entries, self.fail = zf, entries, fail
+
+    def array(self, entry: str) -> np.ndarray:
+        fail = self.fail
+        if entry not in self.entries:
+            fail(f"array entry {entry!r} is missing")
+        stream = io.BytesIO(_read_entry(self.zf, self.entries[entry], fail))
+        try:
+            version = np.lib.format.read_magic(stream)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(stream)
+        except (ValueError, TypeError, EOFError, OverflowError) as exc:
+            fail(f"array entry {entry!r} cannot be read ({exc})", exc)
+        if dtype.hasobject:
+            fail(f"array entry {entry!r} cannot be read (it holds an object array; object arrays are "
+                 "refused, they would need pickle)")
+        expected, held = math.prod(shape) * dtype.itemsize, len(stream.getbuffer()) - stream.tell()
+        if held != expected:
+            fail(f"array entry {entry!r} declares shape {shape} of {dtype} ({expected} bytes) but holds "
+                 f"{held} bytes of data")
+        stream.seek(0)
+        try:
+            return np.lib.format.read_array(stream, allow_pickle=False)
+        except (ValueError, TypeError, EOFError, OverflowError) as exc:
+            fail(f"array entry {entry!r} cannot be read ({exc})", exc)
+
+
+def _decode(node, reader: _EntryReader, fail, untag: dict):
     if node is None or isinstance(node, (bool, int, float, str)):
         return node
     kind = node.get("type") if isinstance(node, dict) else None
-    items = node.get("items") if isinstance(node, dict) else None
+    if not isinstance(kind, str):
+        fail(f"malformed node in {MANIFEST}: {str(node)[:80]}")
+    items = node.get("items")
     if kind in ("list", "tuple") and isinstance(items, list):
-        values = [_decode(v, zf, fail, untag) for v in items]
+        values = [_decode(v, reader, fail, untag) for v in items]
         return values if kind == "list" else tuple(values)
     if kind == "dict" and isinstance(items, list):
         if not all(isinstance(i, list) and len(i) == 2 and type(i[0]) in (str, int) for i in items):
             fail("a dict node has malformed items")
-        return {key: _decode(value, zf, fail, untag) for key, value in items}
+        return {key: _decode(value, reader, fail, untag) for key, value in items}
     if (kind in ("ndarray", "scalar") or kind in untag) and isinstance(node.get("entry"), str):
-        array = _read_array(zf, node["entry"], fail)
+        array = reader.array(node["entry"])
         if kind == "scalar":
+            if array.ndim:
+                fail(f"scalar entry {node['entry']!r} holds an array of shape {array.shape}")
             return array[()]
-        return untag[kind](array, node) if kind in untag else array
+        if kind not in untag:
+            return array
+        try:
+            return untag[kind](array, node)
+        except (ValueError, TypeError) as exc:
+            fail(f"entry {node['entry']!r} cannot be a {kind} ({exc})", exc)
     fail(f"malformed node in {MANIFEST}: {str(node)[:80]}")
-
-
-def _read_array(zf: zipfile.ZipFile, entry: str, fail) -> np.ndarray:
-    try:
-        data = zf.read(entry)
-    except KeyError as exc:
-        fail(f"array entry {entry!r} is missing", exc)
-    try:
-        return np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, TypeError, EOFError, MemoryError) as exc:
-        fail(f"array entry {entry!r} cannot be read ({exc})", exc)

@@ -1,6 +1,8 @@
-"""Helpers shared by tests: model set-up, running two graphs side by side, and the kernels an
-executable runs."""
+"""Helpers shared by tests: model set-up, running two graphs side by side, the kernels an
+executable runs, and comparing what `lucid.load` read with what was saved."""
 from __future__ import annotations
+
+import io
 
 import numpy as np
 
@@ -66,3 +68,31 @@ def kernel_labels(executable) -> list[str]:
     lowering = Lowering(executable.graph, executable.plan, executable.target)
     lowering.lower()
     return [kernel.label for kernel in lowering.kernels]
+
+
+def same_object(loaded, original) -> None:
+    """Assert that `loaded` is `original` again: the same types, keys in order, dtypes, shapes and values."""
+    assert type(loaded) is type(original)
+    if isinstance(original, dict):
+        assert list(loaded) == list(original)
+        for key in original:
+            same_object(loaded[key], original[key])
+    elif isinstance(original, (list, tuple)):
+        assert len(loaded) == len(original)
+        for a, b in zip(loaded, original):
+            same_object(a, b)
+    elif isinstance(original, lucid.Tensor):
+        same_object(loaded.data, original.data)
+        assert loaded.requires_grad == original.requires_grad
+    elif isinstance(original, (np.ndarray, np.generic)):
+        assert loaded.dtype == original.dtype and loaded.shape == original.shape
+        np.testing.assert_array_equal(loaded, original)
+    else:
+        assert loaded == original
+
+
+def named_buffer(data: bytes, name: str) -> io.BytesIO:
+    """An in-memory file with a name, which `lucid.load` reports like a path (no disk I/O per case)."""
+    buffer = io.BytesIO(data)
+    buffer.name = name
+    return buffer

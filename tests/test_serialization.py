@@ -1,10 +1,16 @@
-"""lucid.save / lucid.load: round trips of every supported kind, and refusal of foreign files."""
+"""lucid.save / lucid.load: round trips of every supported kind, refusal of foreign files, every header
+bit flip of a small file, and zip bombs refused under a memory limit."""
 import io
 import json
 import math
+import os
 import pickle
 import re
+import struct
+import subprocess
+import sys
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -12,6 +18,7 @@ import pytest
 import lucid
 from lucid import nn
 from lucid.serialization import SerializationError
+from model_helpers import named_buffer, same_object
 
 
 def round_trip(obj, tmp_path):
@@ -286,3 +293,167 @@ def test_bad_files_raise_value_error_without_running_code(maker, problem, tmp_pa
 def test_missing_file_raises_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         lucid.load(tmp_path / "nothing.lucid")
+
+
+# ============================================================================ damaged headers, zip bombs
+
+def header_ranges(raw: bytes) -> list[range]:
+    """The byte ranges of a zip file's headers: each local file header (with its name and extra
+    field), then everything from the central directory to the end (central directory, zip64 records,
+    end-of-central-directory record)."""
+    with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+        ranges = []
+        for info in zf.infolist():
+            start = info.header_offset
+            name_length, extra_length = struct.unpack("<HH", raw[start + 26:start + 30])
+            ranges.append(range(start, start + 30 + name_length + extra_length))
+        ranges.append(range(zf.start_dir, len(raw)))
+    return ranges
+
+
+def header_flips(raw: bytes):
+    """Every file that differs from `raw` by one bit in one header byte."""
+    for span in header_ranges(raw):
+        for position in span:
+            for bit in range(8):
+                flipped = bytearray(raw)
+                flipped[position] ^= 1 << bit
+                yield bytes(flipped)
+
+
+def test_every_header_bit_flip_gives_the_data_or_a_serialization_error_naming_the_file():
+    """A flipped bit in a zip header (a compression method, an encryption flag, a size, an offset,
+    a name) either leaves the data readable and intact or is refused as a damaged lucid file."""
+    original = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "t": lucid.Tensor([1.5, -2.0]), "n": 3}
+    buffer = io.BytesIO()
+    lucid.save(original, buffer)
+    outcomes = {"intact": 0, "refused": 0}
+    for damaged in header_flips(buffer.getvalue()):
+        try:
+            loaded = lucid.load(named_buffer(damaged, "flipped.lucid"))
+        except SerializationError as error:
+            assert "lucid.load: flipped.lucid is not a valid lucid file: " in str(error)
+            outcomes["refused"] += 1
+        else:
+            same_object(loaded, original)
+            outcomes["intact"] += 1
+    assert outcomes["refused"] > 1000 and outcomes["intact"] > 100, outcomes
+
+
+def central_record(raw: bytes, name: str) -> int:
+    """The offset of `name`'s record in the central directory."""
+    with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+        position = zf.start_dir
+    while raw[position + 46:position + 46 + len(name)] != name.encode():
+        name_length, extra_length, comment_length = struct.unpack("<HHH", raw[position + 28:position + 34])
+        position += 46 + name_length + extra_length + comment_length
+    return position
+
+
+@pytest.mark.parametrize("field,value,problem", [
+    (10, zipfile.ZIP_DEFLATED, "uses compression method 8"),      # compression method
+    (8, 1, "is marked encrypted"),                                 # general purpose flags
+    (24, 10 ** 6, "declares 1000000 bytes"),                       # uncompressed size
+])
+def test_compressed_encrypted_or_missized_entries_are_refused_by_name(field, value, problem, tmp_path):
+    """The central-directory fields whose flips made zipfile raise NotImplementedError or
+    RuntimeError (or read past the file), each refused naming the file and the entry."""
+    path = tmp_path / "x.lucid"
+    lucid.save({"w": np.ones(3)}, path)
+    raw = bytearray(path.read_bytes())
+    record = central_record(bytes(raw), "arr_0.npy")
+    width = 4 if field == 24 else 2
+    raw[record + field:record + field + width] = value.to_bytes(width, "little")
+    path.write_bytes(bytes(raw))
+    with pytest.raises(SerializationError, match=f"{re.escape(str(path))}.*'arr_0.npy' {problem}"):
+        lucid.load(path)
+
+
+def zip_archive(entries) -> bytes:
+    """A zip file written field by field, so that its headers may lie: each entry is (name, payload,
+    compression method, declared uncompressed size, CRC); sizes go in zip64 extra fields."""
+    local, central = b"", b""
+    for name, payload, method, size, crc in entries:
+        offset, name_bytes = len(local), name.encode()
+        fields = struct.pack("<HHHHHIII", 45, 0, method, 0, 0x21, crc, 0xFFFFFFFF, 0xFFFFFFFF)
+        extra = struct.pack("<HHQQ", 1, 16, size, len(payload))
+        local += b"PK\x03\x04" + fields + struct.pack("<HH", len(name_bytes), len(extra)) + name_bytes + extra + payload
+        extra = struct.pack("<HHQQQ", 1, 24, size, len(payload), offset)
+        central += (b"PK\x01\x02" + struct.pack("<H", 45) + fields
+                    + struct.pack("<HHHHHII", len(name_bytes), len(extra), 0, 0, 0, 0, 0xFFFFFFFF) + name_bytes + extra)
+    end = b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, len(entries), len(entries), len(central), len(local), 0)
+    return local + central + end
+
+
+SIX_GIB = 6 << 30
+
+
+def deflated_zeros(size: int) -> bytes:
+    """A raw deflate stream inflating to `size` zero bytes (size a multiple of 1 MiB), built from one
+    compressed MiB repeated: after a full flush the compressor starts afresh, so each MiB compresses
+    to the same bytes."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    chunk = compressor.compress(bytes(1 << 20)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    assert chunk == compressor.compress(bytes(1 << 20)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    return chunk * (size >> 20) + compressor.flush(zlib.Z_FINISH)
+
+
+def _manifest_entry():
+    data = manifest(ARRAY_NODE).encode()
+    return ("manifest.json", data, zipfile.ZIP_STORED, len(data), zlib.crc32(data))
+
+
+def deflate_bomb(path):
+    """An array entry that really inflates to 6 GiB (from 6 MiB on disk)."""
+    path.write_bytes(zip_archive([_manifest_entry(),
+                                  ("arr_0.npy", deflated_zeros(SIX_GIB), zipfile.ZIP_DEFLATED, SIX_GIB, 0)]))
+
+
+def declared_bomb(path):
+    """A stored array entry whose headers declare 6 GiB in a file of a few hundred bytes."""
+    payload = npy_bytes(np.ones(4, np.float32))
+    path.write_bytes(zip_archive([_manifest_entry(),
+                                  ("arr_0.npy", payload, zipfile.ZIP_STORED, SIX_GIB, zlib.crc32(payload))]))
+
+
+def npy_header_bomb(path):
+    """A well-formed zip whose .npy header declares a float32 array of 6 GiB and holds 16 bytes."""
+    header = npy_bytes(np.ones(4, np.float32))
+    forged = header.replace(b"(4,)", f"({SIX_GIB // 4},)".encode()).replace(b" " * 9 + b"\n", b"\n", 1)
+    assert len(forged) == len(header)
+    write_zip(path, {"manifest.json": manifest(ARRAY_NODE), "arr_0.npy": forged})
+
+
+BOMB_LOADER = """
+import resource, sys, time
+import lucid
+from lucid.errors import SerializationError
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+start = time.perf_counter()
+try:
+    lucid.load(sys.argv[1])
+except SerializationError as error:
+    print(f"refused in {time.perf_counter() - start:.3f} s: {error}")
+else:
+    print("loaded")
+"""
+
+
+@pytest.mark.parametrize("make,problem", [
+    (deflate_bomb, "uses compression method 8"),
+    (declared_bomb, "declares 6442450944 bytes"),
+    (npy_header_bomb, r"declares shape \(1610612736,\) of float32 \(6442450944 bytes\) but holds 16 bytes"),
+], ids=["deflate", "declared_size", "npy_header"])
+def test_zip_bombs_are_refused_quickly_under_a_memory_limit(make, problem, tmp_path):
+    """Loading never inflates or allocates what a header declares before checking it against the file
+    and the array's own header: under a 1 GiB address-space limit each bomb is refused in moments."""
+    path = tmp_path / "bomb.lucid"
+    make(path)
+    assert path.stat().st_size < 8 << 20
+    result = subprocess.run([sys.executable, "-c", BOMB_LOADER, str(path)], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    match = re.fullmatch(r"refused in ([0-9.]+) s: (.*)\n", result.stdout)
+    assert match, result.stdout + result.stderr[-2000:]
+    assert float(match.group(1)) < 5.0
+    assert str(path) in match.group(2) and re.search(problem, match.group(2)), match.group(2)

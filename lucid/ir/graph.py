@@ -124,14 +124,18 @@ class Node:
 
 
 def infer_type(node: Node) -> TensorType:
-    """The node's output type from its operator's shape rule. A failure is re-raised (same class)
+    """The node's output type from its operator's shape rule, once its attributes pass the operator's
+    declared schemas (`OpDef.attributes`) and its input count the rule's signature. A failure is re-raised (same class)
     naming the node's module (class and path, as module errors do), the op and its input types, then
     the rule's own message; the exception keeps the refused node (`failing_node`, no output yet) and
     the rule's message alone (`rule_message`), which the visualiser shows."""
     if node.is_constant:
         return TensorType(node.value.shape, node.value.dtype)
     try:
-        return node.opdef.infer(node.attrs, *(v.type for v in node.inputs))
+        opdef = node.opdef
+        opdef.check_attributes(node.attrs)
+        opdef.check_input_count(len(node.inputs))
+        return opdef.infer(node.attrs, *(v.type for v in node.inputs))
     except LucidError as exc:
         where = "" if not node.scope else f"{node.scope.cls} '{node.scope.path}': " if node.scope.path else f"{node.scope.cls}: "
         types = ", ".join(str(v.type) for v in node.inputs)

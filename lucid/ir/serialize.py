@@ -28,7 +28,7 @@ def save(graph: Graph, path) -> None:
 
 def load(path) -> Graph:
     """Read a graph written by `graph.save`; GraphError if the file is not one this lucid understands."""
-    name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else repr(path)
+    name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else getattr(path, "name", repr(path))
     try:
         content = load_archive(path)
     except SerializationError as exc:

@@ -15,13 +15,18 @@ One line per input, parameter, node and state update. Node results are numbered 
 parameters keep their names. Attributes are Python literals (tuples, numbers, strings, True/False/None,
 inf, nan); an attribute holding a graph (a fused node's body) is the string of that graph's text form,
 parsed back into a graph when read; constants print every element (float32 in its shortest round-trip form). A node's module
-scope follows `@`. The parser checks every node's type against its operator's shape rule.
+scope follows `@`. The parser accepts only what an operator means: every node's attributes must pass
+its operator's declared schemas (`OpDef.attributes`) and its type must equal the shape rule's result,
+constants hold literals of their element type and exactly their shape, a state update targets a
+parameter of its type. Whatever it is fed, it returns a valid graph or raises GraphError naming the
+line.
 """
 from __future__ import annotations
 
 import ast
 import math
 import re
+import warnings
 
 import numpy as np
 
@@ -123,11 +128,19 @@ def parse(text: str) -> Graph:
     for number, line in lines[1:-1]:
         try:
             reader.read(line)
-        except (LucidError, ValueError, SyntaxError, KeyError) as exc:
-            raise GraphError(f"lucid.ir.parse: line {number} ({line[:100]!r}): {exc}") from None
+        except (LucidError, ValueError, SyntaxError, RecursionError, MemoryError) as exc:
+            raise GraphError(f"lucid.ir.parse: line {number} ({line[:100]!r}): {_reason(exc)}") from None
     if not reader.returned:
         raise GraphError("lucid.ir.parse: the graph has no 'return' line")
-    return reader.graph
+    return reader.graph.verify()
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "the line nests too deeply"
+    if isinstance(exc, MemoryError):
+        return "the line is too large to read"
+    return str(exc)
 
 
 class _Reader:
@@ -144,7 +157,7 @@ class _Reader:
         elif m := _NODE.fullmatch(line):
             self._read_node(m.group(1), _parse_type(m.group(2), m.group(3)), m.group(4), m.group(5))
         elif m := _UPDATE.fullmatch(line):
-            self.graph.state_updates[m.group(1)] = self._ref(m.group(2))
+            self._read_update(m.group(1), self._ref(m.group(2)))
         elif line.startswith("return"):
             self._read_return(line[len("return"):].strip())
         else:
@@ -160,31 +173,94 @@ class _Reader:
             raise GraphError(f"expected node number %{len(self.graph.nodes)}, got %{number}")
         body, scope = _split_scope(rest)
         if op == CONSTANT:
-            data = np.array(_literal(body.strip()), dtype=type_.dtype.numpy).reshape(type_.shape)
-            value = self.graph.add_constant(data, scope)
+            value = self.graph.add_constant(_constant_data(body.strip(), type_), scope)
         else:
             operands, attrs = _split_call(body)
             for name in get_op(op).graph_attributes:
-                attrs[name] = parse(attrs[name])
+                if isinstance(attrs.get(name), str):
+                    attrs[name] = parse(attrs[name])
             value = self.graph.add_node(op, [self._ref(name) for name in operands], attrs, scope)
         if value.type != type_:
             raise GraphError(f"the text says {format_type(type_)}, the rule of {op} gives {format_type(value.type)}")
         self.values[number] = value
 
+    def _read_update(self, name: str, value: Value) -> None:
+        target = next((p for p in self.graph.params if p.name == name), None)
+        if target is None or target.type != value.type:
+            raise GraphError(f"an update must target a parameter of its type ({value.type}); "
+                             f"%{name} is {'no parameter' if target is None else f'a {target.type} parameter'}")
+        if name in self.graph.state_updates:
+            raise GraphError(f"%{name} is updated twice")
+        self.graph.state_updates[name] = value
+
     def _read_return(self, text: str) -> None:
         as_tuple = text.startswith("(")
-        inner = text[1:-1] if as_tuple else text
-        if as_tuple and not text.endswith(")"):
+        if as_tuple != text.endswith(")"):
             raise GraphError("unbalanced parentheses after 'return'")
-        refs = re.findall(_VALUE_REF, inner)
-        self.graph.set_outputs([self._ref(name) for name in refs], as_tuple)
+        items = [item.strip() for item in (text[1:-1] if as_tuple else text).split(",")]
+        if as_tuple and items[-1] == "" and len(items) > 1:       # "(%0,)" and "(%0, %1,)"
+            items.pop()
+        if items == [""] and as_tuple:
+            items = []
+        names = [re.fullmatch(_VALUE_REF, item) for item in items]
+        if not all(names) or (not as_tuple and len(names) != 1):
+            raise GraphError("expected 'return %value' or 'return (%value, ...)'")
+        self.graph.set_outputs([self._ref(m.group(1)) for m in names], as_tuple)
         self.returned = True
+
+
+_MAX_ELEMENTS = 2 ** 63 - 1
 
 
 def _parse_type(dtype: str, dims: str) -> TensorType:
     if dtype not in _LONG:
         raise GraphError(f"unknown element type {dtype!r}; expected one of {sorted(_LONG)}")
-    return TensorType(tuple(int(d) for d in dims.split(",") if d.strip()), as_dtype(_LONG[dtype]))
+    parts = [d.strip() for d in dims.split(",")]
+    if parts == [""]:
+        parts = []
+    if not all(p.isdigit() for p in parts):
+        raise GraphError(f"expected a shape of comma-separated sizes, got [{dims}]")
+    shape = tuple(int(p) for p in parts)
+    if math.prod(shape) > _MAX_ELEMENTS or any(n > _MAX_ELEMENTS for n in shape):
+        raise GraphError(f"shape {list(shape)} has more elements than an int64 counts")
+    return TensorType(shape, as_dtype(_LONG[dtype]))
+
+
+#: Python types a constant's literal may use for each element kind (bool is not an int here).
+_ELEMENT_TYPES = {"b": (bool,), "i": (int,), "f": (int, float)}
+
+
+def _constant_data(text: str, type_: TensorType) -> np.ndarray:
+    """The data of `constant LITERAL`: nested lists of exactly the type's shape holding numbers of
+    its element type (floats for f32/f64, ints for i64, True/False for bool) that the type can hold."""
+    literal = _literal(text)
+    allowed = _ELEMENT_TYPES[type_.dtype.numpy.kind]
+    leaves = list(_leaves(literal))
+    if not all(type(x) in allowed for x in leaves):
+        bad = next(x for x in leaves if type(x) not in allowed)
+        raise GraphError(f"a {format_type(type_)} constant holds {bad!r}; expected "
+                         f"{' or '.join(t.__name__ for t in allowed)} elements")
+    if type_.dtype.numpy.kind == "i" and not all(-2 ** 63 <= x < 2 ** 63 for x in leaves):
+        raise GraphError(f"a {format_type(type_)} constant holds a value outside the int64 range")
+    with np.errstate(over="ignore"):
+        try:
+            data = np.array(literal, dtype=type_.dtype.numpy)
+        except (ValueError, OverflowError):
+            raise GraphError(f"the constant's data is not a regular nested list of shape {type_.shape} "
+                             f"of values a {format_type(type_)} holds") from None
+    if data.shape != type_.shape:
+        raise GraphError(f"the constant's data has shape {data.shape}, its type {format_type(type_)}")
+    if type_.dtype.numpy.kind == "f" and np.isinf(data).sum() != sum(math.isinf(x) for x in leaves):
+        raise GraphError(f"a {format_type(type_)} constant holds a value too large for its element type")
+    return data
+
+
+def _leaves(literal):
+    if isinstance(literal, list):
+        for item in literal:
+            yield from _leaves(item)
+    else:
+        yield literal
 
 
 def _split_scope(rest: str) -> tuple[str, Scope | None]:
@@ -202,13 +278,20 @@ def _split_call(body: str) -> tuple[list, dict]:
     if not body.startswith("(") or ")" not in body:
         raise GraphError("expected '(operands)' after the operator name")
     close = body.index(")")
-    operands = re.findall(_VALUE_REF, body[1:close])
+    operands = [item.strip() for item in body[1:close].split(",")] if body[1:close].strip() else []
+    refs = [re.fullmatch(_VALUE_REF, item) for item in operands]
+    if not all(refs):
+        raise GraphError(f"expected operands written %name, got {body[:close + 1][:60]!r}")
+    operands = [m.group(1) for m in refs]
     attrs_text = body[close + 1:].strip()
     if not attrs_text:
         return operands, {}
     if not (attrs_text.startswith("{") and attrs_text.endswith("}")):
         raise GraphError(f"expected '{{attributes}}' after the operands, got {attrs_text[:40]!r}")
-    call = ast.parse(f"f({attrs_text[1:-1]})", mode="eval").body
+    call = _parse_expression(f"f({attrs_text[1:-1]})")
+    if (not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name) or call.args
+            or any(kw.arg is None for kw in call.keywords)):
+        raise GraphError(f"expected attributes written name=literal, got {attrs_text[:60]!r}")
     return operands, {kw.arg: _literal_node(kw.value) for kw in call.keywords}
 
 
@@ -228,7 +311,14 @@ _NAMED_FLOATS = {"inf": math.inf, "nan": math.nan}
 
 
 def _literal(text: str):
-    return _literal_node(ast.parse(text, mode="eval").body)
+    return _literal_node(_parse_expression(text))
+
+
+def _parse_expression(text: str) -> ast.expr:
+    """Python's parse of `text` as an expression; what Python only warns about ('1x') is a SyntaxError."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SyntaxWarning)
+        return ast.parse(text, mode="eval").body
 
 
 def _literal_node(node):

@@ -208,6 +208,41 @@ PARSE_ERRORS = {
                      "nothing may follow 'return'"),
     "bad_update": (lambda t: t.replace("  return %1", "  update %deconv.bias = %9\n  return %1"), 7,
                    "%9 is used before it is defined"),
+    # attributes are checked against the operator's declared schemas, naming the op and the attribute
+    "float_stride": (lambda t: t.replace("stride=(2, 2, 2)", "stride=(2.0, 2.0, 2.0)"), 5,
+                     "conv_transpose: attribute stride must be a tuple of items, each an int >= 1, got (2.0, 2.0, 2.0)"),
+    "float_groups": (lambda t: t.replace("groups=1}", "groups=1.0}"), 5,
+                     "conv_transpose: attribute groups must be an int >= 1, got 1.0"),
+    "bool_groups": (lambda t: t.replace("groups=1}", "groups=True}"), 5, "attribute groups must be an int >= 1, got True"),
+    "zero_stride": (lambda t: t.replace("stride=(2, 2, 2)", "stride=(2, 0, 2)"), 5, "attribute stride must be"),
+    "none_padding": (lambda t: t.replace("padding=((1, 1), (1, 1), (1, 1))", "padding=None"), 5,
+                     "attribute padding must be a tuple of items, each a tuple of 2 items, each an int >= 0, got None"),
+    "short_padding_pair": (lambda t: t.replace("padding=((1, 1), (1, 1), (1, 1))", "padding=((1, 1), (1,), (1, 1))"), 5,
+                           "attribute padding must be"),
+    "list_dilation": (lambda t: t.replace("dilation=(1, 1, 1)", "dilation=[1, 1, 1]"), 5, "got [1, 1, 1]"),
+    "huge_stride": (lambda t: t.replace("stride=(2, 2, 2)", f"stride=(2, {2 ** 64}, 2)"), 5, "attribute stride must be"),
+    "missing_attribute": (lambda t: t.replace(", groups=1}", "}"), 5,
+                          "conv_transpose: expected the attributes stride, padding, dilation, groups, output_padding; "
+                          "missing groups"),
+    "unknown_attribute": (lambda t: t.replace("groups=1}", "groups=1, winograd=True}"), 5, "unknown winograd"),
+    "attribute_of_relu": (lambda t: t.replace("relu(%0)", "relu(%0) {alpha=0.5}"), 6,
+                          "relu: expected no attributes; unknown alpha"),
+    "positional_attribute": (lambda t: t.replace("{stride=", "{7, stride="), 5, "expected attributes written name=literal"),
+    "chained_call": (lambda t: t.replace(", groups=1}", ")(groups=1}"), 5, "expected attributes written name=literal"),
+    "two_operands_of_relu": (lambda t: t.replace("relu(%0)", "relu(%0, %0)"), 6, "relu: expected 1 input, got 2"),
+    "one_operand_of_conv": (lambda t: t.replace("(%x, %deconv.weight, %deconv.bias)", "(%x)"), 5,
+                            "conv_transpose: expected 2 to 3 inputs, got 1"),
+    "operand_garbage": (lambda t: t.replace("relu(%0)", "relu(%0 junk)"), 6, "expected operands written %name"),
+    "update_of_an_input": (lambda t: t.replace("  return %1", "  update %x = %1\n  return %1"), 7,
+                           "an update must target a parameter"),
+    "update_of_another_type": (lambda t: t.replace("  return %1", "  update %deconv.bias = %1\n  return %1"), 7,
+                               "%deconv.bias is a float32[4] parameter"),
+    "return_without_comma": (lambda t: t.replace("return %1", "return %1 %0"), 7, "expected 'return %value'"),
+    "return_nothing": (lambda t: t.replace("return %1", "return"), 7, "expected 'return %value'"),
+    "bad_size": (lambda t: t.replace("input %x: f32[1, 8, 2, 2, 2]", "input %x: f32[1, 8, 2, 2 2]"), 2,
+                 "expected a shape of comma-separated sizes"),
+    "too_many_elements": (lambda t: t.replace("input %x: f32[1, 8, 2, 2, 2]", f"input %x: f32[1, 8, {2 ** 62}, 2, 2]"), 2,
+                          "more elements than an int64 counts"),
 }
 
 
@@ -241,6 +276,65 @@ def test_garbage_text_is_a_graph_error(text, fragment):
     with pytest.raises(GraphError, match="lucid.ir.parse") as info:
         lucid.ir.parse(text)
     assert fragment in str(info.value)
+
+
+def _constant_text(type_text, literal):
+    return f"graph g {{\n  %0: {type_text} = constant {literal}\n  return %0\n}}"
+
+
+@pytest.mark.parametrize("type_text, literal, fragment", [
+    ("f32[]", "None", "a f32[] constant holds None; expected int or float elements"),
+    ("f32[2]", "[1.0, None]", "holds None"),
+    ("f32[]", "True", "holds True"),
+    ("f32[]", "'1.0'", "holds '1.0'"),
+    ("i64[]", "1.5", "holds 1.5; expected int elements"),
+    ("i64[]", "True", "holds True; expected int elements"),
+    ("bool[]", "1", "holds 1; expected bool elements"),
+    ("i64[]", str(2 ** 63), "outside the int64 range"),
+    ("f32[]", "1e39", "too large for its element type"),
+    ("f64[]", str(10 ** 400), "not a regular nested list"),
+    ("f32[]", "[1.0]", "has shape (1,), its type f32[]"),
+    ("f32[2, 2]", "[1.0, 2.0, 3.0, 4.0]", "has shape (4,), its type f32[2, 2]"),
+    ("f32[2, 2]", "[[1.0], [2.0, 3.0]]", "not a regular nested list"),
+    ("f32[2]", "(1.0, 2.0)", "holds (1.0, 2.0)"),
+])
+def test_constants_hold_exactly_their_type(type_text, literal, fragment):
+    """A constant's literal must be its type's element kind and shape; nothing is converted to fit
+    (`constant None` once loaded as NaN)."""
+    with pytest.raises(GraphError, match="line 2 ") as info:
+        lucid.ir.parse(_constant_text(type_text, literal))
+    assert fragment in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("type_text, literal, expected", [
+    ("f32[]", "1", np.float32(1.0)), ("f32[2]", "[-inf, nan]", np.array([-np.inf, np.nan], np.float32)),
+    ("f64[]", "1e-300", np.float64(1e-300)), ("i64[2]", f"[{-2 ** 63}, {2 ** 63 - 1}]", np.array([-2 ** 63, 2 ** 63 - 1])),
+    ("bool[0]", "[]", np.zeros(0, bool)), ("f32[2, 0]", "[[], []]", np.zeros((2, 0), np.float32)),
+])
+def test_constants_of_every_kind_read_as_written(type_text, literal, expected):
+    graph = lucid.ir.parse(_constant_text(type_text, literal))
+    same(graph.nodes[0].value, expected)
+
+
+def test_verify_checks_attributes_edited_after_a_node_was_built():
+    graph, _ = small_graph()
+    graph.nodes[0].attrs["groups"] = 1.0
+    with pytest.raises(GraphError, match=r"node %0 \(conv_transpose\).*attribute groups must be an int >= 1, got 1.0"):
+        graph.verify()
+    graph.nodes[0].attrs["groups"] = 1
+    del graph.nodes[0].attrs["dilation"]
+    with pytest.raises(GraphError, match=r"node %0 \(conv_transpose\).*missing dilation"):
+        graph.verify()
+
+
+def test_every_operator_declares_its_attributes_with_the_schema_vocabulary():
+    from lucid.ir.ops.attributes import Schema
+
+    for name, opdef in ops.all_ops().items():
+        assert isinstance(opdef.attributes, dict), name
+        assert all(isinstance(schema, Schema) for schema in opdef.attributes.values()), name
+    assert ops.get("fused").graph_attributes == ("body",)
+    assert all(op.graph_attributes == () for name, op in ops.all_ops().items() if name != "fused")
 
 
 # ============================================================================ files
@@ -301,7 +395,7 @@ def _saved(graph, tmp_path, name="good.lucidgraph"):
 
 
 def _archive(path, text, params, version=1, fmt="lucid-graph"):
-    lucid.serialization.save({"format": fmt, "version": version, "text": text, "params": params}, path)
+    lucid.save({"format": fmt, "version": version, "text": text, "params": params}, path)
     return path
 
 

@@ -49,6 +49,25 @@ def test_graph_file_source(tmp_path):
     assert node_titles(out).count("conv") == sum(n.op == "conv" for n in graph.nodes)
 
 
+@pytest.mark.parametrize("damage, problem", [
+    (lambda raw: raw[:raw.rindex(b"PK\x01\x02") + 10] + bytes([99]) + raw[raw.rindex(b"PK\x01\x02") + 11:],
+     "uses compression method 99"),                  # once NotImplementedError and a traceback
+    (lambda raw: raw[:raw.rindex(b"PK\x01\x02") + 8] + bytes([raw[raw.rindex(b"PK\x01\x02") + 8] | 1])
+     + raw[raw.rindex(b"PK\x01\x02") + 9:], "is marked encrypted"),       # once RuntimeError
+    (lambda raw: raw[: len(raw) // 2], "not a readable zip archive"),
+])
+def test_a_damaged_graph_file_is_one_line_naming_the_file_and_exit_1(damage, problem, tmp_path):
+    graph = lucid.trace(lambda x: x * 2.0, lucid.spec(2, 3))
+    graph.save(tmp_path / "g.lucid")
+    damaged = tmp_path / "damaged.lucid"
+    damaged.write_bytes(damage((tmp_path / "g.lucid").read_bytes()))
+    done = subprocess.run([sys.executable, "-m", "lucid", "viz", str(damaged), "-o", str(tmp_path / "g.html")],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith(f"lucid viz: lucid.ir.load: {damaged} is not a lucid graph file")
+    assert problem in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
 def test_failing_model_writes_the_partial_graph_and_exits_1(tmp_path, capsys):
     out = tmp_path / "fail.html"
     assert main(["viz", f"{EXAMPLES}/seeds.py:Conv3dModel", "-o", str(out), "--input", "1,1,3,3,3"]) == 1

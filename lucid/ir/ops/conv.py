@@ -25,6 +25,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from ...errors import DTypeError, ShapeError
 from ..types import TensorType
+from .attributes import Int, IntTuple, TupleOf
 from .registry import OpDef, OpKind, emit, register
 
 #: Largest im2col buffer, in elements, that conv and conv_weight_grad materialise at once.
@@ -45,6 +46,8 @@ class ConvBase(OpDef):
     """Shared checks of the convolution family."""
 
     kind = OpKind.CONTRACTION
+    attributes = {"stride": IntTuple(min=1), "padding": TupleOf(IntTuple(min=0, length=2)),
+                  "dilation": IntTuple(min=1), "groups": Int(min=1)}
 
     # Messages of this family start with the rank-specific name (e.g. "conv3d"), so no op prefix.
     def error(self, message):
@@ -150,6 +153,7 @@ class Conv(ConvBase):
 class ConvTranspose(ConvBase):
     name = "conv_transpose"
     fusion_anchor = True
+    attributes = {**ConvBase.attributes, "output_padding": IntTuple(min=0)}
 
     def flops(self, attrs, input_types, output_type):
         x, w = input_types[0], input_types[1]
@@ -206,6 +210,7 @@ class ConvWeightGrad(ConvBase):
 
     name = "conv_weight_grad"
     differentiable = False
+    attributes = {**ConvBase.attributes, "kernel_size": IntTuple(min=1, length=range(1, 4))}
 
     def flops(self, attrs, input_types, output_type):
         gy = input_types[1]

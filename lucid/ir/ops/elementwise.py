@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 from ..types import TensorType, as_dtype, bool_, float32, promote
+from .attributes import AnyOf, Bool, OneOf, Optional, Real
 from .registry import OpDef, OpKind, emit, register
 
 _erf_object = np.frompyfunc(math.erf, 1, 1)
@@ -166,6 +167,7 @@ class Relu(Unary):
 @register
 class LeakyRelu(Unary):
     name = "leaky_relu"
+    attributes = {"negative_slope": Real()}
 
     def fn(self, attrs, x):
         return np.where(x > 0, x, x * attrs["negative_slope"]).astype(x.dtype)
@@ -182,6 +184,7 @@ class Gelu(Unary):
     """GELU; attribute `approximate` is 'none' (x * Phi(x), exact erf) or 'tanh' (PyTorch's formula)."""
 
     name = "gelu"
+    attributes = {"approximate": OneOf("none", "tanh")}
 
     def infer(self, attrs, x):
         if attrs["approximate"] not in ("none", "tanh"):
@@ -212,6 +215,7 @@ class PowScalar(Unary):
     """y = x ** exponent for a constant exponent."""
 
     name = "pow_scalar"
+    attributes = {"exponent": Real()}
 
     def fn(self, attrs, x):
         return np.power(x, attrs["exponent"]).astype(x.dtype)
@@ -227,6 +231,7 @@ class Clamp(Unary):
 
     name = "clamp"
     float_only = False
+    attributes = {"min": Optional(AnyOf(Real(), Bool())), "max": Optional(AnyOf(Real(), Bool()))}
 
     def infer(self, attrs, x):
         float_bound = any(isinstance(attrs[b], float) for b in ("min", "max"))
@@ -247,6 +252,7 @@ class Cast(OpDef):
 
     name = "cast"
     kind = OpKind.ELEMENTWISE
+    attributes = {"dtype": OneOf("float32", "float64", "int64", "bool")}
 
     def infer(self, attrs, x):
         return TensorType(x.shape, as_dtype(attrs["dtype"]))

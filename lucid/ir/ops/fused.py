@@ -11,6 +11,7 @@ from __future__ import annotations
 from ..cost import estimated_flops
 from ..evaluate import evaluate
 from ..types import TensorType
+from .attributes import GraphBody
 from .registry import OpDef, register
 
 
@@ -18,7 +19,7 @@ from .registry import OpDef, register
 class Fused(OpDef):
     name = "fused"
     differentiable = False
-    graph_attributes = ("body",)
+    attributes = {"body": GraphBody()}
 
     def infer(self, attrs, *types: TensorType) -> TensorType:
         body = attrs["body"]

@@ -9,6 +9,7 @@ import numpy as np
 
 from .elementwise import add, exp, mul, neg, pow_scalar, sub
 from .reduction import sum_
+from .attributes import Int, Real
 from .registry import OpDef, OpKind, emit, register
 from .shape import reshape
 
@@ -24,6 +25,7 @@ class BatchNorm(OpDef):
 
     name = "batch_norm"
     kind = OpKind.ELEMENTWISE
+    attributes = {"eps": Real(min=0)}
 
     def infer(self, attrs, x, mean, var, weight, bias):
         if x.ndim < 2:
@@ -57,6 +59,7 @@ class BatchNorm(OpDef):
 
 class SoftmaxBase(OpDef):
     kind = OpKind.REDUCTION
+    attributes = {"axis": Int(min=0)}
 
     def infer(self, attrs, x):
         self.require_float(x)

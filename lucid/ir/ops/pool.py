@@ -15,6 +15,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from ...errors import DTypeError, ShapeError
 from ..types import TensorType
+from .attributes import Bool, Int, IntTuple, Optional
 from .registry import OpDef, OpKind, emit, register
 
 
@@ -28,6 +29,8 @@ def pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool)
 
 class PoolBase(OpDef):
     kind = OpKind.POOLING
+    attributes = {"kernel": IntTuple(min=1, length=range(1, 4)), "stride": IntTuple(min=1),
+                  "padding": IntTuple(min=0), "ceil_mode": Bool()}
 
     # Messages of this family start with the rank-specific name (e.g. "conv3d"), so no op prefix.
     def error(self, message):
@@ -92,6 +95,7 @@ def _kernel_axes(rank: int) -> tuple:
 @register
 class MaxPool(PoolBase):
     name = "max_pool"
+    attributes = {**PoolBase.attributes, "dilation": IntTuple(min=1)}
 
     def infer(self, attrs, x):
         return TensorType(x.shape[:2] + self.check(attrs, x), x.dtype)
@@ -110,6 +114,7 @@ class MaxPoolGrad(PoolBase):
 
     name = "max_pool_grad"
     differentiable = False
+    attributes = MaxPool.attributes
 
     def infer(self, attrs, x, gy):
         out_sp = self.check(attrs, x)
@@ -154,6 +159,8 @@ def _avg_divisor(attrs: dict, in_sp: tuple, out_sp: tuple, dtype) -> np.ndarray:
 
 
 class AvgPoolBase(PoolBase):
+    attributes = {**PoolBase.attributes, "count_include_pad": Bool(), "divisor_override": Optional(Int(min=1))}
+
     def check(self, attrs, x):
         out_sp = super().check(attrs, x)
         override = attrs["divisor_override"]
@@ -185,6 +192,7 @@ class AvgPoolGrad(AvgPoolBase):
 
     name = "avg_pool_grad"
     differentiable = False
+    attributes = {**AvgPoolBase.attributes, "input_shape": IntTuple(min=0)}
 
     def infer(self, attrs, gy):
         x = TensorType(attrs["input_shape"], gy.dtype)

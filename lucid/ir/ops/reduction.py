@@ -6,6 +6,7 @@ import numpy as np
 from ...errors import ShapeError
 from ..types import TensorType, bool_, int64
 from .elementwise import cast, div, eq, mul, where
+from .attributes import Bool, IntTuple
 from .registry import OpDef, OpKind, emit, register
 
 
@@ -35,6 +36,7 @@ class Reduce(OpDef):
     """y = reduce(x) over attribute `axes` (tuple of ints), keeping them as size 1 if `keepdims`."""
 
     kind = OpKind.REDUCTION
+    attributes = {"axes": IntTuple(min=0, distinct=True), "keepdims": Bool()}
 
     def infer(self, attrs, x):
         axes = attrs["axes"]

@@ -6,9 +6,11 @@ An operator definition (an `OpDef` subclass registered with `@register`) holds:
 - `compute(attrs, *arrays) -> ndarray`: the NumPy reference kernel;
 - `grad(attrs, inputs, output, grad_output) -> tuple`: the gradient rule, one entry per input (None for
   "no gradient"), written with the public operator functions so that it works on any value kind;
+- `attributes`: every attribute its nodes carry, name -> schema (the vocabulary of `attributes.py`:
+  `Int(min=1)`, `IntTuple(min=0)`, `Bool()`...), checked on every graph node before the shape rule;
 - its traits, which passes read instead of keeping lists of operator names: `kind` (an `OpKind`),
-  `fusion_anchor`, `aliases_input`, `differentiable`, `graph_attributes` and
-  `flops(attrs, input_types, output_type)`.
+  `fusion_anchor`, `aliases_input`, `differentiable`, `graph_attributes` (derived from `attributes`)
+  and `flops(attrs, input_types, output_type)`.
 
 Values are polymorphic: eager `lucid.Tensor`s and (later) graph values both implement
 `_lucid_apply(opdef, inputs, attrs)` and `_lucid_constant(array)`. `emit` hands an operator call to
@@ -18,6 +20,9 @@ the value kind with the highest `_lucid_priority` among the inputs, so the same 
 from __future__ import annotations
 
 import enum
+import functools
+import inspect
+import math
 import numbers
 import threading
 from contextlib import contextmanager
@@ -25,6 +30,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from ...errors import DTypeError, ShapeError
+from .attributes import GraphBody, check_attributes
 from ..types import DType, TensorType, bool_, float32, int64, promote
 
 _REGISTRY: dict[str, "OpDef"] = {}
@@ -61,8 +67,25 @@ class OpDef:
     #: The output is the first input's storage read with another shape (no copy; memory planning
     #: shares the buffer).
     aliases_input = False
-    #: Attributes holding a `Graph` (a fused node's body); the text form writes them as graph text.
-    graph_attributes: tuple = ()
+    #: Every attribute of the operator's nodes: name -> `attributes.Schema`.
+    attributes: dict = {}
+
+    @property
+    def graph_attributes(self) -> tuple:
+        """Attributes holding a `Graph` (a fused node's body); the text form writes them as graph text."""
+        return tuple(name for name, schema in self.attributes.items() if isinstance(schema, GraphBody))
+
+    def check_attributes(self, attrs: dict) -> None:
+        """ShapeError naming the operator unless `attrs` are exactly its declared attributes, each valid."""
+        check_attributes(self.name, self.attributes, attrs)
+
+    def check_input_count(self, count: int) -> None:
+        """ShapeError naming the operator unless its shape rule takes `count` inputs (read from the
+        rule's signature: `infer(self, attrs, x, w, b=None)` takes 2 or 3, `infer(self, attrs, *xs)` any)."""
+        low, high = _input_counts(type(self).infer)
+        if not low <= count <= high:
+            expected = f"{low}" if low == high else f"{low} to {high}" if high < math.inf else f"at least {low}"
+            raise ShapeError(f"{self.name}: expected {expected} input{'s' * (high != 1)}, got {count}")
 
     def flops(self, attrs: dict, input_types: tuple, output_type: TensorType) -> int:
         """Floating-point operations of one application (an estimate from the types): one per output
@@ -91,6 +114,15 @@ class OpDef:
 
     def __repr__(self) -> str:
         return f"<op {self.name}>"
+
+
+@functools.cache
+def _input_counts(infer) -> tuple:
+    """The fewest and most inputs a shape rule `infer(self, attrs, ...)` takes."""
+    inputs = list(inspect.signature(infer).parameters.values())[2:]
+    if any(p.kind is p.VAR_POSITIONAL for p in inputs):
+        return sum(p.default is p.empty and p.kind is not p.VAR_POSITIONAL for p in inputs), math.inf
+    return sum(p.default is p.empty for p in inputs), len(inputs)
 
 
 def register(cls):

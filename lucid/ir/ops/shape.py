@@ -7,6 +7,7 @@ import numpy as np
 from ...errors import ShapeError
 from ..types import TensorType, float32, int64, promote
 from .elementwise import sum_to_shape
+from .attributes import Int, IntTuple, Real
 from .registry import OpDef, OpKind, emit, register
 
 
@@ -15,6 +16,7 @@ class Reshape(OpDef):
     name = "reshape"
     kind = OpKind.LAYOUT
     aliases_input = True
+    attributes = {"shape": IntTuple(min=0)}
 
     def infer(self, attrs, x):
         shape = attrs["shape"]
@@ -33,6 +35,7 @@ class Reshape(OpDef):
 class Permute(OpDef):
     name = "permute"
     kind = OpKind.LAYOUT
+    attributes = {"perm": IntTuple(min=0, distinct=True)}
 
     def infer(self, attrs, x):
         perm = attrs["perm"]
@@ -51,6 +54,7 @@ class Permute(OpDef):
 class BroadcastTo(OpDef):
     name = "broadcast_to"
     kind = OpKind.LAYOUT
+    attributes = {"shape": IntTuple(min=0)}
 
     def infer(self, attrs, x):
         shape = attrs["shape"]
@@ -72,6 +76,7 @@ class Pad(OpDef):
 
     name = "pad"
     kind = OpKind.LAYOUT
+    attributes = {"lo": IntTuple(min=0), "hi": IntTuple(min=0), "interior": IntTuple(min=0), "value": Real()}
 
     def infer(self, attrs, x):
         lo, hi, interior = attrs["lo"], attrs["hi"], attrs["interior"]
@@ -105,6 +110,7 @@ class Slice(OpDef):
 
     name = "slice"
     kind = OpKind.LAYOUT
+    attributes = {"starts": IntTuple(min=0), "stops": IntTuple(min=0), "steps": IntTuple(min=1)}
 
     def infer(self, attrs, x):
         starts, stops, steps = attrs["starts"], attrs["stops"], attrs["steps"]
@@ -131,6 +137,7 @@ class Slice(OpDef):
 class Concat(OpDef):
     name = "concat"
     kind = OpKind.LAYOUT
+    attributes = {"axis": Int(min=0)}
 
     def infer(self, attrs, *xs):
         axis = attrs["axis"]
@@ -166,6 +173,7 @@ class OneHot(OpDef):
 
     name = "one_hot"
     differentiable = False
+    attributes = {"num_classes": Int(min=0)}
 
     def infer(self, attrs, x):
         if x.dtype != int64:
