@@ -27,7 +27,7 @@ import pytest
 
 import lucid
 import lucid.nn as nn
-from lucid.codegen import jit
+from lucid.codegen import cache, jit
 from lucid.runtime.executable import Executable
 from lucid.codegen.target import Target, host
 from lucid.passes import PassManager, dead_code, fusion, memory_planning
@@ -39,7 +39,7 @@ CACHE_SCRIPT = r'''
 import json, sys
 import numpy as np
 import lucid, lucid.nn as nn
-from lucid.codegen import jit
+from lucid.codegen import cache, jit
 
 variant = sys.argv[1]
 lucid.manual_seed(2 if variant == "reseeded" else 1)
@@ -74,7 +74,7 @@ import json, pathlib, sys
 import numpy as np
 import lucid
 import lucid.nn.functional as F
-from lucid.codegen import jit
+from lucid.codegen import cache, jit
 from lucid.runtime.executable import Executable
 from lucid.codegen.target import host
 from lucid.passes import PassManager, autodiff, dead_code, fusion, memory_planning
@@ -268,13 +268,13 @@ def test_unusable_cache_directory_only_costs_compilations(monkeypatch, tmp_path)
 
 
 def test_cache_keys_depend_on_the_target_and_the_code():
-    fingerprint = jit.code_fingerprint()
+    fingerprint = cache.code_fingerprint()
     assert len(fingerprint) == 16 and int(fingerprint, 16) >= 0
     v3 = Target("x86_64-unknown-linux-gnu", "x86-64-v3", "")
     v2 = Target("x86_64-unknown-linux-gnu", "x86-64-v2", "")
     assert v3.fingerprint != v2.fingerprint
-    assert jit.cache_key(fingerprint, v3.fingerprint, "g") != jit.cache_key(fingerprint, v2.fingerprint, "g")
-    assert jit.cache_key("a", "bc") != jit.cache_key("ab", "c")
+    assert cache.cache_key(fingerprint, v3.fingerprint, "g") != cache.cache_key(fingerprint, v2.fingerprint, "g")
+    assert cache.cache_key("a", "bc") != cache.cache_key("ab", "c")
 
 
 # ============================================================================== targets
