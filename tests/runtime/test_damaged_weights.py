@@ -18,16 +18,15 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from script_runs import run_as_script
 
 from lucid.runtime import abi
 
-ROOT = Path(__file__).resolve().parents[2]
 SHAPE = (1, 1, 4, 4, 4)
 FUZZ_SEED, FUZZ_MUTATIONS = 23, 200
 pytestmark = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None, reason="no C compiler")
@@ -123,19 +122,9 @@ def mutate(data: bytes, foreign: bytes, rng: random.Random) -> tuple[str, bytes]
 
 
 # ============================================================================== the pytest side
-def run_self(*args, cache: Path | None = None, timeout: float = 300) -> list[dict]:
-    """Run this file as a script in a fresh process (with `cache` as LUCID_CACHE_DIR if given); its
-    JSON lines (it must exit cleanly)."""
-    environment = dict(os.environ)
-    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), environment.get("PYTHONPATH")]))
-    if cache is not None:
-        environment["LUCID_CACHE_DIR"] = str(cache)
-    done = subprocess.run([sys.executable, __file__, *map(str, args)], env=environment, capture_output=True,
-                          text=True, timeout=timeout)
-    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert done.returncode == 0, (f"the subprocess died (status {done.returncode}) after "
-                                  f"{lines[-1] if lines else 'nothing'}:\n{done.stderr[-3000:]}")
-    return lines
+def run_self(*args, **options) -> list[dict]:
+    """Run this file as a script in a fresh process (see script_runs); its JSON lines."""
+    return run_as_script(__file__, *args, **options)
 
 
 def flip_workspace_digit(manifest: Path) -> None:
