@@ -17,8 +17,9 @@
  *   N_set_num_threads threads per call (0: LUCID_NUM_THREADS, else every core this process may use);
  *   N_selftest        runs the embedded golden inputs and compares with the golden outputs;
  *   N_load_weights    (weights in a separate file) reads and checks a weights file (magic, zero
- *                     header padding, version, size, CRC-32 of this model's weights) and keeps the first good one; N_run loads
- *                     the file beside the library on first use if no file was loaded.
+ *                     header padding, version, size, CRC-32 of this model's weights) and keeps the
+ *                     first good one; N_run loads the file beside the library on first use if no
+ *                     file was loaded.
  *
  * Internal symbols are hidden by the linker's version script: only N_* and lucid_aot_info are exported.
  */
@@ -161,7 +162,8 @@ static int default_weights_path(char *path, size_t size) {
     return 0;
 }
 
-/* Read and check a weights file: magic, ABI version, size and checksum of what this library expects.
+/* Read and check a weights file: magic, zero padding, ABI version, size and checksum of what this
+ * library expects.
  * Called with weights_lock held. */
 static int read_weights(const char *path) {
     FILE *file = fopen(path, "rb");

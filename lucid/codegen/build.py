@@ -7,8 +7,8 @@ module (`lucid_run`, see `parallel.py`), and the bytes of per-node workspace the
 met before is served from its entry in the disk cache (keyed by the code generator's source hash,
 lucid's version, the target and the graph text; see `cache.py`) without lowering anything, once the
 whole entry passed its checks; otherwise (no entry, or one that failed and was reported) the graph
-is lowered, the modules the object cache lacks are compiled, and the entry is written. A position-independent target has its
-own fingerprint, so JIT and shared-library objects never mix.
+is lowered, the modules the object cache lacks are compiled, and the entry is written. A
+position-independent target has its own fingerprint, so JIT and shared-library objects never mix.
 
 Also here, because both callers apply them the same way: which graph outputs a run writes in place
 (`written_outputs`) and how many threads a run uses by default (`default_threads`, `runs_serially`).
