@@ -302,6 +302,19 @@ def test_a_manifest_of_another_target_is_never_executed(base, tmp_path):
     assert "x86-64-v2" in report["first"]["warnings"][0]
 
 
+def test_processes_filling_one_cache_at_once_see_whole_entries(tmp_path):
+    """Writes are atomic (temporary file renamed over the entry, objects before their manifest):
+    two processes building graph A at once in one empty cache never meet half an entry."""
+    cache = tmp_path / "shared"
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        reports = list(pool.map(lambda _: run_self("check", cache, "A")[-1], range(2)))
+    for report in reports:
+        for run in (report["first"], report["second"]):
+            assert all(error < 1e-5 for error in run["errors"].values()), run
+            assert run["warnings"] == [] and not run["others"], run
+    assert not list(cache.rglob("*.tmp"))
+
+
 @pytest.mark.parametrize("field", sorted(BAD_VALUES))
 def test_resealed_manifests_with_bad_fields_are_refused(base, tmp_path, field):
     """Behind the seal, every field is checked (a forged or mis-written manifest is not trusted)."""
