@@ -30,7 +30,7 @@ sys.path.insert(0, HERE)
 import lucid  # noqa: E402
 import lucid.nn.functional as F  # noqa: E402
 from lucid import Tensor  # noqa: E402
-from lucid.codegen import jit  # noqa: E402
+from lucid.codegen import cache  # noqa: E402
 from example_tools import (check_steps, describe_first_call, llvm_counts, report_loss,  # noqa: E402
                            report_step_times, sphere_mask, timed, train, training_parser)
 from models import UNet3D  # noqa: E402
@@ -81,7 +81,7 @@ def build(args):
     count = sum(p.numel() for p in model.parameters())
     print(f"UNet3D base={args.base} depth={args.depth}: {count} parameters; batches of {args.batch} "
           f"volumes of {args.size}^3; Adam lr={args.lr}; {args.steps} steps")
-    print(f"native code cache: {jit.cache_dir()}")
+    print(f"native code cache: {cache.cache_dir()}")
     return model, lucid.compile(model), lucid.optim.Adam(model.parameters(), lr=args.lr)
 
 

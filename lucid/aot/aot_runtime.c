@@ -16,9 +16,10 @@
  *   N_num_inputs/... shapes; N_last_error: this thread's last error message; N_abi_version;
  *   N_set_num_threads threads per call (0: LUCID_NUM_THREADS, else every core this process may use);
  *   N_selftest        runs the embedded golden inputs and compares with the golden outputs;
- *   N_load_weights    (weights in a separate file) reads and checks a weights file (magic, version,
- *                     size, CRC-32 of this model's weights) and keeps the first good one; N_run loads
- *                     the file beside the library on first use if no file was loaded.
+ *   N_load_weights    (weights in a separate file) reads and checks a weights file (magic, zero
+ *                     header padding, version, size, CRC-32 of this model's weights) and keeps the
+ *                     first good one; N_run loads the file beside the library on first use if no
+ *                     file was loaded.
  *
  * Internal symbols are hidden by the linker's version script: only N_* and lucid_aot_info are exported.
  */
@@ -141,6 +142,14 @@ static uint32_t read_u32(const unsigned char *p) {
     return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+/* The header's bytes after its fields (magic, version, size, CRC-32) are zero in every good file. */
+static int padding_is_zero(const unsigned char *header) {
+    for (int k = LUCID_WEIGHTS_FIELD_BYTES; k < LUCID_WEIGHTS_HEADER_BYTES; k++)
+        if (header[k])
+            return 0;
+    return 1;
+}
+
 /* The weights file beside this library (LUCID_WEIGHTS_FILE in the library's folder). */
 static int default_weights_path(char *path, size_t size) {
     Dl_info info;
@@ -153,7 +162,8 @@ static int default_weights_path(char *path, size_t size) {
     return 0;
 }
 
-/* Read and check a weights file: magic, ABI version, size and checksum of what this library expects.
+/* Read and check a weights file: magic, zero padding, ABI version, size and checksum of what this
+ * library expects.
  * Called with weights_lock held. */
 static int read_weights(const char *path) {
     FILE *file = fopen(path, "rb");
@@ -164,6 +174,8 @@ static int read_weights(const char *path) {
     int status = -1;
     if (fread(header, 1, sizeof header, file) != sizeof header || memcmp(header, LUCID_WEIGHTS_MAGIC, 8) != 0) {
         fail("'%s' is not a lucid weights file", path);
+    } else if (!padding_is_zero(header)) {
+        fail("weights file '%s' has a damaged header (its padding is not zero)", path);
     } else if (read_u32(header + 8) != LUCID_ABI_VERSION) {
         fail("weights file '%s' has format version %u, this library reads version %d", path,
              read_u32(header + 8), LUCID_ABI_VERSION);

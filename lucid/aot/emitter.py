@@ -166,6 +166,7 @@ class _Tables:
         self.define("LUCID_WEIGHTS_CRC32", f"{zlib.crc32(weights)}u")
         self.define("LUCID_WEIGHTS_MAGIC", _c_string(abi.WEIGHTS_MAGIC.decode()))
         self.define("LUCID_WEIGHTS_HEADER_BYTES", abi.WEIGHTS_HEADER_BYTES)
+        self.define("LUCID_WEIGHTS_FIELD_BYTES", abi.WEIGHTS_HEADER.size)
         self.define("LUCID_WEIGHTS_FILE", _c_string(weights_path.name if weights_path else ""))
 
     def text(self) -> str:

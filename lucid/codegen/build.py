@@ -4,10 +4,11 @@ its plan; codegen plans nothing itself).
 
 `graph_code(graph, plan, target)` returns the object code of every kernel module and of the entry
 module (`lucid_run`, see `parallel.py`), and the bytes of per-node workspace the kernels need. A graph
-met before is served from its record in the disk cache (keyed by the code generator's source hash,
-lucid's version, the target and the graph text) without lowering anything; otherwise the graph is
-lowered and the modules the object cache lacks are compiled. A position-independent target has its
-own fingerprint, so JIT and shared-library objects never mix.
+met before is served from its entry in the disk cache (keyed by the code generator's source hash,
+lucid's version, the target and the graph text; see `cache.py`) without lowering anything, once the
+whole entry passed its checks; otherwise (no entry, or one that failed and was reported) the graph
+is lowered, the modules the object cache lacks are compiled, and the entry is written. A
+position-independent target has its own fingerprint, so JIT and shared-library objects never mix.
 
 Also here, because both callers apply them the same way: which graph outputs a run writes in place
 (`written_outputs`) and how many threads a run uses by default (`default_threads`, `runs_serially`).
@@ -25,7 +26,8 @@ from ..ir.graph import Graph
 from ..passes.memory_planning import MemoryPlan
 from ..version import __version__
 from . import kernels  # noqa: F401  (registers the lowerings)
-from .jit import cache_key, code_fingerprint, load_objects, objects, read_graph, write_graph
+from .cache import cache_key, code_fingerprint, load_graph, store_graph
+from .jit import COUNTERS, objects
 from .lowering import Lowering
 from .parallel import emit_entry
 from .target import Target, available_cores
@@ -53,20 +55,19 @@ def memory_plan_of(graph: Graph) -> MemoryPlan:
 def graph_code(graph: Graph, plan: MemoryPlan, target: Target) -> GraphCode:
     """The object code of `graph` (planned by `plan`) for `target`, from the disk cache or built."""
     key = cache_key(code_fingerprint(), __version__, target.fingerprint, str(graph))
-    record = read_graph(key)
-    codes = load_objects(record["objects"]) if record else None
-    if codes is None:
-        lowering = Lowering(graph, plan, target)
-        lowering.lower()
-        entry = ir.Module(name="entry")
-        entry.triple = target.triple
-        emit_entry(entry, lowering.kernels)
-        modules = [(m.name, m.text) for m in lowering.modules.values()] + [("entry", str(entry))]
-        named = objects(modules, target)
-        record = {"objects": [name for name, _ in named], "workspace_bytes": lowering.workspace_bytes}
-        write_graph(key, record)
-        codes = [code for _, code in named]
-    return GraphCode(codes, int(record["workspace_bytes"]))
+    cached = load_graph(key, target.fingerprint)
+    if cached is not None:
+        COUNTERS["loaded"] += len(cached.codes)
+        return GraphCode(cached.codes, cached.workspace_bytes)
+    lowering = Lowering(graph, plan, target)
+    lowering.lower()
+    entry = ir.Module(name="entry")
+    entry.triple = target.triple
+    emit_entry(entry, lowering.kernels)
+    modules = [(m.name, m.text) for m in lowering.modules.values()] + [("entry", str(entry))]
+    named = objects(modules, target)
+    store_graph(key, target.fingerprint, named, lowering.workspace_bytes)
+    return GraphCode([code for _, code in named], lowering.workspace_bytes)
 
 
 def written_outputs(graph: Graph) -> list[bool]:

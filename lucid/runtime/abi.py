@@ -5,7 +5,8 @@ library.
 A library exports, besides the model's `N_*` functions (see the generated header),
 `const char *lucid_aot_info(void)` returning `"lucid-aot abi=<ABI_VERSION> name=<N> weights=<embedded|file>
 outputs=<single|tuple>"`. A separate weights file starts with a WEIGHTS_HEADER_BYTES header: the magic,
-the ABI version (u32), the payload's size (u64) and CRC-32 (u32), all little-endian; the payload follows.
+the ABI version (u32), the payload's size (u64) and CRC-32 (u32), all little-endian, then zeros; the
+payload follows.
 """
 from __future__ import annotations
 

@@ -3,8 +3,8 @@
 
 Cache: a second process running the same graphs compiles nothing and gets the same results; a changed
 graph (other weight shapes, an extra operator, another constant) is never served a stale object; new
-weight values reuse the cached code (weights are read at call time); damaged cache files are ignored
-and rebuilt, never crashed on; an unusable cache directory only costs compilations. Each subprocess test
+weight values reuse the cached code (weights are read at call time); damaged cache files are reported
+(a CacheWarning) and rebuilt, never crashed on (test_cache_damage.py damages them in every way); an unusable cache directory only costs compilations. Each subprocess test
 uses its own fresh LUCID_CACHE_DIR (a tmp dir), so these always compile a few tiny graphs.
 
 Target: in subprocesses with LUCID_CPU=x86-64-v3 (AVX2, 8 float lanes) and x86-64-v2 (SSE4.2, 4
@@ -27,7 +27,8 @@ import pytest
 
 import lucid
 import lucid.nn as nn
-from lucid.codegen import jit
+from lucid.codegen import cache, jit
+from lucid.codegen.cache import CacheWarning
 from lucid.runtime.executable import Executable
 from lucid.codegen.target import Target, host
 from lucid.passes import PassManager, dead_code, fusion, memory_planning
@@ -39,7 +40,8 @@ CACHE_SCRIPT = r'''
 import json, sys
 import numpy as np
 import lucid, lucid.nn as nn
-from lucid.codegen import jit
+from lucid.codegen import cache, jit
+from lucid.codegen.cache import CacheWarning
 
 variant = sys.argv[1]
 lucid.manual_seed(2 if variant == "reseeded" else 1)
@@ -74,7 +76,8 @@ import json, pathlib, sys
 import numpy as np
 import lucid
 import lucid.nn.functional as F
-from lucid.codegen import jit
+from lucid.codegen import cache, jit
+from lucid.codegen.cache import CacheWarning
 from lucid.runtime.executable import Executable
 from lucid.codegen.target import host
 from lucid.passes import PassManager, autodiff, dead_code, fusion, memory_planning
@@ -227,7 +230,8 @@ def test_damaged_cache_files_are_ignored_and_rebuilt(monkeypatch, tmp_path, dama
     assert files
     for path in files:                                   # every object and graph record
         damage(path)
-    delta, again = build(graph)
+    with pytest.warns(CacheWarning, match="lucid compile cache"):
+        delta, again = build(graph)
     assert delta["compiled"] > 0, "damaged entries were used"
     np.testing.assert_array_equal(again, first)
     delta, third = build(graph)                           # the rebuilt entries are intact
@@ -245,7 +249,8 @@ def test_each_damaged_file_alone_is_rebuilt(monkeypatch, tmp_path):
     for path in files:
         original = path.read_bytes()
         truncate_half(path)
-        delta, again = build(graph)
+        with pytest.warns(CacheWarning, match=path.name):
+            delta, again = build(graph)
         np.testing.assert_array_equal(again, first, err_msg=path.name)
         assert delta["compiled"] <= 1, (path.name, delta)
         assert path.read_bytes() == original, f"{path.name} was not rebuilt"
@@ -268,13 +273,13 @@ def test_unusable_cache_directory_only_costs_compilations(monkeypatch, tmp_path)
 
 
 def test_cache_keys_depend_on_the_target_and_the_code():
-    fingerprint = jit.code_fingerprint()
+    fingerprint = cache.code_fingerprint()
     assert len(fingerprint) == 16 and int(fingerprint, 16) >= 0
     v3 = Target("x86_64-unknown-linux-gnu", "x86-64-v3", "")
     v2 = Target("x86_64-unknown-linux-gnu", "x86-64-v2", "")
     assert v3.fingerprint != v2.fingerprint
-    assert jit.cache_key(fingerprint, v3.fingerprint, "g") != jit.cache_key(fingerprint, v2.fingerprint, "g")
-    assert jit.cache_key("a", "bc") != jit.cache_key("ab", "c")
+    assert cache.cache_key(fingerprint, v3.fingerprint, "g") != cache.cache_key(fingerprint, v2.fingerprint, "g")
+    assert cache.cache_key("a", "bc") != cache.cache_key("ab", "c")
 
 
 # ============================================================================== targets
