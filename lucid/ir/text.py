@@ -315,9 +315,11 @@ def _literal(text: str):
 
 
 def _parse_expression(text: str) -> ast.expr:
-    """Python's parse of `text` as an expression; what Python only warns about ('1x') is a SyntaxError."""
+    """Python's parse of `text` as an expression; what Python only warns about ('1x', an invalid escape
+    in a string: a SyntaxWarning or, before Python 3.12, a DeprecationWarning) is a SyntaxError."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", SyntaxWarning)
+        warnings.simplefilter("error", DeprecationWarning)
         return ast.parse(text, mode="eval").body
 
 
