@@ -42,8 +42,9 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
         if isinstance(value, (Parameter, Module)):
-            self._forget(name)
-            (self._parameters if isinstance(value, Parameter) else self._modules)[name] = value
+            registry = self._parameters if isinstance(value, Parameter) else self._modules
+            self._forget(name, keep=registry)       # a replaced entry keeps its place (state dict order)
+            registry[name] = value
         elif name in self._parameters or name in self._modules:
             if value is not None:
                 kind = "a Parameter" if name in self._parameters else "a Module"
@@ -55,9 +56,10 @@ class Module:
         else:
             object.__setattr__(self, name, value)
 
-    def _forget(self, name: str) -> None:
+    def _forget(self, name: str, keep=None) -> None:
         for registry in (self._parameters, self._buffers, self._modules, self.__dict__):
-            registry.pop(name, None)
+            if registry is not keep:
+                registry.pop(name, None)
 
     def __getattr__(self, name):
         for registry in ("_parameters", "_buffers", "_modules"):
