@@ -108,7 +108,7 @@ def _check_entry(key: str, info, data_bytes: int, name: str) -> tuple:
         _refuse(name, f"{where} must be an object with exactly 'dtype', 'shape' and 'data_offsets', "
                       f"got {info!r:.200}")
     code, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-    if code not in DTYPES:
+    if not isinstance(code, str) or code not in DTYPES:
         _refuse(name, f"{where} has unknown dtype {code!r:.50}; expected one of {sorted(DTYPES)}")
     if not isinstance(shape, list) or not all(_is_count(n) for n in shape):
         _refuse(name, f"{where} has shape {shape!r:.200}; expected a list of non-negative ints")
@@ -146,7 +146,7 @@ def save_safetensors(state_dict: dict, path, metadata: dict | None = None) -> No
         if not isinstance(key, str) or key == METADATA:
             raise TypeError(f"save_safetensors: tensor names must be strings other than {METADATA!r}, "
                             f"got {key!r}")
-        array = np.ascontiguousarray(value.data if isinstance(value, Tensor) else np.asarray(value))
+        array = np.asarray(value.data if isinstance(value, Tensor) else value)
         if array.dtype not in CODES:
             raise DTypeError(f"save_safetensors: {key!r} has dtype {array.dtype}; expected one of "
                              f"{sorted(str(d) for d in CODES)}")
