@@ -42,8 +42,9 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
         if isinstance(value, (Parameter, Module)):
-            self._forget(name)
-            (self._parameters if isinstance(value, Parameter) else self._modules)[name] = value
+            registry = self._parameters if isinstance(value, Parameter) else self._modules
+            self._forget(name, keep=registry)       # a replaced entry keeps its place (state dict order)
+            registry[name] = value
         elif name in self._parameters or name in self._modules:
             if value is not None:
                 kind = "a Parameter" if name in self._parameters else "a Module"
@@ -55,9 +56,10 @@ class Module:
         else:
             object.__setattr__(self, name, value)
 
-    def _forget(self, name: str) -> None:
+    def _forget(self, name: str, keep=None) -> None:
         for registry in (self._parameters, self._buffers, self._modules, self.__dict__):
-            registry.pop(name, None)
+            if registry is not keep:
+                registry.pop(name, None)
 
     def __getattr__(self, name):
         for registry in ("_parameters", "_buffers", "_modules"):
@@ -113,15 +115,20 @@ class Module:
         return type(self).__name__ + (f" '{path}'" if path else "")
 
     # ------------------------------------------------------------------ traversal
-    def named_modules(self, memo=None, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+    def named_modules(self, memo=None, prefix: str = "",
+                      remove_duplicate: bool = True) -> Iterator[tuple[str, "Module"]]:
+        """Every module of the tree with its dotted path, this one first. A module reachable by
+        several paths comes once, under the first, unless `remove_duplicate` is False (PyTorch's rule;
+        state dicts list shared modules under every path)."""
         memo = set() if memo is None else memo
-        if id(self) in memo:
-            return
-        memo.add(id(self))
+        if remove_duplicate:
+            if id(self) in memo:
+                return
+            memo.add(id(self))
         yield prefix, self
         for name, child in self._modules.items():
             if child is not None:
-                yield from child.named_modules(memo, f"{prefix}.{name}" if prefix else name)
+                yield from child.named_modules(memo, f"{prefix}.{name}" if prefix else name, remove_duplicate)
 
     def modules(self) -> Iterator["Module"]:
         return (m for _, m in self.named_modules())
@@ -132,24 +139,29 @@ class Module:
     def children(self) -> Iterator["Module"]:
         return (m for _, m in self.named_children())
 
-    def _named_members(self, registry: str, prefix: str, recurse: bool):
+    def _named_members(self, registry: str, prefix: str, recurse: bool, remove_duplicate: bool = True):
         seen = set()
-        modules = self.named_modules(prefix=prefix) if recurse else [(prefix, self)]
+        modules = (self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate) if recurse
+                   else [(prefix, self)])
         for module_prefix, module in modules:
             for name, value in getattr(module, registry).items():
-                if value is None or id(value) in seen:
+                if value is None or (remove_duplicate and id(value) in seen):
                     continue
                 seen.add(id(value))
                 yield (f"{module_prefix}.{name}" if module_prefix else name), value
 
-    def named_parameters(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
-        return self._named_members("_parameters", prefix, recurse)
+    def named_parameters(self, prefix: str = "", recurse: bool = True,
+                         remove_duplicate: bool = True) -> Iterator[tuple[str, Parameter]]:
+        """Parameters by dotted name; one shared by several modules or paths comes once, under its
+        first name, unless `remove_duplicate` is False."""
+        return self._named_members("_parameters", prefix, recurse, remove_duplicate)
 
     def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
         return (p for _, p in self.named_parameters(recurse=recurse))
 
-    def named_buffers(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Tensor]]:
-        return self._named_members("_buffers", prefix, recurse)
+    def named_buffers(self, prefix: str = "", recurse: bool = True,
+                      remove_duplicate: bool = True) -> Iterator[tuple[str, Tensor]]:
+        return self._named_members("_buffers", prefix, recurse, remove_duplicate)
 
     def buffers(self, recurse: bool = True) -> Iterator[Tensor]:
         return (b for _, b in self.named_buffers(recurse=recurse))
@@ -213,17 +225,9 @@ class Module:
 
     # ------------------------------------------------------------------ state dicts
     def state_dict(self, prefix: str = "") -> "OrderedDict[str, np.ndarray]":
-        """Parameters and persistent buffers by PyTorch-style dotted name, as NumPy copies."""
-        out = OrderedDict()
-        for module_prefix, module in self.named_modules(prefix=prefix):
-            dot = f"{module_prefix}." if module_prefix else ""
-            for name, p in module._parameters.items():
-                if p is not None:
-                    out[dot + name] = p.data.copy()
-            for name, b in module._buffers.items():
-                if b is not None and name not in module._non_persistent:
-                    out[dot + name] = b.data.copy()
-        return out
+        """Parameters and persistent buffers by PyTorch-style dotted name, as NumPy copies. As in
+        PyTorch, a module or tensor reachable by several paths is listed under each of them."""
+        return OrderedDict((key, tensor.data.copy()) for key, tensor in self._state_entries(prefix).items())
 
     def load_state_dict(self, state_dict, strict: bool = True):
         """Copy arrays into the parameters and buffers, in place (the tensor objects stay the same, so
@@ -237,7 +241,7 @@ class Module:
         owner = f"{type(self).__name__}.load_state_dict"
         state = {k: np.asarray(v.data if isinstance(v, Tensor) else v) for k, v in state_dict.items()}
         shapes = {key: tensor.shape for key, tensor in self._state_entries().items()}
-        for module_prefix, module in self.named_modules():
+        for module_prefix, module in self.named_modules(remove_duplicate=False):
             shapes.update(module._shapes_from_state(f"{module_prefix}." if module_prefix else "", state))
         missing = [k for k in shapes if k not in state]
         unexpected = [k for k in state if k not in shapes]
@@ -253,9 +257,10 @@ class Module:
                 target.data[...] = state[key].astype(target.data.dtype, copy=False)
         return missing, unexpected
 
-    def _state_entries(self) -> dict:
+    def _state_entries(self, prefix: str = "") -> dict:
+        """The state dict's tensors by key: every path to every module (shared ones repeat)."""
         entries = {}
-        for module_prefix, module in self.named_modules():
+        for module_prefix, module in self.named_modules(prefix=prefix, remove_duplicate=False):
             dot = f"{module_prefix}." if module_prefix else ""
             for name, p in module._parameters.items():
                 if p is not None:

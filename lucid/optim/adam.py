@@ -1,4 +1,4 @@
-"""Adam and AMSGrad."""
+"""Adam and AdamW (each optionally AMSGrad)."""
 from __future__ import annotations
 
 import math
@@ -26,14 +26,14 @@ class Adam(Optimizer):
                                       amsgrad=amsgrad, maximize=maximize))
 
     def _validate(self, group: dict) -> None:
-        check_range("Adam", "lr", group["lr"], 0.0)
-        check_range("Adam", "eps", group["eps"], 0.0)
+        check_range(type(self).__name__, "lr", group["lr"], 0.0)
+        check_range(type(self).__name__, "eps", group["eps"], 0.0)
         if len(group["betas"]) != 2:
-            raise ValueError(f"Adam: invalid betas: expected a pair (beta1, beta2), "
+            raise ValueError(f"{type(self).__name__}: invalid betas: expected a pair (beta1, beta2), "
                              f"got {group['betas']!r}")
-        check_range("Adam", "beta1 (betas[0])", group["betas"][0], 0.0, 1.0)
-        check_range("Adam", "beta2 (betas[1])", group["betas"][1], 0.0, 1.0)
-        check_range("Adam", "weight_decay", group["weight_decay"], 0.0)
+        check_range(type(self).__name__, "beta1 (betas[0])", group["betas"][0], 0.0, 1.0)
+        check_range(type(self).__name__, "beta2 (betas[1])", group["betas"][1], 0.0, 1.0)
+        check_range(type(self).__name__, "weight_decay", group["weight_decay"], 0.0)
 
     def _update(self, p, grad: np.ndarray, group: dict, state: dict) -> None:
         if not state:
@@ -45,7 +45,7 @@ class Adam(Optimizer):
         step = state["step"]
         grad = -grad if group["maximize"] else grad
         if group["weight_decay"] != 0:
-            grad = grad + group["weight_decay"] * p.data
+            grad = self._decay(p, grad, group)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         exp_avg += (1 - beta1) * (grad - exp_avg)
         exp_avg_sq *= beta2
@@ -56,3 +56,21 @@ class Adam(Optimizer):
         denom = np.sqrt(exp_avg_sq) / math.sqrt(1 - beta2 ** step) + group["eps"]
         data = p.data  # update the array in place (assigning p.data would copy it)
         data -= group["lr"] / (1 - beta1 ** step) * (exp_avg / denom)
+
+    def _decay(self, p, grad: np.ndarray, group: dict) -> np.ndarray:
+        """Weight decay as L2 regularisation: added to the gradient."""
+        return grad + group["weight_decay"] * p.data
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), as ``torch.optim.AdamW``: before
+    Adam's step (with no decay in the gradient), ``p = p * (1 - lr * weight_decay)``."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, maximize=False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize)
+
+    def _decay(self, p, grad: np.ndarray, group: dict) -> np.ndarray:
+        data = p.data
+        data *= 1 - group["lr"] * group["weight_decay"]
+        return grad

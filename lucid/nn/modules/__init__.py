@@ -4,6 +4,7 @@ from .container import ModuleDict, ModuleList, Sequential
 from .conv import (Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, LazyConv1d,
                    LazyConv2d, LazyConv3d, LazyConvTranspose1d, LazyConvTranspose2d, LazyConvTranspose3d)
 from .linear import Flatten, Identity, LazyLinear, Linear
+from .batchnorm import SyncBatchNorm
 from .loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss
 from .normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from .pooling import (AvgPool1D, AvgPool1d, AvgPool2D, AvgPool2d, AvgPool3D, AvgPool3d, MaxPool1D, MaxPool1d,

@@ -40,11 +40,14 @@ class _BatchNorm(Module):
             for name in ("running_mean", "running_var", "num_batches_tracked"):
                 self.register_buffer(name, None)
 
-    def forward(self, x):
-        F._require_tensor(x, type(self).__name__)
+    def _check_input(self, x) -> None:
         if x.ndim not in self.ranks or x.shape[1] != self.num_features:
             raise ShapeError(f"expected a {' or '.join(f'{r}-D' for r in self.ranks)} input with "
                              f"{self.num_features} channels in axis 1, got shape {x.shape}")
+
+    def forward(self, x):
+        F._require_tensor(x, type(self).__name__)
+        self._check_input(x)
         momentum = self.momentum
         if self.training and self.track_running_stats:
             with no_grad():
