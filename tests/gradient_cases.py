@@ -287,6 +287,17 @@ CASES: dict[str, list[Case]] = {
     "log_softmax": [Case("axis -1", lambda x: ops.log_softmax(x), rnd(2, 3, 4)),
                     Case("axis 0", lambda x: ops.log_softmax(x, 0), rnd(3, 4)),
                     Case("axis 1 (F dim=1)", lambda x: F.log_softmax(x, dim=1), rnd(2, 4, 3))],
+    # ---------------------------------------------------------------- activations (ops/activation.py)
+    "elu": [Case("ELU alpha 1", F.elu, away(3, 4, hi=3.0)),
+            Case("SELU", F.selu, away(2, 5, hi=3.0)),
+            Case("CELU alpha 0.5", lambda x: F.celu(x, 0.5), away(7, hi=3.0)),
+            Case("op: alpha 2 scale 0.5 input_scale 3", lambda x: ops.elu(x, 2.0, 0.5, 3.0), away(2, 3))],
+    "softplus": [Case("default", ops.softplus, rnd(3, 4) * 4.0),
+                 Case("beta 2 threshold 3, both sides", lambda x: F.softplus(x, beta=2, threshold=3),
+                      inside((2, 5), 1.5, None)),
+                 Case("above the default threshold", ops.softplus, np.array([20.5, 25.0, -30.0])),
+                 Case("mish", F.mish, rnd(2, 3, 2) * 3.0)],
+    "hardswish": [Case("both kinks avoided", F.hardswish, inside((4, 5), -3.0, 3.0))],
 }
 
 # The same scalar loss weights used for every call of a case.

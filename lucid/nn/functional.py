@@ -5,6 +5,7 @@ them with messages naming the function, and apply operators from `lucid.ir.ops`.
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -228,13 +229,71 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
 # Activations, linear, normalisation, dropout, shape
 
 
-def relu(input): return ops.relu(_require_tensor(input, "relu"))
+def relu(input, inplace=False): return ops.relu(_require_tensor(input, "relu"))
 def sigmoid(input): return ops.sigmoid(_require_tensor(input, "sigmoid"))
 def tanh(input): return ops.tanh(_require_tensor(input, "tanh"))
 def gelu(input, approximate="none"): return ops.gelu(_require_tensor(input, "gelu"), approximate)
-def leaky_relu(input, negative_slope=0.01): return ops.leaky_relu(_require_tensor(input, "leaky_relu"), negative_slope)
+def leaky_relu(input, negative_slope=0.01, inplace=False):
+    return ops.leaky_relu(_require_tensor(input, "leaky_relu"), negative_slope)
+
+
 def softmax(input, dim=-1): return ops.softmax(_require_tensor(input, "softmax"), dim)
 def log_softmax(input, dim=-1): return ops.log_softmax(_require_tensor(input, "log_softmax"), dim)
+
+
+# The activations below take PyTorch's `inplace=` and compute out of place: the result is returned and
+# the input is left as it was (model code uses the returned value).
+
+#: SELU's constants (Klambauer et al., "Self-Normalizing Neural Networks").
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def elu(input, alpha=1.0, inplace=False): return ops.elu(_require_tensor(input, "elu"), alpha)
+def selu(input, inplace=False): return ops.elu(_require_tensor(input, "selu"), SELU_ALPHA, SELU_SCALE)
+def silu(input, inplace=False): return ops.mul(input, ops.sigmoid(_require_tensor(input, "silu")))
+def mish(input, inplace=False): return ops.mul(input, ops.tanh(ops.softplus(_require_tensor(input, "mish"))))
+def hardswish(input, inplace=False): return ops.hardswish(_require_tensor(input, "hardswish"))
+
+
+def celu(input, alpha=1.0, inplace=False):
+    if alpha == 0:
+        raise ValueError("celu: alpha must not be 0 (the negative part is alpha * (exp(x / alpha) - 1))")
+    return ops.elu(_require_tensor(input, "celu"), alpha, 1.0, 1.0 / alpha)
+
+
+def softplus(input, beta=1.0, threshold=20.0):
+    return ops.softplus(_require_tensor(input, "softplus"), beta, threshold)
+
+
+def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
+    """min(max(x, min_val), max_val); the gradient is 0 at and beyond the bounds, as in PyTorch."""
+    x = _require_tensor(input, "hardtanh")
+    if max_val < min_val:
+        raise ValueError(f"hardtanh: max_val ({max_val}) must not be less than min_val ({min_val})")
+    return ops.where(ops.le(x, min_val), min_val, ops.where(ops.ge(x, max_val), max_val, x))
+
+
+def relu6(input, inplace=False): return hardtanh(_require_tensor(input, "relu6"), 0.0, 6.0)
+
+
+def hardsigmoid(input, inplace=False):
+    return ops.div(hardtanh(ops.add(_require_tensor(input, "hardsigmoid"), 3.0), 0.0, 6.0), 6.0)
+
+
+def prelu(input, weight):
+    """max(0, x) + weight * min(0, x), weight (1 or C values) along the channel axis 1."""
+    x, w = _require_tensor(input, "prelu"), _require_tensor(weight, "prelu", "weight")
+    channels = x.shape[1] if len(x.shape) >= 2 else 1
+    count = math.prod(w.shape)
+    if count == 1:
+        slope = ops.reshape(w, ())
+    elif len(w.shape) == 1 and count == channels:
+        slope = ops.reshape(w, (channels,) + (1,) * (len(x.shape) - 2))
+    else:
+        raise ShapeError(f"prelu: expected a weight of 1 value or {channels} (the input's channels, axis 1 "
+                         f"of shape {tuple(x.shape)}), got shape {tuple(w.shape)}")
+    return ops.where(ops.gt(x, 0.0), x, ops.mul(slope, x))
 
 
 def linear(input, weight, bias=None):

@@ -222,3 +222,30 @@ SCALAR = {
     "where": lambda s, node, c, x, y: s.b.select(c, x, y),
     **{op: _comparison(p) for op, p in _COMPARISONS.items()},
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# Activations (`lucid/ir/ops/activation.py`): the same formulas as their reference kernels
+
+
+def _elu(s, node, x):
+    attrs, b = node.attrs, s.b
+    negative = b.fmul(s.libm("expm1", x.type, b.fmul(x, s.const(x.type, attrs["input_scale"]))),
+                      s.const(x.type, attrs["alpha"] * attrs["scale"]))
+    return b.select(b.fcmp_ordered(">", x, s.const(x.type, 0)), b.fmul(x, s.const(x.type, attrs["scale"])), negative)
+
+
+def _softplus(s, node, x):
+    b, beta = s.b, s.const(x.type, node.attrs["beta"])
+    scaled = b.fmul(x, beta)
+    smooth = b.fdiv(s.libm("log1p", x.type, s.call("exp", x.type, scaled)), beta)
+    return b.select(b.fcmp_ordered(">", scaled, s.const(x.type, node.attrs["threshold"])), x, smooth)
+
+
+def _hardswish(s, node, x):
+    b, six = s.b, s.const(x.type, 6)
+    shifted = s.call("maximum", x.type, b.fadd(x, s.const(x.type, 3)), s.const(x.type, 0))
+    return b.fdiv(b.fmul(x, s.call("minimum", x.type, shifted, six)), six)
+
+
+SCALAR.update({"elu": _elu, "softplus": _softplus, "hardswish": _hardswish})
