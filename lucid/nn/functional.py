@@ -251,9 +251,11 @@ SELU_SCALE = 1.0507009873554804934193349852946
 
 def elu(input, alpha=1.0, inplace=False): return ops.elu(_require_tensor(input, "elu"), alpha)
 def selu(input, inplace=False): return ops.elu(_require_tensor(input, "selu"), SELU_ALPHA, SELU_SCALE)
-def silu(input, inplace=False): return ops.mul(input, ops.sigmoid(_require_tensor(input, "silu")))
-def mish(input, inplace=False): return ops.mul(input, ops.tanh(ops.softplus(_require_tensor(input, "mish"))))
+def silu(input, inplace=False): return ops.silu(_require_tensor(input, "silu"))
+def mish(input, inplace=False): return ops.mish(_require_tensor(input, "mish"))
+def hardsigmoid(input, inplace=False): return ops.hardsigmoid(_require_tensor(input, "hardsigmoid"))
 def hardswish(input, inplace=False): return ops.hardswish(_require_tensor(input, "hardswish"))
+def relu6(input, inplace=False): return hardtanh(input, 0.0, 6.0)
 
 
 def celu(input, alpha=1.0, inplace=False):
@@ -267,18 +269,7 @@ def softplus(input, beta=1.0, threshold=20.0):
 
 
 def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
-    """min(max(x, min_val), max_val); the gradient is 0 at and beyond the bounds, as in PyTorch."""
-    x = _require_tensor(input, "hardtanh")
-    if max_val < min_val:
-        raise ValueError(f"hardtanh: max_val ({max_val}) must not be less than min_val ({min_val})")
-    return ops.where(ops.le(x, min_val), min_val, ops.where(ops.ge(x, max_val), max_val, x))
-
-
-def relu6(input, inplace=False): return hardtanh(_require_tensor(input, "relu6"), 0.0, 6.0)
-
-
-def hardsigmoid(input, inplace=False):
-    return ops.div(hardtanh(ops.add(_require_tensor(input, "hardsigmoid"), 3.0), 0.0, 6.0), 6.0)
+    return ops.hardtanh(_require_tensor(input, "hardtanh"), min_val, max_val)
 
 
 def prelu(input, weight):
@@ -287,13 +278,11 @@ def prelu(input, weight):
     channels = x.shape[1] if len(x.shape) >= 2 else 1
     count = math.prod(w.shape)
     if count == 1:
-        slope = ops.reshape(w, ())
-    elif len(w.shape) == 1 and count == channels:
-        slope = ops.reshape(w, (channels,) + (1,) * (len(x.shape) - 2))
-    else:
-        raise ShapeError(f"prelu: expected a weight of 1 value or {channels} (the input's channels, axis 1 "
-                         f"of shape {tuple(x.shape)}), got shape {tuple(w.shape)}")
-    return ops.where(ops.gt(x, 0.0), x, ops.mul(slope, x))
+        return ops.prelu(x, ops.reshape(w, ()))
+    if len(w.shape) == 1 and count == channels:
+        return ops.prelu(x, ops.reshape(w, (channels,) + (1,) * (len(x.shape) - 2)))
+    raise ShapeError(f"prelu: expected a weight of 1 value or {channels} (the input's channels, axis 1 "
+                     f"of shape {tuple(x.shape)}), got shape {tuple(w.shape)}")
 
 
 def linear(input, weight, bias=None):
@@ -458,19 +447,13 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     owner = "binary_cross_entropy_with_logits"
     positive = target if pos_weight is None else ops.mul(target, _broadcastable(pos_weight, x.shape, "pos_weight", owner))
     scale = ops.add(ops.sub(positive, target), 1.0)
-    loss = ops.add(ops.mul(ops.sub(1.0, target), x), ops.mul(scale, _softplus(ops.neg(x))))
+    softplus_of_minus_x = ops.softplus(ops.neg(x), 1.0, _SOFTPLUS_LINEAR_FROM)
+    loss = ops.add(ops.mul(ops.sub(1.0, target), x), ops.mul(scale, softplus_of_minus_x))
     return _reduce_loss(_weighted(loss, weight, owner), reduction, owner)
 
 
 #: Above this, softplus(z) = z to within float64 rounding (log(1 + e**-40) < 5e-18).
 _SOFTPLUS_LINEAR_FROM = 40.0
-
-
-def _softplus(z):
-    """log(1 + exp(z)) without overflow: exp only sees values up to _SOFTPLUS_LINEAR_FROM, so the
-    branch `where` leaves out has a finite gradient too."""
-    bounded = ops.clamp(z, None, _SOFTPLUS_LINEAR_FROM)
-    return ops.where(ops.gt(z, _SOFTPLUS_LINEAR_FROM), z, ops.log(ops.add(ops.exp(bounded), 1.0)))
 
 
 def _clamped_log(p):

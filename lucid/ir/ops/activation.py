@@ -1,23 +1,34 @@
-"""Activation operators that are not a plain composition of the elementwise maps.
+"""Activation operators: each one elementwise operator, so that it reads its input once.
+
+Fusion joins an elementwise node to a chain only through a value with one reader, so an activation
+composed of several operators reading x (x * sigmoid(x)) would not fuse into a convolution's epilogue;
+as one operator it does. Formulas and gradients follow PyTorch's, including at the kinks (the side
+PyTorch's rule takes) and at NaN (NaN passes through the forward; a NaN input's gradient is what
+PyTorch's scalar rule gives it).
 
 - `elu(x, alpha, scale, input_scale)`: scale * x for x > 0, else scale * alpha * expm1(x * input_scale).
   ELU, SELU and CELU are this one operator with different constants; expm1 keeps full relative
   accuracy near 0, which exp(x) - 1 would lose.
 - `softplus(x, beta, threshold)`: log1p(exp(beta * x)) / beta, or x itself where beta * x > threshold.
-- `hardswish(x)`: x * min(max(x + 3, 0), 6) / 6, whose gradient at x = -3 and x = 3 is PyTorch's
-  (-0.5 and 1.5: the inner slopes), which composing clamp and mul would not give.
-
-SiLU, Mish, Hardtanh/ReLU6, Hardsigmoid and PReLU are compositions (`lucid.nn.functional`): their
-fused chain is one loop and their composed gradients are PyTorch's.
-NaN passes through every one of them, as in PyTorch.
+- `silu(x)`: x / (1 + exp(-x)); `mish(x)`: x * tanh(log1p(exp(x))).
+- `hardtanh(x, min_val, max_val)`: x clipped to [min_val, max_val] (ReLU6 is hardtanh(x, 0, 6)); the
+  gradient is 0 at the bounds.
+- `hardsigmoid(x)`: min(max(x + 3, 0), 6) / 6; `hardswish(x)`: x * min(max(x + 3, 0), 6) / 6.
+- `prelu(x, weight)`: x where x > 0, else weight * x, the weight broadcast against x (the functional
+  form reshapes it along the channel axis); its gradient sums over the broadcast axes.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .attributes import Real
-from .elementwise import Unary, add, clamp, div, exp, gt, le, lt, mul, sigmoid, where
+from .elementwise import (Binary, Unary, add, clamp, div, exp, gt, le, lt, mul, sigmoid, sub, tanh, where)
 from .registry import emit, register
+
+
+def clip(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    """min(max(x, low), high), NaN passing through."""
+    return np.minimum(np.maximum(x, low), high)
 
 
 @register
@@ -34,7 +45,7 @@ class Elu(Unary):
         x, k = inputs[0], attrs["input_scale"]
         # exp sees min(x, 0) only: the branch `where` leaves out stays finite.
         slope = mul(exp(mul(clamp(x, max=0.0), k)), attrs["alpha"] * attrs["scale"] * k)
-        return (where(gt(x, 0.0), mul(g, attrs["scale"]), mul(g, slope)),)
+        return (where(le(x, 0.0), mul(g, slope), mul(g, attrs["scale"])),)
 
 
 @register
@@ -54,16 +65,91 @@ class Softplus(Unary):
 
 
 @register
+class Silu(Unary):
+    name = "silu"
+
+    def fn(self, attrs, x):
+        with np.errstate(over="ignore"):
+            return (x / (1 + np.exp(-x))).astype(x.dtype)
+
+    def grad(self, attrs, inputs, y, g):
+        x = inputs[0]
+        s = sigmoid(x)
+        return (mul(mul(g, s), add(mul(x, sub(1.0, s)), 1.0)),)
+
+
+@register
+class Mish(Unary):
+    name = "mish"
+
+    def fn(self, attrs, x):
+        with np.errstate(over="ignore"):
+            return (x * np.tanh(np.log1p(np.exp(x)))).astype(x.dtype)
+
+    def grad(self, attrs, inputs, y, g):
+        x = inputs[0]
+        t = tanh(softplus(x))
+        return (mul(g, add(t, mul(mul(x, sigmoid(x)), sub(1.0, mul(t, t))))),)
+
+
+@register
+class Hardtanh(Unary):
+    name = "hardtanh"
+    attributes = {"min_val": Real(), "max_val": Real()}
+
+    def infer(self, attrs, x):
+        if attrs["max_val"] < attrs["min_val"]:
+            raise self.error(f"max_val ({attrs['max_val']}) must not be less than min_val ({attrs['min_val']})")
+        return super().infer(attrs, x)
+
+    def fn(self, attrs, x):
+        return clip(x, attrs["min_val"], attrs["max_val"]).astype(x.dtype)
+
+    def grad(self, attrs, inputs, y, g):
+        x = inputs[0]
+        return (where(le(x, attrs["min_val"]), 0.0, where(lt(x, attrs["max_val"]), g, 0.0)),)
+
+
+@register
+class Hardsigmoid(Unary):
+    name = "hardsigmoid"
+
+    def fn(self, attrs, x):
+        return (clip(x + 3, 0, 6) / 6).astype(x.dtype)
+
+    def grad(self, attrs, inputs, y, g):
+        x = inputs[0]
+        return (where(gt(x, -3.0), where(lt(x, 3.0), div(g, 6.0), 0.0), 0.0),)
+
+
+@register
 class Hardswish(Unary):
     name = "hardswish"
 
     def fn(self, attrs, x):
-        return (x * np.minimum(np.maximum(x + 3, 0), 6) / 6).astype(x.dtype)
+        return (x * clip(x + 3, 0, 6) / 6).astype(x.dtype)
 
     def grad(self, attrs, inputs, y, g):
         x = inputs[0]
         inner = mul(g, add(div(x, 3.0), 0.5))
-        return (where(lt(x, -3.0), 0.0, where(le(x, 3.0), inner, g)),)
+        return (where(le(x, -3.0), 0.0, where(lt(x, 3.0), inner, g)),)
+
+
+@register
+class Prelu(Binary):
+    name = "prelu"
+
+    def infer(self, attrs, x, weight):
+        self.require_float(x, weight)
+        return super().infer(attrs, x, weight)
+
+    def fn(self, x, weight):
+        return np.where(x > 0, x, weight * x)
+
+    def local_grads(self, x, weight, y, g):
+        positive = gt(x, 0.0)
+        # where, not a product with a mask: an infinite x on the positive side adds nothing to the weight's
+        return where(positive, g, mul(g, weight)), where(positive, 0.0, mul(g, x))
 
 
 def elu(x, alpha=1.0, scale=1.0, input_scale=1.0):
@@ -74,4 +160,12 @@ def softplus(x, beta=1.0, threshold=20.0):
     return emit("softplus", x, beta=float(beta), threshold=float(threshold))
 
 
+def hardtanh(x, min_val=-1.0, max_val=1.0):
+    return emit("hardtanh", x, min_val=float(min_val), max_val=float(max_val))
+
+
+def silu(x): return emit("silu", x)
+def mish(x): return emit("mish", x)
+def hardsigmoid(x): return emit("hardsigmoid", x)
 def hardswish(x): return emit("hardswish", x)
+def prelu(x, weight): return emit("prelu", x, weight)

@@ -13,10 +13,22 @@ from ..module import Module
 from ..parameter import Parameter
 
 
-class ReLU(Module):
+class _Inplace(Module):
+    """An activation with PyTorch's `inplace=` flag (recorded for the repr; the result is out of place)."""
+
     def __init__(self, inplace=False):
         super().__init__()
+        self.inplace = bool(inplace)
 
+    def arguments(self) -> str:
+        """The constructor arguments the repr shows before `inplace`."""
+        return ""
+
+    def extra_repr(self) -> str:
+        return ", ".join(part for part in (self.arguments(), "inplace=True" * self.inplace) if part)
+
+
+class ReLU(_Inplace):
     def forward(self, x):
         return F.relu(x)
 
@@ -72,27 +84,16 @@ class LogSoftmax(Softmax):
         return F.log_softmax(x, self.dim)
 
 
-class _Inplace(Module):
-    """An activation with PyTorch's `inplace=` flag (recorded for the repr; the result is out of place)."""
-
-    def __init__(self, inplace=False):
-        super().__init__()
-        self.inplace = bool(inplace)
-
-    def extra_repr(self) -> str:
-        return "inplace=True" if self.inplace else ""
-
-
 class ELU(_Inplace):
     def __init__(self, alpha=1.0, inplace=False):
         super().__init__(inplace)
-        self.alpha = float(alpha)
+        self.alpha = alpha
 
     def forward(self, x):
         return F.elu(x, self.alpha)
 
-    def extra_repr(self) -> str:
-        return ", ".join([f"alpha={self.alpha}"] + [super().extra_repr()] * self.inplace)
+    def arguments(self) -> str:
+        return f"alpha={self.alpha}"
 
 
 class CELU(ELU):
@@ -128,7 +129,7 @@ class Hardsigmoid(_Inplace):
 class Softplus(Module):
     def __init__(self, beta=1.0, threshold=20.0):
         super().__init__()
-        self.beta, self.threshold = float(beta), float(threshold)
+        self.beta, self.threshold = beta, threshold
 
     def forward(self, x):
         return F.softplus(x, self.beta, self.threshold)
@@ -142,21 +143,21 @@ class Hardtanh(_Inplace):
         super().__init__(inplace)
         if max_val <= min_val:
             raise ValueError(f"Hardtanh: max_val ({max_val}) must be greater than min_val ({min_val})")
-        self.min_val, self.max_val = float(min_val), float(max_val)
+        self.min_val, self.max_val = min_val, max_val
 
     def forward(self, x):
         return F.hardtanh(x, self.min_val, self.max_val)
 
-    def extra_repr(self) -> str:
-        return ", ".join([f"min_val={self.min_val}, max_val={self.max_val}"] + [super().extra_repr()] * self.inplace)
+    def arguments(self) -> str:
+        return f"min_val={self.min_val}, max_val={self.max_val}"
 
 
 class ReLU6(Hardtanh):
     def __init__(self, inplace=False):
         super().__init__(0.0, 6.0, inplace)
 
-    def extra_repr(self) -> str:
-        return _Inplace.extra_repr(self)
+    def arguments(self) -> str:
+        return ""
 
 
 class PReLU(Module):
