@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import numpy as np
 
@@ -237,8 +238,27 @@ def leaky_relu(input, negative_slope=0.01, inplace=False):
     return ops.leaky_relu(_require_tensor(input, "leaky_relu"), negative_slope)
 
 
-def softmax(input, dim=-1): return ops.softmax(_require_tensor(input, "softmax"), dim)
-def log_softmax(input, dim=-1): return ops.log_softmax(_require_tensor(input, "log_softmax"), dim)
+def softmax(input, dim=None, _stacklevel=3, dtype=None):
+    """softmax along `dim`, of the input cast to `dtype` first if given (PyTorch's arguments)."""
+    x, axis = _softmax_arguments(input, dim, dtype, "softmax")
+    return ops.softmax(x, axis)
+
+
+def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
+    x, axis = _softmax_arguments(input, dim, dtype, "log_softmax")
+    return ops.log_softmax(x, axis)
+
+
+def _softmax_arguments(input, dim, dtype, owner: str) -> tuple:
+    """The input (cast to `dtype`) and the axis; without `dim`, PyTorch's deprecated implicit choice
+    (axis 0 for 0-, 1- and 3-D inputs, else 1), with its warning."""
+    x = _require_tensor(input, owner)
+    if dtype is not None:
+        x = ops.cast(x, dtype)
+    if dim is None:
+        warnings.warn(f"{owner}: implicit dimension choice is deprecated; pass dim", UserWarning, stacklevel=3)
+        dim = 0 if len(x.shape) in (0, 1, 3) else 1
+    return x, dim
 
 
 # The activations below take PyTorch's `inplace=` and compute out of place: the result is returned and

@@ -7,9 +7,11 @@ Hardsigmoid, PReLU), eager and compiled, against tests/activation_oracle.py and 
 - Against PyTorch where installed (skipped without it): forward and input gradient on the same
   special values, kinks and NaN included (float32 within ~1e-6 relative, float64 to rounding), the
   modules' constructor signatures, PReLU's weight gradient with 1 and C parameters.
-- Compiled: one fused elementwise chain of every activation (the fused node is one loop) against the
-  oracle, and for each activation a Conv3d + activation model whose activation lands in the conv's
-  epilogue, inference against the oracle and a `lucid.compile` training step against eager.
+- Compiled: each activation in an elementwise chain (one fused node each) against the oracle, and
+  for each activation a Conv3d + activation model whose activation lands in the conv's epilogue,
+  inference and a `lucid.compile` training step against eager; an exported library of them all.
+- Softmax / LogSoftmax over every dim of a 5-D input, eager and compiled, against PyTorch; the
+  implicit dim (dim=None) and `dtype=` as PyTorch.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import pytest
 import activation_oracle as oracle
 import lucid
 import lucid.nn as nn
+import lucid.runtime
 import lucid.nn.functional as F
 from lucid.passes import dead_code, fusion, memory_planning
 from lucid.runtime.executable import Executable
@@ -163,9 +166,9 @@ def test_inplace_flags_leave_the_input_alone_and_return_the_result():
 
 
 LAYERS = ["ELU", "SELU", "CELU", "SiLU", "Mish", "Softplus", "Hardtanh", "ReLU6", "Hardswish", "Hardsigmoid",
-          "PReLU"]
+          "PReLU", "ReLU", "Softmax", "LogSoftmax"]
 FUNCTIONS = ["elu", "selu", "celu", "silu", "mish", "softplus", "hardtanh", "relu6", "hardswish", "hardsigmoid",
-             "prelu"]
+             "prelu", "relu", "softmax", "log_softmax"]
 
 
 def test_layers_and_functions_have_pytorch_signatures():
@@ -202,11 +205,9 @@ def test_bad_arguments_are_refused():
 # PReLU
 
 
-@pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("shape", [(2, 3, 3, 4, 5), (2, 3), (5,)], ids=["NCDHW", "NC", "1-D"])
-def test_prelu_forward_and_weight_gradient(channels, shape):
-    if len(shape) < 2 and channels > 1:
-        pytest.skip("a 1-D input has one channel")
+@pytest.mark.parametrize("shape, channels", [((2, 3, 3, 4, 5), 1), ((2, 3, 3, 4, 5), 3), ((2, 3), 1), ((2, 3), 3),
+                                             ((5,), 1)], ids=["NCDHW-1", "NCDHW-3", "NC-1", "NC-3", "1-D"])
+def test_prelu_forward_and_weight_gradient(shape, channels):
     x = RNG.standard_normal(shape)
     x.flat[:4] = [0.0, -0.0, np.inf, -np.inf]
     layer = nn.PReLU(channels, init=0.1, dtype=lucid.float64)
@@ -320,3 +321,58 @@ def test_conv3d_activation_fuses_into_the_epilogue_and_trains_compiled(name):
         results.append([y.numpy(), t.grad.numpy()] + [p.grad.numpy() for p in model.parameters()])
     for k, (c, e) in enumerate(zip(*results)):
         close(c, e, "float32", f"{name} compiled training result {k}", rtol=1e-4, atol=1e-5)
+
+
+# ==============================================================================================
+# Softmax and LogSoftmax over any dim
+
+
+@pytest.mark.parametrize("dim", [0, 1, 2, -1, -4])
+@pytest.mark.parametrize("layer", ["Softmax", "LogSoftmax"])
+def test_softmax_over_any_dim_matches_torch_eager_and_compiled(layer, dim):
+    torch = torch_or_skip()
+    x = (RNG.standard_normal((2, 3, 2, 3, 5)) * 3.0).astype(np.float32)
+    x.flat[0] = 80.0
+    weights = RNG.standard_normal(x.shape).astype(np.float32)
+    ours, theirs = getattr(nn, layer)(dim=dim), getattr(torch.nn, layer)(dim=dim)
+    t, tt = T(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    y, ty = ours(t), theirs(tt)
+    (y * T(weights)).sum().backward()
+    (ty * torch.tensor(weights)).sum().backward()
+    close(y.numpy(), ty.detach().numpy(), "float32", f"{layer}({dim}) forward", rtol=1e-5, atol=1e-7)
+    close(t.grad.numpy(), tt.grad.numpy(), "float32", f"{layer}({dim}) gradient", rtol=1e-5, atol=1e-6)
+    step = lucid.compile(ours)
+    tc = T(x, requires_grad=True)
+    yc = step(tc)
+    (yc * T(weights)).sum().backward()
+    close(yc.numpy(), y.numpy(), "float32", f"{layer}({dim}) compiled forward", rtol=1e-5, atol=1e-7)
+    close(tc.grad.numpy(), t.grad.numpy(), "float32", f"{layer}({dim}) compiled gradient", rtol=1e-5, atol=1e-6)
+
+
+def test_softmax_without_dim_and_with_dtype_as_torch():
+    torch = torch_or_skip()
+    for shape in [(4,), (2, 3), (2, 3, 4), (2, 3, 2, 2)]:
+        x = RNG.standard_normal(shape).astype(np.float32)
+        with pytest.warns(UserWarning, match="implicit dimension"):
+            ours = F.softmax(T(x)).numpy()
+        with pytest.warns(UserWarning):
+            theirs = torch.nn.functional.softmax(torch.tensor(x)).numpy()
+        close(ours, theirs, "float32", f"implicit dim of {shape}")
+    x = RNG.standard_normal((2, 3)).astype(np.float32)
+    y = F.log_softmax(T(x), dim=1, dtype=lucid.float64)
+    assert y.dtype == lucid.float64
+    close(y.numpy(), torch.nn.functional.log_softmax(torch.tensor(x), dim=1, dtype=torch.float64).numpy(), "float64",
+          "log_softmax dtype float64")
+
+
+def test_exported_library_runs_the_activations(tmp_path):
+    """The C-ABI library links the C math functions the scalar rules call (expm1, log1p, tanh)."""
+    lucid.manual_seed(19)
+    model = nn.Sequential(nn.Conv3d(2, 3, 3, padding=1), nn.SELU(), nn.Conv3d(3, 3, 1), nn.PReLU(3),
+                          nn.Conv3d(3, 3, 1), nn.Mish(), nn.Softplus(beta=2.0), nn.SiLU(), nn.Hardswish(),
+                          nn.CELU(0.5), nn.ReLU6(), nn.Hardsigmoid())
+    x = (RNG.standard_normal((1, 2, 3, 4, 5)) * 2.0).astype(np.float32)
+    files = lucid.export(model, lucid.spec(*x.shape), path=tmp_path / "activations.so")
+    got = lucid.runtime.load(files.library)(x)
+    with lucid.no_grad():
+        close(got, model(T(x)).numpy(), "float32", "exported library vs eager", rtol=1e-5, atol=1e-6)
