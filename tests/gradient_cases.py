@@ -287,6 +287,25 @@ CASES: dict[str, list[Case]] = {
     "log_softmax": [Case("axis -1", lambda x: ops.log_softmax(x), rnd(2, 3, 4)),
                     Case("axis 0", lambda x: ops.log_softmax(x, 0), rnd(3, 4)),
                     Case("axis 1 (F dim=1)", lambda x: F.log_softmax(x, dim=1), rnd(2, 4, 3))],
+    # ---------------------------------------------------------------- activations (ops/activation.py)
+    "elu": [Case("ELU alpha 1", F.elu, away(3, 4, hi=3.0)),
+            Case("SELU", F.selu, away(2, 5, hi=3.0)),
+            Case("CELU alpha 0.5", lambda x: F.celu(x, 0.5), away(7, hi=3.0)),
+            Case("op: alpha 2 scale 0.5 input_scale 3", lambda x: ops.elu(x, 2.0, 0.5, 3.0), away(2, 3))],
+    "softplus": [Case("default", ops.softplus, rnd(3, 4) * 4.0),
+                 Case("beta 2 threshold 3, both sides", lambda x: F.softplus(x, beta=2, threshold=3),
+                      inside((2, 5), 1.5, None)),
+                 Case("above the default threshold", ops.softplus, np.array([20.5, 25.0, -30.0]))],
+    "silu": [Case("wide range", F.silu, rnd(3, 5) * 4.0)],
+    "mish": [Case("wide range", F.mish, rnd(2, 3, 2) * 3.0)],
+    "hardtanh": [Case("default bounds", F.hardtanh, inside((3, 4), -1.0, 1.0)),
+                 Case("relu6", F.relu6, inside((2, 6), 0.0, 6.0)),
+                 Case("op -2 0.5", lambda x: ops.hardtanh(x, -2, 0.5), inside((5,), -2.0, 0.5))],
+    "prelu": [Case("one weight", lambda x, w: F.prelu(x, w), away(2, 3, 4), rnd(1)),
+              Case("per channel (N,C,D,H,W)", lambda x, w: F.prelu(x, w), away(2, 3, 2, 2, 3), rnd(3)),
+              Case("op, broadcast (3,1)", ops.prelu, away(3, 4), rnd(3, 1))],
+    "hardsigmoid": [Case("both kinks avoided", F.hardsigmoid, inside((3, 5), -3.0, 3.0))],
+    "hardswish": [Case("both kinks avoided", F.hardswish, inside((4, 5), -3.0, 3.0))],
 }
 
 # The same scalar loss weights used for every call of a case.

@@ -5,7 +5,9 @@ them with messages naming the function, and apply operators from `lucid.ir.ops`.
 """
 from __future__ import annotations
 
+import math
 import numbers
+import warnings
 
 import numpy as np
 
@@ -228,13 +230,79 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
 # Activations, linear, normalisation, dropout, shape
 
 
-def relu(input): return ops.relu(_require_tensor(input, "relu"))
+def relu(input, inplace=False): return ops.relu(_require_tensor(input, "relu"))
 def sigmoid(input): return ops.sigmoid(_require_tensor(input, "sigmoid"))
 def tanh(input): return ops.tanh(_require_tensor(input, "tanh"))
 def gelu(input, approximate="none"): return ops.gelu(_require_tensor(input, "gelu"), approximate)
-def leaky_relu(input, negative_slope=0.01): return ops.leaky_relu(_require_tensor(input, "leaky_relu"), negative_slope)
-def softmax(input, dim=-1): return ops.softmax(_require_tensor(input, "softmax"), dim)
-def log_softmax(input, dim=-1): return ops.log_softmax(_require_tensor(input, "log_softmax"), dim)
+def leaky_relu(input, negative_slope=0.01, inplace=False):
+    return ops.leaky_relu(_require_tensor(input, "leaky_relu"), negative_slope)
+
+
+def softmax(input, dim=None, _stacklevel=3, dtype=None):
+    """softmax along `dim`, of the input cast to `dtype` first if given (PyTorch's arguments)."""
+    x, axis = _softmax_arguments(input, dim, dtype, "softmax")
+    return ops.softmax(x, axis)
+
+
+def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
+    x, axis = _softmax_arguments(input, dim, dtype, "log_softmax")
+    return ops.log_softmax(x, axis)
+
+
+def _softmax_arguments(input, dim, dtype, owner: str) -> tuple:
+    """The input (cast to `dtype`) and the axis; without `dim`, PyTorch's deprecated implicit choice
+    (axis 0 for 0-, 1- and 3-D inputs, else 1), with its warning."""
+    x = _require_tensor(input, owner)
+    if dtype is not None:
+        x = ops.cast(x, dtype)
+    if dim is None:
+        warnings.warn(f"{owner}: implicit dimension choice is deprecated; pass dim", UserWarning, stacklevel=3)
+        dim = 0 if len(x.shape) in (0, 1, 3) else 1
+    return x, dim
+
+
+# The activations below take PyTorch's `inplace=` and compute out of place: the result is returned and
+# the input is left as it was (model code uses the returned value).
+
+#: SELU's constants (Klambauer et al., "Self-Normalizing Neural Networks").
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def elu(input, alpha=1.0, inplace=False): return ops.elu(_require_tensor(input, "elu"), alpha)
+def selu(input, inplace=False): return ops.elu(_require_tensor(input, "selu"), SELU_ALPHA, SELU_SCALE)
+def silu(input, inplace=False): return ops.silu(_require_tensor(input, "silu"))
+def mish(input, inplace=False): return ops.mish(_require_tensor(input, "mish"))
+def hardsigmoid(input, inplace=False): return ops.hardsigmoid(_require_tensor(input, "hardsigmoid"))
+def hardswish(input, inplace=False): return ops.hardswish(_require_tensor(input, "hardswish"))
+def relu6(input, inplace=False): return hardtanh(input, 0.0, 6.0)
+
+
+def celu(input, alpha=1.0, inplace=False):
+    if alpha == 0:
+        raise ValueError("celu: alpha must not be 0 (the negative part is alpha * (exp(x / alpha) - 1))")
+    return ops.elu(_require_tensor(input, "celu"), alpha, 1.0, 1.0 / alpha)
+
+
+def softplus(input, beta=1.0, threshold=20.0):
+    return ops.softplus(_require_tensor(input, "softplus"), beta, threshold)
+
+
+def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
+    return ops.hardtanh(_require_tensor(input, "hardtanh"), min_val, max_val)
+
+
+def prelu(input, weight):
+    """max(0, x) + weight * min(0, x), weight (1 or C values) along the channel axis 1."""
+    x, w = _require_tensor(input, "prelu"), _require_tensor(weight, "prelu", "weight")
+    channels = x.shape[1] if len(x.shape) >= 2 else 1
+    count = math.prod(w.shape)
+    if count == 1:
+        return ops.prelu(x, ops.reshape(w, ()))
+    if len(w.shape) == 1 and count == channels:
+        return ops.prelu(x, ops.reshape(w, (channels,) + (1,) * (len(x.shape) - 2)))
+    raise ShapeError(f"prelu: expected a weight of 1 value or {channels} (the input's channels, axis 1 "
+                     f"of shape {tuple(x.shape)}), got shape {tuple(w.shape)}")
 
 
 def linear(input, weight, bias=None):
@@ -399,19 +467,13 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     owner = "binary_cross_entropy_with_logits"
     positive = target if pos_weight is None else ops.mul(target, _broadcastable(pos_weight, x.shape, "pos_weight", owner))
     scale = ops.add(ops.sub(positive, target), 1.0)
-    loss = ops.add(ops.mul(ops.sub(1.0, target), x), ops.mul(scale, _softplus(ops.neg(x))))
+    softplus_of_minus_x = ops.softplus(ops.neg(x), 1.0, _SOFTPLUS_LINEAR_FROM)
+    loss = ops.add(ops.mul(ops.sub(1.0, target), x), ops.mul(scale, softplus_of_minus_x))
     return _reduce_loss(_weighted(loss, weight, owner), reduction, owner)
 
 
 #: Above this, softplus(z) = z to within float64 rounding (log(1 + e**-40) < 5e-18).
 _SOFTPLUS_LINEAR_FROM = 40.0
-
-
-def _softplus(z):
-    """log(1 + exp(z)) without overflow: exp only sees values up to _SOFTPLUS_LINEAR_FROM, so the
-    branch `where` leaves out has a finite gradient too."""
-    bounded = ops.clamp(z, None, _SOFTPLUS_LINEAR_FROM)
-    return ops.where(ops.gt(z, _SOFTPLUS_LINEAR_FROM), z, ops.log(ops.add(ops.exp(bounded), 1.0)))
 
 
 def _clamped_log(p):

@@ -222,3 +222,58 @@ SCALAR = {
     "where": lambda s, node, c, x, y: s.b.select(c, x, y),
     **{op: _comparison(p) for op, p in _COMPARISONS.items()},
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# Activations (`lucid/ir/ops/activation.py`): the same formulas as their reference kernels
+
+
+def _elu(s, node, x):
+    attrs, b = node.attrs, s.b
+    negative = b.fmul(s.libm("expm1", x.type, b.fmul(x, s.const(x.type, attrs["input_scale"]))),
+                      s.const(x.type, attrs["alpha"] * attrs["scale"]))
+    return b.select(b.fcmp_ordered(">", x, s.const(x.type, 0)), b.fmul(x, s.const(x.type, attrs["scale"])), negative)
+
+
+def _log1p_exp(s, x):
+    return s.libm("log1p", x.type, s.call("exp", x.type, x))
+
+
+def _softplus(s, node, x):
+    b, beta = s.b, s.const(x.type, node.attrs["beta"])
+    scaled = b.fmul(x, beta)
+    smooth = b.fdiv(_log1p_exp(s, scaled), beta)
+    return b.select(b.fcmp_ordered(">", scaled, s.const(x.type, node.attrs["threshold"])), x, smooth)
+
+
+def _silu(s, node, x):
+    return s.b.fdiv(x, s.b.fadd(s.const(x.type, 1), s.call("exp", x.type, s.b.fneg(x))))
+
+
+def _mish(s, node, x):
+    return s.b.fmul(x, s.libm("tanh", x.type, _log1p_exp(s, x)))
+
+
+def _clip(s, x, low, high):
+    """min(max(x, low), high) for constant bounds; NaN passes through."""
+    return s.call("minimum", x.type, s.call("maximum", x.type, x, s.const(x.type, low)), s.const(x.type, high))
+
+
+def _hardtanh(s, node, x):
+    return _clip(s, x, node.attrs["min_val"], node.attrs["max_val"])
+
+
+def _hardsigmoid(s, node, x):
+    return s.b.fdiv(_clip(s, s.b.fadd(x, s.const(x.type, 3)), 0, 6), s.const(x.type, 6))
+
+
+def _hardswish(s, node, x):
+    return s.b.fdiv(s.b.fmul(x, _clip(s, s.b.fadd(x, s.const(x.type, 3)), 0, 6)), s.const(x.type, 6))
+
+
+def _prelu(s, node, x, weight):
+    return s.b.select(s.b.fcmp_ordered(">", x, s.const(x.type, 0)), x, s.b.fmul(weight, x))
+
+
+SCALAR.update({"elu": _elu, "softplus": _softplus, "silu": _silu, "mish": _mish, "hardtanh": _hardtanh,
+               "hardsigmoid": _hardsigmoid, "hardswish": _hardswish, "prelu": _prelu})
