@@ -276,3 +276,12 @@ def test_stack_refuses_bad_input_clearly(args, words):
         lucid.stack(*args)
     for word in words:
         assert word in str(info.value)
+
+
+def test_softmax_methods_take_dim_as_a_keyword():
+    x = np.random.default_rng(3).standard_normal((2, 5, 3)).astype(np.float32)
+    t = lucid.Tensor(x)
+    shifted = np.exp(x - x.max(axis=1, keepdims=True))
+    expected = shifted / shifted.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(t.softmax(dim=1).numpy(), expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(t.log_softmax(dim=1).numpy(), np.log(expected), rtol=1e-5, atol=1e-6)

@@ -109,8 +109,8 @@ class TensorMethods:
     def sigmoid(self): return ops.sigmoid(self)
     def tanh(self): return ops.tanh(self)
     def clamp(self, min=None, max=None): return ops.clamp(self, min, max)
-    def softmax(self, axis=-1): return ops.softmax(self, axis)
-    def log_softmax(self, axis=-1): return ops.log_softmax(self, axis)
+    def softmax(self, axis=-1, *, dim=None): return ops.softmax(self, _axis_arg(axis, dim))
+    def log_softmax(self, axis=-1, *, dim=None): return ops.log_softmax(self, _axis_arg(axis, dim))
 
     # ------------------------------------------------------------------ reductions
     def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
