@@ -1,0 +1,139 @@
+"""NaN and infinity as PyTorch does them (docs/guide.md, "NaN and infinity"), eager and compiled alike.
+
+Each case runs the traced graph and its autodiff graph three ways: lucid's interpreter (the eager
+reference kernels), the compiled executable, and an independent oracle: PyTorch's own CPU kernels
+(skipped when torch is missing; its oneDNN float32 convolutions place NaN differently from its
+native kernels in a few cases, so convolutions are compared with oneDNN off) and, where one can be
+written, NumPy (tests/oracle.py for convolutions, a loop over the window for max-pool).
+Outputs must agree on where NaN, +inf and -inf are, and within rounding elsewhere.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+
+import lucid
+import lucid.nn.functional as F
+import oracle
+from lucid.ir import ops
+from lucid.passes import autodiff, memory_planning
+from lucid.runtime.executable import Executable
+
+torch = pytest.importorskip("torch", reason="PyTorch is the oracle of these tests")
+
+SPECIALS = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -1.0, 0.5, 2.0, -2.0, 3.0, -0.25, 1e-30]
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def spec(a: np.ndarray):
+    return lucid.spec(*a.shape, dtype=a.dtype.name)
+
+
+def same_values(got: np.ndarray, want: np.ndarray, what: str, rtol: float = 1e-5) -> None:
+    """NaN, +inf and -inf in the same places; finite values within rtol of the largest one."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape, f"{what}: shape {got.shape}, expected {want.shape}"
+    for name, test in (("NaN", np.isnan), ("+inf", np.isposinf), ("-inf", np.isneginf)):
+        np.testing.assert_array_equal(test(got), test(want), err_msg=f"{what}: {name} positions")
+    finite = np.isfinite(want)
+    scale = float(np.abs(want[finite]).max()) if finite.any() else 0.0
+    np.testing.assert_allclose(got[finite], want[finite], rtol=rtol, atol=rtol * scale + 1e-300, err_msg=what)
+
+
+def lucid_forward_and_grads(fn, arrays: list, seed: np.ndarray, threads: int = 2) -> dict:
+    """{'eager': [y, grads...], 'compiled': [...]} of fn on `arrays` with output gradient `seed`."""
+    graph = lucid.trace(fn, *map(spec, arrays), name="nan_case")
+    grad = autodiff.run(graph, wrt=[v.name for v in graph.inputs])
+    eager = lucid.ir.run(grad, *arrays, seed)
+    compiled = Executable(memory_planning.run(grad))(*arrays, seed, threads=threads)
+    return {"eager": list(eager), "compiled": list(compiled)}
+
+
+def torch_forward_and_grads(fn, arrays: list, seed: np.ndarray) -> list:
+    leaves = [torch.tensor(a, requires_grad=True) for a in arrays]
+    y = fn(*leaves)
+    y.backward(torch.tensor(seed))
+    return [y.detach().numpy()] + [t.grad.numpy() for t in leaves]
+
+
+def check_against(results: dict, expected: list, names: list, what: str, rtol: float = 1e-5) -> None:
+    for mode, outputs in results.items():
+        assert len(outputs) == len(expected)
+        for name, got, want in zip(names, outputs, expected):
+            same_values(got, want, f"{what}: {mode} {name}", rtol)
+
+
+def seed_like(y_shape: tuple, dtype, rng: np.random.Generator) -> np.ndarray:
+    return (rng.integers(1, 8, y_shape) * 0.25).astype(dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Elementwise operators
+
+
+def special_grid(dtype: str) -> np.ndarray:
+    """Every special value against every other, in an odd shape: (len(SPECIALS), len(SPECIALS))."""
+    values = np.array(SPECIALS, dtype)
+    return np.repeat(values[:, None], len(values), axis=1)
+
+
+UNARY = {
+    "relu": (ops.relu, torch.relu),
+    "leaky_relu": (lambda x: ops.leaky_relu(x, 0.1), lambda x: torch.nn.functional.leaky_relu(x, 0.1)),
+    "clamp": (lambda x: ops.clamp(x, -1.0, 1.0), lambda x: x.clamp(-1.0, 1.0)),
+    "clamp_min": (lambda x: ops.clamp(x, min=0.0), lambda x: x.clamp(min=0.0)),
+    "clamp_max": (lambda x: ops.clamp(x, max=0.5), lambda x: x.clamp(max=0.5)),
+    "clamp_point": (lambda x: ops.clamp(x, 0.5, 0.5), lambda x: x.clamp(0.5, 0.5)),
+    "abs": (ops.abs_, torch.abs),
+    "sigmoid": (ops.sigmoid, torch.sigmoid),
+    "tanh": (ops.tanh, torch.tanh),
+    "gelu": (ops.gelu, torch.nn.functional.gelu),
+    "exp": (ops.exp, torch.exp),
+    "sqrt": (ops.sqrt, torch.sqrt),
+    "log": (ops.log, torch.log),
+    "cube": (lambda x: ops.pow_scalar(x, 3.0), lambda x: x ** 3.0),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(UNARY))
+def test_unary_at_nan_and_infinities(name, dtype):
+    """The forward value and the gradient at NaN, +-inf, +-0 and ordinary values, as PyTorch."""
+    ours, theirs = UNARY[name]
+    x = np.array(SPECIALS, dtype)[:, None].repeat(3, axis=1)            # (13, 3): odd sizes
+    seed = seed_like(x.shape, dtype, np.random.default_rng(1))
+    with np.errstate(all="ignore"):
+        results = lucid_forward_and_grads(ours, [x], seed)
+    check_against(results, torch_forward_and_grads(theirs, [x], seed), ["y", "dx"], name)
+
+
+def test_relu_gradient_at_nan_passes_numpy_oracle():
+    """A NaN input passes ReLU's gradient (the output is NaN, which is not <= 0); 0 and negatives do not."""
+    x = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 2.0, -3.0])
+    seed = np.arange(1.0, 8.0)
+    results = lucid_forward_and_grads(ops.relu, [x], seed)
+    for mode, (_, dx) in results.items():
+        np.testing.assert_array_equal(dx, [1.0, 2.0, 0.0, 0.0, 0.0, 6.0, 0.0], err_msg=mode)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", ["maximum", "minimum"])
+def test_maximum_minimum_at_nan_and_infinities(name, dtype):
+    """Every pair of special values: where either is NaN both inputs get the whole gradient, ties
+    split it, otherwise the winner takes it (PyTorch's rule)."""
+    x = special_grid(dtype)
+    y = np.ascontiguousarray(x.T)
+    seed = seed_like(x.shape, dtype, np.random.default_rng(2))
+    results = lucid_forward_and_grads(getattr(ops, name), [x, y], seed)
+    check_against(results, torch_forward_and_grads(getattr(torch, name), [x, y], seed), ["z", "dx", "dy"], name)
+    # NumPy oracle of the gradient rule
+    loses = np.less if name == "maximum" else np.greater
+    with np.errstate(invalid="ignore"):
+        dx = np.where(x == y, seed / 2, np.where(loses(x, y), 0.0, seed))
+    for mode, outputs in results.items():
+        np.testing.assert_array_equal(outputs[1], dx.astype(dtype), err_msg=mode)
