@@ -137,3 +137,77 @@ def test_maximum_minimum_at_nan_and_infinities(name, dtype):
         dx = np.where(x == y, seed / 2, np.where(loses(x, y), 0.0, seed))
     for mode, outputs in results.items():
         np.testing.assert_array_equal(outputs[1], dx.astype(dtype), err_msg=mode)
+
+
+# ---------------------------------------------------------------------------------------------
+# Max-pool
+
+
+def max_pool_oracle(x: np.ndarray, gy: np.ndarray, kernel, stride, padding, dilation) -> tuple:
+    """(y, dx) by a loop over each window's taps inside the input, in window order: a tap wins if it
+    is the first, NaN, or greater than the winner so far; y is the winner's value (NaN if any)."""
+    rank = len(kernel)
+    y, dx = np.full(gy.shape, -np.inf), np.zeros(x.shape)
+    for n, c in np.ndindex(*x.shape[:2]):
+        for out in np.ndindex(*gy.shape[2:]):
+            best, where, nan = -np.inf, None, False
+            for tap in np.ndindex(*kernel):
+                at = tuple(o * s - p + t * d for o, s, p, t, d in zip(out, stride, padding, tap, dilation))
+                if not all(0 <= i < m for i, m in zip(at, x.shape[2:])):
+                    continue
+                value = x[(n, c) + at]
+                if where is None or np.isnan(value) or value > best:
+                    best, where = value, at
+                nan = nan or np.isnan(value)
+            y[(n, c) + out] = np.nan if nan else best
+            if where is not None:
+                dx[(n, c) + where] += gy[(n, c) + out]
+    assert rank == x.ndim - 2
+    return y, dx
+
+
+POOL_CASES = [   # rank, input shape, kernel, stride, padding, dilation, ceil_mode
+    (1, (2, 3, 11), (3,), (2,), (1,), (1,), False),
+    (1, (1, 2, 9), (2,), (1,), (1,), (3,), True),
+    (2, (2, 2, 7, 5), (3, 2), (2, 1), (1, 1), (1, 2), True),
+    (2, (1, 3, 5, 7), (3, 3), (1, 2), (1, 0), (1, 1), False),
+    (3, (1, 2, 5, 3, 5), (2, 3, 3), (2, 1, 2), (1, 1, 0), (1, 1, 1), True),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", range(len(POOL_CASES)))
+def test_max_pool_windows_with_nan_and_infinities(case, dtype):
+    """Windows of only NaN (the gradient goes to the last), NaN among numbers and infinities (the last
+    NaN), all -inf (the first tap inside the input) and ties (the first): forward and gradient, eager
+    and compiled, against PyTorch and the loop oracle."""
+    rank, shape, kernel, stride, padding, dilation, ceil_mode = POOL_CASES[case]
+    rng = np.random.default_rng(case)
+    x = rng.choice([np.nan, np.nan, np.inf, -np.inf, -np.inf, 1.0, 1.0, 0.5, -2.0], shape).astype(dtype)
+    x.reshape(-1)[: x.size // 4] = np.nan                   # whole windows of NaN
+    x.reshape(-1)[x.size // 4: x.size // 2] = -np.inf       # and of -inf
+
+    def ours(t):
+        return getattr(F, f"max_pool{rank}d")(t, kernel, stride, padding, dilation, ceil_mode)
+
+    def theirs(t):
+        return getattr(torch.nn.functional, f"max_pool{rank}d")(t, kernel, stride, padding, dilation, ceil_mode)
+
+    y_shape = theirs(torch.tensor(x)).shape
+    seed = seed_like(tuple(y_shape), dtype, rng)
+    results = lucid_forward_and_grads(ours, [x], seed)
+    check_against(results, torch_forward_and_grads(theirs, [x], seed), ["y", "dx"], f"max_pool{rank}d")
+    check_against(results, list(max_pool_oracle(x, seed, kernel, stride, padding, dilation)), ["y", "dx"],
+                  f"max_pool{rank}d vs loop oracle")
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_max_pool_all_nan_window_sends_its_gradient_to_the_last_element(rank):
+    x = np.full((1, 1) + (3,) * rank, np.nan)
+    seed = np.full((1, 1) + (1,) * rank, 5.0)
+    results = lucid_forward_and_grads(lambda t: getattr(F, f"max_pool{rank}d")(t, 3), [x], seed)
+    for mode, (y, dx) in results.items():
+        assert np.isnan(y).all(), mode
+        expected = np.zeros(x.shape)
+        expected.reshape(-1)[-1] = 5.0
+        np.testing.assert_array_equal(dx, expected, err_msg=mode)
