@@ -18,6 +18,7 @@ import lucid
 import lucid.nn.functional as F
 import oracle
 from lucid.ir import ops
+from model_helpers import kernel_labels
 from lucid.passes import autodiff, memory_planning
 from lucid.runtime.executable import Executable
 
@@ -211,3 +212,98 @@ def test_max_pool_all_nan_window_sends_its_gradient_to_the_last_element(rank):
         expected = np.zeros(x.shape)
         expected.reshape(-1)[-1] = 5.0
         np.testing.assert_array_equal(dx, expected, err_msg=mode)
+
+
+# ---------------------------------------------------------------------------------------------
+# Convolutions with a weight or an input not finite
+
+
+@contextlib.contextmanager
+def torch_native_convolutions():
+    """PyTorch's native CPU convolutions (its oneDNN float32 kernels differ from them, and from its
+    float64 ones, in where a few NaN go)."""
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
+
+
+CONV_CASES = [   # kind, rank, x shape, w shape, stride, padding, dilation, groups, output_padding, kernels
+    ("conv_transpose", 1, (1, 1, 2), (1, 1, 2), 1, 0, 1, 1, 0, "convT_direct"),
+    ("conv_transpose", 1, (2, 3, 5), (3, 2, 3), 2, 1, 1, 1, 1, "convT_direct"),
+    ("conv_transpose", 2, (1, 4, 5, 7), (4, 3, 3, 3), 3, 1, 2, 2, 0, "convT_direct"),
+    ("conv_transpose", 2, (1, 8, 5, 21), (8, 3, 3, 3), 2, 1, 1, 1, 0, "convT_direct_points"),
+    ("conv_transpose", 3, (1, 3, 3, 4, 5), (3, 2, 3, 3, 2), 2, 1, 1, 1, 0, "convT_direct"),
+    ("conv_transpose", 2, (1, 32, 6, 7), (32, 32, 4, 4), 2, 1, 1, 1, 0, "wino_conv"),
+    ("conv_transpose", 3, (1, 16, 3, 4, 5), (16, 16, 3, 3, 3), 1, 1, 1, 1, 0, "wino_conv"),
+    ("conv", 2, (1, 32, 6, 7), (32, 32, 3, 3), 1, 0, 1, 1, 0, "wino_conv"),        # its input gradient
+    ("conv", 2, (1, 32, 6, 7), (32, 32, 3, 3), 1, 1, 1, 1, 0, "wino_conv"),
+    ("conv", 2, (1, 3, 7, 6), (5, 3, 3, 3), 2, 1, 1, 1, 0, "conv_direct"),
+    ("conv", 3, (1, 2, 5, 4, 5), (2, 2, 3, 3, 3), 1, 1, 1, 1, 0, "conv_direct"),
+    ("conv", 1, (1, 4, 9), (4, 2, 3), 2, 2, 2, 2, 0, "conv_direct"),
+]
+
+
+def conv_functions(kind: str, rank: int, stride, padding, dilation, groups, output_padding) -> tuple:
+    if kind == "conv":
+        args = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    else:
+        args = dict(stride=stride, padding=padding, output_padding=output_padding, groups=groups, dilation=dilation)
+    name = f"conv{rank}d" if kind == "conv" else f"conv_transpose{rank}d"
+    return (lambda x, w: getattr(F, name)(x, w, **args)), (lambda x, w: getattr(torch.nn.functional, name)(x, w, **args))
+
+
+def conv_case_arrays(case: int, what: str, dtype: str) -> tuple:
+    kind, rank, x_shape, w_shape, *_ = CONV_CASES[case]
+    rng = np.random.default_rng(case)
+    x, w = rng.standard_normal(x_shape).astype(dtype), rng.standard_normal(w_shape).astype(dtype)
+    if what == "weight":
+        w.reshape(-1)[rng.choice(w.size, max(1, w.size // 100), replace=False)] = np.inf
+        w.reshape(-1)[rng.integers(w.size)] = -np.inf
+    else:
+        picks = rng.choice(x.size, max(2, x.size // 30), replace=False)
+        x.reshape(-1)[picks] = rng.choice([np.nan, np.inf, -np.inf], picks.size)
+    return x, w
+
+
+@pytest.fixture
+def winograd_on_small_layers(monkeypatch):
+    from lucid.codegen.kernels.conv import winograd
+
+    monkeypatch.setattr(winograd, "MIN_ITEMS_PER_CORE", 0)
+
+
+@pytest.mark.parametrize("what", ["weight", "input"])
+@pytest.mark.parametrize("case", range(len(CONV_CASES)))
+def test_convolutions_with_values_not_finite(case, what, winograd_on_small_layers):
+    """A conv multiplies its zero padding by the weights (0 * inf is NaN there, as in PyTorch); a
+    transposed conv, and so a conv's input gradient, sums only the products that exist: forward and
+    every gradient, eager and compiled (with the kernels named in the case), against PyTorch's
+    native kernels; a transposed conv's output and a conv's input gradient against the NumPy oracle."""
+    kind, rank, x_shape, w_shape, stride, padding, dilation, groups, output_padding, kernel = CONV_CASES[case]
+    dtype = "float64" if case % 3 == 2 else "float32"
+    x, w = conv_case_arrays(case, what, dtype)
+    ours, theirs = conv_functions(kind, rank, stride, padding, dilation, groups, output_padding)
+    with torch_native_convolutions():
+        y_shape = tuple(theirs(torch.tensor(x), torch.tensor(w)).shape)
+        seed = seed_like(y_shape, dtype, np.random.default_rng(case))
+        expected = torch_forward_and_grads(theirs, [x, w], seed)
+    graph = lucid.trace(ours, spec(x), spec(w), name="nan_conv")
+    grad = autodiff.run(graph, wrt=[v.name for v in graph.inputs])
+    executable = Executable(memory_planning.run(grad))
+    assert kernel in kernel_labels(executable)
+    with np.errstate(all="ignore"):
+        results = {"eager": list(lucid.ir.run(grad, x, w, seed)), "compiled": list(executable(x, w, seed, threads=2))}
+    rtol = 1e-4 if dtype == "float32" else 1e-10
+    check_against(results, expected, ["y", "dx", "dw"], f"{kind}{rank}d, {what} not finite", rtol)
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    with np.errstate(all="ignore"):
+        if kind == "conv_transpose":
+            want, index = oracle.conv_transpose_nd(x64, w64, None, stride, padding, output_padding, dilation, groups), 0
+        else:
+            want, index = oracle.conv_nd_vjp(seed.astype(np.float64), x64, w64, None, stride, padding, dilation,
+                                             groups)[0], 1
+    for mode, outputs in results.items():
+        same_values(outputs[index], want, f"{kind}{rank}d {mode} vs the NumPy oracle", rtol)
