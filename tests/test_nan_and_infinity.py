@@ -307,3 +307,27 @@ def test_convolutions_with_values_not_finite(case, what, winograd_on_small_layer
                                              groups)[0], 1
     for mode, outputs in results.items():
         same_values(outputs[index], want, f"{kind}{rank}d {mode} vs the NumPy oracle", rtol)
+
+
+def test_transposed_conv_with_an_infinite_weight_and_a_fused_epilogue():
+    """The exact sums go through the bias and the fused epilogue like the kernels' results."""
+    from lucid.passes import dead_code, fusion
+
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal((1, 6, 5, 9)).astype("float32"), rng.standard_normal((6, 4, 3, 3)).astype("float32")
+    b, r = rng.standard_normal(4).astype("float32"), rng.standard_normal((1, 4, 10, 18)).astype("float32")
+    w[2, 1, 0, 2] = np.inf
+
+    def fn(x, w, b, r):
+        return ops.sigmoid(ops.relu(F.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1)) + r)
+
+    graph = lucid.trace(fn, *map(spec, (x, w, b, r)), name="nan_convT_epilogue")
+    fused = dead_code.run(fusion.run(graph))
+    assert [n.op for n in fused.nodes if not n.is_constant] == ["fused"]
+    got = Executable(memory_planning.run(fused))(x, w, b, r, threads=2)[0]
+    with torch_native_convolutions():
+        want = torch.sigmoid(torch.relu(torch.nn.functional.conv_transpose2d(
+            *map(torch.tensor, (x, w, b)), stride=2, padding=1, output_padding=1)) + torch.tensor(r)).numpy()
+    same_values(got, want, "fused conv_transpose + bias + relu + add + sigmoid")
+    same_values(lucid.ir.run(graph, x, w, b, r), want, "eager")
+    assert np.isfinite(want).any() and (want == 1.0).any()
