@@ -234,8 +234,8 @@ CONV_CASES = [   # kind, rank, x shape, w shape, stride, padding, dilation, grou
     ("conv_transpose", 1, (1, 1, 2), (1, 1, 2), 1, 0, 1, 1, 0, "convT_direct"),
     ("conv_transpose", 1, (2, 3, 5), (3, 2, 3), 2, 1, 1, 1, 1, "convT_direct"),
     ("conv_transpose", 2, (1, 4, 5, 7), (4, 3, 3, 3), 3, 1, 2, 2, 0, "convT_direct"),
-    ("conv_transpose", 2, (1, 8, 5, 21), (8, 3, 3, 3), 2, 1, 1, 1, 0, "convT_direct_points"),
-    ("conv_transpose", 3, (1, 3, 3, 4, 5), (3, 2, 3, 3, 2), 2, 1, 1, 1, 0, "convT_direct"),
+    ("conv_transpose", 2, (1, 8, 5, 21), (8, 3, 3, 3), 2, 0, 1, 1, 0, "convT_direct_points"),
+    ("conv_transpose", 3, (1, 3, 3, 4, 5), (3, 2, 3, 3, 2), 2, 0, 1, 1, 1, "convT_direct"),
     ("conv_transpose", 2, (1, 32, 6, 7), (32, 32, 4, 4), 2, 1, 1, 1, 0, "wino_conv"),
     ("conv_transpose", 3, (1, 16, 3, 4, 5), (16, 16, 3, 3, 3), 1, 1, 1, 1, 0, "wino_conv"),
     ("conv", 2, (1, 32, 6, 7), (32, 32, 3, 3), 1, 0, 1, 1, 0, "wino_conv"),        # its input gradient
@@ -262,6 +262,8 @@ def conv_case_arrays(case: int, what: str, dtype: str) -> tuple:
     if what == "weight":
         w.reshape(-1)[rng.choice(w.size, max(1, w.size // 100), replace=False)] = np.inf
         w.reshape(-1)[rng.integers(w.size)] = -np.inf
+        w[(0, 0) + (0,) * rank] = np.inf                 # kernel corners: they meet the padding
+        w[(-1, -1) + (-1,) * rank] = -np.inf
     else:
         picks = rng.choice(x.size, max(2, x.size // 30), replace=False)
         x.reshape(-1)[picks] = rng.choice([np.nan, np.inf, -np.inf], picks.size)
