@@ -25,7 +25,7 @@ from ....ir.graph import Value
 from ...irgen import counted_loop, element_type, i64, vector_type
 from ...lowering import Lowering
 from .primitives import strided_offset
-from .problem import Geometry, to_3d
+from .problem import ConvProblem, Geometry, to_3d
 
 I8 = ir.IntType(8)
 FLAG_VECTOR = 16          # flag bytes read per load
@@ -136,8 +136,8 @@ def _taps(g: Geometry) -> int:
     return g.kernel[0] * g.kernel[1] * g.kernel[2]
 
 
-def exact_sum(problem, flags: WeightFlags | None) -> ExactSum | None:
-    """The exact sum of a transposed conv `problem` (a ConvProblem), None for a conv or no flags."""
+def exact_sum(problem: ConvProblem, flags: WeightFlags | None) -> ExactSum | None:
+    """The exact sum of a transposed conv `problem`, None for a conv or without flags."""
     if not problem.transposed or flags is None:
         return None
     assert to_3d(problem.x.shape[2:], 1) == problem.g.in_sp
