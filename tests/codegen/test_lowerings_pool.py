@@ -154,8 +154,8 @@ def test_window_wholly_in_padding():
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_ties_minus_infinity_and_nan(dtype):
-    """Ties go to the first maximum in window order; an all -inf window passes its gradient only when
-    its first tap is inside the input; a NaN is the maximum and takes the gradient."""
+    """Ties go to the first maximum in window order; an all -inf window passes its gradient to its
+    first tap inside the input (PyTorch's rule); a NaN is the maximum and takes the gradient."""
     attrs = dict(kernel=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), ceil_mode=True)
     shape = (2, 2, 4, 5)
     graph = grad_graph(pool_fn("max_pool", attrs), shape, dtype, "max_pool_grad")
@@ -166,7 +166,8 @@ def test_ties_minus_infinity_and_nan(dtype):
     gy = (np.arange(math.prod(graph.inputs[1].shape)).reshape(graph.inputs[1].shape) % 7 + 1).astype(dtype)
     check_graph(graph, x, gy, exact=True)
     _, dx = Executable(memory_planning.run(graph))(x, gy, threads=1)
-    assert dx[0, 0].sum() == gy[0, 0, 1:, 1:].sum()           # windows whose first tap is inside
+    assert dx[0, 0].sum() == gy[0, 0].sum()                   # every window passes its gradient
+    assert dx[0, 0, 0, 0] == gy[0, 0, :2, :2].sum()           # to its first tap inside the input
     assert dx[0, 1, 1, 2] == gy[0, 1, 0:3, 1:4].sum()          # every window holding the NaN
 
 

@@ -173,19 +173,19 @@ def _non_finite_case(rng, what, x_shape):
     return x, w
 
 
-# (an infinite weight in a transposed conv is the direct path's known limit: the xfail in
-# test_conv_compiled.py)
 @pytest.mark.parametrize("what, kind", [("input", "conv"), ("weight", "conv"), ("overflow", "conv"),
-                                        ("input", "conv_transpose"), ("overflow", "conv_transpose"),
+                                        ("input", "conv_transpose"), ("weight", "conv_transpose"),
+                                        ("overflow", "conv_transpose"),
                                         ("input", "strided conv"), ("weight", "strided conv"),
                                         ("overflow", "strided conv")])
 def test_non_finite_values_are_the_direct_convolutions(what, kind):
-    """NaN and infinities land where the direct sums put them (an item with any non-finite
-    transformed value is computed again directly), and large finite inputs stay finite: for a
-    conv (F(2x2, 3x3)) and the phases of a stride-2 transposed conv (F(2x2, 2x2))."""
+    """NaN and infinities land where the direct sums put them (an item whose weights are not all
+    finite runs directly, one with any non-finite transformed value is computed again directly; a
+    transposed conv with a non-finite weight unpacks the exact sums), and large finite inputs stay
+    finite: for a conv (F(2x2, 3x3)) and the phases of a stride-2 transposed conv (F(2x2, 2x2))."""
     x, w = _non_finite_case(np.random.default_rng(13), what, (1, 32, 8, 10) if kind == "strided conv" else (1, 32, 6, 7))
-    # no padding with an infinite weight: the direct kernels multiply zero padding by it (see the xfail
-    # in test_conv_compiled.py), which the oracle's sum over real inputs never does
+    # no conv padding with an infinite weight: a conv multiplies its zero padding by it (as PyTorch
+    # does), which the oracle's sum over real inputs never does; a transposed conv does not
     attrs = dict(padding=0 if what == "weight" else 1)
     if kind != "conv":             # 4 x 4 kernels of stride 2
         w = np.ascontiguousarray(np.pad(w, ((0, 0), (0, 0), (0, 1), (0, 1))))

@@ -9,9 +9,10 @@ Semantics are those of the NumPy reference (`lucid/ir/ops/pool.py`):
 - avg_pool: sum (accumulated in float64) divided by the window's divisor: `divisor_override`, else
   the product over axes of min(start+k, n+p) - start (count_include_pad: padding inside the padded
   extent counts, the ceil_mode overhang does not) or min(start+k, n) - max(start, 0);
-- max_pool_grad: each output gradient goes to the first maximum of its window in window order
-  (np.argmax over the window, padding reading -inf): a NaN wins over numbers; if the window's first
-  tap is padding, an all -inf window passes nothing; gradients that land on one element add up;
+- max_pool_grad: each output gradient goes to the last NaN of its window in window order, else to
+  its first maximum among the taps inside the input (an all -inf window: its first tap inside), as
+  in PyTorch; a window wholly in the padding passes nothing; gradients that land on one element
+  add up;
 - avg_pool_grad: each input element gathers gy/divisor from the windows containing it, in the
   reference's order (kernel offsets lexicographically), in the input's dtype.
 
@@ -222,34 +223,30 @@ def _unpredictable(b: ir.IRBuilder, condition, x, y) -> ir.Value:
 UNROLL = 64          # largest window whose argmax is computed unrolled (as a tree)
 
 
-def _first_max(b: ir.IRBuilder, left: tuple, right: tuple) -> tuple:
-    """np.argmax of two adjacent parts of a window, each given as (its first maximum, where): the
-    left one if it is NaN or not smaller, else the right one (a NaN on the right wins over numbers)."""
-    take = b.or_(b.fcmp_unordered("uno", left[0], left[0]), b.fcmp_ordered(">=", left[0], right[0]))
-    return _unpredictable(b, take, left[0], right[0]), _unpredictable(b, take, left[1], right[1])
+def _winner(b: ir.IRBuilder, left: tuple, right: tuple) -> tuple:
+    """The winner of two adjacent parts of a window, each given as (its winner, where): the right
+    one if it is NaN (the last NaN wins) or greater than the left one, else the left one (of equal
+    maxima the first wins)."""
+    take = b.or_(b.fcmp_unordered("uno", right[0], right[0]), b.fcmp_ordered(">", right[0], left[0]))
+    return _unpredictable(b, take, right[0], left[0]), _unpredictable(b, take, right[1], left[1])
 
 
 def _tree_argmax(b: ir.IRBuilder, xs, in_base, origin, offsets: list) -> ir.Value:
-    """Where (offset from the plane) the first maximum of a window wholly inside the input is; the
-    window's first element is `origin` (offset from the plane at `in_base`), `offsets` are its taps'
-    offsets from there, in window order. A balanced tree of `_first_max` over adjacent parts keeps
-    the dependency chain short."""
+    """Where (offset from the plane) the winner of a window wholly inside the input is (its last NaN,
+    else its first maximum); the window's first element is `origin` (offset from the plane at
+    `in_base`), `offsets` are its taps' offsets from there, in window order. A balanced tree of
+    `_winner` over adjacent parts keeps the dependency chain short."""
     first = b.gep(xs, [b.add(in_base, origin)])
     parts = [(b.load(b.gep(first, [i64(offset)])), i64(offset)) for offset in offsets]
     while len(parts) > 1:
-        parts = [_first_max(b, parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
+        parts = [_winner(b, parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
                  for i in range(0, len(parts), 2)]
     return b.add(origin, parts[0][1])
 
 
 def _chain_argmax(b: ir.IRBuilder, g: _Geometry, xs, in_base, starts: list, ranges: list) -> ir.Value:
     """Where (offset from the plane) the gradient of a window clipped by the input's bounds goes, or
-    -1: np.argmax over the whole window with padding reading -inf. Padding taps never win, except that
-    when the window's first tap is padding, it stays the answer of an all -inf window."""
-    first_real = ir.Constant(I1, 1)                    # the window's first tap is inside the input
-    for lo, _, _ in ranges:
-        first_real = b.and_(first_real, b.icmp_signed("==", lo, i64(0)))
-
+    -1 if no tap is inside: its last NaN, else its first maximum, else (all -inf) its first tap."""
     def visit(taps, values):
         best, found = values
         index = i64(0)
@@ -257,9 +254,9 @@ def _chain_argmax(b: ir.IRBuilder, g: _Geometry, xs, in_base, starts: list, rang
             spot = b.add(starts[axis], b.mul(t, i64(g.dilation[axis])))
             index = b.add(index, b.mul(spot, i64(g.in_strides[axis])))
         value = b.load(b.gep(xs, [b.add(in_base, index)]))
-        # the first value greater than the best so far, or the first NaN (nothing replaces a NaN)
-        better = b.and_(b.fcmp_unordered(">", value, best), b.fcmp_ordered("ord", best, best))
-        take = b.or_(better, b.and_(first_real, b.icmp_signed("<", found, i64(0))))
+        # the first tap, then any NaN or a value greater than the best so far
+        better = b.or_(b.fcmp_unordered("uno", value, value), b.fcmp_ordered(">", value, best))
+        take = b.or_(better, b.icmp_signed("<", found, i64(0)))
         return [_unpredictable(b, take, value, best), _unpredictable(b, take, index, found)]
 
     initial = [ir.Constant(xs.type.pointee, -math.inf), i64(-1)]

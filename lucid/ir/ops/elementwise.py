@@ -70,7 +70,8 @@ class Abs(Unary):
         return np.abs(x)
 
     def grad(self, attrs, inputs, y, g):
-        return (mul(g, sign(inputs[0])),)
+        x = inputs[0]          # PyTorch's rule: sign(x), 0 at 0 and at NaN
+        return (where(gt(x, 0.0), g, where(lt(x, 0.0), neg(g), 0.0)),)
 
 
 @register
@@ -161,7 +162,7 @@ class Relu(Unary):
         return np.maximum(x, 0).astype(x.dtype)
 
     def grad(self, attrs, inputs, y, g):
-        return (where(gt(inputs[0], 0.0), g, 0.0),)
+        return (where(le(y, 0.0), 0.0, g),)        # PyTorch's rule: a NaN passes the gradient
 
 
 @register
@@ -227,7 +228,7 @@ class PowScalar(Unary):
 
 @register
 class Clamp(Unary):
-    """y = min(max(x, min), max); either bound may be None. The gradient passes where x is inside."""
+    """y = min(max(x, min), max); either bound may be None. The gradient passes where min <= x <= max."""
 
     name = "clamp"
     float_only = False
@@ -242,8 +243,10 @@ class Clamp(Unary):
         return np.clip(x, attrs["min"], attrs["max"]).astype(x.dtype)
 
     def grad(self, attrs, inputs, y, g):
-        inside = eq(inputs[0], y)
-        return (where(inside, g, 0.0),)
+        x, low, high = inputs[0], attrs["min"], attrs["max"]      # PyTorch's rule: 0 at NaN
+        if high is not None:
+            g = where(le(x, high), g, 0.0)
+        return (g if low is None else where(ge(x, low), g, 0.0),)
 
 
 @register
@@ -344,12 +347,14 @@ class Div(Binary):
 
 
 class Extremum(Binary):
-    """Elementwise max/min; on ties the gradient is split evenly between the two inputs."""
+    """Elementwise max/min; on ties the gradient is split evenly between the two inputs. An input
+    gets the whole gradient unless it loses (`loses(it, other)`): where either is NaN, both get it
+    (PyTorch's rule)."""
 
     def local_grads(self, x, y, z, g):
         half = mul(g, 0.5)
-        gx = where(eq(x, y), half, where(eq(x, z), g, 0.0))
-        gy = where(eq(x, y), half, where(eq(y, z), g, 0.0))
+        gx = where(eq(x, y), half, where(self.loses(x, y), 0.0, g))
+        gy = where(eq(x, y), half, where(self.loses(y, x), 0.0, g))
         return gx, gy
 
 
@@ -358,11 +363,17 @@ class Maximum(Extremum):
     name = "maximum"
     fn = staticmethod(np.maximum)
 
+    def loses(self, a, b):
+        return lt(a, b)
+
 
 @register
 class Minimum(Extremum):
     name = "minimum"
     fn = staticmethod(np.minimum)
+
+    def loses(self, a, b):
+        return gt(a, b)
 
 
 class Compare(Binary):

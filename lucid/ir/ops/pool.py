@@ -110,7 +110,9 @@ class MaxPool(PoolBase):
 
 @register
 class MaxPoolGrad(PoolBase):
-    """Routes each output gradient to the first maximal element of its window (PyTorch's choice)."""
+    """Routes each output gradient as PyTorch does: to the last NaN of its window if it holds one,
+    else to its first maximum among the taps inside the input (an all -inf window: its first tap
+    inside); a window wholly in the padding passes nothing."""
 
     name = "max_pool_grad"
     differentiable = False
@@ -127,18 +129,28 @@ class MaxPoolGrad(PoolBase):
             return np.zeros_like(x)
         rank, dilation = self.rank(attrs), self.dilation(attrs)
         out_sp = gy.shape[2:]
-        windows = _windows(x, attrs, out_sp, dilation, -np.inf)
-        flat = windows.reshape(x.shape[:2] + tuple(out_sp) + (-1,))
-        tap = np.unravel_index(np.argmax(flat, axis=-1), attrs["kernel"])        # kernel offset per output
+        tap = np.unravel_index(_winning_taps(x, attrs, out_sp, dilation), attrs["kernel"])   # kernel offset per output
         grid = np.meshgrid(*(np.arange(m) for m in out_sp), indexing="ij")
         coords = [o * s - p + t * d for o, s, p, t, d in zip(grid, attrs["stride"], attrs["padding"], tap, dilation)]
-        # A dilated window can lie wholly in the padding: its maximum is -inf and it passes no gradient.
         inside = np.logical_and.reduce([(c >= 0) & (c < n) for c, n in zip(coords, x.shape[2:])])
         position = np.ravel_multi_index([np.clip(c, 0, n - 1) for c, n in zip(coords, x.shape[2:])], x.shape[2:])
         plane = math.prod(x.shape[2:])
         base = np.arange(x.shape[0] * x.shape[1]).reshape(x.shape[:2] + (1,) * rank) * plane
         gx = np.bincount((position + base).ravel(), weights=np.where(inside, gy, 0).ravel(), minlength=x.size)
         return gx.astype(x.dtype).reshape(x.shape)
+
+
+def _winning_taps(x: np.ndarray, attrs: dict, out_sp: tuple, dilation: tuple) -> np.ndarray:
+    """The flat kernel offset each window's gradient goes to (see MaxPoolGrad); a tap in the padding
+    only for a window with no tap inside the input."""
+    flat_shape = x.shape[:2] + tuple(out_sp) + (-1,)
+    values = _windows(x, attrs, out_sp, dilation, -np.inf).reshape(flat_shape)
+    real = _windows(np.ones(x.shape, bool), attrs, out_sp, dilation, False).reshape(flat_shape)
+    nan = np.isnan(values)
+    last_nan = values.shape[-1] - 1 - np.argmax(nan[..., ::-1], axis=-1)
+    first_max = np.argmax(np.where(nan, -np.inf, values), axis=-1)
+    max_is_real = np.take_along_axis(real, first_max[..., None], axis=-1)[..., 0]
+    return np.where(nan.any(axis=-1), last_nan, np.where(max_is_real, first_max, np.argmax(real, axis=-1)))
 
 
 def _avg_divisor(attrs: dict, in_sp: tuple, out_sp: tuple, dtype) -> np.ndarray:

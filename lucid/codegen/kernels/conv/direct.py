@@ -14,7 +14,7 @@ A conv runs in four steps, each a kernel, with scratch in the node's workspace:
 A transposed convolution never multiplies inserted zeros: its output splits into stride phases
 (positions o = q * stride + r); phase r reads input q + c for each tap whose offset c is whole, so
 each phase is a stride-1 direct convolution with its own taps (`Phase`, `phase_direct_spec`),
-written to every stride-th output.
+written to every stride-th output. Its weights not all finite, it unpacks exact sums (nonfinite.py).
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from ...irgen import counted_loop, element_type, unravel
 from ...lowering import Lowering
+from .nonfinite import exact_sum
 from .packing import Padded, emit_pack_input, emit_pack_weight
 from .primitives import emit_zero
 from .problem import Blocking, ConvProblem, Geometry, choose_blocking, kernel_taps, oc_blocks, to_3d
@@ -123,10 +124,11 @@ def _lower_phases(lowering: Lowering, problem: ConvProblem) -> None:
     if any(not p.taps for p in phases):
         emit_zero(lowering, y_offset, channels_last_size(y, g, block), x.dtype, "convT_zero")
     yd = channels_last_strides(y, g, block)
-    emit_pack_weight(lowering, w, g, block, problem.weights_of(all_taps), w_offset, "convT_pack_weight")
+    flags = emit_pack_weight(lowering, w, g, block, problem.weights_of(all_taps), w_offset, "convT_pack_weight",
+                             note_finite=True)
     starts = itertools.accumulate((len(p.taps) * g.icg * block.width for p in phases), initial=0)
     active = [(phase, w0) for phase, w0 in zip(phases, starts) if phase.taps]
-    unpack = Unpack(y, bias, y_offset, channels_last_source(y, g, block), problem.epilogue)
+    unpack = Unpack(y, bias, y_offset, channels_last_source(y, g, block), problem.epilogue, exact_sum(problem, flags))
     # with stride 1 the only phase's rows are the output rows: unpack each as soon as it is computed
     in_place = len(active) == len(phases) == 1 and math.prod(active[0][0].counts[:2]) * g.n >= ROWS_TO_UNPACK_IN_PLACE
     for position, (phase, w0) in enumerate(active):          # the phases write disjoint outputs

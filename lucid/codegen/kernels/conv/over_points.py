@@ -13,6 +13,7 @@ import math
 from ...irgen import counted_loop, element_type, i64, unravel
 from ...lowering import Lowering
 from .direct import Phase, transpose_input_layout, transpose_phases
+from .nonfinite import exact_sum
 from .packing import Padded, emit_pack_input, emit_pack_weight
 from .primitives import constant_table, emit_zero, strided_offset
 from .problem import Blocking, ConvProblem, Geometry, to_3d
@@ -69,13 +70,15 @@ def _lower_over_points(lowering: Lowering, problem: ConvProblem, phases: list, b
     if any(not p.taps for p in phases):
         emit_zero(lowering, y_offset, yq[0] * math.prod(g.stride), x.dtype, "convT_zero")
     weight_blocks = Blocking(lanes=g.ocg, vectors=1, points=1)          # wp[g][0][t][ic][oc]
-    emit_pack_weight(lowering, w, g, weight_blocks, problem.weights_of(all_taps), w_offset, "convT_pack_weight")
+    flags = emit_pack_weight(lowering, w, g, weight_blocks, problem.weights_of(all_taps), w_offset, "convT_pack_weight",
+                             note_finite=True)
     starts = itertools.accumulate((len(p.taps) for p in phases), initial=0)
     active = [(phase, start) for phase, start in zip(phases, starts) if phase.taps]
     for position, (phase, start) in enumerate(active):
         _emit_direct_over_points(lowering, x.dtype, g, block, phase, layout, (start, len(all_taps)), yq,
                                  (x_offset, w_offset, y_offset), waits=position == 0)
-    unpack = Unpack(y, problem.bias, y_offset, PhaseMajorScratch(g.stride, yq), problem.epilogue)
+    unpack = Unpack(y, problem.bias, y_offset, PhaseMajorScratch(g.stride, yq), problem.epilogue,
+                    exact_sum(problem, flags))
     emit_unpack(lowering, unpack, "convT_unpack")
 
 

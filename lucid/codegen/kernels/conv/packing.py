@@ -12,6 +12,7 @@ from ....ir.graph import Value
 from ...irgen import (counted_loop, element_type, i64, load_vector, masked_load_vector, masked_store_vector, splat,
                       store_vector, transpose, unravel, vector_type)
 from ...lowering import Lowering
+from .nonfinite import WeightFlags, finite_probe
 from .primitives import at_most, constant_table, strided_offset, transposed_rows
 from .problem import Blocking, Geometry, WeightLayout, to_3d
 
@@ -81,8 +82,10 @@ def _in_range(b: ir.IRBuilder, index, size: int):
 
 
 def emit_pack_weight(lowering: Lowering, w: Value, g: Geometry, block: Blocking, layout: WeightLayout,
-                     offset: int, name: str) -> None:
+                     offset: int, name: str, note_finite: bool = False) -> WeightFlags | None:
     """wp[g][ob][t][ic][lane] = w[g, ob*width + lane, ic, taps[t]] (0 past the group's channels).
+    With `note_finite` each item also notes whether the weights it read are finite; returns those
+    `WeightFlags` (nonfinite.py), else None.
 
     A work item is (g, ob, ic). It reads its `width` channels' kernels (contiguous in w) a vector of
     kernel positions at a time, transposes each square of `lanes` channels in registers into a
@@ -98,12 +101,16 @@ def emit_pack_weight(lowering: Lowering, w: Value, g: Geometry, block: Blocking,
     vectors = range(0, block.width, lanes)
     table = constant_table(lowering, "wtaps", layout.taps)
     row_mask = ir.Constant(vector_type(ir.IntType(1), lanes), [j < block.width % lanes for j in range(lanes)])
+    flags = WeightFlags.reserve(lowering, g.groups * blocks * g.icg) if note_finite else None
 
     def body(k, item):
         b = k.b
         grp, ob, ic = unravel(b, item, (g.groups, blocks, g.icg))
         wp, src = k.scratch_pointer(offset, element), k.pointer(w)
         kernel = k.alloca(element, len(vectors) * k_tiles * lanes * lanes, name="kernel")
+        if flags is not None:
+            probe = k.alloca(vector_type(element, lanes), name="probe")
+            b.store(ir.Constant(vector_type(element, lanes), [0.0] * lanes), probe)
         with counted_loop(b, k_tiles, name="kt") as kt:
             k0 = b.mul(kt, i64(lanes))
             in_kernel = _positions_inside(b, k0, lanes, kernel_size)
@@ -115,6 +122,9 @@ def emit_pack_weight(lowering: Lowering, w: Value, g: Geometry, block: Blocking,
             for v, first_lane in enumerate(vectors):
                 oc0 = b.add(b.mul(ob, i64(block.width)), i64(first_lane))
                 square = [channel_kernel(b.add(oc0, i64(lane))) for lane in range(lanes)]
+                if flags is not None:
+                    for vector in square:
+                        b.store(finite_probe(b, b.load(probe), vector), probe)
                 for j, column in enumerate(transpose(b, square)):
                     store_vector(b, column, kernel, b.add(b.mul(b.add(k0, i64(j)), i64(lanes)),
                                                           i64(v * k_tiles * lanes * lanes)))
@@ -129,8 +139,11 @@ def emit_pack_weight(lowering: Lowering, w: Value, g: Geometry, block: Blocking,
                     store_vector(b, vector, wp, b.add(at, i64(first_lane)))
                 else:
                     masked_store_vector(b, k.module, vector, wp, b.add(at, i64(first_lane)), row_mask)
+        if flags is not None:
+            flags.note(k, item, b.load(probe))
 
     lowering.kernel(name, g.groups * blocks * g.icg, body, waits=False)
+    return flags
 
 
 def emit_pack_channel_blocks(lowering: Lowering, y: Value, layout: Padded, groups: int, offset: int, name: str,

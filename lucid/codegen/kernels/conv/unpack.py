@@ -3,7 +3,8 @@
 The kernels write their result to a scratch, channels-last (`ChannelsLastScratch`) or, vectorised
 over output points, phase-major (`PhaseMajorScratch`). Unpacking reads it back one output row at a
 time, adds the bias and applies the fused elementwise `Epilogue` (problem.py) to each element as
-it is stored."""
+it is stored. A transposed conv whose weights are not all finite unpacks the exact sum instead
+(nonfinite.py)."""
 from __future__ import annotations
 
 import math
@@ -15,6 +16,7 @@ from ...irgen import counted_loop, element_type, i64, linear_index, load_vector,
 from ...lowering import Lowering
 from ..elementwise import contiguous_strides, load, operand_strides, store
 from ..scalar import Scalars, evaluate
+from .nonfinite import ExactSum
 from .primitives import at_most, strided_offset, transposed_rows
 from .problem import Blocking, Epilogue, Geometry, oc_blocks, to_3d
 
@@ -23,13 +25,15 @@ from .problem import Blocking, Epilogue, Geometry, oc_blocks, to_3d
 class Unpack:
     """How the convolution's scratch result (at `offset` in the workspace) becomes the NCDHW output
     `y`, with the bias and the fused epilogue: `source.index(b, n, oc, d, h, w)` is the scratch
-    index of output element (n, oc, d, h, w) (see `ChannelsLastScratch`, `PhaseMajorScratch`)."""
+    index of output element (n, oc, d, h, w) (see `ChannelsLastScratch`, `PhaseMajorScratch`).
+    With `exact`, rows are the exact sums instead when a weight is not finite."""
 
     y: Value
     bias: Value | None
     offset: int
     source: ChannelsLastScratch | PhaseMajorScratch
     epilogue: Epilogue | None = None
+    exact: ExactSum | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,21 @@ def unpack_row(k, unpack: Unpack, row) -> None:
     y = unpack.y
     depth, height, width = to_3d(y.shape[2:], 1)
     n, d, h = unravel(k.b, row, (y.shape[0], depth, height))
+    if unpack.exact is None:
+        _unpack_scratch_row(k, unpack, (n, d, h))
+        return
+    with k.b.if_else(unpack.exact.flags.all_finite(k)) as (finite, not_finite):
+        with finite:
+            _unpack_scratch_row(k, unpack, (n, d, h))
+        with not_finite:
+            with counted_loop(k.b, y.shape[1], name="oc") as oc:
+                _emit_channel_row(k, unpack, (n, oc, d, h), lambda w: unpack.exact.value(k, n, oc, (d, h, w)))
+
+
+def _unpack_scratch_row(k, unpack: Unpack, row: tuple) -> None:
+    """The row (n, d, h) from the scratch."""
+    y = unpack.y
+    n, d, h = row
     if isinstance(unpack.source, ChannelsLastScratch):
         _unpack_row_by_tiles(k, unpack, unpack.source, (n, d, h))
         return

@@ -14,9 +14,11 @@ of the GEMM below, summed in the same accumulators.
 Guarantees:
 - the direct convolution's result up to float rounding (the transforms only add, subtract and
   halve);
-- the direct convolution's non-finite values: a work item whose transformed result holds a NaN or
-  an infinity (a non-finite input or weight, or an overflow inside the transforms) is computed again
-  with the direct tiles;
+- the direct convolution's non-finite values: a work item runs the direct tiles instead when the
+  weights are not all finite (noted once per call by the weight packing, nonfinite.py), and is
+  computed again with them when its transformed result holds a NaN or an infinity (a non-finite
+  input, or an overflow inside the transforms); a transposed conv whose weights are not all finite
+  unpacks the exact sums (nonfinite.py);
 - each work item's transformed input and products live on its thread's stack (at most
   `STACK_BYTES`), so they stay in L2 and never travel to memory.
 
@@ -46,6 +48,7 @@ import llvmlite.ir as ir
 from ...irgen import counted_loop, element_type, i64, load_vector, store_vector, unravel
 from ...lowering import Lowering
 from .direct import conv_direct_spec, conv_input_layout, phase_direct_spec, transpose_input_layout, transpose_phases
+from .nonfinite import WeightFlags, exact_sum
 from .packing import Padded, emit_pack_input, emit_pack_weight
 from .primitives import constant_table, emit_zero
 from .problem import Blocking, ConvProblem, choose_blocking, kernel_taps, oc_blocks, to_3d
@@ -303,14 +306,15 @@ def lower_winograd(lowering: Lowering, problem: ConvProblem) -> bool:
         emit_zero(lowering, y_offset, channels_last_size(y, g, p.gemm), x.dtype, "wino_zero")
     for c, offset in zip(p.correlations, u_offsets):
         _emit_weight_transform(lowering, problem, c, p.gemm, offset)
-    emit_pack_weight(lowering, problem.w, g, p.direct, problem.weights_of(fallback_taps), w_offset,
-                     "wino_pack_fallback_weight")
+    flags = emit_pack_weight(lowering, problem.w, g, p.direct, problem.weights_of(fallback_taps), w_offset,
+                             "wino_pack_fallback_weight", note_finite=True)
     starts = itertools.accumulate((len(_direct_taps(problem, c)) * g.icg * p.direct.width for c in p.correlations),
                                   initial=0)
     directs = [_direct_spec(problem, c, p.layout, channels_last_strides(y, g, p.gemm), w0, len(fallback_taps))
                for c, w0 in zip(p.correlations, starts)]
     _emit_main(lowering, problem, p, list(zip(p.correlations, directs, u_offsets)), (x_offset, w_offset, y_offset),
-               Unpack(y, problem.bias, y_offset, channels_last_source(y, g, p.gemm), problem.epilogue))
+               Unpack(y, problem.bias, y_offset, channels_last_source(y, g, p.gemm), problem.epilogue,
+                      exact_sum(problem, flags)), flags)
     return True
 
 
@@ -362,12 +366,14 @@ def _emit_weight_transform(lowering: Lowering, problem: ConvProblem, c: Correlat
     lowering.kernel("wino_weights", blocks * depth_taps * g.icg, body, waits=False)
 
 
-def _emit_main(lowering: Lowering, problem: ConvProblem, p: Plan, parts: list, offsets: tuple, unpack: Unpack) -> None:
+def _emit_main(lowering: Lowering, problem: ConvProblem, p: Plan, parts: list, offsets: tuple, unpack: Unpack,
+               flags: WeightFlags) -> None:
     """Work item (n, qd, block of tile rows), for each correlation (c, its direct fallback spec, the
     offset of its U) in `parts`: transform the input patches of its `p.rows` rows of tiles, multiply
     them by U (the register tile of tile.py, one call per position xi and oc block) and transform the
     products back into the channels-last scratch (again with the direct tiles if they are not all
-    finite). Then, every correlation done, the item's output rows are whole: unpack them."""
+    finite); with weights not all finite (`flags`), only the direct tiles. Then, every correlation
+    done, the item's output rows are whole: unpack them."""
     g, y = problem.g, problem.y
     element = element_type(y.dtype)
     assert p.direct.width == p.gemm.width          # both write the same channels-last scratch
@@ -383,13 +389,17 @@ def _emit_main(lowering: Lowering, problem: ConvProblem, p: Plan, parts: list, o
         first_row = b.mul(block_of_rows, i64(2 * p.rows))             # of positions q along h
         size = max(products.v_size for _, products, *_ in kernels), max(products.m_size for _, products, *_ in kernels)
         v, m = (_aligned(k.alloca(element, count)) for count in size)
+        finite_weights = flags.all_finite(k)
+        direct = k.alloca(ir.IntType(1), name="direct")
         for c, products, corners, fallback, u_offset in kernels:
             def one(c=c, products=products, corners=corners, fallback=fallback, u_offset=u_offset):
-                _transform_input(k, g, p, c, corners, k.scratch_pointer(x_offset, element), v, (n, qd, first_row))
-                products.emit(b, v, k.scratch_pointer(u_offset, element), m)
-                nonfinite = _transform_output(k, g, p, c, y_strides, m, k.scratch_pointer(y_offset, element),
-                                              (n, qd, first_row))
-                with b.if_then(nonfinite):
+                b.store(b.not_(finite_weights), direct)
+                with b.if_then(finite_weights):
+                    _transform_input(k, g, p, c, corners, k.scratch_pointer(x_offset, element), v, (n, qd, first_row))
+                    products.emit(b, v, k.scratch_pointer(u_offset, element), m)
+                    b.store(_transform_output(k, g, p, c, y_strides, m, k.scratch_pointer(y_offset, element),
+                                              (n, qd, first_row)), direct)
+                with b.if_then(b.load(direct)):
                     _each_row(b, p, c, first_row, lambda qh: _direct_row(k, fallback, (x_offset, w_offset, y_offset),
                                                                          n, qd, qh))
             _maybe(b, None if c.counts[0] == depth else b.icmp_unsigned("<", qd, i64(c.counts[0])), one)
