@@ -460,25 +460,80 @@ def flatten(input, start_dim=1, end_dim=-1):
     return _require_tensor(input, "flatten").flatten(start_dim, end_dim)
 
 
-def pad(input, pad, mode="constant", value=0.0):
-    """PyTorch's F.pad: `pad` lists (low, high) pairs starting from the last axis; negative values crop."""
+PAD_MODES = ("constant", "reflect", "replicate", "circular")
+
+
+def pad(input, pad, mode="constant", value=None):
+    """PyTorch's F.pad: `pad` lists (low, high) pairs starting from the last axis; negative values crop.
+
+    'reflect' mirrors about the edge element, 'replicate' repeats it, 'circular' wraps around; these
+    pad the last 1-3 axes of a batched or unbatched input and are composed of slices and a concat.
+    """
     x = _require_tensor(input, "pad")
+    if mode not in PAD_MODES:
+        raise ShapeError(f"pad: mode must be one of {PAD_MODES}, got mode={mode!r}")
+    if not isinstance(pad, (tuple, list)) or len(pad) % 2 or len(pad) // 2 > x.ndim or not all(
+            isinstance(p, numbers.Integral) and not isinstance(p, bool) for p in pad):
+        raise ShapeError(f"pad: expected an even number of ints, at most 2 * rank ({2 * x.ndim}), got {pad!r}")
     if mode != "constant":
-        raise ShapeError(f"pad: only mode='constant' is supported, got mode={mode!r}")
-    if len(pad) % 2 or len(pad) // 2 > x.ndim or not all(isinstance(p, numbers.Integral) for p in pad):
-        raise ShapeError(f"pad: expected an even number of ints, at most 2 * rank ({2 * x.ndim}), got {tuple(pad)}")
+        _check_edge_mode(x, pad, mode, value)
     lo, hi = [0] * x.ndim, [0] * x.ndim
     for i in range(len(pad) // 2):
         lo[x.ndim - 1 - i], hi[x.ndim - 1 - i] = int(pad[2 * i]), int(pad[2 * i + 1])
+    x = _crop(x, lo, hi, pad)
+    if mode == "constant":
+        if any(a > 0 for a in lo) or any(b > 0 for b in hi):
+            x = ops.pad(x, [max(a, 0) for a in lo], [max(b, 0) for b in hi], value=0.0 if value is None else value)
+        return x
+    for axis in range(x.ndim):
+        if lo[axis] > 0 or hi[axis] > 0:
+            x = _extend_axis(x, axis, max(lo[axis], 0), max(hi[axis], 0), mode)
+    return x
+
+
+def _check_edge_mode(x, pad, mode: str, value) -> None:
+    """PyTorch's limits for the non-constant modes: 1-3 padded axes of a (C, *) or (N, C, *) input."""
+    axes = len(pad) // 2
+    if not 1 <= axes <= 3 or x.ndim not in (axes + 1, axes + 2):
+        raise ShapeError(f"pad: mode={mode!r} pads the last 1, 2 or 3 axes of an input with one or two more "
+                         f"axes; got {len(pad)} padding values for a {x.ndim}-D input")
+    if value is not None and value != 0:
+        raise ShapeError(f"pad: mode={mode!r} takes no fill value, got value={value!r}")
+
+
+def _crop(x, lo: list, hi: list, pad):
+    """Remove what negative padding takes off each side."""
     starts = tuple(max(-a, 0) for a in lo)
     stops = tuple(n - max(-b, 0) for n, b in zip(x.shape, hi))
     if any(b < a for a, b in zip(starts, stops)):
         raise ShapeError(f"pad: negative padding {tuple(pad)} removes more than the whole input of shape {x.shape}")
-    if starts != (0,) * x.ndim or stops != x.shape:
+    if starts != (0,) * x.ndim or stops != tuple(x.shape):
         x = ops.slice_(x, starts, stops)
-    if any(a > 0 for a in lo) or any(b > 0 for b in hi):
-        x = ops.pad(x, [max(a, 0) for a in lo], [max(b, 0) for b in hi], value=value)
     return x
+
+
+def _extend_axis(x, axis: int, lo: int, hi: int, mode: str):
+    """`x` with `lo` and `hi` elements added along `axis` by reflecting, replicating or wrapping."""
+    n = x.shape[axis]
+    limit = n - 1 if mode == "reflect" else n
+    if max(lo, hi) > limit or n == 0:
+        rule = "smaller than" if mode == "reflect" else "at most"
+        raise ShapeError(f"pad: mode={mode!r} needs padding {rule} the axis it pads, got padding ({lo}, {hi}) "
+                         f"for axis {axis} of size {n} (input shape {x.shape})")
+    if mode == "reflect":
+        before = [_axis_slice(x, axis, i, i + 1) for i in range(lo, 0, -1)]
+        after = [_axis_slice(x, axis, i, i + 1) for i in range(n - 2, n - 2 - hi, -1)]
+    elif mode == "replicate":
+        before = [_repeat_along(_axis_slice(x, axis, 0, 1), axis, lo)] if lo else []
+        after = [_repeat_along(_axis_slice(x, axis, n - 1, n), axis, hi)] if hi else []
+    else:
+        before = [_axis_slice(x, axis, n - lo, n)] if lo else []
+        after = [_axis_slice(x, axis, 0, hi)] if hi else []
+    return ops.concat(before + [x] + after, axis)
+
+
+def _repeat_along(edge, axis: int, count: int):
+    return ops.broadcast_to(edge, tuple(count if d == axis else n for d, n in enumerate(edge.shape)))
 
 
 # ----------------------------------------------------------------------------------------------
