@@ -468,6 +468,7 @@ def pad(input, pad, mode="constant", value=None):
 
     'reflect' mirrors about the edge element, 'replicate' repeats it, 'circular' wraps around; these
     pad the last 1-3 axes of a batched or unbatched input and are composed of slices and a concat.
+    Negative padding crops the input before it is padded, except for 'reflect', which crops after.
     """
     x = _require_tensor(input, "pad")
     if mode not in PAD_MODES:
@@ -480,14 +481,19 @@ def pad(input, pad, mode="constant", value=None):
     lo, hi = [0] * x.ndim, [0] * x.ndim
     for i in range(len(pad) // 2):
         lo[x.ndim - 1 - i], hi[x.ndim - 1 - i] = int(pad[2 * i]), int(pad[2 * i + 1])
-    x = _crop(x, lo, hi, pad)
+    if mode == "reflect":   # PyTorch mirrors the whole input, then crops
+        return _crop(_extend(x, lo, hi, mode, value), lo, hi, pad)
+    return _extend(_crop(x, lo, hi, pad), lo, hi, mode, value)
+
+
+def _extend(x, lo: list, hi: list, mode: str, value):
+    """`x` with the positive entries of `lo` and `hi` added to each axis in `mode`."""
+    lo, hi = [max(a, 0) for a in lo], [max(b, 0) for b in hi]
     if mode == "constant":
-        if any(a > 0 for a in lo) or any(b > 0 for b in hi):
-            x = ops.pad(x, [max(a, 0) for a in lo], [max(b, 0) for b in hi], value=0.0 if value is None else value)
-        return x
+        return ops.pad(x, lo, hi, value=0.0 if value is None else value) if any(lo) or any(hi) else x
     for axis in range(x.ndim):
-        if lo[axis] > 0 or hi[axis] > 0:
-            x = _extend_axis(x, axis, max(lo[axis], 0), max(hi[axis], 0), mode)
+        if lo[axis] or hi[axis]:
+            x = _extend_axis(x, axis, lo[axis], hi[axis], mode)
     return x
 
 
