@@ -226,6 +226,89 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     return _avg_pool(3, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
 
 
+# Adaptive pooling: output cell i of an axis of size n pooled to m covers [floor(i*n/m), ceil((i+1)*n/m)).
+# Composed of existing operators: a reduction when every output size is 1, one pooling operator over
+# the axes where m divides n, and per-cell slices + reductions + a concat along each remaining axis
+# (average and maximum are both separable across axes).
+
+
+def adaptive_output_size(output_size, rank: int, owner: str) -> tuple:
+    """`output_size` as a length-`rank` tuple of ints >= 1 or None (None keeps the input's size)."""
+    if output_size is None or isinstance(output_size, numbers.Integral) and not isinstance(output_size, bool):
+        output_size = (output_size,) * rank
+    sizes = tuple(output_size) if isinstance(output_size, (tuple, list)) else None
+    valid = sizes is not None and len(sizes) == rank and all(
+        s is None or isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in sizes)
+    if not valid:
+        raise ShapeError(f"{owner}: expected output_size as an int >= 1 or a tuple of {rank} ints >= 1 or None, "
+                         f"got {output_size!r}")
+    return tuple(None if s is None else int(s) for s in sizes)
+
+
+def _adaptive_pool(kind: str, rank: int, input, output_size, return_indices: bool = False):
+    owner = f"adaptive_{kind}_pool{rank}d"
+    if return_indices:
+        raise ShapeError(f"{owner}: return_indices=True is not supported")
+    x, added = _batched(input, rank, owner)
+    sizes = adaptive_output_size(output_size, rank, owner)
+    in_sp = x.shape[2:]
+    out_sp = tuple(n if m is None else m for n, m in zip(in_sp, sizes))
+    reduce = ops.mean if kind == "avg" else ops.max_
+    if all(m == 1 for m in out_sp):
+        return _unbatch(reduce(x, tuple(range(2, rank + 2)), keepdims=True), added)
+    kernel = tuple(n // m if n % m == 0 else 1 for n, m in zip(in_sp, out_sp))
+    if any(k > 1 for k in kernel):
+        x = _pool_by_kernel(kind, x, kernel)
+    for axis, (n, m) in enumerate(zip(x.shape[2:], out_sp), start=2):
+        if n != m:
+            x = _adaptive_axis(reduce, x, axis, m)
+    return _unbatch(x, added)
+
+
+def _pool_by_kernel(kind: str, x, kernel: tuple):
+    """Non-overlapping pooling with kernel = stride = `kernel`."""
+    zeros = (0,) * len(kernel)
+    if kind == "avg":
+        return ops.avg_pool(x, kernel=kernel, stride=kernel, padding=zeros, ceil_mode=False,
+                            count_include_pad=True, divisor_override=None)
+    return ops.max_pool(x, kernel=kernel, stride=kernel, padding=zeros, dilation=(1,) * len(kernel), ceil_mode=False)
+
+
+def _adaptive_axis(reduce, x, axis: int, m: int):
+    """Pool `axis` of `x` to `m` cells with PyTorch's adaptive windows."""
+    n = x.shape[axis]
+    cells = []
+    for i in range(m):
+        start, stop = i * n // m, -(-(i + 1) * n // m)
+        window = _axis_slice(x, axis, start, stop)
+        cells.append(window if stop - start == 1 else reduce(window, (axis,), keepdims=True))
+    return ops.concat(cells, axis)
+
+
+def _axis_slice(x, axis: int, start: int, stop: int):
+    """Elements [start, stop) of `axis`, everything of the other axes."""
+    starts = tuple(start if d == axis else 0 for d in range(x.ndim))
+    stops = tuple(stop if d == axis else n for d, n in enumerate(x.shape))
+    return ops.slice_(x, starts, stops)
+
+
+def adaptive_avg_pool1d(input, output_size): return _adaptive_pool("avg", 1, input, output_size)
+def adaptive_avg_pool2d(input, output_size): return _adaptive_pool("avg", 2, input, output_size)
+def adaptive_avg_pool3d(input, output_size): return _adaptive_pool("avg", 3, input, output_size)
+
+
+def adaptive_max_pool1d(input, output_size, return_indices=False):
+    return _adaptive_pool("max", 1, input, output_size, return_indices)
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False):
+    return _adaptive_pool("max", 2, input, output_size, return_indices)
+
+
+def adaptive_max_pool3d(input, output_size, return_indices=False):
+    return _adaptive_pool("max", 3, input, output_size, return_indices)
+
+
 # ----------------------------------------------------------------------------------------------
 # Activations, linear, normalisation, dropout, shape
 
@@ -377,25 +460,86 @@ def flatten(input, start_dim=1, end_dim=-1):
     return _require_tensor(input, "flatten").flatten(start_dim, end_dim)
 
 
-def pad(input, pad, mode="constant", value=0.0):
-    """PyTorch's F.pad: `pad` lists (low, high) pairs starting from the last axis; negative values crop."""
+PAD_MODES = ("constant", "reflect", "replicate", "circular")
+
+
+def pad(input, pad, mode="constant", value=None):
+    """PyTorch's F.pad: `pad` lists (low, high) pairs starting from the last axis; negative values crop.
+
+    'reflect' mirrors about the edge element, 'replicate' repeats it, 'circular' wraps around; these
+    pad the last 1-3 axes of a batched or unbatched input and are composed of slices and a concat.
+    Negative padding crops the input before it is padded, except for 'reflect', which crops after.
+    """
     x = _require_tensor(input, "pad")
+    if mode not in PAD_MODES:
+        raise ShapeError(f"pad: mode must be one of {PAD_MODES}, got mode={mode!r}")
+    if not isinstance(pad, (tuple, list)) or len(pad) % 2 or len(pad) // 2 > x.ndim or not all(
+            isinstance(p, numbers.Integral) and not isinstance(p, bool) for p in pad):
+        raise ShapeError(f"pad: expected an even number of ints, at most 2 * rank ({2 * x.ndim}), got {pad!r}")
     if mode != "constant":
-        raise ShapeError(f"pad: only mode='constant' is supported, got mode={mode!r}")
-    if len(pad) % 2 or len(pad) // 2 > x.ndim or not all(isinstance(p, numbers.Integral) for p in pad):
-        raise ShapeError(f"pad: expected an even number of ints, at most 2 * rank ({2 * x.ndim}), got {tuple(pad)}")
+        _check_edge_mode(x, pad, mode, value)
     lo, hi = [0] * x.ndim, [0] * x.ndim
     for i in range(len(pad) // 2):
         lo[x.ndim - 1 - i], hi[x.ndim - 1 - i] = int(pad[2 * i]), int(pad[2 * i + 1])
+    if mode == "reflect":   # PyTorch mirrors the whole input, then crops
+        return _crop(_extend(x, lo, hi, mode, value), lo, hi, pad)
+    return _extend(_crop(x, lo, hi, pad), lo, hi, mode, value)
+
+
+def _extend(x, lo: list, hi: list, mode: str, value):
+    """`x` with the positive entries of `lo` and `hi` added to each axis in `mode`."""
+    lo, hi = [max(a, 0) for a in lo], [max(b, 0) for b in hi]
+    if mode == "constant":
+        return ops.pad(x, lo, hi, value=0.0 if value is None else value) if any(lo) or any(hi) else x
+    for axis in range(x.ndim):
+        if lo[axis] or hi[axis]:
+            x = _extend_axis(x, axis, lo[axis], hi[axis], mode)
+    return x
+
+
+def _check_edge_mode(x, pad, mode: str, value) -> None:
+    """PyTorch's limits for the non-constant modes: 1-3 padded axes of a (C, *) or (N, C, *) input."""
+    axes = len(pad) // 2
+    if not 1 <= axes <= 3 or x.ndim not in (axes + 1, axes + 2):
+        raise ShapeError(f"pad: mode={mode!r} pads the last 1, 2 or 3 axes of an input with one or two more "
+                         f"axes; got {len(pad)} padding values for a {x.ndim}-D input")
+    if value is not None and value != 0:
+        raise ShapeError(f"pad: mode={mode!r} takes no fill value, got value={value!r}")
+
+
+def _crop(x, lo: list, hi: list, pad):
+    """Remove what negative padding takes off each side."""
     starts = tuple(max(-a, 0) for a in lo)
     stops = tuple(n - max(-b, 0) for n, b in zip(x.shape, hi))
     if any(b < a for a, b in zip(starts, stops)):
         raise ShapeError(f"pad: negative padding {tuple(pad)} removes more than the whole input of shape {x.shape}")
-    if starts != (0,) * x.ndim or stops != x.shape:
+    if starts != (0,) * x.ndim or stops != tuple(x.shape):
         x = ops.slice_(x, starts, stops)
-    if any(a > 0 for a in lo) or any(b > 0 for b in hi):
-        x = ops.pad(x, [max(a, 0) for a in lo], [max(b, 0) for b in hi], value=value)
     return x
+
+
+def _extend_axis(x, axis: int, lo: int, hi: int, mode: str):
+    """`x` with `lo` and `hi` elements added along `axis` by reflecting, replicating or wrapping."""
+    n = x.shape[axis]
+    limit = n - 1 if mode == "reflect" else n
+    if max(lo, hi) > limit or n == 0:
+        rule = "smaller than" if mode == "reflect" else "at most"
+        raise ShapeError(f"pad: mode={mode!r} needs padding {rule} the axis it pads, got padding ({lo}, {hi}) "
+                         f"for axis {axis} of size {n} (input shape {x.shape})")
+    if mode == "reflect":
+        before = [_axis_slice(x, axis, i, i + 1) for i in range(lo, 0, -1)]
+        after = [_axis_slice(x, axis, i, i + 1) for i in range(n - 2, n - 2 - hi, -1)]
+    elif mode == "replicate":
+        before = [_repeat_along(_axis_slice(x, axis, 0, 1), axis, lo)] if lo else []
+        after = [_repeat_along(_axis_slice(x, axis, n - 1, n), axis, hi)] if hi else []
+    else:
+        before = [_axis_slice(x, axis, n - lo, n)] if lo else []
+        after = [_axis_slice(x, axis, 0, hi)] if hi else []
+    return ops.concat(before + [x] + after, axis)
+
+
+def _repeat_along(edge, axis: int, count: int):
+    return ops.broadcast_to(edge, tuple(count if d == axis else n for d, n in enumerate(edge.shape)))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -23,10 +23,11 @@ class _ConvNd(Module):
     transposed = False
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, output_padding=0, device=None, dtype=None):
+                 bias=True, output_padding=0, padding_mode="zeros", device=None, dtype=None):
         super().__init__()
         owner = type(self).__name__
         as_device(device, owner)
+        self.padding_mode = _checked_padding_mode(padding_mode, self.transposed, owner)
         self.out_channels = _positive_int(out_channels, "out_channels", owner)
         self.kernel_size = F.ntuple(kernel_size, self.rank, "kernel_size", owner, minimum=1)
         self.stride = F.ntuple(stride, self.rank, "stride", owner, minimum=1)
@@ -87,7 +88,15 @@ class _ConvNd(Module):
             return functional(x, self.weight, self.bias, self.stride, self.padding, self.output_padding,
                               self.groups, self.dilation)
         functional = getattr(F, f"conv{self.rank}d")
+        if self.padding_mode != "zeros":
+            return functional(self._pad_input(x), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
         return functional(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def _pad_input(self, x):
+        """`x` padded in `padding_mode` by what `padding` asks of a zero-padded conv."""
+        pairs = F.conv_padding(self.padding, self.rank, type(self).__name__, x.shape[-self.rank:],
+                               self.kernel_size, self.stride, self.dilation)
+        return F.pad(x, [p for pair in reversed(pairs) for p in pair], self.padding_mode)
 
     def extra_repr(self) -> str:
         parts = [f"{self.in_channels}, {self.out_channels}", f"kernel_size={self.kernel_size}",
@@ -102,6 +111,8 @@ class _ConvNd(Module):
             parts.append(f"groups={self.groups}")
         if not self.use_bias:
             parts.append("bias=False")
+        if self.padding_mode != "zeros":
+            parts.append(f"padding_mode={self.padding_mode}")
         return ", ".join(parts)
 
 
@@ -149,6 +160,18 @@ class _LazyMixin:
             self.materialize(in_channels)
 
 
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def _checked_padding_mode(padding_mode, transposed: bool, owner: str) -> str:
+    if padding_mode not in PADDING_MODES:
+        raise ShapeError(f"{owner}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+    if transposed and padding_mode != "zeros":
+        raise ShapeError(f"{owner}: only padding_mode='zeros' is supported by transposed convolutions, "
+                         f"got {padding_mode!r}")
+    return padding_mode
+
+
 def _positive_int(value, what: str, owner: str) -> int:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
         raise ShapeError(f"{owner}: {what} must be a positive int, got {value!r}")
@@ -157,32 +180,32 @@ def _positive_int(value, what: str, owner: str) -> int:
 
 class _Conv(_ConvNd):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, device=None, dtype=None):
+                 bias=True, padding_mode="zeros", device=None, dtype=None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         device=device, dtype=dtype)
+                         padding_mode=padding_mode, device=device, dtype=dtype)
 
 
 class _ConvTranspose(_ConvNd):
     transposed = True
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, dilation=1,
-                 groups=1, bias=True, device=None, dtype=None):
+                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         output_padding, device=device, dtype=dtype)
+                         output_padding, padding_mode, device=device, dtype=dtype)
 
 
 class _LazyConv(_LazyMixin, _Conv):
     def __init__(self, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
-                 device=None, dtype=None):
+                 padding_mode="zeros", device=None, dtype=None):
         super().__init__(None, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         device=device, dtype=dtype)
+                         padding_mode, device=device, dtype=dtype)
 
 
 class _LazyConvTranspose(_LazyMixin, _ConvTranspose):
     def __init__(self, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1, bias=True,
-                 dilation=1, device=None, dtype=None):
+                 dilation=1, padding_mode="zeros", device=None, dtype=None):
         super().__init__(None, out_channels, kernel_size, stride, padding, output_padding, dilation, groups, bias,
-                         device=device, dtype=dtype)
+                         padding_mode, device=device, dtype=dtype)
 
 
 class Conv1d(_Conv):

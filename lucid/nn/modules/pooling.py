@@ -1,6 +1,8 @@
-"""Pooling layers: MaxPool1d/2d/3d, AvgPool1d/2d/3d (and the MaxPool3D-style aliases)."""
+"""Pooling layers: MaxPool1d/2d/3d, AvgPool1d/2d/3d (and the MaxPool3D-style aliases),
+AdaptiveAvgPool1d/2d/3d and AdaptiveMaxPool1d/2d/3d."""
 from __future__ import annotations
 
+from ...errors import ShapeError
 from .. import functional as F
 from ..module import Module
 
@@ -72,3 +74,51 @@ class AvgPool3d(_AvgPoolNd):
 
 MaxPool1D, MaxPool2D, MaxPool3D = MaxPool1d, MaxPool2d, MaxPool3d
 AvgPool1D, AvgPool2D, AvgPool3D = AvgPool1d, AvgPool2d, AvgPool3d
+
+
+class _AdaptivePoolNd(Module):
+    """Pools each spatial axis to `output_size` (an int, or a tuple with None keeping that axis)."""
+
+    rank = 0
+    kind = ""
+
+    def __init__(self, output_size, return_indices=False):
+        super().__init__()
+        owner = type(self).__name__
+        F.adaptive_output_size(output_size, self.rank, owner)
+        if return_indices:
+            raise ShapeError(f"{owner}: return_indices=True is not supported")
+        self.output_size = output_size
+
+    def forward(self, x):
+        return getattr(F, f"adaptive_{self.kind}_pool{self.rank}d")(x, self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
+
+
+class AdaptiveAvgPool1d(_AdaptivePoolNd):
+    rank, kind = 1, "avg"
+
+    def __init__(self, output_size):
+        super().__init__(output_size)
+
+
+class AdaptiveAvgPool2d(AdaptiveAvgPool1d):
+    rank = 2
+
+
+class AdaptiveAvgPool3d(AdaptiveAvgPool1d):
+    rank = 3
+
+
+class AdaptiveMaxPool1d(_AdaptivePoolNd):
+    rank, kind = 1, "max"
+
+
+class AdaptiveMaxPool2d(AdaptiveMaxPool1d):
+    rank = 2
+
+
+class AdaptiveMaxPool3d(AdaptiveMaxPool1d):
+    rank = 3
