@@ -49,34 +49,43 @@ class _Axis:
         return b.fsub(ir.Constant(self.dtype, 1.0), w), w
 
 
+def _row_kernel(lowering: Lowering, node: Node, a: _Axis, row_body) -> None:
+    """A kernel calling `row_body(k, x_row, y_row, start, stop)` per row of its work items, with the
+    offsets of that row in the input-sized and the output-sized value and its inner element range."""
+
+    def body(k, item):
+        b = k.b
+
+        def rows(row, start, stop):
+            row_body(k, b.mul(row, i64(a.n * a.inner)), b.mul(row, i64(a.m * a.inner)), start, stop)
+
+        a.rows.emit(k, item, rows)
+
+    lowering.kernel(node.op, a.rows.items, body)
+
+
 @lowers("resample")
 def lower_resample(lowering: Lowering, node: Node) -> None:
     x, y = node.inputs[0], node.output
     a = _Axis(lowering, node, x.shape, y.shape)
 
-    def body(k, item):
-        b = k.b
-        xs, ys = k.pointer(x), k.pointer(y)
-
-        def row_body(row, start, stop):
-            x_row, y_row = b.mul(row, i64(a.n * a.inner)), b.mul(row, i64(a.m * a.inner))
-            with counted_loop(b, i64(a.m), name="o") as o:
-                entries = a.entries(b, o)
-                src0 = b.add(x_row, b.mul(entries[0], i64(a.inner)))
-                dst = b.add(y_row, b.mul(o, i64(a.inner)))
+    def row_body(k, x_row, y_row, start, stop):
+        b, xs, ys = k.b, k.pointer(x), k.pointer(y)
+        with counted_loop(b, i64(a.m), name="o") as o:
+            entries = a.entries(b, o)
+            src0 = b.add(x_row, b.mul(entries[0], i64(a.inner)))
+            dst = b.add(y_row, b.mul(o, i64(a.inner)))
+            if a.linear:
+                src1 = b.add(x_row, b.mul(entries[1], i64(a.inner)))
+                w0, w1 = a.weights(b, entries[2])
+            with counted_loop(b, stop, start, name="j") as j:
+                value = b.load(b.gep(xs, [b.add(src0, j)]))
                 if a.linear:
-                    src1 = b.add(x_row, b.mul(entries[1], i64(a.inner)))
-                    w0, w1 = a.weights(b, entries[2])
-                with counted_loop(b, stop, start, name="j") as j:
-                    value = b.load(b.gep(xs, [b.add(src0, j)]))
-                    if a.linear:
-                        other = b.load(b.gep(xs, [b.add(src1, j)]))
-                        value = b.fadd(b.fmul(value, w0), b.fmul(other, w1))
-                    b.store(value, b.gep(ys, [b.add(dst, j)]))
+                    other = b.load(b.gep(xs, [b.add(src1, j)]))
+                    value = b.fadd(b.fmul(value, w0), b.fmul(other, w1))
+                b.store(value, b.gep(ys, [b.add(dst, j)]))
 
-        a.rows.emit(k, item, row_body)
-
-    lowering.kernel(node.op, a.rows.items, body)
+    _row_kernel(lowering, node, a, row_body)
 
 
 @lowers("resample_grad")
@@ -84,29 +93,23 @@ def lower_resample_grad(lowering: Lowering, node: Node) -> None:
     gy, dx = node.inputs[0], node.output
     a = _Axis(lowering, node, dx.shape, gy.shape)
 
-    def body(k, item):
-        b = k.b
-        gys, dxs = k.pointer(gy), k.pointer(dx)
-
-        def row_body(row, start, stop):
-            x_row, y_row = b.mul(row, i64(a.n * a.inner)), b.mul(row, i64(a.m * a.inner))
-            with counted_loop(b, i64(a.n), name="i") as i:
-                base = b.add(x_row, b.mul(i, i64(a.inner)))
+    def row_body(k, x_row, y_row, start, stop):
+        b, gys, dxs = k.b, k.pointer(gy), k.pointer(dx)
+        with counted_loop(b, i64(a.n), name="i") as i:
+            base = b.add(x_row, b.mul(i, i64(a.inner)))
+            with counted_loop(b, stop, start, name="j") as j:
+                b.store(ir.Constant(a.dtype, 0.0), b.gep(dxs, [b.add(base, j)]))
+        for side in range(2 if a.linear else 1):
+            with counted_loop(b, i64(a.m), name="o") as o:
+                entries = a.entries(b, o)
+                dst = b.add(x_row, b.mul(entries[side], i64(a.inner)))
+                src = b.add(y_row, b.mul(o, i64(a.inner)))
+                weight = a.weights(b, entries[2])[side] if a.linear else None
                 with counted_loop(b, stop, start, name="j") as j:
-                    b.store(ir.Constant(a.dtype, 0.0), b.gep(dxs, [b.add(base, j)]))
-            for side in range(2 if a.linear else 1):
-                with counted_loop(b, i64(a.m), name="o") as o:
-                    entries = a.entries(b, o)
-                    dst = b.add(x_row, b.mul(entries[side], i64(a.inner)))
-                    src = b.add(y_row, b.mul(o, i64(a.inner)))
-                    weight = a.weights(b, entries[2])[side] if a.linear else None
-                    with counted_loop(b, stop, start, name="j") as j:
-                        share = b.load(b.gep(gys, [b.add(src, j)]))
-                        if weight is not None:
-                            share = b.fmul(share, weight)
-                        target = b.gep(dxs, [b.add(dst, j)])
-                        b.store(b.fadd(b.load(target), share), target)
+                    share = b.load(b.gep(gys, [b.add(src, j)]))
+                    if weight is not None:
+                        share = b.fmul(share, weight)
+                    target = b.gep(dxs, [b.add(dst, j)])
+                    b.store(b.fadd(b.load(target), share), target)
 
-        a.rows.emit(k, item, row_body)
-
-    lowering.kernel(node.op, a.rows.items, body)
+    _row_kernel(lowering, node, a, row_body)
