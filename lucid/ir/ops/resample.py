@@ -43,7 +43,7 @@ def resample_table(in_size: int, out_size: int, mode: str, align_corners: bool, 
 
 
 class ResampleBase(OpDef):
-    kind = OpKind.LAYOUT
+    kind = OpKind.LAYOUT     # moves elements along an axis (linear also blends two neighbours)
     attributes = {"axis": Int(min=0), "size": Int(min=1), "mode": OneOf(*MODES),
                   "align_corners": Bool(), "scale": Optional(Real(min=0))}
 
