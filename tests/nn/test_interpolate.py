@@ -213,3 +213,9 @@ def test_compiled_training_step_of_conv3d_and_trilinear_upsample_equals_eager(tm
     got = lucid.runtime.load(files.library)(x.numpy())
     with lucid.no_grad():
         np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_layers_live_at_pytorch_module_paths():
+    assert nn.modules.upsampling.Upsample is nn.Upsample
+    assert nn.modules.upsampling.UpsamplingBilinear2d is nn.UpsamplingBilinear2d
+    assert nn.modules.pixelshuffle.PixelShuffle is nn.PixelShuffle

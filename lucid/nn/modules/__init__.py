@@ -8,6 +8,7 @@ from .linear import Flatten, Identity, LazyLinear, Linear
 from .batchnorm import SyncBatchNorm
 from .loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss
 from .normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d
-from .resampling import PixelShuffle, PixelUnshuffle, Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
+from .pixelshuffle import PixelShuffle, PixelUnshuffle
+from .upsampling import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
 from .pooling import (AvgPool1D, AvgPool1d, AvgPool2D, AvgPool2d, AvgPool3D, AvgPool3d, MaxPool1D, MaxPool1d,
                       MaxPool2D, MaxPool2d, MaxPool3D, MaxPool3d)
