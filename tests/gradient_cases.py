@@ -267,6 +267,15 @@ CASES: dict[str, list[Case]] = {
              _pool("avg", 3, kernel_size=(3, 2, 2), stride=2, padding=1, ceil_mode=True, divisor_override=3),
              rnd(1, 1, 4, 3, 4)),
     ],
+    # ---------------------------------------------------------------- resampling (F.interpolate)
+    "resample": [
+        Case("nearest x2 1d", lambda x: F.interpolate(x, scale_factor=2), rnd(1, 2, 3)),
+        Case("nearest-exact size 2d", lambda x: F.interpolate(x, size=(5, 2), mode="nearest-exact"), rnd(1, 2, 3, 4)),
+        Case("bilinear x1.7", lambda x: F.interpolate(x, scale_factor=1.7, mode="bilinear"), rnd(1, 1, 3, 4)),
+        Case("trilinear x2", lambda x: F.interpolate(x, scale_factor=2, mode="trilinear"), rnd(1, 2, 2, 3, 2)),
+        Case("trilinear size align_corners", lambda x: F.interpolate(x, size=(3, 5, 1), mode="trilinear",
+                                                                     align_corners=True), rnd(1, 1, 2, 3, 2)),
+    ],
     # ---------------------------------------------------------------- normalisation
     "batch_norm": [
         Case("all 5 inputs (N,C,L)", lambda x, m, v, w, b: ops.batch_norm(x, m, v, w, b, 1e-5),

@@ -271,6 +271,12 @@ NONDIFF = {
             ops.emit("avg_pool_grad", g2, input_shape=(2, 2, 5, 6), kernel=(3, 2), stride=(2, 2), padding=(1, 1),
                      ceil_mode=True, count_include_pad=False, divisor_override=None)),
         [grid(1, 1, 3), grid(2, 2, 3, 4)]),
+    "resample_grad": lambda: (
+        lambda g, g2: (
+            ops.emit("resample_grad", g, axis=2, size=5, input_size=3, mode="linear", align_corners=False, scale=None),
+            ops.emit("resample_grad", g2, axis=1, size=4, input_size=3, mode="nearest-exact", align_corners=False,
+                     scale=0.6)),
+        [grid(2, 3, 5, 2), grid(2, 4, 3)]),
     "fused": lambda: (lambda x, y: (ops.emit("fused", x, y, body=lucid.ir.parse(_FUSED_BODY)), x * y),
                       [grid(2, 3), grid(3)]),
 }

@@ -159,6 +159,8 @@ NONDIFF = {
                                       dilation=(1, 1), ceil_mode=False, **_pool_attrs(2)),
     "avg_pool_grad": lambda: ops.emit("avg_pool_grad", _grad_input(1, 1, 3), input_shape=(1, 1, 4), ceil_mode=False,
                                       count_include_pad=True, divisor_override=None, **_pool_attrs(1)),
+    "resample_grad": lambda: ops.emit("resample_grad", _grad_input(1, 2, 5), axis=2, size=5, input_size=3,
+                                      mode="linear", align_corners=False, scale=None),
     "fused": lambda: ops.emit("fused", _grad_input(3), body=lucid.ir.parse(_FUSED_BODY)),
 }
 _FUSED_BODY = "graph body {\n  input %in0: f64[3]\n  %0: f64[3] = exp(%in0)\n  return %0\n}"

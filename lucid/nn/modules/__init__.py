@@ -11,6 +11,8 @@ from .normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from .padding import (CircularPad1d, CircularPad2d, CircularPad3d, ConstantPad1d, ConstantPad2d, ConstantPad3d,
                       ReflectionPad1d, ReflectionPad2d, ReflectionPad3d, ReplicationPad1d, ReplicationPad2d,
                       ReplicationPad3d, ZeroPad1d, ZeroPad2d, ZeroPad3d)
+from .pixelshuffle import PixelShuffle, PixelUnshuffle
 from .pooling import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveAvgPool3d, AdaptiveMaxPool1d,
-                      AdaptiveMaxPool2d, AdaptiveMaxPool3d, AvgPool1D, AvgPool1d, AvgPool2D, AvgPool2d, AvgPool3D, AvgPool3d, MaxPool1D, MaxPool1d,
-                      MaxPool2D, MaxPool2d, MaxPool3D, MaxPool3d)
+                      AdaptiveMaxPool2d, AdaptiveMaxPool3d, AvgPool1D, AvgPool1d, AvgPool2D, AvgPool2d,
+                      AvgPool3D, AvgPool3d, MaxPool1D, MaxPool1d, MaxPool2D, MaxPool2d, MaxPool3D, MaxPool3d)
+from .upsampling import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d

@@ -12,14 +12,16 @@ from ...irgen import counted_loop, element_type, i64, store_vector, transpose
 from ...lowering import Lowering
 
 
-def constant_table(lowering: Lowering, name: str, values) -> ir.GlobalVariable:
-    """A constant i64 array in the module of the next kernel, named `name` (numbered if taken)."""
-    kind = ir.ArrayType(ir.IntType(64), max(len(values), 1))
+def constant_table(lowering: Lowering, name: str, values, element: ir.Type = ir.IntType(64)) -> ir.GlobalVariable:
+    """A constant array (of i64 unless `element` says otherwise) in the module of the next kernel,
+    named `name` (numbered if taken)."""
+    kind = ir.ArrayType(element, max(len(values), 1))
     module = lowering.module
     name = next(n for n in (f"{name}{i}" if i else name for i in range(len(module.globals) + 1))
                 if n not in module.globals)
     table = ir.GlobalVariable(module, kind, name)
-    table.initializer = ir.Constant(kind, [int(v) for v in values] or [0])
+    number = int if isinstance(element, ir.IntType) else float
+    table.initializer = ir.Constant(kind, [number(v) for v in values] or [0])
     table.global_constant = True
     table.linkage = "internal"
     return table
