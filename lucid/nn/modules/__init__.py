@@ -7,6 +7,7 @@ from .conv import (Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, Con
 from .linear import Flatten, Identity, LazyLinear, Linear
 from .batchnorm import SyncBatchNorm
 from .loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss
-from .normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d
+from .normalization import (BatchNorm1d, BatchNorm2d, BatchNorm3d, GroupNorm, InstanceNorm1d, InstanceNorm2d,
+                            InstanceNorm3d, LayerNorm, LocalResponseNorm)
 from .pooling import (AvgPool1D, AvgPool1d, AvgPool2D, AvgPool2d, AvgPool3D, AvgPool3d, MaxPool1D, MaxPool1d,
                       MaxPool2D, MaxPool2d, MaxPool3D, MaxPool3d)
