@@ -159,4 +159,7 @@ def var(x, axes=None, keepdims=False, correction=1):
     axes = normalize_axes("var", axes, len(x.shape))
     count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
     centred = emit("sub", x, mean(x, axes, keepdims=True))
-    return div(sum_(mul(centred, centred), axes, keepdims), float(max(count - correction, 0)))
+    # The square as one operator on `centred` (not centred * centred, two reads of it) lets fusion make
+    # the centring and squaring one loop.
+    squares = emit("pow_scalar", centred, exponent=2.0)
+    return div(sum_(squares, axes, keepdims), float(max(count - correction, 0)))
