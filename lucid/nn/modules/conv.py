@@ -72,7 +72,7 @@ class _ConvNd(Module):
         default_uniform_(self.weight, self.bias)
 
     def _check_input(self, x) -> None:
-        F._require_tensor(x, type(self).__name__)
+        F.require_tensor(x, type(self).__name__)
         if x.ndim not in (self.rank + 1, self.rank + 2):
             raise ShapeError(f"expected a {self.rank + 1}-D (unbatched) or {self.rank + 2}-D (batched) input, "
                              f"got a {x.ndim}-D input of shape {x.shape}")
@@ -121,7 +121,7 @@ class _LazyMixin:
 
     def forward(self, x):
         if self.in_channels is None:
-            F._require_tensor(x, type(self).__name__)
+            F.require_tensor(x, type(self).__name__)
             if x.ndim not in (self.rank + 1, self.rank + 2):
                 raise ShapeError(f"expected a {self.rank + 1}-D (unbatched) or {self.rank + 2}-D (batched) "
                                  f"input, got a {x.ndim}-D input of shape {x.shape}")

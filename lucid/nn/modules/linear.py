@@ -37,7 +37,7 @@ class Linear(Module):
         default_uniform_(self.weight, self.bias)
 
     def forward(self, x):
-        F._require_tensor(x, type(self).__name__)
+        F.require_tensor(x, type(self).__name__)
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ShapeError(f"expected input with last dimension {self.in_features} (in_features), "
                              f"got shape {x.shape}")
@@ -55,7 +55,7 @@ class LazyLinear(Linear):
 
     def forward(self, x):
         if self.in_features is None:
-            F._require_tensor(x, type(self).__name__)
+            F.require_tensor(x, type(self).__name__)
             if x.ndim == 0:
                 raise ShapeError(f"expected an input of rank >= 1, got shape {x.shape}")
             self._create_parameters(x.shape[-1])

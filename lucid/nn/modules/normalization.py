@@ -61,7 +61,7 @@ class _BatchNorm(_NormBase):
                              f"{self.num_features} channels in axis 1, got shape {x.shape}")
 
     def forward(self, x):
-        F._require_tensor(x, type(self).__name__)
+        F.require_tensor(x, type(self).__name__)
         self._check_input(x)
         momentum = self.momentum
         if self.training and self.track_running_stats:
@@ -102,7 +102,7 @@ class GroupNorm(Module):
         _affine_parameters(self, self.affine, (self.num_channels,), dtype)
 
     def forward(self, x):
-        F._require_tensor(x, "GroupNorm")
+        F.require_tensor(x, "GroupNorm")
         if x.ndim < 2 or x.shape[1] != self.num_channels:
             raise ShapeError(f"GroupNorm: expected an input of rank >= 2 with {self.num_channels} channels "
                              f"in axis 1, got shape {x.shape}")
@@ -126,7 +126,7 @@ class _InstanceNorm(_NormBase):
 
     def forward(self, x):
         name = type(self).__name__
-        x, added = F._batched(x, self.spatial, name)
+        x, added = F.batched(x, self.spatial, name)
         if x.shape[1] != self.num_features:
             if self.affine or self.track_running_stats:
                 raise ShapeError(f"{name}: expected {self.num_features} channels in axis 1 (num_features), "
@@ -136,7 +136,7 @@ class _InstanceNorm(_NormBase):
         momentum = 0.0 if self.momentum is None else self.momentum
         y = F.instance_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                             self.training or not self.track_running_stats, momentum, self.eps)
-        return F._unbatch(y, added)
+        return F.unbatch(y, added)
 
 
 class InstanceNorm1d(_InstanceNorm):
@@ -165,7 +165,7 @@ class LayerNorm(Module):
         _affine_parameters(self, self.elementwise_affine, self.normalized_shape, dtype, bias)
 
     def forward(self, x):
-        F._require_tensor(x, "LayerNorm")
+        F.require_tensor(x, "LayerNorm")
         rank = len(self.normalized_shape)
         if x.ndim < rank or tuple(x.shape[x.ndim - rank:]) != self.normalized_shape:
             raise ShapeError(f"LayerNorm: expected an input whose last axes are normalized_shape="
@@ -185,7 +185,7 @@ class LocalResponseNorm(Module):
         self.alpha, self.beta, self.k = float(alpha), float(beta), float(k)
 
     def forward(self, x):
-        F._require_tensor(x, "LocalResponseNorm")
+        F.require_tensor(x, "LocalResponseNorm")
         if x.ndim < 3:
             raise ShapeError(f"LocalResponseNorm: expected an input of rank >= 3 (N, C, ...), got shape {x.shape}")
         return F.local_response_norm(x, self.size, self.alpha, self.beta, self.k)
