@@ -31,9 +31,21 @@ def executables(case: Case, backward: bool) -> list:
     return [variant.executable] if hasattr(variant, "executable") else [variant.forward, variant.backward]
 
 
+class AttributedLowering(Lowering):
+    """A Lowering that also notes the graph node each kernel comes from (`nodes`, parallel to `kernels`)."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.nodes = []
+
+    def kernel(self, *args, **kwargs) -> None:
+        super().kernel(*args, **kwargs)
+        self.nodes.append(self.node)
+
+
 def kernel_times(executable, repeats: int) -> list:
-    """[(kernel label, work items, median seconds)] in run order."""
-    lowering = Lowering(executable.graph, executable.plan, executable.target)
+    """[(kernel label, work items, median seconds, graph node)] in run order."""
+    lowering = AttributedLowering(executable.graph, executable.plan, executable.target)
     lowering.lower()
     keep = []
     with executable._arena() as arena:
@@ -44,7 +56,7 @@ def kernel_times(executable, repeats: int) -> list:
             table[slot] = keep[-1].ctypes.data
         keep.append(executable._output_arrays(table))
         results = []
-        for kernel in lowering.kernels:
+        for kernel, node in zip(lowering.kernels, lowering.nodes):
             run = _KERNEL(executable.native.address(kernel.name))
             slots = np.array(kernel.slots or (0,), np.int64)
             times = []
@@ -52,7 +64,7 @@ def kernel_times(executable, repeats: int) -> list:
                 started = time.perf_counter()
                 run(table.ctypes.data, slots.ctypes.data, 0, kernel.items)
                 times.append(time.perf_counter() - started)
-            results.append((kernel.label, kernel.items, float(np.median(times[1:]))))
+            results.append((kernel.label, kernel.items, float(np.median(times[1:])), node))
     return results
 
 
@@ -67,9 +79,9 @@ def main(argv=None) -> None:
     for executable in executables(case, args.backward):
         ops = ", ".join(node.op for node in executable.graph.nodes if not node.is_constant)
         times = kernel_times(executable, args.repeats)
-        total = sum(t for *_, t in times)
+        total = sum(seconds for _, _, seconds, _ in times)
         print(f"{executable.graph.name}: {ops}; {len(times)} kernels, {1e3 * total:.2f} ms on one thread")
-        for name, items, seconds in times:
+        for name, items, seconds, _ in times:
             print(f"  {name:22} {items:8d} items {1e3 * seconds:9.3f} ms {100 * seconds / total:5.1f}%")
 
 

@@ -46,3 +46,24 @@ def test_conv_without_torch_says_n_a_and_how_to_install_it():
     for row in rows:
         assert float(row[3]) > 0 and row[4:7] == ["n/a"] * 3 and row[9:] == ["n/a", "n/a"]
         assert float(row[7]) > 0 and row[8].endswith("%")
+
+
+def test_networks_without_torch_times_lucid_and_says_where_the_time_goes():
+    done = run_benchmark("networks.py", "--tiny", "--quick", "--threads", "1", "--networks", "GroupNormUNet",
+                         without_torch=True)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "nan" not in out
+    assert out.count("PyTorch is not installed") == 1 and ".venv/bin/pip install torch" in out
+    assert re.search(r"^memory bandwidth \(one-thread NumPy copy, read \+ write\): [\d.]+ GB/s$", out, re.M)
+    rows = [line.split() for line in out.splitlines() if line.startswith("GroupNormUNet ")]
+    assert [row[:3] for row in rows] == [["GroupNormUNet", "train", "1"], ["GroupNormUNet", "infer", "1"]]
+    for row in rows:
+        assert float(row[3]) > 0 and row[4:] == ["n/a"] * 4
+    for title in ("training step (forward + backward graphs)", "inference"):
+        section = out.split(f"where the time goes, {title}: ")[1].split("where the time goes")[0]
+        shares = dict(re.findall(r"^    (\w+) +[\d.]+ ms +([\d.]+)%", section, re.M))
+        assert {"conv", "norm", "resampling"} <= set(shares)
+        assert abs(sum(map(float, shares.values())) - 100) < 1
+        assert re.search(r"^    norm .*% +[\d.]+ GB/s \(\d+% of the copy's\)$", section, re.M)
+        assert re.search(r"^    resampling .*% +[\d.]+ GB/s \(\d+% of the copy's\)$", section, re.M)
