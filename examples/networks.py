@@ -121,17 +121,18 @@ def conv_gn_act(in_channels, out_channels, stride=1):
 
 
 class InterpolatingUp(nn.Module):
-    """Trilinear interpolation to the skip's size, a 1x1x1 conv to the skip's width (`reduce`), the
+    """A 1x1x1 conv to the skip's width (`reduce`), trilinear interpolation to the skip's size, the
     skip concatenated in front, then two conv_gn_act blocks (`block`)."""
 
     def __init__(self, in_channels, out_channels):
         super().__init__()
         self.reduce = nn.Conv3d(in_channels, out_channels, kernel_size=1)
-        self.block = nn.Sequential(*conv_gn_act(2 * out_channels, out_channels), *conv_gn_act(out_channels, out_channels))
+        self.block = nn.Sequential(*conv_gn_act(2 * out_channels, out_channels),
+                                   *conv_gn_act(out_channels, out_channels))
 
     def forward(self, x, skip):
-        x = F.interpolate(x, size=skip.shape[2:], mode="trilinear", align_corners=False)
-        return self.block(lucid.cat([skip, self.reduce(x)], dim=1))
+        x = F.interpolate(self.reduce(x), size=skip.shape[2:], mode="trilinear", align_corners=False)
+        return self.block(lucid.cat([skip, x], dim=1))
 
 
 class GroupNormUNet(SkipConnected):

@@ -73,8 +73,8 @@ def torch_networks(torch):
                                         *conv_gn_act(out_channels, out_channels))
 
         def forward(self, x, skip):
-            x = tnn.functional.interpolate(x, size=skip.shape[2:], mode="trilinear", align_corners=False)
-            return self.block(torch.cat([skip, self.reduce(x)], dim=1))
+            x = tnn.functional.interpolate(self.reduce(x), size=skip.shape[2:], mode="trilinear", align_corners=False)
+            return self.block(torch.cat([skip, x], dim=1))
 
     class GroupNormUNet(SkipConnected):
         def __init__(self, in_channels=1, out_channels=2, channels=(8, 16, 32)):

@@ -86,7 +86,8 @@ def assert_steps_close(after: dict, expected_after: dict, before: dict):
     expected_changes = {name: expected_after[name] - value for name, value in before.items()}
     floor = 1e-2 * max(float(np.abs(change).max()) for change in expected_changes.values())
     for name, value in before.items():
-        atol = 1e-4 * max(float(np.abs(expected_changes[name]).max()), floor) + 2 * float(np.spacing(np.abs(value).max()))
+        rounding = 2 * float(np.spacing(np.abs(value).max()))
+        atol = 1e-4 * max(float(np.abs(expected_changes[name]).max()), floor) + rounding
         np.testing.assert_allclose(after[name], expected_after[name], rtol=0, atol=atol, err_msg=f"{name} after a step")
 
 
