@@ -163,8 +163,8 @@ def test_compiled_adamw_steps_lower_the_loss(case):
 
 
 @pytest.mark.xfail(raises=lucid.TraceError, strict=True,
-                   reason="Dropout in training mode is not a graph operator yet; when it is, this passes: "
-                          "remove the mark and compile the other tests' ResidualUNet with dropout too")
+                   reason="Dropout in training mode is not a graph operator yet; when it is, this passes "
+                          "(then remove the mark)")
 def test_compiled_training_with_dropout_is_reproducible():
     case = CASES["ResidualUNet"]
 
