@@ -536,6 +536,7 @@ CONVERTERS: dict[str, Converter] = {
     "Pow": Converter(power, each_array(np.power), static=(1,)),
     "Sqrt": Converter(unary(ops.sqrt), each_array(np.sqrt)),
     "Exp": Converter(unary(ops.exp)),
+    "Erf": Converter(unary(ops.erf)),
     "Log": Converter(unary(ops.log)),
     "Abs": Converter(unary(ops.abs_), each_array(np.abs)),
     "Neg": Converter(unary(ops.neg), each_array(np.negative)),
