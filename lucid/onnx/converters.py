@@ -23,6 +23,10 @@ from . import reader
 from .resize import resize, upsample
 
 
+#: The Python types an attribute of each kind may have.
+_ACCEPTED = {float: (float, int), int: int, str: str, tuple: tuple}
+
+
 class OnnxNode:
     """One ONNX node as converters see it: op type, name, attributes (read through `attr`), opset."""
 
@@ -32,13 +36,17 @@ class OnnxNode:
         self.attrs = {a.name: helper.get_attribute_value(a) for a in proto.attribute}
         self.read: set[str] = set()
 
-    def attr(self, name: str, default=None):
-        """Attribute `name` (bytes decoded, lists as tuples), or `default` when the node has none."""
+    def attr(self, name: str, default=None, kind: type | None = None):
+        """Attribute `name` (bytes decoded, lists as tuples), or `default` when the node has none; a
+        value not of `kind` (default: the default's type) is refused."""
         self.read.add(name)
         value = self.attrs.get(name, default)
-        if isinstance(value, bytes):
-            return value.decode("utf-8", "replace")
-        return tuple(value) if isinstance(value, list) else value
+        value = value.decode("utf-8", "replace") if isinstance(value, bytes) else \
+            tuple(value) if isinstance(value, list) else value
+        kind = kind or (type(default) if default is not None else None)
+        if name in self.attrs and kind is not None and not isinstance(value, _ACCEPTED.get(kind, kind)):
+            raise self.error(f"attribute {name} must be of type {kind.__name__}, got {value!r}")
+        return value
 
     def ints(self, name: str, default) -> tuple:
         value = self.attr(name, default)
@@ -210,7 +218,7 @@ def instance_norm(node, x, scale, bias):
 
 
 def group_norm(node, x, scale, bias):
-    groups, channels = node.attr("num_groups"), x.shape[1]
+    groups, channels = node.attr("num_groups", kind=int), x.shape[1]
     node.choice("stash_type", 1, (1,))
     if tuple(scale.shape) == (groups,) != (channels,):      # opset 18-20: one scale and bias per group
         per_channel = lambda v: ops.reshape(ops.broadcast_to(ops.reshape(v, (groups, 1)), (groups, channels // groups)),
@@ -296,7 +304,7 @@ def cast_array(node, x):
 
 
 def _cast_dtype(node) -> np.dtype:
-    to = node.attr("to")
+    to = node.attr("to", kind=int)
     node.attr("saturate")
     if to not in reader.DTYPES or to == TensorProto.FLOAT16:
         raise node.error(f"attribute to={to} (a cast to an element type lucid does not hold) is not supported")
@@ -364,7 +372,7 @@ def transpose(node, x):
 
 
 def concat(node, *xs):
-    axis = _axis(node, node.attr("axis"), len(xs[0].shape))
+    axis = _axis(node, node.attr("axis", kind=int), len(xs[0].shape))
     return np.concatenate(xs, axis) if all(isinstance(x, np.ndarray) for x in xs) else ops.concat(list(xs), axis)
 
 
@@ -466,14 +474,14 @@ def constant(node):
     kinds = [k for k in ("value", "value_float", "value_floats", "value_int", "value_ints") if k in node.attrs]
     if len(kinds) != 1:
         raise node.error(f"expected exactly one of value, value_float(s), value_int(s); got {sorted(node.attrs)}")
-    value = node.attr(kinds[0])
+    value = node.attr(kinds[0], kind=TensorProto if kinds[0] == "value" else None)
     if kinds[0] == "value":
         return reader.tensor_array(value, node.source)
     return np.array(value, dtype=np.float32 if "float" in kinds[0] else np.int64)
 
 
 def constant_of_shape(node, shape):
-    value = node.attr("value")
+    value = node.attr("value", kind=TensorProto)
     fill = reader.tensor_array(value, node.source).reshape(-1) if value is not None else np.zeros(1, np.float32)
     dims = tuple(int(d) for d in np.asarray(shape).reshape(-1))
     reader._checked_count(dims, fill.itemsize, f"node {node.name!r} (ConstantOfShape)", node.source)

@@ -163,6 +163,8 @@ class _Importer(Builder):
             raise
         except LucidError as exc:          # a shape rule refused what the model asks for
             raise node.error(str(exc)) from None
+        except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
+            raise node.error(f"malformed node ({type(exc).__name__}: {exc})") from None
         node.check_attributes_read()
         self._bind_outputs(node, results if isinstance(results, tuple) else (results,))
 

@@ -70,7 +70,18 @@ def parse(path_or_bytes) -> tuple:
         raise source.error(f"not a readable ONNX model (damaged or truncated protobuf: {exc})") from None
     if not model.HasField("graph"):
         raise source.error("not an ONNX model: it holds no graph")
+    _check_text(model.graph, source)
     return model, source
+
+
+def _check_text(graph, source: Source) -> None:
+    """Names and op types must be text (protobuf hands invalid UTF-8 back as bytes)."""
+    names = [graph.name] + [v.name for v in (*graph.input, *graph.output, *graph.initializer)]
+    for node in graph.node:
+        names += [node.name, node.op_type, node.domain, *node.input, *node.output, *(a.name for a in node.attribute)]
+    bad = next((name for name in names if not isinstance(name, str)), None)
+    if bad is not None:
+        raise source.error(f"a name or op type is not valid UTF-8 text: {bad!r}")
 
 
 def default_opset(model, source: Source) -> int:
@@ -112,7 +123,7 @@ def _checked_count(shape: tuple, itemsize: int, what: str, source: Source) -> in
     if any(d < 0 for d in shape):
         raise source.error(f"{what} declares a negative dimension: shape {shape}")
     count = math.prod(shape)
-    if count * itemsize > MAX_TENSOR_BYTES:
+    if math.prod(max(d, 1) for d in shape) * itemsize > MAX_TENSOR_BYTES:    # empty tensors too: NumPy sizes each axis
         raise source.error(f"{what} declares shape {shape}, {count * itemsize} bytes, more than lucid reads "
                            f"({MAX_TENSOR_BYTES} bytes)")
     return count
