@@ -19,7 +19,7 @@ from ..errors import ExportError
 from ..ir.graph import Graph
 from ..ir.types import TensorType
 from ..tensor import Tensor
-from ..tracing import Spec, spec, trace
+from ..tracing import Spec, spec, trace_in_eval_mode
 
 #: Seed of the self-test's golden inputs (standard normal).
 GOLDEN_SEED = 0
@@ -60,19 +60,12 @@ def _as_spec(x, position: int) -> Spec:
 
 
 def _trace_for_inference(fn_or_module, specs: list):
-    """The traced graph; a module is traced in eval mode and given its own mode back afterwards. A
-    graph (an imported ONNX model, a loaded graph file) is exported as it is, for its own input types."""
+    """The traced graph (a module in eval mode); a graph (an imported ONNX model, a loaded graph
+    file) is exported as it is, for its own input types."""
     if isinstance(fn_or_module, Graph):
         fixed = [v.type for v in fn_or_module.inputs]
         if [TensorType(s.shape, s.dtype) for s in specs] != fixed:
             raise ExportError(f"lucid.export: graph {fn_or_module.name} takes inputs {', '.join(map(str, fixed))}; "
                               f"got {', '.join(map(str, specs))}")
         return fn_or_module
-    training = getattr(fn_or_module, "training", None)
-    if training is not None:
-        fn_or_module.eval()
-    try:
-        return trace(fn_or_module, *specs)
-    finally:
-        if training is not None:
-            fn_or_module.train(training)
+    return trace_in_eval_mode(fn_or_module, *specs)
