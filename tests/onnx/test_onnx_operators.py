@@ -8,6 +8,9 @@ from onnx_helpers import check, single
 
 import oracle
 
+import lucid.onnx
+from lucid.errors import OnnxError
+
 RNG = np.random.default_rng(1)
 
 
@@ -185,3 +188,14 @@ def test_conv_transpose_matches_numpy_oracle():
     expected = oracle.conv_transpose_nd(x, weight, stride=(2, 2, 1), padding=((1, 1), (0, 1), (1, 1)),
                                         output_padding=(1, 0, 0))
     check(model_bytes, [x], expected=[expected.astype(np.float32)])
+
+
+def test_upsample_against_numpy():
+    """The opset-9 Upsample (asymmetric coordinates), which ONNX Runtime no longer runs at opset 13+;
+    its linear mode (source coordinate o / scale) is no PyTorch resampling, so it is refused."""
+    x = w(1, 2, 2, 3)
+    model_bytes, _ = single("Upsample", [x.shape, f32(1, 1, 2, 3)], mode="nearest")
+    check(model_bytes, [x], expected=[x.repeat(2, axis=2).repeat(3, axis=3)])
+    model_bytes, _ = single("Upsample", [x.shape, f32(1, 1, 2, 2)], mode="linear")
+    with pytest.raises(OnnxError, match="'asymmetric'.*matches no resampling"):
+        lucid.onnx.load(model_bytes)

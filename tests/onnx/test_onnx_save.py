@@ -55,6 +55,7 @@ def test_saved_models_run_in_onnxruntime_and_load_back(make, shape, tmp_path):
         expected = model(lucid.tensor(x))
     expected = [t.numpy() for t in expected] if isinstance(expected, tuple) else [expected.numpy()]
     data = path.read_bytes()
+    assert len(reference(data, [x])) == len(expected)
     for got, want in zip(reference(data, [x]), expected):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     back = lucid.ir.run(lucid.onnx.load(str(path)), x)
