@@ -251,6 +251,7 @@ def binary(function):
 
 
 def divide_arrays(node, a, b):
+    _checked_size(node, np.broadcast_shapes(a.shape, b.shape))
     if a.dtype.kind in "iub" and b.dtype.kind in "iub":
         return np.trunc(a / b).astype(np.result_type(a, b))
     return (a / b).astype(np.result_type(a, b))
@@ -433,7 +434,7 @@ def gather(node, x, indices):
 
 
 def expand(node, x, shape):
-    target = np.broadcast_shapes(tuple(x.shape), tuple(int(d) for d in np.asarray(shape).reshape(-1)))
+    target = _checked_size(node, np.broadcast_shapes(tuple(x.shape), tuple(int(d) for d in np.asarray(shape).reshape(-1))))
     return np.broadcast_to(x, target).copy() if isinstance(x, np.ndarray) else ops.broadcast_to(x, target)
 
 
@@ -484,7 +485,7 @@ def constant_of_shape(node, shape):
     value = node.attr("value", kind=TensorProto)
     fill = reader.tensor_array(value, node.source).reshape(-1) if value is not None else np.zeros(1, np.float32)
     dims = tuple(int(d) for d in np.asarray(shape).reshape(-1))
-    reader._checked_count(dims, fill.itemsize, f"node {node.name!r} (ConstantOfShape)", node.source)
+    reader.checked_count(dims, fill.itemsize, f"node {node.name!r} (ConstantOfShape)", node.source)
     return np.full(dims, fill[0], dtype=fill.dtype)
 
 
@@ -507,7 +508,16 @@ def dropout(node, x, ratio=None, training=None):
 
 
 def each_array(function):
-    return lambda node, *arrays: function(*arrays)
+    """A NumPy fold of a broadcasting operator, refusing a result too large to hold."""
+    def fold(node, *arrays):
+        _checked_size(node, np.broadcast_shapes(*(np.shape(a) for a in arrays if a is not None)))
+        return function(*arrays)
+    return fold
+
+
+def _checked_size(node, shape: tuple) -> tuple:
+    reader.checked_count(shape, 8, f"node {node.name!r} ({node.op})", node.source)
+    return shape
 
 
 CONVERTERS: dict[str, Converter] = {

@@ -102,7 +102,7 @@ def tensor_array(tensor, source: Source) -> np.ndarray:
         name = TensorProto.DataType.Name(tensor.data_type) if tensor.data_type in TensorProto.DataType.values() else tensor.data_type
         raise source.error(f"{what} has element type {name}, which lucid does not hold")
     shape = tuple(tensor.dims)
-    count = _checked_count(shape, np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize, what, source)
+    count = checked_count(shape, np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize, what, source)
     if tensor.data_location == TensorProto.EXTERNAL:
         return _external(tensor, shape, count, what, source).astype(DTYPES[tensor.data_type])
     stored_type = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
@@ -119,7 +119,7 @@ def tensor_array(tensor, source: Source) -> np.ndarray:
     return np.array(numpy_helper.to_array(tensor), dtype=DTYPES[tensor.data_type]).reshape(shape)
 
 
-def _checked_count(shape: tuple, itemsize: int, what: str, source: Source) -> int:
+def checked_count(shape: tuple, itemsize: int, what: str, source: Source) -> int:
     if any(d < 0 for d in shape):
         raise source.error(f"{what} declares a negative dimension: shape {shape}")
     count = math.prod(shape)
@@ -198,7 +198,7 @@ def _input_type(value, given: tuple | None, source: Source) -> TensorType:
                                f"input_shapes={{{value.name!r}: (...)}} (lucid's graphs have static shapes)")
         shape = tuple(d.dim_value for d in dims)
     dtype = DTYPES[tensor_type.elem_type]
-    _checked_count(shape, np.dtype(dtype).itemsize, f"input {value.name!r}", source)
+    checked_count(shape, np.dtype(dtype).itemsize, f"input {value.name!r}", source)
     return TensorType(shape, dtype)
 
 

@@ -142,6 +142,22 @@ def test_huge_declared_shapes_in_shape_arithmetic():
     refused(model(nodes, {"x": (2,)}, ["y"], {"s": np.array([1 << 30, 1 << 30], np.int64)}), "'filler'", "more than")
 
 
+@pytest.mark.parametrize("op", ["Add", "Div", "Where", "Expand"])
+def test_folds_that_would_broadcast_to_huge_arrays_are_refused(op):
+    column, row = np.ones((1 << 17, 1), np.float32), np.ones((1, 1 << 17), np.float32)
+    inputs = {"Where": ["cond", "a", "b"], "Expand": ["a", "shape"]}.get(op, ["a", "b"])
+    nodes = [helper.make_node(op, inputs, ["folded"], name="grows"), helper.make_node("Add", ["x", "folded"], ["y"])]
+    constants = {"a": column, "b": row, "cond": np.ones((1, 1), bool), "shape": np.array([1 << 17, 1 << 17])}
+    refused(model(nodes, {"x": (1,)}, ["y"], {k: constants[k] for k in inputs}), "'grows'", "more than lucid reads")
+
+
+def test_initialisers_listed_as_graph_inputs_are_parameters_not_inputs():
+    m = proto(conv_model())
+    m.graph.input.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, [2, 1, 3, 3]))
+    graph = lucid.onnx.load(m.SerializeToString())
+    assert [v.name for v in graph.inputs] == ["x"] and [v.name for v in graph.params] == ["w"]
+
+
 def test_unsupported_attribute_values_name_the_node_and_attribute():
     data, _ = single("Resize", [(1, 1, 2, 2), None, np.array([1, 1, 2, 2], np.float32)], mode="cubic")
     refused(data, "/block/Resize", "mode='cubic'")
