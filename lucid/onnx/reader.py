@@ -190,12 +190,13 @@ def _input_type(value, given: tuple | None, source: Source) -> TensorType:
     if given is not None:
         shape = _fitted(value.name, dims, given, source)
     elif dims is None:
-        raise source.error(f"input {value.name!r} has no declared shape; give it with input_shapes")
+        raise source.error(f"input {value.name!r} has no declared shape; give it with input_shapes (--input)")
     else:
         symbolic = [d.dim_param or "?" for d in dims if not d.HasField("dim_value")]
         if symbolic:
             raise source.error(f"input {value.name!r} has symbolic dimensions {symbolic}; give its shape with "
-                               f"input_shapes={{{value.name!r}: (...)}} (lucid's graphs have static shapes)")
+                               f"input_shapes={{{value.name!r}: (...)}} (--input on the command line; lucid's graphs have "
+                               "static shapes)")
         shape = tuple(d.dim_value for d in dims)
     dtype = DTYPES[tensor_type.elem_type]
     checked_count(shape, np.dtype(dtype).itemsize, f"input {value.name!r}", source)
