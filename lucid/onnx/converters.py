@@ -406,7 +406,8 @@ def split(node, x, sizes=None):
     axis = _axis(node, node.attr("axis", 0), len(x.shape))
     count, length = len(node.proto.output), x.shape[axis]
     sizes = sizes if sizes is not None else node.attr("split")
-    node.attr("num_outputs")
+    if node.attr("num_outputs", count) != count:
+        raise node.error(f"attribute num_outputs={node.attr('num_outputs')} but the node has {count} outputs")
     sizes = [int(s) for s in np.asarray(sizes).reshape(-1)] if sizes is not None else \
         [-(-length // count)] * (count - 1) + [length - -(-length // count) * (count - 1)]
     if len(sizes) != count or sum(sizes) != length or min(sizes) < 0:
@@ -427,7 +428,11 @@ def gather(node, x, indices):
     axis = _axis(node, node.attr("axis", 0), len(x.shape))
     if isinstance(x, np.ndarray):
         return np.take(x, indices, axis=axis)
-    flat = [int(i) % x.shape[axis] for i in np.asarray(indices).reshape(-1)]
+    size = x.shape[axis]
+    flat = [int(i) for i in np.asarray(indices).reshape(-1)]
+    if any(not -size <= i < size for i in flat):
+        raise node.error(f"indices {flat} are out of range for axis {axis} of size {size}")
+    flat = [i % size for i in flat]
     picked = ops.concat([_axis_slice(x, axis, i, i + 1) for i in flat], axis) if len(flat) != 1 else \
         _axis_slice(x, axis, flat[0], flat[0] + 1)
     return _reshape(picked, x.shape[:axis] + np.shape(indices) + x.shape[axis + 1:])

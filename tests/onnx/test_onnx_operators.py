@@ -4,7 +4,8 @@ and, for convolutions, against tests/oracle.py's direct-loop NumPy convolution."
 import numpy as np
 import pytest
 
-from onnx_helpers import check, single
+from onnx_helpers import check, helper, model, single
+from onnx import TensorProto
 
 import oracle
 
@@ -116,6 +117,9 @@ CASES = {
     "split_uneven_num_outputs": ("Split", [(7, 2)], dict(num_outputs=3, _outputs=3, _opset=18)),
     "slice_negative": ("Slice", [(5, 6, 7), ints(1, -4), ints(-1, 100), ints(0, 2)], {}),
     "slice_steps": ("Slice", [(5, 6, 7), ints(0, 1), ints(5, 7), ints(1, 2), ints(2, 3)], {}),
+    "gather_scalar": ("Gather", [(3, 4, 5), np.array(1, np.int64)], dict(axis=1)),
+    "gather_indices": ("Gather", [(3, 4, 5), ints(2, 0, -1)], dict(axis=2)),
+    "expand": ("Expand", [(3, 1), ints(2, 3, 4)], {}),
     "squeeze_axes": ("Squeeze", [(2, 1, 3, 1), ints(1)], {}),
     "squeeze_all": ("Squeeze", [(1, 3, 1, 2)], {}),
     "unsqueeze": ("Unsqueeze", [(2, 3), ints(0, -1)], {}),
@@ -199,3 +203,9 @@ def test_upsample_against_numpy():
     model_bytes, _ = single("Upsample", [x.shape, f32(1, 1, 2, 2)], mode="linear")
     with pytest.raises(OnnxError, match="'asymmetric'.*matches no resampling"):
         lucid.onnx.load(model_bytes)
+
+
+def test_cast_round_trip_truncates_like_onnxruntime():
+    nodes = [helper.make_node("Cast", ["x"], ["i"], to=TensorProto.INT64),
+             helper.make_node("Cast", ["i"], ["y"], to=TensorProto.FLOAT)]
+    check(model(nodes, {"x": (2, 5)}, ["y"]), [w(2, 5) * 3])
