@@ -194,7 +194,13 @@ class _Importer(Builder):
 
 
 def _scope(node: OnnxNode) -> Scope:
-    """The node's module path from its name (PyTorch names nodes `/down1/conv/Conv`) and its op type."""
-    parts = [p for p in node.name.split("/") if p][:-1]
-    path = ".".join(_INVALID.sub("_", p) for p in parts)
-    return Scope(path, node.op)
+    """The node's module path from its name and its op type. PyTorch names a node by its module
+    calls (`/down.0/block/block.0/Conv`: a part extending the one before it replaces it, giving the
+    state-dict path `down.0.block.0`)."""
+    path: list[str] = []
+    for part in node.name.split("/")[:-1]:
+        if path and part.startswith(path[-1] + "."):
+            path[-1] = part
+        elif part:
+            path.append(part)
+    return Scope(".".join(_INVALID.sub("_", p) for p in path), node.op)

@@ -69,6 +69,13 @@ def test_viz_render_and_the_viz_command(tmp_path, capsys):
     assert "conv_transpose" in page and "down" in page          # the ONNX node names' module paths
 
 
+def test_scopes_follow_pytorch_node_names():
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="/down.0/block/block.0/Relu"),
+             helper.make_node("Neg", ["a"], ["y"])]
+    graph = lucid.onnx.load(model(nodes, {"x": (2,)}, ["y"]))
+    assert [(n.scope.path, n.scope.cls) for n in graph.nodes] == [("down.0.block.0", "Relu"), ("", "Neg")]
+
+
 def test_commands_report_an_unreadable_onnx_file_in_one_line(tmp_path, capsys):
     path = saved(tmp_path, small_unet_block())
     assert main(["viz", str(path), "-o", str(tmp_path / "m.html")]) == 1
