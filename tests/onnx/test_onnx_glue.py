@@ -97,3 +97,5 @@ def test_onnx_is_optional():
     result = run_python("import sys, lucid, lucid.viz, lucid.cli, lucid.aot.command\n"
                         "assert 'onnx' not in sys.modules and 'lucid.onnx' not in sys.modules, 'onnx imported'")
     assert result.returncode == 0, result.stderr
+    result = run_python("import lucid\nprint(lucid.onnx.load.__module__)")      # loaded on first use
+    assert result.stdout.strip() == "lucid.onnx.importer", result.stderr
