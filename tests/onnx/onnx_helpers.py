@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 helper = pytest.importorskip("onnx.helper")     # the submodule: tests/onnx/ is not mistaken for the package
-import onnx  # noqa: E402
 from onnx import TensorProto, numpy_helper  # noqa: E402
 
 import lucid  # noqa: E402

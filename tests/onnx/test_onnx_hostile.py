@@ -8,7 +8,7 @@ import pytest
 from onnx_helpers import helper, model, single
 
 import onnx
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto
 
 import lucid
 import lucid.onnx
