@@ -4,8 +4,8 @@ Each subcommand lives in its own module, listed in `COMMANDS`, with two function
 `add_arguments(parser)` declares its arguments and `run(args) -> int` does the work (heavy imports
 inside `run`, so `lucid --help` stays quick). Shared helpers for subcommands are here:
 `load_source` resolves a `path/file.py:ATTR` argument, `is_python_source` tells it from a graph
-file, `is_onnx_file` and `load_onnx` read an ONNX model, `input_shapes` falls back on a model's `example_shape()`, `parse_shape` reads
-`1,1,32,32,32` and `output_file` checks that `-o`'s folder exists.
+file, `is_onnx_file` and `load_onnx` read an ONNX model, `input_shapes` falls back on a model's
+`example_shape()`, `parse_shape` reads `1,1,32,32,32` and `output_file` checks that `-o`'s folder exists.
 """
 from __future__ import annotations
 

@@ -3,10 +3,10 @@
 `compile(fn_or_module, *example_inputs)` returns a `CompiledModule` for a module (an `nn.Module` that
 behaves as the module it wraps: attributes, parameters, state dicts and train/eval pass through) or a
 `Compiled` callable for a function or a `lucid.ir.Graph` (an imported ONNX model, a loaded graph
-file: compiled as it is, for its own input types). Each call signature (input shapes and dtypes, whether gradients
-are needed, the modules' train/eval flags) is traced, run through the passes and compiled once; its
-native code is cached on disk, so another process with the same graph skips LLVM. Example inputs
-(Tensors or `lucid.spec`s) compile their signature up front.
+file: compiled as it is, for its own input types). Each call signature (input shapes and dtypes,
+whether gradients are needed, the modules' train/eval flags) is traced, run through the passes and
+compiled once; its native code is cached on disk, so another process with the same graph skips
+LLVM. Example inputs (Tensors or `lucid.spec`s) compile their signature up front.
 
 - Inference (grad mode off, or nothing requires grad): `pipeline.for_inference`, one executable; but
   a signature already compiled for training runs its training forward instead (no second compile).

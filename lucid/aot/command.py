@@ -2,8 +2,8 @@
 
 SOURCE is `path/file.py:ATTR` (a module instance, a class or a factory taking no arguments, or a
 function) or an ONNX model (`model.onnx`, whose `--input` shapes fix its symbolic dimensions), each
-`--input` one float32 input shape (a model with an `example_shape()` classmethod,
-like the models in examples/models.py, may leave it out). Prints the files written.
+`--input` one float32 input shape (a model with an `example_shape()` classmethod, like the models in
+examples/models.py, may leave it out). Prints the files written.
 """
 from __future__ import annotations
 

@@ -3,8 +3,8 @@
 `export(fn_or_module, *inputs, path, name=None, weights_in_file=False)` traces the model (a module in
 eval mode: BatchNorm uses its running statistics, Dropout is off; lazy layers are resolved by the
 trace; a `lucid.ir.Graph`, such as an imported ONNX model, is taken as it is and its inputs may be
-left out), runs the inference pipeline `lucid.compile` runs (`passes.pipeline.for_inference`), runs the
-traced graph once with the interpreter on seeded random golden inputs, and hands everything to the
+left out), runs the inference pipeline `lucid.compile` runs (`passes.pipeline.for_inference`), runs
+the traced graph once with the interpreter on seeded random golden inputs, and hands everything to the
 AOT emitter (`emitter.py`), which writes the library, its header and, if asked, its weights file.
 The library's `N_selftest()` checks that its code reproduces those golden outputs.
 `lucid.runtime.load(path)` runs the result from Python with numpy and ctypes only.
