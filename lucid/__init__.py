@@ -63,10 +63,12 @@ from . import runtime  # noqa: E402  (numpy + ctypes only)
 
 
 def __getattr__(name: str):
-    """`lucid.viz` is imported on first use, so `import lucid` (and `lucid.runtime`) does not load
-    networkx and the renderers."""
-    if name == "viz":
-        import importlib
+    """`lucid.viz` and `lucid.onnx` are imported on first use, so `import lucid` (and `lucid.runtime`)
+    does not load networkx and the renderers, nor the optional onnx package."""
+    import importlib
 
+    if name == "viz":
         return importlib.import_module(".viz", __name__)
+    if name == "onnx":
+        return importlib.import_module(".onnx", __name__)
     raise AttributeError(f"module 'lucid' has no attribute {name!r}")

@@ -4,8 +4,8 @@ Each subcommand lives in its own module, listed in `COMMANDS`, with two function
 `add_arguments(parser)` declares its arguments and `run(args) -> int` does the work (heavy imports
 inside `run`, so `lucid --help` stays quick). Shared helpers for subcommands are here:
 `load_source` resolves a `path/file.py:ATTR` argument, `is_python_source` tells it from a graph
-file, `input_shapes` falls back on a model's `example_shape()`, `parse_shape` reads
-`1,1,32,32,32` and `output_file` checks that `-o`'s folder exists.
+file, `is_onnx_file` and `load_onnx` read an ONNX model, `input_shapes` falls back on a model's
+`example_shape()`, `parse_shape` reads `1,1,32,32,32` and `output_file` checks that `-o`'s folder exists.
 """
 from __future__ import annotations
 
@@ -50,6 +50,18 @@ def output_file(text: str) -> str:
 def is_python_source(source: str) -> bool:
     """Whether SOURCE names Python code (`file.py:ATTR`, or a bare `file.py` missing its ATTR)."""
     return source.rpartition(":")[0].endswith(".py") or source.endswith(".py")
+
+
+def is_onnx_file(source: str) -> bool:
+    """Whether SOURCE names an ONNX model (`model.onnx`)."""
+    return source.lower().endswith(".onnx")
+
+
+def load_onnx(source: str, shapes: list | None):
+    """The graph of the ONNX model SOURCE; `--input` shapes (in input order) fix its symbolic dimensions."""
+    from .onnx import load
+
+    return load(source, input_shapes=shapes or None)
 
 
 def load_source(source: str):
@@ -125,6 +137,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(args)
-    except (ValueError, TypeError, OSError) as error:
+    except (ValueError, TypeError, OSError, ImportError) as error:     # ImportError: an optional package is missing
         print(f"lucid {args.command}: {error}", file=sys.stderr)
         return 1

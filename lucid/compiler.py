@@ -2,10 +2,11 @@
 
 `compile(fn_or_module, *example_inputs)` returns a `CompiledModule` for a module (an `nn.Module` that
 behaves as the module it wraps: attributes, parameters, state dicts and train/eval pass through) or a
-`Compiled` callable for a function. Each call signature (input shapes and dtypes, whether gradients
-are needed, the modules' train/eval flags) is traced, run through the passes and compiled once; its
-native code is cached on disk, so another process with the same graph skips LLVM. Example inputs
-(Tensors or `lucid.spec`s) compile their signature up front.
+`Compiled` callable for a function or a `lucid.ir.Graph` (an imported ONNX model, a loaded graph
+file: compiled as it is, for its own input types). Each call signature (input shapes and dtypes,
+whether gradients are needed, the modules' train/eval flags) is traced, run through the passes and
+compiled once; its native code is cached on disk, so another process with the same graph skips
+LLVM. Example inputs (Tensors or `lucid.spec`s) compile their signature up front.
 
 - Inference (grad mode off, or nothing requires grad): `pipeline.for_inference`, one executable; but
   a signature already compiled for training runs its training forward instead (no second compile).
@@ -36,9 +37,9 @@ import time
 import numpy as np
 
 from . import autograd
-from .errors import DTypeError
+from .errors import DTypeError, ShapeError
 from .guard import Snapshot
-from .ir.graph import active_builder
+from .ir.graph import Graph, active_builder
 from .ir.types import TensorType
 from .nn.module import Module
 from .passes import autodiff, pipeline
@@ -128,7 +129,8 @@ class Compiled:
         reason = self._stale if not self.graphs else (
             "train/eval mode changed" if any(t == types for t, _ in self.graphs) else "new input shapes or dtypes")
         _announce(f"{self._title}: tracing for {_signature(types)}, {_mode_words(modes)}: {reason}")
-        graph = trace(self.fn, *(spec(*t.shape, dtype=t.dtype) for t in types))
+        graph = _fixed_graph(self.fn, types) if isinstance(self.fn, Graph) else \
+            trace(self.fn, *(spec(*t.shape, dtype=t.dtype) for t in types))
         self._counts["traces"] += 1
         self.graphs[(types, modes)] = graph
         self._take_snapshot(None)             # after the trace, which made the lazy layers' parameters
@@ -163,7 +165,8 @@ class Compiled:
 
     @property
     def _title(self) -> str:
-        name = type(self.fn).__name__ if isinstance(self.fn, Module) else getattr(self.fn, "__name__", "function")
+        name = type(self.fn).__name__ if isinstance(self.fn, Module) else self.fn.name if isinstance(self.fn, Graph) \
+            else getattr(self.fn, "__name__", "function")
         return f"lucid.compile({name})"
 
 
@@ -231,6 +234,16 @@ def _mode_words(modes: tuple) -> str:
     if not modes:
         return "a function"
     return "training mode" if all(modes) else "eval mode" if not any(modes) else "mixed train/eval modes"
+
+
+def _fixed_graph(graph: Graph, types: tuple) -> Graph:
+    """A graph given to lucid.compile (an imported ONNX model, a loaded graph file) compiles as it is,
+    for the input types it was made with."""
+    fixed = tuple(v.type for v in graph.inputs)
+    if types != fixed:
+        raise ShapeError(f"lucid.compile({graph.name}): the graph takes inputs {_signature(fixed)}, "
+                         f"got {_signature(types)}; its shapes are fixed (import or trace it again for others)")
+    return graph
 
 
 def _as_tensor(x, position: int) -> Tensor:

@@ -48,3 +48,9 @@ class LibraryError(LucidError, ValueError):
 class DeviceError(LucidError, ValueError):
     """A device other than the CPU was asked for (`x.to('cuda')`, `device='cuda:0'`): lucid runs on the
     CPU only."""
+
+
+class OnnxError(LucidError, ValueError):
+    """`lucid.onnx.load` refused an ONNX model: a damaged or hostile file, an unsupported opset,
+    operator or attribute value, or shape arithmetic it cannot fold. The message names the file and,
+    where there is one, the node."""

@@ -73,6 +73,19 @@ def trace(fn_or_module, *inputs, name: str | None = None) -> Graph:
     return shape_inference.run(tracer.graph)
 
 
+def trace_in_eval_mode(fn_or_module, *inputs) -> Graph:
+    """`trace` with a module in eval mode (BatchNorm's running statistics, Dropout off), given its own
+    mode back afterwards: the graph that inference exports (`lucid.export`, `lucid.onnx.save`) write."""
+    training = getattr(fn_or_module, "training", None)
+    if training is not None:
+        fn_or_module.eval()
+    try:
+        return trace(fn_or_module, *inputs)
+    finally:
+        if training is not None:
+            fn_or_module.train(training)
+
+
 def _input_type(x, name: str) -> TensorType:
     if isinstance(x, (Spec, Tensor)):
         return TensorType(x.shape, x.dtype)

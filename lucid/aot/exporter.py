@@ -2,8 +2,9 @@
 
 `export(fn_or_module, *inputs, path, name=None, weights_in_file=False)` traces the model (a module in
 eval mode: BatchNorm uses its running statistics, Dropout is off; lazy layers are resolved by the
-trace), runs the inference pipeline `lucid.compile` runs (`passes.pipeline.for_inference`), runs the
-traced graph once with the interpreter on seeded random golden inputs, and hands everything to the
+trace; a `lucid.ir.Graph`, such as an imported ONNX model, is taken as it is and its inputs may be
+left out), runs the inference pipeline `lucid.compile` runs (`passes.pipeline.for_inference`), runs
+the traced graph once with the interpreter on seeded random golden inputs, and hands everything to the
 AOT emitter (`emitter.py`), which writes the library, its header and, if asked, its weights file.
 The library's `N_selftest()` checks that its code reproduces those golden outputs.
 `lucid.runtime.load(path)` runs the result from Python with numpy and ctypes only.
@@ -15,8 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError
+from ..ir.graph import Graph
+from ..ir.types import TensorType
 from ..tensor import Tensor
-from ..tracing import Spec, spec, trace
+from ..tracing import Spec, spec, trace_in_eval_mode
 
 #: Seed of the self-test's golden inputs (standard normal).
 GOLDEN_SEED = 0
@@ -32,6 +35,8 @@ def export(fn_or_module, *inputs, path, name: str | None = None, weights_in_file
     from ..runtime.abi import c_name
     from .emitter import write_library
 
+    if not inputs and isinstance(fn_or_module, Graph):
+        inputs = [spec(*v.shape, dtype=v.dtype) for v in fn_or_module.inputs]
     if not inputs:
         raise ExportError("lucid.export: give the model's example inputs (lucid.spec(...) or Tensors)")
     specs = [_as_spec(x, k) for k, x in enumerate(inputs)]
@@ -55,12 +60,12 @@ def _as_spec(x, position: int) -> Spec:
 
 
 def _trace_for_inference(fn_or_module, specs: list):
-    """The traced graph; a module is traced in eval mode and given its own mode back afterwards."""
-    training = getattr(fn_or_module, "training", None)
-    if training is not None:
-        fn_or_module.eval()
-    try:
-        return trace(fn_or_module, *specs)
-    finally:
-        if training is not None:
-            fn_or_module.train(training)
+    """The traced graph (a module in eval mode); a graph (an imported ONNX model, a loaded graph
+    file) is exported as it is, for its own input types."""
+    if isinstance(fn_or_module, Graph):
+        fixed = [v.type for v in fn_or_module.inputs]
+        if [TensorType(s.shape, s.dtype) for s in specs] != fixed:
+            raise ExportError(f"lucid.export: graph {fn_or_module.name} takes inputs {', '.join(map(str, fixed))}; "
+                              f"got {', '.join(map(str, specs))}")
+        return fn_or_module
+    return trace_in_eval_mode(fn_or_module, *specs)

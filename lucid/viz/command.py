@@ -1,6 +1,7 @@
 """`lucid viz SOURCE -o OUT [--input 1,1,32,32,32] [--stage STAGE] [--depth N|auto|all]`.
 
-SOURCE is a graph file (`graph.save`, read with `lucid.ir.load`) or `path/file.py:ATTR` naming a
+SOURCE is a graph file (`graph.save`, read with `lucid.ir.load`), an ONNX model (`model.onnx`; `--input`
+fixes its symbolic dimensions) or `path/file.py:ATTR` naming a
 module, a class or factory making one, or a function to trace. Modules and functions are traced on
 `--input` shapes (repeat `--input` for several inputs; a module class with an `example_shape()`
 classmethod, like the models in examples/models.py, may leave it out). The format follows OUT's
@@ -12,12 +13,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli import input_shapes, is_python_source, load_source, output_file, parse_shape
+from ..cli import input_shapes, is_onnx_file, is_python_source, load_onnx, load_source, output_file, parse_shape
 from .stages import STAGES
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("source", metavar="SOURCE", help="a graph file, or path/file.py:ATTR naming a module or function")
+    parser.add_argument("source", metavar="SOURCE", help="a graph file, an ONNX model (.onnx), or path/file.py:ATTR naming a module or function")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", type=output_file,
                         help="the file to write: .html, .svg or .dot")
     parser.add_argument("--input", action="append", type=parse_shape, metavar="SHAPE", default=None,
@@ -46,6 +47,8 @@ def run(args) -> int:
     if is_python_source(args.source):
         target = load_source(args.source)
         inputs = [spec(*shape) for shape in input_shapes(target, args.input, args.source)]
+    elif is_onnx_file(args.source):
+        target, inputs = load_onnx(args.source, args.input), []
     else:
         if args.input:
             raise ValueError(f"--input: {args.source!r} is a graph file, whose input shapes are fixed; "
