@@ -1,15 +1,15 @@
 """Deep 3-D networks for the accuracy tests, and one training step's parameter gradients measured
 against a float64 run.
 
-The models are written once against an `nn` namespace, so the same code builds the lucid model and
-its PyTorch twin (`video_resnet(lucid.nn)`, `video_resnet(torch.nn)`):
+A model is built by a function of the framework, lucid or torch, so the lucid model and its PyTorch
+twin have the same structure and parameter names:
 - `video_resnet`: a (2+1)-D video ResNet in the r2plus1d style: a (1,7,7) + (3,1,1) stem, four stages
   of two residual blocks whose convolutions are each a spatial (1,3,3) conv and a temporal (3,1,1)
   conv with BatchNorm3d + ReLU between, stride 2 at the start of stages 2-4, AdaptiveAvgPool3d(1) and
   a Linear head. On a 2 x 3 x 8 x 32 x 32 clip the last stage's BatchNorms see 2 x 1 x 2 x 2 = 8
-  values per channel.
-- `unet`: a 3-D UNet with `depth` poolings, (Conv3d -> BatchNorm3d -> ReLU) x 2 at every level,
-  ConvTranspose3d up-sampling and skip connections.
+  values per channel;
+- `unet`: examples/models.py's UNet3D (with its PyTorch mirror): (Conv3d -> BatchNorm3d -> ReLU) x 2
+at every level, max pooling, ConvTranspose3d up-sampling and skip connections.
 
 A gradient of a ReLU network is discontinuous where a ReLU's input crosses 0: an fp32 run whose
 forward rounding moves one input across the kink gets another gradient, although it is as accurate
@@ -17,15 +17,20 @@ as any other fp32 run. `kink_margin` tells whether a float64 reference is safe f
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
+import lucid
 
-def video_resnet(nn, widths=(4, 8, 8, 16), classes=5):
-    """The (2+1)-D ResNet built from the layer classes of `nn` (lucid.nn or torch.nn)."""
+from models import UNet3D
+from torch_models import torch_mirrors
+
+
+def video_resnet(framework, widths=(4, 8, 8, 16), classes=5):
+    """The (2+1)-D ResNet built from the layer classes of `framework` (lucid or torch)."""
+    nn = framework.nn
 
     def norm_relu(channels):
         return [nn.BatchNorm3d(channels), nn.ReLU()]
@@ -69,42 +74,11 @@ def video_resnet(nn, widths=(4, 8, 8, 16), classes=5):
     return VideoResNet()
 
 
-def unet(nn, base=4, depth=3, out_channels=2):
-    """The 3-D UNet built from the layer classes of `nn` (lucid.nn or torch.nn)."""
-
-    def double_conv(cin, cout):
-        return nn.Sequential(nn.Conv3d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm3d(cout), nn.ReLU(),
-                             nn.Conv3d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm3d(cout), nn.ReLU())
-
-    class UNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            widths = [base * 2 ** level for level in range(depth + 1)]
-            self.down = nn.ModuleList(double_conv(cin, cout) for cin, cout in zip([1] + widths[:-2], widths[:-1]))
-            self.pool = nn.MaxPool3d(2)
-            self.bottleneck = double_conv(widths[-2], widths[-1])
-            levels = range(depth - 1, -1, -1)
-            self.up = nn.ModuleList(nn.ConvTranspose3d(widths[i + 1], widths[i], 2, stride=2) for i in levels)
-            self.decode = nn.ModuleList(double_conv(2 * widths[i], widths[i]) for i in levels)
-            self.head = nn.Conv3d(widths[0], out_channels, 1)
-
-        def forward(self, x):
-            skips = []
-            for block in self.down:
-                x = block(x)
-                skips.append(x)
-                x = self.pool(x)
-            x = self.bottleneck(x)
-            for up, block, skip in zip(self.up, self.decode, reversed(skips)):
-                x = block(framework_of(nn).cat([up(x), skip], dim=1))
-            return self.head(x)
-
-    return UNet()
-
-
-def framework_of(nn):
-    """The package an `nn` namespace belongs to (lucid or torch)."""
-    return importlib.import_module(nn.__name__.split(".")[0])
+def unet(framework, base=4, depth=3):
+    """examples/models.py's 3-D UNet with `depth` poolings (lucid), or its PyTorch mirror (torch)."""
+    if framework.__name__ == "lucid":
+        return UNet3D(in_channels=1, out_channels=2, base=base, depth=depth)
+    return torch_mirrors(framework)["UNet3D"](in_channels=1, out_channels=2, base=base, depth=depth)
 
 
 @dataclass(frozen=True)
@@ -112,7 +86,7 @@ class Step:
     """One training step: a model, its seeded weights and data, and its loss."""
 
     name: str
-    build: Callable                 # nn namespace -> module
+    build: Callable                 # framework (lucid or torch) -> module
     input_shape: tuple
     classes: int | None             # a classifier's classes (cross-entropy on labels), else None (MSE)
     seed: int
@@ -125,12 +99,12 @@ class Step:
             return x, rng.integers(0, self.classes, self.input_shape[0])
         return x, rng.standard_normal((self.input_shape[0], 2) + self.input_shape[2:]).astype(np.float32)
 
-    def initial_state(self, nn) -> dict:
+    def initial_state(self) -> dict:
         """The model's state dict with seeded weights, drawn here rather than by either framework's
         initialisers: He-normal weights (over each weight's trailing dimensions), biases 0,
         BatchNorm scales 1. Buffers keep the model's values."""
         rng = np.random.default_rng(self.seed)
-        model = self.build(nn)
+        model = self.build(lucid)
         state = {name: np.array(value, dtype=np.float32) for name, value in model.state_dict().items()}
         for name, _ in model.named_parameters():
             shape = state[name].shape
@@ -146,7 +120,7 @@ def step_gradients(framework, step: Step, state: dict, dtype, compiled=False, re
     by `framework` (lucid or torch) in `dtype`, compiled with lucid.compile if asked. The input of
     every ReLU call is appended to `relu_inputs` (eager runs only)."""
     nn = framework.nn
-    model = step.build(nn)
+    model = step.build(framework)
     model.load_state_dict({name: framework.tensor(value) for name, value in state.items()})
     model.to(dtype).train()
     if relu_inputs is not None:
