@@ -38,8 +38,8 @@ FIXED_BOUND = {"video_resnet": 5.2e-4, "unet": 1.5e-5}
 
 
 def fp32_yardstick(step: Step, state: dict, relu_inputs: list):
-    """The gradients of the fp32 run lucid is held to (PyTorch's, or without torch lucid eager's), and
-    the bound on lucid's worst error against `reference`."""
+    """The gradients of the fp32 run whose forward errors measure the reference's kink margin:
+    PyTorch's, or without torch lucid eager's."""
     if torch is not None:
         return step_gradients(torch, step, state, torch.float32, relu_inputs=relu_inputs)
     return step_gradients(lucid, step, state, lucid.float32, relu_inputs=relu_inputs)
