@@ -26,7 +26,7 @@ from .errors import LucidError, TraceError
 from .ir.graph import Builder, Graph, Scope, Value, building
 from .ir.methods import _shape_arg
 from .ir.types import TensorType, as_dtype, float32
-from .tensor import Tensor
+from .tensor import Tensor, is_eager_tensor
 
 
 class Spec:
@@ -129,7 +129,7 @@ class _Tracer(Builder):
 
     # ------------------------------------------------------------------ eager tensors
     def import_value(self, value) -> Value:
-        if not isinstance(value, Tensor):
+        if not is_eager_tensor(value):
             return super().import_value(value)
         if id(value) not in self.imported:
             self.imported[id(value)] = (value, self._import_tensor(value))

@@ -82,8 +82,19 @@ class Value(TensorMethods):
     def item(self):
         self._no_data("item()")
 
+    def tolist(self):
+        self._no_data("tolist()")
+
     def numpy(self):
         self._no_data("numpy()")
+
+    @property
+    def data(self):
+        self._no_data(".data")
+
+    def __setitem__(self, key, value):
+        raise TraceError(f"item assignment: a traced value ({self.type}) cannot be written into while tracing; "
+                         "build the new value out of place (lucid.where, lucid.cat, padding)")
 
     def __bool__(self):
         self._no_data("bool()")
