@@ -170,8 +170,8 @@ def is_tensor(obj) -> bool:
 
 def isclose(input, other, rtol: float = 1e-05, atol: float = 1e-08, equal_nan: bool = False):
     """|input - other| <= atol + rtol * |other| elementwise (infinities equal only to themselves)."""
-    close = ops.le(ops.abs_(ops.sub(input, other)), ops.add(ops.mul(ops.abs_(other), rtol), atol))
-    close = ops.where(ops.eq(input, other), True, close)
+    within = ops.le(ops.abs_(ops.sub(input, other)), ops.add(ops.mul(ops.abs_(other), rtol), atol))
+    close = ops.where(ops.eq(input, other), True, ops.where(ops.lt(ops.abs_(other), np.inf), within, False))
     if equal_nan:
         close = ops.where(ops.ne(input, input), ops.ne(other, other), close)
     return close

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import autograd, random
 from .errors import DTypeError, GradientError, ShapeError
+from .ir.graph import active_builder
 from .ir.methods import TensorMethods, in_place_result
 from .ir.types import DType, TensorType, as_dtype, float32
 
@@ -216,14 +217,17 @@ class Tensor(TensorMethods, metaclass=_TensorKind):
         its gradient history (the operator reads a stand-in holding the old ones), so every name
         bound to it sees the change. A leaf that requires grad is refused in grad mode. The data is
         replaced, not written through: views and arrays taken earlier (`reshape`, slices, `numpy()`)
-        keep the old values. Inside a trace the result is a graph value, returned for rebinding."""
+        keep the old values. Inside a trace the tensor keeps its data and the trace reads the result
+        wherever it reads this tensor afterwards (a module buffer is updated when the graph runs)."""
         if self.requires_grad and self.is_leaf and autograd.is_grad_enabled():
             raise GradientError(f"{method}: a leaf tensor that requires grad cannot be changed in place in grad "
                                 "mode; wrap the change in lucid.no_grad()")
+        builder = active_builder()
+        if builder is not None:                  # tracing: later reads of this tensor read the result
+            builder.assign_in_place(self, in_place_result(method, self, compute(self)))
+            return self
         before = Tensor._wrap(self._data, self._requires_grad, self._node)
         result = in_place_result(method, self, compute(before))
-        if not is_eager_tensor(result):
-            return result
         self._data = result._data if result._data.flags.writeable else np.array(result._data)
         if autograd.is_grad_enabled():
             self._node, self._requires_grad = result._node, result._requires_grad

@@ -169,6 +169,14 @@ class _Tracer(Builder):
             raise TraceError(f"lucid.trace: an in-place update of a tensor that is not a module buffer ({target.shape})")
         self.graph.state_updates[param.name] = value
 
+    def assign_in_place(self, target, value: Value) -> None:
+        """Later reads of `target` in this trace read `value`; a module parameter or buffer (a graph
+        parameter) also gets `value` as its state update, written back when the graph runs."""
+        current = self.import_value(target)
+        if current.node is None:
+            self.graph.state_updates[current.name] = value
+        self.imported[id(target)] = (target, value)
+
     # ------------------------------------------------------------------ outputs
     def set_outputs(self, result) -> None:
         as_tuple = isinstance(result, (tuple, list))

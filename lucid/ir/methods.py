@@ -211,10 +211,11 @@ class TensorMethods:
     def log_softmax(self, axis=-1, *, dim=None): return ops.log_softmax(self, _axis_arg(axis, dim))
 
     def clamp(self, min=None, max=None):
-        """Bounds are numbers (one operator) or tensors (elementwise maximum and minimum)."""
+        """Bounds are numbers (one operator) or tensors, broadcast (a choice per element: the gradient
+        goes to the bound where it is taken, to self elsewhere, ties included, as PyTorch's)."""
         if isinstance(min, TensorMethods) or isinstance(max, TensorMethods):
-            low = self if min is None else ops.maximum(self, min)
-            return low if max is None else ops.minimum(low, max)
+            low = self if min is None else ops.where(ops.lt(self, min), min, self)
+            return low if max is None else ops.where(ops.gt(low, max), max, low)
         return ops.clamp(self, min, max)
 
     clip = clamp
