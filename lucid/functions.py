@@ -18,6 +18,11 @@ from .ir.methods import TensorMethods, _scaled
 from .tensor import Tensor
 
 
+#: A shape: lucid's shapes are plain tuples, so `lucid.Size([2, 3])`, `x.shape[2:]` and comparisons
+#: with tuples (or a `torch.Size`) behave as PyTorch's `torch.Size` does.
+Size = tuple
+
+
 def _tensor_argument(value, function: str):
     if not isinstance(value, TensorMethods):
         raise DTypeError(f"lucid.{function}: expected a tensor as first argument, got {type(value).__name__}")

@@ -362,7 +362,8 @@ class TensorMethods:
         reshape to interleaved size-1 axes, a broadcast and a reshape."""
         repeats = _sizes(repeats, "repeat")
         if len(repeats) < self.ndim:
-            raise ShapeError(f"repeat: expected at least {self.ndim} repeat counts for shape {self.shape}, got {repeats}")
+            raise ShapeError(f"repeat: expected at least {self.ndim} repeat counts for shape {self.shape}, "
+                             f"got {repeats}")
         shape = (1,) * (len(repeats) - self.ndim) + tuple(self.shape)
         spread = ops.reshape(self, tuple(d for n in shape for d in (1, n)))
         tiled = ops.broadcast_to(spread, tuple(d for r, n in zip(repeats, shape) for d in (r, n)))
