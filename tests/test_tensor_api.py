@@ -467,6 +467,10 @@ def test_in_place_arithmetic_changes_the_tensor_object():
     assert x.zero_().tolist() == [0.0] * 3 and x.fill_(2.5).tolist() == [2.5] * 3
     assert x.copy_(T([1, 2, 3])).tolist() == [1.0, 2.0, 3.0] and x.dtype == lucid.float32
     assert x.copy_(np.array([4.0])).tolist() == [4.0] * 3 and x.fill_(T(7.0)).tolist() == [7.0] * 3
+    source = T([5.0, 6.0, 7.0])
+    x.copy_(source)
+    x[0] = 0.0
+    assert source.tolist() == [5.0, 6.0, 7.0] and x.tolist() == [0.0, 6.0, 7.0]
     counts = T([1, 2, 3])
     counts += 1
     assert counts.fill_(2.7).tolist() == [2, 2, 2] and counts.dtype == lucid.int64

@@ -461,17 +461,18 @@ class TensorMethods:
     def fill_(self, value):
         """Every element set to `value` (a number or a 0-d tensor), cast to this tensor's dtype."""
         if isinstance(value, TensorMethods):
-            return self._assign_in_place("fill_", lambda x: ops.broadcast_to(value.astype(x.dtype), x.shape))
+            return self._assign_in_place("fill_", lambda x: ops.broadcast_to(ops.cast(value, x.dtype), x.shape))
         return self._assign_in_place("fill_", lambda x: x.new_full(x.shape, value))
 
     def zero_(self):
         return self.fill_(0)
 
     def copy_(self, src, non_blocking=False):
-        """The elements of `src` (broadcast to this shape, cast to this dtype)."""
+        """The elements of `src` (broadcast to this shape, cast to this dtype), copied: the two share
+        nothing afterwards."""
         def copied(x):
             source = src if isinstance(src, TensorMethods) else type(x)._lucid_constant(np.asarray(src, x.dtype.numpy))
-            return ops.broadcast_to(source.astype(x.dtype), x.shape)
+            return ops.broadcast_to(ops.cast(source, x.dtype), x.shape)
 
         return self._assign_in_place("copy_", copied)
 
