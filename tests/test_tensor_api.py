@@ -407,7 +407,8 @@ def test_methods_against_pytorch():
     a = arr(2, 3, 4)
     x, tx = T(a), torch.tensor(a)
     pairs = [(x.repeat(2, 1, 1, 2), tx.repeat(2, 1, 1, 2)), (x.std(1), tx.std(1)),
-             (x.var(2, keepdim=True), tx.var(2, keepdim=True)), (x.var(unbiased=False), tx.var(unbiased=False)), (x.var(0, correction=0), tx.var(0, correction=0))]
+             (x.var(2, keepdim=True), tx.var(2, keepdim=True)), (x.var(unbiased=False), tx.var(unbiased=False)),
+             (x.var(0, correction=0), tx.var(0, correction=0))]
     pairs += list(zip(x.chunk(3, 2), tx.chunk(3, 2))) + list(zip(x.split([1, 2], 1), tx.split([1, 2], 1)))
     pairs += list(zip(x.max(dim=-1), tx.max(dim=-1))) + list(zip(x.min(1, True), tx.min(1, True)))
     pairs += [(x.squeeze((0, 1)), tx.squeeze((0, 1))), (x[:, :1].squeeze((0, 1)), tx[:, :1].squeeze((0, 1)))]
