@@ -8,34 +8,12 @@ device = Device
 from .random import manual_seed
 from .tensor import Tensor
 from .version import __version__
-
-
-def cat(tensors, axis: int = 0, *, dim: int | None = None) -> Tensor:
-    """Concatenate tensors along `axis` (alias `dim`)."""
-    from .ir.ops import concat
-
-    return concat(tensors, dim if dim is not None else axis)
-
-
-concatenate = cat
-
-
-def stack(tensors, dim: int = 0, *, axis: int | None = None) -> Tensor:
-    """Join tensors of one shape along a new axis `dim` (alias `axis`); composed of unsqueeze and
-    concat, so it traces, compiles and differentiates as they do."""
-    from .ir.ops import concat
-
-    tensors = list(tensors)
-    dim = axis if axis is not None else dim
-    if not tensors:
-        raise ShapeError("stack: expected a non-empty sequence of tensors")
-    shapes = {tuple(t.shape) for t in tensors}
-    if len(shapes) > 1:
-        raise ShapeError(f"stack: expected tensors of one shape, got shapes {[tuple(t.shape) for t in tensors]}")
-    rank = len(tensors[0].shape) + 1
-    if not -rank <= dim < rank:
-        raise ShapeError(f"stack: dim {dim} is out of range for {rank - 1}-D tensors (expected -{rank} to {rank - 1})")
-    return concat([t.unsqueeze(dim) for t in tensors], dim % rank)
+from .functions import (  # noqa: A004  (PyTorch's names: abs, max, min, pow, sum)
+    Size, abs, add, allclose, amax, amin, argmax, argmin, cat, chunk, clamp, clip, clone, concat, concatenate, div,
+    divide, equal, exp, flatten, full_like, is_tensor, isclose, isfinite, isinf, isnan, log, log_softmax, matmul,
+    max, maximum, mean, min, minimum, mul, multiply, narrow, neg, negative, numel, permute, pow, reciprocal, relu,
+    reshape, rsqrt, select, sigmoid, softmax, split, sqrt, square, squeeze, stack, std, sub, subtract, sum, tanh,
+    transpose, true_divide, unbind, unsqueeze, var, where)
 
 
 def save(obj, path) -> None:

@@ -80,12 +80,23 @@ class inference_mode(_GradModeSwitch):
 
 
 class Node:
-    """How a tensor was made: operator definition, attributes, input tensors."""
+    """How a tensor was made: operator definition, attributes, input tensors and the inputs'
+    in-place change counts (`_version`) when the operator read them."""
 
-    __slots__ = ("op", "attrs", "inputs")
+    __slots__ = ("op", "attrs", "inputs", "versions")
 
     def __init__(self, op, attrs, inputs):
         self.op, self.attrs, self.inputs = op, attrs, inputs
+        self.versions = tuple(t._version for t in inputs)
+
+    def check_inputs_unchanged(self) -> None:
+        """A GradientError if an input was changed in place after this operator read it (its
+        gradient would read the new data and follow the new history)."""
+        for position, (tensor, version) in enumerate(zip(self.inputs, self.versions)):
+            if tensor._version != version:
+                raise GradientError(f"backward: input {position} of {self.op.name} (shape {tensor.shape}) was changed "
+                                    f"by an in-place operation after {self.op.name} used it; change a copy "
+                                    "(clone()) or use the out-of-place form")
 
 
 def _topological_order(root) -> list:
@@ -141,6 +152,7 @@ def _accumulate(tensor, g) -> None:
 
 def _propagate(tensor, g, pending: dict) -> None:
     node = tensor._node
+    node.check_inputs_unchanged()
     inputs = tuple(t._wrap(t.data) for t in node.inputs)
     grads = node.op.grad(node.attrs, inputs, tensor._wrap(tensor.data), g)
     for parent, gp in zip(node.inputs, grads):

@@ -43,7 +43,7 @@ from .ir.graph import Graph, active_builder
 from .ir.types import TensorType
 from .nn.module import Module
 from .passes import autodiff, pipeline
-from .tensor import Tensor
+from .tensor import Tensor, is_eager_tensor
 from .tracing import Spec, spec, trace
 
 LOG = logging.getLogger("lucid.compile")
@@ -247,7 +247,7 @@ def _fixed_graph(graph: Graph, types: tuple) -> Graph:
 
 
 def _as_tensor(x, position: int) -> Tensor:
-    if isinstance(x, Tensor):
+    if is_eager_tensor(x):
         return x
     if isinstance(x, np.ndarray):
         return Tensor(x, dtype=x.dtype)

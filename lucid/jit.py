@@ -9,8 +9,7 @@ from __future__ import annotations
 import builtins
 import typing
 
-from .ir.graph import Value, active_builder
-from .tensor import Tensor
+from .ir.graph import active_builder
 
 #: ``Final[int]`` class-attribute annotations, as in ``torch.jit.Final``.
 Final = typing.Final
@@ -30,13 +29,12 @@ def isinstance(obj, target_type) -> bool:  # noqa: A001  (torch.jit.isinstance's
     """``builtins.isinstance`` that also takes typing generics, checked loosely: ``List[Tensor]``
     means a list whose items are Tensors, ``Dict[str, Tensor]`` a dict of such keys and values,
     ``Tuple[...]`` a tuple of those item types, ``Optional[T]`` / ``Union`` any of their members.
-    A graph value (what model code receives while traced) counts as a ``lucid.Tensor``."""
+    A graph value (what model code receives while traced) counts as a ``lucid.Tensor``, as for
+    ``builtins.isinstance``."""
     origin = typing.get_origin(target_type)
     if target_type is typing.Any:
         return True
     if origin is None:
-        if builtins.isinstance(obj, Value) and target_type is Tensor:
-            return True
         return builtins.isinstance(obj, target_type)
     args = typing.get_args(target_type)
     if origin is typing.Union:

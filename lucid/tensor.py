@@ -2,6 +2,10 @@
 
 Every arithmetic method applies an operator from `lucid.ir.ops`; the tensor kind's `_lucid_apply`
 runs the operator's shape rule and NumPy reference kernel and, in grad mode, records a tape node.
+
+`isinstance(x, lucid.Tensor)` also holds for the graph values traced code receives (model code that
+branches on it takes the same branch traced as eager); `is_eager_tensor` is the check for a tensor
+that holds data.
 """
 from __future__ import annotations
 
@@ -10,14 +14,15 @@ import numpy as np
 
 from . import autograd, random
 from .errors import DTypeError, GradientError, ShapeError
-from .ir.methods import TensorMethods
+from .ir.graph import active_builder
+from .ir.methods import TensorMethods, in_place_result
 from .ir.types import DType, TensorType, as_dtype, float32
 
 
 def _as_array(data, dtype: DType | None, copy: bool = True) -> np.ndarray:
     """A NumPy array for `data` (fresh unless copy=False): a Tensor keeps its dtype; otherwise floating
     data becomes float32 unless float64 is asked for, integers int64."""
-    if isinstance(data, Tensor):
+    if is_eager_tensor(data):
         data, dtype = data.data, dtype if dtype is not None else data.dtype
     try:
         array = np.array(data, copy=copy or None)
@@ -35,7 +40,22 @@ def _as_array(data, dtype: DType | None, copy: bool = True) -> np.ndarray:
     return array.astype(target.numpy, copy=False)
 
 
-class Tensor(TensorMethods):
+class _TensorKind(type):
+    """The metaclass of `Tensor`: `isinstance(x, Tensor)` holds for every tensor-like value (eager
+    tensors and graph values); subclasses such as `nn.Parameter` keep the ordinary check."""
+
+    def __instancecheck__(cls, obj) -> bool:
+        if cls is Tensor:
+            return isinstance(obj, TensorMethods)
+        return super().__instancecheck__(obj)
+
+
+def is_eager_tensor(obj) -> bool:
+    """Whether `obj` is a `Tensor` holding data (not a graph value being traced)."""
+    return issubclass(type(obj), Tensor)
+
+
+class Tensor(TensorMethods, metaclass=_TensorKind):
     """An n-dimensional array with autograd.
 
     Tensor(data, requires_grad=False, dtype=None): data is a scalar, nested lists, a NumPy array or a
@@ -44,6 +64,9 @@ class Tensor(TensorMethods):
 
     _lucid_priority = 0
     __array_priority__ = 1000          # NumPy defers `ndarray + Tensor` to Tensor.__radd__
+    #: Counts in-place changes; the autograd tape refuses a backward through an operator whose input
+    #: changed after the operator read it.
+    _version = 0
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
         self._data = _as_array(data, dtype)
@@ -165,7 +188,7 @@ class Tensor(TensorMethods):
         """`grad` (a Tensor or array-like; ones by default) as a gradient of this tensor's shape and dtype."""
         if grad is None:
             return Tensor._wrap(np.ones(self.shape, self.dtype.numpy))
-        seed = grad if isinstance(grad, Tensor) else Tensor(grad, dtype=self.dtype)
+        seed = grad if is_eager_tensor(grad) else Tensor(grad, dtype=self.dtype)
         if seed.shape != self.shape:
             raise ShapeError(f"backward: expected a gradient of shape {self.shape}, got {seed.shape}")
         return Tensor._wrap(seed.data.astype(self.dtype.numpy, copy=False))
@@ -186,7 +209,30 @@ class Tensor(TensorMethods):
         if self.requires_grad and autograd.is_grad_enabled():
             raise GradientError("Tensor: in-place assignment to a tensor that requires grad; "
                                 "wrap it in lucid.no_grad() or assign to .data")
-        self._data[key] = value.data if isinstance(value, Tensor) else value
+        self._data[key] = value.data if is_eager_tensor(value) else value
+        self._version += 1
+
+    def _assign_in_place(self, method: str, compute):
+        """PyTorch's in-place semantics: this tensor object takes the result's data and, in grad mode,
+        its gradient history (the operator reads a stand-in holding the old ones), so every name
+        bound to it sees the change. A leaf that requires grad is refused in grad mode. The data is
+        replaced, not written through: views and arrays taken earlier (`reshape`, slices, `numpy()`)
+        keep the old values. Inside a trace the tensor keeps its data and the trace reads the result
+        wherever it reads this tensor afterwards (a module buffer is updated when the graph runs)."""
+        if self.requires_grad and self.is_leaf and autograd.is_grad_enabled():
+            raise GradientError(f"{method}: a leaf tensor that requires grad cannot be changed in place in grad "
+                                "mode; wrap the change in lucid.no_grad()")
+        builder = active_builder()
+        if builder is not None:                  # tracing: later reads of this tensor read the result
+            builder.assign_in_place(self, in_place_result(method, self, compute(self)))
+            return self
+        before = Tensor._wrap(self._data, self._requires_grad, self._node)
+        result = in_place_result(method, self, compute(before))
+        self._data = result._data if result._data.flags.writeable else np.array(result._data)
+        if autograd.is_grad_enabled():
+            self._node, self._requires_grad = result._node, result._requires_grad
+        self._version += 1
+        return self
 
     # ------------------------------------------------------------------ random
     @staticmethod

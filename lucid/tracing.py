@@ -26,7 +26,7 @@ from .errors import LucidError, TraceError
 from .ir.graph import Builder, Graph, Scope, Value, building
 from .ir.methods import _shape_arg
 from .ir.types import TensorType, as_dtype, float32
-from .tensor import Tensor
+from .tensor import Tensor, is_eager_tensor
 
 
 class Spec:
@@ -142,7 +142,7 @@ class _Tracer(Builder):
 
     # ------------------------------------------------------------------ eager tensors
     def import_value(self, value) -> Value:
-        if not isinstance(value, Tensor):
+        if not is_eager_tensor(value):
             return super().import_value(value)
         if id(value) not in self.imported:
             self.imported[id(value)] = (value, self._import_tensor(value))
@@ -181,6 +181,14 @@ class _Tracer(Builder):
         if param.node is not None:
             raise TraceError(f"lucid.trace: an in-place update of a tensor that is not a module buffer ({target.shape})")
         self.graph.state_updates[param.name] = value
+
+    def assign_in_place(self, target, value: Value) -> None:
+        """Later reads of `target` in this trace read `value`; a module parameter or buffer (a graph
+        parameter) also gets `value` as its state update, written back when the graph runs."""
+        current = self.import_value(target)
+        if current.node is None:
+            self.graph.state_updates[current.name] = value
+        self.imported[id(target)] = (target, value)
 
     # ------------------------------------------------------------------ outputs
     def set_outputs(self, result) -> None:

@@ -171,7 +171,7 @@ CASES: dict[str, list[Case]] = {
     "max": [Case("all", lambda x: ops.max_(x), distinct(3, 4)),
             Case("axis 1", lambda x: ops.max_(x, 1), distinct(2, 5, 3)),
             Case("axes (0,2) keepdims", lambda x: ops.max_(x, (0, 2), keepdims=True), distinct(2, 3, 4)),
-            Case("method axis -1", lambda x: x.max(-1), distinct(4, 3))],
+            Case("method axis -1", lambda x: x.max(axis=-1), distinct(4, 3))],
     "min": [Case("all", lambda x: ops.min_(x), distinct(2, 5)),
             Case("axis 0 keepdims", lambda x: ops.min_(x, 0, keepdims=True), distinct(3, 4)),
             Case("axes (1,2)", lambda x: ops.min_(x, (1, 2)), distinct(2, 3, 2))],

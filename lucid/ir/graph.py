@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import GraphError, LucidError, TraceError
 from . import ops
-from .methods import TensorMethods
+from .methods import TensorMethods, in_place_result
 from .types import TensorType, as_dtype
 
 CONSTANT = "constant"
@@ -75,6 +75,20 @@ class Value(TensorMethods):
     def _lucid_constant(cls, array: np.ndarray) -> "Value":
         return current_builder().constant(array)
 
+    def _assign_in_place(self, method: str, compute):
+        """PyTorch's in-place semantics on a graph value: this Python object becomes the result, so
+        every name bound to it reads the new value, while the nodes that read it before keep the old
+        value (moved to a new object). Values sliced or reshaped from it earlier keep the old value,
+        as eager tensors' views do (see `lucid.Tensor._assign_in_place`)."""
+        count = len(self.graph.nodes)
+        result = in_place_result(method, self, compute(self))
+        if result.node is None or result.node not in self.graph.nodes[count:]:
+            result = ops.cast(result, result.dtype)          # a node of its own for this object to become
+        self.graph.replace_reads(self, Value(self.graph, self.type, self.name, self.node))
+        self.type, self.name, self.node = result.type, None, result.node
+        self.node.output = self
+        return self
+
     def _no_data(self, what: str):
         raise TraceError(f"{what}: a traced value ({self.type}) has no data while tracing; Python control flow "
                          "and conversions that depend on tensor values cannot be traced")
@@ -82,8 +96,19 @@ class Value(TensorMethods):
     def item(self):
         self._no_data("item()")
 
+    def tolist(self):
+        self._no_data("tolist()")
+
     def numpy(self):
         self._no_data("numpy()")
+
+    @property
+    def data(self):
+        self._no_data(".data")
+
+    def __setitem__(self, key, value):
+        raise TraceError(f"item assignment: a traced value ({self.type}) cannot be written into while tracing; "
+                         "build the new value out of place (lucid.where, lucid.cat, padding)")
 
     def __bool__(self):
         self._no_data("bool()")
@@ -280,6 +305,16 @@ class Graph:
         self.outputs = [substitute.get(v, v) for v in self.outputs]
         self.state_updates = {k: substitute.get(v, v) for k, v in self.state_updates.items()}
 
+    def replace_reads(self, value: Value, replacement: Value) -> None:
+        """Make `replacement` stand for `value` everywhere in the graph (as an input, a parameter, a
+        node's output and input, an output, a state update); `value` itself is left unattached."""
+        if value.node is not None:
+            value.node.output = replacement
+        swap = {value: replacement}
+        self.inputs = [swap.get(v, v) for v in self.inputs]
+        self.params = [swap.get(v, v) for v in self.params]
+        self.rebuild(self.nodes, swap)
+
     # ------------------------------------------------------------------ other forms
     def __str__(self) -> str:
         from .text import format_graph
@@ -351,6 +386,10 @@ class Builder:
 
     def record_update(self, target, value: Value) -> None:
         raise TraceError(f"graph {self.graph.name}: an in-place state update cannot be recorded here")
+
+    def assign_in_place(self, target, value: Value) -> None:
+        """An in-place change of eager tensor `target` while building: later reads of it read `value`."""
+        raise TraceError(f"graph {self.graph.name}: an eager tensor cannot be changed in place here")
 
 
 _builders = threading.local()

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import DTypeError, LucidError, ShapeError
 from ..ir.methods import to_arguments
 from ..ir.types import as_device
-from ..tensor import Tensor
+from ..tensor import Tensor, is_eager_tensor
 from .parameter import Parameter
 
 _calls = threading.local()
@@ -52,7 +52,7 @@ class Module:
                                 f"({kind} or None expected)")
             (self._parameters if name in self._parameters else self._modules)[name] = None
         elif name in self._buffers:
-            self._buffers[name] = value if value is None or isinstance(value, Tensor) else Tensor(value)
+            self._buffers[name] = value if value is None or is_eager_tensor(value) else Tensor(value)
         else:
             object.__setattr__(self, name, value)
 
@@ -84,7 +84,7 @@ class Module:
     def register_buffer(self, name: str, tensor, persistent: bool = True) -> None:
         """Register state that is not learnable (e.g. BatchNorm's running_mean); saved in state_dict."""
         self.__dict__.pop(name, None)
-        self._buffers[name] = tensor if tensor is None or isinstance(tensor, Tensor) else Tensor(tensor)
+        self._buffers[name] = tensor if tensor is None or is_eager_tensor(tensor) else Tensor(tensor)
         if not persistent:
             self._non_persistent.add(name)
 

@@ -8,7 +8,7 @@ import numpy as np
 from ...errors import DTypeError, ShapeError
 from ...ir import ops
 from ...ir.types import int64
-from ...tensor import Tensor
+from ...tensor import Tensor, is_eager_tensor
 from .arguments import require_tensor
 
 
@@ -62,7 +62,7 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     """-weight * (t log p + (1 - t) log(1 - p)) of probabilities p in [0, 1]; each log is clamped at
     -100, so p = 0 or 1 gives a finite loss (and a zero gradient through the clamped log)."""
     p, target = _pair(input, target, "binary_cross_entropy")
-    if isinstance(p, Tensor) and np.any(~((p.data >= 0) & (p.data <= 1))):
+    if is_eager_tensor(p) and np.any(~((p.data >= 0) & (p.data <= 1))):
         raise ShapeError(f"binary_cross_entropy: expected input probabilities in [0, 1], got values in "
                          f"[{np.nanmin(p.data)}, {np.nanmax(p.data)}]")
     log_p, log_q = _clamped_log(p), _clamped_log(ops.sub(1.0, p))
@@ -148,7 +148,7 @@ def _log_likelihood_loss(logp, target, weight, ignore_index, reduction, owner: s
     if target.shape != logp.shape[:1] + logp.shape[2:]:
         raise ShapeError(f"{owner}: expected int64 class indices of shape {logp.shape[:1] + logp.shape[2:]}, "
                          f"got {target.dtype} of shape {target.shape}")
-    if isinstance(target, Tensor):
+    if is_eager_tensor(target):
         _check_class_indices(target.data, ignore_index, classes, owner)
     valid = ops.ne(target, ignore_index)
     chosen = ops.one_hot(ops.where(valid, target, 0), classes)         # (N, *d, C)
