@@ -25,44 +25,41 @@ ITEM_BLOCKS = 1024          # blocks (4096 elements) per work item; a multiple o
 
 
 class _Stream:
-    """The loop-invariant words of one draw: key and the draw's counter words, as <L x i32> splats."""
+    """The loop-invariant words of one draw (key, the draw's counter words) and the rounds.
+
+    Every 32-bit word is held in a 64-bit lane with its high half zero, so each round's 32 x 32 -> 64
+    product is one `pmuludq`-style multiply and no lane is ever shuffled between rounds."""
 
     def __init__(self, k: KernelBuilder, node: Node, lanes: int):
         b, self.b, self.lanes = k.b, k.b, lanes
+        self.wide = vector_type(I64, lanes)
         state = k.pointer(node.inputs[0])
         seed, counter = b.load(b.gep(state, [i64(0)])), b.load(b.gep(state, [i64(1)]))
-        draw = b.add(counter, i64(node.attrs["draw"]))
         self.key = self.halves(seed)
-        self.draw = [self.splat(word) for word in self.halves(draw)]
+        self.draw = [splat(b, word, lanes) for word in self.halves(b.add(counter, i64(node.attrs["draw"])))]
 
     def halves(self, value: ir.Value) -> list:
-        """The low and high 32-bit words of an i64 (or of each lane of an <L x i64>)."""
-        vector = isinstance(value.type, ir.VectorType)
-        word, shift = (vector_type(I32, value.type.count), ir.Constant(value.type, [32] * value.type.count)) \
-            if vector else (I32, ir.Constant(I64, 32))
-        return [self.b.trunc(value, word), self.b.trunc(self.b.lshr(value, shift), word)]
+        """The low and high 32-bit words of an i64 (or of each lane of an <L x i64>), zero-extended."""
+        def constant(v: int) -> ir.Constant:
+            return ir.Constant(value.type, [v] * value.type.count if isinstance(value.type, ir.VectorType) else v)
 
-    def splat(self, scalar: ir.Value) -> ir.Value:
-        return splat(self.b, scalar, self.lanes)
+        return [self.b.and_(value, constant(0xFFFFFFFF)), self.b.lshr(value, constant(32))]
 
     def words(self, first_block: ir.Value) -> list:
         """Philox4x32-10 of the L blocks from `first_block` (i64): four <L x i32> words."""
-        b, lanes = self.b, self.lanes
-        wide = vector_type(I64, lanes)
-        blocks = b.add(self.splat(first_block), ir.Constant(wide, list(range(lanes))))
+        b, lanes, wide = self.b, self.lanes, self.wide
+        blocks = b.add(splat(b, first_block, lanes), ir.Constant(wide, list(range(lanes))))
         c = self.halves(blocks) + list(self.draw)
         keys = list(self.key)
         multipliers = [ir.Constant(wide, [m] * lanes) for m in MULTIPLIERS]
         for round_ in range(ROUNDS):
             if round_:
-                keys = [b.add(key, ir.Constant(I32, step)) for key, step in zip(keys, KEY_STEPS)]
-            p0 = b.mul(b.zext(c[0], wide), multipliers[0])
-            p1 = b.mul(b.zext(c[2], wide), multipliers[1])
-            low0, high0 = self.halves(p0)
-            low1, high1 = self.halves(p1)
-            c = [b.xor(b.xor(high1, c[1]), self.splat(keys[0])), low1,
-                 b.xor(b.xor(high0, c[3]), self.splat(keys[1])), low0]
-        return c
+                keys = [b.and_(b.add(key, i64(step)), i64(0xFFFFFFFF)) for key, step in zip(keys, KEY_STEPS)]
+            low0, high0 = self.halves(b.mul(c[0], multipliers[0]))
+            low1, high1 = self.halves(b.mul(c[2], multipliers[1]))
+            c = [b.xor(b.xor(high1, c[1]), splat(b, keys[0], lanes)), low1,
+                 b.xor(b.xor(high0, c[3]), splat(b, keys[1], lanes)), low0]
+        return [b.trunc(word, vector_type(I32, lanes)) for word in c]
 
 
 def _uniform(b: ir.IRBuilder, word: ir.Value, element: ir.Type) -> ir.Value:

@@ -75,7 +75,7 @@ def _dropout(input, p, training: bool, owner: str, channelwise: bool, alpha: boo
         return ops.mul(x, 0.0)
     keep = ops.ge(random_tensor(noise_shape, x.dtype, "uniform", owner), p)
     if not alpha:
-        return ops.where(keep, ops.mul(x, 1.0 / (1.0 - p)), 0.0)
+        return ops.mul(ops.where(keep, x, 0.0), 1.0 / (1.0 - p))
     a = ((1.0 - p) * (1.0 + p * SATURATION ** 2)) ** -0.5
     return ops.add(ops.mul(ops.where(keep, x, SATURATION), a), -a * SATURATION * p)
 
