@@ -14,6 +14,8 @@ keeps zero mean and unit variance. `inplace=True` is accepted and computes out o
 """
 from __future__ import annotations
 
+import warnings
+
 from ...creation import random_tensor
 from ...errors import ShapeError
 from ...ir import ops
@@ -22,9 +24,10 @@ from .arguments import require_tensor
 
 SATURATION = -SELU_SCALE * SELU_ALPHA          # SELU's limit at -infinity, alpha' above
 
-#: The input ranks each channel-wise dropout takes, and which of them has no batch axis (PyTorch's
-#: dropout2d reads a 3-D input as (N, C, L)).
-CHANNEL_RANKS = {"dropout1d": ((2, 3), 2), "dropout2d": ((3, 4), None), "dropout3d": ((4, 5), 4)}
+#: The input ranks each channel-wise dropout expects, the one read as unbatched (C, ...) (PyTorch's
+#: dropout2d reads a 3-D input as (N, C, L)), and whether another rank is an error (dropout1d) or,
+#: as in PyTorch, a warning (the input is then read as (N, C, ...)).
+CHANNEL_RANKS = {"dropout1d": ((2, 3), 2, True), "dropout2d": ((3, 4), None, False), "dropout3d": ((4, 5), 4, False)}
 
 
 def check_probability(p, owner: str) -> float:
@@ -82,9 +85,12 @@ def _dropout(input, p, training: bool, owner: str, channelwise: bool, alpha: boo
 
 def _channel_shape(x, owner: str) -> tuple:
     """The noise shape of channel-wise dropout: one draw per (sample, channel), broadcast over the rest."""
-    ranks, unbatched = CHANNEL_RANKS.get(owner, ((), None))
+    ranks, unbatched, strict = CHANNEL_RANKS.get(owner, ((), None, False))
     if ranks and x.ndim not in ranks:
-        raise ShapeError(f"{owner}: expected a {ranks[0]}-D or {ranks[1]}-D input, got shape {tuple(x.shape)}")
+        message = f"{owner}: expected a {ranks[0]}-D or {ranks[1]}-D input, got shape {tuple(x.shape)}"
+        if strict:
+            raise ShapeError(message)
+        warnings.warn(message + "; its first two axes are read as (N, C)", stacklevel=3)
     if x.ndim < 2:
         raise ShapeError(f"{owner}: expected an input with a channel axis (N, C, ...), got shape {tuple(x.shape)}")
     lead = 1 if x.ndim == unbatched else 2
