@@ -2,10 +2,11 @@
 
 The stream is defined in `lucid/ir/ops/random.py` (element i is word i % 4 of the block i // 4). A
 group is one vector of L consecutive blocks (L = the target's float32 lanes): the ten rounds run on
-<L x i32> counter words, each 32 x 32 -> 64-bit product on <L x i64> lanes (a `pmuludq`-style
-multiply); the four result words, turned into numbers, are interleaved into the 4L consecutive
-elements of the group with shuffles and stored as one vector. The last group of the output may be
-partial: it goes through a stack buffer and a short copy. A work item is ITEM_BLOCKS blocks.
+<L x i64> vectors holding the 32-bit counter words (see `_Stream`); the four result words, turned
+into numbers, are interleaved into the 4L consecutive elements of the group with shuffles and stored
+as one vector. The last group of the output may be partial: it goes through a stack buffer and a
+short copy. A work item is ITEM_BLOCKS blocks. With AVX2 (8 lanes) the loop over a group of 32
+float32 uniforms is about 230 instructions, some 7 per number.
 
 Uniform numbers are exact conversions (as the reference's); normal numbers use LLVM's log, sqrt,
 cos and sin in float64, so they agree with NumPy's to its last bits (libm's rounding aside).
