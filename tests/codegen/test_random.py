@@ -7,7 +7,8 @@
   is word i % 4 of block i // 4, under key (seed low, seed high) and counter
   (block low, block high, draw low, draw high), the draw's 64-bit counter carrying into its high word.
 - Compiled against the reference, bit for bit: uniform and normal, float32 and float64, odd sizes
-  (7x5x3, 1, 5, 33, 4097, empty), seeds above 2^63, counters at the 32-bit carry; one thread and two.
+  (7x5x3, 1, 5, 33, 4097, empty), seeds above 2^63, counters at the 32-bit carry, on the host's
+  vectors and on 4-lane ones; one thread and two.
 - The numbers look like their distributions (mean, variance, range, quartiles) on a million draws.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 import lucid
+from lucid.codegen.target import Target, host
 from lucid.ir import ops
 from lucid.ir.ops.random import philox
 from lucid.passes import pipeline
@@ -99,12 +101,18 @@ def test_normal_numbers_are_box_muller_of_word_pairs():
 SIZES = [(7, 5, 3), (1,), (5,), (33,), (4097,), (0, 3)]
 
 
+@pytest.mark.parametrize("lanes", [4, None])
 @pytest.mark.parametrize("distribution", ["uniform", "normal"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_compiled_draws_equal_the_reference_bit_for_bit(distribution, dtype):
+def test_compiled_draws_equal_the_reference_bit_for_bit(distribution, dtype, lanes):
+    """On the host's vectors and on 4-lane (SSE2) vectors."""
+    if lanes is not None and not host().triple.startswith("x86_64"):
+        pytest.skip("the 4-lane target is x86-64's baseline")
+    target = host() if lanes is None else Target(host().triple, "x86-64", "", cores=host().cores)
+    assert lanes in (None, target.vector_floats)
     for shape in SIZES:
         graph = graph_of(shape, dtype, distribution, 2)
-        executable = Executable(pipeline.for_inference(graph))
+        executable = Executable(pipeline.for_inference(graph), target)
         for generator in (state(2 ** 63 + 12345, 2 ** 32 - 2), state(7, 0)):
             expected = lucid.ir.run(graph, generator)
             got = executable(generator)[0]
