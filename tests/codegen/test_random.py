@@ -6,7 +6,8 @@
 - The stream's definition checked element by element with that scalar Philox: element i of a draw
   is word i % 4 of block i // 4, under key (seed low, seed high) and counter
   (block low, block high, draw low, draw high), the draw's 64-bit counter carrying into its high word.
-- Compiled against the reference, bit for bit: uniform and normal, float32 and float64, odd sizes
+- Compiled against the reference: uniform numbers bit for bit, normal ones to a few ulps (LLVM calls
+  libm, NumPy may use its own log, cos and sin); float32 and float64, odd sizes
   (7x5x3, 1, 5, 33, 4097, empty), seeds above 2^63, counters at the 32-bit carry, on the host's
   vectors and on 4-lane ones; one thread and two.
 - The numbers look like their distributions (mean, variance, range, quartiles) on a million draws.
@@ -104,7 +105,7 @@ SIZES = [(7, 5, 3), (1,), (5,), (33,), (4097,), (0, 3)]
 @pytest.mark.parametrize("lanes", [4, None])
 @pytest.mark.parametrize("distribution", ["uniform", "normal"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_compiled_draws_equal_the_reference_bit_for_bit(distribution, dtype, lanes):
+def test_compiled_draws_equal_the_reference(distribution, dtype, lanes):
     """On the host's vectors and on 4-lane (SSE2) vectors."""
     if lanes is not None and not host().triple.startswith("x86_64"):
         pytest.skip("the 4-lane target is x86-64's baseline")
@@ -117,7 +118,11 @@ def test_compiled_draws_equal_the_reference_bit_for_bit(distribution, dtype, lan
             expected = lucid.ir.run(graph, generator)
             got = executable(generator)[0]
             assert got.shape == shape and got.dtype == np.dtype(dtype)
-            np.testing.assert_array_equal(got, expected, err_msg=f"{distribution} {dtype} {shape}")
+            if distribution == "uniform":
+                np.testing.assert_array_equal(got, expected, err_msg=f"{dtype} {shape}")
+            else:       # libm's log, cos, sin against NumPy's (which may use other implementations)
+                np.testing.assert_allclose(got, expected, rtol=4 * np.finfo(dtype).eps, atol=1e-12,
+                                           err_msg=f"{dtype} {shape}")
 
 
 def test_one_and_two_threads_draw_the_same_numbers_and_they_look_uniform_and_normal():
