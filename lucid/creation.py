@@ -1,16 +1,20 @@
-"""Functions that create tensors: tensor, zeros, ones, full, arange, *_like, randn, rand.
+"""Functions that create tensors: tensor, zeros, ones, full, arange, *_like, randn, rand, rand_like, randn_like.
 
-Each takes PyTorch's `device=` keyword: None or the CPU (anything else is a DeviceError)."""
+Each takes PyTorch's `device=` keyword: None or the CPU (anything else is a DeviceError).
+`rand_like`, `randn_like` (and dropout's masks, through `random_tensor`) apply the `random` operator, so
+they also work on graph values while tracing (see `lucid/random.py`)."""
 from __future__ import annotations
 
 import numbers
 
 import numpy as np
 
-from .errors import ShapeError
+from . import random
+from .errors import DTypeError, ShapeError
+from .ir import ops
+from .ir.graph import active_builder
 from .ir.methods import _sizes
 from .ir.types import as_device, as_dtype, float32, int64
-from .random import uniform
 from .tensor import Tensor
 
 
@@ -66,5 +70,37 @@ def randn(*shape, dtype=None, requires_grad: bool = False, device=None) -> Tenso
 def rand(*shape, dtype=None, requires_grad: bool = False, device=None) -> Tensor:
     """Uniform samples in [0, 1) from lucid's global generator."""
     as_device(device, "rand")
-    data = uniform(shape, dtype)
+    data = random.uniform(shape, dtype)
     return Tensor(data, requires_grad, data.dtype)
+
+
+def rand_like(input, dtype=None, requires_grad: bool = False, device=None):
+    """Uniform samples in [0, 1) of input's shape (and dtype, unless given), from the random operator."""
+    as_device(device, "rand_like")
+    return _requiring_grad(random_tensor(input.shape, dtype or input.dtype, "uniform", "rand_like"), requires_grad)
+
+
+def randn_like(input, dtype=None, requires_grad: bool = False, device=None):
+    """Standard normal samples of input's shape (and dtype, unless given), from the random operator."""
+    as_device(device, "randn_like")
+    return _requiring_grad(random_tensor(input.shape, dtype or input.dtype, "normal", "randn_like"), requires_grad)
+
+
+def random_tensor(shape: tuple, dtype, distribution: str, owner: str):
+    """One draw of the `random` operator: an eager tensor from lucid's generator state (advanced by one
+    draw), or, while tracing, a node reading the graph's generator parameter."""
+    dtype = as_dtype(dtype)
+    if not dtype.is_floating:
+        raise DTypeError(f"{owner}: expected a floating dtype, got {dtype}")
+    builder = active_builder()
+    if builder is None:
+        generator, draw = Tensor(random.next_draw(), dtype=int64), 0
+    else:
+        generator, draw = builder.random_draw(random.state())
+    return ops.random_values(generator, shape, dtype, distribution, draw)
+
+
+def _requiring_grad(x, requires_grad: bool):
+    if requires_grad:
+        x.requires_grad_(True)
+    return x

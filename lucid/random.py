@@ -1,4 +1,12 @@
-"""The global random generator behind every random draw in lucid (randn, rand, parameter init, dropout)."""
+"""lucid's global random state, which `lucid.manual_seed` sets:
+
+- a NumPy generator behind `lucid.randn`, `lucid.rand` and parameter initialisation;
+- the counter-based generator state behind the random operators (dropout, `rand_like`, `randn_like`;
+  `lucid/ir/ops/random.py`): an int64[2] array (seed, counter). An eager draw reads it and advances
+  the counter by one; a traced graph binds this very array as its `generator` parameter and its state
+  update advances it by the graph's number of draws, so compiled calls draw fresh numbers each call,
+  the same ones eager code would. The array is only ever written in place.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -8,6 +16,7 @@ from .ir.methods import _sizes
 from .ir.types import as_dtype, float32
 
 _generator = np.random.default_rng()
+_state = np.array([np.random.SeedSequence().entropy % 2 ** 63, 0], np.int64)      # (seed, counter)
 
 
 def manual_seed(seed: int) -> None:
@@ -16,10 +25,24 @@ def manual_seed(seed: int) -> None:
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"manual_seed: expected a non-negative int, got {seed!r}")
     _generator = np.random.default_rng(int(seed))
+    key = int(seed) % 2 ** 64                       # the Philox key: the seed's low 64 bits, stored as int64
+    _state[...] = (key - 2 ** 64 if key >= 2 ** 63 else key, 0)
 
 
 def generator() -> np.random.Generator:
     return _generator
+
+
+def state() -> np.ndarray:
+    """The random operators' generator state (seed, counter), the array itself (graphs bind it)."""
+    return _state
+
+
+def next_draw() -> np.ndarray:
+    """A copy of the generator state for one eager draw; the state's counter moves past it."""
+    current = _state.copy()
+    _state[1] += 1
+    return current
 
 
 def standard_normal(shape: tuple, dtype=None) -> np.ndarray:

@@ -15,6 +15,10 @@ Lazy modules met during the trace take their `in_channels` from the traced input
 their parameters. The tracer keeps them in its own record (the graph holds no module) and, when the call
 is over, draws their initial values itself in declaration order, so a seed gives the same weights
 whatever order the modules run in; the trace ends with the shape-inference pass, a pure graph pass.
+
+Random operators (dropout, `rand_like`) read the graph parameter `generator`, bound to lucid's
+generator state (`lucid/random.py`), each with its draw number; the graph's state update advances the
+state by its number of draws, so every run draws afresh and no mask is baked into the graph.
 """
 from __future__ import annotations
 
@@ -22,10 +26,13 @@ import inspect
 import itertools
 import re
 
+import numpy as np
+
 from .errors import LucidError, TraceError
+from .ir import ops
 from .ir.graph import Builder, Graph, Scope, Value, building
 from .ir.methods import _shape_arg
-from .ir.types import TensorType, as_dtype, float32
+from .ir.types import TensorType, as_dtype, float32, int64
 from .tensor import Tensor, is_eager_tensor
 
 
@@ -65,6 +72,7 @@ def trace(fn_or_module, *inputs, name: str | None = None) -> Graph:
         with building(tracer):
             result = fn_or_module(*values)
             tracer.set_outputs(result)
+            tracer.advance_generator()
     except LucidError as exc:
         exc.partial_graph = tracer.graph       # the nodes recorded before the failure (for lucid.viz)
         raise
@@ -121,6 +129,8 @@ class _Tracer(Builder):
         self.anonymous = itertools.count()
         self.paths: dict[int, str] = {}             # id(module) -> path inside the root
         self.lazy_modules: list[tuple[int, object]] = []   # (declaration index, module) still to initialise
+        self.generator: Value | None = None         # the parameter bound to lucid's generator state
+        self.draws = 0                              # random draws recorded so far
 
     # ------------------------------------------------------------------ scopes
     def _root(self):
@@ -189,6 +199,22 @@ class _Tracer(Builder):
         if current.node is None:
             self.graph.state_updates[current.name] = value
         self.imported[id(target)] = (target, value)
+
+    # ------------------------------------------------------------------ random draws
+    def random_draw(self, state: np.ndarray) -> tuple[Value, int]:
+        """The graph's generator parameter, bound to lucid's generator `state` (seed, counter), and
+        the number of this draw among the trace's; `advance_generator` moves the state past them."""
+        if self.generator is None:
+            name = self.graph.fresh_name("generator")
+            self.generator = self.graph.add_param(name, TensorType(state.shape, int64), binding=state)
+        self.draws += 1
+        return self.generator, self.draws - 1
+
+    def advance_generator(self) -> None:
+        """Record the state update that advances the generator's counter by the trace's draws, so each
+        run of the graph draws new numbers (as as many eager draws would)."""
+        if self.draws:
+            self.graph.state_updates[self.generator.name] = ops.add(self.generator, np.array([0, self.draws]))
 
     # ------------------------------------------------------------------ outputs
     def set_outputs(self, result) -> None:

@@ -9,7 +9,7 @@
   interpreter on the same graphs: float64 with rtol 1e-10 (plus 1e-10 of the output's largest
   magnitude as absolute tolerance), and a float32 variant of a subset with rtol 1e-5.
 - NONDIFF: the non-differentiable operators (sign, comparisons, argmax, one_hot, the *_grad
-  operators, fused) on data with ties, zeros and NaN, forward and gradient graphs.
+  operators, fused, random) on data with ties, zeros and NaN, forward and gradient graphs.
 - Random graphs from seeded generators: elementwise/broadcast expressions, reductions over random
   axes, chains of slice/pad/permute/reshape/broadcast/concat, mixed dtypes (int64, bool, float32,
   float64 promotions and casts).
@@ -279,6 +279,11 @@ NONDIFF = {
         [grid(2, 3, 5, 2), grid(2, 4, 3)]),
     "fused": lambda: (lambda x, y: (ops.emit("fused", x, y, body=lucid.ir.parse(_FUSED_BODY)), x * y),
                       [grid(2, 3), grid(3)]),
+    "random": lambda: (lambda generator, x: (
+        ops.random_values(generator, (7, 5, 3), "float32", "uniform", 0),
+        ops.random_values(generator, (9,), "float64", "normal", 2),
+        ops.where(ops.ge(ops.random_values(generator, (2, 3), "float64", "uniform", 1), 0.4), x, 0.0) * 2.5),
+        [np.array([12345, 6], np.int64), grid(2, 3)]),
 }
 
 

@@ -162,6 +162,7 @@ NONDIFF = {
     "resample_grad": lambda: ops.emit("resample_grad", _grad_input(1, 2, 5), axis=2, size=5, input_size=3,
                                       mode="linear", align_corners=False, scale=None),
     "fused": lambda: ops.emit("fused", _grad_input(3), body=lucid.ir.parse(_FUSED_BODY)),
+    "random": lambda: ops.random_values(lucid.Tensor([5, 0], dtype=lucid.int64), (3,), "float64", "uniform", 0),
 }
 _FUSED_BODY = "graph body {\n  input %in0: f64[3]\n  %0: f64[3] = exp(%in0)\n  return %0\n}"
 

@@ -495,15 +495,17 @@ def test_data_dependent_control_flow_is_a_trace_error():
     assert branchy(lucid.ones(2, 3)).numpy().sum() == 6
 
 
-def test_dropout_in_train_mode_is_a_trace_error_and_traces_in_eval_mode():
+def test_dropout_in_train_mode_traces_a_random_draw_and_in_eval_mode_nothing():
     lucid.manual_seed(0)
-    model = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.ReLU())
-    with pytest.raises(TraceError) as info:
-        lucid.trace(model, lucid.spec(2, 3))
-    message = str(info.value)
-    assert "eval" in message and "Dropout" in message and "'1'" in message, message
+    model = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.ReLU(), nn.Dropout(0.2))
+    graph = lucid.trace(model, lucid.spec(2, 3))
+    draws = [n for n in graph.nodes if n.op == "random"]
+    assert [n.attrs["draw"] for n in draws] == [0, 1] and all(n.inputs[0].name == "generator" for n in draws)
+    assert list(graph.state_updates) == ["generator"]            # the graph advances the generator by 2
+    assert lucid.ir.parse(str(graph)) == graph
     model.eval()
     graph = lucid.trace(model, lucid.spec(2, 3))
+    assert "random" not in {n.op for n in graph.nodes} and not graph.state_updates
     x = data(2, 3)
     close(lucid.ir.run(graph, x), model(lucid.Tensor(x)).numpy())
 

@@ -12,7 +12,9 @@ from .pooling import (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_poo
                       avg_pool3d, max_pool1d, max_pool2d, max_pool3d, pool_args)  # noqa: F401
 from .activation import (SELU_ALPHA, SELU_SCALE, celu, elu, gelu, hardsigmoid, hardswish, hardtanh, leaky_relu,
                          log_softmax, mish, prelu, relu, relu6, selu, sigmoid, silu, softmax, softplus, tanh)  # noqa: F401
-from .linear import (dropout, flatten, linear)  # noqa: F401
+from .linear import (flatten, linear)  # noqa: F401
+from .dropout import (alpha_dropout, check_probability, dropout, dropout1d, dropout2d, dropout3d,
+                      feature_alpha_dropout)  # noqa: F401
 from .normalization import (assign_state, batch_norm, group_norm, instance_norm, layer_norm,
                             local_response_norm)  # noqa: F401
 from .padding import (PAD_MODES, pad)  # noqa: F401

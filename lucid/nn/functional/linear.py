@@ -1,11 +1,8 @@
-"""Linear layers, dropout and flatten."""
+"""Linear layers and flatten."""
 from __future__ import annotations
 
-from ...errors import ShapeError, TraceError
+from ...errors import ShapeError
 from ...ir import ops
-from ...ir.graph import active_builder
-from ...random import generator
-from ...tensor import Tensor
 from .arguments import require_tensor
 
 
@@ -20,22 +17,6 @@ def linear(input, weight, bias=None):
                          f"got shape {input.shape}")
     y = ops.matmul(input, ops.transpose_last(weight))
     return y if bias is None else ops.add(y, bias)
-
-
-def dropout(input, p=0.5, training=True):
-    """Zero each element with probability p and scale the rest by 1/(1-p) (identity when not training)."""
-    x = require_tensor(input, "dropout")
-    if not 0.0 <= p <= 1.0:
-        raise ShapeError(f"dropout: probability p must lie in [0, 1], got {p}")
-    if not training or p == 0.0:
-        return x
-    if p == 1.0:
-        return ops.mul(x, 0.0)
-    if active_builder() is not None:
-        raise TraceError(f"dropout: random masks cannot be traced yet (dropout with p={p} in training mode); "
-                         "trace the model in eval mode")
-    keep = generator().random(x.shape) >= p
-    return ops.mul(x, Tensor(keep / (1.0 - p), dtype=x.dtype))
 
 
 def flatten(input, start_dim=1, end_dim=-1):

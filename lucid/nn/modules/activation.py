@@ -1,4 +1,4 @@
-"""Activation layers and Dropout.
+"""Activation layers.
 
 The layers take PyTorch's constructor arguments; `inplace=True` is accepted and computes out of place
 (the layer returns its result and leaves its input as it was), which is all model code relies on.
@@ -180,19 +180,3 @@ class PReLU(Module):
 
     def extra_repr(self) -> str:
         return f"num_parameters={self.num_parameters}"
-
-
-class Dropout(Module):
-    """Zeroes elements with probability p while training (scaling the rest by 1/(1-p))."""
-
-    def __init__(self, p=0.5, inplace=False):
-        super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"Dropout: probability p must lie in [0, 1], got {p}")
-        self.p = float(p)
-
-    def forward(self, x):
-        return F.dropout(x, self.p, self.training)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
