@@ -3,9 +3,9 @@ a GroupNorm encoder-decoder with trilinear upsampling, a (2+1)-D video ResNet wi
 eager and compiled training against PyTorch running the same weights (examples/torch_networks.py),
 compiled training that lowers the loss, and export through `lucid.runtime` against eager inference.
 
-One small input shape per network, so the suite compiles few kernels. Compiled training runs
-ResidualUNet with dropout=0.0: Dropout in training mode cannot be traced yet (see
-test_compiled_training_with_dropout_is_reproducible, expected to fail until it can).
+One small input shape per network, so the suite compiles few kernels. The comparisons with PyTorch
+run ResidualUNet with dropout=0.0 (the two frameworks draw different masks); its dropout is checked
+against lucid's own eager run, which draws the same masks after the same `manual_seed`.
 """
 import numpy as np
 import pytest
@@ -162,24 +162,24 @@ def test_compiled_adamw_steps_lower_the_loss(case):
     assert losses[-1] < 0.9 * losses[0], losses
 
 
-@pytest.mark.xfail(raises=lucid.TraceError, strict=True,
-                   reason="Dropout in training mode is not a graph operator yet; when it is, this passes "
-                          "(then remove the mark)")
 def test_compiled_training_with_dropout_is_reproducible():
     case = CASES["ResidualUNet"]
 
-    def one_step():
+    def one_step(compiled: bool):
         model = case.build(dropout=0.1).train()
         lucid.manual_seed(5)
-        loss = case.loss(lucid.compile(model))
+        loss = case.loss(lucid.compile(model) if compiled else model)
         loss.backward()
         return loss.item(), gradients(model)
 
-    first_loss, first_gradients = one_step()
-    second_loss, second_gradients = one_step()
+    first_loss, first_gradients = one_step(compiled=True)
+    second_loss, second_gradients = one_step(compiled=True)
     assert first_loss == second_loss
     for name, gradient in first_gradients.items():
         np.testing.assert_array_equal(second_gradients[name], gradient, err_msg=name)
+    eager_loss, eager_gradients = one_step(compiled=False)          # the same masks, drawn eagerly
+    np.testing.assert_allclose(first_loss, eager_loss, rtol=1e-4)
+    assert_gradients_close(first_gradients, eager_gradients, "compiled vs eager with dropout")
     model = case.build(dropout=0.0).train()
     assert case.loss(model).item() != first_loss                 # the masks did drop something
 
