@@ -1,4 +1,5 @@
-"""Normalisation operators: batch_norm (the affine normalisation step) and softmax/log_softmax.
+"""Normalisation operators: moments (the statistics of group, instance and layer norm in one pass),
+batch_norm (the affine normalisation step) and softmax/log_softmax.
 
 `batch_norm` takes its statistics as inputs: in training they are computed from x by `mean`/`var`
 operators, so the gradient through the statistics comes from those operators' own rules.
@@ -8,15 +9,50 @@ from __future__ import annotations
 import numpy as np
 
 from .elementwise import add, exp, mul, neg, pow_scalar, sub
+from ..types import TensorType
 from .reduction import sum_
 from .attributes import Int, Real
 from .registry import OpDef, OpKind, emit, register
-from .shape import reshape
+from .shape import reshape, slice_
 
 
 def _per_channel(v, ndim: int):
     """Reshape a (C,) vector to broadcast along axis 1 of a rank-`ndim` tensor."""
     return reshape(v, (1, -1) + (1,) * (ndim - 2))
+
+
+@register
+class Moments(OpDef):
+    """The mean and the biased variance of each row of x along its last axis, stacked:
+    x (..., K) -> (2, ...), [0] the means, [1] the variances. Group, instance and layer norm view
+    their input so that each normalised group is one row."""
+
+    name = "moments"
+    kind = OpKind.REDUCTION
+
+    def infer(self, attrs, x):
+        self.require_float(x)
+        if x.ndim < 1 or x.shape[-1] == 0:
+            raise self.error(f"expected an input of rank >= 1 with a non-empty last axis, got shape {x.shape}")
+        return TensorType((2,) + x.shape[:-1], x.dtype)
+
+    def flops(self, attrs, input_types, output_type):
+        return 4 * input_types[0].size                  # centre, add, square, add per element
+
+    def compute(self, attrs, x):
+        mean = x.mean(axis=-1, dtype=np.float64, keepdims=True)
+        var = np.square(x - mean, dtype=np.float64).mean(axis=-1)
+        return np.stack([mean[..., 0], var]).astype(x.dtype)
+
+    def grad(self, attrs, inputs, y, g):
+        # mean = sum(x) / K and var = sum((x - mean)^2) / K, so
+        # d/dx_i = (g_mean + 2 g_var (x_i - mean)) / K (the var's dependence on mean sums to 0)
+        x = inputs[0]
+        column = lambda v: reshape(v, tuple(x.shape[:-1]) + (1,))
+        mean, _ = split_moments(y)
+        g_mean, g_var = split_moments(g)
+        centred = sub(x, column(mean))
+        return (mul(add(mul(centred, column(mul(g_var, 2.0))), column(g_mean)), 1.0 / x.shape[-1]),)
 
 
 @register
@@ -97,6 +133,17 @@ class LogSoftmax(SoftmaxBase):
 
     def grad(self, attrs, inputs, y, g):
         return (sub(g, mul(exp(y), sum_(g, attrs["axis"], keepdims=True))),)
+
+
+def moments(x):
+    return emit("moments", x)
+
+
+def split_moments(stats) -> tuple:
+    """(mean, var) of a moments result, each of its rows' shape."""
+    rest = tuple(stats.shape[1:])
+    zeros, stops = (0,) * len(rest), tuple(rest)
+    return tuple(reshape(slice_(stats, (k,) + zeros, (k + 1,) + stops), rest) for k in range(2))
 
 
 def batch_norm(x, mean, var, weight, bias, eps):
