@@ -298,6 +298,12 @@ CASES: dict[str, list[Case]] = {
         Case("F.layer_norm over (3,5)", lambda x, w, b: F.layer_norm(x, (3, 5), w, b), rnd(2, 3, 5), rnd(3, 5),
              rnd(3, 5)),
     ],
+    "normalize": [
+        Case("per (sample, channel) statistics, per channel affine",
+             ops.normalize, rnd(2, 3, 4), rnd(2, 3, 1), pos(2, 3, 1), rnd(1, 3, 1), rnd(1, 3, 1)),
+        Case("per sample statistics, affine over the trailing axes",
+             ops.normalize, rnd(2, 3, 4), rnd(2, 1, 1), pos(2, 1, 1), rnd(3, 4), rnd(4)),
+    ],
     "softmax": [Case("axis -1", lambda x: ops.softmax(x), rnd(2, 3, 4)),
                 Case("axis 0", lambda x: ops.softmax(x, 0), rnd(3, 2, 2)),
                 Case("axis 1 (F dim=1)", lambda x: F.softmax(x, dim=1), rnd(2, 4, 3)),

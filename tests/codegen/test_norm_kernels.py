@@ -150,4 +150,4 @@ def test_normalise_scale_shift_and_activation_are_one_loop(name, activation, op)
     full = [n for n in graph.nodes if not n.is_constant and n.output.shape == SHAPE]
     assert [n.op for n in full] == ["fused"]
     body = [n.op for n in full[0].attrs["body"].nodes if not n.is_constant]
-    assert body == ["sub", "mul", "mul", "add", op]
+    assert body == ["normalize", op]

@@ -14,6 +14,6 @@ from .linalg import matmul, transpose_last
 from .conv import conv, conv_output_size, conv_transpose, conv_transpose_output_size
 from .pool import avg_pool, max_pool, pool_output_size
 from .resample import resample
-from .normalization import batch_norm, log_softmax, moments, softmax, split_moments
+from .normalization import batch_norm, log_softmax, moments, normalize, softmax, split_moments
 from .activation import elu, hardsigmoid, hardswish, hardtanh, mish, prelu, silu, softplus
 from . import fused  # noqa: F401  (registers the fused operator)

@@ -1,5 +1,6 @@
-"""Normalisation operators: moments (the statistics of group, instance and layer norm in one pass),
-batch_norm (the affine normalisation step) and softmax/log_softmax.
+"""Normalisation operators: moments and normalize (group, instance and layer norm: the statistics
+in one pass, then the normalise-scale-shift), batch_norm (the affine normalisation step) and
+softmax/log_softmax.
 
 `batch_norm` takes its statistics as inputs: in training they are computed from x by `mean`/`var`
 operators, so the gradient through the statistics comes from those operators' own rules.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .elementwise import add, exp, mul, neg, pow_scalar, sub
+from .elementwise import add, broadcast_shapes, exp, mul, neg, pow_scalar, sub, sum_to_shape
 from ..types import TensorType
 from .reduction import sum_
 from .attributes import Int, Real
@@ -53,6 +54,40 @@ class Moments(OpDef):
         g_mean, g_var = split_moments(g)
         centred = sub(x, column(mean))
         return (mul(add(mul(centred, column(mul(g_var, 2.0))), column(g_mean)), 1.0 / x.shape[-1]),)
+
+
+@register
+class Normalize(OpDef):
+    """y = (x - mean) * rstd * weight + bias, the other operands broadcast to x's shape."""
+
+    name = "normalize"
+    kind = OpKind.ELEMENTWISE
+
+    def infer(self, attrs, x, mean, rstd, weight, bias):
+        self.require_float(x, mean, rstd, weight, bias)
+        for label, v in (("mean", mean), ("rstd", rstd), ("weight", weight), ("bias", bias)):
+            if broadcast_shapes(self, v.shape, x.shape) != x.shape or v.dtype != x.dtype:
+                raise self.error(f"expected {label} of {x.dtype} broadcasting to the input {x.shape}, "
+                                 f"got {v.dtype}{list(v.shape)}")
+        return x
+
+    def compute(self, attrs, x, mean, rstd, weight, bias):
+        return ((x - mean) * rstd * weight + bias).astype(x.dtype)
+
+    def grad(self, attrs, inputs, y, g):
+        # The sums over x's axes are taken once down to the operands' common broadcast shape (for
+        # group and instance norm (N, C, 1...): two reductions of full-size values, g and
+        # g * (x - mean)); the operands are constant along the summed axes, so they multiply after.
+        x, mean, rstd, weight, bias = inputs
+        common = np.broadcast_shapes(*(tuple(v.shape) for v in inputs[1:]))
+        common = (1,) * (len(x.shape) - len(common)) + tuple(common)
+        g_sum = sum_to_shape(g, common)
+        g_centred_sum = sum_to_shape(mul(g, sub(x, mean)), common)
+        gx = mul(mul(g, rstd), weight)
+        g_mean = sum_to_shape(neg(mul(mul(g_sum, rstd), weight)), mean.shape)
+        g_rstd = sum_to_shape(mul(g_centred_sum, weight), rstd.shape)
+        g_weight = sum_to_shape(mul(g_centred_sum, rstd), weight.shape)
+        return gx, g_mean, g_rstd, g_weight, sum_to_shape(g_sum, bias.shape)
 
 
 @register
@@ -144,6 +179,10 @@ def split_moments(stats) -> tuple:
     rest = tuple(stats.shape[1:])
     zeros, stops = (0,) * len(rest), tuple(rest)
     return tuple(reshape(slice_(stats, (k,) + zeros, (k + 1,) + stops), rest) for k in range(2))
+
+
+def normalize(x, mean, rstd, weight, bias):
+    return emit("normalize", x, mean, rstd, weight, bias)
 
 
 def batch_norm(x, mean, var, weight, bias, eps):

@@ -55,14 +55,14 @@ def assign_state(buffer: Tensor, value) -> None:
 
 # Group, instance and layer normalisation: the statistics are one `moments` operator over a view of
 # x whose rows are the normalised groups (one pass over x, one kernel), and the
-# normalise-scale-shift (x - mean) * rstd * weight + bias keeps the input's shape, so fusion makes
+# normalise-scale-shift is one elementwise `normalize` operator of the input's shape, so fusion makes
 # it one loop together with a following activation. Gradients come from the operators' own rules.
 
 def _normalise(x, mean, rstd, weight, bias):
     """(x - mean) * rstd [* weight] [+ bias], every operand broadcastable to x's shape."""
-    y = ops.mul(ops.sub(x, mean), rstd)
-    y = y if weight is None else ops.mul(y, weight)
-    return y if bias is None else ops.add(y, bias)
+    absent = lambda fill: Tensor(np.array(fill), dtype=x.dtype)
+    return ops.normalize(x, mean, rstd, absent(1.0) if weight is None else weight,
+                         absent(0.0) if bias is None else bias)
 
 
 def _rstd(var, eps: float):
