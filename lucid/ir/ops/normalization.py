@@ -47,13 +47,15 @@ class Moments(OpDef):
 
     def grad(self, attrs, inputs, y, g):
         # mean = sum(x) / K and var = sum((x - mean)^2) / K, so
-        # d/dx_i = (g_mean + 2 g_var (x_i - mean)) / K (the var's dependence on mean sums to 0)
+        # d/dx_i = (x_i - mean) * 2 g_var / K + g_mean / K (the var's dependence on mean sums to 0),
+        # a normalize: one loop of the backward, nothing of x's size computed (or saved) by the forward
         x = inputs[0]
         column = lambda v: reshape(v, tuple(x.shape[:-1]) + (1,))
         mean, _ = split_moments(y)
         g_mean, g_var = split_moments(g)
-        centred = sub(x, column(mean))
-        return (mul(add(mul(centred, column(mul(g_var, 2.0))), column(g_mean)), 1.0 / x.shape[-1]),)
+        per_element = 1.0 / x.shape[-1]
+        return (normalize(x, column(mean), column(mul(g_var, 2 * per_element)), 1.0,
+                          column(mul(g_mean, per_element))),)
 
 
 @register
@@ -82,7 +84,9 @@ class Normalize(OpDef):
         common = np.broadcast_shapes(*(tuple(v.shape) for v in inputs[1:]))
         common = (1,) * (len(x.shape) - len(common)) + tuple(common)
         g_sum = sum_to_shape(g, common)
-        g_centred_sum = sum_to_shape(mul(g, sub(x, mean)), common)
+        # (x - mean) * g as a normalize: one loop of the backward, where sub(x, mean) alone would be
+        # computed (and saved, a tensor of x's size) by the forward
+        g_centred_sum = sum_to_shape(normalize(x, mean, g, 1.0, 0.0), common)
         gx = mul(mul(g, rstd), weight)
         g_mean = sum_to_shape(neg(mul(mul(g_sum, rstd), weight)), mean.shape)
         g_rstd = sum_to_shape(mul(g_centred_sum, weight), rstd.shape)

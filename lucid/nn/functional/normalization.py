@@ -60,9 +60,7 @@ def assign_state(buffer: Tensor, value) -> None:
 
 def _normalise(x, mean, rstd, weight, bias):
     """(x - mean) * rstd [* weight] [+ bias], every operand broadcastable to x's shape."""
-    absent = lambda fill: Tensor(np.array(fill), dtype=x.dtype)
-    return ops.normalize(x, mean, rstd, absent(1.0) if weight is None else weight,
-                         absent(0.0) if bias is None else bias)
+    return ops.normalize(x, mean, rstd, 1.0 if weight is None else weight, 0.0 if bias is None else bias)
 
 
 def _rstd(var, eps: float):
