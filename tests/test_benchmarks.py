@@ -67,3 +67,21 @@ def test_networks_without_torch_times_lucid_and_says_where_the_time_goes():
         assert abs(sum(map(float, shares.values())) - 100) < 1
         assert re.search(r"^    norm .*% +[\d.]+ GB/s \(\d+% of the copy's\)$", section, re.M)
         assert re.search(r"^    resampling .*% +[\d.]+ GB/s \(\d+% of the copy's\)$", section, re.M)
+
+
+def test_memory_bound_reports_bandwidth_and_each_layers_share_of_it():
+    for without_torch in (False, True):
+        done = run_benchmark("memory_bound.py", "--quick", "--layers", "GroupNorm", "upsample-nearest",
+                             "--threads", "1", without_torch=without_torch)
+        assert done.returncode == 0, done.stderr
+        out = done.stdout
+        assert "nan" not in out
+        assert float(re.search(r"memory bandwidth .* 1 thread\(s\) ([0-9.]+) GB/s", out).group(1)) > 0
+        assert ("PyTorch is not installed" in out) == without_torch
+        rows = [line.split() for line in out.splitlines() if line.startswith(("GroupNorm ", "upsample-nearest "))]
+        assert [row[:3] for row in rows] == [[layer, mode, "1"] for layer in ("GroupNorm", "upsample-nearest")
+                                             for mode in ("fwd", "fwd+bwd")]
+        for row in rows:
+            assert float(row[3]) > 0 and float(row[5]) >= 0 and row[6].endswith("%")
+            if without_torch:
+                assert row[4] == row[7] == row[8] == "n/a"

@@ -8,6 +8,9 @@ the forward outputs, then the gradients) and returns `Partition(forward, backwar
 - `backward` computes the gradients: its inputs are the saved values (named `saved_<i>`), then the
   forward inputs the backward nodes read, then the seeds; it has the parameters it reads;
 - `saved` are the values of the forward graph that backward nodes read (activations), in order.
+  A view (the output of an operator declaring `aliases_input`, such as reshape) is not saved: the
+  backward recomputes it from the value it views, so a value and a view of it never both become
+  forward outputs (which would copy the value).
 Constants read by backward nodes are copied into the backward graph rather than saved. Running
 forward then backward computes exactly what the joint graph computes. The input graph is unchanged.
 """
@@ -33,9 +36,12 @@ def run(graph: Graph, input_count: int, output_count: int) -> Partition:
     seed_values = set(seeds)
     dependent = _dependent(graph, seed_values)
     gradients = graph.outputs[output_count:]
-    backward_nodes = _needed(graph, gradients, stop=lambda v: v not in dependent and not _is_constant(v))
+    backward_nodes = _needed(graph, gradients,
+                             stop=lambda v: v not in dependent and not _is_constant(v) and not _is_view(v))
     reads = [v for node in backward_nodes for v in node.inputs] + list(gradients)
-    saved = _unique(v for v in reads if v not in dependent and v.node is not None and not v.node.is_constant)
+    recomputed = {node.output for node in backward_nodes}
+    saved = _unique(v for v in reads if v not in dependent and v not in recomputed and v.node is not None
+                    and not v.node.is_constant)
     forward_inputs = set(graph.inputs) - seed_values
     inputs_read = _unique(v for v in reads if v in forward_inputs)
     forward = _forward(graph, seed_values, graph.outputs[:output_count] + saved)
@@ -45,6 +51,10 @@ def run(graph: Graph, input_count: int, output_count: int) -> Partition:
 
 def _is_constant(v: Value) -> bool:
     return v.node is not None and v.node.is_constant
+
+
+def _is_view(v: Value) -> bool:
+    return v.node is not None and not v.node.is_constant and v.node.opdef.aliases_input
 
 
 def _dependent(graph: Graph, seeds: set) -> set:

@@ -177,8 +177,8 @@ def test_case_table_float64(op_name):
 
 
 FLOAT32_SUBSET = ["exp", "log", "sqrt", "erf", "tanh", "sigmoid", "gelu", "pow_scalar", "div", "sum", "mean",
-                  "max", "matmul", "conv", "conv_transpose", "max_pool", "avg_pool", "batch_norm", "softmax",
-                  "log_softmax", "pad", "slice"]
+                  "max", "matmul", "conv", "conv_transpose", "max_pool", "avg_pool", "batch_norm", "moments",
+                  "softmax", "log_softmax", "pad", "slice"]
 
 
 @pytest.mark.parametrize("op_name", FLOAT32_SUBSET)

@@ -178,6 +178,11 @@ def _batch_norm(s, node, x, mean, var, weight, bias):
     return b.fadd(b.fmul(b.fsub(x, mean), scale), bias)
 
 
+def _normalize(s, node, x, mean, rstd, weight, bias):
+    b = s.b
+    return b.fadd(b.fmul(b.fmul(b.fsub(x, mean), rstd), weight), bias)
+
+
 def _extremum(name: str, predicate: str):
     def rule(s, node, x, y):
         if _float(x):
@@ -217,7 +222,7 @@ SCALAR = {
     "cast": lambda s, node, x: x,          # operands arrive converted to the output dtype
     "add": _binary("fadd", "add", "or_"), "sub": _binary("fsub", "sub", "xor"),
     "mul": _binary("fmul", "mul", "and_"), "div": _binary("fdiv", "sdiv", "sdiv"),
-    "batch_norm": _batch_norm,
+    "batch_norm": _batch_norm, "normalize": _normalize,
     "maximum": _extremum("maximum", ">"), "minimum": _extremum("minimum", "<"),
     "where": lambda s, node, c, x, y: s.b.select(c, x, y),
     **{op: _comparison(p) for op, p in _COMPARISONS.items()},

@@ -13,7 +13,6 @@ from ...tensor import Tensor
 from .arguments import require_tensor
 
 
-
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
     """Normalise over every axis but 1. In training, batch statistics are used (and the running ones,
     when given, are updated in place with the unbiased variance)."""
@@ -54,28 +53,29 @@ def assign_state(buffer: Tensor, value) -> None:
         buffer.data[...] = value.data
 
 
-# Group, instance, layer and local response normalisation, composed of graph operators: the
-# statistics are mean and var reductions over a reshaped view (two-pass, in the input's dtype), and
-# the normalise-scale-shift (x - mean) * rstd * weight + bias keeps the input's shape, so fusion makes
+# Group, instance and layer normalisation: the statistics are one `moments` operator over a view of
+# x whose rows are the normalised groups (one pass over x, one kernel), and the
+# normalise-scale-shift is one elementwise `normalize` operator of the input's shape, so fusion makes
 # it one loop together with a following activation. Gradients come from the operators' own rules.
 
 def _normalise(x, mean, rstd, weight, bias):
     """(x - mean) * rstd [* weight] [+ bias], every operand broadcastable to x's shape."""
-    y = ops.mul(ops.sub(x, mean), rstd)
-    y = y if weight is None else ops.mul(y, weight)
-    return y if bias is None else ops.add(y, bias)
+    return ops.normalize(x, mean, rstd, 1.0 if weight is None else weight, 0.0 if bias is None else bias)
+
+
+def _rstd(var, eps: float):
+    return ops.pow_scalar(ops.add(var, eps), -0.5)
 
 
 def _group_statistics(x, groups: int, eps: float) -> tuple:
-    """Biased mean and rstd of each (sample, group) of x (N, C, *), spread back to shape (N, C, 1...)."""
+    """Mean and rstd of each (sample, group) of x (N, C, *), spread to shape (N, C, 1...), and the
+    biased (mean, var) per (sample, group) as (N, groups)."""
     n, c = x.shape[0], x.shape[1]
-    grouped = ops.reshape(x, (n, groups, -1))
-    mean = ops.mean(grouped, 2, keepdims=True)
-    var = ops.var(grouped, 2, keepdims=True, correction=0)
-    rstd = ops.pow_scalar(ops.add(var, eps), -0.5)
+    mean, var = ops.split_moments(ops.moments(ops.reshape(x, (n, groups, -1))))
     per_channel = (n, c) + (1,) * (x.ndim - 2)
-    spread = lambda s: ops.reshape(ops.broadcast_to(s, (n, groups, c // groups)), per_channel)
-    return spread(mean), spread(rstd), mean, var
+    spread = lambda s: ops.reshape(ops.broadcast_to(ops.reshape(s, (n, groups, 1)), (n, groups, c // groups)),
+                                   per_channel)
+    return spread(mean), spread(_rstd(var, eps)), mean, var
 
 
 def _channel_vector(v, ndim: int):
@@ -118,14 +118,14 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     if not use_input_stats:
         if running_mean is None or running_var is None:
             raise ShapeError("instance_norm: running_mean and running_var are required when use_input_stats=False")
-        rstd = ops.pow_scalar(ops.add(running_var, eps), -0.5)
-        return _normalise(x, _channel_vector(running_mean, x.ndim), _channel_vector(rstd, x.ndim), weight, bias)
+        return _normalise(x, _channel_vector(running_mean, x.ndim), _channel_vector(_rstd(running_var, eps), x.ndim),
+                          weight, bias)
     count = x.numel() // max(x.shape[0] * channels, 1)
     if count <= 1:
         raise ShapeError(f"instance_norm: expected more than 1 spatial element when training, got input of shape {x.shape}")
     mean, rstd, group_mean, group_var = _group_statistics(x, channels, eps)
     if running_mean is not None and running_var is not None:
-        batch_mean = lambda s: ops.mean(ops.reshape(s, (x.shape[0], channels)), 0)
+        batch_mean = lambda s: ops.mean(s, 0)
         _update_running(running_mean, running_var, batch_mean(group_mean), batch_mean(group_var), count, momentum)
     return _normalise(x, mean, rstd, weight, bias)
 
@@ -140,10 +140,10 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     for v, what in ((weight, "weight"), (bias, "bias")):
         if v is not None and tuple(require_tensor(v, "layer_norm", what).shape) != shape:
             raise ShapeError(f"layer_norm: expected {what} of shape {shape}, got {tuple(v.shape)}")
-    axes = tuple(range(x.ndim - len(shape), x.ndim))
-    mean = ops.mean(x, axes, keepdims=True)
-    rstd = ops.pow_scalar(ops.add(ops.var(x, axes, keepdims=True, correction=0), eps), -0.5)
-    return _normalise(x, mean, rstd, weight, bias)
+    lead = tuple(x.shape[:x.ndim - len(shape)])
+    mean, var = ops.split_moments(ops.moments(ops.reshape(x, lead + (-1,))))
+    column = lead + (1,) * len(shape)
+    return _normalise(x, ops.reshape(mean, column), ops.reshape(_rstd(var, eps), column), weight, bias)
 
 
 def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):

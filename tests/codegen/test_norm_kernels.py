@@ -1,0 +1,153 @@
+"""The compiled statistics of group, instance and layer norm (`moments`, one pass, one kernel per
+norm) and their normalise-scale-shift, against a float64 NumPy oracle written here.
+
+- `moments` compiled (float32 and float64, odd and long rows) against float64 sums.
+- Adversarial data, x = 1000 + N(0, 1e-2) in float32: the statistics (compiled and eager) stay
+  float32-accurate against float64 ones, and so do the normalised outputs of the layers.
+- Forward and input, weight and bias gradients of a compiled training step of each layer on odd
+  sizes (C=6 in 3 groups, 5x7x3 spatial, LayerNorm over (7, 3)) against the oracle's closed-form
+  backward (derived independently of lucid's rules).
+- Compiled graphs: one statistics kernel per norm and no other reduction in the forward; the
+  normalise-scale-shift and a following activation are one fused loop.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lucid
+import lucid.nn as nn
+from lucid.codegen.build import memory_plan_of
+from lucid.codegen.lowering import Lowering
+from lucid.codegen.target import host
+from lucid.ir import ops
+from lucid.passes.pipeline import for_inference, for_training
+
+RNG = np.random.default_rng(2026)
+
+
+# ----------------------------------------------------------------------------------------------
+# The oracle: float64, each normalised group a row of a (rows, K) view.
+
+def ref_moments(rows):
+    rows = np.asarray(rows, np.float64)
+    mean = rows.sum(-1) / rows.shape[-1]
+    return mean, ((rows - mean[..., None]) ** 2).sum(-1) / rows.shape[-1]
+
+
+def ref_norm_and_grads(x, rows_shape, affine_shape, w, b, gy, eps=1e-5):
+    """y = xhat * w + b per group of `rows_shape`, and (gx, gw, gb) for the output gradient gy: with
+    xhat = (x - mean) * rstd and h = gy * w, gx = rstd * (h - mean(h) - xhat * mean(h * xhat)) per row."""
+    x, gy = np.asarray(x, np.float64), np.asarray(gy, np.float64)
+    w, b = np.asarray(w, np.float64).reshape(affine_shape), np.asarray(b, np.float64).reshape(affine_shape)
+    mean, var = ref_moments(x.reshape(rows_shape))
+    rstd = 1 / np.sqrt(var + eps)
+    xhat = ((x.reshape(rows_shape) - mean[..., None]) * rstd[..., None]).reshape(x.shape)
+    h = (gy * w).reshape(rows_shape)
+    xhat_rows = xhat.reshape(rows_shape)
+    gx = rstd[..., None] * (h - h.mean(-1, keepdims=True) - xhat_rows * (h * xhat_rows).mean(-1, keepdims=True))
+    lead = x.ndim - len(affine_shape)
+    broadcast_axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(affine_shape) if n == 1)
+    reduce_to_affine = lambda t: t.sum(axis=broadcast_axes).reshape(-1)
+    return xhat * w + b, gx.reshape(x.shape), reduce_to_affine(gy * xhat), reduce_to_affine(gy)
+
+
+# ----------------------------------------------------------------------------------------------
+# moments
+
+@pytest.mark.parametrize("shape", [(1, 1), (7,), (3, 5), (2, 3, 210), (2, 100003)], ids=str)
+@pytest.mark.parametrize("dtype,tol", [(np.float32, 2e-6), (np.float64, 1e-13)])
+def test_compiled_moments_match_float64(shape, dtype, tol):
+    x = (RNG.normal(size=shape) * 3 + 2).astype(dtype)
+    stats = lucid.compile(ops.moments)(lucid.Tensor(x, dtype=lucid.ir.types.as_dtype(dtype))).numpy()
+    mean, var = ref_moments(x)
+    assert stats.shape == (2,) + shape[:-1] and stats.dtype == dtype
+    np.testing.assert_allclose(stats[0], mean, rtol=tol, atol=tol)
+    np.testing.assert_allclose(stats[1], var, rtol=10 * tol, atol=tol)
+
+
+@pytest.mark.parametrize("length", [210, 1 << 20])
+def test_statistics_of_data_far_from_zero_stay_accurate(length):
+    x = (1000 + RNG.normal(0, 1e-2, (3, length))).astype(np.float32)
+    mean, var = ref_moments(x)
+    for how, stats in (("eager", ops.moments(lucid.Tensor(x)).numpy()),
+                       ("compiled", lucid.compile(ops.moments)(lucid.Tensor(x)).numpy())):
+        np.testing.assert_allclose(stats[0], mean, rtol=0, atol=1e-4, err_msg=how)     # float32's step at 1000: 6e-5
+        np.testing.assert_allclose(stats[1], var, rtol=1e-4, err_msg=how)
+
+
+NORMS = {   # name: (layer, the (rows, K) view of a (2, 6, 5, 7, 3) input, the affine parameters' broadcast shape)
+    "group_norm": (lambda: nn.GroupNorm(3, 6), (2 * 3, -1), (1, 6, 1, 1, 1)),
+    "instance_norm": (lambda: nn.InstanceNorm3d(6, affine=True), (2 * 6, -1), (1, 6, 1, 1, 1)),
+    "layer_norm": (lambda: nn.LayerNorm((7, 3)), (2 * 6 * 5, -1), (7, 3)),
+}
+SHAPE = (2, 6, 5, 7, 3)
+
+
+def _layer(name):
+    layer = NORMS[name][0]()
+    layer.weight.data[...] = RNG.normal(1.0, 0.5, layer.weight.shape)
+    layer.bias.data[...] = RNG.normal(0.0, 0.5, layer.bias.shape)
+    return layer
+
+
+@pytest.mark.parametrize("name", list(NORMS))
+def test_layers_on_data_far_from_zero_match_float64(name):
+    layer = _layer(name)
+    x = (1000 + RNG.normal(0, 1e-2, SHAPE)).astype(np.float32)
+    _, rows, affine = NORMS[name]
+    expected = ref_norm_and_grads(x, rows, affine, layer.weight.numpy(), layer.bias.numpy(), np.zeros(SHAPE))[0]
+    with lucid.no_grad():
+        for how, fn in (("eager", layer), ("compiled", lucid.compile(layer))):
+            # the float32 mean's rounding (3e-5 at 1000) over the standard deviation 1e-2 bounds the error
+            np.testing.assert_allclose(fn(lucid.Tensor(x)).numpy(), expected, rtol=0, atol=2e-2, err_msg=how)
+
+
+@pytest.mark.parametrize("name", list(NORMS))
+def test_compiled_training_step_forward_and_gradients_match_oracle(name):
+    layer = _layer(name)
+    step = lucid.compile(layer)
+    x = RNG.normal(0.5, 2.0, SHAPE).astype(np.float32)
+    gy = RNG.normal(size=SHAPE).astype(np.float32)
+    _, rows, affine = NORMS[name]
+    y_ref, gx_ref, gw_ref, gb_ref = ref_norm_and_grads(x, rows, affine, layer.weight.numpy(), layer.bias.numpy(), gy)
+    xt = lucid.Tensor(x, requires_grad=True)
+    y = step(xt)
+    (y * lucid.Tensor(gy)).sum().backward()
+    np.testing.assert_allclose(y.numpy(), y_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(xt.grad.numpy(), gx_ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(layer.weight.grad.numpy(), gw_ref.reshape(layer.weight.shape), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(layer.bias.grad.numpy(), gb_ref.reshape(layer.bias.shape), rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------
+# What the compiled graphs hold
+
+def kernel_labels(graph) -> list:
+    lowering = Lowering(graph, memory_plan_of(graph), host())
+    lowering.lower()
+    return [k.label for k in lowering.kernels]
+
+
+def test_one_statistics_kernel_per_norm_and_no_other_reduction():
+    model = nn.Sequential(nn.GroupNorm(3, 6), nn.ReLU(), nn.InstanceNorm3d(6, affine=True), nn.LeakyReLU(0.1),
+                          nn.LayerNorm((5, 7, 3)), nn.SiLU())
+    graph = lucid.trace(model, lucid.spec(*SHAPE))
+    partition = for_training(graph, [v.name for v in graph.params])
+    for stage, planned in (("inference", for_inference(graph)), ("training forward", partition.forward)):
+        labels = kernel_labels(planned)
+        assert labels.count("moments") == 3, (stage, labels)
+        assert not {"sum", "mean", "var", "sum_partial", "mean_partial"} & set(labels), (stage, labels)
+
+
+@pytest.mark.parametrize("activation,op", [(lambda: nn.ReLU(), "relu"), (lambda: nn.PReLU(), "prelu"),
+                                           (lambda: nn.SiLU(), "silu"), (lambda: nn.LeakyReLU(0.2), "leaky_relu"),
+                                           (lambda: nn.ELU(), "elu")], ids=["relu", "prelu", "silu", "leaky", "elu"])
+@pytest.mark.parametrize("name", list(NORMS))
+def test_normalise_scale_shift_and_activation_are_one_loop(name, activation, op):
+    model = nn.Sequential(NORMS[name][0](), activation())
+    graph = for_inference(lucid.trace(model, lucid.spec(*SHAPE)))
+    full = [n for n in graph.nodes if not n.is_constant and n.output.shape == SHAPE]
+    assert [n.op for n in full] == ["fused"]
+    body = [n.op for n in full[0].attrs["body"].nodes if not n.is_constant]
+    assert body == ["normalize", op]
