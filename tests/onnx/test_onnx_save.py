@@ -6,6 +6,7 @@ import pytest
 from onnx_helpers import reference
 
 from models import ConvAutoencoder3D, UNet3D, VideoClassifier
+from networks import GroupNormUNet, R2Plus1dNet, ResidualUNet
 
 import lucid
 import lucid.nn as nn
@@ -44,7 +45,11 @@ class EveryActivation(nn.Module):
     (ConvAutoencoder3D, ConvAutoencoder3D.example_shape()),
     (lambda: VideoClassifier(in_channels=3, num_classes=5, width=4), (2, 3, 4, 16, 16)),
     (EveryActivation, (2, 3, 8, 8)),
-], ids=["UNet3D", "ConvAutoencoder3D", "VideoClassifier", "EveryActivation"])
+    (lambda: ResidualUNet(channels=(8, 16)), (2, 1, 8, 8, 8)),
+    (lambda: GroupNormUNet(channels=(8, 16)), (2, 1, 8, 8, 8)),
+    (lambda: R2Plus1dNet(widths=(8, 16)), (2, 3, 4, 16, 16)),
+], ids=["UNet3D", "ConvAutoencoder3D", "VideoClassifier", "EveryActivation", "ResidualUNet", "GroupNormUNet",
+        "R2Plus1dNet"])
 def test_saved_models_run_in_onnxruntime_and_load_back(make, shape, tmp_path):
     lucid.manual_seed(0)
     model = make().eval()
