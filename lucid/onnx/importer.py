@@ -24,7 +24,8 @@ import numpy as np
 from ..errors import LucidError, OnnxError
 from ..ir.graph import Builder, Graph, Scope, Value, building
 from ..ir.types import TensorType
-from . import norm_patterns, reader
+from . import reader  # first: without onnx, its ImportError says how to install it
+from . import norm_patterns
 from .converters import CONVERTERS, OnnxNode
 
 

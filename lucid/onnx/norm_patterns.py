@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from onnx import helper
 
 from ..ir import ops
 from ..ir.graph import Value, building
@@ -89,7 +90,8 @@ def _group_norm(proto, weight, bias, importer):
     if not _fits(weight, bias, lambda v: _per_channel(v, x)):
         return None
     with building(importer):
-        return F.group_norm(x, groups, *_lifted(importer, (weight, bias), (channels,)), _attribute(normed, "epsilon", 1e-5))
+        scale, shift = _lifted(importer, (weight, bias), (channels,))
+        return F.group_norm(x, groups, scale, shift, _attribute(normed, "epsilon", 1e-5))
 
 
 def _moment_norm(proto, weight, bias, importer):
@@ -127,7 +129,7 @@ def _normalised(x, axes: tuple, eps: float, weight, bias, importer):
     if axes[0] == 0 or axes != tuple(range(axes[0], rank)):
         return None
     shape = tuple(x.shape[axes[0]:])
-    if not _fits(weight, bias, lambda v: _trailing(v, shape)):
+    if not _fits(weight, bias, lambda v: _trailing(v, x, shape)):
         return None
     with building(importer):
         return F.layer_norm(x, shape, *_lifted(importer, (weight, bias), shape), eps)
@@ -154,19 +156,15 @@ def _per_channel(array, x) -> bool:
     """Whether array broadcasts against x as one number per channel: shape (C, 1, ...) right-aligned."""
     wanted = (x.shape[1],) + (1,) * (len(x.shape) - 2)
     leading = array.shape[:max(array.ndim - len(wanted), 0)]
-    return _floating(array) and array.shape[len(leading):] == wanted and all(d == 1 for d in leading)
+    return array.dtype == x.dtype and array.shape[len(leading):] == wanted and all(d == 1 for d in leading)
 
 
-def _trailing(array, shape: tuple) -> bool:
+def _trailing(array, x, shape: tuple) -> bool:
     """Whether array broadcasts against x only over its trailing axes `shape` (leading sizes of 1)."""
     leading = array.shape[:max(array.ndim - len(shape), 0)]
     core = array.shape[len(leading):]
-    return (_floating(array) and all(d == 1 for d in leading)
+    return (array.dtype == x.dtype and all(d == 1 for d in leading)
             and all(c in (1, s) for c, s in zip(reversed(core), reversed(shape))))
-
-
-def _floating(array) -> bool:
-    return array.dtype.kind == "f"
 
 
 def _reduced_axes(proto, importer, x):
@@ -185,8 +183,6 @@ def _reduced_axes(proto, importer, x):
 
 
 def _attribute(proto, name: str, default):
-    from onnx import helper
-
     found = [a for a in proto.attribute if a.name == name]
     return helper.get_attribute_value(found[0]) if found else default
 

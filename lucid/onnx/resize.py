@@ -3,10 +3,11 @@
 ONNX describes a resize by a coordinate transformation (half_pixel, pytorch_half_pixel,
 align_corners, asymmetric), a mode (nearest, linear) and, for nearest, a rounding rule. lucid's
 `resample` follows PyTorch's formulas (and ONNX's asymmetric linear one). Since shapes are static,
-the importer settles each axis by arithmetic: it writes ONNX's interpolation along the axis as an (output x input) matrix and
-takes the lucid resampling whose own matrix equals it (nearest / nearest-exact, linear with or
-without align_corners, linear-asymmetric). An axis no lucid resampling reproduces is refused naming
-the node and the attributes, so an import never changes what the model computes.
+the importer settles each axis by arithmetic: it writes ONNX's interpolation along the axis as an
+(output x input) matrix and takes the lucid resampling whose own matrix equals it (nearest /
+nearest-exact, linear with or without align_corners, linear-asymmetric). An axis no lucid
+resampling reproduces is refused naming the node and the attributes, so an import never changes
+what the model computes.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from onnx_helpers import check, helper, model, single
-from onnx import TensorProto
+from onnx import TensorProto, numpy_helper
 
 import oracle
 
@@ -224,3 +224,20 @@ def test_cast_round_trip_truncates_like_onnxruntime():
     nodes = [helper.make_node("Cast", ["x"], ["i"], to=TensorProto.INT64),
              helper.make_node("Cast", ["i"], ["y"], to=TensorProto.FLOAT)]
     check(model(nodes, {"x": (2, 5)}, ["y"]), [w(2, 5) * 3])
+
+
+def test_constants_range_and_equal():
+    """Constant (each attribute kind) and Range folded at import, Equal and Where on graph values."""
+    nodes = [helper.make_node("Constant", [], ["start"], value_int=0),
+             helper.make_node("Constant", [], ["limit"], value=numpy_helper.from_array(np.array(4, np.int64))),
+             helper.make_node("Constant", [], ["steps"], value_ints=[1]),
+             helper.make_node("Squeeze", ["steps"], ["step"]),
+             helper.make_node("Range", ["start", "limit", "step"], ["r"]),
+             helper.make_node("Cast", ["r"], ["positions"], to=TensorProto.FLOAT),
+             helper.make_node("Constant", [], ["fill"], value_float=-1.5),
+             helper.make_node("Constant", [], ["scales"], value_floats=[2.0, 0.5, 1.0, 3.0]),
+             helper.make_node("Equal", ["x", "positions"], ["same"]),
+             helper.make_node("Mul", ["x", "scales"], ["scaled"]),
+             helper.make_node("Where", ["same", "scaled", "fill"], ["y"])]
+    x = np.array([[0, 1, 5, 3], [2, 1, 2, 7]], np.float32)
+    check(model(nodes, {"x": (2, 4)}, ["y"]), [x])
