@@ -1,73 +1,126 @@
-"""An imported ONNX 3-D UNet: lucid.compile vs ONNX Runtime on the same file, 1 and 2 threads.
+"""An imported ONNX 3-D UNet: lucid.compile vs ONNX Runtime and OpenVINO on the same file, 1 and 2 threads.
 
     python benchmarks/onnx_unet.py                          # UNet3D() on 1x1x32x32x32
-    python benchmarks/onnx_unet.py --shape 1,1,64,64,64 --rounds 3
+    python benchmarks/onnx_unet.py --shape 1,1,64,64,64
+    python benchmarks/onnx_unet.py --quick                  # a smoke run: small repeat counts
 
 The UNet of examples/models.py (eval mode, seeded weights) is written as ONNX with `lucid.onnx.save`,
-so the benchmark needs no PyTorch; that file is read back with `lucid.onnx.load` and compiled, and
-opened by ONNX Runtime (CPU, all graph optimisations, `intra_op_num_threads` 1 and 2). Both sides are
-timed in rounds (benchmarks/aot.py's `median_ms`), so they see the same machine load, and their
-outputs are checked equal first. It prints the median time of each and the ratio ort_ms / lucid_ms
-(above 1: lucid is faster).
+so the benchmark needs no PyTorch. That one file is read back with `lucid.onnx.load` and compiled,
+opened by ONNX Runtime (CPU provider, all graph optimisations, `intra_op_num_threads`) and, when it
+is installed, compiled by OpenVINO (CPU, f32 inference precision, `INFERENCE_NUM_THREADS`). Every
+side's output is checked equal to lucid's before timing. For each thread count it prints the median
+time of each side (conv.py's `median_times`: warm-up, then the sides alternating in rounds), lucid's
+effective GFLOP/s (the imported graph's estimated FLOPs, `lucid.ir.cost.estimated_flops`, over its
+time) and its fraction of the machine's peak (a generated FMA loop on as many threads), and the
+ratios ort_ms / lucid_ms and ov_ms / lucid_ms (above 1: lucid is faster). A runtime that is not
+installed shows n/a, with one line on how to install it.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
+from conv import TUNABLES, cell, median_times, note, ratio
+
+if os.environ.get("GLIBC_TUNABLES") != TUNABLES and __name__ == "__main__":
+    os.execve(sys.executable, [sys.executable] + sys.argv, dict(os.environ, GLIBC_TUNABLES=TUNABLES))
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
 import lucid  # noqa: E402
-from aot import median_ms  # noqa: E402
 from lucid.cli import parse_shape  # noqa: E402
+from lucid.codegen.peak import peak_gflops  # noqa: E402
+from lucid.ir.cost import estimated_flops  # noqa: E402
 from models import UNet3D  # noqa: E402
 
+ORT_MISSING = ("ONNX Runtime is not installed, so its columns show n/a; to compare with it: "
+               ".venv/bin/pip install onnxruntime")
+OPENVINO_MISSING = ("OpenVINO is not installed, so its columns show n/a; to compare with it: "
+                    ".venv/bin/pip install openvino")
+EFFECTIVE_RATE = ("eff GFLOP/s and eff % peak are effective rates: the imported graph's estimated FLOPs (2 per "
+                  "multiply-add of its convolutions, plus its elementwise and reduction work) over lucid's time.")
 
-def onnxruntime_session(path: Path, threads: int):
+
+def onnxruntime_run(path: Path, threads: int):
+    """A call of the model in ONNX Runtime on `threads` threads."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
 
 
-def main() -> None:
+def openvino_run(path: Path, threads: int):
+    """A call of the model compiled by OpenVINO on `threads` threads."""
+    import openvino
+
+    compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                                "INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+
+    def run(x):
+        request.infer({0: x})
+        return request.get_output_tensor(0).data
+    return run
+
+
+#: The peers: column name -> (module, the call of the model in it, the note when it is missing).
+PEERS = {"ort": ("onnxruntime", onnxruntime_run, ORT_MISSING), "ov": ("openvino", openvino_run, OPENVINO_MISSING)}
+
+
+def run(shape: tuple, thread_counts: list, repeats: int, quick: bool) -> None:
+    lucid.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    budget = dict(warm_up=0.0, timed=0.0) if quick else {}
+    peaks = {t: peak_gflops(t) for t in thread_counts}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "unet.onnx"
+        lucid.onnx.save(UNet3D().eval(), lucid.spec(*shape), path=path)
+        graph = lucid.onnx.load(str(path))
+        compiled, tensor = lucid.compile(graph), lucid.Tensor(x)
+        expected = compiled(tensor).numpy()
+        flops = estimated_flops(graph)
+        print(f"UNet3D() as ONNX, input {shape}, {flops / 1e9:.2f} GFLOP")
+        print("peak (generated FMA loop): " + ", ".join(f"{t} thread(s) {p:.0f} GFLOP/s" for t, p in peaks.items()))
+        peers = {name: make for name, (module, make, _) in PEERS.items() if importlib.util.find_spec(module)}
+        for name, (_, _, missing) in PEERS.items():
+            if name not in peers:
+                note(missing)
+        note(EFFECTIVE_RATE)
+        print(f"{'thr':>3} {'lucid ms':>9} {'ort ms':>9} {'ov ms':>9} {'eff GFLOP/s':>11} {'eff % peak':>10} "
+              f"{'ort/lucid':>9} {'ov/lucid':>9}")
+        for threads in thread_counts:
+            os.environ["LUCID_NUM_THREADS"] = str(threads)           # read by lucid.compile's calls
+            calls = {name: make(path, threads) for name, make in peers.items()}
+            for name, call in calls.items():
+                np.testing.assert_allclose(call(x), expected, rtol=1e-4, atol=1e-4, err_msg=name)
+            steps = [lambda: compiled(tensor)] + [lambda call=call: call(x) for call in calls.values()]
+            times = dict(zip(["lucid", *calls], (1e3 * t for t in median_times(steps, repeats, **budget))))
+            lucid_ms, ort_ms, ov_ms = times["lucid"], times.get("ort"), times.get("ov")
+            gflops = flops / lucid_ms / 1e6
+            print(f"{threads:>3} {lucid_ms:9.2f} {cell(ort_ms, 9)} {cell(ov_ms, 9)} {gflops:11.1f} "
+                  f"{100 * gflops / peaks[threads]:9.1f}% {cell(ratio(ort_ms, lucid_ms), 9)} "
+                  f"{cell(ratio(ov_ms, lucid_ms), 9)}", flush=True)
+
+
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=parse_shape, default=(1, 1, 32, 32, 32),
                         help="UNet3D's input shape N,1,D,H,W with D, H, W multiples of 4 (default 1,1,32,32,32)")
-    parser.add_argument("--rounds", type=int, default=6, help="rounds of calls of each side (default 6)")
-    parser.add_argument("--calls", type=int, default=6, help="calls of one side in a row, per round")
-    args = parser.parse_args()
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        print("ONNX Runtime is not installed: .venv/bin/pip install onnx onnxruntime")
-        return
-
-    lucid.manual_seed(0)
-    x = np.random.default_rng(0).standard_normal(args.shape).astype(np.float32)
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "unet.onnx"
-        lucid.onnx.save(UNet3D().eval(), lucid.spec(*args.shape), path=path)
-        compiled = lucid.compile(lucid.onnx.load(str(path)))
-        tensor = lucid.Tensor(x)
-        print(f"UNet3D() as ONNX, input {args.shape}, median of {args.rounds} rounds of {args.calls} calls")
-        for threads in (1, 2):
-            os.environ["LUCID_NUM_THREADS"] = str(threads)           # read by lucid.compile's calls
-            session = onnxruntime_session(path, threads)
-            feed = {session.get_inputs()[0].name: x}
-            np.testing.assert_allclose(compiled(tensor).numpy(), session.run(None, feed)[0], rtol=1e-4, atol=1e-4)
-            calls = {"lucid": lambda: compiled(tensor), "ort": lambda: session.run(None, feed)}
-            median_ms(calls, 1, 3)                                     # warm-up: arenas, caches
-            ms = median_ms(calls, args.rounds, args.calls)
-            print(f"  {threads} thread(s): lucid.compile {ms['lucid']:8.2f} ms   ONNX Runtime {ms['ort']:8.2f} ms"
-                  f"   ort/lucid {ms['ort'] / ms['lucid']:.2f}")
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts to time (default 1 2)")
+    parser.add_argument("--repeats", type=int, default=7, help="at least this many timed calls per side (default 7)")
+    parser.add_argument("--quick", action="store_true", help="2 repeats, no warm-up or time budget (a smoke run)")
+    args = parser.parse_args(argv)
+    run(args.shape, args.threads, 2 if args.quick else args.repeats, args.quick)
 
 
 if __name__ == "__main__":

@@ -275,6 +275,8 @@ CASES: dict[str, list[Case]] = {
         Case("trilinear x2", lambda x: F.interpolate(x, scale_factor=2, mode="trilinear"), rnd(1, 2, 2, 3, 2)),
         Case("trilinear size align_corners", lambda x: F.interpolate(x, size=(3, 5, 1), mode="trilinear",
                                                                      align_corners=True), rnd(1, 1, 2, 3, 2)),
+        Case("linear-asymmetric x2.5 (ONNX import)",
+             lambda x: ops.resample(x, axis=2, size=7, mode="linear-asymmetric", scale=0.4), rnd(1, 2, 3)),
     ],
     # ---------------------------------------------------------------- normalisation
     "batch_norm": [

@@ -6,16 +6,18 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
 TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=17179869184"   # as conv.py sets them
 
 
-def run_benchmark(script: str, *args: str, without_torch: bool = False) -> subprocess.CompletedProcess:
+def run_benchmark(script: str, *args: str, without_torch: bool = False, without: tuple = ()) -> subprocess.CompletedProcess:
     """Run benchmarks/<script> in a fresh process (with the glibc settings it would re-execute itself
-    with), optionally as if PyTorch were not installed."""
-    hide_torch = "sys.modules['torch'] = None; " if without_torch else ""
-    code = (f"import runpy, sys; {hide_torch}sys.argv = [{script!r}] + {list(args)!r}; "
+    with), optionally as if PyTorch (or the modules `without`) were not installed."""
+    hidden = "".join(f"sys.modules[{name!r}] = None; " for name in ("torch",) * without_torch + tuple(without))
+    code = (f"import runpy, sys; {hidden}sys.argv = [{script!r}] + {list(args)!r}; "
             f"sys.path.insert(0, {str(BENCHMARKS)!r}); runpy.run_path({str(BENCHMARKS / script)!r}, run_name='__main__')")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, GLIBC_TUNABLES=TUNABLES))
@@ -85,3 +87,22 @@ def test_memory_bound_reports_bandwidth_and_each_layers_share_of_it():
             assert float(row[3]) > 0 and float(row[5]) >= 0 and row[6].endswith("%")
             if without_torch:
                 assert row[4] == row[7] == row[8] == "n/a"
+
+
+def test_onnx_unet_compares_lucid_with_each_installed_runtime_on_one_file():
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    done = run_benchmark("onnx_unet.py", "--quick", "--threads", "1", "--shape", "1,1,4,4,4", without=("openvino",))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "nan" not in out
+    assert out.count("OpenVINO is not installed") == 1 and ".venv/bin/pip install openvino" in out
+    assert "ONNX Runtime is not installed" not in out and out.count("effective rates") == 1
+    header = next(line for line in out.splitlines() if line.startswith("thr"))
+    assert header.split() == ["thr", "lucid", "ms", "ort", "ms", "ov", "ms", "eff", "GFLOP/s", "eff", "%", "peak",
+                              "ort/lucid", "ov/lucid"]
+    rows = [line.split() for line in out.splitlines() if re.match(r"^ +1 ", line)]
+    assert len(rows) == 1
+    row = rows[0]
+    assert float(row[1]) > 0 and float(row[2]) > 0 and row[3] == "n/a" and float(row[4]) > 0
+    assert row[5].endswith("%") and float(row[6]) > 0 and row[7] == "n/a"

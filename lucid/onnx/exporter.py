@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import OnnxError
 from ..ir.graph import Graph
+from ..ir.ops.resample import BLENDING
 from ..nn.functional import SELU_ALPHA, SELU_SCALE
 from ..tracing import trace_in_eval_mode
 
@@ -197,12 +198,14 @@ def concat(e, node, *names):
 def resample(e, node, x):
     """One axis of PyTorch's interpolation as a Resize: the coordinate mode PyTorch exports for it."""
     a, shape = node.attrs, node.inputs[0].shape
-    if a["mode"] == "linear":
+    if a["mode"] == "linear-asymmetric":
+        coordinates, extra = "asymmetric", {}
+    elif a["mode"] == "linear":
         coordinates, extra = ("align_corners" if a["align_corners"] else "pytorch_half_pixel"), {}
     else:
         coordinates = "asymmetric" if a["mode"] == "nearest" else "half_pixel"
         extra = {"nearest_mode": "floor" if a["mode"] == "nearest" else "round_prefer_ceil"}
-    mode = "linear" if a["mode"] == "linear" else "nearest"
+    mode = "linear" if a["mode"] in BLENDING else "nearest"
     if a["scale"] is not None and math.floor(shape[a["axis"]] / a["scale"]) == a["size"]:
         scales = np.ones(len(shape), np.float32)
         scales[a["axis"]] = 1.0 / a["scale"]

@@ -24,7 +24,8 @@ import numpy as np
 from ..errors import LucidError, OnnxError
 from ..ir.graph import Builder, Graph, Scope, Value, building
 from ..ir.types import TensorType
-from . import reader
+from . import reader  # first: without onnx, its ImportError says how to install it
+from . import norm_patterns
 from .converters import CONVERTERS, OnnxNode
 
 
@@ -40,7 +41,8 @@ def load(path_or_bytes, input_shapes=None) -> Graph:
     inputs = reader.input_types(onnx_graph, set(initialisers), input_shapes, source)
     order = _node_order(onnx_graph, {name for name, _ in inputs} | set(initialisers), source)
     used = {name for n in onnx_graph.node for name in n.input} | {v.name for v in onnx_graph.output}
-    importer = _Importer(_graph_name(onnx_graph.name), source, used)
+    importer = _Importer(_graph_name(onnx_graph.name), source, used,
+                         {name: n for n in onnx_graph.node for name in n.output if name})
     for name, type_ in inputs:
         importer.env[name] = importer.graph.add_input(importer.ir_name(name), type_)
     for name, tensor in initialisers.items():
@@ -48,9 +50,9 @@ def load(path_or_bytes, input_shapes=None) -> Graph:
     for proto in order:
         importer.convert(OnnxNode(proto, opset, source))
     importer.set_outputs([v.name for v in onnx_graph.output])
-    from ..passes import shape_inference
+    from ..passes import dead_code, shape_inference
 
-    graph = shape_inference.run(importer.graph)
+    graph = dead_code.run(shape_inference.run(importer.graph))      # drops the chains norms were fused from
     graph.onnx_names = importer.onnx_names
     return graph
 
@@ -116,13 +118,17 @@ class _Importer(Builder):
     """The builder of one import: the ONNX name -> array or graph value environment, and the arrays
     that are initialisers (made parameters when a graph operator reads them)."""
 
-    def __init__(self, name: str, source, used: set):
+    def __init__(self, name: str, source, used: set, producers: dict):
         super().__init__(Graph(name))
-        self.source, self.used = source, used
+        self.source, self.used, self.producers = source, used, producers
         self.env: dict[str, object] = {}
         self.initialisers: dict[int, tuple[str, np.ndarray]] = {}     # id(array) -> (ONNX name, array)
         self.params: dict[int, Value] = {}
         self.onnx_names: dict[str, str] = {}
+
+    def producer(self, name: str):
+        """The ONNX node that defines value `name`, or None (an input or initialiser)."""
+        return self.producers.get(name)
 
     def ir_name(self, onnx_name: str) -> str:
         """A fresh valid IR name for an ONNX input or initialiser, remembered in `onnx_names`."""
@@ -167,6 +173,10 @@ class _Importer(Builder):
             raise node.error(f"malformed node ({type(exc).__name__}: {exc})") from None
         node.check_attributes_read()
         self._bind_outputs(node, results if isinstance(results, tuple) else (results,))
+        if node.op in norm_patterns.LAST_OPS and node.proto.output[0] in self.env:
+            fused = norm_patterns.fuse(node, self)
+            if fused is not None:
+                self.env[node.proto.output[0]] = fused
 
     def _build(self, converter, node: OnnxNode, inputs: list):
         for position in converter.static:

@@ -2,11 +2,12 @@
 
 ONNX describes a resize by a coordinate transformation (half_pixel, pytorch_half_pixel,
 align_corners, asymmetric), a mode (nearest, linear) and, for nearest, a rounding rule. lucid's
-`resample` follows PyTorch's formulas instead. Since shapes are static, the importer settles each
-axis by arithmetic: it writes ONNX's interpolation along the axis as an (output x input) matrix and
-takes the lucid resampling whose own matrix equals it (nearest / nearest-exact, linear with or
-without align_corners). An axis no lucid resampling reproduces is refused naming the node and the
-attributes, so an import never changes what the model computes.
+`resample` follows PyTorch's formulas (and ONNX's asymmetric linear one). Since shapes are static,
+the importer settles each axis by arithmetic: it writes ONNX's interpolation along the axis as an
+(output x input) matrix and takes the lucid resampling whose own matrix equals it (nearest /
+nearest-exact, linear with or without align_corners, linear-asymmetric). An axis no lucid
+resampling reproduces is refused naming the node and the attributes, so an import never changes
+what the model computes.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from ..ir.ops.resample import resample_table
 
 #: lucid's resamplings, (mode, align_corners), tried for each ONNX mode.
 CANDIDATES = {"nearest": (("nearest", False), ("nearest-exact", False)),
-              "linear": (("linear", False), ("linear", True))}
+              "linear": (("linear", False), ("linear", True), ("linear-asymmetric", False))}
 
 #: The largest (output x input) matrix compared for one axis.
 MAX_MATRIX = 1 << 24
@@ -84,7 +85,8 @@ def _resample_axis(node, x, axis: int, size: int, factor: float, given: bool, se
     raise node.error(f"mode={semantics[0]!r} with coordinate_transformation_mode={semantics[1]!r}"
                      + (f" and nearest_mode={semantics[2]!r}" if semantics[0] == "nearest" else "")
                      + f" resizing axis {axis} from {n} to {size} matches no resampling lucid has "
-                       "(PyTorch's nearest, nearest-exact and linear with or without align_corners)")
+                       "(PyTorch's nearest, nearest-exact and linear with or without align_corners, "
+                       "and linear-asymmetric)")
 
 
 def _onnx_matrix(n: int, m: int, factor: float, mode: str, coordinates: str, rounding: str) -> np.ndarray:

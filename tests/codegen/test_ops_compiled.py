@@ -272,11 +272,13 @@ NONDIFF = {
                      ceil_mode=True, count_include_pad=False, divisor_override=None)),
         [grid(1, 1, 3), grid(2, 2, 3, 4)]),
     "resample_grad": lambda: (
-        lambda g, g2: (
+        lambda g, g2, g3: (
             ops.emit("resample_grad", g, axis=2, size=5, input_size=3, mode="linear", align_corners=False, scale=None),
             ops.emit("resample_grad", g2, axis=1, size=4, input_size=3, mode="nearest-exact", align_corners=False,
-                     scale=0.6)),
-        [grid(2, 3, 5, 2), grid(2, 4, 3)]),
+                     scale=0.6),
+            ops.emit("resample_grad", g3, axis=1, size=7, input_size=3, mode="linear-asymmetric",
+                     align_corners=False, scale=0.4)),
+        [grid(2, 3, 5, 2), grid(2, 4, 3), grid(2, 7, 3)]),
     "fused": lambda: (lambda x, y: (ops.emit("fused", x, y, body=lucid.ir.parse(_FUSED_BODY)), x * y),
                       [grid(2, 3), grid(3)]),
     "random": lambda: (lambda generator, x: (

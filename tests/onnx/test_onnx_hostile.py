@@ -165,9 +165,9 @@ def test_unsupported_attribute_values_name_the_node_and_attribute():
     refused(data, "/block/Conv", "unknown_flag")
     data, _ = single("Pad", [(1, 1, 4, 4), np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)], mode="mirror")
     refused(data, "mode='mirror'")
-    data, _ = single("Resize", [(1, 1, 2, 2), None, np.array([1, 1, 2, 2], np.float32)], mode="linear",
-                     coordinate_transformation_mode="asymmetric")
-    refused(data, "/block/Resize", "'asymmetric'", "matches no resampling")
+    data, _ = single("Resize", [(1, 1, 2, 2), None, np.array([1, 1, 2, 2], np.float32)], mode="nearest",
+                     coordinate_transformation_mode="asymmetric", nearest_mode="round_prefer_ceil")
+    refused(data, "/block/Resize", "'asymmetric'", "'round_prefer_ceil'", "matches no resampling")
 
 
 def test_shape_arithmetic_on_data_is_an_error_naming_the_node():

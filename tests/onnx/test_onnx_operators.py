@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from onnx_helpers import check, helper, model, single
-from onnx import TensorProto
+from onnx import TensorProto, numpy_helper
 
 import oracle
 
@@ -143,6 +143,10 @@ CASES = {
     "resize_trilinear_align_corners": ("Resize", [(1, 1, 3, 4, 2), None, f32(1, 1, 2, 2, 2)],
                                        dict(mode="linear", coordinate_transformation_mode="align_corners")),
     "resize_default_upscale": ("Resize", [(1, 1, 3, 4), None, f32(1, 1, 2, 2)], {}),
+    "resize_linear_asymmetric_scales": ("Resize", [(1, 2, 4, 5), None, f32(1, 1, 2, 1.5)],
+                                        dict(mode="linear", coordinate_transformation_mode="asymmetric")),
+    "resize_trilinear_asymmetric_sizes": ("Resize", [(1, 1, 3, 4, 6), None, None, ints(1, 1, 7, 8, 4)],
+                                          dict(mode="linear", coordinate_transformation_mode="asymmetric")),
     # reductions
     "reduce_mean_attr": ("ReduceMean", [(2, 3, 4)], dict(axes=[1, 2], _opset=17)),
     "reduce_mean_input": ("ReduceMean", [(2, 3, 4), ints(-1)], dict(keepdims=0, _opset=18)),
@@ -194,18 +198,46 @@ def test_conv_transpose_matches_numpy_oracle():
     check(model_bytes, [x], expected=[expected.astype(np.float32)])
 
 
+def asymmetric_linear(x: np.ndarray, axis: int, factor: float) -> np.ndarray:
+    """x upsampled along `axis` by ONNX's linear mode with asymmetric coordinates, by loops: output o
+    reads source o / factor, clamped to the last element, blending its two neighbours."""
+    n = x.shape[axis]
+    rows = []
+    for o in range(int(n * factor)):
+        source = min(o / factor, n - 1)
+        low = int(source)
+        high = min(low + 1, n - 1)
+        rows.append(np.take(x, low, axis) * (1 - (source - low)) + np.take(x, high, axis) * (source - low))
+    return np.stack(rows, axis)
+
+
 def test_upsample_against_numpy():
-    """The opset-9 Upsample (asymmetric coordinates), which ONNX Runtime no longer runs at opset 13+;
-    its linear mode (source coordinate o / scale) is no PyTorch resampling, so it is refused."""
+    """The opset-9 Upsample (asymmetric coordinates), which ONNX Runtime no longer runs at opset 13+."""
     x = w(1, 2, 2, 3)
     model_bytes, _ = single("Upsample", [x.shape, f32(1, 1, 2, 3)], mode="nearest")
     check(model_bytes, [x], expected=[x.repeat(2, axis=2).repeat(3, axis=3)])
     model_bytes, _ = single("Upsample", [x.shape, f32(1, 1, 2, 2)], mode="linear")
-    with pytest.raises(OnnxError, match="'asymmetric'.*matches no resampling"):
-        lucid.onnx.load(model_bytes)
+    check(model_bytes, [x], expected=[asymmetric_linear(asymmetric_linear(x, 2, 2.0), 3, 2.0)])
 
 
 def test_cast_round_trip_truncates_like_onnxruntime():
     nodes = [helper.make_node("Cast", ["x"], ["i"], to=TensorProto.INT64),
              helper.make_node("Cast", ["i"], ["y"], to=TensorProto.FLOAT)]
     check(model(nodes, {"x": (2, 5)}, ["y"]), [w(2, 5) * 3])
+
+
+def test_constants_range_and_equal():
+    """Constant (each attribute kind) and Range folded at import, Equal and Where on graph values."""
+    nodes = [helper.make_node("Constant", [], ["start"], value_int=0),
+             helper.make_node("Constant", [], ["limit"], value=numpy_helper.from_array(np.array(4, np.int64))),
+             helper.make_node("Constant", [], ["steps"], value_ints=[1]),
+             helper.make_node("Squeeze", ["steps"], ["step"]),
+             helper.make_node("Range", ["start", "limit", "step"], ["r"]),
+             helper.make_node("Cast", ["r"], ["positions"], to=TensorProto.FLOAT),
+             helper.make_node("Constant", [], ["fill"], value_float=-1.5),
+             helper.make_node("Constant", [], ["scales"], value_floats=[2.0, 0.5, 1.0, 3.0]),
+             helper.make_node("Equal", ["x", "positions"], ["same"]),
+             helper.make_node("Mul", ["x", "scales"], ["scaled"]),
+             helper.make_node("Where", ["same", "scaled", "fill"], ["y"])]
+    x = np.array([[0, 1, 5, 3], [2, 1, 2, 7]], np.float32)
+    check(model(nodes, {"x": (2, 4)}, ["y"]), [x])

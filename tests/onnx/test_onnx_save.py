@@ -6,6 +6,7 @@ import pytest
 from onnx_helpers import reference
 
 from models import ConvAutoencoder3D, UNet3D, VideoClassifier
+from networks import GroupNormUNet, R2Plus1dNet, ResidualUNet
 
 import lucid
 import lucid.nn as nn
@@ -44,7 +45,11 @@ class EveryActivation(nn.Module):
     (ConvAutoencoder3D, ConvAutoencoder3D.example_shape()),
     (lambda: VideoClassifier(in_channels=3, num_classes=5, width=4), (2, 3, 4, 16, 16)),
     (EveryActivation, (2, 3, 8, 8)),
-], ids=["UNet3D", "ConvAutoencoder3D", "VideoClassifier", "EveryActivation"])
+    (lambda: ResidualUNet(channels=(8, 16)), (2, 1, 8, 8, 8)),
+    (lambda: GroupNormUNet(channels=(8, 16)), (2, 1, 8, 8, 8)),
+    (lambda: R2Plus1dNet(widths=(8, 16)), (2, 3, 4, 16, 16)),
+], ids=["UNet3D", "ConvAutoencoder3D", "VideoClassifier", "EveryActivation", "ResidualUNet", "GroupNormUNet",
+        "R2Plus1dNet"])
 def test_saved_models_run_in_onnxruntime_and_load_back(make, shape, tmp_path):
     lucid.manual_seed(0)
     model = make().eval()
@@ -76,3 +81,13 @@ def test_a_graph_is_saved_as_it_is_and_training_state_is_refused(tmp_path):
     with pytest.raises(OnnxError, match="divisor_override"):
         lucid.onnx.save(lambda x: F.avg_pool2d(x, 2, divisor_override=3), lucid.spec(1, 1, 4, 4),
                         path=tmp_path / "d.onnx")
+
+
+def test_an_asymmetric_linear_resampling_is_saved_as_the_resize_it_was_imported_from(tmp_path):
+    from lucid.ir import ops
+
+    upsample = lambda x: ops.resample(x, axis=2, size=7, mode="linear-asymmetric", scale=0.4)
+    lucid.onnx.save(upsample, lucid.spec(1, 2, 3), path=tmp_path / "r.onnx")
+    x = np.random.default_rng(2).standard_normal((1, 2, 3)).astype(np.float32)
+    np.testing.assert_allclose(reference((tmp_path / "r.onnx").read_bytes(), [x])[0],
+                               lucid.ir.run(lucid.trace(upsample, lucid.spec(1, 2, 3)), x), rtol=1e-5, atol=1e-6)

@@ -15,7 +15,9 @@ import onnx  # noqa: E402
 torch = pytest.importorskip("torch")
 
 from models import UNet3D, VideoClassifier  # noqa: E402
+from networks import GroupNormUNet, R2Plus1dNet, ResidualUNet  # noqa: E402
 from torch_models import torch_mirrors  # noqa: E402
+from torch_networks import torch_networks  # noqa: E402
 
 import lucid  # noqa: E402
 import lucid.onnx  # noqa: E402
@@ -52,6 +54,21 @@ def test_project_models_round_trip_through_torch_onnx_export(model_class, kwargs
                 module.bias.uniform_(-0.5, 0.5)
     x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
     graph = check(exported(mirror, x), [x], expected=[torch_output(mirror, x)], rtol=1e-4, atol=1e-4)
+    assert {v.name for v in graph.params} <= set(graph.onnx_names)
+
+
+@pytest.mark.parametrize("network, options, shape", [
+    (ResidualUNet, dict(channels=(8, 16), dropout=0.0), (2, 1, 8, 8, 8)),
+    (GroupNormUNet, dict(channels=(8, 16)), (2, 1, 8, 8, 8)),
+    (R2Plus1dNet, dict(widths=(8, 16)), (2, 3, 4, 16, 16)),
+], ids=["ResidualUNet", "GroupNormUNet", "R2Plus1dNet"])
+def test_project_networks_round_trip_through_torch_onnx_export(network, options, shape):
+    """examples/networks.py's PyTorch twins: PReLU, InstanceNorm, GroupNorm (its decomposed chain fused
+    back), trilinear upsampling, adaptive pooling."""
+    torch.manual_seed(0)
+    twin = torch_networks(torch)[network.__name__](**options)
+    x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+    graph = check(exported(twin, x, opset=13), [x], expected=[torch_output(twin, x)], rtol=1e-4, atol=1e-4)
     assert {v.name for v in graph.params} <= set(graph.onnx_names)
 
 

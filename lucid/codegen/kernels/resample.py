@@ -19,7 +19,7 @@ import math
 import llvmlite.ir as ir
 
 from ...ir.graph import Node
-from ...ir.ops.resample import resample_table
+from ...ir.ops.resample import BLENDING, resample_table
 from ..irgen import counted_loop, element_type, i64
 from ..lowering import Lowering, lowers
 from .conv.primitives import constant_table
@@ -31,7 +31,7 @@ class _Axis:
 
     def __init__(self, lowering: Lowering, node: Node, in_shape: tuple, out_shape: tuple):
         attrs, axis = node.attrs, node.attrs["axis"]
-        self.linear = attrs["mode"] == "linear"
+        self.linear = attrs["mode"] in BLENDING
         self.n, self.m = in_shape[axis], out_shape[axis]
         self.outer, self.inner = math.prod(in_shape[:axis]), math.prod(in_shape[axis + 1:])
         self.rows = RowChunks(self.outer, self.inner)

@@ -8,7 +8,10 @@ The source coordinate follows PyTorch, with scale = 1 / scale_factor when the ca
 - nearest:        i0 = min(floor(o * scale), n - 1)  (computed in float32, as PyTorch does);
 - nearest-exact:  i0 = min(floor((o + 0.5) * scale), n - 1);
 - linear:         s = max((o + 0.5) * scale - 0.5, 0), or s = o * (n - 1) / (m - 1) with
-                  align_corners (0 when m == 1); i0 = floor(s), i1 = min(i0 + 1, n - 1), w = s - i0.
+                  align_corners (0 when m == 1); i0 = floor(s), i1 = min(i0 + 1, n - 1), w = s - i0;
+- linear-asymmetric: s = o * scale, then i0, i1 and w as linear (i0 at most n - 1, w at most 1): ONNX's
+                  linear Resize with asymmetric coordinates (what older exporters write for PyTorch's
+                  and TensorFlow's upsampling); no PyTorch mode, so only the ONNX import emits it.
 `resample_grad` (attribute `input_size`) is the transposed operator: it adds each output gradient,
 weighted, back into the source indices it was read from.
 """
@@ -20,18 +23,21 @@ from ..types import TensorType
 from .attributes import Bool, Int, OneOf, Optional, Real
 from .registry import OpDef, OpKind, emit, register
 
-MODES = ("nearest", "nearest-exact", "linear")
+MODES = ("nearest", "nearest-exact", "linear", "linear-asymmetric")
+#: The modes that blend two source elements (the others copy one).
+BLENDING = ("linear", "linear-asymmetric")
 
 
 def resample_table(in_size: int, out_size: int, mode: str, align_corners: bool, scale) -> tuple:
     """(i0, i1, w) per output index: int64 source indices and the float64 weight of i1."""
     o = np.arange(out_size)
-    if mode == "linear":
-        if align_corners:
-            step = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+    if mode in BLENDING:
+        step = scale if scale is not None else in_size / out_size
+        if mode == "linear-asymmetric":
             source = o * step
+        elif align_corners:
+            source = o * ((in_size - 1) / (out_size - 1) if out_size > 1 else 0.0)
         else:
-            step = scale if scale is not None else in_size / out_size
             source = np.maximum((o + 0.5) * step - 0.5, 0.0)
         i0 = np.minimum(np.floor(source).astype(np.int64), in_size - 1)
         i1 = np.minimum(i0 + 1, in_size - 1)
@@ -58,7 +64,7 @@ class ResampleBase(OpDef):
         return shape[:axis] + (size,) + shape[axis + 1:]
 
     def flops(self, attrs, input_types, output_type) -> int:
-        return 3 * output_type.size if attrs["mode"] == "linear" else 0
+        return 3 * output_type.size if attrs["mode"] in BLENDING else 0
 
 
 def _expand(w: np.ndarray, ndim: int, axis: int) -> np.ndarray:
@@ -77,7 +83,7 @@ class Resample(ResampleBase):
         axis = attrs["axis"]
         i0, i1, w = resample_table(x.shape[axis], attrs["size"], attrs["mode"], attrs["align_corners"], attrs["scale"])
         y = np.take(x, i0, axis=axis)
-        if attrs["mode"] == "linear":
+        if attrs["mode"] in BLENDING:
             w = _expand(w.astype(x.dtype), x.ndim, axis)
             y = y * (1 - w) + np.take(x, i1, axis=axis) * w
         return np.ascontiguousarray(y, dtype=x.dtype)
@@ -104,7 +110,7 @@ class ResampleGrad(ResampleBase):
         i0, i1, w = resample_table(n, attrs["size"], attrs["mode"], attrs["align_corners"], attrs["scale"])
         gx = np.zeros(self.resized(gy.shape, axis, n), dtype=gy.dtype)
         at = (slice(None),) * axis
-        if attrs["mode"] != "linear":
+        if attrs["mode"] not in BLENDING:
             np.add.at(gx, at + (i0,), gy)
             return gx
         w = _expand(w.astype(gy.dtype), gy.ndim, axis)
