@@ -153,6 +153,20 @@ def batch_norm(e, node, x, mean, var, weight, bias):
     return e.add("BatchNormalization", [x, weight, bias, mean, var], epsilon=node.attrs["eps"])
 
 
+def moments(e, node, x):
+    """Mean and biased variance over the last axis (two passes, as the kernel), stacked on a new axis 0."""
+    last = e.ints([-1])
+    mean = e.add("ReduceMean", [x, last], keepdims=1)
+    centred = e.add("Sub", [x, mean])
+    var = e.add("ReduceMean", [e.add("Mul", [centred, centred]), last], keepdims=1)
+    return e.add("Concat", [e.add("Unsqueeze", [e.add("Squeeze", [v, last]), e.ints([0])]) for v in (mean, var)],
+                 axis=0)
+
+
+def normalize(e, node, x, mean, rstd, weight, bias):
+    return e.add("Add", [e.add("Mul", [e.add("Mul", [e.add("Sub", [x, mean]), rstd]), weight]), bias])
+
+
 def softmax(op: str):
     return lambda e, node, x: e.add(op, [x], axis=node.attrs["axis"])
 
@@ -284,7 +298,7 @@ def not_equal(e, node, a, b):
 
 WRITERS = {
     "conv": conv, "conv_transpose": conv_transpose, "max_pool": max_pool, "avg_pool": avg_pool,
-    "batch_norm": batch_norm, "softmax": softmax("Softmax"), "log_softmax": softmax("LogSoftmax"),
+    "batch_norm": batch_norm, "moments": moments, "normalize": normalize, "softmax": softmax("Softmax"), "log_softmax": softmax("LogSoftmax"),
     "sum": reduce("ReduceSum"), "mean": reduce("ReduceMean"), "max": reduce("ReduceMax"), "min": reduce("ReduceMin"),
     "argmax": argmax, "reshape": reshape, "permute": permute, "broadcast_to": broadcast_to, "pad": pad,
     "slice": slice_, "concat": concat, "resample": resample, "matmul": same("MatMul"),
