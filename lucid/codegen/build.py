@@ -65,7 +65,7 @@ def graph_code(graph: Graph, plan: MemoryPlan, target: Target) -> GraphCode:
     entry.triple = target.triple
     emit_entry(entry, lowering.kernels)
     modules = [(m.name, m.text) for m in lowering.modules.values()] + [("entry", str(entry))]
-    named = objects(modules, target)
+    named = objects(modules, target, unoptimised={"entry"})
     store_graph(key, target.fingerprint, named, lowering.workspace_bytes)
     return GraphCode([code for _, code in named], lowering.workspace_bytes)
 

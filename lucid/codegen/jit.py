@@ -3,19 +3,23 @@
 Object code is cached per module: `objects(modules, target)` returns the object code of each
 (name, LLVM text) module, reading it from the cache when present and intact, else compiling it (LLVM
 O3 with loop and SLP vectorisation) — the missing ones in parallel, one thread per core, each in its
-own LLVM context — and storing it for the next time. Kernel modules are named by a hash of their code,
-so a kernel shared by several graphs is compiled once (`build.py` keeps, beside them, each graph's
-manifest: a process that meets a known graph loads its objects without lowering or compiling
-anything). `NativeCode(objects)` links object code in one MCJIT engine.
-`COUNTERS["compiled"]` counts LLVM compilations in this process (tests assert a warm cache does none).
+own LLVM context — and storing it for the next time. Modules named in `unoptimised` (a graph's entry
+module: it only orders the kernels and hands out their work items, so its own speed is nothing next
+to theirs) are compiled as written (O0 and fast instruction selection), about ten times cheaper than
+at O3. Kernel modules are named by a hash of their code, so a kernel shared by several graphs is
+compiled once (`build.py` keeps, beside them, each graph's manifest: a process that meets a known
+graph loads its objects without lowering or compiling anything). `NativeCode(objects)` links object
+code in one MCJIT engine. `COUNTERS["compiled"]` counts LLVM compilations in this process (tests
+assert a warm cache does none).
 
 Object names are keys of the code generator's source hash (`cache.code_fingerprint()`), the LLVM
-version, the target's fingerprint and the module's text, so a changed lucid or LLVM never reads what
-another one wrote. How entries are stored and verified before use is `cache.py`'s part; an
-unwritable cache only costs compilations.
+version, the target's fingerprint, the optimisation level and the module's text, so a changed lucid
+or LLVM never reads what another one wrote. How entries are stored and verified before use is
+`cache.py`'s part; an unwritable cache only costs compilations.
 """
 from __future__ import annotations
 
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 
 import llvmlite.binding as llvm
@@ -30,31 +34,34 @@ COUNTERS = {"compiled": 0, "loaded": 0}
 # Object code
 
 
-def objects(modules: list[tuple[str, str]], target: Target) -> list[tuple[str, bytes]]:
+def objects(modules: list[tuple[str, str]], target: Target,
+            unoptimised: Collection[str] = ()) -> list[tuple[str, bytes]]:
     """(cache name, object code) of each (name, LLVM text) module, from the cache or compiled; the
-    missing ones are compiled in parallel, one thread per core."""
-    names = [_object_name(text, target) for _, text in modules]
+    missing ones are compiled in parallel, one thread per core; those named in `unoptimised` at O0."""
+    levels = [0 if name in unoptimised else 3 for name, _ in modules]
+    names = [_object_name(text, target, level) for (_, text), level in zip(modules, levels)]
     codes = [load_object(name) for name in names]
     missing = [k for k, code in enumerate(codes) if code is None]
     COUNTERS["loaded"] += len(modules) - len(missing)
     workers = max(1, min(len(missing), available_cores()))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        compiled = list(pool.map(lambda k: compile_module(modules[k][1], target), missing))
+        compiled = list(pool.map(lambda k: compile_module(modules[k][1], target, levels[k]), missing))
     for k, code in zip(missing, compiled):
         codes[k] = code
         write_object(names[k], code)
     return list(zip(names, codes))
 
 
-def compile_module(text, target: Target) -> bytes:
-    """Object code of one module (LLVM text or an llvmlite module), optimised at O3."""
+def compile_module(text, target: Target, level: int = 3) -> bytes:
+    """Object code of one module (LLVM text or an llvmlite module), optimised at O`level` (3, with
+    the vectorisers, or 0: as written)."""
     COUNTERS["compiled"] += 1
-    machine = target.machine()
+    machine = target.machine(level)
     parsed = llvm.parse_assembly(str(text), context=llvm.create_context())
     parsed.triple, parsed.data_layout = machine.triple, str(machine.target_data)
     parsed.verify()
-    tuning = llvm.create_pipeline_tuning_options(speed_level=3)
-    tuning.loop_vectorization = tuning.slp_vectorization = True
+    tuning = llvm.create_pipeline_tuning_options(speed_level=level)
+    tuning.loop_vectorization = tuning.slp_vectorization = level == 3
     builder = llvm.create_pass_builder(machine, tuning)
     builder.getModulePassManager().run(parsed, builder)
     return machine.emit_object(parsed)
@@ -79,6 +86,6 @@ class NativeCode:
         return address
 
 
-def _object_name(text: str, target: Target) -> str:
+def _object_name(text: str, target: Target, level: int) -> str:
     llvm_version = ".".join(map(str, llvm.llvm_version_info))
-    return f"{cache_key(code_fingerprint(), llvm_version, target.fingerprint, text)}.o"
+    return f"{cache_key(code_fingerprint(), llvm_version, target.fingerprint, f'O{level}', text)}.o"

@@ -44,11 +44,12 @@ class Target:
     def fingerprint(self) -> str:
         return f"{self.triple}|{self.cpu}|{self.features}|{self.cores}" + ("|pic" if self.pic else "")
 
-    def machine(self) -> llvm.TargetMachine:
-        """A new target machine (a JIT engine takes ownership of the one it is given)."""
+    def machine(self, level: int = 3) -> llvm.TargetMachine:
+        """A new target machine generating code at optimisation `level` (0..3; a JIT engine takes
+        ownership of the one it is given)."""
         _initialise()
         return llvm.Target.from_triple(self.triple).create_target_machine(
-            cpu=self.cpu, features=self.features, opt=3, reloc="pic" if self.pic else "default",
+            cpu=self.cpu, features=self.features, opt=level, reloc="pic" if self.pic else "default",
             codemodel="default" if self.pic else "jitdefault")
 
 

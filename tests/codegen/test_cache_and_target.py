@@ -282,6 +282,44 @@ def test_cache_keys_depend_on_the_target_and_the_code():
     assert cache.cache_key("a", "bc") != cache.cache_key("ab", "c")
 
 
+_SUM_OF_SQUARES = """
+define double @"sum_of_squares"(double* %x, i64 %n) {
+entry:
+  br label %loop
+loop:
+  %i = phi i64 [0, %entry], [%next, %loop]
+  %acc = phi double [0.0, %entry], [%sum, %loop]
+  %p = getelementptr double, double* %x, i64 %i
+  %v = load double, double* %p
+  %sq = fmul double %v, %v
+  %sum = fadd double %acc, %sq
+  %next = add i64 %i, 1
+  %more = icmp slt i64 %next, %n
+  br i1 %more, label %loop, label %done
+done:
+  ret double %sum
+}
+"""
+
+
+def test_unoptimised_modules_are_cached_apart_and_compute_the_same(monkeypatch, tmp_path):
+    """A module named in `unoptimised` (the entry module of a graph) is compiled at O0: another
+    object than the same text at O3, under another cache name, computing the same values."""
+    import ctypes
+
+    monkeypatch.setenv("LUCID_CACHE_DIR", str(tmp_path))
+    target = host()
+    (fast_name, fast), = jit.objects([("m", _SUM_OF_SQUARES)], target)
+    (plain_name, plain), = jit.objects([("m", _SUM_OF_SQUARES)], target, unoptimised={"m"})
+    assert fast_name != plain_name and fast != plain
+    assert sorted(p.name for p in (tmp_path / "objects").iterdir()) == sorted([fast_name, plain_name])
+    x = np.arange(1.0, 12.0)
+    for code in (fast, plain):
+        native = jit.NativeCode([code], target)
+        function = ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_void_p, ctypes.c_int64)(native.address("sum_of_squares"))
+        assert function(x.ctypes.data, x.size) == float(np.sum(x * x))
+
+
 # ============================================================================== targets
 def test_vector_width_follows_the_target():
     triple = host().triple
