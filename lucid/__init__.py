@@ -5,6 +5,8 @@ from .errors import DeviceError, DTypeError, GradientError, GraphError, LucidErr
 from .ir.types import Device, DType, bool_, float32, float64, int64
 
 device = Device
+dtype = DType
+float, double, long = float32, float64, int64  # noqa: A001  (PyTorch's dtype names: torch.float, ...)
 from .random import manual_seed
 from .tensor import Tensor
 from .version import __version__
@@ -33,6 +35,7 @@ def load(path):
 from .safetensors import load_safetensors, save_safetensors  # noqa: E402
 from . import nn, optim  # noqa: E402  (nn and optim need the names above)
 from . import jit  # noqa: E402
+from . import utils  # noqa: E402
 from .tracing import spec, trace  # noqa: E402
 from .compiler import compile  # noqa: E402,A004
 from . import ir, passes  # noqa: E402

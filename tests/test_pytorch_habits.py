@@ -285,3 +285,42 @@ def test_softmax_methods_take_dim_as_a_keyword():
     expected = shifted / shifted.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(t.softmax(dim=1).numpy(), expected, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(t.log_softmax(dim=1).numpy(), np.log(expected), rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# PyTorch's dtype names and torch.utils.checkpoint, which model libraries use at import time
+
+
+def test_pytorchs_dtype_names_are_lucids_dtypes():
+    assert lucid.float is lucid.float32 and lucid.double is lucid.float64 and lucid.long is lucid.int64
+    assert all(isinstance(t, lucid.dtype) for t in (lucid.float, lucid.double, lucid.long, lucid.bool_))
+    assert lucid.zeros(2, dtype=lucid.double).numpy().dtype == np.float64
+    assert lucid.tensor([1.5], dtype=lucid.float).numpy().dtype == np.float32
+    assert lucid.tensor([3], dtype=lucid.long).numpy().dtype == np.int64
+
+
+class _CheckpointedBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(3, 3)
+
+    def forward(self, x):
+        from lucid.utils.checkpoint import checkpoint
+
+        return checkpoint(lambda v, scale: (self.linear(v) * scale).tanh(), x, 2.0, use_reentrant=False)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_checkpoint_gives_the_values_and_gradients_of_the_plain_call(compiled):
+    rng = np.random.default_rng(5)
+    block = _CheckpointedBlock()
+    weight, bias = rng.standard_normal((3, 3)).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    block.load_state_dict({"linear.weight": weight, "linear.bias": bias})
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    run = lucid.compile(block) if compiled else block
+    y = run(lucid.tensor(x))
+    y.sum().backward()
+    expected = np.tanh((x @ weight.T + bias) * 2.0)
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-5, atol=1e-6)
+    # d/dW sum(tanh(2(xW^T + b))) = (2 (1 - y^2))^T x
+    np.testing.assert_allclose(block.linear.weight.grad.numpy(), (2 * (1 - expected**2)).T @ x, rtol=1e-4, atol=1e-5)
