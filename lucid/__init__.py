@@ -1,6 +1,7 @@
 """lucid: a graph-compiling deep-learning framework."""
 from .autograd import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
-from .creation import arange, full, ones, ones_like, rand, rand_like, randn, randn_like, tensor, zeros, zeros_like
+from .creation import (arange, as_tensor, full, linspace, ones, ones_like, rand, rand_like, randn, randn_like, tensor,
+                       zeros, zeros_like)
 from .errors import DeviceError, DTypeError, GradientError, GraphError, LucidError, ShapeError, TraceError
 from .ir.types import Device, DType, bool_, float32, float64, int64
 

@@ -324,3 +324,38 @@ def test_checkpoint_gives_the_values_and_gradients_of_the_plain_call(compiled):
     np.testing.assert_allclose(y.numpy(), expected, rtol=1e-5, atol=1e-6)
     # d/dW sum(tanh(2(xW^T + b))) = (2 (1 - y^2))^T x
     np.testing.assert_allclose(block.linear.weight.grad.numpy(), (2 * (1 - expected**2)).T @ x, rtol=1e-4, atol=1e-5)
+
+
+def test_as_tensor_returns_a_tensor_itself_so_in_place_initialisers_reach_it():
+    weight = nn.Conv3d(2, 3, 3).weight
+    assert lucid.as_tensor(weight) is weight and lucid.as_tensor(weight, dtype=lucid.float32) is weight
+    nn.init.constant_(lucid.as_tensor(weight), 1.5)
+    assert np.all(weight.numpy() == 1.5)
+    converted = lucid.as_tensor(weight, dtype=lucid.float64)
+    assert converted is not weight and converted.numpy().dtype == np.float64
+    np.testing.assert_array_equal(lucid.as_tensor([[1, 2]]).numpy(), np.array([[1, 2]]))
+
+
+@pytest.mark.parametrize("start, end, steps", [(0, 1, 5), (-2.5, 3.0, 7), (1, 1, 1), (0, 1, 0)])
+def test_linspace_matches_numpy(start, end, steps):
+    values = lucid.linspace(start, end, steps)
+    assert values.dtype == lucid.float32
+    np.testing.assert_allclose(values.numpy(), np.linspace(start, end, steps), rtol=1e-7)
+    assert lucid.linspace(start, end, steps, dtype=lucid.float64).numpy().dtype == np.float64
+
+
+def test_uniform_and_normal_fill_in_place_from_the_global_generator():
+    parameter = nn.Linear(40, 50).weight
+    with lucid.no_grad():
+        lucid.manual_seed(7)
+        assert parameter.uniform_(-0.5, 2.0) is parameter
+        first = parameter.numpy().copy()
+        lucid.manual_seed(7)
+        parameter.uniform_(-0.5, 2.0)
+    np.testing.assert_array_equal(parameter.numpy(), first)
+    assert first.min() >= -0.5 and first.max() < 2.0 and abs(first.mean() - 0.75) < 0.05
+    with lucid.no_grad():
+        parameter.normal_(3.0, 0.5)
+    assert abs(parameter.numpy().mean() - 3.0) < 0.05 and abs(parameter.numpy().std() - 0.5) < 0.05
+    with pytest.raises(lucid.GradientError):
+        parameter.normal_()
