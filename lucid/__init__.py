@@ -14,9 +14,9 @@ from .version import __version__
 from .functions import (  # noqa: A004  (PyTorch's names: abs, max, min, pow, sum)
     Size, abs, add, allclose, amax, amin, argmax, argmin, cat, chunk, clamp, clip, clone, concat, concatenate, div,
     divide, equal, exp, flatten, full_like, is_tensor, isclose, isfinite, isinf, isnan, log, log_softmax, matmul,
-    max, maximum, mean, min, minimum, mul, multiply, narrow, neg, negative, numel, permute, pow, reciprocal, relu,
-    reshape, rsqrt, select, sigmoid, softmax, split, sqrt, square, squeeze, stack, std, sub, subtract, sum, tanh,
-    transpose, true_divide, unbind, unsqueeze, var, where)
+    max, maximum, mean, meshgrid, min, minimum, mul, multiply, narrow, neg, negative, numel, permute, pow,
+    reciprocal, relu, reshape, rsqrt, select, sigmoid, softmax, split, sqrt, square, squeeze, stack, std, sub,
+    subtract, sum, tanh, transpose, true_divide, unbind, unsqueeze, var, where)
 
 
 def save(obj, path) -> None:

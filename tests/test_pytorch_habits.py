@@ -359,3 +359,25 @@ def test_uniform_and_normal_fill_in_place_from_the_global_generator():
     assert abs(parameter.numpy().mean() - 3.0) < 0.05 and abs(parameter.numpy().std() - 0.5) < 0.05
     with pytest.raises(lucid.GradientError):
         parameter.normal_()
+
+
+@pytest.mark.parametrize("indexing", ["ij", "xy"])
+def test_meshgrid_matches_numpy_eager_and_compiled(indexing):
+    rng = np.random.default_rng(2)
+    a, b, c = (rng.standard_normal(n).astype(np.float32) for n in (2, 3, 4))
+    expected = np.meshgrid(a, b, c, indexing=indexing)
+    grids = lucid.meshgrid(lucid.tensor(a), lucid.tensor(b), lucid.tensor(c), indexing=indexing)
+    for grid, want in zip(grids, expected):
+        np.testing.assert_array_equal(grid.numpy(), want)
+    weighted = lucid.compile(
+        lambda x, y, z: sum(g * (k + 1) for k, g in enumerate(lucid.meshgrid([x, y, z], indexing=indexing))))
+    np.testing.assert_allclose(weighted(lucid.tensor(a), lucid.tensor(b), lucid.tensor(c)).numpy(),
+                               sum(g * (k + 1) for k, g in enumerate(expected)), rtol=1e-6)
+
+
+def test_meshgrid_gradient_sums_over_the_broadcast_axes():
+    x, y = lucid.tensor([1.0, 2.0], requires_grad=True), lucid.tensor([3.0, 4.0, 5.0], requires_grad=True)
+    gx, gy = lucid.meshgrid(x, y, indexing="ij")
+    (gx * gy).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [12.0, 12.0])     # sum of y, for each x
+    np.testing.assert_allclose(y.grad.numpy(), [3.0, 3.0, 3.0])  # sum of x, for each y

@@ -119,15 +119,16 @@ def assert_same_outputs(make, real_module, lucid_module, shape):
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     with torch.no_grad():
         expected = reference(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(model(lucid.tensor(x)).numpy(), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+    np.testing.assert_allclose(model(lucid.tensor(x)).numpy(), expected, rtol=1e-4,
+                               atol=1e-5 * np.abs(expected).max())
     return model, reference, x
 
 
 MONAI_NETWORKS = {
     "UNet": (lambda nets: nets.UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=(4, 8, 16), strides=(2, 2),
                                     num_res_units=2), (2, 1, 16, 16, 16)),
-    "BasicUNet": (lambda nets: nets.BasicUNet(spatial_dims=3, in_channels=1, out_channels=2,
-                                              features=(4, 4, 8, 8, 16, 4), upsample="nontrainable"), (1, 1, 32, 32, 32)),
+    "BasicUNet": (lambda nets: nets.BasicUNet(spatial_dims=3, in_channels=1, out_channels=2, features=(4, 4, 8, 8, 16, 4),
+                                              upsample="nontrainable"), (1, 1, 32, 32, 32)),
     "SegResNet": (lambda nets: nets.SegResNet(spatial_dims=3, in_channels=1, out_channels=2, init_filters=8,
                                               blocks_down=(1, 2, 2), blocks_up=(1, 1)), (1, 1, 16, 16, 16)),
     "DynUNet": (lambda nets: nets.DynUNet(spatial_dims=3, in_channels=1, out_channels=2, kernel_size=[3, 3, 3],
