@@ -127,8 +127,9 @@ def assert_same_outputs(make, real_module, lucid_module, shape):
 MONAI_NETWORKS = {
     "UNet": (lambda nets: nets.UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=(4, 8, 16), strides=(2, 2),
                                     num_res_units=2), (2, 1, 16, 16, 16)),
-    "BasicUNet": (lambda nets: nets.BasicUNet(spatial_dims=3, in_channels=1, out_channels=2, features=(4, 4, 8, 8, 16, 4),
-                                              upsample="nontrainable"), (1, 1, 32, 32, 32)),
+    "BasicUNet": (lambda nets: nets.BasicUNet(spatial_dims=3, in_channels=1, out_channels=2,
+                                              features=(4, 4, 8, 8, 16, 4), upsample="nontrainable"),
+                  (1, 1, 32, 32, 32)),
     "SegResNet": (lambda nets: nets.SegResNet(spatial_dims=3, in_channels=1, out_channels=2, init_filters=8,
                                               blocks_down=(1, 2, 2), blocks_up=(1, 1)), (1, 1, 16, 16, 16)),
     "DynUNet": (lambda nets: nets.DynUNet(spatial_dims=3, in_channels=1, out_channels=2, kernel_size=[3, 3, 3],
