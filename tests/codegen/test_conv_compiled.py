@@ -430,8 +430,9 @@ assert np.allclose(lucid.compile(block)(x).numpy(), block(x).numpy(), rtol=1e-5,
 
 @pytest.mark.xfail(strict=True, reason="LLVM 22 (llvmlite) aborts in SelectionDAGBuilder::setValue ('Already set a "
                    "value for this node') on the AVX2 code of the direct conv's unpack loop with a relu epilogue at "
-                   "8x8: the loop vectoriser's interleaved (stride-8) groups feeding fcmp+select; llvm.maximum does "
-                   "not trigger it. Found running pytorch-3dunet's UNet2D.")
+                   "8x8 (a sigmoid epilogue too; leaky_relu, relu6, elu, tanh compile): the loop vectoriser's "
+                   "interleaved stride-8 groups feeding fcmp+select; relu as llvm.maximum does not trigger it. "
+                   "Found running pytorch-3dunet's UNet2D.")
 def test_an_8_lane_conv2d_with_a_relu_epilogue_at_8_by_8_compiles(tmp_path):
     """In a subprocess: the failure is an abort of the process."""
     from lucid.codegen.target import host
