@@ -171,8 +171,10 @@ def test_monai_unet_compiled_training_step_matches_pytorch(monai_pair):
 
 @pytest.mark.parametrize("name", ["r3d_18", "r2plus1d_18"])
 def test_torchvision_video_resnets_match_pytorch(name):
-    pytest.importorskip("torchvision")
-    import torchvision.models.video
+    try:
+        import torchvision.models.video
+    except Exception as error:    # not installed, or built for another torch (its operators fail to load)
+        pytest.skip(f"torchvision does not import: {error}")
 
     lucid_torchvision = lucid_variant("lucid_torchvision", "torchvision", ("models.video.resnet",))
     lucid_resnets = importlib.import_module(f"{lucid_torchvision.__name__}.models.video.resnet")
