@@ -23,6 +23,22 @@ def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
 
 
+def as_tensor(data, dtype=None, device=None) -> Tensor:
+    """`data` itself when it is a Tensor of `dtype` (or `dtype` is None), so an in-place change
+    (`nn.init.constant_(lucid.as_tensor(m.weight), 1)`) reaches the original; otherwise a new tensor."""
+    as_device(device, "as_tensor")
+    if isinstance(data, Tensor) and (dtype is None or as_dtype(dtype) == data.dtype):
+        return data
+    return Tensor(data.numpy() if isinstance(data, Tensor) else data, dtype=dtype)
+
+
+def linspace(start, end, steps: int, dtype=None, requires_grad: bool = False, device=None) -> Tensor:
+    """`steps` evenly spaced values from `start` to `end`, both included (float32 unless `dtype`)."""
+    as_device(device, "linspace")
+    dtype = as_dtype(dtype or float32)
+    return Tensor(np.linspace(start, end, steps, dtype=np.float64).astype(dtype.numpy), requires_grad, dtype)
+
+
 def full(shape, fill_value, dtype=None, requires_grad: bool = False, device=None) -> Tensor:
     as_device(device, "full")
     if dtype is None:

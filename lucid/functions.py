@@ -146,6 +146,26 @@ def cat(tensors, dim: int = 0, *, axis: int | None = None) -> Tensor:
 concat = concatenate = cat
 
 
+def meshgrid(*tensors, indexing: str = "ij") -> tuple:
+    """Coordinate grids of 1-D tensors (or one sequence of them): grid k holds tensor k's values along
+    axis k and is broadcast along the others; `indexing="xy"` swaps the first two axes, as NumPy's
+    default. Composed of reshape and expand, so it traces, compiles and differentiates as they do."""
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    if indexing not in ("ij", "xy"):
+        raise ValueError(f"meshgrid: indexing must be 'ij' or 'xy', got {indexing!r}")
+    if not tensors or any(len(t.shape) != 1 for t in tensors):
+        raise ShapeError(f"meshgrid: expected 1-D tensors, got shapes {[tuple(t.shape) for t in tensors]}")
+    axes = list(range(len(tensors)))
+    if indexing == "xy" and len(tensors) > 1:
+        axes[0], axes[1] = 1, 0
+    shape = [0] * len(tensors)
+    for axis, t in zip(axes, tensors):
+        shape[axis] = t.shape[0]
+    return tuple(t.reshape([-1 if i == axis else 1 for i in range(len(shape))]).expand(*shape)
+                 for axis, t in zip(axes, tensors))
+
+
 def stack(tensors, dim: int = 0, *, axis: int | None = None) -> Tensor:
     """Join tensors of one shape along a new axis `dim` (alias `axis`); composed of unsqueeze and
     concat, so it traces, compiles and differentiates as they do."""

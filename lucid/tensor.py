@@ -235,6 +235,17 @@ class Tensor(TensorMethods, metaclass=_TensorKind):
         return self
 
     # ------------------------------------------------------------------ random
+    def uniform_(self, a: float = 0.0, b: float = 1.0) -> "Tensor":
+        """Fill with samples from U(a, b), drawn from lucid's global generator (see lucid.manual_seed);
+        a tensor that requires grad is filled under lucid.no_grad(), as in PyTorch."""
+        self[...] = random.generator().uniform(a, b, size=self.shape)
+        return self
+
+    def normal_(self, mean: float = 0.0, std: float = 1.0) -> "Tensor":
+        """Fill with samples from N(mean, std**2), drawn from lucid's global generator."""
+        self[...] = random.generator().normal(mean, std, size=self.shape)
+        return self
+
     @staticmethod
     def randn(*shape, requires_grad: bool = False, dtype=None) -> "Tensor":
         """Standard normal samples from lucid's global generator (see lucid.manual_seed)."""

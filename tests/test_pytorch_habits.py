@@ -285,3 +285,99 @@ def test_softmax_methods_take_dim_as_a_keyword():
     expected = shifted / shifted.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(t.softmax(dim=1).numpy(), expected, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(t.log_softmax(dim=1).numpy(), np.log(expected), rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# PyTorch's dtype names and torch.utils.checkpoint, which model libraries use at import time
+
+
+def test_pytorchs_dtype_names_are_lucids_dtypes():
+    assert lucid.float is lucid.float32 and lucid.double is lucid.float64 and lucid.long is lucid.int64
+    assert all(isinstance(t, lucid.dtype) for t in (lucid.float, lucid.double, lucid.long, lucid.bool_))
+    assert lucid.zeros(2, dtype=lucid.double).numpy().dtype == np.float64
+    assert lucid.tensor([1.5], dtype=lucid.float).numpy().dtype == np.float32
+    assert lucid.tensor([3], dtype=lucid.long).numpy().dtype == np.int64
+
+
+class _CheckpointedBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(3, 3)
+
+    def forward(self, x):
+        from lucid.utils.checkpoint import checkpoint
+
+        return checkpoint(lambda v, scale: (self.linear(v) * scale).tanh(), x, 2.0, use_reentrant=False)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_checkpoint_gives_the_values_and_gradients_of_the_plain_call(compiled):
+    rng = np.random.default_rng(5)
+    block = _CheckpointedBlock()
+    weight, bias = rng.standard_normal((3, 3)).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    block.load_state_dict({"linear.weight": weight, "linear.bias": bias})
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    run = lucid.compile(block) if compiled else block
+    y = run(lucid.tensor(x))
+    y.sum().backward()
+    expected = np.tanh((x @ weight.T + bias) * 2.0)
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-5, atol=1e-6)
+    # d/dW sum(tanh(2(xW^T + b))) = (2 (1 - y^2))^T x
+    np.testing.assert_allclose(block.linear.weight.grad.numpy(), (2 * (1 - expected**2)).T @ x, rtol=1e-4, atol=1e-5)
+
+
+def test_as_tensor_returns_a_tensor_itself_so_in_place_initialisers_reach_it():
+    weight = nn.Conv3d(2, 3, 3).weight
+    assert lucid.as_tensor(weight) is weight and lucid.as_tensor(weight, dtype=lucid.float32) is weight
+    nn.init.constant_(lucid.as_tensor(weight), 1.5)
+    assert np.all(weight.numpy() == 1.5)
+    converted = lucid.as_tensor(weight, dtype=lucid.float64)
+    assert converted is not weight and converted.numpy().dtype == np.float64
+    np.testing.assert_array_equal(lucid.as_tensor([[1, 2]]).numpy(), np.array([[1, 2]]))
+
+
+@pytest.mark.parametrize("start, end, steps", [(0, 1, 5), (-2.5, 3.0, 7), (1, 1, 1), (0, 1, 0)])
+def test_linspace_matches_numpy(start, end, steps):
+    values = lucid.linspace(start, end, steps)
+    assert values.dtype == lucid.float32
+    np.testing.assert_allclose(values.numpy(), np.linspace(start, end, steps), rtol=1e-7)
+    assert lucid.linspace(start, end, steps, dtype=lucid.float64).numpy().dtype == np.float64
+
+
+def test_uniform_and_normal_fill_in_place_from_the_global_generator():
+    parameter = nn.Linear(40, 50).weight
+    with lucid.no_grad():
+        lucid.manual_seed(7)
+        assert parameter.uniform_(-0.5, 2.0) is parameter
+        first = parameter.numpy().copy()
+        lucid.manual_seed(7)
+        parameter.uniform_(-0.5, 2.0)
+    np.testing.assert_array_equal(parameter.numpy(), first)
+    assert first.min() >= -0.5 and first.max() < 2.0 and abs(first.mean() - 0.75) < 0.05
+    with lucid.no_grad():
+        parameter.normal_(3.0, 0.5)
+    assert abs(parameter.numpy().mean() - 3.0) < 0.05 and abs(parameter.numpy().std() - 0.5) < 0.05
+    with pytest.raises(lucid.GradientError):
+        parameter.normal_()
+
+
+@pytest.mark.parametrize("indexing", ["ij", "xy"])
+def test_meshgrid_matches_numpy_eager_and_compiled(indexing):
+    rng = np.random.default_rng(2)
+    a, b, c = (rng.standard_normal(n).astype(np.float32) for n in (2, 3, 4))
+    expected = np.meshgrid(a, b, c, indexing=indexing)
+    grids = lucid.meshgrid(lucid.tensor(a), lucid.tensor(b), lucid.tensor(c), indexing=indexing)
+    for grid, want in zip(grids, expected):
+        np.testing.assert_array_equal(grid.numpy(), want)
+    weighted = lucid.compile(
+        lambda x, y, z: sum(g * (k + 1) for k, g in enumerate(lucid.meshgrid([x, y, z], indexing=indexing))))
+    np.testing.assert_allclose(weighted(lucid.tensor(a), lucid.tensor(b), lucid.tensor(c)).numpy(),
+                               sum(g * (k + 1) for k, g in enumerate(expected)), rtol=1e-6)
+
+
+def test_meshgrid_gradient_sums_over_the_broadcast_axes():
+    x, y = lucid.tensor([1.0, 2.0], requires_grad=True), lucid.tensor([3.0, 4.0, 5.0], requires_grad=True)
+    gx, gy = lucid.meshgrid(x, y, indexing="ij")
+    (gx * gy).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [12.0, 12.0])     # sum of y, for each x
+    np.testing.assert_allclose(y.grad.numpy(), [3.0, 3.0, 3.0])  # sum of x, for each y
