@@ -57,6 +57,12 @@ class Target:
 def _initialise() -> None:
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
+    # The loop vectoriser's interleaved-access groups are off: with them, LLVM 22 aborts the process
+    # (SelectionDAGBuilder::setValue, "Already set a value for this node") on the AVX2 code of a direct
+    # conv's output unpack at 8x8 with a relu or sigmoid epilogue. The kernels lucid writes as vectors
+    # (the conv tiles) do not use them; of the 744 kernels of the three example networks' training and
+    # inference graphs, 21 small strided reductions compile differently without them.
+    llvm.set_option("", "-enable-interleaved-mem-accesses=0")
 
 
 def host() -> Target:
