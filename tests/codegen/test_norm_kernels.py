@@ -8,7 +8,8 @@ norm) and their normalise-scale-shift, against a float64 NumPy oracle written he
   sizes (C=6 in 3 groups, 5x7x3 spatial, LayerNorm over (7, 3)) against the oracle's closed-form
   backward (derived independently of lucid's rules).
 - Compiled graphs: one statistics kernel per norm and no other reduction in the forward; the
-  normalise-scale-shift and a following activation are one fused loop.
+  normalise-scale-shift and a following activation are one fused loop; with running statistics
+  (eval mode) the normalise joins the previous conv's epilogue.
 """
 from __future__ import annotations
 
@@ -151,3 +152,21 @@ def test_normalise_scale_shift_and_activation_are_one_loop(name, activation, op)
     assert [n.op for n in full] == ["fused"]
     body = [n.op for n in full[0].attrs["body"].nodes if not n.is_constant]
     assert body == ["normalize", op]
+
+
+def test_a_norm_with_running_statistics_joins_the_previous_convs_epilogue():
+    """Where it is legal (instance norm in eval mode with running statistics: the normalise needs no
+    statistics of the conv's output), conv, normalise and activation are one fused kernel, and the
+    compiled output equals eager."""
+    norm = nn.InstanceNorm3d(6, affine=True, track_running_stats=True)
+    norm.running_mean.data = RNG.standard_normal(6).astype(np.float32)
+    norm.running_var.data = RNG.uniform(0.5, 2.0, 6).astype(np.float32)
+    model = nn.Sequential(nn.Conv3d(3, 6, 3, padding=1), norm, nn.ReLU()).eval()
+    shape = (2, 3, 5, 7, 3)
+    graph = for_inference(lucid.trace(model, lucid.spec(*shape)))
+    fused = [n for n in graph.nodes if n.op == "fused" and n.output.shape == (2, 6, 5, 7, 3)]
+    assert len(fused) == 1 and not [n for n in graph.nodes if n.op in ("conv", "normalize", "relu")]
+    assert [n.op for n in fused[0].attrs["body"].nodes if not n.is_constant] == ["conv", "normalize", "relu"]
+    x = lucid.Tensor(RNG.standard_normal(shape).astype(np.float32))
+    with lucid.no_grad():
+        np.testing.assert_allclose(lucid.compile(model)(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
