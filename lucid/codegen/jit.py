@@ -2,8 +2,9 @@
 
 Object code is cached per module: `objects(modules, target)` returns the object code of each
 (name, LLVM text) module, reading it from the cache when present and intact, else compiling it (LLVM
-O3 with loop and SLP vectorisation) — the missing ones in parallel, one thread per core, each in its
-own LLVM context — and storing it for the next time. Modules named in `unoptimised` (a graph's entry
+O3 with loop and SLP vectorisation) — the missing ones one after the other, each in its own LLVM
+context (threads would not help: llvmlite runs one compilation at a time per process; 40 modules took
+28 s on one thread and 29 s on two) — and storing it for the next time. Modules named in `unoptimised` (a graph's entry
 module: it only orders the kernels and hands out their work items, so its own speed is nothing next
 to theirs) are compiled as written (O0 and fast instruction selection), about ten times cheaper than
 at O3. Kernel modules are named by a hash of their code, so a kernel shared by several graphs is
@@ -20,12 +21,11 @@ or LLVM never reads what another one wrote. How entries are stored and verified 
 from __future__ import annotations
 
 from collections.abc import Collection
-from concurrent.futures import ThreadPoolExecutor
 
 import llvmlite.binding as llvm
 
 from .cache import cache_key, code_fingerprint, load_object, write_object
-from .target import Target, available_cores
+from .target import Target
 
 COUNTERS = {"compiled": 0, "loaded": 0}
 
@@ -36,19 +36,16 @@ COUNTERS = {"compiled": 0, "loaded": 0}
 
 def objects(modules: list[tuple[str, str]], target: Target,
             unoptimised: Collection[str] = ()) -> list[tuple[str, bytes]]:
-    """(cache name, object code) of each (name, LLVM text) module, from the cache or compiled; the
-    missing ones are compiled in parallel, one thread per core; those named in `unoptimised` at O0."""
+    """(cache name, object code) of each (name, LLVM text) module, from the cache or compiled; those
+    named in `unoptimised` at O0."""
     levels = [0 if name in unoptimised else 3 for name, _ in modules]
     names = [_object_name(text, target, level) for (_, text), level in zip(modules, levels)]
     codes = [load_object(name) for name in names]
     missing = [k for k, code in enumerate(codes) if code is None]
     COUNTERS["loaded"] += len(modules) - len(missing)
-    workers = max(1, min(len(missing), available_cores()))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        compiled = list(pool.map(lambda k: compile_module(modules[k][1], target, levels[k]), missing))
-    for k, code in zip(missing, compiled):
-        codes[k] = code
-        write_object(names[k], code)
+    for k in missing:
+        codes[k] = compile_module(modules[k][1], target, levels[k])
+        write_object(names[k], codes[k])
     return list(zip(names, codes))
 
 
