@@ -155,11 +155,7 @@ def _lifted(importer, arrays, shape: tuple) -> list:
 def _per_channel(array, x) -> bool:
     """Whether array broadcasts against x as one number per channel: shape (C, 1, ...) right-aligned,
     or one number for every channel (sizes of 1, as PyTorch's non-affine GroupNorm exports its scale)."""
-    wanted = (x.shape[1],) + (1,) * (len(x.shape) - 2)
-    leading = array.shape[:max(array.ndim - len(wanted), 0)]
-    core = array.shape[len(leading):]
-    return (array.dtype == x.dtype and all(d == 1 for d in leading)
-            and all(c in (1, w) for c, w in zip(reversed(core), reversed(wanted))))
+    return _trailing(array, x, (x.shape[1],) + (1,) * (len(x.shape) - 2))
 
 
 def _trailing(array, x, shape: tuple) -> bool:
