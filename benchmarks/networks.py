@@ -33,11 +33,11 @@ import sys
 import time
 from collections import defaultdict
 
-from conv import (THREADS_SLOWER, TORCH_MISSING, TUNABLES, cell, median_times, note, ratio,
+from conv import (THREADS_SLOWER, TORCH_MISSING, cell, median_times, note, ratio, restart_with_malloc_tunables,
                   slower_with_more_threads)
 
-if os.environ.get("GLIBC_TUNABLES") != TUNABLES and __name__ == "__main__":
-    os.execve(sys.executable, [sys.executable] + sys.argv, dict(os.environ, GLIBC_TUNABLES=TUNABLES))
+if __name__ == "__main__":
+    restart_with_malloc_tunables()
 
 import numpy as np  # noqa: E402
 

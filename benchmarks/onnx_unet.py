@@ -24,10 +24,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from conv import TUNABLES, cell, median_times, note, ratio
+from conv import cell, median_times, note, ratio, restart_with_malloc_tunables
 
-if os.environ.get("GLIBC_TUNABLES") != TUNABLES and __name__ == "__main__":
-    os.execve(sys.executable, [sys.executable] + sys.argv, dict(os.environ, GLIBC_TUNABLES=TUNABLES))
+if __name__ == "__main__":
+    restart_with_malloc_tunables()
 
 import numpy as np  # noqa: E402
 
