@@ -28,21 +28,27 @@ class ReduceOp(enum.Enum):
 
 
 class Work:
-    """A collective in flight: `wait()` blocks until it is complete and its result is in place."""
+    """A collective in flight: `wait()` blocks until it is complete and its result is in place;
+    `is_completed()` asks without blocking (and lets MPI progress it: MPI moves a non-blocking
+    collective forward only inside MPI calls)."""
 
-    def __init__(self, request, finish=None):
+    def __init__(self, request, finish):
         self._request, self._finish = request, finish
 
     def wait(self) -> bool:
         if self._request is not None:
             self._request.Wait()
-            self._request = None
-            if self._finish is not None:
-                self._finish()
+            self._done()
         return True
 
     def is_completed(self) -> bool:
+        if self._request is not None and self._request.Test():
+            self._done()
         return self._request is None
+
+    def _done(self) -> None:
+        self._request = None
+        self._finish()
 
 
 class _Buffer:

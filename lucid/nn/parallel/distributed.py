@@ -8,7 +8,8 @@ gradient ready; when a bucket is complete (and every bucket before it has starte
 start the allreduces in the same order), its gradients are copied into a fresh flat buffer, divided
 by the world size and a non-blocking allreduce starts, while the backward goes on. A callback at the
 end of the backward starts what is left, waits for every bucket and makes each `.grad` a view of
-its bucket's averaged buffer.
+its bucket's averaged buffer. (MPI moves a non-blocking collective forward only inside MPI calls, so
+each hook also tests the allreduces in flight.)
 
 Overlap: in eager mode the tape finishes parameters one by one, so early buckets communicate while
 the rest of the backward runs. A compiled model's backward is one executable returning every
@@ -139,6 +140,8 @@ class _Reducer:
             autograd.queue_callback(self._end_of_backward)
         bucket.ready.add(id(param))
         self._start_ready_buckets()
+        for started in self.buckets[:self._started]:
+            started.work.is_completed()           # lets MPI progress the allreduces in flight
 
     def _start_ready_buckets(self) -> None:
         while self._started < len(self.buckets) and len(self.buckets[self._started].ready) == len(
