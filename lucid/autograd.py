@@ -8,10 +8,12 @@ autodiff pass reads.
 Two hooks let code act during a backward (DistributedDataParallel starts its gradient allreduces
 with them while the backward still runs):
 - `register_post_accumulate_grad_hook(leaf, hook)` (also `Tensor.register_post_accumulate_grad_hook`):
-  `hook(leaf)` runs each time a backward has finished adding into `leaf.grad`; the tape reaches a
-  leaf once per backward, after every contribution to it, so `.grad` is complete for that backward
-  when the hook runs. A compiled backward gives all its leaves' gradients in one call, so their
-  hooks run one after the other at that point.
+  `hook(leaf)` runs each time a backward has finished adding into `leaf.grad`. The tape accumulates
+  a leaf once per backward, as soon as every operator reading it has given its gradient (not at
+  the leaf's own place in the order, which may be late), so `.grad` is complete for that backward
+  when the hook runs, and hooks run while the rest of the backward is still to come. A compiled
+  backward gives all its leaves' gradients in one call, so their hooks run one after the other at
+  that point.
 - `queue_callback(fn)`: called from inside a backward (from a hook), runs `fn()` once when that
   backward has finished.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections import Counter
 
 import numpy as np
 
@@ -164,23 +167,36 @@ def backward(root, seed) -> None:
     tape sits below `lucid.tensor` and does not import it.
     """
     pending = {id(root): seed}
+    order = _topological_order(root)
+    readers = Counter(id(p) for t in order if t._node is not None for p in t._node.inputs if p.requires_grad)
     outer_callbacks = getattr(_state, "callbacks", None)
     _state.callbacks = []
     try:
         with no_grad():
-            for tensor in _topological_order(root):
+            for tensor in order:
                 g = pending.pop(id(tensor), None)
-                if g is None:
-                    continue
-                if tensor._node is None or tensor._retains_grad:
+                if g is not None and (tensor._node is None or tensor._retains_grad):
                     _accumulate(tensor, g)
                 if tensor._node is not None:
-                    _propagate(tensor, g, pending)
+                    if g is not None:
+                        _propagate(tensor, g, pending)
+                    _accumulate_finished_leaves(tensor._node.inputs, readers, pending)
             callbacks = _state.callbacks
             while callbacks:
                 callbacks.pop(0)()
     finally:
         _state.callbacks = outer_callbacks
+
+
+def _accumulate_finished_leaves(inputs: tuple, readers: Counter, pending: dict) -> None:
+    """Count one read of each input done; a leaf whose every reader is done gets its gradient now,
+    not at its own (possibly late) place in the order, so its hooks run as early as they can."""
+    for parent in inputs:
+        if not parent.requires_grad:
+            continue
+        readers[id(parent)] -= 1
+        if not readers[id(parent)] and parent._node is None and id(parent) in pending:
+            _accumulate(parent, pending.pop(id(parent)))
 
 
 def sole_gradient(tensor):

@@ -52,3 +52,19 @@ def test_hooks_run_for_the_parameters_of_a_compiled_backward():
         p.register_post_accumulate_grad_hook(lambda t: ready.append((id(t), t.grad is not None)))
     lucid.compile(model)(lucid.randn(2, 3)).sum().backward()
     assert sorted(ready) == sorted((id(p), True) for p in model.parameters())
+
+
+def test_a_leaf_read_late_in_the_forward_is_accumulated_early_in_the_backward():
+    x = lucid.Tensor([0.5, 1.5], requires_grad=True)
+    w = lucid.Tensor([2.0, 3.0], requires_grad=True)
+    x_done_when_w_ready = []
+    w.register_post_accumulate_grad_hook(lambda t: x_done_when_w_ready.append(x.grad is not None))
+    h = x
+    for _ in range(5):
+        h = (h * 1.5).tanh()
+    (h * w).sum().backward()
+    assert x_done_when_w_ready == [False]       # w's hook ran before the chain back to x was walked
+    expected = np.array([0.5, 1.5])
+    for _ in range(5):
+        expected = np.tanh(expected * 1.5)
+    np.testing.assert_allclose(w.grad.numpy(), expected, rtol=1e-6)
