@@ -6,7 +6,8 @@ import pytest
 from mpi_jobs import run_ok
 
 TWO_RANKS = ["sgd-none-eager", "adam-none-eager", "sgd-sync-eager", "adam-sync-eager", "sgd-none-eager-accumulate",
-             "sgd-none-compiled", "adam-none-compiled", "adam-none-compiled-accumulate", "unused", "compiled-syncbn"]
+             "sgd-none-compiled", "adam-none-compiled", "adam-none-compiled-accumulate", "adam-none-stages", "unused",
+             "compiled-syncbn"]
 THREE_RANKS = ["adam-sync-eager", "sgd-none-compiled", "sgd-none-eager-accumulate", "unused"]
 
 

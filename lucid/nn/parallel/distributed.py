@@ -15,6 +15,9 @@ Overlap: in eager mode the tape finishes parameters one by one, so early buckets
 the rest of the backward runs. A compiled model's backward is one executable returning every
 gradient at once, so its buckets start together when it returns: nothing overlaps, and
 `last_sync["overlap_seconds"]` (first allreduce start to the backward's end) is then about zero.
+A model built of separately compiled stages (`nn.Sequential(lucid.compile(encoder),
+lucid.compile(decoder))`) has one backward call per stage, so the later stages' buckets communicate
+while the earlier stages' backward runs.
 
 A parameter that gets no gradient on a rank in a backward counts as zero from that rank (every rank
 joins every bucket's allreduce, so none waits forever on another); after the sync every parameter

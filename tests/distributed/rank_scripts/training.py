@@ -1,5 +1,6 @@
 """Run on N ranks: `training.py CONFIG...`, each CONFIG `optimizer-norm-mode[-accumulate]`
-(optimizer sgd|adam, norm none|sync, mode eager|compiled), or `unused`, or `compiled-syncbn`.
+(optimizer sgd|adam, norm none|sync, mode eager|compiled|stages: the model compiled whole or as
+two separately compiled stages), or `unused`, or `compiled-syncbn`.
 
 For each config every rank trains a DistributedDataParallel replica (built from its own seed: the wrap
 must broadcast rank 0's weights) on its slice of a global batch for STEPS steps, and trains, alone, a
@@ -42,6 +43,11 @@ def global_batch(step: int, size: int):
     return lucid.Tensor(x), lucid.Tensor(rng.standard_normal((PER_RANK * size, 3)).astype(np.float32))
 
 
+def in_two_stages(model: nn.Sequential) -> nn.Sequential:
+    layers = list(model)
+    return nn.Sequential(nn.Sequential(*layers[:-2]), nn.Sequential(*layers[-2:]))
+
+
 def ddp_step(ddp, x, y, accumulate: bool) -> None:
     if accumulate:                        # one sample at a time: the first backward without the allreduce
         with ddp.no_sync():
@@ -58,6 +64,9 @@ def train_config(config: str, rank: int, size: int) -> dict:
     model = make_model(100 + rank, norm)
     if norm == "sync":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if mode == "stages":                       # two separately compiled stages: two backward calls
+        reference, model = in_two_stages(reference), in_two_stages(model)
+        model = nn.Sequential(*(lucid.compile(stage) for stage in model))
     ddp = DistributedDataParallel(lucid.compile(model) if mode == "compiled" else model, bucket_cap_mb=0.001)
     assert all(k.startswith("module.") for k in ddp.state_dict())
     assert [k[len("module."):] for k in ddp.state_dict()] == list(reference.state_dict())
