@@ -1,5 +1,9 @@
 """Sliding-window inference (lucid.inference) against NumPy references written out here, an exported
 UNet against itself and eager mode, and examples/distributed_inference.py on 2 ranks against 1 process."""
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -119,3 +123,32 @@ def test_the_exported_model_over_a_larger_volume_blends_its_windows(exported_une
         norm[start:start + 8] += 1
     result = sliding_window(library, volume, 8, overlap=0.25, blend="constant")
     np.testing.assert_allclose(result, (total / norm)[..., :6], rtol=1e-6, atol=1e-7)
+
+
+def run_example(output, ranks=None):
+    """examples/distributed_inference.py on synthetic volumes, on `ranks` MPI ranks or as one plain process."""
+    from mpi_jobs import ROOT, job_environment, require_mpi
+
+    from lucid.distributed.launch import mpiexec_command
+
+    require_mpi()
+    argv = [str(ROOT / "examples" / "distributed_inference.py"), "--output", str(output), "--threads", "1"]
+    command = mpiexec_command(ranks, argv) if ranks else [sys.executable, *argv]
+    done = subprocess.run(command, env=job_environment(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done.stdout
+
+
+def test_two_ranks_write_exactly_what_one_process_writes(tmp_path):
+    alone, shared = run_example(tmp_path / "one"), run_example(tmp_path / "two", ranks=2)
+    assert "5 volumes on 1 rank(s)" in alone and "5 volumes on 2 rank(s)" in shared
+    maps = sorted(p.name for p in (tmp_path / "one").glob("volume*.npy"))
+    assert len(maps) == 5 and maps == sorted(p.name for p in (tmp_path / "two").glob("volume*.npy"))
+    for name in maps:
+        one, two = np.load(tmp_path / "one" / name), np.load(tmp_path / "two" / name)
+        volume = np.load(tmp_path / "one" / "synthetic-volumes" / name)
+        assert one.shape == volume.shape and np.all((one >= 0) & (one <= 1))
+        np.testing.assert_array_equal(one, two)
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary == json.loads((tmp_path / "one" / "summary.json").read_text())
+    assert [s["name"] for s in summary] == maps and summary[2]["depth"] == 30
