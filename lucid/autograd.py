@@ -4,6 +4,16 @@ Each Tensor produced by an operator while grad mode is on, from an input that re
 remembers a `Node` (the operator definition, its attributes and inputs). `backward` walks those nodes
 in reverse topological order and applies each definition's gradient rule — the same rules the graph
 autodiff pass reads.
+
+Two hooks let code act during a backward (DistributedDataParallel starts its gradient allreduces
+with them while the backward still runs):
+- `register_post_accumulate_grad_hook(leaf, hook)` (also `Tensor.register_post_accumulate_grad_hook`):
+  `hook(leaf)` runs each time a backward has finished adding into `leaf.grad`; the tape reaches a
+  leaf once per backward, after every contribution to it, so `.grad` is complete for that backward
+  when the hook runs. A compiled backward gives all its leaves' gradients in one call, so their
+  hooks run one after the other at that point.
+- `queue_callback(fn)`: called from inside a backward (from a hook), runs `fn()` once when that
+  backward has finished.
 """
 from __future__ import annotations
 
@@ -116,6 +126,36 @@ def _topological_order(root) -> list:
     return order[::-1]
 
 
+class RemovableHandle:
+    """What `register_post_accumulate_grad_hook` returns: `.remove()` unregisters the hook."""
+
+    def __init__(self, hooks: list, hook):
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self) -> None:
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+
+
+def register_post_accumulate_grad_hook(leaf, hook) -> RemovableHandle:
+    """Run `hook(leaf)` after each backward has accumulated into `leaf.grad` (leaf tensors that require
+    grad only)."""
+    if not leaf.requires_grad or not leaf.is_leaf:
+        raise GradientError("register_post_accumulate_grad_hook: the tensor must be a leaf that requires grad")
+    if "_post_accumulate_grad_hooks" not in vars(leaf):
+        leaf._post_accumulate_grad_hooks = []
+    leaf._post_accumulate_grad_hooks.append(hook)
+    return RemovableHandle(leaf._post_accumulate_grad_hooks, hook)
+
+
+def queue_callback(fn) -> None:
+    """Run `fn()` once when the backward now running finishes (call it from a hook)."""
+    callbacks = getattr(_state, "callbacks", None)
+    if callbacks is None:
+        raise GradientError("queue_callback: no backward is running")
+    callbacks.append(fn)
+
+
 def backward(root, seed) -> None:
     """Accumulate d(root)/d(leaf) * seed into `.grad` of every leaf that requires grad; `seed` is a
     tensor of root's shape and dtype (`Tensor.backward` makes it).
@@ -124,15 +164,23 @@ def backward(root, seed) -> None:
     tape sits below `lucid.tensor` and does not import it.
     """
     pending = {id(root): seed}
-    with no_grad():
-        for tensor in _topological_order(root):
-            g = pending.pop(id(tensor), None)
-            if g is None:
-                continue
-            if tensor._node is None or tensor._retains_grad:
-                _accumulate(tensor, g)
-            if tensor._node is not None:
-                _propagate(tensor, g, pending)
+    outer_callbacks = getattr(_state, "callbacks", None)
+    _state.callbacks = []
+    try:
+        with no_grad():
+            for tensor in _topological_order(root):
+                g = pending.pop(id(tensor), None)
+                if g is None:
+                    continue
+                if tensor._node is None or tensor._retains_grad:
+                    _accumulate(tensor, g)
+                if tensor._node is not None:
+                    _propagate(tensor, g, pending)
+            callbacks = _state.callbacks
+            while callbacks:
+                callbacks.pop(0)()
+    finally:
+        _state.callbacks = outer_callbacks
 
 
 def sole_gradient(tensor):
@@ -148,6 +196,8 @@ def _accumulate(tensor, g) -> None:
         tensor.grad = tensor._wrap(g.data if taken else np.array(g.data, dtype=tensor.dtype.numpy))
     else:
         tensor.grad.data += g.data
+    for hook in tuple(vars(tensor).get("_post_accumulate_grad_hooks", ())):
+        hook(tensor)
 
 
 def _propagate(tensor, g, pending: dict) -> None:

@@ -193,6 +193,10 @@ class Tensor(TensorMethods, metaclass=_TensorKind):
             raise ShapeError(f"backward: expected a gradient of shape {self.shape}, got {seed.shape}")
         return Tensor._wrap(seed.data.astype(self.dtype.numpy, copy=False))
 
+    def register_post_accumulate_grad_hook(self, hook) -> "autograd.RemovableHandle":
+        """Run `hook(self)` after each backward has accumulated into this leaf's `.grad`."""
+        return autograd.register_post_accumulate_grad_hook(self, hook)
+
     def retain_grad(self) -> None:
         """Keep `.grad` of this non-leaf tensor after backward."""
         self._retains_grad = True
