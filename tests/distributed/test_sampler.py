@@ -113,3 +113,16 @@ def test_without_an_initialised_job_the_defaults_say_what_to_pass():
 
 def test_reachable_as_in_pytorch():
     assert lucid.utils.data.DistributedSampler is DistributedSampler
+
+
+def test_in_a_job_the_defaults_are_the_ranks_and_world_size():
+    from mpi_jobs import run_ok
+
+    [record] = run_ok(3, "sampler_defaults.py").records()
+    expected = []
+    for rank in range(3):
+        sampler = DistributedSampler(10, num_replicas=3, rank=rank, seed=4)
+        sampler.set_epoch(2)
+        expected.append(list(sampler))
+    assert record == {"replicas": 3, "indices": expected}
+    assert set(sum(expected, [])) == set(range(10)) and all(len(e) == 4 for e in expected)
