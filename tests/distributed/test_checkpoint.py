@@ -36,7 +36,7 @@ def uninterrupted(script, steps: int) -> dict:
     optimizer = script.make_optimizer(model)
     for step in range(steps):
         script.train_step(model, optimizer, step, slice(None))
-    return {name: value.numpy() for name, value in model.state_dict().items()}
+    return {name: np.array(value) for name, value in model.state_dict().items()}
 
 
 def assert_state_equal(path, expected: dict):
