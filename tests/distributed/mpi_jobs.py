@@ -40,8 +40,13 @@ class Job:
     seconds: float
 
     def records(self) -> list:
-        """The JSON objects the ranks printed, one per line."""
-        return [json.loads(line) for line in self.stdout.splitlines() if line.startswith("{")]
+        """The JSON objects the ranks printed (the launcher may join two ranks' lines into one)."""
+        decoder, found, start = json.JSONDecoder(), [], self.stdout.find("{")
+        while start >= 0:
+            record, end = decoder.raw_decode(self.stdout, start)
+            found.append(record)
+            start = self.stdout.find("{", end)
+        return found
 
 
 def job_environment() -> dict:

@@ -63,6 +63,14 @@ class _BatchNorm(_NormBase):
     def forward(self, x):
         F.require_tensor(x, type(self).__name__)
         self._check_input(x)
+        momentum = self._count_batch()
+        # Untracked statistics are None, so batch statistics are used in eval mode too.
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            self.training or not self.track_running_stats, momentum, self.eps)
+
+    def _count_batch(self):
+        """In training with running statistics, count the batch in `num_batches_tracked`; the momentum
+        of this batch's running-statistics update (1 / batches for the cumulative average, momentum=None)."""
         momentum = self.momentum
         if self.training and self.track_running_stats:
             with no_grad():
@@ -70,9 +78,7 @@ class _BatchNorm(_NormBase):
             F.assign_state(self.num_batches_tracked, batches)
             if momentum is None:      # cumulative moving average
                 momentum = ops.div(1.0, batches)
-        # Untracked statistics are None, so batch statistics are used in eval mode too.
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            self.training or not self.track_running_stats, momentum, self.eps)
+        return momentum
 
 
 class BatchNorm1d(_BatchNorm):
