@@ -142,7 +142,8 @@ def ranks_worker(args) -> dict | None:
 
 def rank_timings(ddp, x, y, optimizer, warm_up: int, steps: int) -> dict:
     """Seconds of a training step, of the backward alone (no_sync), of the buckets' allreduce alone
-    and of the synchronised backward, in alternation, every rank starting each one together."""
+    and of the synchronised backward, in alternation, every rank starting each one (each backward:
+    after its forward) together."""
     import lucid.distributed as dist
     import lucid.nn.functional as F
 
@@ -157,10 +158,12 @@ def rank_timings(ddp, x, y, optimizer, warm_up: int, steps: int) -> dict:
     def backward_alone():
         with ddp.no_sync():
             pending = loss()
+            dist.barrier()                  # the ranks start their backwards together, whatever their forwards took
             return timed(pending.backward)
 
     def backward_synced():
         pending = loss()
+        dist.barrier()
         return timed(pending.backward)
 
     buckets = [np.zeros(sum(bucket.sizes), bucket.dtype) for bucket in ddp.reducer.buckets]
