@@ -72,15 +72,15 @@ def window_weights(window: tuple, blend: str = "gaussian", sigma_scale: float = 
 def _checked_window(volume: np.ndarray, window, overlap: float, blend: str) -> tuple:
     if volume.ndim < 3:
         raise ValueError(f"sliding_window: expected a volume (N, C, *spatial), got shape {volume.shape}")
-    window = (window,) * (volume.ndim - 2) if isinstance(window, int) else tuple(window)
-    if len(window) != volume.ndim - 2 or not all(isinstance(w, int) and w >= 1 for w in window):
+    window = (window,) * (volume.ndim - 2) if isinstance(window, (int, np.integer)) else tuple(window)
+    if len(window) != volume.ndim - 2 or not all(isinstance(w, (int, np.integer)) and w >= 1 for w in window):
         raise ValueError(f"sliding_window: window must be {volume.ndim - 2} positive int(s), one per spatial axis "
                          f"of the volume {volume.shape}, got {window}")
     if not 0 <= overlap < 1:
         raise ValueError(f"sliding_window: overlap must be in [0, 1), got {overlap}")
     if blend not in BLENDS:
         raise ValueError(f"sliding_window: blend must be one of {BLENDS}, got {blend!r}")
-    return window
+    return tuple(int(w) for w in window)
 
 
 def _pad_to(volume: np.ndarray, window: tuple) -> np.ndarray:

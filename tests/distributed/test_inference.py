@@ -35,6 +35,12 @@ def test_a_pointwise_model_gives_its_whole_volume_output(shape, window, overlap,
     np.testing.assert_allclose(result, affine(volume), rtol=1e-6, atol=1e-6)
 
 
+def test_numpy_integers_are_window_sizes():
+    volume = np.arange(6, dtype=np.float32).reshape(1, 1, 6)
+    np.testing.assert_allclose(sliding_window(affine, volume, np.int64(4)), affine(volume), rtol=1e-6)
+    np.testing.assert_array_equal(sliding_window(affine, volume, np.array([3]), blend="constant"), affine(volume))
+
+
 def test_window_starts_cover_the_axis_and_end_at_its_end():
     assert window_starts(7, 4, 0.5) == [0, 2, 3]
     assert window_starts(8, 4, 0.5) == [0, 2, 4]
@@ -75,6 +81,7 @@ def test_a_two_dimensional_blend_with_an_axis_shorter_than_the_window():
     (dict(volume=np.zeros((4, 4)), window=2), "expected a volume (N, C, *spatial)"),
     (dict(volume=np.zeros((1, 1, 4, 4)), window=(2,)), "window must be 2 positive int(s)"),
     (dict(volume=np.zeros((1, 1, 4, 4)), window=(2, 0)), "window must be 2 positive int(s)"),
+    (dict(volume=np.zeros((1, 1, 4, 4)), window=(2, 2.0)), "window must be 2 positive int(s)"),
     (dict(volume=np.zeros((1, 1, 4)), window=2, overlap=1.0), "overlap must be in [0, 1)"),
     (dict(volume=np.zeros((1, 1, 4)), window=2, blend="linear"), "blend must be one of"),
 ])
