@@ -1,2 +1,3 @@
-"""The part of ``torch.utils`` that model code imports: ``lucid.utils.checkpoint``."""
-from . import checkpoint  # noqa: F401
+"""The part of ``torch.utils`` that model code imports: ``lucid.utils.checkpoint`` and
+``lucid.utils.data`` (the ``DistributedSampler``)."""
+from . import checkpoint, data  # noqa: F401
