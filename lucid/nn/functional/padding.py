@@ -78,7 +78,7 @@ def _extend_axis(x, axis: int, lo: int, hi: int, mode: str):
                          f"for axis {axis} of size {n} (input shape {x.shape})")
     if mode == "reflect":
         before = [axis_slice(x, axis, i, i + 1) for i in range(lo, 0, -1)]
-        after = [axis_slice(x, axis, i, i + 1) for i in range(n - 2, n - 2 - hi, -1)]
+        after = [axis_slice(x, axis, n - 2 - j, n - 1 - j) for j in range(hi)]
     elif mode == "replicate":
         before = [_repeat_along(axis_slice(x, axis, 0, 1), axis, lo)] if lo else []
         after = [_repeat_along(axis_slice(x, axis, n - 1, n), axis, hi)] if hi else []
