@@ -42,6 +42,7 @@ without evaluating anything. `evaluate(e, {"D": 32})` gives the int.
 from __future__ import annotations
 
 import ast
+import keyword
 import math
 import numbers
 import threading
@@ -57,7 +58,7 @@ class Dim:
     __slots__ = ("name", "min", "max")
 
     def __init__(self, name: str, min: int = 1, max: int | None = None):
-        if not (isinstance(name, str) and name.isidentifier() and name not in _RESERVED):
+        if not (isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name) and name not in _RESERVED):
             raise ShapeError(f"lucid.dim: a dimension's name must be a Python identifier, got {name!r}")
         if not is_int(min) or min < 0 or (max is not None and (not is_int(max) or max < min)):
             raise ShapeError(f"lucid.dim({name!r}): min must be an int >= 0 and max None or an int >= min, "
@@ -87,7 +88,8 @@ class Dim:
         return f"lucid.dim({self.name!r}, min={self.min}" + ("" if self.max is None else f", max={self.max}") + ")"
 
 
-_RESERVED = {"ceil_div"}
+#: Names the text form gives another meaning (a function of size expressions; attribute literals).
+_RESERVED = {"ceil_div", "inf", "nan"}
 
 
 class _FloorDiv:
@@ -239,7 +241,7 @@ class Expr:
     def __str__(self) -> str:
         parts = []
         for monomial, coeff in sorted(self.terms, key=lambda t: (not t[0], _monomial_key(t[0]))):
-            text = _format_term(monomial, abs(coeff))
+            text = _format_term(monomial, abs(coeff), leading_minus=coeff < 0 and not parts)
             if not parts:
                 parts.append(text if coeff > 0 else f"-{text}")
             else:
@@ -273,11 +275,12 @@ def _monomial_key(monomial: tuple) -> tuple:
     return (-len(monomial), tuple(a.sort_key() for a in monomial))
 
 
-def _format_term(monomial: tuple, coeff: int) -> str:
+def _format_term(monomial: tuple, coeff: int, leading_minus: bool = False) -> str:
+    """A term's text; a division is parenthesised where an operator around it would bind first."""
     if not monomial:
         return str(coeff)
     factors = [str(a) for a in monomial]
-    if len(factors) > 1 or coeff != 1:
+    if len(factors) > 1 or coeff != 1 or leading_minus:
         factors = [f"({f})" if isinstance(a, _FloorDiv) else f for f, a in zip(factors, monomial)]
     return "*".join(([str(coeff)] if coeff != 1 else []) + factors)
 

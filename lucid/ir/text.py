@@ -375,9 +375,9 @@ def _literal_node(node, dims: dict | None = None):
         return node.value
     if isinstance(node, ast.Name) and node.id in _NAMED_FLOATS:
         return _NAMED_FLOATS[node.id]
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)) and isinstance(node.operand, ast.Constant):
-        value = _literal_node(node.operand)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _literal_node(node.operand, dims)
+        if isinstance(value, (int, float, symbolic.Expr)) and not isinstance(value, bool):
             return -value if isinstance(node.op, ast.USub) else value
     if isinstance(node, ast.Tuple):
         return tuple(_literal_node(e, dims) for e in node.elts)
