@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 import lucid
 import lucid.nn as nn
@@ -62,6 +62,23 @@ def test_printing_and_parsing_round_trip(pair, sizes):
     parsed = parse_expression(str(expr), DIMS)
     assert parsed == expr and hash(parsed) == hash(expr)
     assert evaluate(parsed, sizes) == evaluate(expr, sizes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_expressions(), st.integers(-30, 30), st.sampled_from(["<", "<=", ">", ">=", "=="]), SIZES)
+def test_recorded_constraints_guard_the_answer(pair, bound, op, sizes):
+    """Where a question was answered (by the ranges, or at the reference point and recorded), every
+    size meeting the recorded constraints gives the same answer."""
+    expr, on_ints = pair
+    ask = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
+           ">=": lambda a, b: a >= b, "==": lambda a, b: symbolic.equal(a, b)}[op]
+    with symbolic.recording() as recorded:
+        try:
+            answer = ask(expr, bound)
+        except ShapeError:
+            assume(False)                                   # refused: two symbols, or a pinned one
+    assume(all(c.holds(sizes) for c in recorded))
+    assert ask(on_ints(sizes), bound) == answer
 
 
 def test_canonical_forms_compare_equal_only_where_proved():
@@ -297,6 +314,16 @@ def test_slice_bounds_follow_the_symbolic_dimension():
     graph = lucid.trace(lambda x: x[:, 1:-1], lucid.spec(N, D))
     node = graph.nodes[0]
     assert node.op == "slice" and node.attrs["stops"] == (N, D - 1) and graph.outputs[0].shape == (N, D - 2)
+
+
+def test_inference_passes_keep_a_symbolic_graph(unet):
+    from lucid.passes import PassManager
+
+    model, graph = unet
+    simplified = PassManager("inference").run(graph)
+    assert simplified.symbols() == graph.symbols() and lucid.ir.parse(str(simplified)) == simplified
+    x = np.random.default_rng(5).standard_normal((2, 1, 16, 32, 24)).astype(np.float32)
+    np.testing.assert_allclose(lucid.ir.run(simplified, x), model(lucid.tensor(x)).numpy(), rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
