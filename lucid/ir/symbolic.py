@@ -36,7 +36,7 @@ Broadcasting (`broadcast_dims`): a symbol against 1 gives the symbol (if it is 1
 result is 1 too, which is the symbol's value); a symbol against itself gives it; a symbol against a
 concrete size above 1 or against another symbol is refused, since the answer would pin the symbol.
 
-`str(e)` is Python syntax (`(D + 1) // 2`, `2*N*D`); `parse_expression(text, dims)` reads it back
+`str(e)` is Python syntax (`(D + 1) // 2`, `2*N*D`, `D % 4` for `D - 4*(D // 4)`); `parse_expression(text, dims)` reads it back
 without evaluating anything. `evaluate(e, {"D": 32})` gives the int.
 """
 from __future__ import annotations
@@ -239,6 +239,10 @@ class Expr:
 
     # ------------------------------------------------------------------ text
     def __str__(self) -> str:
+        modulo = _as_modulo(self)
+        if modulo is not None:
+            inner, k = modulo
+            return f"{inner if inner.symbol else f'({inner})'} % {k}"
         parts = []
         for monomial, coeff in sorted(self.terms, key=lambda t: (not t[0], _monomial_key(t[0]))):
             text = _format_term(monomial, abs(coeff), leading_minus=coeff < 0 and not parts)
@@ -269,6 +273,15 @@ def is_symbolic(x) -> bool:
 def as_size(x):
     """A size as lucid stores it: an Expr unchanged, anything else as a Python int."""
     return x if isinstance(x, Expr) else int(x)
+
+
+def _as_modulo(x: Expr):
+    """(y, k) when x is `y - k*(y // k)`, which prints as `y % k`; else None."""
+    divisions = [(m[0], c) for m, c in x.terms if len(m) == 1 and isinstance(m[0], _FloorDiv)]
+    for atom, coeff in divisions:
+        if coeff == -atom.divisor and x - atom.inner == coeff * Expr((((atom,), 1),)):
+            return atom.inner, atom.divisor
+    return None
 
 
 def _monomial_key(monomial: tuple) -> tuple:
@@ -621,6 +634,7 @@ def _parse(text: str) -> ast.expr:
 
 
 _BINARY = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b}
+_DIVISIONS = {ast.FloorDiv: floor_div, ast.Mod: lambda a, k: a % k}
 
 
 def _evaluate_ast(node, dims: dict):
@@ -634,11 +648,11 @@ def _evaluate_ast(node, dims: dict):
         return -_evaluate_ast(node.operand, dims)
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         return _BINARY[type(node.op)](_evaluate_ast(node.left, dims), _evaluate_ast(node.right, dims))
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.FloorDiv):
+    if isinstance(node, ast.BinOp) and type(node.op) in _DIVISIONS:
         left, right = _evaluate_ast(node.left, dims), _evaluate_ast(node.right, dims)
         if not (is_int(right) and right > 0):
             raise ShapeError(f"a size may be divided by a positive int only, got {ast.unparse(node)[:60]!r}")
-        return floor_div(left, right)
+        return _DIVISIONS[type(node.op)](left, right)
     if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "ceil_div"
             and len(node.args) == 2 and not node.keywords):
         return ceil_div(_evaluate_ast(node.args[0], dims), _positive(_evaluate_ast(node.args[1], dims)))
