@@ -17,7 +17,9 @@ where they happen to agree for every value (`2 * (D // 2)` and `D` are not claim
 without symbols is a plain int, so concrete shapes stay tuples of ints.
 
 Comparisons. `==` and `!=` are structural (the canonical forms), never raise and never record: types,
-tuples and dictionaries use them. The ordering comparisons (`<`, `<=`, `>`, `>=`) and `equal(a, b)`
+tuples and dictionaries use them. So Python code that branches on `size % 2 == 0` with a symbolic size
+takes the unequal branch; code that means the question asks `equal(a, b)` or `bool(size % 2)`, which
+follow the rule below. The ordering comparisons (`<`, `<=`, `>`, `>=`) and `equal(a, b)`
 are the questions shape rules ask ("is the output empty?", "do the concatenated extents agree?"),
 answered by this rule:
 1. if the symbols' ranges decide it (interval bounds from each symbol's min and max), that answer;
@@ -201,8 +203,9 @@ class Expr:
         return self - int(other) * floor_div(self, int(other))
 
     def __truediv__(self, other):
-        raise ShapeError(f"symbolic size {self}: true division has no integer result; use // or lucid's "
-                         "integer sizes")
+        raise ShapeError(f"symbolic size {self}: true division (/) has no value while tracing; code that needs "
+                         "the number (a divisor such as an unbiased variance's n / (n - 1)) cannot be traced with "
+                         "symbolic dimensions (integer sizes divide with //)")
 
     __rtruediv__ = __truediv__
 

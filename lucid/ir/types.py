@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from ..errors import DeviceError
-from .symbolic import as_size, free_symbols
+from .symbolic import as_size, is_symbolic
 
 
 class DType:
@@ -161,7 +161,7 @@ class TensorType:
 
     @property
     def is_symbolic(self) -> bool:
-        return bool(free_symbols(self.shape))
+        return is_symbolic(self.shape)
 
     def __eq__(self, other) -> bool:
         return isinstance(other, TensorType) and self.shape == other.shape and self.dtype == other.dtype
