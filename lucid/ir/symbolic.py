@@ -441,6 +441,10 @@ def bounds(x) -> tuple:
     interval estimate, so the true range may be narrower."""
     if not isinstance(x, Expr):
         return int(x), int(x)
+    constant = _terms(x).get((), 0)
+    modulo = _as_modulo(x - constant)
+    if modulo is not None:
+        return constant, constant + modulo[1] - 1
     lo = hi = 0
     for monomial, coeff in x.terms:
         term = (1, 1)

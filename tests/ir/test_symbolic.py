@@ -90,6 +90,7 @@ def test_canonical_forms_compare_equal_only_where_proved():
     assert D - D == 0 and isinstance(D - D, int)           # no symbol left: a plain int
     assert 2 * (D // 2) != D                                # true only for even D: not claimed
     assert str(D - 4 * (D // 4)) == "D % 4" and D % 4 == D - 4 * (D // 4)
+    assert symbolic.bounds(D % 4 + 1) == (1, 4)
     assert (D + 1) * (H - 1) == D * H - D + H - 1
 
 
@@ -199,6 +200,7 @@ REFUSALS = {
     "broadcast against a size": (lambda x: x + lucid.ones(3, 1, 1, 1), ShapeError, "cannot broadcast N against 3"),
     "unbiased variance": (lambda x: x.var(dim=2), ShapeError, "does not support the symbolic dimension D"),
     "chunk": (lambda x: x.chunk(2, dim=2), ShapeError, "symbolic dimension D"),
+    "symbolic reflect padding": (lambda x: F.pad(x, (0, x.shape[2] % 2), mode="reflect"), ShapeError, "mode 'constant'"),
     "fractional scale": (lambda x: F.interpolate(x, scale_factor=1.5), ShapeError, "not a whole number"),
     "linear over a symbol": (nn.Linear(8, 2), ShapeError, r"last dimension 8 \(in_features\), got shape \(N, 2, D, H\)"),
     "two symbols compared": (lambda x: x[:, :, :, 0] + x[:, :, 0, :], ShapeError, "D and H"),
@@ -247,6 +249,34 @@ def test_unet_sizes_that_do_not_survive_the_poolings_are_refused(unet, d, h, w, 
 def test_sizes_below_a_declared_minimum_are_refused(unet):
     with pytest.raises(ShapeError, match=r"W = 12 is outside its range \(an int >= 16\)"):
         lucid.ir.run(unet[1], np.zeros((1, 1, 16, 16, 12), np.float32))
+
+
+class PaddingUNet(nn.Module):
+    """One UNet level that pads the upsampled map to its skip's size (odd sizes welcome), as many
+    PyTorch UNets do."""
+
+    def __init__(self):
+        super().__init__()
+        self.down, self.pool = nn.Conv2d(1, 4, 3, padding=1), nn.MaxPool2d(2)
+        self.up, self.head = nn.ConvTranspose2d(4, 4, 2, stride=2), nn.Conv2d(8, 1, 1)
+
+    def forward(self, x):
+        skip = self.down(x).relu()
+        y = self.up(self.pool(skip))
+        dy, dx = skip.shape[2] - y.shape[2], skip.shape[3] - y.shape[3]
+        y = F.pad(y, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
+        return self.head(lucid.cat([skip, y], dim=1))
+
+
+def test_a_unet_padding_to_its_skips_holds_for_every_size():
+    lucid.manual_seed(4)
+    model = PaddingUNet().eval()
+    graph = lucid.trace(model, lucid.spec(dim("N"), 1, dim("H", min=2), dim("W", min=2)))
+    assert graph.constraints == ()                              # D - 2*(D // 2) is D % 2: exact, no assumption
+    assert "hi=(0, 0, H % 2, W % 2)" in str(graph)
+    for n, h, w in [(1, 8, 9), (2, 17, 4), (3, 5, 6)]:
+        x = np.random.default_rng(h).standard_normal((n, 1, h, w)).astype(np.float32)
+        np.testing.assert_allclose(lucid.ir.run(graph, x), model(lucid.tensor(x)).numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_unet_constraints_name_their_nodes(unet):

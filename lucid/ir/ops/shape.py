@@ -79,13 +79,14 @@ class Pad(OpDef):
 
     name = "pad"
     kind = OpKind.LAYOUT
-    attributes = {"lo": IntTuple(min=0), "hi": IntTuple(min=0), "interior": IntTuple(min=0), "value": Real()}
+    attributes = {"lo": IntTuple(min=0, symbolic=True), "hi": IntTuple(min=0, symbolic=True),
+                  "interior": IntTuple(min=0), "value": Real()}
 
     def infer(self, attrs, x):
         lo, hi, interior = attrs["lo"], attrs["hi"], attrs["interior"]
         if not len(lo) == len(hi) == len(interior) == x.ndim:
             raise self.error(f"expected {x.ndim} padding entries per side for shape {x.shape}, got lo={lo} hi={hi}")
-        if min(lo + hi + interior, default=0) < 0:
+        if any(p < 0 for p in lo + hi + interior):
             raise self.error(f"padding must be non-negative, got lo={lo} hi={hi} interior={interior}")
         shape = tuple(a + b + n + max(n - 1, 0) * i for n, a, b, i in zip(x.shape, lo, hi, interior))
         return TensorType(shape, x.dtype)
