@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..errors import DTypeError, ShapeError
+from ..errors import DTypeError, ShapeError, TraceError
 from . import ops, symbolic
 from .types import Device, DType, as_device, as_dtype, bool_, float32, float64, int64
 
@@ -541,8 +541,12 @@ def _shape_arg(shape: tuple) -> tuple:
 
 
 def _sizes(shape: tuple, fn: str) -> tuple:
-    """A new tensor's shape, given as `fn(2, 3)` or `fn((2, 3))`; a negative size is refused naming `fn`."""
+    """A new tensor's shape, given as `fn(2, 3)` or `fn((2, 3))`; a negative or symbolic size is refused
+    naming `fn`."""
     shape = _shape_arg(shape)
+    if symbolic.is_symbolic(shape):
+        raise TraceError(f"{fn}: the shape {shape} holds a symbolic size; a tensor made while tracing is data (a "
+                         "constant of the graph), which needs concrete sizes")
     if any(n < 0 for n in shape):
         raise ShapeError(f"{fn}: sizes must be non-negative, got {shape}")
     return shape
