@@ -181,9 +181,18 @@ def infer_type_and_constraints(node: Node) -> tuple:
         types = ", ".join(str(v.type) for v in node.inputs)
         if getattr(exc, "failing_node", None) is None:
             exc.failing_node, exc.rule_message = node, str(exc.args[0]) if exc.args else ""
-        exc.args = (f"{where}{node.op}({types}): {exc.args[0] if exc.args else ''}",) + exc.args[1:]
+        exc.args = (f"{where}{node.op}({types}): {exc.args[0] if exc.args else ''}{_at_minimum(node)}",) + exc.args[1:]
         exc._lucid_layer_named = True
         raise
+
+
+def _at_minimum(node: Node) -> str:
+    """The note a refusal of symbolic sizes gets: rules decide them at their minimum values."""
+    dims = sorted(symbolic.free_symbols(tuple(v.shape for v in node.inputs)), key=lambda s: s.name)
+    if not dims:
+        return ""
+    return (f" (shape rules decide symbolic sizes at their minimum, {', '.join(f'{s.name} = {s.min}' for s in dims)}: "
+            "if the model needs larger sizes, declare them, e.g. lucid.dim(name, min=...))")
 
 
 class Graph:

@@ -11,11 +11,7 @@
       return %2
     }
 
-One line per input, parameter, node and state update. A graph with symbolic dimensions declares them
-first (`dim N min=1`, `dim D min=16 max=256`); types and size-valued attributes then hold them and
-expressions of them in Python syntax (`f32[N, 8, (D + 1) // 2]`, `{shape=(N, -1)}`), and after
-the nodes come the constraints on them: `constraint %3: D >= 3` (recorded by node %3's rule; the
-parser checks each node's against its rule's) and `constraint: D >= 16` (assumed by the traced code). Node results are numbered in order; inputs and
+One line per input, parameter, node and state update. Node results are numbered in order; inputs and
 parameters keep their names. Attributes are Python literals (tuples, numbers, strings, True/False/None,
 inf, nan); an attribute holding a graph (a fused node's body) is the string of that graph's text form,
 parsed back into a graph when read; constants print every element (float32 in its shortest round-trip form). A node's module
@@ -24,6 +20,12 @@ its operator's declared schemas (`OpDef.attributes`) and its type must equal the
 constants hold literals of their element type and exactly their shape, a state update targets a
 parameter of its type. Whatever it is fed, it returns a valid graph or raises GraphError naming the
 line.
+
+A graph with symbolic dimensions declares them first (`dim N min=1`, `dim D min=16 max=256`); types
+and size attributes then hold them and expressions of them in Python syntax (`f32[N, 8, (D + 1) // 2]`,
+`{stops=(N, D - 1)}`; an input's sizes are >= 0 over the dimensions' ranges), and after the nodes come the constraints
+on them: `constraint %3: D >= 3` (recorded by node %3's rule: the parser checks that each node's lines
+are exactly its rule's) and `constraint: D % 4 == 0` (assumed by the traced code).
 """
 from __future__ import annotations
 
@@ -168,6 +170,8 @@ class _Reader:
             self._read_dim(m.group(1), int(m.group(2)), None if m.group(3) is None else int(m.group(3)))
         elif m := _INPUT.fullmatch(line):
             kind, name, type_ = m.group(1), m.group(2), _parse_type(m.group(3), m.group(4), self.dims)
+            if any(symbolic.bounds(n)[0] < 0 for n in type_.shape):
+                raise GraphError(f"{kind} %{name} has a size that is negative for some sizes of its dimensions")
             add = self.graph.add_input if kind == "input" else self.graph.add_param
             self.values[name] = add(name, type_)
         elif m := _NODE.fullmatch(line):

@@ -147,6 +147,7 @@ FAMILIES = {
     "conv2d stride dilation": (nn.Conv2d(3, 4, 3, stride=2, padding=1, dilation=2), (N, 3, D, H)),
     "conv3d same": (nn.Conv3d(2, 2, 4, padding="same"), (N, 2, D, H, 8)),
     "conv1d groups": (nn.Conv1d(4, 4, 3, groups=2), (N, 4, D)),
+    "conv1d unpadded": (nn.Conv1d(2, 2, 5), (N, 2, dim("L", min=5))),
     "conv_transpose2d": (nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1, output_padding=1), (N, 3, D, H)),
     "conv_transpose3d": (nn.ConvTranspose3d(2, 2, 2, stride=2), (N, 2, D, H, 8)),
     "max_pool ceil_mode": (nn.MaxPool2d(3, stride=2, ceil_mode=True), (N, 2, D, H)),
@@ -176,14 +177,14 @@ FAMILIES = {
     "softmax": (lambda x: F.softmax(x, dim=-1), (N, 3, D)),
     "dropout": (nn.Dropout(0.5), (N, 3, D)),
 }
-SIZE_POINTS = [{"N": 1, "D": 8, "H": 9}, {"N": 2, "D": 13, "H": 16}, {"N": 3, "D": 16, "H": 11}]
+SIZE_POINTS = [{"N": 1, "D": 8, "H": 9, "L": 5}, {"N": 2, "D": 13, "H": 16, "L": 7}, {"N": 3, "D": 16, "H": 11, "L": 20}]
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_shape_rule_symbolic_equals_concrete(family):
     fn, shape = FAMILIES[family]
     graph = lucid.trace(fn, lucid.spec(*shape))
-    assert graph.symbols()
+    assert graph.symbols() and lucid.ir.parse(str(graph)) == graph
     for sizes in SIZE_POINTS:
         concrete = evaluate(tuple(shape), sizes)
         own = {s.name: sizes[s.name] for s in graph.symbols()}
@@ -208,6 +209,11 @@ REFUSALS = {
     "two symbols compared": (lambda x: x[:, :, :, 0] + x[:, :, 0, :], ShapeError, "D and H"),
     "batch_norm's running update": (nn.BatchNorm2d(2).train(), ShapeError, r"true division \(/\) has no value"),
 }
+
+
+def test_a_minimum_too_small_for_the_model_is_named():
+    with pytest.raises(ShapeError, match=r"minimum, L = 1, N = 1: if the model needs larger sizes"):
+        lucid.trace(nn.Conv1d(2, 2, 5), lucid.spec(N, 2, dim("L")))
 
 
 @pytest.mark.parametrize("case", list(REFUSALS))
