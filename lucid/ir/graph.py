@@ -320,7 +320,8 @@ class Graph:
 
         There is deliberately no way to change the input types: traced code bakes shape-derived
         numbers into attributes and constants (a variance's element count, a reshape's sizes), so a
-        graph for other shapes must be traced again."""
+        graph for other shapes must be traced again, or traced once with symbolic dimensions and
+        specialised (`specialize`), whose attributes hold the sizes as expressions."""
         new = Graph(self.name)
         mapping = {}
         for v in self.inputs:
