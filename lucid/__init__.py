@@ -37,7 +37,7 @@ from .safetensors import load_safetensors, save_safetensors  # noqa: E402
 from . import nn, optim  # noqa: E402  (nn and optim need the names above)
 from . import jit  # noqa: E402
 from . import utils  # noqa: E402
-from .tracing import spec, trace  # noqa: E402
+from .tracing import dim, spec, trace  # noqa: E402
 from .compiler import compile  # noqa: E402,A004
 from . import ir, passes  # noqa: E402
 from .aot import export  # noqa: E402

@@ -54,3 +54,7 @@ class OnnxError(LucidError, ValueError):
     """`lucid.onnx.load` refused an ONNX model: a damaged or hostile file, an unsupported opset,
     operator or attribute value, or shape arithmetic it cannot fold. The message names the file and,
     where there is one, the node."""
+
+
+class CompileError(LucidError, ValueError):
+    """A graph the code generator cannot compile as it is (symbolic dimensions: specialise it first)."""

@@ -16,6 +16,10 @@ their parameters. The tracer keeps them in its own record (the graph holds no mo
 is over, draws their initial values itself in declaration order, so a seed gives the same weights
 whatever order the modules run in; the trace ends with the shape-inference pass, a pure graph pass.
 
+Sizes may be symbolic: `lucid.spec(lucid.dim("N"), 1, lucid.dim("D", min=16), 64, 64)` traces one graph
+for every batch size and depth (`lucid.ir.symbolic`); shape rules propagate the symbols, and what they
+(or the traced code) had to assume about them is recorded on the graph as constraints.
+
 Random operators (dropout, `rand_like`) read the graph parameter `generator`, bound to lucid's
 generator state (`lucid/random.py`), each with its draw number; the graph's state update advances the
 state by its number of draws, so every run draws afresh and no mask is baked into the graph.
@@ -32,6 +36,7 @@ from .errors import LucidError, TraceError
 from .ir import ops
 from .ir.graph import Builder, Graph, Scope, Value, building
 from .ir.methods import _shape_arg
+from .ir.symbolic import dim, free_symbols
 from .ir.types import TensorType, as_dtype, float32, int64
 from .tensor import Tensor, is_eager_tensor
 
@@ -53,7 +58,8 @@ class Spec:
 
 
 def spec(*shape, dtype=float32) -> Spec:
-    """Describe an input by its shape (`spec(1, 1, 32, 32, 32)` or `spec((1, 1, 32, 32, 32))`) and dtype."""
+    """Describe an input by its shape (`spec(1, 1, 32, 32, 32)` or `spec((1, 1, 32, 32, 32))`) and dtype;
+    a size may be a symbolic dimension (`lucid.dim("N")`) or an expression of them."""
     return Spec(_shape_arg(shape), dtype)
 
 
@@ -68,6 +74,7 @@ def trace(fn_or_module, *inputs, name: str | None = None) -> Graph:
         raise TraceError(f"lucid.trace: expected a module or a function, got {type(fn_or_module).__name__}")
     tracer = _Tracer(fn_or_module, name)
     values = [tracer.graph.add_input(n, _input_type(x, n)) for n, x in zip(_input_names(fn_or_module, len(inputs)), inputs)]
+    _check_symbols(values)
     try:
         with building(tracer):
             result = fn_or_module(*values)
@@ -92,6 +99,15 @@ def trace_in_eval_mode(fn_or_module, *inputs) -> Graph:
     finally:
         if training is not None:
             fn_or_module.train(training)
+
+
+def _check_symbols(values) -> None:
+    """One declaration per symbolic dimension name across the inputs."""
+    declared = {}
+    for v in values:
+        for s in free_symbols(v.shape):
+            if declared.setdefault(s.name, s) != s:
+                raise TraceError(f"lucid.trace: dimension {s.name} is declared twice, as {declared[s.name]!r} and {s!r}")
 
 
 def _input_type(x, name: str) -> TensorType:

@@ -29,7 +29,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "lucid"
 #: Upward imports inside lucid/ir/ that are deliberate, as (importing module, imported module), with
 #: their reason.
 IR_DELEGATIONS = {
-    # `str(graph)`, `graph.verify()`, `graph.save(path)` and `graph.to_networkx()` are the graph's
+    # `str(graph)`, `graph.verify()`, `graph.save(path)`, `graph.to_networkx()` and `graph.specialize()` are the graph's
     # public methods (SPEC §4), each one line handing the graph to the module that implements it.
     # Those modules read and build graphs, so they sit above graph.py; the import runs when the
     # method is called.
@@ -37,6 +37,7 @@ IR_DELEGATIONS = {
     ("lucid.ir.graph", "lucid.ir.verify"): "graph.verify()",
     ("lucid.ir.graph", "lucid.ir.serialize"): "graph.save(path)",
     ("lucid.ir.graph", "lucid.ir.networkx"): "graph.to_networkx()",
+    ("lucid.ir.graph", "lucid.ir.specialize"): "graph.specialize(**sizes)",
 }
 
 

@@ -23,6 +23,7 @@ import llvmlite.ir as ir
 from ..errors import GraphError
 from ..ir.cost import estimated_flops
 from ..ir.graph import Graph
+from ..ir.specialize import require_concrete
 from ..passes.memory_planning import MemoryPlan
 from ..version import __version__
 from . import kernels  # noqa: F401  (registers the lowerings)
@@ -45,6 +46,7 @@ class GraphCode:
 
 def memory_plan_of(graph: Graph) -> MemoryPlan:
     """The memory plan of a planned graph, or a GraphError saying how to plan it."""
+    require_concrete(graph, "codegen")
     plan = getattr(graph, "memory_plan", None)
     if plan is None:
         raise GraphError(f"codegen: graph {graph.name} has no memory plan; run it through the codegen-ready "

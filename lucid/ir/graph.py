@@ -13,6 +13,12 @@ A `Graph` holds nodes in topological order; each node applies one registered ope
 - outputs (a single value or a tuple), and `state_updates`: new values for buffers (BatchNorm's
   running statistics in training mode), written back when the graph runs.
 
+Types may hold symbolic sizes (`lucid.ir.symbolic`: `f32[N, 1, D, 64, 64]`). Whatever a shape rule
+had to assume about them is recorded on its node (`node.constraints`, e.g. `D >= 3`), and what the
+traced Python code assumed (comparisons outside any rule) on the graph (`graph.assumptions`);
+`graph.constraints` lists both, each with the node that required it (None for the code's).
+`graph.specialize(N=2, D=32)` is the concrete graph at those sizes, once they satisfy all of them.
+
 Values are tensor-like (`TensorMethods`): calling an operator on graph values while a `Builder` is
 active (`building(...)`) appends a node instead of computing. The tracer and the autodiff pass both
 build graphs this way, through the same operator functions and gradient rules eager code uses.
@@ -28,7 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import GraphError, LucidError, TraceError
-from . import ops
+from . import ops, symbolic
 from .methods import TensorMethods, in_place_result
 from .types import TensorType, as_dtype
 
@@ -128,13 +134,15 @@ class Value(TensorMethods):
 
 class Node:
     """One operator application: `op` (a registered name, or CONSTANT with `value` holding the data),
-    input values, attributes (plain Python values), the module scope it came from, and its output."""
+    input values, attributes (plain Python values), the module scope it came from, its output, and
+    the constraints on symbolic sizes its shape rule recorded (`lucid.ir.symbolic.Constraint`s)."""
 
-    __slots__ = ("op", "inputs", "attrs", "scope", "value", "output")
+    __slots__ = ("op", "inputs", "attrs", "scope", "value", "output", "constraints")
 
     def __init__(self, op: str, inputs: tuple, attrs: dict, scope: Scope | None = None, value=None):
         self.op, self.inputs, self.attrs, self.scope, self.value = op, tuple(inputs), dict(attrs), scope, value
         self.output: Value | None = None
+        self.constraints: tuple = ()
 
     @property
     def opdef(self):
@@ -149,26 +157,42 @@ class Node:
 
 
 def infer_type(node: Node) -> TensorType:
-    """The node's output type from its operator's shape rule, once its attributes pass the operator's
+    """The node's output type (see `infer_type_and_constraints`)."""
+    return infer_type_and_constraints(node)[0]
+
+
+def infer_type_and_constraints(node: Node) -> tuple:
+    """The node's output type and the constraints on symbolic sizes its rule recorded. The type from its operator's shape rule, once its attributes pass the operator's
     declared schemas (`OpDef.attributes`) and its input count the rule's signature. A failure is re-raised (same class)
     naming the node's module (class and path, as module errors do), the op and its input types, then
     the rule's own message; the exception keeps the refused node (`failing_node`, no output yet) and
     the rule's message alone (`rule_message`), which the visualiser shows."""
     if node.is_constant:
-        return TensorType(node.value.shape, node.value.dtype)
+        return TensorType(node.value.shape, node.value.dtype), ()
     try:
         opdef = node.opdef
         opdef.check_attributes(node.attrs)
         opdef.check_input_count(len(node.inputs))
-        return opdef.infer(node.attrs, *(v.type for v in node.inputs))
+        with symbolic.recording() as constraints:
+            type_ = opdef.infer(node.attrs, *(v.type for v in node.inputs))
+        return type_, tuple(constraints)
     except LucidError as exc:
         where = "" if not node.scope else f"{node.scope.cls} '{node.scope.path}': " if node.scope.path else f"{node.scope.cls}: "
         types = ", ".join(str(v.type) for v in node.inputs)
         if getattr(exc, "failing_node", None) is None:
             exc.failing_node, exc.rule_message = node, str(exc.args[0]) if exc.args else ""
-        exc.args = (f"{where}{node.op}({types}): {exc.args[0] if exc.args else ''}",) + exc.args[1:]
+        exc.args = (f"{where}{node.op}({types}): {exc.args[0] if exc.args else ''}{_at_minimum(node)}",) + exc.args[1:]
         exc._lucid_layer_named = True
         raise
+
+
+def _at_minimum(node: Node) -> str:
+    """The note a refusal of symbolic sizes gets: rules decide them at their minimum values."""
+    dims = sorted(symbolic.free_symbols(tuple(v.shape for v in node.inputs)), key=lambda s: s.name)
+    if not dims:
+        return ""
+    return (f" (shape rules decide symbolic sizes at their minimum, {', '.join(f'{s.name} = {s.min}' for s in dims)}: "
+            "if the model needs larger sizes, declare them, e.g. lucid.dim(name, min=...))")
 
 
 class Graph:
@@ -185,6 +209,7 @@ class Graph:
         self.returns_tuple = False
         self.state_updates: dict[str, Value] = {}
         self.bindings: dict[str, object] = {}
+        self.assumptions: list = []
 
     # ------------------------------------------------------------------ building
     def add_input(self, name: str, type_: TensorType) -> Value:
@@ -213,7 +238,8 @@ class Graph:
     def new_node(self, op: str, inputs, attrs: dict, scope: Scope | None = None) -> Node:
         """A node of this graph typed by its shape rule, not yet placed in the node list."""
         node = Node(op, inputs, attrs, scope)
-        node.output = Value(self, infer_type(node), node=node)
+        type_, node.constraints = infer_type_and_constraints(node)
+        node.output = Value(self, type_, node=node)
         return node
 
     def new_constant(self, array, scope: Scope | None = None) -> Node:
@@ -255,6 +281,22 @@ class Graph:
         known = ", ".join(v.name for v in self.inputs + self.params)
         raise GraphError(f"graph {self.name}: no input or parameter named {name!r}; it has {known}")
 
+    def symbols(self) -> tuple:
+        """The symbolic dimensions of the graph's input and parameter types, in order of appearance."""
+        found = {}
+        for v in self.inputs + self.params:
+            for size in v.shape:
+                for s in sorted(symbolic.free_symbols(size), key=lambda s: s.name):
+                    found.setdefault(s.name, s)
+        return tuple(found.values())
+
+    @property
+    def constraints(self) -> tuple:
+        """Every constraint on the symbolic sizes, as (constraint, node): the nodes' own, in node order,
+        then the traced code's assumptions (node None)."""
+        return (tuple((c, node) for node in self.nodes for c in node.constraints)
+                + tuple((c, None) for c in self.assumptions))
+
     def users(self) -> dict[Value, list[Node]]:
         """Each value's consuming nodes (outputs and state updates are not nodes)."""
         uses: dict[Value, list[Node]] = {}
@@ -278,7 +320,8 @@ class Graph:
 
         There is deliberately no way to change the input types: traced code bakes shape-derived
         numbers into attributes and constants (a variance's element count, a reshape's sizes), so a
-        graph for other shapes must be traced again."""
+        graph for other shapes must be traced again, or traced once with symbolic dimensions and
+        specialised (`specialize`), whose attributes hold the sizes as expressions."""
         new = Graph(self.name)
         mapping = {}
         for v in self.inputs:
@@ -287,10 +330,12 @@ class Graph:
             mapping[v] = new.add_param(v.name, v.type)
         for node in self.nodes:
             copy = Node(node.op, (mapping[v] for v in node.inputs), node.attrs, node.scope, node.value)
-            mapping[node.output] = new._append(copy, infer_type(copy) if reinfer else node.output.type)
+            type_, copy.constraints = infer_type_and_constraints(copy) if reinfer else (node.output.type, node.constraints)
+            mapping[node.output] = new._append(copy, type_)
         new.set_outputs((mapping[v] for v in self.outputs), self.returns_tuple)
         new.state_updates = {k: mapping[v] for k, v in self.state_updates.items()}
         new.bindings = dict(self.bindings)
+        new.assumptions = list(self.assumptions)
         return new
 
     def rebuild(self, nodes: list, substitute: dict) -> None:
@@ -338,6 +383,11 @@ class Graph:
         from .serialize import save
 
         save(self, path)
+
+    def specialize(self, **sizes) -> "Graph":
+        from .specialize import specialize
+
+        return specialize(self, sizes)
 
     def to_networkx(self):
         from .networkx import to_networkx
@@ -401,7 +451,7 @@ def building(builder: Builder):
     stack = _builders.__dict__.setdefault("stack", [])
     stack.append(builder)
     try:
-        with ops.registry.recording(Value):
+        with ops.registry.recording(Value), symbolic.recording(builder.graph.assumptions):
             yield builder
     finally:
         stack.pop()

@@ -3,7 +3,9 @@
 This is the semantics every compiled form of a graph must reproduce, and the oracle tests compare
 them with. Inputs are checked against the graph's input types before anything runs. Parameters come
 from `params` (name -> array) or else from the graph's bindings. Like eager execution, a run writes
-the graph's state updates (BatchNorm running statistics) into the bound tensors.
+the graph's state updates (BatchNorm running statistics) into the bound tensors. A graph with symbolic
+dimensions is specialised to the sizes its inputs have (`specialize.sizes_of_inputs`: a dimension in
+two inputs must agree; every constraint is checked) before it runs.
 """
 from __future__ import annotations
 
@@ -12,10 +14,16 @@ import numpy as np
 from ..errors import DTypeError, GraphError, ShapeError
 from .evaluate import evaluate
 from .graph import Graph
+from .specialize import sizes_of_inputs, specialize
 
 
 def run(graph: Graph, *inputs, params: dict | None = None):
-    """Outputs as NumPy arrays: one array, or a tuple when the traced function returned a tuple."""
+    """Outputs as NumPy arrays: one array, or a tuple when the traced function returned a tuple. A
+    graph with symbolic dimensions runs specialised to the sizes of the inputs it is given."""
+    if graph.symbols():
+        inputs = [np.asarray(x) for x in inputs]
+        owner = f"lucid.ir.run({graph.name})"
+        graph = specialize(graph, sizes_of_inputs(graph, [x.shape for x in inputs], owner))
     env = dict(zip(graph.inputs, _checked_inputs(graph, inputs)))
     env.update(_parameter_arrays(graph, params or {}))
     evaluate(graph, env)

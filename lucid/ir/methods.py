@@ -14,8 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..errors import DTypeError, ShapeError
-from . import ops
+from ..errors import DTypeError, ShapeError, TraceError
+from . import ops, symbolic
 from .types import Device, DType, as_device, as_dtype, bool_, float32, float64, int64
 
 
@@ -389,6 +389,9 @@ class TensorMethods:
         """Pieces along `dim`: of `split_size` each (the last may be smaller), or of the listed sizes."""
         axis = self._axis(dim, "split")
         size = self.shape[axis]
+        if symbolic.is_symbolic(size):
+            raise ShapeError(f"split: the pieces of the symbolic dimension {size} (axis {axis}) depend on its size; "
+                             "split or chunk a concrete axis")
         if isinstance(split_size_or_sections, numbers.Integral):
             step = int(split_size_or_sections)
             if step <= 0 and size:
@@ -532,14 +535,18 @@ def _shape_arg(shape: tuple) -> tuple:
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     for n in shape:
-        if not isinstance(n, (numbers.Integral,)) or isinstance(n, bool):
+        if not (isinstance(n, (numbers.Integral, symbolic.Expr))) or isinstance(n, bool):
             raise DTypeError(f"expected integer sizes, got {shape}")
-    return tuple(int(n) for n in shape)
+    return tuple(symbolic.as_size(n) for n in shape)
 
 
 def _sizes(shape: tuple, fn: str) -> tuple:
-    """A new tensor's shape, given as `fn(2, 3)` or `fn((2, 3))`; a negative size is refused naming `fn`."""
+    """A new tensor's shape, given as `fn(2, 3)` or `fn((2, 3))`; a negative or symbolic size is refused
+    naming `fn`."""
     shape = _shape_arg(shape)
+    if symbolic.is_symbolic(shape):
+        raise TraceError(f"{fn}: the shape {shape} holds a symbolic size; a tensor made while tracing is data (a "
+                         "constant of the graph), which needs concrete sizes")
     if any(n < 0 for n in shape):
         raise ShapeError(f"{fn}: sizes must be non-negative, got {shape}")
     return shape
@@ -577,12 +584,12 @@ def _basic_index(shape: tuple, key) -> tuple:
                 raise IndexError(f"Tensor index: index {k} is out of bounds for axis {axis} with size {n}")
             starts.append(i), stops.append(i + 1), steps.append(1)
         elif isinstance(k, slice):
-            start, stop, step = k.indices(n)
+            start, stop, step = symbolic.slice_indices(k, n)
             if step < 0:
                 raise IndexError(f"Tensor index: negative slice steps are not supported, got step {step}")
             stop = max(stop, start)
             starts.append(start), stops.append(stop), steps.append(step)
-            out_shape.append(len(range(start, stop, step)))
+            out_shape.append(symbolic.ceil_div(stop - start, step))
         else:
             raise TypeError(f"Tensor index: supported indices are ints, slices, None and ..., got {type(k).__name__}")
         axis += 1

@@ -20,6 +20,12 @@ its operator's declared schemas (`OpDef.attributes`) and its type must equal the
 constants hold literals of their element type and exactly their shape, a state update targets a
 parameter of its type. Whatever it is fed, it returns a valid graph or raises GraphError naming the
 line.
+
+A graph with symbolic dimensions declares them first (`dim N min=1`, `dim D min=16 max=256`); types
+and size attributes then hold them and expressions of them in Python syntax (`f32[N, 8, (D + 1) // 2]`,
+`{stops=(N, D - 1)}`; an input's sizes are >= 0 over the dimensions' ranges), and after the nodes come the constraints
+on them: `constraint %3: D >= 3` (recorded by node %3's rule: the parser checks that each node's lines
+are exactly its rule's) and `constraint: D % 4 == 0` (assumed by the traced code).
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ import warnings
 import numpy as np
 
 from ..errors import GraphError, LucidError
+from . import symbolic
 from .graph import CONSTANT, Graph, Node, Scope, Value
 from .ops import get as get_op
 from .types import TensorType, as_dtype
@@ -46,9 +53,12 @@ def format_type(t: TensorType) -> str:
 def format_graph(graph: Graph) -> str:
     names = _value_names(graph)
     lines = [f"graph {graph.name} {{"]
+    lines += [f"  dim {s.declaration()}" for s in graph.symbols()]
     lines += [f"  input %{v.name}: {format_type(v.type)}" for v in graph.inputs]
     lines += [f"  param %{v.name}: {format_type(v.type)}" for v in graph.params]
     lines += [f"  {_format_node(node, names)}" for node in graph.nodes]
+    lines += [f"  constraint %{names[node.output]}: {c}" for node in graph.nodes for c in node.constraints]
+    lines += [f"  constraint: {c}" for c in graph.assumptions]
     lines += [f"  update %{name} = %{names[v]}" for name, v in graph.state_updates.items()]
     results = ", ".join(f"%{names[v]}" for v in graph.outputs)
     if graph.returns_tuple:
@@ -91,6 +101,8 @@ def _format_literal(value) -> str:
         return "[" + ", ".join(_format_literal(v) for v in value) + "]"
     if value is None or isinstance(value, (bool, int, float, str)):
         return repr(value)
+    if isinstance(value, symbolic.Expr):
+        return str(value)
     raise GraphError(f"lucid.ir: attribute value {value!r} of type {type(value).__name__} has no text form")
 
 
@@ -110,10 +122,12 @@ def _format_scalar(x) -> str:
 # Parsing
 
 _VALUE_REF = r"%([A-Za-z0-9_.]+)"
-_TYPE = r"(\w+)\[([0-9, ]*)\]"
+_TYPE = r"(\w+)\[([^\]]*)\]"
 _INPUT = re.compile(rf"(input|param) {_VALUE_REF}: {_TYPE}")
 _NODE = re.compile(rf"%(\d+): {_TYPE} = (\w+)(.*)")
 _UPDATE = re.compile(rf"update {_VALUE_REF} = {_VALUE_REF}")
+_DIM = re.compile(r"dim (\w+) min=(\d+)(?: max=(\d+))?")
+_CONSTRAINT = re.compile(r"constraint(?: %(\d+))?: (.+)")
 
 
 def parse(text: str) -> Graph:
@@ -132,6 +146,7 @@ def parse(text: str) -> Graph:
             raise GraphError(f"lucid.ir.parse: line {number} ({line[:100]!r}): {_reason(exc)}") from None
     if not reader.returned:
         raise GraphError("lucid.ir.parse: the graph has no 'return' line")
+    reader.check_constraints()
     return reader.graph.verify()
 
 
@@ -146,22 +161,50 @@ def _reason(exc: Exception) -> str:
 class _Reader:
     def __init__(self, graph: Graph):
         self.graph, self.values, self.returned = graph, {}, False
+        self.dims, self.constraints = {}, {}
 
     def read(self, line: str) -> None:
         if self.returned:
             raise GraphError("nothing may follow 'return'")
-        if m := _INPUT.fullmatch(line):
-            kind, name, type_ = m.group(1), m.group(2), _parse_type(m.group(3), m.group(4))
+        if m := _DIM.fullmatch(line):
+            self._read_dim(m.group(1), int(m.group(2)), None if m.group(3) is None else int(m.group(3)))
+        elif m := _INPUT.fullmatch(line):
+            kind, name, type_ = m.group(1), m.group(2), _parse_type(m.group(3), m.group(4), self.dims)
+            if any(symbolic.bounds(n)[0] < 0 for n in type_.shape):
+                raise GraphError(f"{kind} %{name} has a size that is negative for some sizes of its dimensions")
             add = self.graph.add_input if kind == "input" else self.graph.add_param
             self.values[name] = add(name, type_)
         elif m := _NODE.fullmatch(line):
-            self._read_node(m.group(1), _parse_type(m.group(2), m.group(3)), m.group(4), m.group(5))
+            self._read_node(m.group(1), _parse_type(m.group(2), m.group(3), self.dims), m.group(4), m.group(5))
+        elif m := _CONSTRAINT.fullmatch(line):
+            self._read_constraint(m.group(1), symbolic.parse_constraint(m.group(2), self.dims))
         elif m := _UPDATE.fullmatch(line):
             self._read_update(m.group(1), self._ref(m.group(2)))
         elif line.startswith("return"):
             self._read_return(line[len("return"):].strip())
         else:
             raise GraphError("expected an input, param, node, update or return line")
+
+    def _read_dim(self, name: str, low: int, high: int | None) -> None:
+        if self.values or self.graph.nodes or name in self.dims:
+            raise GraphError(f"dimension {name} is declared twice or after an input")
+        self.dims[name] = symbolic.Dim(name, low, high)
+
+    def _read_constraint(self, number: str | None, c) -> None:
+        if number is None:
+            self.graph.assumptions.append(c)
+        elif int(number) >= len(self.graph.nodes) or c not in self.graph.nodes[int(number)].constraints:
+            raise GraphError(f"node %{number} does not record the constraint {c}")
+        else:
+            self.constraints.setdefault(int(number), []).append(c)
+
+    def check_constraints(self) -> None:
+        """Every constraint a node's rule recorded must be in the text, once."""
+        for i, node in enumerate(self.graph.nodes):
+            if sorted(map(str, self.constraints.get(i, []))) != sorted(map(str, node.constraints)):
+                raise GraphError(f"lucid.ir.parse: node %{i} ({node.op}) records the constraints "
+                                 f"{[str(c) for c in node.constraints]}, the text lists "
+                                 f"{[str(c) for c in self.constraints.get(i, [])]}")
 
     def _ref(self, name: str) -> Value:
         if name not in self.values:
@@ -175,7 +218,7 @@ class _Reader:
         if op == CONSTANT:
             value = self.graph.add_constant(_constant_data(body.strip(), type_), scope)
         else:
-            operands, attrs = _split_call(body)
+            operands, attrs = _split_call(body, self.dims)
             for name in get_op(op).graph_attributes:
                 if isinstance(attrs.get(name), str):
                     attrs[name] = parse(attrs[name])
@@ -212,18 +255,24 @@ class _Reader:
 _MAX_ELEMENTS = 2 ** 63 - 1
 
 
-def _parse_type(dtype: str, dims: str) -> TensorType:
+def _parse_type(dtype: str, sizes: str, dims: dict) -> TensorType:
     if dtype not in _LONG:
         raise GraphError(f"unknown element type {dtype!r}; expected one of {sorted(_LONG)}")
-    parts = [d.strip() for d in dims.split(",")]
+    parts = [d.strip() for d in sizes.split(",")]
     if parts == [""]:
         parts = []
-    if not all(p.isdigit() for p in parts):
-        raise GraphError(f"expected a shape of comma-separated sizes, got [{dims}]")
-    shape = tuple(int(p) for p in parts)
-    if math.prod(shape) > _MAX_ELEMENTS or any(n > _MAX_ELEMENTS for n in shape):
+    if not all(p.isdigit() or dims and p for p in parts):
+        raise GraphError(f"expected a shape of comma-separated sizes, got [{sizes}]")
+    shape = tuple(int(p) if p.isdigit() else _symbolic_size(p, dims) for p in parts)
+    concrete = [n for n in shape if not symbolic.is_symbolic(n)]
+    if math.prod(concrete) > _MAX_ELEMENTS or any(n > _MAX_ELEMENTS for n in concrete):
         raise GraphError(f"shape {list(shape)} has more elements than an int64 counts")
     return TensorType(shape, as_dtype(_LONG[dtype]))
+
+
+def _symbolic_size(text: str, dims: dict):
+    """A size written with the graph's symbolic dimensions (`(D + 1) // 2`)."""
+    return symbolic.parse_expression(text, dims)
 
 
 #: Python types a constant's literal may use for each element kind (bool is not an int here).
@@ -273,7 +322,7 @@ def _split_scope(rest: str) -> tuple[str, Scope | None]:
     return rest[:cut], Scope(path, cls)
 
 
-def _split_call(body: str) -> tuple[list, dict]:
+def _split_call(body: str, dims: dict) -> tuple[list, dict]:
     body = body.strip()
     if not body.startswith("(") or ")" not in body:
         raise GraphError("expected '(operands)' after the operator name")
@@ -292,7 +341,7 @@ def _split_call(body: str) -> tuple[list, dict]:
     if (not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name) or call.args
             or any(kw.arg is None for kw in call.keywords)):
         raise GraphError(f"expected attributes written name=literal, got {attrs_text[:60]!r}")
-    return operands, {kw.arg: _literal_node(kw.value) for kw in call.keywords}
+    return operands, {kw.arg: _literal_node(kw.value, dims) for kw in call.keywords}
 
 
 def _outside_quotes_find(text: str, needle: str) -> int:
@@ -323,18 +372,21 @@ def _parse_expression(text: str) -> ast.expr:
         return ast.parse(text, mode="eval").body
 
 
-def _literal_node(node):
-    """Python literals plus the names inf and nan; nothing is evaluated."""
+def _literal_node(node, dims: dict | None = None):
+    """Python literals plus the names inf and nan, and with `dims` (the graph's symbolic dimensions)
+    size expressions of them in canonical form; nothing is evaluated."""
     if isinstance(node, ast.Constant):
         return node.value
     if isinstance(node, ast.Name) and node.id in _NAMED_FLOATS:
         return _NAMED_FLOATS[node.id]
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        value = _literal_node(node.operand)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = _literal_node(node.operand, dims)
+        if isinstance(value, (int, float, symbolic.Expr)) and not isinstance(value, bool):
             return -value if isinstance(node.op, ast.USub) else value
     if isinstance(node, ast.Tuple):
-        return tuple(_literal_node(e) for e in node.elts)
+        return tuple(_literal_node(e, dims) for e in node.elts)
     if isinstance(node, ast.List):
-        return [_literal_node(e) for e in node.elts]
+        return [_literal_node(e, dims) for e in node.elts]
+    if dims and isinstance(node, (ast.Name, ast.BinOp, ast.UnaryOp)):
+        return _symbolic_size(ast.unparse(node), dims)
     raise GraphError(f"not a literal: {ast.unparse(node)[:60]!r}")

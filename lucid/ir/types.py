@@ -4,9 +4,12 @@ These are shared by eager tensors, graph values and every operator's shape rule.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import DeviceError
+from .symbolic import as_size, is_symbolic
 
 
 class DType:
@@ -138,12 +141,13 @@ def as_device(spec, owner: str) -> Device:
 
 
 class TensorType:
-    """Static description of a tensor value: its shape (tuple of ints) and dtype."""
+    """Static description of a tensor value: its shape and dtype. A size is an int or a symbolic size
+    (`lucid.ir.symbolic.Expr`: `N`, `(D + 1) // 2`)."""
 
     __slots__ = ("shape", "dtype")
 
     def __init__(self, shape, dtype):
-        self.shape = tuple(int(s) for s in shape)
+        self.shape = tuple(as_size(s) for s in shape)
         self.dtype = as_dtype(dtype)
 
     @property
@@ -151,8 +155,13 @@ class TensorType:
         return len(self.shape)
 
     @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+    def size(self):
+        """The element count: an int, or a symbolic size when the shape holds one."""
+        return math.prod(self.shape) if self.is_symbolic else int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def is_symbolic(self) -> bool:
+        return is_symbolic(self.shape)
 
     def __eq__(self, other) -> bool:
         return isinstance(other, TensorType) and self.shape == other.shape and self.dtype == other.dtype

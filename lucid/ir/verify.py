@@ -2,7 +2,9 @@
 
 - names of inputs and parameters are unique;
 - nodes are in topological order and only read values of this graph defined before them (SSA);
-- every operator is registered, and each node's recorded type equals its shape rule's result;
+- every operator is registered, and each node's recorded type and constraints on symbolic sizes
+  equal its shape rule's results;
+- one declaration (min, max) per symbolic dimension name;
 - constants hold data of their recorded type;
 - outputs and state updates read defined values; a state update targets a parameter of its type;
 - a bound parameter's tensor has the parameter's shape and dtype.
@@ -12,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import GraphError, LucidError
-from .graph import Graph, infer_type
+from . import symbolic
+from .graph import Graph, infer_type_and_constraints
 from .types import TensorType, as_dtype
 
 
@@ -29,6 +32,9 @@ def verify(graph: Graph) -> None:
     names = [v.name for v in graph.inputs + graph.params]
     if len(set(names)) != len(names):
         fail(f"duplicate input or parameter names in {names}")
+    symbols = {s for v in graph.inputs + graph.params for s in symbolic.free_symbols(v.shape)}
+    if len({s.name for s in symbols}) != len(symbols):
+        fail(f"a symbolic dimension is declared with two ranges: {sorted(map(repr, symbols))}")
     for i, node in enumerate(graph.nodes):
         _verify_node(node, i, defined, fail)
         defined.add(node.output)
@@ -56,8 +62,11 @@ def _verify_node(node, index: int, defined: set, fail) -> None:
         if v not in defined:
             fail(f"{where} reads {v!r} before it is defined")
     try:
-        expected = infer_type(node)
+        expected, constraints = infer_type_and_constraints(node)
     except LucidError as exc:
         fail(f"{where}: {exc}")
     if expected != node.output.type:
         fail(f"{where} is recorded as {node.output.type} but its rule gives {expected}")
+    if constraints != node.constraints:
+        fail(f"{where} records the constraints {[str(c) for c in node.constraints]} but its rule gives "
+             f"{[str(c) for c in constraints]}")

@@ -10,12 +10,14 @@ Guarantees of `plan(graph)` (and of `run`, which returns a copy of the graph wit
 - `arena_bytes` is the arena's size: the peak of simultaneously live intermediates (first-fit reuse
   of freed blocks, so it can exceed the true peak by fragmentation, never fall below it).
 Storage of graph inputs, parameters, constants and outputs belongs to the caller, not the arena.
+A graph with symbolic sizes is refused with a CompileError (specialise it first: `graph.specialize`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from ..ir.graph import Graph, Value
+from ..ir.specialize import require_concrete
 
 NAME = "memory_planning"
 ALIGNMENT = 64
@@ -36,6 +38,7 @@ class MemoryPlan:
 
 
 def run(graph: Graph) -> Graph:
+    require_concrete(graph, "memory planning")
     planned = graph.copy()
     planned.memory_plan = plan(planned)
     return planned.verify()

@@ -91,9 +91,16 @@ def _drawings(graph, stage: str, classes: dict) -> list:
     return [(title, model.build(g, classes, plan)) for title, g, plan in stage_graphs(graph, stage)]
 
 
+#: Stages whose passes plan memory, which needs concrete sizes: a graph with symbolic dimensions has
+#: none of them (specialise it to draw them).
+SIZED_STAGES = ("planned", "training")
+
+
 def _every_stage(graph, classes: dict) -> dict:
     drawn = {}
     for stage in STAGES:
+        if graph.symbols() and stage in SIZED_STAGES:
+            continue
         try:
             drawn[stage] = _drawings(graph, stage, classes)
         except GraphError:

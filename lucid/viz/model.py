@@ -39,8 +39,8 @@ class Item:
     operands: list = field(default_factory=list)    # [(role, name, type text)]
     output: str = ""               # type text of the result
     params: int = 0
-    flops: int = 0
-    bytes: int = 0
+    flops: int | None = 0
+    bytes: int | None = 0
     members: list = field(default_factory=list)     # fused body: [{'op', 'module', 'attrs', 'flops'}]
     offset: int | None = None      # arena offset after memory planning
     failed: str | None = None      # the shape rule's message, for the node a trace failed on
@@ -72,8 +72,8 @@ class Group:
     call: int = 1                  # which call of this module path (1, 2, ...)
     items: list = field(default_factory=list)       # ids of items anywhere inside
     params: int = 0
-    flops: int = 0
-    bytes: int = 0
+    flops: int | None = 0
+    bytes: int | None = 0
 
     @property
     def label(self) -> str:
@@ -260,14 +260,19 @@ def _drop_wrappers(groups: dict, items: list) -> None:
         group.level = 1 if group.parent is None else groups[group.parent].level + 1
 
 
+def _sum(a: int | None, b: int | None) -> int | None:
+    """A total of counts, None (unknown: symbolic sizes) if either is."""
+    return None if a is None or b is None else a + b
+
+
 def _total(groups: dict, items: list, param_sizes: dict) -> None:
     params: dict = {g: set() for g in groups}
     for item in items:
         group = groups.get(item.group)
         while group is not None:
             group.items.append(item.id)
-            group.flops += item.flops
-            group.bytes += item.bytes
+            group.flops = _sum(group.flops, item.flops)
+            group.bytes = _sum(group.bytes, item.bytes)
             params[group.id].update(name for role, name, _ in item.operands if role == "param")
             group = groups.get(group.parent)
     for group_id, names in params.items():

@@ -71,8 +71,10 @@ CATEGORIES = {
 }
 
 
-def quantity(n: int, unit: str) -> str:
-    """`4489216, 'FLOP'` -> `'4.5 MFLOP'`."""
+def quantity(n: int | None, unit: str) -> str:
+    """`4489216, 'FLOP'` -> `'4.5 MFLOP'`; None (a count over symbolic sizes) -> `'? FLOP'`."""
+    if n is None:
+        return f"? {unit}"
     for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if n >= factor:
             return f"{n / factor:.1f} {prefix}{unit}"

@@ -325,6 +325,7 @@
 
   // ------------------------------------------------------------------ side panel
   function quantity(n, unit) {
+    if (n === null) return "? " + unit;          // a count over symbolic sizes
     for (const [f, prefix] of [[1e9, "G"], [1e6, "M"], [1e3, "k"]]) if (n >= f) return (n / f).toFixed(1) + " " + prefix + unit;
     return n + " " + unit;
   }

@@ -6,6 +6,9 @@ Each operator lists every attribute its nodes carry, once, on its definition:
 
 `check_attributes` refuses a node whose attributes are missing, unknown, of another Python type or
 out of range, with a ShapeError naming the operator, the attribute, what it expects and what it got.
+An attribute that is a size (a reshape's shape, slice bounds, a resample's output size) is declared
+`Int(symbolic=True)` / `IntTuple(symbolic=True)`: it may also hold a symbolic size
+(`lucid.ir.symbolic.Expr`) whose smallest value (over its symbols' ranges) is within the bounds.
 The graph checks every node this way before its shape rule runs (`lucid.ir.graph.infer_type`), so the
 parser, the verifier and every pass see only attributes the operator means. Rules that relate several
 attributes or the input types (a stride per spatial axis, output_padding below the stride) stay in
@@ -18,6 +21,7 @@ import numbers
 import numpy as np
 
 from ...errors import ShapeError
+from ..symbolic import Expr, bounds
 
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 
@@ -32,14 +36,17 @@ class Schema:
 
 
 class Int(Schema):
-    """A Python (or NumPy) integer, not a bool, in [min, max] (int64 by default)."""
+    """A Python (or NumPy) integer, not a bool, in [min, max] (int64 by default); with `symbolic`,
+    also a symbolic size whose range starts within them."""
 
-    def __init__(self, min: int = INT64_MIN, max: int = INT64_MAX):
-        self.min, self.max = min, max
-        bounds = [f">= {min}"] * (min != INT64_MIN) + [f"<= {max}"] * (max != INT64_MAX)
-        self.description = " ".join(["an int"] + bounds)
+    def __init__(self, min: int = INT64_MIN, max: int = INT64_MAX, symbolic: bool = False):
+        self.min, self.max, self.symbolic = min, max, symbolic
+        limits = [f">= {min}"] * (min != INT64_MIN) + [f"<= {max}"] * (max != INT64_MAX)
+        self.description = " ".join(["an int" + " or a symbolic size" * symbolic] + limits)
 
     def accepts(self, value) -> bool:
+        if isinstance(value, Expr):
+            return self.symbolic and self.min <= bounds(value)[0] <= self.max
         return (isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
                 and self.min <= value <= self.max)
 
@@ -121,9 +128,10 @@ class TupleOf(Schema):
         return not self.distinct or len(set(value)) == len(value)
 
 
-def IntTuple(min: int = INT64_MIN, length: int | range | None = None, distinct: bool = False) -> TupleOf:
-    """A tuple of ints >= min (shapes, strides, axes...)."""
-    return TupleOf(Int(min=min), length, distinct)
+def IntTuple(min: int = INT64_MIN, length: int | range | None = None, distinct: bool = False,
+             symbolic: bool = False) -> TupleOf:
+    """A tuple of ints >= min (shapes, strides, axes...); with `symbolic`, sizes that may be symbolic."""
+    return TupleOf(Int(min=min, symbolic=symbolic), length, distinct)
 
 
 class GraphBody(Schema):

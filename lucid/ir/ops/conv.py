@@ -91,7 +91,7 @@ class ConvBase(OpDef):
             raise self.error(f"{display}: expected a bias of shape ({out_channels},), got {b.shape}")
 
     def check_fits(self, display: str, x: TensorType, kernel: tuple, attrs, out_sp: tuple) -> None:
-        if min(out_sp) < 1:
+        if any(n < 1 for n in out_sp):
             padded = tuple(n + lo + hi for n, (lo, hi) in zip(x.shape[2:], attrs["padding"]))
             dilated = tuple(d * (k - 1) + 1 for k, d in zip(kernel, attrs["dilation"]))
             raise self.error(f"{display}: input spatial size {x.shape[2:]} (padded {padded}) is smaller than "
@@ -178,7 +178,7 @@ class ConvTranspose(ConvBase):
         out_sp = tuple(conv_transpose_output_size(n, k, s, lo, hi, d, p) for n, k, s, (lo, hi), d, p in
                        zip(x.shape[2:], w.shape[2:], attrs["stride"], attrs["padding"], attrs["dilation"],
                            output_padding))
-        if min(out_sp) < 1:
+        if any(n < 1 for n in out_sp):
             raise self.error(f"{display}: padding {attrs['padding']} removes the whole output of input "
                              f"size {x.shape[2:]}; the output would be {out_sp}")
         return TensorType((x.shape[0], out_ch) + out_sp, x.dtype)

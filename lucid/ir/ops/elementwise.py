@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from .. import symbolic
 from ..types import TensorType, as_dtype, bool_, float32, promote
 from .attributes import AnyOf, Bool, OneOf, Optional, Real
 from .registry import OpDef, OpKind, emit, register
@@ -18,7 +19,10 @@ def _erf(x: np.ndarray) -> np.ndarray:
 
 
 def broadcast_shapes(opdef: OpDef, *shapes: tuple) -> tuple:
-    """NumPy broadcasting of `shapes`; a ShapeError naming `opdef` when they do not broadcast."""
+    """NumPy broadcasting of `shapes` (`symbolic.broadcast_shapes` where they hold symbolic sizes); a
+    ShapeError naming `opdef` when they do not broadcast."""
+    if symbolic.is_symbolic(shapes):
+        return symbolic.broadcast_shapes(*shapes, what=opdef.name)
     try:
         return tuple(np.broadcast_shapes(*shapes))
     except ValueError:

@@ -70,7 +70,7 @@ class PoolBase(OpDef):
                 raise self.error(f"{name}: padding must be >= 0 and at most half the kernel size (kernel // 2), "
                                  f"got padding={padding} for kernel={kernel}")
         out_sp = self.out_spatial(attrs, x.shape[2:])
-        if min(out_sp) < 1:
+        if any(n < 1 for n in out_sp):
             raise self.error(f"{name}: input spatial size {x.shape[2:]} is too small for kernel {kernel} "
                              f"(stride {stride}, padding {padding}, dilation {dilation}); the output would be {out_sp}")
         return out_sp

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import symbolic
 from ..types import TensorType, as_dtype, int64
 from .attributes import Int, IntTuple, OneOf
 from .registry import OpDef, emit, register
@@ -87,7 +88,7 @@ def normal(w: np.ndarray) -> np.ndarray:
 class Random(OpDef):
     name = "random"
     differentiable = False          # its only input is the generator state
-    attributes = {"shape": IntTuple(min=0), "dtype": OneOf("float32", "float64"),
+    attributes = {"shape": IntTuple(min=0, symbolic=True), "dtype": OneOf("float32", "float64"),
                   "distribution": OneOf(*DISTRIBUTIONS), "draw": Int(min=0)}
 
     def infer(self, attrs, generator):
@@ -105,5 +106,5 @@ class Random(OpDef):
 
 def random_values(generator, shape: tuple, dtype: str, distribution: str, draw: int):
     """A tensor of `shape` drawn from `generator` (int64[2]: seed, counter), draw number `draw` of its graph."""
-    return emit("random", generator, shape=tuple(int(n) for n in shape), dtype=as_dtype(dtype).name,
+    return emit("random", generator, shape=tuple(symbolic.as_size(n) for n in shape), dtype=as_dtype(dtype).name,
                 distribution=distribution, draw=int(draw))

@@ -1,9 +1,12 @@
 """Reductions over axes: sum, mean, max, min, argmax."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ...errors import ShapeError
+from .. import symbolic
 from ..types import TensorType, bool_, int64
 from .elementwise import cast, div, eq, mul, where
 from .attributes import Bool, IntTuple
@@ -157,9 +160,14 @@ def argmax(x, axis=None, keepdims=False):
 def var(x, axes=None, keepdims=False, correction=1):
     """Variance with Bessel's `correction` (1: unbiased, 0: biased), composed of other operators."""
     axes = normalize_axes("var", axes, len(x.shape))
-    count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+    count = math.prod(x.shape[a] for a in axes)
     centred = emit("sub", x, mean(x, axes, keepdims=True))
     # The square as one operator on `centred` (not centred * centred, two reads of it) lets fusion make
     # the centring and squaring one loop.
     squares = emit("pow_scalar", centred, exponent=2.0)
+    if symbolic.is_symbolic(count):
+        if correction:
+            raise ShapeError(f"var: the unbiased variance does not support the symbolic dimension {count} (its "
+                             "divisor would be a number the graph does not know); use correction=0")
+        return mean(squares, axes, keepdims)
     return div(sum_(squares, axes, keepdims), float(max(count - correction, 0)))

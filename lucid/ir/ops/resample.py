@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import symbolic
 from ..types import TensorType
 from .attributes import Bool, Int, OneOf, Optional, Real
 from .registry import OpDef, OpKind, emit, register
@@ -50,7 +51,7 @@ def resample_table(in_size: int, out_size: int, mode: str, align_corners: bool, 
 
 class ResampleBase(OpDef):
     kind = OpKind.LAYOUT     # moves elements along an axis (linear also blends two neighbours)
-    attributes = {"axis": Int(min=0), "size": Int(min=1), "mode": OneOf(*MODES),
+    attributes = {"axis": Int(min=0), "size": Int(min=1, symbolic=True), "mode": OneOf(*MODES),
                   "align_corners": Bool(), "scale": Optional(Real(min=0))}
 
     def check(self, attrs, x: TensorType) -> None:
@@ -96,7 +97,7 @@ class Resample(ResampleBase):
 class ResampleGrad(ResampleBase):
     name = "resample_grad"
     differentiable = False
-    attributes = {**ResampleBase.attributes, "input_size": Int(min=1)}
+    attributes = {**ResampleBase.attributes, "input_size": Int(min=1, symbolic=True)}
 
     def infer(self, attrs, gy):
         self.check(attrs, gy)
@@ -120,5 +121,5 @@ class ResampleGrad(ResampleBase):
 
 
 def resample(x, *, axis: int, size: int, mode: str, align_corners: bool = False, scale=None):
-    return emit("resample", x, axis=int(axis), size=int(size), mode=mode, align_corners=bool(align_corners),
+    return emit("resample", x, axis=int(axis), size=symbolic.as_size(size), mode=mode, align_corners=bool(align_corners),
                 scale=None if scale is None else float(scale))

@@ -2,9 +2,12 @@
 one_hot."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ...errors import ShapeError
+from .. import symbolic
 from ..types import TensorType, float32, int64, promote
 from .elementwise import sum_to_shape
 from .attributes import Int, IntTuple, Real
@@ -16,11 +19,11 @@ class Reshape(OpDef):
     name = "reshape"
     kind = OpKind.LAYOUT
     aliases_input = True
-    attributes = {"shape": IntTuple(min=0)}
+    attributes = {"shape": IntTuple(min=0, symbolic=True)}
 
     def infer(self, attrs, x):
         shape = attrs["shape"]
-        if any(n < 0 for n in shape) or int(np.prod(shape, dtype=np.int64)) != x.size:
+        if any(n < 0 for n in shape) or math.prod(shape) != x.size:
             raise self.error(f"cannot reshape a tensor of shape {x.shape} ({x.size} elements) to {shape}")
         return TensorType(shape, x.dtype)
 
@@ -54,7 +57,7 @@ class Permute(OpDef):
 class BroadcastTo(OpDef):
     name = "broadcast_to"
     kind = OpKind.LAYOUT
-    attributes = {"shape": IntTuple(min=0)}
+    attributes = {"shape": IntTuple(min=0, symbolic=True)}
 
     def infer(self, attrs, x):
         shape = attrs["shape"]
@@ -76,13 +79,14 @@ class Pad(OpDef):
 
     name = "pad"
     kind = OpKind.LAYOUT
-    attributes = {"lo": IntTuple(min=0), "hi": IntTuple(min=0), "interior": IntTuple(min=0), "value": Real()}
+    attributes = {"lo": IntTuple(min=0, symbolic=True), "hi": IntTuple(min=0, symbolic=True),
+                  "interior": IntTuple(min=0), "value": Real()}
 
     def infer(self, attrs, x):
         lo, hi, interior = attrs["lo"], attrs["hi"], attrs["interior"]
         if not len(lo) == len(hi) == len(interior) == x.ndim:
             raise self.error(f"expected {x.ndim} padding entries per side for shape {x.shape}, got lo={lo} hi={hi}")
-        if min(lo + hi + interior, default=0) < 0:
+        if any(p < 0 for p in lo + hi + interior):
             raise self.error(f"padding must be non-negative, got lo={lo} hi={hi} interior={interior}")
         shape = tuple(a + b + n + max(n - 1, 0) * i for n, a, b, i in zip(x.shape, lo, hi, interior))
         return TensorType(shape, x.dtype)
@@ -110,7 +114,8 @@ class Slice(OpDef):
 
     name = "slice"
     kind = OpKind.LAYOUT
-    attributes = {"starts": IntTuple(min=0), "stops": IntTuple(min=0), "steps": IntTuple(min=1)}
+    attributes = {"starts": IntTuple(min=0, symbolic=True), "stops": IntTuple(min=0, symbolic=True),
+                  "steps": IntTuple(min=1)}
 
     def infer(self, attrs, x):
         starts, stops, steps = attrs["starts"], attrs["stops"], attrs["steps"]
@@ -119,7 +124,7 @@ class Slice(OpDef):
         for n, a, b, s in zip(x.shape, starts, stops, steps):
             if not (0 <= a <= b <= n and s >= 1):
                 raise self.error(f"bad bounds start={a} stop={b} step={s} for an axis of size {n}")
-        return TensorType(tuple(-(-(b - a) // s) for a, b, s in zip(starts, stops, steps)), x.dtype)
+        return TensorType(tuple(symbolic.ceil_div(b - a, s) for a, b, s in zip(starts, stops, steps)), x.dtype)
 
     def compute(self, attrs, x):
         return x[tuple(slice(a, b, s) for a, b, s in zip(attrs["starts"], attrs["stops"], attrs["steps"]))]
@@ -147,7 +152,8 @@ class Concat(OpDef):
         if not 0 <= axis < first.ndim:
             raise self.error(f"axis {axis} out of range for rank {first.ndim}")
         for i, x in enumerate(xs):
-            same = x.ndim == first.ndim and all(a == b for d, (a, b) in enumerate(zip(x.shape, first.shape)) if d != axis)
+            same = x.ndim == first.ndim and all(symbolic.equal(a, b, f"{self.name}: axis {d}")
+                                                for d, (a, b) in enumerate(zip(x.shape, first.shape)) if d != axis)
             if not same:
                 raise self.error(f"input {i} has shape {x.shape}, expected {first.shape} except along axis {axis}")
         shape = list(first.shape)
@@ -193,15 +199,18 @@ class OneHot(OpDef):
 
 def reshape(x, shape):
     """Reshape; one entry of `shape` may be -1."""
-    shape = tuple(int(n) for n in shape)
+    shape = tuple(symbolic.as_size(n) for n in shape)
     if shape.count(-1) > 1:
         raise ShapeError(f"reshape: only one dimension can be -1, got {shape}")
     if -1 in shape:
-        known = int(np.prod([n for n in shape if n != -1], dtype=np.int64))
-        total = int(np.prod(x.shape, dtype=np.int64))
-        if known == 0 or total % known:
+        known = math.prod(n for n in shape if n != -1)
+        total = math.prod(x.shape)
+        if symbolic.is_symbolic((known, total)):
+            shape = tuple(symbolic.exact_div(total, known) if n == -1 else n for n in shape)
+        elif known == 0 or total % known:
             raise ShapeError(f"reshape: cannot reshape a tensor of shape {tuple(x.shape)} ({total} elements) to {shape}")
-        shape = tuple(total // known if n == -1 else n for n in shape)
+        else:
+            shape = tuple(total // known if n == -1 else n for n in shape)
     if shape == tuple(x.shape):
         return x
     return emit("reshape", x, shape=shape)
@@ -215,7 +224,7 @@ def permute(x, perm):
 
 
 def broadcast_to(x, shape):
-    shape = tuple(int(n) for n in shape)
+    shape = tuple(symbolic.as_size(n) for n in shape)
     if shape == tuple(x.shape):
         return x
     return emit("broadcast_to", x, shape=shape)

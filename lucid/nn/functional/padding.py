@@ -4,7 +4,7 @@ from __future__ import annotations
 import numbers
 
 from ...errors import ShapeError
-from ...ir import ops
+from ...ir import ops, symbolic
 from .arguments import require_tensor
 from .pooling import axis_slice
 
@@ -19,18 +19,23 @@ def pad(input, pad, mode="constant", value=None):
     'reflect' mirrors about the edge element, 'replicate' repeats it, 'circular' wraps around; these
     pad the last 1-3 axes of a batched or unbatched input and are composed of slices and a concat.
     Negative padding crops the input before it is padded, except for 'reflect', which crops after.
+    A symbolic amount (`skip.shape[2] - x.shape[2]`, traced with symbolic dimensions) must be >= 0 for
+    every size, in mode 'constant'.
     """
     x = require_tensor(input, "pad")
     if mode not in PAD_MODES:
         raise ShapeError(f"pad: mode must be one of {PAD_MODES}, got mode={mode!r}")
     if not isinstance(pad, (tuple, list)) or len(pad) % 2 or len(pad) // 2 > x.ndim or not all(
-            isinstance(p, numbers.Integral) and not isinstance(p, bool) for p in pad):
+            isinstance(p, (numbers.Integral, symbolic.Expr)) and not isinstance(p, bool) for p in pad):
         raise ShapeError(f"pad: expected an even number of ints, at most 2 * rank ({2 * x.ndim}), got {pad!r}")
+    if symbolic.is_symbolic(tuple(pad)) and (mode != "constant" or any(symbolic.bounds(p)[0] < 0 for p in pad)):
+        raise ShapeError(f"pad: symbolic padding {tuple(pad)} must be >= 0 for every size and in mode 'constant', "
+                         f"got mode={mode!r}")
     if mode != "constant":
         _check_edge_mode(x, pad, mode, value)
     lo, hi = [0] * x.ndim, [0] * x.ndim
     for i in range(len(pad) // 2):
-        lo[x.ndim - 1 - i], hi[x.ndim - 1 - i] = int(pad[2 * i]), int(pad[2 * i + 1])
+        lo[x.ndim - 1 - i], hi[x.ndim - 1 - i] = symbolic.as_size(pad[2 * i]), symbolic.as_size(pad[2 * i + 1])
     if mode == "reflect":   # PyTorch mirrors the whole input, then crops
         return _crop(_extend(x, lo, hi, mode, value), lo, hi, pad)
     return _extend(_crop(x, lo, hi, pad), lo, hi, mode, value)
@@ -38,9 +43,10 @@ def pad(input, pad, mode="constant", value=None):
 
 def _extend(x, lo: list, hi: list, mode: str, value):
     """`x` with the positive entries of `lo` and `hi` added to each axis in `mode`."""
-    lo, hi = [max(a, 0) for a in lo], [max(b, 0) for b in hi]
+    lo, hi = [_added(a) for a in lo], [_added(b) for b in hi]
     if mode == "constant":
-        return ops.pad(x, lo, hi, value=0.0 if value is None else value) if any(lo) or any(hi) else x
+        padded = any(symbolic.is_symbolic(a) or a for a in lo + hi)
+        return ops.pad(x, lo, hi, value=0.0 if value is None else value) if padded else x
     for axis in range(x.ndim):
         if lo[axis] or hi[axis]:
             x = _extend_axis(x, axis, lo[axis], hi[axis], mode)
@@ -57,10 +63,20 @@ def _check_edge_mode(x, pad, mode: str, value) -> None:
         raise ShapeError(f"pad: mode={mode!r} takes no fill value, got value={value!r}")
 
 
+def _added(amount):
+    """What a padding amount adds (a symbolic amount is >= 0: all of it)."""
+    return amount if symbolic.is_symbolic(amount) else max(amount, 0)
+
+
+def _removed(amount) -> int:
+    """What a padding amount crops (a symbolic amount is >= 0: nothing)."""
+    return 0 if symbolic.is_symbolic(amount) else max(-amount, 0)
+
+
 def _crop(x, lo: list, hi: list, pad):
     """Remove what negative padding takes off each side."""
-    starts = tuple(max(-a, 0) for a in lo)
-    stops = tuple(n - max(-b, 0) for n, b in zip(x.shape, hi))
+    starts = tuple(_removed(a) for a in lo)
+    stops = tuple(n - _removed(b) for n, b in zip(x.shape, hi))
     if any(b < a for a, b in zip(starts, stops)):
         raise ShapeError(f"pad: negative padding {tuple(pad)} removes more than the whole input of shape {x.shape}")
     if starts != (0,) * x.ndim or stops != tuple(x.shape):
@@ -78,7 +94,7 @@ def _extend_axis(x, axis: int, lo: int, hi: int, mode: str):
                          f"for axis {axis} of size {n} (input shape {x.shape})")
     if mode == "reflect":
         before = [axis_slice(x, axis, i, i + 1) for i in range(lo, 0, -1)]
-        after = [axis_slice(x, axis, i, i + 1) for i in range(n - 2, n - 2 - hi, -1)]
+        after = [axis_slice(x, axis, n - 2 - j, n - 1 - j) for j in range(hi)]
     elif mode == "replicate":
         before = [_repeat_along(axis_slice(x, axis, 0, 1), axis, lo)] if lo else []
         after = [_repeat_along(axis_slice(x, axis, n - 1, n), axis, hi)] if hi else []

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numbers
 
 from ...errors import ShapeError
-from ...ir import ops
+from ...ir import ops, symbolic
 from .arguments import batched, unbatch, ntuple
 
 
@@ -88,7 +88,7 @@ def _adaptive_pool(kind: str, rank: int, input, output_size, return_indices: boo
     reduce = ops.mean if kind == "avg" else ops.max_
     if all(m == 1 for m in out_sp):
         return unbatch(reduce(x, tuple(range(2, rank + 2)), keepdims=True), added)
-    kernel = tuple(n // m if n % m == 0 else 1 for n, m in zip(in_sp, out_sp))
+    kernel = tuple(n // m if not symbolic.is_symbolic(n) and n % m == 0 else 1 for n, m in zip(in_sp, out_sp))
     if any(k > 1 for k in kernel):
         x = _pool_by_kernel(kind, x, kernel)
     for axis, (n, m) in enumerate(zip(x.shape[2:], out_sp), start=2):

@@ -5,7 +5,7 @@ import math
 import numbers
 
 from ...errors import ShapeError
-from ...ir import ops
+from ...ir import ops, symbolic
 from .arguments import require_tensor
 
 
@@ -42,18 +42,28 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     in_sp = x.shape[2:]
     if size is not None:
         out_sp, scales = _per_axis(size, rank, "size", numbers.Integral), (None,) * rank
-        if min(out_sp) < 1:
+        if any(m < 1 for m in out_sp):
             raise ShapeError(f"F.interpolate: size must be positive, got {size!r}")
     else:
         factors = _per_axis(scale_factor, rank, "scale_factor", numbers.Real)
-        out_sp = tuple(math.floor(n * float(f)) for n, f in zip(in_sp, factors))
-        if min(out_sp) < 1:
+        out_sp = tuple(_scaled(n, float(f)) for n, f in zip(in_sp, factors))
+        if any(m < 1 for m in out_sp):
             raise ShapeError(f"F.interpolate: scale_factor {scale_factor!r} makes an empty output from input shape {x.shape}")
         scales = (None,) * rank if recompute_scale_factor else tuple(1.0 / float(f) for f in factors)
     axis_mode = "linear" if mode in INTERPOLATE_RANKS else mode
     for axis, (m, scale) in enumerate(zip(out_sp, scales), start=2):
-        x = ops.resample(x, axis=axis, size=int(m), mode=axis_mode, align_corners=bool(align_corners), scale=scale)
+        x = ops.resample(x, axis=axis, size=symbolic.as_size(m), mode=axis_mode, align_corners=bool(align_corners), scale=scale)
     return x
+
+
+def _scaled(n, factor: float):
+    """floor(n * factor); for a symbolic size n only a whole factor has an exact result (`D * 2`)."""
+    if not symbolic.is_symbolic(n):
+        return math.floor(n * factor)
+    if not factor.is_integer():
+        raise ShapeError(f"F.interpolate: scale_factor {factor} is not a whole number, so the output size of the "
+                         f"symbolic dimension {n} has no exact expression; use a whole factor or size=")
+    return n * int(factor)
 
 
 def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
