@@ -14,7 +14,9 @@ LLVM. Example inputs (Tensors or `lucid.spec`s) compile their signature up front
   (autodiff, simplification, the partition, then fusion and planning of each side): a forward
   executable (outputs and saved activations) and a backward executable. Outputs are Tensors on the
   eager tape: `loss.backward()` runs the compiled backward and fills `.grad`. BatchNorm running
-  statistics are updated as in eager mode.
+  statistics are updated as in eager mode. After `stage_backward(groups, on_stage)` the backward is
+  compiled as stages (`pipeline.for_staged_training`), one per group of parameters, and reports each
+  group's gradients as its stage ends (DistributedDataParallel starts its allreduces there).
 The passes and their order are `lucid/passes/pipeline.py`'s; the executables
 (`lucid/runtime/executable.py`) run no pass.
 
