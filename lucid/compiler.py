@@ -168,7 +168,8 @@ class Compiled:
         from .codegen import jit        # here, not at the top: `import lucid` must not load llvmlite
 
         before, started = dict(jit.COUNTERS), time.perf_counter()
-        self.variants[key] = _Training(graph, grad_inputs, params, self._backward_stages) if grad_inputs or params else _Inference(graph)
+        self.variants[key] = _Training(graph, grad_inputs, params, self._backward_stages) if grad_inputs or params \
+            else _Inference(graph)
         compiled, loaded = (jit.COUNTERS[k] - before[k] for k in ("compiled", "loaded"))
         self._counts["native_compiles"] += compiled
         self._counts["cache_loads"] += loaded
