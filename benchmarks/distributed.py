@@ -13,8 +13,8 @@ Run it without mpiexec: it starts the two configurations itself, alternating the
 
 A step is zero_grad, forward, cross entropy, backward, SGD step, on the same seeded weights and data.
 The throughput is global batch / median step time (samples/s). The ranks also time, in alternation,
-three things (medians), for the compiled model (the wrapper's default 25 MB buckets: the UNet's
-gradients fit one) and for the eager model (`--eager-bucket-cap-mb`, several buckets):
+three things (medians), for the compiled model and for the eager model, both wrapped with buckets of
+at most `--bucket-cap-mb` (several buckets for the full-size UNet):
 
 - the backward alone: `loss.backward()` inside `no_sync()` (no communication);
 - the allreduce alone: the buckets' allreduces (started together, then waited for), with no
@@ -23,8 +23,9 @@ gradients fit one) and for the eager model (`--eager-bucket-cap-mb`, several buc
   allreduce as soon as its gradients are complete and waits for all of them at the end).
 
 hidden = (backward alone + allreduce alone - backward with allreduce) / allreduce alone, clipped
-to [0, 1]: the fraction of the allreduce time the backward covers. A compiled backward returns every
-gradient at once, so there it is about 0 by design; the eager tape finishes parameters one by one.
+to [0, 1]: the fraction of the allreduce time the backward covers. The eager tape finishes
+parameters one by one; the compiled backward runs as one stage per bucket (the wrapper asks for it),
+each bucket's allreduce starting when its stage ends. With one bucket nothing can overlap.
 The last table is the scaling model of docs/distributed.md computed from these numbers: per-node
 step time = the 1 process x 2 threads median on the per-rank batch, the compiled model's hidden
 fraction, one ring allreduce of all the gradients per step.
@@ -58,10 +59,9 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=3, help="alternations of the two configurations (default 3)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per configuration and round (default 10)")
     parser.add_argument("--warm-up", type=int, default=3, help="untimed steps before them (default 3)")
-    parser.add_argument("--eager-bucket-cap-mb", type=float, default=0.25,
-                        help="bucket size of the eager model's wrapper (default 0.25 MB: several buckets for the "
-                             "UNet, so early ones can overlap the rest of the backward; the compiled model's "
-                             "wrapper keeps the default 25 MB)")
+    parser.add_argument("--bucket-cap-mb", type=float, default=0.25,
+                        help="bucket size of the wrappers (default 0.25 MB: several buckets for the UNet, so "
+                             "early ones can overlap the rest of the backward)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 8^3, base 2, depth 1, 1 round of 3 steps")
     parser.add_argument("--role", choices=("ranks", "single"), help=argparse.SUPPRESS)   # a started worker
     args = parser.parse_args(argv)
@@ -131,8 +131,8 @@ def ranks_worker(args) -> dict | None:
     times = {}
     for kind in ("compiled", "eager"):
         model, x, y, optimizer = training_setup(args, per_rank, rank * per_rank)
-        wrapped = (DistributedDataParallel(lucid.compile(model)) if kind == "compiled"
-                   else DistributedDataParallel(model, bucket_cap_mb=args.eager_bucket_cap_mb))
+        wrapped = DistributedDataParallel(lucid.compile(model) if kind == "compiled" else model,
+                                          bucket_cap_mb=args.bucket_cap_mb)
         steps = args.steps if kind == "compiled" else max(2, args.steps // 3)      # eager steps are slow
         for name, values in rank_timings(wrapped, x, y, optimizer, args.warm_up, steps).items():
             times[f"{kind} {name}"] = values
@@ -191,7 +191,7 @@ def run_configuration(args, role: str) -> dict:
     """One round of one configuration in fresh processes; rank 0's (or the process's) timings."""
     script = [sys.executable, os.path.abspath(__file__), "--role", role, "--size", str(args.size), "--base",
               str(args.base), "--depth", str(args.depth), "--batch", str(args.batch), "--steps", str(args.steps),
-              "--warm-up", str(args.warm_up), "--eager-bucket-cap-mb", str(args.eager_bucket_cap_mb)]
+              "--warm-up", str(args.warm_up), "--bucket-cap-mb", str(args.bucket_cap_mb)]
     if role == "ranks":
         from lucid.distributed.launch import mpiexec_command
 
@@ -225,8 +225,8 @@ def report(args, medians: dict) -> None:
     for label, seconds in (("2 ranks x 1 thread", ranks["compiled step"]), ("1 process x 2 threads", single["step"])):
         print(f"{label:<24} {seconds * 1e3:>9.2f} {args.batch / seconds:>10.2f}")
     print(f"throughput, 2 ranks / 1 process: {single['step'] / ranks['compiled step']:.2f}")
-    print(f"\nallreduce hidden behind the backward (per rank, {args.batch // 2} sample(s); compiled: default "
-          f"buckets, eager: buckets of at most {args.eager_bucket_cap_mb} MB):")
+    print(f"\nallreduce hidden behind the backward (per rank, {args.batch // 2} sample(s); buckets of at most "
+          f"{args.bucket_cap_mb} MB):")
     print(f"{'model':<10} {'buckets':>7} {'backward ms':>12} {'allreduce ms':>13} {'both ms':>9} {'hidden':>7}")
     hidden = {}
     for kind in ("compiled", "eager"):

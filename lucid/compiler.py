@@ -14,7 +14,9 @@ LLVM. Example inputs (Tensors or `lucid.spec`s) compile their signature up front
   (autodiff, simplification, the partition, then fusion and planning of each side): a forward
   executable (outputs and saved activations) and a backward executable. Outputs are Tensors on the
   eager tape: `loss.backward()` runs the compiled backward and fills `.grad`. BatchNorm running
-  statistics are updated as in eager mode.
+  statistics are updated as in eager mode. After `stage_backward(groups, on_stage)` the backward is
+  compiled as stages (`pipeline.for_staged_training`), one per group of parameters, and reports each
+  group's gradients as its stage ends (DistributedDataParallel starts its allreduces there).
 The passes and their order are `lucid/passes/pipeline.py`'s; the executables
 (`lucid/runtime/executable.py`) run no pass.
 
@@ -60,7 +62,8 @@ class Compiled:
     """A compiled module or function; call it like the original."""
 
     #: The attributes of the compiled object itself (a CompiledModule passes any other to its module).
-    OWN_ATTRIBUTES = frozenset({"fn", "graphs", "variants", "_forward_only", "_snapshot", "_stale", "_counts"})
+    OWN_ATTRIBUTES = frozenset({"fn", "graphs", "variants", "_forward_only", "_snapshot", "_stale", "_counts",
+                                "_backward_stages"})
 
     def __init__(self, fn_or_module):
         self.fn = fn_or_module
@@ -70,6 +73,7 @@ class Compiled:
         self._snapshot = Snapshot.of(fn_or_module, [])
         self._stale = "first call"      # why the next trace happens, when no graph is left
         self._counts = {"traces": 0, "native_compiles": 0, "cache_loads": 0}
+        self._backward_stages = None    # (groups of parameters, on_stage) once stage_backward is called
 
     @property
     def __wrapped__(self):
@@ -85,6 +89,18 @@ class Compiled:
     def prepare(self, *example_inputs) -> None:
         """Compile the signature of these example inputs (Tensors or specs) now."""
         self._variant(example_inputs)
+
+    def stage_backward(self, groups: list, on_stage) -> None:
+        """Compile the training backward as stages (`passes/stages.py`), one per group of parameters
+        (Tensors), run in the groups' order: after the stage of group k has run, `on_stage(k,
+        [(parameter, gradient array), ...])` gets the gradients of group k's parameters that the
+        graph computes, while the later stages are still to run (DistributedDataParallel starts a
+        bucket's allreduce there). The tape then accumulates every gradient as before. The inputs'
+        gradients and parameters in no group come from a last stage. Training variants compiled
+        before are dropped (compiled again, staged, on their next call)."""
+        self._backward_stages = ([list(group) for group in groups], on_stage)
+        self.variants = {key: v for key, v in self.variants.items() if not isinstance(v, _Training)}
+        self._forward_only = {}
 
     def stats(self) -> dict:
         """Work done by this object: `traces`, `native_compiles` (LLVM modules compiled; objects
@@ -152,7 +168,8 @@ class Compiled:
         from .codegen import jit        # here, not at the top: `import lucid` must not load llvmlite
 
         before, started = dict(jit.COUNTERS), time.perf_counter()
-        self.variants[key] = _Training(graph, grad_inputs, params) if grad_inputs or params else _Inference(graph)
+        self.variants[key] = _Training(graph, grad_inputs, params, self._backward_stages) if grad_inputs or params \
+            else _Inference(graph)
         compiled, loaded = (jit.COUNTERS[k] - before[k] for k in ("compiled", "loaded"))
         self._counts["native_compiles"] += compiled
         self._counts["cache_loads"] += loaded
@@ -284,11 +301,28 @@ class _Inference:
 class _Training:
     """Forward and backward executables of one signature, tied into eager autograd."""
 
-    def __init__(self, graph, input_names: list, params: list):
+    def __init__(self, graph, input_names: list, params: list, backward_stages: tuple | None = None):
         self.graph, self.input_names, self.params = graph, input_names, params
-        self.split = pipeline.for_training(graph, wrt=input_names + self.params)
+        wrt = input_names + self.params
+        if backward_stages is None:
+            self.split = pipeline.for_training(graph, wrt=wrt)
+            self.backward = _executable(self.split.backward)
+        else:
+            groups, on_stage = backward_stages
+            outputs = self._gradient_indices(groups)
+            self.split, stages = pipeline.for_staged_training(graph, wrt, [g for g in outputs if g])
+            leaves = [None] * len(self.input_names) + [graph.bindings[name] for name in self.params]
+            self.backward = _StagedBackward(self.split.backward, stages, outputs, leaves, on_stage)
         self.forward = _executable(self.split.forward)
-        self.backward = _executable(self.split.backward)
+
+    def _gradient_indices(self, groups: list) -> list:
+        """The backward's outputs (gradients, in `wrt` order) of each group of parameter Tensors, in
+        group order, then those of no group (the inputs' gradients first)."""
+        offset = len(self.input_names)
+        index_of = {id(self.graph.bindings[name]): offset + j for j, name in enumerate(self.params)}
+        indices = [[index_of[id(p)] for p in group if id(p) in index_of] for group in groups]
+        placed = {i for group in indices for i in group}
+        return indices + [[i for i in range(offset + len(self.params)) if i not in placed]]
 
     @property
     def peak_scratch_bytes(self) -> int:
@@ -313,6 +347,39 @@ class _Training:
             node = autograd.Node(_CompiledGradient(context, index), {}, leaves) if array.dtype.kind == "f" else None
             tensors_out.append(Tensor._wrap(array, node is not None, node))
         return tuple(tensors_out) if self.graph.returns_tuple else tensors_out[0]
+
+
+class _StagedBackward:
+    """A backward compiled as stages: runs them in order (with the backward graph's inputs) and after
+    each group's stage calls `on_stage(k, [(parameter, gradient), ...])` (the last group, of the
+    gradients no caller's group asked for, is not reported). A value carried between stages is
+    dropped when no later stage reads it."""
+
+    def __init__(self, backward, stages: list, groups: list, leaves: list, on_stage):
+        self.input_names = [v.name for v in backward.inputs]
+        self.count, self.groups, self.leaves, self.on_stage = len(backward.outputs), groups, leaves, on_stage
+        self.stages = [(stage, _executable(stage.graph)) for stage in stages]
+        reads = [{v.name for v in stage.graph.inputs} for stage in stages]
+        self.kept_after = [set().union(*reads[k + 1:]) for k in range(len(stages))]
+
+    @property
+    def peak_scratch_bytes(self) -> int:
+        return max(executable.peak_scratch_bytes for _, executable in self.stages)
+
+    def __call__(self, *arrays) -> list:
+        values, gradients = dict(zip(self.input_names, arrays)), [None] * self.count
+        stages = iter(enumerate(self.stages))
+        for k, group in enumerate(self.groups):
+            if group:
+                position, (stage, executable) = next(stages)
+                results = executable(*(values[v.name] for v in stage.graph.inputs))
+                for index, array in zip(stage.outputs, results):
+                    gradients[index] = array
+                values.update(zip(stage.carried, results[len(stage.outputs):]))
+                values = {name: a for name, a in values.items() if name in self.kept_after[position]}
+            if k < len(self.groups) - 1:
+                self.on_stage(k, [(self.leaves[i], gradients[i]) for i in group])
+        return gradients
 
 
 class _BackwardContext:

@@ -16,14 +16,18 @@ What the front ends run:
   `lucid.export`);
 - `for_training(graph, wrt)`: `training` with respect to `wrt`, the partition into forward and
   backward, then `codegen-ready` on each side (`lucid.compile` with gradients);
+- `for_staged_training(graph, wrt, groups)`: the same, with the backward split by `stages` into one
+  stage graph per group of gradients, each `codegen-ready` (the backward DistributedDataParallel
+  overlaps its allreduces with);
 - `stage(graph, name, wrt)`: the graphs the viewer shows at one of STAGES, each a prefix of the above.
 
 `PassManager(steps).run(graph)` runs any sequence of steps. A step is a pass name from PASSES, a
 `(pass name, options)` pair (the pass is called as `PASSES[name](graph, **options)`: autodiff's `wrt`,
 partition's counts), or a function `graph -> graph`. Every pass leaves its input untouched; the
-manager verifies each graph it gets back. Partition is the one pass that splits: it returns a
-`Partition`, and every later step runs on its forward and its backward graph, so `run` then returns
-the Partition of the results. With `record=True` the manager keeps `(stage name, result)` in
+manager verifies each graph it gets back. Partition is the one pass that splits for the manager: it
+returns a `Partition`, and every later step runs on its forward and its backward graph, so `run`
+then returns the Partition of the results. (`stages` returns a list of stages: `for_staged_training`
+calls it and runs `codegen-ready` on each stage graph.) With `record=True` the manager keeps `(stage name, result)` in
 `history` for the input and after each step.
 """
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Callable, Sequence
 from ..errors import GraphError
 from ..ir.graph import Graph
 from . import (autodiff, common_subexpressions, constant_folding, dead_code, fusion, memory_planning, partition,
-               shape_inference)
+               shape_inference, stages)
 
 PASSES: dict[str, Callable] = {
     shape_inference.NAME: shape_inference.run,
@@ -46,6 +50,7 @@ PASSES: dict[str, Callable] = {
     fusion.NAME: fusion.run,
     partition.NAME: partition.run,
     memory_planning.NAME: memory_planning.run,
+    stages.NAME: stages.run,
 }
 
 SIMPLIFY = (constant_folding.NAME, common_subexpressions.NAME, dead_code.NAME)
@@ -98,6 +103,17 @@ def for_training(graph: Graph, wrt: list[str]) -> partition.Partition:
     """The forward and backward graphs that train `graph` with respect to the inputs and parameters
     named in `wrt`, each fused and planned: what codegen takes."""
     return PassManager(training_steps(graph, wrt) + list(PIPELINES["codegen-ready"])).run(graph)
+
+
+def for_staged_training(graph: Graph, wrt: list[str], groups: list) -> tuple[partition.Partition, list]:
+    """`for_training`, but the backward split into `stages.Stage`s, one per group of its outputs (the
+    gradients, indexed in `wrt` order), each stage graph fused and planned. Returns the partition
+    (its forward fused and planned, its backward as split) and the stages."""
+    split = PassManager(training_steps(graph, wrt)).run(graph)
+    forward = PassManager(PIPELINES["codegen-ready"]).run(split.forward)
+    planned = [dataclasses.replace(stage, graph=PassManager(PIPELINES["codegen-ready"]).run(stage.graph))
+               for stage in stages.run(split.backward, groups)]
+    return dataclasses.replace(split, forward=forward), planned
 
 
 def training_steps(graph: Graph, wrt: list[str]) -> list:

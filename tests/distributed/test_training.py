@@ -1,12 +1,15 @@
 """DistributedDataParallel and SyncBatchNorm on 2 and 3 MPI ranks against one process over the global
 batch: rank_scripts/training.py trains both and asserts on every rank (rtol 1e-5, atol 1e-6); here
-we check that every rank reported every configuration."""
+we check that every rank reported every configuration. A compiled model trains through its staged
+backward (one stage per bucket); `-twice` runs that backward twice in one backward, so each bucket's
+allreduce is redone at the end."""
 import pytest
 
 from mpi_jobs import run_ok
 
 TWO_RANKS = ["sgd-none-eager", "adam-none-eager", "sgd-sync-eager", "adam-sync-eager", "sgd-none-eager-accumulate",
-             "sgd-none-compiled", "adam-none-compiled", "adam-none-compiled-accumulate", "adam-none-stages", "unused",
+             "sgd-none-compiled", "adam-none-compiled", "adam-none-compiled-accumulate", "sgd-none-compiled-twice",
+             "adam-none-compiled-twice", "adam-none-stages", "unused",
              "compiled-syncbn"]
 THREE_RANKS = ["adam-sync-eager", "sgd-none-compiled", "sgd-none-eager-accumulate", "unused"]
 

@@ -12,12 +12,17 @@ its bucket's averaged buffer. (MPI moves a non-blocking collective forward only 
 each hook also tests the allreduces in flight.)
 
 Overlap: in eager mode the tape finishes parameters one by one, so early buckets communicate while
-the rest of the backward runs. A compiled model's backward is one executable returning every
-gradient at once, so its buckets start together when it returns: nothing overlaps, and
-`last_sync["overlap_seconds"]` (first allreduce start to the backward's end) is then about zero.
+the rest of the backward runs. When the wrapped module is a compiled one (`lucid.compile(model)`),
+DDP asks it to compile its backward as one stage per bucket (`Compiled.stage_backward`,
+`lucid/passes/stages.py`): after each stage the compiled backward hands over that bucket's
+gradients, whose allreduce starts at once (from those arrays and what `.grad` already held) while
+the later stages compute; MPI is tested between stages so it progresses. The tape then accumulates
+the gradients into `.grad` as usual, and the end-of-backward callback makes each `.grad` its
+bucket's average. (If the compiled module's backward runs twice in one backward, as when it is
+called twice in the forward, a bucket's allreduce is redone at the end from the complete `.grad`.)
 A model built of separately compiled stages (`nn.Sequential(lucid.compile(encoder),
-lucid.compile(decoder))`) has one backward call per stage, so the later stages' buckets communicate
-while the earlier stages' backward runs.
+lucid.compile(decoder))`) has one backward call per stage, and overlaps through the hooks as in eager.
+`last_sync["overlap_seconds"]` is the time from the first allreduce start to the backward's end.
 
 A parameter that gets no gradient on a rank in a backward counts as zero from that rank (every rank
 joins every bucket's allreduce, so none waits forever on another); after the sync every parameter
@@ -58,6 +63,9 @@ class DistributedDataParallel(Module):
             distributed.broadcast(tensor, src=0)
         trainable = [p for p in module.parameters() if p.requires_grad]
         self.reducer = _Reducer(trainable[::-1], int(bucket_cap_mb * 2 ** 20), distributed.get_world_size())
+        stage_backward = getattr(module, "stage_backward", None)      # a lucid.compile'd module
+        if stage_backward is not None:
+            stage_backward([bucket.params for bucket in self.reducer.buckets], self.reducer.stage_finished)
 
     def forward(self, *args, **kwargs):
         if self.broadcast_buffers and self.training and autograd.is_grad_enabled():
@@ -91,6 +99,8 @@ class _Bucket:
         self.sizes = [p.data.size for p in params]
         self.dtype = params[0].dtype.numpy
         self.ready: set = set()
+        self.staged: dict = {}          # id(parameter) -> gradient a compiled stage gave, not yet in .grad
+        self.redo = False               # a second compiled backward added to its gradients after it started
         self.work = None
         self.flat: np.ndarray | None = None
 
@@ -99,12 +109,15 @@ class _Bucket:
         return sum(self.sizes) * np.dtype(self.dtype).itemsize
 
     def start(self, world_size: int) -> None:
-        """Copy the gradients (zeros for a parameter without one) into a fresh flat buffer, divide by
-        the world size and start its allreduce."""
+        """Copy the gradients (`.grad` plus what a compiled stage gave; zeros for a parameter without
+        either) into a fresh flat buffer, divide by the world size and start its allreduce."""
         self.flat = np.zeros(sum(self.sizes), self.dtype)
         for p, segment in zip(self.params, self._segments()):
             if p.grad is not None:
                 segment[...] = p.grad.data.reshape(-1)
+            if id(p) in self.staged:
+                segment += self.staged[id(p)].reshape(-1)
+        self.staged = {}
         self.flat /= world_size
         self.work = distributed.all_reduce(self.flat, async_op=True)
 
@@ -116,7 +129,7 @@ class _Bucket:
                 p.grad = Tensor._wrap(segment.reshape(p.shape))
             else:
                 p.grad.data = segment.reshape(p.shape)
-        self.ready, self.work, self.flat = set(), None, None
+        self.ready, self.work, self.flat, self.redo = set(), None, None, False
 
     def _segments(self):
         offsets = np.cumsum([0] + self.sizes)
@@ -138,11 +151,32 @@ class _Reducer:
     def _grad_ready(self, bucket: _Bucket, param) -> None:
         if not self.syncing:
             return
+        self._enter_backward()
+        bucket.ready.add(id(param))
+        self._start_ready_buckets()
+        self._progress()
+
+    def stage_finished(self, index: int, gradients: list) -> None:
+        """A compiled backward's stage finished bucket `index`'s `(parameter, gradient)` pairs (the
+        tape adds them to `.grad` later): the bucket is complete, its allreduce starts."""
+        if not self.syncing:
+            return
+        self._enter_backward()
+        bucket = self.buckets[index]
+        if index < self._started:
+            bucket.redo = True
+            return
+        bucket.staged = {id(p): np.asarray(g) for p, g in gradients}
+        bucket.ready.update(id(p) for p in bucket.params)
+        self._start_ready_buckets()
+        self._progress()
+
+    def _enter_backward(self) -> None:
         if not self._in_backward:
             self._in_backward, self._started = True, 0
             autograd.queue_callback(self._end_of_backward)
-        bucket.ready.add(id(param))
-        self._start_ready_buckets()
+
+    def _progress(self) -> None:
         for started in self.buckets[:self._started]:
             started.work.is_completed()           # lets MPI progress the allreduces in flight
 
@@ -162,6 +196,10 @@ class _Reducer:
         started_in_backward = self._started
         while self._started < len(self.buckets):
             self._start_next()
+        for bucket in self.buckets:
+            if bucket.redo:                        # .grad now holds every contribution: reduce it again
+                bucket.work.wait()
+                bucket.start(self.world_size)
         for bucket in self.buckets:
             bucket.finish()
         self._in_backward = False

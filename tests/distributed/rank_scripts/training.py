@@ -1,6 +1,8 @@
-"""Run on N ranks: `training.py CONFIG...`, each CONFIG `optimizer-norm-mode[-accumulate]`
+"""Run on N ranks: `training.py CONFIG...`, each CONFIG `optimizer-norm-mode[-accumulate|-twice]`
 (optimizer sgd|adam, norm none|sync, mode eager|compiled|stages: the model compiled whole or as
-two separately compiled stages), or `unused`, or `compiled-syncbn`.
+two separately compiled stages; `accumulate`: two micro-batches, the first under no_sync; `twice`:
+the model called on each half of the rank's batch in one forward, so a compiled model's staged
+backward runs twice in one backward), or `unused`, or `compiled-syncbn`.
 
 For each config every rank trains a DistributedDataParallel replica (built from its own seed: the wrap
 must broadcast rank 0's weights) on its slice of a global batch for STEPS steps, and trains, alone, a
@@ -48,18 +50,20 @@ def in_two_stages(model: nn.Sequential) -> nn.Sequential:
     return nn.Sequential(nn.Sequential(*layers[:-2]), nn.Sequential(*layers[-2:]))
 
 
-def ddp_step(ddp, x, y, accumulate: bool) -> None:
-    if accumulate:                        # one sample at a time: the first backward without the allreduce
+def ddp_step(ddp, x, y, split: str | None) -> None:
+    if split == "accumulate":             # one sample at a time: the first backward without the allreduce
         with ddp.no_sync():
             (F.mse_loss(ddp(x[:1]), y[:1]) / 2).backward()
         (F.mse_loss(ddp(x[1:]), y[1:]) / 2).backward()
+    elif split == "twice":                # one sample at a time, one backward
+        (F.mse_loss(ddp(x[:1]), y[:1]) / 2 + F.mse_loss(ddp(x[1:]), y[1:]) / 2).backward()
     else:
         F.mse_loss(ddp(x), y).backward()
 
 
 def train_config(config: str, rank: int, size: int) -> dict:
     optimizer_name, norm, mode, *rest = config.split("-")
-    accumulate = rest == ["accumulate"]
+    split = rest[0] if rest else None
     reference = make_model(100, norm)          # rank 0's replica
     model = make_model(100 + rank, norm)
     if norm == "sync":
@@ -78,7 +82,7 @@ def train_config(config: str, rank: int, size: int) -> dict:
         ref_opt.step()
         opt.zero_grad()
         mine = slice(PER_RANK * rank, PER_RANK * (rank + 1))
-        ddp_step(ddp, x[mine], y[mine], accumulate)
+        ddp_step(ddp, x[mine], y[mine], split)
         opt.step()
     worst = 0.0
     for (name, ours), theirs in zip(ddp.module.state_dict().items(), reference.state_dict().values()):
