@@ -210,7 +210,7 @@ def global_pool(reduce):
 def batch_norm(node, x, scale, bias, mean, var, *_):
     node.choice("training_mode", 0, (0,))
     node.attr("momentum")
-    return ops.batch_norm(x, mean, var, scale, bias, node.attr("epsilon", 1e-5))
+    return F.batch_norm(x, mean, var, scale, bias, eps=node.attr("epsilon", 1e-5))
 
 
 def instance_norm(node, x, scale, bias):

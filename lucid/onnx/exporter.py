@@ -149,17 +149,14 @@ def avg_pool(e, node, x):
                  count_include_pad=int(a["count_include_pad"]))
 
 
-def batch_norm(e, node, x, mean, var, weight, bias):
-    return e.add("BatchNormalization", [x, weight, bias, mean, var], epsilon=node.attrs["eps"])
-
-
 def moments(e, node, x):
-    """Mean and biased variance over the last axis (two passes, as the kernel), stacked on a new axis 0."""
-    last = e.ints([-1])
-    mean = e.add("ReduceMean", [x, last], keepdims=1)
+    """Mean and biased variance over the node's axes (two passes, where the kernel makes one),
+    stacked on a new axis 0."""
+    axes = e.ints(list(node.attrs["axes"]))
+    mean = e.add("ReduceMean", [x, axes], keepdims=1)
     centred = e.add("Sub", [x, mean])
-    var = e.add("ReduceMean", [e.add("Mul", [centred, centred]), last], keepdims=1)
-    return e.add("Concat", [e.add("Unsqueeze", [e.add("Squeeze", [v, last]), e.ints([0])]) for v in (mean, var)],
+    var = e.add("ReduceMean", [e.add("Mul", [centred, centred]), axes], keepdims=1)
+    return e.add("Concat", [e.add("Unsqueeze", [e.add("Squeeze", [v, axes]), e.ints([0])]) for v in (mean, var)],
                  axis=0)
 
 
@@ -298,7 +295,7 @@ def not_equal(e, node, a, b):
 
 WRITERS = {
     "conv": conv, "conv_transpose": conv_transpose, "max_pool": max_pool, "avg_pool": avg_pool,
-    "batch_norm": batch_norm, "moments": moments, "normalize": normalize, "softmax": softmax("Softmax"), "log_softmax": softmax("LogSoftmax"),
+    "moments": moments, "normalize": normalize, "softmax": softmax("Softmax"), "log_softmax": softmax("LogSoftmax"),
     "sum": reduce("ReduceSum"), "mean": reduce("ReduceMean"), "max": reduce("ReduceMax"), "min": reduce("ReduceMin"),
     "argmax": argmax, "reshape": reshape, "permute": permute, "broadcast_to": broadcast_to, "pad": pad,
     "slice": slice_, "concat": concat, "resample": resample, "matmul": same("MatMul"),

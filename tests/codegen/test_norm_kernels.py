@@ -1,15 +1,17 @@
-"""The compiled statistics of group, instance and layer norm (`moments`, one pass, one kernel per
-norm) and their normalise-scale-shift, against a float64 NumPy oracle written here.
+"""The compiled statistics of batch, group, instance and layer norm (`moments`, one pass, one kernel
+per norm) and their normalise-scale-shift, against a float64 NumPy oracle written here.
 
-- `moments` compiled (float32 and float64, odd and long rows) against float64 sums.
+- `moments` compiled (float32 and float64, odd and long rows, and over other axes: batch norm's
+  (N, spatial), a strided axis) against float64 sums.
 - Adversarial data, x = 1000 + N(0, 1e-2) in float32: the statistics (compiled and eager) stay
   float32-accurate against float64 ones, and so do the normalised outputs of the layers.
 - Forward and input, weight and bias gradients of a compiled training step of each layer on odd
   sizes (C=6 in 3 groups, 5x7x3 spatial, LayerNorm over (7, 3)) against the oracle's closed-form
-  backward (derived independently of lucid's rules).
+  backward (derived independently of lucid's rules), also on data far from zero for batch norm.
 - Compiled graphs: one statistics kernel per norm and no other reduction in the forward; the
   normalise-scale-shift and a following activation are one fused loop; with running statistics
-  (eval mode) the normalise joins the previous conv's epilogue.
+  (eval mode) the normalise joins the previous conv's epilogue; batch norm's training backward reads
+  x in two loops (the sum of g (x - mean), the input gradient).
 """
 from __future__ import annotations
 
@@ -67,6 +69,19 @@ def test_compiled_moments_match_float64(shape, dtype, tol):
     np.testing.assert_allclose(stats[1], var, rtol=10 * tol, atol=tol)
 
 
+@pytest.mark.parametrize("shape,axes", [((2, 3, 5, 7), (0, 2, 3)), ((6, 4), (0,)), ((3, 4, 5), (1,)),
+                                        ((4, 2, 3000), (0, 2)), ((2, 1, 3, 1), (0, 1, 3))], ids=str)
+@pytest.mark.parametrize("dtype,tol", [(np.float32, 2e-6), (np.float64, 1e-13)])
+def test_compiled_moments_over_axes_match_float64(shape, axes, dtype, tol):
+    x = (RNG.normal(size=shape) * 3 + 2).astype(dtype)
+    stats = lucid.compile(lambda t: ops.moments(t, axes))(lucid.Tensor(x, dtype=lucid.ir.types.as_dtype(dtype))).numpy()
+    kept = [a for a in range(len(shape)) if a not in axes]
+    mean, var = ref_moments(np.moveaxis(x, kept, range(len(kept))).reshape(*(shape[a] for a in kept), -1))
+    assert stats.shape == (2,) + tuple(shape[a] for a in kept) and stats.dtype == dtype
+    np.testing.assert_allclose(stats[0], mean, rtol=tol, atol=tol)
+    np.testing.assert_allclose(stats[1], var, rtol=10 * tol, atol=tol)
+
+
 @pytest.mark.parametrize("length", [210, 1 << 20])
 def test_statistics_of_data_far_from_zero_stay_accurate(length):
     x = (1000 + RNG.normal(0, 1e-2, (3, length))).astype(np.float32)
@@ -75,6 +90,42 @@ def test_statistics_of_data_far_from_zero_stay_accurate(length):
                        ("compiled", lucid.compile(ops.moments)(lucid.Tensor(x)).numpy())):
         np.testing.assert_allclose(stats[0], mean, rtol=0, atol=1e-4, err_msg=how)     # float32's step at 1000: 6e-5
         np.testing.assert_allclose(stats[1], var, rtol=1e-4, err_msg=how)
+
+
+def ref_batch_norm_and_grads(x, w, b, gy, eps=1e-5):
+    """`ref_norm_and_grads` with channels first: each channel's (N, spatial) values one row."""
+    front = lambda t: np.moveaxis(np.asarray(t), 1, 0)
+    y, gx, gw, gb = ref_norm_and_grads(front(x), (x.shape[1], -1), (x.shape[1],) + (1,) * (x.ndim - 1), w, b,
+                                       front(gy), eps)
+    return np.moveaxis(y, 0, 1), np.moveaxis(gx, 0, 1), gw, gb
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 5, 7, 3), (9, 4)], ids=str)
+@pytest.mark.parametrize("centre", [0.5, 1000.0])
+def test_compiled_batch_norm_training_step_matches_oracle(shape, centre):
+    """Forward and input, weight and bias gradients (and the running statistics) against float64,
+    also on x = 1000 + N(0, 1e-2): float32 holds x to 6e-5, so the normalised values and the gradient
+    carry at most that over the standard deviation 1e-2 of error (in both lucid and PyTorch)."""
+    layer = nn.BatchNorm3d(shape[1]) if len(shape) == 5 else nn.BatchNorm1d(shape[1])
+    layer.weight.data[...] = RNG.normal(1.0, 0.5, shape[1])
+    layer.bias.data[...] = RNG.normal(0.0, 0.5, shape[1])
+    spread = 2.0 if centre < 1 else 1e-2
+    x = RNG.normal(centre, spread, shape).astype(np.float32)
+    gy = RNG.normal(size=shape).astype(np.float32)
+    y_ref, gx_ref, gw_ref, gb_ref = ref_batch_norm_and_grads(x, layer.weight.numpy(), layer.bias.numpy(), gy)
+    xt = lucid.Tensor(x, requires_grad=True)
+    y = lucid.compile(layer)(xt)
+    (y * lucid.Tensor(gy)).sum().backward()
+    tol = 1e-4 if centre < 1 else 2e-2
+    scale = np.abs(gx_ref).max()
+    np.testing.assert_allclose(y.numpy(), y_ref, rtol=0, atol=tol)
+    np.testing.assert_allclose(xt.grad.numpy() / scale, gx_ref / scale, rtol=0, atol=tol)
+    np.testing.assert_allclose(layer.weight.grad.numpy(), gw_ref, rtol=tol, atol=tol * np.abs(gw_ref).max())
+    np.testing.assert_allclose(layer.bias.grad.numpy(), gb_ref, rtol=1e-4, atol=1e-4)
+    axes = (0,) + tuple(range(2, len(shape)))
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(layer.running_mean.numpy(), 0.1 * x64.mean(axes), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(layer.running_var.numpy(), 0.9 + 0.1 * x64.var(axes, ddof=1), rtol=1e-5)
 
 
 NORMS = {   # name: (layer, the (rows, K) view of a (2, 6, 5, 7, 3) input, the affine parameters' broadcast shape)
@@ -132,12 +183,12 @@ def kernel_labels(graph) -> list:
 
 def test_one_statistics_kernel_per_norm_and_no_other_reduction():
     model = nn.Sequential(nn.GroupNorm(3, 6), nn.ReLU(), nn.InstanceNorm3d(6, affine=True), nn.LeakyReLU(0.1),
-                          nn.LayerNorm((5, 7, 3)), nn.SiLU())
-    graph = lucid.trace(model, lucid.spec(*SHAPE))
-    partition = for_training(graph, [v.name for v in graph.params])
+                          nn.LayerNorm((5, 7, 3)), nn.SiLU(), nn.BatchNorm3d(6))
+    graph = lucid.trace(model.train(), lucid.spec(*SHAPE))
+    partition = for_training(graph, [v.name for v in graph.params if v.dtype.is_floating])
     for stage, planned in (("inference", for_inference(graph)), ("training forward", partition.forward)):
         labels = kernel_labels(planned)
-        assert labels.count("moments") == 3, (stage, labels)
+        assert labels.count("moments") == 4, (stage, labels)
         assert not {"sum", "mean", "var", "sum_partial", "mean_partial"} & set(labels), (stage, labels)
 
 
@@ -154,11 +205,23 @@ def test_normalise_scale_shift_and_activation_are_one_loop(name, activation, op)
     assert body == ["normalize", op]
 
 
-def test_a_norm_with_running_statistics_joins_the_previous_convs_epilogue():
-    """Where it is legal (instance norm in eval mode with running statistics: the normalise needs no
-    statistics of the conv's output), conv, normalise and activation are one fused kernel, and the
-    compiled output equals eager."""
-    norm = nn.InstanceNorm3d(6, affine=True, track_running_stats=True)
+def test_batch_norm_training_backward_reads_x_in_two_loops():
+    """Batch norm's backward: the sums of g and of g (x - mean) per channel, and the input gradient,
+    g rstd w + (x - mean) 2 g_var / K + g_mean / K: x is read by two full-size loops, no more."""
+    graph = lucid.trace(nn.BatchNorm3d(6).train(), lucid.spec(*SHAPE))
+    backward = for_training(graph, ["x", "weight", "bias"]).backward
+    x = next(v for v in backward.inputs if v.name == "x")
+    readers = [n.op for n in backward.nodes if any(v is x for v in n.inputs)]
+    assert readers == ["normalize", "normalize"], readers
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+def test_a_norm_with_running_statistics_joins_the_previous_convs_epilogue(norm):
+    """Where it is legal (instance or batch norm in eval mode with running statistics: the normalise
+    needs no statistics of the conv's output), conv, normalise and activation are one fused kernel,
+    and the compiled output equals eager."""
+    norm = nn.InstanceNorm3d(6, affine=True, track_running_stats=True) if norm == "instance" else nn.BatchNorm3d(6)
+    norm.weight.data = RNG.normal(1.0, 0.5, 6).astype(np.float32)
     norm.running_mean.data = RNG.standard_normal(6).astype(np.float32)
     norm.running_var.data = RNG.uniform(0.5, 2.0, 6).astype(np.float32)
     model = nn.Sequential(nn.Conv3d(3, 6, 3, padding=1), norm, nn.ReLU()).eval()

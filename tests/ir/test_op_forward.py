@@ -791,12 +791,12 @@ def test_softmax_of_large_logits_is_finite():
 
 
 @pytest.mark.parametrize("shape", [(4, 3), (2, 3, 5), (2, 3, 2, 2), (2, 2, 2, 2, 3)])
-def test_batch_norm_op(shape):
+def test_functional_batch_norm_eval(shape):
     r = rng(19)
     x = r.standard_normal(shape)
     c = shape[1]
     mean, var, w, b = r.standard_normal(c), r.uniform(0.5, 2, c), r.standard_normal(c), r.standard_normal(c)
-    y = ops.batch_norm(T(x, F64), T(mean, F64), T(var, F64), T(w, F64), T(b, F64), 1e-3)
+    y = F.batch_norm(T(x, F64), T(mean, F64), T(var, F64), T(w, F64), T(b, F64), eps=1e-3)
     expected = np.empty_like(x)
     for ch in range(c):
         expected[:, ch] = (x[:, ch] - mean[ch]) / np.sqrt(var[ch] + 1e-3) * w[ch] + b[ch]
@@ -1228,8 +1228,9 @@ def test_other_shape_rule_errors():
     _raises(lucid.ShapeError, lambda: ops.gelu(x, "fast"), "gelu", "'fast'")
     _raises(lucid.ShapeError, lambda: ops.slice_(x, (0, 2), (2, 5)), "slice", "5", "3")
     _raises(lucid.ShapeError, lambda: ops.pad(x, (0, -1), (0, 0)), "pad", "-1")
-    _raises(lucid.ShapeError, lambda: ops.batch_norm(T(np.zeros((2, 3, 4))), *(T(np.zeros(4)),) * 4, 1e-5),
+    _raises(lucid.ShapeError, lambda: F.batch_norm(T(np.zeros((2, 3, 4))), *(T(np.zeros(4)),) * 4),
             "batch_norm", "(3,)", "(4,)")
+    _raises(lucid.ShapeError, lambda: ops.moments(T(np.zeros((0, 3))), (0,)), "moments", "(0, 3)")
     _raises(lucid.ShapeError, lambda: ops.max_(T(np.zeros((0, 3))), 0), "max", "(0, 3)")
 
 

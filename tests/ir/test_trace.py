@@ -276,7 +276,7 @@ def test_nodes_remember_module_path_and_class():
     assert [n.scope for n in graph.nodes if n.op == "max_pool"] == [Scope("pool", "MaxPool3d")] * 2
     # the skip concatenations happen in UNet3D.forward itself: the root scope
     assert [n.scope for n in graph.nodes if n.op == "concat"] == [Scope("", "UNet3D")] * 2
-    assert [n.scope for n in graph.nodes if n.op == "batch_norm"][0] == Scope("down.0.block.1", "BatchNorm3d")
+    assert [n.scope for n in graph.nodes if n.op == "normalize"][0] == Scope("down.0.block.1", "BatchNorm3d")
     # every scope names a real module of the model, with its class
     modules = dict(model.named_modules())
     for node in graph.nodes:

@@ -83,6 +83,18 @@ def test_a_graph_is_saved_as_it_is_and_training_state_is_refused(tmp_path):
                         path=tmp_path / "d.onnx")
 
 
+def test_batch_statistics_are_saved_as_reductions_over_their_axes(tmp_path):
+    """F.batch_norm with batch statistics is `moments` over (N, H, W): ONNX Runtime's result equals
+    a float64 NumPy batch norm."""
+    path = tmp_path / "bn.onnx"
+    lucid.onnx.save(lambda x: F.batch_norm(x, None, None, training=True, eps=1e-3), lucid.spec(2, 3, 4, 5), path=path)
+    x = np.random.default_rng(2).normal(1.5, 2.0, (2, 3, 4, 5)).astype(np.float32)
+    x64 = x.astype(np.float64)
+    mean, var = x64.mean((0, 2, 3), keepdims=True), x64.var((0, 2, 3), keepdims=True)
+    np.testing.assert_allclose(reference(path.read_bytes(), [x])[0], (x64 - mean) / np.sqrt(var + 1e-3),
+                               rtol=1e-4, atol=1e-5)
+
+
 def test_an_asymmetric_linear_resampling_is_saved_as_the_resize_it_was_imported_from(tmp_path):
     from lucid.ir import ops
 

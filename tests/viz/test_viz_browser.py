@@ -60,7 +60,7 @@ def test_unet_viewer_folds_opens_and_shows_details(browser, tmp_path):
     click_box(browser, "▸ down.0: DoubleConv3d")        # a folded module opens on click
     boxes = drawn(browser)
     children = [" ".join(b["lines"]) for b in boxes if "down.0.block" in " ".join(b["lines"])]
-    assert len(children) == 6 and all(b["w"] > 20 for b in boxes)
+    assert len(children) == 18 and all(b["w"] > 20 for b in boxes)     # with each batch norm's operand nodes
     assert not any(b["title"].startswith("▸ down.0:") for b in boxes)
     assert "down.0: DoubleConv3d" in browser.evaluate("document.getElementById('details').textContent")
 
@@ -81,8 +81,9 @@ def test_unet_viewer_folds_opens_and_shows_details(browser, tmp_path):
     select_stage(browser, "fused")                 # each stage has its own folds: down.0 is folded there
     assert not any("fused" in b["kind"].split() for b in drawn(browser))
     click_box(browser, "▸ down.0: DoubleConv3d")
-    fused = [b for b in drawn(browser) if "fused" in b["kind"].split()]
-    assert len(fused) == 2 and all(b["lines"][:4] == ["fused", "conv", "batch_norm", "relu"] for b in fused)
+    fused = [b["lines"] for b in drawn(browser) if "fused" in b["kind"].split()]
+    assert [lines[:4] for lines in fused if lines[1] == "conv"] == [["fused", "conv", "normalize", "relu"]] * 2
+    assert [lines[:3] for lines in fused if lines[1] != "conv"] == [["fused", "add", "pow_scalar"]] * 2   # rstd
 
     select_stage(browser, "training")
     titles = browser.evaluate("Array.from(document.querySelectorAll('.panel-title')).map(t => t.textContent)")

@@ -39,10 +39,7 @@ def broadcast_strides(in_shape: tuple, out_shape: tuple) -> tuple:
 
 def operand_strides(node: Node, k: int) -> tuple:
     """How operand k of an elementwise node is indexed by the node's output index."""
-    out_shape = node.output.shape
-    if node.op == "batch_norm" and k > 0:            # per-channel statistics and affine parameters
-        return tuple(1 if axis == 1 else 0 for axis in range(len(out_shape)))
-    return broadcast_strides(node.inputs[k].shape, out_shape)
+    return broadcast_strides(node.inputs[k].shape, node.output.shape)
 
 
 def simplify(shape: tuple, stride_sets: list) -> tuple[tuple, list] | None:

@@ -172,12 +172,6 @@ def _binary(float_op: str, int_op: str, bool_op: str):
     return rule
 
 
-def _batch_norm(s, node, x, mean, var, weight, bias):
-    b = s.b
-    scale = b.fdiv(weight, s.call("sqrt", x.type, b.fadd(var, s.const(x.type, node.attrs["eps"]))))
-    return b.fadd(b.fmul(b.fsub(x, mean), scale), bias)
-
-
 def _normalize(s, node, x, mean, rstd, weight, bias):
     b = s.b
     return b.fadd(b.fmul(b.fmul(b.fsub(x, mean), rstd), weight), bias)
@@ -222,7 +216,7 @@ SCALAR = {
     "cast": lambda s, node, x: x,          # operands arrive converted to the output dtype
     "add": _binary("fadd", "add", "or_"), "sub": _binary("fsub", "sub", "xor"),
     "mul": _binary("fmul", "mul", "and_"), "div": _binary("fdiv", "sdiv", "sdiv"),
-    "batch_norm": _batch_norm, "normalize": _normalize,
+    "normalize": _normalize,
     "maximum": _extremum("maximum", ">"), "minimum": _extremum("minimum", "<"),
     "where": lambda s, node, c, x, y: s.b.select(c, x, y),
     **{op: _comparison(p) for op, p in _COMPARISONS.items()},

@@ -15,6 +15,6 @@ from .conv import conv, conv_output_size, conv_transpose, conv_transpose_output_
 from .pool import avg_pool, max_pool, pool_output_size
 from .resample import resample
 from .random import random_values
-from .normalization import batch_norm, log_softmax, moments, normalize, softmax, split_moments
+from .normalization import log_softmax, moments, normalize, softmax, split_moments
 from .activation import elu, hardsigmoid, hardswish, hardtanh, mish, prelu, silu, softplus
 from . import fused  # noqa: F401  (registers the fused operator)

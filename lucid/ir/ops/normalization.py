@@ -1,61 +1,58 @@
-"""Normalisation operators: moments and normalize (group, instance and layer norm: the statistics
-in one pass, then the normalise-scale-shift), batch_norm (the affine normalisation step) and
-softmax/log_softmax.
+"""Normalisation operators: moments and normalize (batch, group, instance and layer norm: the
+statistics in one pass, then the normalise-scale-shift) and softmax/log_softmax.
 
-`batch_norm` takes its statistics as inputs: in training they are computed from x by `mean`/`var`
-operators, so the gradient through the statistics comes from those operators' own rules.
+The gradient through the statistics comes from `moments`' own rule, so a norm needs no rule of its own.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from .elementwise import add, broadcast_shapes, exp, mul, neg, pow_scalar, sub, sum_to_shape
+from .elementwise import broadcast_shapes, exp, mul, neg, sub, sum_to_shape
 from ..types import TensorType
-from .reduction import sum_
-from .attributes import Int, Real
+from .reduction import normalize_axes, reduced_shape, sum_
+from .attributes import Int, IntTuple
 from .registry import OpDef, OpKind, emit, register
 from .shape import reshape, slice_
 
 
-def _per_channel(v, ndim: int):
-    """Reshape a (C,) vector to broadcast along axis 1 of a rank-`ndim` tensor."""
-    return reshape(v, (1, -1) + (1,) * (ndim - 2))
-
-
 @register
 class Moments(OpDef):
-    """The mean and the biased variance of each row of x along its last axis, stacked:
-    x (..., K) -> (2, ...), [0] the means, [1] the variances. Group, instance and layer norm view
-    their input so that each normalised group is one row."""
+    """The mean and the biased variance of x over `axes`, stacked: (2,) + the kept axes' shape,
+    [0] the means, [1] the variances. Group, instance and layer norm reduce the last axis of a view
+    of their input whose rows are the normalised groups; batch norm every axis but the channels."""
 
     name = "moments"
     kind = OpKind.REDUCTION
+    attributes = {"axes": IntTuple(min=0, distinct=True)}
 
     def infer(self, attrs, x):
         self.require_float(x)
-        if x.ndim < 1 or x.shape[-1] == 0:
-            raise self.error(f"expected an input of rank >= 1 with a non-empty last axis, got shape {x.shape}")
-        return TensorType((2,) + x.shape[:-1], x.dtype)
+        axes = attrs["axes"]
+        if not axes or any(a >= x.ndim or x.shape[a] == 0 for a in axes):
+            raise self.error(f"expected axes {axes} of the input, each non-empty, got shape {x.shape}")
+        return TensorType((2,) + reduced_shape(x.shape, axes, False), x.dtype)
 
     def flops(self, attrs, input_types, output_type):
         return 4 * input_types[0].size                  # centre, add, square, add per element
 
     def compute(self, attrs, x):
-        mean = x.mean(axis=-1, dtype=np.float64, keepdims=True)
-        var = np.square(x - mean, dtype=np.float64).mean(axis=-1)
-        return np.stack([mean[..., 0], var]).astype(x.dtype)
+        axes = attrs["axes"]
+        mean = x.mean(axis=axes, dtype=np.float64, keepdims=True)
+        var = np.square(x - mean, dtype=np.float64).mean(axis=axes)
+        return np.stack([mean.reshape(var.shape), var]).astype(x.dtype)
 
     def grad(self, attrs, inputs, y, g):
         # mean = sum(x) / K and var = sum((x - mean)^2) / K, so
         # d/dx_i = (x_i - mean) * 2 g_var / K + g_mean / K (the var's dependence on mean sums to 0),
         # a normalize: one loop of the backward, nothing of x's size computed (or saved) by the forward
-        x = inputs[0]
-        column = lambda v: reshape(v, tuple(x.shape[:-1]) + (1,))
+        x, axes = inputs[0], attrs["axes"]
+        kept = lambda v: reshape(v, reduced_shape(tuple(x.shape), axes, True))
         mean, _ = split_moments(y)
         g_mean, g_var = split_moments(g)
-        per_element = 1.0 / x.shape[-1]
-        return (normalize(x, column(mean), column(mul(g_var, 2 * per_element)), 1.0,
-                          column(mul(g_mean, per_element))),)
+        per_element = 1.0 / math.prod(x.shape[a] for a in axes)
+        return (normalize(x, kept(mean), kept(mul(g_var, 2 * per_element)), 1.0, kept(mul(g_mean, per_element))),)
 
 
 @register
@@ -92,44 +89,6 @@ class Normalize(OpDef):
         g_rstd = sum_to_shape(mul(g_centred_sum, weight), rstd.shape)
         g_weight = sum_to_shape(mul(g_centred_sum, rstd), weight.shape)
         return gx, g_mean, g_rstd, g_weight, sum_to_shape(g_sum, bias.shape)
-
-
-@register
-class BatchNorm(OpDef):
-    """y = (x - mean) / sqrt(var + eps) * weight + bias, statistics per channel (axis 1)."""
-
-    name = "batch_norm"
-    kind = OpKind.ELEMENTWISE
-    attributes = {"eps": Real(min=0)}
-
-    def infer(self, attrs, x, mean, var, weight, bias):
-        if x.ndim < 2:
-            raise self.error(f"expected an input of rank >= 2 (N, C, ...), got shape {x.shape}")
-        self.require_float(x)
-        for label, v in (("running_mean", mean), ("running_var", var), ("weight", weight), ("bias", bias)):
-            if v.shape != (x.shape[1],):
-                raise self.error(f"expected {label} of shape ({x.shape[1]},) for input {x.shape}, got {v.shape}")
-        return x
-
-    def compute(self, attrs, x, mean, var, weight, bias):
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        scale = (weight / np.sqrt(var + attrs["eps"])).reshape(shape)
-        return ((x - mean.reshape(shape)) * scale + bias.reshape(shape)).astype(x.dtype)
-
-    def grad(self, attrs, inputs, y, g):
-        x, mean, var, weight, _ = inputs
-        ndim = len(x.shape)
-        axes = (0,) + tuple(range(2, ndim))
-        inv_std = pow_scalar(add(var, attrs["eps"]), -0.5)
-        centred = sub(x, _per_channel(mean, ndim))
-        g_sum = sum_(g, axes)
-        g_centred_sum = sum_(mul(g, centred), axes)
-        scale = mul(weight, inv_std)
-        gx = mul(g, _per_channel(scale, ndim))
-        g_mean = neg(mul(g_sum, scale))
-        g_var = mul(mul(g_centred_sum, weight), mul(pow_scalar(inv_std, 3.0), -0.5))
-        g_weight = mul(g_centred_sum, inv_std)
-        return gx, g_mean, g_var, g_weight, g_sum
 
 
 class SoftmaxBase(OpDef):
@@ -174,8 +133,8 @@ class LogSoftmax(SoftmaxBase):
         return (sub(g, mul(exp(y), sum_(g, attrs["axis"], keepdims=True))),)
 
 
-def moments(x):
-    return emit("moments", x)
+def moments(x, axes=-1):
+    return emit("moments", x, axes=normalize_axes("moments", axes, len(x.shape)))
 
 
 def split_moments(stats) -> tuple:
@@ -187,10 +146,6 @@ def split_moments(stats) -> tuple:
 
 def normalize(x, mean, rstd, weight, bias):
     return emit("normalize", x, mean, rstd, weight, bias)
-
-
-def batch_norm(x, mean, var, weight, bias, eps):
-    return emit("batch_norm", x, mean, var, weight, bias, eps=float(eps))
 
 
 def _axis(x, axis):

@@ -40,7 +40,7 @@ class OpKind(enum.Enum):
     """What an operator computes, as far as passes and the viewer care."""
 
     #: each output element from the elements at the same index of its operands (broadcast to the
-    #: output; batch_norm's per-channel operands along axis 1): fusable, lowered by a scalar rule
+    #: output): fusable, lowered by a scalar rule
     ELEMENTWISE = "elementwise"
     #: combines elements along axes (sums, extremes, argmax, softmax's normalisation)
     REDUCTION = "reduction"

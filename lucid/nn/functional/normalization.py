@@ -1,9 +1,8 @@
-"""Normalisation: batch norm and the state updates of running statistics."""
+"""Normalisation: batch, group, instance, layer and local response norm, and the state updates of
+running statistics."""
 from __future__ import annotations
 
 import numbers
-
-import numpy as np
 
 from ...autograd import no_grad
 from ...errors import ShapeError
@@ -14,27 +13,28 @@ from .arguments import require_tensor
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
-    """Normalise over every axis but 1. In training, batch statistics are used (and the running ones,
-    when given, are updated in place with the unbiased variance)."""
+    """Normalise each channel (axis 1) over every other axis. In training, batch statistics are used:
+    one `moments` over (N, spatial) (and the running ones, when given, are updated in place with the
+    unbiased variance); in eval mode the running ones."""
     x = require_tensor(input, "batch_norm")
     if x.ndim < 2:
         raise ShapeError(f"batch_norm: expected an input of rank >= 2 (N, C, ...), got shape {x.shape}")
     channels = x.shape[1]
-    axes = (0,) + tuple(range(2, x.ndim))
+    for v, what in ((running_mean, "running_mean"), (running_var, "running_var"), (weight, "weight"), (bias, "bias")):
+        _check_channel_vector(v, channels, what, "batch_norm")
     if training:
         count = x.numel() // max(channels, 1)
         if count <= 1:
             raise ShapeError(f"batch_norm: expected more than 1 value per channel when training, got input of shape {x.shape}")
-        mean, var = ops.mean(x, axes), ops.var(x, axes, correction=0)
+        mean, var = ops.split_moments(ops.moments(x, (0,) + tuple(range(2, x.ndim))))
         if running_mean is not None and running_var is not None:
             _update_running(running_mean, running_var, mean, var, count, momentum)
     else:
         if running_mean is None or running_var is None:
             raise ShapeError("batch_norm: running_mean and running_var are required in eval mode")
         mean, var = running_mean, running_var
-    weight = weight if weight is not None else Tensor(np.ones(channels), dtype=x.dtype)
-    bias = bias if bias is not None else Tensor(np.zeros(channels), dtype=x.dtype)
-    return ops.batch_norm(x, mean, var, weight, bias, eps)
+    per_channel = lambda v: _channel_vector(v, x.ndim)
+    return _normalise(x, per_channel(mean), per_channel(_rstd(var, eps)), per_channel(weight), per_channel(bias))
 
 
 def _update_running(running_mean, running_var, mean, var, count, momentum):
@@ -53,8 +53,9 @@ def assign_state(buffer: Tensor, value) -> None:
         buffer.data[...] = value.data
 
 
-# Group, instance and layer normalisation: the statistics are one `moments` operator over a view of
-# x whose rows are the normalised groups (one pass over x, one kernel), and the
+# Batch, group, instance and layer normalisation: the statistics are one `moments` operator (over
+# (N, spatial) per channel, or over a view of x whose rows are the normalised groups: one pass over
+# x, one kernel), and the
 # normalise-scale-shift is one elementwise `normalize` operator of the input's shape, so fusion makes
 # it one loop together with a following activation. Gradients come from the operators' own rules.
 
