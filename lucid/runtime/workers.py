@@ -1,15 +1,18 @@
-"""The process's worker pool: threads that stay awake between compiled calls.
+"""The process's worker pool: threads that stay alive between compiled calls.
 
 Starting threads for every call costs tens of microseconds, and on a virtual machine a core that went
 idle between calls can take milliseconds to wake: a graph run right after another would then do
 most of its work on one thread. So a compiled call with several threads hands its share-out to the
-pool (`lucid_pool_run`); the pool's workers, after a job, keep checking for the next one (with a
-pause instruction between checks; a thread that yielded its core instead was found sharing the
-caller's) for IDLE_SPINS checks (about 10 ms) before they exit; the next call starts new ones. Each
-new worker pins itself to an allowed CPU other than the caller's (the caller stays free to move).
-Workers are joined, not detached: a slot's exited worker is joined before its slot starts a new one,
-and `lucid_pool_stop` joins every one, so after it returns no thread runs the module's code (the
-module may then be unloaded, as an exported library is by dlclose).
+pool (`lucid_pool_run`). After a job a worker keeps checking for the next one, with a pause
+instruction between checks (a thread that yielded its core instead was found sharing the caller's),
+for SPIN_NANOSECONDS (a fraction of a millisecond: back-to-back calls find it awake), then marks its
+slot ASLEEP and sleeps on a futex on the slot's word until a call claims it and wakes it (the
+caller's only system call, and only for a worker that sleeps). So a pool between calls costs at
+most that short spin of CPU, and the next call starts no thread. Each new worker pins itself to an
+allowed CPU other than the caller's (the caller stays free to move). Workers are joined, not
+detached: `lucid_pool_stop` wakes every sleeping worker, tells them all to exit and joins them, so
+after it returns no thread runs the module's code (the module may then be unloaded, as an exported
+library is by dlclose). The futex is Linux's, like the affinity calls the pool already makes.
 
 The pool's code is its own small native module. A job names the executable's exported
 `lucid_work(table, state)` (see `codegen/parallel.py`), its buffer table and its state block; the workers
@@ -18,8 +21,8 @@ holds a lock; a call that finds it taken starts threads of its own through `luci
 
 The pool block (i64 words, zeroed by Python): [work function, table, state, live workers, done,
 quit], one state word per worker slot (NONE, IDLE: waiting, CLAIMED: taken for a job being set up,
-BUSY: go), then each slot's start context (block address, slot index, CPU mask, thread handle: 0
-when none is left to join).
+BUSY: go, ASLEEP: waiting on the futex), then each slot's start context (block address, slot index,
+CPU mask, thread handle: 0 when none is left to join).
 """
 from __future__ import annotations
 
@@ -43,8 +46,10 @@ POOL_CONTEXTS = POOL_SLOTS + MAX_WORKERS    # per slot: (pool address, slot inde
 CONTEXT_WORDS = 4
 CONTEXT_HANDLE = 3
 POOL_WORDS = POOL_CONTEXTS + CONTEXT_WORDS * MAX_WORKERS
-SLOT_NONE, SLOT_IDLE, SLOT_CLAIMED, SLOT_BUSY = range(4)
-IDLE_SPINS = 1_000_000                      # about 13 ms of pause-and-check on the machine it was tuned on
+SLOT_NONE, SLOT_IDLE, SLOT_CLAIMED, SLOT_BUSY, SLOT_ASLEEP = range(5)
+SPIN_NANOSECONDS = 200_000                  # how long an idle worker checks for the next job before it sleeps
+SYS_FUTEX, CLOCK_MONOTONIC = 202, 1         # x86-64 Linux
+FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 128, 129
 
 
 def pool_module(triple: str) -> ir.Module:
@@ -68,8 +73,8 @@ def _call_work(b: ir.IRBuilder, pool) -> None:
 
 def _emit_pool_worker(module: ir.Module) -> ir.Function:
     """i8* lucid_pool_worker(i8* context): run jobs while they come (slot BUSY), marking the slot IDLE
-    before counting itself done; exit (slot NONE) after IDLE_SPINS idle checks or when told to quit.
-    Its last act is to decrement the live count."""
+    before counting itself done; after SPIN_NANOSECONDS without a job, sleep (slot ASLEEP) until woken;
+    exit (slot NONE) when told to quit. Its last act is to decrement the live count."""
     fn = ir.Function(module, ir.FunctionType(I8P, [I8P]), "lucid_pool_worker")
     fn.linkage = "internal"
     b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -80,29 +85,32 @@ def _emit_pool_worker(module: ir.Module) -> ir.Function:
     with b.if_then(b.icmp_signed("!=", b.load(mask), i64(0))):
         setaffinity = ir.Function(module, ir.FunctionType(I32, [I32, I64, I8P]), "sched_setaffinity")
         b.call(setaffinity, [ir.Constant(I32, 0), i64(8), b.bitcast(mask, I8P)])
+    clock = b.alloca(I64, 2)                                    # a struct timespec
+    started = _now_nanoseconds(b, clock)
     entry = b.block
     wait, run, leave = (b.append_basic_block(name) for name in ("wait", "run", "leave"))
     b.branch(wait)
     b.position_at_end(wait)
-    spins = b.phi(I64)
-    spins.add_incoming(i64(0), entry)
+    idle_since = b.phi(I64)
+    idle_since.add_incoming(started, entry)
     state = b.load_atomic(slot, "acquire", 8)
     with b.if_then(b.icmp_signed("==", state, i64(SLOT_BUSY))):
         b.branch(run)
-    tired = b.or_(b.icmp_signed(">=", spins, i64(IDLE_SPINS)),
-                  b.icmp_signed("!=", b.load_atomic(_word(b, pool, POOL_QUIT), "acquire", 8), i64(0)))
-    with b.if_then(b.and_(tired, b.icmp_signed("==", state, i64(SLOT_IDLE)))):
-        exchanged = b.cmpxchg(slot, i64(SLOT_IDLE), i64(SLOT_NONE), "acq_rel", "acquire")
-        with b.if_then(b.extract_value(exchanged, 1)):
-            b.branch(leave)
+    _leave_when_told(b, pool, slot, state, leave)
+    with b.if_then(b.icmp_signed("==", state, i64(SLOT_ASLEEP))):
+        _futex(b, slot, FUTEX_WAIT_PRIVATE, SLOT_ASLEEP)
+    with b.if_then(b.icmp_signed("==", state, i64(SLOT_IDLE))):
+        waited = b.sub(_now_nanoseconds(b, clock), idle_since)
+        with b.if_then(b.icmp_signed(">=", waited, i64(SPIN_NANOSECONDS))):
+            b.cmpxchg(slot, i64(SLOT_IDLE), i64(SLOT_ASLEEP), "acq_rel", "acquire")
     b.call(intrinsic(b.module, "llvm.x86.sse2.pause", VOID, []), [])
-    spins.add_incoming(b.add(spins, i64(1)), b.block)
+    idle_since.add_incoming(idle_since, b.block)
     b.branch(wait)
     b.position_at_end(run)
     _call_work(b, pool)
     b.store_atomic(i64(SLOT_IDLE), slot, "release", 8)
     b.atomic_rmw("add", _word(b, pool, POOL_DONE), i64(1), "acq_rel")
-    spins.add_incoming(i64(0), b.block)
+    idle_since.add_incoming(_now_nanoseconds(b, clock), b.block)
     b.branch(wait)
     b.position_at_end(leave)
     b.atomic_rmw("sub", _word(b, pool, POOL_LIVE), i64(1), "acq_rel")
@@ -110,10 +118,36 @@ def _emit_pool_worker(module: ir.Module) -> ir.Function:
     return fn
 
 
+def _leave_when_told(b: ir.IRBuilder, pool, slot, state, leave) -> None:
+    """Branch to `leave` (slot NONE) when the pool is told to quit and the worker has no job."""
+    waiting = b.or_(b.icmp_signed("==", state, i64(SLOT_IDLE)), b.icmp_signed("==", state, i64(SLOT_ASLEEP)))
+    told_to_quit = b.icmp_signed("!=", b.load_atomic(_word(b, pool, POOL_QUIT), "acquire", 8), i64(0))
+    with b.if_then(b.and_(told_to_quit, waiting)):
+        exchanged = b.cmpxchg(slot, state, i64(SLOT_NONE), "acq_rel", "acquire")
+        with b.if_then(b.extract_value(exchanged, 1)):
+            b.branch(leave)
+
+
+def _now_nanoseconds(b: ir.IRBuilder, clock) -> ir.Value:
+    """CLOCK_MONOTONIC in nanoseconds (clock_gettime, through the vDSO: tens of nanoseconds)."""
+    gettime = b.module.globals.get("clock_gettime") or ir.Function(
+        b.module, ir.FunctionType(I32, [I32, I64.as_pointer()]), "clock_gettime")
+    b.call(gettime, [ir.Constant(I32, CLOCK_MONOTONIC), clock])
+    return b.add(b.mul(b.load(clock), i64(1_000_000_000)), b.load(b.gep(clock, [i64(1)])))
+
+
+def _futex(b: ir.IRBuilder, word, operation: int, value: int) -> None:
+    """syscall(SYS_futex, word, operation, value, no timeout) on the low 32 bits of an i64 word (x86-64
+    is little-endian; the slot states fit)."""
+    syscall = b.module.globals.get("syscall") or ir.Function(
+        b.module, ir.FunctionType(I64, [I64], var_arg=True), "syscall")
+    b.call(syscall, [i64(SYS_FUTEX), word, i64(operation), i64(value), ir.Constant(I8P, None)])
+
+
 def _emit_pool_run(module: ir.Module, worker: ir.Function) -> None:
     """void lucid_pool_run(i64* pool, work, i8** table, i64* state, i64 threads): claim threads - 1
-    workers (waiting ones, else new ones; fewer if the system refuses threads), publish the job,
-    work as thread 0, wait for the workers to count themselves done."""
+    workers (waiting ones, then sleeping ones, which it wakes, else new ones; fewer if the system
+    refuses threads), publish the job, work as thread 0, wait for the workers to count themselves done."""
     pthread_start = ir.FunctionType(I8P, [I8P]).as_pointer()
     create = ir.Function(module, ir.FunctionType(I32, [I64.as_pointer(), I8P, pthread_start, I8P]), "pthread_create")
     join = _declare_join(module)
@@ -130,8 +164,7 @@ def _emit_pool_run(module: ir.Module, worker: ir.Function) -> None:
     with counted_loop(b, b.sub(wanted, i64(1)), name="claim") as index:
         with b.if_then(b.icmp_signed("==", b.load(claimed), index)):        # stop at the first refusal
             slot = _word(b, pool, b.add(i64(POOL_SLOTS), index))
-            exchanged = b.cmpxchg(slot, i64(SLOT_IDLE), i64(SLOT_CLAIMED), "acq_rel", "acquire")
-            with b.if_else(b.extract_value(exchanged, 1)) as (waiting, absent):
+            with b.if_else(_claim(b, slot)) as (waiting, absent):
                 with waiting:
                     b.store(b.add(index, i64(1)), claimed)
                 with absent:
@@ -143,6 +176,16 @@ def _emit_pool_run(module: ir.Module, worker: ir.Function) -> None:
     b.call(work, [table, state])
     _wait_until(b, _word(b, pool, POOL_DONE), helpers)
     b.ret_void()
+
+
+def _claim(b: ir.IRBuilder, slot) -> ir.Value:
+    """Whether the slot's worker was waiting and is now CLAIMED; one that was asleep is woken (the
+    second exchange fails when the first succeeded)."""
+    spinning = b.extract_value(b.cmpxchg(slot, i64(SLOT_IDLE), i64(SLOT_CLAIMED), "acq_rel", "acquire"), 1)
+    asleep = b.extract_value(b.cmpxchg(slot, i64(SLOT_ASLEEP), i64(SLOT_CLAIMED), "acq_rel", "acquire"), 1)
+    with b.if_then(asleep):
+        _futex(b, slot, FUTEX_WAKE_PRIVATE, 1)
+    return b.or_(spinning, asleep)
 
 
 def _start_worker(b: ir.IRBuilder, pool, index, slot, claimed, functions) -> None:
@@ -203,20 +246,29 @@ def _worker_cpu_mask(b: ir.IRBuilder, pool, index) -> ir.Value:
 
 
 def _emit_pool_stop(module: ir.Module) -> None:
-    """void lucid_pool_stop(i64* pool): tell waiting workers to exit and join every one. The pool
-    stays usable: a later run starts workers that exit as soon as they are idle."""
+    """void lucid_pool_stop(i64* pool): tell waiting workers to exit, waking sleeping ones until none
+    is left (one that fell asleep just as it was told is woken on the next round), and join every
+    one. The pool stays usable: a later run starts workers that exit as soon as they are idle."""
     fn = ir.Function(module, ir.FunctionType(VOID, [I64.as_pointer()]), "lucid_pool_stop")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     pool = fn.args[0]
     b.store_atomic(i64(1), _word(b, pool, POOL_QUIT), "release", 8)
-    _wait_until(b, _word(b, pool, POOL_LIVE), i64(0))
+    _wait_until(b, _word(b, pool, POOL_LIVE), i64(0), lambda: _wake_sleepers(b, pool))
     join = _declare_join(module)
     with counted_loop(b, i64(MAX_WORKERS), name="join") as index:
         _join_slot(b, join, _context(b, pool, index))
     b.ret_void()
 
 
-def _wait_until(b: ir.IRBuilder, word: ir.Value, value: ir.Value) -> None:
+def _wake_sleepers(b: ir.IRBuilder, pool) -> None:
+    with counted_loop(b, i64(MAX_WORKERS), name="wake") as index:
+        slot = _word(b, pool, b.add(i64(POOL_SLOTS), index))
+        with b.if_then(b.icmp_signed("==", b.load_atomic(slot, "acquire", 8), i64(SLOT_ASLEEP))):
+            _futex(b, slot, FUTEX_WAKE_PRIVATE, 1)
+
+
+def _wait_until(b: ir.IRBuilder, word: ir.Value, value: ir.Value, between_checks=None) -> None:
+    """Spin (then yield) until `word` holds `value`, calling `between_checks()`'s code between checks."""
     before = b.block
     check, done = b.append_basic_block("check"), b.append_basic_block("waited")
     b.branch(check)
@@ -225,6 +277,8 @@ def _wait_until(b: ir.IRBuilder, word: ir.Value, value: ir.Value) -> None:
     spins.add_incoming(i64(0), before)
     with b.if_then(b.icmp_signed("==", b.load_atomic(word, "acquire", 8), value)):
         b.branch(done)
+    if between_checks is not None:
+        between_checks()
     pause_or_yield(b, spins)
     spins.add_incoming(b.add(spins, i64(1)), b.block)
     b.branch(check)
