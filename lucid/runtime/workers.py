@@ -8,11 +8,12 @@ instruction between checks (a thread that yielded its core instead was found sha
 for SPIN_NANOSECONDS (a fraction of a millisecond: back-to-back calls find it awake), then marks its
 slot ASLEEP and sleeps on a futex on the slot's word until a call claims it and wakes it (the
 caller's only system call, and only for a worker that sleeps). So a pool between calls costs at
-most that short spin of CPU, and the next call starts no thread. Each new worker pins itself to an
-allowed CPU other than the caller's (the caller stays free to move). Workers are joined, not
-detached: `lucid_pool_stop` wakes every sleeping worker, tells them all to exit and joins them, so
-after it returns no thread runs the module's code (the module may then be unloaded, as an exported
-library is by dlclose). The futex is Linux's, like the affinity calls the pool already makes.
+most that short spin of CPU, and the next call starts no thread. A call names for each worker an
+allowed CPU other than the caller's current one, and the worker pins itself there (again only when
+the caller has moved; the caller is not pinned). Workers are joined, not detached: `lucid_pool_stop`
+wakes every sleeping worker, tells them all to exit and joins them, so after it returns no thread
+runs the module's code (the module may then be unloaded, as an exported library is by dlclose).
+The futex is Linux's, like the affinity calls the pool already makes.
 
 The pool's code is its own small native module. A job names the executable's exported
 `lucid_work(table, state)` (see `codegen/parallel.py`), its buffer table and its state block; the workers
@@ -21,8 +22,8 @@ holds a lock; a call that finds it taken starts threads of its own through `luci
 
 The pool block (i64 words, zeroed by Python): [work function, table, state, live workers, done,
 quit], one state word per worker slot (NONE, IDLE: waiting, CLAIMED: taken for a job being set up,
-BUSY: go, ASLEEP: waiting on the futex), then each slot's start context (block address, slot index,
-CPU mask, thread handle: 0 when none is left to join).
+BUSY: go, ASLEEP: waiting on the futex), then each slot's context (block address, slot index, CPU
+mask of its next job, thread handle: 0 when none is left to join).
 """
 from __future__ import annotations
 
@@ -81,10 +82,9 @@ def _emit_pool_worker(module: ir.Module) -> ir.Function:
     context = b.bitcast(fn.args[0], I64.as_pointer())
     pool = b.inttoptr(b.load(context), I64.as_pointer())
     slot = _word(b, pool, b.add(i64(POOL_SLOTS), b.load(b.gep(context, [i64(1)]))))
-    mask = b.gep(context, [i64(2)])
-    with b.if_then(b.icmp_signed("!=", b.load(mask), i64(0))):
-        setaffinity = ir.Function(module, ir.FunctionType(I32, [I32, I64, I8P]), "sched_setaffinity")
-        b.call(setaffinity, [ir.Constant(I32, 0), i64(8), b.bitcast(mask, I8P)])
+    pinned = b.alloca(I64)                                      # the CPU mask applied
+    b.store(i64(0), pinned)
+    _follow_cpu_mask(b, context, pinned)
     clock = b.alloca(I64, 2)                                    # a struct timespec
     started = _now_nanoseconds(b, clock)
     entry = b.block
@@ -107,6 +107,7 @@ def _emit_pool_worker(module: ir.Module) -> ir.Function:
     idle_since.add_incoming(idle_since, b.block)
     b.branch(wait)
     b.position_at_end(run)
+    _follow_cpu_mask(b, context, pinned)
     _call_work(b, pool)
     b.store_atomic(i64(SLOT_IDLE), slot, "release", 8)
     b.atomic_rmw("add", _word(b, pool, POOL_DONE), i64(1), "acq_rel")
@@ -116,6 +117,15 @@ def _emit_pool_worker(module: ir.Module) -> ir.Function:
     b.atomic_rmw("sub", _word(b, pool, POOL_LIVE), i64(1), "acq_rel")
     b.ret(ir.Constant(I8P, None))
     return fn
+
+
+def _follow_cpu_mask(b: ir.IRBuilder, context, pinned) -> None:
+    """Pin this worker to the CPU mask its context names (0: no pinning) unless it is pinned there."""
+    mask = b.load(b.gep(context, [i64(2)]))
+    with b.if_then(b.and_(b.icmp_signed("!=", mask, i64(0)), b.icmp_signed("!=", mask, b.load(pinned)))):
+        b.store(mask, pinned)
+        setaffinity = intrinsic(b.module, "sched_setaffinity", I32, [I32, I64, I8P])
+        b.call(setaffinity, [ir.Constant(I32, 0), i64(8), b.bitcast(pinned, I8P)])
 
 
 def _leave_when_told(b: ir.IRBuilder, pool, slot, state, leave) -> None:
@@ -161,14 +171,17 @@ def _emit_pool_run(module: ir.Module, worker: ir.Function) -> None:
     for word, value in ((POOL_WORK, work), (POOL_TABLE, table), (POOL_STATE, state)):
         b.store(b.ptrtoint(value, I64), _word(b, pool, word))
     b.store(i64(0), _word(b, pool, POOL_DONE))
+    position = _caller_cpu_position(b, pool)
     with counted_loop(b, b.sub(wanted, i64(1)), name="claim") as index:
         with b.if_then(b.icmp_signed("==", b.load(claimed), index)):        # stop at the first refusal
             slot = _word(b, pool, b.add(i64(POOL_SLOTS), index))
+            mask = _worker_cpu_mask(b, pool, position, index)
             with b.if_else(_claim(b, slot)) as (waiting, absent):
                 with waiting:
+                    b.store(mask, b.gep(_context(b, pool, index), [i64(2)]))    # read once the slot is BUSY
                     b.store(b.add(index, i64(1)), claimed)
                 with absent:
-                    _start_worker(b, pool, index, slot, claimed, (create, join, worker))
+                    _start_worker(b, pool, index, mask, slot, claimed, (create, join, worker))
     helpers = b.load(claimed)
     b.store_atomic(b.add(helpers, i64(1)), b.gep(state, [i64(THREADS)]), "release", 8)
     with counted_loop(b, helpers, name="release") as index:
@@ -188,15 +201,15 @@ def _claim(b: ir.IRBuilder, slot) -> ir.Value:
     return b.or_(spinning, asleep)
 
 
-def _start_worker(b: ir.IRBuilder, pool, index, slot, claimed, functions) -> None:
-    """A new worker for slot `index` (after joining the slot's exited one), CLAIMED from the start;
-    on refusal the slot goes back to NONE."""
+def _start_worker(b: ir.IRBuilder, pool, index, mask, slot, claimed, functions) -> None:
+    """A new worker for slot `index` pinned to `mask` (after joining the slot's exited one), CLAIMED
+    from the start; on refusal the slot goes back to NONE."""
     create, join, worker = functions
     context = _context(b, pool, index)
     _join_slot(b, join, context)
     b.store(b.ptrtoint(pool, I64), context)
     b.store(index, b.gep(context, [i64(1)]))
-    b.store(_worker_cpu_mask(b, pool, index), b.gep(context, [i64(2)]))
+    b.store(mask, b.gep(context, [i64(2)]))
     b.store(i64(SLOT_CLAIMED), slot)
     b.atomic_rmw("add", _word(b, pool, POOL_LIVE), i64(1), "acq_rel")
     handle = b.gep(context, [i64(CONTEXT_HANDLE)])
@@ -228,19 +241,23 @@ def _join_slot(b: ir.IRBuilder, join: ir.Function, context) -> None:
         b.store(i64(0), handle)
 
 
-def _worker_cpu_mask(b: ir.IRBuilder, pool, index) -> ir.Value:
-    """The affinity mask (one 64-bit word) of worker `index`: the (index + 1)-th allowed CPU after
-    the caller's, so workers and caller start on different cores (the caller, not pinned, can still
-    move); 0 (no pinning) when that CPU's number is 64 or more."""
-    getcpu = ir.Function(b.module, ir.FunctionType(I32, []), "sched_getcpu")
-    here = b.sext(b.call(getcpu, []), I64)
-    count = b.load(_word(b, pool, POOL_CPU_COUNT))
+def _caller_cpu_position(b: ir.IRBuilder, pool) -> ir.Value:
+    """The position of the caller's current CPU in the pool's list of allowed CPUs (0 if absent)."""
+    here = b.sext(b.call(intrinsic(b.module, "sched_getcpu", I32, []), []), I64)
     position = b.alloca(I64)
     b.store(i64(0), position)
-    with counted_loop(b, count, name="cpu") as k:
+    with counted_loop(b, b.load(_word(b, pool, POOL_CPU_COUNT)), name="cpu") as k:
         with b.if_then(b.icmp_signed("==", b.load(_word(b, pool, b.add(i64(POOL_CPUS), k))), here)):
             b.store(k, position)
-    chosen = b.load(_word(b, pool, b.add(i64(POOL_CPUS), b.urem(b.add(b.load(position), b.add(index, i64(1))), count))))
+    return b.load(position)
+
+
+def _worker_cpu_mask(b: ir.IRBuilder, pool, position, index) -> ir.Value:
+    """The affinity mask (one 64-bit word) of worker `index` for this call: the (index + 1)-th allowed
+    CPU after the caller's, so workers and caller work on different cores (the caller, not pinned,
+    can move: a worker follows at its next job); 0 (no pinning) when that CPU's number is 64 or more."""
+    count = b.load(_word(b, pool, POOL_CPU_COUNT))
+    chosen = b.load(_word(b, pool, b.add(i64(POOL_CPUS), b.urem(b.add(position, b.add(index, i64(1))), count))))
     small = b.icmp_unsigned("<", chosen, i64(64))
     return b.select(small, b.shl(i64(1), b.select(small, chosen, i64(0))), i64(0))
 
