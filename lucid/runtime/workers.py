@@ -5,15 +5,16 @@ idle between calls can take milliseconds to wake: a graph run right after anothe
 most of its work on one thread. So a compiled call with several threads hands its share-out to the
 pool (`lucid_pool_run`). After a job a worker keeps checking for the next one, with a pause
 instruction between checks (a thread that yielded its core instead was found sharing the caller's),
-for SPIN_NANOSECONDS (a fraction of a millisecond: back-to-back calls find it awake), then marks its
-slot ASLEEP and sleeps on a futex on the slot's word until a call claims it and wakes it (the
-caller's only system call, and only for a worker that sleeps). So a pool between calls costs at
-most that short spin of CPU, and the next call starts no thread. A call names for each worker an
-allowed CPU other than the caller's current one, and the worker pins itself there (again only when
-the caller has moved; the caller is not pinned). Workers are joined, not detached: `lucid_pool_stop`
-wakes every sleeping worker, tells them all to exit and joins them, so after it returns no thread
-runs the module's code (the module may then be unloaded, as an exported library is by dlclose).
-The futex is Linux's, like the affinity calls the pool already makes.
+for 0.2 ms, or for 1 ms when its last job came within 1 ms of the one before (back-to-back calls
+find it awake, even with a Python graph step between them), then marks its slot ASLEEP and sleeps
+on a futex on the slot's word until a call claims it and wakes it (the caller's only system call,
+and only for a worker that sleeps). So a pool between calls costs at most that spin of CPU (the
+short one for calls that come after pauses), and the next call starts no thread. A call names for
+each worker an allowed CPU other than the caller's current one, and the worker pins itself there
+(again only when the caller has moved; the caller is not pinned). Workers are joined, not detached:
+`lucid_pool_stop` wakes every sleeping worker, tells them all to exit and joins them, so after it
+returns no thread runs the module's code (the module may then be unloaded, as an exported library
+is by dlclose). The futex is Linux's, like the affinity calls the pool already makes.
 
 The pool's code is its own small native module. A job names the executable's exported
 `lucid_work(table, state)` (see `codegen/parallel.py`), its buffer table and its state block; the workers
@@ -21,9 +22,10 @@ call it, so one pool serves every executable. One call uses the pool at a time (
 holds a lock; a call that finds it taken starts threads of its own through `lucid_run`).
 
 The pool block (i64 words, zeroed by Python): [work function, table, state, live workers, done,
-quit], one state word per worker slot (NONE, IDLE: waiting, CLAIMED: taken for a job being set up,
-BUSY: go, ASLEEP: waiting on the futex), then each slot's context (block address, slot index, CPU
-mask of its next job, thread handle: 0 when none is left to join).
+quit, when the job was posted (ns), CPU count, the CPUs], one state word per worker slot (NONE,
+IDLE: waiting, CLAIMED: taken for a job being set up, BUSY: go, ASLEEP: waiting on the futex), then
+each slot's context (block address, slot index, CPU mask of its next job, thread handle: 0 when
+none is left to join).
 """
 from __future__ import annotations
 
@@ -38,17 +40,18 @@ import numpy as np
 from ..codegen.irgen import I8P, I32, I64, VOID, counted_loop, i64, intrinsic
 from ..codegen.parallel import THREADS, WORK_TYPE, pause_or_yield
 
-POOL_WORK, POOL_TABLE, POOL_STATE, POOL_LIVE, POOL_DONE, POOL_QUIT, POOL_CPU_COUNT = range(7)
+POOL_WORK, POOL_TABLE, POOL_STATE, POOL_LIVE, POOL_DONE, POOL_QUIT, POOL_POSTED, POOL_CPU_COUNT = range(8)
 MAX_WORKERS = 63
 MAX_CPUS = 256
-POOL_CPUS = 7                               # the CPUs this process may use
+POOL_CPUS = 8                               # the CPUs this process may use
 POOL_SLOTS = POOL_CPUS + MAX_CPUS           # one state word per worker slot
 POOL_CONTEXTS = POOL_SLOTS + MAX_WORKERS    # per slot: (pool address, slot index, CPU mask, handle)
 CONTEXT_WORDS = 4
 CONTEXT_HANDLE = 3
 POOL_WORDS = POOL_CONTEXTS + CONTEXT_WORDS * MAX_WORKERS
 SLOT_NONE, SLOT_IDLE, SLOT_CLAIMED, SLOT_BUSY, SLOT_ASLEEP = range(5)
-SPIN_NANOSECONDS = 200_000                  # how long an idle worker checks for the next job before it sleeps
+SHORT_SPIN_NANOSECONDS = 200_000            # how long an idle worker checks for the next job before it sleeps,
+LONG_SPIN_NANOSECONDS = 1_000_000           # or after a job that came this soon after the one before
 SYS_FUTEX, CLOCK_MONOTONIC = 202, 1         # x86-64 Linux
 FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 128, 129
 
@@ -74,8 +77,8 @@ def _call_work(b: ir.IRBuilder, pool) -> None:
 
 def _emit_pool_worker(module: ir.Module) -> ir.Function:
     """i8* lucid_pool_worker(i8* context): run jobs while they come (slot BUSY), marking the slot IDLE
-    before counting itself done; after SPIN_NANOSECONDS without a job, sleep (slot ASLEEP) until woken;
-    exit (slot NONE) when told to quit. Its last act is to decrement the live count."""
+    before counting itself done; after its spin without a job (`_choose_spin`), sleep (slot ASLEEP)
+    until woken; exit (slot NONE) when told to quit. Its last act is to decrement the live count."""
     fn = ir.Function(module, ir.FunctionType(I8P, [I8P]), "lucid_pool_worker")
     fn.linkage = "internal"
     b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -86,6 +89,8 @@ def _emit_pool_worker(module: ir.Module) -> ir.Function:
     b.store(i64(0), pinned)
     _follow_cpu_mask(b, context, pinned)
     clock = b.alloca(I64, 2)                                    # a struct timespec
+    spin = b.alloca(I64)                                        # nanoseconds to wait awake
+    b.store(i64(SHORT_SPIN_NANOSECONDS), spin)
     started = _now_nanoseconds(b, clock)
     entry = b.block
     wait, run, leave = (b.append_basic_block(name) for name in ("wait", "run", "leave"))
@@ -101,13 +106,14 @@ def _emit_pool_worker(module: ir.Module) -> ir.Function:
         _futex(b, slot, FUTEX_WAIT_PRIVATE, SLOT_ASLEEP)
     with b.if_then(b.icmp_signed("==", state, i64(SLOT_IDLE))):
         waited = b.sub(_now_nanoseconds(b, clock), idle_since)
-        with b.if_then(b.icmp_signed(">=", waited, i64(SPIN_NANOSECONDS))):
+        with b.if_then(b.icmp_signed(">=", waited, b.load(spin))):
             b.cmpxchg(slot, i64(SLOT_IDLE), i64(SLOT_ASLEEP), "acq_rel", "acquire")
     b.call(intrinsic(b.module, "llvm.x86.sse2.pause", VOID, []), [])
     idle_since.add_incoming(idle_since, b.block)
     b.branch(wait)
     b.position_at_end(run)
     _follow_cpu_mask(b, context, pinned)
+    _choose_spin(b, b.sub(b.load(_word(b, pool, POOL_POSTED)), idle_since), spin)
     _call_work(b, pool)
     b.store_atomic(i64(SLOT_IDLE), slot, "release", 8)
     b.atomic_rmw("add", _word(b, pool, POOL_DONE), i64(1), "acq_rel")
@@ -117,6 +123,13 @@ def _emit_pool_worker(module: ir.Module) -> ir.Function:
     b.atomic_rmw("sub", _word(b, pool, POOL_LIVE), i64(1), "acq_rel")
     b.ret(ir.Constant(I8P, None))
     return fn
+
+
+def _choose_spin(b: ir.IRBuilder, gap, spin) -> None:
+    """After this job, wait awake LONG_SPIN_NANOSECONDS if the job came that soon after the last one
+    (calls in quick succession: the next one will likely come as soon), else SHORT_SPIN_NANOSECONDS."""
+    soon = b.icmp_signed("<", gap, i64(LONG_SPIN_NANOSECONDS))
+    b.store(b.select(soon, i64(LONG_SPIN_NANOSECONDS), i64(SHORT_SPIN_NANOSECONDS)), spin)
 
 
 def _follow_cpu_mask(b: ir.IRBuilder, context, pinned) -> None:
@@ -171,6 +184,7 @@ def _emit_pool_run(module: ir.Module, worker: ir.Function) -> None:
     for word, value in ((POOL_WORK, work), (POOL_TABLE, table), (POOL_STATE, state)):
         b.store(b.ptrtoint(value, I64), _word(b, pool, word))
     b.store(i64(0), _word(b, pool, POOL_DONE))
+    b.store(_now_nanoseconds(b, b.alloca(I64, 2)), _word(b, pool, POOL_POSTED))
     position = _caller_cpu_position(b, pool)
     with counted_loop(b, b.sub(wanted, i64(1)), name="claim") as index:
         with b.if_then(b.icmp_signed("==", b.load(claimed), index)):        # stop at the first refusal
