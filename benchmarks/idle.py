@@ -7,9 +7,9 @@ The model runs compiled (`lucid.compile`) and exported (`lucid.export`, called t
 `lucid.runtime.load`). For each configuration (side, thread count) a round makes
 - `--calls` paused calls: each call is followed by a sleep of 5, 10 or 20 ms (in turn). The process's
   CPU time (`getrusage(RUSAGE_SELF)`, user + system, every thread) is read around each call and each
-  sleep: the CPU used while the caller sleeps is what the worker pool costs between calls ("idle");
-  the CPU used during the calls is the work ("call");
-- 200 back-to-back calls (no pause): their median wall time.
+  sleep: the CPU used while the caller sleeps is what the worker pool costs between calls ("idle CPU");
+  the CPU used during the calls is the work ("call CPU"), their wall time "paused wall";
+- 200 back-to-back calls (no pause): their median wall time ("back-to-back").
 The configurations take turns within each round (so all see the same machine load), and the table
 gives the median of each figure over the rounds, per call.
 """
