@@ -153,8 +153,7 @@ def _leave_when_told(b: ir.IRBuilder, pool, slot, state, leave) -> None:
 
 def _now_nanoseconds(b: ir.IRBuilder, clock) -> ir.Value:
     """CLOCK_MONOTONIC in nanoseconds (clock_gettime, through the vDSO: tens of nanoseconds)."""
-    gettime = b.module.globals.get("clock_gettime") or ir.Function(
-        b.module, ir.FunctionType(I32, [I32, I64.as_pointer()]), "clock_gettime")
+    gettime = intrinsic(b.module, "clock_gettime", I32, [I32, I64.as_pointer()])
     b.call(gettime, [ir.Constant(I32, CLOCK_MONOTONIC), clock])
     return b.add(b.mul(b.load(clock), i64(1_000_000_000)), b.load(b.gep(clock, [i64(1)])))
 
