@@ -34,7 +34,7 @@ from conv import THREADS_SLOWER, note, slower_with_more_threads  # noqa: E402
 from models import UNet3D  # noqa: E402
 
 
-#: Seconds between two blocks of calls: longer than a pool worker spins for the next job (about 13 ms).
+#: Seconds between two blocks of calls: longer than a pool worker spins for the next job (0.2 ms).
 PAUSE = 0.05
 
 

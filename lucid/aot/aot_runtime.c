@@ -305,7 +305,7 @@ static void run_graph(void **table, int64_t *state, int64_t threads) {
     }
 }
 
-/* On dlclose and at exit: no worker may still run (or spin in) this library's code. A forked child
+/* On dlclose and at exit: no worker may still run, spin or sleep in this library's code. A forked child
  * that never used the pool has no workers (and may have inherited pool_busy locked): it returns. */
 __attribute__((destructor)) static void stop_pool(void) {
     if (__atomic_load_n(&pool_pid, __ATOMIC_ACQUIRE) != getpid())
