@@ -41,8 +41,9 @@ Structure. Code that needs structure rather than a question compares with `same(
 tuples of them), which never asks, records or raises: `TensorType` and `Constraint` equality, the
 -1 of a reshape, broadcasting's 1, and fast paths whose branches give the same result (a reshape to
 the shape it has). Hashes follow the canonical form (a `Dim`'s includes its range), so dictionaries
-and sets of sizes find structurally equal keys; Python asks `==` of two keys only when their hashes
-collide, which for different forms is a chance of about 2**-60.
+and sets of sizes find structurally equal keys (also after pickling: an Expr's hash is computed again
+where it is loaded); Python asks `==` of two keys only when their hashes collide, which for different
+forms is a chance of about 2**-60.
 
 Broadcasting (`broadcast_dims`): a symbol against 1 gives the symbol (if it is 1 at run time the
 result is 1 too, which is the symbol's value); a symbol against itself gives it; a symbol against a
@@ -171,6 +172,9 @@ class Expr:
 
     def __hash__(self) -> int:
         return self._hash
+
+    def __reduce__(self):
+        return Expr, (self.terms,)               # the hash is computed again: str hashes vary by process
 
     # ------------------------------------------------------------------ arithmetic
     def __add__(self, other):

@@ -472,6 +472,20 @@ def test_types_constraints_and_keys_compare_structurally():
     assert recorded == []
 
 
+def test_a_size_unpickled_in_another_process_finds_its_key():
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    table = pickle.dumps({(D + 1) // 2: "half", D % 4: "rest"})
+    check = ("import pickle, sys; from lucid.ir.symbolic import dim; D = dim('D', min=8); "
+             "t = pickle.loads(sys.stdin.buffer.read()); print(t[(D - 1) // 2 + 1], t[D - 4 * (D // 4)])")
+    found = subprocess.run([sys.executable, "-c", check], input=table, capture_output=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": "7"}).stdout.decode().split()
+    assert found == ["half", "rest"]
+
+
 # ---------------------------------------------------------------------------------------------
 # Stages that need sizes
 
