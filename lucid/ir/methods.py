@@ -342,14 +342,14 @@ class TensorMethods:
             return self
         dims = range(self.ndim) if dim is None else dim if isinstance(dim, (tuple, list)) else (dim,)
         dropped = {self._axis(d, "squeeze") for d in dims}
-        return ops.reshape(self, tuple(n for i, n in enumerate(self.shape) if n != 1 or i not in dropped))
+        return ops.reshape(self, tuple(n for i, n in enumerate(self.shape) if i not in dropped or n != 1))
 
     def expand(self, *shape):
         shape = _shape_arg(shape)
         lead = len(shape) - self.ndim
-        if lead < 0 or any(n == -1 for n in shape[:lead]):
+        if lead < 0 or any(symbolic.same(n, -1) for n in shape[:lead]):
             raise ShapeError(f"expand: cannot expand a tensor of shape {self.shape} to {shape}")
-        full = tuple(self.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
+        full = tuple(self.shape[i - lead] if symbolic.same(n, -1) else n for i, n in enumerate(shape))
         return ops.broadcast_to(self, full)
 
     broadcast_to = expand
@@ -483,7 +483,7 @@ class TensorMethods:
     def __getitem__(self, key):
         starts, stops, steps, shape = _basic_index(self.shape, key)
         sliced = self
-        if (tuple(starts), tuple(stops), tuple(steps)) != ((0,) * self.ndim, self.shape, (1,) * self.ndim):
+        if not symbolic.same((*starts, *stops, *steps), (0,) * self.ndim + self.shape + (1,) * self.ndim):
             sliced = ops.slice_(self, starts, stops, steps)
         return ops.reshape(sliced, shape)
 

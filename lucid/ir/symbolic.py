@@ -12,16 +12,19 @@ and the floor divisions `inner // k`, each inner expression itself canonical. Fl
 simplified by what holds for every integer value of the symbols: terms whose coefficients k
 divides leave the division (`(2*D + 3) // 2 == D + 1`), the constant is reduced modulo k, and a
 division of a division multiplies the divisors (`(D // 2) // 2 == D // 4`). Equal canonical forms
-compare and hash equal (`(D - 1) // 2 + 1 == (D + 1) // 2`); different forms compare unequal even
-where they happen to agree for every value (`2 * (D // 2)` and `D` are not claimed equal). A result
+are the same size (`same(a, b)`) and hash equal (`(D - 1) // 2 + 1` and `(D + 1) // 2`); different
+forms are not the same even where they agree for every value (`2 * (D // 2)` and `D`). A result
 without symbols is a plain int, so concrete shapes stay tuples of ints.
 
-Comparisons. `==` and `!=` are structural (the canonical forms), never raise and never record: types,
-tuples and dictionaries use them. So Python code that branches on `size % 2 == 0` with a symbolic size
-takes the unequal branch; code that means the question asks `equal(a, b)` or `bool(size % 2)`, which
-follow the rule below. The ordering comparisons (`<`, `<=`, `>`, `>=`) and `equal(a, b)`
-are the questions shape rules ask ("is the output empty?", "do the concatenated extents agree?"),
-answered by this rule:
+Comparisons. Every comparison of sizes is a question, `==` and `!=` included: model code that
+branches on a size (`if x.shape[2] % 2 == 0:`, `if d == 1:`, `if h != w:`) gets an answer that holds
+for every size the graph serves, with what it assumed recorded, or a refusal; never a silent
+"unequal" that is wrong for some sizes. Equal canonical forms are equal without asking; an int (a
+NumPy int, an integral float) or another form is asked about, so `2 * (D // 2) == D` is a question
+too. A number that is not an integer is never equal to a size; anything else is not comparable
+(NotImplemented: `D == None` is False). `bool(size)` asks `size != 0`. The questions shape rules ask
+("is the output empty?", "do the concatenated extents agree?": `equal(a, b, what)`, the orderings
+`<`, `<=`, `>`, `>=`) are the same, answered by this rule:
 1. if the symbols' ranges decide it (interval bounds from each symbol's min and max), that answer;
 2. else, if it depends on two or more symbols (`N == M`, `D < H`), a ShapeError naming them: the
    graph would hold for some combinations of the sizes only;
@@ -33,6 +36,14 @@ answered by this rule:
    symbol. A graph is valid exactly for the sizes that satisfy all its constraints: for them every
    rule takes the branch it took when the graph was built, so specialising to them gives the graph a
    trace at those sizes would.
+
+Structure. Code that needs structure rather than a question compares with `same(a, b)` (sizes or
+tuples of them), which never asks, records or raises: `TensorType` and `Constraint` equality, the
+-1 of a reshape, broadcasting's 1, and fast paths whose branches give the same result (a reshape to
+the shape it has). Hashes follow the canonical form (a `Dim`'s includes its range), so dictionaries
+and sets of sizes find structurally equal keys (also after pickling: an Expr's hash is computed again
+where it is loaded); Python asks `==` of two keys only when their hashes collide, which for different
+forms is a chance of about 2**-60.
 
 Broadcasting (`broadcast_dims`): a symbol against 1 gives the symbol (if it is 1 at run time the
 result is 1 too, which is the symbol's value); a symbol against itself gives it; a symbol against a
@@ -77,7 +88,7 @@ class Dim:
         return isinstance(other, Dim) and (self.name, self.min, self.max) == (other.name, other.min, other.max)
 
     def __hash__(self) -> int:
-        return hash(self.name)
+        return hash((self.name, self.min, self.max))
 
     def __str__(self) -> str:
         return self.name
@@ -110,10 +121,10 @@ class _FloorDiv:
         return _floor_div_bound(lo, self.divisor), _floor_div_bound(hi, self.divisor)
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, _FloorDiv) and (self.inner, self.divisor) == (other.inner, other.divisor)
+        return isinstance(other, _FloorDiv) and self.divisor == other.divisor and same(self.inner, other.inner)
 
     def __hash__(self) -> int:
-        return hash((self.inner, self.divisor))
+        return hash((hash(self.inner), self.divisor))
 
     def __str__(self) -> str:
         inner = str(self.inner)
@@ -134,7 +145,7 @@ class Expr:
 
     def __init__(self, terms: tuple):
         self.terms = terms
-        self._hash = hash(terms)
+        self._hash = hash(tuple((m, c, c == -1) for m, c in terms))   # hash(-1) == hash(-2) in CPython
 
     # ------------------------------------------------------------------ structure
     @property
@@ -152,14 +163,18 @@ class Expr:
     def evaluate(self, sizes: dict) -> int:
         return evaluate(self, sizes)
 
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Expr) and self.terms == other.terms
+    # ------------------------------------------------------------------ == and != are questions too
+    def __eq__(self, other):
+        return _equality(self, "==", other)
 
-    def __ne__(self, other) -> bool:
-        return not self == other
+    def __ne__(self, other):
+        return _equality(self, "!=", other)
 
     def __hash__(self) -> int:
         return self._hash
+
+    def __reduce__(self):
+        return Expr, (self.terms,)               # the hash is computed again: str hashes vary by process
 
     # ------------------------------------------------------------------ arithmetic
     def __add__(self, other):
@@ -258,6 +273,29 @@ class Expr:
     __repr__ = __str__
 
 
+def _equality(a: Expr, op: str, b):
+    """`a == b` / `a != b`: structural where the canonical forms agree, else the question (`decide`); a
+    number that is not an integer is never a size; anything else is not comparable (NotImplemented)."""
+    if isinstance(b, Expr) and a.terms == b.terms:
+        return op == "=="
+    if isinstance(b, numbers.Real) and not _is_size(b) and not isinstance(b, bool):
+        if not float(b).is_integer():
+            return op == "!="
+        b = int(b)
+    return decide(a, op, b) if _is_size(b) else NotImplemented
+
+
+def same(a, b) -> bool:
+    """Structural equality of sizes, or of tuples of them: equal canonical forms (never asks, records
+    or raises; `2 * (D // 2)` and `D` are not the same). What types, constraints and keys compare by."""
+    if isinstance(a, (tuple, list)) or isinstance(b, (tuple, list)):
+        return (isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)) and len(a) == len(b)
+                and all(same(x, y) for x, y in zip(a, b)))
+    if isinstance(a, Expr) or isinstance(b, Expr):
+        return isinstance(a, Expr) and isinstance(b, Expr) and a.terms == b.terms
+    return a == b
+
+
 def is_int(x) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
@@ -282,7 +320,7 @@ def _as_modulo(x: Expr):
     """(y, k) when x is `y - k*(y // k)`, which prints as `y % k`; else None."""
     divisions = [(m[0], c) for m, c in x.terms if len(m) == 1 and isinstance(m[0], _FloorDiv)]
     for atom, coeff in divisions:
-        if coeff == -atom.divisor and x - atom.inner == coeff * Expr((((atom,), 1),)):
+        if coeff == -atom.divisor and same(x - atom.inner, coeff * Expr((((atom,), 1),))):
             return atom.inner, atom.divisor
     return None
 
@@ -483,6 +521,16 @@ class Constraint(NamedTuple):
     def symbols(self) -> frozenset:
         return free_symbols(self.expr)
 
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Constraint) and (self.op, self.bound) == (other.op, other.bound) \
+            and same(self.expr, other.expr)
+
+    def __ne__(self, other) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
     def __str__(self) -> str:
         return f"{self.expr} {self.op} {self.bound}"
 
@@ -596,17 +644,18 @@ def _decided_by_bounds(diff: Expr, op: str):
 
 
 def equal(a, b, what: str = "") -> bool:
-    """Whether sizes a and b are equal: structural equality, else the rule's answer (recorded)."""
-    return a == b or (is_symbolic(a) or is_symbolic(b)) and decide(a, "==", b, what)
+    """Whether sizes a and b are equal: structural equality, else the rule's answer (recorded); `a == b`
+    with `what` naming the question in a refusal."""
+    return same(a, b) or (is_symbolic(a) or is_symbolic(b)) and decide(a, "==", b, what)
 
 
 def broadcast_dims(dims, what: str = "broadcast"):
     """The broadcast of one axis's sizes (see the module docstring); ShapeError when they do not broadcast."""
     result = 1
     for d in dims:
-        if result == 1 or d == result:
+        if same(result, 1) or same(d, result):
             result = d
-        elif d != 1:
+        elif not same(d, 1):
             symbolic = [str(x) for x in (result, d) if isinstance(x, Expr)]
             if symbolic:
                 raise ShapeError(f"{what}: cannot broadcast {result} against {d}: the symbolic size "

@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from ..errors import DeviceError
-from .symbolic import as_size, is_symbolic
+from .symbolic import as_size, is_symbolic, same
 
 
 class DType:
@@ -164,7 +164,7 @@ class TensorType:
         return is_symbolic(self.shape)
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, TensorType) and self.shape == other.shape and self.dtype == other.dtype
+        return isinstance(other, TensorType) and same(self.shape, other.shape) and self.dtype == other.dtype
 
     def __hash__(self) -> int:
         return hash((self.shape, self.dtype))

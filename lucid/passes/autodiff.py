@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import GradientError, GraphError
-from ..ir import ops
+from ..ir import ops, symbolic
 from ..ir.graph import Builder, Graph, building
 
 NAME = "autodiff"
@@ -76,7 +76,7 @@ def _backpropagate(graph: Graph, builder: Builder, needed: set, seeds: list) -> 
 
 
 def _checked(node, v, g):
-    if g.shape != v.shape:
+    if not symbolic.same(g.shape, v.shape):
         raise GraphError(f"autodiff: the gradient rule of {node.op} gave shape {g.shape} for an input of shape {v.shape}")
     return g if g.dtype == v.dtype else ops.cast(g, v.dtype)
 

@@ -14,6 +14,7 @@ Guarantees of the returned graph:
 """
 from __future__ import annotations
 
+from ..ir import symbolic
 from ..ir.graph import Graph, Node
 from ..ir.ops import OpKind
 
@@ -40,7 +41,7 @@ def _groups(graph: Graph) -> list:
         if elementwise:
             joined = next((group_of[v.node] for v in node.inputs
                            if v.node in group_of and group_of[v.node][-1] is v.node and len(users.get(v, [])) == 1
-                           and v not in protected and v.shape == node.output.shape), None)
+                           and v not in protected and symbolic.same(v.shape, node.output.shape)), None)
             if joined is not None:
                 joined.append(node)
                 group_of[node] = joined

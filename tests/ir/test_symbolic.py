@@ -65,13 +65,14 @@ def test_printing_and_parsing_round_trip(pair, sizes):
 
 
 @settings(max_examples=300, deadline=None)
-@given(_expressions(), st.integers(-30, 30), st.sampled_from(["<", "<=", ">", ">=", "=="]), SIZES)
+@given(_expressions(), st.integers(-30, 30), st.sampled_from(["<", "<=", ">", ">=", "==", "equal", "!="]), SIZES)
 def test_recorded_constraints_guard_the_answer(pair, bound, op, sizes):
     """Where a question was answered (by the ranges, or at the reference point and recorded), every
     size meeting the recorded constraints gives the same answer."""
     expr, on_ints = pair
     ask = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
-           ">=": lambda a, b: a >= b, "==": lambda a, b: symbolic.equal(a, b)}[op]
+           ">=": lambda a, b: a >= b, "equal": lambda a, b: symbolic.equal(a, b),
+           "==": lambda a, b: a == b, "!=": lambda a, b: a != b}[op]
     with symbolic.recording() as recorded:
         try:
             answer = ask(expr, bound)
@@ -81,6 +82,20 @@ def test_recorded_constraints_guard_the_answer(pair, bound, op, sizes):
     assert ask(on_ints(sizes), bound) == answer
 
 
+@settings(max_examples=300, deadline=None)
+@given(_expressions(), _expressions(), st.sampled_from(["==", "!="]), SIZES)
+def test_comparing_two_sizes_is_guarded_by_what_it_recorded(left, right, op, sizes):
+    ask = {"==": lambda a, b: a == b, "!=": lambda a, b: a != b}[op]
+    with symbolic.recording() as recorded:
+        try:
+            answer = ask(left[0], right[0])
+        except ShapeError:
+            assume(False)
+    assert isinstance(answer, bool)
+    assume(all(c.holds(sizes) for c in recorded))
+    assert ask(left[1](sizes), right[1](sizes)) == answer
+
+
 def test_canonical_forms_compare_equal_only_where_proved():
     assert (D - 1) // 2 + 1 == (D + 1) // 2 and hash((D - 1) // 2 + 1) == hash((D + 1) // 2)
     assert str((D - 1) // 2 + 1) == "(D + 1) // 2"
@@ -88,7 +103,7 @@ def test_canonical_forms_compare_equal_only_where_proved():
     assert (2 * D + 3) // 2 == D + 1
     assert D * H * N // N == D * H
     assert D - D == 0 and isinstance(D - D, int)           # no symbol left: a plain int
-    assert 2 * (D // 2) != D                                # true only for even D: not claimed
+    assert not symbolic.same(2 * (D // 2), D)               # true only for even D: not claimed
     assert str(D - 4 * (D // 4)) == "D % 4" and D % 4 == D - 4 * (D // 4)
     assert symbolic.bounds(D % 4 + 1) == (1, 4)
     assert (D + 1) * (H - 1) == D * H - D + H - 1
@@ -364,6 +379,111 @@ def test_inference_passes_keep_a_symbolic_graph(unet):
     assert simplified.symbols() == graph.symbols() and lucid.ir.parse(str(simplified)) == simplified
     x = np.random.default_rng(5).standard_normal((2, 1, 16, 32, 24)).astype(np.float32)
     np.testing.assert_allclose(lucid.ir.run(simplified, x), model(lucid.tensor(x)).numpy(), rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model code branching on a size: == and != are questions too, never a silent structural "unequal"
+
+
+def _branch_on_parity(x):
+    if x.shape[2] % 2 == 0:
+        return x * 2.0
+    return x - 1.0
+
+
+@pytest.mark.parametrize("minimum, constraint, holds, violates", [(8, "D % 2 == 0", [8, 10, 16], 9),
+                                                                   (9, "D % 2 != 0", [9, 11, 15], 12)])
+def test_a_branch_on_parity_records_it_and_runs_like_eager(minimum, constraint, holds, violates):
+    graph = lucid.trace(_branch_on_parity, lucid.spec(N, 3, dim("D", min=minimum)))
+    assert [(str(c), node) for c, node in graph.constraints] == [(constraint, None)]
+    assert lucid.ir.parse(str(graph)) == graph
+    for d in holds:
+        x = np.random.default_rng(d).standard_normal((2, 3, d)).astype(np.float32)
+        np.testing.assert_allclose(lucid.ir.run(graph, x), _branch_on_parity(lucid.tensor(x)).numpy(), rtol=1e-6)
+        specialised = graph.specialize(N=2, D=d)
+        np.testing.assert_allclose(lucid.ir.run(specialised, x), _branch_on_parity(lucid.tensor(x)).numpy(), rtol=1e-6)
+    with pytest.raises(ShapeError, match=f"D = {violates} violates the constraint {constraint}, required by the traced code"):
+        lucid.ir.run(graph, np.zeros((2, 3, violates), np.float32))
+
+
+def test_every_spelling_of_an_equality_asks_the_same_question():
+    spellings = {"size % 2 == 0": lambda d: d % 2 == 0, "0 == size % 2": lambda d: 0 == d % 2,
+                 "not size % 2 != 0": lambda d: not d % 2 != 0, "not bool(size % 2)": lambda d: not bool(d % 2),
+                 "equal(size % 2, 0)": lambda d: symbolic.equal(d % 2, 0),
+                 "size % 2 == numpy 0": lambda d: d % 2 == np.int64(0), "size % 2 == 0.0": lambda d: d % 2 == 0.0}
+    for name, ask in spellings.items():
+        with symbolic.recording() as recorded:
+            assert ask(D) is True, name                     # D % 2 at the minimum 8
+        assert [str(c) for c in recorded] == ["D % 2 == 0"], name
+
+
+def test_structurally_equal_sizes_are_equal_and_ranges_decide_without_recording():
+    with symbolic.recording() as recorded:
+        assert (D - 1) // 2 + 1 == (D + 1) // 2 and not (D + 1) // 2 != (D - 1) // 2 + 1
+        assert D != 3 and not D == 3 and 3 != D and D + 1 != D and D == D + 0
+        assert not D == 2.5 and D != 8.5 and (D == None) is False and D != "D"  # noqa: E711
+    assert recorded == []
+
+
+def test_a_size_compared_with_a_different_form_is_a_question():
+    with symbolic.recording() as recorded:
+        assert 2 * (D // 2) == D                            # true at the minimum 8: recorded
+    assert [str(c) for c in recorded] == ["D % 2 == 0"]
+    assert not symbolic.same(2 * (D // 2), D) and symbolic.same((D + 1) // 2, (D - 1) // 2 + 1)
+
+
+@pytest.mark.parametrize("branch", [lambda x: x * 2.0 if x.shape[2] == 1 else x,
+                                    lambda x: x * 2.0 if x.shape[2] != 1 else x,
+                                    lambda x: x * 2.0 if 1 == x.shape[2] else x])
+def test_a_branch_pinning_a_dimension_is_refused(branch):
+    with pytest.raises(ShapeError, match="would fix the symbolic dimension L to one value"):
+        lucid.trace(branch, lucid.spec(N, 3, dim("L")))
+
+
+def test_a_branch_relating_two_dimensions_is_refused_naming_both():
+    with pytest.raises(ShapeError, match="D != H depends on the symbolic dimensions D and H together"):
+        lucid.trace(lambda x: x.transpose(2, 3) if x.shape[2] != x.shape[3] else x, lucid.spec(N, 2, D, H))
+    with pytest.raises(ShapeError, match="D == H depends on the symbolic dimensions D and H together"):
+        lucid.trace(lambda x: x.transpose(2, 3) if x.shape[2] == x.shape[3] else x, lucid.spec(N, 2, D, H))
+
+
+def test_squeeze_asks_only_about_the_axes_it_may_drop():
+    L = dim("L")
+    graph = lucid.trace(lambda x: x.squeeze(1), lucid.spec(N, 1, L))
+    assert graph.outputs[0].shape == (N, L) and not graph.constraints
+    with pytest.raises(ShapeError, match="fix the symbolic dimension"):
+        lucid.trace(lambda x: x.squeeze(), lucid.spec(N, 1, L))     # drops N or L where they are 1
+
+
+def test_types_constraints_and_keys_compare_structurally():
+    from lucid.ir.types import TensorType
+
+    with symbolic.recording() as recorded:
+        assert TensorType((N, D), "float32") != TensorType((N, H), "float32")
+        assert TensorType((N, D), "float32") != TensorType((N, 8), "float32")
+        assert TensorType((N, (D - 1) // 2 + 1), "float32") == TensorType((N, (D + 1) // 2), "float32")
+        table = {TensorType((N, D), "float32"): "d", TensorType((N, 8), "float32"): "8", D: "D", 8: "eight"}
+        assert table[TensorType((N, D + 0), "float32")] == "d" and table[D * 1] == "D" and H not in table
+        assert dim("D", min=3) not in table and symbolic.constraint(D, ">=", 9) != symbolic.constraint(H, ">=", 9)
+        assert symbolic.constraint(D, ">=", 9) in [symbolic.constraint(H, ">=", 9), symbolic.constraint(D + 0, ">=", 9)]
+        Z = dim("Z", min=0)                                 # hash(-1) == hash(-2): the forms still hash apart
+        negatives = {-Z: 1, -2 * Z: 2, Z - 1: 3, Z - 2: 4, (Z - 1) // 2: 5, (Z - 2) // 2: 6}
+        assert [negatives[k] for k in (-Z, -2 * Z, Z - 1, Z - 2, (Z - 1) // 2, (Z - 2) // 2)] == [1, 2, 3, 4, 5, 6]
+    assert recorded == []
+
+
+def test_a_size_unpickled_in_another_process_finds_its_key():
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    table = pickle.dumps({(D + 1) // 2: "half", D % 4: "rest"})
+    check = ("import pickle, sys; from lucid.ir.symbolic import dim; D = dim('D', min=8); "
+             "t = pickle.loads(sys.stdin.buffer.read()); print(t[(D - 1) // 2 + 1], t[D - 4 * (D // 4)])")
+    found = subprocess.run([sys.executable, "-c", check], input=table, capture_output=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": "7"}).stdout.decode().split()
+    assert found == ["half", "rest"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ...errors import DTypeError, ShapeError
+from .. import symbolic
 from ..types import TensorType
 from .attributes import Int, IntTuple, TupleOf
 from .registry import OpDef, OpKind, emit, register
@@ -194,7 +195,7 @@ class ConvTranspose(ConvBase):
         x, w = inputs[0], inputs[1]
         conv_attrs = {k: v for k, v in attrs.items() if k != "output_padding"}
         gx = emit("conv", g, w, **conv_attrs)
-        if tuple(gx.shape) != tuple(x.shape):      # output_padding >= stride adds windows past the input
+        if not symbolic.same(tuple(gx.shape), tuple(x.shape)):  # output_padding >= stride adds windows past the input
             gx = emit("slice", gx, starts=(0,) * len(x.shape), stops=tuple(x.shape), steps=(1,) * len(x.shape))
         gw = emit("conv_weight_grad", g, x, kernel_size=tuple(w.shape[2:]), **conv_attrs)
         return (gx, gw) + ((_bias_grad(g),) if len(inputs) == 3 else ())

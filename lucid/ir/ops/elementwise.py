@@ -282,10 +282,11 @@ def sum_to_shape(g, shape: tuple):
     from .shape import reshape
 
     shape = tuple(shape)
-    if tuple(g.shape) == shape:
+    if symbolic.same(tuple(g.shape), shape):
         return g
     lead = len(g.shape) - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
+                                      if symbolic.same(n, 1) and not symbolic.same(g.shape[lead + i], 1))
     return reshape(sum_(g, axes, keepdims=False), shape)
 
 

@@ -62,7 +62,7 @@ class BroadcastTo(OpDef):
     def infer(self, attrs, x):
         shape = attrs["shape"]
         lead = len(shape) - x.ndim
-        if lead < 0 or any(n not in (1, shape[lead + i]) for i, n in enumerate(x.shape)):
+        if lead < 0 or not all(symbolic.same(n, 1) or symbolic.same(n, shape[lead + i]) for i, n in enumerate(x.shape)):
             raise self.error(f"cannot broadcast shape {x.shape} to {shape}")
         return TensorType(shape, x.dtype)
 
@@ -200,18 +200,19 @@ class OneHot(OpDef):
 def reshape(x, shape):
     """Reshape; one entry of `shape` may be -1."""
     shape = tuple(symbolic.as_size(n) for n in shape)
-    if shape.count(-1) > 1:
+    inferred = [symbolic.same(n, -1) for n in shape]
+    if sum(inferred) > 1:
         raise ShapeError(f"reshape: only one dimension can be -1, got {shape}")
-    if -1 in shape:
-        known = math.prod(n for n in shape if n != -1)
+    if any(inferred):
+        known = math.prod(n for n, free in zip(shape, inferred) if not free)
         total = math.prod(x.shape)
         if symbolic.is_symbolic((known, total)):
-            shape = tuple(symbolic.exact_div(total, known) if n == -1 else n for n in shape)
+            shape = tuple(symbolic.exact_div(total, known) if free else n for n, free in zip(shape, inferred))
         elif known == 0 or total % known:
             raise ShapeError(f"reshape: cannot reshape a tensor of shape {tuple(x.shape)} ({total} elements) to {shape}")
         else:
-            shape = tuple(total // known if n == -1 else n for n in shape)
-    if shape == tuple(x.shape):
+            shape = tuple(total // known if free else n for n, free in zip(shape, inferred))
+    if symbolic.same(shape, tuple(x.shape)):
         return x
     return emit("reshape", x, shape=shape)
 
@@ -225,7 +226,7 @@ def permute(x, perm):
 
 def broadcast_to(x, shape):
     shape = tuple(symbolic.as_size(n) for n in shape)
-    if shape == tuple(x.shape):
+    if symbolic.same(shape, tuple(x.shape)):
         return x
     return emit("broadcast_to", x, shape=shape)
 

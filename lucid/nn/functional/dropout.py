@@ -18,7 +18,7 @@ import warnings
 
 from ...creation import random_tensor
 from ...errors import ShapeError
-from ...ir import ops
+from ...ir import ops, symbolic
 from .activation import SELU_ALPHA, SELU_SCALE
 from .arguments import require_tensor
 
@@ -72,7 +72,7 @@ def _dropout(input, p, training: bool, owner: str, channelwise: bool, alpha: boo
     x = require_tensor(input, owner)
     p = check_probability(p, owner)
     noise_shape = _channel_shape(x, owner) if channelwise else tuple(x.shape)
-    if not training or p == 0.0 or x.numel() == 0:
+    if not training or p == 0.0 or symbolic.same(x.numel(), 0):
         return x
     if p == 1.0:
         return ops.mul(x, 0.0)

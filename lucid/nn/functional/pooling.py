@@ -86,13 +86,13 @@ def _adaptive_pool(kind: str, rank: int, input, output_size, return_indices: boo
     in_sp = x.shape[2:]
     out_sp = tuple(n if m is None else m for n, m in zip(in_sp, sizes))
     reduce = ops.mean if kind == "avg" else ops.max_
-    if all(m == 1 for m in out_sp):
+    if all(symbolic.same(m, 1) for m in out_sp):            # structural: both branches pool alike
         return unbatch(reduce(x, tuple(range(2, rank + 2)), keepdims=True), added)
     kernel = tuple(n // m if not symbolic.is_symbolic(n) and n % m == 0 else 1 for n, m in zip(in_sp, out_sp))
     if any(k > 1 for k in kernel):
         x = _pool_by_kernel(kind, x, kernel)
     for axis, (n, m) in enumerate(zip(x.shape[2:], out_sp), start=2):
-        if n != m:
+        if not symbolic.same(n, m):
             x = _adaptive_axis(reduce, x, axis, m)
     return unbatch(x, added)
 
@@ -113,7 +113,7 @@ def _adaptive_axis(reduce, x, axis: int, m: int):
     for i in range(m):
         start, stop = i * n // m, -(-(i + 1) * n // m)
         window = axis_slice(x, axis, start, stop)
-        cells.append(window if stop - start == 1 else reduce(window, (axis,), keepdims=True))
+        cells.append(window if symbolic.same(stop - start, 1) else reduce(window, (axis,), keepdims=True))
     return ops.concat(cells, axis)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import ShapeError
+from ...ir import symbolic
 from ...ir.types import as_device, as_dtype, float32
 from .. import functional as F
 from ..init import default_uniform_, reset_or_defer
@@ -38,7 +39,7 @@ class Linear(Module):
 
     def forward(self, x):
         F.require_tensor(x, type(self).__name__)
-        if x.ndim == 0 or x.shape[-1] != self.in_features:
+        if x.ndim == 0 or not symbolic.same(x.shape[-1], self.in_features):
             raise ShapeError(f"expected input with last dimension {self.in_features} (in_features), "
                              f"got shape {x.shape}")
         return F.linear(x, self.weight, self.bias)
