@@ -91,8 +91,10 @@ PLACEHOLDER = "lucid_kernel"
 class Lowering:
     """Builds the kernels of one graph; lowerings call `kernel`, `slot`, `scratch` and `module`."""
 
-    def __init__(self, graph: Graph, plan: MemoryPlan, target: Target):
+    def __init__(self, graph: Graph, plan: MemoryPlan, target: Target,
+                 on_module: Callable[[KernelModule], None] | None = None):
         self.graph, self.plan, self.target = graph, plan, target
+        self.on_module = on_module                 # called with each new module as soon as it is made
         self.kernels: list[Kernel] = []
         self.modules: dict[str, KernelModule] = {}
         self.table = buffer_table(graph, plan)
@@ -156,6 +158,8 @@ class Lowering:
         kernel_name = f"lucid_k_{digest}"
         if kernel_name not in self.modules:
             self.modules[kernel_name] = KernelModule(kernel_name, _renamed(text, kernel_name))
+            if self.on_module is not None:
+                self.on_module(self.modules[kernel_name])
         self.kernels.append(Kernel(kernel_name, max(int(items), 0), tuple(k.slots), waits, name))
         self._module = None
 
