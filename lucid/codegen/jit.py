@@ -1,17 +1,19 @@
 """From LLVM modules to callable native code, and the disk cache that makes that a one-time cost.
 
-Object code is cached per module: `objects(modules, target)` returns the object code of each
-(name, LLVM text) module, reading it from the cache when present and intact, else compiling it (LLVM
-O3 with loop and SLP vectorisation) — the missing ones one after the other, each in its own LLVM
-context (threads would not help: llvmlite runs one compilation at a time per process; 40 modules took
-28 s on one thread and 29 s on two) — and storing it for the next time. Modules named in `unoptimised` (a graph's entry
-module: it only orders the kernels and hands out their work items, so its own speed is nothing next
-to theirs) are compiled as written (O0 and fast instruction selection), about ten times cheaper than
-at O3. Kernel modules are named by a hash of their code, so a kernel shared by several graphs is
-compiled once (`build.py` keeps, beside them, each graph's manifest: a process that meets a known
-graph loads its objects without lowering or compiling anything). `NativeCode(objects)` links object
-code in one MCJIT engine. `COUNTERS["compiled"]` counts LLVM compilations in this process (tests
-assert a warm cache does none).
+Object code is cached per module: a `Compilation` takes (LLVM text, level) modules one by one and
+returns the object code of each, reading it from the cache when present and intact, else compiling
+it (`compile_worker.compile_module`: LLVM O3 with loop and SLP vectorisation) and storing it for the
+next time. llvmlite runs one compilation at a time per process, so the missing modules are compiled
+by worker processes too (`compile_worker.py`; `LUCID_COMPILE_JOBS`, default every core) while the
+caller goes on making modules, and by the caller once it has made them all. `objects(modules,
+target)` is that for a list of modules. Modules named in `unoptimised` (a graph's entry module: it
+only orders the kernels and hands out their work items, so its own speed is nothing next to theirs)
+are compiled as written (O0 and fast instruction selection), about ten times cheaper than at O3.
+Kernel modules are named by a hash of their code, so a kernel shared by several graphs is compiled
+once (`build.py` keeps, beside them, each graph's manifest: a process that meets a known graph loads
+its objects without lowering or compiling anything). `NativeCode(objects)` links object code in one
+MCJIT engine. `COUNTERS["compiled"]` counts LLVM compilations for this process, in it or in its
+workers (tests assert a warm cache does none).
 
 Object names are keys of the code generator's source hash (`cache.code_fingerprint()`), the LLVM
 version, the target's fingerprint, the optimisation level and the module's text, so a changed lucid
@@ -30,7 +32,7 @@ import llvmlite.binding as llvm
 
 from . import compile_worker, progress
 from .cache import cache_key, code_fingerprint, load_object, write_object
-from .compile_worker import ModuleFailed, WorkerFailed, compile_module
+from .compile_worker import ModuleFailed, compile_module
 from .target import Target, available_cores
 
 COUNTERS = {"compiled": 0, "loaded": 0}
@@ -165,24 +167,23 @@ class Compilation:
             self._threads.append(thread)
 
     def _feed(self, worker: compile_worker.Worker) -> None:
-        """Hand queued modules to `worker` until none is left, or it fails."""
+        """Hand queued modules to `worker` until none is left, or it fails (then its module goes back
+        to the queue, before this module stops counting as busy, so the caller cannot miss it)."""
         while (job := self._next(helping=True)) is not None:
-            index, text, level = job
             try:
-                self._done(index, worker.compile(text, self.target, level))
+                self._done(job[0], worker.compile(job[1], self.target, job[2]))
             except ModuleFailed:
                 self._here.append(job)         # compiled here at the end, raising this process's error
-            except WorkerFailed as failure:
+            except Exception as failure:       # noqa: BLE001  (WorkerFailed, or anything unforeseen)
                 _warn_worker_failed(failure)
                 compile_worker.discard(worker)
                 with self._changed:
                     self._queue.appendleft(job)
+                return
+            finally:
+                with self._changed:
                     self._busy -= 1
                     self._changed.notify_all()
-                return
-            with self._changed:
-                self._busy -= 1
-                self._changed.notify_all()
 
     def _report(self, field: str) -> None:
         if self._progress is not None:
@@ -192,12 +193,12 @@ class Compilation:
 _WARNED = []
 
 
-def _warn_worker_failed(failure: WorkerFailed) -> None:
+def _warn_worker_failed(failure: Exception) -> None:
     """Say once per process that a worker failed (the compile goes on in this process)."""
     if not _WARNED:
         _WARNED.append(failure)
-        warnings.warn(f"lucid: a compile worker process failed ({failure}); its modules are compiled in "
-                      "this process", CompileWorkerWarning, stacklevel=2)
+        warnings.warn(f"lucid: a compile worker process failed ({type(failure).__name__}: {failure}); its "
+                      "modules are compiled in this process", CompileWorkerWarning, stacklevel=2)
 
 
 class NativeCode:
