@@ -155,7 +155,8 @@ def measure_torch(runs: int) -> float | None:
     times = []
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as cache:
-            times.append(_run(["--torch-child"], {"TORCHINDUCTOR_CACHE_DIR": cache, "TRITON_CACHE_DIR": cache})["total"])
+            fresh = {"TORCHINDUCTOR_CACHE_DIR": cache, "TRITON_CACHE_DIR": cache}
+            times.append(_run(["--torch-child"], fresh)["total"])
     return statistics.median(times)
 
 

@@ -28,7 +28,6 @@ from ..ir.cost import estimated_flops
 from ..ir.graph import Graph
 from ..passes.memory_planning import MemoryPlan
 from ..version import __version__
-from . import kernels  # noqa: F401  (registers the lowerings)
 from .cache import cache_key, code_fingerprint, load_graph, store_graph
 from .jit import COUNTERS, Compilation
 from .lowering import Lowering

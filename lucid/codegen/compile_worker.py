@@ -1,24 +1,27 @@
 """Compiling one LLVM module to object code: in this process, or in a compile worker process.
 
 `compile_module(text, target, level)` is the one definition of how a module is compiled (LLVM O3
-with loop and SLP vectorisation, or O0 and fast instruction selection). llvmlite runs one
-compilation at a time per process (threads gave nothing: 40 modules took 28 s on one thread and 29 s
-on two), so to use several cores `jit.Compilation` hands modules to worker processes as well.
+with loop and SLP vectorisation and a lower loop-unrolling threshold, or O0 and fast instruction
+selection). llvmlite runs one compilation at a time per process (threads gave nothing: 40 modules
+took 28 s on one thread and 29 s on two), so to use several cores `jit.Compilation` hands modules
+to worker processes as well.
 
 A worker is `python -m lucid.codegen.compile_worker`, started on first need and reused for the
 life of the process (`workers(count)`): it reads requests on its stdin and answers on its stdout,
 each message a JSON header and a body, both length-prefixed. A request is a target, a level and
 LLVM text; the answer is the object code and its SHA-256 (or the compile error). `Worker.compile`
 checks the answer (the request's id, the digest of the bytes received) and raises `WorkerFailed`
-for a worker that died, hung up or answered garbage (the caller then compiles in its own process)
-and `ModuleFailed` for a module the worker could not compile. A worker ignores Ctrl-C (its parent
-handles it) and exits when its stdin closes; this process closes and reaps its workers at exit, and
-a forked child forgets its parent's workers (it starts its own if it needs them).
+for a worker that died, hung up, answered garbage or gave no answer within `ANSWER_WITHIN` seconds
+(the caller then compiles in its own process), and `ModuleFailed` for a module the worker could
+not compile. A worker ignores Ctrl-C (its parent handles it) and exits when its stdin closes; this
+process closes and reaps its workers at exit, and a forked child forgets its parent's workers (it
+starts its own if it needs them).
 """
 from __future__ import annotations
 
 import atexit
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -38,14 +41,30 @@ _LENGTH = struct.Struct(">Q")
 #: Messages larger than this (1 GiB) are refused as garbage: no module or object comes near.
 MESSAGE_LIMIT = 1 << 30
 
+#: Seconds a worker has to answer a request before it is killed (then it counts as failed).
+ANSWER_WITHIN = 600
+
 #: Seconds a closed worker has to exit (it may be starting, or finishing a module) before it is killed.
 EXIT_WAIT = 5
 
 
+#: LLVM's loop unroller at O3 fully unrolls loops up to a cost of 300; lucid's kernels unroll their
+#: register tiles themselves, and LLVM's further unrolling of their tap and channel loops made a
+#: UNet3D training graph's modules cost 11.3 s of LLVM time against 8.2 s at 60, with no loss in the
+#: speed of conv.py's rows (seed, B, C, D, E, G2 forward and forward+backward, A/B alternating).
+UNROLL_THRESHOLD = 60
+
+
+@functools.cache
+def _set_pipeline_options() -> None:
+    llvm.set_option("", f"-unroll-threshold={UNROLL_THRESHOLD}")
+
+
 def compile_module(text, target: Target, level: int = 3) -> bytes:
     """Object code of one module (LLVM text or an llvmlite module), optimised at O`level` (3, with
-    the vectorisers, or 0: as written)."""
+    the vectorisers and a lower unrolling threshold, or 0: as written)."""
     machine = target.machine(level)
+    _set_pipeline_options()
     parsed = llvm.parse_assembly(str(text), context=llvm.create_context())
     parsed.triple, parsed.data_layout = machine.triple, str(machine.target_data)
     parsed.verify()
@@ -123,11 +142,15 @@ class Worker:
         with self._turn:
             self._requests += 1
             request = {"id": self._requests, "target": dataclasses.asdict(target), "level": level}
+            watchdog = threading.Timer(ANSWER_WITHIN, self.process.kill)   # a hung worker fails too
+            watchdog.start()
             try:
                 send(self.process.stdin, request, text.encode())
                 answer = receive(self.process.stdout)
             except (OSError, ValueError) as error:
                 raise WorkerFailed(f"{type(error).__name__}: {error}") from None
+            finally:
+                watchdog.cancel()
             if answer is None:
                 raise WorkerFailed(f"it exited (status {self.process.wait()})")
             return _checked(answer, self._requests)

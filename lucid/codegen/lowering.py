@@ -12,7 +12,8 @@ kernel is built in its own module and named after a hash of its code (`lucid_k_<
 kernels (the same layer in a forward and a training graph, or in another model) are compiled once and
 cached once.
 
-Adding an operator means writing its lowering in `kernels/` and nothing here.
+Adding an operator means writing its lowering in `kernels/` and nothing here (`lower` imports
+`kernels/`, which registers every lowering; a graph served from the disk cache never imports them).
 """
 from __future__ import annotations
 
@@ -165,6 +166,8 @@ class Lowering:
 
     # ------------------------------------------------------------------ driver
     def lower(self) -> None:
+        from . import kernels  # noqa: F401  (registers the lowerings: here, so a cached graph never loads them)
+
         for node in self.graph.nodes:
             if node.is_constant or node.output in self.plan.aliases:
                 continue

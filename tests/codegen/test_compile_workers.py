@@ -95,10 +95,11 @@ while (message := compile_worker.receive(sys.stdin.buffer)) is not None:
 '''
 
 
-@pytest.mark.parametrize("script", ["import sys; sys.exit(3)", GARBAGE, WRONG_DIGEST],
-                         ids=["dies", "garbage", "wrong-digest"])
+@pytest.mark.parametrize("script", ["import sys; sys.exit(3)", GARBAGE, WRONG_DIGEST, "import time; time.sleep(60)"],
+                         ids=["dies", "garbage", "wrong-digest", "hangs"])
 def test_a_failing_worker_costs_only_a_warning(fresh_cache, monkeypatch, script):
     monkeypatch.setattr(jit, "_WARNED", [])
+    monkeypatch.setattr(compile_worker, "ANSWER_WITHIN", 2)
     monkeypatch.setattr(compile_worker, "_WORKERS", compile_worker._Workers())
     broken = replaced_worker(script)
     compile_worker._WORKERS.started.append(broken)
