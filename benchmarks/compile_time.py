@@ -12,6 +12,8 @@ initialisation and the worker processes are paid each time, as a user pays them)
   worker processes, `lucid/codegen/compile_worker.py`) and with `LUCID_COMPILE_JOBS=1` (this process
   alone; its breakdown below adds up to the call);
 - **warm**: a second process on the cache the cold run filled.
+The CPU seconds of the cold run (the calling process's, and its compile workers', the run with the
+least in all) show how the work splits between the cores, which a loaded machine's wall times do not.
 The breakdown of the one-job cold run: tracing and the pass pipelines, lowering to LLVM IR (Python),
 LLVM's optimisation pipeline and its code emission (object code), and linking the objects in the JIT
 engine. Seconds are medians over `--runs` runs. `torch.compile` (Inductor) compiling the same UNet3D
@@ -86,7 +88,10 @@ def _model(case: str):
 
 def child(case: str) -> None:
     """Compile `case` in this process (the environment chooses the cache and jobs); print JSON."""
+    import resource
+
     import lucid
+    from lucid.codegen import compile_worker
 
     totals = _instrument()
     model, shape, mode = _model(case)
@@ -94,14 +99,17 @@ def child(case: str) -> None:
         model.eval()
     fast = lucid.compile(model)
     x = lucid.randn(*shape)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     if mode == "train":
         fast(x).sum().backward()
     else:
         with lucid.no_grad():
             fast(x)
-    total = time.perf_counter() - started
-    print(json.dumps({"total": total, "phases": totals, "stats": fast.stats()}))
+    total, cpu = time.perf_counter() - started, time.process_time() - cpu
+    compile_worker.close()
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(json.dumps({"total": total, "cpu": cpu, "workers cpu": workers.ru_utime + workers.ru_stime,
+                      "phases": totals, "stats": fast.stats()}))
 
 
 def torch_child() -> None:
@@ -134,16 +142,19 @@ def _run(args: list[str], env: dict) -> dict:
 
 def measure(case: str, runs: int) -> dict:
     """Medians over `runs` of: cold with the default jobs, cold with one job (and its breakdown), warm."""
-    cold, serial, warm, phases = [], [], [], []
+    cold, cpu, serial, warm, phases = [], [], [], [], []
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as parallel_cache, tempfile.TemporaryDirectory() as serial_cache:
-            cold.append(_run(["--child", case], {"LUCID_CACHE_DIR": parallel_cache})["total"])
+            parallel = _run(["--child", case], {"LUCID_CACHE_DIR": parallel_cache})
+            cold.append(parallel["total"])
+            cpu.append((parallel["cpu"], parallel["workers cpu"]))
             one = _run(["--child", case], {"LUCID_CACHE_DIR": serial_cache, "LUCID_COMPILE_JOBS": "1"})
             serial.append(one["total"])
             phases.append(one["phases"])
             warm.append(_run(["--child", case], {"LUCID_CACHE_DIR": parallel_cache})["total"])
     return {"cold": statistics.median(cold), "cold 1 job": statistics.median(serial),
             "warm": statistics.median(warm), "modules": one["stats"]["native_compiles"],
+            "cpu": "{:.2f} + {:.2f}".format(*min(cpu, key=sum)),
             "phases": {p: statistics.median(run[p] for run in phases) for p in PHASES}}
 
 
@@ -172,12 +183,13 @@ def main() -> None:
     if args.torch_child:
         return torch_child()
     print(f"{os.cpu_count()} cores; seconds, medians of {args.runs} fresh processes\n")
-    header = ["case", "modules", "cold", "cold 1 job", "warm", *PHASES]
+    header = ["case", "modules", "cold", "cold CPU (caller + workers)", "cold 1 job", "warm", *PHASES]
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
     for case in args.cases:
         row = measure(case, args.runs)
-        print(" | ".join([case, str(row["modules"])] + [f"{row[k]:.2f}" for k in ("cold", "cold 1 job", "warm")]
+        print(" | ".join([case, str(row["modules"]), f"{row['cold']:.2f}", row["cpu"]]
+                         + [f"{row[k]:.2f}" for k in ("cold 1 job", "warm")]
                          + [f"{row['phases'][p]:.2f}" for p in PHASES]), flush=True)
     if "unet3d-train" in args.cases:
         torch_time = measure_torch(args.runs)

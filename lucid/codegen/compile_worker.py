@@ -230,6 +230,11 @@ def workers(count: int) -> list[Worker]:
     return _WORKERS.at_least(count)
 
 
+def close() -> None:
+    """Close and reap this process's workers now (later compilations start new ones if needed)."""
+    _WORKERS.close()
+
+
 def discard(worker: Worker) -> None:
     """Stop using `worker` (it failed): close and reap it."""
     _WORKERS.discard(worker)

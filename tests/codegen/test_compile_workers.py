@@ -124,7 +124,7 @@ def test_a_module_no_one_can_compile_raises_this_process_error(fresh_cache, monk
 def test_closing_reaps_the_workers(monkeypatch):
     monkeypatch.setattr(compile_worker, "_WORKERS", compile_worker._Workers())
     started = compile_worker.workers(2)
-    compile_worker._WORKERS.close()
+    compile_worker.close()
     assert [w.process.returncode for w in started] == [0, 0]              # they exited when told
     for worker in started:
         with pytest.raises(ChildProcessError):                              # and were reaped: no zombie
