@@ -160,7 +160,12 @@ class Compilation:
         self._report("compiled")
 
     def _start_workers(self) -> None:
-        for worker in compile_worker.workers(compile_jobs() - 1):
+        try:
+            started = compile_worker.workers(compile_jobs() - 1)
+        except OSError as failure:             # no process could be started: this process compiles all
+            _warn_worker_failed(failure)
+            return
+        for worker in started:
             thread = threading.Thread(target=self._feed, args=(worker,), daemon=True,
                                       name="lucid-compile-feeder")
             thread.start()

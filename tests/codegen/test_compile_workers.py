@@ -112,6 +112,18 @@ def test_a_failing_worker_costs_only_a_warning(fresh_cache, monkeypatch, script)
     compile_worker._WORKERS.close()
 
 
+def test_workers_that_cannot_start_cost_only_a_warning(fresh_cache, monkeypatch, tmp_path):
+    monkeypatch.setattr(jit, "_WARNED", [])
+    monkeypatch.setattr(compile_worker, "_WORKERS", compile_worker._Workers())
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python-here"))
+    texts = distinct_modules(5, salt=6)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert compiled(texts, 2, monkeypatch) == [compile_module(text, host()) for text in texts]
+    assert [w.category for w in caught] == [jit.CompileWorkerWarning]
+    assert "FileNotFoundError" in str(caught[0].message)
+
+
 def test_a_module_no_one_can_compile_raises_this_process_error(fresh_cache, monkeypatch):
     texts = distinct_modules(5, salt=4) + ["define i64 @broken( {"]
     with pytest.raises(RuntimeError, match="LLVM IR parsing error"):
