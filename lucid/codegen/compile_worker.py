@@ -14,8 +14,8 @@ checks the answer (the request's id, the digest of the bytes received) and raise
 for a worker that died, hung up, answered garbage or gave no answer within `ANSWER_WITHIN` seconds
 (the caller then compiles in its own process), and `ModuleFailed` for a module the worker could
 not compile. A worker ignores Ctrl-C (its parent handles it) and exits when its stdin closes; this
-process closes and reaps its workers at exit, and a forked child forgets its parent's workers (it
-starts its own if it needs them).
+process closes and reaps its workers at exit (or when `close()` is called), and a forked child
+forgets its parent's workers (it starts its own if it needs them).
 """
 from __future__ import annotations
 
