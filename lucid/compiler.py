@@ -165,11 +165,12 @@ class Compiled:
         grad_inputs = [v.name for v, wanted in zip(graph.inputs, wants_grad) if wanted]
         params = [v.name for v, wanted in zip(graph.params, params_grad) if wanted]
         kind = "training" if grad_inputs or params else "inference"
-        from .codegen import jit        # here, not at the top: `import lucid` must not load llvmlite
+        from .codegen import jit, progress   # here, not at the top: `import lucid` must not load llvmlite
 
         before, started = dict(jit.COUNTERS), time.perf_counter()
-        self.variants[key] = _Training(graph, grad_inputs, params, self._backward_stages) if grad_inputs or params \
-            else _Inference(graph)
+        with progress.showing(f"{self._title} {kind} variant"):
+            self.variants[key] = _Training(graph, grad_inputs, params, self._backward_stages) if grad_inputs or params \
+                else _Inference(graph)
         compiled, loaded = (jit.COUNTERS[k] - before[k] for k in ("compiled", "loaded"))
         self._counts["native_compiles"] += compiled
         self._counts["cache_loads"] += loaded

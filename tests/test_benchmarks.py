@@ -1,5 +1,6 @@
 """What the benchmark scripts tell a user: every shape's geometry in --help, and without PyTorch its
-columns say n/a with one line on how to install it (never a bare nan); rates are labelled effective."""
+columns say n/a with one line on how to install it (never a bare nan); rates are labelled effective;
+compile_time.py's breakdown fits in the compile it breaks down."""
 import os
 import pathlib
 import re
@@ -106,3 +107,16 @@ def test_onnx_unet_compares_lucid_with_each_installed_runtime_on_one_file():
     row = rows[0]
     assert float(row[1]) > 0 and float(row[2]) > 0 and row[3] == "n/a" and float(row[4]) > 0
     assert row[5].endswith("%") and float(row[6]) > 0 and row[7] == "n/a"
+
+
+def test_compile_time_reports_cold_warm_and_where_a_cold_compile_goes():
+    done = run_benchmark("compile_time.py", "--cases", "unet3d-infer", "--runs", "1", without_torch=True)
+    assert done.returncode == 0, done.stderr
+    header, row = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith(("case |", "unet3d-infer |"))]
+    values = dict(zip(header, row))
+    phases = [float(values[p]) for p in ("trace+passes", "lowering", "llvm opt", "llvm emit", "link")]
+    assert int(values["modules"]) > 0 and all(p >= 0 for p in phases)
+    assert sum(phases) <= float(values["cold 1 job"])            # the breakdown is of that run
+    assert float(values["warm"]) < float(values["cold 1 job"])   # a second process skips lowering and LLVM
+    caller, workers = map(float, values["cold CPU (caller + workers)"].split(" + "))
+    assert caller > 0 and workers >= 0

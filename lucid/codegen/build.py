@@ -7,7 +7,10 @@ module (`lucid_run`, see `parallel.py`), and the bytes of per-node workspace the
 met before is served from its entry in the disk cache (keyed by the code generator's source hash,
 lucid's version, the target and the graph text; see `cache.py`) without lowering anything, once the
 whole entry passed its checks; otherwise (no entry, or one that failed and was reported) the graph
-is lowered, the modules the object cache lacks are compiled, and the entry is written. A
+is lowered, each kernel module handed to a `jit.Compilation` as soon as it is made (so worker
+processes compile the modules the object cache lacks while lowering goes on), the entry module
+(compiled as written, at O0: it only orders the kernels and hands out their work items) last, and
+the entry is written. A
 position-independent target has its own fingerprint, so JIT and shared-library objects never mix.
 
 Also here, because both callers apply them the same way: which graph outputs a run writes in place
@@ -26,9 +29,8 @@ from ..ir.graph import Graph
 from ..ir.specialize import require_concrete
 from ..passes.memory_planning import MemoryPlan
 from ..version import __version__
-from . import kernels  # noqa: F401  (registers the lowerings)
 from .cache import cache_key, code_fingerprint, load_graph, store_graph
-from .jit import COUNTERS, objects
+from .jit import COUNTERS, Compilation
 from .lowering import Lowering
 from .parallel import emit_entry
 from .target import Target, available_cores
@@ -61,13 +63,14 @@ def graph_code(graph: Graph, plan: MemoryPlan, target: Target) -> GraphCode:
     if cached is not None:
         COUNTERS["loaded"] += len(cached.codes)
         return GraphCode(cached.codes, cached.workspace_bytes)
-    lowering = Lowering(graph, plan, target)
-    lowering.lower()
-    entry = ir.Module(name="entry")
-    entry.triple = target.triple
-    emit_entry(entry, lowering.kernels)
-    modules = [(m.name, m.text) for m in lowering.modules.values()] + [("entry", str(entry))]
-    named = objects(modules, target, unoptimised={"entry"})
+    with Compilation(target) as compilation:
+        lowering = Lowering(graph, plan, target, on_module=lambda module: compilation.add(module.text))
+        lowering.lower()
+        entry = ir.Module(name="entry")
+        entry.triple = target.triple
+        emit_entry(entry, lowering.kernels)
+        compilation.add(str(entry), level=0)
+        named = compilation.results()
     store_graph(key, target.fingerprint, named, lowering.workspace_bytes)
     return GraphCode([code for _, code in named], lowering.workspace_bytes)
 

@@ -1,17 +1,19 @@
 """From LLVM modules to callable native code, and the disk cache that makes that a one-time cost.
 
-Object code is cached per module: `objects(modules, target)` returns the object code of each
-(name, LLVM text) module, reading it from the cache when present and intact, else compiling it (LLVM
-O3 with loop and SLP vectorisation) — the missing ones one after the other, each in its own LLVM
-context (threads would not help: llvmlite runs one compilation at a time per process; 40 modules took
-28 s on one thread and 29 s on two) — and storing it for the next time. Modules named in `unoptimised` (a graph's entry
-module: it only orders the kernels and hands out their work items, so its own speed is nothing next
-to theirs) are compiled as written (O0 and fast instruction selection), about ten times cheaper than
-at O3. Kernel modules are named by a hash of their code, so a kernel shared by several graphs is
-compiled once (`build.py` keeps, beside them, each graph's manifest: a process that meets a known
-graph loads its objects without lowering or compiling anything). `NativeCode(objects)` links object
-code in one MCJIT engine. `COUNTERS["compiled"]` counts LLVM compilations in this process (tests
-assert a warm cache does none).
+Object code is cached per module: a `Compilation` takes (LLVM text, level) modules one by one and
+returns the object code of each, reading it from the cache when present and intact, else compiling
+it (`compile_worker.compile_module`: LLVM O3 with loop and SLP vectorisation) and storing it for the
+next time. llvmlite runs one compilation at a time per process, so the missing modules are compiled
+by worker processes too (`compile_worker.py`; `LUCID_COMPILE_JOBS`, default every core) while the
+caller goes on making modules, and by the caller once it has made them all. `objects(modules,
+target)` is that for a list of modules. Modules named in `unoptimised` (a graph's entry module: it
+only orders the kernels and hands out their work items, so its own speed is nothing next to theirs)
+are compiled as written (O0 and fast instruction selection), about ten times cheaper than at O3.
+Kernel modules are named by a hash of their code, so a kernel shared by several graphs is compiled
+once (`build.py` keeps, beside them, each graph's manifest: a process that meets a known graph loads
+its objects without lowering or compiling anything). `NativeCode(objects)` links object code in one
+MCJIT engine. `COUNTERS["compiled"]` counts LLVM compilations for this process, in it or in its
+workers (tests assert a warm cache does none).
 
 Object names are keys of the code generator's source hash (`cache.code_fingerprint()`), the LLVM
 version, the target's fingerprint, the optimisation level and the module's text, so a changed lucid
@@ -20,14 +22,28 @@ or LLVM never reads what another one wrote. How entries are stored and verified 
 """
 from __future__ import annotations
 
+import os
+import threading
+import warnings
+from collections import deque
 from collections.abc import Collection
 
 import llvmlite.binding as llvm
 
+from . import compile_worker, progress
 from .cache import cache_key, code_fingerprint, load_object, write_object
-from .target import Target
+from .compile_worker import ModuleFailed, compile_module
+from .target import Target, available_cores
 
 COUNTERS = {"compiled": 0, "loaded": 0}
+
+#: Worker processes start only for a compilation with at least this many missing modules: fewer do
+#: not pay for starting them (about 0.3 s) when none is running yet.
+WORKERS_FROM = 4
+
+
+class CompileWorkerWarning(RuntimeWarning):
+    """A compile worker process failed; its modules were compiled in this process."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -38,30 +54,156 @@ def objects(modules: list[tuple[str, str]], target: Target,
             unoptimised: Collection[str] = ()) -> list[tuple[str, bytes]]:
     """(cache name, object code) of each (name, LLVM text) module, from the cache or compiled; those
     named in `unoptimised` at O0."""
-    levels = [0 if name in unoptimised else 3 for name, _ in modules]
-    names = [_object_name(text, target, level) for (_, text), level in zip(modules, levels)]
-    codes = [load_object(name) for name in names]
-    missing = [k for k, code in enumerate(codes) if code is None]
-    COUNTERS["loaded"] += len(modules) - len(missing)
-    for k in missing:
-        codes[k] = compile_module(modules[k][1], target, levels[k])
-        write_object(names[k], codes[k])
-    return list(zip(names, codes))
+    with Compilation(target) as compilation:
+        for name, text in modules:
+            compilation.add(text, 0 if name in unoptimised else 3)
+        return compilation.results()
 
 
-def compile_module(text, target: Target, level: int = 3) -> bytes:
-    """Object code of one module (LLVM text or an llvmlite module), optimised at O`level` (3, with
-    the vectorisers, or 0: as written)."""
-    COUNTERS["compiled"] += 1
-    machine = target.machine(level)
-    parsed = llvm.parse_assembly(str(text), context=llvm.create_context())
-    parsed.triple, parsed.data_layout = machine.triple, str(machine.target_data)
-    parsed.verify()
-    tuning = llvm.create_pipeline_tuning_options(speed_level=level)
-    tuning.loop_vectorization = tuning.slp_vectorization = level == 3
-    builder = llvm.create_pass_builder(machine, tuning)
-    builder.getModulePassManager().run(parsed, builder)
-    return machine.emit_object(parsed)
+def compile_jobs() -> int:
+    """How many processes compile at once: `LUCID_COMPILE_JOBS`, else every core this process may
+    use (this process and `jobs - 1` worker processes)."""
+    configured = os.environ.get("LUCID_COMPILE_JOBS")
+    return max(1, int(configured)) if configured else available_cores()
+
+
+class Compilation:
+    """The object code of modules added one by one (`add`, as lowering makes them). Each is read from
+    the cache when there, else compiled: once `WORKERS_FROM` modules are missing, worker processes
+    (`compile_jobs() - 1` of them) start compiling them while the caller goes on; `results()` has
+    the caller compile what is left too, and returns every module's (cache name, object code) in
+    the order added. A worker that fails is reported once (CompileWorkerWarning) and its module is
+    compiled here; a module no one can compile raises this process's own error. Use it in a `with`
+    block: leaving it (also on an error) stops handing modules to the workers."""
+
+    def __init__(self, target: Target):
+        self.target = target
+        self.names: list[str] = []
+        self.codes: list[bytes | None] = []
+        self._queue: deque = deque()               # (index, text, level) of modules to compile
+        self._here: list = []                      # modules a worker could not compile
+        self._busy = 0                             # modules being compiled by workers
+        self._missing = 0
+        self._sealed = False
+        self._changed = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._progress = progress.current()
+
+    def add(self, text: str, level: int = 3) -> None:
+        name = _object_name(text, self.target, level)
+        code = load_object(name)
+        self.names.append(name)
+        self.codes.append(code)
+        if code is not None:
+            COUNTERS["loaded"] += 1
+            self._report("loaded")
+            return
+        self._missing += 1
+        self._report("missing")
+        with self._changed:
+            self._queue.append((len(self.codes) - 1, text, level))
+            self._changed.notify()
+        if self._missing == WORKERS_FROM and compile_jobs() > 1:
+            self._start_workers()
+
+    def results(self) -> list[tuple[str, bytes]]:
+        self._seal()
+        while (job := self._next(helping=False)) is not None:
+            self._compile_here(job)
+        self.close()
+        for job in self._here:
+            self._compile_here(job)
+        return list(zip(self.names, self.codes))
+
+    def close(self) -> None:
+        """Hand no more modules to the workers and wait for those they are compiling."""
+        self._seal(drop_queue=True)
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+
+    def __enter__(self) -> "Compilation":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+    def _next(self, helping: bool):
+        """The next module to compile; None when there is none left (for a worker's thread: none
+        left in a sealed compilation; for the caller: none queued or being compiled elsewhere)."""
+        with self._changed:
+            while not self._queue and not (self._sealed and (helping or not self._busy)):
+                self._changed.wait()
+            if not self._queue:
+                return None
+            if helping:
+                self._busy += 1
+            return self._queue.popleft()
+
+    def _seal(self, drop_queue: bool = False) -> None:
+        with self._changed:
+            self._sealed = True
+            if drop_queue:
+                self._queue.clear()
+            self._changed.notify_all()
+
+    def _compile_here(self, job) -> None:
+        index, text, level = job
+        self._done(index, compile_module(text, self.target, level))
+
+    def _done(self, index: int, code: bytes) -> None:
+        write_object(self.names[index], code)
+        with self._changed:
+            self.codes[index] = code
+            COUNTERS["compiled"] += 1
+        self._report("compiled")
+
+    def _start_workers(self) -> None:
+        try:
+            started = compile_worker.workers(compile_jobs() - 1)
+        except OSError as failure:             # no process could be started: this process compiles all
+            _warn_worker_failed(failure)
+            return
+        for worker in started:
+            thread = threading.Thread(target=self._feed, args=(worker,), daemon=True,
+                                      name="lucid-compile-feeder")
+            thread.start()
+            self._threads.append(thread)
+
+    def _feed(self, worker: compile_worker.Worker) -> None:
+        """Hand queued modules to `worker` until none is left, or it fails (then its module goes back
+        to the queue, before this module stops counting as busy, so the caller cannot miss it)."""
+        while (job := self._next(helping=True)) is not None:
+            try:
+                self._done(job[0], worker.compile(job[1], self.target, job[2]))
+            except ModuleFailed:
+                self._here.append(job)         # compiled here at the end, raising this process's error
+            except Exception as failure:       # noqa: BLE001  (WorkerFailed, or anything unforeseen)
+                _warn_worker_failed(failure)
+                compile_worker.discard(worker)
+                with self._changed:
+                    self._queue.appendleft(job)
+                return
+            finally:
+                with self._changed:
+                    self._busy -= 1
+                    self._changed.notify_all()
+
+    def _report(self, field: str) -> None:
+        if self._progress is not None:
+            self._progress.count(field)
+
+
+_WARNED = []
+
+
+def _warn_worker_failed(failure: Exception) -> None:
+    """Say once per process that a worker failed (the compile goes on in this process)."""
+    if not _WARNED:
+        _WARNED.append(failure)
+        warnings.warn(f"lucid: a compile worker process failed ({type(failure).__name__}: {failure}); its "
+                      "modules are compiled in this process", CompileWorkerWarning, stacklevel=2)
 
 
 class NativeCode:

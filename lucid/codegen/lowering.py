@@ -12,7 +12,8 @@ kernel is built in its own module and named after a hash of its code (`lucid_k_<
 kernels (the same layer in a forward and a training graph, or in another model) are compiled once and
 cached once.
 
-Adding an operator means writing its lowering in `kernels/` and nothing here.
+Adding an operator means writing its lowering in `kernels/` and nothing here (`lower` imports
+`kernels/`, which registers every lowering; a graph served from the disk cache never imports them).
 """
 from __future__ import annotations
 
@@ -91,8 +92,10 @@ PLACEHOLDER = "lucid_kernel"
 class Lowering:
     """Builds the kernels of one graph; lowerings call `kernel`, `slot`, `scratch` and `module`."""
 
-    def __init__(self, graph: Graph, plan: MemoryPlan, target: Target):
+    def __init__(self, graph: Graph, plan: MemoryPlan, target: Target,
+                 on_module: Callable[[KernelModule], None] | None = None):
         self.graph, self.plan, self.target = graph, plan, target
+        self.on_module = on_module                 # called with each new module as soon as it is made
         self.kernels: list[Kernel] = []
         self.modules: dict[str, KernelModule] = {}
         self.table = buffer_table(graph, plan)
@@ -156,11 +159,15 @@ class Lowering:
         kernel_name = f"lucid_k_{digest}"
         if kernel_name not in self.modules:
             self.modules[kernel_name] = KernelModule(kernel_name, _renamed(text, kernel_name))
+            if self.on_module is not None:
+                self.on_module(self.modules[kernel_name])
         self.kernels.append(Kernel(kernel_name, max(int(items), 0), tuple(k.slots), waits, name))
         self._module = None
 
     # ------------------------------------------------------------------ driver
     def lower(self) -> None:
+        from . import kernels  # noqa: F401  (registers the lowerings: here, so a cached graph never loads them)
+
         for node in self.graph.nodes:
             if node.is_constant or node.output in self.plan.aliases:
                 continue

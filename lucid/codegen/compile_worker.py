@@ -1,0 +1,263 @@
+"""Compiling one LLVM module to object code: in this process, or in a compile worker process.
+
+`compile_module(text, target, level)` is the one definition of how a module is compiled (LLVM O3
+with loop and SLP vectorisation and a lower loop-unrolling threshold, or O0 and fast instruction
+selection). llvmlite runs one compilation at a time per process (threads gave nothing: 40 modules
+took 28 s on one thread and 29 s on two), so to use several cores `jit.Compilation` hands modules
+to worker processes as well.
+
+A worker is `python -m lucid.codegen.compile_worker`, started on first need and reused for the
+life of the process (`workers(count)`): it reads requests on its stdin and answers on its stdout,
+each message a JSON header and a body, both length-prefixed. A request is a target, a level and
+LLVM text; the answer is the object code and its SHA-256 (or the compile error). `Worker.compile`
+checks the answer (the request's id, the digest of the bytes received) and raises `WorkerFailed`
+for a worker that died, hung up, answered garbage or gave no answer within `ANSWER_WITHIN` seconds
+(the caller then compiles in its own process), and `ModuleFailed` for a module the worker could
+not compile. A worker ignores Ctrl-C (its parent handles it) and exits when its stdin closes; this
+process closes and reaps its workers at exit (or when `close()` is called), and a forked child
+forgets its parent's workers (it starts its own if it needs them).
+"""
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import llvmlite.binding as llvm
+
+from .target import Target
+
+_LENGTH = struct.Struct(">Q")
+
+#: Messages larger than this (1 GiB) are refused as garbage: no module or object comes near.
+MESSAGE_LIMIT = 1 << 30
+
+#: Seconds a worker has to answer a request before it is killed (then it counts as failed).
+ANSWER_WITHIN = 600
+
+#: Seconds a closed worker has to exit (it may be starting, or finishing a module) before it is killed.
+EXIT_WAIT = 5
+
+
+#: LLVM's loop unroller at O3 fully unrolls loops up to a cost of 300; lucid's kernels unroll their
+#: register tiles themselves, and LLVM's further unrolling of their tap and channel loops made a
+#: UNet3D training graph's modules cost 11.3 s of LLVM time against 8.2 s at 60, with no loss in the
+#: speed of conv.py's rows (seed, B, C, D, E, G2 forward and forward+backward, A/B alternating).
+UNROLL_THRESHOLD = 60
+
+
+@functools.cache
+def _set_pipeline_options() -> None:
+    llvm.set_option("", f"-unroll-threshold={UNROLL_THRESHOLD}")
+
+
+def compile_module(text, target: Target, level: int = 3) -> bytes:
+    """Object code of one module (LLVM text or an llvmlite module), optimised at O`level` (3, with
+    the vectorisers and a lower unrolling threshold, or 0: as written)."""
+    machine = target.machine(level)
+    _set_pipeline_options()
+    parsed = llvm.parse_assembly(str(text), context=llvm.create_context())
+    parsed.triple, parsed.data_layout = machine.triple, str(machine.target_data)
+    parsed.verify()
+    tuning = llvm.create_pipeline_tuning_options(speed_level=level)
+    tuning.loop_vectorization = tuning.slp_vectorization = level == 3
+    builder = llvm.create_pass_builder(machine, tuning)
+    builder.getModulePassManager().run(parsed, builder)
+    return machine.emit_object(parsed)
+
+
+class WorkerFailed(Exception):
+    """A compile worker died, hung up or answered something that is not a valid answer."""
+
+
+class ModuleFailed(Exception):
+    """A compile worker could not compile the module it was given (the message is its error)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages
+
+
+def send(stream, header: dict, body: bytes) -> None:
+    encoded = json.dumps(header).encode()
+    stream.write(_LENGTH.pack(len(encoded)) + encoded + _LENGTH.pack(len(body)) + body)
+    stream.flush()
+
+
+def receive(stream) -> tuple[dict, bytes] | None:
+    """The next message (header, body); None at the end of the stream; ValueError if malformed."""
+    first = stream.read(_LENGTH.size)
+    if not first:
+        return None
+    header = json.loads(_read_exactly(stream, _frame_length(first)))
+    if not isinstance(header, dict):
+        raise ValueError(f"message header {header!r} is not an object")
+    return header, _read_exactly(stream, _frame_length(stream.read(_LENGTH.size)))
+
+
+def _frame_length(prefix: bytes) -> int:
+    if len(prefix) != _LENGTH.size:
+        raise ValueError("message cut short")
+    length = _LENGTH.unpack(prefix)[0]
+    if length > MESSAGE_LIMIT:
+        raise ValueError(f"message of {length} bytes")
+    return length
+
+
+def _read_exactly(stream, length: int) -> bytes:
+    data = stream.read(length)
+    if len(data) != length:
+        raise ValueError("message cut short")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# This process's side
+
+
+class Worker:
+    """One compile worker process (one request at a time: concurrent callers take turns)."""
+
+    def __init__(self, command: list[str] | None = None):
+        """Start the worker (`command`: another program speaking the same messages, for tests)."""
+        package_root = str(Path(__file__).resolve().parents[2])
+        path = os.environ.get("PYTHONPATH")
+        env = dict(os.environ, PYTHONPATH=package_root + (os.pathsep + path if path else ""))
+        self.process = subprocess.Popen(command or [sys.executable, "-m", "lucid.codegen.compile_worker"],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self._requests = 0
+        self._turn = threading.Lock()
+
+    def compile(self, text: str, target: Target, level: int) -> bytes:
+        """The object code of `text`, compiled by this worker; WorkerFailed or ModuleFailed."""
+        with self._turn:
+            self._requests += 1
+            request = {"id": self._requests, "target": dataclasses.asdict(target), "level": level}
+            watchdog = threading.Timer(ANSWER_WITHIN, self.process.kill)   # a hung worker fails too
+            watchdog.start()
+            try:
+                send(self.process.stdin, request, text.encode())
+                answer = receive(self.process.stdout)
+            except (OSError, ValueError) as error:
+                raise WorkerFailed(f"{type(error).__name__}: {error}") from None
+            finally:
+                watchdog.cancel()
+            if answer is None:
+                raise WorkerFailed(f"it exited (status {self.process.wait()})")
+            return _checked(answer, self._requests)
+
+    def close(self) -> None:
+        """Ask the worker to exit and reap it (killed if it does not exit within `EXIT_WAIT` s)."""
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.process.wait(timeout=EXIT_WAIT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process.stdout.close()
+
+
+def _checked(answer: tuple[dict, bytes], request: int) -> bytes:
+    header, code = answer
+    if header.get("id") != request:
+        raise WorkerFailed(f"it answered request {header.get('id')!r}, not {request}")
+    if "error" in header:
+        raise ModuleFailed(str(header["error"]))
+    if header.get("sha256") != hashlib.sha256(code).hexdigest() or not code:
+        raise WorkerFailed("its object code does not match the SHA-256 it sent")
+    return code
+
+
+class _Workers:
+    """The worker processes of this process (a forked child starts with none)."""
+
+    def __init__(self):
+        self.started: list[Worker] = []
+        self.lock = threading.Lock()
+
+    def at_least(self, count: int) -> list[Worker]:
+        with self.lock:
+            while len(self.started) < count:
+                self.started.append(Worker())
+            return list(self.started)
+
+    def discard(self, worker: Worker) -> None:
+        with self.lock:
+            if worker in self.started:
+                self.started.remove(worker)
+        worker.close()
+
+    def close(self) -> None:
+        with self.lock:
+            workers, self.started = self.started, []
+        for worker in workers:
+            worker.close()
+
+    def forget(self) -> None:
+        """In a forked child: drop the parent's workers without touching them (only the child's
+        copies of their pipes are closed)."""
+        for worker in self.started:
+            for pipe in (worker.process.stdin, worker.process.stdout):
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+            worker.process.returncode = 0          # not this process's child: never wait for it
+        self.started = []
+        self.lock = threading.Lock()
+
+
+_WORKERS = _Workers()
+atexit.register(_WORKERS.close)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_WORKERS.forget)
+
+
+def workers(count: int) -> list[Worker]:
+    """`count` running workers of this process (started now if fewer are running)."""
+    return _WORKERS.at_least(count)
+
+
+def close() -> None:
+    """Close and reap this process's workers now (later compilations start new ones if needed)."""
+    _WORKERS.close()
+
+
+def discard(worker: Worker) -> None:
+    """Stop using `worker` (it failed): close and reap it."""
+    _WORKERS.discard(worker)
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker's side
+
+
+def serve(requests, answers) -> None:
+    """Answer compile requests from `requests` on `answers` until `requests` ends."""
+    while (message := receive(requests)) is not None:
+        header, text = message
+        try:
+            code = compile_module(text.decode(), Target(**header["target"]), header["level"])
+            answer = {"id": header["id"], "sha256": hashlib.sha256(code).hexdigest()}
+        except Exception as error:                 # noqa: BLE001  (the parent reports it)
+            code, answer = b"", {"id": header.get("id"), "error": f"{type(error).__name__}: {error}"}
+        send(answers, answer, code)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)                                  # anything printed goes to stderr, not into answers
+    serve(sys.stdin.buffer, answers)
