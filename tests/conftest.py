@@ -7,9 +7,13 @@ Modules are compiled in the test processes alone (LUCID_COMPILE_JOBS=1, unless s
 has a test process per core, so compile worker processes only compete with them for the cores
 (tests/codegen/test_conv_compiled.py on a fresh cache, -n 2, two runs each: 124 and 130 CPU s with
 one job, 128 and 138 with two; the wall times swung 82-179 s with the machine's other load).
-tests/codegen/test_compile_workers.py sets the jobs it tests."""
+tests/codegen/test_compile_workers.py sets the jobs it tests.
+
+Every pass manager verifies each graph after each pass (LUCID_VERIFY_PASSES=1; by default only
+its results), so a pass that breaks an invariant fails the tests naming that pass."""
 import os
 import pathlib
 
 os.environ.setdefault("LUCID_CACHE_DIR", str(pathlib.Path(__file__).resolve().parent.parent / ".lucid-cache"))
 os.environ.setdefault("LUCID_COMPILE_JOBS", "1")
+os.environ.setdefault("LUCID_VERIFY_PASSES", "1")

@@ -26,4 +26,4 @@ def rewrite(graph: Graph, replace: Callable[[Node], "Node | Value | None"]) -> G
         if decision is not None:
             substitute[node.output] = decision.output
     result.rebuild(nodes, substitute)
-    return result.verify()
+    return result
