@@ -93,6 +93,13 @@ def emit_row_block(k, tiles: RowTiles, offsets: tuple, n, qd, qh, grp, ob) -> No
         call(tiles.last, i64(tiles.full * block.points))
 
 
+#: The register tile sums its terms (tap, input channel) in blocks of whole taps, about this many
+#: terms each (at least one tap), each block from zero, then adds the blocks: the rounding error
+#: grows with the terms of a block plus the blocks, not with all the terms of one running sum
+#: (27 x 64 of a 3 x 3 x 3 conv: 2-4x PyTorch fp32's error, measured by benchmarks/accuracy.py).
+BLOCK_TERMS = 32
+
+
 def tile_function(lowering: Lowering, element, block: Blocking, count: int, s_step: int) -> ir.Function:
     """void tile(s, v, y, s_taps, v_taps, tap_count, icg, s_ic, v_ic, y_step): the register tile of
     `count` rows × `block.vectors` vectors, shared by every convolution of the module with this
@@ -119,22 +126,33 @@ def tile_function(lowering: Lowering, element, block: Blocking, count: int, s_st
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     vtype = ir.VectorType(element, block.lanes)
     fma = intrinsic(lowering.module, f"llvm.fma.v{block.lanes}{kind}", vtype, [vtype] * 3)
-    accumulators = b.alloca(vtype, count * block.vectors)
-    _zero_tile(b, accumulators, count * block.vectors, vtype)
-    with counted_loop(b, tap_count, name="t") as t:
-        s_tap = b.gep(s, [b.load(b.gep(s_taps, [t]))])
-        v_tap = b.gep(v, [b.load(b.gep(v_taps, [t]))])
-        with counted_loop(b, icg, name="ic") as ic:
-            s_ic_at, v_ic_at = b.mul(ic, s_ic), b.mul(ic, v_ic)
-            vectors = [load_vector(b, v_tap, b.add(v_ic_at, i64(j * block.lanes)), block.lanes) for j in range(block.vectors)]
-            for r in range(count):
-                broadcast = splat(b, b.load(b.gep(s_tap, [b.add(s_ic_at, i64(r * s_step))])), block.lanes)
-                for j in range(block.vectors):
-                    slot = b.gep(accumulators, [i64(r * block.vectors + j)])
-                    b.store(b.call(fma, [broadcast, vectors[j], b.load(slot)]), slot)
+    slots = count * block.vectors
+    totals, accumulators = b.alloca(vtype, slots), b.alloca(vtype, slots)
+    _zero_tile(b, totals, slots, vtype)
+    group = b.udiv(b.add(i64(BLOCK_TERMS - 1), icg), icg)           # taps per block of terms
+    with counted_loop(b, b.udiv(b.add(tap_count, b.sub(group, i64(1))), group), name="tg") as tap_group:
+        _zero_tile(b, accumulators, slots, vtype)
+        first_tap = b.mul(tap_group, group)
+        last_tap = b.add(first_tap, group)
+        last_tap = b.select(b.icmp_unsigned("<", last_tap, tap_count), last_tap, tap_count)
+        with counted_loop(b, last_tap, first_tap, name="t") as t:
+            s_tap = b.gep(s, [b.load(b.gep(s_taps, [t]))])
+            v_tap = b.gep(v, [b.load(b.gep(v_taps, [t]))])
+            with counted_loop(b, icg, name="ic") as ic:
+                s_ic_at, v_ic_at = b.mul(ic, s_ic), b.mul(ic, v_ic)
+                vectors = [load_vector(b, v_tap, b.add(v_ic_at, i64(j * block.lanes)), block.lanes)
+                           for j in range(block.vectors)]
+                for r in range(count):
+                    broadcast = splat(b, b.load(b.gep(s_tap, [b.add(s_ic_at, i64(r * s_step))])), block.lanes)
+                    for j in range(block.vectors):
+                        slot = b.gep(accumulators, [i64(r * block.vectors + j)])
+                        b.store(b.call(fma, [broadcast, vectors[j], b.load(slot)]), slot)
+        for slot in range(slots):
+            total, partial = b.gep(totals, [i64(slot)]), b.gep(accumulators, [i64(slot)])
+            b.store(b.fadd(b.load(total), b.load(partial)), total)
     for r in range(count):
         for j in range(block.vectors):
-            value = b.load(b.gep(accumulators, [i64(r * block.vectors + j)]))
+            value = b.load(b.gep(totals, [i64(r * block.vectors + j)]))
             store_vector(b, value, y, b.add(b.mul(i64(r), y_step), i64(j * block.lanes)))
     b.ret_void()
     return fn
