@@ -33,9 +33,9 @@ except ImportError:          # FIXED_BOUND applies
 #: Goal of issue 22: lucid's error at most this many times PyTorch fp32's.
 RATIO = 2.0
 
-#: Without torch: 2x PyTorch 2.13 fp32's largest relative error over these rows, inputs and results
-#: (3.4e-7 on C's weight gradient).
-FIXED_BOUND = 6.9e-7
+#: Without torch: 2x the median of PyTorch 2.13 fp32's relative errors over these rows, inputs and
+#: results (1.9e-7; they range over 5.4e-8 - 7.2e-7, lucid's compiled errors over 6.4e-8 - 3.1e-7).
+FIXED_BOUND = 3.9e-7
 
 #: conv.py's rows scaled down (conv.py's format: transposed, input shape, out channels, kernel,
 #: stride, padding), with the algorithms lucid's compiled forward / backward must run (kernel

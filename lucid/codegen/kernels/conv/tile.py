@@ -2,7 +2,8 @@
 
 `tile_function` is the innermost loop of every convolution here (the direct and phase kernels, the
 kernels vectorised over output points and Winograd's GEMM): a tile of rows x vectors accumulates,
-over taps and input channels, a broadcast scalar times a vector with FMA. A `Direct` spec says which
+over taps and input channels, a broadcast scalar times a vector with FMA, in blocks of about
+`BLOCK_TERMS` terms summed from zero and then added (for accuracy). A `Direct` spec says which
 rows of output points one direct kernel convolves; `row_tiles` and `emit_row_block` cover one such
 row, for one block of output channels, with calls of the tile."""
 from __future__ import annotations
@@ -96,8 +97,9 @@ def emit_row_block(k, tiles: RowTiles, offsets: tuple, n, qd, qh, grp, ob) -> No
 #: The register tile sums its terms (tap, input channel) in blocks of whole taps, about this many
 #: terms each (at least one tap), each block from zero, then adds the blocks: the rounding error
 #: grows with the terms of a block plus the blocks, not with all the terms of one running sum
-#: (27 x 64 of a 3 x 3 x 3 conv: 2-4x PyTorch fp32's error, measured by benchmarks/accuracy.py).
-BLOCK_TERMS = 32
+#: (27 x 64 of a 3 x 3 x 3 conv: 2.5-4x PyTorch fp32's error, measured by benchmarks/accuracy.py).
+#: 64 costs C's forward (Winograd, 32 channels) nothing measurable; 32 cost it 20% of its time.
+BLOCK_TERMS = 64
 
 
 def tile_function(lowering: Lowering, element, block: Blocking, count: int, s_step: int) -> ir.Function:
@@ -107,7 +109,8 @@ def tile_function(lowering: Lowering, element, block: Blocking, count: int, s_st
 
     y[r*y_step + j*lanes + lane] = sum over t < tap_count, ic < icg of
         s[s_taps[t] + ic*s_ic + r*s_step] * v[v_taps[t] + ic*v_ic + j*lanes + lane]
-    i.e. a broadcast scalar times a vector, accumulated with FMA. For a convolution vectorised over
+    i.e. a broadcast scalar times a vector, accumulated with FMA, a block of whole taps (about
+    BLOCK_TERMS terms) at a time. For a convolution vectorised over
     output channels the scalars are input values (rows: output points) and the vectors weight rows;
     vectorised over output points, the scalars are weights (rows: output channels) and the vectors
     input rows."""
