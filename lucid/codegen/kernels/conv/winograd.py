@@ -27,7 +27,8 @@ A conv, or one phase, is a correlation. Output tiles are 2 x 2 positions q; tile
 correlation's corner + (2 th, 2 tw), alpha = taps + 1. With xi a position of the alpha x alpha
 transformed domain:
 
-    U[xi] = (G g G^T)[xi]          per weight (oc, ic, depth tap): `wino_weights` kernel
+    U[xi] = (G g G^T)[xi]          per weight (oc, ic, depth tap): `wino_weights` kernel, in
+                                   float64 rounded once (the GEMM's error is the larger part)
     V[xi] = (B^T d B)[xi]          per input patch and channel vector
     M[xi] = sum over depth taps and ic of V[xi] * U[xi]   (the register tile of tile.py, a GEMM)
     y     = A^T M A                2 x 2 outputs
