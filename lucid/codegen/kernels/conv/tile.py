@@ -136,9 +136,8 @@ def tile_function(lowering: Lowering, element, block: Blocking, count: int, s_st
     with counted_loop(b, b.udiv(b.add(tap_count, b.sub(group, i64(1))), group), name="tg") as tap_group:
         _zero_tile(b, accumulators, slots, vtype)
         first_tap = b.mul(tap_group, group)
-        last_tap = b.add(first_tap, group)
-        last_tap = b.select(b.icmp_unsigned("<", last_tap, tap_count), last_tap, tap_count)
-        with counted_loop(b, last_tap, first_tap, name="t") as t:
+        end = b.add(first_tap, group)
+        with counted_loop(b, b.select(b.icmp_unsigned("<", end, tap_count), end, tap_count), first_tap, name="t") as t:
             s_tap = b.gep(s, [b.load(b.gep(s_taps, [t]))])
             v_tap = b.gep(v, [b.load(b.gep(v_taps, [t]))])
             with counted_loop(b, icg, name="ic") as ic:
@@ -150,9 +149,7 @@ def tile_function(lowering: Lowering, element, block: Blocking, count: int, s_st
                     for j in range(block.vectors):
                         slot = b.gep(accumulators, [i64(r * block.vectors + j)])
                         b.store(b.call(fma, [broadcast, vectors[j], b.load(slot)]), slot)
-        for slot in range(slots):
-            total, partial = b.gep(totals, [i64(slot)]), b.gep(accumulators, [i64(slot)])
-            b.store(b.fadd(b.load(total), b.load(partial)), total)
+        _add_tile(b, totals, accumulators, slots)
     for r in range(count):
         for j in range(block.vectors):
             value = b.load(b.gep(totals, [i64(r * block.vectors + j)]))
@@ -165,3 +162,10 @@ def _zero_tile(b: ir.IRBuilder, accumulators, count: int, vtype) -> None:
     zero = ir.Constant(vtype, [0.0] * vtype.count)
     for slot in range(count):
         b.store(zero, b.gep(accumulators, [i64(slot)]))
+
+
+def _add_tile(b: ir.IRBuilder, totals, partials, count: int) -> None:
+    """totals[slot] += partials[slot] for the tile's `count` accumulator slots."""
+    for slot in range(count):
+        total = b.gep(totals, [i64(slot)])
+        b.store(b.fadd(b.load(total), b.load(b.gep(partials, [i64(slot)]))), total)

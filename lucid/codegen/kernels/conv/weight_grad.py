@@ -6,8 +6,9 @@ vector over every output position, from copies of the input and the gradient pac
 one tile's channels (`emit_pack_channel_blocks`); work items are (part of the positions, group, oc
 block), each part summing into its own copy of the blocked gradient, and a last kernel adds the
 copies into dw. The sums are blocked: each call of the row function sums its few rows from zero in
-registers and adds that to the copy (see `_row_function`). When the input gradient's conv just packed one of the two operands
-(`Lowering.leave_packed`), it reads that copy instead of packing its own."""
+registers and adds that to the copy (see `_row_function`). When the input gradient's conv just
+packed one of the two operands (`Lowering.leave_packed`), it reads that copy instead of packing its
+own."""
 from __future__ import annotations
 
 import functools
