@@ -27,7 +27,8 @@ A conv, or one phase, is a correlation. Output tiles are 2 x 2 positions q; tile
 correlation's corner + (2 th, 2 tw), alpha = taps + 1. With xi a position of the alpha x alpha
 transformed domain:
 
-    U[xi] = (G g G^T)[xi]          per weight (oc, ic, depth tap): `wino_weights` kernel
+    U[xi] = (G g G^T)[xi]          per weight (oc, ic, depth tap): `wino_weights` kernel, in
+                                   float64 rounded once (the GEMM's error is the larger part)
     V[xi] = (B^T d B)[xi]          per input patch and channel vector
     M[xi] = sum over depth taps and ic of V[xi] * U[xi]   (the register tile of tile.py, a GEMM)
     y     = A^T M A                2 x 2 outputs
@@ -45,7 +46,7 @@ from typing import Callable
 
 import llvmlite.ir as ir
 
-from ...irgen import counted_loop, element_type, i64, load_vector, store_vector, unravel
+from ...irgen import F64, counted_loop, element_type, i64, load_vector, store_vector, unravel
 from ...lowering import Lowering
 from .direct import conv_direct_spec, conv_input_layout, phase_direct_spec, transpose_input_layout, transpose_phases
 from .nonfinite import WeightFlags, exact_sum
@@ -347,7 +348,7 @@ def _emit_weight_transform(lowering: Lowering, problem: ConvProblem, c: Correlat
         b = k.b
         ob, t, ic = unravel(b, item, (blocks, depth_taps, g.icg))
         src, u = k.pointer(w), k.scratch_pointer(offset, element)
-        half = ir.Constant(element, 0.5)
+        half = ir.Constant(F64, 0.5)
         first = b.mul(b.add(b.mul(b.add(b.mul(ob, i64(depth_taps)), t), i64(transform.positions * g.icg)), ic),
                       i64(block.width))
         with counted_loop(b, block.width, name="lane") as lane:
@@ -357,10 +358,12 @@ def _emit_weight_transform(lowering: Lowering, problem: ConvProblem, c: Correlat
 
             def weight(i, j):
                 tap = b.load(b.gep(table, [i64(0), b.add(b.mul(t, i64(taps * taps)), i64(taps * i + j))]))
-                return b.select(inside, b.load(b.gep(src, [b.add(row, tap)])), ir.Constant(element, 0.0))
+                value = b.select(inside, b.load(b.gep(src, [b.add(row, tap)])), ir.Constant(element, 0.0))
+                return value if element == F64 else b.fpext(value, F64)
 
             grid = [[weight(i, j) for j in range(taps)] for i in range(taps)]
             for xi, value in enumerate(_separable(b, grid, lambda b_, column: transform.weight(b_, column, half))):
+                value = value if element == F64 else b.fptrunc(value, element)
                 b.store(value, b.gep(u, [b.add(b.add(first, lane), i64(xi * g.icg * block.width))]))
 
     lowering.kernel("wino_weights", blocks * depth_taps * g.icg, body, waits=False)
