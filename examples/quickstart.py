@@ -31,6 +31,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+# Each step prints its own timing on one line; lucid's own compile progress line would split it.
+os.environ.setdefault("LUCID_QUIET", "1")
 
 import lucid  # noqa: E402
 import lucid.runtime  # noqa: E402
