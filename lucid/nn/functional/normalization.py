@@ -16,6 +16,18 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     """Normalise each channel (axis 1) over every other axis. In training, batch statistics are used:
     one `moments` over (N, spatial) (and the running ones, when given, are updated in place with the
     unbiased variance); in eval mode the running ones."""
+    return normalise_batch(input, running_mean, running_var, weight, bias, training, momentum, eps, batch_statistics)
+
+
+def batch_statistics(x) -> tuple:
+    """(mean, biased variance, count) of each channel of x over (N, spatial): one `moments`."""
+    mean, var = ops.split_moments(ops.moments(x, (0,) + tuple(range(2, x.ndim))))
+    return mean, var, x.numel() // max(x.shape[1], 1)
+
+
+def normalise_batch(input, running_mean, running_var, weight, bias, training, momentum, eps, statistics):
+    """`batch_norm` with the training statistics `statistics(x) -> (mean, var, count)` (this batch's,
+    or SyncBatchNorm's over every rank's batch)."""
     x = require_tensor(input, "batch_norm")
     if x.ndim < 2:
         raise ShapeError(f"batch_norm: expected an input of rank >= 2 (N, C, ...), got shape {x.shape}")
@@ -23,10 +35,10 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     for v, what in ((running_mean, "running_mean"), (running_var, "running_var"), (weight, "weight"), (bias, "bias")):
         _check_channel_vector(v, channels, what, "batch_norm")
     if training:
-        count = x.numel() // max(channels, 1)
+        mean, var, count = statistics(x)
         if count <= 1:
-            raise ShapeError(f"batch_norm: expected more than 1 value per channel when training, got input of shape {x.shape}")
-        mean, var = ops.split_moments(ops.moments(x, (0,) + tuple(range(2, x.ndim))))
+            raise ShapeError(f"batch_norm: expected more than 1 value per channel when training, got {count} "
+                             f"(input of shape {x.shape})")
         if running_mean is not None and running_var is not None:
             _update_running(running_mean, running_var, mean, var, count, momentum)
     else:

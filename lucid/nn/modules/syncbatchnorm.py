@@ -1,13 +1,13 @@
 """`SyncBatchNorm`: BatchNorm whose training statistics are those of the batch of every rank together.
 
-In training, when `lucid.distributed` is initialised with more than one rank, each rank computes its
-per-channel (count, mean, M2 = sum of squared deviations from its mean), the ranks exchange them
-(one all_gather of 3 x C values) and each combines them in rank order with Chan et al.'s pairwise
-formula (M2 = sum of M2_r + sum of n_r (mean_r - mean)^2), which stays accurate where
-E[x^2] - E[x]^2 cancels. The input is normalised with the global mean and biased variance; the
-running statistics take the global mean and unbiased variance (as PyTorch). The backward allreduces
-the per-channel sums of g and g * x_hat, so the input gradient is the one of the global batch; the
-weight and bias gradients are this rank's sums (DistributedDataParallel averages them).
+In training, when `lucid.distributed` is initialised with more than one rank, the per-channel
+statistics are two-pass over the global batch, in float64: the sum of x over every rank (one
+allreduce) gives the global mean, then the sum of (x - mean)^2 over every rank (a second one) the
+biased variance, without E[x^2] - E[x]^2's cancellation. Each sum over ranks is a tape node whose
+gradient is the sum over ranks of its output's gradient, so the input gradient is that of the global
+batch; everything else is `F.batch_norm`'s own path (`normalise_batch`): the running statistics'
+update with the global count and the `normalize` operator with its gradient rule. The weight and bias
+gradients are this rank's (DistributedDataParallel averages them).
 
 Otherwise (eval mode, one process, no process group) it is BatchNorm over an input of any rank >= 2.
 The synchronised forward is eager only: tracing it (lucid.compile, lucid.export, lucid.trace) in
@@ -22,6 +22,7 @@ from ...errors import ShapeError, TraceError
 from ...tensor import Tensor, is_eager_tensor
 from .. import functional as F
 from ..module import Module
+from ..functional.normalization import normalise_batch
 from .normalization import _BatchNorm
 
 
@@ -52,12 +53,8 @@ class SyncBatchNorm(_BatchNorm):
                              "model in eval mode, or train the model eagerly (or use BatchNorm/GroupNorm)")
         self._check_input(x)
         momentum = self._count_batch()
-        rule = _SyncBatchNormRule(x.data, self.eps)
-        if self.track_running_stats:
-            rule.update_running(self.running_mean, self.running_var, float(momentum))
-        weight = self.weight if self.weight is not None else Tensor(np.ones(self.num_features), dtype=x.dtype)
-        bias = self.bias if self.bias is not None else Tensor(np.zeros(self.num_features), dtype=x.dtype)
-        return rule.apply(x, weight, bias)
+        return normalise_batch(x, self.running_mean, self.running_var, self.weight, self.bias, True,
+                               momentum, self.eps, global_statistics)
 
     @classmethod
     def convert_sync_batchnorm(cls, module: Module, process_group=None) -> Module:
@@ -78,59 +75,39 @@ class SyncBatchNorm(_BatchNorm):
         return module
 
 
-def combine_moments(counts: np.ndarray, means: np.ndarray, m2s: np.ndarray) -> tuple:
-    """(count, mean, M2) of the union of groups, from each group's (rows of the arguments; one column
-    per channel): Chan, Golub and LeVeque's combination, without E[x^2] - E[x]^2."""
-    count = counts.sum(axis=0)
-    mean = (counts * means).sum(axis=0) / count
-    return count, mean, m2s.sum(axis=0) + (counts * (means - mean) ** 2).sum(axis=0)
+def global_statistics(x: Tensor) -> tuple:
+    """(mean, biased variance, count) of each channel of x over (N, spatial) of every rank's batch,
+    two-pass in float64, differentiable through both sums over ranks."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    per_channel = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    count = np.array(float(x.numel() // x.shape[1]))
+    distributed.all_reduce(count)
+    wide = x.double()
+    mean = sum_over_ranks(wide.sum(axes)) / float(count)
+    centred = wide - mean.reshape(per_channel)
+    var = sum_over_ranks((centred * centred).sum(axes)) / float(count)
+    return mean.to(x.dtype), var.to(x.dtype), int(count)
 
 
-class _SyncBatchNormRule:
-    """One synchronised batch-norm call: its global statistics, and the tape's gradient rule for it
-    (the autograd Node's operator)."""
+class _SumOverRanks:
+    """The tape's rule of a sum over ranks: every rank's output is the same sum, so the gradient of
+    each rank's input is the sum over ranks of the output's gradient."""
 
-    name = "sync_batch_norm"
+    name = "sum_over_ranks"
     differentiable = True
 
-    def __init__(self, x: np.ndarray, eps: float):
-        channels = x.shape[1]
-        self.axes = (0,) + tuple(range(2, x.ndim))
-        self.broadcast_shape = (1, channels) + (1,) * (x.ndim - 2)
-        local = x.astype(np.float64)
-        local_mean = local.mean(axis=self.axes)
-        local_m2 = ((local - local_mean.reshape(self.broadcast_shape)) ** 2).sum(axis=self.axes)
-        mine = np.stack([np.full(channels, x.size / channels), local_mean, local_m2])
-        gathered = np.empty((distributed.get_world_size(),) + mine.shape)
-        distributed.all_gather_into_tensor(gathered, mine)
-        self.count, self.mean, self.m2 = combine_moments(gathered[:, 0], gathered[:, 1], gathered[:, 2])
-        if self.count.min() <= 1:
-            raise ShapeError(f"SyncBatchNorm: expected more than 1 value per channel over all ranks when "
-                             f"training, got {int(self.count.min())}")
-        self.rstd = 1.0 / np.sqrt(self.m2 / self.count + eps)
-        self.x_hat = (local - self.mean.reshape(self.broadcast_shape)) * self.rstd.reshape(self.broadcast_shape)
-
-    def update_running(self, running_mean: Tensor, running_var: Tensor, momentum: float) -> None:
-        unbiased = self.m2 / (self.count - 1)
-        running_mean.data[...] = (1 - momentum) * running_mean.data + momentum * self.mean
-        running_var.data[...] = (1 - momentum) * running_var.data + momentum * unbiased
-
-    def apply(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-        """The normalised, scaled and shifted x, on the tape when a gradient is wanted."""
-        out = self.x_hat * weight.data.reshape(self.broadcast_shape) + bias.data.reshape(self.broadcast_shape)
-        inputs = (x, weight, bias)
-        track = autograd.is_grad_enabled() and any(t.requires_grad for t in inputs)
-        node = autograd.Node(self, {}, inputs) if track else None
-        return Tensor._wrap(out.astype(x.dtype.numpy), track, node)
-
     def grad(self, attrs, inputs, output, grad_output) -> tuple:
-        x, weight, _ = inputs
-        g = grad_output.data.astype(np.float64)
-        sums = np.stack([g.sum(axis=self.axes), (g * self.x_hat).sum(axis=self.axes)])
-        local_bias_grad, local_weight_grad = sums.copy()
-        distributed.all_reduce(sums)
-        shape = self.broadcast_shape
-        scale = (weight.data.astype(np.float64) * self.rstd).reshape(shape)
-        x_grad = scale * (g - (sums[0] / self.count).reshape(shape) - self.x_hat * (sums[1] / self.count).reshape(shape))
-        return tuple(Tensor._wrap(a.astype(t.dtype.numpy)) for a, t in
-                     zip((x_grad, local_weight_grad, local_bias_grad), inputs))
+        total = np.array(grad_output.data, copy=True)
+        distributed.all_reduce(total)
+        return (Tensor._wrap(total),)
+
+
+_SUM_OVER_RANKS = _SumOverRanks()
+
+
+def sum_over_ranks(t: Tensor) -> Tensor:
+    """The elementwise sum of `t` over every rank (an allreduce), on the tape when t requires grad."""
+    total = np.array(t.data, copy=True)
+    distributed.all_reduce(total)
+    track = autograd.is_grad_enabled() and t.requires_grad
+    return Tensor._wrap(total, track, autograd.Node(_SUM_OVER_RANKS, {}, (t,)) if track else None)
