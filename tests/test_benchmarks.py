@@ -120,3 +120,27 @@ def test_compile_time_reports_cold_warm_and_where_a_cold_compile_goes():
     assert float(values["warm"]) < float(values["cold 1 job"])   # a second process skips lowering and LLVM
     caller, workers = map(float, values["cold CPU (caller + workers)"].split(" + "))
     assert caller > 0 and workers >= 0
+
+
+def test_conv_peers_names_every_missing_peer_and_shows_n_a():
+    done = run_benchmark("conv_peers.py", "--shapes", "seed", "--threads", "1", "--quick",
+                         without=("torch", "onnxruntime", "openvino"))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "nan" not in out
+    for missing in ("no torch.compile column", "no ort column", "no ov column"):
+        assert out.count(missing) == 1, out
+    rows = [line.split() for line in out.splitlines() if line.startswith("seed")]
+    assert [row[1] for row in rows] == ["fwd", "fwd+bwd"]
+    assert all(row[4:] == ["n/a"] * 7 for row in rows), rows
+
+
+def test_conv_peers_times_onnx_runtime_and_openvino_on_the_forward():
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    done = run_benchmark("conv_peers.py", "--shapes", "seed", "--threads", "1", "--quick", without_torch=True)
+    assert done.returncode == 0, done.stderr
+    forward = next(line.split() for line in done.stdout.splitlines() if line.startswith("seed") and " fwd " in line)
+    lucid_ms, compile_ms, ort_ms, ov_ms = forward[3:7]
+    assert compile_ms == "n/a" and float(lucid_ms) > 0 and float(ort_ms) > 0 and float(ov_ms) > 0
+    assert float(forward[-1]) == min(float(forward[-3]), float(forward[-2]))   # best/lucid is the better peer's

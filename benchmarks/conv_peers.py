@@ -1,0 +1,125 @@
+"""Convolution speed against the compiling peers: lucid vs torch.compile, ONNX Runtime and OpenVINO.
+
+For every row of conv.py (same shapes, weights and data: its `Case`), in one process with the sides
+alternating (`median_times`): the forward against torch.compile (Inductor), ONNX Runtime and OpenVINO
+(the last two run the conv written by `lucid.onnx.save`, checked against lucid's output), and
+forward + backward against torch.compile. PyTorch eager (default and channels-last) is conv.py's
+table. A peer that is not installed is named and its column shows n/a. Ratios are peer_ms / lucid_ms:
+above 1, lucid is faster. `best/lucid` is the fastest peer's time over lucid's.
+
+    .venv/bin/python benchmarks/conv_peers.py                 # every row, 1 and 2 threads
+    .venv/bin/python benchmarks/conv_peers.py --shapes B --threads 1 --quick
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from conv import SHAPES, Case, cell, median_times, note, ratio, restart_with_malloc_tunables, shapes_help
+
+restart_with_malloc_tunables()
+
+import numpy as np  # noqa: E402
+
+import lucid  # noqa: E402
+from onnx_unet import onnxruntime_run, openvino_run  # noqa: E402
+
+PEERS = ("torch.compile", "ort", "ov")
+MISSING = {"torch.compile": "PyTorch is not installed: no torch.compile column (.venv/bin/pip install torch==2.13.0)",
+           "ort": "ONNX Runtime is not installed: no ort column (.venv/bin/pip install onnx onnxruntime)",
+           "ov": "OpenVINO is not installed: no ov column (.venv/bin/pip install onnx openvino)"}
+MODULES = {"torch.compile": "torch", "ort": "onnxruntime", "ov": "openvino"}
+
+
+def torch_compiled_step(case: Case, backward: bool):
+    """torch.compile of the conv (compiled on the first call, before timing), forward or forward + backward."""
+    import torch
+
+    torch._dynamo.reset()        # a fresh cache per row: else the shared lambda hits dynamo's recompile limit
+    fn = torch.compile(lambda x, w, b: case.torch_fn(x, w, b, **case.options))
+    tensors = [torch.tensor(a).requires_grad_(backward) for a in (case.x, case.w, case.b)]
+
+    def step():
+        if backward:
+            for t in tensors:
+                t.grad = None
+            fn(*tensors).sum().backward()
+        else:
+            with torch.no_grad():
+                fn(*tensors)
+    step()
+    return step
+
+
+def onnx_steps(case: Case, available: set, folder: Path, threads: int, expected: np.ndarray) -> dict:
+    """ONNX Runtime's and OpenVINO's forward of the conv, each checked against lucid's output."""
+    if not available & {"ort", "ov"}:
+        return {}
+    path = folder / f"{case.name}.onnx"
+    if not path.exists():
+        weight, bias = lucid.Tensor(case.w), lucid.Tensor(case.b)
+        lucid.onnx.save(lambda x: case.lucid_fn(x, weight, bias, **case.options), lucid.spec(*case.x.shape), path=path)
+    makers = {"ort": onnxruntime_run, "ov": openvino_run}
+    steps = {}
+    for name in sorted(available & set(makers)):
+        call = makers[name](path, threads)
+        np.testing.assert_allclose(call(case.x), expected, rtol=1e-3, atol=1e-3, err_msg=f"{name} on {case.name}")
+        steps[name] = lambda call=call: call(case.x)
+    return steps
+
+
+def run(names: list, thread_counts: list, repeats: int, quick: bool) -> None:
+    budget = dict(warm_up=0.0, timed=0.0) if quick else {}
+    available = {peer for peer in PEERS if importlib.util.find_spec(MODULES[peer])}
+    for peer in PEERS:
+        if peer not in available:
+            note(MISSING[peer])
+    print(f"{'shape':6} {'mode':8} {'thr':>3} {'lucid ms':>9} {'compile':>9} {'ort ms':>9} {'ov ms':>9} "
+          f"{'compile/lucid':>13} {'ort/lucid':>9} {'ov/lucid':>9} {'best/lucid':>10}")
+    with tempfile.TemporaryDirectory() as folder:
+        for name in names:
+            case = Case(name)
+            for backward in (False, True):
+                for threads in thread_counts:
+                    row(case, backward, threads, available, Path(folder), repeats, budget)
+
+
+def row(case: Case, backward: bool, threads: int, available: set, folder: Path, repeats: int, budget: dict) -> None:
+    os.environ["LUCID_NUM_THREADS"] = str(threads)
+    lucid_step = case.lucid_step(backward, True)
+    steps = {"lucid": lucid_step}
+    if "torch.compile" in available and case.torch_fn is not None:
+        import torch
+        torch.set_num_threads(threads)
+        steps["torch.compile"] = torch_compiled_step(case, backward)
+    if not backward:
+        expected = case.compiled(*[lucid.Tensor(a) for a in (case.x, case.w, case.b)]).numpy()
+        steps.update(onnx_steps(case, available, folder, threads, expected))
+    times = dict(zip(steps, (1e3 * t for t in median_times(list(steps.values()), repeats, **budget, settle=(0,)))))
+    lucid_ms = times["lucid"]
+    peers = [times.get(peer) for peer in PEERS]
+    best = min((t for t in peers if t is not None), default=None)
+    print(f"{case.name:6} {'fwd+bwd' if backward else 'fwd':8} {threads:>3} {lucid_ms:9.2f} "
+          + " ".join(cell(t, 9) for t in peers)
+          + f" {cell(ratio(peers[0], lucid_ms), 13)} {cell(ratio(peers[1], lucid_ms), 9)} "
+            f"{cell(ratio(peers[2], lucid_ms), 9)} {cell(ratio(best, lucid_ms), 10)}", flush=True)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=shapes_help(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES), metavar="SHAPE",
+                        help="shapes to time, from the list below (default: all)")
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts to time (default 1 2)")
+    parser.add_argument("--repeats", type=int, default=7, help="at least this many timed calls per side (default 7)")
+    parser.add_argument("--quick", action="store_true", help="2 repeats, no warm-up or time budget (a smoke run)")
+    args = parser.parse_args(argv)
+    run(args.shapes, args.threads, 2 if args.quick else args.repeats, args.quick)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
