@@ -2,7 +2,8 @@
 
 By default that is the host: its CPU name and feature string come from LLVM, and the widest float
 vector follows from the features (16 lanes with AVX-512F, 8 with AVX, else 4: every x86-64 has SSE2).
-Nothing assumes AVX-512. `LUCID_CPU` (an LLVM CPU name such as `x86-64-v3`) and `LUCID_CPU_FEATURES`
+Nothing assumes AVX-512. What the code generator assumes about the core beyond that (FMA pipes and
+their width, registers, caches) is its `model` (`cpu_model.py`). `LUCID_CPU` (an LLVM CPU name such as `x86-64-v3`) and `LUCID_CPU_FEATURES`
 (an LLVM feature string) override the host, e.g. to check the AVX2 code path on an AVX-512 machine.
 The fingerprint of the target is part of every disk-cache key. A `pic` target (position-independent
 code, for the shared libraries `lucid.export` writes) has its own fingerprint, so its objects never
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 
 import llvmlite.binding as llvm
 
+from .cpu_model import CpuModel, model_of, widest_floats
+
 
 @dataclass(frozen=True)
 class Target:
@@ -27,14 +30,14 @@ class Target:
     cores: int = 1          # cores the code may run on (some work splits depend on it)
 
     @property
+    def model(self) -> CpuModel:
+        """What the code generator's choices assume about one core of this target."""
+        return model_of(self.cpu, self.features)
+
+    @property
     def vector_floats(self) -> int:
         """Lanes of the widest float32 vector register this target has."""
-        flags = set(self.features.split(","))
-        if "+avx512f" in flags or (not self.features and self.cpu == "x86-64-v4"):
-            return 16
-        if "+avx" in flags or (not self.features and self.cpu == "x86-64-v3"):
-            return 8
-        return 4
+        return widest_floats(self.cpu, self.features)
 
     def lanes(self, dtype) -> int:
         """Elements of `dtype` (a lucid DType) in the widest float vector register."""

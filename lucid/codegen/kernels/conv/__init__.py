@@ -9,7 +9,8 @@ unpacking of the scratch result to NCDHW with the bias and a fused epilogue (unp
 building blocks (primitives.py). The weight gradient has its own kernels (weight_grad.py).
 
 Vectors are the target's widest (`Target.vector_floats`, never assumed), narrowed for layers with
-few output channels; the register tile is sized to the register file (32 vector registers with
+few output channels or where the target's CPU model (`Target.model`, `cpu_model.py`) runs narrower
+ones as fast; the register tile is sized to the model's register file (32 vector registers with
 AVX-512, else 16).
 
 Importing this package registers the lowerings of conv, conv_transpose and conv_weight_grad.

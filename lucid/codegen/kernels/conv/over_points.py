@@ -28,7 +28,7 @@ def choose_point_blocking(ocg: int, points: int, lowering: Lowering, dtype) -> B
     rows shorter than a vector (the input gradient of a stem conv with 3 input channels is the case
     this is for)."""
     lanes = lowering.target.lanes(dtype)
-    registers = 32 if lowering.target.vector_floats == 16 else 16
+    registers = lowering.target.model.vector_registers
     most = (registers - 1) // (ocg + 1)         # ocg x vectors accumulators, the vectors, one broadcast
     if 2 * ocg > lanes or points < lanes or most < 1:
         return None

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 
 from ....ir.graph import Value
+from ...cpu_model import CpuModel
 from ...lowering import Lowering
 
 
@@ -49,17 +50,43 @@ MOST_POINTS = 14
 
 
 def choose_blocking(ocg: int, points_available: int, lowering: Lowering, dtype) -> Blocking:
-    """Vectors of output channels (1 or 2) and points per tile: points x vectors accumulators, one
-    register per weight vector and one for the broadcast input value fit the register file (32
-    vector registers with AVX-512, else 16). Tiles of a row are balanced."""
-    lanes = lowering.target.lanes(dtype)
-    while lanes > 4 and lanes // 2 >= ocg:
-        lanes //= 2
-    vectors = 2 if ocg > lanes else 1
-    registers = 32 if lowering.target.vector_floats == 16 else 16
-    most = max(1, min((registers - vectors - 2) // vectors, MOST_POINTS))
+    """The register tile of a layer with `ocg` output channels per group and rows of
+    `points_available` output points, for the target's CPU model: the vector width (the widest, or
+    half of it) whose tile `tile_rate` rates fastest (fewer blocks of output channels, then wider
+    vectors, on a tie); 2 vectors of output channels when they have more channels than one; as many
+    points as the registers hold (`most_points`), tiles of a row balanced. Lanes and vectors depend
+    on `ocg` and the target only, so every kernel of a layer shares them."""
+    model, itemsize = lowering.target.model, dtype.numpy.itemsize
+    widest = lowering.target.lanes(dtype)
+    while widest > 4 and widest // 2 >= ocg:
+        widest //= 2
+    candidates = [widest] + ([widest // 2] if widest >= 8 else [])
+    shapes = [(lanes, 2 if ocg > lanes else 1) for lanes in candidates]
+    lanes, vectors = max(shapes, key=lambda shape: (tile_rate(model, ocg, *shape, itemsize),
+                                                    -math.ceil(ocg / (shape[0] * shape[1])), shape[0]))
+    most = most_points(model, vectors)
     tiles = math.ceil(max(points_available, 1) / most)
     return Blocking(lanes, vectors, math.ceil(max(points_available, 1) / tiles))     # balanced tiles
+
+
+def most_points(model: CpuModel, vectors: int) -> int:
+    """Points of a tile of `vectors` vectors of channels: points x vectors accumulators, one
+    register per weight vector and one for the broadcast input value fit the register file."""
+    return max(1, min((model.vector_registers - vectors - 2) // vectors, MOST_POINTS))
+
+
+def tile_rate(model: CpuModel, ocg: int, lanes: int, vectors: int, itemsize: int) -> float:
+    """Output-channel FMAs (on real channels, not the padding of the last block) per cycle of a
+    register tile of `vectors` vectors of `lanes` elements and `most_points` points, on `model`: each
+    step (one input channel and tap) issues vectors x points FMAs and vectors + points loads (the
+    weights and the broadcast inputs), each taking `model.slots` pipe cycles, and no accumulator can
+    take a step sooner than the FMA latency after its last."""
+    points = most_points(model, vectors)
+    slots = model.slots(lanes * itemsize // 4)
+    cycles = max(vectors * points * slots / model.fma_pipes, (vectors + points) * slots / model.load_ports,
+                 model.fma_latency)
+    width = lanes * vectors
+    return points * width * ocg / (math.ceil(ocg / width) * width) / cycles
 
 
 def geometry_of(x: Value, kernel: tuple, attrs: dict, groups: int, icg: int, ocg: int) -> Geometry:

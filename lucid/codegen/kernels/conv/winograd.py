@@ -73,6 +73,11 @@ POINTS_PER_ITEM = 24
 #: direct kernels, with smaller work items, are faster then.
 MIN_ITEMS_PER_CORE = 4
 
+#: Cycles `wino_weights` takes per output channel, input channel and GEMM term, on every call (the
+#: gathers of the weights dominate, so it hardly depends on the vector width): measured on Zen 3,
+#: conv.py's B row (0.14 ms for its 8 phases' 32768 on one core).
+WEIGHT_TRANSFORM_CYCLES = 12
+
 
 # ---------------------------------------------------------------------------------------------
 # The 1-D transforms, on lists of values (scalars or vectors) with the builder's arithmetic
@@ -257,7 +262,7 @@ def plan(lowering: Lowering, problem: ConvProblem) -> Plan | None:
     else:
         base = conv_input_layout(g, to_3d(problem.y.shape[2:], 1), x.shape[1])
         empty, correlations = False, _conv_correlations(problem)
-    if not correlations or not all(c.applies() for c in correlations):
+    if not correlations or not all(c.applies() for c in correlations) or not _saves_time(lowering, g, correlations):
         return None
     direct = choose_blocking(g.ocg, max(c.counts[2] for c in correlations), lowering, x.dtype)
     rows = _rows_per_item(correlations, g, oc_blocks(g, direct) * direct.width, x.dtype.numpy.itemsize,
@@ -269,6 +274,19 @@ def plan(lowering: Lowering, problem: ConvProblem) -> Plan | None:
     needed = [c.patch_extent(rows * blocks_of_rows) for c in correlations]
     extent = (base.extent[0],) + tuple(max([base.extent[a + 1]] + [n[a] for n in needed]) for a in range(2))
     return Plan(correlations, Padded(extent, base.origin, x.shape[1]), rows, blocks_of_rows, gemm, direct, empty)
+
+
+def _saves_time(lowering: Lowering, g, correlations: list) -> bool:
+    """Whether the multiply-adds Winograd saves take longer, on the target's CPU model, than its
+    weight transform, which every call repeats: per output channel, input channel and GEMM term, a
+    tile of 2 x 2 outputs saves 4 r^2 - alpha^2 multiply-adds (20 for r = 3, 7 for r = 2), at the
+    model's FMA rate, against WEIGHT_TRANSFORM_CYCLES. (Its input and output transforms cost in
+    proportion to the tiles as the savings do; MIN_CHANNELS keeps them a small share.)"""
+    model = lowering.target.model
+    rate = model.flops_per_cycle / 2
+    saved = sum(len(c.taps) * g.n * c.counts[0] * math.prod(c.tiles)
+                * (4 * c.transform.taps ** 2 - c.transform.positions) for c in correlations) / rate
+    return saved > WEIGHT_TRANSFORM_CYCLES * sum(len(c.taps) for c in correlations)
 
 
 def _rows_per_item(correlations: list, g, oc_padded: int, itemsize: int, min_items: int) -> int:
@@ -337,34 +355,41 @@ def _direct_spec(problem: ConvProblem, c: Correlation, layout: Padded, y_strides
 def _emit_weight_transform(lowering: Lowering, problem: ConvProblem, c: Correlation, block: Blocking,
                            offset: int) -> None:
     """U[ob][t][xi][ic][lane] = (G g G^T)[xi] of the r x r weights (oc = ob * width + lane, ic) of
-    GEMM term t, 0 past the output channels. A work item is (ob, t, ic)."""
+    GEMM term t, 0 past the output channels. A work item is (ob, t, ic); it gathers each weight of
+    its `width` output channels into one vector and transforms the vectors (in float64), so its
+    stores are whole vectors."""
     g, w, layout, transform = problem.g, problem.w, problem.weights, c.transform
     element = element_type(w.dtype)
     blocks = oc_blocks(g, block)
     depth_taps, taps = len(c.taps), transform.taps
     table = constant_table(lowering, "wtaps", problem.weights_of([tap for _, grid in c.taps for tap in grid]).taps)
+    wide = ir.VectorType(F64, block.width)
 
     def body(k, item):
         b = k.b
         ob, t, ic = unravel(b, item, (blocks, depth_taps, g.icg))
         src, u = k.pointer(w), k.scratch_pointer(offset, element)
-        half = ir.Constant(F64, 0.5)
+        half = ir.Constant(wide, [0.5] * block.width)
         first = b.mul(b.add(b.mul(b.add(b.mul(ob, i64(depth_taps)), t), i64(transform.positions * g.icg)), ic),
                       i64(block.width))
-        with counted_loop(b, block.width, name="lane") as lane:
-            oc = b.add(b.mul(ob, i64(block.width)), lane)
+        rows = []
+        for lane in range(block.width):
+            oc = b.add(b.mul(ob, i64(block.width)), i64(lane))
             inside = b.icmp_unsigned("<", oc, i64(g.ocg))
-            row = b.add(b.mul(b.select(inside, oc, i64(0)), i64(layout.soc)), b.mul(ic, i64(layout.sic)))
+            rows.append((inside, b.add(b.mul(b.select(inside, oc, i64(0)), i64(layout.soc)), b.mul(ic, i64(layout.sic)))))
 
-            def weight(i, j):
-                tap = b.load(b.gep(table, [i64(0), b.add(b.mul(t, i64(taps * taps)), i64(taps * i + j))]))
+        def weight(i, j):
+            tap = b.load(b.gep(table, [i64(0), b.add(b.mul(t, i64(taps * taps)), i64(taps * i + j))]))
+            vector = ir.Constant(ir.VectorType(element, block.width), None)
+            for lane, (inside, row) in enumerate(rows):
                 value = b.select(inside, b.load(b.gep(src, [b.add(row, tap)])), ir.Constant(element, 0.0))
-                return value if element == F64 else b.fpext(value, F64)
+                vector = b.insert_element(vector, value, i64(lane))
+            return vector if element == F64 else b.fpext(vector, wide)
 
-            grid = [[weight(i, j) for j in range(taps)] for i in range(taps)]
-            for xi, value in enumerate(_separable(b, grid, lambda b_, column: transform.weight(b_, column, half))):
-                value = value if element == F64 else b.fptrunc(value, element)
-                b.store(value, b.gep(u, [b.add(b.add(first, lane), i64(xi * g.icg * block.width))]))
+        grid = [[weight(i, j) for j in range(taps)] for i in range(taps)]
+        for xi, value in enumerate(_separable(b, grid, lambda b_, column: transform.weight(b_, column, half))):
+            value = value if element == F64 else b.fptrunc(value, ir.VectorType(element, block.width))
+            store_vector(b, value, u, b.add(first, i64(xi * g.icg * block.width)))
 
     lowering.kernel("wino_weights", blocks * depth_taps * g.icg, body, waits=False)
 
