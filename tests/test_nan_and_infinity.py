@@ -275,6 +275,7 @@ def winograd_on_small_layers(monkeypatch):
     from lucid.codegen.kernels.conv import winograd
 
     monkeypatch.setattr(winograd, "MIN_ITEMS_PER_CORE", 0)
+    monkeypatch.setattr(winograd, "WEIGHT_TRANSFORM_CYCLES", 0)
 
 
 @pytest.mark.parametrize("what", ["weight", "input"])

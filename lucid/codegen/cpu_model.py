@@ -8,8 +8,8 @@ AVX-512, else 16) and the L1 and L2 data cache per core. The conv kernels choose
 (`conv/problem.choose_blocking`) and algorithms (`conv/winograd.py`) from it, and `parallel.py`
 which work is too small to share between threads. A CPU the table does not know gets a
 conservative model from its features alone. Explicit features (`LUCID_CPU_FEATURES`) that switch
-an instruction set off cap the family's model (`znver4` with `-avx512f` has AVX2 vectors and 16
-registers).
+an instruction set off (or on) change the family's model (`znver4` with `-avx512f` has AVX2 vectors
+and 16 registers).
 
 The numbers are from the vendors' optimisation manuals; only the ratios matter to the choices (FMA
 floats per cycle against loads per cycle, against the latency; the transforms' cost against the
@@ -80,18 +80,21 @@ _BASELINE = _family("x86-64", 4, 2, 4, 2, 4, 32, 256)
 
 
 def widest_floats(cpu: str, features: str) -> int:
-    """Float32 lanes of the widest vector the features (or, with none given, the CPU name) allow."""
+    """Float32 lanes of the widest vector register of CPU `cpu` with the feature string `features`:
+    the CPU's own (4, SSE, for a CPU the table does not know), then what the features switch on or
+    off (a host's feature string names every feature; LUCID_CPU_FEATURES may name a few)."""
     flags = set(features.split(","))
-    if "+avx512f" in flags:
-        return 16
-    if "+avx" in flags:
-        return 8
-    if features:
-        return 4
     known = _FAMILIES.get(cpu)
-    if known is not None:
-        return known.widest_floats
-    return {"x86-64-v4": 16}.get(cpu, 4)
+    widest = known.widest_floats if known is not None else {"x86-64-v4": 16}.get(cpu, 4)
+    if "+avx512f" in flags:
+        widest = 16
+    elif "+avx" in flags:
+        widest = max(widest, 8)
+    if "-avx" in flags:
+        widest = 4
+    elif "-avx512f" in flags:
+        widest = min(widest, 8)
+    return widest
 
 
 @functools.cache
@@ -101,9 +104,9 @@ def model_of(cpu: str, features: str) -> CpuModel:
     known = _FAMILIES.get(cpu)
     if known is None:
         return _conservative(cpu, widest, features)
-    if widest >= known.widest_floats:
+    if widest == known.widest_floats:
         return known
-    # Features switch the family's widest vectors off: its pipes run the narrower ones at full rate.
+    # The features change the family's widest vectors: its pipes run what they can of them per cycle.
     return replace(known, widest_floats=widest, pipe_floats=min(known.pipe_floats, widest),
                    vector_registers=32 if widest == 16 else 16)
 
@@ -111,6 +114,7 @@ def model_of(cpu: str, features: str) -> CpuModel:
 def _conservative(cpu: str, widest: int, features: str) -> CpuModel:
     """An unknown CPU: vectors, registers and FMA from its features, two pipes of its widest vector
     (one without FMA), the baseline caches."""
-    has_fma = "+fma" in features.split(",") or (not features and cpu in ("x86-64-v3", "x86-64-v4"))
+    flags = set(features.split(","))
+    has_fma = "+fma" in flags or ("-fma" not in flags and cpu == "x86-64-v4")
     return replace(_BASELINE, family=f"unknown ({cpu})", widest_floats=widest, pipe_floats=widest,
                    fma_pipes=2 if has_fma or widest == 4 else 1, vector_registers=32 if widest == 16 else 16)

@@ -535,6 +535,7 @@ def test_weight_gradient_reads_the_copy_the_input_gradient_packed(kind, x_shape,
     conv, the input) as the weight gradient needs it: the weight gradient reads that copy instead of
     packing its own, and the gradients still equal the oracle's."""
     monkeypatch.setattr(winograd, "MIN_ITEMS_PER_CORE", 0)
+    monkeypatch.setattr(winograd, "WEIGHT_TRANSFORM_CYCLES", 0)
     rng = np.random.default_rng(21)
     rank, groups = len(x_shape) - 2, attrs.get("groups", 1)
     w_shape = ((out_channels, x_shape[1] // groups) if kind == "conv" else (x_shape[1], out_channels // groups)) + kernel

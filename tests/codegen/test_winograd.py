@@ -25,8 +25,10 @@ TOL = {"float32": 1e-4, "float64": 1e-10}
 @pytest.fixture(autouse=True)
 def few_items_suffice(monkeypatch):
     """The shapes here are small (cheap to compile and check): let them take the Winograd path,
-    which needs MIN_ITEMS_PER_CORE work items per core for speed, not for correctness."""
+    which needs MIN_ITEMS_PER_CORE work items per core, and enough tiles to repay its weight
+    transform (WEIGHT_TRANSFORM_CYCLES), for speed, not for correctness."""
     monkeypatch.setattr(winograd, "MIN_ITEMS_PER_CORE", 0)
+    monkeypatch.setattr(winograd, "WEIGHT_TRANSFORM_CYCLES", 0)
 
 
 def assert_close(actual, expected, tol, what):
