@@ -3,8 +3,9 @@
 By default that is the host: its CPU name and feature string come from LLVM, and the widest float
 vector follows from the features (16 lanes with AVX-512F, 8 with AVX, else 4: every x86-64 has SSE2).
 Nothing assumes AVX-512. What the code generator assumes about the core beyond that (FMA pipes and
-their width, registers, caches) is its `model` (`cpu_model.py`). `LUCID_CPU` (an LLVM CPU name such as `x86-64-v3`) and `LUCID_CPU_FEATURES`
-(an LLVM feature string) override the host, e.g. to check the AVX2 code path on an AVX-512 machine.
+their width, registers, caches) is its `model` (`cpu_model.py`). `LUCID_CPU` (an LLVM CPU name such
+as `x86-64-v3`) and `LUCID_CPU_FEATURES` (an LLVM feature string) override the host, e.g. to check
+the AVX2 code path on an AVX-512 machine.
 The fingerprint of the target is part of every disk-cache key. A `pic` target (position-independent
 code, for the shared libraries `lucid.export` writes) has its own fingerprint, so its objects never
 mix with the JIT's. `cores` (the host's: those this process may use) sizes some work splits, such as

@@ -199,8 +199,8 @@ def test_runnable_targets_match_the_oracle(cpu, case, monkeypatch, tmp_path):
     name, build, reference, attrs = CASES[case]
     fn, arrays = build()
     monkeypatch.setattr(winograd, "MIN_ITEMS_PER_CORE", 0)
-    executable = Executable(memory_planning.run(lucid.trace(
-        fn, *(lucid.spec(a.shape, dtype=lucid.ir.types.as_dtype(a.dtype)) for a in arrays), name=f"cpu_{name}")), target)
+    specs = [lucid.spec(a.shape, dtype=lucid.ir.types.as_dtype(a.dtype)) for a in arrays]
+    executable = Executable(memory_planning.run(lucid.trace(fn, *specs, name=f"cpu_{name}")), target)
     expected = reference(*(a.astype(np.float64) for a in arrays), **attrs)
     got = executable(*arrays, threads=2)[0]
     scale = float(np.max(np.abs(expected)))

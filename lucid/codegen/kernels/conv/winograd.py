@@ -64,8 +64,8 @@ MIN_CHANNELS = 16
 #: Fewer positions than this along w make register tiles too short to pay for the transforms.
 MIN_ROW = 4
 
-#: Most bytes of stack a work item uses for its transformed input and products (3/4 of Zen 3's L2;
-#: CPUs with a smaller L2 use 3/4 of theirs).
+#: Most bytes of stack a work item uses for its transformed input and products: 3/4 (L2_SHARE) of
+#: Zen 3's L2. CPUs with a smaller L2 use 3/4 of theirs.
 STACK_BYTES = 384 << 10
 L2_SHARE = 0.75
 
@@ -266,7 +266,9 @@ def plan(lowering: Lowering, problem: ConvProblem) -> Plan | None:
     else:
         base = conv_input_layout(g, to_3d(problem.y.shape[2:], 1), x.shape[1])
         empty, correlations = False, _conv_correlations(problem)
-    if not correlations or not all(c.applies() for c in correlations) or not _saves_time(lowering, g, correlations):
+    if not correlations or not all(c.applies() for c in correlations):
+        return None
+    if not _saves_time(lowering, g, correlations):
         return None
     direct = choose_blocking(g.ocg, max(c.counts[2] for c in correlations), lowering, x.dtype)
     stack_bytes = min(STACK_BYTES, int(L2_SHARE * lowering.target.model.l2_bytes))
@@ -294,7 +296,8 @@ def _saves_time(lowering: Lowering, g, correlations: list) -> bool:
     return saved > WEIGHT_TRANSFORM_CYCLES * sum(len(c.taps) for c in correlations)
 
 
-def _rows_per_item(correlations: list, g, oc_padded: int, itemsize: int, min_items: int, stack_bytes: int) -> int:
+def _rows_per_item(correlations: list, g, oc_padded: int, itemsize: int, min_items: int,
+                   stack_bytes: int) -> int:
     """Rows of tiles per work item: enough for POINTS_PER_ITEM points, as many in every item (but
     maybe the last), stack arrays within `stack_bytes`, at least `min_items` items per kernel; 0 if no
     number of rows does all that."""
@@ -381,7 +384,8 @@ def _emit_weight_transform(lowering: Lowering, problem: ConvProblem, c: Correlat
         for lane in range(block.width):
             oc = b.add(b.mul(ob, i64(block.width)), i64(lane))
             inside = b.icmp_unsigned("<", oc, i64(g.ocg))
-            rows.append((inside, b.add(b.mul(b.select(inside, oc, i64(0)), i64(layout.soc)), b.mul(ic, i64(layout.sic)))))
+            start = b.add(b.mul(b.select(inside, oc, i64(0)), i64(layout.soc)), b.mul(ic, i64(layout.sic)))
+            rows.append((inside, start))
 
         def weight(i, j):
             tap = b.load(b.gep(table, [i64(0), b.add(b.mul(t, i64(taps * taps)), i64(taps * i + j))]))
