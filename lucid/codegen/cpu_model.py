@@ -5,10 +5,11 @@ feature string to a `CpuModel`: the widest float vector its instructions have, t
 floats each does per cycle (Zen 4 runs a 512-bit FMA as two 256-bit halves; Zen 5 and the Xeons with
 AVX-512 at full width), the vector loads per cycle, the FMA latency, the vector registers (32 with
 AVX-512, else 16) and the L1 and L2 data cache per core. The conv kernels choose register tiles
-(`conv/problem.choose_blocking`), algorithms and Winograd's work items (`conv/winograd.py`) from
-it. A CPU the table does not know gets a conservative model from its features alone. Explicit
-features (`LUCID_CPU_FEATURES`) that switch an instruction set off (or on) change the family's
-model (`znver4` with `-avx512f` has AVX2 vectors and 16 registers).
+(`conv/problem.choose_blocking`) and algorithms (`conv/winograd.py`) from it; the caches are not
+read yet (Winograd's stack arrays sized to a 256 KiB L2 would turn D-like layers direct on Haswell,
+which nothing here could measure). A CPU the table does not know gets a conservative model from its
+features alone. Explicit features (`LUCID_CPU_FEATURES`) that switch an instruction set off (or on)
+change the family's model (`znver4` with `-avx512f` has AVX2 vectors and 16 registers).
 
 The numbers are from the vendors' optimisation manuals; only the ratios matter to the choices (FMA
 floats per cycle against loads per cycle, against the latency; the transforms' cost against the

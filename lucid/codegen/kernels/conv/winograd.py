@@ -22,7 +22,7 @@ Guarantees:
   input, or an overflow inside the transforms); a transposed conv whose weights are not all finite
   unpacks the exact sums (nonfinite.py);
 - each work item's transformed input and products live on its thread's stack (at most
-  `STACK_BYTES`, and 3/4 of the CPU model's L2), so they stay in L2 and never travel to memory.
+  `STACK_BYTES`), so they stay in L2 and never travel to memory.
 
 A conv, or one phase, is a correlation. Output tiles are 2 x 2 positions q; tile
 (th, tw) reads the alpha x alpha patch of the zero-padded channels-last input `xp` at the
@@ -64,10 +64,8 @@ MIN_CHANNELS = 16
 #: Fewer positions than this along w make register tiles too short to pay for the transforms.
 MIN_ROW = 4
 
-#: Most bytes of stack a work item uses for its transformed input and products: 3/4 (L2_SHARE) of
-#: Zen 3's L2. CPUs with a smaller L2 use 3/4 of theirs.
+#: Most bytes of stack a work item uses for its transformed input and products.
 STACK_BYTES = 384 << 10
-L2_SHARE = 0.75
 
 #: A work item takes enough rows of tiles for its register tiles to have about this many points
 #: (while its stack arrays fit in STACK_BYTES and a kernel keeps enough work items).
@@ -271,9 +269,8 @@ def plan(lowering: Lowering, problem: ConvProblem) -> Plan | None:
     if not _saves_time(lowering, g, correlations):
         return None
     direct = choose_blocking(g.ocg, max(c.counts[2] for c in correlations), lowering, x.dtype)
-    stack_bytes = min(STACK_BYTES, int(L2_SHARE * lowering.target.model.l2_bytes))
     rows = _rows_per_item(correlations, g, oc_blocks(g, direct) * direct.width, x.dtype.numpy.itemsize,
-                          MIN_ITEMS_PER_CORE * lowering.target.cores, stack_bytes)
+                          MIN_ITEMS_PER_CORE * lowering.target.cores)
     gemm = choose_blocking(g.ocg, rows * max(c.tiles[1] for c in correlations), lowering, x.dtype)
     if not rows or g.icg % gemm.lanes:
         return None
@@ -296,10 +293,9 @@ def _saves_time(lowering: Lowering, g, correlations: list) -> bool:
     return saved > WEIGHT_TRANSFORM_CYCLES * sum(len(c.taps) for c in correlations)
 
 
-def _rows_per_item(correlations: list, g, oc_padded: int, itemsize: int, min_items: int,
-                   stack_bytes: int) -> int:
+def _rows_per_item(correlations: list, g, oc_padded: int, itemsize: int, min_items: int) -> int:
     """Rows of tiles per work item: enough for POINTS_PER_ITEM points, as many in every item (but
-    maybe the last), stack arrays within `stack_bytes`, at least `min_items` items per kernel; 0 if no
+    maybe the last), stack arrays within STACK_BYTES, at least `min_items` items per kernel; 0 if no
     number of rows does all that."""
     tiles_h = min(c.tiles[0] for c in correlations)
     wanted = min(math.ceil(POINTS_PER_ITEM / max(c.tiles[1] for c in correlations)), tiles_h)
@@ -308,7 +304,7 @@ def _rows_per_item(correlations: list, g, oc_padded: int, itemsize: int, min_ite
         rows = math.ceil(tiles_h / blocks)
         stack = max(c.transform.positions * rows * c.tiles[1] * (len(c.taps) * g.icg + oc_padded)
                     for c in correlations) * itemsize
-        if stack <= stack_bytes and g.n * min(c.counts[0] for c in correlations) * blocks >= min_items:
+        if stack <= STACK_BYTES and g.n * min(c.counts[0] for c in correlations) * blocks >= min_items:
             return rows
     return 0
 
