@@ -383,11 +383,11 @@ def print_breakdown(network: Network, modes: list, repeats: int, machine: Machin
         parts = time_by_family(network.executables(training), repeats)
         kernels = sum(seconds for seconds, _, _ in parts.values())
         print(f"  where the time goes, {title}: {1e3 * kernels:.1f} ms of kernels, each alone on one thread")
-        print(f"    {'family':12} {'ms':>9} {'share':>6} {'GFLOP':>8} {'MB':>8} {'FLOP/B':>7} {'GFLOP/s':>8} "
+        print(f"    {'family':12} {'ms':>9} {'share':>6} {'MFLOP':>10} {'MB':>8} {'FLOP/B':>7} {'GFLOP/s':>8} "
               f"{'%peak':>6} {'GB/s':>7} {'%bw':>6} {'bound':>8} {'%roof':>7}")
         for name, (seconds, flops, nbytes) in parts.items():
-            print(f"    {name:12} {1e3 * seconds:9.2f} {100 * seconds / kernels:5.1f}% {flops / 1e9:8.3f} "
-                  f"{nbytes / 1e6:8.1f} {machine.roofline(seconds, flops, nbytes)}")
+            print(f"    {name:12} {1e3 * seconds:9.2f} {100 * seconds / kernels:5.1f}% {flops / 1e6:10.2f} "
+                  f"{nbytes / 1e6:8.2f} {machine.roofline(seconds, flops, nbytes)}")
         step, inside = inside_and_outside(network, training, repeats)
         outside = "eager cross entropy, autograd, zero_grad and AdamW" if training else "the call's Python"
         print(f"    the {'step' if training else 'call'} on one thread: {1e3 * step:.1f} ms = {1e3 * inside:.1f} ms "
@@ -434,7 +434,7 @@ def run(names: list, modes: list, sizes: dict, thread_counts: list, repeats: int
                 threads_slower |= slower_with_more_threads(lucid_times)
             if peers.compile_seconds:
                 print("torch.compile's first call (the compile): " + ", ".join(peers.compile_seconds))
-            print_breakdown(network, modes, 1 if quick else 3, machine)
+            print_breakdown(network, modes, 1 if quick else 5, machine)
     if threads_slower:
         note(THREADS_SLOWER)
 
