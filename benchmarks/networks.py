@@ -213,14 +213,11 @@ class Peers:
     def steps(self, network: Network, training: bool, threads: int) -> dict:
         """{column: step} for lucid and every peer that runs this mode."""
         steps = {"lucid": network.lucid_training_step() if training else network.lucid_inference()}
-        torch = self.torch
-        if torch is not None and training:
-            steps["torch"] = network.torch_training_step(torch)
-            compiled = self.first_called(lambda: network.torch_training_step(torch, compiled=True), "train", threads)
-            steps.update({"torch.compile": compiled} if compiled else {})
-        elif torch is not None:
-            steps.update((column, network.torch_inference(torch, column)) for column in ("torch", "torch CL"))
-            compiled = self.first_called(lambda: network.torch_inference(torch, "torch.compile"), "infer", threads)
+        if self.torch is not None:
+            columns = ("torch",) if training else ("torch", "torch CL")
+            steps.update((column, self.torch_step(network, training, column)) for column in columns)
+            compiled = self.first_called(lambda: self.torch_step(network, training, "torch.compile"),
+                                         "train" if training else "infer", threads)
             steps.update({"torch.compile": compiled} if compiled else {})
         if not training and self.onnx_path is not None:
             expected = steps["lucid"]().numpy()
@@ -228,6 +225,12 @@ class Peers:
             steps.update(onnx_steps(self.onnx_path, network.images, expected, self.available, threads, network.name,
                                     atol=atol))
         return steps
+
+    def torch_step(self, network: Network, training: bool, column: str):
+        """PyTorch's training step or inference as `column` runs it (torch, torch CL or torch.compile)."""
+        if training:
+            return network.torch_training_step(self.torch, compiled=column == "torch.compile")
+        return network.torch_inference(self.torch, column)
 
     def first_called(self, make, mode: str, threads: int):
         """torch.compile's step made by `make` after its first call (the compile, timed), or None
