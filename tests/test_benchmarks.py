@@ -64,10 +64,11 @@ def network_rows(out: str, name: str) -> list:
     rows = []
     for line in out.splitlines():
         if line.startswith(name + " "):
-            cells = [None if c == "n/a" else float(c) for c in line.split()[3:]]
+            fields = line.split()
+            cells = [None if c == "n/a" else float(c) for c in fields[3:]]
             assert len(cells) == 12, line
             times = dict(zip(("lucid",) + NETWORK_PEERS, cells[:6]))
-            rows.append([line.split()[1], int(line.split()[2]), times, dict(zip(NETWORK_PEERS + ("best",), cells[6:]))])
+            rows.append([fields[1], int(fields[2]), times, dict(zip(NETWORK_PEERS + ("best",), cells[6:]))])
     return rows
 
 
