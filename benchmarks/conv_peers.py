@@ -13,34 +13,26 @@ above 1, lucid is faster. `best/lucid` is the fastest peer's time over lucid's.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-from conv import SHAPES, Case, cell, median_times, note, ratio, restart_with_malloc_tunables, shapes_help
+from conv import SHAPES, Case, cell, median_times, restart_with_malloc_tunables, shapes_help
 
 restart_with_malloc_tunables()
 
 import numpy as np  # noqa: E402
 
 import lucid  # noqa: E402
-from onnx_unet import onnxruntime_run, openvino_run  # noqa: E402
-
-PEERS = ("torch.compile", "ort", "ov")
-MISSING = {"torch.compile": "PyTorch is not installed: no torch.compile column (.venv/bin/pip install torch==2.13.0)",
-           "ort": "ONNX Runtime is not installed: no ort column (.venv/bin/pip install onnx onnxruntime)",
-           "ov": "OpenVINO is not installed: no ov column (.venv/bin/pip install onnx openvino)"}
-MODULES = {"torch.compile": "torch", "ort": "onnxruntime", "ov": "openvino"}
+from peers import PEERS, available_peers, onnx_steps, peer_ratios, torch_compiled  # noqa: E402
 
 
 def torch_compiled_step(case: Case, backward: bool):
     """torch.compile of the conv (compiled on the first call, before timing), forward or forward + backward."""
     import torch
 
-    torch._dynamo.reset()        # a fresh cache per row: else the shared lambda hits dynamo's recompile limit
-    fn = torch.compile(lambda x, w, b: case.torch_fn(x, w, b, **case.options))
+    fn = torch_compiled(lambda x, w, b: case.torch_fn(x, w, b, **case.options))
     tensors = [torch.tensor(a).requires_grad_(backward) for a in (case.x, case.w, case.b)]
 
     def step():
@@ -55,29 +47,21 @@ def torch_compiled_step(case: Case, backward: bool):
     return step
 
 
-def onnx_steps(case: Case, available: set, folder: Path, threads: int, expected: np.ndarray) -> dict:
-    """ONNX Runtime's and OpenVINO's forward of the conv, each checked against lucid's output."""
+def conv_onnx_steps(case: Case, available: set, folder: Path, threads: int, expected: np.ndarray) -> dict:
+    """ONNX Runtime's and OpenVINO's forward of the conv (written once per row by lucid.onnx.save),
+    each checked against lucid's output."""
     if not available & {"ort", "ov"}:
         return {}
     path = folder / f"{case.name}.onnx"
     if not path.exists():
         weight, bias = lucid.Tensor(case.w), lucid.Tensor(case.b)
         lucid.onnx.save(lambda x: case.lucid_fn(x, weight, bias, **case.options), lucid.spec(*case.x.shape), path=path)
-    makers = {"ort": onnxruntime_run, "ov": openvino_run}
-    steps = {}
-    for name in sorted(available & set(makers)):
-        call = makers[name](path, threads)
-        np.testing.assert_allclose(call(case.x), expected, rtol=1e-3, atol=1e-3, err_msg=f"{name} on {case.name}")
-        steps[name] = lambda call=call: call(case.x)
-    return steps
+    return onnx_steps(path, case.x, expected, available, threads, case.name)
 
 
 def run(names: list, thread_counts: list, repeats: int, quick: bool) -> None:
     budget = dict(warm_up=0.0, timed=0.0) if quick else {}
-    available = {peer for peer in PEERS if importlib.util.find_spec(MODULES[peer])}
-    for peer in PEERS:
-        if peer not in available:
-            note(MISSING[peer])
+    available = available_peers()
     print(f"{'shape':6} {'mode':8} {'thr':>3} {'lucid ms':>9} {'compile':>9} {'ort ms':>9} {'ov ms':>9} "
           f"{'compile/lucid':>13} {'ort/lucid':>9} {'ov/lucid':>9} {'best/lucid':>10}")
     with tempfile.TemporaryDirectory() as folder:
@@ -98,15 +82,12 @@ def row(case: Case, backward: bool, threads: int, available: set, folder: Path, 
         steps["torch.compile"] = torch_compiled_step(case, backward)
     if not backward:
         expected = case.compiled(*[lucid.Tensor(a) for a in (case.x, case.w, case.b)]).numpy()
-        steps.update(onnx_steps(case, available, folder, threads, expected))
+        steps.update(conv_onnx_steps(case, available, folder, threads, expected))
     times = dict(zip(steps, (1e3 * t for t in median_times(list(steps.values()), repeats, **budget, settle=(0,)))))
-    lucid_ms = times["lucid"]
-    peers = [times.get(peer) for peer in PEERS]
-    best = min((t for t in peers if t is not None), default=None)
-    print(f"{case.name:6} {'fwd+bwd' if backward else 'fwd':8} {threads:>3} {lucid_ms:9.2f} "
-          + " ".join(cell(t, 9) for t in peers)
-          + f" {cell(ratio(peers[0], lucid_ms), 13)} {cell(ratio(peers[1], lucid_ms), 9)} "
-            f"{cell(ratio(peers[2], lucid_ms), 9)} {cell(ratio(best, lucid_ms), 10)}", flush=True)
+    ratios = peer_ratios(times, PEERS)
+    print(f"{case.name:6} {'fwd+bwd' if backward else 'fwd':8} {threads:>3} {times['lucid']:9.2f} "
+          + " ".join(cell(times.get(peer), 9) for peer in PEERS)
+          + "".join(f" {cell(r, width)}" for r, width in zip(ratios, (13, 9, 9, 10))), flush=True)
 
 
 def main(argv=None) -> None:

@@ -51,25 +51,118 @@ def test_conv_without_torch_says_n_a_and_how_to_install_it():
         assert float(row[7]) > 0 and row[8].endswith("%")
 
 
-def test_networks_without_torch_times_lucid_and_says_where_the_time_goes():
+#: networks.py's row: network, mode, threads, then lucid's and each peer's ms, then each peer's ratio and the best.
+NETWORK_PEERS = ("torch", "torch CL", "torch.compile", "ort", "ov")
+#: One kernel family of networks.py's breakdown: name, ms, share, MFLOP, MB, FLOP/B, GFLOP/s, % peak, GB/s,
+#: % bandwidth, the roof that bounds it and the fraction of that roof reached.
+FAMILY_ROW = re.compile(r"^    (\w+) +([\d.]+) +([\d.]+)% +([\d.]+) +([\d.]+) +([\d.]+) +([\d.]+) +(\d+)% +([\d.]+) "
+                        r"+(\d+)% +(compute|memory) +(\d+)%$", re.M)
+
+
+def network_rows(out: str, name: str) -> list:
+    """networks.py's rows of one network: [mode, threads, {column: ms or None}, {column: ratio or None}]."""
+    rows = []
+    for line in out.splitlines():
+        if line.startswith(name + " "):
+            fields = line.split()
+            cells = [None if c == "n/a" else float(c) for c in fields[3:]]
+            assert len(cells) == 12, line
+            times = dict(zip(("lucid",) + NETWORK_PEERS, cells[:6]))
+            rows.append([fields[1], int(fields[2]), times, dict(zip(NETWORK_PEERS + ("best",), cells[6:]))])
+    return rows
+
+
+def check_ratios(times: dict, ratios: dict) -> None:
+    """Each ratio is its peer's time over lucid's (to the printed digits), and `best` the smallest."""
+    for peer in NETWORK_PEERS:
+        assert (ratios[peer] is None) == (times[peer] is None)
+        if times[peer] is not None:
+            assert ratios[peer] == pytest.approx(times[peer] / times["lucid"], rel=0.02, abs=0.01)
+    measured = [ratios[peer] for peer in NETWORK_PEERS if ratios[peer] is not None]
+    assert ratios["best"] == (min(measured) if measured else None)
+
+
+def breakdown(out: str, network: str, title: str) -> dict:
+    """{family: its row's cells} of one of networks.py's "where the time goes" tables, checked for
+    consistency with the machine's roofline line."""
+    balance = float(re.search(r"below ([\d.]+) FLOP/byte a kernel is memory-bound", out).group(1))
+    section = out.split(f"\n{network}, input")[1].split(f"where the time goes, {title}: ")[1]
+    section = section.split("where the time goes")[0].split("\n\n")[0]
+    families = {row[0]: row[1:] for row in FAMILY_ROW.findall(section)}
+    assert abs(sum(float(row[1]) for row in families.values()) - 100) < 1
+    for ms, _, mflop, mbytes, intensity, *_, bound, _ in families.values():
+        mflop, mbytes = float(mflop), float(mbytes)               # printed to 0.01 MFLOP and 0.01 MB
+        assert float(ms) > 0 and mbytes >= 0
+        assert (mflop - 0.005) / (mbytes + 0.005) - 0.005 <= float(intensity)
+        assert mbytes < 0.01 or float(intensity) <= (mflop + 0.005) / (mbytes - 0.005) + 0.005
+        assert bound == ("compute" if float(intensity) >= balance else "memory")
+    step = re.search(r"the (?:step|call) on one thread: ([\d.]+) ms = ([\d.]+) ms in the compiled executables "
+                     r"\+ ([\d.]+) ms outside them", section)
+    total, inside, outside = map(float, step.groups())
+    assert 0 < inside <= total and total == pytest.approx(inside + outside, abs=0.11)
+    return families
+
+
+def test_networks_without_peers_times_lucid_names_each_missing_peer_and_says_where_the_time_goes():
     done = run_benchmark("networks.py", "--tiny", "--quick", "--threads", "1", "--networks", "GroupNormUNet",
-                         without_torch=True)
+                         without=("torch", "onnxruntime", "openvino"))
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "nan" not in out
     assert out.count("PyTorch is not installed") == 1 and ".venv/bin/pip install torch" in out
-    assert re.search(r"^memory bandwidth \(one-thread NumPy copy, read \+ write\): [\d.]+ GB/s$", out, re.M)
-    rows = [line.split() for line in out.splitlines() if line.startswith("GroupNormUNet ")]
-    assert [row[:3] for row in rows] == [["GroupNormUNet", "train", "1"], ["GroupNormUNet", "infer", "1"]]
-    for row in rows:
-        assert float(row[3]) > 0 and row[4:] == ["n/a"] * 4
+    assert out.count("no ort column") == 1 and out.count("no ov column") == 1
+    assert re.search(r"^machine, one thread: peak [\d.]+ GFLOP/s .*, memory bandwidth [\d.]+ GB/s", out, re.M)
+    rows = network_rows(out, "GroupNormUNet")
+    assert [row[:2] for row in rows] == [["train", 1], ["infer", 1]]
+    for _, _, times, ratios in rows:
+        assert times["lucid"] > 0 and set(times.values()) == {times["lucid"], None}
+        assert set(ratios.values()) == {None}
     for title in ("training step (forward + backward graphs)", "inference"):
-        section = out.split(f"where the time goes, {title}: ")[1].split("where the time goes")[0]
-        shares = dict(re.findall(r"^    (\w+) +[\d.]+ ms +([\d.]+)%", section, re.M))
-        assert {"conv", "norm", "resampling"} <= set(shares)
-        assert abs(sum(map(float, shares.values())) - 100) < 1
-        assert re.search(r"^    norm .*% +[\d.]+ GB/s \(\d+% of the copy's\)$", section, re.M)
-        assert re.search(r"^    resampling .*% +[\d.]+ GB/s \(\d+% of the copy's\)$", section, re.M)
+        families = breakdown(out, "GroupNormUNet", title)
+        assert {"conv", "norm", "resampling"} <= set(families)
+        assert families["conv"][-2] == "compute" and families["norm"][-2] == "memory"
+    assert re.search(r"outside them \(eager cross entropy, autograd, zero_grad and AdamW\); AdamW's step alone "
+                     r"[\d.]+ ms$", out, re.M)
+
+
+def test_networks_checks_onnx_runtime_and_openvino_against_lucid_and_times_them():
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    done = run_benchmark("networks.py", "--tiny", "--quick", "--threads", "1", "--networks", "GroupNormUNet", "UNet3D",
+                         "--modes", "infer", without=("torch",))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "nan" not in out and "no ort column" not in out and "no ov column" not in out
+    assert "first training loss" not in out and "where the time goes, training" not in out
+    for name in ("GroupNormUNet", "UNet3D"):
+        [[mode, threads, times, ratios]] = network_rows(out, name)
+        assert (mode, threads) == ("infer", 1)
+        assert times["torch"] is times["torch CL"] is times["torch.compile"] is None
+        assert times["lucid"] > 0 and times["ort"] > 0 and times["ov"] > 0
+        check_ratios(times, ratios)
+    # UNet3D(base=4, depth=1) on 2 x 1 x 8^3, its convolutions' multiply-adds counted by hand: 3x3x3 convs
+    # 1->4, 4->4 and (decoder) 8->4, 4->4 on 8^3; 4->8, 8->8 on 4^3; the k2 s2 transposed conv 8->4 from 4^3
+    # and the 1x1x1 head 4->2 on 8^3. The conv family has them (and the elementwise work fused into them).
+    outputs = 2 * 8 ** 3
+    macs = outputs * 27 * (4 * 1 + 4 * 4 + 4 * 8 + 4 * 4) + outputs // 8 * 27 * (8 * 4 + 8 * 8) + \
+        outputs // 8 * 8 * 4 * 8 + outputs * 2 * 4
+    conv_mflop = float(breakdown(out, "UNet3D", "inference")["conv"][2])
+    assert 2 * macs / 1e6 <= conv_mflop + 0.005 <= 1.1 * 2 * macs / 1e6
+
+
+def test_networks_times_torch_eager_and_compiled_and_says_how_long_compiling_took():
+    pytest.importorskip("torch")
+    done = run_benchmark("networks.py", "--tiny", "--quick", "--threads", "1", "--networks", "UNet3D",
+                         "--modes", "infer", without=("onnxruntime", "openvino"))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "nan" not in out and "PyTorch is not installed" not in out
+    assert out.count("no ort column") == 1 and out.count("no ov column") == 1
+    [[_, _, times, ratios]] = network_rows(out, "UNet3D")
+    assert all(times[column] > 0 for column in ("lucid", "torch", "torch CL", "torch.compile"))
+    assert times["ort"] is times["ov"] is None
+    check_ratios(times, ratios)
+    assert re.search(r"^torch\.compile's first call \(the compile\): infer 1 thr [\d.]+ s$", out, re.M)
 
 
 def test_memory_bound_reports_bandwidth_and_each_layers_share_of_it():
