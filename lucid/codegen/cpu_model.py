@@ -4,10 +4,10 @@
 feature string to a `CpuModel`: the widest float vector its instructions have, the FMA pipes and the
 floats each does per cycle (Zen 4 runs a 512-bit FMA as two 256-bit halves; Zen 5 and the Xeons with
 AVX-512 at full width), the vector loads per cycle, the FMA latency, the vector registers (32 with
-AVX-512, else 16) and the L1 and L2 data cache per core. The conv kernels choose register tiles
-(`conv/problem.choose_blocking`) and algorithms (`conv/winograd.py`) from it; the caches are not
-read yet (Winograd's stack arrays sized to a 256 KiB L2 would turn D-like layers direct on Haswell,
-which nothing here could measure). A CPU the table does not know gets a conservative model from its
+AVX-512, else 16). The conv kernels choose register tiles
+(`conv/problem.choose_blocking`) and algorithms (`conv/winograd.py`) from it. Cache sizes are not
+part of it: no choice reads them yet (Winograd's stack arrays sized to a 256 KiB L2 would turn
+D-like layers direct on Haswell, which nothing here could measure). A CPU the table does not know gets a conservative model from its
 features alone. Explicit features (`LUCID_CPU_FEATURES`) that switch an instruction set off (or on)
 change the family's model (`znver4` with `-avx512f` has AVX2 vectors and 16 registers).
 
@@ -20,9 +20,6 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, replace
 
-KIB = 1024
-
-
 @dataclass(frozen=True)
 class CpuModel:
     family: str
@@ -32,8 +29,6 @@ class CpuModel:
     load_ports: int          # vector loads of up to `pipe_floats` lanes per cycle
     fma_latency: int         # cycles from an FMA to a dependent FMA
     vector_registers: int
-    l1_bytes: int            # L1 data cache per core
-    l2_bytes: int            # L2 cache per core
 
     @property
     def flops_per_cycle(self) -> int:
@@ -45,23 +40,22 @@ class CpuModel:
         return max(1, -(-lanes // self.pipe_floats))
 
 
-def _family(name, widest, pipes, pipe_floats, loads, latency, l1_kib, l2_kib) -> CpuModel:
-    return CpuModel(name, widest, pipes, pipe_floats, loads, latency, 32 if widest == 16 else 16,
-                    l1_kib * KIB, l2_kib * KIB)
+def _family(name, widest, pipes, pipe_floats, loads, latency) -> CpuModel:
+    return CpuModel(name, widest, pipes, pipe_floats, loads, latency, 32 if widest == 16 else 16)
 
 
 #: The families lucid knows: LLVM CPU names -> model.
-_ZEN1 = _family("zen1", 8, 2, 4, 2, 5, 32, 512)              # 256-bit ops as two 128-bit halves
-_ZEN2_3 = _family("zen2-3", 8, 2, 8, 2, 5, 32, 512)          # Zen 3 loads 3 per cycle, 2 of them 256-bit
-_ZEN4 = _family("zen4", 16, 2, 8, 2, 4, 32, 1024)            # 512-bit ops as two 256-bit halves
-_ZEN5 = _family("zen5", 16, 2, 16, 2, 4, 48, 1024)
-_HASWELL = _family("haswell-skylake", 8, 2, 8, 2, 4, 32, 256)
-_AVX_NO_FMA = _family("sandybridge", 8, 1, 8, 1, 5, 32, 256)  # a multiply and an add pipe
-_XEON_AVX512 = _family("skylake-avx512", 16, 2, 16, 2, 4, 32, 1024)
-_ICELAKE_SERVER = _family("icelake-server", 16, 2, 16, 2, 4, 48, 1280)
-_SAPPHIRE = _family("sapphirerapids", 16, 2, 16, 2, 4, 48, 2048)
-_CLIENT_AVX512 = _family("icelake-client", 16, 1, 16, 2, 4, 48, 512)   # one 512-bit FMA pipe
-_HYBRID = _family("alderlake", 8, 2, 8, 3, 4, 48, 1280)      # AVX-512 fused off
+_ZEN1 = _family("zen1", 8, 2, 4, 2, 5)              # 256-bit ops as two 128-bit halves
+_ZEN2_3 = _family("zen2-3", 8, 2, 8, 2, 5)          # Zen 3 loads 3 per cycle, 2 of them 256-bit
+_ZEN4 = _family("zen4", 16, 2, 8, 2, 4)            # 512-bit ops as two 256-bit halves
+_ZEN5 = _family("zen5", 16, 2, 16, 2, 4)
+_HASWELL = _family("haswell-skylake", 8, 2, 8, 2, 4)
+_AVX_NO_FMA = _family("sandybridge", 8, 1, 8, 1, 5)  # a multiply and an add pipe
+_XEON_AVX512 = _family("skylake-avx512", 16, 2, 16, 2, 4)
+_ICELAKE_SERVER = _family("icelake-server", 16, 2, 16, 2, 4)
+_SAPPHIRE = _family("sapphirerapids", 16, 2, 16, 2, 4)
+_CLIENT_AVX512 = _family("icelake-client", 16, 1, 16, 2, 4)   # one 512-bit FMA pipe
+_HYBRID = _family("alderlake", 8, 2, 8, 3, 4)      # AVX-512 fused off
 _FAMILIES = {
     "znver1": _ZEN1, "znver2": _ZEN2_3, "znver3": _ZEN2_3, "znver4": _ZEN4, "znver5": _ZEN5,
     "haswell": _HASWELL, "broadwell": _HASWELL, "skylake": _HASWELL, "x86-64-v3": _HASWELL,
@@ -76,7 +70,7 @@ _FAMILIES = {
 }
 
 #: What any x86-64 core has: SSE vectors, two pipes, small caches.
-_BASELINE = _family("x86-64", 4, 2, 4, 2, 4, 32, 256)
+_BASELINE = _family("x86-64", 4, 2, 4, 2, 4)
 
 
 def widest_floats(cpu: str, features: str) -> int:
