@@ -46,9 +46,12 @@ class GraphCode:
     workspace_bytes: int          # per-node scratch the kernels use (one workspace per call)
 
 
-def memory_plan_of(graph: Graph) -> MemoryPlan:
-    """The memory plan of a planned graph, or a GraphError saying how to plan it."""
-    require_concrete(graph, "codegen")
+def memory_plan_of(graph: Graph, dynamic: bool = False) -> MemoryPlan:
+    """The memory plan of a planned graph, or a GraphError saying how to plan it. A graph with
+    symbolic sizes is taken only by a caller that passes its `dynamic` sizes at run time (the JIT's
+    executable); others (export) get a CompileError."""
+    if not dynamic:
+        require_concrete(graph, "codegen")
     plan = getattr(graph, "memory_plan", None)
     if plan is None:
         raise GraphError(f"codegen: graph {graph.name} has no memory plan; run it through the codegen-ready "
@@ -68,7 +71,7 @@ def graph_code(graph: Graph, plan: MemoryPlan, target: Target) -> GraphCode:
         lowering.lower()
         entry = ir.Module(name="entry")
         entry.triple = target.triple
-        emit_entry(entry, lowering.kernels)
+        emit_entry(entry, lowering.kernels, lowering.table)
         compilation.add(str(entry), level=0)
         named = compilation.results()
     store_graph(key, target.fingerprint, named, lowering.workspace_bytes)
