@@ -174,7 +174,7 @@ class Compiled:
         history = [seen for seen, seen_modes in self._seen
                    if seen_modes == modes and dynamic_shapes.same_signature(seen, types)]
         axes = dynamic_shapes.varying_axes(history + [types]) if history else None
-        return None if axes is None else dynamic_shapes.symbolic_types(types, axes)
+        return None if axes is None else dynamic_shapes.symbolic_types(types, axes, history)
 
     def _give_up_dynamic(self, symbolic_types: tuple, modes: tuple, error: Exception) -> None:
         """Automatic dynamic sizes failed for this model: say why, once, and compile static variants."""

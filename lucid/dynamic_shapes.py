@@ -8,6 +8,11 @@ after its axis: `N` for the batch, `D, H, W` for the spatial axes of a 5-d input
 - `dynamic=True`: every such axis of every input, from the first call on (`all_axes`).
 - automatic (the default): the axes whose size differed between two calls of the same ranks and
   dtypes (`varying_axes`); positions whose sizes were equal in every call seen share a dimension.
+Ranges: the batch dimension's min is 1; a spatial dimension's min is the smallest size seen for it
+(with `dynamic=True`, the first call's). Shape rules decide their questions at the min (see
+`lucid.ir.symbolic`), so a model that needs a few voxels (pooling, a valid conv) traces; a call
+below the min gets a variant of its own (static when automatic; with `dynamic=True`, a symbolic one
+whose min is that size).
 `fits` tells whether concrete input types are served by symbolic ones (before the constraints the
 graph recorded, which the executable checks per call).
 """
@@ -63,9 +68,15 @@ def varying_axes(history: list) -> dict | None:
     return names
 
 
-def symbolic_types(types: tuple, axes: dict) -> tuple:
-    """`types` with the axes of `axes` ({(input, axis): name}) replaced by those dimensions."""
-    dims = {name: symbolic.dim(name) for name in set(axes.values())}
+def symbolic_types(types: tuple, axes: dict, history: list = ()) -> tuple:
+    """`types` with the axes of `axes` ({(input, axis): name}) replaced by those dimensions, each
+    with its min from the sizes in `types` and `history` (earlier calls' types; see above)."""
+    smallest = {}
+    for i, axis in axes:
+        for seen in list(history) + [types]:
+            size = 1 if axis == 0 else seen[i].shape[axis]
+            smallest[axes[(i, axis)]] = min(smallest.get(axes[(i, axis)], size), size)
+    dims = {name: symbolic.dim(name, min=smallest[name]) for name in set(axes.values())}
     return tuple(TensorType(tuple(dims[axes[(i, axis)]] if (i, axis) in axes else n for axis, n in enumerate(t.shape)),
                             t.dtype) for i, t in enumerate(types))
 
