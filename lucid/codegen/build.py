@@ -43,7 +43,8 @@ SERIAL_FLOPS = 4_000_000
 @dataclass
 class GraphCode:
     objects: list[bytes]          # kernel modules' and the entry module's object code
-    workspace_bytes: int          # per-node scratch the kernels use (one workspace per call)
+    workspace_bytes: int          # per-node scratch the kernels use (one workspace per call; with symbolic
+                                  # sizes, at least this: the entry's lucid_workspace_bytes(dims) says)
 
 
 def memory_plan_of(graph: Graph, dynamic: bool = False) -> MemoryPlan:
@@ -71,7 +72,7 @@ def graph_code(graph: Graph, plan: MemoryPlan, target: Target) -> GraphCode:
         lowering.lower()
         entry = ir.Module(name="entry")
         entry.triple = target.triple
-        emit_entry(entry, lowering.kernels, lowering.table)
+        emit_entry(entry, lowering.kernels, lowering.table, (lowering.workspace_bytes, lowering.symbolic_workspace))
         compilation.add(str(entry), level=0)
         named = compilation.results()
     store_graph(key, target.fingerprint, named, lowering.workspace_bytes)

@@ -137,7 +137,8 @@ class Lowering:
         self.kernels: list[Kernel] = []
         self.modules: dict[str, KernelModule] = {}
         self.table = buffer_table(graph, plan)
-        self.workspace_bytes = 0
+        self.workspace_bytes = 0                   # the largest concrete scratch of a node
+        self.symbolic_workspace: list = []         # the symbolic scratch sizes of nodes (see `scratch`)
         self._scratch_used = 0
         self._module: ir.Module | None = None
         self.node: Node | None = None
@@ -160,8 +161,13 @@ class Lowering:
     def scratch(self, nbytes: int) -> int:
         """Byte offset, in the workspace, of `nbytes` of scratch for the node being lowered (its
         scratch is dead once its kernels finished, so every node's scratch starts at 0; but see
-        `leave_packed`)."""
+        `leave_packed`). Sizes and offsets may be symbolic: the workspace is then sized per call
+        (`lucid_workspace_bytes`, `parallel.py`)."""
         offset = self._scratch_used
+        if symbolic.is_symbolic(nbytes) or symbolic.is_symbolic(offset):
+            self._scratch_used = offset + symbolic.ceil_div(nbytes, ALIGNMENT) * ALIGNMENT
+            self.symbolic_workspace.append(self._scratch_used)   # the entry point takes the max per call
+            return offset
         self._scratch_used += -(-nbytes // ALIGNMENT) * ALIGNMENT
         self.workspace_bytes = max(self.workspace_bytes, self._scratch_used)
         return offset
@@ -177,7 +183,7 @@ class Lowering:
         since has used the workspace and this node has not allocated scratch yet; else None. A
         lowering that reads the copy takes it as its first scratch (so it stays where it is) and
         makes its first kernel wait for the kernels before it."""
-        if self._scratch_used == 0 and self._left is not None and self._left[0] is value:
+        if symbolic.same(self._scratch_used, 0) and self._left is not None and self._left[0] is value:
             return self._left[1]
         return None
 
@@ -218,7 +224,7 @@ class Lowering:
                 raise GraphError(f"codegen: operator {node.op!r} has no lowering")
             self.node, self._scratch_used, self._leaving = node, 0, None
             LOWERINGS[node.op](self, node)
-            if self._scratch_used:                 # the node overwrote what the workspace held
+            if not symbolic.same(self._scratch_used, 0):      # the node overwrote what the workspace held
                 self._left = self._leaving
         self.node = None
 
@@ -240,9 +246,9 @@ class KernelBuilder:
         self._pointers: dict = {}
         self.slots: list[int] = []               # table slot of the kernel's i-th buffer
 
-    def pointer(self, value_or_slot, element: ir.Type | None = None, byte_offset: int = 0) -> ir.Value:
+    def pointer(self, value_or_slot, element: ir.Type | None = None, byte_offset=0) -> ir.Value:
         """Pointer to the data of a value (or raw slot), typed as `element` (default: the value's
-        element type), `byte_offset` bytes in."""
+        element type), `byte_offset` bytes in (an int or a symbolic size)."""
         if isinstance(value_or_slot, Value):
             slot, element = self.lowering.slot(value_or_slot), element or irgen.element_type(value_or_slot.dtype)
         else:
@@ -254,7 +260,9 @@ class KernelBuilder:
             eb = self._entry_builder
             table_index = eb.load(eb.gep(self.fn.args[1], [i64(self.slots.index(slot))]))
             raw = eb.load(eb.gep(self.fn.args[0], [table_index]))
-            if byte_offset:
+            if symbolic.is_symbolic(byte_offset):
+                raw = eb.gep(raw, [self.extent(byte_offset)])
+            elif byte_offset:
                 raw = eb.gep(raw, [i64(byte_offset)])
             self._pointers[key] = eb.bitcast(raw, element.as_pointer())
         return self._pointers[key]

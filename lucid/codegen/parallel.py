@@ -13,7 +13,9 @@ Shared state of one call, on the caller's stack: [barrier count, barrier generat
 thread count, then one claimed-items counter per kernel].
 
 A kernel whose work-item count is a symbolic size (a graph compiled for every size) has the count,
-and so its chunks, computed per call from the dims in the table's dims slot (`extents.py`).
+and so its chunks, computed per call from the dims in the table's dims slot (`extents.py`). Such a
+graph's entry module also has `i64 lucid_workspace_bytes(i64* dims)`: the workspace a call at those
+sizes needs (the largest scratch of a node, some of them symbolic).
 """
 from __future__ import annotations
 
@@ -29,14 +31,29 @@ _CONTEXT = ir.LiteralStructType([I8P.as_pointer(), I64.as_pointer()])    # table
 WORK_TYPE = ir.FunctionType(VOID, [I8P.as_pointer(), I64.as_pointer()])
 
 
-def emit_entry(module: ir.Module, kernels: list[Kernel], table: BufferTable | None = None) -> None:
-    """The entry points running `kernels` (whose symbolic item counts read `table`'s dims slot)."""
+def emit_entry(module: ir.Module, kernels: list[Kernel], table: BufferTable | None = None,
+               workspace: tuple = (0, ())) -> None:
+    """The entry points running `kernels` (whose symbolic item counts read `table`'s dims slot); for
+    a graph with symbolic dimensions also `lucid_workspace_bytes`, the largest of `workspace`'s
+    concrete size and symbolic sizes."""
+    if table is not None and table.symbols:
+        _emit_workspace_bytes(module, table.symbols, *workspace)
     barrier = _emit_barrier(module)
     work = _emit_work(module, kernels, barrier, table or BufferTable())
     _emit_run(module, _emit_worker(module, work), STATE_WORDS + len(kernels))
     words = ir.Function(module, ir.FunctionType(I64, []), "lucid_state_words")
     b = ir.IRBuilder(words.append_basic_block("entry"))
     b.ret(i64(STATE_WORDS + len(kernels)))
+
+
+def _emit_workspace_bytes(module: ir.Module, symbols: tuple, concrete: int, sizes: list) -> None:
+    fn = ir.Function(module, ir.FunctionType(I64, [I64.as_pointer()]), "lucid_workspace_bytes")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    largest = i64(concrete)
+    for size in sizes:
+        value = emit_size(b, size, fn.args[0], symbols)
+        largest = b.select(b.icmp_signed(">", value, largest), value, largest)
+    b.ret(largest)
 
 
 def _state_word(b: ir.IRBuilder, state: ir.Value, word: int) -> ir.Value:

@@ -42,6 +42,7 @@ from .workers import WorkerPool
 
 _RUN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)
 _WORDS = ctypes.CFUNCTYPE(ctypes.c_int64)
+_WORKSPACE = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p)
 
 
 class Executable:
@@ -62,6 +63,7 @@ class Executable:
         self._lock = threading.Lock()
         self._param_names = frozenset(v.name for v in graph.params)
         self.dynamic = bool(self.table.symbols)
+        self._workspace_at = _WORKSPACE(self.native.address("lucid_workspace_bytes")) if self.dynamic else None
         self.serial = runs_serially(graph) if not self.dynamic else None   # per call when dynamic
         self._layouts: dict = {}
         self._largest = _Layout(self, {}) if not self.dynamic else None
@@ -70,7 +72,7 @@ class Executable:
     def peak_scratch_bytes(self) -> int:
         """Bytes of intermediate storage: the planned arena plus the largest per-node workspace (for
         a graph of symbolic sizes, at the largest sizes called so far)."""
-        return self._largest.arena_bytes + self.workspace_bytes if self._largest else self.workspace_bytes
+        return self._largest.arena_bytes + self._largest.workspace_bytes if self._largest else self.workspace_bytes
 
     def _layout(self, arrays: list) -> "_Layout":
         """The layout at the sizes of these inputs (checked), made on first use."""
@@ -86,7 +88,8 @@ class Executable:
             layout = _Layout(self, check_sizes(self.graph, sizes))
             with self._lock:
                 self._layouts[key] = layout
-                if self._largest is None or layout.arena_bytes > self._largest.arena_bytes:
+                if self._largest is None or layout.arena_bytes + layout.workspace_bytes > \
+                        self._largest.arena_bytes + self._largest.workspace_bytes:
                     self._largest = layout
         return layout
 
@@ -179,6 +182,7 @@ class _Layout:
         self.arena_bytes = symbolic.evaluate(plan.arena_bytes, sizes)
         self.offsets = {slot: symbolic.evaluate(offset, sizes) for slot, offset in table.arena.items()}
         self.dims = np.array([sizes[name] for name in table.symbols], np.int64)
+        self.workspace_bytes = executable._workspace_at(self.dims.ctypes.data) if sizes else executable.workspace_bytes
         self.inputs = [_Declared(v, self.shape(v)) for v in graph.inputs]
         self.params = [_Declared(v, self.shape(v)) for v in graph.params]
         self.serial = bool(sizes) and runs_serially(graph.specialize(**sizes))
@@ -208,7 +212,7 @@ class _Arena:
 
     def _fit(self, layout: _Layout) -> None:
         executable = self.executable
-        table, needed = executable.table, layout.arena_bytes + executable.workspace_bytes + 64
+        table, needed = executable.table, layout.arena_bytes + layout.workspace_bytes + 64
         if self.memory.size < needed:
             self.memory = np.zeros(needed, np.uint8)
             self.base = -self.memory.ctypes.data % 64                          # offset of 64-byte alignment

@@ -19,7 +19,7 @@ from lucid.passes import pipeline
 
 
 class NormNet(nn.Module):
-    """Norms, activations, concat, pad, slices, reductions and pooling over (N, C, D, H, W)."""
+    """Norms, activations, concat, pad, slices, reductions, pooling and softmax over (N, C, D, H, W)."""
 
     def __init__(self):
         super().__init__()
@@ -32,7 +32,8 @@ class NormNet(nn.Module):
         c = F.pad(lucid.cat([a, b], dim=1), (1, 1, 0, 0, 2, 0))
         e = c[:, :, 2:, :, 1:-1]
         return (e.mean(dim=(2, 3, 4), keepdim=True) + e * e.amax(dim=4, keepdim=True), e[:, :, :, ::2].sum(dim=(3, 4)),
-                F.max_pool3d(b, 2) + F.avg_pool3d(x, 2), F.avg_pool3d(x, 3, stride=2, padding=1, count_include_pad=False))
+                (F.max_pool3d(b, 2) + F.avg_pool3d(x, 2)).softmax(dim=1),
+                F.avg_pool3d(x, 3, stride=2, padding=1, count_include_pad=False).log_softmax(dim=4))
 
 
 def numpy_forward(net: NormNet, x: np.ndarray):
@@ -57,7 +58,13 @@ def numpy_forward(net: NormNet, x: np.ndarray):
     windows = [padded[:, :, i:i + 2 * out[0]:2, j:j + 2 * out[1]:2, k:k + 2 * out[2]:2]
                for i in range(3) for j in range(3) for k in range(3)]
     return (e.mean(axis=(2, 3, 4), keepdims=True) + e * e.max(axis=4, keepdims=True), e[:, :, :, ::2].sum(axis=(3, 4)),
-            halves(b).max(axis=(3, 5, 7)) + halves(x).mean(axis=(3, 5, 7)), np.nanmean(np.stack(windows), axis=0))
+            softmax(halves(b).max(axis=(3, 5, 7)) + halves(x).mean(axis=(3, 5, 7)), 1),
+            np.log(softmax(np.nanmean(np.stack(windows), axis=0), 4)))
+
+
+def softmax(v, axis):
+    e = np.exp(v - v.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
 
 
 #: (batch, (D, H, W)): batches 1..8, volumes 16..48 in steps of 8, and odd sizes
