@@ -144,6 +144,8 @@ class Compiled:
             self._take_snapshot(self._snapshot.change())
         types = tuple(TensorType(x.shape, x.dtype) for x in inputs)
         modes = self._snapshot.modes
+        if any(t.is_symbolic for t in types):          # specs with symbolic sizes: compiled as given
+            return self._variant_of(types, modes, inputs)
         symbolic_types = self._symbolic_types(types, modes)
         if symbolic_types is not None:
             try:
@@ -156,10 +158,25 @@ class Compiled:
         return self._variant_of(types, modes, inputs)
 
     def _symbolic_types(self, types: tuple, modes: tuple):
-        """The symbolic input types whose variant serves these concrete ones, if dynamic sizes apply
-        (see the module docstring); a ShapeError for sizes a `dynamic=True` graph cannot serve."""
-        if self.dynamic is False or isinstance(self.fn, Graph) or self._static_reason is not None:
+        """The symbolic input types whose variant serves these concrete ones: a graph traced with
+        symbolic sizes that fits them, else new ones if dynamic sizes apply (see the module
+        docstring); a ShapeError for sizes a `dynamic=True` graph cannot serve."""
+        if isinstance(self.fn, Graph):
             return None
+        serving = self._serving(types, modes)
+        if serving is not None or self.dynamic is False or self._static_reason is not None:
+            return serving
+        if self.dynamic:
+            return dynamic_shapes.symbolic_types(types, dynamic_shapes.all_axes(types))
+        history = [seen for seen, seen_modes in self._seen
+                   if seen_modes == modes and dynamic_shapes.same_signature(seen, types)]
+        axes = dynamic_shapes.varying_axes(history + [types]) if history else None
+        made = None if axes is None else dynamic_shapes.symbolic_types(types, axes, history)
+        return None if (made, modes) in self.graphs else made      # that graph refused these sizes
+
+    def _serving(self, types: tuple, modes: tuple):
+        """The symbolic types of a traced graph that serves these concrete ones (they fit, and their
+        sizes meet its constraints), or None."""
         for (declared, graph_modes), graph in self.graphs.items():
             if graph_modes == modes and any(t.is_symbolic for t in declared) and dynamic_shapes.fits(declared, types):
                 try:
@@ -167,14 +184,9 @@ class Compiled:
                 except ShapeError:
                     if self.dynamic:
                         raise
-                    return None
+                    continue
                 return declared
-        if self.dynamic:
-            return dynamic_shapes.symbolic_types(types, dynamic_shapes.all_axes(types))
-        history = [seen for seen, seen_modes in self._seen
-                   if seen_modes == modes and dynamic_shapes.same_signature(seen, types)]
-        axes = dynamic_shapes.varying_axes(history + [types]) if history else None
-        return None if axes is None else dynamic_shapes.symbolic_types(types, axes, history)
+        return None
 
     def _give_up_dynamic(self, symbolic_types: tuple, modes: tuple, error: Exception) -> None:
         """Automatic dynamic sizes failed for this model: say why, once, and compile static variants."""

@@ -215,3 +215,14 @@ def test_sizes_computed_in_kernels_equal_python_arithmetic():
         dims = (ctypes.c_int64 * 2)(*values)
         for k, size in enumerate(sizes):
             assert run(dims, k) == symbolic.evaluate(size, dict(zip(("D", "H"), values))), (str(size), values)
+
+
+def test_specs_with_symbolic_sizes_compile_as_given():
+    def f(x):
+        return (x * x).sum(dim=1, keepdim=True) - x
+    compiled = lucid.compile(f, lucid.spec(lucid.dim("N"), 5), dynamic=False)
+    modules = built(compiled)
+    for n in (1, 4, 9):
+        x = lucid.randn(n, 5)
+        np.testing.assert_allclose(compiled(x).numpy(), f(x).numpy(), rtol=1e-5, atol=1e-6)
+    assert compiled.stats()["traces"] == 1 and built(compiled) == modules
