@@ -14,7 +14,8 @@ the entry is written. A
 position-independent target has its own fingerprint, so JIT and shared-library objects never mix.
 
 Also here, because both callers apply them the same way: which graph outputs a run writes in place
-(`written_outputs`) and how many threads a run uses by default (`default_threads`, `runs_serially`).
+(`written_outputs`) and how many threads a run uses by default (`default_threads`, `runs_serially`,
+`flops_by_size` for a graph of symbolic sizes).
 """
 from __future__ import annotations
 
@@ -93,6 +94,24 @@ def written_outputs(graph: Graph) -> list[bool]:
 def runs_serially(graph: Graph) -> bool:
     """Whether a run of `graph` uses one thread unless told otherwise (see SERIAL_FLOPS)."""
     return estimated_flops(graph) < SERIAL_FLOPS
+
+
+def flops_by_size(graph: Graph):
+    """The work of a graph as a size (the operators' FLOP counts summed, a node holding graphs (a
+    fused body) counting theirs; an Expr when its sizes are symbolic), or None when an operator
+    cannot count symbolically: `evaluate(flops_by_size(graph), sizes) < SERIAL_FLOPS` is
+    `runs_serially` at those sizes without specialising the graph."""
+    total = 0
+    for node in graph.nodes:
+        if node.is_constant:
+            continue
+        bodies = [node.attrs[name] for name in node.opdef.graph_attributes]
+        counts = [flops_by_size(body) for body in bodies] if bodies else \
+            [node.opdef.flops(node.attrs, tuple(v.type for v in node.inputs), node.output.type)]
+        if None in counts:
+            return None
+        total += sum(counts)
+    return total
 
 
 def default_threads() -> int:

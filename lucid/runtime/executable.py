@@ -34,7 +34,8 @@ from ..ir import symbolic
 from ..ir.graph import Graph, Value
 from ..ir.interpreter import check_arrays
 from ..ir.specialize import check_sizes, sizes_of_inputs
-from ..codegen.build import default_threads, graph_code, memory_plan_of, runs_serially, written_outputs
+from ..codegen.build import (SERIAL_FLOPS, default_threads, flops_by_size, graph_code, memory_plan_of, runs_serially,
+                             written_outputs)
 from ..codegen.jit import NativeCode
 from ..codegen.lowering import buffer_table
 from ..codegen.target import Target, host
@@ -65,6 +66,7 @@ class Executable:
         self.dynamic = bool(self.table.symbols)
         self._workspace_at = _WORKSPACE(self.native.address("lucid_workspace_bytes")) if self.dynamic else None
         self.serial = runs_serially(graph) if not self.dynamic else None   # per call when dynamic
+        self._flops = flops_by_size(graph) if self.dynamic else None
         self._layouts: dict = {}
         self._largest = _Layout(self, {}) if not self.dynamic else None
 
@@ -185,7 +187,12 @@ class _Layout:
         self.workspace_bytes = executable._workspace_at(self.dims.ctypes.data) if sizes else executable.workspace_bytes
         self.inputs = [_Declared(v, self.shape(v)) for v in graph.inputs]
         self.params = [_Declared(v, self.shape(v)) for v in graph.params]
-        self.serial = bool(sizes) and runs_serially(graph.specialize(**sizes))
+        if not sizes:
+            self.serial = False                    # unused: a concrete graph's rule is `Executable.serial`
+        elif executable._flops is None:
+            self.serial = runs_serially(graph.specialize(**sizes))
+        else:
+            self.serial = symbolic.evaluate(executable._flops, sizes) < SERIAL_FLOPS
 
     def shape(self, value: Value) -> tuple:
         return symbolic.evaluate(value.shape, self.sizes)
