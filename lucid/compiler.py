@@ -161,8 +161,9 @@ class Compiled:
         """The symbolic input types whose variant serves these concrete ones: a graph traced with
         symbolic sizes that fits them, else new ones if dynamic sizes apply (see the module
         docstring); a ShapeError for sizes a `dynamic=True` graph cannot serve."""
-        if isinstance(self.fn, Graph):
-            return None
+        if isinstance(self.fn, Graph):                   # a graph with symbolic sizes serves what fits it
+            declared = tuple(v.type for v in self.fn.inputs)
+            return declared if any(t.is_symbolic for t in declared) and dynamic_shapes.fits(declared, types) else None
         serving = self._serving(types, modes)
         if serving is not None or self.dynamic is False or self._static_reason is not None:
             return serving

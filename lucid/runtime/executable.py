@@ -188,7 +188,7 @@ class _Layout:
         self.inputs = [_Declared(v, self.shape(v)) for v in graph.inputs]
         self.params = [_Declared(v, self.shape(v)) for v in graph.params]
         if not sizes:
-            self.serial = False                    # unused: a concrete graph's rule is `Executable.serial`
+            self.serial = None                     # a concrete graph's rule is `Executable.serial`
         elif executable._flops is None:
             self.serial = runs_serially(graph.specialize(**sizes))
         else:

@@ -226,3 +226,15 @@ def test_specs_with_symbolic_sizes_compile_as_given():
         x = lucid.randn(n, 5)
         np.testing.assert_allclose(compiled(x).numpy(), f(x).numpy(), rtol=1e-5, atol=1e-6)
     assert compiled.stats()["traces"] == 1 and built(compiled) == modules
+
+
+def test_a_graph_with_symbolic_dimensions_compiles_once_for_every_size():
+    graph = lucid.trace(lambda x: (x - x.mean(dim=2, keepdim=True)).relu(), lucid.spec(lucid.dim("N"), 2, lucid.dim("L")))
+    compiled = lucid.compile(graph)
+    for n, length in ((1, 3), (4, 10), (2, 33)):
+        x = np.random.default_rng(n).standard_normal((n, 2, length)).astype(np.float32)
+        expected = np.maximum(x - x.mean(axis=2, keepdims=True), 0)
+        np.testing.assert_allclose(compiled(x).numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert compiled.stats()["traces"] == 1 and compiled.stats()["dynamic_variants"] == 1
+    with pytest.raises(ShapeError, match="float32"):
+        compiled(np.ones((2, 3, 4), np.float32))           # a concrete size that differs: refused as before
