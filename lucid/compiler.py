@@ -36,8 +36,10 @@ constraint. With `dynamic=None` (the default, automatic) a signature is compiled
 until a call of the same ranks and dtypes comes with other sizes: then the axes that differed become
 symbolic and that variant serves every later size that fits it. If the graph cannot be compiled
 for symbolic sizes (an operator whose lowering needs concrete ones, model code needing a number),
-the call goes on with static variants, and the reason is logged once as a warning and kept in
-`stats()["static_reason"]`; sizes outside a symbolic variant's constraints get a static variant too.
+the call goes on with static variants, and the reason is logged once (`LUCID_LOG=compile`) and kept
+in `stats()["static_reason"]` (a log line, not a warning: until every family takes run-time extents,
+most conv models are in that case); sizes outside a symbolic variant's constraints get a static
+variant too.
 `dynamic=False` compiles every signature for its sizes.
 """
 from __future__ import annotations
@@ -47,7 +49,6 @@ import logging
 import os
 import sys
 import time
-import warnings
 
 import numpy as np
 
@@ -190,13 +191,11 @@ class Compiled:
         return None
 
     def _give_up_dynamic(self, symbolic_types: tuple, modes: tuple, error: Exception) -> None:
-        """Automatic dynamic sizes failed for this model: say why, once, and compile static variants."""
+        """Automatic dynamic sizes failed for this model: log why, once, and compile static variants."""
         self.graphs.pop((symbolic_types, modes), None)
         self.variants = {key: v for key, v in self.variants.items() if key[0] != symbolic_types}
         self._static_reason = f"{type(error).__name__}: {error}"
-        message = f"{self._title}: sizes vary, but the model compiles for fixed sizes only ({self._static_reason})"
-        _announce(message)
-        warnings.warn(message, DynamicShapesWarning, stacklevel=4)
+        _announce(f"{self._title}: sizes vary, but the model compiles for fixed sizes only ({self._static_reason})")
 
     def _variant_of(self, types: tuple, modes: tuple, inputs: list):
         """The variant for input `types` (concrete, or symbolic serving the inputs) and `modes`."""
@@ -267,10 +266,6 @@ class Compiled:
         name = type(self.fn).__name__ if isinstance(self.fn, Module) else self.fn.name if isinstance(self.fn, Graph) \
             else getattr(self.fn, "__name__", "function")
         return f"lucid.compile({name})"
-
-
-class DynamicShapesWarning(UserWarning):
-    """Sizes vary between calls but the model compiles for fixed sizes only (given once per object)."""
 
 
 class CompiledModule(Compiled, Module):
