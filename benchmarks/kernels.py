@@ -48,13 +48,14 @@ def kernel_times(executable, repeats: int) -> list:
     lowering = AttributedLowering(executable.graph, executable.plan, executable.target)
     lowering.lower()
     keep = []
+    layout = executable._layout([])
     with executable._arena() as arena:
-        table = arena.template.copy()
+        table = arena.template(layout).copy()
         for slot, value in list(zip(executable.table.inputs, executable.graph.inputs)) + \
                 [(slot, value) for (_, slot), value in zip(executable.table.params, executable.graph.params)]:
             keep.append(np.zeros(value.shape, value.dtype.numpy))
             table[slot] = keep[-1].ctypes.data
-        keep.append(executable._output_arrays(table))
+        keep.append(executable._output_arrays(table, layout))
         results = []
         for kernel, node in zip(lowering.kernels, lowering.nodes):
             run = _KERNEL(executable.native.address(kernel.name))

@@ -27,6 +27,20 @@ to stderr) with its reason; `stats()` counts them.
 
 A call whose inputs do not fit the model fails while tracing, with the layer's error, before any
 native code runs; inputs must be lucid Tensors (or NumPy arrays).
+
+Dynamic sizes (`lucid/dynamic_shapes.py` says which axes): with `dynamic=True` the batch and spatial
+dimensions of the inputs are symbolic from the first call: one trace, one compile, and a call at a
+new size compiles nothing (the kernels take their extents at run time); a size the graph cannot
+serve (a constraint it recorded, such as `D >= 3`) is a ShapeError naming the dimension and the
+constraint. With `dynamic=None` (the default, automatic) a signature is compiled for its sizes
+until a call of the same ranks and dtypes comes with other sizes: then the axes that differed become
+symbolic and that variant serves every later size that fits it. If the graph cannot be compiled
+for symbolic sizes (an operator whose lowering needs concrete ones, model code needing a number),
+the call goes on with static variants, and the reason is logged once (`LUCID_LOG=compile`) and kept
+in `stats()["static_reason"]` (a log line, not a warning: until every family takes run-time extents,
+most conv models are in that case); sizes outside a symbolic variant's constraints get a static
+variant too.
+`dynamic=False` compiles every signature for its sizes.
 """
 from __future__ import annotations
 
@@ -38,10 +52,11 @@ import time
 
 import numpy as np
 
-from . import autograd
-from .errors import DTypeError, ShapeError
+from . import autograd, dynamic_shapes
+from .errors import CompileError, DTypeError, ShapeError, TraceError
 from .guard import Snapshot
 from .ir.graph import Graph, active_builder
+from .ir.specialize import check_sizes, sizes_of_inputs
 from .ir.types import TensorType
 from .nn.module import Module
 from .passes import autodiff, pipeline
@@ -51,8 +66,10 @@ from .tracing import Spec, spec, trace
 LOG = logging.getLogger("lucid.compile")
 
 
-def compile(fn_or_module, *example_inputs) -> "Compiled":   # noqa: A001  (the public name is lucid.compile)
+def compile(fn_or_module, *example_inputs, dynamic: bool | None = None) -> "Compiled":   # noqa: A001
+    """(The public name is lucid.compile.) `dynamic`: True, None (automatic) or False; see above."""
     compiled = CompiledModule(fn_or_module) if isinstance(fn_or_module, Module) else Compiled(fn_or_module)
+    compiled.dynamic = dynamic
     if example_inputs:
         compiled.prepare(*example_inputs)
     return compiled
@@ -63,7 +80,7 @@ class Compiled:
 
     #: The attributes of the compiled object itself (a CompiledModule passes any other to its module).
     OWN_ATTRIBUTES = frozenset({"fn", "graphs", "variants", "_forward_only", "_snapshot", "_stale", "_counts",
-                                "_backward_stages"})
+                                "_backward_stages", "dynamic", "_seen", "_static_reason"})
 
     def __init__(self, fn_or_module):
         self.fn = fn_or_module
@@ -74,6 +91,9 @@ class Compiled:
         self._stale = "first call"      # why the next trace happens, when no graph is left
         self._counts = {"traces": 0, "native_compiles": 0, "cache_loads": 0}
         self._backward_stages = None    # (groups of parameters, on_stage) once stage_backward is called
+        self.dynamic = None             # True, None (automatic) or False: see the module docstring
+        self._seen: list = []           # (input types, modes) of the calls traced for their sizes
+        self._static_reason = None      # why automatic dynamic sizes were given up, once they were
 
     @property
     def __wrapped__(self):
@@ -104,8 +124,12 @@ class Compiled:
 
     def stats(self) -> dict:
         """Work done by this object: `traces`, `native_compiles` (LLVM modules compiled; objects
-        loaded from the disk cache are `cache_loads`) and `variants` (compiled call signatures)."""
-        return dict(self._counts, variants=len(self.variants))
+        loaded from the disk cache are `cache_loads`), `variants` (compiled call signatures),
+        `dynamic_variants` (those compiled for symbolic sizes) and `static_reason` (why automatic
+        dynamic sizes were given up, or None)."""
+        dynamic = sum(1 for key in self.variants if any(t.is_symbolic for t in key[0]))
+        return dict(self._counts, variants=len(self.variants), dynamic_variants=dynamic,
+                    static_reason=self._static_reason)
 
     @property
     def peak_scratch_bytes(self) -> int:
@@ -121,6 +145,60 @@ class Compiled:
             self._take_snapshot(self._snapshot.change())
         types = tuple(TensorType(x.shape, x.dtype) for x in inputs)
         modes = self._snapshot.modes
+        if any(t.is_symbolic for t in types):          # specs with symbolic sizes: compiled as given
+            return self._variant_of(types, modes, inputs)
+        symbolic_types = self._symbolic_types(types, modes)
+        if symbolic_types is not None:
+            try:
+                return self._variant_of(symbolic_types, modes, inputs)
+            except (CompileError, ShapeError, TraceError) as error:
+                if self.dynamic:
+                    raise
+                self._give_up_dynamic(symbolic_types, modes, error)
+        self._seen.append((types, modes))
+        return self._variant_of(types, modes, inputs)
+
+    def _symbolic_types(self, types: tuple, modes: tuple):
+        """The symbolic input types whose variant serves these concrete ones: a graph traced with
+        symbolic sizes that fits them, else new ones if dynamic sizes apply (see the module
+        docstring); a ShapeError for sizes a `dynamic=True` graph cannot serve."""
+        if isinstance(self.fn, Graph):                   # a graph with symbolic sizes serves what fits it
+            declared = tuple(v.type for v in self.fn.inputs)
+            return declared if any(t.is_symbolic for t in declared) and dynamic_shapes.fits(declared, types) else None
+        serving = self._serving(types, modes)
+        if serving is not None or self.dynamic is False or self._static_reason is not None:
+            return serving
+        if self.dynamic:
+            return dynamic_shapes.symbolic_types(types, dynamic_shapes.all_axes(types))
+        history = [seen for seen, seen_modes in self._seen
+                   if seen_modes == modes and dynamic_shapes.same_signature(seen, types)]
+        axes = dynamic_shapes.varying_axes(history + [types]) if history else None
+        made = None if axes is None else dynamic_shapes.symbolic_types(types, axes, history)
+        return None if (made, modes) in self.graphs else made      # that graph refused these sizes
+
+    def _serving(self, types: tuple, modes: tuple):
+        """The symbolic types of a traced graph that serves these concrete ones (they fit, and their
+        sizes meet its constraints), or None."""
+        for (declared, graph_modes), graph in self.graphs.items():
+            if graph_modes == modes and any(t.is_symbolic for t in declared) and dynamic_shapes.fits(declared, types):
+                try:
+                    check_sizes(graph, sizes_of_inputs(graph, [t.shape for t in types], self._title))
+                except ShapeError:
+                    if self.dynamic:
+                        raise
+                    continue
+                return declared
+        return None
+
+    def _give_up_dynamic(self, symbolic_types: tuple, modes: tuple, error: Exception) -> None:
+        """Automatic dynamic sizes failed for this model: log why, once, and compile static variants."""
+        self.graphs.pop((symbolic_types, modes), None)
+        self.variants = {key: v for key, v in self.variants.items() if key[0] != symbolic_types}
+        self._static_reason = f"{type(error).__name__}: {error}"
+        _announce(f"{self._title}: sizes vary, but the model compiles for fixed sizes only ({self._static_reason})")
+
+    def _variant_of(self, types: tuple, modes: tuple, inputs: list):
+        """The variant for input `types` (concrete, or symbolic serving the inputs) and `modes`."""
         graph = self.graphs.get((types, modes))
         if graph is None:
             graph = self._trace(types, modes)
@@ -144,6 +222,8 @@ class Compiled:
     def _trace(self, types: tuple, modes: tuple):
         reason = self._stale if not self.graphs else (
             "train/eval mode changed" if any(t == types for t, _ in self.graphs) else "new input shapes or dtypes")
+        if any(t.is_symbolic for t in types):
+            reason += "; symbolic sizes" + (" (dynamic=True)" if self.dynamic else " (sizes vary)")
         _announce(f"{self._title}: tracing for {_signature(types)}, {_mode_words(modes)}: {reason}")
         graph = _fixed_graph(self.fn, types) if isinstance(self.fn, Graph) else \
             trace(self.fn, *(spec(*t.shape, dtype=t.dtype) for t in types))

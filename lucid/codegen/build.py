@@ -14,7 +14,8 @@ the entry is written. A
 position-independent target has its own fingerprint, so JIT and shared-library objects never mix.
 
 Also here, because both callers apply them the same way: which graph outputs a run writes in place
-(`written_outputs`) and how many threads a run uses by default (`default_threads`, `runs_serially`).
+(`written_outputs`) and how many threads a run uses by default (`default_threads`, `runs_serially`,
+`flops_by_size` for a graph of symbolic sizes).
 """
 from __future__ import annotations
 
@@ -43,12 +44,16 @@ SERIAL_FLOPS = 4_000_000
 @dataclass
 class GraphCode:
     objects: list[bytes]          # kernel modules' and the entry module's object code
-    workspace_bytes: int          # per-node scratch the kernels use (one workspace per call)
+    workspace_bytes: int          # per-node scratch the kernels use (one workspace per call; with symbolic
+                                  # sizes, at least this: the entry's lucid_workspace_bytes(dims) says)
 
 
-def memory_plan_of(graph: Graph) -> MemoryPlan:
-    """The memory plan of a planned graph, or a GraphError saying how to plan it."""
-    require_concrete(graph, "codegen")
+def memory_plan_of(graph: Graph, dynamic: bool = False) -> MemoryPlan:
+    """The memory plan of a planned graph, or a GraphError saying how to plan it. A graph with
+    symbolic sizes is taken only by a caller that passes its `dynamic` sizes at run time (the JIT's
+    executable); others (export) get a CompileError."""
+    if not dynamic:
+        require_concrete(graph, "codegen")
     plan = getattr(graph, "memory_plan", None)
     if plan is None:
         raise GraphError(f"codegen: graph {graph.name} has no memory plan; run it through the codegen-ready "
@@ -68,7 +73,7 @@ def graph_code(graph: Graph, plan: MemoryPlan, target: Target) -> GraphCode:
         lowering.lower()
         entry = ir.Module(name="entry")
         entry.triple = target.triple
-        emit_entry(entry, lowering.kernels)
+        emit_entry(entry, lowering.kernels, lowering.table, (lowering.workspace_bytes, lowering.symbolic_workspace))
         compilation.add(str(entry), level=0)
         named = compilation.results()
     store_graph(key, target.fingerprint, named, lowering.workspace_bytes)
@@ -89,6 +94,24 @@ def written_outputs(graph: Graph) -> list[bool]:
 def runs_serially(graph: Graph) -> bool:
     """Whether a run of `graph` uses one thread unless told otherwise (see SERIAL_FLOPS)."""
     return estimated_flops(graph) < SERIAL_FLOPS
+
+
+def flops_by_size(graph: Graph):
+    """The work of a graph as a size (the operators' FLOP counts summed, a node holding graphs (a
+    fused body) counting theirs; an Expr when its sizes are symbolic), or None when an operator
+    cannot count symbolically: `evaluate(flops_by_size(graph), sizes) < SERIAL_FLOPS` is
+    `runs_serially` at those sizes without specialising the graph."""
+    total = 0
+    for node in graph.nodes:
+        if node.is_constant:
+            continue
+        bodies = [node.attrs[name] for name in node.opdef.graph_attributes]
+        counts = [flops_by_size(body) for body in bodies] if bodies else \
+            [node.opdef.flops(node.attrs, tuple(v.type for v in node.inputs), node.output.type)]
+        if None in counts:
+            return None
+        total += sum(counts)
+    return total
 
 
 def default_threads() -> int:

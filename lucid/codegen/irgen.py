@@ -35,7 +35,8 @@ def i64(value: int) -> ir.Constant:
 
 
 def as_i64(value) -> ir.Value:
-    return i64(value) if isinstance(value, int) else value
+    """An i64 value as it is; a number as an i64 constant."""
+    return value if isinstance(value, ir.Value) else i64(value)
 
 
 class Carry:
@@ -82,20 +83,22 @@ def counted_loop(b: ir.IRBuilder, stop, start=0, step: int = 1, name: str = "i")
 
 
 def linear_index(b: ir.IRBuilder, indices: list, strides: list, offset=0) -> ir.Value:
-    """offset + sum(index_k * stride_k), skipping zero strides."""
+    """offset + sum(index_k * stride_k), skipping zero strides (an int stride; or an i64 value)."""
     total = as_i64(offset)
     for index, stride in zip(indices, strides):
-        if stride:
+        if isinstance(stride, ir.Value):
+            total = b.add(total, b.mul(index, stride))
+        elif stride:
             total = b.add(total, index if stride == 1 else b.mul(index, i64(stride)))
     return total
 
 
 def unravel(b: ir.IRBuilder, flat: ir.Value, shape: tuple) -> list:
-    """The multi-index (row-major) of `flat` in an array of `shape`."""
+    """The multi-index (row-major) of `flat` in an array of `shape` (ints or i64 values)."""
     indices = []
     for n in reversed(shape[1:]):
-        indices.append(b.urem(flat, i64(n)))
-        flat = b.udiv(flat, i64(n))
+        indices.append(b.urem(flat, as_i64(n)))
+        flat = b.udiv(flat, as_i64(n))
     indices.append(flat)
     return indices[::-1]
 

@@ -12,6 +12,15 @@ kernel is built in its own module and named after a hash of its code (`lucid_k_<
 kernels (the same layer in a forward and a training graph, or in another model) are compiled once and
 cached once.
 
+Sizes at run time. A graph with symbolic dimensions is lowered once for every size: the buffer
+table then ends with a **dims** slot (`BufferTable.dims_slot`) holding the address of the call's
+`int64` symbol values, in the order of `BufferTable.symbols` (see `extents.py`). A kernel turns a
+size into an i64 with `KernelBuilder.extent(size)` (a constant for an int, so concrete graphs give the
+code they always gave; else code evaluating the canonical expression from the dims, once per kernel
+call), and its work-item count may be a symbolic size, which the entry point evaluates per call
+(`parallel.py`). Only lowerings registered with `lowers(..., run_time_extents=True)` take a symbolic
+graph; any other operator in one is a CompileError naming it (never code for the wrong sizes).
+
 Adding an operator means writing its lowering in `kernels/` and nothing here (`lower` imports
 `kernels/`, which registers every lowering; a graph served from the disk cache never imports them).
 """
@@ -24,25 +33,51 @@ from typing import Callable
 import llvmlite.ir as ir
 import numpy as np
 
-from ..errors import GraphError
+from ..errors import CompileError, GraphError
+from ..ir import symbolic
 from ..ir.graph import Graph, Node, Value
 from ..passes.memory_planning import ALIGNMENT, MemoryPlan
 from . import irgen
-from .irgen import KERNEL_TYPE, i64
+from .extents import emit_size
+from .irgen import I64, KERNEL_TYPE, i64
 from .target import Target
 
 LOWERINGS: dict[str, Callable[["Lowering", Node], None]] = {}
+#: The operators whose lowering takes symbolic sizes (computed at run time from the dims): each
+#: one's test `node -> None`, or the reason it refuses that node (a path needing concrete sizes).
+RUN_TIME_EXTENTS: dict[str, Callable[[Node], str | None]] = {}
 
 
-def lowers(*op_names: str):
-    """Register the decorated function as the lowering of these operators."""
+def lowers(*op_names: str, run_time_extents=False):
+    """Register the decorated function as the lowering of these operators. `run_time_extents`: True
+    when it also lowers every node with symbolic sizes (through `KernelBuilder.extent`), or a test
+    `node -> reason | None` when it lowers some (the reason names what needs concrete sizes)."""
     def register(fn):
         for name in op_names:
             if name in LOWERINGS:
                 raise RuntimeError(f"operator {name!r} already has a lowering")
             LOWERINGS[name] = fn
+            if run_time_extents:
+                RUN_TIME_EXTENTS[name] = run_time_extents if callable(run_time_extents) else lambda node: None
         return fn
     return register
+
+
+def refuse_symbolic(graph: Graph, plan: MemoryPlan) -> None:
+    """CompileError, before any kernel is made, when a node of `graph` that has kernels (not an
+    alias) has symbolic sizes and an operator whose lowering needs concrete ones (a fused node: any
+    operator of its body)."""
+    for node in graph.nodes:
+        if node.is_constant or node.output in plan.aliases or not any(symbolic.free_symbols(v.shape) for v in list(node.inputs) + [node.output]):
+            continue
+        body = node.attrs["body"].nodes if node.op == "fused" else [node]
+        refused = [n.op if n.op not in RUN_TIME_EXTENTS else f"{n.op} ({RUN_TIME_EXTENTS[n.op](n)})"
+                   for n in body if not n.is_constant
+                   if n.op not in RUN_TIME_EXTENTS or RUN_TIME_EXTENTS[n.op](n) is not None]
+        if refused:
+            where = f" at {node.scope}" if node.scope else ""
+            raise CompileError(f"codegen: the lowering of {refused[0]} ({node.op}{where}) does not take symbolic "
+                               "sizes yet; compile with static shapes (lucid.compile(..., dynamic=False))")
 
 
 @dataclass
@@ -56,6 +91,8 @@ class BufferTable:
     constants: list = field(default_factory=list)        # (slot, array)
     arena: dict = field(default_factory=dict)            # slot -> arena offset
     workspace_slot: int = -1
+    symbols: tuple = ()                                  # names of the symbolic dimensions, in dims order
+    dims_slot: int = -1                                  # slot of the dims array (-1: concrete graph)
     size: int = 0
 
     def add(self, value: Value | None = None) -> int:
@@ -67,12 +104,13 @@ class BufferTable:
 
 @dataclass
 class Kernel:
-    """A compiled kernel's place in the graph: its function name, work items, table slots, whether
-    it waits for every thread to finish the kernels before it (False only when it reads nothing
-    they write), and the lowering's name for it (`conv_direct`; for people, not part of the code)."""
+    """A compiled kernel's place in the graph: its function name, work items (an int, or a symbolic
+    size the entry point evaluates per call), table slots, whether it waits for every thread to
+    finish the kernels before it (False only when it reads nothing they write), and the lowering's
+    name for it (`conv_direct`; for people, not part of the code)."""
 
     name: str
-    items: int
+    items: object
     slots: tuple = ()
     waits: bool = True
     label: str = ""
@@ -99,7 +137,8 @@ class Lowering:
         self.kernels: list[Kernel] = []
         self.modules: dict[str, KernelModule] = {}
         self.table = buffer_table(graph, plan)
-        self.workspace_bytes = 0
+        self.workspace_bytes = 0                   # the largest concrete scratch of a node
+        self.symbolic_workspace: list = []         # the symbolic scratch sizes of nodes (see `scratch`)
         self._scratch_used = 0
         self._module: ir.Module | None = None
         self.node: Node | None = None
@@ -122,8 +161,13 @@ class Lowering:
     def scratch(self, nbytes: int) -> int:
         """Byte offset, in the workspace, of `nbytes` of scratch for the node being lowered (its
         scratch is dead once its kernels finished, so every node's scratch starts at 0; but see
-        `leave_packed`)."""
+        `leave_packed`). Sizes and offsets may be symbolic: the workspace is then sized per call
+        (`lucid_workspace_bytes`, `parallel.py`)."""
         offset = self._scratch_used
+        if symbolic.is_symbolic(nbytes) or symbolic.is_symbolic(offset):
+            self._scratch_used = offset + symbolic.ceil_div(nbytes, ALIGNMENT) * ALIGNMENT
+            self.symbolic_workspace.append(self._scratch_used)   # the entry point takes the max per call
+            return offset
         self._scratch_used += -(-nbytes // ALIGNMENT) * ALIGNMENT
         self.workspace_bytes = max(self.workspace_bytes, self._scratch_used)
         return offset
@@ -139,13 +183,14 @@ class Lowering:
         since has used the workspace and this node has not allocated scratch yet; else None. A
         lowering that reads the copy takes it as its first scratch (so it stays where it is) and
         makes its first kernel wait for the kernels before it."""
-        if self._scratch_used == 0 and self._left is not None and self._left[0] is value:
+        if symbolic.same(self._scratch_used, 0) and self._left is not None and self._left[0] is value:
             return self._left[1]
         return None
 
-    def kernel(self, name: str, items: int, body: Callable[["KernelBuilder", ir.Value], None],
+    def kernel(self, name: str, items, body: Callable[["KernelBuilder", ir.Value], None],
                waits: bool = True) -> None:
-        """Emit a kernel running `body(k, item)` for each work item in [lo, hi) of `items`. With
+        """Emit a kernel running `body(k, item)` for each work item in [lo, hi) of `items` (an int or a
+        symbolic size). With
         `waits=False` threads start it without waiting for the others to finish the kernel before:
         only for a kernel that reads nothing the kernels since the last waiting one write."""
         module = self.module
@@ -161,12 +206,16 @@ class Lowering:
             self.modules[kernel_name] = KernelModule(kernel_name, _renamed(text, kernel_name))
             if self.on_module is not None:
                 self.on_module(self.modules[kernel_name])
-        self.kernels.append(Kernel(kernel_name, max(int(items), 0), tuple(k.slots), waits, name))
+        items = items if symbolic.is_symbolic(items) else max(int(items), 0)
+        self.kernels.append(Kernel(kernel_name, items, tuple(k.slots), waits, name))
         self._module = None
 
     # ------------------------------------------------------------------ driver
     def lower(self) -> None:
         from . import kernels  # noqa: F401  (registers the lowerings: here, so a cached graph never loads them)
+
+        if self.table.symbols:
+            refuse_symbolic(self.graph, self.plan)
 
         for node in self.graph.nodes:
             if node.is_constant or node.output in self.plan.aliases:
@@ -175,7 +224,7 @@ class Lowering:
                 raise GraphError(f"codegen: operator {node.op!r} has no lowering")
             self.node, self._scratch_used, self._leaving = node, 0, None
             LOWERINGS[node.op](self, node)
-            if self._scratch_used:                 # the node overwrote what the workspace held
+            if not symbolic.same(self._scratch_used, 0):      # the node overwrote what the workspace held
                 self._left = self._leaving
         self.node = None
 
@@ -197,9 +246,9 @@ class KernelBuilder:
         self._pointers: dict = {}
         self.slots: list[int] = []               # table slot of the kernel's i-th buffer
 
-    def pointer(self, value_or_slot, element: ir.Type | None = None, byte_offset: int = 0) -> ir.Value:
+    def pointer(self, value_or_slot, element: ir.Type | None = None, byte_offset=0) -> ir.Value:
         """Pointer to the data of a value (or raw slot), typed as `element` (default: the value's
-        element type), `byte_offset` bytes in."""
+        element type), `byte_offset` bytes in (an int or a symbolic size)."""
         if isinstance(value_or_slot, Value):
             slot, element = self.lowering.slot(value_or_slot), element or irgen.element_type(value_or_slot.dtype)
         else:
@@ -211,10 +260,27 @@ class KernelBuilder:
             eb = self._entry_builder
             table_index = eb.load(eb.gep(self.fn.args[1], [i64(self.slots.index(slot))]))
             raw = eb.load(eb.gep(self.fn.args[0], [table_index]))
-            if byte_offset:
+            if symbolic.is_symbolic(byte_offset):
+                raw = eb.gep(raw, [self.extent(byte_offset)])
+            elif byte_offset:
                 raw = eb.gep(raw, [i64(byte_offset)])
             self._pointers[key] = eb.bitcast(raw, element.as_pointer())
         return self._pointers[key]
+
+    def extent(self, size) -> ir.Value:
+        """A size (int or symbolic Expr) as an i64: a constant, or its value computed from the call's
+        dims once in the entry block."""
+        if not symbolic.is_symbolic(size):
+            return i64(size)
+        key = ("extent", str(size))
+        if key not in self._pointers:
+            dims = self.pointer(self.lowering.table.dims_slot, I64)
+            self._pointers[key] = emit_size(self._entry_builder, size, dims, self.lowering.table.symbols)
+        return self._pointers[key]
+
+    def size(self, size):
+        """A size for irgen's helpers that fold ints: an int as it is, a symbolic size as its i64."""
+        return self.extent(size) if symbolic.is_symbolic(size) else size
 
     def alloca(self, ty: ir.Type, count: int = 1, name: str = "") -> ir.Value:
         """A stack slot made once in the entry block (LLVM keeps small ones in registers); never
@@ -247,4 +313,7 @@ def buffer_table(graph: Graph, plan: MemoryPlan) -> BufferTable:
         if value not in table.slots and root in table.slots:
             table.slots[value] = table.slots[root]
     table.workspace_slot = table.add()
+    table.symbols = tuple(sorted(s.name for s in graph.symbols()))
+    if table.symbols:
+        table.dims_slot = table.add()
     return table

@@ -11,13 +11,19 @@ the threads it got (the thread count is fixed once every thread has started).
 
 Shared state of one call, on the caller's stack: [barrier count, barrier generation, start flag,
 thread count, then one claimed-items counter per kernel].
+
+A kernel whose work-item count is a symbolic size (a graph compiled for every size) has the count,
+and so its chunks, computed per call from the dims in the table's dims slot (`extents.py`). Such a
+graph's entry module also has `i64 lucid_workspace_bytes(i64* dims)`: the workspace a call at those
+sizes needs (the largest scratch of a node, some of them symbolic).
 """
 from __future__ import annotations
 
 import llvmlite.ir as ir
 
+from .extents import emit_size
 from .irgen import I8P, I32, I64, KERNEL_TYPE, VOID, counted_loop, i64, intrinsic
-from .lowering import Kernel
+from .lowering import BufferTable, Kernel
 
 STATE_WORDS = 4
 COUNT, GENERATION, STARTED, THREADS = range(STATE_WORDS)
@@ -25,13 +31,29 @@ _CONTEXT = ir.LiteralStructType([I8P.as_pointer(), I64.as_pointer()])    # table
 WORK_TYPE = ir.FunctionType(VOID, [I8P.as_pointer(), I64.as_pointer()])
 
 
-def emit_entry(module: ir.Module, kernels: list[Kernel]) -> None:
+def emit_entry(module: ir.Module, kernels: list[Kernel], table: BufferTable | None = None,
+               workspace: tuple = (0, ())) -> None:
+    """The entry points running `kernels` (whose symbolic item counts read `table`'s dims slot); for
+    a graph with symbolic dimensions also `lucid_workspace_bytes`, the largest of `workspace`'s
+    concrete size and symbolic sizes."""
+    if table is not None and table.symbols:
+        _emit_workspace_bytes(module, table.symbols, *workspace)
     barrier = _emit_barrier(module)
-    work = _emit_work(module, kernels, barrier)
+    work = _emit_work(module, kernels, barrier, table or BufferTable())
     _emit_run(module, _emit_worker(module, work), STATE_WORDS + len(kernels))
     words = ir.Function(module, ir.FunctionType(I64, []), "lucid_state_words")
     b = ir.IRBuilder(words.append_basic_block("entry"))
     b.ret(i64(STATE_WORDS + len(kernels)))
+
+
+def _emit_workspace_bytes(module: ir.Module, symbols: tuple, concrete: int, sizes: list) -> None:
+    fn = ir.Function(module, ir.FunctionType(I64, [I64.as_pointer()]), "lucid_workspace_bytes")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    largest = i64(concrete)
+    for size in sizes:
+        value = emit_size(b, size, fn.args[0], symbols)
+        largest = b.select(b.icmp_signed(">", value, largest), value, largest)
+    b.ret(largest)
 
 
 def _state_word(b: ir.IRBuilder, state: ir.Value, word: int) -> ir.Value:
@@ -76,7 +98,7 @@ def _spin_until_changed(b: ir.IRBuilder, word: ir.Value, old: ir.Value) -> None:
     b.position_at_end(done)
 
 
-def _emit_work(module: ir.Module, kernels: list[Kernel], barrier: ir.Function) -> ir.Function:
+def _emit_work(module: ir.Module, kernels: list[Kernel], barrier: ir.Function, sizes: BufferTable) -> ir.Function:
     """void lucid_work(i8** table, i64* state): run this thread's share of every kernel, with a
     barrier before each kernel that waits (state[THREADS] threads take part; `state` holds
     `lucid_state_words()` words, zero but for THREADS). Exported for the worker pool (`workers.py`)."""
@@ -84,10 +106,14 @@ def _emit_work(module: ir.Module, kernels: list[Kernel], barrier: ir.Function) -
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     table, state = fn.args
     threads = b.load_atomic(_state_word(b, state, THREADS), "acquire", 8)
+    dims = None
+    if sizes.dims_slot >= 0:
+        dims = b.bitcast(b.load(b.gep(table, [i64(sizes.dims_slot)])), I64.as_pointer())
     for position, kernel in enumerate(kernels):
         if position and kernel.waits:
             b.call(barrier, [state])
-        _run_share(b, module, kernel, table, threads, _state_word(b, state, STATE_WORDS + position))
+        items = emit_size(b, kernel.items, dims, sizes.symbols)
+        _run_share(b, module, kernel, items, table, threads, _state_word(b, state, STATE_WORDS + position))
     b.ret_void()
     return fn
 
@@ -121,9 +147,8 @@ def _emit_worker(module: ir.Module, work: ir.Function) -> ir.Function:
 CHUNKS_PER_THREAD = 8
 
 
-def _run_share(b: ir.IRBuilder, module: ir.Module, kernel: Kernel, table, threads, counter) -> None:
-    """Claim chunks of the kernel's items from its shared counter (atomic add) until none is left."""
-    items = i64(kernel.items)
+def _run_share(b: ir.IRBuilder, module: ir.Module, kernel: Kernel, items, table, threads, counter) -> None:
+    """Claim chunks of the kernel's `items` from its shared counter (atomic add) until none is left."""
     chunk = b.udiv(items, b.mul(threads, i64(CHUNKS_PER_THREAD)))
     chunk = b.select(b.icmp_unsigned("<", chunk, i64(1)), i64(1), chunk)
     claim = b.append_basic_block("claim")

@@ -7,8 +7,9 @@
 - the result has the input types and the size-valued attributes (reshape shapes, slice bounds...)
   evaluated, every node's type and constraints computed afresh by its rule (so it verifies), and the
   same parameters, bindings, outputs and state updates.
-`sizes_of_inputs` reads the sizes from the arrays a graph is run with (`lucid.ir.run`), and
-`require_concrete` is the refusal of the stages that need concrete sizes (memory planning, codegen).
+`check_sizes` is that check alone (compiled code for every size runs it on each call's sizes),
+`sizes_of_inputs` reads the sizes from the arrays a graph is run with (`lucid.ir.run`, compiled
+code), and `require_concrete` is the refusal of the stages that need concrete sizes (export).
 """
 from __future__ import annotations
 
@@ -19,13 +20,19 @@ from .types import TensorType
 
 
 def specialize(graph: Graph, sizes: dict) -> Graph:
-    symbols = graph.symbols()
-    sizes = _checked_sizes(graph, symbols, sizes)
+    return _evaluated(graph, check_sizes(graph, sizes))
+
+
+def check_sizes(graph: Graph, sizes: dict) -> dict:
+    """`sizes` (name -> int) after checking that they name exactly the graph's symbolic dimensions,
+    lie in their ranges and meet every constraint (else a ShapeError naming the dimension, its value,
+    the constraint and what needed it). Compiled code for every size checks each call's sizes here."""
+    sizes = _checked_sizes(graph, graph.symbols(), sizes)
     for c, node in graph.constraints:
         if not c.holds(sizes):
             shown = ", ".join(f"{s.name} = {sizes[s.name]}" for s in sorted(c.symbols, key=lambda s: s.name))
             raise ShapeError(f"graph {graph.name}: {shown} violates the constraint {c}, required by {_origin(node)}")
-    return _evaluated(graph, sizes)
+    return sizes
 
 
 def _checked_sizes(graph: Graph, symbols: tuple, sizes: dict) -> dict:
@@ -105,4 +112,4 @@ def require_concrete(graph: Graph, stage: str) -> None:
     if symbols:
         sizes = ", ".join(f"{name}=..." for name in symbols)
         raise CompileError(f"{stage}: graph {graph.name} has symbolic dimensions ({', '.join(symbols)}); compile a "
-                           f"graph specialised to sizes (graph.specialize({sizes})): dynamic compile is not built yet")
+                           f"graph specialised to sizes (graph.specialize({sizes})) for this stage")

@@ -10,14 +10,19 @@ Guarantees of `plan(graph)` (and of `run`, which returns a copy of the graph wit
 - `arena_bytes` is the arena's size: the peak of simultaneously live intermediates (first-fit reuse
   of freed blocks, so it can exceed the true peak by fragmentation, never fall below it).
 Storage of graph inputs, parameters, constants and outputs belongs to the caller, not the arena.
-A graph with symbolic sizes is refused with a CompileError (specialise it first: `graph.specialize`).
+
+Symbolic sizes (a graph compiled for every size): sizes, offsets and `arena_bytes` are then sizes
+too (ints or `symbolic.Expr`s), which the executable evaluates at each call's sizes. A freed block is
+reused only by a value of the same canonical size (`symbolic.same`) or, between concrete sizes,
+first fit; neighbours merge only when their ends are the same form. So the guarantees hold for every
+size the graph serves, without a question about sizes ever being asked (nor a constraint recorded).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..ir import symbolic
 from ..ir.graph import Graph, Value
-from ..ir.specialize import require_concrete
 
 NAME = "memory_planning"
 ALIGNMENT = 64
@@ -25,11 +30,12 @@ ALIGNMENT = 64
 
 @dataclass
 class MemoryPlan:
-    #: arena offset of each value stored in the arena (aliases included, with their root's offset)
+    #: arena offset of each value stored in the arena (aliases included, with their root's offset);
+    #: a symbolic size where the graph's sizes are
     offsets: dict = field(default_factory=dict)
     #: value -> the value whose storage it shares (results of operators that alias their input)
     aliases: dict = field(default_factory=dict)
-    arena_bytes: int = 0
+    arena_bytes: object = 0
 
     def root(self, value: Value) -> Value:
         while value in self.aliases:
@@ -38,7 +44,6 @@ class MemoryPlan:
 
 
 def run(graph: Graph) -> Graph:
-    require_concrete(graph, "memory planning")
     planned = graph.copy()
     planned.memory_plan = plan(planned)
     return planned
@@ -71,8 +76,10 @@ def plan(graph: Graph) -> MemoryPlan:
     return result
 
 
-def _size(value: Value) -> int:
+def _size(value: Value):
     nbytes = value.type.size * value.dtype.numpy.itemsize
+    if symbolic.is_symbolic(nbytes):
+        return symbolic.ceil_div(nbytes, ALIGNMENT) * ALIGNMENT + (ALIGNMENT if symbolic.bounds(nbytes)[0] < 1 else 0)
     return max(ALIGNMENT, -(-nbytes // ALIGNMENT) * ALIGNMENT)
 
 
@@ -88,25 +95,29 @@ def _last_uses(graph: Graph, plan: MemoryPlan) -> dict:
     return last
 
 
-def _release(free: list, offset: int, size: int) -> None:
-    """Return a block to the free list, merged with free neighbours."""
+def _release(free: list, offset, size) -> None:
+    """Return a block to the free list (kept in offset order), merged with free neighbours."""
+    for k, (start, length) in enumerate(free):
+        if symbolic.same(start + length, offset) or symbolic.same(offset + size, start):
+            del free[k]
+            _release(free, start if symbolic.same(start + length, offset) else offset, length + size)
+            return
     free.append((offset, size))
-    free.sort()
-    merged = [free[0]]
-    for start, length in free[1:]:
-        last_start, last_length = merged[-1]
-        if last_start + last_length == start:
-            merged[-1] = (last_start, last_length + length)
-        else:
-            merged.append((start, length))
-    free[:] = merged
+    free.sort(key=_offset_order)
 
 
-def _allocate(free: list, size: int, plan: MemoryPlan) -> int:
-    """First fit among freed blocks (splitting the rest off), else grow the arena."""
+def _offset_order(block: tuple) -> tuple:
+    """Concrete offsets in increasing order, then symbolic ones (which never ask a question)."""
+    offset = block[0]
+    return (1, 0, str(offset)) if symbolic.is_symbolic(offset) else (0, offset, "")
+
+
+def _allocate(free: list, size, plan: MemoryPlan):
+    """First fit among freed blocks (splitting the rest off; a symbolic size takes a block of its
+    very size only), else grow the arena."""
     for k, (offset, block) in enumerate(free):
-        if block >= size:
-            free[k:k + 1] = [(offset + size, block - size)] if block > size else []
+        if symbolic.same(block, size) or not symbolic.is_symbolic((block, size)) and block > size:
+            free[k:k + 1] = [] if symbolic.same(block, size) else [(offset + size, block - size)]
             return offset
     offset = plan.arena_bytes
     plan.arena_bytes += size

@@ -12,6 +12,14 @@ fills the buffer table, runs the kernels with the GIL released (on the process's
 `workers.py`, when several threads are wanted), and writes the graph's state updates into the bound
 buffers.
 Threads: `LUCID_NUM_THREADS`, else every core this process may use.
+
+Sizes per call. A graph with symbolic dimensions (compiled once for every size) binds its symbols
+from the inputs' shapes (`specialize.sizes_of_inputs`) and checks them against the dimensions' ranges
+and the graph's constraints (`specialize.check_sizes`: a ShapeError naming the dimension and the
+constraint) before any native code runs; then its `_Layout` at those sizes (made once per distinct
+sizes and kept) gives the arena offsets and size, the output shapes and the dims array the kernels
+read (`codegen/extents.py`). An arena grows to the largest size it has served. A concrete graph has
+one layout.
 """
 from __future__ import annotations
 
@@ -22,9 +30,12 @@ from contextlib import contextmanager
 import numpy as np
 
 from ..errors import GraphError
+from ..ir import symbolic
 from ..ir.graph import Graph, Value
 from ..ir.interpreter import check_arrays
-from ..codegen.build import default_threads, graph_code, memory_plan_of, runs_serially, written_outputs
+from ..ir.specialize import check_sizes, sizes_of_inputs
+from ..codegen.build import (SERIAL_FLOPS, default_threads, flops_by_size, graph_code, memory_plan_of, runs_serially,
+                             written_outputs)
 from ..codegen.jit import NativeCode
 from ..codegen.lowering import buffer_table
 from ..codegen.target import Target, host
@@ -32,14 +43,15 @@ from .workers import WorkerPool
 
 _RUN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)
 _WORDS = ctypes.CFUNCTYPE(ctypes.c_int64)
+_WORKSPACE = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p)
 
 
 class Executable:
-    """Native code for `graph` (a verified, planned graph; its shapes are fixed)."""
+    """Native code for `graph` (a verified, planned graph; its shapes fixed or symbolic)."""
 
     def __init__(self, graph: Graph, target: Target | None = None):
         self.graph, self.target = graph, target or host()
-        self.plan = memory_plan_of(graph)
+        self.plan = memory_plan_of(graph, dynamic=True)
         self.table = buffer_table(graph, self.plan)
         code = graph_code(graph, self.plan, self.target)
         self.native = NativeCode(code.objects, self.target)
@@ -50,13 +62,38 @@ class Executable:
         self.workspace_bytes = code.workspace_bytes
         self._free_arenas: list[_Arena] = []
         self._lock = threading.Lock()
-        self.serial = runs_serially(graph)
         self._param_names = frozenset(v.name for v in graph.params)
+        self.dynamic = bool(self.table.symbols)
+        self._workspace_at = _WORKSPACE(self.native.address("lucid_workspace_bytes")) if self.dynamic else None
+        self.serial = runs_serially(graph) if not self.dynamic else None   # per call when dynamic
+        self._flops = flops_by_size(graph) if self.dynamic else None
+        self._layouts: dict = {}
+        self._largest = _Layout(self, {}) if not self.dynamic else None
 
     @property
     def peak_scratch_bytes(self) -> int:
-        """Bytes of intermediate storage: the planned arena plus the largest per-node workspace."""
-        return self.plan.arena_bytes + self.workspace_bytes
+        """Bytes of intermediate storage: the planned arena plus the largest per-node workspace (for
+        a graph of symbolic sizes, at the largest sizes called so far)."""
+        return self._largest.arena_bytes + self._largest.workspace_bytes if self._largest else self.workspace_bytes
+
+    def _layout(self, arrays: list) -> "_Layout":
+        """The layout at the sizes of these inputs (checked), made on first use."""
+        if not self.dynamic:
+            return self._largest
+        owner = f"compiled {self.graph.name}"
+        if len(arrays) != len(self.graph.inputs):
+            check_arrays(owner, self.graph.inputs, arrays, "input")          # raises: the count
+        sizes = sizes_of_inputs(self.graph, [np.shape(a) for a in arrays], owner)
+        key = tuple(sorted(sizes.items()))
+        layout = self._layouts.get(key)
+        if layout is None:
+            layout = _Layout(self, check_sizes(self.graph, sizes))
+            with self._lock:
+                self._layouts[key] = layout
+                if self._largest is None or layout.arena_bytes + layout.workspace_bytes > \
+                        self._largest.arena_bytes + self._largest.workspace_bytes:
+                    self._largest = layout
+        return layout
 
     @contextmanager
     def _arena(self):
@@ -74,18 +111,20 @@ class Executable:
     def __call__(self, *inputs, params: dict | None = None, threads: int | None = None) -> list[np.ndarray]:
         """Outputs (a list of fresh arrays) for `inputs`; parameters from `params` or the bindings."""
         owner = f"compiled {self.graph.name}"
-        arrays = [np.require(a, requirements="C") for a in check_arrays(owner, self.graph.inputs, inputs, "input")]
-        weights = check_arrays(owner, self.graph.params, self._weights(params), "parameter")
+        layout = self._layout(list(inputs))
+        arrays = check_arrays(owner, layout.inputs, inputs, "input")
+        arrays = [np.require(a, requirements="C") for a in arrays]
+        weights = check_arrays(owner, layout.params, self._weights(params), "parameter")
         weights = [np.require(a, requirements="C") for a in weights]
         with self._arena() as arena:
-            table = arena.template.copy()
+            table = arena.template(layout).copy()
             for slot, array in zip(self.table.inputs, arrays):
                 table[slot] = array.ctypes.data
             for (_, slot), array in zip(self.table.params, weights):
                 table[slot] = array.ctypes.data
-            outputs = self._output_arrays(table)
-            self._execute(table, arena, threads or (1 if self.serial else default_threads()))
-            found = _Found(self, arena, outputs, arrays + weights)
+            outputs = self._output_arrays(table, layout)
+            self._execute(table, arena, threads or (1 if (layout.serial if self.dynamic else self.serial) else default_threads()))
+            found = _Found(self, arena, layout, outputs, arrays + weights)
             outputs = [array if array is not None else np.array(found.storage(v))
                        for v, array in zip(self.graph.outputs, outputs)]
             for name, value in self.graph.state_updates.items():
@@ -117,39 +156,90 @@ class Executable:
         else:
             self._run(table.ctypes.data, threads)
 
-    def _output_arrays(self, table: np.ndarray) -> list:
+    def _output_arrays(self, table: np.ndarray, layout: "_Layout") -> list:
         """A fresh array for each output the kernels write (see `written_outputs`), its table slot
         pointed at it; None for the others, copied after the run."""
         arrays = []
         for value, slot, written in zip(self.graph.outputs, self.table.outputs, written_outputs(self.graph)):
-            arrays.append(np.empty(value.shape, value.dtype.numpy) if written else None)
+            arrays.append(np.empty(layout.shape(value), value.dtype.numpy) if written else None)
             if written:
                 table[slot] = arrays[-1].ctypes.data
         return arrays
 
 
+class _Declared:
+    """A graph input or parameter as `check_arrays` reads it, with its shape at one call's sizes."""
+
+    def __init__(self, value: Value, shape: tuple):
+        self.name, self.dtype, self.shape = value.name, value.dtype, shape
+
+
+class _Layout:
+    """What depends on a call's sizes: the arena offsets and size, the shapes of the inputs,
+    parameters and outputs, the dims array the kernels read, and the thread rule."""
+
+    def __init__(self, executable: Executable, sizes: dict):
+        graph, plan, table = executable.graph, executable.plan, executable.table
+        self.sizes = sizes
+        self.arena_bytes = symbolic.evaluate(plan.arena_bytes, sizes)
+        self.offsets = {slot: symbolic.evaluate(offset, sizes) for slot, offset in table.arena.items()}
+        self.dims = np.array([sizes[name] for name in table.symbols], np.int64)
+        self.workspace_bytes = executable._workspace_at(self.dims.ctypes.data) if sizes else executable.workspace_bytes
+        self.inputs = [_Declared(v, self.shape(v)) for v in graph.inputs]
+        self.params = [_Declared(v, self.shape(v)) for v in graph.params]
+        if not sizes:
+            self.serial = None                     # a concrete graph's rule is `Executable.serial`
+        elif executable._flops is None:
+            self.serial = runs_serially(graph.specialize(**sizes))
+        else:
+            self.serial = symbolic.evaluate(executable._flops, sizes) < SERIAL_FLOPS
+
+    def shape(self, value: Value) -> tuple:
+        return symbolic.evaluate(value.shape, self.sizes)
+
+
 class _Arena:
-    """The intermediates and workspace of one call, the buffer table pointing into them, and the
-    state block of a run on the worker pool (barrier words, per-kernel counters)."""
+    """The intermediates and workspace of one call, the buffer table pointing into them (made for the
+    layout of the last call, and grown when a layout needs more), and the state block of a run on
+    the worker pool (barrier words, per-kernel counters)."""
 
     def __init__(self, executable: Executable):
+        self.executable = executable
         self.state = np.zeros(executable._state_words, np.int64)
-        self.memory = np.zeros(executable.plan.arena_bytes + executable.workspace_bytes + 64, np.uint8)
-        self.base = -self.memory.ctypes.data % 64                          # offset of 64-byte alignment
-        self.template = np.zeros(executable.table.size, np.uintp)
+        self.memory = np.zeros(0, np.uint8)
+        self.base = 0
+        self._for: _Layout | None = None
+        self._template = np.zeros(executable.table.size, np.uintp)
+
+    def template(self, layout: _Layout) -> np.ndarray:
+        """The table of every slot but the inputs', parameters' and outputs' for `layout`."""
+        if layout is not self._for:
+            self._fit(layout)
+        return self._template
+
+    def _fit(self, layout: _Layout) -> None:
+        executable = self.executable
+        table, needed = executable.table, layout.arena_bytes + layout.workspace_bytes + 64
+        if self.memory.size < needed:
+            self.memory = np.zeros(needed, np.uint8)
+            self.base = -self.memory.ctypes.data % 64                          # offset of 64-byte alignment
         start = self.memory.ctypes.data + self.base
-        for slot, offset in executable.table.arena.items():
-            self.template[slot] = start + offset
-        self.template[executable.table.workspace_slot] = start + executable.plan.arena_bytes
-        for slot, array in executable.table.constants:
-            self.template[slot] = array.ctypes.data
+        for slot, offset in layout.offsets.items():
+            self._template[slot] = start + offset
+        self._template[table.workspace_slot] = start + layout.arena_bytes
+        for slot, array in table.constants:
+            self._template[slot] = array.ctypes.data
+        if table.dims_slot >= 0:
+            self._template[table.dims_slot] = layout.dims.ctypes.data
+        self._for = layout
 
 
 class _Found:
     """Where each value of a finished call is: an output array, the arena, a constant or an input."""
 
-    def __init__(self, executable: Executable, arena: _Arena, outputs: list, arguments: list):
-        self.executable, self.arena, self.outputs, self.arguments = executable, arena, outputs, arguments
+    def __init__(self, executable: Executable, arena: _Arena, layout: _Layout, outputs: list, arguments: list):
+        self.executable, self.arena, self.layout = executable, arena, layout
+        self.outputs, self.arguments = outputs, arguments
 
     def storage(self, value: Value) -> np.ndarray:
         graph, plan = self.executable.graph, self.executable.plan
@@ -158,10 +248,11 @@ class _Found:
         if produced:
             data = produced[0]
         elif root in plan.offsets:
-            start = self.arena.base + plan.offsets[root]
-            data = self.arena.memory[start:start + root.type.size * root.dtype.numpy.itemsize].view(root.dtype.numpy)
+            start = self.arena.base + symbolic.evaluate(plan.offsets[root], self.layout.sizes)
+            count = int(np.prod(self.layout.shape(root), dtype=np.int64))
+            data = self.arena.memory[start:start + count * root.dtype.numpy.itemsize].view(root.dtype.numpy)
         elif root.node is not None and root.node.is_constant:
             data = root.node.value
         else:
             data = next(a for v, a in zip(graph.inputs + graph.params, self.arguments) if v is root)
-        return data.reshape(value.shape)
+        return data.reshape(self.layout.shape(value))

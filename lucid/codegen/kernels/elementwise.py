@@ -6,6 +6,11 @@ Adjacent axes along which every operand is laid out alike are merged, the innerm
 chunks of CHUNK elements, and each (row, chunk) is one work item, so even a 1-D map splits across
 threads; the inner loop is contiguous in the output so LLVM vectorises it. Operands that are
 one-element constants become immediates.
+
+Symbolic sizes: shapes, strides, the chunk count and the work items are then sizes computed from the
+call's dims (`KernelBuilder.extent`); axes merge only where the strides are the same form, a size-1
+axis is one that is the int 1 (a symbol is never taken for 1: where it is 1 at run time, the loops run
+once), and nothing about sizes is asked.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import math
 
 import llvmlite.ir as ir
 
+from ...ir import symbolic
 from ...ir.graph import Node, Value
 from ...ir.ops import OpKind, all_ops
 from ..irgen import counted_loop, i64, linear_index, unravel
@@ -34,7 +40,7 @@ def broadcast_strides(in_shape: tuple, out_shape: tuple) -> tuple:
     """Element strides of a contiguous `in_shape` array read as broadcast to `out_shape`."""
     own = contiguous_strides(in_shape)
     lead = len(out_shape) - len(in_shape)
-    return tuple(0 if i < lead or in_shape[i - lead] == 1 else own[i - lead] for i in range(len(out_shape)))
+    return tuple(0 if i < lead or symbolic.same(in_shape[i - lead], 1) else own[i - lead] for i in range(len(out_shape)))
 
 
 def operand_strides(node: Node, k: int) -> tuple:
@@ -45,16 +51,16 @@ def operand_strides(node: Node, k: int) -> tuple:
 def simplify(shape: tuple, stride_sets: list) -> tuple[tuple, list] | None:
     """Drop size-1 axes and merge adjacent axes along which every stride set steps alike. None when
     the index space is empty; a 0-d space becomes (1,)."""
-    if any(n == 0 for n in shape):
+    if any(symbolic.same(n, 0) for n in shape):
         return None
-    keep = [d for d, n in enumerate(shape) if n != 1]
+    keep = [d for d, n in enumerate(shape) if not symbolic.same(n, 1)]
     if not keep:
         return (1,), [(0,) for _ in stride_sets]
     dims = [(shape[d], [s[d] for s in stride_sets]) for d in keep]
     merged = [list(dims[-1])]
     for n, strides in reversed(dims[:-1]):
         inner_n, inner = merged[-1]
-        if all(outer == s * inner_n for outer, s in zip(strides, inner)):
+        if all(symbolic.same(outer, s * inner_n) for outer, s in zip(strides, inner)):
             merged[-1] = [n * inner_n, inner]
         else:
             merged.append([n, strides])
@@ -73,17 +79,18 @@ def emit_map(lowering: Lowering, name: str, nodes: list, output: Value) -> None:
         return
     shape, merged = simple
     out_strides, strides = merged[0], merged[1:]
-    chunks = max(1, math.ceil(shape[-1] / CHUNK))
+    chunks = max(1, math.ceil(shape[-1] / CHUNK)) if not symbolic.is_symbolic(shape[-1]) \
+        else symbolic.ceil_div(shape[-1], CHUNK)
     rows = math.prod(shape[:-1])
 
     def body(k, item):
         b = k.b
-        row, chunk = b.udiv(item, i64(chunks)), b.urem(item, i64(chunks))
-        outer = unravel(b, row, shape[:-1]) if len(shape) > 1 else []
-        bases = [linear_index(b, outer, s[:-1]) for s in [out_strides] + strides]
+        row, chunk = b.udiv(item, k.extent(chunks)), b.urem(item, k.extent(chunks))
+        outer = unravel(b, row, [k.size(n) for n in shape[:-1]]) if len(shape) > 1 else []
+        bases = [linear_index(b, outer, [k.size(n) for n in s[:-1]]) for s in [out_strides] + strides]
         start = b.mul(chunk, i64(CHUNK))
-        stop = b.select(b.icmp_signed("<", b.add(start, i64(CHUNK)), i64(shape[-1])),
-                        b.add(start, i64(CHUNK)), i64(shape[-1]))
+        last = k.extent(shape[-1])
+        stop = b.select(b.icmp_signed("<", b.add(start, i64(CHUNK)), last), b.add(start, i64(CHUNK)), last)
         s = Scalars(b, k.module)
         with counted_loop(b, stop, start, name="j") as j:
             loads = {}
@@ -95,9 +102,12 @@ def emit_map(lowering: Lowering, name: str, nodes: list, output: Value) -> None:
     lowering.kernel(name, rows * chunks, body)
 
 
-def _load(k, s: Scalars, value: Value, base, j, inner_stride: int) -> ir.Value:
+def _load(k, s: Scalars, value: Value, base, j, inner_stride) -> ir.Value:
     b = k.b
-    index = base if inner_stride == 0 else b.add(base, j if inner_stride == 1 else b.mul(j, i64(inner_stride)))
+    if symbolic.same(inner_stride, 0) or symbolic.same(inner_stride, 1):
+        index = base if symbolic.same(inner_stride, 0) else b.add(base, j)
+    else:
+        index = b.add(base, b.mul(j, k.extent(inner_stride)))
     return load(k, s, value, index)
 
 
@@ -117,6 +127,6 @@ def store(k, scalar: ir.Value, output: Value, index) -> None:
     b.store(scalar, b.gep(k.pointer(output), [index]))
 
 
-@lowers(*(name for name, op in all_ops().items() if op.kind is OpKind.ELEMENTWISE))
+@lowers(*(name for name, op in all_ops().items() if op.kind is OpKind.ELEMENTWISE), run_time_extents=True)
 def lower_elementwise(lowering: Lowering, node: Node) -> None:
     emit_map(lowering, node.op, [node], node.output)

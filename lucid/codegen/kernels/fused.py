@@ -11,7 +11,7 @@ from .elementwise import emit_map
 EPILOGUE_LOWERINGS = {"conv": lower_conv, "conv_transpose": lower_conv_transpose}
 
 
-@lowers("fused")
+@lowers("fused", run_time_extents=True)   # a map; an anchor must take them too
 def lower_fused(lowering: Lowering, node: Node) -> None:
     body = node.attrs["body"]
     outer = dict(zip(body.inputs, node.inputs))

@@ -14,6 +14,7 @@ Two loop orders, as for the reductions:
 - columns, when the innermost input axis is kept (batch norm on (N, C)): a work item is a chunk of
   contiguous outputs, whose two sums accumulate in float64 scratch while the loop nest walks the
   reduced axes, the innermost loop running along the contiguous chunk.
+Symbolic sizes: row order takes them (as the reductions' row order does); column order refuses.
 """
 from __future__ import annotations
 
@@ -22,14 +23,14 @@ import llvmlite.ir as ir
 from ...ir.graph import Node
 from ..irgen import F64, counted_loop, element_type, i64, linear_index, unravel
 from ..lowering import Lowering, lowers
-from .reduction import REASSOC, Layout, _for_outputs, _kept_base, _output_blocks, loop_nest
+from .reduction import REASSOC, Layout, _for_outputs, _kept_base, _output_blocks, loop_nest, symbolic_refusal
 from .shape import RowChunks
 
 
-@lowers("moments")
+@lowers("moments", run_time_extents=symbolic_refusal)
 def lower_moments(lowering: Lowering, node: Node) -> None:
     layout = Layout(node.inputs[0].shape, node.attrs["axes"])
-    if node.output.type.size == 0:
+    if not node.output.type.is_symbolic and node.output.type.size == 0:
         return
     (_moments_rows if layout.rows or not layout.kept else _moments_columns)(lowering, node, layout)
 
@@ -40,11 +41,12 @@ def _moments_rows(lowering: Lowering, node: Node, layout: Layout) -> None:
 
     def body(k, item):
         b = k.b
+        sized = layout.sized(k.size)
         xp = k.pointer(x)
         total, squares = k.alloca(F64, name="total"), k.alloca(F64, name="squares")
 
         def output(o):
-            base = _kept_base(b, layout, o)
+            base = _kept_base(b, sized, o)
             shift = _wide(b, b.load(b.gep(xp, [base])))
             for acc in (total, squares):
                 b.store(ir.Constant(F64, 0.0), acc)
@@ -54,10 +56,10 @@ def _moments_rows(lowering: Lowering, node: Node, layout: Layout) -> None:
                 b.store(b.fadd(b.load(total), d, flags=REASSOC), total)
                 b.store(b.fadd(b.load(squares), b.fmul(d, d), flags=REASSOC), squares)
 
-            loop_nest(b, layout.reduced, base, step)
-            _store_statistics(k, y, layout, o, shift, b.load(total), b.load(squares))
+            loop_nest(b, sized.reduced, base, step)
+            _store_statistics(k, y, sized, o, shift, b.load(total), b.load(squares))
 
-        _for_outputs(k, item, layout.outputs, group, output)
+        _for_outputs(k, item, sized.outputs, group, output)
 
     lowering.kernel("moments", items, body)
 
@@ -102,15 +104,19 @@ def _moments_columns(lowering: Lowering, node: Node, layout: Layout) -> None:
 
 
 def _store_statistics(k, y, layout: Layout, o, shift, total, squares) -> None:
-    """y[0][o] = the mean, y[1][o] = the biased variance, from the sums of d = x - shift."""
+    """y[0][o] = the mean, y[1][o] = the biased variance, from the sums of d = x - shift (the
+    layout's sizes ints or this call's i64 values)."""
     b = k.b
-    count = ir.Constant(F64, float(layout.count))
+    count = b.sitofp(layout.count, F64) if isinstance(layout.count, ir.Value) else ir.Constant(F64, float(layout.count))
     offset = b.fdiv(total, count)
     var = b.fsub(b.fdiv(squares, count), b.fmul(offset, offset))
     var = b.select(b.fcmp_ordered("<", var, ir.Constant(F64, 0.0)), ir.Constant(F64, 0.0), var)
     stored = element_type(y.dtype)
     for k_th, value in enumerate((b.fadd(shift, offset), var)):
-        b.store(_narrow(b, value, stored), b.gep(k.pointer(y), [b.add(o, i64(k_th * layout.outputs))]))
+        narrowed, yp = _narrow(b, value, stored), k.pointer(y)
+        at = b.add(o, layout.outputs if k_th else i64(0)) if isinstance(layout.outputs, ir.Value) \
+            else b.add(o, i64(k_th * layout.outputs))
+        b.store(narrowed, b.gep(yp, [at]))
 
 
 def _wide(b: ir.IRBuilder, v: ir.Value) -> ir.Value:

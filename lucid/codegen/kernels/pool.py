@@ -24,6 +24,10 @@ float32, like the reference's bincount, then rounded once).
 Speed: which output positions have their whole window inside the input is known at compile time
 (`_interior`); there the tap loops have constant bounds (LLVM unrolls and vectorises them) and
 max_pool_grad finds the argmax with a balanced tree of branch-free selects instead of a chain.
+
+Symbolic sizes: the forward pools take them (`_Geometry.sized`: the spatial sizes, strides and plane
+sizes become the call's i64 values, and each row's interior is computed at run time, an empty
+segment then running no iteration); the gradients refuse a symbolic node.
 """
 from __future__ import annotations
 
@@ -33,8 +37,10 @@ import math
 
 import llvmlite.ir as ir
 
+from ...ir import symbolic
 from ...ir.graph import Node
-from ..irgen import F64, I1, carried_loop, counted_loop, element_type, i64, linear_index, unravel
+from ..extents import floor_div
+from ..irgen import F64, I1, as_i64, carried_loop, counted_loop, element_type, i64, linear_index, unravel
 from ..lowering import Lowering, lowers
 from .elementwise import contiguous_strides
 from .scalar import Scalars
@@ -53,6 +59,21 @@ class _Geometry:
         self.in_strides, self.out_strides = contiguous_strides(self.in_sp), contiguous_strides(self.out_sp)
         self.in_plane, self.out_plane = math.prod(self.in_sp), math.prod(self.out_sp)
 
+    def sized(self, size) -> "_Geometry":
+        """This geometry with its sizes passed through `size` (`KernelBuilder.size`: symbolic ones
+        become this call's i64 values, ints stay)."""
+        copy = object.__new__(_Geometry)
+        copy.__dict__.update(self.__dict__)
+        for name in ("in_sp", "out_sp", "in_strides", "out_strides"):
+            setattr(copy, name, tuple(size(n) for n in getattr(self, name)))
+        copy.planes, copy.in_plane, copy.out_plane = size(self.planes), size(self.in_plane), size(self.out_plane)
+        return copy
+
+
+def _sub(b: ir.IRBuilder, n, k: int):
+    """n - k: an int, or an i64 value when n is one."""
+    return b.sub(n, i64(k)) if isinstance(n, ir.Value) else n - k
+
 
 def _min(b: ir.IRBuilder, x, y):
     return b.select(b.icmp_signed("<", x, y), x, y)
@@ -68,7 +89,7 @@ def _tap_range(b: ir.IRBuilder, start, n: int, k: int, d: int) -> tuple:
     before = b.sub(zero, start)                                   # elements of padding before the input
     skip = before if d == 1 else b.udiv(b.add(before, i64(d - 1)), i64(d))
     lo = b.select(b.icmp_signed(">", before, zero), skip, zero)
-    room = b.sub(i64(n - 1), start)                               # last in-bounds offset from start
+    room = b.sub(as_i64(_sub(b, n, 1)), start)                    # last in-bounds offset from start
     reach = room if d == 1 else b.sdiv(room, i64(d))
     hi = b.select(b.icmp_signed("<", room, zero), zero, _min(b, b.add(reach, i64(1)), i64(k)))
     return lo, hi
@@ -78,8 +99,8 @@ def _count(b: ir.IRBuilder, start, n: int, k: int, p: int, include_pad: bool):
     """avg_pool's count along one axis for a window starting at `start` (see `_avg_divisor`)."""
     end = b.add(start, i64(k))
     if include_pad:
-        return b.sub(_min(b, end, i64(n + p)), start)
-    return b.sub(_min(b, end, i64(n)), _max(b, start, i64(0)))
+        return b.sub(_min(b, end, as_i64(_sub(b, n, -p))), start)
+    return b.sub(_min(b, end, as_i64(n)), _max(b, start, i64(0)))
 
 
 def _nested_taps(b: ir.IRBuilder, ranges: list, values: list, visit, name: str = "t") -> list:
@@ -102,9 +123,15 @@ def _row_item(b: ir.IRBuilder, item, planes: int, sp: tuple) -> tuple:
     return indices[0], indices[1:]
 
 
-def _interior(g: _Geometry, axis: int) -> tuple[int, int]:
-    """[lo, hi): the output positions along `axis` whose window lies wholly inside the input."""
+def _interior(g: _Geometry, axis: int, b: ir.IRBuilder | None = None) -> tuple:
+    """[lo, hi): the output positions along `axis` whose window lies wholly inside the input (ints;
+    i64 values computed with `b` when the sizes are run-time values)."""
     n, m, k, s, p, d = g.in_sp[axis], g.out_sp[axis], g.kernel[axis], g.stride[axis], g.padding[axis], g.dilation[axis]
+    if isinstance(n, ir.Value) or isinstance(m, ir.Value):
+        n, m = as_i64(n), as_i64(m)
+        lo = _min(b, m, i64(-(-p // s)))
+        last = b.add(floor_div(b, b.add(n, i64(p - d * (k - 1) - 1)), s), i64(1))
+        return lo, _max(b, lo, _min(b, m, last))
     lo = min(m, -(-p // s))
     return lo, max(lo, min(m, (n - 1 + p - d * (k - 1)) // s + 1))
 
@@ -120,13 +147,13 @@ def _emit_row(b: ir.IRBuilder, g: _Geometry, outer: list, position) -> None:
                for axis, start in enumerate(starts)]                    # fixed for the whole row
     whole = [(i64(0), i64(g.kernel[axis]), 1) for axis in range(g.rank)]
     last = g.rank - 1
-    lo, hi = _interior(g, last)
+    lo, hi = _interior(g, last, b)
 
     def along_last(outer_ranges, outer_whole):
         for first, stop, inside in ((0, lo, False), (lo, hi, True), (hi, g.out_sp[last], False)):
-            if first >= stop:
+            if isinstance(first, int) and isinstance(stop, int) and first >= stop:
                 continue
-            with counted_loop(b, i64(stop), i64(first), name="o") as o:
+            with counted_loop(b, as_i64(stop), as_i64(first), name="o") as o:
                 start = b.sub(b.mul(o, i64(g.stride[last])), i64(g.padding[last]))
                 taps = whole[last] if inside else \
                     _tap_range(b, start, g.in_sp[last], g.kernel[last], g.dilation[last]) + (1,)
@@ -134,8 +161,8 @@ def _emit_row(b: ir.IRBuilder, g: _Geometry, outer: list, position) -> None:
 
     full = ir.Constant(I1, 1)
     for axis, o in enumerate(outer):
-        first, stop = _interior(g, axis)
-        full = b.and_(full, b.and_(b.icmp_signed(">=", o, i64(first)), b.icmp_signed("<", o, i64(stop))))
+        first, stop = _interior(g, axis, b)
+        full = b.and_(full, b.and_(b.icmp_signed(">=", o, as_i64(first)), b.icmp_signed("<", o, as_i64(stop))))
     if not outer:
         along_last([], True)
         return
@@ -152,24 +179,25 @@ def _emit_row(b: ir.IRBuilder, g: _Geometry, outer: list, position) -> None:
 
 def _emit_forward(lowering: Lowering, node: Node, kind: str) -> None:
     x, y = node.inputs[0], node.output
-    g = _Geometry(node, x.shape, y.shape)
+    symbolic_g = _Geometry(node, x.shape, y.shape)
     attrs, dtype = node.attrs, element_type(x.dtype)
     acc_type = dtype if kind == "max" else F64
-    rows = g.planes * math.prod(g.out_sp[:-1])
+    rows = symbolic_g.planes * math.prod(symbolic_g.out_sp[:-1])
 
     def body(k, item):
+        g = symbolic_g.sized(k.size)
         b, s = k.b, Scalars(k.b, k.module)
         xs, ys = k.pointer(x), k.pointer(y)
         plane, outer = _row_item(b, item, g.planes, g.out_sp)
-        in_base = b.mul(plane, i64(g.in_plane))
-        out_row = b.mul(item, i64(g.out_sp[-1]))
+        in_base = b.mul(plane, as_i64(g.in_plane))
+        out_row = b.mul(item, as_i64(g.out_sp[-1]))
 
         def position(o, starts, ranges, whole):
             def visit(taps, values):
                 index = in_base
                 for axis, t in enumerate(taps):
                     spot = b.add(starts[axis], b.mul(t, i64(g.dilation[axis])))
-                    index = b.add(index, b.mul(spot, i64(g.in_strides[axis])))
+                    index = b.add(index, b.mul(spot, as_i64(g.in_strides[axis])))
                 value = b.load(b.gep(xs, [index]))
                 if kind == "max":
                     return [s.call("maximum", acc_type, values[0], value)]
@@ -198,12 +226,16 @@ def _divisor(b: ir.IRBuilder, g: _Geometry, attrs: dict, starts: list, ty: ir.Ty
     return b.sitofp(total, ty)
 
 
-@lowers("max_pool")
+def _forward_only(node: Node) -> str | None:
+    return None if node.op in ("max_pool", "avg_pool") else "a pooling gradient"
+
+
+@lowers("max_pool", run_time_extents=_forward_only)
 def lower_max_pool(lowering: Lowering, node: Node) -> None:
     _emit_forward(lowering, node, "max")
 
 
-@lowers("avg_pool")
+@lowers("avg_pool", run_time_extents=_forward_only)
 def lower_avg_pool(lowering: Lowering, node: Node) -> None:
     _emit_forward(lowering, node, "avg")
 

@@ -16,6 +16,11 @@ search for its first occurrence; in column order it keeps the best values in scr
 Semantics follow NumPy: max/min propagate NaN, argmax returns the first maximum (the first NaN if
 there is one), a sum of bool counts in int64, a sum over an empty axis is 0, mean divides the sum
 by the count. Every work item writes only its own outputs (and its own slots of scratch).
+
+Symbolic sizes: sum, mean, max and min in row order (and `moments`, normalization.py) take them:
+the layout's sizes become the call's i64 values (`Layout.sized`), an output whose work is a
+symbolic size is its own work item, and the split path (a test on sizes) is not taken. Column
+order and argmax refuse a symbolic node (`symbolic_refusal`).
 """
 from __future__ import annotations
 
@@ -23,8 +28,9 @@ import math
 
 import llvmlite.ir as ir
 
+from ...ir import symbolic
 from ...ir.graph import Node, Value
-from ..irgen import F32, F64, I8, I64, counted_loop, element_type, i64, linear_index, unravel
+from ..irgen import F32, F64, I8, I64, as_i64, counted_loop, element_type, i64, linear_index, unravel
 from ..lowering import Lowering, lowers
 from .elementwise import CHUNK, contiguous_strides
 from .scalar import Scalars
@@ -44,7 +50,7 @@ def loop_nest(b: ir.IRBuilder, dims: list, base: ir.Value, body) -> None:
         body(base)
         return
     (n, stride), rest = dims[0], dims[1:]
-    with counted_loop(b, i64(n), name="r") as r:
+    with counted_loop(b, as_i64(n), name="r") as r:
         loop_nest(b, rest, linear_index(b, [r], [stride], base), body)
 
 
@@ -92,7 +98,8 @@ class Reducer:
         """The stored output value of an accumulator."""
         b, out = s.b, element_type(self.y.dtype)
         if self.op == "mean":
-            acc = b.fdiv(acc, ir.Constant(self.acc, float(self.count)))
+            count = self.count if isinstance(self.count, ir.Value) else None
+            acc = b.fdiv(acc, b.sitofp(count, self.acc) if count is not None else ir.Constant(self.acc, float(self.count)))
         if acc.type != out:
             acc = b.fptrunc(acc, out)
         return acc
@@ -115,10 +122,10 @@ class Layout:
         strides = contiguous_strides(shape)
         merged: list = []                                 # [size, stride, reduced]
         for d, n in enumerate(shape):
-            if n == 1:
+            if symbolic.same(n, 1):
                 continue
             reduced = d in axes
-            if merged and merged[-1][2] == reduced and merged[-1][1] == n * strides[d]:
+            if merged and merged[-1][2] == reduced and symbolic.same(merged[-1][1], n * strides[d]):
                 merged[-1][0] *= n
                 merged[-1][1] = strides[d]
             else:
@@ -129,20 +136,41 @@ class Layout:
         self.outputs = math.prod(n for n, _ in self.kept)
         self.count = math.prod(n for n, _ in self.reduced)
 
+    def sized(self, size) -> "Layout":
+        """This layout with every size passed through `size` (`KernelBuilder.size`: the symbolic
+        ones become this call's i64 values; ints stay)."""
+        copy = object.__new__(Layout)
+        copy.kept = [(size(n), size(s)) for n, s in self.kept]
+        copy.reduced = [(size(n), size(s)) for n, s in self.reduced]
+        copy.rows, copy.outputs, copy.count = self.rows, size(self.outputs), size(self.count)
+        return copy
 
-@lowers("sum", "mean", "max", "min", "argmax")
+
+def symbolic_refusal(node: Node) -> str | None:
+    """Why this reduction (or moments) node cannot take symbolic sizes, or None: only row order can."""
+    layout = Layout(node.inputs[0].shape, node.attrs["axes"])
+    if node.op == "argmax":
+        return "argmax"
+    return None if layout.rows or not layout.kept else "reducing outer axes only (column order)"
+
+
+def _empty(size) -> bool:
+    return not symbolic.is_symbolic(size) and size == 0
+
+
+@lowers("sum", "mean", "max", "min", "argmax", run_time_extents=symbolic_refusal)
 def lower_reduction(lowering: Lowering, node: Node) -> None:
     x, y = node.inputs[0], node.output
-    if y.type.size == 0:
+    if _empty(y.type.size):
         return
-    if x.type.size == 0:                                  # a sum over an empty axis
+    if _empty(x.type.size):                               # a sum over an empty axis
         kernel_of_parts(lowering, node.op, [Fill(y, constant_of(y.dtype, 0), y.type.size)])
         return
     layout = Layout(x.shape, node.attrs["axes"])
     if node.op == "argmax":
         (_argmax_rows if layout.rows or not layout.kept or not layout.reduced else _argmax_columns)(
             lowering, node, layout)
-    elif layout.rows and layout.outputs < 16 and layout.reduced[-1][0] >= 2 * SPLIT:
+    elif not symbolic.is_symbolic(x.shape) and layout.rows and layout.outputs < 16 and layout.reduced[-1][0] >= 2 * SPLIT:
         _reduce_split(lowering, node, layout)
     elif layout.rows or not layout.kept:
         _reduce_rows(lowering, node, layout)
@@ -150,17 +178,18 @@ def lower_reduction(lowering: Lowering, node: Node) -> None:
         _reduce_columns(lowering, node, layout)
 
 
-def _output_blocks(outputs: int, work_per_output: int) -> tuple[int, int]:
-    """(outputs per work item, items) so that an item has about CHUNK elements of work."""
-    group = max(1, CHUNK // max(work_per_output, 1))
-    return group, math.ceil(outputs / group)
+def _output_blocks(outputs, work_per_output) -> tuple:
+    """(outputs per work item, items) so that an item has about CHUNK elements of work (one output
+    per item when its work is a symbolic size)."""
+    group = 1 if symbolic.is_symbolic(work_per_output) else max(1, CHUNK // max(work_per_output, 1))
+    return group, symbolic.ceil_div(outputs, group) if symbolic.is_symbolic(outputs) else math.ceil(outputs / group)
 
 
-def _for_outputs(k, item, outputs: int, group: int, body) -> None:
+def _for_outputs(k, item, outputs, group: int, body) -> None:
     b = k.b
     first = b.mul(item, i64(group))
     last = b.add(first, i64(group))
-    last = b.select(b.icmp_signed("<", last, i64(outputs)), last, i64(outputs))
+    last = b.select(b.icmp_signed("<", last, as_i64(outputs)), last, as_i64(outputs))
     with counted_loop(b, last, first, name="out") as o:
         body(o)
 
@@ -174,10 +203,11 @@ def _kept_base(b, layout: Layout, o: ir.Value) -> ir.Value:
 
 def _reduce_rows(lowering: Lowering, node: Node, layout: Layout) -> None:
     x, y = node.inputs[0], node.output
-    reducer = Reducer(node.op, x, y, layout.count, wide=True)
     group, items = _output_blocks(layout.outputs, layout.count)
 
     def body(k, item):
+        sized = layout.sized(k.size)
+        reducer = Reducer(node.op, x, y, sized.count, wide=True)
         b, s = k.b, Scalars(k.b, k.module)
         acc = k.alloca(reducer.acc)
         xp, yp = k.pointer(x), k.pointer(y)
@@ -188,10 +218,10 @@ def _reduce_rows(lowering: Lowering, node: Node, layout: Layout) -> None:
             def step(index):
                 b.store(reducer.step(s, b.load(acc), reducer.lift(b, b.load(b.gep(xp, [index])))), acc)
 
-            loop_nest(b, layout.reduced, _kept_base(b, layout, o), step)
+            loop_nest(b, sized.reduced, _kept_base(b, sized, o), step)
             b.store(reducer.result(s, b.load(acc)), b.gep(yp, [o]))
 
-        _for_outputs(k, item, layout.outputs, group, output)
+        _for_outputs(k, item, sized.outputs, group, output)
 
     lowering.kernel(node.op, items, body)
 

@@ -18,6 +18,10 @@ before the kernel is built. Work items are (block of rows, chunk of the innermos
 `RowChunks`; the innermost loop is the destination's innermost axis, so stores are contiguous.
 When that axis reads the source with a large stride while another axis reads it contiguously (a
 transpose), the copy goes through tiles of TILE x TILE elements so both sides stay in cache.
+
+Every lowering here takes symbolic sizes: shapes, strides, offsets and item counts are then sizes
+computed per call (`KernelBuilder.size`); a symbolic copy is never tiled, and a row of symbolic
+length is cut in chunks of CHUNK (`RowChunks`).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 import llvmlite.ir as ir
 import numpy as np
 
+from ...ir import symbolic
 from ...ir.graph import Node, Value
 from ..irgen import I8, counted_loop, element_type, i64, linear_index, unravel
 from ..lowering import Lowering, lowers
@@ -43,32 +48,40 @@ TILE = 32
 class RowChunks:
     """Work items over `rows` rows of `inner` elements: each item is a block of `group` whole rows
     (short rows) or one chunk of at most CHUNK elements of one row (long rows), so that every item
-    has about CHUNK elements of work whatever the shape."""
+    has about CHUNK elements of work whatever the shape (symbolic rows: blocks of rows; a symbolic
+    row length: chunks of it, one row per block)."""
 
-    def __init__(self, rows: int, inner: int, chunk: int = CHUNK):
-        self.rows, self.inner, self.chunk = int(rows), int(inner), chunk
+    def __init__(self, rows, inner, chunk: int = CHUNK):
+        self.rows, self.inner, self.chunk = symbolic.as_size(rows), symbolic.as_size(inner), chunk
+        if symbolic.is_symbolic(self.inner):
+            self.chunks, self.group = symbolic.ceil_div(self.inner, chunk), 1
+            self.items = self.rows * self.chunks
+            return
         self.chunks = max(1, math.ceil(self.inner / chunk))
         self.group = max(1, chunk // max(self.inner, 1)) if self.chunks == 1 else 1
-        self.items = 0 if self.rows == 0 or self.inner == 0 else math.ceil(self.rows / self.group) * self.chunks
+        if symbolic.is_symbolic(self.rows):
+            self.items = 0 if self.inner == 0 else symbolic.ceil_div(self.rows, self.group) * self.chunks
+        else:
+            self.items = 0 if self.rows == 0 or self.inner == 0 else math.ceil(self.rows / self.group) * self.chunks
 
     def emit(self, k, item: ir.Value, row_body) -> None:
         """Call `row_body(row, start, stop)` for every row of `item` (i64 values), with the item's
         element range [start, stop) of that row."""
         b = k.b
-        if self.chunks == 1:
-            start, stop = i64(0), i64(self.inner)
+        if symbolic.same(self.chunks, 1):
+            start, stop = i64(0), k.extent(self.inner)
             first = item if self.group == 1 else b.mul(item, i64(self.group))
         else:
-            block, chunk = b.udiv(item, i64(self.chunks)), b.urem(item, i64(self.chunks))
+            block, chunk = b.udiv(item, k.extent(self.chunks)), b.urem(item, k.extent(self.chunks))
             first = block
             start = b.mul(chunk, i64(self.chunk))
             end = b.add(start, i64(self.chunk))
-            stop = b.select(b.icmp_signed("<", end, i64(self.inner)), end, i64(self.inner))
+            stop = b.select(b.icmp_signed("<", end, k.extent(self.inner)), end, k.extent(self.inner))
         if self.group == 1:
             row_body(first, start, stop)
             return
         last = b.add(first, i64(self.group))
-        last = b.select(b.icmp_signed("<", last, i64(self.rows)), last, i64(self.rows))
+        last = b.select(b.icmp_signed("<", last, k.extent(self.rows)), last, k.extent(self.rows))
         with counted_loop(b, last, first, name="row") as row:
             row_body(row, start, stop)
 
@@ -76,7 +89,7 @@ class RowChunks:
 def kernel_of_parts(lowering: Lowering, name: str, parts: list) -> None:
     """One kernel running several independent parts (each with `.items` and `.emit(k, item)`), the
     items of part p following those of part p - 1. Parts must write disjoint memory."""
-    parts = [p for p in parts if p.items > 0]
+    parts = [p for p in parts if symbolic.is_symbolic(p.items) or p.items > 0]
     if not parts:
         return
     if len(parts) == 1:
@@ -86,9 +99,10 @@ def kernel_of_parts(lowering: Lowering, name: str, parts: list) -> None:
     def body(k, item):
         b, first = k.b, 0
         for part in parts:
-            inside = b.and_(b.icmp_signed(">=", item, i64(first)), b.icmp_signed("<", item, i64(first + part.items)))
+            inside = b.and_(b.icmp_signed(">=", item, k.extent(first)),
+                            b.icmp_signed("<", item, k.extent(first + part.items)))
             with b.if_then(inside):
-                part.emit(k, b.sub(item, i64(first)))
+                part.emit(k, b.sub(item, k.extent(first)))
             first += part.items
 
     lowering.kernel(name, sum(p.items for p in parts), body)
@@ -155,6 +169,8 @@ class Copy:
     def _tile_axis(self):
         """The axis to tile with the innermost one: the source's contiguous axis, when the innermost
         axis reads the source with a stride of at least a cache line and both axes are long."""
+        if symbolic.is_symbolic((self.shape, self.src_strides)):
+            return None
         if len(self.shape) < 2 or abs(self.src_strides[-1]) < 16 or self.shape[-1] < TILE:
             return None
         for d in range(len(self.shape) - 1):
@@ -177,13 +193,16 @@ class Copy:
             return
         b, inner = k.b, len(self.shape) - 1
 
+        def sizes(values):
+            return [k.size(n) for n in values]
+
         def row_body(row, start, stop):
-            outer = unravel(b, row, self.shape[:-1]) if inner else []
-            dst_base = linear_index(b, outer, self.dst_strides[:-1], self.dst_offset)
-            src_base = linear_index(b, outer, self.src_strides[:-1], self.src_offset)
+            outer = unravel(b, row, sizes(self.shape[:-1])) if inner else []
+            dst_base = linear_index(b, outer, sizes(self.dst_strides[:-1]), k.size(self.dst_offset))
+            src_base = linear_index(b, outer, sizes(self.src_strides[:-1]), k.size(self.src_offset))
             with counted_loop(b, stop, start, name="j") as j:
-                self.move(k, linear_index(b, [j], self.dst_strides[-1:], dst_base),
-                          linear_index(b, [j], self.src_strides[-1:], src_base))
+                self.move(k, linear_index(b, [j], sizes(self.dst_strides[-1:]), dst_base),
+                          linear_index(b, [j], sizes(self.src_strides[-1:]), src_base))
 
         self.rows.emit(k, item, row_body)
 
@@ -219,7 +238,7 @@ class Fill:
 
     dst: Value
     constant: ir.Constant
-    count: int
+    count: object                   # an int or a symbolic size
 
     def __post_init__(self):
         self.rows = RowChunks(1, self.count)
@@ -247,13 +266,13 @@ def contiguous_copy(node: Node, src: Value | None = None) -> Copy:
 # Lowerings
 
 
-@lowers("reshape")
+@lowers("reshape", run_time_extents=True)
 def lower_reshape(lowering: Lowering, node: Node) -> None:
     n = node.output.type.size
     kernel_of_parts(lowering, "reshape", [Copy(node.output, node.inputs[0], (n,), (1,), (1,))])
 
 
-@lowers("permute")
+@lowers("permute", run_time_extents=True)
 def lower_permute(lowering: Lowering, node: Node) -> None:
     x, y = node.inputs[0], node.output
     own = contiguous_strides(x.shape)
@@ -261,14 +280,14 @@ def lower_permute(lowering: Lowering, node: Node) -> None:
     kernel_of_parts(lowering, "permute", [Copy(y, x, y.shape, contiguous_strides(y.shape), src)])
 
 
-@lowers("broadcast_to")
+@lowers("broadcast_to", run_time_extents=True)
 def lower_broadcast_to(lowering: Lowering, node: Node) -> None:
     x, y = node.inputs[0], node.output
     src = broadcast_strides(x.shape, y.shape)
     kernel_of_parts(lowering, "broadcast_to", [Copy(y, x, y.shape, contiguous_strides(y.shape), src)])
 
 
-@lowers("slice")
+@lowers("slice", run_time_extents=True)
 def lower_slice(lowering: Lowering, node: Node) -> None:
     x, y = node.inputs[0], node.output
     own = contiguous_strides(x.shape)
@@ -277,19 +296,20 @@ def lower_slice(lowering: Lowering, node: Node) -> None:
     kernel_of_parts(lowering, "slice", [Copy(y, x, y.shape, contiguous_strides(y.shape), src, 0, offset)])
 
 
-@lowers("pad")
+@lowers("pad", run_time_extents=True)
 def lower_pad(lowering: Lowering, node: Node) -> None:
     x, y = node.inputs[0], node.output
     attrs = node.attrs
     own = contiguous_strides(y.shape)
     offset = sum(lo * s for lo, s in zip(attrs["lo"], own))
     dst = tuple(s * (gap + 1) for s, gap in zip(own, attrs["interior"]))
-    if y.type.size > x.type.size:              # some padding: fill it all first, then copy over it
+    padded = not symbolic.same(y.type.size, x.type.size) if y.type.is_symbolic else y.type.size > x.type.size
+    if padded:                                 # some padding: fill it all first, then copy over it
         kernel_of_parts(lowering, "pad_fill", [Fill(y, constant_of(y.dtype, attrs["value"]), y.type.size)])
     kernel_of_parts(lowering, "pad", [Copy(y, x, x.shape, dst, contiguous_strides(x.shape), offset)])
 
 
-@lowers("concat")
+@lowers("concat", run_time_extents=True)
 def lower_concat(lowering: Lowering, node: Node) -> None:
     y, axis = node.output, node.attrs["axis"]
     own = contiguous_strides(y.shape)
@@ -327,6 +347,6 @@ class OneHot:
         self.rows.emit(k, item, row_body)
 
 
-@lowers("one_hot")
+@lowers("one_hot", run_time_extents=True)
 def lower_one_hot(lowering: Lowering, node: Node) -> None:
     kernel_of_parts(lowering, "one_hot", [OneHot(node.inputs[0], node.output, node.attrs["num_classes"])])

@@ -1,0 +1,42 @@
+"""Sizes known at run time: how kernels and the entry point compute a symbolic size from the call's dims.
+
+A graph with symbolic dimensions (`lucid.ir.symbolic`) is compiled once for every size. Each call
+passes the values of its symbols as the **dims** array: an `int64` per symbol, in the order of
+`BufferTable.symbols` (the names sorted), whose address is in the buffer table's dims slot
+(`BufferTable.dims_slot`, the last slot; a concrete graph has none). `emit_size` turns a size into an
+i64 value: a constant when the size is an int (so a concrete graph's code is what it always was),
+else code evaluating the size's canonical form (`symbolic.Expr`: a polynomial over the symbols and
+floor divisions by positive ints) from the dims.
+"""
+from __future__ import annotations
+
+import llvmlite.ir as ir
+
+from ..ir import symbolic
+from .irgen import i64
+
+
+def emit_size(b: ir.IRBuilder, size, dims: ir.Value | None, symbols: tuple) -> ir.Value:
+    """`size` (an int or a symbolic Expr) as an i64; `dims` points at the symbols' values (in the
+    order of `symbols`) and may be None when `size` is an int."""
+    if not isinstance(size, symbolic.Expr):
+        return i64(size)
+    total = None
+    for monomial, coefficient in size.terms:
+        term = i64(coefficient)
+        for atom in monomial:
+            term = b.mul(term, _atom(b, atom, dims, symbols))
+        total = term if total is None else b.add(total, term)
+    return total
+
+
+def _atom(b: ir.IRBuilder, atom, dims: ir.Value, symbols: tuple) -> ir.Value:
+    if isinstance(atom, symbolic.Dim):
+        return b.load(b.gep(dims, [i64(symbols.index(atom.name))]), name=atom.name)
+    return floor_div(b, emit_size(b, atom.inner, dims, symbols), atom.divisor)
+
+
+def floor_div(b: ir.IRBuilder, x: ir.Value, divisor: int) -> ir.Value:
+    """x // divisor rounded towards minus infinity (divisor > 0), as Python and the Expr forms do."""
+    quotient, remainder = b.sdiv(x, i64(divisor)), b.srem(x, i64(divisor))
+    return b.sub(quotient, b.zext(b.icmp_signed("<", remainder, i64(0)), quotient.type))
