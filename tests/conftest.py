@@ -10,10 +10,20 @@ one job, 128 and 138 with two; the wall times swung 82-179 s with the machine's 
 tests/codegen/test_compile_workers.py sets the jobs it tests.
 
 Every pass manager verifies each graph after each pass (LUCID_VERIFY_PASSES=1; by default only
-its results), so a pass that breaks an invariant fails the tests naming that pass."""
+its results), so a pass that breaks an invariant fails the tests naming that pass.
+
+Tests marked `long_running` (each takes many seconds on a cold cache: whole training steps of deep
+networks, subprocess runs of the examples and benchmarks, MPI jobs) are started first: with
+`--dist worksteal` the other process then takes the short tests queued behind them, so the run
+does not end with one process finishing a long test while the other core idles."""
 import os
 import pathlib
 
 os.environ.setdefault("LUCID_CACHE_DIR", str(pathlib.Path(__file__).resolve().parent.parent / ".lucid-cache"))
 os.environ.setdefault("LUCID_COMPILE_JOBS", "1")
 os.environ.setdefault("LUCID_VERIFY_PASSES", "1")
+
+
+def pytest_collection_modifyitems(items):
+    """Long-running tests first; the others keep their order (a stable sort)."""
+    items.sort(key=lambda item: item.get_closest_marker("long_running") is None)

@@ -45,6 +45,7 @@ def fp32_yardstick(step: Step, state: dict, relu_inputs: list):
     return step_gradients(lucid, step, state, lucid.float32, relu_inputs=relu_inputs)
 
 
+@pytest.mark.long_running
 @pytest.mark.parametrize("step", [VIDEO, UNET], ids=lambda step: step.name)
 def test_training_step_gradients_within_3x_pytorch_fp32_error(step):
     state = step.initial_state()

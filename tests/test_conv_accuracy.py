@@ -116,6 +116,7 @@ def dynunet_errors(seed: int = 0) -> tuple:
     return relative_errors(compiled, reference), relative_errors(yardstick, reference)
 
 
+@pytest.mark.long_running
 @pytest.mark.parametrize("seed", [0, 1])
 def test_dynunet_compiled_gradients_within_2x_pytorch_fp32_error(seed):
     """Each parameter's gradient error at most 2x PyTorch fp32's on that parameter, or 2x PyTorch's

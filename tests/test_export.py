@@ -355,6 +355,7 @@ def test_export_command(folder, capsys):
     assert "Conv3d" in capsys.readouterr().err
 
 
+@pytest.mark.long_running
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make on this machine")
 def test_examples_aot_builds_and_prints_the_unet_checksum(tmp_path):
     for name in ("main.c", "Makefile"):

@@ -115,6 +115,7 @@ def test_eager_training_and_inference_match_pytorch(case):
 
 
 # =========================================================================== compiled training
+@pytest.mark.long_running
 @each_network
 def test_compiled_training_step_matches_eager_and_pytorch(case):
     torch = pytest.importorskip("torch")

@@ -30,6 +30,8 @@ import numpy as np
 import pytest
 from script_runs import run_as_script
 
+pytestmark = pytest.mark.long_running       # fresh processes compiling and checking damaged caches
+
 GRAPHS = {"A": 2.0, "B": 5.0}
 FUZZ_SEED, FUZZ_MUTATIONS, FUZZ_WORKERS = 17, 200, 2
 

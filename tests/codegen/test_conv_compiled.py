@@ -240,6 +240,7 @@ def test_configurations_cover_the_brief():
 # The random groups
 
 
+@pytest.mark.long_running
 @pytest.mark.parametrize("index", range(N_GROUPS))
 def test_random_convolutions(index):
     configs = group_configs(index)
@@ -371,6 +372,7 @@ def _edge_config(case: dict, bias: bool) -> Config:
                   groups=case["groups"], output_padding=op, resolved_output_padding=op, bias=bias, out_channels=cout)
 
 
+@pytest.mark.long_running
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_edge_configurations(dtype):
     configs = [_edge_config(case, bias=i % 2 == 0) for i, case in enumerate(EDGE_CASES)]
@@ -396,6 +398,7 @@ def test_edge_configurations(dtype):
         at += c.n_inputs
 
 
+@pytest.mark.long_running
 @pytest.mark.parametrize("cpu", ["x86-64-v2", "x86-64-v3"])
 def test_narrower_vector_targets(cpu):
     """Code for 4-lane (SSE) and 8-lane (AVX2) targets, whatever the host's widest vectors: other

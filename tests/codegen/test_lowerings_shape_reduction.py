@@ -434,6 +434,7 @@ print("guarded ok")
 '''
 
 
+@pytest.mark.long_running
 def test_no_out_of_bounds_access():
     """Any access past either end of an input, output or the arena would fault (in a subprocess)."""
     root = str(Path(lucid.__file__).resolve().parents[1])

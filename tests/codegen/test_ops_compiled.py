@@ -691,6 +691,7 @@ SPECIAL_FUNCTIONS = [
 ]
 
 
+@pytest.mark.long_running
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_special_values(dtype):
     """Zeros of both signs, tiny and huge values, infinities and NaN through every elementwise operator,
@@ -750,6 +751,7 @@ def _big_graph():
     return fn, arrays
 
 
+@pytest.mark.long_running
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_one_and_two_threads_identical(dtype):
     fn, arrays = _big_graph()

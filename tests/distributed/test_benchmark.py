@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from mpi_jobs import ROOT, job_environment, require_mpi
 
 SCRIPT = ROOT / "benchmarks" / "distributed.py"
@@ -23,6 +25,7 @@ def test_the_ring_allreduce_model_on_values_worked_out_by_hand():
     assert overlap_fraction(10, 4, 20) == 0.0 and overlap_fraction(10, 4, 5) == 1.0
 
 
+@pytest.mark.long_running
 def test_the_quick_run_reports_both_configurations_the_overlap_and_the_scaling_table():
     require_mpi()
     done = subprocess.run([sys.executable, str(SCRIPT), "--quick"],

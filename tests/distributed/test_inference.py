@@ -146,6 +146,7 @@ def run_example(output, ranks=None):
     return done.stdout
 
 
+@pytest.mark.long_running
 def test_two_ranks_write_exactly_what_one_process_writes(tmp_path):
     alone, shared = run_example(tmp_path / "one"), run_example(tmp_path / "two", ranks=2)
     assert "5 volumes on 1 rank(s)" in alone and "5 volumes on 2 rank(s)" in shared
