@@ -9,14 +9,17 @@ three levels, and `level_for(module)` the one rule choosing a kernel module's le
 - **2**, every other kernel (memory-bound: elementwise and fused maps, reductions, shape copies,
   resampling, pooling, normalisation, packing): LLVM's O2 pipeline with both vectorisers (the inner
   loops still run as interleaved vectors) and without LLVM's loop unroller. The unroller bought them
-  nothing but code: on the 3,300 kernels a cold run of tests/nn, codegen and passes compiles, O2 and
-  O1 cost the same as O3 (the vectoriser and unroller run at every level), while leaving out the
-  unroller cut a memory-bound kernel's compile by 27% on average (slice, resample, avg_pool, concat
-  and sum by half, log_softmax by three quarters).
+  code, not speed (A/B at a million elements: maps, sums, softmax, slices, concatenation, padding,
+  pooling, upsampling, group norm, permutes and the conv packing within the noise). On the kernels
+  a cold run of tests/nn, tests/codegen and tests/passes compiles (timed 4 to 6 of each kind), O2
+  and O1 cost what O3 costs (the vectorisers and the unroller run at every level), while leaving
+  out the unroller made a memory-bound kernel 28% cheaper to compile on average (resample, avg_pool,
+  concat by half or more, softmax by three quarters).
 - **0**, a kernel whose node does fewer than `TINY_WORK` operations and element reads and writes
   (`lowering.node_work`), either role, and a graph's entry module (it only orders the kernels): compiled as written, with fast
-  instruction selection, about eight times cheaper than level 2. Such a kernel runs in microseconds
-  either way: the tens of milliseconds O3 costs would take thousands of calls to pay back.
+  instruction selection, five times cheaper than level 2 and seven than O3. Such a kernel runs in
+  microseconds either way: the tens of milliseconds O3 costs would take thousands of calls to pay
+  back.
 llvmlite runs one compilation at a time per process (threads gave nothing: 40 modules took 28 s on
 one thread and 29 s on two), so to use several cores `jit.Compilation` hands modules to worker
 processes as well.
