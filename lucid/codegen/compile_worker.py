@@ -19,7 +19,8 @@ three levels, and `level_for(module)` the one rule choosing a kernel module's le
   (`lowering.node_work`), either role, and a graph's entry module (it only orders the kernels): compiled as written, with fast
   instruction selection, five times cheaper than level 2 and seven than O3. Such a kernel runs in
   microseconds either way: the tens of milliseconds O3 costs would take thousands of calls to pay
-  back.
+  back (a compiled call of a sum, a softmax or a fused map of 2,000 elements took the same 20 to 50
+  µs, the call's own cost, with its kernel at level 0 as at level 2).
 llvmlite runs one compilation at a time per process (threads gave nothing: 40 modules took 28 s on
 one thread and 29 s on two), so to use several cores `jit.Compilation` hands modules to worker
 processes as well.
