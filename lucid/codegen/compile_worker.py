@@ -3,9 +3,12 @@
 `compile_module(text, target, level)` is the one definition of how a module is compiled, at one of
 three levels, and `level_for(module)` the one rule choosing a kernel module's level:
 - **3**, a compute-bound kernel (its lowering says so: `Lowering.kernel(..., compute_bound=True)`,
-  the conv, Winograd and weight-gradient tiles and the matrix product): LLVM's O3 pipeline with the
-  loop and SLP vectorisers and loops unrolled up to `UNROLL_THRESHOLD`; their speed is their
-  arithmetic, and is worth what it costs to compile.
+  the conv, Winograd and weight-gradient tiles and the matrix product) of a node doing at least
+  `COMPUTE_WORK` operations: LLVM's O3 pipeline with the loop and SLP vectorisers and loops
+  unrolled up to `UNROLL_THRESHOLD`; their speed is their arithmetic, and is worth what it costs to
+  compile. A smaller one runs in tens of microseconds, and goes to level 2, a quarter to a half
+  cheaper to compile (at benchmark sizes level 2 ran conv row B and a 32-channel 16^3 conv as fast
+  as level 3, and G2 up to 7% slower).
 - **2**, every other kernel (memory-bound: elementwise and fused maps, reductions, shape copies,
   resampling, pooling, normalisation, packing): LLVM's O2 pipeline with both vectorisers (the inner
   loops still run as interleaved vectors) and without LLVM's loop unroller. The unroller bought them
@@ -84,11 +87,17 @@ def _set_pipeline_options() -> None:
 TINY_WORK = 4096
 
 
+#: A compute-bound kernel gets level 3 from this much work (1 MFLOP) up.
+COMPUTE_WORK = 1_000_000
+
+
 def level_for(module) -> int:
     """The level (3, 2 or 0: see the module docstring) of a kernel module (`lowering.KernelModule`)."""
-    if module.work is not None and module.work < TINY_WORK:
+    if module.work is None:
+        return 3 if module.compute_bound else 2
+    if module.work < TINY_WORK:
         return 0
-    return 3 if module.compute_bound else 2
+    return 3 if module.compute_bound and module.work >= COMPUTE_WORK else 2
 
 
 def compile_module(text, target: Target, level: int = 3) -> bytes:

@@ -14,13 +14,13 @@ import lucid
 import lucid.nn.functional as F
 from lucid.codegen import build, compile_worker, jit
 from lucid.codegen.build import memory_plan_of
-from lucid.codegen.compile_worker import TINY_WORK, level_for
+from lucid.codegen.compile_worker import COMPUTE_WORK, TINY_WORK, level_for
 from lucid.codegen.lowering import KernelModule, Lowering
 from lucid.codegen.target import host
 from lucid.passes import memory_planning
 from lucid.runtime.executable import Executable
 
-BIG = (1, 4, 12, 12, 12)       # conv output (1, 8, 10, 10, 10): 8000 elements, past TINY_WORK
+BIG = (1, 4, 12, 12, 12)       # conv output (1, 8, 10, 10, 10): 8000 elements, 1.7 MFLOP
 SMALL = (2, 3, 5)              # 30 elements
 
 
@@ -38,9 +38,11 @@ def planned(example: list[np.ndarray]):
 
 
 def test_the_rule_reads_the_role_and_the_work():
-    big, tiny = TINY_WORK, TINY_WORK - 1
+    big, small, tiny = COMPUTE_WORK, COMPUTE_WORK - 1, TINY_WORK - 1
     assert level_for(KernelModule("k", "", compute_bound=True, work=big)) == 3
+    assert level_for(KernelModule("k", "", compute_bound=True, work=small)) == 2
     assert level_for(KernelModule("k", "", compute_bound=False, work=big)) == 2
+    assert level_for(KernelModule("k", "", compute_bound=False, work=TINY_WORK)) == 2
     assert level_for(KernelModule("k", "", compute_bound=True, work=tiny)) == 0
     assert level_for(KernelModule("k", "", compute_bound=False, work=tiny)) == 0
     assert level_for(KernelModule("k", "", compute_bound=True, work=None)) == 3     # symbolic sizes
