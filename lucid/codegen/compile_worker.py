@@ -19,8 +19,9 @@ three levels, and `level_for(module)` the one rule choosing a kernel module's le
   out the unroller made a memory-bound kernel 28% cheaper to compile on average (resample, avg_pool,
   concat by half or more, softmax by three quarters).
 - **0**, a kernel whose node does fewer than `TINY_WORK` operations and element reads and writes
-  (`lowering.node_work`), either role, and a graph's entry module (it only orders the kernels): compiled as written, with fast
-  instruction selection, five times cheaper than level 2 and seven than O3. Such a kernel runs in
+  (`lowering.node_work`), either role, and a graph's entry module (it only orders the kernels):
+  compiled as written, with fast instruction selection, five times cheaper than level 2 and seven
+  than O3. Such a kernel runs in
   microseconds either way: the tens of milliseconds O3 costs would take thousands of calls to pay
   back (a compiled call of a sum, a softmax or a fused map of 2,000 elements took the same 20 to 50
   µs, the call's own cost, with its kernel at level 0 as at level 2).

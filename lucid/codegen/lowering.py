@@ -26,8 +26,8 @@ import numpy as np
 
 from ..errors import GraphError
 from ..ir.cost import node_flops
-from ..ir.symbolic import is_symbolic
 from ..ir.graph import Graph, Node, Value
+from ..ir.symbolic import is_symbolic
 from ..passes.memory_planning import ALIGNMENT, MemoryPlan
 from . import irgen
 from .irgen import KERNEL_TYPE, i64
@@ -155,8 +155,8 @@ class Lowering:
         `waits=False` threads start it without waiting for the others to finish the kernel before:
         only for a kernel that reads nothing the kernels since the last waiting one write.
         `compute_bound`: the kernel's speed is its arithmetic (a conv's register tiles, a matrix
-        product), not its memory traffic, so it gets LLVM's full optimisation (see `level_for` in
-        compile_worker.py)."""
+        product), not its memory traffic, so from some size up it gets LLVM's full optimisation (see
+        `level_for` in compile_worker.py)."""
         module = self.module
         fn = ir.Function(module, KERNEL_TYPE, name=PLACEHOLDER)
         k = KernelBuilder(self, fn)
