@@ -7,8 +7,9 @@ module (`lucid_run`, see `parallel.py`), and the bytes of per-node workspace the
 met before is served from its entry in the disk cache (keyed by the code generator's source hash,
 lucid's version, the target and the graph text; see `cache.py`) without lowering anything, once the
 whole entry passed its checks; otherwise (no entry, or one that failed and was reported) the graph
-is lowered, each kernel module handed to a `jit.Compilation` as soon as it is made (so worker
-processes compile the modules the object cache lacks while lowering goes on), the entry module
+is lowered, each kernel module handed to a `jit.Compilation` as soon as it is made, at the level
+`compile_worker.level_for` picks (so worker processes compile the modules the object cache lacks
+while lowering goes on), the entry module
 (compiled as written, at O0: it only orders the kernels and hands out their work items) last, and
 the entry is written. A
 position-independent target has its own fingerprint, so JIT and shared-library objects never mix.
@@ -31,6 +32,7 @@ from ..ir.specialize import require_concrete
 from ..passes.memory_planning import MemoryPlan
 from ..version import __version__
 from .cache import cache_key, code_fingerprint, load_graph, store_graph
+from .compile_worker import level_for
 from .jit import COUNTERS, Compilation
 from .lowering import Lowering
 from .parallel import emit_entry
@@ -69,7 +71,8 @@ def graph_code(graph: Graph, plan: MemoryPlan, target: Target) -> GraphCode:
         COUNTERS["loaded"] += len(cached.codes)
         return GraphCode(cached.codes, cached.workspace_bytes)
     with Compilation(target) as compilation:
-        lowering = Lowering(graph, plan, target, on_module=lambda module: compilation.add(module.text))
+        lowering = Lowering(graph, plan, target,
+                            on_module=lambda module: compilation.add(module.text, level_for(module)))
         lowering.lower()
         entry = ir.Module(name="entry")
         entry.triple = target.triple

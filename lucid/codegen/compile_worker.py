@@ -1,10 +1,33 @@
 """Compiling one LLVM module to object code: in this process, or in a compile worker process.
 
-`compile_module(text, target, level)` is the one definition of how a module is compiled (LLVM O3
-with loop and SLP vectorisation and a lower loop-unrolling threshold, or O0 and fast instruction
-selection). llvmlite runs one compilation at a time per process (threads gave nothing: 40 modules
-took 28 s on one thread and 29 s on two), so to use several cores `jit.Compilation` hands modules
-to worker processes as well.
+`compile_module(text, target, level)` is the one definition of how a module is compiled, at one of
+three levels, and `level_for(module)` the one rule choosing a kernel module's level:
+- **3**, a compute-bound kernel (its lowering says so: `Lowering.kernel(..., compute_bound=True)`,
+  the conv, Winograd and weight-gradient tiles and the matrix product) of a node doing at least
+  `COMPUTE_WORK` operations: LLVM's O3 pipeline with the loop and SLP vectorisers and loops
+  unrolled up to `UNROLL_THRESHOLD`; their speed is their arithmetic, and is worth what it costs to
+  compile. A smaller one runs in tens of microseconds, and goes to level 2, a quarter to a half
+  cheaper to compile (at benchmark sizes level 2 ran conv row B and a 32-channel 16^3 conv as fast
+  as level 3, and G2 up to 7% slower).
+- **2**, every other kernel (memory-bound: elementwise and fused maps, reductions, shape copies,
+  resampling, pooling, normalisation, packing): LLVM's O2 pipeline with both vectorisers (the inner
+  loops still run as interleaved vectors) and without LLVM's loop unroller. The unroller bought them
+  code, not speed (A/B at a million elements: maps, sums, softmax, slices, concatenation, padding,
+  pooling, upsampling, group norm, permutes and the conv packing within the noise). On the kernels
+  a cold run of tests/nn, tests/codegen and tests/passes compiles (timed 4 to 6 of each kind), O2
+  and O1 cost what O3 costs (the vectorisers and the unroller run at every level), while leaving
+  out the unroller made a memory-bound kernel 28% cheaper to compile on average (resample, avg_pool,
+  concat by half or more, softmax by three quarters).
+- **0**, a kernel whose node does fewer than `TINY_WORK` operations and element reads and writes
+  (`lowering.node_work`), either role, and a graph's entry module (it only orders the kernels):
+  compiled as written, with fast instruction selection, five times cheaper than level 2 and seven
+  than O3. Such a kernel runs in
+  microseconds either way: the tens of milliseconds O3 costs would take thousands of calls to pay
+  back (a compiled call of a sum, a softmax or a fused map of 2,000 elements took the same 20 to 50
+  µs, the call's own cost, with its kernel at level 0 as at level 2).
+llvmlite runs one compilation at a time per process (threads gave nothing: 40 modules took 28 s on
+one thread and 29 s on two), so to use several cores `jit.Compilation` hands modules to worker
+processes as well.
 
 A worker is `python -m lucid.codegen.compile_worker`, started on first need and reused for the
 life of the process (`workers(count)`): it reads requests on its stdin and answers on its stdout,
@@ -60,16 +83,35 @@ def _set_pipeline_options() -> None:
     llvm.set_option("", f"-unroll-threshold={UNROLL_THRESHOLD}")
 
 
+#: A kernel whose node's work (`lowering.node_work`: operations, or elements read and written) is
+#: less than this is compiled as written (level 0): 4096 elements take microseconds even so.
+TINY_WORK = 4096
+
+
+#: A compute-bound kernel gets level 3 from this much work (1 MFLOP) up.
+COMPUTE_WORK = 1_000_000
+
+
+def level_for(module) -> int:
+    """The level (3, 2 or 0: see the module docstring) of a kernel module (`lowering.KernelModule`)."""
+    if module.work is None:
+        return 3 if module.compute_bound else 2
+    if module.work < TINY_WORK:
+        return 0
+    return 3 if module.compute_bound and module.work >= COMPUTE_WORK else 2
+
+
 def compile_module(text, target: Target, level: int = 3) -> bytes:
-    """Object code of one module (LLVM text or an llvmlite module), optimised at O`level` (3, with
-    the vectorisers and a lower unrolling threshold, or 0: as written)."""
+    """Object code of one module (LLVM text or an llvmlite module), optimised at `level` (3, 2 or
+    0: see the module docstring)."""
     machine = target.machine(level)
     _set_pipeline_options()
     parsed = llvm.parse_assembly(str(text), context=llvm.create_context())
     parsed.triple, parsed.data_layout = machine.triple, str(machine.target_data)
     parsed.verify()
     tuning = llvm.create_pipeline_tuning_options(speed_level=level)
-    tuning.loop_vectorization = tuning.slp_vectorization = level == 3
+    tuning.loop_vectorization = tuning.slp_vectorization = level >= 2
+    tuning.loop_unrolling = level == 3
     builder = llvm.create_pass_builder(machine, tuning)
     builder.getModulePassManager().run(parsed, builder)
     return machine.emit_object(parsed)

@@ -2,8 +2,8 @@
 
 Object code is cached per module: a `Compilation` takes (LLVM text, level) modules one by one and
 returns the object code of each, reading it from the cache when present and intact, else compiling
-it (`compile_worker.compile_module`: LLVM O3 with loop and SLP vectorisation) and storing it for the
-next time. llvmlite runs one compilation at a time per process, so the missing modules are compiled
+it (`compile_worker.compile_module` at that level: `compile_worker.level_for` picks a kernel's) and
+storing it for the next time. llvmlite runs one compilation at a time per process, so the missing modules are compiled
 by worker processes too (`compile_worker.py`; `LUCID_COMPILE_JOBS`, default every core) while the
 caller goes on making modules, and by the caller once it has made them all. `objects(modules,
 target)` is that for a list of modules. Modules named in `unoptimised` (a graph's entry module: it

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..errors import CompileError, GraphError
 from ..ir import symbolic
+from ..ir.cost import node_flops
 from ..ir.graph import Graph, Node, Value
 from ..passes.memory_planning import ALIGNMENT, MemoryPlan
 from . import irgen
@@ -118,10 +119,14 @@ class Kernel:
 
 @dataclass
 class KernelModule:
-    """The LLVM text of one kernel's module, and the name its code hash gave the kernel function."""
+    """The LLVM text of one kernel's module, the name its code hash gave the kernel function, and
+    what chooses how it is optimised (`compile_worker.level_for`): whether its lowering declared it
+    compute-bound, and the work of the node it belongs to (`node_work`; None if unknown)."""
 
     name: str
     text: str
+    compute_bound: bool = False
+    work: int | None = None
 
 
 PLACEHOLDER = "lucid_kernel"
@@ -188,11 +193,14 @@ class Lowering:
         return None
 
     def kernel(self, name: str, items, body: Callable[["KernelBuilder", ir.Value], None],
-               waits: bool = True) -> None:
+               waits: bool = True, compute_bound: bool = False) -> None:
         """Emit a kernel running `body(k, item)` for each work item in [lo, hi) of `items` (an int or a
         symbolic size). With
         `waits=False` threads start it without waiting for the others to finish the kernel before:
-        only for a kernel that reads nothing the kernels since the last waiting one write."""
+        only for a kernel that reads nothing the kernels since the last waiting one write.
+        `compute_bound`: the kernel's speed is its arithmetic (a conv's register tiles, a matrix
+        product), not its memory traffic, so from some size up it gets LLVM's full optimisation (see
+        `level_for` in compile_worker.py)."""
         module = self.module
         fn = ir.Function(module, KERNEL_TYPE, name=PLACEHOLDER)
         k = KernelBuilder(self, fn)
@@ -203,7 +211,8 @@ class Lowering:
         digest = hashlib.sha256(text.encode()).hexdigest()[:24]
         kernel_name = f"lucid_k_{digest}"
         if kernel_name not in self.modules:
-            self.modules[kernel_name] = KernelModule(kernel_name, _renamed(text, kernel_name))
+            work = node_work(self.node) if self.node is not None else None
+            self.modules[kernel_name] = KernelModule(kernel_name, _renamed(text, kernel_name), compute_bound, work)
             if self.on_module is not None:
                 self.on_module(self.modules[kernel_name])
         items = items if symbolic.is_symbolic(items) else max(int(items), 0)
@@ -227,6 +236,17 @@ class Lowering:
             if not symbolic.same(self._scratch_used, 0):      # the node overwrote what the workspace held
                 self._left = self._leaving
         self.node = None
+
+
+def node_work(node: Node) -> int | None:
+    """How much a node's kernels do: its floating-point operations (`ir.cost.node_flops`) or the
+    elements it reads and writes, whichever is more (a sum's one operation per output element says
+    nothing of the input it reads); None where a size is symbolic."""
+    sizes = [value.type.size for value in (*node.inputs, node.output)]
+    flops = node_flops(node)
+    if flops is None or any(symbolic.is_symbolic(size) for size in sizes):
+        return None
+    return max(flops, sum(sizes))
 
 
 def _renamed(text: str, name: str) -> str:

@@ -59,4 +59,4 @@ def lower_matmul(lowering: Lowering, node: Node) -> None:
 
         rows.emit(k, item, row_body)
 
-    lowering.kernel("matmul", rows.items, body)
+    lowering.kernel("matmul", rows.items, body, compute_bound=True)

@@ -55,7 +55,7 @@ def emit_direct(lowering: Lowering, dtype, g: Geometry, block: Blocking, spec: D
         unpack_row(k, unpack, item)
 
     rows = math.prod(spec.rows)
-    lowering.kernel(name, rows if unpack else rows * g.groups * blocks, body, waits)
+    lowering.kernel(name, rows if unpack else rows * g.groups * blocks, body, waits, compute_bound=True)
 
 
 def lower_direct(lowering: Lowering, problem: ConvProblem) -> bool:

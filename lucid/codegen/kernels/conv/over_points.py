@@ -118,7 +118,7 @@ def _emit_direct_over_points(lowering: Lowering, dtype, g: Geometry, block: Bloc
             first = b.mul(t, i64(block.width))
             b.call(tile, [w_row, b.gep(xc, [b.add(x_row, first)]), b.gep(yp, [b.add(y_row, first)])] + tables + steps)
 
-    lowering.kernel("convT_direct_points", math.prod(rows) * g.groups, body, waits)
+    lowering.kernel("convT_direct_points", math.prod(rows) * g.groups, body, waits, compute_bound=True)
 
 
 def _dot_constant(indices: tuple, strides: tuple) -> int:

@@ -215,7 +215,7 @@ def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Block
                         with full:
                             b.call(full_row, arguments)
 
-    lowering.kernel("wgrad_tiles", parts * g.groups * blocks, body)
+    lowering.kernel("wgrad_tiles", parts * g.groups * blocks, body, compute_bound=True)
 
 
 def _share(b: ir.IRBuilder, count: int, parts: int, part) -> ir.Value:

@@ -396,7 +396,7 @@ def _emit_weight_transform(lowering: Lowering, problem: ConvProblem, c: Correlat
             value = value if element == F64 else b.fptrunc(value, ir.VectorType(element, block.width))
             store_vector(b, value, u, b.add(first, i64(xi * g.icg * block.width)))
 
-    lowering.kernel("wino_weights", blocks * depth_taps * g.icg, body, waits=False)
+    lowering.kernel("wino_weights", blocks * depth_taps * g.icg, body, waits=False, compute_bound=True)
 
 
 def _emit_main(lowering: Lowering, problem: ConvProblem, p: Plan, parts: list, offsets: tuple, unpack: Unpack,
@@ -438,7 +438,7 @@ def _emit_main(lowering: Lowering, problem: ConvProblem, p: Plan, parts: list, o
             _maybe(b, None if c.counts[0] == depth else b.icmp_unsigned("<", qd, i64(c.counts[0])), one)
         _unpack_item(k, p, unpack, n, qd, first_row)
 
-    lowering.kernel("wino_conv", g.n * depth * p.blocks_of_rows, body)
+    lowering.kernel("wino_conv", g.n * depth * p.blocks_of_rows, body, compute_bound=True)
 
 
 def _unpack_item(k, p: Plan, unpack: Unpack, n, qd, first_row) -> None:
