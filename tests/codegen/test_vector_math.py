@@ -1,15 +1,17 @@
-"""float32 exp and tanh in straight-line IR (`lucid/codegen/kernels/vector_math.py`).
+"""float32 exp, expm1 and tanh in straight-line IR (`lucid/codegen/kernels/vector_math.py`).
 
-- Accuracy through compiled kernels (`lucid.compile` of lucid.exp / tanh / sigmoid / silu /
-  softmax on a big array): max error in float32 ulps against float64 NumPy, over every 211th bit
+- Accuracy through compiled kernels (`lucid.compile` of lucid.exp / tanh / sigmoid / silu / elu
+  (expm1) / softmax on a big array): max error in float32 ulps against float64 NumPy, over every 211th bit
   pattern of the float32 values in [-105, 105] (beyond, exp is 0 or inf and tanh ±1), plus edge
   values: ±0, denormals, ±inf, NaN, the overflow and underflow thresholds, values near 0 and near
   tanh's switch from its series to exp.
 - Vectorisation: a loop applying the scalar sigmoid / tanh rule, optimised by the same pass
   pipeline as the JIT's (`compile_worker.compile_module`), holds float vectors of the host's width and calls no
-  exp or tanh function.
+  exp, expm1 or tanh function.
 """
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -50,10 +52,11 @@ def _silu(x):
 
 
 CASES = {                    # function, float64 reference, max ulps allowed (measured max in brackets)
-    "exp": (lucid.exp, np.exp, 1.0),                                  # (0.98)
+    "exp": (lucid.exp, np.exp, 1.0),                                  # (0.93)
     "tanh": (lucid.tanh, np.tanh, 1.5),                               # (1.39; libm tanhf: 2.12)
     "sigmoid": (lucid.sigmoid, _sigmoid, 2.5),                        # (2.22, as with libm expf)
-    "silu": (lucid.nn.functional.silu, _silu, 3.0),
+    "silu": (lucid.nn.functional.silu, _silu, 3.0),                   # (2.19)
+    "elu": (lucid.nn.functional.elu, lambda x: np.where(x > 0, x, np.expm1(x)), 1.5),   # (0.83: expm1 of x < 0)
 }
 
 
@@ -69,8 +72,12 @@ def test_max_ulp_error_against_float64(name):
 
 
 def test_edge_values_exactly():
-    got = lucid.compile(lambda t: (lucid.exp(t), lucid.tanh(t)))(lucid.tensor(EDGES))
-    exp, tanh = (g.numpy() for g in got)
+    got = lucid.compile(lambda t: (lucid.exp(t), lucid.tanh(t), lucid.nn.functional.elu(-t)))(lucid.tensor(EDGES))
+    exp, tanh, elu = (g.numpy() for g in got)
+    assert np.array_equal(np.signbit(elu[EDGES == 0]), [True, False])      # elu(-0) = expm1(-0) = -0
+    assert elu[EDGES == np.inf].tolist() == [-1.0] and np.isnan(elu[np.isnan(EDGES)]).all()
+    positive = EDGES > 0                                                  # elu(-x) = expm1(-x) there
+    assert np.array_equal(elu[positive], np.expm1(-EDGES[positive].astype(np.float64)).astype(np.float32))
     with np.errstate(over="ignore"):
         assert np.array_equal(np.isinf(exp), EDGES.astype(np.float64) > np.log(np.finfo(np.float32).max))
     assert exp[EDGES < -104].tolist() == [0.0] * int((EDGES < -104).sum())
@@ -90,7 +97,7 @@ def test_softmax_rows_against_float64():
     np.testing.assert_allclose(got, shifted / shifted.sum(axis=1, keepdims=True), rtol=2e-6, atol=1e-38)
 
 
-@pytest.mark.parametrize("rule", ["sigmoid", "tanh", "silu"])
+@pytest.mark.parametrize("rule", ["sigmoid", "tanh", "silu", "elu"])
 def test_loops_using_them_vectorise(rule):
     import llvmlite.binding as llvm
     import llvmlite.ir as ir
@@ -106,7 +113,8 @@ def test_loops_using_them_vectorise(rule):
         pointer.add_attribute("noalias")
     b = ir.IRBuilder(function.append_basic_block())
     with counted_loop(b, n) as i:
-        value = SCALAR[rule](Scalars(b, module), None, b.load(b.gep(source, [i])))
+        node = SimpleNamespace(attrs={"alpha": 1.0, "scale": 1.0, "input_scale": 1.0})
+        value = SCALAR[rule](Scalars(b, module), node, b.load(b.gep(source, [i])))
         b.store(value, b.gep(target, [i]))
     b.ret_void()
 
@@ -120,4 +128,4 @@ def test_loops_using_them_vectorise(rule):
     optimised = str(parsed)
     lanes = host().vector_floats
     assert f"fmul <{lanes} x float>" in optimised or f"fmul fast <{lanes} x float>" in optimised
-    assert "@llvm.exp" not in optimised and "@tanhf" not in optimised and "@expf" not in optimised
+    assert not any(f"@{name}" in optimised for name in ("llvm.exp", "expf", "expm1f", "tanhf"))

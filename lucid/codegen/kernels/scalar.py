@@ -45,6 +45,10 @@ class Scalars:
         """e^x: float32 in straight-line IR that vectorises (`vector_math`), float64 by the intrinsic."""
         return vector_math.exp(self.b, x) if x.type == F32 else self.call("exp", x.type, x)
 
+    def expm1(self, x: ir.Value) -> ir.Value:
+        """e^x - 1: float32 in straight-line IR that vectorises (`vector_math`), float64 by libm."""
+        return vector_math.expm1(self.b, self.module, x) if x.type == F32 else self.libm("expm1", x.type, x)
+
     def tanh(self, x: ir.Value) -> ir.Value:
         """tanh x: float32 in straight-line IR that vectorises (`vector_math`), float64 by libm."""
         return vector_math.tanh(self.b, self.module, x) if x.type == F32 else self.libm("tanh", x.type, x)
@@ -238,7 +242,7 @@ SCALAR = {
 
 def _elu(s, node, x):
     attrs, b = node.attrs, s.b
-    negative = b.fmul(s.libm("expm1", x.type, b.fmul(x, s.const(x.type, attrs["input_scale"]))),
+    negative = b.fmul(s.expm1(b.fmul(x, s.const(x.type, attrs["input_scale"]))),
                       s.const(x.type, attrs["alpha"] * attrs["scale"]))
     return b.select(b.fcmp_ordered(">", x, s.const(x.type, 0)), b.fmul(x, s.const(x.type, attrs["scale"])), negative)
 

@@ -1,4 +1,4 @@
-"""exp and tanh for float32 as straight-line LLVM IR (no calls, no branches), so that LLVM's loop
+"""exp, expm1 and tanh for float32 as straight-line LLVM IR (no calls, no branches), so that LLVM's loop
 vectoriser vectorises the elementwise, softmax and activation loops that use them.
 
 A libm call or the `llvm.exp.f32` intrinsic runs one scalar call per element: LLVM has no vector
@@ -6,11 +6,14 @@ math library to widen them into. These versions use only arithmetic, integer bit
 compares and selects, each of which has a vector instruction.
 
 `exp(b, x)`: x = k·ln2 + r with k = round(x / ln2) and |r| <= ln2/2 (ln2 split into a short high
-part, so k·ln2_high is exact, and a low correction); e^r by its degree-7 Taylor polynomial
-(truncation error below 0.1 ulp on that interval); times 2^k built from exponent bits, as two
+part, so k·ln2_high is exact, and a low correction); e^r - 1 = q by its degree-8 Taylor polynomial
+(truncation error below 0.05 ulp on that interval); 1 + q times 2^k built from exponent bits, as two
 factors 2^(k//2)·2^(k - k//2) so that k = 128 (results near FLT_MAX) and k down to -150 (denormal
 results, rounded once by the last multiply) stay in range. Inputs are first clamped to
 [-104, 89], outside of which the float32 result is 0 or inf; NaN is passed through.
+
+`expm1(b, module, x)`: the same reduction; 2^k·q + (2^k - 1) while |k| <= 24 (2^k - 1 exact, and
+for k = 0 just q, accurate near 0), else e^x - 1 (-1 or ≈ e^x there); the sign of x (so -0 stays -0).
 
 `tanh(b, x)`: sign(x) times, for |x| < 0.55, the odd Taylor series |x| + |x|³·Q(x²) to x^19 (terms shrink by
 about (2x/π)² per step, so it is below 0.1 ulp there), else 1 - 2/(e^(2|x|) + 1),
@@ -32,7 +35,8 @@ _LN2_HIGH = 0.693359375            # 355/512: k·_LN2_HIGH is exact for the |k| 
 _LN2_LOW = math.log(2.0) - _LN2_HIGH
 _ROUNDING = 12582912.0             # 1.5·2^23: adding it rounds a float32 of magnitude < 2^22 to an integer
 _LOWEST_INPUT, _HIGHEST_INPUT = -104.0, 89.0
-_EXP_TERMS = [1 / math.factorial(n) for n in range(2, 8)]          # e^r = 1 + r + r²·(1/2! + r/3! + ...)
+_EXP_TERMS = [1 / math.factorial(n) for n in range(2, 9)]          # e^r - 1 = r + r²·(1/2! + r/3! + ...)
+_EXPM1_EXACT_SHIFT = 24            # 2^k - 1 is exact in float32 for |k| <= 24
 _TANH_SERIES_BELOW = 0.55
 
 
@@ -71,18 +75,47 @@ def _power_of_two(b: ir.IRBuilder, k: ir.Value) -> ir.Value:
     return b.bitcast(b.shl(b.add(k, ir.Constant(I32, 127)), ir.Constant(I32, 23)), F32)
 
 
+class _Reduced:
+    """x = k·ln2 + r with k = round(x / ln2), |r| <= ln2/2, and q = e^r - 1, for x clamped to
+    [-104, 89] (NaN becomes -104: callers pass NaN through themselves)."""
+
+    def __init__(self, b: ir.IRBuilder, x: ir.Value):
+        low = b.select(b.fcmp_unordered("<", x, _f32(_LOWEST_INPUT)), _f32(_LOWEST_INPUT), x)
+        clamped = b.select(b.fcmp_ordered(">", low, _f32(_HIGHEST_INPUT)), _f32(_HIGHEST_INPUT), low)
+        shifted = b.fadd(b.fmul(clamped, _f32(1 / math.log(2.0))), _f32(_ROUNDING))
+        self.k = b.fsub(shifted, _f32(_ROUNDING))
+        r = b.fsub(b.fsub(clamped, b.fmul(self.k, _f32(_LN2_HIGH))), b.fmul(self.k, _f32(_LN2_LOW)))
+        self.q = b.fadd(r, b.fmul(b.fmul(r, r), _horner(b, r, _EXP_TERMS)))
+        self.whole = b.fptosi(self.k, I32)
+
+    def exp(self, b: ir.IRBuilder) -> ir.Value:
+        """(1 + q)·2^k, as two factors 2^(k//2)·2^(k - k//2) so every k in [-150, 128] is in range."""
+        half = b.ashr(self.whole, ir.Constant(I32, 1))
+        e_r = b.fadd(_f32(1.0), self.q)
+        return b.fmul(b.fmul(e_r, _power_of_two(b, half)), _power_of_two(b, b.sub(self.whole, half)))
+
+
+def _pass_nan(b: ir.IRBuilder, x: ir.Value, value: ir.Value) -> ir.Value:
+    return b.select(b.fcmp_unordered("uno", x, x), x, value)
+
+
 def exp(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """e^x for a float32 `x`, within 1 ulp (see the module docstring)."""
-    low = b.select(b.fcmp_unordered("<", x, _f32(_LOWEST_INPUT)), _f32(_LOWEST_INPUT), x)   # NaN -> low
-    clamped = b.select(b.fcmp_ordered(">", low, _f32(_HIGHEST_INPUT)), _f32(_HIGHEST_INPUT), low)
-    shifted = b.fadd(b.fmul(clamped, _f32(1 / math.log(2.0))), _f32(_ROUNDING))
-    k = b.fsub(shifted, _f32(_ROUNDING))
-    r = b.fsub(b.fsub(clamped, b.fmul(k, _f32(_LN2_HIGH))), b.fmul(k, _f32(_LN2_LOW)))
-    e_r = b.fadd(_f32(1.0), b.fadd(r, b.fmul(b.fmul(r, r), _horner(b, r, _EXP_TERMS))))
-    whole = b.fptosi(k, I32)
-    half = b.ashr(whole, ir.Constant(I32, 1))
-    scaled = b.fmul(b.fmul(e_r, _power_of_two(b, half)), _power_of_two(b, b.sub(whole, half)))
-    return b.select(b.fcmp_unordered("uno", x, x), x, scaled)
+    return _pass_nan(b, x, _Reduced(b, x).exp(b))
+
+
+def expm1(b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
+    """e^x - 1 for a float32 `x`, within 2 ulp (see the module docstring)."""
+    reduced = _Reduced(b, x)
+    bound = ir.Constant(I32, _EXPM1_EXACT_SHIFT)
+    below = b.select(b.icmp_signed(">", reduced.whole, bound), bound, reduced.whole)
+    scale = _power_of_two(b, b.select(b.icmp_signed("<", below, b.neg(bound)), b.neg(bound), below))
+    near = b.fadd(b.fmul(scale, reduced.q), b.fsub(scale, _f32(1.0)))
+    far = b.fsub(reduced.exp(b), _f32(1.0))
+    magnitude_k = b.call(intrinsic(module, "llvm.fabs.f32", F32, [F32]), [reduced.k])
+    value = b.select(b.fcmp_ordered(">", magnitude_k, _f32(_EXPM1_EXACT_SHIFT)), far, near)
+    signed = b.call(intrinsic(module, "llvm.copysign.f32", F32, [F32, F32]), [value, x])      # keeps -0
+    return _pass_nan(b, x, signed)
 
 
 def tanh(b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
