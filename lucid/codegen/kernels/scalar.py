@@ -18,6 +18,7 @@ import llvmlite.ir as ir
 
 from ...ir.types import as_dtype, bool_
 from ..irgen import F32, F64, I1, I64, intrinsic
+from . import vector_math
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
@@ -39,6 +40,18 @@ class Scalars:
 
     def libm(self, name: str, ty: ir.Type, x: ir.Value) -> ir.Value:
         return self.b.call(intrinsic(self.module, name + ("f" if ty == F32 else ""), ty, [ty]), [x])
+
+    def exp(self, x: ir.Value) -> ir.Value:
+        """e^x: float32 in straight-line IR that vectorises (`vector_math`), float64 by the intrinsic."""
+        return vector_math.exp(self.b, x) if x.type == F32 else self.call("exp", x.type, x)
+
+    def expm1(self, x: ir.Value) -> ir.Value:
+        """e^x - 1: float32 in straight-line IR that vectorises (`vector_math`), float64 by libm."""
+        return vector_math.expm1(self.b, self.module, x) if x.type == F32 else self.libm("expm1", x.type, x)
+
+    def tanh(self, x: ir.Value) -> ir.Value:
+        """tanh x: float32 in straight-line IR that vectorises (`vector_math`), float64 by libm."""
+        return vector_math.tanh(self.b, self.module, x) if x.type == F32 else self.libm("tanh", x.type, x)
 
 
 def register_type(dtype) -> ir.Type:
@@ -116,7 +129,7 @@ def _sign(s, node, x):
 
 def _sigmoid(s, node, x):
     b, one = s.b, s.const(x.type, 1)
-    e = s.call("exp", x.type, b.fneg(s.call("fabs", x.type, x)))
+    e = s.exp(b.fneg(s.call("fabs", x.type, x)))
     denominator = b.fadd(one, e)
     return b.select(b.fcmp_ordered(">=", x, s.const(x.type, 0)), b.fdiv(one, denominator), b.fdiv(e, denominator))
 
@@ -138,7 +151,7 @@ def _gelu(s, node, x):
     if node.attrs["approximate"] == "tanh":
         cube = b.fmul(b.fmul(x, x), x)
         inner = b.fmul(s.const(x.type, _SQRT_2_OVER_PI), b.fadd(x, b.fmul(s.const(x.type, 0.044715), cube)))
-        return b.fmul(b.fmul(half, x), b.fadd(one, s.libm("tanh", x.type, inner)))
+        return b.fmul(b.fmul(half, x), b.fadd(one, s.tanh(inner)))
     erf = s.libm("erf", x.type, b.fdiv(x, s.const(x.type, math.sqrt(2.0))))
     return b.fmul(b.fmul(half, x), b.fadd(one, erf))
 
@@ -209,8 +222,8 @@ def _unary_libm(name: str):
 
 SCALAR = {
     "neg": _neg, "abs": _abs, "sign": _sign,
-    "exp": _unary_float("exp"), "log": _unary_float("log"), "sqrt": _unary_float("sqrt"),
-    "erf": _unary_libm("erf"), "tanh": _unary_libm("tanh"),
+    "exp": lambda s, node, x: s.exp(x), "log": _unary_float("log"), "sqrt": _unary_float("sqrt"),
+    "erf": _unary_libm("erf"), "tanh": lambda s, node, x: s.tanh(x),
     "sigmoid": _sigmoid, "relu": _relu, "leaky_relu": _leaky_relu, "gelu": _gelu,
     "pow_scalar": _pow, "clamp": _clamp,
     "cast": lambda s, node, x: x,          # operands arrive converted to the output dtype
@@ -229,13 +242,13 @@ SCALAR = {
 
 def _elu(s, node, x):
     attrs, b = node.attrs, s.b
-    negative = b.fmul(s.libm("expm1", x.type, b.fmul(x, s.const(x.type, attrs["input_scale"]))),
+    negative = b.fmul(s.expm1(b.fmul(x, s.const(x.type, attrs["input_scale"]))),
                       s.const(x.type, attrs["alpha"] * attrs["scale"]))
     return b.select(b.fcmp_ordered(">", x, s.const(x.type, 0)), b.fmul(x, s.const(x.type, attrs["scale"])), negative)
 
 
 def _log1p_exp(s, x):
-    return s.libm("log1p", x.type, s.call("exp", x.type, x))
+    return s.libm("log1p", x.type, s.exp(x))
 
 
 def _softplus(s, node, x):
@@ -246,11 +259,11 @@ def _softplus(s, node, x):
 
 
 def _silu(s, node, x):
-    return s.b.fdiv(x, s.b.fadd(s.const(x.type, 1), s.call("exp", x.type, s.b.fneg(x))))
+    return s.b.fdiv(x, s.b.fadd(s.const(x.type, 1), s.exp(s.b.fneg(x))))
 
 
 def _mish(s, node, x):
-    return s.b.fmul(x, s.libm("tanh", x.type, _log1p_exp(s, x)))
+    return s.b.fmul(x, s.tanh(_log1p_exp(s, x)))
 
 
 def _clip(s, x, low, high):

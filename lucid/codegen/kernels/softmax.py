@@ -63,7 +63,7 @@ def _rows(lowering: Lowering, node: Node, outer: int, n: int, inner: int) -> Non
             m = b.load(peak)
             b.store(ir.Constant(ty, 0.0), total)
             with counted_loop(b, k.extent(n), name="i") as i:
-                e = s.call("exp", ty, b.fsub(b.load(b.gep(xp, [b.add(base, i)])), m))
+                e = s.exp(b.fsub(b.load(b.gep(xp, [b.add(base, i)])), m))
                 if not log:
                     b.store(e, b.gep(yp, [b.add(base, i)]))
                 b.store(b.fadd(b.load(total), e, flags=REASSOC), total)
@@ -115,7 +115,7 @@ def _columns(lowering: Lowering, node: Node, outer: int, n: int, inner: int) -> 
                 b.store(s.call("maximum", ty, b.load(peak), b.load(b.gep(xp, [index]))), peak)
 
             def add_exp(index, peak, total):
-                e = s.call("exp", ty, b.fsub(b.load(b.gep(xp, [index])), b.load(peak)))
+                e = s.exp(b.fsub(b.load(b.gep(xp, [index])), b.load(peak)))
                 if not log:
                     b.store(e, b.gep(yp, [index]))
                 b.store(b.fadd(b.load(total), e), total)
