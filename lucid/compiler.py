@@ -80,7 +80,7 @@ class Compiled:
 
     #: The attributes of the compiled object itself (a CompiledModule passes any other to its module).
     OWN_ATTRIBUTES = frozenset({"fn", "graphs", "variants", "_forward_only", "_snapshot", "_stale", "_counts",
-                                "_backward_stages", "dynamic", "_seen", "_static_reason"})
+                                "_backward_stages", "dynamic", "_seen", "_served", "_static_reason"})
 
     def __init__(self, fn_or_module):
         self.fn = fn_or_module
@@ -92,7 +92,8 @@ class Compiled:
         self._counts = {"traces": 0, "native_compiles": 0, "cache_loads": 0}
         self._backward_stages = None    # (groups of parameters, on_stage) once stage_backward is called
         self.dynamic = None             # True, None (automatic) or False: see the module docstring
-        self._seen: list = []           # (input types, modes) of the calls traced for their sizes
+        self._seen: dict = {}           # (input types, modes) of the calls compiled for their own sizes
+        self._served: dict = {}         # (input types, modes) -> the input types of the graph serving them
         self._static_reason = None      # why automatic dynamic sizes were given up, once they were
 
     @property
@@ -147,15 +148,21 @@ class Compiled:
         modes = self._snapshot.modes
         if any(t.is_symbolic for t in types):          # specs with symbolic sizes: compiled as given
             return self._variant_of(types, modes, inputs)
+        served = self._served.get((types, modes))
+        if served is not None:                         # sizes called before: the graph that served them
+            return self._variant_of(served, modes, inputs)
         symbolic_types = self._symbolic_types(types, modes)
         if symbolic_types is not None:
             try:
-                return self._variant_of(symbolic_types, modes, inputs)
+                variant = self._variant_of(symbolic_types, modes, inputs)
+                self._served[(types, modes)] = symbolic_types
+                return variant
             except (CompileError, ShapeError, TraceError) as error:
                 if self.dynamic:
                     raise
                 self._give_up_dynamic(symbolic_types, modes, error)
-        self._seen.append((types, modes))
+        self._seen[(types, modes)] = None
+        self._served[(types, modes)] = types
         return self._variant_of(types, modes, inputs)
 
     def _symbolic_types(self, types: tuple, modes: tuple):
@@ -193,6 +200,7 @@ class Compiled:
     def _give_up_dynamic(self, symbolic_types: tuple, modes: tuple, error: Exception) -> None:
         """Automatic dynamic sizes failed for this model: log why, once, and compile static variants."""
         self.graphs.pop((symbolic_types, modes), None)
+        self._served = {key: served for key, served in self._served.items() if served != symbolic_types}
         self.variants = {key: v for key, v in self.variants.items() if key[0] != symbolic_types}
         self._static_reason = f"{type(error).__name__}: {error}"
         _announce(f"{self._title}: sizes vary, but the model compiles for fixed sizes only ({self._static_reason})")
@@ -216,7 +224,7 @@ class Compiled:
         """Record the module again; when `change` voids the traced graphs, drop them and every variant."""
         if change is not None:
             self._stale = f"{change} ({len(self.variants)} compiled variant(s) dropped)"
-            self.graphs, self.variants, self._forward_only = {}, {}, {}
+            self.graphs, self.variants, self._forward_only, self._served = {}, {}, {}, {}
         self._snapshot = Snapshot.of(self.fn, self.graphs.values())
 
     def _trace(self, types: tuple, modes: tuple):

@@ -117,6 +117,17 @@ def test_automatic_dynamic_after_a_second_size():
     assert built(compiled) == before > after_second
 
 
+def test_repeated_calls_keep_no_history_beyond_the_distinct_sizes():
+    """What a compiled object remembers of its calls grows with the distinct sizes it served, not
+    with the number of calls (it once kept every call's types and scanned them on each call)."""
+    compiled = lucid.compile(lambda x: (x * 2).relu())
+    for shape in [(2, 3, 16)] * 50 + [(2, 3, 24)] * 50 + [(2, 3, 31)] * 50:
+        x = lucid.randn(*shape)
+        np.testing.assert_allclose(compiled(x).numpy(), np.maximum(x.numpy() * 2, 0), rtol=1e-6)
+    assert len(compiled._seen) == 1 and len(compiled._served) == 3
+    assert compiled.stats()["traces"] == 2 and compiled.stats()["dynamic_variants"] == 1
+
+
 def conv_net():
     lucid.manual_seed(1)
     return nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.ReLU())
