@@ -202,16 +202,7 @@ class Case:
     def lucid_step(self, backward: bool, compiled: bool):
         fn = self.compiled if compiled else (lambda x, w, b: self.lucid_fn(x, w, b, **self.options))
         tensors = [lucid.Tensor(a, requires_grad=backward) for a in (self.x, self.w, self.b)]
-
-        def step():
-            if backward:
-                for t in tensors:
-                    t.grad = None
-                fn(*tensors).sum().backward()
-            else:
-                with lucid.no_grad():
-                    fn(*tensors)
-        return step
+        return conv_step(fn, tensors, backward, lucid.no_grad)
 
     def torch_step(self, backward: bool, channels_last: bool = False):
         """PyTorch's step in its default layout, or with the input and weight in channels-last memory."""
@@ -222,16 +213,21 @@ class Case:
             layout = torch.channels_last_3d if self.rank == 3 else torch.channels_last
             tensors[:2] = [t.contiguous(memory_format=layout) for t in tensors[:2]]
         tensors = [t.requires_grad_(backward) for t in tensors]
+        return conv_step(lambda x, w, b: self.torch_fn(x, w, b, **self.options), tensors, backward, torch.no_grad)
 
-        def step():
-            if backward:
-                for t in tensors:
-                    t.grad = None
-                self.torch_fn(*tensors, **self.options).sum().backward()
-            else:
-                with torch.no_grad():
-                    self.torch_fn(*tensors, **self.options)
-        return step
+
+def conv_step(fn, tensors: list, backward: bool, no_grad):
+    """One timed call of `fn(*tensors)` (either framework's): forward + `.sum().backward()` with the
+    gradients reset, or the forward alone under `no_grad()`."""
+    def step():
+        if backward:
+            for t in tensors:
+                t.grad = None
+            fn(*tensors).sum().backward()
+        else:
+            with no_grad():
+                fn(*tensors)
+    return step
 
 
 def run(names: list, thread_counts: list, repeats: int, eager: bool, quick: bool = False) -> None:

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from conv import SHAPES, Case, cell, median_times, restart_with_malloc_tunables, shapes_help
+from conv import SHAPES, Case, cell, conv_step, median_times, restart_with_malloc_tunables, shapes_help
 
 restart_with_malloc_tunables()
 
@@ -34,15 +34,7 @@ def torch_compiled_step(case: Case, backward: bool):
 
     fn = torch_compiled(lambda x, w, b: case.torch_fn(x, w, b, **case.options))
     tensors = [torch.tensor(a).requires_grad_(backward) for a in (case.x, case.w, case.b)]
-
-    def step():
-        if backward:
-            for t in tensors:
-                t.grad = None
-            fn(*tensors).sum().backward()
-        else:
-            with torch.no_grad():
-                fn(*tensors)
+    step = conv_step(fn, tensors, backward, torch.no_grad)
     step()
     return step
 

@@ -79,8 +79,7 @@ def emit_map(lowering: Lowering, name: str, nodes: list, output: Value) -> None:
         return
     shape, merged = simple
     out_strides, strides = merged[0], merged[1:]
-    chunks = max(1, math.ceil(shape[-1] / CHUNK)) if not symbolic.is_symbolic(shape[-1]) \
-        else symbolic.ceil_div(shape[-1], CHUNK)
+    chunks = symbolic.ceil_div(shape[-1], CHUNK)        # shape[-1] >= 1: simplify dropped empty spaces
     rows = math.prod(shape[:-1])
 
     def body(k, item):

@@ -182,7 +182,7 @@ def _output_blocks(outputs, work_per_output) -> tuple:
     """(outputs per work item, items) so that an item has about CHUNK elements of work (one output
     per item when its work is a symbolic size)."""
     group = 1 if symbolic.is_symbolic(work_per_output) else max(1, CHUNK // max(work_per_output, 1))
-    return group, symbolic.ceil_div(outputs, group) if symbolic.is_symbolic(outputs) else math.ceil(outputs / group)
+    return group, symbolic.ceil_div(outputs, group)
 
 
 def _for_outputs(k, item, outputs, group: int, body) -> None:
