@@ -271,15 +271,26 @@ def run(names: list, thread_counts: list, repeats: int, eager: bool, quick: bool
         note(THREADS_SLOWER)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=shapes_help(),
+def timing_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """--threads, --repeats and --quick, as the scripts timing lucid against its peers take them."""
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts to time (default 1 2)")
+    parser.add_argument("--repeats", type=int, default=7, help="at least this many timed calls per side (default 7)")
+    parser.add_argument("--quick", action="store_true", help="2 repeats, no warm-up or time budget (a smoke run)")
+    return parser
+
+
+def rows_parser(description: str) -> argparse.ArgumentParser:
+    """The options of a script timing conv.py's rows: --shapes, then `timing_options`."""
+    parser = argparse.ArgumentParser(description=description, epilog=shapes_help(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES), metavar="SHAPE",
                         help="shapes to time, from the list below (default: all)")
-    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts to time (default 1 2)")
-    parser.add_argument("--repeats", type=int, default=7, help="at least this many timed calls per side (default 7)")
+    return timing_options(parser)
+
+
+def main(argv=None) -> None:
+    parser = rows_parser(__doc__.splitlines()[0])
     parser.add_argument("--eager", action="store_true", help="also time lucid's eager mode (slow)")
-    parser.add_argument("--quick", action="store_true", help="2 repeats, no warm-up or time budget (a smoke run)")
     args = parser.parse_args(argv)
     run(args.shapes, args.threads, 2 if args.quick else args.repeats, args.eager, args.quick)
 

@@ -12,13 +12,12 @@ above 1, lucid is faster. `best/lucid` is the fastest peer's time over lucid's.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-from conv import SHAPES, Case, cell, conv_step, median_times, restart_with_malloc_tunables, shapes_help
+from conv import Case, cell, conv_step, median_times, restart_with_malloc_tunables, rows_parser
 
 restart_with_malloc_tunables()
 
@@ -83,14 +82,7 @@ def row(case: Case, backward: bool, threads: int, available: set, folder: Path, 
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=shapes_help(),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES), metavar="SHAPE",
-                        help="shapes to time, from the list below (default: all)")
-    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts to time (default 1 2)")
-    parser.add_argument("--repeats", type=int, default=7, help="at least this many timed calls per side (default 7)")
-    parser.add_argument("--quick", action="store_true", help="2 repeats, no warm-up or time budget (a smoke run)")
-    args = parser.parse_args(argv)
+    args = rows_parser(__doc__.splitlines()[0]).parse_args(argv)
     run(args.shapes, args.threads, 2 if args.quick else args.repeats, args.quick)
 
 

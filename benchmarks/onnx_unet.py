@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from conv import cell, median_times, note, ratio, restart_with_malloc_tunables
+from conv import cell, median_times, note, ratio, restart_with_malloc_tunables, timing_options
 
 if __name__ == "__main__":
     restart_with_malloc_tunables()
@@ -116,10 +116,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=parse_shape, default=(1, 1, 32, 32, 32),
                         help="UNet3D's input shape N,1,D,H,W with D, H, W multiples of 4 (default 1,1,32,32,32)")
-    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts to time (default 1 2)")
-    parser.add_argument("--repeats", type=int, default=7, help="at least this many timed calls per side (default 7)")
-    parser.add_argument("--quick", action="store_true", help="2 repeats, no warm-up or time budget (a smoke run)")
-    args = parser.parse_args(argv)
+    args = timing_options(parser).parse_args(argv)
     run(args.shape, args.threads, 2 if args.quick else args.repeats, args.quick)
 
 
