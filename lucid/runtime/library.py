@@ -43,8 +43,9 @@ def load(path, weights=None) -> "Library":
 
 class Library:
     """A loaded library: `library(*inputs)` returns its output array (a tuple of them when the
-    exported function returned a tuple). `input_shapes`, `output_shapes`, `name`, `selftest()`,
-    `set_num_threads(n)`."""
+    exported function returned a tuple). `input_shapes`, `output_shapes` (-1 for a symbolic
+    dimension), `symbolic` (whether the library takes its inputs' shapes per call), `name`,
+    `selftest()`, `set_num_threads(n)`."""
 
     def __init__(self, path, weights=None):
         self.path = Path(path)
@@ -76,16 +77,14 @@ class Library:
 
     def __call__(self, *inputs):
         arrays = self._checked(inputs)
-        in_pointers = (_FLOATS * max(len(arrays), 1))(*(a.ctypes.data_as(_FLOATS) for a in arrays))
         if self.symbolic:
             shapes = _int64s([d for a in arrays for d in a.shape])
             outputs = [np.empty(shape, np.float32) for shape in self._output_shapes_for(shapes)]
-            out_pointers = (_FLOATS * max(len(outputs), 1))(*(a.ctypes.data_as(_FLOATS) for a in outputs))
-            self._check(self._run(shapes, in_pointers, out_pointers), f"{self.name}_run_dims")
+            arguments = (shapes, _pointers(arrays), _pointers(outputs))
         else:
             outputs = [np.empty(shape, np.float32) for shape in self.output_shapes]
-            out_pointers = (_FLOATS * max(len(outputs), 1))(*(a.ctypes.data_as(_FLOATS) for a in outputs))
-            self._check(self._run(in_pointers, out_pointers), f"{self.name}_run")
+            arguments = (_pointers(arrays), _pointers(outputs))
+        self._check(self._run(*arguments), self._run.__name__)
         return tuple(outputs) if self._returns_tuple else outputs[0]
 
     def selftest(self) -> None:
@@ -162,6 +161,10 @@ class Library:
 
 def _int64s(values: list):
     return (ctypes.c_int64 * max(len(values), 1))(*values)
+
+
+def _pointers(arrays: list):
+    return (_FLOATS * max(len(arrays), 1))(*(a.ctypes.data_as(_FLOATS) for a in arrays))
 
 
 def _open(path: Path) -> ctypes.CDLL:
