@@ -4,8 +4,9 @@ Checked against eager lucid (eval mode) at every size: a model of the families c
 symbolically (group norm, activations, max and average pooling, softmax, reductions; two outputs)
 exported once runs batch sizes 1..8 and volumes 16..48 (and odd sizes) through `lucid.runtime` and
 through a C program calling `N_run_dims` (tests/aot/run_dims.c), with calls of different sizes from
-two threads at once; `N_input_shape` reports the symbolic dimensions as -1; the self-test runs (at
-two sizes); a size outside a dimension's range, and one violating a constraint the trace recorded,
+two threads at once; two inputs sharing a dimension, and an output that is an input (copied at
+the call's size); `N_input_shape` reports the symbolic dimensions as -1; the self-test runs and checks
+both of its sizes (wrong golden data at the second size fails it); a size outside a dimension's range, and one violating a constraint the trace recorded,
 are refused before any kernel runs (Python: a ShapeError naming the dimension and the constraint; C:
 -1 and the message); the library exports the concrete ABI plus `N_run_dims` and
 `N_output_shape_dims`; `lucid export --input N,2,D:8,...`. A Conv3d model runs the same way once
@@ -26,7 +27,7 @@ import lucid.nn as nn
 import lucid.nn.functional as F
 import lucid.runtime
 from lucid.cli import main
-from lucid.errors import CompileError, ShapeError
+from lucid.errors import CompileError, LibraryError, ShapeError
 from model_helpers import run_in_threads
 
 HERE = Path(__file__).resolve().parent
@@ -146,6 +147,50 @@ def test_sizes_outside_the_range_or_the_constraints_are_refused(pool_net, folder
         even(data((2, 3, 7)))
     assert "Constraint: L % 2 == 0" in files.header.read_text()
     even.selftest()                                 # its two sizes: L = 2 and L = 6
+
+
+def test_two_inputs_share_a_dimension_and_an_input_is_an_output(folder):
+    """N read from input 0 and checked in input 1; the output that is input 0 is copied at its size."""
+    def fn(x, y):
+        return (x * y).relu().sum(dim=2), x
+
+    files = lucid.export(fn, lucid.spec(lucid.dim("N"), 3, lucid.dim("L")), lucid.spec(lucid.dim("N"), 3, 1),
+                         path=folder / "pair.so")
+    library = lucid.runtime.load(files.library)
+    for n, length in [(1, 1), (4, 7), (2, 300)]:
+        x, y = data((n, 3, length), n), data((n, 3, 1), n + 1)
+        reduced, same = library(x, y)
+        assert_close(reduced, np.maximum(x * y, 0).sum(axis=2))
+        np.testing.assert_array_equal(same, x)
+    with pytest.raises(ShapeError, match=r"input 1 has size 3 on axis 0; the model needs 2 there \(N\)"):
+        library(data((2, 3, 4)), data((3, 3, 1)))
+
+
+def test_selftest_runs_two_sizes(folder, monkeypatch):
+    """The golden data of both sizes is checked: a library whose second size's golden outputs are
+    wrong fails its self-test there, while its code is right."""
+    import lucid.ir.interpreter as interpreter
+    from lucid.aot.exporter import selftest_sizes
+
+    def even_rows(x):
+        assert x.shape[2] % 2 == 0
+        return x.tanh()
+
+    spec = lucid.spec(lucid.dim("N"), 3, lucid.dim("L", min=2))
+    assert selftest_sizes(lucid.trace(even_rows, spec)) == [{"L": 2, "N": 1}, {"L": 6, "N": 4}]
+    honest, calls = interpreter.run, []
+
+    def second_call_wrong(graph, *xs):
+        calls.append(xs[0].shape)
+        return honest(graph, *xs) + np.float32(0.5 if len(calls) == 2 else 0)
+
+    monkeypatch.setattr(interpreter, "run", second_call_wrong)
+    library = lucid.runtime.load(lucid.export(even_rows, spec, path=folder / "wrong_second.so").library)
+    assert calls == [(1, 3, 2), (4, 3, 6)]
+    with pytest.raises(LibraryError, match=r"wrong_second_selftest: output 0 element 0 is .*, expected"):
+        library.selftest()
+    x = data((4, 3, 6))
+    np.testing.assert_allclose(library(x), np.tanh(x), rtol=1e-5, atol=1e-6)
 
 
 # ============================================================================== C
