@@ -147,6 +147,13 @@ def test_sizes_outside_the_range_or_the_constraints_are_refused(pool_net, folder
         even(data((2, 3, 7)))
     assert "Constraint: L % 2 == 0" in files.header.read_text()
     even.selftest()                                 # its two sizes: L = 2 and L = 6
+    program = build_program(files, folder)          # a C caller gets -1 and the same message
+    data((2, 3, 7)).tofile(folder / "even_in.bin")
+    done = subprocess.run([str(program), str(folder / "even_in.bin"), str(folder / "even_out.bin"), "2", "3", "7"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stdout.startswith(
+        "refused -1: even: even_run_dims: dimension L = 7 (input 0, axis 2) violates the constraint L % 2 == 0"), \
+        done.stdout + done.stderr
 
 
 def test_two_inputs_share_a_dimension_and_an_input_is_an_output(folder):
