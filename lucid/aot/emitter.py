@@ -39,6 +39,7 @@ import numpy as np
 
 from ..errors import ExportError
 from ..ir.graph import Graph
+from ..ir.specialize import _origin
 from ..ir.types import float32
 from ..codegen.build import graph_code, memory_plan_of, written_outputs
 from ..codegen.jit import objects
@@ -47,7 +48,6 @@ from ..codegen.target import Target, host
 from ..passes.memory_planning import ALIGNMENT
 from ..runtime import abi
 from ..runtime.workers import POOL_CPU_COUNT, POOL_CPUS, MAX_CPUS, POOL_WORDS, pool_module
-from ..ir.specialize import _origin
 from .sizes import c_string, define_sizes
 
 RUNTIME_SOURCE = Path(__file__).with_name("aot_runtime.c")
@@ -179,12 +179,12 @@ class _Tables:
         inputs and outputs are in the golden data (`offsets`, in the order of `golden`'s arrays)."""
         self.define("LUCID_NUM_GOLDEN", len(golden))
         self.array("golden_shapes", "int64_t", [d for inputs, _ in golden for a in inputs for d in np.shape(a)])
-        starts = np.cumsum([0] + [len(inputs) + len(outputs) for inputs, outputs in golden])
-        self.array("golden_input_offset", "int64_t",
-                   [offsets[start + k] for (inputs, _), start in zip(golden, starts) for k in range(len(inputs))])
-        self.array("golden_output_offset", "int64_t",
-                   [offsets[start + len(inputs) + k] for (inputs, outputs), start in zip(golden, starts)
-                    for k in range(len(outputs))])
+        at, inputs_at, outputs_at = iter(offsets), [], []
+        for inputs, outputs in golden:
+            inputs_at += [next(at) for _ in inputs]
+            outputs_at += [next(at) for _ in outputs]
+        self.array("golden_input_offset", "int64_t", inputs_at)
+        self.array("golden_output_offset", "int64_t", outputs_at)
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
@@ -298,17 +298,26 @@ def header_text(graph: Graph, name: str, weights_in_file: bool) -> str:
     lines += [" * It returns 0, or -1 with the reason in {0}_last_error() (thread-local). It may be called from".format(name),
               " * several threads at once; each call uses {0}_set_num_threads() threads (default: every core).".format(name),
               " */", f"#ifndef {guard}", f"#define {guard}", "", "#include <stdint.h>", "",
-              "#ifdef __cplusplus", 'extern "C" {', "#endif", "",
-              f"#define {upper}_ABI_VERSION {abi.ABI_VERSION}",
-              f"#define {upper}_NUM_INPUTS {len(graph.inputs)}",
-              f"#define {upper}_NUM_OUTPUTS {len(graph.outputs)}"]
+              "#ifdef __cplusplus", 'extern "C" {', "#endif", ""]
+    lines += _macros(graph, upper, symbols) + [""] + _declarations(name, symbols, weights_in_file)
+    lines += ["", "#ifdef __cplusplus", "}", "#endif", f"#endif /* {guard} */"]
+    return "\n".join(lines) + "\n"
+
+
+def _macros(graph: Graph, upper: str, symbols: list) -> list[str]:
+    lines = [f"#define {upper}_ABI_VERSION {abi.ABI_VERSION}",
+             f"#define {upper}_NUM_INPUTS {len(graph.inputs)}",
+             f"#define {upper}_NUM_OUTPUTS {len(graph.outputs)}"]
     if symbols:
-        lines.append(f"#define {upper}_INPUT_DIMS {sum(len(v.shape) for v in graph.inputs)}   /* values in shapes */")
-    else:
-        for what, values in (("INPUT", graph.inputs), ("OUTPUT", graph.outputs)):
-            for k, v in enumerate(values):
-                lines.append(f"#define {upper}_{what}{k}_ELEMENTS {v.type.size}")
-    lines += ["", f"int {name}_run(const float *const *inputs, float *const *outputs);"]
+        return lines + [f"#define {upper}_INPUT_DIMS {sum(len(v.shape) for v in graph.inputs)}   /* values in shapes */"]
+    for what, values in (("INPUT", graph.inputs), ("OUTPUT", graph.outputs)):
+        for k, v in enumerate(values):
+            lines.append(f"#define {upper}_{what}{k}_ELEMENTS {v.type.size}")
+    return lines
+
+
+def _declarations(name: str, symbols: list, weights_in_file: bool) -> list[str]:
+    lines = [f"int {name}_run(const float *const *inputs, float *const *outputs);"]
     if symbols:
         lines += [f"int {name}_run_dims(const int64_t *shapes, const float *const *inputs, float *const *outputs);",
                   f"int {name}_output_shape_dims(const int64_t *shapes, int i, int64_t *dims);  /* the rank, or -1 */"]
@@ -319,12 +328,10 @@ def header_text(graph: Graph, name: str, weights_in_file: bool) -> str:
               f"const char *{name}_last_error(void);",
               f"void {name}_set_num_threads(int threads);        /* 0: automatic */",
               f"int {name}_selftest(void);                       /* 0: the golden inputs give the golden outputs */",
-              f"int {name}_abi_version(void);                    /* {upper}_ABI_VERSION of the library */"]
+              f"int {name}_abi_version(void);                    /* {name.upper()}_ABI_VERSION of the library */"]
     if weights_in_file:
         lines.append(f"int {name}_load_weights(const char *path);   /* NULL: the .weights file beside the library */")
-    lines += [f"const char *{abi.INFO_SYMBOL}(void);               /* \"{abi.INFO_PREFIX} abi=... name=...\" */", "",
-              "#ifdef __cplusplus", "}", "#endif", f"#endif /* {guard} */"]
-    return "\n".join(lines) + "\n"
+    return lines + [f"const char *{abi.INFO_SYMBOL}(void);               /* \"{abi.INFO_PREFIX} abi=... name=...\" */"]
 
 
 def _shape_lines(graph: Graph) -> list[str]:
@@ -360,5 +367,6 @@ def _symbolic_call_comment(graph: Graph, name: str, symbols: list) -> list[str]:
               " * memory itself; the caller allocates the outputs, of the shapes",
               f" * {name}_output_shape_dims(shapes, i, dims) writes (it checks `shapes` likewise).",
               f" * {name}_input_shape and {name}_output_shape report a symbolic dimension as -1; {name}_run",
-              f" * (without shapes) refuses to run this model. {name}_selftest runs two sizes."]
+              f" * (without shapes) refuses to run this model. {name}_selftest runs two sizes (one when a range",
+              " * holds a single size)."]
     return lines
