@@ -9,6 +9,12 @@ out of range, with a ShapeError naming the operator, the attribute, what it expe
 An attribute that is a size (a reshape's shape, slice bounds, a resample's output size) is declared
 `Int(symbolic=True)` / `IntTuple(symbolic=True)`: it may also hold a symbolic size
 (`lucid.ir.symbolic.Expr`) whose smallest value (over its symbols' ranges) is within the bounds.
+Gradient rules compute such sizes from their inputs' shapes (a strided slice's gradient pads
+`(D + 1) % 2` after the last element; a strided conv's input gradient has that output_padding):
+those attributes are declared symbolic too, and a symbolic value's range (`symbolic.bounds`: a
+remainder lies in [0, k - 1]) is what the minimum is checked on. A number computed from sizes for
+arithmetic (a mean's 1 / count) is no attribute: it is a `size` node (`size.py`), so the operators
+doing the arithmetic stay ordinary maps.
 The graph checks every node this way before its shape rule runs (`lucid.ir.graph.infer_type`), so the
 parser, the verifier and every pass see only attributes the operator means. Rules that relate several
 attributes or the input types (a stride per spatial axis, output_padding below the stride) stay in
