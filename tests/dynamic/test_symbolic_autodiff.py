@@ -151,3 +151,46 @@ def test_a_remainder_plus_a_constant_has_the_remainders_range():
     assert symbolic.bounds((D + 1) % 2) == (0, 1)
     assert symbolic.bounds((W + 2) % 3 + 4) == (4, 6)
     assert symbolic.bounds(D - 2 * (D // 2)) == (0, 1)
+
+
+class EveryRule(nn.Module):
+    """The conv-free cases above in one model: a loss summing each case's mean square."""
+
+    def __init__(self):
+        super().__init__()
+        lucid.manual_seed(5)
+        self.cases = {name: fn() if fn.__code__.co_argcount == 0 else fn for name, fn in CASES.items()
+                      if "conv" not in name}
+        for k, fn in enumerate(self.cases.values()):
+            if isinstance(fn, nn.Module):
+                self.add_module(f"case{k}", fn)
+
+    def forward(self, x):
+        return sum((fn(x) ** 2).mean() for fn in self.cases.values())
+
+
+#: (batch, (D, H, W)): batches 1..8, volumes 16..48 in steps of 8, odd sizes; the first one the mins
+COMPILED_SIZES = [(1, (16, 16, 16)), (8, (24, 17, 16)), (3, (48, 16, 17)), (5, (17, 16, 40))]
+
+
+def test_compiled_gradients_of_every_rule_equal_eager_at_every_size():
+    model, reference = EveryRule(), EveryRule()
+    reference.load_state_dict(model.state_dict())
+    compiled = lucid.compile(model, dynamic=True)
+    modules = None
+    for n, volume in COMPILED_SIZES:
+        x = lucid.Tensor(np.random.default_rng(n).standard_normal((n, 3) + volume).astype(np.float32),
+                         requires_grad=True)
+        results = []
+        for fn in (compiled, reference):
+            x.grad = None
+            loss = fn(x)
+            loss.backward()
+            results.append((loss.numpy(), x.grad.numpy()))
+        stats = compiled.stats()
+        modules = modules or stats["native_compiles"] + stats["cache_loads"]
+        for got, expected in zip(*results):
+            np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-6, err_msg=f"at {(n, volume)}")
+    stats = compiled.stats()
+    assert stats["traces"] == 1 and stats["dynamic_variants"] == 1
+    assert stats["native_compiles"] + stats["cache_loads"] == modules

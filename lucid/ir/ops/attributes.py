@@ -43,7 +43,8 @@ class Schema:
 
 class Int(Schema):
     """A Python (or NumPy) integer, not a bool, in [min, max] (int64 by default); with `symbolic`,
-    also a symbolic size whose range starts within them."""
+    also a symbolic size whose range starts within them (without a `min`, any symbolic size: the
+    interval bounds of an expanded product such as `(D - 2)*(H - 2)` reach -inf)."""
 
     def __init__(self, min: int = INT64_MIN, max: int = INT64_MAX, symbolic: bool = False):
         self.min, self.max, self.symbolic = min, max, symbolic
@@ -52,7 +53,8 @@ class Int(Schema):
 
     def accepts(self, value) -> bool:
         if isinstance(value, Expr):
-            return self.symbolic and self.min <= bounds(value)[0] <= self.max
+            lowest = bounds(value)[0]
+            return self.symbolic and (self.min == INT64_MIN or self.min <= lowest) and lowest <= self.max
         return (isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
                 and self.min <= value <= self.max)
 

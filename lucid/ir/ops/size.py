@@ -22,7 +22,7 @@ from .registry import OpDef, emit, register
 class Size(OpDef):
     name = "size"
     differentiable = False
-    attributes = {"size": Int(min=0, symbolic=True)}
+    attributes = {"size": Int(symbolic=True)}      # a count, or a count minus one (n / (n - 1))
 
     def infer(self, attrs, like):
         self.require_float(like)
