@@ -132,6 +132,12 @@ def test_the_backward_of_a_symbolic_graph_takes_the_inputs_binding_its_sizes():
     x = np.zeros((4, 5, 3), np.float32)
     (gx,) = lucid.ir.run(split.backward, x, np.float32(6.0))
     np.testing.assert_allclose(gx, np.full(x.shape, 0.1), rtol=1e-6)
+    compiled = lucid.compile(lambda x: x.mean() * 3, dynamic=True)
+    for n, length in [(1, 2), (3, 7), (5, 4)]:
+        x = lucid.Tensor(np.ones((n, 3, length), np.float32), requires_grad=True)
+        compiled(x).backward()
+        np.testing.assert_allclose(x.grad.numpy(), np.full(x.shape, 3 / (n * 3 * length)), rtol=1e-6)
+    assert compiled.stats()["traces"] == 1
 
 
 def test_the_running_variance_of_a_symbolic_batch_norm_is_unbiased_per_call():
