@@ -114,6 +114,7 @@ def test_a_mean_divides_by_its_count_computed_per_call():
     grads = autodiff.run(graph, ["x"])
     sizes = [n for n in grads.nodes if n.op == "size"]
     assert [str(n.attrs["size"]) for n in sizes] == ["D*H"]
+    assert lucid.ir.parse(str(grads)) == grads                  # the text form keeps the symbolic count
     x = np.ones((2, 4, 5), np.float32)
     seed = np.arange(2, dtype=np.float32) + 1
     np.testing.assert_allclose(lucid.ir.run(grads, x, seed)[1], np.broadcast_to(seed[:, None, None] / 20, x.shape),
