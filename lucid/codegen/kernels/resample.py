@@ -79,33 +79,43 @@ def _table_kernel(lowering: Lowering, node: Node, a: _Axis) -> None:
 
 def _table_entries(k, o, a: _Axis, attrs: dict) -> list:
     """[i0, i1, w] (or [i0]) at output index o, computed as `resample_table` computes them."""
-    b, s = k.b, Scalars(k.b, k.module)
+    b = k.b
     n, m = k.extent(a.n), k.extent(a.m)
     last = b.sub(n, i64(1))
-    lowest = lambda x, y: b.select(b.icmp_signed("<", x, y), x, y)
-    index = lambda source: lowest(b.fptosi(s.call("floor", source.type, source), I64), last)
-    scale = attrs["scale"]
-    if not a.linear:                         # float32, as PyTorch computes nearest indices
-        step = ir.Constant(F32, float(np.float32(scale))) if scale is not None else \
-            b.fptrunc(b.fdiv(b.sitofp(n, F64), b.sitofp(m, F64)), F32)
-        shift = ir.Constant(F32, 0.5 if attrs["mode"] == "nearest-exact" else 0.0)
-        return [index(b.fmul(b.fadd(b.sitofp(o, F32), shift), step))]
-    position = b.sitofp(o, F64)
-    step = ir.Constant(F64, scale) if scale is not None else b.fdiv(b.sitofp(n, F64), b.sitofp(m, F64))
-    if attrs["mode"] == "linear-asymmetric":
-        source = b.fmul(position, step)
-    elif attrs["align_corners"]:
-        ratio = b.fdiv(b.sitofp(last, F64), b.sitofp(b.sub(m, i64(1)), F64))
-        source = b.fmul(position, b.select(b.icmp_signed(">", m, i64(1)), ratio, ir.Constant(F64, 0.0)))
-    else:
-        source = b.fsub(b.fmul(b.fadd(position, ir.Constant(F64, 0.5)), step), ir.Constant(F64, 0.5))
-        source = b.select(b.fcmp_ordered(">", source, ir.Constant(F64, 0.0)), source, ir.Constant(F64, 0.0))
-    i0 = index(source)
-    i1 = lowest(b.add(i0, i64(1)), last)
+    source = (_linear_source if a.linear else _nearest_source)(b, o, n, m, attrs)
+    i0 = _lowest(b, b.fptosi(Scalars(b, k.module).call("floor", source.type, source), I64), last)
+    if not a.linear:
+        return [i0]
     w = b.fsub(source, b.sitofp(i0, F64))
     w = b.select(b.fcmp_ordered("<", w, ir.Constant(F64, 0.0)), ir.Constant(F64, 0.0), w)
     w = b.select(b.fcmp_ordered(">", w, ir.Constant(F64, 1.0)), ir.Constant(F64, 1.0), w)
-    return [i0, i1, w if a.dtype == F64 else b.fptrunc(w, a.dtype)]
+    return [i0, _lowest(b, b.add(i0, i64(1)), last), w if a.dtype == F64 else b.fptrunc(w, a.dtype)]
+
+
+def _nearest_source(b: ir.IRBuilder, o, n, m, attrs: dict) -> ir.Value:
+    """The float32 source coordinate of a nearest mode (PyTorch computes nearest indices in float32)."""
+    scale = attrs["scale"]
+    step = ir.Constant(F32, float(np.float32(scale))) if scale is not None else \
+        b.fptrunc(b.fdiv(b.sitofp(n, F64), b.sitofp(m, F64)), F32)
+    shift = ir.Constant(F32, 0.5 if attrs["mode"] == "nearest-exact" else 0.0)
+    return b.fmul(b.fadd(b.sitofp(o, F32), shift), step)
+
+
+def _linear_source(b: ir.IRBuilder, o, n, m, attrs: dict) -> ir.Value:
+    """The float64 source coordinate of a blending mode."""
+    position, scale = b.sitofp(o, F64), attrs["scale"]
+    step = ir.Constant(F64, scale) if scale is not None else b.fdiv(b.sitofp(n, F64), b.sitofp(m, F64))
+    if attrs["mode"] == "linear-asymmetric":
+        return b.fmul(position, step)
+    if attrs["align_corners"]:
+        ratio = b.fdiv(b.sitofp(b.sub(n, i64(1)), F64), b.sitofp(b.sub(m, i64(1)), F64))
+        return b.fmul(position, b.select(b.icmp_signed(">", m, i64(1)), ratio, ir.Constant(F64, 0.0)))
+    source = b.fsub(b.fmul(b.fadd(position, ir.Constant(F64, 0.5)), step), ir.Constant(F64, 0.5))
+    return b.select(b.fcmp_ordered(">", source, ir.Constant(F64, 0.0)), source, ir.Constant(F64, 0.0))
+
+
+def _lowest(b: ir.IRBuilder, x, y) -> ir.Value:
+    return b.select(b.icmp_signed("<", x, y), x, y)
 
 
 def _row_kernel(lowering: Lowering, node: Node, a: _Axis, row_body) -> None:
