@@ -3,7 +3,8 @@
 Attributes (tuples have one entry per spatial axis):
   stride, dilation: tuples of ints >= 1; padding: tuple of (lo, hi) pairs >= 0 (asymmetric allowed,
   which is how 'same' padding with an even extent is represented); groups: int >= 1;
-  conv_transpose also has output_padding (each < max(stride, dilation));
+  conv_transpose also has output_padding (each < max(stride, dilation); a symbolic size in the input
+  gradient of a strided conv of symbolic size, whose rows past the last window are `(D + 1) % 2`);
   conv_weight_grad also has kernel_size.
 
 Layouts are PyTorch's: input (N, C, *spatial); conv weight (O, C/groups, *k); transposed-conv weight
@@ -154,7 +155,8 @@ class Conv(ConvBase):
 class ConvTranspose(ConvBase):
     name = "conv_transpose"
     fusion_anchor = True
-    attributes = {**ConvBase.attributes, "output_padding": IntTuple(min=0)}
+    # symbolic in a strided conv's input gradient: the rows past the last window (`(D + 1) % 2`)
+    attributes = {**ConvBase.attributes, "output_padding": IntTuple(min=0, symbolic=True)}
 
     def flops(self, attrs, input_types, output_type):
         x, w = input_types[0], input_types[1]
