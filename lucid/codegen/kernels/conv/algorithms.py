@@ -2,7 +2,15 @@
 
 The node becomes a `ConvProblem`; each algorithm `algorithm(lowering, problem)` lowers it and returns
 True, or returns False, emitting nothing, when it does not apply or would not be faster. The direct
-algorithm takes every problem, so it comes last."""
+algorithm takes every problem, so it comes last.
+
+Sizes known at run time: a node with symbolic batch or spatial sizes (a graph compiled once for
+every size; channels, kernel, stride, padding and dilation stay numbers) is lowered by the direct
+algorithm only (`SYMBOLIC_ALGORITHMS`): its kernels read their extents, loop bounds and tap offsets
+from the call's sizes, keep the register tiles of a static compile and cover the remainder of each
+row with smaller tiles chosen at run time (tile.py). Winograd's decision and its tiling of rows
+into 2 x 2 tiles, and the over-points path's decision, need the sizes as numbers, so they take
+static graphs only."""
 from __future__ import annotations
 
 import math
@@ -19,8 +27,11 @@ from .winograd import lower_winograd
 #: points (over_points.py), then the direct algorithm (direct.py).
 ALGORITHMS = (lower_winograd, lower_transposed_over_points, lower_direct)
 
+#: The algorithms of a node with symbolic sizes (see the module docstring).
+SYMBOLIC_ALGORITHMS = (lower_direct,)
 
-@lowers("conv")
+
+@lowers("conv", run_time_extents=True)
 def lower_conv(lowering: Lowering, node: Node, epilogue: Epilogue | None = None) -> None:
     x, w, bias, y, groups = _operands(node)
     g = geometry_of(x, w.shape[2:], node.attrs, groups, w.shape[1], w.shape[0] // groups)
@@ -30,7 +41,7 @@ def lower_conv(lowering: Lowering, node: Node, epilogue: Epilogue | None = None)
     _lower(lowering, ConvProblem(x, w, bias, y, g, weights, epilogue))
 
 
-@lowers("conv_transpose")
+@lowers("conv_transpose", run_time_extents=True)
 def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | None = None) -> None:
     x, w, bias, y, groups = _operands(node)
     g = geometry_of(x, w.shape[2:], node.attrs, groups, w.shape[0] // groups, w.shape[1])
@@ -40,7 +51,8 @@ def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | No
 
 
 def _lower(lowering: Lowering, problem: ConvProblem) -> None:
-    taken = any(algorithm(lowering, problem) for algorithm in ALGORITHMS)
+    algorithms = SYMBOLIC_ALGORITHMS if problem.symbolic else ALGORITHMS
+    taken = any(algorithm(lowering, problem) for algorithm in algorithms)
     assert taken, "the direct algorithm takes every convolution"
 
 

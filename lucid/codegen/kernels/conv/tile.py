@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import llvmlite.ir as ir
 
-from ...irgen import F32, counted_loop, i64, intrinsic, load_vector, splat, store_vector
+from ....ir import symbolic
+from ...irgen import F32, as_i64, counted_loop, i64, intrinsic, load_vector, splat, store_vector
 from ...lowering import Lowering
-from .primitives import constant_table, strided_offset
+from .primitives import constant_table, size_table, sized, strided_offset, table_pointer
 from .problem import Blocking, Geometry, oc_blocks
 
 
@@ -45,53 +46,68 @@ class Direct:
 @dataclass(frozen=True)
 class RowTiles:
     """What a kernel calls to convolve one row of `spec` for one (group, oc block): `full` calls of
-    the register tile `tile`, then `last` (fewer points) if the row does not divide into tiles."""
+    the register tile `tile`, then `last` (fewer points) if the row does not divide into tiles. A
+    row of symbolic length has `full` symbolic and no `last`: its remainder (fewer points than a
+    tile) is covered at run time by the `pieces`, tiles of 8, 4, 2 and 1 points (those smaller than
+    a tile), each called when its bit is set in the remainder."""
 
     element: ir.Type
     g: Geometry
     block: Blocking
     spec: Direct
-    full: int
+    full: object
     tile: ir.Function
     last: ir.Function | None
-    taps: ir.GlobalVariable
+    taps: object                       # a `size_table`
     weight_taps: ir.GlobalVariable
+    pieces: tuple = ()
 
 
 def row_tiles(lowering: Lowering, element, g: Geometry, block: Blocking, spec: Direct) -> RowTiles:
     """The tile functions and tap tables of `spec`, made in the module of the next kernel."""
-    full, rest = divmod(spec.points, block.points)
-    tap_count = len(spec.taps)
-    return RowTiles(element, g, block, spec, full,
-                    tile_function(lowering, element, block, block.points, spec.sx_point),
-                    tile_function(lowering, element, block, rest, spec.sx_point) if rest else None,
-                    constant_table(lowering, "taps", spec.taps),
-                    constant_table(lowering, "wtaps", [t * g.icg * block.width for t in range(tap_count)]))
+    tile = tile_function(lowering, element, block, block.points, spec.sx_point)
+    if symbolic.is_symbolic(spec.points):
+        full, last = spec.points // block.points, None
+        pieces = tuple((count, tile_function(lowering, element, block, count, spec.sx_point))
+                       for count in (8, 4, 2, 1) if count < block.points)
+    else:
+        (full, rest), pieces = divmod(spec.points, block.points), ()
+        last = tile_function(lowering, element, block, rest, spec.sx_point) if rest else None
+    return RowTiles(element, g, block, spec, full, tile, last, size_table(lowering, "taps", spec.taps),
+                    constant_table(lowering, "wtaps", [t * g.icg * block.width for t in range(len(spec.taps))]),
+                    pieces)
 
 
 def emit_row_block(k, tiles: RowTiles, offsets: tuple, n, qd, qh, grp, ob) -> None:
     """Row (n, qd, qh) of `tiles.spec` for channel block (grp, ob): input, packed weights and
     output scratch at the workspace `offsets`."""
     b = k.b
-    g, block, spec = tiles.g, tiles.block, tiles.spec
+    g, block, spec = tiles.g, tiles.block, sized(k, tiles.spec)
     blocks = oc_blocks(g, block)
     xp, wp, yp = (k.scratch_pointer(o, tiles.element) for o in offsets)
     x_row = strided_offset(b, spec.x0, (n, qd, qh, grp), spec.sx + (g.icg,))
     y_row = b.add(strided_offset(b, spec.y0, (n, qd, qh), spec.sy),
                   b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(block.width)))
     w_row = b.add(i64(spec.w0), b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(spec.w_taps * g.icg * block.width)))
-    taps = [b.gep(t, [i64(0), i64(0)]) for t in (tiles.taps, tiles.weight_taps)]
-    shape = [i64(len(spec.taps)), i64(g.icg), i64(1), i64(block.width), i64(spec.sy_point)]
+    taps = [table_pointer(k, tiles.taps), b.gep(tiles.weight_taps, [i64(0), i64(0)])]
+    shape = [i64(len(spec.taps)), i64(g.icg), i64(1), i64(block.width), as_i64(spec.sy_point)]
 
     def call(function, first):
-        x_first = b.gep(xp, [b.add(x_row, b.mul(first, i64(spec.sx_point)))])
-        y_first = b.gep(yp, [b.add(y_row, b.mul(first, i64(spec.sy_point)))])
+        x_first = b.gep(xp, [b.add(x_row, b.mul(first, as_i64(spec.sx_point)))])
+        y_first = b.gep(yp, [b.add(y_row, b.mul(first, as_i64(spec.sy_point)))])
         b.call(function, [x_first, b.gep(wp, [w_row]), y_first] + taps + shape)
 
-    with counted_loop(b, tiles.full, name="tile") as p:
+    full = sized(k, tiles.full)
+    with counted_loop(b, full, name="tile") as p:
         call(tiles.tile, b.mul(p, i64(block.points)))
     if tiles.last is not None:
         call(tiles.last, i64(tiles.full * block.points))
+    if tiles.pieces:
+        done = b.mul(full, i64(block.points))
+        rest = b.sub(as_i64(spec.points), done)
+        for count, piece in tiles.pieces:                      # the remainder's bits, largest first
+            with b.if_then(b.icmp_unsigned("!=", b.and_(rest, i64(count)), i64(0))):
+                call(piece, b.add(done, b.and_(rest, i64(-2 * count))))
 
 
 #: The register tile sums its terms (tap, input channel) in blocks of whole taps, about this many
