@@ -50,18 +50,18 @@ def constant_table(lowering: Lowering, name: str, values, element: ir.Type = ir.
 
 def size_table(lowering: Lowering, name: str, values):
     """A table of i64 `values`, made just before the kernel reading it: a `constant_table` when they
-    are all ints, else the sizes themselves, which `table_pointer` stores on the kernel's stack."""
+    are all ints, else the sizes themselves, which `table_array` stores on the kernel's stack."""
     return tuple(values) if symbolic.is_symbolic(tuple(values)) else constant_table(lowering, name, values)
 
 
-def table_pointer(k, table) -> ir.Value:
-    """Pointer to the first element of a `size_table` in kernel `k` (symbolic sizes: a stack array
-    filled with this call's values)."""
+def table_array(k, table) -> ir.Value:
+    """The `[n x i64]` array of a `size_table` in kernel `k`: the constant table, or (symbolic sizes)
+    a stack array filled with this call's values."""
     if isinstance(table, ir.GlobalVariable):
-        return k.b.gep(table, [i64(0), i64(0)])
-    array = k.alloca(ir.IntType(64), max(len(table), 1), name="sizes")
+        return table
+    array = k.alloca(ir.ArrayType(ir.IntType(64), max(len(table), 1)), name="sizes")
     for index, value in enumerate(sized(k, table)):
-        k.b.store(as_i64(value), k.b.gep(array, [i64(index)]))
+        k.b.store(as_i64(value), k.b.gep(array, [i64(0), i64(index)]))
     return array
 
 

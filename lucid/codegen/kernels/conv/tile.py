@@ -15,7 +15,7 @@ import llvmlite.ir as ir
 from ....ir import symbolic
 from ...irgen import F32, as_i64, counted_loop, i64, intrinsic, load_vector, splat, store_vector
 from ...lowering import Lowering
-from .primitives import constant_table, size_table, sized, strided_offset, table_pointer
+from .primitives import constant_table, size_table, sized, strided_offset, table_array
 from .problem import Blocking, Geometry, oc_blocks
 
 
@@ -89,7 +89,7 @@ def emit_row_block(k, tiles: RowTiles, offsets: tuple, n, qd, qh, grp, ob) -> No
     y_row = b.add(strided_offset(b, spec.y0, (n, qd, qh), spec.sy),
                   b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(block.width)))
     w_row = b.add(i64(spec.w0), b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(spec.w_taps * g.icg * block.width)))
-    taps = [table_pointer(k, tiles.taps), b.gep(tiles.weight_taps, [i64(0), i64(0)])]
+    taps = [b.gep(t, [i64(0), i64(0)]) for t in (table_array(k, tiles.taps), tiles.weight_taps)]
     shape = [i64(len(spec.taps)), i64(g.icg), i64(1), i64(block.width), as_i64(spec.sy_point)]
 
     def call(function, first):
