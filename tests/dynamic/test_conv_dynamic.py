@@ -4,6 +4,8 @@ compiled once (`lucid.compile(..., dynamic=True)`) serve every batch and volume 
 Oracles: eager lucid (NumPy kernels) at every size, and the direct-loop NumPy oracle of
 tests/oracle.py (float64, shares nothing with lucid) at one odd size per layer (it is slow).
 Tolerances as tests/codegen/test_conv_compiled.py: relative to each output's largest magnitude."""
+from typing import NamedTuple
+
 import numpy as np
 import pytest
 
@@ -20,23 +22,44 @@ TOL = 1e-4
 SIZES = [(1, (16, 16, 16)), (3, (17, 23, 33)), (8, (24, 16, 17)), (2, (48, 40, 23)), (5, (32, 17, 16))]
 ORACLE_SIZE = (2, (17, 16, 19))
 
-#: (name, transposed, kernel, stride, padding, output_padding, groups, bias)
+class Layer(NamedTuple):
+    name: str
+    transposed: bool
+    kernel: int
+    stride: int
+    padding: int
+    output_padding: int
+    groups: int
+    bias: bool
+
+    def module(self, seed: int) -> nn.Module:
+        """The layer (4 -> 6 channels), its parameters drawn from `seed`."""
+        lucid.manual_seed(seed)
+        if self.transposed:
+            return nn.ConvTranspose3d(4, 6, self.kernel, stride=self.stride, padding=self.padding,
+                                      output_padding=self.output_padding, groups=self.groups, bias=self.bias)
+        return nn.Conv3d(4, 6, self.kernel, stride=self.stride, padding=self.padding, groups=self.groups,
+                         bias=self.bias)
+
+    def oracle(self, net: nn.Module, x: np.ndarray) -> np.ndarray:
+        """The layer's output by tests/oracle.py's direct loops, in float64."""
+        w = net.weight.numpy().astype(np.float64)
+        b = None if net.bias is None else net.bias.numpy().astype(np.float64)
+        if self.transposed:
+            return oracle.conv_transpose_nd(x.astype(np.float64), w, b, stride=self.stride, padding=self.padding,
+                                            output_padding=self.output_padding, groups=self.groups)
+        return oracle.conv_nd(x.astype(np.float64), w, b, stride=self.stride, padding=self.padding, groups=self.groups)
+
+
 LAYERS = [
-    ("conv k3 s1 p1", False, 3, 1, 1, 0, 1, True),
-    ("conv k3 s2 p1 groups 2", False, 3, 2, 1, 0, 2, True),
-    ("conv k1 s1 no bias", False, 1, 1, 0, 0, 1, False),
-    ("conv k3 s2 p0 (16 -> 7)", False, 3, 2, 0, 0, 1, True),
-    ("conv_transpose k3 s1 p1", True, 3, 1, 1, 0, 1, True),
-    ("conv_transpose k3 s2 p1 op1 groups 2", True, 3, 2, 1, 1, 2, True),
-    ("conv_transpose k1 s2 no bias", True, 1, 2, 0, 0, 1, False),
+    Layer("conv k3 s1 p1", False, 3, 1, 1, 0, 1, True),
+    Layer("conv k3 s2 p1 groups 2", False, 3, 2, 1, 0, 2, True),
+    Layer("conv k1 s1 no bias", False, 1, 1, 0, 0, 1, False),
+    Layer("conv k3 s2 p0 (16 -> 7)", False, 3, 2, 0, 0, 1, True),
+    Layer("conv_transpose k3 s1 p1", True, 3, 1, 1, 0, 1, True),
+    Layer("conv_transpose k3 s2 p1 op1 groups 2", True, 3, 2, 1, 1, 2, True),
+    Layer("conv_transpose k1 s2 no bias", True, 1, 2, 0, 0, 1, False),
 ]
-
-
-def layer(transposed, kernel, stride, padding, output_padding, groups, bias, in_channels=4, out_channels=6):
-    if transposed:
-        return nn.ConvTranspose3d(in_channels, out_channels, kernel, stride=stride, padding=padding,
-                                  output_padding=output_padding, groups=groups, bias=bias)
-    return nn.Conv3d(in_channels, out_channels, kernel, stride=stride, padding=padding, groups=groups, bias=bias)
 
 
 def built(compiled) -> int:
@@ -51,20 +74,9 @@ def assert_close(got: np.ndarray, expected: np.ndarray) -> None:
     assert float(np.abs(got - expected).max()) <= TOL * scale, (float(np.abs(got - expected).max()), scale)
 
 
-def oracle_forward(net, transposed, stride, padding, output_padding, groups, x: np.ndarray) -> np.ndarray:
-    w = net.weight.numpy().astype(np.float64)
-    b = None if net.bias is None else net.bias.numpy().astype(np.float64)
-    if transposed:
-        return oracle.conv_transpose_nd(x.astype(np.float64), w, b, stride=stride, padding=padding,
-                                        output_padding=output_padding, groups=groups)
-    return oracle.conv_nd(x.astype(np.float64), w, b, stride=stride, padding=padding, groups=groups)
-
-
-@pytest.mark.parametrize("spec", LAYERS, ids=[spec[0] for spec in LAYERS])
+@pytest.mark.parametrize("spec", LAYERS, ids=[spec.name for spec in LAYERS])
 def test_one_compile_serves_every_batch_and_volume_size(spec):
-    _, transposed, kernel, stride, padding, output_padding, groups, bias = spec
-    lucid.manual_seed(7)
-    net = layer(transposed, kernel, stride, padding, output_padding, groups, bias)
+    net = spec.module(seed=7)
     compiled = lucid.compile(net, dynamic=True)
     modules = None
     with lucid.no_grad():
@@ -75,17 +87,15 @@ def test_one_compile_serves_every_batch_and_volume_size(spec):
                 modules = built(compiled)
             assert_close(got, net(x).numpy())
             if (n, volume) == ORACLE_SIZE:
-                assert_close(got, oracle_forward(net, transposed, stride, padding, output_padding, groups, x.numpy()))
+                assert_close(got, spec.oracle(net, x.numpy()))
     stats = compiled.stats()
     assert stats["traces"] == 1 and stats["variants"] == stats["dynamic_variants"] == 1
     assert built(compiled) == modules                      # nothing compiled or loaded after the first call
 
 
-@pytest.mark.parametrize("spec", [LAYERS[1], LAYERS[5]], ids=[LAYERS[1][0], LAYERS[5][0]])
+@pytest.mark.parametrize("spec", [LAYERS[1], LAYERS[5]], ids=[LAYERS[1].name, LAYERS[5].name])
 def test_input_weight_and_bias_gradients_equal_eager_at_every_size(spec):
-    _, transposed, kernel, stride, padding, output_padding, groups, bias = spec
-    lucid.manual_seed(3)
-    net = layer(transposed, kernel, stride, padding, output_padding, groups, bias)
+    net = spec.module(seed=3)
     compiled = lucid.compile(net, dynamic=True)
     modules = None
     for n, volume in [(1, (16, 16, 16)), (3, (17, 24, 19)), (2, (23, 16, 32))]:
