@@ -32,13 +32,13 @@ class Layer(NamedTuple):
     groups: int
     bias: bool
 
-    def module(self, seed: int) -> nn.Module:
-        """The layer (4 -> 6 channels), its parameters drawn from `seed`."""
+    def module(self, seed: int, out_channels: int = 6) -> nn.Module:
+        """The layer (4 input channels), its parameters drawn from `seed`."""
         lucid.manual_seed(seed)
         if self.transposed:
-            return nn.ConvTranspose3d(4, 6, self.kernel, stride=self.stride, padding=self.padding,
+            return nn.ConvTranspose3d(4, out_channels, self.kernel, stride=self.stride, padding=self.padding,
                                       output_padding=self.output_padding, groups=self.groups, bias=self.bias)
-        return nn.Conv3d(4, 6, self.kernel, stride=self.stride, padding=self.padding, groups=self.groups,
+        return nn.Conv3d(4, out_channels, self.kernel, stride=self.stride, padding=self.padding, groups=self.groups,
                          bias=self.bias)
 
     def oracle(self, net: nn.Module, x: np.ndarray) -> np.ndarray:
@@ -111,6 +111,22 @@ def test_input_weight_and_bias_gradients_equal_eager_at_every_size(spec):
             modules = built(compiled)
         for got, expected in zip(*gradients, strict=True):
             assert_close(got, expected)
+    assert compiled.stats()["traces"] == 1 and built(compiled) == modules
+
+
+@pytest.mark.parametrize("spec, out_channels", [(LAYERS[0], 20), (LAYERS[5], 6)], ids=["conv", "conv_transpose"])
+def test_rows_of_every_length_from_1_to_30(spec, out_channels):
+    """The run-time tiling of a row (balanced tiles of the sizes a static compile would take, bits
+    of the length for a row shorter than a tile) on every remainder of every tile size (20 output
+    channels: tiles of two vectors)."""
+    net = spec.module(seed=4, out_channels=out_channels)
+    graph_spec = lucid.spec(lucid.dim("N"), 4, lucid.dim("D"), lucid.dim("H"), lucid.dim("W"))
+    compiled = lucid.compile(net, graph_spec, dynamic=False)
+    modules = built(compiled)
+    with lucid.no_grad():
+        for width in range(1, 31):
+            x = lucid.randn(1 + width % 2, 4, 1 + width % 3, 2, width)
+            assert_close(compiled(x).numpy(), net(x).numpy())
     assert compiled.stats()["traces"] == 1 and built(compiled) == modules
 
 
