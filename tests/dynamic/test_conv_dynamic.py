@@ -14,6 +14,8 @@ import lucid.nn as nn
 import lucid.nn.functional as F
 import oracle
 from lucid.errors import ShapeError
+from lucid.ir import symbolic
+from model_helpers import kernel_labels
 
 TOL = 1e-4
 
@@ -128,6 +130,33 @@ def test_rows_of_every_length_from_1_to_30(spec, out_channels):
             x = lucid.randn(1 + width % 2, 4, 1 + width % 3, 2, width)
             assert_close(compiled(x).numpy(), net(x).numpy())
     assert compiled.stats()["traces"] == 1 and built(compiled) == modules
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["conv", "conv_transpose"])
+def test_a_varying_batch_keeps_winograd(transposed):
+    """Automatic dynamic with only the batch varying: the symbolic variant still takes Winograd
+    (3 x 3 stride 1, or 4 x 4 stride 2 transposed, 16+ channels), forward and backward."""
+    lucid.manual_seed(6)
+    net = nn.ConvTranspose3d(16, 16, 4, stride=2, padding=1) if transposed else nn.Conv3d(16, 16, 3, padding=1)
+    compiled = lucid.compile(net)
+    for n in (1, 2, 3, 5):
+        data = lucid.randn(n, 16, 6, 8, 8).numpy()
+        results = []
+        for run in (compiled, net):
+            x = lucid.tensor(data, requires_grad=True)
+            y = run(x)
+            (y * y).sum().backward()
+            results.append([y.detach().numpy(), x.grad.numpy(), net.weight.grad.numpy()])
+            net.zero_grad()
+        for got, expected in zip(*results, strict=True):
+            assert_close(got, expected)
+    stats = compiled.stats()
+    assert stats["traces"] == 2 and stats["dynamic_variants"] == 1          # batch 1, then every batch
+    variant = list(compiled.variants.values())[-1]
+    graph = variant.forward.graph
+    assert [str(d) for d in graph.inputs[0].shape[:1]] == ["N"] and not symbolic.is_symbolic(graph.inputs[0].shape[1:])
+    labels = kernel_labels(variant.forward) + kernel_labels(variant.backward)
+    assert labels.count("wino_conv") == 2, labels                          # the forward and the input gradient
 
 
 class SmallNet(nn.Module):

@@ -4,17 +4,20 @@ The node becomes a `ConvProblem`; each algorithm `algorithm(lowering, problem)` 
 True, or returns False, emitting nothing, when it does not apply or would not be faster. The direct
 algorithm takes every problem, so it comes last.
 
-Sizes known at run time: a node with symbolic batch or spatial sizes (a graph compiled once for
-every size; channels, kernel, stride, padding and dilation stay numbers) is lowered by the direct
-algorithm only (`SYMBOLIC_ALGORITHMS`): its kernels read their extents, loop bounds and tap offsets
-from the call's sizes, keep the register tiles of a static compile and cover the remainder of each
-row with smaller tiles chosen at run time (tile.py). Winograd's decision and its tiling of rows
-into 2 x 2 tiles, and the over-points path's decision, need the sizes as numbers, so they take
-static graphs only."""
+Sizes known at run time (a graph compiled once for every size; channels, kernel, stride, padding
+and dilation stay numbers), the rule:
+- symbolic spatial sizes: the direct algorithm only (`SPATIAL_ALGORITHMS`). Its kernels read their
+  extents, loop bounds and tap offsets from the call's sizes and tile each row as a static compile
+  would, choosing the tiles per row (tile.py). Winograd's plan (rows of 2 x 2 tiles per work item,
+  its stack arrays, which layers it pays for) and the over-points path's choice need the spatial
+  sizes as numbers;
+- only the batch symbolic (automatic dynamic with a varying batch): Winograd, planned for the
+  batch's smallest size, else the direct algorithm (`BATCH_ALGORITHMS`)."""
 from __future__ import annotations
 
 import math
 
+from ....ir import symbolic
 from ....ir.graph import Node
 from ...lowering import Lowering, lowers
 from .direct import lower_direct
@@ -27,8 +30,10 @@ from .winograd import lower_winograd
 #: points (over_points.py), then the direct algorithm (direct.py).
 ALGORITHMS = (lower_winograd, lower_transposed_over_points, lower_direct)
 
-#: The algorithms of a node with symbolic sizes (see the module docstring).
-SYMBOLIC_ALGORITHMS = (lower_direct,)
+#: The algorithms of a node with symbolic spatial sizes, and of one with only its batch symbolic (see
+#: the module docstring).
+SPATIAL_ALGORITHMS = (lower_direct,)
+BATCH_ALGORITHMS = (lower_winograd, lower_direct)
 
 
 @lowers("conv", run_time_extents=True)
@@ -51,9 +56,15 @@ def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | No
 
 
 def _lower(lowering: Lowering, problem: ConvProblem) -> None:
-    algorithms = SYMBOLIC_ALGORITHMS if problem.symbolic else ALGORITHMS
-    taken = any(algorithm(lowering, problem) for algorithm in algorithms)
+    taken = any(algorithm(lowering, problem) for algorithm in _algorithms(problem))
     assert taken, "the direct algorithm takes every convolution"
+
+
+def _algorithms(problem: ConvProblem) -> tuple:
+    if not problem.symbolic:
+        return ALGORITHMS
+    spatial = problem.x.shape[2:] + problem.y.shape[2:]
+    return SPATIAL_ALGORITHMS if symbolic.is_symbolic(spatial) else BATCH_ALGORITHMS
 
 
 def _operands(node: Node) -> tuple:
