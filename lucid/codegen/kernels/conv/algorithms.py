@@ -61,7 +61,7 @@ def _lower(lowering: Lowering, problem: ConvProblem) -> None:
 
 
 def _algorithms(problem: ConvProblem) -> tuple:
-    if not problem.symbolic:
+    if not problem.symbolic_sizes:
         return ALGORITHMS
     spatial = problem.x.shape[2:] + problem.y.shape[2:]
     return SPATIAL_ALGORITHMS if symbolic.is_symbolic(spatial) else BATCH_ALGORITHMS

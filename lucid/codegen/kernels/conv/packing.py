@@ -180,8 +180,9 @@ def emit_pack_channel_blocks(lowering: Lowering, y: Value, layout: Padded, group
             first = b.add(b.mul(grp, i64(group_channels)), b.mul(blk, i64(layout.channels)))
             group_rest = b.sub(i64(group_channels), b.mul(blk, i64(layout.channels)))
             w0 = b.mul(wt, i64(lanes))
-            source_row = b.add(b.mul(b.add(b.mul(b.add(b.mul(b.add(b.mul(bn, i64(channels)), first), as_i64(size[0])), yd),
-                                                 as_i64(size[1])), yh), as_i64(size[2])), b.sub(w0, i64(ow)))
+            channel_row = b.add(b.mul(bn, i64(channels)), first)
+            source_row = b.add(b.mul(b.add(b.mul(b.add(b.mul(channel_row, as_i64(size[0])), yd), as_i64(size[1])), yh),
+                                     as_i64(size[2])), b.sub(w0, i64(ow)))
             inside = _positions_inside(b, b.sub(w0, i64(ow)), lanes, size[2])
 
             def channel(r):

@@ -1,6 +1,7 @@
-"""IR building blocks the conv kernels share: index arithmetic (`strided_offset`, `at_most`),
-sizes known at run time (`sized`), constant tables (`constant_table`, `size_table` of sizes known at run time), the in-register
-transpose of rows into a stack array (`transposed_rows`) and a kernel zeroing scratch (`emit_zero`).
+"""IR building blocks the conv kernels share: index arithmetic (`strided_offset`, `at_most`), sizes
+known at run time (`sized`), constant tables (`constant_table`; `size_table` for sizes that may be
+symbolic), the in-register transpose of rows into a stack array (`transposed_rows`) and a kernel
+zeroing scratch (`emit_zero`).
 
 Sizes. The Python side of a lowering computes sizes, strides and offsets as ints, or as symbolic
 sizes (`lucid.ir.symbolic.Expr`) when the graph has symbolic dimensions (only the batch and spatial

@@ -56,8 +56,8 @@ def choose_blocking(ocg: int, points_available: int, lowering: Lowering, dtype) 
     half of it) whose tile `tile_rate` rates fastest (fewer blocks of output channels, then wider
     vectors, on a tie); 2 vectors of output channels when they have more channels than one; as many
     points as the registers hold (`most_points`), tiles of a row balanced. Lanes and vectors depend
-    on `ocg` and the target only, so every kernel of a layer shares them. Rows of a symbolic length
-    take tiles of the most points; the remainder of a row is covered at run time (`row_tiles`)."""
+    on `ocg` and the target only, so every kernel of a layer shares them. For rows of a symbolic
+    length, the most points (`tile.row_tiles` balances each row at run time)."""
     model, itemsize = lowering.target.model, dtype.numpy.itemsize
     widest = lowering.target.lanes(dtype)
     while widest > 4 and widest // 2 >= ocg:
@@ -151,7 +151,7 @@ class ConvProblem:
     transposed: bool = False
 
     @property
-    def symbolic(self) -> bool:
+    def symbolic_sizes(self) -> bool:
         """Whether its sizes are symbolic (known at run time only)."""
         return symbolic.is_symbolic(self.x.shape + self.y.shape)
 

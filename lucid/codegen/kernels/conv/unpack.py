@@ -145,7 +145,8 @@ def _unpack_row_by_tiles(k, unpack: Unpack, source: ChannelsLastScratch, row: tu
         grp, ct = unravel(b, tile, (groups, channel_tiles))
         first = b.add(row_start, b.add(b.mul(grp, i64(source.group_stride)), b.mul(ct, i64(lanes))))
         columns, stride = transposed_rows(k, element, width, lanes,
-                                          lambda w: load_vector(b, scratch, b.add(first, b.mul(w, as_i64(source.strides[3]))),
+                                          lambda w: load_vector(b, scratch,
+                                                                b.add(first, b.mul(w, as_i64(source.strides[3]))),
                                                                 lanes))
         first_oc = b.add(b.mul(grp, i64(source.ocg)), b.mul(ct, i64(lanes)))
         with counted_loop(b, at_most(b, b.sub(i64(source.ocg), b.mul(ct, i64(lanes))), lanes), name="j") as j:
@@ -185,7 +186,8 @@ def _apply_epilogue(k, epilogue: Epilogue, value, flat, index5: tuple):
         if v is epilogue.source:
             return value
         strides = operand_strides(node, position)
-        at = flat if symbolic.same(strides, contiguous_strides(shape)) else linear_index(k.b, list(index), sized(k, strides))
+        contiguous = symbolic.same(strides, contiguous_strides(shape))
+        at = flat if contiguous else linear_index(k.b, list(index), sized(k, strides))
         return load(k, s, v, at)
 
     return evaluate(s, list(epilogue.nodes), operand)[epilogue.nodes[-1].output]

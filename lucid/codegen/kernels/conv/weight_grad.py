@@ -72,8 +72,9 @@ def _shared_copy(lowering: Lowering, value: Value, needed: Padded, groups: int) 
     if shared is None or groups != 1 or shared.planar or shared.channels != value.shape[1]:
         return None
     shift = [have - want for have, want in zip(shared.origin, needed.origin)]
-    if min(shift) < 0 or any(symbolic.bounds(e + d - have)[1] > 0 for e, d, have in zip(needed.extent, shift, shared.extent)):
-        return None                 # (with symbolic sizes: unless it fits at every size)
+    outside = [symbolic.bounds(e + d - have)[1] > 0 for e, d, have in zip(needed.extent, shift, shared.extent)]
+    if min(shift) < 0 or any(outside):            # (symbolic sizes: unless it fits at every size)
+        return None
     return shared
 
 
