@@ -132,6 +132,7 @@ def test_rows_of_every_length_from_1_to_30(spec, out_channels):
     assert compiled.stats()["traces"] == 1 and built(compiled) == modules
 
 
+@pytest.mark.long_running                   # a static and a symbolic training variant, cold: 8-14 s each
 @pytest.mark.parametrize("transposed", [False, True], ids=["conv", "conv_transpose"])
 def test_a_varying_batch_keeps_winograd(transposed):
     """Automatic dynamic with only the batch varying: the symbolic variant still takes Winograd
