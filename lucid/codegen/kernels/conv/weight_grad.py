@@ -8,7 +8,8 @@ block), each part summing into its own copy of the blocked gradient, and a last 
 copies into dw. The sums are blocked: each call of the row function sums its few rows from zero in
 registers and adds that to the copy (see `_row_function`). When the input gradient's conv just
 packed one of the two operands (`Lowering.leave_packed`), it reads that copy instead of packing its
-own."""
+own. With symbolic sizes the rows per row-function call are computed per call and the number of
+parts is fixed (`_reduction_parts`)."""
 from __future__ import annotations
 
 import functools
@@ -17,8 +18,8 @@ from dataclasses import dataclass
 
 import llvmlite.ir as ir
 
-from ....ir.graph import Node, Value
 from ....ir import symbolic
+from ....ir.graph import Node, Value
 from ...irgen import F32, as_i64, counted_loop, element_type, i64, intrinsic, load_vector, splat, store_vector, unravel
 from ...lowering import Lowering, lowers
 from .packing import Padded, emit_pack_channel_blocks
