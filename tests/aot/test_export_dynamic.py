@@ -9,8 +9,7 @@ the call's size); `N_input_shape` reports the symbolic dimensions as -1; the sel
 both of its sizes (wrong golden data at the second size fails it); a size outside a dimension's range, and one violating a constraint the trace recorded,
 are refused before any kernel runs (Python: a ShapeError naming the dimension and the constraint; C:
 -1 and the message); the library exports the concrete ABI plus `N_run_dims` and
-`N_output_shape_dims`; `lucid export --input N,2,D:8,...`. A Conv3d model runs the same way once
-codegen takes conv symbolically (skipped, with the reason, while it refuses it).
+`N_output_shape_dims`; `lucid export --input N,2,D:8,...`. A Conv3d model runs the same way.
 """
 from __future__ import annotations
 
@@ -27,7 +26,7 @@ import lucid.nn as nn
 import lucid.nn.functional as F
 import lucid.runtime
 from lucid.cli import main
-from lucid.errors import CompileError, LibraryError, ShapeError
+from lucid.errors import LibraryError, ShapeError
 from model_helpers import run_in_threads
 
 HERE = Path(__file__).resolve().parent
@@ -272,12 +271,7 @@ def test_conv3d_model_exports_with_symbolic_sizes(folder):
     lucid.manual_seed(4)
     model = nn.Sequential(nn.Conv3d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool3d(2),
                           nn.Conv3d(4, 3, 3, stride=2, padding=1)).eval()
-    try:
-        files = lucid.export(model, volume_spec(2), path=folder / "conv.so")
-    except CompileError as error:
-        if "conv" not in str(error):
-            raise
-        pytest.skip(f"codegen does not take conv with symbolic sizes yet: {error}")
+    files = lucid.export(model, volume_spec(2), path=folder / "conv.so")
     library = lucid.runtime.load(files.library)
     for n, volume in SIZES:
         x = data((n, 2, *volume), n)

@@ -179,13 +179,7 @@ class SmallUNet(nn.Module):
 
 
 def test_a_unet_training_step_with_convolutions_compiles_once():
-    """The whole issue-21 training step; the convolutions' run-time extents are another change's
-    (skipped until every conv family takes symbolic sizes)."""
-    from lucid.codegen import kernels  # noqa: F401  (registers the lowerings)
-    from lucid.codegen.lowering import RUN_TIME_EXTENTS
-
-    if not {"conv", "conv_transpose", "conv_weight_grad"} <= set(RUN_TIME_EXTENTS):
-        pytest.skip("the conv kernels do not take run-time sizes yet")
+    """The whole issue-21 training step: convolutions, batch norm, pooling, upsampling, concat."""
     lucid.manual_seed(2)
     net, reference = SmallUNet(), SmallUNet()
     reference.load_state_dict(net.state_dict())
@@ -199,5 +193,8 @@ def test_a_unet_training_step_with_convolutions_compiles_once():
         modules = modules or built(compiled)
         eager_outputs, eager_grads = step(reference, x, target)
         for got, expected in zip(outputs + grads, eager_outputs + eager_grads, strict=True):
-            np.testing.assert_allclose(got, expected, rtol=2e-3, atol=2e-5, err_msg=f"at {(n, volume)}")
+            # batch norm's backward subtracts means of sums over up to 26k voxels: float32 order
+            # differences reach ~3e-3 of a weight gradient's largest entry (a fixed-size compile too)
+            atol = 5e-3 * np.abs(expected).max() + 2e-5
+            np.testing.assert_allclose(got, expected, rtol=2e-3, atol=atol, err_msg=f"at {(n, volume)}")
     assert compiled.stats()["traces"] == 1 and built(compiled) == modules

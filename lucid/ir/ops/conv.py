@@ -146,7 +146,12 @@ class Conv(ConvBase):
             n - conv_transpose_output_size(m, k, s, lo, hi, d, 0)
             for n, m, k, s, (lo, hi), d in zip(x.shape[2:], g.shape[2:], w.shape[2:], attrs["stride"],
                                                attrs["padding"], attrs["dilation"]))
+        if symbolic.is_symbolic(output_padding):     # a symbolic size's remainder modulo the stride:
+            output_padding = tuple(s - 1 if symbolic.is_symbolic(p) else p       # the largest, then slice
+                                   for p, s in zip(output_padding, attrs["stride"]))
         gx = emit("conv_transpose", g, w, output_padding=output_padding, **attrs)
+        if not symbolic.same(tuple(gx.shape), tuple(x.shape)):
+            gx = emit("slice", gx, starts=(0,) * len(x.shape), stops=tuple(x.shape), steps=(1,) * len(x.shape))
         gw = emit("conv_weight_grad", x, g, kernel_size=tuple(w.shape[2:]), **attrs)
         return (gx, gw) + ((_bias_grad(g),) if len(inputs) == 3 else ())
 

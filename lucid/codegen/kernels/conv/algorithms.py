@@ -2,11 +2,22 @@
 
 The node becomes a `ConvProblem`; each algorithm `algorithm(lowering, problem)` lowers it and returns
 True, or returns False, emitting nothing, when it does not apply or would not be faster. The direct
-algorithm takes every problem, so it comes last."""
+algorithm takes every problem, so it comes last.
+
+Sizes known at run time (a graph compiled once for every size; channels, kernel, stride, padding
+and dilation stay numbers), the rule:
+- symbolic spatial sizes: the direct algorithm only (`SPATIAL_ALGORITHMS`). Its kernels read their
+  extents, loop bounds and tap offsets from the call's sizes and tile each row as a static compile
+  would, choosing the tiles per row (tile.py). Winograd's plan (rows of 2 x 2 tiles per work item,
+  its stack arrays, which layers it pays for) and the over-points path's choice need the spatial
+  sizes as numbers;
+- only the batch symbolic (automatic dynamic with a varying batch): Winograd, planned for the
+  batch's smallest size, else the direct algorithm (`BATCH_ALGORITHMS`)."""
 from __future__ import annotations
 
 import math
 
+from ....ir import symbolic
 from ....ir.graph import Node
 from ...lowering import Lowering, lowers
 from .direct import lower_direct
@@ -19,8 +30,13 @@ from .winograd import lower_winograd
 #: points (over_points.py), then the direct algorithm (direct.py).
 ALGORITHMS = (lower_winograd, lower_transposed_over_points, lower_direct)
 
+#: The algorithms of a node with symbolic spatial sizes, and of one with only its batch symbolic (see
+#: the module docstring).
+SPATIAL_ALGORITHMS = (lower_direct,)
+BATCH_ALGORITHMS = (lower_winograd, lower_direct)
 
-@lowers("conv")
+
+@lowers("conv", run_time_extents=True)
 def lower_conv(lowering: Lowering, node: Node, epilogue: Epilogue | None = None) -> None:
     x, w, bias, y, groups = _operands(node)
     g = geometry_of(x, w.shape[2:], node.attrs, groups, w.shape[1], w.shape[0] // groups)
@@ -30,7 +46,7 @@ def lower_conv(lowering: Lowering, node: Node, epilogue: Epilogue | None = None)
     _lower(lowering, ConvProblem(x, w, bias, y, g, weights, epilogue))
 
 
-@lowers("conv_transpose")
+@lowers("conv_transpose", run_time_extents=True)
 def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | None = None) -> None:
     x, w, bias, y, groups = _operands(node)
     g = geometry_of(x, w.shape[2:], node.attrs, groups, w.shape[0] // groups, w.shape[1])
@@ -40,8 +56,15 @@ def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | No
 
 
 def _lower(lowering: Lowering, problem: ConvProblem) -> None:
-    taken = any(algorithm(lowering, problem) for algorithm in ALGORITHMS)
+    taken = any(algorithm(lowering, problem) for algorithm in _algorithms(problem))
     assert taken, "the direct algorithm takes every convolution"
+
+
+def _algorithms(problem: ConvProblem) -> tuple:
+    if not problem.symbolic_sizes:
+        return ALGORITHMS
+    spatial = problem.x.shape[2:] + problem.y.shape[2:]
+    return SPATIAL_ALGORITHMS if symbolic.is_symbolic(spatial) else BATCH_ALGORITHMS
 
 
 def _operands(node: Node) -> tuple:

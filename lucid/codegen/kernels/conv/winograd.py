@@ -11,7 +11,8 @@ position sums r = 3 or 2 taps of input positions `step` apart, in one or more cl
 Along d anything goes: each depth tap is a class of its own. Every combination of classes is a term
 of the GEMM below, summed in the same accumulators. A layer too small to repay the weight transform
 every call does on the target's CPU model (`_saves_time`), or to give every core enough work items,
-stays direct.
+stays direct. A symbolic batch size is planned for at its smallest (spatial sizes must be numbers:
+see algorithms.py).
 
 Guarantees:
 - the direct convolution's result up to float rounding (the transforms only add, subtract and
@@ -41,6 +42,7 @@ NCDHW while they are in cache.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
@@ -48,6 +50,7 @@ from typing import Callable
 
 import llvmlite.ir as ir
 
+from ....ir import symbolic
 from ...irgen import F64, counted_loop, element_type, i64, load_vector, store_vector, unravel
 from ...lowering import Lowering
 from .direct import conv_direct_spec, conv_input_layout, phase_direct_spec, transpose_input_layout, transpose_phases
@@ -266,10 +269,11 @@ def plan(lowering: Lowering, problem: ConvProblem) -> Plan | None:
         empty, correlations = False, _conv_correlations(problem)
     if not correlations or not all(c.applies() for c in correlations):
         return None
-    if not _saves_time(lowering, g, correlations):
+    decided = dataclasses.replace(g, n=symbolic.bounds(g.n)[0])      # a symbolic batch: for its smallest size
+    if not _saves_time(lowering, decided, correlations):
         return None
     direct = choose_blocking(g.ocg, max(c.counts[2] for c in correlations), lowering, x.dtype)
-    rows = _rows_per_item(correlations, g, oc_blocks(g, direct) * direct.width, x.dtype.numpy.itemsize,
+    rows = _rows_per_item(correlations, decided, oc_blocks(g, direct) * direct.width, x.dtype.numpy.itemsize,
                           MIN_ITEMS_PER_CORE * lowering.target.cores)
     gemm = choose_blocking(g.ocg, rows * max(c.tiles[1] for c in correlations), lowering, x.dtype)
     if not rows or g.icg % gemm.lanes:
@@ -418,7 +422,7 @@ def _emit_main(lowering: Lowering, problem: ConvProblem, p: Plan, parts: list, o
 
     def body(k, item):
         b = k.b
-        n, qd, block_of_rows = unravel(b, item, (g.n, depth, p.blocks_of_rows))
+        n, qd, block_of_rows = unravel(b, item, (k.size(g.n), depth, p.blocks_of_rows))
         first_row = b.mul(block_of_rows, i64(2 * p.rows))             # of positions q along h
         size = max(products.v_size for _, products, *_ in kernels), max(products.m_size for _, products, *_ in kernels)
         v, m = (_aligned(k.alloca(element, count)) for count in size)
