@@ -13,8 +13,8 @@ count it prints
   alternating rounds (conv.py's `median_times`), and static/dynamic: the dynamic variant's speed
   relative to the static one (1 is as fast; the goal is >= 0.9);
 - first-call overhead: the wall time of the first call at a new size minus a steady call at that
-  size, the median over new sizes (each spatial dimension 1 and 2 larger than the compiled size;
-  a call at 3 larger first grows the arena, whose fresh pages are not what is measured; the goal
+  size, the median over new sizes (each spatial dimension 1 and 2 larger than the compiled size,
+  in multiples of 2**depth for the UNet; a call at 3 larger first grows the arena, whose fresh pages are not what is measured; the goal
   is under 1 ms), and the modules compiled (`stats()["native_compiles"]`) and loaded from the disk
   cache (`cache_loads`) by those calls (the goal is 0/0).
 A row whose operators codegen does not take with symbolic sizes yet prints that reason (the
@@ -66,10 +66,12 @@ class NormNet(nn.Module):
 
 class Row:
     """One benchmark row: `step(compiled, shape)` makes a timed call of a compiled function at an
-    input shape; `make(dynamic)` compiles the row's function."""
+    input shape; `make(dynamic)` compiles the row's function; `granule`: the multiple its spatial
+    sizes must keep (a UNet's 2**depth, for its skip connections)."""
 
-    def __init__(self, name: str, mode: str, shape: tuple, make, step):
+    def __init__(self, name: str, mode: str, shape: tuple, make, step, granule: int = 1):
         self.name, self.mode, self.shape, self.make, self.step = name, mode, shape, make, step
+        self.granule = granule
 
 
 class ConvLayer(nn.Module):
@@ -126,12 +128,12 @@ def unet_row(tiny: bool) -> Row:
     def make(dynamic):
         return lucid.compile(model, dynamic=dynamic)
 
-    return Row("unet", "step", (batch, 1) + (size,) * 3, make, step)
+    return Row("unet", "step", (batch, 1) + (size,) * 3, make, step, granule=2 ** depth)
 
 
-def larger(shape: tuple, by: int) -> tuple:
-    """`shape` with each spatial dimension `by` larger."""
-    return shape[:2] + tuple(n + by for n in shape[2:])
+def larger(row: Row, by: int) -> tuple:
+    """The row's shape with each spatial dimension `by` granules larger."""
+    return row.shape[:2] + tuple(n + by * row.granule for n in row.shape[2:])
 
 
 def built(compiled) -> tuple:
@@ -142,11 +144,11 @@ def built(compiled) -> tuple:
 def first_call_overhead(row: Row, compiled, repeats: int, budget: dict) -> tuple:
     """(median seconds of a first call at a new size beyond a steady call there, (modules compiled,
     modules loaded) by those first calls)."""
-    row.step(compiled, larger(row.shape, GROW))()
+    row.step(compiled, larger(row, GROW))()
     before = built(compiled)
     overheads = []
     for by in NEW_SIZES:
-        step = row.step(compiled, larger(row.shape, by))
+        step = row.step(compiled, larger(row, by))
         started = time.perf_counter()
         step()
         first = time.perf_counter() - started
