@@ -32,7 +32,7 @@ ALGORITHMS = (lower_winograd, lower_transposed_over_points, lower_direct)
 
 #: The algorithms of a node with symbolic spatial sizes, and of one with only its batch symbolic (see
 #: the module docstring).
-SPATIAL_ALGORITHMS = (lower_direct,)
+SPATIAL_ALGORITHMS = (lower_winograd, lower_direct)
 BATCH_ALGORITHMS = (lower_winograd, lower_direct)
 
 
