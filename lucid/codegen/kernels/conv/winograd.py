@@ -11,8 +11,9 @@ position sums r = 3 or 2 taps of input positions `step` apart, in one or more cl
 Along d anything goes: each depth tap is a class of its own. Every combination of classes is a term
 of the GEMM below, summed in the same accumulators. A layer too small to repay the weight transform
 every call does on the target's CPU model (`_saves_time`), or to give every core enough work items,
-stays direct. A symbolic batch size is planned for at its smallest (spatial sizes must be numbers:
-see algorithms.py).
+stays direct; symbolic sizes are decided for at their smallest. With symbolic spatial sizes a work
+item is one row of tiles, taken in chunks of at most a fixed number of tiles, so its stack arrays
+have fixed sizes (`_chunked_plan`).
 
 Guarantees:
 - the direct convolution's result up to float rounding (the transforms only add, subtract and
