@@ -79,32 +79,41 @@ def assert_close(got: np.ndarray, expected: np.ndarray) -> None:
     assert float(np.abs(got - expected).max()) <= TOL * scale, (float(np.abs(got - expected).max()), scale)
 
 
-@pytest.mark.parametrize("spec", LAYERS, ids=[spec.name for spec in LAYERS])
-def test_one_compile_serves_every_batch_and_volume_size(spec):
-    net = spec.module(seed=7)
+def assert_one_compile_serves(net: nn.Module, sizes: list, oracle_size: tuple, oracle_output):
+    """`net` compiled once with `dynamic=True`: at each (batch, volume) of `sizes` and `oracle_size`
+    its output equals eager's, at `oracle_size` also `oracle_output(x)`'s, and nothing is compiled
+    or loaded after the first call. Returns the compiled object."""
     compiled = lucid.compile(net, dynamic=True)
     modules = None
     with lucid.no_grad():
-        for n, volume in SIZES + [ORACLE_SIZE]:
-            x = lucid.randn(n, 4, *volume)
+        for n, volume in sizes + [oracle_size]:
+            x = lucid.randn(n, net.in_channels, *volume)
             got = compiled(x).numpy()
             if modules is None:
                 modules = built(compiled)
             assert_close(got, net(x).numpy())
-            if (n, volume) == ORACLE_SIZE:
-                assert_close(got, spec.oracle(net, x.numpy()))
+            if (n, volume) == oracle_size:
+                assert_close(got, oracle_output(x.numpy()))
     stats = compiled.stats()
     assert stats["traces"] == 1 and stats["variants"] == stats["dynamic_variants"] == 1
     assert built(compiled) == modules                      # nothing compiled or loaded after the first call
+    return compiled
 
 
-@pytest.mark.parametrize("spec", [LAYERS[1], LAYERS[5]], ids=[LAYERS[1].name, LAYERS[5].name])
-def test_input_weight_and_bias_gradients_equal_eager_at_every_size(spec):
-    net = spec.module(seed=3)
+@pytest.mark.parametrize("spec", LAYERS, ids=[spec.name for spec in LAYERS])
+def test_one_compile_serves_every_batch_and_volume_size(spec):
+    net = spec.module(seed=7)
+    assert_one_compile_serves(net, SIZES, ORACLE_SIZE, lambda x: spec.oracle(net, x))
+
+
+def assert_gradients_equal_eager(net: nn.Module, sizes: list):
+    """`net` compiled once with `dynamic=True`: at each (batch, volume) of `sizes` its output and
+    input, weight and bias gradients equal eager's, and nothing is compiled after the first call.
+    Returns the compiled object."""
     compiled = lucid.compile(net, dynamic=True)
     modules = None
-    for n, volume in [(1, (16, 16, 16)), (3, (17, 24, 19)), (2, (23, 16, 32))]:
-        data = lucid.randn(n, 4, *volume).numpy()
+    for n, volume in sizes:
+        data = lucid.randn(n, net.in_channels, *volume).numpy()
         gradients = []
         for run in (compiled, net):
             x = lucid.tensor(data, requires_grad=True)
@@ -117,6 +126,12 @@ def test_input_weight_and_bias_gradients_equal_eager_at_every_size(spec):
         for got, expected in zip(*gradients, strict=True):
             assert_close(got, expected)
     assert compiled.stats()["traces"] == 1 and built(compiled) == modules
+    return compiled
+
+
+@pytest.mark.parametrize("spec", [LAYERS[1], LAYERS[5]], ids=[LAYERS[1].name, LAYERS[5].name])
+def test_input_weight_and_bias_gradients_equal_eager_at_every_size(spec):
+    assert_gradients_equal_eager(spec.module(seed=3), [(1, (16, 16, 16)), (3, (17, 24, 19)), (2, (23, 16, 32))])
 
 
 @pytest.mark.parametrize("spec, out_channels", [(LAYERS[0], 20), (LAYERS[5], 6)], ids=["conv", "conv_transpose"])
@@ -186,20 +201,9 @@ def test_winograd_layers_compiled_once_serve_every_size(padding):
     the first call."""
     lucid.manual_seed(8)
     net = nn.Conv3d(16, 16, 3, padding=padding)
-    compiled = lucid.compile(net, dynamic=True)
-    modules = None
-    with lucid.no_grad():
-        for n, volume in WINOGRAD_SIZES + [WINOGRAD_ORACLE_SIZE]:
-            x = lucid.randn(n, 16, *volume)
-            got = compiled(x).numpy()
-            if modules is None:
-                modules = built(compiled)
-            assert_close(got, net(x).numpy())
-            if (n, volume) == WINOGRAD_ORACLE_SIZE:
-                w, b = (t.numpy().astype(np.float64) for t in (net.weight, net.bias))
-                assert_close(got, oracle.conv_nd(x.numpy().astype(np.float64), w, b, padding=padding))
-    stats = compiled.stats()
-    assert stats["traces"] == 1 and stats["dynamic_variants"] == 1 and built(compiled) == modules
+    w, b = (t.numpy().astype(np.float64) for t in (net.weight, net.bias))
+    compiled = assert_one_compile_serves(net, WINOGRAD_SIZES, WINOGRAD_ORACLE_SIZE,
+                                         lambda x: oracle.conv_nd(x.astype(np.float64), w, b, padding=padding))
     assert "wino_conv" in symbolic_variant_kernels(compiled)
 
 
@@ -208,23 +212,8 @@ def test_winograd_gradients_equal_eager_at_every_size():
     """Forward and backward of a Winograd layer compiled with `dynamic=True`: the forward and the
     input gradient (a stride-1 transposed conv) take Winograd at symbolic sizes."""
     lucid.manual_seed(9)
-    net = nn.Conv3d(16, 16, 3, padding=1)
-    compiled = lucid.compile(net, dynamic=True)
-    modules = None
-    for n, volume in [(1, (16, 16, 16)), (2, (17, 23, 33)), (3, (24, 16, 19))]:
-        data = lucid.randn(n, 16, *volume).numpy()
-        gradients = []
-        for run in (compiled, net):
-            x = lucid.tensor(data, requires_grad=True)
-            y = run(x)
-            (y * y).sum().backward()
-            gradients.append([y.detach().numpy(), x.grad.numpy(), net.weight.grad.numpy(), net.bias.grad.numpy()])
-            net.zero_grad()
-        if modules is None:
-            modules = built(compiled)
-        for got, expected in zip(*gradients, strict=True):
-            assert_close(got, expected)
-    assert compiled.stats()["traces"] == 1 and built(compiled) == modules
+    compiled = assert_gradients_equal_eager(nn.Conv3d(16, 16, 3, padding=1),
+                                            [(1, (16, 16, 16)), (2, (17, 23, 33)), (3, (24, 16, 19))])
     assert symbolic_variant_kernels(compiled).count("wino_conv") == 2
 
 
