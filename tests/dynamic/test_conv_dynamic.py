@@ -234,17 +234,21 @@ def symbolic_executable(fn, channels: int, weight_shape: tuple, name: str) -> Ex
                                                                  weight_shape[0]), name=name)))
 
 
-@pytest.mark.parametrize("kind", ["conv", "conv_transpose"])
+@pytest.mark.parametrize("kind", ["conv", "conv_transpose", "conv_transpose output_padding"])
 def test_winograd_rows_of_every_length(small_layers_take_winograd, kind):
     """A symbolic row is taken in balanced chunks of at most `Plan.chunk` tiles (24 to 28), each in
     GEMM tiles chosen per call: rows of 2 to 55 tiles (up to 3 chunks), odd and even widths, one
-    compile, against the oracle (a 3 x 3 conv, padding 1; a 4 x 4 stride-2 transposed conv's phases)."""
+    compile, against the oracle (a 3 x 3 conv, padding 1; a 4 x 4 stride-2 transposed conv's phases,
+    with output_padding 1 the even phases one position longer than the odd ones)."""
     rng = np.random.default_rng(10)
-    transposed = kind == "conv_transpose"
+    transposed = kind != "conv"
     weight_shape = (16, 24, 4, 4) if transposed else (24, 16, 3, 3)
     attrs = dict(stride=2, padding=1) if transposed else dict(padding=1)
+    if kind == "conv_transpose output_padding":
+        attrs["output_padding"] = 1
     fn = F.conv_transpose2d if transposed else F.conv2d
-    executable = symbolic_executable(lambda x, w, b: fn(x, w, b, **attrs), 16, weight_shape, f"dyn_wino_{kind}")
+    executable = symbolic_executable(lambda x, w, b: fn(x, w, b, **attrs), 16, weight_shape,
+                                     f"dyn_wino_{kind.replace(' ', '_')}")
     assert "wino_conv" in kernel_labels(executable)
     w = (rng.standard_normal(weight_shape) * 0.2).astype("float32")
     b = rng.standard_normal(24).astype("float32")

@@ -487,11 +487,21 @@ def _emit_main(lowering: Lowering, problem: ConvProblem, p: Plan, parts: list, o
                 with b.if_then(b.load(direct)):
                     _each_row(k, p, c, first_row, lambda qh: _direct_row(k, fallback, (x_offset, w_offset, y_offset),
                                                                          n, qd, qh))
-            _maybe(b, None if symbolic.same(c.counts[0], depth) else b.icmp_unsigned("<", qd, k.extent(c.counts[0])),
-                   one)
+            _maybe(b, _in_correlation(k, p, c, depth, qd, block_of_rows), one)
         _unpack_item(k, p, unpack, n, qd, first_row)
 
     lowering.kernel("wino_conv", g.n * depth * p.blocks_of_rows, body, compute_bound=True)
+
+
+def _in_correlation(k, p: Plan, c: Correlation, depth, qd, block_of_rows):
+    """Whether correlation `c` has the item's positions (None: always): its depth position qd (if
+    `c` has fewer than `depth`) and, with symbolic sizes, its row of tiles (if `c` has fewer than
+    the items: a phase of a transposed conv with fewer outputs)."""
+    b = k.b
+    in_depth = None if symbolic.same(c.counts[0], depth) else b.icmp_unsigned("<", qd, k.extent(c.counts[0]))
+    if not p.chunk or symbolic.same(c.tiles[0], p.blocks_of_rows):
+        return in_depth
+    return _both(b, in_depth, b.icmp_unsigned("<", block_of_rows, k.extent(c.tiles[0])))
 
 
 @dataclass(frozen=True)
