@@ -5,19 +5,18 @@ True, or returns False, emitting nothing, when it does not apply or would not be
 algorithm takes every problem, so it comes last.
 
 Sizes known at run time (a graph compiled once for every size; channels, kernel, stride, padding
-and dilation stay numbers), the rule:
-- symbolic spatial sizes: the direct algorithm only (`SPATIAL_ALGORITHMS`). Its kernels read their
-  extents, loop bounds and tap offsets from the call's sizes and tile each row as a static compile
-  would, choosing the tiles per row (tile.py). Winograd's plan (rows of 2 x 2 tiles per work item,
-  its stack arrays, which layers it pays for) and the over-points path's choice need the spatial
-  sizes as numbers;
-- only the batch symbolic (automatic dynamic with a varying batch): Winograd, planned for the
-  batch's smallest size, else the direct algorithm (`BATCH_ALGORITHMS`)."""
+and dilation stay numbers), the rule: Winograd, else the direct algorithm (`SYMBOLIC_ALGORITHMS`).
+- Winograd decides whether it applies and pays for the symbols' smallest sizes (the batch's 1 and
+  the smallest volume a variant serves); with symbolic spatial sizes its work items are rows of
+  tiles taken in chunks of a fixed most, tile counts computed per call (winograd.py);
+- the direct kernels read their extents, loop bounds and tap offsets from the call's sizes and tile
+  each row as a static compile would, choosing the tiles per row (tile.py);
+- the over-points path (transposed convs with few output channels) is left out: its register tile's
+  vectors per row, and so its choice, need the row length as a number."""
 from __future__ import annotations
 
 import math
 
-from ....ir import symbolic
 from ....ir.graph import Node
 from ...lowering import Lowering, lowers
 from .direct import lower_direct
@@ -30,10 +29,8 @@ from .winograd import lower_winograd
 #: points (over_points.py), then the direct algorithm (direct.py).
 ALGORITHMS = (lower_winograd, lower_transposed_over_points, lower_direct)
 
-#: The algorithms of a node with symbolic spatial sizes, and of one with only its batch symbolic (see
-#: the module docstring).
-SPATIAL_ALGORITHMS = (lower_direct,)
-BATCH_ALGORITHMS = (lower_winograd, lower_direct)
+#: The algorithms of a node with symbolic sizes (see the module docstring).
+SYMBOLIC_ALGORITHMS = (lower_winograd, lower_direct)
 
 
 @lowers("conv", run_time_extents=True)
@@ -61,10 +58,7 @@ def _lower(lowering: Lowering, problem: ConvProblem) -> None:
 
 
 def _algorithms(problem: ConvProblem) -> tuple:
-    if not problem.symbolic_sizes:
-        return ALGORITHMS
-    spatial = problem.x.shape[2:] + problem.y.shape[2:]
-    return SPATIAL_ALGORITHMS if symbolic.is_symbolic(spatial) else BATCH_ALGORITHMS
+    return SYMBOLIC_ALGORITHMS if problem.symbolic_sizes else ALGORITHMS
 
 
 def _operands(node: Node) -> tuple:

@@ -48,7 +48,7 @@ class RowTiles:
     """What a kernel calls to convolve one row of `spec` for one (group, oc block): `full` calls of
     the register tile `tile`, then `last` (fewer points) if the row does not divide into tiles. A
     row of symbolic length instead has tiles of several sizes, `by_size` (points -> function), and
-    chooses them per row (`_emit_run_time_row`)."""
+    chooses them per row (`emit_run_time_row`)."""
 
     element: ir.Type
     g: Geometry
@@ -104,7 +104,7 @@ def emit_row_block(k, tiles: RowTiles, offsets: tuple, n, qd, qh, grp, ob) -> No
         b.call(function, [x_first, b.gep(wp, [w_row]), y_first] + taps + shape)
 
     if tiles.by_size:
-        _emit_run_time_row(b, tiles, as_i64(spec.points), call)
+        emit_run_time_row(b, tiles, as_i64(spec.points), call)
         return
     with counted_loop(b, tiles.full, name="tile") as p:
         call(tiles.tile, b.mul(p, i64(block.points)))
@@ -112,11 +112,12 @@ def emit_row_block(k, tiles: RowTiles, offsets: tuple, n, qd, qh, grp, ob) -> No
         call(tiles.last, i64(tiles.full * block.points))
 
 
-def _emit_run_time_row(b: ir.IRBuilder, tiles: RowTiles, points: ir.Value, call) -> None:
+def emit_run_time_row(b: ir.IRBuilder, tiles: RowTiles, points: ir.Value, call) -> None:
     """A row of `points` points (known at run time) as a static compile would tile it: a row of at
     least a tile's points in the fewest tiles, balanced (the first `points` % count one point
     longer), each call going to the tile of its size; a shorter row by the bits of its length (a
-    tile of 8, 4, 2, 1 points)."""
+    tile of 8, 4, 2, 1 points). `tiles`: a RowTiles, or anything with its `block` and `by_size`
+    (Winograd's GEMM)."""
     most = tiles.block.points
     with b.if_else(b.icmp_unsigned(">=", points, i64(most))) as (long_row, short_row):
         with long_row:
