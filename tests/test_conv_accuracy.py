@@ -21,8 +21,10 @@ import pytest
 
 import lucid
 
+_SEARCH_PATH = list(sys.path)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from accuracy import INPUTS, RESULTS, algorithms, lucid_results, operands, reference_results, torch_results  # noqa: E402
+sys.path[:] = _SEARCH_PATH    # the benchmarks put their folder first: its networks.py would shadow examples'
 from deep_models import relative_errors, worst  # noqa: E402
 
 try:
