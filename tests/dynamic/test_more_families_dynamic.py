@@ -68,24 +68,36 @@ def step(model, x, target):
     return [y.numpy(), loss.numpy()], [p.grad.numpy() for p in model.parameters()] + [x.grad.numpy()]
 
 
-def test_a_training_step_compiles_once_for_every_batch_and_volume_size():
-    lucid.manual_seed(0)
-    net, reference = UNetLike(), UNetLike()
-    reference.load_state_dict(net.state_dict())
-    compiled = lucid.compile(net, dynamic=True)
+def compare_steps(compiled, reference, calls, atol=lambda expected: 2e-5, after_each=lambda: None) -> int:
+    """Each call's ((n, volume), x, target) outputs and gradients, compiled against the reference
+    (rtol 2e-3, `atol(expected)`); `after_each()` after each call. Returns the modules the compiled
+    object had built after its first call."""
     modules = None
-    for k, (n, volume) in enumerate(SIZES):
-        x, target = data(n, volume, k)
+    for where, x, target in calls:
         outputs, grads = step(compiled, x, target)
         if modules is None:
             modules = built(compiled)
         eager_outputs, eager_grads = step(reference, x, target)
         for got, expected in zip(outputs + grads, eager_outputs + eager_grads, strict=True):
             assert got.shape == expected.shape
-            np.testing.assert_allclose(got, expected, rtol=2e-3, atol=2e-5, err_msg=f"at {(n, volume)}")
-        for name in ("running_mean", "running_var"):          # the running variance's n / (n - 1) per call
+            np.testing.assert_allclose(got, expected, rtol=2e-3, atol=atol(expected), err_msg=f"at {where}")
+        after_each()
+    return modules
+
+
+def test_a_training_step_compiles_once_for_every_batch_and_volume_size():
+    lucid.manual_seed(0)
+    net, reference = UNetLike(), UNetLike()
+    reference.load_state_dict(net.state_dict())
+    compiled = lucid.compile(net, dynamic=True)
+
+    def running_statistics_agree():                         # the running variance's n / (n - 1) per call
+        for name in ("running_mean", "running_var"):
             np.testing.assert_allclose(getattr(net.stem_norm, name).numpy(), getattr(reference.stem_norm, name).numpy(),
                                        rtol=1e-4, atol=1e-6)
+
+    calls = [((n, volume), *data(n, volume, k)) for k, (n, volume) in enumerate(SIZES)]
+    modules = compare_steps(compiled, reference, calls, after_each=running_statistics_agree)
     stats = compiled.stats()
     assert stats["traces"] == 1 and stats["variants"] == stats["dynamic_variants"] == 1
     assert built(compiled) == modules                      # no module compiled or loaded after the first call
@@ -184,17 +196,14 @@ def test_a_unet_training_step_with_convolutions_compiles_once():
     net, reference = SmallUNet(), SmallUNet()
     reference.load_state_dict(net.state_dict())
     compiled = lucid.compile(net, dynamic=True)
-    modules = None
-    for k, (n, volume) in enumerate([(1, (16, 16, 16)), (2, (24, 17, 16)), (3, (17, 16, 32))]):
+
+    def call(k, n, volume):
         rng = np.random.default_rng(k)
         x = lucid.Tensor(rng.standard_normal((n, 1) + volume).astype(np.float32), requires_grad=True)
-        target = lucid.Tensor(rng.standard_normal((n, 2) + volume).astype(np.float32))
-        outputs, grads = step(compiled, x, target)
-        modules = modules or built(compiled)
-        eager_outputs, eager_grads = step(reference, x, target)
-        for got, expected in zip(outputs + grads, eager_outputs + eager_grads, strict=True):
-            # batch norm's backward subtracts means of sums over up to 26k voxels: float32 order
-            # differences reach ~3e-3 of a weight gradient's largest entry (a fixed-size compile too)
-            atol = 5e-3 * np.abs(expected).max() + 2e-5
-            np.testing.assert_allclose(got, expected, rtol=2e-3, atol=atol, err_msg=f"at {(n, volume)}")
+        return (n, volume), x, lucid.Tensor(rng.standard_normal((n, 2) + volume).astype(np.float32))
+
+    calls = [call(k, n, volume) for k, (n, volume) in enumerate([(1, (16, 16, 16)), (2, (24, 17, 16)), (3, (17, 16, 32))])]
+    # batch norm's backward subtracts means of sums over up to 26k voxels: float32 order differences
+    # reach ~3e-3 of a weight gradient's largest entry (a fixed-size compile's too)
+    modules = compare_steps(compiled, reference, calls, atol=lambda expected: 5e-3 * np.abs(expected).max() + 2e-5)
     assert compiled.stats()["traces"] == 1 and built(compiled) == modules
