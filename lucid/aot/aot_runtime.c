@@ -47,6 +47,7 @@
 extern void lucid_run(void **table, int64_t threads);
 extern void lucid_work(void **table, int64_t *state);
 extern int64_t lucid_state_words(void);
+extern int64_t lucid_persistent_bytes(void);
 extern void lucid_pool_run(int64_t *pool, void (*work)(void **, int64_t *), void **table, int64_t *state,
                            int64_t threads);
 extern void lucid_pool_stop(int64_t *pool);
@@ -240,15 +241,20 @@ static const unsigned char *ready_weights(void) {
 #endif
 
 /* ------------------------------------------------------------------------------ arenas */
-/* An arena: intermediates, workspace, then (at state_offset) the state block of a pool run. */
+/* An arena: intermediates, workspace, then (at state_offset) the state block of a pool run, then (at
+ * persistent_offset()) the memory kernels keep between calls (zeroed once: an arena is reused). */
 #define KEPT_ARENAS 8
 static void *kept_arenas[KEPT_ARENAS];
 static int kept;
 static pthread_mutex_t arenas_lock = PTHREAD_MUTEX_INITIALIZER;
 static const size_t state_offset = (LUCID_ARENA_BYTES + LUCID_WORKSPACE_BYTES) / ALIGNMENT * ALIGNMENT + ALIGNMENT;
 
-static size_t arena_size(void) {
+static size_t persistent_offset(void) {
     return (state_offset + sizeof(int64_t) * lucid_state_words()) / ALIGNMENT * ALIGNMENT + ALIGNMENT;
+}
+
+static size_t arena_size(void) {
+    return persistent_offset() + (size_t)lucid_persistent_bytes();
 }
 
 static void *take_arena(void) {
@@ -349,6 +355,7 @@ EXPORTED int API(run)(const float *const *inputs, float *const *outputs) {
     for (int i = 0; i < LUCID_NUM_ARENA; i++)
         table[arena_slot[i]] = arena + arena_offset[i];
     table[LUCID_WORKSPACE_SLOT] = arena + LUCID_ARENA_BYTES;
+    table[LUCID_PERSISTENT_SLOT] = arena + persistent_offset();
     for (int i = 0; i < LUCID_NUM_OUTPUTS; i++)
         if (output_source[i] < 0)
             table[output_slot[i]] = outputs[i];

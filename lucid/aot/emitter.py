@@ -188,6 +188,7 @@ def _model_tables(graph: Graph, plan, table: BufferTable, name: str, target: Tar
     tables.define("LUCID_MAX_RANK", max([len(v.shape) for v in graph.inputs + graph.outputs] + [1]))
     tables.define("LUCID_TABLE_SIZE", table.size)
     tables.define("LUCID_WORKSPACE_SLOT", table.workspace_slot)
+    tables.define("LUCID_PERSISTENT_SLOT", table.persistent_slot)
     tables.define("LUCID_ARENA_BYTES", f"{plan.arena_bytes}ull")
     tables.define("LUCID_WORKSPACE_BYTES", f"{workspace_bytes}ull")
     tables.define("LUCID_SERIAL", int(runs_serially(graph)))
