@@ -7,9 +7,10 @@ What a conv derives from its weight tensor goes to the graph's persistent memory
 of the weights it was made from. The node's first kernel, `emit_weight_check`, compares the weights
 with that copy, a chunk of `CHECK_CHUNK` elements per work item, bit for bit, storing the vectors
 that differ: a chunk that differed, or that no call has made results from yet, has its byte in the
-check's flags set (else cleared). The kernels
-preparing weights then run their work items only when some chunk's byte is set
-(`WeightCheck.changed`); otherwise the readers find last call's results where they left them.
+check's flags set (else cleared). The kernels preparing weights then run their work items only when
+some chunk's byte is set (`WeightCheck.changed`; `when_changed` wraps their bodies); otherwise the
+readers find the last call's results where they left them. A waiting kernel must separate the check
+from the kernels reading its flags.
 
 Guarantees:
 - prepared weights always come from weights bit-equal to this call's: nothing is trusted but the
@@ -84,7 +85,7 @@ def emit_weight_check(lowering: Lowering, w: Value) -> WeightCheck:
         b.store(ir.Constant(I8, 1), made)
         b.store(b.zext(changed, I8), b.gep(flags, [item]))
 
-    lowering.kernel("conv_check_weights", chunks, body)
+    lowering.kernel("weights_check", chunks, body)
     return check
 
 
