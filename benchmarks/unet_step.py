@@ -35,8 +35,9 @@ from models import UNet3D  # noqa: E402
 from torch_models import torch_mirrors  # noqa: E402
 
 
-def lucid_step(model, images, labels):
-    compiled = lucid.compile(model)
+def lucid_step(model, images, labels, compiled=None):
+    """A training step of `compiled` (default: `lucid.compile(model)`), setting `model`'s gradients to None."""
+    compiled = compiled or lucid.compile(model)
     x, y = lucid.Tensor(images), lucid.Tensor(labels)
 
     def step():

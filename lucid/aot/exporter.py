@@ -4,9 +4,17 @@
 eval mode: BatchNorm uses its running statistics, Dropout is off; lazy layers are resolved by the
 trace; a `lucid.ir.Graph`, such as an imported ONNX model, is taken as it is and its inputs may be
 left out), runs the inference pipeline `lucid.compile` runs (`passes.pipeline.for_inference`), runs
-the traced graph once with the interpreter on seeded random golden inputs, and hands everything to the
+the traced graph with the interpreter on seeded random golden inputs, and hands everything to the
 AOT emitter (`emitter.py`), which writes the library, its header and, if asked, its weights file.
 The library's `N_selftest()` checks that its code reproduces those golden outputs.
+
+Symbolic dimensions. Inputs given as `lucid.spec(lucid.dim("N"), 1, lucid.dim("D", min=16), 32, 32)`
+export one library for every size meeting the dimensions' ranges and the constraints the trace
+records: it takes the inputs' shapes per call (`N_run_dims`, see the emitter and the generated
+header). Each symbolic dimension must be some input's axis on its own (so a call's shapes give its
+size), and codegen must take every operator symbolically (else a CompileError naming the operator).
+The golden data then holds two sizes (`selftest_sizes`): each dimension at its smallest valid size,
+and at the smallest valid size at least 3 above that (the first again when its range has none).
 `lucid.runtime.load(path)` runs the result from Python with numpy and ctypes only.
 """
 from __future__ import annotations
@@ -16,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError
+from ..ir import symbolic
 from ..ir.graph import Graph
 from ..ir.types import TensorType
 from ..tensor import Tensor
@@ -42,12 +51,38 @@ def export(fn_or_module, *inputs, path, name: str | None = None, weights_in_file
     specs = [_as_spec(x, k) for k, x in enumerate(inputs)]
     traced = _trace_for_inference(fn_or_module, specs)
     rng = np.random.default_rng(GOLDEN_SEED)
-    golden_inputs = [rng.standard_normal(s.shape).astype(s.dtype.numpy) for s in specs]
-    golden_outputs = run(traced, *golden_inputs)
-    golden_outputs = list(golden_outputs) if traced.returns_tuple else [golden_outputs]
+    golden = []
+    for sizes in selftest_sizes(traced):
+        golden_inputs = [rng.standard_normal(symbolic.evaluate(v.shape, sizes)).astype(v.dtype.numpy)
+                         for v in traced.inputs]
+        golden_outputs = run(traced, *golden_inputs)
+        golden.append((golden_inputs, list(golden_outputs) if traced.returns_tuple else [golden_outputs]))
     path = Path(path)
     return write_library(for_inference(traced), path, name if name is not None else c_name(path.stem),
-                         golden_inputs, golden_outputs, weights_in_file=weights_in_file)
+                         golden, weights_in_file=weights_in_file)
+
+
+def selftest_sizes(graph: Graph) -> list[dict]:
+    """The sizes the self-test runs (see the module docstring): `[{}]` for a concrete graph."""
+    symbols = sorted(graph.symbols(), key=lambda s: s.name)
+    if not symbols:
+        return [{}]
+    first = {s.name: _valid_size(graph, s, s.min) for s in symbols}
+    second = {s.name: _valid_size(graph, s, first[s.name] + 3, fallback=first[s.name]) for s in symbols}
+    return [first, second] if second != first else [first]
+
+
+def _valid_size(graph: Graph, symbol, start: int, fallback: int | None = None) -> int:
+    """The smallest size from `start` (64 tried) within the symbol's range that meets the graph's
+    constraints on it; `fallback` when there is none."""
+    top = start + 64 if symbol.max is None else min(symbol.max + 1, start + 64)
+    for value in range(start, top):
+        if all(c.holds({symbol.name: value}) for c, _ in graph.constraints if symbol in c.symbols):
+            return value
+    if fallback is None:
+        raise ExportError(f"lucid.export: no size of dimension {symbol.name} from {start} to {top - 1} meets "
+                          f"the constraints {', '.join(str(c) for c, _ in graph.constraints if symbol in c.symbols)}")
+    return fallback
 
 
 def _as_spec(x, position: int) -> Spec:

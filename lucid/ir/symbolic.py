@@ -479,10 +479,9 @@ def bounds(x) -> tuple:
     interval estimate, so the true range may be narrower."""
     if not isinstance(x, Expr):
         return int(x), int(x)
-    constant = _terms(x).get((), 0)
-    modulo = _as_modulo(x - constant)
-    if modulo is not None:
-        return constant, constant + modulo[1] - 1
+    offset = _modulo_offset(x)
+    if offset is not None:
+        return offset
     lo = hi = 0
     for monomial, coeff in x.terms:
         term = (1, 1)
@@ -491,6 +490,18 @@ def bounds(x) -> tuple:
         low, high = _interval_product(term, (coeff, coeff))
         lo, hi = lo + low, hi + high
     return lo, hi
+
+
+def _modulo_offset(x: Expr):
+    """(c, c + k - 1) when x is `y % k + c` (`y - k*(y // k) + c`, y holding a constant of its own
+    or not: `(D + 1) % 2` is `D + 1 - 2*((D + 1) // 2)`); else None."""
+    for monomial, coeff in x.terms:
+        if len(monomial) == 1 and isinstance(monomial[0], _FloorDiv) and coeff == -monomial[0].divisor:
+            atom = monomial[0]
+            rest = x - coeff * Expr(((monomial, 1),)) - atom.inner
+            if not isinstance(rest, Expr):
+                return rest, rest + atom.divisor - 1
+    return None
 
 
 def _interval_product(a: tuple, b: tuple) -> tuple:

@@ -14,6 +14,12 @@ node it differentiates; contributions to a value read several times are added; o
 values that depend on `wrt` get gradients (as on the eager tape); a name in `wrt` that no output
 depends on gets zeros. `wrt` defaults to the parameters bound to tensors that require grad. The
 forward graph is not modified.
+
+Symbolic sizes: the gradient graph of a graph with symbolic dimensions serves the same sizes, and
+at each of them computes what autodiff of the graph specialised to them computes. The rules write
+sizes as sizes: pad amounts, output_paddings and input shapes of gradient operators are size
+attributes (`lucid.ir.ops.attributes`), and a count a rule divides by is a `size` node, evaluated
+per call (`lucid/ir/ops/size.py`).
 """
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ the forward outputs, then the gradients) and returns `Partition(forward, backwar
 - `forward` computes everything that does not depend on a seed: inputs are the forward inputs,
   outputs are the forward outputs followed by the saved values; it keeps the state updates;
 - `backward` computes the gradients: its inputs are the saved values (named `saved_<i>`), then the
-  forward inputs the backward nodes read, then the seeds; it has the parameters it reads;
+  forward inputs the backward nodes read (and, with symbolic sizes, those whose shapes bind a
+  dimension the backward uses and reads nowhere else), then the seeds; it has the parameters it reads;
 - `saved` are the values of the forward graph that backward nodes read (activations), in order.
   A view (the output of an operator declaring `aliases_input`, such as reshape) is not saved: the
   backward recomputes it from the value it views, so a value and a view of it never both become
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..ir import symbolic
 from ..ir.graph import Graph, Value
 
 NAME = "partition"
@@ -44,9 +46,24 @@ def run(graph: Graph, input_count: int, output_count: int) -> Partition:
                     and not v.node.is_constant)
     forward_inputs = set(graph.inputs) - seed_values
     inputs_read = _unique(v for v in reads if v in forward_inputs)
+    inputs_read += _inputs_for_sizes(graph, backward_nodes, saved + inputs_read + seeds + list(graph.params))
     forward = _forward(graph, seed_values, graph.outputs[:output_count] + saved)
     backward = _backward(graph, backward_nodes, saved, inputs_read, seeds, gradients)
     return Partition(forward, backward, saved, [v.name for v in inputs_read])
+
+
+def _inputs_for_sizes(graph: Graph, nodes: list, read: list) -> list:
+    """The forward inputs a backward takes for their shapes alone: those binding the symbolic
+    dimensions its nodes use (in types and size attributes) that the values it reads do not (the
+    gradient of x.sum() with respect to x reads only the seed, yet has x's shape)."""
+    used = set().union(*(symbolic.free_symbols((node.output.shape,) + tuple(node.attrs.values())) for node in nodes))
+    missing = used - set().union(*(symbolic.free_symbols(v.shape) for v in read))
+    taken = []
+    for v in graph.inputs:
+        if missing & symbolic.free_symbols(v.shape):
+            taken.append(v)
+            missing -= symbolic.free_symbols(v.shape)
+    return taken
 
 
 def _is_constant(v: Value) -> bool:

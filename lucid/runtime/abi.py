@@ -4,7 +4,9 @@ library.
 
 A library exports, besides the model's `N_*` functions (see the generated header),
 `const char *lucid_aot_info(void)` returning `"lucid-aot abi=<ABI_VERSION> name=<N> weights=<embedded|file>
-outputs=<single|tuple>"`. A separate weights file starts with a WEIGHTS_HEADER_BYTES header: the magic,
+outputs=<single|tuple>"`, followed by ` shapes=symbolic` for a library of a graph with symbolic
+dimensions (its calls take the inputs' shapes: `N_run_dims`, `N_output_shape_dims`; its
+`N_input_shape` reports a symbolic dimension as -1). A separate weights file starts with a WEIGHTS_HEADER_BYTES header: the magic,
 the ABI version (u32), the payload's size (u64) and CRC-32 (u32), all little-endian, then zeros; the
 payload follows.
 """
@@ -25,9 +27,9 @@ WEIGHTS_SUFFIX = ".weights"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
-def info_text(name: str, weights_in_file: bool, returns_tuple: bool) -> str:
+def info_text(name: str, weights_in_file: bool, returns_tuple: bool, symbolic_shapes: bool = False) -> str:
     return (f"{INFO_PREFIX} abi={ABI_VERSION} name={name} weights={'file' if weights_in_file else 'embedded'} "
-            f"outputs={'tuple' if returns_tuple else 'single'}")
+            f"outputs={'tuple' if returns_tuple else 'single'}" + (" shapes=symbolic" if symbolic_shapes else ""))
 
 
 def parse_info(text: str) -> dict:

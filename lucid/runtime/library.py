@@ -8,6 +8,13 @@ shared object, a shared object without `lucid_aot_info` (not a lucid library), a
 ABI version, and a library whose separate weights file is missing or fails its checks. A call checks
 the number, dtypes (float32) and shapes of its inputs before any native code runs, then calls `N_run`
 with the GIL released; a failing `N_run` raises its `N_last_error` message.
+
+A library of symbolic dimensions (`lucid.dim`; its info string says `shapes=symbolic`) reports them
+as -1 in `input_shapes` and `output_shapes`. A call passes the shapes of the arrays it gets: their
+ranks and dtypes are checked here, then the library's `N_output_shape_dims` checks the sizes (each
+dimension's range, the graph's constraints, every fixed dim; a refusal is a ShapeError carrying the
+library's message, which names the input, the dimension and the constraint) and gives the outputs'
+shapes, and `N_run_dims` runs on them.
 """
 from __future__ import annotations
 
@@ -36,8 +43,9 @@ def load(path, weights=None) -> "Library":
 
 class Library:
     """A loaded library: `library(*inputs)` returns its output array (a tuple of them when the
-    exported function returned a tuple). `input_shapes`, `output_shapes`, `name`, `selftest()`,
-    `set_num_threads(n)`."""
+    exported function returned a tuple). `input_shapes`, `output_shapes` (-1 for a symbolic
+    dimension), `symbolic` (whether the library takes its inputs' shapes per call), `name`,
+    `selftest()`, `set_num_threads(n)`."""
 
     def __init__(self, path, weights=None):
         self.path = Path(path)
@@ -52,7 +60,14 @@ class Library:
             raise LibraryError(f"lucid.runtime: {self.path} reports another ABI version than its info string "
                                "(a damaged library)")
         self._returns_tuple = info.get("outputs") == "tuple"
-        self._run = self._function("run", ctypes.c_int, [ctypes.POINTER(_FLOATS), ctypes.POINTER(_FLOATS)])
+        self.symbolic = info.get("shapes") == "symbolic"
+        pointers = [ctypes.POINTER(_FLOATS), ctypes.POINTER(_FLOATS)]
+        if self.symbolic:
+            self._run = self._function("run_dims", ctypes.c_int, [ctypes.POINTER(ctypes.c_int64)] + pointers)
+            self._output_shape_dims = self._function("output_shape_dims", ctypes.c_int, [
+                ctypes.POINTER(ctypes.c_int64), ctypes.c_int, ctypes.POINTER(ctypes.c_int64)])
+        else:
+            self._run = self._function("run", ctypes.c_int, pointers)
         self._error = self._function("last_error", ctypes.c_char_p, [])
         self.input_shapes = self._shapes("input")
         self.output_shapes = self._shapes("output")
@@ -62,10 +77,14 @@ class Library:
 
     def __call__(self, *inputs):
         arrays = self._checked(inputs)
-        outputs = [np.empty(shape, np.float32) for shape in self.output_shapes]
-        in_pointers = (_FLOATS * max(len(arrays), 1))(*(a.ctypes.data_as(_FLOATS) for a in arrays))
-        out_pointers = (_FLOATS * max(len(outputs), 1))(*(a.ctypes.data_as(_FLOATS) for a in outputs))
-        self._check(self._run(in_pointers, out_pointers), f"{self.name}_run")
+        if self.symbolic:
+            shapes = _int64s([d for a in arrays for d in a.shape])
+            outputs = [np.empty(shape, np.float32) for shape in self._output_shapes_for(shapes)]
+            arguments = (shapes, _pointers(arrays), _pointers(outputs))
+        else:
+            outputs = [np.empty(shape, np.float32) for shape in self.output_shapes]
+            arguments = (_pointers(arrays), _pointers(outputs))
+        self._check(self._run(*arguments), self._run.__name__)
         return tuple(outputs) if self._returns_tuple else outputs[0]
 
     def selftest(self) -> None:
@@ -89,10 +108,21 @@ class Library:
             array = np.asarray(given)
             if array.dtype != np.float32:
                 raise DTypeError(f"{owner}: input {k} must have dtype float32, got {array.dtype}")
-            if array.shape != shape:
-                raise ShapeError(f"{owner}: input {k} must have shape {shape}, got {array.shape}")
+            if len(array.shape) != len(shape) or any(d != s for d, s in zip(array.shape, shape) if s >= 0):
+                any_size = " (-1: any size the library accepts)" if -1 in shape else ""
+                raise ShapeError(f"{owner}: input {k} must have shape {shape}{any_size}, got {array.shape}")
             arrays.append(np.ascontiguousarray(array))
         return arrays
+
+    def _output_shapes_for(self, shapes) -> list[tuple]:
+        """The outputs' shapes at the input `shapes` (concatenated), as the library computes and checks them."""
+        result = []
+        for k, declared in enumerate(self.output_shapes):
+            dims = (ctypes.c_int64 * max(len(declared), 1))()
+            if self._output_shape_dims(shapes, k, dims) < 0:
+                raise ShapeError(f"lucid.runtime: {(self._error() or b'').decode(errors='replace')}")
+            result.append(tuple(dims[:len(declared)]))
+        return result
 
     def _function(self, suffix: str, restype, argtypes: list):
         try:
@@ -127,6 +157,14 @@ class Library:
         if status != 0:
             message = (self._error() or b"").decode(errors="replace") or "no message"
             raise LibraryError(f"lucid.runtime: {what} failed: {message}")
+
+
+def _int64s(values: list):
+    return (ctypes.c_int64 * max(len(values), 1))(*values)
+
+
+def _pointers(arrays: list):
+    return (_FLOATS * max(len(arrays), 1))(*(a.ctypes.data_as(_FLOATS) for a in arrays))
 
 
 def _open(path: Path) -> ctypes.CDLL:

@@ -286,6 +286,8 @@ NONDIFF = {
         ops.random_values(generator, (9,), "float64", "normal", 2),
         ops.where(ops.ge(ops.random_values(generator, (2, 3), "float64", "uniform", 1), 0.4), x, 0.0) * 2.5),
         [np.array([12345, 6], np.int64), grid(2, 3)]),
+    "size": lambda: (lambda x, y: (ops.size_value(x, 7), ops.size_value(y, 0) + y, x / ops.size_value(x, 3)),
+                     [grid(2, 3), grid(4).astype(np.float32)]),
 }
 
 

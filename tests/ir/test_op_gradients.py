@@ -163,6 +163,7 @@ NONDIFF = {
                                       mode="linear", align_corners=False, scale=None),
     "fused": lambda: ops.emit("fused", _grad_input(3), body=lucid.ir.parse(_FUSED_BODY)),
     "random": lambda: ops.random_values(lucid.Tensor([5, 0], dtype=lucid.int64), (3,), "float64", "uniform", 0),
+    "size": lambda: ops.size_value(_grad_input(3), 12),
 }
 _FUSED_BODY = "graph body {\n  input %in0: f64[3]\n  %0: f64[3] = exp(%in0)\n  return %0\n}"
 

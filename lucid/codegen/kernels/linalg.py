@@ -5,11 +5,15 @@ computed in i-k-j order: the row chunk is zeroed, then for each k it accumulates
 over the chunk, so the inner loop runs along contiguous rows of b and of the output and LLVM
 vectorises it (the multiply-add may contract to an FMA). Operands of a narrower dtype than the
 result are widened as they are loaded.
+
+Symbolic sizes: the sizes and strides become the call's values (`KernelBuilder.size`; ints stay
+ints, so a concrete graph's code is unchanged), and the row chunks are counted per call.
 """
 from __future__ import annotations
 
 import math
 
+from ...ir import symbolic
 from ...ir.graph import Node
 from ..irgen import counted_loop, element_type, i64, linear_index, unravel
 from ..lowering import Lowering, lowers
@@ -20,7 +24,7 @@ COLUMNS = 256
 CONTRACT = ("contract",)
 
 
-@lowers("matmul")
+@lowers("matmul", run_time_extents=True)
 def lower_matmul(lowering: Lowering, node: Node) -> None:
     a, b_, y = node.inputs[0], node.inputs[1], node.output
     m, kk, n = a.shape[-2], a.shape[-1], b_.shape[-1]
@@ -29,7 +33,7 @@ def lower_matmul(lowering: Lowering, node: Node) -> None:
     b_batch = tuple(s * kk * n for s in broadcast_strides(b_.shape[:-2], batch))
     rows = RowChunks(math.prod(batch) * m, n, COLUMNS)
     out_type = element_type(y.dtype)
-    if rows.items == 0:
+    if symbolic.same(rows.items, 0):
         return
 
     def load(k, value, index):
@@ -40,18 +44,20 @@ def lower_matmul(lowering: Lowering, node: Node) -> None:
         b = k.b
         yp = k.pointer(y)
         zero = out_type(0.0)
+        rows_of, width, depth = k.extent(m), k.extent(n), k.extent(kk)
+        sized = lambda sizes: tuple(k.size(s) for s in sizes)
 
         def row_body(row, start, stop):
-            flat, i = b.udiv(row, i64(m)), b.urem(row, i64(m))
-            index = unravel(b, flat, batch) if batch else []
-            a_row = b.add(linear_index(b, index, a_batch), b.mul(i, i64(kk)))
-            b_base = linear_index(b, index, b_batch)
-            out_row = b.mul(row, i64(n))
+            flat, i = b.udiv(row, rows_of), b.urem(row, rows_of)
+            index = unravel(b, flat, sized(batch)) if batch else []
+            a_row = b.add(linear_index(b, index, sized(a_batch)), b.mul(i, depth))
+            b_base = linear_index(b, index, sized(b_batch))
+            out_row = b.mul(row, width)
             with counted_loop(b, stop, start, name="j") as j:
                 b.store(zero, b.gep(yp, [b.add(out_row, j)]))
-            with counted_loop(b, i64(kk), name="k") as p:
+            with counted_loop(b, depth, name="k") as p:
                 av = load(k, a, b.add(a_row, p))
-                b_row = b.add(b_base, b.mul(p, i64(n)))
+                b_row = b.add(b_base, b.mul(p, width))
                 with counted_loop(b, stop, start, name="j") as j:
                     where = b.gep(yp, [b.add(out_row, j)])
                     product = b.fmul(av, load(k, b_, b.add(b_row, j)), flags=CONTRACT)

@@ -14,20 +14,22 @@ Two loop orders, as for the reductions:
 - columns, when the innermost input axis is kept (batch norm on (N, C)): a work item is a chunk of
   contiguous outputs, whose two sums accumulate in float64 scratch while the loop nest walks the
   reduced axes, the innermost loop running along the contiguous chunk.
-Symbolic sizes: row order takes them (as the reductions' row order does); column order refuses.
+Symbolic sizes: both orders take them, as the reductions do (`Layout.sized`).
 """
 from __future__ import annotations
+
+import math
 
 import llvmlite.ir as ir
 
 from ...ir.graph import Node
-from ..irgen import F64, counted_loop, element_type, i64, linear_index, unravel
+from ..irgen import F64, as_i64, counted_loop, element_type, i64, linear_index, unravel
 from ..lowering import Lowering, lowers
-from .reduction import REASSOC, Layout, _for_outputs, _kept_base, _output_blocks, loop_nest, symbolic_refusal
+from .reduction import REASSOC, Layout, _for_outputs, _kept_base, _output_blocks, loop_nest
 from .shape import RowChunks
 
 
-@lowers("moments", run_time_extents=symbolic_refusal)
+@lowers("moments", run_time_extents=True)
 def lower_moments(lowering: Lowering, node: Node) -> None:
     layout = Layout(node.inputs[0].shape, node.attrs["axes"])
     if not node.output.type.is_symbolic and node.output.type.size == 0:
@@ -66,23 +68,24 @@ def _moments_rows(lowering: Lowering, node: Node, layout: Layout) -> None:
 
 def _moments_columns(lowering: Lowering, node: Node, layout: Layout) -> None:
     x, y = node.inputs[0], node.output
-    (inner_n, _), outer = layout.kept[-1], layout.kept[:-1]
-    rows = RowChunks(layout.outputs // inner_n, inner_n)
+    rows = RowChunks(math.prod(n for n, _ in layout.kept[:-1]), layout.kept[-1][0])
     sums = lowering.scratch(2 * layout.outputs * 8)          # sum(d), then sum(d^2), per output
 
     def body(k, item):
         b = k.b
+        sized = layout.sized(k.size)
+        (inner_n, _), outer = sized.kept[-1], sized.kept[:-1]
         xp, scratch = k.pointer(x), k.scratch_pointer(sums, F64)
 
         def row_body(row, start, stop):
             in_base = linear_index(b, unravel(b, row, tuple(n for n, _ in outer)), [st for _, st in outer]) \
                 if outer else i64(0)
-            out_base = b.mul(row, i64(inner_n))
+            out_base = b.mul(row, as_i64(inner_n))
 
             def columns(body_of):
                 with counted_loop(b, stop, start, name="j") as j:
                     o = b.add(out_base, j)
-                    body_of(j, o, b.gep(scratch, [o]), b.gep(scratch, [b.add(o, i64(layout.outputs))]))
+                    body_of(j, o, b.gep(scratch, [o]), b.gep(scratch, [b.add(o, as_i64(sized.outputs))]))
 
             shift_of = lambda j: _wide(b, b.load(b.gep(xp, [b.add(in_base, j)])))
             columns(lambda j, o, total, squares: [b.store(ir.Constant(F64, 0.0), p) for p in (total, squares)])
@@ -94,8 +97,8 @@ def _moments_columns(lowering: Lowering, node: Node, layout: Layout) -> None:
                     b.store(b.fadd(b.load(squares), b.fmul(d, d)), squares)
                 columns(accumulate)
 
-            loop_nest(b, layout.reduced, in_base, step)
-            columns(lambda j, o, total, squares: _store_statistics(k, y, layout, o, shift_of(j), b.load(total),
+            loop_nest(b, sized.reduced, in_base, step)
+            columns(lambda j, o, total, squares: _store_statistics(k, y, sized, o, shift_of(j), b.load(total),
                                                                    b.load(squares)))
 
         rows.emit(k, item, row_body)

@@ -25,9 +25,10 @@ Speed: which output positions have their whole window inside the input is known 
 (`_interior`); there the tap loops have constant bounds (LLVM unrolls and vectorises them) and
 max_pool_grad finds the argmax with a balanced tree of branch-free selects instead of a chain.
 
-Symbolic sizes: the forward pools take them (`_Geometry.sized`: the spatial sizes, strides and plane
-sizes become the call's i64 values, and each row's interior is computed at run time, an empty
-segment then running no iteration); the gradients refuse a symbolic node.
+Symbolic sizes: every pooling kernel takes them (`_Geometry.sized`: the spatial sizes, strides and
+plane sizes become the call's i64 values, and each row's interior is computed at run time, an empty
+segment then running no iteration; max_pool_grad's tap offsets are sizes too, computed once per
+call). Ints stay ints, so a concrete graph's code is unchanged.
 """
 from __future__ import annotations
 
@@ -73,6 +74,11 @@ class _Geometry:
 def _sub(b: ir.IRBuilder, n, k: int):
     """n - k: an int, or an i64 value when n is one."""
     return b.sub(n, i64(k)) if isinstance(n, ir.Value) else n - k
+
+
+def _times(b: ir.IRBuilder, n, k: int):
+    """n * k: an int, or an i64 value when n is one."""
+    return b.mul(n, i64(k)) if isinstance(n, ir.Value) else n * k
 
 
 def _min(b: ir.IRBuilder, x, y):
@@ -226,16 +232,12 @@ def _divisor(b: ir.IRBuilder, g: _Geometry, attrs: dict, starts: list, ty: ir.Ty
     return b.sitofp(total, ty)
 
 
-def _forward_only(node: Node) -> str | None:
-    return None if node.op in ("max_pool", "avg_pool") else "a pooling gradient"
-
-
-@lowers("max_pool", run_time_extents=_forward_only)
+@lowers("max_pool", run_time_extents=True)
 def lower_max_pool(lowering: Lowering, node: Node) -> None:
     _emit_forward(lowering, node, "max")
 
 
-@lowers("avg_pool", run_time_extents=_forward_only)
+@lowers("avg_pool", run_time_extents=True)
 def lower_avg_pool(lowering: Lowering, node: Node) -> None:
     _emit_forward(lowering, node, "avg")
 
@@ -266,10 +268,10 @@ def _winner(b: ir.IRBuilder, left: tuple, right: tuple) -> tuple:
 def _tree_argmax(b: ir.IRBuilder, xs, in_base, origin, offsets: list) -> ir.Value:
     """Where (offset from the plane) the winner of a window wholly inside the input is (its last NaN,
     else its first maximum); the window's first element is `origin` (offset from the plane at
-    `in_base`), `offsets` are its taps' offsets from there, in window order. A balanced tree of
+    `in_base`), `offsets` are its taps' offsets from there (ints or i64 values), in window order. A balanced tree of
     `_winner` over adjacent parts keeps the dependency chain short."""
     first = b.gep(xs, [b.add(in_base, origin)])
-    parts = [(b.load(b.gep(first, [i64(offset)])), i64(offset)) for offset in offsets]
+    parts = [(b.load(b.gep(first, [as_i64(offset)])), as_i64(offset)) for offset in offsets]
     while len(parts) > 1:
         parts = [_winner(b, parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
                  for i in range(0, len(parts), 2)]
@@ -284,7 +286,7 @@ def _chain_argmax(b: ir.IRBuilder, g: _Geometry, xs, in_base, starts: list, rang
         index = i64(0)
         for axis, t in enumerate(taps):
             spot = b.add(starts[axis], b.mul(t, i64(g.dilation[axis])))
-            index = b.add(index, b.mul(spot, i64(g.in_strides[axis])))
+            index = b.add(index, b.mul(spot, as_i64(g.in_strides[axis])))
         value = b.load(b.gep(xs, [b.add(in_base, index)]))
         # the first tap, then any NaN or a value greater than the best so far
         better = b.or_(b.fcmp_unordered("uno", value, value), b.fcmp_ordered(">", value, best))
@@ -295,27 +297,28 @@ def _chain_argmax(b: ir.IRBuilder, g: _Geometry, xs, in_base, starts: list, rang
     return _nested_taps(b, ranges, initial, visit)[1]
 
 
-@lowers("max_pool_grad")
+@lowers("max_pool_grad", run_time_extents=True)
 def lower_max_pool_grad(lowering: Lowering, node: Node) -> None:
     x, gy = node.inputs
     dx = node.output
-    g = _Geometry(node, x.shape, gy.shape)
+    symbolic_g = _Geometry(node, x.shape, gy.shape)
     dtype = element_type(x.dtype)
     widen = dtype != F64                                    # float32: accumulate in float64 scratch
-    scratch = lowering.scratch(g.planes * g.in_plane * 8) if widen else None
-    offsets = [sum(t * d * st for t, d, st in zip(taps, g.dilation, g.in_strides))
-               for taps in itertools.product(*(range(k) for k in g.kernel))]   # window order
+    scratch = lowering.scratch(symbolic_g.planes * symbolic_g.in_plane * 8) if widen else None
+    window = [sum(t * d * st for t, d, st in zip(taps, symbolic_g.dilation, symbolic_g.in_strides))
+              for taps in itertools.product(*(range(k) for k in symbolic_g.kernel))]   # window order
 
     def body(k, plane):
-        b = k.b
+        b, g = k.b, symbolic_g.sized(k.size)
+        offsets = [k.size(offset) for offset in window]
         xs, gys, dxs = k.pointer(x), k.pointer(gy), k.pointer(dx)
         sums = k.scratch_pointer(scratch, F64) if widen else dxs
-        in_base = b.mul(plane, i64(g.in_plane))
-        out_base = b.mul(plane, i64(g.out_plane))
-        with counted_loop(b, i64(g.in_plane), name="z") as i:
+        in_base = b.mul(plane, as_i64(g.in_plane))
+        out_base = b.mul(plane, as_i64(g.out_plane))
+        with counted_loop(b, as_i64(g.in_plane), name="z") as i:
             b.store(ir.Constant(sums.type.pointee, 0.0), b.gep(sums, [b.add(in_base, i)]))
         with contextlib.ExitStack() as outputs:
-            outer = [outputs.enter_context(counted_loop(b, i64(g.out_sp[axis]), name=f"o{axis}"))
+            outer = [outputs.enter_context(counted_loop(b, as_i64(g.out_sp[axis]), name=f"o{axis}"))
                      for axis in range(g.rank - 1)]
             out_row = b.add(out_base, linear_index(b, outer, g.out_strides[:-1]))
 
@@ -333,47 +336,47 @@ def lower_max_pool_grad(lowering: Lowering, node: Node) -> None:
 
             _emit_row(b, g, outer, position)
         if widen:
-            with counted_loop(b, i64(g.in_plane), name="w") as i:
+            with counted_loop(b, as_i64(g.in_plane), name="w") as i:
                 element = b.add(in_base, i)
                 b.store(b.fptrunc(b.load(b.gep(sums, [element])), dtype), b.gep(dxs, [element]))
 
-    lowering.kernel(node.op, g.planes, body)
+    lowering.kernel(node.op, symbolic_g.planes, body)
 
 
-@lowers("avg_pool_grad")
+@lowers("avg_pool_grad", run_time_extents=True)
 def lower_avg_pool_grad(lowering: Lowering, node: Node) -> None:
     gy, dx = node.inputs[0], node.output
-    g = _Geometry(node, dx.shape, gy.shape)
+    symbolic_g = _Geometry(node, dx.shape, gy.shape)
     attrs, dtype = node.attrs, element_type(dx.dtype)
     override = attrs["divisor_override"]
-    rows = g.planes * math.prod(g.in_sp[:-1])
-    last = g.rank - 1
+    rows = symbolic_g.planes * math.prod(symbolic_g.in_sp[:-1])
+    last = symbolic_g.rank - 1
 
-    def taps_of(b, i, axis):
+    def taps_of(b, g, i, axis):
         """(i + p, and the kernel offsets t as (from, to, step s)) of the windows o = (i+p-t)/s that
         hold input index i: t = i + p (mod s), 0 <= t < k and 0 <= o < out."""
         k, s, p, m = g.kernel[axis], g.stride[axis], g.padding[axis], g.out_sp[axis]
         q = b.add(i, i64(p))
-        lo = _max(b, b.sub(q, i64((m - 1) * s)), i64(0))
+        lo = _max(b, b.sub(q, as_i64(_times(b, _sub(b, m, 1), s))), i64(0))
         first = lo if s == 1 else b.add(lo, b.urem(b.sub(q, lo), i64(s)))
         return q, (first, _min(b, b.add(q, i64(1)), i64(k)), s)
 
     def body(k, item):
-        b = k.b
+        b, g = k.b, symbolic_g.sized(k.size)
         gys, dxs = k.pointer(gy), k.pointer(dx)
         plane, outer = _row_item(b, item, g.planes, g.in_sp)
-        out_base = b.mul(plane, i64(g.out_plane))
-        out_row = b.mul(item, i64(g.in_sp[-1]))
-        spans = [taps_of(b, i, axis) for axis, i in enumerate(outer)]
-        with counted_loop(b, i64(g.in_sp[-1]), name="i") as i:
-            all_spans = spans + [taps_of(b, i, last)]
+        out_base = b.mul(plane, as_i64(g.out_plane))
+        out_row = b.mul(item, as_i64(g.in_sp[-1]))
+        spans = [taps_of(b, g, i, axis) for axis, i in enumerate(outer)]
+        with counted_loop(b, as_i64(g.in_sp[-1]), name="i") as i:
+            all_spans = spans + [taps_of(b, g, i, last)]
 
             def visit(taps, values):
                 index, count = out_base, None
                 for axis, t in enumerate(taps):
                     q, s = all_spans[axis][0], g.stride[axis]
                     o = b.sub(q, t) if s == 1 else b.udiv(b.sub(q, t), i64(s))
-                    index = b.add(index, b.mul(o, i64(g.out_strides[axis])))
+                    index = b.add(index, b.mul(o, as_i64(g.out_strides[axis])))
                     if override is None:
                         start = b.sub(b.mul(o, i64(s)), i64(g.padding[axis]))
                         c = _count(b, start, g.in_sp[axis], g.kernel[axis], g.padding[axis], attrs["count_include_pad"])

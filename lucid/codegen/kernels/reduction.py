@@ -17,10 +17,11 @@ Semantics follow NumPy: max/min propagate NaN, argmax returns the first maximum 
 there is one), a sum of bool counts in int64, a sum over an empty axis is 0, mean divides the sum
 by the count. Every work item writes only its own outputs (and its own slots of scratch).
 
-Symbolic sizes: sum, mean, max and min in row order (and `moments`, normalization.py) take them:
-the layout's sizes become the call's i64 values (`Layout.sized`), an output whose work is a
-symbolic size is its own work item, and the split path (a test on sizes) is not taken. Column
-order and argmax refuse a symbolic node (`symbolic_refusal`).
+Symbolic sizes: every reduction (and `moments`, normalization.py) takes them, in either order:
+the layout's sizes become the call's i64 values (`Layout.sized`; ints stay ints, so a concrete
+graph's code is unchanged), an output whose work is a symbolic size is its own work item, the
+column chunks are computed per call (`RowChunks`), and the split path (a test on sizes) is not
+taken.
 """
 from __future__ import annotations
 
@@ -146,19 +147,11 @@ class Layout:
         return copy
 
 
-def symbolic_refusal(node: Node) -> str | None:
-    """Why this reduction (or moments) node cannot take symbolic sizes, or None: only row order can."""
-    layout = Layout(node.inputs[0].shape, node.attrs["axes"])
-    if node.op == "argmax":
-        return "argmax"
-    return None if layout.rows or not layout.kept else "reducing outer axes only (column order)"
-
-
 def _empty(size) -> bool:
     return not symbolic.is_symbolic(size) and size == 0
 
 
-@lowers("sum", "mean", "max", "min", "argmax", run_time_extents=symbolic_refusal)
+@lowers("sum", "mean", "max", "min", "argmax", run_time_extents=True)
 def lower_reduction(lowering: Lowering, node: Node) -> None:
     x, y = node.inputs[0], node.output
     if _empty(y.type.size):
@@ -272,11 +265,12 @@ def _reduce_split(lowering: Lowering, node: Node, layout: Layout) -> None:
 def _reduce_columns(lowering: Lowering, node: Node, layout: Layout) -> None:
     """Accumulate in place in the output: the innermost (contiguous) kept axis is the inner loop."""
     x, y = node.inputs[0], node.output
-    reducer = Reducer(node.op, x, y, layout.count, wide=False)
-    (inner_n, _), outer = layout.kept[-1], layout.kept[:-1]
-    rows = RowChunks(math.prod(n for n, _ in outer), inner_n)
+    rows = RowChunks(math.prod(n for n, _ in layout.kept[:-1]), layout.kept[-1][0])
 
     def body(k, item):
+        sized = layout.sized(k.size)
+        reducer = Reducer(node.op, x, y, sized.count, wide=False)
+        (inner_n, _), outer = sized.kept[-1], sized.kept[:-1]
         b, s = k.b, Scalars(k.b, k.module)
         xp, yp = k.pointer(x), k.pointer(y)
         acc_p = yp                       # the accumulator type is the output's element type
@@ -284,7 +278,7 @@ def _reduce_columns(lowering: Lowering, node: Node, layout: Layout) -> None:
         def row_body(row, start, stop):
             in_base = linear_index(b, unravel(b, row, tuple(n for n, _ in outer)), [st for _, st in outer]) \
                 if outer else i64(0)
-            out_base = b.mul(row, i64(inner_n))
+            out_base = b.mul(row, as_i64(inner_n))
             with counted_loop(b, stop, start, name="j") as j:
                 b.store(reducer.identity(), b.gep(acc_p, [b.add(out_base, j)]))
 
@@ -294,7 +288,7 @@ def _reduce_columns(lowering: Lowering, node: Node, layout: Layout) -> None:
                     v = reducer.lift(b, b.load(b.gep(xp, [b.add(index, j)])))
                     b.store(reducer.step(s, b.load(where), v), where)
 
-            loop_nest(b, layout.reduced, in_base, step)
+            loop_nest(b, sized.reduced, in_base, step)
             if node.op == "mean":
                 with counted_loop(b, stop, start, name="j") as j:
                     where = b.gep(acc_p, [b.add(out_base, j)])
@@ -309,19 +303,20 @@ def _argmax_rows(lowering: Lowering, node: Node, layout: Layout) -> None:
     """One output at a time, in two passes over its (single, possibly strided) reduced axis: the
     maximum (a vectorisable reduction), then a search for its first occurrence (or the first NaN)."""
     x, y = node.inputs[0], node.output
-    n, stride = layout.reduced[0] if layout.reduced else (1, 0)
-    group, items = _output_blocks(layout.outputs, n)
-    reducer = Reducer("max", x, y, n, wide=False)
+    group, items = _output_blocks(layout.outputs, layout.reduced[0][0] if layout.reduced else 1)
 
     def body(k, item):
+        sized = layout.sized(k.size)
+        n, stride = sized.reduced[0] if sized.reduced else (1, 0)
+        reducer = Reducer("max", x, y, n, wide=False)
         b, s = k.b, Scalars(k.b, k.module)
         peak = k.alloca(reducer.acc, name="peak")
         xp = k.pointer(x)
 
         def output(o):
-            base = _kept_base(b, layout, o)
+            base = _kept_base(b, sized, o)
             b.store(reducer.identity(), peak)
-            with counted_loop(b, i64(n), name="r") as r:
+            with counted_loop(b, as_i64(n), name="r") as r:
                 v = b.load(b.gep(xp, [linear_index(b, [r], [stride], base)]))
                 b.store(reducer.step(s, b.load(peak), v), peak)
             m = b.load(peak)
@@ -336,51 +331,52 @@ def _argmax_rows(lowering: Lowering, node: Node, layout: Layout) -> None:
             found = _first(b, n, lambda r: hit(b.load(b.gep(xp, [linear_index(b, [r], [stride], base)]))))
             b.store(found, b.gep(k.pointer(y), [o]))
 
-        _for_outputs(k, item, layout.outputs, group, output)
+        _for_outputs(k, item, sized.outputs, group, output)
 
     lowering.kernel("argmax", items, body)
 
 
-def _first(b: ir.IRBuilder, n: int, predicate) -> ir.Value:
-    """The first r in [0, n) with predicate(r), else 0 (a loop that exits early)."""
+def _first(b: ir.IRBuilder, n, predicate) -> ir.Value:
+    """The first r in [0, n) with predicate(r), else 0 (a loop that exits early; n an int or an i64)."""
     before = b.block
     head, check, advance, done = (b.append_basic_block(f"search.{part}") for part in ("head", "check", "next", "done"))
     b.branch(head)
     b.position_at_end(head)
     r = b.phi(I64, "r")
     r.add_incoming(i64(0), before)
-    b.cbranch(b.icmp_signed("<", r, i64(n)), check, done)
+    b.cbranch(b.icmp_signed("<", r, as_i64(n)), check, done)
     b.position_at_end(check)
     b.cbranch(predicate(r), done, advance)
     b.position_at_end(advance)
     r.add_incoming(b.add(r, i64(1)), advance)
     b.branch(head)
     b.position_at_end(done)
-    return b.select(b.icmp_signed("<", r, i64(n)), r, i64(0))
+    return b.select(b.icmp_signed("<", r, as_i64(n)), r, i64(0))
 
 
 def _argmax_columns(lowering: Lowering, node: Node, layout: Layout) -> None:
     """The reduced axis is outer: scan it for a contiguous chunk of outputs at once, keeping the
     best values in scratch and their indices in the output."""
     x, y = node.inputs[0], node.output
-    (n, stride), = layout.reduced
-    (inner_n, _), outer = layout.kept[-1], layout.kept[:-1]
-    rows = RowChunks(math.prod(m for m, _ in outer), inner_n)
+    rows = RowChunks(math.prod(m for m, _ in layout.kept[:-1]), layout.kept[-1][0])
     element = element_type(x.dtype)
     offset = lowering.scratch(layout.outputs * x.dtype.numpy.itemsize)
 
     def body(k, item):
+        sized = layout.sized(k.size)
+        (n, stride), = sized.reduced
+        (inner_n, _), outer = sized.kept[-1], sized.kept[:-1]
         b = k.b
         xp, yp, bp = k.pointer(x), k.pointer(y), k.scratch_pointer(offset, element)
 
         def row_body(row, start, stop):
             in_base = linear_index(b, unravel(b, row, tuple(m for m, _ in outer)), [st for _, st in outer]) \
                 if outer else i64(0)
-            out_base = b.mul(row, i64(inner_n))
+            out_base = b.mul(row, as_i64(inner_n))
             with counted_loop(b, stop, start, name="j") as j:
                 b.store(b.load(b.gep(xp, [b.add(in_base, j)])), b.gep(bp, [b.add(out_base, j)]))
                 b.store(i64(0), b.gep(yp, [b.add(out_base, j)]))
-            with counted_loop(b, i64(n), 1, name="r") as r:
+            with counted_loop(b, as_i64(n), 1, name="r") as r:
                 base = linear_index(b, [r], [stride], in_base)
                 with counted_loop(b, stop, start, name="j") as j:
                     v = b.load(b.gep(xp, [b.add(base, j)]))

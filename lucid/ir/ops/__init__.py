@@ -14,6 +14,7 @@ from .linalg import matmul, transpose_last
 from .conv import conv, conv_output_size, conv_transpose, conv_transpose_output_size
 from .pool import avg_pool, max_pool, pool_output_size
 from .resample import resample
+from .size import count_operand, size_value
 from .random import random_values
 from .normalization import log_softmax, moments, normalize, softmax, split_moments
 from .activation import elu, hardsigmoid, hardswish, hardtanh, mish, prelu, silu, softplus

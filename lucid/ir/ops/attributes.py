@@ -9,6 +9,12 @@ out of range, with a ShapeError naming the operator, the attribute, what it expe
 An attribute that is a size (a reshape's shape, slice bounds, a resample's output size) is declared
 `Int(symbolic=True)` / `IntTuple(symbolic=True)`: it may also hold a symbolic size
 (`lucid.ir.symbolic.Expr`) whose smallest value (over its symbols' ranges) is within the bounds.
+Gradient rules compute such sizes from their inputs' shapes (a strided slice's gradient pads
+`(D + 1) % 2` after the last element; a strided conv's input gradient has that output_padding):
+those attributes are declared symbolic too, and a symbolic value's range (`symbolic.bounds`: a
+remainder lies in [0, k - 1]) is what the minimum is checked on. A number computed from sizes for
+arithmetic (a mean's 1 / count) is no attribute: it is a `size` node (`size.py`), so the operators
+doing the arithmetic stay ordinary maps.
 The graph checks every node this way before its shape rule runs (`lucid.ir.graph.infer_type`), so the
 parser, the verifier and every pass see only attributes the operator means. Rules that relate several
 attributes or the input types (a stride per spatial axis, output_padding below the stride) stay in
@@ -37,7 +43,8 @@ class Schema:
 
 class Int(Schema):
     """A Python (or NumPy) integer, not a bool, in [min, max] (int64 by default); with `symbolic`,
-    also a symbolic size whose range starts within them."""
+    also a symbolic size whose range starts within them (without a `min`, any symbolic size: the
+    interval bounds of an expanded product such as `(D - 2)*(H - 2)` reach -inf)."""
 
     def __init__(self, min: int = INT64_MIN, max: int = INT64_MAX, symbolic: bool = False):
         self.min, self.max, self.symbolic = min, max, symbolic
@@ -46,7 +53,8 @@ class Int(Schema):
 
     def accepts(self, value) -> bool:
         if isinstance(value, Expr):
-            return self.symbolic and self.min <= bounds(value)[0] <= self.max
+            lowest = bounds(value)[0]
+            return self.symbolic and (self.min == INT64_MIN or self.min <= lowest) and lowest <= self.max
         return (isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
                 and self.min <= value <= self.max)
 

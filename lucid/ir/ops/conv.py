@@ -3,7 +3,8 @@
 Attributes (tuples have one entry per spatial axis):
   stride, dilation: tuples of ints >= 1; padding: tuple of (lo, hi) pairs >= 0 (asymmetric allowed,
   which is how 'same' padding with an even extent is represented); groups: int >= 1;
-  conv_transpose also has output_padding (each < max(stride, dilation));
+  conv_transpose also has output_padding (each < max(stride, dilation); a symbolic size in the input
+  gradient of a strided conv of symbolic size, whose rows past the last window are `(D + 1) % 2`);
   conv_weight_grad also has kernel_size.
 
 Layouts are PyTorch's: input (N, C, *spatial); conv weight (O, C/groups, *k); transposed-conv weight
@@ -145,7 +146,12 @@ class Conv(ConvBase):
             n - conv_transpose_output_size(m, k, s, lo, hi, d, 0)
             for n, m, k, s, (lo, hi), d in zip(x.shape[2:], g.shape[2:], w.shape[2:], attrs["stride"],
                                                attrs["padding"], attrs["dilation"]))
+        if symbolic.is_symbolic(output_padding):     # a symbolic size's remainder modulo the stride:
+            output_padding = tuple(s - 1 if symbolic.is_symbolic(p) else p       # the largest, then slice
+                                   for p, s in zip(output_padding, attrs["stride"]))
         gx = emit("conv_transpose", g, w, output_padding=output_padding, **attrs)
+        if not symbolic.same(tuple(gx.shape), tuple(x.shape)):
+            gx = emit("slice", gx, starts=(0,) * len(x.shape), stops=tuple(x.shape), steps=(1,) * len(x.shape))
         gw = emit("conv_weight_grad", x, g, kernel_size=tuple(w.shape[2:]), **attrs)
         return (gx, gw) + ((_bias_grad(g),) if len(inputs) == 3 else ())
 
@@ -154,7 +160,8 @@ class Conv(ConvBase):
 class ConvTranspose(ConvBase):
     name = "conv_transpose"
     fusion_anchor = True
-    attributes = {**ConvBase.attributes, "output_padding": IntTuple(min=0)}
+    # symbolic in a strided conv's input gradient: the rows past the last window (`(D + 1) % 2`)
+    attributes = {**ConvBase.attributes, "output_padding": IntTuple(min=0, symbolic=True)}
 
     def flops(self, attrs, input_types, output_type):
         x, w = input_types[0], input_types[1]

@@ -9,12 +9,14 @@ import math
 
 import numpy as np
 
-from .elementwise import broadcast_shapes, exp, mul, neg, sub, sum_to_shape
+from .. import symbolic
+from .elementwise import broadcast_shapes, div, exp, mul, neg, sub, sum_to_shape
 from ..types import TensorType
 from .reduction import normalize_axes, reduced_shape, sum_
 from .attributes import Int, IntTuple
 from .registry import OpDef, OpKind, emit, register
 from .shape import reshape, slice_
+from .size import size_value
 
 
 @register
@@ -51,8 +53,14 @@ class Moments(OpDef):
         kept = lambda v: reshape(v, reduced_shape(tuple(x.shape), axes, True))
         mean, _ = split_moments(y)
         g_mean, g_var = split_moments(g)
-        per_element = 1.0 / math.prod(x.shape[a] for a in axes)
-        return (normalize(x, kept(mean), kept(mul(g_var, 2 * per_element)), 1.0, kept(mul(g_mean, per_element))),)
+        count = math.prod(x.shape[a] for a in axes)
+        if symbolic.is_symbolic(count):          # divided by the count computed per call
+            k = size_value(g_mean, count)
+            g_var_share, g_mean_share = div(mul(g_var, 2.0), k), div(g_mean, k)
+        else:
+            per_element = 1.0 / count
+            g_var_share, g_mean_share = mul(g_var, 2 * per_element), mul(g_mean, per_element)
+        return (normalize(x, kept(mean), kept(g_var_share), 1.0, kept(g_mean_share)),)
 
 
 @register
@@ -78,7 +86,7 @@ class Normalize(OpDef):
         # group and instance norm (N, C, 1...): two reductions of full-size values, g and
         # g * (x - mean)); the operands are constant along the summed axes, so they multiply after.
         x, mean, rstd, weight, bias = inputs
-        common = np.broadcast_shapes(*(tuple(v.shape) for v in inputs[1:]))
+        common = broadcast_shapes(self, *(tuple(v.shape) for v in inputs[1:]))
         common = (1,) * (len(x.shape) - len(common)) + tuple(common)
         g_sum = sum_to_shape(g, common)
         # (x - mean) * g as a normalize: one loop of the backward, where sub(x, mean) alone would be

@@ -204,7 +204,7 @@ class AvgPoolGrad(AvgPoolBase):
 
     name = "avg_pool_grad"
     differentiable = False
-    attributes = {**AvgPoolBase.attributes, "input_shape": IntTuple(min=0)}
+    attributes = {**AvgPoolBase.attributes, "input_shape": IntTuple(min=0, symbolic=True)}
 
     def infer(self, attrs, gy):
         x = TensorType(attrs["input_shape"], gy.dtype)

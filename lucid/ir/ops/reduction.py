@@ -11,6 +11,7 @@ from ..types import TensorType, bool_, int64
 from .elementwise import cast, div, eq, mul, where
 from .attributes import Bool, IntTuple
 from .registry import OpDef, OpKind, emit, register
+from .size import count_operand
 
 
 def normalize_axes(op_name: str, axes, ndim: int) -> tuple:
@@ -89,8 +90,8 @@ class Mean(Reduce):
 
     def grad(self, attrs, inputs, y, g):
         x = inputs[0]
-        count = int(np.prod([x.shape[a] for a in attrs["axes"]], dtype=np.int64))
-        return (div(_expand_back(g, x.shape, attrs), float(count)),)
+        count = math.prod(x.shape[a] for a in attrs["axes"])
+        return (div(_expand_back(g, x.shape, attrs), count_operand(g, count)),)
 
 
 class Extreme(Reduce):

@@ -90,7 +90,7 @@ class Resample(ResampleBase):
         return np.ascontiguousarray(y, dtype=x.dtype)
 
     def grad(self, attrs, inputs, y, g):
-        return (emit("resample_grad", g, input_size=int(inputs[0].shape[attrs["axis"]]), **attrs),)
+        return (emit("resample_grad", g, input_size=symbolic.as_size(inputs[0].shape[attrs["axis"]]), **attrs),)
 
 
 @register

@@ -167,7 +167,8 @@ class Concat(OpDef):
         axis, offset, grads = attrs["axis"], 0, []
         for x in inputs:
             starts = tuple(offset if d == axis else 0 for d in range(len(x.shape)))
-            stops = tuple(offset + n if d == axis else m for d, (n, m) in enumerate(zip(x.shape, g.shape)))
+            # x's own sizes off the axis: symbolic ones may be other forms of g's (D and 2*(D // 2))
+            stops = tuple(offset + n if d == axis else n for d, n in enumerate(x.shape))
             grads.append(emit("slice", g, starts=starts, stops=stops, steps=(1,) * len(x.shape)))
             offset += x.shape[axis]
         return tuple(grads)

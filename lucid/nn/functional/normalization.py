@@ -6,7 +6,7 @@ import numbers
 
 from ...autograd import no_grad
 from ...errors import ShapeError
-from ...ir import ops
+from ...ir import ops, symbolic
 from ...ir.graph import Value, active_builder
 from ...tensor import Tensor
 from .arguments import require_tensor
@@ -51,7 +51,10 @@ def normalise_batch(input, running_mean, running_var, weight, bias, training, mo
 
 def _update_running(running_mean, running_var, mean, var, count, momentum):
     with no_grad():
-        unbiased = ops.mul(var, count / (count - 1))
+        if symbolic.is_symbolic(count):      # n / (n - 1) computed per call
+            unbiased = ops.div(ops.mul(var, ops.size_value(var, count)), ops.size_value(var, count - 1))
+        else:
+            unbiased = ops.mul(var, count / (count - 1))
         assign_state(running_mean, (1 - momentum) * running_mean + momentum * mean)
         assign_state(running_var, (1 - momentum) * running_var + momentum * unbiased)
 

@@ -41,7 +41,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
                          f"got size={size!r} and scale_factor={scale_factor!r}")
     in_sp = x.shape[2:]
     if size is not None:
-        out_sp, scales = _per_axis(size, rank, "size", numbers.Integral), (None,) * rank
+        out_sp, scales = _per_axis(size, rank, "size", (numbers.Integral, symbolic.Expr)), (None,) * rank
         if any(m < 1 for m in out_sp):
             raise ShapeError(f"F.interpolate: size must be positive, got {size!r}")
     else:

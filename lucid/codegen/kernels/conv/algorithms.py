@@ -2,7 +2,17 @@
 
 The node becomes a `ConvProblem`; each algorithm `algorithm(lowering, problem)` lowers it and returns
 True, or returns False, emitting nothing, when it does not apply or would not be faster. The direct
-algorithm takes every problem, so it comes last."""
+algorithm takes every problem, so it comes last.
+
+Sizes known at run time (a graph compiled once for every size; channels, kernel, stride, padding
+and dilation stay numbers), the rule: Winograd, else the direct algorithm (`SYMBOLIC_ALGORITHMS`).
+- Winograd decides whether it applies and pays for the symbols' smallest sizes (the batch's 1 and
+  the smallest volume a variant serves); with symbolic spatial sizes its work items are rows of
+  tiles taken in chunks of a fixed most, tile counts computed per call (winograd.py);
+- the direct kernels read their extents, loop bounds and tap offsets from the call's sizes and tile
+  each row as a static compile would, choosing the tiles per row (tile.py);
+- the over-points path (transposed convs with few output channels) is left out: its register tile's
+  vectors per row, and so its choice, need the row length as a number."""
 from __future__ import annotations
 
 import math
@@ -19,8 +29,11 @@ from .winograd import lower_winograd
 #: points (over_points.py), then the direct algorithm (direct.py).
 ALGORITHMS = (lower_winograd, lower_transposed_over_points, lower_direct)
 
+#: The algorithms of a node with symbolic sizes (see the module docstring).
+SYMBOLIC_ALGORITHMS = (lower_winograd, lower_direct)
 
-@lowers("conv")
+
+@lowers("conv", run_time_extents=True)
 def lower_conv(lowering: Lowering, node: Node, epilogue: Epilogue | None = None) -> None:
     x, w, bias, y, groups = _operands(node)
     g = geometry_of(x, w.shape[2:], node.attrs, groups, w.shape[1], w.shape[0] // groups)
@@ -30,7 +43,7 @@ def lower_conv(lowering: Lowering, node: Node, epilogue: Epilogue | None = None)
     _lower(lowering, ConvProblem(x, w, bias, y, g, weights, epilogue))
 
 
-@lowers("conv_transpose")
+@lowers("conv_transpose", run_time_extents=True)
 def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | None = None) -> None:
     x, w, bias, y, groups = _operands(node)
     g = geometry_of(x, w.shape[2:], node.attrs, groups, w.shape[0] // groups, w.shape[1])
@@ -40,8 +53,12 @@ def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | No
 
 
 def _lower(lowering: Lowering, problem: ConvProblem) -> None:
-    taken = any(algorithm(lowering, problem) for algorithm in ALGORITHMS)
+    taken = any(algorithm(lowering, problem) for algorithm in _algorithms(problem))
     assert taken, "the direct algorithm takes every convolution"
+
+
+def _algorithms(problem: ConvProblem) -> tuple:
+    return SYMBOLIC_ALGORITHMS if problem.symbolic_sizes else ALGORITHMS
 
 
 def _operands(node: Node) -> tuple:

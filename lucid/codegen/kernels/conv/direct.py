@@ -23,13 +23,14 @@ import itertools
 import math
 from dataclasses import dataclass
 
+from ....ir import symbolic
 from ...irgen import counted_loop, element_type, unravel
 from ...lowering import Lowering
 from .nonfinite import exact_sum
 from .packing import Padded, emit_pack_input, emit_pack_weight
 from .prepared import emit_weight_check
-from .primitives import Kept, emit_zero, strided_offset
-from .problem import Blocking, ConvProblem, Geometry, choose_blocking, kernel_taps, oc_blocks, to_3d
+from .primitives import Kept, emit_zero, sized, strided_offset
+from .problem import Blocking, ConvProblem, Geometry, at_least_all, choose_blocking, kernel_taps, oc_blocks, to_3d
 from .tile import Direct, emit_row_block, row_tiles
 from .unpack import Unpack, channels_last_size, channels_last_source, channels_last_strides, emit_unpack, unpack_row
 
@@ -49,10 +50,11 @@ def emit_direct(lowering: Lowering, dtype, g: Geometry, block: Blocking, spec: D
     depth = to_3d(unpack.y.shape[2:], 1)[0] if unpack else None
 
     def body(k, item):
+        rows = sized(k, spec.rows)
         if unpack is None:
-            emit_row_block(k, tiles, offsets, *unravel(k.b, item, spec.rows + (g.groups, blocks)))
+            emit_row_block(k, tiles, offsets, *unravel(k.b, item, rows + (g.groups, blocks)))
             return
-        n, qd, qh = unravel(k.b, item, spec.rows)
+        n, qd, qh = unravel(k.b, item, rows)
         with counted_loop(k.b, g.groups * blocks, name="gob") as gob:
             emit_row_block(k, tiles, offsets, n, qd, qh, *unravel(k.b, gob, (g.groups, blocks)))
         whole = (spec.first_depth, spec.rows[1]) == (0, depth)          # the rows are all the output's
@@ -115,7 +117,7 @@ def _lower_direct_conv(lowering: Lowering, problem: ConvProblem) -> None:
     emit_pack_weight(lowering, problem.w, g, block, problem.weights, w_offset, "conv_pack_weight", check=check,
                      waits=bool(classes))                          # no input packing after the check
     unpack = Unpack(y, problem.bias, y_offset, channels_last_source(y, g, block), problem.epilogue)
-    in_place = g.n * out_sp[0] * out_sp[1] >= ROWS_TO_UNPACK_IN_PLACE
+    in_place = _enough_rows(g.n * out_sp[0] * out_sp[1])
     for position, spec in enumerate(specs):              # the classes of depths write disjoint rows
         emit_direct(lowering, x.dtype, g, block, spec, (source, w_offset, y_offset), "conv_direct",
                     unpack if in_place else None, waits=position == 0)
@@ -139,7 +141,10 @@ def depth_classes(g: Geometry, out_sp: tuple) -> list:
     there (no padding: a (2+1)-D net's 3 x 1 x 1 temporal conv, a 1 x 1 x 1 conv) can read its input
     where it is (NCDHW) instead of a padded channels-last copy: the depth padding is handled by
     giving each run of output depths with the same taps inside the input a kernel of its own. The
-    classes, in order; [] when the conv is not such a conv (or some depth has no tap inside)."""
+    classes, in order; [] when the conv is not such a conv (or some depth has no tap inside), or
+    when its spatial sizes are symbolic (those keep the padded copy; a symbolic batch does not)."""
+    if symbolic.is_symbolic(tuple(out_sp) + tuple(g.in_sp)):
+        return []
     inside = all((count - 1) * stride < size and lo == 0
                  for count, stride, size, lo in zip(out_sp[1:], g.stride[1:], g.in_sp[1:], g.pad_lo[1:]))
     if g.kernel[1:] != (1, 1) or not inside:
@@ -175,7 +180,7 @@ def _lower_phases(lowering: Lowering, problem: ConvProblem) -> None:
     """A transposed conv as a direct conv per stride phase."""
     x, w, bias, y, g = problem.x, problem.w, problem.bias, problem.y, problem.g
     phases = transpose_phases(g, to_3d(y.shape[2:], 1))
-    block = choose_blocking(g.ocg, max(p.counts[2] for p in phases), lowering, x.dtype)
+    block = choose_blocking(g.ocg, at_least_all([p.counts[2] for p in phases]), lowering, x.dtype)
     layout = transpose_input_layout(g, phases, x.shape[1])
     itemsize = x.dtype.numpy.itemsize
     check = emit_weight_check(lowering, w)
@@ -194,7 +199,7 @@ def _lower_phases(lowering: Lowering, problem: ConvProblem) -> None:
     active = [(phase, w0) for phase, w0 in zip(phases, starts) if phase.taps]
     unpack = Unpack(y, bias, y_offset, channels_last_source(y, g, block), problem.epilogue, exact_sum(problem, flags))
     # with stride 1 the only phase's rows are the output rows: unpack each as soon as it is computed
-    in_place = len(active) == len(phases) == 1 and math.prod(active[0][0].counts[:2]) * g.n >= ROWS_TO_UNPACK_IN_PLACE
+    in_place = len(active) == len(phases) == 1 and _enough_rows(math.prod(active[0][0].counts[:2]) * g.n)
     for position, (phase, w0) in enumerate(active):          # the phases write disjoint outputs
         spec = phase_direct_spec(g, phase, layout, yd, w0, len(all_taps))
         emit_direct(lowering, x.dtype, g, block, spec, (x_offset, w_offset, y_offset), "convT_direct",
@@ -203,10 +208,17 @@ def _lower_phases(lowering: Lowering, problem: ConvProblem) -> None:
         emit_unpack(lowering, unpack, "convT_unpack")
 
 
+def _enough_rows(rows) -> bool:
+    """Whether a kernel over `rows` output rows unpacks each in place (a symbolic count: yes, the
+    sizes a graph is compiled for every size of are rarely that small)."""
+    return symbolic.is_symbolic(rows) or rows >= ROWS_TO_UNPACK_IN_PLACE
+
+
 def transpose_phases(g: Geometry, out_sp: tuple) -> list:
-    """The stride phases of a transposed conv that have outputs."""
+    """The stride phases of a transposed conv that have outputs (with symbolic sizes, every phase: one
+    without outputs at some size then has no work items)."""
     phases = [_phase(g, out_sp, r) for r in itertools.product(*(range(s) for s in g.stride))]
-    return [p for p in phases if min(p.counts) > 0]
+    return [p for p in phases if symbolic.is_symbolic(p.counts) or min(p.counts) > 0]
 
 
 def phase_direct_spec(g: Geometry, phase: Phase, layout: Padded, y_strides: tuple, w0: int, w_taps: int) -> Direct:
@@ -238,18 +250,23 @@ def _phase(g: Geometry, out_sp: tuple, r: tuple) -> Phase:
     per_axis = []
     for r_a, k, s, d, lo in zip(r, g.kernel, g.stride, g.dilation, g.pad_lo):
         per_axis.append([(kk, (r_a + lo - kk * d) // s) for kk in range(k) if (r_a + lo - kk * d) % s == 0])
-    counts = tuple(max(0, -(-(n - r_a) // s)) for n, r_a, s in zip(out_sp, r, g.stride))
+    counts = tuple(_positions(n, r_a, s) for n, r_a, s in zip(out_sp, r, g.stride))
     combos = list(itertools.product(*per_axis))
     return Phase(r, counts, tuple(tuple(kk for kk, _ in c) for c in combos), tuple(tuple(cc for _, cc in c) for c in combos))
 
 
+def _positions(n, r: int, s: int):
+    """How many of the positions 0..n-1 are r modulo s (an output size n >= 1 when symbolic)."""
+    return symbolic.ceil_div(n - r, s) if symbolic.is_symbolic(n) else max(0, -(-(n - r) // s))
+
+
 def transpose_input_layout(g: Geometry, phases: list, channels: int, planar: bool = False) -> Padded:
     """Padding so that input q + c is inside the padded copy for every phase, tap and q."""
-    low, high = [0, 0, 0], [0, 0, 0]
+    low, high = [0, 0, 0], [[0], [0], [0]]
     for p in phases:
         for shift in p.taps:
             for axis in range(3):
                 low[axis] = max(low[axis], -shift[axis])
-                high[axis] = max(high[axis], p.counts[axis] - 1 + shift[axis] + 1)
-    extent = tuple(max(n, h) + lo for n, h, lo in zip(g.in_sp, high, low))
+                high[axis].append(p.counts[axis] - 1 + shift[axis] + 1)
+    extent = tuple(at_least_all([n] + h) + lo for n, h, lo in zip(g.in_sp, high, low))
     return Padded(extent, tuple(low), channels, planar)

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import llvmlite.ir as ir
 
 from ....ir.graph import Value
-from ...irgen import counted_loop, element_type, i64
+from ...irgen import as_i64, counted_loop, element_type, i64
 from ...lowering import Lowering
-from .primitives import I8, Kept, any_byte_set, region_pointer, strided_offset
+from .primitives import I8, Kept, any_byte_set, region_pointer, sized, strided_offset
 from .problem import ConvProblem, Geometry, to_3d
 
 
@@ -88,13 +88,13 @@ class ExactSum:
         b.store(ir.Constant(element, 0.0), acc)
         grp, oc_in_group = b.udiv(oc, i64(g.ocg)), b.urem(oc, i64(g.ocg))
         kernel_strides = (g.kernel[1] * g.kernel[2], g.kernel[2], 1)
-        in_strides = (g.in_sp[1] * g.in_sp[2], g.in_sp[2], 1)
+        in_sp, in_strides, plane = sized(k, (g.in_sp, (g.in_sp[1] * g.in_sp[2], g.in_sp[2], 1), _plane(g)))
 
         def axis(level: int, x_at, w_at) -> None:
             if level == 3:
                 with counted_loop(b, g.icg, name="ic") as ic:
                     channel = b.add(b.mul(grp, i64(g.icg)), ic)
-                    x_index = b.add(b.mul(b.add(b.mul(n, i64(self.x.shape[1])), channel), i64(_plane(g))), x_at)
+                    x_index = b.add(b.mul(b.add(b.mul(n, i64(self.x.shape[1])), channel), as_i64(plane)), x_at)
                     w_index = b.add(strided_offset(b, 0, (channel, oc_in_group), (g.ocg * _taps(g), _taps(g))), w_at)
                     product = b.fmul(b.load(b.gep(xs, [x_index])), b.load(b.gep(ws, [w_index])))
                     b.store(b.fadd(b.load(acc), product), acc)
@@ -102,11 +102,11 @@ class ExactSum:
             with counted_loop(b, g.kernel[level], name=f"t{level}") as t:
                 reach = b.sub(b.add(out[level], i64(g.pad_lo[level])), b.mul(t, i64(g.dilation[level])))
                 i = b.sdiv(reach, i64(g.stride[level])) if g.stride[level] > 1 else reach
-                exists = b.and_(b.icmp_signed(">=", reach, i64(0)), b.icmp_signed("<", i, i64(g.in_sp[level])))
+                exists = b.and_(b.icmp_signed(">=", reach, i64(0)), b.icmp_signed("<", i, as_i64(in_sp[level])))
                 if g.stride[level] > 1:
                     exists = b.and_(exists, b.icmp_signed("==", b.srem(reach, i64(g.stride[level])), i64(0)))
                 with b.if_then(exists):
-                    axis(level + 1, b.add(x_at, b.mul(i, i64(in_strides[level]))),
+                    axis(level + 1, b.add(x_at, b.mul(i, as_i64(in_strides[level]))),
                          b.add(w_at, b.mul(t, i64(kernel_strides[level]))))
 
         axis(0, i64(0), i64(0))

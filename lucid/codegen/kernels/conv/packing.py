@@ -8,13 +8,14 @@ from dataclasses import dataclass
 
 import llvmlite.ir as ir
 
+from ....ir import symbolic
 from ....ir.graph import Value
-from ...irgen import (counted_loop, element_type, i64, load_vector, masked_load_vector, masked_store_vector, splat,
-                      store_vector, transpose, unravel, vector_type)
+from ...irgen import (as_i64, counted_loop, element_type, i64, load_vector, masked_load_vector, masked_store_vector,
+                      splat, store_vector, transpose, unravel, vector_type)
 from ...lowering import Lowering
 from .nonfinite import WeightFlags, finite_probe
 from .prepared import WeightCheck, when_changed
-from .primitives import at_most, constant_table, region_pointer, strided_offset, transposed_rows
+from .primitives import at_most, constant_table, region_pointer, sized, strided_offset, transposed_rows
 from .problem import Blocking, Geometry, WeightLayout, to_3d
 
 
@@ -78,8 +79,8 @@ def emit_pack_input(lowering: Lowering, x: Value, layout: Padded, offset: int, n
     lowering.kernel(name, n * dp * hp, body)
 
 
-def _in_range(b: ir.IRBuilder, index, size: int):
-    return b.icmp_unsigned("<", index, i64(size))     # unsigned: negative indices are huge
+def _in_range(b: ir.IRBuilder, index, size):
+    return b.icmp_unsigned("<", index, as_i64(size))     # unsigned: negative indices are huge
 
 
 def emit_pack_weight(lowering: Lowering, w: Value, g: Geometry, block: Blocking, layout: WeightLayout,
@@ -162,18 +163,16 @@ def emit_pack_channel_blocks(lowering: Lowering, y: Value, layout: Padded, group
     element = element_type(y.dtype)
     widest = lowering.target.lanes(y.dtype)
     lanes = min(widest, max(4, 1 << (layout.channels - 1).bit_length()))
-    n, channels = y.shape[0], y.shape[1]
+    channels = y.shape[1]
     group_channels = channels // groups
-    size = to_3d(y.shape[2:], 1)
-    dp, hp, wp = layout.extent
     od, oh, ow = layout.origin
-    sn, sd, sh, sw = layout.strides()
     blocks = math.ceil(group_channels / layout.channels)
-    plane = math.prod(size)
-    w_tiles = math.ceil(wp / lanes)
+    sizes = (y.shape[0], to_3d(y.shape[2:], 1), layout.extent, layout.strides(), layout.size(y.shape[0]),
+             math.prod(y.shape[2:]), symbolic.ceil_div(layout.extent[2], lanes))
 
     def body(k, item):
         b = k.b
+        n, size, (dp, hp, wp), (sn, sd, sh, sw), block_size, plane, w_tiles = sized(k, sizes)
         bn, d, h = unravel(b, item, (n, dp, hp))
         packed, src = k.scratch_pointer(offset, element), k.pointer(y)
         yd, yh = b.sub(d, i64(od)), b.sub(h, i64(oh))
@@ -185,27 +184,29 @@ def emit_pack_channel_blocks(lowering: Lowering, y: Value, layout: Padded, group
             first = b.add(b.mul(grp, i64(group_channels)), b.mul(blk, i64(layout.channels)))
             group_rest = b.sub(i64(group_channels), b.mul(blk, i64(layout.channels)))
             w0 = b.mul(wt, i64(lanes))
-            source_row = b.add(b.mul(b.add(b.mul(b.add(b.mul(b.add(b.mul(bn, i64(channels)), first), i64(size[0])), yd),
-                                                 i64(size[1])), yh), i64(size[2])), b.sub(w0, i64(ow)))
+            channel_row = b.add(b.mul(bn, i64(channels)), first)
+            source_row = b.add(b.mul(b.add(b.mul(b.add(b.mul(channel_row, as_i64(size[0])), yd), as_i64(size[1])), yh),
+                                     as_i64(size[2])), b.sub(w0, i64(ow)))
             inside = _positions_inside(b, b.sub(w0, i64(ow)), lanes, size[2])
 
             def channel(r):
                 ok = b.and_(row_inside, b.icmp_unsigned("<", r, group_rest))
                 mask = b.and_(inside, splat(b, ok, lanes))
-                return masked_load_vector(b, k.module, src, b.add(source_row, b.mul(r, i64(plane))), mask)
+                return masked_load_vector(b, k.module, src, b.add(source_row, b.mul(r, as_i64(plane))), mask)
 
             columns, stride = transposed_rows(k, element, layout.channels, lanes, channel)
-            target = b.add(b.add(b.mul(channel_block, i64(layout.size(n))), row), b.mul(w0, i64(sw)))
-            with counted_loop(b, at_most(b, b.sub(i64(wp), w0), lanes), name="j") as j, \
+            target = b.add(b.add(b.mul(channel_block, as_i64(block_size)), row), b.mul(w0, i64(sw)))
+            with counted_loop(b, at_most(b, b.sub(as_i64(wp), w0), lanes), name="j") as j, \
                     counted_loop(b, layout.channels, name="r") as r:
                 value = b.load(b.gep(columns, [b.add(b.mul(j, i64(stride)), r)]))
                 b.store(value, b.gep(packed, [b.add(target, b.add(b.mul(j, i64(sw)), r))]))
 
-    lowering.kernel(name, n * dp * hp, body, waits)
+    lowering.kernel(name, y.shape[0] * layout.extent[0] * layout.extent[1], body, waits)
 
 
-def _positions_inside(b: ir.IRBuilder, first, lanes: int, size: int):
-    """The vector of i1: first + j inside [0, size), for j < lanes."""
+def _positions_inside(b: ir.IRBuilder, first, lanes: int, size):
+    """The vector of i1: first + j inside [0, size), for j < lanes (`size` an int or an i64 value)."""
     itype = vector_type(ir.IntType(64), lanes)
     positions = b.add(splat(b, first, lanes), ir.Constant(itype, list(range(lanes))))
-    return b.icmp_unsigned("<", positions, ir.Constant(itype, [size] * lanes))
+    sizes = splat(b, size, lanes) if isinstance(size, ir.Value) else ir.Constant(itype, [size] * lanes)
+    return b.icmp_unsigned("<", positions, sizes)

@@ -1,24 +1,32 @@
-"""IR building blocks the conv kernels share: index arithmetic (`strided_offset`, `at_most`),
-constant tables (`constant_table`), the in-register transpose of rows into a stack array
-(`transposed_rows`), a kernel zeroing scratch (`emit_zero`), where a kernel's buffer lives (`Kept`,
-`region_pointer`) and the test of a row of flag bytes (`any_byte_set`)."""
+"""IR building blocks the conv kernels share: index arithmetic (`strided_offset`, `at_most`), sizes
+known at run time (`sized`), constant tables (`constant_table`; `size_table` for sizes that may be
+symbolic), the in-register transpose of rows into a stack array (`transposed_rows`), a kernel
+zeroing scratch (`emit_zero`), where a kernel's buffer lives (`Kept`, `region_pointer`) and the
+test of a row of flag bytes (`any_byte_set`).
+
+Sizes. The Python side of a lowering computes sizes, strides and offsets as ints, or as symbolic
+sizes (`lucid.ir.symbolic.Expr`) when the graph has symbolic dimensions (only the batch and spatial
+extents are: channels and kernel sizes stay ints). A kernel body turns them into what the IR helpers
+take with `sized(k, ...)`: an int stays an int (so a concrete graph's code is what it always was), a
+symbolic size becomes its i64 value for this call (`KernelBuilder.extent`). The helpers here and in
+irgen take either (`as_i64`)."""
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+import dataclasses
 from typing import Callable
 
 import llvmlite.ir as ir
 
+from ....ir import symbolic
 from ....ir.graph import Value
-from ...irgen import counted_loop, element_type, i64, store_vector, transpose
+from ...irgen import as_i64, counted_loop, element_type, i64, store_vector, transpose
 from ...lowering import Lowering
 
 I8 = ir.IntType(8)
 FLAG_WORD = 8             # flag bytes read per load
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Kept:
     """A byte offset in the graph's persistent memory (`Lowering.persistent`: kept between calls);
     a plain int offset is in the workspace (this node's scratch, dead after its kernels)."""
@@ -55,6 +63,19 @@ def any_byte_set(k, flags: ir.Value, count: int) -> ir.Value:
     return b.icmp_unsigned("!=", total, ir.Constant(word, 0))
 
 
+def sized(k, value):
+    """`value` (a size, a tuple of them, or a frozen dataclass of sizes such as `Direct`) with every
+    symbolic size replaced by its i64 value in kernel `k`; ints are left as they are."""
+    if isinstance(value, symbolic.Expr):
+        return k.extent(value)
+    if isinstance(value, (tuple, list)):
+        return tuple(sized(k, v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: sized(k, getattr(value, f.name))
+                                             for f in dataclasses.fields(value) if f.init})
+    return value
+
+
 def constant_table(lowering: Lowering, name: str, values, element: ir.Type = ir.IntType(64)) -> ir.GlobalVariable:
     """A constant array (of i64 unless `element` says otherwise) in the module of the next kernel,
     named `name` (numbered if taken)."""
@@ -70,44 +91,65 @@ def constant_table(lowering: Lowering, name: str, values, element: ir.Type = ir.
     return table
 
 
-def strided_offset(b: ir.IRBuilder, base: int, indices, strides) -> ir.Value:
-    """base + sum of index * stride (terms of stride 0 left out)."""
-    total = i64(base)
+def size_table(lowering: Lowering, name: str, values):
+    """A table of i64 `values`, made just before the kernel reading it: a `constant_table` when they
+    are all ints, else the sizes themselves, which `table_array` stores on the kernel's stack."""
+    return tuple(values) if symbolic.is_symbolic(tuple(values)) else constant_table(lowering, name, values)
+
+
+def table_array(k, table) -> ir.Value:
+    """The `[n x i64]` array of a `size_table` in kernel `k`: the constant table, or (symbolic sizes)
+    a stack array filled with this call's values."""
+    if isinstance(table, ir.GlobalVariable):
+        return table
+    array = k.alloca(ir.ArrayType(ir.IntType(64), max(len(table), 1)), name="sizes")
+    for index, value in enumerate(sized(k, table)):
+        k.b.store(as_i64(value), k.b.gep(array, [i64(0), i64(index)]))
+    return array
+
+
+def strided_offset(b: ir.IRBuilder, base, indices, strides) -> ir.Value:
+    """base + sum of index * stride (terms of int stride 0 left out); base and strides ints or i64
+    values (see `sized`)."""
+    total = as_i64(base)
     for index, stride in zip(indices, strides):
-        if stride:
-            total = b.add(total, b.mul(index, i64(stride)))
+        if isinstance(stride, ir.Value) or stride:
+            total = b.add(total, b.mul(index, as_i64(stride)))
     return total
 
 
-def transposed_rows(k, element: ir.Type, rows: int, lanes: int, row_vector: Callable) -> tuple:
+def transposed_rows(k, element: ir.Type, rows, lanes: int, row_vector: Callable) -> tuple:
     """A stack array `columns` with columns[j * stride + r] = row_vector(r)[j] for r < rows, j < lanes,
     and `stride` (rows rounded up to whole tiles): each tile of `lanes` rows is transposed in
     registers (element by element it would take a gather or a scatter per vector). The last tile
-    reads its last row again for the rows past the end."""
+    reads its last row again for the rows past the end. `rows` is an int or a symbolic size (the
+    array is then sized per call)."""
     b = k.b
-    tiles = math.ceil(rows / lanes)
-    columns = k.alloca(element, lanes * tiles * lanes, name="columns")
-    with counted_loop(b, tiles, name="rt") as rt:
+    tiles = symbolic.ceil_div(rows, lanes)
+    columns = k.alloca(element, sized(k, lanes * tiles * lanes), name="columns")
+    stride = sized(k, tiles * lanes)
+    with counted_loop(b, sized(k, tiles), name="rt") as rt:
         first = b.mul(rt, i64(lanes))
-        vectors = [row_vector(at_most(b, b.add(first, i64(i)), rows - 1)) for i in range(lanes)]
+        vectors = [row_vector(at_most(b, b.add(first, i64(i)), sized(k, rows - 1))) for i in range(lanes)]
         for j, column in enumerate(transpose(b, vectors)):
-            store_vector(b, column, columns, b.add(first, i64(j * tiles * lanes)))
-    return columns, tiles * lanes
+            offset = i64(j * stride) if isinstance(stride, int) else b.mul(stride, i64(j))
+            store_vector(b, column, columns, b.add(first, offset))
+    return columns, stride
 
 
-def at_most(b: ir.IRBuilder, value, most: int):
-    """min(value, most), signed."""
-    return b.select(b.icmp_signed("<", value, i64(most)), value, i64(most))
+def at_most(b: ir.IRBuilder, value, most):
+    """min(value, most), signed; `most` an int or an i64 value."""
+    return b.select(b.icmp_signed("<", value, as_i64(most)), value, as_i64(most))
 
 
-def emit_zero(lowering: Lowering, offset: int, count: int, dtype, name: str) -> None:
+def emit_zero(lowering: Lowering, offset, count, dtype, name: str) -> None:
     """A kernel writing `count` zeros of `dtype` to the scratch at `offset` (it waits for no kernel)."""
     element = element_type(dtype)
     _emit_chunks(lowering, offset, count, element, name, lambda b, data, i: b.store(ir.Constant(element, 0.0), b.gep(data, [i])),
                  waits=False)
 
 
-def _emit_chunks(lowering: Lowering, offset: int, count: int, element, name: str, each, waits: bool = True) -> None:
+def _emit_chunks(lowering: Lowering, offset, count, element, name: str, each, waits: bool = True) -> None:
     """A kernel calling `each(b, data, i)` for i < count over the scratch at `offset`, in chunks of
     4096 elements (its work items), each walked in order."""
     chunk = 4096
@@ -117,8 +159,8 @@ def _emit_chunks(lowering: Lowering, offset: int, count: int, element, name: str
         data = k.scratch_pointer(offset, element)
         start = b.mul(item, i64(chunk))
         stop = b.add(start, i64(chunk))
-        stop = b.select(b.icmp_signed("<", stop, i64(count)), stop, i64(count))
+        stop = b.select(b.icmp_signed("<", stop, k.extent(count)), stop, k.extent(count))
         with counted_loop(b, stop, start, name="i") as i:
             each(b, data, i)
 
-    lowering.kernel(name, math.ceil(count / chunk), body, waits)
+    lowering.kernel(name, symbolic.ceil_div(count, chunk), body, waits)

@@ -7,6 +7,7 @@ import itertools
 import math
 from dataclasses import dataclass
 
+from ....ir import symbolic
 from ....ir.graph import Value
 from ...cpu_model import CpuModel
 from ...lowering import Lowering
@@ -57,7 +58,8 @@ def choose_blocking(ocg: int, points_available: int, lowering: Lowering, dtype) 
     then fewer blocks of output channels, then wider vectors); as many points as the registers hold
     (`most_points`), tiles of a row balanced. Three vectors pay where two would leave much of the
     last block padding: a stem's 24 channels are one block of 24, not 32 with 8 of zeros. Lanes and
-    vectors depend on `ocg` and the target only, so every kernel of a layer shares them."""
+    vectors depend on `ocg` and the target only, so every kernel of a layer shares them. For rows of
+    a symbolic length, the most points (`tile.row_tiles` balances each row at run time)."""
     model, itemsize = lowering.target.model, dtype.numpy.itemsize
     widest = lowering.target.lanes(dtype)
     while widest > 4 and widest // 2 >= ocg:
@@ -68,6 +70,8 @@ def choose_blocking(ocg: int, points_available: int, lowering: Lowering, dtype) 
     lanes, vectors = max(shapes, key=lambda shape: (tile_rate(model, ocg, *shape, itemsize), shape[1] != 3,
                                                     -math.ceil(ocg / (shape[0] * shape[1])), shape[0]))
     most = most_points(model, vectors)
+    if symbolic.is_symbolic(points_available):
+        return Blocking(lanes, vectors, most)
     tiles = math.ceil(max(points_available, 1) / most)
     return Blocking(lanes, vectors, math.ceil(max(points_available, 1) / tiles))     # balanced tiles
 
@@ -90,6 +94,21 @@ def tile_rate(model: CpuModel, ocg: int, lanes: int, vectors: int, itemsize: int
                  model.fma_latency)
     width = lanes * vectors
     return points * width * ocg / (math.ceil(ocg / width) * width) / cycles
+
+
+def at_least_all(sizes) -> int | symbolic.Expr:
+    """A size at least each of `sizes` (ints or symbolic sizes, all >= 0) for every value of the
+    symbols: their max when they are ints, else the largest where the symbols' ranges decide which
+    is, or else their sum."""
+    sizes = list(sizes)
+    largest = sizes[0]
+    for size in sizes[1:]:
+        if not symbolic.is_symbolic(size - largest):
+            largest = largest + max(size - largest, 0)
+            continue
+        low, high = symbolic.bounds(size - largest)
+        largest = largest if high <= 0 else size if low >= 0 else largest + size
+    return largest
 
 
 def geometry_of(x: Value, kernel: tuple, attrs: dict, groups: int, icg: int, ocg: int) -> Geometry:
@@ -133,6 +152,11 @@ class ConvProblem:
     weights: WeightLayout
     epilogue: Epilogue | None
     transposed: bool = False
+
+    @property
+    def symbolic_sizes(self) -> bool:
+        """Whether its sizes are symbolic (known at run time only)."""
+        return symbolic.is_symbolic(self.x.shape + self.y.shape)
 
     def weights_of(self, taps: list) -> WeightLayout:
         """`weights` reading only the kernel offsets `taps` (a, b, c), in that order."""

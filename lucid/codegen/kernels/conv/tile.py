@@ -8,13 +8,14 @@ rows of output points one direct kernel convolves; `row_tiles` and `emit_row_blo
 row, for one block of output channels, with calls of the tile."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import llvmlite.ir as ir
 
-from ...irgen import F32, counted_loop, i64, intrinsic, load_vector, splat, store_vector
+from ....ir import symbolic
+from ...irgen import F32, as_i64, counted_loop, i64, intrinsic, load_vector, splat, store_vector
 from ...lowering import Lowering
-from .primitives import constant_table, region_pointer, strided_offset
+from .primitives import constant_table, region_pointer, size_table, sized, strided_offset, table_array
 from .problem import Blocking, Geometry, oc_blocks
 
 
@@ -48,7 +49,9 @@ class Direct:
 @dataclass(frozen=True)
 class RowTiles:
     """What a kernel calls to convolve one row of `spec` for one (group, oc block): `full` calls of
-    the register tile `tile`, then `last` (fewer points) if the row does not divide into tiles."""
+    the register tile `tile`, then `last` (fewer points) if the row does not divide into tiles. A
+    row of symbolic length instead has tiles of several sizes, `by_size` (points -> function), and
+    chooses them per row (`emit_run_time_row`)."""
 
     element: ir.Type
     g: Geometry
@@ -57,19 +60,31 @@ class RowTiles:
     full: int
     tile: ir.Function
     last: ir.Function | None
-    taps: ir.GlobalVariable
+    taps: object                       # a `size_table`
     weight_taps: ir.GlobalVariable
+    by_size: dict = field(default_factory=dict)
 
 
 def row_tiles(lowering: Lowering, element, g: Geometry, block: Blocking, spec: Direct) -> RowTiles:
     """The tile functions and tap tables of `spec`, made in the module of the next kernel."""
-    full, rest = divmod(spec.points, block.points)
-    tap_count = len(spec.taps)
-    return RowTiles(element, g, block, spec, full,
-                    tile_function(lowering, element, block, block.points, spec.sx_point),
-                    tile_function(lowering, element, block, rest, spec.sx_point) if rest else None,
-                    constant_table(lowering, "taps", spec.taps),
-                    constant_table(lowering, "wtaps", [t * g.icg * block.width for t in range(tap_count)]))
+    tile = tile_function(lowering, element, block, block.points, spec.sx_point)
+    if symbolic.is_symbolic(spec.points):
+        full, last = 0, None
+        by_size = {count: tile_function(lowering, element, block, count, spec.sx_point)
+                   for count in sorted(set(run_time_tile_sizes(block.points)))}
+    else:
+        (full, rest), by_size = divmod(spec.points, block.points), {}
+        last = tile_function(lowering, element, block, rest, spec.sx_point) if rest else None
+    return RowTiles(element, g, block, spec, full, tile, last, size_table(lowering, "taps", spec.taps),
+                    constant_table(lowering, "wtaps", [t * g.icg * block.width for t in range(len(spec.taps))]),
+                    by_size)
+
+
+def run_time_tile_sizes(most: int) -> list:
+    """The tile sizes a row of symbolic length may take with tiles of at most `most` points: the
+    balanced sizes of a row of at least `most` points ((`most` + 1) // 2 ... `most`), and for a
+    shorter row its length's bits (8, 4, 2, 1)."""
+    return list(range((most + 1) // 2, most + 1)) + [bit for bit in (8, 4, 2, 1) if bit < most]
 
 
 def emit_row_block(k, tiles: RowTiles, offsets: tuple, n, qd, qh, grp, ob) -> None:
@@ -77,25 +92,65 @@ def emit_row_block(k, tiles: RowTiles, offsets: tuple, n, qd, qh, grp, ob) -> No
     output scratch at `offsets` (workspace offsets; `Kept` ones: the packed weights; a graph value:
     an input read where it is)."""
     b = k.b
-    g, block, spec = tiles.g, tiles.block, tiles.spec
+    g, block, spec = tiles.g, tiles.block, sized(k, tiles.spec)
     blocks = oc_blocks(g, block)
     xp, wp, yp = (region_pointer(k, o, tiles.element) for o in offsets)
     x_row = strided_offset(b, spec.x0, (n, qd, qh, grp), spec.sx + (g.icg * spec.sx_channel,))
     y_row = b.add(strided_offset(b, spec.y0, (n, qd, qh), spec.sy),
                   b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(block.width)))
     w_row = b.add(i64(spec.w0), b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(spec.w_taps * g.icg * block.width)))
-    taps = [b.gep(t, [i64(0), i64(0)]) for t in (tiles.taps, tiles.weight_taps)]
-    shape = [i64(len(spec.taps)), i64(g.icg), i64(spec.sx_channel), i64(block.width), i64(spec.sy_point)]
+    taps = [b.gep(t, [i64(0), i64(0)]) for t in (table_array(k, tiles.taps), tiles.weight_taps)]
+    shape = [i64(len(spec.taps)), i64(g.icg), as_i64(spec.sx_channel), i64(block.width), as_i64(spec.sy_point)]
 
     def call(function, first):
-        x_first = b.gep(xp, [b.add(x_row, b.mul(first, i64(spec.sx_point)))])
-        y_first = b.gep(yp, [b.add(y_row, b.mul(first, i64(spec.sy_point)))])
+        x_first = b.gep(xp, [b.add(x_row, b.mul(first, as_i64(spec.sx_point)))])
+        y_first = b.gep(yp, [b.add(y_row, b.mul(first, as_i64(spec.sy_point)))])
         b.call(function, [x_first, b.gep(wp, [w_row]), y_first] + taps + shape)
 
+    if tiles.by_size:
+        emit_run_time_row(b, tiles, as_i64(spec.points), call)
+        return
     with counted_loop(b, tiles.full, name="tile") as p:
         call(tiles.tile, b.mul(p, i64(block.points)))
     if tiles.last is not None:
         call(tiles.last, i64(tiles.full * block.points))
+
+
+def emit_run_time_row(b: ir.IRBuilder, tiles: RowTiles, points: ir.Value, call) -> None:
+    """A row of `points` points (known at run time) as a static compile would tile it: a row of at
+    least a tile's points in the fewest tiles, balanced (the first `points` % count one point
+    longer), each call going to the tile of its size; a shorter row by the bits of its length (a
+    tile of 8, 4, 2, 1 points). `tiles`: a RowTiles, or anything with its `block` and `by_size`
+    (Winograd's GEMM)."""
+    most = tiles.block.points
+    with b.if_else(b.icmp_unsigned(">=", points, i64(most))) as (long_row, short_row):
+        with long_row:
+            count = b.udiv(b.add(points, i64(most - 1)), i64(most))
+            base = b.udiv(points, count)
+            longer = b.sub(points, b.mul(count, base))
+            with counted_loop(b, count, name="tile") as t:
+                is_longer = b.icmp_unsigned("<", t, longer)
+                first = b.add(b.mul(t, base), b.select(is_longer, t, longer))
+                _call_by_size(b, tiles, b.add(base, b.zext(is_longer, base.type)), first, call)
+        with short_row:
+            for bit in (8, 4, 2, 1):
+                if bit < most:
+                    with b.if_then(b.icmp_unsigned("!=", b.and_(points, i64(bit)), i64(0))):
+                        call(tiles.by_size[bit], b.and_(points, i64(-2 * bit)))
+
+
+def _call_by_size(b: ir.IRBuilder, tiles: RowTiles, size: ir.Value, first: ir.Value, call) -> None:
+    """`call(tiles.by_size[size], first)` through a switch: direct calls, so the tiles' constant
+    arguments still specialise them."""
+    done = b.append_basic_block("tile_called")
+    switch = b.switch(size, done)
+    for count, function in tiles.by_size.items():
+        case = b.append_basic_block(f"tile{count}")
+        switch.add_case(i64(count), case)
+        b.position_at_end(case)
+        call(function, first)
+        b.branch(done)
+    b.position_at_end(done)
 
 
 #: The register tile sums its terms (tap, input channel) in blocks of whole taps, about this many

@@ -11,13 +11,14 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+from ....ir import symbolic
 from ....ir.graph import Value
-from ...irgen import counted_loop, element_type, i64, linear_index, load_vector, unravel
+from ...irgen import as_i64, counted_loop, element_type, i64, linear_index, load_vector, unravel
 from ...lowering import Lowering
 from ..elementwise import contiguous_strides, load, operand_strides, store
 from ..scalar import Scalars, evaluate
 from .nonfinite import ExactSum
-from .primitives import at_most, strided_offset, transposed_rows
+from .primitives import at_most, sized, strided_offset, transposed_rows
 from .problem import Blocking, Epilogue, Geometry, oc_blocks, to_3d
 
 
@@ -47,6 +48,7 @@ class ChannelsLastScratch:
     lanes: int
 
     def index(self, b, n, oc, d, h, w):
+        """(In a kernel, of this scratch's `sized` form.)"""
         grp, ocg = b.udiv(oc, i64(self.ocg)), b.urem(oc, i64(self.ocg))
         return b.add(strided_offset(b, 0, (n, d, h, w, grp), self.strides + (self.group_stride,)), ocg)
 
@@ -90,14 +92,19 @@ def emit_unpack(lowering: Lowering, unpack: Unpack, name: str) -> None:
     lowering.kernel(name, unpack.y.shape[0] * depth * height, lambda k, row: unpack_row(k, unpack, row))
 
 
+def _spatial(k, y: Value) -> tuple:
+    """(depth, height, width) of `y` in kernel `k` (see `primitives.sized`)."""
+    return sized(k, to_3d(y.shape[2:], 1))
+
+
 def unpack_row(k, unpack: Unpack, row) -> None:
     """y[n][oc][d][h][w] = epilogue(scratch[source.index(n, oc, d, h, w)] (+ bias[oc])) for one row
     `row` = (n, d, h): the scratch of a row is small enough to stay in L1 while it is read once per
     output channel. A channels-last scratch is transposed in registers, `lanes` channels by `lanes`
     positions at a time (element-wise it would take a gather or a scatter per vector)."""
     y = unpack.y
-    depth, height, width = to_3d(y.shape[2:], 1)
-    n, d, h = unravel(k.b, row, (y.shape[0], depth, height))
+    depth, height, _ = _spatial(k, y)
+    n, d, h = unravel(k.b, row, (sized(k, y.shape[0]), depth, height))
     if unpack.exact is None:
         _unpack_scratch_row(k, unpack, (n, d, h))
         return
@@ -117,9 +124,10 @@ def _unpack_scratch_row(k, unpack: Unpack, row: tuple) -> None:
         _unpack_row_by_tiles(k, unpack, unpack.source, (n, d, h))
         return
     scratch = k.scratch_pointer(unpack.offset, element_type(y.dtype))
+    source = sized(k, unpack.source)
     with counted_loop(k.b, y.shape[1], name="oc") as oc:
         _emit_channel_row(k, unpack, (n, oc, d, h),
-                          lambda w: k.b.load(k.b.gep(scratch, [unpack.source.index(k.b, n, oc, d, h, w)])))
+                          lambda w: k.b.load(k.b.gep(scratch, [source.index(k.b, n, oc, d, h, w)])))
 
 
 def _unpack_row_by_tiles(k, unpack: Unpack, source: ChannelsLastScratch, row: tuple) -> None:
@@ -131,17 +139,19 @@ def _unpack_row_by_tiles(k, unpack: Unpack, source: ChannelsLastScratch, row: tu
     channel_tiles = math.ceil(source.ocg / lanes)
     scratch = k.scratch_pointer(unpack.offset, element)
     n, d, h = row
+    source = sized(k, source)
     row_start = strided_offset(b, 0, row, source.strides[:3])
     with counted_loop(b, groups * channel_tiles, name="tile") as tile:
         grp, ct = unravel(b, tile, (groups, channel_tiles))
         first = b.add(row_start, b.add(b.mul(grp, i64(source.group_stride)), b.mul(ct, i64(lanes))))
         columns, stride = transposed_rows(k, element, width, lanes,
-                                          lambda w: load_vector(b, scratch, b.add(first, b.mul(w, i64(source.strides[3]))),
+                                          lambda w: load_vector(b, scratch,
+                                                                b.add(first, b.mul(w, as_i64(source.strides[3]))),
                                                                 lanes))
         first_oc = b.add(b.mul(grp, i64(source.ocg)), b.mul(ct, i64(lanes)))
         with counted_loop(b, at_most(b, b.sub(i64(source.ocg), b.mul(ct, i64(lanes))), lanes), name="j") as j:
             _emit_channel_row(k, unpack, (n, b.add(first_oc, j), d, h),
-                              lambda w: b.load(b.gep(columns, [b.add(b.mul(j, i64(stride)), w)])))
+                              lambda w: b.load(b.gep(columns, [b.add(b.mul(j, as_i64(stride)), w)])))
 
 
 def _emit_channel_row(k, unpack: Unpack, index: tuple, value_at: Callable) -> None:
@@ -150,10 +160,10 @@ def _emit_channel_row(k, unpack: Unpack, index: tuple, value_at: Callable) -> No
     b = k.b
     n, oc, d, h = index
     channels = y.shape[1]
-    depth, height, width = to_3d(y.shape[2:], 1)
+    depth, height, width = _spatial(k, y)
     target = epilogue.output if epilogue else y
-    first = b.mul(b.add(b.mul(b.add(b.mul(b.add(b.mul(n, i64(channels)), oc), i64(depth)), d), i64(height)), h),
-                  i64(width))
+    first = b.mul(b.add(b.mul(b.add(b.mul(b.add(b.mul(n, i64(channels)), oc), as_i64(depth)), d), as_i64(height)), h),
+                  as_i64(width))
     shift = b.load(b.gep(k.pointer(bias), [oc])) if bias is not None else None
     with counted_loop(b, width, name="w") as w:
         value = value_at(w)
@@ -176,7 +186,8 @@ def _apply_epilogue(k, epilogue: Epilogue, value, flat, index5: tuple):
         if v is epilogue.source:
             return value
         strides = operand_strides(node, position)
-        at = flat if strides == contiguous_strides(shape) else linear_index(k.b, list(index), strides)
+        contiguous = symbolic.same(strides, contiguous_strides(shape))
+        at = flat if contiguous else linear_index(k.b, list(index), sized(k, strides))
         return load(k, s, v, at)
 
     return evaluate(s, list(epilogue.nodes), operand)[epilogue.nodes[-1].output]

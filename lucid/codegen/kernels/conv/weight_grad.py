@@ -8,7 +8,8 @@ block), each part summing into its own copy of the blocked gradient, and a last 
 copies into dw. The sums are blocked: each call of the row function sums its few rows from zero in
 registers and adds that to the copy (see `_row_function`). When the input gradient's conv just
 packed one of the two operands (`Lowering.leave_packed`), it reads that copy instead of packing its
-own."""
+own. With symbolic sizes the rows per row-function call are computed per call and the number of
+parts is fixed (`_reduction_parts`)."""
 from __future__ import annotations
 
 import functools
@@ -17,15 +18,16 @@ from dataclasses import dataclass
 
 import llvmlite.ir as ir
 
+from ....ir import symbolic
 from ....ir.graph import Node, Value
-from ...irgen import F32, counted_loop, element_type, i64, intrinsic, load_vector, splat, store_vector, unravel
+from ...irgen import F32, as_i64, counted_loop, element_type, i64, intrinsic, load_vector, splat, store_vector, unravel
 from ...lowering import Lowering, lowers
 from .packing import Padded, emit_pack_channel_blocks
-from .primitives import at_most, constant_table, strided_offset, transposed_rows
+from .primitives import at_most, size_table, sized, strided_offset, table_array, transposed_rows
 from .problem import Blocking, Geometry, choose_blocking, geometry_of, kernel_taps, oc_blocks, to_3d
 
 
-@lowers("conv_weight_grad")
+@lowers("conv_weight_grad", run_time_extents=True)
 def lower_conv_weight_grad(lowering: Lowering, node: Node) -> None:
     x, gy = node.inputs
     dw = node.output
@@ -71,7 +73,8 @@ def _shared_copy(lowering: Lowering, value: Value, needed: Padded, groups: int) 
     if shared is None or groups != 1 or shared.planar or shared.channels != value.shape[1]:
         return None
     shift = [have - want for have, want in zip(shared.origin, needed.origin)]
-    if min(shift) < 0 or any(e + d > have for e, d, have in zip(needed.extent, shift, shared.extent)):
+    outside = [symbolic.bounds(e + d - have)[1] > 0 for e, d, have in zip(needed.extent, shift, shared.extent)]
+    if min(shift) < 0 or any(outside):            # (symbolic sizes: unless it fits at every size)
         return None
     return shared
 
@@ -129,10 +132,18 @@ WEIGHT_GRAD_POSITIONS = 64
 
 
 def _wgrad_lines(windows: tuple) -> tuple:
-    """(rows per row-function call, blocks of such rows per output plane)."""
+    """(rows per row-function call, blocks of such rows per output plane), for concrete `windows`."""
     depth, height, width = windows
     lines = max(1, min(height, math.ceil(WEIGHT_GRAD_POSITIONS / width)))
     return lines, math.ceil(height / lines)
+
+
+def _run_time_lines(b: ir.IRBuilder, height, width) -> tuple:
+    """`_wgrad_lines` computed in a kernel from this call's height and width (ints or i64 values, >= 1)."""
+    height, width = as_i64(height), as_i64(width)
+    wanted = b.udiv(b.add(i64(WEIGHT_GRAD_POSITIONS - 1), width), width)
+    lines = b.select(b.icmp_unsigned("<", wanted, height), wanted, height)
+    return lines, b.udiv(b.add(height, b.sub(lines, i64(1))), lines)
 
 
 #: ... as long as the parts' copies of the blocked gradient take at most this many bytes together,
@@ -143,8 +154,11 @@ WEIGHT_GRAD_POSITIONS_PER_PART = 256
 
 def _reduction_parts(g: Geometry, block: Blocking, windows: tuple, copy_bytes: int) -> int:
     """Into how many parts the weight gradient splits its rows (each part sums into its own copy of
-    the blocked gradient, of `copy_bytes`; the unpacking adds the copies)."""
+    the blocked gradient, of `copy_bytes`; the unpacking adds the copies). With symbolic sizes as
+    many as are wanted and fit the bytes (at a size with fewer blocks of rows, some parts sum none)."""
     wanted = math.ceil(WEIGHT_GRAD_ITEMS / (g.groups * oc_blocks(g, block)))
+    if symbolic.is_symbolic(windows) or symbolic.is_symbolic(g.n):
+        return max(1, min(wanted, WEIGHT_GRAD_COPIES_BYTES // max(copy_bytes, 1)))
     worthwhile = g.n * math.prod(windows) // WEIGHT_GRAD_POSITIONS_PER_PART
     return max(1, min(wanted, worthwhile, WEIGHT_GRAD_COPIES_BYTES // max(copy_bytes, 1),
                       g.n * windows[0] * _wgrad_lines(windows)[1]))
@@ -169,46 +183,50 @@ def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Block
     rows_per_tile = layouts.x.channels
     tiles = math.ceil(g.icg / rows_per_tile)
     rest = g.icg - (tiles - 1) * rows_per_tile
-    sn, sd, sh, sc = layouts.x.layout.strides()
-    gn, gd, gh, gw = layouts.gy.layout.strides()
-    table = constant_table(lowering, "gtaps", tap_offsets)
-    depth, height, width = layouts.windows
+    sc = layouts.x.layout.strides()[3]
+    table = size_table(lowering, "gtaps", tap_offsets)
     full_row = _row_function(lowering, element, block, rows_per_tile, g.stride[2] * sc)
     last_row = _row_function(lowering, element, block, rest, g.stride[2] * sc)
     tap_block = g.icg * block.width                         # dwp elements per (grp, ob, tap)
     block_size = len(tap_offsets) * tap_block               # per (grp, ob)
     group_size = blocks * block_size
-    lines, line_blocks = _wgrad_lines(layouts.windows)
+    sn, sd, sh, _ = layouts.x.layout.strides()
+    sizes = (g.n, layouts.windows, (sn, g.stride[0] * sd, g.stride[1] * sh), layouts.gy.layout.strides(),
+             (layouts.x.shift, layouts.gy.shift),
+             (layouts.x.blocks(g.icg) * layouts.x.layout.size(g.n), layouts.x.block_offset(g.n)),
+             (layouts.gy.blocks(g.ocg) * layouts.gy.layout.size(g.n), layouts.gy.block_offset(g.n)))
+    concrete_lines = None if symbolic.is_symbolic(layouts.windows) else _wgrad_lines(layouts.windows)
 
     def body(k, item):
         b = k.b
+        n_size, (depth, height, width), x_steps, (gn, gd, gh, gw), shifts, x_blocks, gy_blocks = sized(k, sizes)
+        lines, line_blocks = concrete_lines or _run_time_lines(b, height, width)
+        taps = table_array(k, table)
         part, grp, ob = unravel(b, item, (parts, g.groups, blocks))
         xp, gp, dwp_all = (k.scratch_pointer(o, element) for o in (x_offset, gy_offset, dw_offset))
-        xp, gp = b.gep(xp, [i64(layouts.x.shift)]), b.gep(gp, [i64(layouts.gy.shift)])
+        xp, gp = b.gep(xp, [as_i64(shifts[0])]), b.gep(gp, [as_i64(shifts[1])])
         dwp = b.gep(dwp_all, [strided_offset(b, 0, (part, grp, ob), (g.groups * group_size, group_size, block_size))])
         with counted_loop(b, block_size, name="z") as z:
             b.store(ir.Constant(element, 0.0), b.gep(dwp, [z]))
-        g_block = b.gep(gp, [b.add(b.mul(grp, i64(layouts.gy.blocks(g.ocg) * layouts.gy.layout.size(g.n))),
-                                   b.mul(ob, i64(layouts.gy.block_offset(g.n))))])
-        blocks_of_lines = g.n * depth * line_blocks
+        g_block = b.gep(gp, [b.add(b.mul(grp, as_i64(gy_blocks[0])), b.mul(ob, as_i64(gy_blocks[1])))])
+        blocks_of_lines = _product(b, (n_size, depth, line_blocks))
         with counted_loop(b, _share(b, blocks_of_lines, parts, b.add(part, i64(1))),
                           _share(b, blocks_of_lines, parts, part), name="lines") as line_block:
-            n, d, first_line = unravel(b, line_block, (g.n, depth, line_blocks))
-            h = b.mul(first_line, i64(lines))
-            count = b.sub(i64(height), h)
-            count = b.select(b.icmp_unsigned("<", count, i64(lines)), count, i64(lines))
-            x_row = strided_offset(b, 0, (n, d, h), (sn, g.stride[0] * sd, g.stride[1] * sh))
+            n, d, first_line = unravel(b, line_block, (n_size, depth, line_blocks))
+            h = b.mul(first_line, as_i64(lines))
+            count = b.sub(as_i64(height), h)
+            count = b.select(b.icmp_unsigned("<", count, as_i64(lines)), count, as_i64(lines))
+            x_row = strided_offset(b, 0, (n, d, h), x_steps)
             g_row = strided_offset(b, 0, (n, d, h), (gn, gd, gh))
             g_at = b.gep(g_block, [g_row])
             with counted_loop(b, tiles, name="tile") as tile:
-                x_block = b.add(b.mul(grp, i64(layouts.x.blocks(g.icg) * layouts.x.layout.size(g.n))),
-                                b.mul(tile, i64(layouts.x.block_offset(g.n))))
+                x_block = b.add(b.mul(grp, as_i64(x_blocks[0])), b.mul(tile, as_i64(x_blocks[1])))
                 dw_tile = b.mul(tile, i64(rows_per_tile * block.width))
                 is_last = b.icmp_unsigned("==", tile, i64(tiles - 1))
                 with counted_loop(b, len(tap_offsets), name="t") as t:
-                    x_at = b.gep(xp, [b.add(b.add(x_block, x_row), b.load(b.gep(table, [i64(0), t])))])
+                    x_at = b.gep(xp, [b.add(b.add(x_block, x_row), b.load(b.gep(taps, [i64(0), t])))])
                     acc = b.gep(dwp, [b.add(dw_tile, b.mul(t, i64(tap_block)))])
-                    arguments = [x_at, g_at, acc, i64(width), i64(gw), count, i64(g.stride[1] * sh), i64(gh)]
+                    arguments = [x_at, g_at, acc, as_i64(width), as_i64(gw), count, as_i64(x_steps[2]), as_i64(gh)]
                     with b.if_else(is_last) as (last, full):
                         with last:
                             b.call(last_row, arguments)
@@ -218,9 +236,17 @@ def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Block
     lowering.kernel("wgrad_tiles", parts * g.groups * blocks, body, compute_bound=True)
 
 
-def _share(b: ir.IRBuilder, count: int, parts: int, part) -> ir.Value:
-    """Where part `part` of `count` things split into `parts` near-equal parts starts."""
-    return b.udiv(b.mul(part, i64(count)), i64(parts))
+def _share(b: ir.IRBuilder, count, parts: int, part) -> ir.Value:
+    """Where part `part` of `count` things (an int or an i64 value) split into `parts` near-equal
+    parts starts."""
+    return b.udiv(b.mul(part, as_i64(count)), i64(parts))
+
+
+def _product(b: ir.IRBuilder, factors: tuple):
+    """The product of ints and i64 values: an int when they are all ints."""
+    if not any(isinstance(f, ir.Value) for f in factors):
+        return math.prod(factors)
+    return functools.reduce(b.mul, (as_i64(f) for f in factors))
 
 
 def _row_function(lowering: Lowering, element, block: Blocking, rows: int, x_step: int) -> ir.Function:

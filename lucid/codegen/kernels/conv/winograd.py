@@ -11,7 +11,9 @@ position sums r = 3 or 2 taps of input positions `step` apart, in one or more cl
 Along d anything goes: each depth tap is a class of its own. Every combination of classes is a term
 of the GEMM below, summed in the same accumulators. A layer too small to repay the weight transform
 every call does on the target's CPU model (`_saves_time`), or to give every core enough work items,
-stays direct.
+stays direct; symbolic sizes are decided for at their smallest. With symbolic spatial sizes a work
+item is one row of tiles, taken in chunks of at most a fixed number of tiles, so its stack arrays
+have fixed sizes (`_chunked_plan`).
 
 Guarantees:
 - the direct convolution's result up to float rounding (the transforms only add, subtract and
@@ -41,6 +43,8 @@ NCDHW while they are in cache.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
@@ -48,15 +52,16 @@ from typing import Callable
 
 import llvmlite.ir as ir
 
+from ....ir import symbolic
 from ...irgen import F64, counted_loop, element_type, i64, load_vector, store_vector, unravel
 from ...lowering import Lowering
 from .direct import conv_direct_spec, conv_input_layout, phase_direct_spec, transpose_input_layout, transpose_phases
 from .nonfinite import WeightFlags, exact_sum
 from .packing import Padded, emit_pack_input, emit_pack_weight
 from .prepared import WeightCheck, emit_weight_check, when_changed
-from .primitives import Kept, constant_table, emit_zero, region_pointer
-from .problem import Blocking, ConvProblem, choose_blocking, kernel_taps, oc_blocks, to_3d
-from .tile import Direct, RowTiles, emit_row_block, row_tiles, tile_function
+from .primitives import Kept, constant_table, emit_zero, region_pointer, size_table, table_array
+from .problem import Blocking, ConvProblem, at_least_all, choose_blocking, kernel_taps, oc_blocks, to_3d
+from .tile import Direct, RowTiles, emit_row_block, emit_run_time_row, row_tiles, run_time_tile_sizes, tile_function
 from .unpack import Unpack, channels_last_size, channels_last_source, channels_last_strides, unpack_row
 
 #: Fewer input or output channels than this leave the transforms too large a share of the work.
@@ -184,7 +189,7 @@ class Correlation:
 
     @property
     def tiles(self) -> tuple:
-        return tuple(math.ceil(axis.count / 2) for axis in self.axes[1:])
+        return tuple(symbolic.ceil_div(axis.count, 2) for axis in self.axes[1:])
 
     @property
     def taps(self) -> list:
@@ -201,10 +206,18 @@ class Correlation:
         return tuple(max(offset for offset, _ in axis.classes) + axis.step * (2 * (count - 1) + alpha - 1) + 1
                      for axis, count in zip(self.axes[1:], (tile_rows, self.tiles[1])))
 
+    def reach(self) -> tuple:
+        """Padded input extent (h, w) the patches of every tile need, for symbolic counts: the tiles
+        cover at most count + 1 positions, so this bound, linear in the count, is `patch_extent` of
+        the tiles or `step` more."""
+        alpha = self.transform.alpha
+        return tuple(max(offset for offset, _ in axis.classes) + axis.step * (axis.count + alpha - 2) + 1
+                     for axis in self.axes[1:])
+
     def applies(self) -> bool:
         h, w = self.axes[1:]
         return (h.taps in TRANSFORMS and h.taps == w.taps and self.axes[0].taps == 1
-                and h.count >= 2 and w.count >= MIN_ROW)
+                and _smallest(h.count) >= 2 and _smallest(w.count) >= MIN_ROW)
 
 
 def _conv_correlations(problem: ConvProblem) -> list:
@@ -250,6 +263,7 @@ class Plan:
     gemm: Blocking       # the GEMM's register tile
     direct: Blocking     # the fallback's (the same vectors, so the same channels-last scratch)
     empty: bool          # some outputs belong to no phase (they are zeroed first)
+    chunk: int = 0       # symbolic sizes: most tiles of a chunk of a tile row (0: concrete sizes)
 
 
 def plan(lowering: Lowering, problem: ConvProblem) -> Plan | None:
@@ -267,10 +281,13 @@ def plan(lowering: Lowering, problem: ConvProblem) -> Plan | None:
         empty, correlations = False, _conv_correlations(problem)
     if not correlations or not all(c.applies() for c in correlations):
         return None
-    if not _saves_time(lowering, g, correlations):
+    decided = dataclasses.replace(g, n=_smallest(g.n))      # symbolic sizes: decided for their smallest
+    if not _saves_time(lowering, decided, correlations):
         return None
-    direct = choose_blocking(g.ocg, max(c.counts[2] for c in correlations), lowering, x.dtype)
-    rows = _rows_per_item(correlations, g, oc_blocks(g, direct) * direct.width, x.dtype.numpy.itemsize,
+    direct = choose_blocking(g.ocg, at_least_all([c.counts[2] for c in correlations]), lowering, x.dtype)
+    if symbolic.is_symbolic(problem.y.shape[2:]):
+        return _chunked_plan(lowering, problem, correlations, base, direct, empty)
+    rows = _rows_per_item(correlations, decided, oc_blocks(g, direct) * direct.width, x.dtype.numpy.itemsize,
                           MIN_ITEMS_PER_CORE * lowering.target.cores)
     gemm = choose_blocking(g.ocg, rows * max(c.tiles[1] for c in correlations), lowering, x.dtype)
     if not rows or g.icg % gemm.lanes:
@@ -281,6 +298,23 @@ def plan(lowering: Lowering, problem: ConvProblem) -> Plan | None:
     return Plan(correlations, Padded(extent, base.origin, x.shape[1]), rows, blocks_of_rows, gemm, direct, empty)
 
 
+def _chunked_plan(lowering: Lowering, problem: ConvProblem, correlations: list, base: Padded, direct: Blocking,
+                  empty: bool) -> Plan | None:
+    """The plan for symbolic spatial sizes: a work item is one row of tiles (n, qd, th), taken in
+    chunks of at most `chunk` tiles along w (fixed-size stack arrays and GEMM tiles, see
+    `_chunk_tiles`); the padded input reaches every tile's patch (`Correlation.reach`)."""
+    g, x = problem.g, problem.x
+    items = _smallest(g.n) * min(_smallest(c.counts[0]) * _smallest(c.tiles[0]) for c in correlations)
+    gemm = choose_blocking(g.ocg, correlations[0].tiles[1], lowering, x.dtype)
+    chunk = _chunk_tiles(correlations, g, oc_blocks(g, direct) * direct.width, x.dtype.numpy.itemsize, gemm.points)
+    if not chunk or g.icg % gemm.lanes or items < MIN_ITEMS_PER_CORE * lowering.target.cores:
+        return None
+    reach = [c.reach() for c in correlations]
+    extent = (base.extent[0],) + tuple(at_least_all([base.extent[a + 1]] + [r[a] for r in reach]) for a in range(2))
+    blocks_of_rows = at_least_all([c.tiles[0] for c in correlations])
+    return Plan(correlations, Padded(extent, base.origin, x.shape[1]), 1, blocks_of_rows, gemm, direct, empty, chunk)
+
+
 def _saves_time(lowering: Lowering, g, correlations: list) -> bool:
     """Whether the multiply-adds Winograd saves take longer, on the target's CPU model, than its
     weight transform, which every call repeats: per output channel, input channel and GEMM term, a
@@ -289,7 +323,7 @@ def _saves_time(lowering: Lowering, g, correlations: list) -> bool:
     proportion to the tiles as the savings do; MIN_CHANNELS keeps them a small share.)"""
     model = lowering.target.model
     rate = model.flops_per_cycle / 2
-    saved = sum(len(c.taps) * g.n * c.counts[0] * math.prod(c.tiles)
+    saved = sum(len(c.taps) * g.n * _smallest(c.counts[0]) * math.prod(_smallest(t) for t in c.tiles)
                 * (4 * c.transform.taps ** 2 - c.transform.positions) for c in correlations) / rate
     return saved > WEIGHT_TRANSFORM_CYCLES * sum(len(c.taps) for c in correlations)
 
@@ -308,6 +342,22 @@ def _rows_per_item(correlations: list, g, oc_padded: int, itemsize: int, min_ite
         if stack <= STACK_BYTES and g.n * min(c.counts[0] for c in correlations) * blocks >= min_items:
             return rows
     return 0
+
+
+def _chunk_tiles(correlations: list, g, oc_padded: int, itemsize: int, points: int) -> int:
+    """Most tiles of a chunk of a symbolic row: whole register tiles of `points` points, about
+    POINTS_PER_ITEM, within STACK_BYTES of stack arrays (fewer if need be); 0 if not even one fits."""
+    wanted = points * max(round(POINTS_PER_ITEM / points), 1)
+    for tiles in range(wanted, 0, -1):
+        stack = max(c.transform.positions * tiles * (len(c.taps) * g.icg + oc_padded) for c in correlations)
+        if stack * itemsize <= STACK_BYTES:
+            return tiles
+    return 0
+
+
+def _smallest(size) -> int:
+    """The smallest value of a size (itself if an int) over its symbols' ranges."""
+    return symbolic.bounds(size)[0]
 
 
 def lower_winograd(lowering: Lowering, problem: ConvProblem) -> bool:
@@ -417,83 +467,130 @@ def _emit_main(lowering: Lowering, problem: ConvProblem, p: Plan, parts: list, o
     x_offset, w_offset, y_offset = offsets
     kernels = [(c, _Products(lowering, element, g, p, c), _corner_table(lowering, c, p.layout),
                 row_tiles(lowering, element, g, p.direct, direct), u_offset) for c, direct, u_offset in parts]
-    depth = max(c.counts[0] for c in p.correlations)
+    depth = at_least_all([c.counts[0] for c in p.correlations])
     y_strides = channels_last_strides(y, g, p.gemm)
 
     def body(k, item):
         b = k.b
-        n, qd, block_of_rows = unravel(b, item, (g.n, depth, p.blocks_of_rows))
+        n, qd, block_of_rows = unravel(b, item, (k.size(g.n), k.size(depth), k.size(p.blocks_of_rows)))
         first_row = b.mul(block_of_rows, i64(2 * p.rows))             # of positions q along h
         size = max(products.v_size for _, products, *_ in kernels), max(products.m_size for _, products, *_ in kernels)
         v, m = (_aligned(k.alloca(element, count)) for count in size)
         finite_weights = flags.all_finite(k)
         direct = k.alloca(ir.IntType(1), name="direct")
         for c, products, corners, fallback, u_offset in kernels:
-            def one(c=c, products=products, corners=corners, fallback=fallback, u_offset=u_offset):
+            def one(c=c, products=products, corners=table_array(k, corners), fallback=fallback, u_offset=u_offset):
                 b.store(b.not_(finite_weights), direct)
-                with b.if_then(finite_weights):
-                    _transform_input(k, g, p, c, corners, k.scratch_pointer(x_offset, element), v, (n, qd, first_row))
-                    products.emit(b, v, region_pointer(k, u_offset, element), m)
-                    b.store(_transform_output(k, g, p, c, y_strides, m, k.scratch_pointer(y_offset, element),
-                                              (n, qd, first_row)), direct)
+                with b.if_then(finite_weights), _each_chunk(k, p, c) as chunk:
+                    _transform_input(k, g, p, c, corners, k.scratch_pointer(x_offset, element), v, (n, qd, first_row),
+                                     chunk)
+                    products.emit(b, v, region_pointer(k, u_offset, element), m, chunk.count)
+                    nonfinite = _transform_output(k, g, p, c, y_strides, m, k.scratch_pointer(y_offset, element),
+                                                  (n, qd, first_row), chunk)
+                    b.store(nonfinite if chunk.first is None else b.or_(b.load(direct), nonfinite), direct)
                 with b.if_then(b.load(direct)):
-                    _each_row(b, p, c, first_row, lambda qh: _direct_row(k, fallback, (x_offset, w_offset, y_offset),
+                    _each_row(k, p, c, first_row, lambda qh: _direct_row(k, fallback, (x_offset, w_offset, y_offset),
                                                                          n, qd, qh))
-            _maybe(b, None if c.counts[0] == depth else b.icmp_unsigned("<", qd, i64(c.counts[0])), one)
+            _maybe(b, _in_correlation(k, p, c, depth, qd, block_of_rows), one)
         _unpack_item(k, p, unpack, n, qd, first_row)
 
     lowering.kernel("wino_conv", g.n * depth * p.blocks_of_rows, body, compute_bound=True)
+
+
+def _in_correlation(k, p: Plan, c: Correlation, depth, qd, block_of_rows):
+    """Whether correlation `c` has the item's positions (None: always): its depth position qd (if
+    `c` has fewer than `depth`) and, with symbolic sizes, its row of tiles (if `c` has fewer than
+    the items: a phase of a transposed conv with fewer outputs)."""
+    b = k.b
+    in_depth = None if symbolic.same(c.counts[0], depth) else b.icmp_unsigned("<", qd, k.extent(c.counts[0]))
+    if not p.chunk or symbolic.same(c.tiles[0], p.blocks_of_rows):
+        return in_depth
+    return _both(b, in_depth, b.icmp_unsigned("<", block_of_rows, k.extent(c.tiles[0])))
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """Tiles `first` ... `first` + `count` of an item's tile rows (`first` None: from 0, an int count: the
+    whole rows of concrete sizes), at `stride` tiles per row in the stack arrays."""
+
+    first: ir.Value | None
+    count: int | ir.Value
+    stride: int
+
+
+@contextlib.contextmanager
+def _each_chunk(k, p: Plan, c: Correlation):
+    """The chunks of the item's tile rows: with concrete sizes one, the whole rows; a row of symbolic
+    length in the fewest chunks of at most `p.chunk` tiles, balanced (the first ones a tile longer)."""
+    if not p.chunk:
+        yield _Chunk(None, c.tiles[1], c.tiles[1])
+        return
+    b = k.b
+    tiles = k.extent(c.tiles[1])
+    count = k.extent(symbolic.ceil_div(c.tiles[1], p.chunk))
+    base = b.udiv(tiles, count)
+    longer = b.sub(tiles, b.mul(count, base))
+    with counted_loop(b, count, name="chunk") as chunk:
+        is_longer = b.icmp_unsigned("<", chunk, longer)
+        first = b.add(b.mul(chunk, base), b.select(is_longer, chunk, longer))
+        yield _Chunk(first, b.add(base, b.zext(is_longer, base.type)), p.chunk)
 
 
 def _unpack_item(k, p: Plan, unpack: Unpack, n, qd, first_row) -> None:
     """Unpack the output rows of positions (qd, q rows from first_row) of every correlation: depths
     qd * stride + r and rows q * stride + r, r < stride (the same for every correlation)."""
     b, y = k.b, unpack.y
-    depth, height, _ = to_3d(y.shape[2:], 1)
+    depth, height, _ = (k.extent(size) for size in to_3d(y.shape[2:], 1))
     d_axis, h_axis = p.correlations[0].axes[:2]
     with counted_loop(b, d_axis.out_step, name="rd") as rd, counted_loop(b, 2 * p.rows * h_axis.out_step, name="rh") as rh:
         d = b.add(b.mul(qd, i64(d_axis.out_step)), rd)
         h = b.add(b.mul(first_row, i64(h_axis.out_step)), rh)
-        inside = b.and_(b.icmp_unsigned("<", d, i64(depth)), b.icmp_unsigned("<", h, i64(height)))
+        inside = b.and_(b.icmp_unsigned("<", d, depth), b.icmp_unsigned("<", h, height))
         with b.if_then(inside):
-            unpack_row(k, unpack, b.add(b.mul(b.add(b.mul(n, i64(depth)), d), i64(height)), h))
+            unpack_row(k, unpack, b.add(b.mul(b.add(b.mul(n, depth), d), height), h))
 
 
-def _each_row(b: ir.IRBuilder, p: Plan, c: Correlation, first_row, emit) -> None:
+def _each_row(k, p: Plan, c: Correlation, first_row, emit) -> None:
     """emit(qh) for the item's rows of positions qh that exist."""
+    b = k.b
     with counted_loop(b, 2 * p.rows, name="r") as r:
         qh = b.add(first_row, r)
-        with b.if_then(b.icmp_unsigned("<", qh, i64(c.counts[1]))):
+        with b.if_then(b.icmp_unsigned("<", qh, k.extent(c.counts[1]))):
             emit(qh)
 
 
-def _corner_table(lowering: Lowering, c: Correlation, layout: Padded) -> ir.GlobalVariable:
-    """Element offsets in the padded input of the GEMM terms' patches (of tile (0, 0), position 0)."""
+def _corner_table(lowering: Lowering, c: Correlation, layout: Padded):
+    """Element offsets in the padded input of the GEMM terms' patches (of tile (0, 0), position 0): a
+    `size_table`."""
     _, sd, sh, sw = layout.strides()
-    return constant_table(lowering, "ctaps", [od * sd + oh * sh + ow * sw for (od, oh, ow), _ in c.taps])
+    return size_table(lowering, "ctaps", [od * sd + oh * sh + ow * sw for (od, oh, ow), _ in c.taps])
 
 
 class _Products:
     """M[xi][tile][oc] = sum over depth taps t and ic of V[t][xi][tile][ic] * U[ob][t][xi][ic][lane]:
-    for each position xi and oc block, register tiles of points (the item's tiles) x oc vectors."""
+    for each position xi and oc block, register tiles of points (the item's tiles, or a chunk's) x oc
+    vectors; a chunk (of a symbolic length) in tiles chosen per call, as tile.py tiles such a row."""
 
     def __init__(self, lowering: Lowering, element, g, p: Plan, c: Correlation):
         block = p.gemm
-        self.g, self.block, self.tw = g, block, p.rows * c.tiles[1]        # points: the item's tiles
+        self.g, self.block, self.tw = g, block, p.chunk or p.rows * c.tiles[1]     # points: the item's tiles
         self.positions, self.depth_taps = c.transform.positions, len(c.taps)
         self.blocks = oc_blocks(g, block)
         self.oc_padded = self.blocks * block.width
         self.v_size = self.depth_taps * self.positions * self.tw * g.icg
         self.m_size = self.positions * self.tw * self.oc_padded
-        self.full, rest = divmod(self.tw, block.points)
+        self.full, rest = (0, 0) if p.chunk else divmod(self.tw, block.points)
         self.tile = tile_function(lowering, element, block, block.points, g.icg)
         self.last = tile_function(lowering, element, block, rest, g.icg) if rest else None
+        self.by_size = {count: tile_function(lowering, element, block, count, g.icg)
+                        for count in sorted(set(run_time_tile_sizes(block.points)))} if p.chunk else {}
         self.v_taps = constant_table(lowering, "vtaps",
                                      [t * self.positions * self.tw * g.icg for t in range(self.depth_taps)])
         self.u_taps = constant_table(lowering, "utaps",
                                      [t * self.positions * g.icg * block.width for t in range(self.depth_taps)])
 
-    def emit(self, b: ir.IRBuilder, v, u, m) -> None:
+    def emit(self, b: ir.IRBuilder, v, u, m, points) -> None:
+        """The products of the first `points` tiles (an int: all of them)."""
         g, block = self.g, self.block
         taps = [b.gep(t, [i64(0), i64(0)]) for t in (self.v_taps, self.u_taps)]
         shape = [i64(self.depth_taps), i64(g.icg), i64(1), i64(block.width), i64(self.oc_padded)]
@@ -508,44 +605,49 @@ class _Products:
                 m_first = b.gep(m, [b.add(m_xi, b.mul(first, i64(self.oc_padded)))])
                 b.call(function, [v_first, u_block, m_first] + taps + shape)
 
-            with counted_loop(b, self.full, name="tile") as t:
-                call(self.tile, b.mul(t, i64(block.points)))
-            if self.last is not None:
-                call(self.last, i64(self.full * block.points))
+            if self.by_size:
+                emit_run_time_row(b, self, points, call)
+            else:
+                with counted_loop(b, self.full, name="tile") as t:
+                    call(self.tile, b.mul(t, i64(block.points)))
+                if self.last is not None:
+                    call(self.last, i64(self.full * block.points))
 
 
-def _transform_input(k, g, p: Plan, c: Correlation, corners, xp, v, item: tuple) -> None:
+def _transform_input(k, g, p: Plan, c: Correlation, corners, xp, v, item: tuple, chunk: _Chunk) -> None:
     """V[t][xi][tile][ic] = (B^T d B)[xi], d the alpha x alpha patch of GEMM term t for tile
-    (row, tw) of the item's rows (its positions start at row `first_row`) in depth position qd,
-    its elements `step` input positions apart; one vector of channels at a time."""
+    (row, tw) of the item's rows (its positions start at row `first_row`; tw in `chunk`) in depth
+    position qd, its elements `step` input positions apart; one vector of channels at a time."""
     b = k.b
     n, qd, first_row = item
-    lanes, tw_count, alpha = p.gemm.lanes, c.tiles[1], c.transform.alpha
-    points, positions = p.rows * tw_count, c.transform.positions
+    lanes, alpha = p.gemm.lanes, c.transform.alpha
+    points, positions = p.rows * chunk.stride, c.transform.positions
     sn, sd, sh, sw = p.layout.strides()
     d_axis, h_axis, w_axis = c.axes
     row_step, point_step = h_axis.step * sh, w_axis.step * sw            # between patch elements
-    first = _sum(b, b.mul(n, i64(sn)), b.mul(qd, i64(d_axis.step * sd)), b.mul(first_row, i64(row_step)))
+    first = _sum(b, b.mul(n, k.extent(sn)), b.mul(qd, k.extent(d_axis.step * sd)),
+                 b.mul(first_row, k.extent(row_step)))
     with counted_loop(b, len(c.taps), name="t") as t, counted_loop(b, p.rows, name="row") as row, \
-            counted_loop(b, tw_count, name="tw") as tw, counted_loop(b, g.icg // lanes, name="cv") as cv:
-        corner = _sum(b, first, b.load(b.gep(corners, [i64(0), t])), b.mul(row, i64(2 * row_step)),
-                      b.mul(tw, i64(2 * point_step)), b.mul(cv, i64(lanes)))
-        patch = [[load_vector(b, xp, b.add(corner, i64(i * row_step + j * point_step)), lanes) for j in range(alpha)]
-                 for i in range(alpha)]
-        tile = b.add(b.mul(row, i64(tw_count)), tw)
+            counted_loop(b, chunk.count, name="tw") as tw, counted_loop(b, g.icg // lanes, name="cv") as cv:
+        corner = _sum(b, first, b.load(b.gep(corners, [i64(0), t])), b.mul(row, k.extent(2 * row_step)),
+                      b.mul(_in_row(b, chunk, tw), k.extent(2 * point_step)), b.mul(cv, i64(lanes)))
+        patch = [[load_vector(b, xp, b.add(corner, k.extent(i * row_step + j * point_step)), lanes)
+                  for j in range(alpha)] for i in range(alpha)]
+        tile = b.add(b.mul(row, i64(chunk.stride)), tw)
         target = b.add(b.mul(b.add(b.mul(t, i64(positions * points)), tile), i64(g.icg)), b.mul(cv, i64(lanes)))
         for xi, value in enumerate(_separable(b, patch, c.transform.input)):
             store_vector(b, value, v, b.add(target, i64(xi * points * g.icg)))
 
 
-def _transform_output(k, g, p: Plan, c: Correlation, y_strides: tuple, m, yp, item: tuple) -> ir.Value:
-    """The scratch (element strides `y_strides`) at the 2 x 2 positions of each tile of the row =
-    A^T M A, for the positions that exist; returns whether any transformed value (existing or not)
-    is NaN or infinite."""
+def _transform_output(k, g, p: Plan, c: Correlation, y_strides: tuple, m, yp, item: tuple,
+                      chunk: _Chunk) -> ir.Value:
+    """The scratch (element strides `y_strides`) at the 2 x 2 positions of each tile of the rows
+    (those of `chunk`) = A^T M A, for the positions that exist; returns whether any transformed
+    value (existing or not) is NaN or infinite."""
     b = k.b
     n, qd, first_row = item
-    lanes, tw_count, alpha = p.gemm.lanes, c.tiles[1], c.transform.alpha
-    points = p.rows * tw_count
+    lanes, alpha = p.gemm.lanes, c.transform.alpha
+    points = p.rows * chunk.stride
     oc_padded = oc_blocks(g, p.gemm) * p.gemm.width
     d_axis, h_axis, w_axis = c.axes
     yd = y_strides
@@ -553,13 +655,14 @@ def _transform_output(k, g, p: Plan, c: Correlation, y_strides: tuple, m, yp, it
     zero = ir.Constant(vtype, [0.0] * lanes)
     seen = k.alloca(vtype)
     b.store(zero, seen)
-    item_first = _sum(b, i64(d_axis.out_first * yd[1] + h_axis.out_first * yd[2] + w_axis.out_first * yd[3]),
-                      b.mul(n, i64(yd[0])), b.mul(qd, i64(d_axis.out_step * yd[1])),
-                      b.mul(first_row, i64(h_axis.out_step * yd[2])))
-    with counted_loop(b, p.rows, name="row") as row, counted_loop(b, tw_count, name="tw") as tw, \
+    item_first = _sum(b, k.extent(d_axis.out_first * yd[1] + h_axis.out_first * yd[2] + w_axis.out_first * yd[3]),
+                      b.mul(n, k.extent(yd[0])), b.mul(qd, k.extent(d_axis.out_step * yd[1])),
+                      b.mul(first_row, k.extent(h_axis.out_step * yd[2])))
+    with counted_loop(b, p.rows, name="row") as row, counted_loop(b, chunk.count, name="tw") as tw, \
             counted_loop(b, math.ceil(g.ocg / lanes), name="ov") as ov:
         qh = b.add(first_row, b.mul(row, i64(2)))
-        at = b.add(b.mul(b.add(b.mul(row, i64(tw_count)), tw), i64(oc_padded)), b.mul(ov, i64(lanes)))
+        tw_at = _in_row(b, chunk, tw)
+        at = b.add(b.mul(b.add(b.mul(row, i64(chunk.stride)), tw), i64(oc_padded)), b.mul(ov, i64(lanes)))
         grid = [[load_vector(b, m, b.add(at, i64((alpha * i + j) * points * oc_padded)), lanes) for j in range(alpha)]
                 for i in range(alpha)]
         outputs = _separable(b, grid, c.transform.output)
@@ -567,13 +670,13 @@ def _transform_output(k, g, p: Plan, c: Correlation, y_strides: tuple, m, yp, it
         for value in outputs:
             total = b.fadd(total, b.fmul(value, zero))     # NaN if any value is NaN or infinite
         b.store(total, seen)
-        corner = _sum(b, item_first, b.mul(row, i64(2 * h_axis.out_step * yd[2])),
-                      b.mul(tw, i64(2 * w_axis.out_step * yd[3])), b.mul(ov, i64(lanes)))
+        corner = _sum(b, item_first, b.mul(row, k.extent(2 * h_axis.out_step * yd[2])),
+                      b.mul(tw_at, k.extent(2 * w_axis.out_step * yd[3])), b.mul(ov, i64(lanes)))
         for a in (0, 1):
             for e in (0, 1):
-                exists = _both(b, _exists(b, qh, a, h_axis.count, 2 * p.rows * p.blocks_of_rows),
-                               _exists(b, b.mul(tw, i64(2)), e, w_axis.count, 2 * tw_count))
-                at_output = b.add(corner, i64(a * h_axis.out_step * yd[2] + e * w_axis.out_step * yd[3]))
+                exists = _both(b, _exists(k, qh, a, h_axis.count, 2 * p.rows * p.blocks_of_rows),
+                               _exists(k, b.mul(tw_at, i64(2)), e, w_axis.count, 2 * c.tiles[1]))
+                at_output = b.add(corner, k.extent(a * h_axis.out_step * yd[2] + e * w_axis.out_step * yd[3]))
                 _maybe(b, exists, lambda value=outputs[2 * a + e], at_output=at_output:
                        store_vector(b, value, yp, at_output))
     total = b.load(seen)
@@ -601,12 +704,20 @@ def _direct_row(k, tiles: RowTiles, offsets: tuple, n, qd, qh) -> None:
         emit_row_block(k, tiles, offsets, n, qd, qh, i64(0), ob)
 
 
-def _exists(b: ir.IRBuilder, first, second: int, size: int, covered: int):
-    """Whether position first + second is inside an axis of `size` whose tiles cover `covered`
-    positions (None: always)."""
+def _in_row(b: ir.IRBuilder, chunk: _Chunk, tw):
+    """The tile index along w of the chunk's tile `tw`."""
+    return tw if chunk.first is None else b.add(chunk.first, tw)
+
+
+def _exists(k, first, second: int, size, covered):
+    """Whether position first + second, of a tile's first position `first`, is inside an axis of
+    `size` whose tiles cover `covered` positions (None: always; and for a symbolic size always when
+    `second` is 0, since the items hold only the tiles that exist)."""
+    if symbolic.is_symbolic(size):
+        return None if second == 0 else k.b.icmp_unsigned("<", k.b.add(first, i64(second)), k.extent(size))
     if covered <= size:
         return None
-    return b.icmp_unsigned("<", b.add(first, i64(second)), i64(size))
+    return k.b.icmp_unsigned("<", k.b.add(first, i64(second)), i64(size))
 
 
 def _both(b: ir.IRBuilder, first, second):
