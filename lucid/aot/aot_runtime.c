@@ -77,6 +77,7 @@ static inline int64_t floor_div(int64_t x, int64_t divisor) {
 extern void lucid_run(void **table, int64_t threads);
 extern void lucid_work(void **table, int64_t *state);
 extern int64_t lucid_state_words(void);
+extern int64_t lucid_persistent_bytes(void);
 extern void lucid_pool_run(int64_t *pool, void (*work)(void **, int64_t *), void **table, int64_t *state,
                            int64_t threads);
 extern void lucid_pool_stop(int64_t *pool);
@@ -351,9 +352,11 @@ static const unsigned char *ready_weights(void) {
 #endif
 
 /* ------------------------------------------------------------------------------ arenas */
-/* An arena: intermediates, workspace, then (at its state offset) the state block of a pool run. The
- * intermediates and workspace of a call at symbolic sizes take bytes computed for the call; an arena
- * serves any call it is large enough for. */
+/* An arena: first the memory kernels keep between calls (its persistent part: zeroed when the arena
+ * is allocated, then kept, at the same offset whatever the sizes of the calls using the arena; a call
+ * holds its arena alone, so no other call reads or writes it), then intermediates, workspace, then
+ * (at its state offset) the state block of a pool run. The intermediates and workspace of a call at
+ * symbolic sizes take bytes computed for the call; an arena serves any call it is large enough for. */
 struct arena {
     unsigned char *memory;
     size_t bytes;
@@ -366,8 +369,10 @@ static pthread_mutex_t arenas_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static size_t aligned_up(size_t bytes) { return bytes / ALIGNMENT * ALIGNMENT + ALIGNMENT; }
 
-/* Where the state block starts after `scratch` bytes (arena + workspace), and the arena's bytes. */
-static size_t state_offset(size_t scratch) { return aligned_up(scratch); }
+/* The persistent part's bytes (where an arena's intermediates start); where the state block starts
+ * after `scratch` bytes (arena + workspace), and the arena's bytes. */
+static size_t persistent_part(void) { return aligned_up((size_t)lucid_persistent_bytes()); }
+static size_t state_offset(size_t scratch) { return persistent_part() + aligned_up(scratch); }
 static size_t arena_bytes(size_t scratch) {
     return aligned_up(state_offset(scratch) + sizeof(int64_t) * lucid_state_words());
 }
@@ -494,6 +499,7 @@ static int run_at(const char *caller, const int64_t *shapes, const float *const 
     if (!arena.memory)
         return fail("%s_%s: out of memory (an arena of %llu bytes)", LUCID_NAME, caller,
                     (unsigned long long)arena_bytes(scratch));
+    unsigned char *scratch_base = arena.memory + persistent_part();
 
     void *table[LUCID_TABLE_SIZE];
     for (int i = 0; i < LUCID_NUM_INPUTS; i++)
@@ -501,8 +507,9 @@ static int run_at(const char *caller, const int64_t *shapes, const float *const 
     for (int i = 0; i < LUCID_NUM_FIXED; i++)
         table[fixed_slot[i]] = (void *)(data + fixed_offset[i]);
     for (int i = 0; i < LUCID_NUM_ARENA; i++)
-        table[arena_slot[i]] = arena.memory + c.s[LUCID_SIZE_ARENA_OFFSETS + i];
-    table[LUCID_WORKSPACE_SLOT] = arena.memory + planned;
+        table[arena_slot[i]] = scratch_base + c.s[LUCID_SIZE_ARENA_OFFSETS + i];
+    table[LUCID_WORKSPACE_SLOT] = scratch_base + planned;
+    table[LUCID_PERSISTENT_SLOT] = arena.memory;
 #if LUCID_NUM_SYMBOLS
     table[LUCID_DIMS_SLOT] = c.d;
 #endif

@@ -204,6 +204,7 @@ def _model_tables(graph: Graph, plan, table: BufferTable, name: str, target: Tar
     tables.define("LUCID_NUM_OUTPUTS", len(graph.outputs))
     tables.define("LUCID_TABLE_SIZE", table.size)
     tables.define("LUCID_WORKSPACE_SLOT", table.workspace_slot)
+    tables.define("LUCID_PERSISTENT_SLOT", table.persistent_slot)
     tables.define("LUCID_DIMS_SLOT", table.dims_slot)
     tables.define("LUCID_WORKSPACE_BYTES", f"{workspace_bytes}ll")
     tables.define("LUCID_CPU_SUPPORTED()", "(" + " && ".join(

@@ -76,7 +76,8 @@ def graph_code(graph: Graph, plan: MemoryPlan, target: Target) -> GraphCode:
         lowering.lower()
         entry = ir.Module(name="entry")
         entry.triple = target.triple
-        emit_entry(entry, lowering.kernels, lowering.table, (lowering.workspace_bytes, lowering.symbolic_workspace))
+        emit_entry(entry, lowering.kernels, lowering.table, (lowering.workspace_bytes, lowering.symbolic_workspace),
+                   lowering.persistent_bytes)
         compilation.add(str(entry), level=0)
         named = compilation.results()
     store_graph(key, target.fingerprint, named, lowering.workspace_bytes)

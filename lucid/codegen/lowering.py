@@ -1,8 +1,10 @@
 """Lowering a planned graph to LLVM: one self-contained module per kernel, and a buffer table.
 
 Every value with storage has a slot in the buffer table (`BufferTable`): the graph's inputs, then its
-parameters, outputs, constants, then the arena-resident values (aliases share their root's slot) and
-one workspace slot for per-node scratch. Each operator has a lowering, registered with `@lowers`, that
+parameters, outputs, constants, then the arena-resident values (aliases share their root's slot), one
+workspace slot for per-node scratch, and last one **persistent** slot: memory kept from call to call
+(zeroed when first allocated), where a lowering keeps what it derives from operands that seldom change
+(a conv's packed and transformed weights, with a copy of the weights they were made from). Each operator has a lowering, registered with `@lowers`, that
 emits one or more kernels through `Lowering.kernel`; the kernels run in graph order, separated by
 barriers, each splitting its work items across threads (see `parallel.py`).
 
@@ -94,6 +96,7 @@ class BufferTable:
     workspace_slot: int = -1
     symbols: tuple = ()                                  # names of the symbolic dimensions, in dims order
     dims_slot: int = -1                                  # slot of the dims array (-1: concrete graph)
+    persistent_slot: int = -1                            # slot of the memory kept between calls
     size: int = 0
 
     def add(self, value: Value | None = None) -> int:
@@ -144,6 +147,7 @@ class Lowering:
         self.table = buffer_table(graph, plan)
         self.workspace_bytes = 0                   # the largest concrete scratch of a node
         self.symbolic_workspace: list = []         # the symbolic scratch sizes of nodes (see `scratch`)
+        self.persistent_bytes = 0                  # memory kept between calls (see `persistent`)
         self._scratch_used = 0
         self._module: ir.Module | None = None
         self.node: Node | None = None
@@ -175,6 +179,14 @@ class Lowering:
             return offset
         self._scratch_used += -(-nbytes // ALIGNMENT) * ALIGNMENT
         self.workspace_bytes = max(self.workspace_bytes, self._scratch_used)
+        return offset
+
+    def persistent(self, nbytes: int) -> int:
+        """Byte offset, in the persistent slot's memory, of `nbytes` (a concrete size) that only the
+        node being lowered uses, kept from one call to the next: zero before the first call that
+        writes it. Each run of the graph (each concurrent call) has its own."""
+        offset = self.persistent_bytes
+        self.persistent_bytes += -(-int(nbytes) // ALIGNMENT) * ALIGNMENT
         return offset
 
     def leave_packed(self, value: Value, layout) -> None:
@@ -310,6 +322,9 @@ class KernelBuilder:
     def scratch_pointer(self, byte_offset: int, element: ir.Type) -> ir.Value:
         return self.pointer(self.lowering.table.workspace_slot, element, byte_offset)
 
+    def persistent_pointer(self, byte_offset: int, element: ir.Type) -> ir.Value:
+        return self.pointer(self.lowering.table.persistent_slot, element, byte_offset)
+
     def finish(self) -> None:
         self._entry_builder.branch(self.fn.blocks[1])
         self.b.ret_void()
@@ -336,4 +351,5 @@ def buffer_table(graph: Graph, plan: MemoryPlan) -> BufferTable:
     table.symbols = tuple(sorted(s.name for s in graph.symbols()))
     if table.symbols:
         table.dims_slot = table.add()
+    table.persistent_slot = table.add()
     return table

@@ -15,7 +15,9 @@ thread count, then one claimed-items counter per kernel].
 A kernel whose work-item count is a symbolic size (a graph compiled for every size) has the count,
 and so its chunks, computed per call from the dims in the table's dims slot (`extents.py`). Such a
 graph's entry module also has `i64 lucid_workspace_bytes(i64* dims)`: the workspace a call at those
-sizes needs (the largest scratch of a node, some of them symbolic).
+sizes needs (the largest scratch of a node, some of them symbolic). Every entry module has
+`i64 lucid_persistent_bytes()`: the memory the table's persistent slot must point to (zeroed before
+the first call, then kept: `Lowering.persistent`).
 """
 from __future__ import annotations
 
@@ -32,12 +34,14 @@ WORK_TYPE = ir.FunctionType(VOID, [I8P.as_pointer(), I64.as_pointer()])
 
 
 def emit_entry(module: ir.Module, kernels: list[Kernel], table: BufferTable | None = None,
-               workspace: tuple = (0, ())) -> None:
-    """The entry points running `kernels` (whose symbolic item counts read `table`'s dims slot); for
-    a graph with symbolic dimensions also `lucid_workspace_bytes`, the largest of `workspace`'s
-    concrete size and symbolic sizes."""
+               workspace: tuple = (0, ()), persistent_bytes: int = 0) -> None:
+    """The entry points running `kernels` (whose symbolic item counts read `table`'s dims slot),
+    `lucid_persistent_bytes`, and for a graph with symbolic dimensions also `lucid_workspace_bytes`,
+    the largest of `workspace`'s concrete size and symbolic sizes."""
     if table is not None and table.symbols:
         _emit_workspace_bytes(module, table.symbols, *workspace)
+    persistent = ir.Function(module, ir.FunctionType(I64, []), "lucid_persistent_bytes")
+    ir.IRBuilder(persistent.append_basic_block("entry")).ret(i64(persistent_bytes))
     barrier = _emit_barrier(module)
     work = _emit_work(module, kernels, barrier, table or BufferTable())
     _emit_run(module, _emit_worker(module, work), STATE_WORDS + len(kernels))

@@ -7,7 +7,11 @@ llvmlite; `lucid.runtime` itself does not).
 
 The executable keeps arenas (the planned intermediates and the workspace) reused from call to call,
 so calls allocate nothing but their outputs; calls made at once from several Python threads each take
-their own arena. A call checks the inputs' count, shapes and dtypes before any native code runs,
+their own arena. Each arena also holds the graph's persistent memory (`Lowering.persistent`: zeroed
+once, then kept from call to call), where conv kernels keep their packed and transformed weights with
+a copy of the weights they were made from: a call whose weights equal that copy, bit for bit, skips
+the packing (whatever changed the weights, an optimiser, an in-place op, `load_state_dict`, another
+array, is seen by that comparison, not by any version counter). A call checks the inputs' count, shapes and dtypes before any native code runs,
 fills the buffer table, runs the kernels with the GIL released (on the process's worker pool,
 `workers.py`, when several threads are wanted), and writes the graph's state updates into the bound
 buffers.
@@ -44,6 +48,7 @@ from .workers import WorkerPool
 _RUN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)
 _WORDS = ctypes.CFUNCTYPE(ctypes.c_int64)
 _WORKSPACE = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p)
+_PERSISTENT = ctypes.CFUNCTYPE(ctypes.c_int64)
 
 
 class Executable:
@@ -60,6 +65,7 @@ class Executable:
         self._state_words = _WORDS(self.native.address("lucid_state_words"))()
         self._pool = WorkerPool.of(self.target)
         self.workspace_bytes = code.workspace_bytes
+        self.persistent_bytes = _PERSISTENT(self.native.address("lucid_persistent_bytes"))()
         self._free_arenas: list[_Arena] = []
         self._lock = threading.Lock()
         self._param_names = frozenset(v.name for v in graph.params)
@@ -200,12 +206,14 @@ class _Layout:
 
 class _Arena:
     """The intermediates and workspace of one call, the buffer table pointing into them (made for the
-    layout of the last call, and grown when a layout needs more), and the state block of a run on
-    the worker pool (barrier words, per-kernel counters)."""
+    layout of the last call, and grown when a layout needs more), the persistent memory (never
+    reallocated: its contents must survive from call to call) and the state block of a run on the
+    worker pool (barrier words, per-kernel counters)."""
 
     def __init__(self, executable: Executable):
         self.executable = executable
         self.state = np.zeros(executable._state_words, np.int64)
+        self.persistent = np.zeros(executable.persistent_bytes + 64, np.uint8)
         self.memory = np.zeros(0, np.uint8)
         self.base = 0
         self._for: _Layout | None = None
@@ -231,6 +239,8 @@ class _Arena:
             self._template[slot] = array.ctypes.data
         if table.dims_slot >= 0:
             self._template[table.dims_slot] = layout.dims.ctypes.data
+        persistent = self.persistent.ctypes.data
+        self._template[table.persistent_slot] = persistent + -persistent % 64
         self._for = layout
 
 

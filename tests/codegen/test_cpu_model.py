@@ -35,6 +35,7 @@ from lucid.runtime.executable import Executable
 
 #: LUCID_CPU, LUCID_CPU_FEATURES of the CPUs the tests set.
 CPUS = {
+    "znver3": "+avx,+avx2,+fma,-avx512f",
     "znver4": "+avx,+avx2,+fma,+avx512f,+avx512vl",
     "skylake-avx512": "+avx,+avx2,+fma,+avx512f,+avx512vl",
     "haswell": "+avx,+avx2,+fma,-avx512f",
@@ -46,6 +47,7 @@ CPUS = {
 #: AVX-512 Xeons have two full-width pipes; Haswell two 256-bit FMA pipes; SSE-only CPUs 128-bit
 #: vectors (two pipes, the conservative default for a CPU named only by its features).
 FACTS = {
+    "znver3": (8, 2, 8, 16),
     "znver4": (16, 2, 8, 32),
     "skylake-avx512": (16, 2, 16, 32),
     "haswell": (8, 2, 8, 16),
@@ -91,7 +93,7 @@ def test_register_tiles_fit_the_register_file(cpu, dtype, monkeypatch):
             block = blocking(target, ocg, points, dtype)
             # accumulators, the weight vectors and a broadcast input value
             assert block.points * block.vectors + block.vectors + 1 <= registers, (ocg, points, block)
-            assert block.lanes <= target.lanes(dtype) and block.vectors in (1, 2)
+            assert block.lanes <= target.lanes(dtype) and block.vectors in (1, 2, 3)
             assert block.points <= points, (ocg, points, block)
             shapes.add((block.lanes, block.vectors))
         assert len(shapes) == 1, f"ocg {ocg}: lanes and vectors must not depend on the row length: {shapes}"
@@ -116,6 +118,15 @@ TILES = [
     # 48 channels: 2 x 16 lanes would pad them to 64 (a quarter of the FMAs wasted), 3 blocks of
     # 2 x 8 lanes waste none.
     ("znver4", 48, (8, 2, 14)),
+    # 24 channels with 16 registers: 2 x 8 lanes pad them to 32 (a quarter of the FMAs wasted);
+    # 3 x 8 lanes x 3 points waste none, and their 9 accumulators cover 2 pipes x 4 cycles of latency.
+    ("haswell", 24, (8, 3, 3)),
+    ("haswell", 72, (8, 3, 3)),
+    ("haswell", 144, (8, 2, 6)),
+    # Zen 3's FMA takes 5 cycles: 9 accumulators leave the pipes idle 1 cycle in 10, which costs
+    # 72 channels as much as 5 blocks of 2 x 8 lanes lose to padding: the tie keeps 2 vectors.
+    ("znver3", 24, (8, 3, 3)),
+    ("znver3", 72, (8, 2, 6)),
 ]
 
 

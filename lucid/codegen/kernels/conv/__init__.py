@@ -5,8 +5,8 @@ conv_transpose node becomes a `ConvProblem` (problem.py) and goes to the first a
 `algorithms.ALGORITHMS` that takes it: Winograd (winograd.py), a transposed conv with few output
 channels vectorised over output points (over_points.py), else the direct algorithm (direct.py). They
 share the packing of the input and the weight (packing.py), the register tile (tile.py), the
-unpacking of the scratch result to NCDHW with the bias and a fused epilogue (unpack.py) and a few IR
-building blocks (primitives.py). The weight gradient has its own kernels (weight_grad.py).
+unpacking of the scratch result to NCDHW with the bias and a fused epilogue (unpack.py), the weights
+prepared once per weight version (prepared.py) and a few IR building blocks (primitives.py). The weight gradient has its own kernels (weight_grad.py).
 
 Vectors are the target's widest (`Target.vector_floats`, never assumed), narrowed for layers with
 few output channels or where the target's CPU model (`Target.model`, `cpu_model.py`) runs narrower

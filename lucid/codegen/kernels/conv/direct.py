@@ -4,7 +4,8 @@ A conv runs in four steps, each a kernel, with scratch in the node's workspace:
 1. pack the input into a zero-padded channels-last copy `xp[n][d][h][w][c]`, so the inner loops
    never test bounds;
 2. pack the weight into `wp[g][oc block][tap][ic][oc lane]`, output channels padded with zeros to
-   whole vector blocks;
+   whole vector blocks, kept between calls and packed again only when the weights changed (a check
+   kernel before the input packing compares them with a kept copy, prepared.py);
 3. the direct convolution (`emit_direct`): for one row of output points and one block of output
    channels, a register tile of `points` output points x `vectors` vectors of output channels
    accumulates, over every tap and input channel, a broadcast input value times a weight vector
@@ -27,7 +28,8 @@ from ...irgen import counted_loop, element_type, unravel
 from ...lowering import Lowering
 from .nonfinite import exact_sum
 from .packing import Padded, emit_pack_input, emit_pack_weight
-from .primitives import emit_zero, sized
+from .prepared import emit_weight_check
+from .primitives import Kept, emit_zero, sized, strided_offset
 from .problem import Blocking, ConvProblem, Geometry, at_least_all, choose_blocking, kernel_taps, oc_blocks, to_3d
 from .tile import Direct, emit_row_block, row_tiles
 from .unpack import Unpack, channels_last_size, channels_last_source, channels_last_strides, emit_unpack, unpack_row
@@ -45,6 +47,7 @@ def emit_direct(lowering: Lowering, dtype, g: Geometry, block: Blocking, spec: D
     blocks, which it then unpacks while the row is still in L1."""
     tiles = row_tiles(lowering, element_type(dtype), g, block, spec)
     blocks = oc_blocks(g, block)
+    depth = to_3d(unpack.y.shape[2:], 1)[0] if unpack else None
 
     def body(k, item):
         rows = sized(k, spec.rows)
@@ -54,7 +57,9 @@ def emit_direct(lowering: Lowering, dtype, g: Geometry, block: Blocking, spec: D
         n, qd, qh = unravel(k.b, item, rows)
         with counted_loop(k.b, g.groups * blocks, name="gob") as gob:
             emit_row_block(k, tiles, offsets, n, qd, qh, *unravel(k.b, gob, (g.groups, blocks)))
-        unpack_row(k, unpack, item)
+        whole = (spec.first_depth, spec.rows[1]) == (0, depth)          # the rows are all the output's
+        unpack_row(k, unpack, item if whole else
+                   strided_offset(k.b, spec.first_depth * spec.rows[2], (n, qd, qh), (depth * spec.rows[2], spec.rows[2], 1)))
 
     rows = math.prod(spec.rows)
     lowering.kernel(name, rows if unpack else rows * g.groups * blocks, body, waits, compute_bound=True)
@@ -88,26 +93,87 @@ def conv_direct_spec(g: Geometry, out_sp: tuple, layout: Padded, y_strides: tupl
 
 
 def _lower_direct_conv(lowering: Lowering, problem: ConvProblem) -> None:
-    """A conv in four kernels: pack the input, pack the weight, the direct kernel, unpack (the last
-    two in one when the output has enough rows)."""
+    """A conv in five kernels: check the weights, pack the input (unless the kernels can read it
+    where it is, `depth_classes`), pack the weight (if they changed), the direct kernel (one per
+    class of depths when it reads the input itself), unpack (in the direct kernels when the output
+    has enough rows)."""
     x, y, g = problem.x, problem.y, problem.g
     out_sp = to_3d(y.shape[2:], 1)
     block = choose_blocking(g.ocg, out_sp[2], lowering, x.dtype)
-    layout = conv_input_layout(g, out_sp, x.shape[1])
     itemsize = x.dtype.numpy.itemsize
-    x_offset = lowering.scratch(layout.size(g.n) * itemsize)
-    w_offset = lowering.scratch(g.groups * oc_blocks(g, block) * math.prod(g.kernel) * g.icg * block.width * itemsize)
-    y_offset = lowering.scratch(channels_last_size(y, g, block) * itemsize)
-    emit_pack_input(lowering, x, layout, x_offset, "conv_pack_input")
-    lowering.leave_packed(x, layout)
-    emit_pack_weight(lowering, problem.w, g, block, problem.weights, w_offset, "conv_pack_weight")
-    spec = conv_direct_spec(g, out_sp, layout, channels_last_strides(y, g, block))
-    unpack = Unpack(y, problem.bias, y_offset, channels_last_source(y, g, block), problem.epilogue)
-    if _enough_rows(math.prod(spec.rows)):
-        emit_direct(lowering, x.dtype, g, block, spec, (x_offset, w_offset, y_offset), "conv_direct", unpack)
+    check = emit_weight_check(lowering, problem.w)
+    classes = depth_classes(g, out_sp)
+    y_strides = channels_last_strides(y, g, block)
+    if classes:
+        specs, source = [planar_direct_spec(g, out_sp, block, y_strides, c) for c in classes], x
     else:
-        emit_direct(lowering, x.dtype, g, block, spec, (x_offset, w_offset, y_offset), "conv_direct")
+        layout = conv_input_layout(g, out_sp, x.shape[1])
+        specs, source = [conv_direct_spec(g, out_sp, layout, y_strides)], lowering.scratch(layout.size(g.n) * itemsize)
+    w_offset = Kept.reserve(lowering, g.groups * oc_blocks(g, block) * math.prod(g.kernel) * g.icg * block.width * itemsize)
+    y_offset = lowering.scratch(channels_last_size(y, g, block) * itemsize)
+    if not classes:
+        emit_pack_input(lowering, x, layout, source, "conv_pack_input")
+        lowering.leave_packed(x, layout)
+    emit_pack_weight(lowering, problem.w, g, block, problem.weights, w_offset, "conv_pack_weight", check=check,
+                     waits=bool(classes))                          # no input packing after the check
+    unpack = Unpack(y, problem.bias, y_offset, channels_last_source(y, g, block), problem.epilogue)
+    in_place = _enough_rows(g.n * out_sp[0] * out_sp[1])
+    for position, spec in enumerate(specs):              # the classes of depths write disjoint rows
+        emit_direct(lowering, x.dtype, g, block, spec, (source, w_offset, y_offset), "conv_direct",
+                    unpack if in_place else None, waits=position == 0)
+    if not in_place:
         emit_unpack(lowering, unpack, "conv_unpack")
+
+
+@dataclass(frozen=True)
+class DepthClass:
+    """Output depths first, ..., first + count - 1 of a conv reading the input where it is, whose
+    kernel taps along d in [lo, hi) fall inside the input (the others read only zero padding)."""
+
+    first: int
+    count: int
+    lo: int
+    hi: int
+
+
+def depth_classes(g: Geometry, out_sp: tuple) -> list:
+    """A conv whose kernel is one tap across (h, w) and whose output points all lie inside the input
+    there (no padding: a (2+1)-D net's 3 x 1 x 1 temporal conv, a 1 x 1 x 1 conv) can read its input
+    where it is (NCDHW) instead of a padded channels-last copy: the depth padding is handled by
+    giving each run of output depths with the same taps inside the input a kernel of its own. The
+    classes, in order; [] when the conv is not such a conv (or some depth has no tap inside), or
+    when its spatial sizes are symbolic (those keep the padded copy; a symbolic batch does not)."""
+    if symbolic.is_symbolic(tuple(out_sp) + tuple(g.in_sp)):
+        return []
+    inside = all((count - 1) * stride < size and lo == 0
+                 for count, stride, size, lo in zip(out_sp[1:], g.stride[1:], g.in_sp[1:], g.pad_lo[1:]))
+    if g.kernel[1:] != (1, 1) or not inside:
+        return []
+    classes = []
+    for q in range(out_sp[0]):
+        taps = [a for a in range(g.kernel[0]) if 0 <= q * g.stride[0] - g.pad_lo[0] + a * g.dilation[0] < g.in_sp[0]]
+        if not taps:
+            return []
+        if classes and (classes[-1].lo, classes[-1].hi) == (taps[0], taps[-1] + 1):
+            classes[-1] = DepthClass(classes[-1].first, classes[-1].count + 1, taps[0], taps[-1] + 1)
+        else:
+            classes.append(DepthClass(q, 1, taps[0], taps[-1] + 1))
+    return classes
+
+
+def planar_direct_spec(g: Geometry, out_sp: tuple, block: Blocking, y_strides: tuple, c: DepthClass) -> Direct:
+    """The direct conv of the output depths of `c`, reading the NCDHW input itself (a channel's
+    plane apart per input channel) and writing the channels-last scratch of strides `y_strides`;
+    its weights are the packed blocks' taps from `c.lo` on."""
+    depth, height, width = g.in_sp
+    plane = depth * height * width
+    first_input = c.first * g.stride[0] - g.pad_lo[0] + c.lo * g.dilation[0]
+    return Direct(rows=(g.n, c.count, out_sp[1]), points=out_sp[2], x0=first_input * height * width,
+                  sx=(g.groups * g.icg * plane, g.stride[0] * height * width, g.stride[1] * width),
+                  sx_point=g.stride[2], taps=tuple((a - c.lo) * g.dilation[0] * height * width for a in range(c.lo, c.hi)),
+                  y0=c.first * y_strides[1], sy=y_strides[:3], sy_point=y_strides[3],
+                  w0=c.lo * g.icg * block.width, w_taps=g.kernel[0],
+                  sx_channel=plane, first_depth=c.first)
 
 
 def _lower_phases(lowering: Lowering, problem: ConvProblem) -> None:
@@ -117,9 +183,10 @@ def _lower_phases(lowering: Lowering, problem: ConvProblem) -> None:
     block = choose_blocking(g.ocg, at_least_all([p.counts[2] for p in phases]), lowering, x.dtype)
     layout = transpose_input_layout(g, phases, x.shape[1])
     itemsize = x.dtype.numpy.itemsize
+    check = emit_weight_check(lowering, w)
     x_offset = lowering.scratch(layout.size(g.n) * itemsize)
     all_taps = [tap for phase in phases for tap in phase.kernel_taps]      # every tap once, phase by phase
-    w_offset = lowering.scratch(max(g.groups * oc_blocks(g, block) * len(all_taps) * g.icg * block.width, 1) * itemsize)
+    w_offset = Kept.reserve(lowering, max(g.groups * oc_blocks(g, block) * len(all_taps) * g.icg * block.width, 1) * itemsize)
     y_offset = lowering.scratch(channels_last_size(y, g, block) * itemsize)
     emit_pack_input(lowering, x, layout, x_offset, "convT_pack_input")
     lowering.leave_packed(x, layout)
@@ -127,7 +194,7 @@ def _lower_phases(lowering: Lowering, problem: ConvProblem) -> None:
         emit_zero(lowering, y_offset, channels_last_size(y, g, block), x.dtype, "convT_zero")
     yd = channels_last_strides(y, g, block)
     flags = emit_pack_weight(lowering, w, g, block, problem.weights_of(all_taps), w_offset, "convT_pack_weight",
-                             note_finite=True)
+                             note_finite=True, check=check)
     starts = itertools.accumulate((len(p.taps) * g.icg * block.width for p in phases), initial=0)
     active = [(phase, w0) for phase, w0 in zip(phases, starts) if phase.taps]
     unpack = Unpack(y, bias, y_offset, channels_last_source(y, g, block), problem.epilogue, exact_sum(problem, flags))

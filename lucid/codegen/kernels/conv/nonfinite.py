@@ -8,8 +8,9 @@ the reference's scatter. Winograd's transforms, too, mix a non-finite weight int
 tile.
 
 So the kernel packing a weight also notes, per work item, whether the weights it packed are all
-finite (`WeightFlags`: one byte per item, written every call, so nothing needs resetting). Readers
-check every item's byte (`all_finite`, 16 bytes per load) once per work item or output row:
+finite (`WeightFlags`: one byte per item, written whenever the item packs, so nothing needs
+resetting; kept between calls with the packed weights, prepared.py). Readers
+check every item's byte (`all_finite`, 8 bytes per load) once per work item or output row:
 - a transposed conv whose weights are not all finite unpacks each output row as the exact sum over
   the products that exist (`ExactSum`, scalar loops), instead of reading the kernels' scratch;
 - a Winograd work item whose weights are not all finite runs the direct tiles instead.
@@ -22,26 +23,25 @@ from dataclasses import dataclass
 import llvmlite.ir as ir
 
 from ....ir.graph import Value
-from ...irgen import as_i64, counted_loop, element_type, i64, vector_type
+from ...irgen import as_i64, counted_loop, element_type, i64
 from ...lowering import Lowering
-from .primitives import sized, strided_offset
+from .primitives import I8, Kept, any_byte_set, region_pointer, sized, strided_offset
 from .problem import ConvProblem, Geometry, to_3d
 
-I8 = ir.IntType(8)
-FLAG_VECTOR = 16          # flag bytes read per load
 
 
 @dataclass(frozen=True)
 class WeightFlags:
-    """One byte per work item of a weight-packing kernel, at `offset` in the workspace: 1 if the
-    item's weights hold a NaN or an infinity, else 0."""
+    """One byte per work item of a weight-packing kernel, at `where` (a workspace offset, or a `Kept`
+    one when the packing is kept between calls, prepared.py): 1 if the item's weights hold a NaN or
+    an infinity, else 0."""
 
-    offset: int
+    where: object
     count: int
 
     @staticmethod
-    def reserve(lowering: Lowering, count: int) -> "WeightFlags":
-        return WeightFlags(lowering.scratch(max(count, 1)), count)
+    def reserve(lowering: Lowering, count: int, kept: bool = False) -> "WeightFlags":
+        return WeightFlags(Kept.reserve(lowering, max(count, 1)) if kept else lowering.scratch(max(count, 1)), count)
 
     def note(self, k, item, accumulated: ir.Value) -> None:
         """Write item `item`'s byte from `accumulated`, the sum of `finite_probe` of its weights."""
@@ -53,26 +53,11 @@ class WeightFlags:
             for lane in lanes[1:]:
                 total = b.fadd(total, lane)
         flag = b.zext(b.fcmp_unordered("uno", total, total), I8)
-        b.store(flag, b.gep(k.scratch_pointer(self.offset, I8), [item]))
+        b.store(flag, b.gep(region_pointer(k, self.where, I8), [item]))
 
     def all_finite(self, k) -> ir.Value:
         """i1: no item noted a non-finite weight."""
-        b = k.b
-        flags = k.scratch_pointer(self.offset, I8)
-        vectors, rest = divmod(self.count, FLAG_VECTOR)
-        vtype = vector_type(I8, FLAG_VECTOR)
-        seen = k.alloca(vtype, name="flags_seen")
-        b.store(ir.Constant(vtype, [0] * FLAG_VECTOR), seen)
-        with counted_loop(b, vectors, name="fv") as v:
-            pointer = b.bitcast(b.gep(flags, [b.mul(v, i64(FLAG_VECTOR))]), vtype.as_pointer())
-            b.store(b.or_(b.load(seen), b.load(pointer, align=1)), seen)
-        any_set = b.load(seen)
-        total = b.extract_element(any_set, i64(0))
-        for lane in range(1, FLAG_VECTOR):
-            total = b.or_(total, b.extract_element(any_set, i64(lane)))
-        for i in range(rest):
-            total = b.or_(total, b.load(b.gep(flags, [i64(vectors * FLAG_VECTOR + i)])))
-        return b.icmp_unsigned("==", total, ir.Constant(I8, 0))
+        return k.b.not_(any_byte_set(k, region_pointer(k, self.where, I8), self.count))
 
 
 def finite_probe(b: ir.IRBuilder, accumulated: ir.Value, value: ir.Value) -> ir.Value:

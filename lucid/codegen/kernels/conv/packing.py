@@ -14,7 +14,8 @@ from ...irgen import (as_i64, counted_loop, element_type, i64, load_vector, mask
                       splat, store_vector, transpose, unravel, vector_type)
 from ...lowering import Lowering
 from .nonfinite import WeightFlags, finite_probe
-from .primitives import at_most, constant_table, sized, strided_offset, transposed_rows
+from .prepared import WeightCheck, when_changed
+from .primitives import at_most, constant_table, region_pointer, sized, strided_offset, transposed_rows
 from .problem import Blocking, Geometry, WeightLayout, to_3d
 
 
@@ -83,16 +84,19 @@ def _in_range(b: ir.IRBuilder, index, size):
 
 
 def emit_pack_weight(lowering: Lowering, w: Value, g: Geometry, block: Blocking, layout: WeightLayout,
-                     offset: int, name: str, note_finite: bool = False) -> WeightFlags | None:
-    """wp[g][ob][t][ic][lane] = w[g, ob*width + lane, ic, taps[t]] (0 past the group's channels).
-    With `note_finite` each item also notes whether the weights it read are finite; returns those
-    `WeightFlags` (nonfinite.py), else None.
+                     where, name: str, note_finite: bool = False, check: WeightCheck | None = None,
+                     waits: bool = False) -> WeightFlags | None:
+    """wp[g][ob][t][ic][lane] = w[g, ob*width + lane, ic, taps[t]] (0 past the group's channels), at
+    `where` (a workspace offset, or a `Kept` one). With `note_finite` each item also notes whether
+    the weights it read are finite; returns those `WeightFlags` (nonfinite.py), else None. With a
+    `check` (prepared.py) the blocks are kept between calls (`where` and the flags in the persistent
+    memory) and the items run only when the check saw the weights change.
 
     A work item is (g, ob, ic). It reads its `width` channels' kernels (contiguous in w) a vector of
     kernel positions at a time, transposes each square of `lanes` channels in registers into a
     stack array kernel[vector][k][lane], then writes its block's rows tap by tap, each row whole (so
     a cache line of wp is written at once). It runs alongside the input packing: it waits for no
-    kernel."""
+    kernel, unless `waits` (when no waiting kernel separates it from the check writing its flags)."""
     element = element_type(w.dtype)
     lanes = lowering.target.lanes(w.dtype)
     blocks = math.ceil(g.ocg / block.width)
@@ -102,12 +106,12 @@ def emit_pack_weight(lowering: Lowering, w: Value, g: Geometry, block: Blocking,
     vectors = range(0, block.width, lanes)
     table = constant_table(lowering, "wtaps", layout.taps)
     row_mask = ir.Constant(vector_type(ir.IntType(1), lanes), [j < block.width % lanes for j in range(lanes)])
-    flags = WeightFlags.reserve(lowering, g.groups * blocks * g.icg) if note_finite else None
+    flags = WeightFlags.reserve(lowering, g.groups * blocks * g.icg, kept=check is not None) if note_finite else None
 
     def body(k, item):
         b = k.b
         grp, ob, ic = unravel(b, item, (g.groups, blocks, g.icg))
-        wp, src = k.scratch_pointer(offset, element), k.pointer(w)
+        wp, src = region_pointer(k, where, element), k.pointer(w)
         kernel = k.alloca(element, len(vectors) * k_tiles * lanes * lanes, name="kernel")
         if flags is not None:
             probe = k.alloca(vector_type(element, lanes), name="probe")
@@ -143,7 +147,7 @@ def emit_pack_weight(lowering: Lowering, w: Value, g: Geometry, block: Blocking,
         if flags is not None:
             flags.note(k, item, b.load(probe))
 
-    lowering.kernel(name, g.groups * blocks * g.icg, body, waits=False)
+    lowering.kernel(name, g.groups * blocks * g.icg, when_changed(check, body), waits=waits)
     return flags
 
 

@@ -1,7 +1,8 @@
 """IR building blocks the conv kernels share: index arithmetic (`strided_offset`, `at_most`), sizes
 known at run time (`sized`), constant tables (`constant_table`; `size_table` for sizes that may be
-symbolic), the in-register transpose of rows into a stack array (`transposed_rows`) and a kernel
-zeroing scratch (`emit_zero`).
+symbolic), the in-register transpose of rows into a stack array (`transposed_rows`), a kernel
+zeroing scratch (`emit_zero`), where a kernel's buffer lives (`Kept`, `region_pointer`) and the
+test of a row of flag bytes (`any_byte_set`).
 
 Sizes. The Python side of a lowering computes sizes, strides and offsets as ints, or as symbolic
 sizes (`lucid.ir.symbolic.Expr`) when the graph has symbolic dimensions (only the batch and spatial
@@ -17,8 +18,49 @@ from typing import Callable
 import llvmlite.ir as ir
 
 from ....ir import symbolic
+from ....ir.graph import Value
 from ...irgen import as_i64, counted_loop, element_type, i64, store_vector, transpose
 from ...lowering import Lowering
+
+I8 = ir.IntType(8)
+FLAG_WORD = 8             # flag bytes read per load
+
+
+@dataclasses.dataclass(frozen=True)
+class Kept:
+    """A byte offset in the graph's persistent memory (`Lowering.persistent`: kept between calls);
+    a plain int offset is in the workspace (this node's scratch, dead after its kernels)."""
+
+    offset: int
+
+    @staticmethod
+    def reserve(lowering: Lowering, nbytes: int) -> "Kept":
+        return Kept(lowering.persistent(nbytes))
+
+
+def region_pointer(k, where, element: ir.Type) -> ir.Value:
+    """Pointer to `where`, a workspace offset, a `Kept` one or a graph value, typed as `element`."""
+    if isinstance(where, Kept):
+        return k.persistent_pointer(where.offset, element)
+    if isinstance(where, Value):
+        return k.pointer(where, element)
+    return k.scratch_pointer(where, element)
+
+
+def any_byte_set(k, flags: ir.Value, count: int) -> ir.Value:
+    """i1: some byte of flags[0:count] is not 0 (read FLAG_WORD bytes at a time)."""
+    b = k.b
+    word = ir.IntType(8 * FLAG_WORD)
+    words, rest = divmod(count, FLAG_WORD)
+    seen = k.alloca(word, name="flags_seen")
+    b.store(ir.Constant(word, 0), seen)
+    with counted_loop(b, words, name="fw") as w:
+        pointer = b.bitcast(b.gep(flags, [b.mul(w, i64(FLAG_WORD))]), word.as_pointer())
+        b.store(b.or_(b.load(seen), b.load(pointer, align=1)), seen)
+    total = b.load(seen)
+    for i in range(rest):
+        total = b.or_(total, b.zext(b.load(b.gep(flags, [i64(words * FLAG_WORD + i)])), word))
+    return b.icmp_unsigned("!=", total, ir.Constant(word, 0))
 
 
 def sized(k, value):

@@ -53,18 +53,21 @@ MOST_POINTS = 14
 def choose_blocking(ocg: int, points_available: int, lowering: Lowering, dtype) -> Blocking:
     """The register tile of a layer with `ocg` output channels per group and rows of
     `points_available` output points, for the target's CPU model: the vector width (the widest, or
-    half of it) whose tile `tile_rate` rates fastest (fewer blocks of output channels, then wider
-    vectors, on a tie); 2 vectors of output channels when they have more channels than one; as many
-    points as the registers hold (`most_points`), tiles of a row balanced. Lanes and vectors depend
-    on `ocg` and the target only, so every kernel of a layer shares them. For rows of a symbolic
-    length, the most points (`tile.row_tiles` balances each row at run time)."""
+    half of it) and vectors of output channels per tile (1 when one vector holds them all, else 2,
+    or 3 when they fill more than two) whose tile `tile_rate` rates fastest (on a tie: not 3 vectors,
+    then fewer blocks of output channels, then wider vectors); as many points as the registers hold
+    (`most_points`), tiles of a row balanced. Three vectors pay where two would leave much of the
+    last block padding: a stem's 24 channels are one block of 24, not 32 with 8 of zeros. Lanes and
+    vectors depend on `ocg` and the target only, so every kernel of a layer shares them. For rows of
+    a symbolic length, the most points (`tile.row_tiles` balances each row at run time)."""
     model, itemsize = lowering.target.model, dtype.numpy.itemsize
     widest = lowering.target.lanes(dtype)
     while widest > 4 and widest // 2 >= ocg:
         widest //= 2
     candidates = [widest] + ([widest // 2] if widest >= 8 else [])
-    shapes = [(lanes, 2 if ocg > lanes else 1) for lanes in candidates]
-    lanes, vectors = max(shapes, key=lambda shape: (tile_rate(model, ocg, *shape, itemsize),
+    shapes = [(lanes, vectors) for lanes in candidates
+              for vectors in ((1,) if ocg <= lanes else (2, 3) if ocg > 2 * lanes else (2,))]
+    lanes, vectors = max(shapes, key=lambda shape: (tile_rate(model, ocg, *shape, itemsize), shape[1] != 3,
                                                     -math.ceil(ocg / (shape[0] * shape[1])), shape[0]))
     most = most_points(model, vectors)
     if symbolic.is_symbolic(points_available):

@@ -15,7 +15,7 @@ import llvmlite.ir as ir
 from ....ir import symbolic
 from ...irgen import F32, as_i64, counted_loop, i64, intrinsic, load_vector, splat, store_vector
 from ...lowering import Lowering
-from .primitives import constant_table, size_table, sized, strided_offset, table_array
+from .primitives import constant_table, region_pointer, size_table, sized, strided_offset, table_array
 from .problem import Blocking, Geometry, oc_blocks
 
 
@@ -23,11 +23,12 @@ from .problem import Blocking, Geometry, oc_blocks
 class Direct:
     """One direct-convolution kernel: rows (n, qd, qh) × (g, ob) of `points` points along w.
 
-    Input point (row, p) starts at x0 + n*sx[0] + qd*sx[1] + qh*sx[2] + g*icg + p*sx_point; tap t adds
-    taps[t]. Output point goes to y0 + n*sy[0] + qd*sy[1] + qh*sy[2] + (g*blocks + ob)*width + p*sy_point.
-    Weights of block (g, ob) start at w0 + (g*blocks + ob)*w_taps*icg*width: the packed weights
-    hold w_taps taps per block (those of all the stride phases of a transposed conv, this kernel's
-    starting at w0).
+    Input point (row, p) starts at x0 + n*sx[0] + qd*sx[1] + qh*sx[2] + g*icg*sx_channel + p*sx_point;
+    tap t adds taps[t], input channel ic adds ic*sx_channel (1 in a channels-last copy, a plane in
+    the NCDHW input itself). Output point goes to y0 + n*sy[0] + qd*sy[1] + qh*sy[2] + (g*blocks +
+    ob)*width + p*sy_point. Weights of block (g, ob) start at w0 + (g*blocks + ob)*w_taps*icg*width:
+    the packed weights hold w_taps taps per block (those of all the stride phases of a transposed
+    conv, this kernel's starting at w0). The rows are output rows from depth `first_depth` on.
     """
 
     rows: tuple          # (N, Qd, Qh)
@@ -41,6 +42,8 @@ class Direct:
     sy_point: int
     w0: int
     w_taps: int
+    sx_channel: int = 1
+    first_depth: int = 0
 
 
 @dataclass(frozen=True)
@@ -86,17 +89,18 @@ def run_time_tile_sizes(most: int) -> list:
 
 def emit_row_block(k, tiles: RowTiles, offsets: tuple, n, qd, qh, grp, ob) -> None:
     """Row (n, qd, qh) of `tiles.spec` for channel block (grp, ob): input, packed weights and
-    output scratch at the workspace `offsets`."""
+    output scratch at `offsets` (workspace offsets; `Kept` ones: the packed weights; a graph value:
+    an input read where it is)."""
     b = k.b
     g, block, spec = tiles.g, tiles.block, sized(k, tiles.spec)
     blocks = oc_blocks(g, block)
-    xp, wp, yp = (k.scratch_pointer(o, tiles.element) for o in offsets)
-    x_row = strided_offset(b, spec.x0, (n, qd, qh, grp), spec.sx + (g.icg,))
+    xp, wp, yp = (region_pointer(k, o, tiles.element) for o in offsets)
+    x_row = strided_offset(b, spec.x0, (n, qd, qh, grp), spec.sx + (g.icg * spec.sx_channel,))
     y_row = b.add(strided_offset(b, spec.y0, (n, qd, qh), spec.sy),
                   b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(block.width)))
     w_row = b.add(i64(spec.w0), b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(spec.w_taps * g.icg * block.width)))
     taps = [b.gep(t, [i64(0), i64(0)]) for t in (table_array(k, tiles.taps), tiles.weight_taps)]
-    shape = [i64(len(spec.taps)), i64(g.icg), i64(1), i64(block.width), as_i64(spec.sy_point)]
+    shape = [i64(len(spec.taps)), i64(g.icg), as_i64(spec.sx_channel), i64(block.width), as_i64(spec.sy_point)]
 
     def call(function, first):
         x_first = b.gep(xp, [b.add(x_row, b.mul(first, as_i64(spec.sx_point)))])

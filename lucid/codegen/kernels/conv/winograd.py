@@ -58,7 +58,8 @@ from ...lowering import Lowering
 from .direct import conv_direct_spec, conv_input_layout, phase_direct_spec, transpose_input_layout, transpose_phases
 from .nonfinite import WeightFlags, exact_sum
 from .packing import Padded, emit_pack_input, emit_pack_weight
-from .primitives import constant_table, emit_zero, size_table, table_array
+from .prepared import WeightCheck, emit_weight_check, when_changed
+from .primitives import Kept, constant_table, emit_zero, region_pointer, size_table, table_array
 from .problem import Blocking, ConvProblem, at_least_all, choose_blocking, kernel_taps, oc_blocks, to_3d
 from .tile import Direct, RowTiles, emit_row_block, emit_run_time_row, row_tiles, run_time_tile_sizes, tile_function
 from .unpack import Unpack, channels_last_size, channels_last_source, channels_last_strides, unpack_row
@@ -366,21 +367,22 @@ def lower_winograd(lowering: Lowering, problem: ConvProblem) -> bool:
         return False
     x, y, g = problem.x, problem.y, problem.g
     itemsize = x.dtype.numpy.itemsize
+    check = emit_weight_check(lowering, problem.w)
     x_offset = lowering.scratch(p.layout.size(g.n) * itemsize)
     u_sizes = [oc_blocks(g, p.gemm) * len(c.taps) * c.transform.positions * g.icg * p.gemm.width
                for c in p.correlations]
-    u_offsets = [lowering.scratch(size * itemsize) for size in u_sizes]
+    u_offsets = [Kept.reserve(lowering, size * itemsize) for size in u_sizes]
     fallback_taps = [tap for c in p.correlations for tap in _direct_taps(problem, c)]
-    w_offset = lowering.scratch(oc_blocks(g, p.direct) * len(fallback_taps) * g.icg * p.direct.width * itemsize)
+    w_offset = Kept.reserve(lowering, oc_blocks(g, p.direct) * len(fallback_taps) * g.icg * p.direct.width * itemsize)
     y_offset = lowering.scratch(channels_last_size(y, g, p.gemm) * itemsize)
     emit_pack_input(lowering, x, p.layout, x_offset, "wino_pack_input")
     lowering.leave_packed(x, p.layout)
     if p.empty:
         emit_zero(lowering, y_offset, channels_last_size(y, g, p.gemm), x.dtype, "wino_zero")
     for c, offset in zip(p.correlations, u_offsets):
-        _emit_weight_transform(lowering, problem, c, p.gemm, offset)
+        _emit_weight_transform(lowering, problem, c, p.gemm, offset, check)
     flags = emit_pack_weight(lowering, problem.w, g, p.direct, problem.weights_of(fallback_taps), w_offset,
-                             "wino_pack_fallback_weight", note_finite=True)
+                             "wino_pack_fallback_weight", note_finite=True, check=check)
     starts = itertools.accumulate((len(_direct_taps(problem, c)) * g.icg * p.direct.width for c in p.correlations),
                                   initial=0)
     directs = [_direct_spec(problem, c, p.layout, channels_last_strides(y, g, p.gemm), w0, len(fallback_taps))
@@ -407,9 +409,10 @@ def _direct_spec(problem: ConvProblem, c: Correlation, layout: Padded, y_strides
 
 
 def _emit_weight_transform(lowering: Lowering, problem: ConvProblem, c: Correlation, block: Blocking,
-                           offset: int) -> None:
+                           where: Kept, check: WeightCheck) -> None:
     """U[ob][t][xi][ic][lane] = (G g G^T)[xi] of the r x r weights (oc = ob * width + lane, ic) of
-    GEMM term t, 0 past the output channels. A work item is (ob, t, ic); it gathers each weight of
+    GEMM term t, 0 past the output channels, kept at `where` between calls and transformed again
+    only when `check` saw the weights change. A work item is (ob, t, ic); it gathers each weight of
     its `width` output channels into one vector and transforms the vectors (in float64), so its
     stores are whole vectors."""
     g, w, layout, transform = problem.g, problem.w, problem.weights, c.transform
@@ -422,7 +425,7 @@ def _emit_weight_transform(lowering: Lowering, problem: ConvProblem, c: Correlat
     def body(k, item):
         b = k.b
         ob, t, ic = unravel(b, item, (blocks, depth_taps, g.icg))
-        src, u = k.pointer(w), k.scratch_pointer(offset, element)
+        src, u = k.pointer(w), region_pointer(k, where, element)
         half = ir.Constant(wide, [0.5] * block.width)
         first = b.mul(b.add(b.mul(b.add(b.mul(ob, i64(depth_taps)), t), i64(transform.positions * g.icg)), ic),
                       i64(block.width))
@@ -446,7 +449,8 @@ def _emit_weight_transform(lowering: Lowering, problem: ConvProblem, c: Correlat
             value = value if element == F64 else b.fptrunc(value, ir.VectorType(element, block.width))
             store_vector(b, value, u, b.add(first, i64(xi * g.icg * block.width)))
 
-    lowering.kernel("wino_weights", blocks * depth_taps * g.icg, body, waits=False, compute_bound=True)
+    lowering.kernel("wino_weights", blocks * depth_taps * g.icg, when_changed(check, body), waits=False,
+                    compute_bound=True)
 
 
 def _emit_main(lowering: Lowering, problem: ConvProblem, p: Plan, parts: list, offsets: tuple, unpack: Unpack,
@@ -480,7 +484,7 @@ def _emit_main(lowering: Lowering, problem: ConvProblem, p: Plan, parts: list, o
                 with b.if_then(finite_weights), _each_chunk(k, p, c) as chunk:
                     _transform_input(k, g, p, c, corners, k.scratch_pointer(x_offset, element), v, (n, qd, first_row),
                                      chunk)
-                    products.emit(b, v, k.scratch_pointer(u_offset, element), m, chunk.count)
+                    products.emit(b, v, region_pointer(k, u_offset, element), m, chunk.count)
                     nonfinite = _transform_output(k, g, p, c, y_strides, m, k.scratch_pointer(y_offset, element),
                                                   (n, qd, first_row), chunk)
                     b.store(nonfinite if chunk.first is None else b.or_(b.load(direct), nonfinite), direct)
