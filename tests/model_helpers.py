@@ -61,6 +61,20 @@ def run_in_threads(work, count: int) -> None:
         t.join()
 
 
+def calls_alternating_in_threads(call, inputs: list, repeats: int) -> list:
+    """One thread per input, all at once, each making `repeats` calls `call(inputs[which])` with
+    `which` cycling from its own index; returns (which, result) of every call."""
+    results = []
+
+    def work(k):
+        for repeat in range(repeats):
+            which = (k + repeat) % len(inputs)
+            results.append((which, call(inputs[which])))
+
+    run_in_threads(work, len(inputs))
+    return results
+
+
 def kernel_labels(executable) -> list[str]:
     """The lowering's name of each kernel an Executable runs, in order (`conv_direct`, `wino_conv`, ...)."""
     from lucid.codegen.lowering import Lowering

@@ -27,7 +27,7 @@ import lucid.nn.functional as F
 import lucid.runtime
 from lucid.cli import main
 from lucid.errors import LibraryError, ShapeError
-from model_helpers import run_in_threads
+from model_helpers import calls_alternating_in_threads
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc) on this machine")
@@ -109,21 +109,14 @@ def test_calls_of_different_sizes_from_two_threads_at_once(pool_net):
     model, _, library = pool_net
     inputs = [data((1, 4, 8, 9, 10), 1), data((3, 4, 20, 17, 16), 2)]
     expected = [eager(model, x) for x in inputs]
-    wrong = []
-
-    def work(k):
-        for repeat in range(6):
-            which = (k + repeat) % 2
-            got = library(inputs[which])
-            if not all(np.allclose(a, e, rtol=1e-4, atol=1e-5) for a, e in zip(got, expected[which])):
-                wrong.append((k, repeat))
-
     library.set_num_threads(2)
     try:
-        run_in_threads(work, 2)
+        results = calls_alternating_in_threads(library, inputs, repeats=6)
     finally:
         library.set_num_threads(0)
-    assert not wrong
+    assert len(results) == 12
+    for which, got in results:
+        assert all(np.allclose(a, e, rtol=1e-4, atol=1e-5) for a, e in zip(got, expected[which], strict=True))
 
 
 def test_sizes_outside_the_range_or_the_constraints_are_refused(pool_net, folder):

@@ -15,7 +15,7 @@ import lucid
 import lucid.nn as nn
 import lucid.runtime
 from lucid.ir import symbolic
-from model_helpers import kernel_labels, run_in_threads
+from model_helpers import calls_alternating_in_threads, kernel_labels
 
 TOL = 1e-4
 
@@ -128,13 +128,6 @@ def test_exported_symbolic_library_from_two_threads(symbolic_library):
     net, library = symbolic_library
     inputs = [data(n, 16, volume, 10 + seed) for seed, (n, volume) in enumerate((SMALL, LARGE))]
     expected = [eager(net, x) for x in inputs]
-    errors = []
-
-    def work(k):
-        for repeat in range(4):
-            which = (k + repeat) % 2
-            got = library(inputs[which])
-            errors.append(float(np.abs(got - expected[which]).max()) / float(np.abs(expected[which]).max()))
-
-    run_in_threads(work, 2)
+    errors = [float(np.abs(got - expected[which]).max()) / float(np.abs(expected[which]).max())
+              for which, got in calls_alternating_in_threads(library, inputs, repeats=4)]
     assert len(errors) == 8 and max(errors) <= TOL
