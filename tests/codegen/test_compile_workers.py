@@ -143,6 +143,16 @@ def test_closing_reaps_the_workers(monkeypatch):
             os.waitpid(worker.process.pid, os.WNOHANG)
 
 
+def test_a_worker_loads_llvmlite_and_the_target_not_the_framework():
+    command = compile_worker.worker_command()
+    started = subprocess.run([command[0], "-X", "importtime", *command[1:]], stdin=subprocess.DEVNULL,
+                             capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr
+    imported = {line.split("|")[-1].strip() for line in started.stderr.splitlines() if line.startswith("import time:")}
+    assert {"llvmlite.binding", "lucid.codegen.target", "lucid.codegen.cpu_model"} <= imported
+    assert not {"numpy", "lucid.tensor", "lucid.ir", "lucid.nn"} & imported
+
+
 FORK_SCRIPT = r'''
 import os, sys
 from lucid.codegen import compile_worker, jit
