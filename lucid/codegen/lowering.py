@@ -249,21 +249,25 @@ class Lowering:
 
 
 def node_key(lowering: Lowering, node: Node) -> tuple:
-    """Everything the kernels of `node` depend on in a graph being lowered, besides what is the same
-    for every node of the graph (the target, the symbols' order, lucid's code): its operator and
-    attributes (a fused body as its text, its constants' values included), its operands' types,
-    which operands share storage, the data of its constant inputs (a one-element constant becomes
-    an immediate), and which of its inputs an earlier node left packed in the workspace, and how
-    (`packed_at_start`). Two nodes of one graph with the same key get the same kernels
-    (`NodeKernels`); the level each kernel is compiled at follows from the same facts."""
+    """Everything the kernels of `node` depend on in the graph being lowered, besides lucid's code: the
+    target, the order of the graph's symbols in the dims, the node's operator and attributes (a fused
+    body as its text, its constants' values included), its operands' types, which operands share
+    storage, the data of its constant inputs (a one-element constant becomes an immediate), and
+    which of its inputs an earlier node left packed in the workspace, and how (`packed_at_start`).
+    Two nodes of one graph with the same key get the same kernels (`NodeKernels`); the level each
+    kernel is compiled at follows from the same facts.
+
+    Keys are compared within one `lower()` call only. Across graphs a third of a test process's
+    kernels repeat, but a process may change the lowering code's parameters between two graphs (the
+    tests set `winograd.WEIGHT_TRANSFORM_CYCLES` to force Winograd), which no key can see."""
     operands = (*node.inputs, node.output)
     slots = [lowering.slot(value) for value in operands]
     left = lowering._left
     packed = None if left is None or not any(value is left[0] for value in node.inputs) else \
         (tuple(value is left[0] for value in node.inputs), repr(left[1]))
-    return (node.op, format_attributes(node.attrs), tuple(format_type(value.type) for value in operands),
-            tuple(slots.index(slot) for slot in slots), tuple(_constant_data(value) for value in node.inputs),
-            packed)
+    return (lowering.target, lowering.table.symbols, node.op, format_attributes(node.attrs),
+            tuple(format_type(value.type) for value in operands), tuple(slots.index(slot) for slot in slots),
+            tuple(_constant_data(value) for value in node.inputs), packed)
 
 
 def _constant_data(value: Value) -> tuple | None:

@@ -1,17 +1,18 @@
 """Nodes lowered once per graph (`lowering.node_key`, `NodeKernels`): a node whose key an earlier node
 of the same graph had gets that node's kernels without being lowered again.
 
-The oracle is the same graph lowered with every node lowered on its own (keys that never repeat):
-the kernels (names, that is their code's hash, work items, buffers, barriers), the modules and the
-workspace must be the same, on graphs holding many repeated nodes (a UNet's training graphs, whose
-weight gradients read what the conv before them left packed; a graph of symbolic sizes). The key
-must change with each thing the kernels read: the operator, the attributes, each operand's dtype and
-shape, which operands share storage, a constant input's data, and an input left packed in the
-workspace.
+The oracle is each graph lowered with every node lowered on its own (keys that never repeat): the
+kernels (names, that is their code's hash, work items, buffers, barriers), the modules handed on
+and the workspace must be the same, on graphs holding many repeated nodes (a UNet's training
+graphs, whose weight gradients read what the conv before them left packed; a graph of symbolic
+sizes). The key must change with each thing the kernels read: the target, the symbols' order, the
+operator, the attributes, each operand's dtype and shape, which operands share storage, a constant
+input's data, and an input left packed in the workspace.
 """
 from __future__ import annotations
 
-import numpy as np
+import dataclasses
+
 import pytest
 
 import lucid
@@ -28,12 +29,14 @@ def lowered(graph, reuse: bool, monkeypatch) -> Lowering:
     with monkeypatch.context() as patch:
         if not reuse:
             patch.setattr(lowering_module, "node_key", lambda lowering, node: object())   # never repeats
-        lowering = Lowering(graph, memory_plan_of(graph, dynamic=True), host())
+        handed_on = []
+        lowering = Lowering(graph, memory_plan_of(graph, dynamic=True), host(), on_module=handed_on.append)
         lowering.lower()
+    assert [module.name for module in handed_on] == list(lowering.modules)
     return lowering
 
 
-def unet_training_graphs():
+def unet_graphs():
     lucid.manual_seed(0)
     model = UNet3D(in_channels=1, out_channels=2, base=4, depth=1)
     graph = lucid.trace(model, lucid.spec(1, 1, 8, 8, 8))
@@ -61,7 +64,7 @@ def kernel_facts(lowering: Lowering):
             lowering.workspace_bytes, [str(size) for size in lowering.symbolic_workspace])
 
 
-@pytest.mark.parametrize("graphs", [unet_training_graphs, lambda: [symbolic_graph()]], ids=["unet-training", "symbolic"])
+@pytest.mark.parametrize("graphs", [unet_graphs, lambda: [symbolic_graph()]], ids=["unet", "symbolic"])
 def test_reusing_a_node_s_kernels_changes_nothing(graphs, monkeypatch):
     calls = []
     for graph in graphs():
@@ -94,6 +97,18 @@ F32 = lucid.spec(4, 6)
 def test_equal_nodes_have_equal_keys():
     first, second = keys(lambda x, y: (x.relu(), y.relu()), F32, F32)
     assert first == second
+
+
+def test_the_key_changes_with_the_target_and_the_symbols():
+    graph = memory_planning.run(lucid.trace(lambda x: x.relu(), F32))
+    lowering = Lowering(graph, graph.memory_plan, host())
+    node = graph.nodes[-1]
+    plain = node_key(lowering, node)
+    lowering.target = dataclasses.replace(host(), cpu="x86-64-v3", features="")
+    other_cpu = node_key(lowering, node)
+    lowering.target = host()
+    lowering.table.symbols = ("M", "N")
+    assert len({plain, other_cpu, node_key(lowering, node)}) == 3
 
 
 def test_the_key_changes_with_the_operator_and_the_attributes():
