@@ -309,8 +309,8 @@ class NodeKernels:
             kernels.append((kernel.name, kernel.items, tuple(roles[slot] for slot in kernel.slots), kernel.waits,
                             kernel.label))
         left = None if leaving is None else (next(i for i, v in enumerate(inputs) if v is leaving[0]), leaving[1])
-        return cls(kernels, lowering._scratch_used, lowering.workspace_bytes, lowering.symbolic_workspace[first_workspace:],
-                   left)
+        return cls(kernels, lowering._scratch_used, lowering.workspace_bytes,
+                   lowering.symbolic_workspace[first_workspace:], left)
 
     def replay(self, lowering: Lowering, node: Node) -> None:
         slot_of = {role: slot for slot, role in _roles(lowering, node).items()}

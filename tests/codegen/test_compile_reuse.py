@@ -64,6 +64,14 @@ def kernel_facts(lowering: Lowering):
             lowering.workspace_bytes, [str(size) for size in lowering.symbolic_workspace])
 
 
+def counting(lower, calls: list):
+    """`lower`, noting each node it lowers in `calls`."""
+    def counted(lowering, node):
+        calls.append(node)
+        lower(lowering, node)
+    return counted
+
+
 @pytest.mark.parametrize("graphs", [unet_graphs, lambda: [symbolic_graph()]], ids=["unet", "symbolic"])
 def test_reusing_a_node_s_kernels_changes_nothing(graphs, monkeypatch):
     calls = []
@@ -71,7 +79,7 @@ def test_reusing_a_node_s_kernels_changes_nothing(graphs, monkeypatch):
         alone = lowered(graph, reuse=False, monkeypatch=monkeypatch)
         with monkeypatch.context() as patch:
             for op, lower in lowering_module.LOWERINGS.items():
-                patch.setitem(lowering_module.LOWERINGS, op, lambda lw, node, lower=lower: calls.append(node) or lower(lw, node))
+                patch.setitem(lowering_module.LOWERINGS, op, counting(lower, calls))
             reused = lowered(graph, reuse=True, monkeypatch=monkeypatch)
         assert kernel_facts(reused) == kernel_facts(alone)
         nodes = [n for n in graph.nodes if not n.is_constant and n.output not in graph.memory_plan.aliases]
@@ -80,7 +88,7 @@ def test_reusing_a_node_s_kernels_changes_nothing(graphs, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------ the key
-def keys(fn, *specs, nodes=None):
+def keys(fn, *specs):
     """node_key of each node of fn's planned graph (in order), in a fresh Lowering of it."""
     graph = memory_planning.run(lucid.trace(fn, *specs))
     lowering = Lowering(graph, graph.memory_plan, host())
