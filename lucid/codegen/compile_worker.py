@@ -33,7 +33,7 @@ A worker is this module run as `__main__` (`worker_command`: it loads llvmlite a
 the framework `lucid/__init__.py` imports), started on first need and reused for the
 life of the process (`workers(count)`): it reads requests on its stdin and answers on its stdout,
 each message a JSON header and a body, both length-prefixed. A request is a target, a level and
-LLVM text; the answer is the object code and its SHA-256 (or the compile error). `Worker.compile`
+LLVM text (modules separated by NUL characters are linked into one object); the answer is the object code and its SHA-256 (or the compile error). `Worker.compile`
 checks the answer (the request's id, the digest of the bytes received) and raises `WorkerFailed`
 for a worker that died, hung up, answered garbage or gave no answer within `ANSWER_WITHIN` seconds
 (the caller then compiles in its own process), and `ModuleFailed` for a module the worker could
@@ -102,12 +102,25 @@ def level_for(module) -> int:
     return 3 if module.compute_bound and module.work >= COMPUTE_WORK else 2
 
 
+#: Between the modules of a request linked into one object (LLVM text never holds a NUL character).
+MODULE_SEPARATOR = "\0"
+
+
+def _modules(text: str | list[str]) -> list[str]:
+    return text if isinstance(text, list) else [text]
+
+
 def compile_module(text, target: Target, level: int = 3) -> bytes:
-    """Object code of one module (LLVM text or an llvmlite module), optimised at `level` (3, 2 or
-    0: see the module docstring)."""
+    """Object code of one module (LLVM text or an llvmlite module), or of a list of modules linked
+    into one object (their external symbols must differ: a kernel module's only one is its kernel,
+    named by its code's hash), optimised at `level` (3, 2 or 0: see the module docstring)."""
     machine = target.machine(level)
     _set_pipeline_options()
-    parsed = llvm.parse_assembly(str(text), context=llvm.create_context())
+    context = llvm.create_context()
+    first, *others = _modules(text)
+    parsed = llvm.parse_assembly(str(first), context=context)
+    for other in others:
+        parsed.link_in(llvm.parse_assembly(str(other), context=context))
     parsed.triple, parsed.data_layout = machine.triple, str(machine.target_data)
     parsed.verify()
     tuning = llvm.create_pipeline_tuning_options(speed_level=level)
@@ -189,15 +202,16 @@ class Worker:
         self._requests = 0
         self._turn = threading.Lock()
 
-    def compile(self, text: str, target: Target, level: int) -> bytes:
-        """The object code of `text`, compiled by this worker; WorkerFailed or ModuleFailed."""
+    def compile(self, text: str | list[str], target: Target, level: int) -> bytes:
+        """The object code of `text` (a module, or a list linked into one), compiled by this worker;
+        WorkerFailed or ModuleFailed."""
         with self._turn:
             self._requests += 1
             request = {"id": self._requests, "target": dataclasses.asdict(target), "level": level}
             watchdog = threading.Timer(ANSWER_WITHIN, self.process.kill)   # a hung worker fails too
             watchdog.start()
             try:
-                send(self.process.stdin, request, text.encode())
+                send(self.process.stdin, request, MODULE_SEPARATOR.join(_modules(text)).encode())
                 answer = receive(self.process.stdout)
             except (OSError, ValueError) as error:
                 raise WorkerFailed(f"{type(error).__name__}: {error}") from None
@@ -301,7 +315,7 @@ def serve(requests, answers) -> None:
     while (message := receive(requests)) is not None:
         header, text = message
         try:
-            code = compile_module(text.decode(), Target(**header["target"]), header["level"])
+            code = compile_module(text.decode().split(MODULE_SEPARATOR), Target(**header["target"]), header["level"])
             answer = {"id": header["id"], "sha256": hashlib.sha256(code).hexdigest()}
         except Exception as error:                 # noqa: BLE001  (the parent reports it)
             code, answer = b"", {"id": header.get("id"), "error": f"{type(error).__name__}: {error}"}

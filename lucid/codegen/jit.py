@@ -89,7 +89,8 @@ class Compilation:
         self._threads: list[threading.Thread] = []
         self._progress = progress.current()
 
-    def add(self, text: str, level: int = 3) -> None:
+    def add(self, text: str | list[str], level: int = 3) -> None:
+        """Add a module's LLVM text (or a list of modules', linked into one object) at `level`."""
         name = _object_name(text, self.target, level)
         code = load_object(name)
         self.names.append(name)
@@ -225,6 +226,7 @@ class NativeCode:
         return address
 
 
-def _object_name(text: str, target: Target, level: int) -> str:
+def _object_name(text: str | list[str], target: Target, level: int) -> str:
     llvm_version = ".".join(map(str, llvm.llvm_version_info))
-    return f"{cache_key(code_fingerprint(), llvm_version, target.fingerprint, f'O{level}', text)}.o"
+    texts = text if isinstance(text, list) else [text]
+    return f"{cache_key(code_fingerprint(), llvm_version, target.fingerprint, f'O{level}', *texts)}.o"
