@@ -21,7 +21,8 @@ three levels, and `level_for(module)` the one rule choosing a kernel module's le
 - **0**, a kernel whose node does fewer than `TINY_WORK` operations and element reads and writes
   (`lowering.node_work`), either role, and a graph's entry module (it only orders the kernels):
   compiled as written, with fast instruction selection, five times cheaper than level 2 and seven
-  than O3. Such a kernel runs in
+  than O3 (`build.graph_code` links a graph's level-0 kernels with its entry into one object, which
+  saves LLVM's cost per object, most of a level-0 module's). Such a kernel runs in
   microseconds either way: the tens of milliseconds O3 costs would take thousands of calls to pay
   back (a compiled call of a sum, a softmax or a fused map of 2,000 elements took the same 20 to 50
   µs, the call's own cost, with its kernel at level 0 as at level 2).
