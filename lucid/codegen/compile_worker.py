@@ -31,16 +31,17 @@ one thread and 29 s on two), so to use several cores `jit.Compilation` hands mod
 processes as well.
 
 A worker is this module run as `__main__` (`worker_command`: it loads llvmlite and the target, not
-the framework `lucid/__init__.py` imports), started on first need and reused for the
-life of the process (`workers(count)`): it reads requests on its stdin and answers on its stdout,
-each message a JSON header and a body, both length-prefixed. A request is a target, a level and
-LLVM text (modules separated by NUL characters are linked into one object); the answer is the object code and its SHA-256 (or the compile error). `Worker.compile`
-checks the answer (the request's id, the digest of the bytes received) and raises `WorkerFailed`
-for a worker that died, hung up, answered garbage or gave no answer within `ANSWER_WITHIN` seconds
-(the caller then compiles in its own process), and `ModuleFailed` for a module the worker could
-not compile. A worker ignores Ctrl-C (its parent handles it) and exits when its stdin closes; this
-process closes and reaps its workers at exit (or when `close()` is called), and a forked child
-forgets its parent's workers (it starts its own if it needs them).
+the framework `lucid/__init__.py` imports), started on first need and reused for the life of the
+process (`workers(count)`): it reads requests on its stdin and answers on its stdout, each message a
+JSON header and a body, both length-prefixed. A request is a target, a level and LLVM text (modules
+separated by NUL characters are linked into one object); the answer is the object code and its
+SHA-256 (or the compile error). `Worker.compile` checks the answer (the request's id, the digest of
+the bytes received) and raises `WorkerFailed` for a worker that died, hung up, answered garbage or
+gave no answer within `ANSWER_WITHIN` seconds (the caller then compiles in its own process), and
+`ModuleFailed` for a module the worker could not compile. A worker ignores Ctrl-C (its parent
+handles it) and exits when its stdin closes; this process closes and reaps its workers at exit (or
+when `close()` is called), and a forked child forgets its parent's workers (it starts its own if it
+needs them).
 """
 from __future__ import annotations
 
@@ -107,7 +108,8 @@ def level_for(module) -> int:
 MODULE_SEPARATOR = "\0"
 
 
-def _modules(text: str | list[str]) -> list[str]:
+def module_texts(text: str | list[str]) -> list[str]:
+    """The modules of a compile request: one module's text, or a list of them."""
     return text if isinstance(text, list) else [text]
 
 
@@ -118,7 +120,7 @@ def compile_module(text, target: Target, level: int = 3) -> bytes:
     machine = target.machine(level)
     _set_pipeline_options()
     context = llvm.create_context()
-    first, *others = _modules(text)
+    first, *others = module_texts(text)
     parsed = llvm.parse_assembly(str(first), context=context)
     for other in others:
         parsed.link_in(llvm.parse_assembly(str(other), context=context))
@@ -212,7 +214,7 @@ class Worker:
             watchdog = threading.Timer(ANSWER_WITHIN, self.process.kill)   # a hung worker fails too
             watchdog.start()
             try:
-                send(self.process.stdin, request, MODULE_SEPARATOR.join(_modules(text)).encode())
+                send(self.process.stdin, request, MODULE_SEPARATOR.join(module_texts(text)).encode())
                 answer = receive(self.process.stdout)
             except (OSError, ValueError) as error:
                 raise WorkerFailed(f"{type(error).__name__}: {error}") from None

@@ -32,7 +32,7 @@ import llvmlite.binding as llvm
 
 from . import compile_worker, progress
 from .cache import cache_key, code_fingerprint, load_object, write_object
-from .compile_worker import ModuleFailed, compile_module
+from .compile_worker import ModuleFailed, compile_module, module_texts
 from .target import Target, available_cores
 
 COUNTERS = {"compiled": 0, "loaded": 0}
@@ -228,5 +228,4 @@ class NativeCode:
 
 def _object_name(text: str | list[str], target: Target, level: int) -> str:
     llvm_version = ".".join(map(str, llvm.llvm_version_info))
-    texts = text if isinstance(text, list) else [text]
-    return f"{cache_key(code_fingerprint(), llvm_version, target.fingerprint, f'O{level}', *texts)}.o"
+    return f"{cache_key(code_fingerprint(), llvm_version, target.fingerprint, f'O{level}', *module_texts(text))}.o"
