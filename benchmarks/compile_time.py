@@ -14,9 +14,11 @@ initialisation and the worker processes are paid each time, as a user pays them)
 - **warm**: a second process on the cache the cold run filled.
 The CPU seconds of the cold run (the calling process's, and its compile workers', the run with the
 least in all) show how the work splits between the cores, which a loaded machine's wall times do not.
-The breakdown of the one-job cold run: tracing and the pass pipelines, lowering to LLVM IR (Python),
-LLVM's optimisation pipeline and its code emission (object code), and linking the objects in the JIT
-engine. Seconds are medians over `--runs` runs. `torch.compile` (Inductor) compiling the same UNet3D
+The breakdown of the one-job cold run: tracing and the pass pipelines, lowering to LLVM IR (Python;
+"ir printing": llvmlite writing the modules' text, which names and hashes each kernel and is
+what LLVM reads; the entry module's printing, after lowering, counts here too), LLVM's parsing of
+that text, its optimisation pipeline and its code emission (object code), and linking the objects
+in the JIT engine. Seconds are medians over `--runs` runs. `torch.compile` (Inductor) compiling the same UNet3D
 (examples/torch_models.py, a forward and backward, its own cache in a fresh directory) is the
 comparison, when PyTorch is installed; without it the column says n/a.
 """
@@ -34,7 +36,7 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CASES = ["unet3d-train", "unet3d-infer", "ResidualUNet-train", "GroupNormUNet-train", "R2Plus1dNet-train"]
-PHASES = ["trace+passes", "lowering", "llvm opt", "llvm emit", "link"]
+PHASES = ["trace+passes", "lowering", "ir printing", "llvm parse", "llvm opt", "llvm emit", "link"]
 
 
 # ---------------------------------------------------------------------------------------------- child
@@ -59,6 +61,7 @@ def _instrument() -> dict:
     import importlib
 
     import llvmlite.binding as llvm
+    import llvmlite.ir as ir
     from lucid.codegen import jit
     from lucid.codegen.lowering import Lowering
     from lucid.passes import pipeline
@@ -68,6 +71,8 @@ def _instrument() -> dict:
     _timed(pipeline, "for_training", totals, "trace+passes")
     _timed(pipeline, "for_inference", totals, "trace+passes")
     _timed(Lowering, "lower", totals, "lowering")
+    _timed(ir.Module, "__repr__", totals, "ir printing")
+    _timed(llvm, "parse_assembly", totals, "llvm parse")
     _timed(llvm.ModulePassManager, "run", totals, "llvm opt")
     _timed(llvm.TargetMachine, "emit_object", totals, "llvm emit")
     _timed(jit.NativeCode, "__init__", totals, "link")

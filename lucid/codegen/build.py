@@ -9,9 +9,10 @@ lucid's version, the target and the graph text; see `cache.py`) without lowering
 whole entry passed its checks; otherwise (no entry, or one that failed and was reported) the graph
 is lowered, each kernel module handed to a `jit.Compilation` as soon as it is made, at the level
 `compile_worker.level_for` picks (so worker processes compile the modules the object cache lacks
-while lowering goes on), the entry module
-(compiled as written, at O0: it only orders the kernels and hands out their work items) last, and
-the entry is written. A
+while lowering goes on), the entry module (compiled as written, at O0: it only orders the kernels
+and hands out their work items) last, linked with the graph's level-0 kernel modules into one
+object (LLVM's fixed cost per object is most of a level-0 module's: 47 of them took 0.08 s one by
+one and 0.02 s as one), and the entry is written. A
 position-independent target has its own fingerprint, so JIT and shared-library objects never mix.
 
 Also here, because both callers apply them the same way: which graph outputs a run writes in place
@@ -71,14 +72,22 @@ def graph_code(graph: Graph, plan: MemoryPlan, target: Target) -> GraphCode:
         COUNTERS["loaded"] += len(cached.codes)
         return GraphCode(cached.codes, cached.workspace_bytes)
     with Compilation(target) as compilation:
-        lowering = Lowering(graph, plan, target,
-                            on_module=lambda module: compilation.add(module.text, level_for(module)))
+        unoptimised = []                      # level-0 kernel modules: compiled with the entry module
+
+        def hand_on(module) -> None:
+            level = level_for(module)
+            if level:
+                compilation.add(module.text, level)
+            else:
+                unoptimised.append(module.text)
+
+        lowering = Lowering(graph, plan, target, on_module=hand_on)
         lowering.lower()
         entry = ir.Module(name="entry")
         entry.triple = target.triple
         emit_entry(entry, lowering.kernels, lowering.table, (lowering.workspace_bytes, lowering.symbolic_workspace),
                    lowering.persistent_bytes)
-        compilation.add(str(entry), level=0)
+        compilation.add([str(entry), *unoptimised], level=0)
         named = compilation.results()
     store_graph(key, target.fingerprint, named, lowering.workspace_bytes)
     return GraphCode([code for _, code in named], lowering.workspace_bytes)

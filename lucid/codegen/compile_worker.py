@@ -21,7 +21,8 @@ three levels, and `level_for(module)` the one rule choosing a kernel module's le
 - **0**, a kernel whose node does fewer than `TINY_WORK` operations and element reads and writes
   (`lowering.node_work`), either role, and a graph's entry module (it only orders the kernels):
   compiled as written, with fast instruction selection, five times cheaper than level 2 and seven
-  than O3. Such a kernel runs in
+  than O3 (`build.graph_code` links a graph's level-0 kernels with its entry into one object, which
+  saves LLVM's cost per object, most of a level-0 module's). Such a kernel runs in
   microseconds either way: the tens of milliseconds O3 costs would take thousands of calls to pay
   back (a compiled call of a sum, a softmax or a fused map of 2,000 elements took the same 20 to 50
   µs, the call's own cost, with its kernel at level 0 as at level 2).
@@ -29,16 +30,18 @@ llvmlite runs one compilation at a time per process (threads gave nothing: 40 mo
 one thread and 29 s on two), so to use several cores `jit.Compilation` hands modules to worker
 processes as well.
 
-A worker is `python -m lucid.codegen.compile_worker`, started on first need and reused for the
-life of the process (`workers(count)`): it reads requests on its stdin and answers on its stdout,
-each message a JSON header and a body, both length-prefixed. A request is a target, a level and
-LLVM text; the answer is the object code and its SHA-256 (or the compile error). `Worker.compile`
-checks the answer (the request's id, the digest of the bytes received) and raises `WorkerFailed`
-for a worker that died, hung up, answered garbage or gave no answer within `ANSWER_WITHIN` seconds
-(the caller then compiles in its own process), and `ModuleFailed` for a module the worker could
-not compile. A worker ignores Ctrl-C (its parent handles it) and exits when its stdin closes; this
-process closes and reaps its workers at exit (or when `close()` is called), and a forked child
-forgets its parent's workers (it starts its own if it needs them).
+A worker is this module run as `__main__` (`worker_command`: it loads llvmlite and the target, not
+the framework `lucid/__init__.py` imports), started on first need and reused for the life of the
+process (`workers(count)`): it reads requests on its stdin and answers on its stdout, each message a
+JSON header and a body, both length-prefixed. A request is a target, a level and LLVM text (modules
+separated by NUL characters are linked into one object); the answer is the object code and its
+SHA-256 (or the compile error). `Worker.compile` checks the answer (the request's id, the digest of
+the bytes received) and raises `WorkerFailed` for a worker that died, hung up, answered garbage or
+gave no answer within `ANSWER_WITHIN` seconds (the caller then compiles in its own process), and
+`ModuleFailed` for a module the worker could not compile. A worker ignores Ctrl-C (its parent
+handles it) and exits when its stdin closes; this process closes and reaps its workers at exit (or
+when `close()` is called), and a forked child forgets its parent's workers (it starts its own if it
+needs them).
 """
 from __future__ import annotations
 
@@ -101,12 +104,26 @@ def level_for(module) -> int:
     return 3 if module.compute_bound and module.work >= COMPUTE_WORK else 2
 
 
+#: Between the modules of a request linked into one object (LLVM text never holds a NUL character).
+MODULE_SEPARATOR = "\0"
+
+
+def module_texts(text: str | list[str]) -> list[str]:
+    """The modules of a compile request: one module's text, or a list of them."""
+    return text if isinstance(text, list) else [text]
+
+
 def compile_module(text, target: Target, level: int = 3) -> bytes:
-    """Object code of one module (LLVM text or an llvmlite module), optimised at `level` (3, 2 or
-    0: see the module docstring)."""
+    """Object code of one module (LLVM text or an llvmlite module), or of a list of modules linked
+    into one object (their external symbols must differ: a kernel module's only one is its kernel,
+    named by its code's hash), optimised at `level` (3, 2 or 0: see the module docstring)."""
     machine = target.machine(level)
     _set_pipeline_options()
-    parsed = llvm.parse_assembly(str(text), context=llvm.create_context())
+    context = llvm.create_context()
+    first, *others = module_texts(text)
+    parsed = llvm.parse_assembly(str(first), context=context)
+    for other in others:
+        parsed.link_in(llvm.parse_assembly(str(other), context=context))
     parsed.triple, parsed.data_layout = machine.triple, str(machine.target_data)
     parsed.verify()
     tuning = llvm.create_pipeline_tuning_options(speed_level=level)
@@ -166,28 +183,38 @@ def _read_exactly(stream, length: int) -> bytes:
 # This process's side
 
 
+#: What a worker runs: this module as `__main__`, with `lucid` registered as a bare package (its
+#: path alone), so the worker loads this module, target.py, cpu_model.py and llvmlite, not the
+#: framework `lucid/__init__.py` imports (0.13 CPU-s to start a worker instead of 0.46, and on a
+#: busy machine half a second to a second sooner).
+_BOOTSTRAP = ("import runpy, sys, types; package = types.ModuleType('lucid'); package.__path__ = [sys.argv[1]]; "
+              "sys.modules['lucid'] = package; runpy.run_module('lucid.codegen.compile_worker', run_name='__main__')")
+
+
+def worker_command() -> list[str]:
+    """The command line of a worker process (see `_BOOTSTRAP`)."""
+    return [sys.executable, "-c", _BOOTSTRAP, str(Path(__file__).resolve().parents[1])]
+
+
 class Worker:
     """One compile worker process (one request at a time: concurrent callers take turns)."""
 
     def __init__(self, command: list[str] | None = None):
         """Start the worker (`command`: another program speaking the same messages, for tests)."""
-        package_root = str(Path(__file__).resolve().parents[2])
-        path = os.environ.get("PYTHONPATH")
-        env = dict(os.environ, PYTHONPATH=package_root + (os.pathsep + path if path else ""))
-        self.process = subprocess.Popen(command or [sys.executable, "-m", "lucid.codegen.compile_worker"],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self.process = subprocess.Popen(command or worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self._requests = 0
         self._turn = threading.Lock()
 
-    def compile(self, text: str, target: Target, level: int) -> bytes:
-        """The object code of `text`, compiled by this worker; WorkerFailed or ModuleFailed."""
+    def compile(self, text: str | list[str], target: Target, level: int) -> bytes:
+        """The object code of `text` (a module, or a list linked into one), compiled by this worker;
+        WorkerFailed or ModuleFailed."""
         with self._turn:
             self._requests += 1
             request = {"id": self._requests, "target": dataclasses.asdict(target), "level": level}
             watchdog = threading.Timer(ANSWER_WITHIN, self.process.kill)   # a hung worker fails too
             watchdog.start()
             try:
-                send(self.process.stdin, request, text.encode())
+                send(self.process.stdin, request, MODULE_SEPARATOR.join(module_texts(text)).encode())
                 answer = receive(self.process.stdout)
             except (OSError, ValueError) as error:
                 raise WorkerFailed(f"{type(error).__name__}: {error}") from None
@@ -291,7 +318,7 @@ def serve(requests, answers) -> None:
     while (message := receive(requests)) is not None:
         header, text = message
         try:
-            code = compile_module(text.decode(), Target(**header["target"]), header["level"])
+            code = compile_module(text.decode().split(MODULE_SEPARATOR), Target(**header["target"]), header["level"])
             answer = {"id": header["id"], "sha256": hashlib.sha256(code).hexdigest()}
         except Exception as error:                 # noqa: BLE001  (the parent reports it)
             code, answer = b"", {"id": header.get("id"), "error": f"{type(error).__name__}: {error}"}

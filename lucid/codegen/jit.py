@@ -32,7 +32,7 @@ import llvmlite.binding as llvm
 
 from . import compile_worker, progress
 from .cache import cache_key, code_fingerprint, load_object, write_object
-from .compile_worker import ModuleFailed, compile_module
+from .compile_worker import ModuleFailed, compile_module, module_texts
 from .target import Target, available_cores
 
 COUNTERS = {"compiled": 0, "loaded": 0}
@@ -89,7 +89,8 @@ class Compilation:
         self._threads: list[threading.Thread] = []
         self._progress = progress.current()
 
-    def add(self, text: str, level: int = 3) -> None:
+    def add(self, text: str | list[str], level: int = 3) -> None:
+        """Add a module's LLVM text (or a list of modules', linked into one object) at `level`."""
         name = _object_name(text, self.target, level)
         code = load_object(name)
         self.names.append(name)
@@ -225,6 +226,6 @@ class NativeCode:
         return address
 
 
-def _object_name(text: str, target: Target, level: int) -> str:
+def _object_name(text: str | list[str], target: Target, level: int) -> str:
     llvm_version = ".".join(map(str, llvm.llvm_version_info))
-    return f"{cache_key(code_fingerprint(), llvm_version, target.fingerprint, f'O{level}', text)}.o"
+    return f"{cache_key(code_fingerprint(), llvm_version, target.fingerprint, f'O{level}', *module_texts(text))}.o"

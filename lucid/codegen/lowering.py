@@ -12,7 +12,9 @@ A kernel is `void kernel(i8** table, i64* slots, i64 lo, i64 hi)`: its i-th buff
 `table[slots[i]]`, so its code holds no slot numbers and does not depend on the graph around it. Each
 kernel is built in its own module and named after a hash of its code (`lucid_k_<hash>`), so identical
 kernels (the same layer in a forward and a training graph, or in another model) are compiled once and
-cached once.
+cached once. Within a graph, a node is lowered only if no earlier node had its `node_key` (what its
+kernels depend on): otherwise it gets that node's kernels (`NodeKernels`), without building or
+printing their IR again (a UNet3D training graph's 494 kernels are 195 distinct ones).
 
 Sizes at run time. A graph with symbolic dimensions is lowered once for every size: the buffer
 table then ends with a **dims** slot (`BufferTable.dims_slot`) holding the address of the call's
@@ -39,6 +41,7 @@ from ..errors import CompileError, GraphError
 from ..ir import symbolic
 from ..ir.cost import node_flops
 from ..ir.graph import Graph, Node, Value
+from ..ir.text import format_attributes, format_type
 from ..passes.memory_planning import ALIGNMENT, MemoryPlan
 from . import irgen
 from .extents import emit_size
@@ -238,16 +241,106 @@ class Lowering:
         if self.table.symbols:
             refuse_symbolic(self.graph, self.plan)
 
+        lowered: dict[tuple, NodeKernels | None] = {}     # node_key -> what lowering such a node did
         for node in self.graph.nodes:
             if node.is_constant or node.output in self.plan.aliases:
                 continue
             if node.op not in LOWERINGS:
                 raise GraphError(f"codegen: operator {node.op!r} has no lowering")
             self.node, self._scratch_used, self._leaving = node, 0, None
-            LOWERINGS[node.op](self, node)
+            key = node_key(self, node)
+            if lowered.get(key) is not None:
+                lowered[key].replay(self, node)
+            else:
+                first_kernel, first_workspace = len(self.kernels), len(self.symbolic_workspace)
+                LOWERINGS[node.op](self, node)
+                lowered[key] = NodeKernels.record(self, node, first_kernel, first_workspace)
             if not symbolic.same(self._scratch_used, 0):      # the node overwrote what the workspace held
                 self._left = self._leaving
         self.node = None
+
+
+def node_key(lowering: Lowering, node: Node) -> tuple:
+    """Everything the kernels of `node` depend on in the graph being lowered, besides lucid's code: the
+    target, the order of the graph's symbols in the dims, the node's operator and attributes (a fused
+    body as its text, its constants' values included), its operands' types, which operands share
+    storage, the data of its constant inputs (a one-element constant becomes an immediate), and
+    which of its inputs an earlier node left packed in the workspace, and how (`packed_at_start`).
+    Two nodes of one graph with the same key get the same kernels (`NodeKernels`); the level each
+    kernel is compiled at follows from the same facts.
+
+    Keys are compared within one `lower()` call only. Across graphs a third of a test process's
+    kernels repeat, but a process may change the lowering code's parameters between two graphs (the
+    tests set `winograd.WEIGHT_TRANSFORM_CYCLES` to force Winograd), which no key can see."""
+    operands = (*node.inputs, node.output)
+    slots = [lowering.slot(value) for value in operands]
+    left = lowering._left
+    packed = None if left is None or not any(value is left[0] for value in node.inputs) else \
+        (tuple(value is left[0] for value in node.inputs), repr(left[1]))
+    return (lowering.target, lowering.table.symbols, node.op, format_attributes(node.attrs),
+            tuple(format_type(value.type) for value in operands), tuple(slots.index(slot) for slot in slots),
+            tuple(_constant_data(value) for value in node.inputs), packed)
+
+
+def _constant_data(value: Value) -> tuple | None:
+    """A constant input's dtype, shape and a hash of its data; None for any other input."""
+    if value.node is None or not value.node.is_constant:
+        return None
+    data = np.ascontiguousarray(value.node.value)
+    return data.dtype.str, data.shape, hashlib.sha256(data.tobytes()).hexdigest()
+
+
+@dataclass
+class NodeKernels:
+    """What lowering one node did, in terms of its operands rather than table slots: its kernels
+    (each one's name, items, buffers as `_roles`, waits, label), its scratch (the bytes it ended
+    with, the graph's concrete workspace after it, the symbolic sizes it added), and which input it
+    left packed. `replay` does the same for another node of the graph with the same `node_key`,
+    without building or printing any IR."""
+
+    kernels: list                  # (name, items, roles, waits, label)
+    scratch_used: object
+    workspace_bytes: int           # a running maximum: at least this node's own, at most the graph's
+    symbolic_workspace: list
+    leaving: tuple | None          # (input position, layout)
+
+    @classmethod
+    def record(cls, lowering: Lowering, node: Node, first_kernel: int, first_workspace: int) -> "NodeKernels | None":
+        """The record of the node just lowered (its kernels from `first_kernel`, its symbolic
+        scratch sizes from `first_workspace`); None when it cannot be replayed (a kernel used a
+        buffer that is not one of the node's operands, the workspace or the dims)."""
+        roles = _roles(lowering, node)
+        inputs = list(node.inputs)
+        leaving = lowering._leaving
+        if lowering._module is not None or leaving is not None and not any(value is leaving[0] for value in inputs):
+            return None
+        kernels = []
+        for kernel in lowering.kernels[first_kernel:]:
+            if any(slot not in roles for slot in kernel.slots):
+                return None
+            kernels.append((kernel.name, kernel.items, tuple(roles[slot] for slot in kernel.slots), kernel.waits,
+                            kernel.label))
+        left = None if leaving is None else (next(i for i, v in enumerate(inputs) if v is leaving[0]), leaving[1])
+        return cls(kernels, lowering._scratch_used, lowering.workspace_bytes,
+                   lowering.symbolic_workspace[first_workspace:], left)
+
+    def replay(self, lowering: Lowering, node: Node) -> None:
+        slot_of = {role: slot for slot, role in _roles(lowering, node).items()}
+        for name, items, roles, waits, label in self.kernels:
+            lowering.kernels.append(Kernel(name, items, tuple(slot_of[role] for role in roles), waits, label))
+        lowering._scratch_used = self.scratch_used
+        lowering.workspace_bytes = max(lowering.workspace_bytes, self.workspace_bytes)
+        lowering.symbolic_workspace.extend(self.symbolic_workspace)
+        lowering._leaving = None if self.leaving is None else (node.inputs[self.leaving[0]], self.leaving[1])
+
+
+def _roles(lowering: Lowering, node: Node) -> dict:
+    """The table slots a node's kernels may use, each with its role: the first operand (inputs, then
+    the output) stored there, the workspace, the dims."""
+    roles = {lowering.table.workspace_slot: "workspace", lowering.table.dims_slot: "dims"}
+    for position, value in reversed(list(enumerate((*node.inputs, node.output)))):
+        roles[lowering.slot(value)] = position
+    return roles
 
 
 def node_work(node: Node) -> int | None:

@@ -1,5 +1,6 @@
 """The optimisation level of each kernel module (`compile_worker.level_for`, stated in that module's
-docstring) and that the cheaper levels compute what the full pipeline computes.
+docstring), that the cheaper levels compute what the full pipeline computes, and that a graph's
+level-0 kernel modules are linked with its entry module into one object.
 
 The rule is checked on the modules a real graph lowers to (their role as the kernel's lowering
 declares it, their work as `lowering.node_work` counts it); the oracle of the results is the NumPy
@@ -88,3 +89,21 @@ def test_the_cheap_levels_compute_what_level_3_computes(monkeypatch, tmp_path):
     for position, (got, at_3, expected) in enumerate(zip(chosen, full, reference)):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4, err_msg=f"output {position}")
         np.testing.assert_allclose(got, at_3, rtol=1e-5, atol=1e-4, err_msg=f"output {position}")
+
+
+def test_a_graph_s_level_0_kernels_are_one_object_with_its_entry(monkeypatch, tmp_path):
+    example = arrays(np.random.default_rng(2))
+    texts, compile_module = [], compile_worker.compile_module
+
+    def recorded(text, target, level=3):
+        texts.append((text, level))
+        return compile_module(text, target, level)
+
+    monkeypatch.setattr(compile_worker, "compile_module", recorded)
+    results, _ = run(example, monkeypatch, tmp_path, level_for)
+    linked = [text for text, level in texts if level == 0]
+    assert len(linked) == 1 and isinstance(linked[0], list)
+    entry, *kernels = linked[0]
+    assert "lucid_run" in entry and kernels and all('define void @"lucid_k_' in text for text in kernels)
+    for position, (got, expected) in enumerate(zip(results, lucid.ir.run(planned(example), *example))):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4, err_msg=f"output {position}")

@@ -57,6 +57,18 @@ def test_workers_compile_the_same_code_as_this_process(fresh_cache, monkeypatch)
     assert jit.COUNTERS["compiled"] - before == len(texts)
 
 
+def test_modules_linked_into_one_object_compile_alike_here_and_in_a_worker(fresh_cache, monkeypatch):
+    linked = [distinct_modules(3, salt=11), distinct_modules(2, salt=12)]
+    for texts in linked:
+        for k, text in enumerate(texts):              # each module's function its own name, as kernels have
+            texts[k] = text.replace("@f", f"@g{k}_")
+    expected = [compile_module(texts, host()) for texts in linked]
+    assert all(code.count(b"g0_") and code.count(b"g1_") for code in expected)    # every module is in it
+    worker = compile_worker.workers(1)[0]
+    assert [worker.compile(texts, host(), 3) for texts in linked] == expected
+    assert compiled(linked, 1, monkeypatch) == expected
+
+
 def test_a_worker_answers_requests_in_order():
     texts = distinct_modules(2, salt=2)
     requests = io.BytesIO()
@@ -141,6 +153,16 @@ def test_closing_reaps_the_workers(monkeypatch):
     for worker in started:
         with pytest.raises(ChildProcessError):                              # and were reaped: no zombie
             os.waitpid(worker.process.pid, os.WNOHANG)
+
+
+def test_a_worker_loads_llvmlite_and_the_target_not_the_framework():
+    command = compile_worker.worker_command()
+    started = subprocess.run([command[0], "-X", "importtime", *command[1:]], stdin=subprocess.DEVNULL,
+                             capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr
+    imported = {line.split("|")[-1].strip() for line in started.stderr.splitlines() if line.startswith("import time:")}
+    assert {"llvmlite.binding", "lucid.codegen.target", "lucid.codegen.cpu_model"} <= imported
+    assert not {"numpy", "lucid.tensor", "lucid.ir", "lucid.nn"} & imported
 
 
 FORK_SCRIPT = r'''

@@ -1,0 +1,154 @@
+"""Nodes lowered once per graph (`lowering.node_key`, `NodeKernels`): a node whose key an earlier node
+of the same graph had gets that node's kernels without being lowered again.
+
+The oracle is each graph lowered with every node lowered on its own (keys that never repeat): the
+kernels (names, that is their code's hash, work items, buffers, barriers), the modules handed on
+and the workspace must be the same, on graphs holding many repeated nodes (a UNet's training
+graphs, whose weight gradients read what the conv before them left packed; a graph of symbolic
+sizes). The key must change with each thing the kernels read: the target, the symbols' order, the
+operator, the attributes, each operand's dtype and shape, which operands share storage, a constant
+input's data, and an input left packed in the workspace.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import lucid
+import lucid.nn as nn
+from lucid.codegen import lowering as lowering_module
+from lucid.codegen.build import memory_plan_of
+from lucid.codegen.lowering import Lowering, node_key
+from lucid.codegen.target import host
+from lucid.passes import memory_planning, pipeline
+from models import UNet3D
+
+
+def lowered(graph, reuse: bool, monkeypatch) -> Lowering:
+    with monkeypatch.context() as patch:
+        if not reuse:
+            patch.setattr(lowering_module, "node_key", lambda lowering, node: object())   # never repeats
+        handed_on = []
+        lowering = Lowering(graph, memory_plan_of(graph, dynamic=True), host(), on_module=handed_on.append)
+        lowering.lower()
+    assert [module.name for module in handed_on] == list(lowering.modules)
+    return lowering
+
+
+def unet_graphs():
+    lucid.manual_seed(0)
+    model = UNet3D(in_channels=1, out_channels=2, base=4, depth=1)
+    graph = lucid.trace(model, lucid.spec(1, 1, 8, 8, 8))
+    split = pipeline.for_training(graph, wrt=["x"] + [name for name, _ in model.named_parameters()])
+    return [split.forward, split.backward]
+
+
+class Norms(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.GroupNorm(2, 4), nn.GroupNorm(2, 4)
+
+    def forward(self, x):
+        return self.b(self.a(x).relu()).relu() + self.a(x * 2.0).relu()
+
+
+def symbolic_graph():
+    graph = lucid.trace(Norms(), lucid.spec(lucid.dim("N"), 4, lucid.dim("L", min=2)))
+    return pipeline.for_inference(graph)
+
+
+def kernel_facts(lowering: Lowering):
+    return ([(k.name, str(k.items), k.slots, k.waits, k.label) for k in lowering.kernels],
+            {name: module.text for name, module in lowering.modules.items()},
+            lowering.workspace_bytes, [str(size) for size in lowering.symbolic_workspace])
+
+
+def counting(lower, calls: list):
+    """`lower`, noting each node it lowers in `calls`."""
+    def counted(lowering, node):
+        calls.append(node)
+        lower(lowering, node)
+    return counted
+
+
+@pytest.mark.parametrize("graphs", [unet_graphs, lambda: [symbolic_graph()]], ids=["unet", "symbolic"])
+def test_reusing_a_node_s_kernels_changes_nothing(graphs, monkeypatch):
+    calls = []
+    for graph in graphs():
+        alone = lowered(graph, reuse=False, monkeypatch=monkeypatch)
+        with monkeypatch.context() as patch:
+            for op, lower in lowering_module.LOWERINGS.items():
+                patch.setitem(lowering_module.LOWERINGS, op, counting(lower, calls))
+            reused = lowered(graph, reuse=True, monkeypatch=monkeypatch)
+        assert kernel_facts(reused) == kernel_facts(alone)
+        nodes = [n for n in graph.nodes if not n.is_constant and n.output not in graph.memory_plan.aliases]
+        assert len(calls) < len(nodes)            # some nodes were not lowered again
+        calls.clear()
+
+
+# ------------------------------------------------------------------------------------------ the key
+def keys(fn, *specs):
+    """node_key of each node of fn's planned graph (in order), in a fresh Lowering of it."""
+    graph = memory_planning.run(lucid.trace(fn, *specs))
+    lowering = Lowering(graph, graph.memory_plan, host())
+    return [node_key(lowering, node) for node in graph.nodes if not node.is_constant]
+
+
+def key(fn, *specs):
+    return keys(fn, *specs)[-1]
+
+
+F32 = lucid.spec(4, 6)
+
+
+def test_equal_nodes_have_equal_keys():
+    first, second = keys(lambda x, y: (x.relu(), y.relu()), F32, F32)
+    assert first == second
+
+
+def test_the_key_changes_with_the_target_and_the_symbols():
+    graph = memory_planning.run(lucid.trace(lambda x: x.relu(), F32))
+    lowering = Lowering(graph, graph.memory_plan, host())
+    node = graph.nodes[-1]
+    plain = node_key(lowering, node)
+    lowering.target = dataclasses.replace(host(), cpu="x86-64-v3", features="")
+    other_cpu = node_key(lowering, node)
+    lowering.target = host()
+    lowering.table.symbols = ("M", "N")
+    assert len({plain, other_cpu, node_key(lowering, node)}) == 3
+
+
+def test_the_key_changes_with_the_operator_and_the_attributes():
+    assert key(lambda x, y: x + y, F32, F32) != key(lambda x, y: x * y, F32, F32)
+    cube = lucid.spec(4, 4, 4)
+    assert key(lambda x: x.sum(dim=1), cube) != key(lambda x: x.sum(dim=2), cube)
+
+
+def test_the_key_changes_with_each_operand_s_type():
+    assert key(lambda x: x.relu(), F32) != key(lambda x: x.relu(), lucid.spec(4, 6, dtype=lucid.float64))
+    assert key(lambda x: x.relu(), F32) != key(lambda x: x.relu(), lucid.spec(6, 4))
+    assert key(lambda x, y: x + y, F32, F32) != key(lambda x, y: x + y, F32, lucid.spec(6))     # broadcast
+    assert key(lambda x: x.reshape(24) + 1.0, F32) != key(lambda x: x.reshape(2, 12) + 1.0, F32)
+
+
+def test_the_key_changes_with_shared_storage():
+    assert key(lambda x, y: x + y, F32, F32) != key(lambda x, y: x + x, F32, F32)
+
+
+def test_the_key_changes_with_a_constant_input_s_data():
+    assert key(lambda x: x * 2.0, F32) != key(lambda x: x * 3.0, F32)
+    assert key(lambda x: x * 2.0, F32) == key(lambda x: x * 2.0, F32)
+
+
+def test_the_key_changes_with_an_input_left_packed():
+    graph = memory_planning.run(lucid.trace(lambda x: x.relu(), F32))
+    lowering = Lowering(graph, graph.memory_plan, host())
+    node = graph.nodes[-1]
+    plain = node_key(lowering, node)
+    lowering._left = (node.inputs[0], "layout A")
+    packed = node_key(lowering, node)
+    lowering._left = (node.inputs[0], "layout B")
+    assert len({plain, packed, node_key(lowering, node)}) == 3
+    lowering._left = (node.output, "layout A")        # a value that is not one of its inputs
+    assert node_key(lowering, node) == plain
