@@ -308,7 +308,8 @@ class NodeKernels:
     def record(cls, lowering: Lowering, node: Node, first_kernel: int, first_workspace: int) -> "NodeKernels | None":
         """The record of the node just lowered (its kernels from `first_kernel`, its symbolic
         scratch sizes from `first_workspace`); None when it cannot be replayed (a kernel used a
-        buffer that is not one of the node's operands, the workspace or the dims)."""
+        buffer that is not one of the node's operands, the workspace or the dims: the persistent
+        slot too, so each node keeping memory between calls has its own)."""
         roles = _roles(lowering, node)
         inputs = list(node.inputs)
         leaving = lowering._leaving
