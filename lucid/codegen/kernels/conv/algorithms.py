@@ -5,14 +5,15 @@ True, or returns False, emitting nothing, when it does not apply or would not be
 algorithm takes every problem, so it comes last.
 
 Sizes known at run time (a graph compiled once for every size; channels, kernel, stride, padding
-and dilation stay numbers), the rule: Winograd, else the direct algorithm (`SYMBOLIC_ALGORITHMS`).
+and dilation stay numbers) take the same rule, each algorithm deciding from what stays a number:
 - Winograd decides whether it applies and pays for the symbols' smallest sizes (the batch's 1 and
   the smallest volume a variant serves); with symbolic spatial sizes its work items are rows of
   tiles taken in chunks of a fixed most, tile counts computed per call (winograd.py);
 - the direct kernels read their extents, loop bounds and tap offsets from the call's sizes and tile
   each row as a static compile would, choosing the tiles per row (tile.py);
-- the over-points path (transposed convs with few output channels) is left out: its register tile's
-  vectors per row, and so its choice, need the row length as a number."""
+- the over-points path (transposed convs with few output channels: the input gradient of a stem
+  conv) decides from the channel count; its rows take tiles of the most vectors the registers hold
+  and one last tile of the vectors left, counted per call (over_points.py)."""
 from __future__ import annotations
 
 import math
@@ -28,9 +29,6 @@ from .winograd import lower_winograd
 #: 2-tap classes, see winograd.py), transposed convs with few output channels vectorised over output
 #: points (over_points.py), then the direct algorithm (direct.py).
 ALGORITHMS = (lower_winograd, lower_transposed_over_points, lower_direct)
-
-#: The algorithms of a node with symbolic sizes (see the module docstring).
-SYMBOLIC_ALGORITHMS = (lower_winograd, lower_direct)
 
 
 @lowers("conv", run_time_extents=True)
@@ -53,12 +51,8 @@ def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | No
 
 
 def _lower(lowering: Lowering, problem: ConvProblem) -> None:
-    taken = any(algorithm(lowering, problem) for algorithm in _algorithms(problem))
+    taken = any(algorithm(lowering, problem) for algorithm in ALGORITHMS)
     assert taken, "the direct algorithm takes every convolution"
-
-
-def _algorithms(problem: ConvProblem) -> tuple:
-    return SYMBOLIC_ALGORITHMS if problem.symbolic_sizes else ALGORITHMS
 
 
 def _operands(node: Node) -> tuple:

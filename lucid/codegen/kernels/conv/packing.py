@@ -53,30 +53,30 @@ def emit_pack_input(lowering: Lowering, x: Value, layout: Padded, offset: int, n
         emit_pack_channel_blocks(lowering, x, layout, 1, offset, name)
         return
     element = element_type(x.dtype)
-    n, channels = x.shape[0], x.shape[1]
-    depth, height, width = to_3d(x.shape[2:], 1)
-    dp, hp, wp = layout.extent
+    channels = x.shape[1]
     od, oh, ow = layout.origin
-    sn, sd, sh, sw = layout.strides()
-    plane = depth * height * width
+    depth, height, width = to_3d(x.shape[2:], 1)
+    sizes = (x.shape[0], (depth, height, width), layout.extent, layout.strides(), channels * depth,
+             depth * height * width, layout.channel_stride)
 
     def body(k, item):
         b = k.b
+        n, (depth, height, width), (dp, hp, wp), (sn, sd, sh, sw), batch_planes, plane, channel_stride = sized(k, sizes)
         bn, d, h = unravel(b, item, (n, dp, hp))
         xp, src = k.scratch_pointer(offset, element), k.pointer(x)
         row = strided_offset(b, 0, (bn, d, h), (sn, sd, sh))
         xd, xh = b.sub(d, i64(od)), b.sub(h, i64(oh))
         row_inside = b.and_(_in_range(b, xd, depth), _in_range(b, xh, height))
-        first = b.mul(b.add(b.mul(b.add(b.mul(bn, i64(channels * depth)), xd), i64(height)), xh), i64(width))
+        first = b.mul(b.add(b.mul(b.add(b.mul(bn, as_i64(batch_planes)), xd), as_i64(height)), xh), as_i64(width))
         with counted_loop(b, channels, name="c") as c, counted_loop(b, wp, name="w") as w:
             xw = b.sub(w, i64(ow))
             inside = b.and_(row_inside, _in_range(b, xw, width))
             source = b.select(inside, b.add(first, xw), i64(0))
-            value = b.load(b.gep(src, [b.add(source, b.mul(c, i64(plane)))]))
-            target = b.add(row, b.add(b.mul(w, i64(sw)), b.mul(c, i64(layout.channel_stride))))
+            value = b.load(b.gep(src, [b.add(source, b.mul(c, as_i64(plane)))]))
+            target = b.add(row, b.add(b.mul(w, as_i64(sw)), b.mul(c, as_i64(channel_stride))))
             b.store(b.select(inside, value, ir.Constant(element, 0.0)), b.gep(xp, [target]))
 
-    lowering.kernel(name, n * dp * hp, body)
+    lowering.kernel(name, x.shape[0] * layout.extent[0] * layout.extent[1], body)
 
 
 def _in_range(b: ir.IRBuilder, index, size):

@@ -153,11 +153,6 @@ class ConvProblem:
     epilogue: Epilogue | None
     transposed: bool = False
 
-    @property
-    def symbolic_sizes(self) -> bool:
-        """Whether its sizes are symbolic (known at run time only)."""
-        return symbolic.is_symbolic(self.x.shape + self.y.shape)
-
     def weights_of(self, taps: list) -> WeightLayout:
         """`weights` reading only the kernel offsets `taps` (a, b, c), in that order."""
         w = self.weights

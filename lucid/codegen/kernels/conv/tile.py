@@ -131,7 +131,7 @@ def emit_run_time_row(b: ir.IRBuilder, tiles: RowTiles, points: ir.Value, call) 
             with counted_loop(b, count, name="tile") as t:
                 is_longer = b.icmp_unsigned("<", t, longer)
                 first = b.add(b.mul(t, base), b.select(is_longer, t, longer))
-                _call_by_size(b, tiles, b.add(base, b.zext(is_longer, base.type)), first, call)
+                call_by_size(b, tiles.by_size, b.add(base, b.zext(is_longer, base.type)), first, call)
         with short_row:
             for bit in (8, 4, 2, 1):
                 if bit < most:
@@ -139,12 +139,12 @@ def emit_run_time_row(b: ir.IRBuilder, tiles: RowTiles, points: ir.Value, call) 
                         call(tiles.by_size[bit], b.and_(points, i64(-2 * bit)))
 
 
-def _call_by_size(b: ir.IRBuilder, tiles: RowTiles, size: ir.Value, first: ir.Value, call) -> None:
-    """`call(tiles.by_size[size], first)` through a switch: direct calls, so the tiles' constant
-    arguments still specialise them."""
+def call_by_size(b: ir.IRBuilder, by_size: dict, size: ir.Value, first: ir.Value, call) -> None:
+    """`call(by_size[size], first)` (tile functions by their size) through a switch: direct calls,
+    so the tiles' constant arguments still specialise them; no call for a size not in `by_size`."""
     done = b.append_basic_block("tile_called")
     switch = b.switch(size, done)
-    for count, function in tiles.by_size.items():
+    for count, function in by_size.items():
         case = b.append_basic_block(f"tile{count}")
         switch.add_case(i64(count), case)
         b.position_at_end(case)
