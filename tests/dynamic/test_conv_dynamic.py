@@ -139,15 +139,24 @@ def test_rows_of_every_length_from_1_to_30(spec, out_channels):
     """The run-time tiling of a row (balanced tiles of the sizes a static compile would take, bits
     of the length for a row shorter than a tile) on every remainder of every tile size (20 output
     channels: tiles of two vectors)."""
-    net = spec.module(seed=4, out_channels=out_channels)
-    graph_spec = lucid.spec(lucid.dim("N"), 4, lucid.dim("D"), lucid.dim("H"), lucid.dim("W"))
+    compiled_for_every_row_length(spec.module(seed=4, out_channels=out_channels), 4, range(1, 31))
+
+
+def compiled_for_every_row_length(net, in_channels: int, widths, check=lambda width, x, got: None):
+    """`net` compiled once for symbolic N, D, H, W, run at every row length of `widths` (batch,
+    depth varying too) against eager, `check(width, x, got)` besides; nothing compiled after the
+    first call. Returns the compiled object."""
+    graph_spec = lucid.spec(lucid.dim("N"), in_channels, lucid.dim("D"), lucid.dim("H"), lucid.dim("W"))
     compiled = lucid.compile(net, graph_spec, dynamic=False)
     modules = built(compiled)
     with lucid.no_grad():
-        for width in range(1, 31):
-            x = lucid.randn(1 + width % 2, 4, 1 + width % 3, 2, width)
-            assert_close(compiled(x).numpy(), net(x).numpy())
+        for width in widths:
+            x = lucid.randn(1 + width % 2, in_channels, 1 + width % 3, 2, width)
+            got = compiled(x).numpy()
+            assert_close(got, net(x).numpy())
+            check(width, x, got)
     assert compiled.stats()["traces"] == 1 and built(compiled) == modules
+    return compiled
 
 
 @pytest.mark.long_running                   # a static and a symbolic training variant, cold: 8-14 s each

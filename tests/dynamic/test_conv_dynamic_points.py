@@ -11,7 +11,8 @@ import pytest
 import lucid
 import lucid.nn as nn
 import oracle
-from test_conv_dynamic import assert_close, assert_gradients_equal_eager, built, symbolic_variant_kernels
+from test_conv_dynamic import (assert_close, assert_gradients_equal_eager, built, compiled_for_every_row_length,
+                               symbolic_variant_kernels)
 
 #: (batch, (D, H, W)), the first the smallest on every axis (dynamic=True takes its sizes as the
 #: minimum): even and odd sizes, phase rows from 4 to 23 points.
@@ -56,19 +57,14 @@ def test_rows_of_every_length_from_1_to_40(stride):
     against the oracle at a few lengths."""
     lucid.manual_seed(9)
     net = nn.ConvTranspose3d(16, 3, (1, 3, 4), stride=(1, 1, stride), padding=(0, 1, 1))
-    graph_spec = lucid.spec(lucid.dim("N"), 16, lucid.dim("D"), lucid.dim("H"), lucid.dim("W"))
-    compiled = lucid.compile(net, graph_spec, dynamic=False)
-    modules = built(compiled)
-    with lucid.no_grad():
-        for width in range(1, 41):
-            x = lucid.randn(1 + width % 2, 16, 1 + width % 3, 2, width)
-            got = compiled(x).numpy()
-            assert_close(got, net(x).numpy())
-            if width in (1, 17, 40):
-                expected = oracle.conv_transpose_nd(x.numpy().astype(np.float64), net.weight.numpy().astype(np.float64),
-                                                    net.bias.numpy().astype(np.float64), stride=(1, 1, stride),
-                                                    padding=(0, 1, 1))
-                assert_close(got, expected)
-    assert compiled.stats()["traces"] == 1 and built(compiled) == modules
+
+    def against_the_oracle(width, x, got):
+        if width in (1, 17, 40):
+            expected = oracle.conv_transpose_nd(x.numpy().astype(np.float64), net.weight.numpy().astype(np.float64),
+                                                net.bias.numpy().astype(np.float64), stride=(1, 1, stride),
+                                                padding=(0, 1, 1))
+            assert_close(got, expected)
+
+    compiled = compiled_for_every_row_length(net, 16, range(1, 41), against_the_oracle)
     labels = symbolic_variant_kernels(compiled)
     assert "convT_direct_points" in labels and "convT_direct" not in labels, labels
