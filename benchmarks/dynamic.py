@@ -14,9 +14,13 @@ count it prints
   relative to the static one (1 is as fast; the goal is >= 0.9);
 - first-call overhead: the wall time of the first call at a new size minus a steady call at that
   size, the median over new sizes (each spatial dimension 1 and 2 larger than the compiled size,
-  in multiples of 2**depth for the UNet; a call at 3 larger first grows the arena, whose fresh pages are not what is measured; the goal
-  is under 1 ms), and the modules compiled (`stats()["native_compiles"]`) and loaded from the disk
-  cache (`cache_loads`) by those calls (the goal is 0/0).
+  in multiples of 2**depth for the UNet; a call at 3 larger first grows the arena, whose fresh
+  pages are not what is measured; the goal is under 1 ms); "host +ms": the same for the call's
+  time outside the kernels (lucid's own work: the variant, the sizes, the per-size layout, checks,
+  outputs), which a single first call of a long row measures to a few microseconds where the wall
+  difference carries the kernels' run-to-run noise; and the modules compiled
+  (`stats()["native_compiles"]`) and loaded from the disk cache (`cache_loads`) by those calls
+  (the goal is 0/0).
 A row whose operators codegen does not take with symbolic sizes yet prints that reason (the
 CompileError of `dynamic=True`) instead of numbers.
 """
@@ -40,6 +44,7 @@ import lucid  # noqa: E402
 import lucid.nn as nn  # noqa: E402
 import lucid.nn.functional as F  # noqa: E402
 from lucid.errors import CompileError, ShapeError, TraceError  # noqa: E402
+from lucid.runtime.executable import Executable  # noqa: E402
 from models import UNet3D  # noqa: E402
 from unet_step import lucid_step  # noqa: E402
 
@@ -141,23 +146,50 @@ def built(compiled) -> tuple:
     return stats["native_compiles"], stats["cache_loads"]
 
 
-def first_call_overhead(row: Row, compiled, repeats: int, budget: dict) -> tuple:
-    """(median seconds of a first call at a new size beyond a steady call there, (modules compiled,
-    modules loaded) by those first calls)."""
+class KernelClock:
+    """The time compiled calls spend running their kernels (`Executable._execute`, wrapped), so a
+    call's host time (lucid's own work: choosing the variant, binding the sizes, the per-size layout,
+    checks, allocating outputs) can be told from it: one slow kernel run in a single first call
+    would otherwise hide a sub-millisecond overhead in a 300 ms row."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        run = Executable._execute
+
+        def timed(executable, *args):
+            started = time.perf_counter()
+            try:
+                return run(executable, *args)
+            finally:
+                self.seconds += time.perf_counter() - started
+
+        Executable._execute = timed
+
+    def host_seconds(self, step) -> float:
+        """Wall seconds of `step()` outside the kernels."""
+        self.seconds, started = 0.0, time.perf_counter()
+        step()
+        return time.perf_counter() - started - self.seconds
+
+
+def first_call_overhead(row: Row, compiled, repeats: int, budget: dict, clock: KernelClock) -> tuple:
+    """(median seconds of a first call at a new size beyond a steady call there: wall and host
+    time, (modules compiled, modules loaded) by those first calls)."""
     row.step(compiled, larger(row, GROW))()
     before = built(compiled)
-    overheads = []
+    walls, hosts = [], []
     for by in NEW_SIZES:
         step = row.step(compiled, larger(row, by))
         started = time.perf_counter()
-        step()
+        first_host = clock.host_seconds(step)
         first = time.perf_counter() - started
-        overheads.append(first - median_time(step, repeats, **budget))
+        walls.append(first - median_time(step, repeats, **budget))
+        hosts.append(first_host - float(np.median([clock.host_seconds(step) for _ in range(max(repeats, 3))])))
     after = built(compiled)
-    return float(np.median(overheads)), (after[0] - before[0], after[1] - before[1])
+    return float(np.median(walls)), float(np.median(hosts)), (after[0] - before[0], after[1] - before[1])
 
 
-def time_row(row: Row, threads: int, repeats: int, budget: dict) -> str:
+def time_row(row: Row, threads: int, repeats: int, budget: dict, clock: KernelClock) -> str:
     """The row's line: its numbers, or the reason dynamic=True refuses it."""
     os.environ["LUCID_NUM_THREADS"] = str(threads)
     label = f"{row.name:6} {row.mode:8} {threads:>3}"
@@ -169,9 +201,9 @@ def time_row(row: Row, threads: int, repeats: int, budget: dict) -> str:
         return f"{label}  refused: {str(error).splitlines()[0]}"
     static_step = row.step(static, row.shape)
     static_ms, dynamic_ms = [1e3 * t for t in median_times([static_step, dynamic_step], repeats, **budget)]
-    overhead, (compiles, loads) = first_call_overhead(row, dynamic, repeats, budget)
+    wall, host, (compiles, loads) = first_call_overhead(row, dynamic, repeats, budget, clock)
     return (f"{label} {static_ms:10.2f} {dynamic_ms:11.2f} {static_ms / dynamic_ms:11.2f} "
-            f"{1e3 * overhead:14.3f} {compiles:>6}/{loads}")
+            f"{1e3 * wall:14.3f} {1e3 * host:10.3f} {compiles:>6}/{loads}")
 
 
 def main(argv=None) -> None:
@@ -183,12 +215,13 @@ def main(argv=None) -> None:
     repeats = 2 if args.quick else args.repeats
     budget = dict(warm_up=0.0, timed=0.0) if args.quick else {}
     print(f"{'row':6} {'mode':8} {'thr':>3} {'static ms':>10} {'dynamic ms':>11} {'static/dyn':>11} "
-          f"{'1st call +ms':>14} {'compiled/loaded':>15}")
+          f"{'1st call +ms':>14} {'host +ms':>10} {'compiled/loaded':>15}")
+    clock = KernelClock()
     rows = [row for name in args.shapes for row in conv_rows(name)] + [norm_row(args.tiny)]
     rows += [unet_row(args.tiny)] if args.unet else []
     for row in rows:
         for threads in args.threads:
-            print(time_row(row, threads, repeats, budget), flush=True)
+            print(time_row(row, threads, repeats, budget, clock), flush=True)
 
 
 if __name__ == "__main__":

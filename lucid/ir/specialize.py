@@ -23,11 +23,12 @@ def specialize(graph: Graph, sizes: dict) -> Graph:
     return _evaluated(graph, check_sizes(graph, sizes))
 
 
-def check_sizes(graph: Graph, sizes: dict) -> dict:
-    """`sizes` (name -> int) after checking that they name exactly the graph's symbolic dimensions,
-    lie in their ranges and meet every constraint (else a ShapeError naming the dimension, its value,
-    the constraint and what needed it). Compiled code for every size checks each call's sizes here."""
-    sizes = _checked_sizes(graph, graph.symbols(), sizes)
+def check_sizes(graph: Graph, sizes: dict, symbols: tuple | None = None) -> dict:
+    """`sizes` (name -> int) after checking that they name exactly the graph's symbolic dimensions
+    (`symbols`: `graph.symbols()`, which a caller checking many sizes may keep), lie in their ranges
+    and meet every constraint (else a ShapeError naming the dimension, its value, the constraint and
+    what needed it). Compiled code for every size checks each call's sizes here."""
+    sizes = _checked_sizes(graph, graph.symbols() if symbols is None else symbols, sizes)
     for c, node in graph.constraints:
         if not c.holds(sizes):
             shown = ", ".join(f"{s.name} = {sizes[s.name]}" for s in sorted(c.symbols, key=lambda s: s.name))

@@ -474,6 +474,25 @@ def evaluate(x, sizes: dict):
     return total
 
 
+def python_source(x) -> str:
+    """Python expression text computing a size (an int or an Expr) from its symbols' names."""
+    if not isinstance(x, Expr):
+        return str(int(x))
+    terms = ["*".join([str(coeff)] + [atom.name if isinstance(atom, Dim) else
+                                      f"(({python_source(atom.inner)}) // {atom.divisor})" for atom in monomial])
+             for monomial, coeff in x.terms]
+    return f"({' + '.join(terms)})" if terms else "0"
+
+
+def evaluator(sizes: list, names: tuple):
+    """A function of the symbols' values (positional, in `names` order) returning the tuple of the
+    values of `sizes` (ints or Exprs over those symbols): one compiled Python expression, for code
+    that evaluates many sizes per call (`evaluate` walks each term). The text comes from canonical
+    Exprs, whose names are checked identifiers (`Dim`), and runs without builtins."""
+    source = f"lambda {', '.join(names)}: ({''.join(python_source(size) + ', ' for size in sizes)})"
+    return eval(compile(source, "<lucid sizes>", "eval"), {"__builtins__": {}})  # noqa: S307 (our own text)
+
+
 def bounds(x) -> tuple:
     """(lowest, highest) values of a size over the symbols' ranges (math.inf when unbounded); an
     interval estimate, so the true range may be narrower."""

@@ -21,8 +21,8 @@ Sizes per call. A graph with symbolic dimensions (compiled once for every size) 
 from the inputs' shapes (`specialize.sizes_of_inputs`) and checks them against the dimensions' ranges
 and the graph's constraints (`specialize.check_sizes`: a ShapeError naming the dimension and the
 constraint) before any native code runs; then its `_Layout` at those sizes (made once per distinct
-sizes and kept) gives the arena offsets and size, the output shapes and the dims array the kernels
-read (`codegen/extents.py`). An arena grows to the largest size it has served. A concrete graph has
+sizes and kept; every size in it computed by one generated function, `_LayoutSizes`) gives the
+arena offsets and size, the output shapes and the dims array the kernels read (`codegen/extents.py`). An arena grows to the largest size it has served. A concrete graph has
 one layout.
 """
 from __future__ import annotations
@@ -73,6 +73,7 @@ class Executable:
         self._workspace_at = _WORKSPACE(self.native.address("lucid_workspace_bytes")) if self.dynamic else None
         self.serial = runs_serially(graph) if not self.dynamic else None   # per call when dynamic
         self._flops = flops_by_size(graph) if self.dynamic else None
+        self._sizes = _LayoutSizes(self)
         self._layouts: dict = {}
         self._largest = _Layout(self, {}) if not self.dynamic else None
 
@@ -93,7 +94,7 @@ class Executable:
         key = tuple(sorted(sizes.items()))
         layout = self._layouts.get(key)
         if layout is None:
-            layout = _Layout(self, check_sizes(self.graph, sizes))
+            layout = _Layout(self, check_sizes(self.graph, sizes, self._sizes.symbols))
             with self._lock:
                 self._layouts[key] = layout
                 if self._largest is None or layout.arena_bytes + layout.workspace_bytes > \
@@ -185,10 +186,9 @@ class _Layout:
     parameters and outputs, the dims array the kernels read, and the thread rule."""
 
     def __init__(self, executable: Executable, sizes: dict):
-        graph, plan, table = executable.graph, executable.plan, executable.table
+        graph, table = executable.graph, executable.table
         self.sizes = sizes
-        self.arena_bytes = symbolic.evaluate(plan.arena_bytes, sizes)
-        self.offsets = {slot: symbolic.evaluate(offset, sizes) for slot, offset in table.arena.items()}
+        self.arena_bytes, flops, self.offsets, self._shapes = executable._sizes.at(sizes)
         self.dims = np.array([sizes[name] for name in table.symbols], np.int64)
         self.workspace_bytes = executable._workspace_at(self.dims.ctypes.data) if sizes else executable.workspace_bytes
         self.inputs = [_Declared(v, self.shape(v)) for v in graph.inputs]
@@ -198,10 +198,36 @@ class _Layout:
         elif executable._flops is None:
             self.serial = runs_serially(graph.specialize(**sizes))
         else:
-            self.serial = symbolic.evaluate(executable._flops, sizes) < SERIAL_FLOPS
+            self.serial = flops < SERIAL_FLOPS
 
     def shape(self, value: Value) -> tuple:
-        return symbolic.evaluate(value.shape, self.sizes)
+        shape = self._shapes.get(value)
+        return shape if shape is not None else symbolic.evaluate(value.shape, self.sizes)
+
+
+class _LayoutSizes:
+    """Every size a `_Layout` holds (the arena's bytes, the graph's FLOPs, the arena offsets, the
+    inputs', parameters' and outputs' shapes), computed at a call's sizes by one generated function
+    (`symbolic.evaluator`), which a UNet's hundreds of offsets would otherwise cost a millisecond
+    or two of term-by-term evaluation on the first call at each size."""
+
+    def __init__(self, executable: Executable):
+        graph, table = executable.graph, executable.table
+        self.symbols = graph.symbols()
+        self.names = tuple(s.name for s in self.symbols)
+        self.slots = list(table.arena)
+        self.values = list(dict.fromkeys(graph.inputs + graph.params + graph.outputs))
+        flops = executable._flops if executable._flops is not None else 0
+        self._at = symbolic.evaluator([executable.plan.arena_bytes, flops, *table.arena.values()]
+                                      + [size for v in self.values for size in v.shape], self.names)
+
+    def at(self, sizes: dict) -> tuple:
+        """(arena bytes, FLOPs, {slot: offset}, {value: shape}) at `sizes` (name -> int)."""
+        found = iter(self._at(*(sizes[name] for name in self.names)))
+        arena_bytes, flops = next(found), next(found)
+        offsets = {slot: next(found) for slot in self.slots}
+        shapes = {v: tuple(next(found) for _ in v.shape) for v in self.values}
+        return arena_bytes, flops, offsets, shapes
 
 
 class _Arena:

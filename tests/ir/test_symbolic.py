@@ -55,6 +55,14 @@ def test_canonical_form_evaluates_as_the_arithmetic_on_ints(pair, sizes):
     assert evaluate(expr, sizes) == on_ints(sizes)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_expressions(), min_size=1, max_size=4), SIZES)
+def test_the_generated_evaluator_computes_the_arithmetic_on_ints(pairs, sizes):
+    """`symbolic.evaluator` (one compiled function for many sizes, the executable's per-size layout)."""
+    at = symbolic.evaluator([expr for expr, _ in pairs], ("N", "H", "D"))
+    assert at(sizes["N"], sizes["H"], sizes["D"]) == tuple(on_ints(sizes) for _, on_ints in pairs)
+
+
 @settings(max_examples=300, deadline=None)
 @given(_expressions(), SIZES)
 def test_printing_and_parsing_round_trip(pair, sizes):
