@@ -389,7 +389,7 @@ def print_breakdown(network: Network, modes: list, repeats: int, machine: Machin
         print(f"    {'family':12} {'ms':>9} {'share':>6} {'MFLOP':>10} {'MB':>8} {'FLOP/B':>7} {'GFLOP/s':>8} "
               f"{'%peak':>6} {'GB/s':>7} {'%bw':>6} {'bound':>8} {'%roof':>7}")
         for name, (seconds, flops, nbytes) in parts.items():
-            print(f"    {name:12} {1e3 * seconds:9.2f} {100 * seconds / kernels:5.1f}% {flops / 1e6:10.2f} "
+            print(f"    {name:12} {1e3 * seconds:9.3f} {100 * seconds / kernels:5.1f}% {flops / 1e6:10.2f} "
                   f"{nbytes / 1e6:8.2f} {machine.roofline(seconds, flops, nbytes)}")
         step, inside = inside_and_outside(network, training, repeats)
         outside = "eager cross entropy, autograd, zero_grad and AdamW" if training else "the call's Python"
