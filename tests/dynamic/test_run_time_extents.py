@@ -129,12 +129,19 @@ def test_repeated_calls_keep_no_history_beyond_the_distinct_sizes():
 
 
 def dropout_net():
-    """Dropout in training mode draws random numbers: the `random` kernel takes no run-time extents."""
+    """Dropout in training mode draws random numbers (the `random` operator)."""
     lucid.manual_seed(1)
     return nn.Sequential(nn.Linear(6, 4), nn.Dropout(0.5)).train()
 
 
-def test_an_operator_without_run_time_extents_keeps_static_variants_and_says_why_once(caplog):
+def test_an_operator_without_run_time_extents_keeps_static_variants_and_says_why_once(caplog, monkeypatch, tmp_path):
+    """Every operator takes run-time sizes today: `random`'s lowering is made to refuse them here
+    (with a cache of its own: a symbolic graph another test compiled would load without lowering)."""
+    from lucid.codegen import kernels  # noqa: F401  (registers the lowerings)
+    from lucid.codegen.lowering import RUN_TIME_EXTENTS
+
+    monkeypatch.delitem(RUN_TIME_EXTENTS, "random")
+    monkeypatch.setenv("LUCID_CACHE_DIR", str(tmp_path))
     net = dropout_net()
     compiled = lucid.compile(net)
     with lucid.no_grad(), caplog.at_level(logging.INFO, logger="lucid.compile"):
@@ -251,3 +258,21 @@ def test_a_graph_with_symbolic_dimensions_compiles_once_for_every_size():
     assert compiled.stats()["traces"] == 1 and compiled.stats()["dynamic_variants"] == 1
     with pytest.raises(ShapeError, match="float32"):
         compiled(np.ones((2, 3, 4), np.float32))           # a concrete size that differs: refused as before
+
+
+def test_dropout_in_training_draws_the_same_numbers_at_every_size_compiled_once():
+    """`random` with symbolic sizes: the compiled dropout keeps what eager keeps (the same seeded
+    stream: element i's number does not depend on the size), at sizes around a vector group's edge."""
+    net = dropout_net()
+    compiled = lucid.compile(net, dynamic=True)
+    for n in (1, 8, 3, 33, 129):
+        x = lucid.randn(n, 6)
+        lucid.manual_seed(7)
+        with lucid.no_grad():
+            got = compiled(x).numpy()
+        lucid.manual_seed(7)
+        with lucid.no_grad():
+            expected = net(x).numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=f"batch {n}")
+        assert 0 < np.count_nonzero(got) < got.size or n == 1
+    assert compiled.stats()["traces"] == 1 and compiled.stats()["dynamic_variants"] == 1

@@ -17,6 +17,7 @@ import math
 
 import llvmlite.ir as ir
 
+from ...ir import symbolic
 from ...ir.graph import Node
 from ...ir.ops.random import KEY_STEPS, MULTIPLIERS, ROUNDS, WORDS
 from ..irgen import F32, F64, I32, I64, counted_loop, element_type, i64, intrinsic, splat, store_vector, vector_type
@@ -102,12 +103,13 @@ def _interleaved(b: ir.IRBuilder, values: list) -> ir.Value:
     return b.shuffle_vector(low, high, ir.Constant(vector_type(I32, WORDS * lanes), order))
 
 
-@lowers("random")
+@lowers("random", run_time_extents=True)
 def lower_random(lowering: Lowering, node: Node) -> None:
+    """The output's size may be symbolic: element i's number does not depend on the size."""
     out = node.output
     size, lanes = out.type.size, lowering.target.vector_floats
     element = element_type(out.dtype)
-    blocks = -(-size // WORDS)
+    blocks = symbolic.ceil_div(size, WORDS)
     group = WORDS * lanes                                  # elements per group of L blocks
 
     def body(k: KernelBuilder, item):
@@ -115,21 +117,22 @@ def lower_random(lowering: Lowering, node: Node) -> None:
         stream, y = _Stream(k, node, lanes), k.pointer(out)
         spill = k.alloca(vector_type(element, group))
         first = b.mul(item, i64(ITEM_BLOCKS))
-        last = b.select(b.icmp_signed("<", b.add(first, i64(ITEM_BLOCKS)), i64(blocks)),
-                        b.add(first, i64(ITEM_BLOCKS)), i64(blocks))
+        all_blocks, size_value = k.extent(blocks), k.extent(size)
+        last = b.select(b.icmp_signed("<", b.add(first, i64(ITEM_BLOCKS)), all_blocks),
+                        b.add(first, i64(ITEM_BLOCKS)), all_blocks)
         with counted_loop(b, last, first, step=lanes, name="block") as block:
             words = stream.words(block)
             values = ([_uniform(b, w, element) for w in words] if node.attrs["distribution"] == "uniform"
                       else _normal(b, k.module, words, element))
             numbers, start = _interleaved(b, values), b.mul(block, i64(WORDS))
-            whole = b.icmp_signed("<=", b.add(start, i64(group)), i64(size))
+            whole = b.icmp_signed("<=", b.add(start, i64(group)), size_value)
             with b.if_else(whole) as (full, partial):
                 with full:
                     store_vector(b, numbers, y, start)
                 with partial:
                     b.store(numbers, spill)
                     spilled = b.bitcast(spill, element.as_pointer())
-                    with counted_loop(b, i64(size), start, name="tail") as index:
+                    with counted_loop(b, size_value, start, name="tail") as index:
                         b.store(b.load(b.gep(spilled, [b.sub(index, start)])), b.gep(y, [index]))
 
-    lowering.kernel("random", -(-blocks // ITEM_BLOCKS), body)
+    lowering.kernel("random", symbolic.ceil_div(blocks, ITEM_BLOCKS), body)
