@@ -112,21 +112,10 @@ def _define_serial_rule(tables, graph: Graph, symbols: tuple) -> None:
 def _c_size(size, symbols: tuple) -> str:
     """A size (an int or a symbolic Expr) as a C expression over `d` (the symbols' values in the order
     of `symbols`) that sets `*overflow_flag` when a step overflows int64."""
-    if not isinstance(size, symbolic.Expr):
-        return f"INT64_C({int(size)})"
-    total = None
-    for monomial, coefficient in size.terms:
-        term = f"INT64_C({coefficient})"
-        for atom in monomial:
-            term = f"checked_mul({term}, {_c_atom(atom, symbols)}, overflow_flag)"
-        total = term if total is None else f"checked_add({total}, {term}, overflow_flag)"
-    return total
-
-
-def _c_atom(atom, symbols: tuple) -> str:
-    if isinstance(atom, symbolic.Dim):
-        return f"d[{symbols.index(atom.name)}]"
-    return f"floor_div({_c_size(atom.inner, symbols)}, INT64_C({atom.divisor}))"
+    return symbolic.fold(size, lambda k: f"INT64_C({k})", lambda dim: f"d[{symbols.index(dim.name)}]",
+                         lambda inner, k: f"floor_div({inner}, INT64_C({k}))",
+                         lambda a, b: f"checked_mul({a}, {b}, overflow_flag)",
+                         lambda a, b: f"checked_add({a}, {b}, overflow_flag)")
 
 
 def c_string(text: str) -> str:

@@ -19,21 +19,8 @@ from .irgen import i64
 def emit_size(b: ir.IRBuilder, size, dims: ir.Value | None, symbols: tuple) -> ir.Value:
     """`size` (an int or a symbolic Expr) as an i64; `dims` points at the symbols' values (in the
     order of `symbols`) and may be None when `size` is an int."""
-    if not isinstance(size, symbolic.Expr):
-        return i64(size)
-    total = None
-    for monomial, coefficient in size.terms:
-        term = i64(coefficient)
-        for atom in monomial:
-            term = b.mul(term, _atom(b, atom, dims, symbols))
-        total = term if total is None else b.add(total, term)
-    return total
-
-
-def _atom(b: ir.IRBuilder, atom, dims: ir.Value, symbols: tuple) -> ir.Value:
-    if isinstance(atom, symbolic.Dim):
-        return b.load(b.gep(dims, [i64(symbols.index(atom.name))]), name=atom.name)
-    return floor_div(b, emit_size(b, atom.inner, dims, symbols), atom.divisor)
+    return symbolic.fold(size, i64, lambda dim: b.load(b.gep(dims, [i64(symbols.index(dim.name))]), name=dim.name),
+                         lambda inner, k: floor_div(b, inner, k), b.mul, b.add)
 
 
 def floor_div(b: ir.IRBuilder, x: ir.Value, divisor: int) -> ir.Value:

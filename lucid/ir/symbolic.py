@@ -57,6 +57,7 @@ from __future__ import annotations
 import ast
 import keyword
 import math
+import operator
 import numbers
 import threading
 from contextlib import contextmanager
@@ -454,34 +455,43 @@ def free_symbols(x) -> frozenset:
     return frozenset(found)
 
 
+def fold(x, number, symbol, floor_div, times, plus):
+    """A size (an int or an Expr) rebuilt in another form from its canonical terms: `number(k)` for
+    an int (a constant, a coefficient), `symbol(dim)`, `floor_div(inner, k)` of an atom's folded
+    inner size, `times(a, b)` and `plus(a, b)` (each term is its coefficient times its atoms, left to
+    right, and the terms are added in order). Evaluation, and the Python, C and LLVM forms of a size,
+    are folds."""
+    if not isinstance(x, Expr):
+        return number(int(x))
+    total = None
+    for monomial, coeff in x.terms:
+        term = number(coeff)
+        for atom in monomial:
+            term = times(term, symbol(atom) if isinstance(atom, Dim) else
+                         floor_div(fold(atom.inner, number, symbol, floor_div, times, plus), atom.divisor))
+        total = term if total is None else plus(total, term)
+    return number(0) if total is None else total
+
+
 def evaluate(x, sizes: dict):
     """The int value of a size (or each size of a tuple) with symbols named in `sizes` (name -> int)."""
     if isinstance(x, tuple):
         return tuple(evaluate(v, sizes) for v in x)
     if not isinstance(x, Expr):
-        return x
-    total = 0
-    for monomial, coeff in x.terms:
-        value = coeff
-        for atom in monomial:
-            if isinstance(atom, Dim):
-                if atom.name not in sizes:
-                    raise ShapeError(f"no size given for the symbolic dimension {atom.name}")
-                value *= int(sizes[atom.name])
-            else:
-                value *= evaluate(atom.inner, sizes) // atom.divisor
-        total += value
-    return total
+        return x                                  # any other value (an attribute's bool...) as it is
+
+    def value_of(dim: Dim) -> int:
+        if dim.name not in sizes:
+            raise ShapeError(f"no size given for the symbolic dimension {dim.name}")
+        return int(sizes[dim.name])
+
+    return fold(x, int, value_of, operator.floordiv, operator.mul, operator.add)
 
 
 def python_source(x) -> str:
     """Python expression text computing a size (an int or an Expr) from its symbols' names."""
-    if not isinstance(x, Expr):
-        return str(int(x))
-    terms = ["*".join([str(coeff)] + [atom.name if isinstance(atom, Dim) else
-                                      f"(({python_source(atom.inner)}) // {atom.divisor})" for atom in monomial])
-             for monomial, coeff in x.terms]
-    return f"({' + '.join(terms)})" if terms else "0"
+    return fold(x, str, lambda dim: dim.name, lambda inner, k: f"(({inner}) // {k})",
+                lambda a, b: f"{a}*{b}", lambda a, b: f"({a} + {b})")
 
 
 def evaluator(sizes: list, names: tuple):
