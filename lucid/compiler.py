@@ -37,9 +37,9 @@ until a call of the same ranks and dtypes comes with other sizes: then the axes 
 symbolic and that variant serves every later size that fits it. If the graph cannot be compiled
 for symbolic sizes (an operator whose lowering needs concrete ones, model code needing a number),
 the call goes on with static variants, and the reason is logged once (`LUCID_LOG=compile`) and kept
-in `stats()["static_reason"]` (a log line, not a warning: until every family takes run-time extents,
-most conv models are in that case); sizes outside a symbolic variant's constraints get a static
-variant too.
+in `stats()["static_reason"]` (a log line, not a warning: model code needing a number is an
+ordinary way to write a model); sizes outside a symbolic variant's constraints get a static variant
+too.
 `dynamic=False` compiles every signature for its sizes.
 """
 from __future__ import annotations
