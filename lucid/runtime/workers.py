@@ -52,6 +52,7 @@ POOL_WORDS = POOL_CONTEXTS + CONTEXT_WORDS * MAX_WORKERS
 SLOT_NONE, SLOT_IDLE, SLOT_CLAIMED, SLOT_BUSY, SLOT_ASLEEP = range(5)
 SHORT_SPIN_NANOSECONDS = 200_000            # how long an idle worker checks for the next job before it sleeps,
 LONG_SPIN_NANOSECONDS = 1_000_000           # or after a job that came this soon after the one before
+WORKER_THREAD_NAME = "lucid-pool"                # what a worker thread is called (comm)
 SYS_FUTEX, CLOCK_MONOTONIC = 202, 1         # x86-64 Linux
 FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 128, 129
 
@@ -85,6 +86,7 @@ def _emit_pool_worker(module: ir.Module) -> ir.Function:
     context = b.bitcast(fn.args[0], I64.as_pointer())
     pool = b.inttoptr(b.load(context), I64.as_pointer())
     slot = _word(b, pool, b.add(i64(POOL_SLOTS), b.load(b.gep(context, [i64(1)]))))
+    _name_this_thread(b, WORKER_THREAD_NAME)
     pinned = b.alloca(I64)                                      # the CPU mask applied
     b.store(i64(0), pinned)
     _follow_cpu_mask(b, context, pinned)
@@ -123,6 +125,18 @@ def _emit_pool_worker(module: ir.Module) -> ir.Function:
     b.atomic_rmw("sub", _word(b, pool, POOL_LIVE), i64(1), "acq_rel")
     b.ret(ir.Constant(I8P, None))
     return fn
+
+
+def _name_this_thread(b: ir.IRBuilder, name: str) -> None:
+    """pthread_setname_np(pthread_self(), name): the worker shows by name in top, gdb and
+    /proc/<pid>/task/<tid>/comm (at most 15 bytes)."""
+    text = bytearray(name.encode("ascii") + b"\0")
+    constant = ir.Constant(ir.ArrayType(ir.IntType(8), len(text)), text)
+    variable = ir.GlobalVariable(b.module, constant.type, name="lucid_pool_thread_name")
+    variable.global_constant, variable.linkage, variable.initializer = True, "internal", constant
+    self_id = b.call(intrinsic(b.module, "pthread_self", I64, []), [])
+    setname = intrinsic(b.module, "pthread_setname_np", I32, [I64, I8P])
+    b.call(setname, [self_id, b.bitcast(variable, I8P)])
 
 
 def _choose_spin(b: ir.IRBuilder, gap, spin) -> None:

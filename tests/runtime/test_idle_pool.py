@@ -1,8 +1,9 @@
 """The worker pool between calls (lucid/runtime/workers.py): it spins briefly, then sleeps.
 
 Checked, with two threads per call, for `lucid.compile` and for an exported library: the CPU the
-process uses while the caller sleeps between calls stays far below what the old pool's 13 ms spin
-used (a bound that a loaded machine cannot break: CPU time cannot grow while threads sleep); paused
+caller and the pool's workers use while the caller sleeps between calls stays far below what the old
+pool's 13 ms spin used (a bound that a loaded machine cannot break: CPU time cannot grow while threads
+sleep; the process's other threads, such as pytest-xdist's, are not counted); paused
 calls keep their worker (no thread started per call) and give eager's results; two Python threads
 calling at once neither hang nor get wrong results. In a fresh process: the worker is asleep
 (state S in /proc) between calls, a forked child runs compiled code on a pool of its own, and after
@@ -11,7 +12,6 @@ calling at once neither hang nor get wrong results. In a fresh process: the work
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -26,6 +26,7 @@ import pytest
 import lucid
 import lucid.nn as nn
 import lucid.runtime
+from lucid.runtime.workers import WORKER_THREAD_NAME
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SHAPE = (2, 8, 16, 16, 16)          # above SERIAL_FLOPS: the calls use the pool
@@ -71,9 +72,28 @@ def two_threads(monkeypatch):
     monkeypatch.setenv("LUCID_NUM_THREADS", "2")
 
 
+def pool_workers() -> list[str]:
+    """The thread ids of this process's pool workers (every pool names its threads)."""
+    named = []
+    for tid in tasks():
+        try:
+            if Path(f"/proc/self/task/{tid}/comm").read_text().strip() == WORKER_THREAD_NAME:
+                named.append(tid)
+        except OSError:                 # the thread ended meanwhile
+            pass
+    return named
+
+
 def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """CPU used by this thread and every pool worker, in nanosecond units (schedstat): not the whole
+    process, whose other threads (pytest-xdist's message thread, say) may work while this one sleeps."""
+    on_cpu = 0
+    for tid in pool_workers():
+        try:
+            on_cpu += int(Path(f"/proc/self/task/{tid}/schedstat").read_text().split()[0])
+        except OSError:
+            pass
+    return on_cpu * 1e-9 + time.thread_time()
 
 
 def tasks() -> set[str]:
@@ -84,6 +104,7 @@ def paused_calls(call, x: np.ndarray) -> tuple[float, list[np.ndarray], set[str]
     """CPU seconds used while sleeping between PAUSED_CALLS calls, the outputs, and the threads that
     appeared after the first call."""
     outputs = [call(x)]
+    assert pool_workers(), "no thread named after the pool: the call did not use a pool worker"
     known, idle = tasks(), 0.0
     for _ in range(PAUSED_CALLS):
         before = cpu_seconds()
