@@ -203,19 +203,7 @@ def base(tmp_path_factory) -> Path:
     return folder
 
 
-def damaged_copy(base: Path, tmp_path: Path) -> Path:
-    cache = tmp_path / "cache"
-    shutil.copytree(base / "base", cache)
-    return cache
-
-
-def assert_rebuilt_with_one_warning(cache: Path, names=("A",), mentions: str = "") -> dict:
-    report = run_self("check", cache, *names)[-1]
-    assert_one_warning(report, cache, mentions)
-    return report
-
-
-def assert_one_warning(report: dict, cache: Path, mentions: str = "") -> None:
+def assert_rebuilt_with_one_warning(report: dict, cache: Path, mentions: str = "") -> None:
     """A check of `cache` gave correct results, one warning naming the entry (and `mentions`) in its
     first run, and found the rebuilt entry intact in its second."""
     first, second = report["first"], report["second"]
@@ -301,21 +289,26 @@ def test_every_damage_is_rebuilt_in_a_fresh_process_with_one_warning(base, tmp_p
     for caches, lines in zip(halves, reports):
         assert len(lines) == len(caches)
         for cache, report in zip(caches, lines):
-            assert_one_warning(report, cache)
+            assert_rebuilt_with_one_warning(report, cache)
 
 
 def test_a_manifest_of_another_target_is_never_executed(base, tmp_path):
-    cache = damaged_copy(base, tmp_path)
+    """A's manifest replaced by the other target's (whose objects are copied beside A's): copied over,
+    it fails the seal; re-sealed as A's, the target check. One fresh process checks both copies."""
     other = next((base / "other-target" / "graphs").glob("*.json"))
-    path = manifests(cache)["A"]
-    shutil.copytree(base / "other-target" / "objects", cache / "objects", dirs_exist_ok=True)
+    copied, resealed = tmp_path / "copied", tmp_path / "resealed"
+    for cache in (copied, resealed):
+        shutil.copytree(base / "base", cache)
+        shutil.copytree(base / "other-target" / "objects", cache / "objects", dirs_exist_ok=True)
+    path = manifests(copied)["A"]
     path.write_bytes(other.read_bytes())                        # copied over: fails the seal
-    assert_rebuilt_with_one_warning(cache, mentions="SHA-256 seal")
     manifest = json.loads(body_of(other))
     manifest["key"] = path.stem
-    reseal(path, path.stem, manifest)                           # re-sealed as A's: fails the target check
-    report = assert_rebuilt_with_one_warning(cache, mentions="built for another target")
-    assert "x86-64-v2" in report["first"]["warnings"][0]
+    reseal(resealed / "graphs" / path.name, path.stem, manifest)   # re-sealed as A's: fails the target check
+    seal_check, target_check = run_self("check-many", copied, resealed)
+    assert_rebuilt_with_one_warning(seal_check, copied, mentions="SHA-256 seal")
+    assert_rebuilt_with_one_warning(target_check, resealed, mentions="built for another target")
+    assert "x86-64-v2" in target_check["first"]["warnings"][0]
 
 
 def test_processes_filling_one_cache_at_once_see_whole_entries(tmp_path):
