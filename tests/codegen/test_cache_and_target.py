@@ -10,11 +10,11 @@ process runs the base script again, then the changed graphs and the new weights,
 of the first process's cache (each compile reads its entry from disk, as a fresh process would; its
 counters are its own).
 
-Target: in subprocesses with LUCID_CPU=x86-64-v3 (AVX2, 8 float lanes) and x86-64-v2 (SSE4.2, 4
+Target: in a subprocess with LUCID_CPU=x86-64-v3 (AVX2, 8 float lanes), then x86-64-v2 (SSE4.2, 4
 lanes), a graph of convolutions, a transposed convolution, pools, elementwise chains and their
 gradients (conv_weight_grad, max_pool_grad...) gives the interpreter's results in float32 and float64,
-so no kernel assumes AVX-512 (checked in the machine code too when objdump is installed). Those
-subprocesses use the shared test cache (tests/conftest.py), so they are cheap once warm.
+so no kernel assumes AVX-512 (checked in the machine code too when objdump is installed). That
+subprocess uses the shared test cache (tests/conftest.py), so it is cheap once warm.
 """
 from __future__ import annotations
 
@@ -82,9 +82,11 @@ for argument in sys.argv[1:]:
 '''
 
 # Convolutions (12 and 20 output channels: whole vector blocks plus a remainder), a transposed
-# convolution, pools, an elementwise chain, and all their gradients; float32 and float64.
+# convolution, pools, an elementwise chain, and all their gradients; float32 and float64. Each argument
+# `cpu=folder` compiles and runs them for LUCID_CPU=cpu (no extra features), writes the object code to
+# the folder and prints a JSON report.
 TARGET_SCRIPT = r'''
-import json, pathlib, sys
+import json, os, pathlib, sys
 import numpy as np
 import lucid
 import lucid.nn.functional as F
@@ -107,28 +109,34 @@ def model(x, w, b, wt, bt):
     u = F.conv_transpose3d(p, wt, bt, stride=2)
     return (u.sigmoid() * 2.0 - u.tanh()).exp().sum(axis=1) + x[:, 0]
 
-shapes = [(2, 3, 4, 6, 6), (12, 3, 3, 3, 3), (12,), (12, 20, 2, 2, 2), (20,)]
-rng = np.random.default_rng(0)
-errors, ops = {}, set()
-for dtype in ("float32", "float64"):
-    graph = lucid.trace(model, *(lucid.spec(*s, dtype=getattr(lucid, dtype)) for s in shapes))
-    joint = autodiff.run(graph, wrt=[v.name for v in graph.inputs])
-    joint = dead_code.run(fusion.run(PassManager("simplify").run(joint)))
-    ops |= {n.op for n in joint.nodes}
-    arrays = [(rng.standard_normal(s) * 0.5).astype(dtype) for s in shapes]
-    arrays.append(rng.standard_normal(graph.outputs[0].shape).astype(dtype))
-    expected = lucid.ir.run(joint, *arrays)
-    executable = Executable(memory_planning.run(joint))
-    errors[dtype] = []
-    for threads in (1, 2):
-        got = executable(*arrays, threads=threads)
-        errors[dtype] += [float(np.abs(g - e).max() / (np.abs(e).max() + 1e-30)) for g, e in zip(got, expected)]
-out = pathlib.Path(sys.argv[1])
-for k, code in enumerate(codes):
-    (out / f"object{k}.o").write_bytes(code)
-t = host()
-print(json.dumps({"cpu": t.cpu, "features": t.features, "lanes": t.vector_floats, "errors": errors,
-                  "ops": sorted(ops), "objects": len(codes)}))
+def report(out):
+    shapes = [(2, 3, 4, 6, 6), (12, 3, 3, 3, 3), (12,), (12, 20, 2, 2, 2), (20,)]
+    rng = np.random.default_rng(0)
+    errors, ops = {}, set()
+    codes.clear()
+    for dtype in ("float32", "float64"):
+        graph = lucid.trace(model, *(lucid.spec(*s, dtype=getattr(lucid, dtype)) for s in shapes))
+        joint = autodiff.run(graph, wrt=[v.name for v in graph.inputs])
+        joint = dead_code.run(fusion.run(PassManager("simplify").run(joint)))
+        ops |= {n.op for n in joint.nodes}
+        arrays = [(rng.standard_normal(s) * 0.5).astype(dtype) for s in shapes]
+        arrays.append(rng.standard_normal(graph.outputs[0].shape).astype(dtype))
+        expected = lucid.ir.run(joint, *arrays)
+        executable = Executable(memory_planning.run(joint))
+        errors[dtype] = []
+        for threads in (1, 2):
+            got = executable(*arrays, threads=threads)
+            errors[dtype] += [float(np.abs(g - e).max() / (np.abs(e).max() + 1e-30)) for g, e in zip(got, expected)]
+    for k, code in enumerate(codes):
+        (out / f"object{k}.o").write_bytes(code)
+    t = host()
+    return {"cpu": t.cpu, "features": t.features, "lanes": t.vector_floats, "errors": errors,
+            "ops": sorted(ops), "objects": len(codes)}
+
+for argument in sys.argv[1:]:
+    cpu, _, folder = argument.partition("=")
+    os.environ["LUCID_CPU"], os.environ["LUCID_CPU_FEATURES"] = cpu, ""
+    print(json.dumps(report(pathlib.Path(folder))), flush=True)
 '''
 
 
@@ -377,12 +385,23 @@ def registers_used(directory: pathlib.Path, registers: tuple) -> list:
     return found
 
 
+NARROWER_TARGETS = [("x86-64-v3", 8, "ymm", ("zmm",)), ("x86-64-v2", 4, "xmm", ("ymm", "zmm"))]
+
+
+@pytest.fixture(scope="module")
+def narrower_target_runs(tmp_path_factory) -> dict:
+    """{cpu: (its report, the folder of its object code)}: one fresh process compiling for each of
+    NARROWER_TARGETS in turn."""
+    folders = {cpu: tmp_path_factory.mktemp(cpu) for cpu, *_ in NARROWER_TARGETS}
+    reports = run_script(TARGET_SCRIPT, *(f"{cpu}={folder}" for cpu, folder in folders.items()))
+    return {cpu: (report, folders[cpu]) for cpu, report in zip(folders, reports, strict=True)}
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux") or os.uname().machine != "x86_64",
                     reason="x86-64 targets")
-@pytest.mark.parametrize("cpu, lanes, widest, forbidden", [("x86-64-v3", 8, "ymm", ("zmm",)),
-                                                         ("x86-64-v2", 4, "xmm", ("ymm", "zmm"))])
-def test_narrower_targets_match_the_interpreter(tmp_path, cpu, lanes, widest, forbidden):
-    [report] = run_script(TARGET_SCRIPT, tmp_path, env={"LUCID_CPU": cpu, "LUCID_CPU_FEATURES": ""})
+@pytest.mark.parametrize("cpu, lanes, widest, forbidden", NARROWER_TARGETS)
+def test_narrower_targets_match_the_interpreter(narrower_target_runs, cpu, lanes, widest, forbidden):
+    report, folder = narrower_target_runs[cpu]
     assert report["cpu"] == cpu and report["lanes"] == lanes
     for op in ("conv", "conv_transpose", "conv_weight_grad", "max_pool", "max_pool_grad", "avg_pool",
                "avg_pool_grad", "fused"):
@@ -391,6 +410,6 @@ def test_narrower_targets_match_the_interpreter(tmp_path, cpu, lanes, widest, fo
         assert max(report["errors"][dtype]) < tolerance, (dtype, report["errors"][dtype])
     assert report["objects"] > 0
     if disassembler() is not None:
-        assert registers_used(tmp_path, (widest,)), f"{cpu} code uses no {widest} registers"
-        bad = registers_used(tmp_path, forbidden)
+        assert registers_used(folder, (widest,)), f"{cpu} code uses no {widest} registers"
+        bad = registers_used(folder, forbidden)
         assert not bad, f"{cpu} code uses {forbidden} registers: {bad}"
