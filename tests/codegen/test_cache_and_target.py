@@ -397,6 +397,7 @@ def narrower_target_runs(tmp_path_factory) -> dict:
     return {cpu: (report, folders[cpu]) for cpu, report in zip(folders, reports, strict=True)}
 
 
+@pytest.mark.long_running      # the fixture compiles the graphs for both targets in a subprocess
 @pytest.mark.skipif(not sys.platform.startswith("linux") or os.uname().machine != "x86_64",
                     reason="x86-64 targets")
 @pytest.mark.parametrize("cpu, lanes, widest, forbidden", NARROWER_TARGETS)
