@@ -5,13 +5,16 @@ Cache: a second process running the same graphs compiles nothing and gets the sa
 graph (other weight shapes, an extra operator, another constant) is never served a stale object; new
 weight values reuse the cached code (weights are read at call time); damaged cache files are reported
 (a CacheWarning) and rebuilt, never crashed on (test_cache_damage.py damages them in every way); an unusable cache directory only costs compilations. Each subprocess test
-uses its own fresh LUCID_CACHE_DIR (a tmp dir), so these always compile a few tiny graphs.
+uses its own fresh LUCID_CACHE_DIR (a tmp dir), so these always compile a few tiny graphs. One second
+process runs the base script again, then the changed graphs and the new weights, each on its own copy
+of the first process's cache (each compile reads its entry from disk, as a fresh process would; its
+counters are its own).
 
-Target: in subprocesses with LUCID_CPU=x86-64-v3 (AVX2, 8 float lanes) and x86-64-v2 (SSE4.2, 4
+Target: in a subprocess with LUCID_CPU=x86-64-v3 (AVX2, 8 float lanes), then x86-64-v2 (SSE4.2, 4
 lanes), a graph of convolutions, a transposed convolution, pools, elementwise chains and their
 gradients (conv_weight_grad, max_pool_grad...) gives the interpreter's results in float32 and float64,
-so no kernel assumes AVX-512 (checked in the machine code too when objdump is installed). Those
-subprocesses use the shared test cache (tests/conftest.py), so they are cheap once warm.
+so no kernel assumes AVX-512 (checked in the machine code too when objdump is installed). That
+subprocess uses the shared test cache (tests/conftest.py), so it is cheap once warm.
 """
 from __future__ import annotations
 
@@ -35,44 +38,55 @@ from lucid.passes import PassManager, dead_code, fusion, memory_planning
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
-# A small model compiled for inference (eval, no grad) and for training (input grad, backward).
+# A small model compiled for inference (eval, no grad) and for training (input grad, backward). Each
+# argument is a variant, or `variant=cache folder` to run it on that LUCID_CACHE_DIR; one JSON report
+# per variant, its counters counting only its own compiles and loads.
 CACHE_SCRIPT = r'''
-import json, sys
+import json, os, sys
 import numpy as np
 import lucid, lucid.nn as nn
 from lucid.codegen import cache, jit
 from lucid.codegen.cache import CacheWarning
 
-variant = sys.argv[1]
-lucid.manual_seed(2 if variant == "reseeded" else 1)
-channels = 3 if variant == "wide" else 2
-layers = [nn.Conv3d(1, channels, 3, padding=1), nn.ReLU(), nn.MaxPool3d(2)]
-if variant == "extra":
-    layers.append(nn.Sigmoid())
-model = nn.Sequential(*layers)
-scale = 3.0 if variant == "constant" else 2.0
-fn = lambda x: model(x) * scale
-x_data = np.random.default_rng(0).standard_normal((1, 1, 4, 4, 4)).astype(np.float32)
-compiled = lucid.compile(fn)
-with lucid.no_grad():
-    inference, expected = compiled(lucid.Tensor(x_data)).numpy(), fn(lucid.Tensor(x_data)).numpy()
-grads = []
-for f in (compiled, fn):
-    x = lucid.Tensor(x_data, requires_grad=True)
-    f(x).sum().backward()
-    grads.append(x.grad.numpy())
-print(json.dumps({
-    "counters": jit.COUNTERS,
-    "inference": inference.tolist(),
-    "input_grad": grads[0].tolist(),
-    "error": max(float(np.abs(inference - expected).max()), float(np.abs(grads[0] - grads[1]).max())),
-}))
+def report(variant):
+    before = dict(jit.COUNTERS)
+    lucid.manual_seed(2 if variant == "reseeded" else 1)
+    channels = 3 if variant == "wide" else 2
+    layers = [nn.Conv3d(1, channels, 3, padding=1), nn.ReLU(), nn.MaxPool3d(2)]
+    if variant == "extra":
+        layers.append(nn.Sigmoid())
+    model = nn.Sequential(*layers)
+    scale = 3.0 if variant == "constant" else 2.0
+    fn = lambda x: model(x) * scale
+    x_data = np.random.default_rng(0).standard_normal((1, 1, 4, 4, 4)).astype(np.float32)
+    compiled = lucid.compile(fn)
+    with lucid.no_grad():
+        inference, expected = compiled(lucid.Tensor(x_data)).numpy(), fn(lucid.Tensor(x_data)).numpy()
+    grads = []
+    for f in (compiled, fn):
+        x = lucid.Tensor(x_data, requires_grad=True)
+        f(x).sum().backward()
+        grads.append(x.grad.numpy())
+    return {
+        "counters": {name: jit.COUNTERS[name] - count for name, count in before.items()},
+        "inference": inference.tolist(),
+        "input_grad": grads[0].tolist(),
+        "error": max(float(np.abs(inference - expected).max()), float(np.abs(grads[0] - grads[1]).max())),
+    }
+
+for argument in sys.argv[1:]:
+    variant, _, folder = argument.partition("=")
+    if folder:
+        os.environ["LUCID_CACHE_DIR"] = folder
+    print(json.dumps(report(variant)), flush=True)
 '''
 
 # Convolutions (12 and 20 output channels: whole vector blocks plus a remainder), a transposed
-# convolution, pools, an elementwise chain, and all their gradients; float32 and float64.
+# convolution, pools, an elementwise chain, and all their gradients; float32 and float64. Each argument
+# `cpu=folder` compiles and runs them for LUCID_CPU=cpu (no extra features), writes the object code to
+# the folder and prints a JSON report.
 TARGET_SCRIPT = r'''
-import json, pathlib, sys
+import json, os, pathlib, sys
 import numpy as np
 import lucid
 import lucid.nn.functional as F
@@ -95,32 +109,39 @@ def model(x, w, b, wt, bt):
     u = F.conv_transpose3d(p, wt, bt, stride=2)
     return (u.sigmoid() * 2.0 - u.tanh()).exp().sum(axis=1) + x[:, 0]
 
-shapes = [(2, 3, 4, 6, 6), (12, 3, 3, 3, 3), (12,), (12, 20, 2, 2, 2), (20,)]
-rng = np.random.default_rng(0)
-errors, ops = {}, set()
-for dtype in ("float32", "float64"):
-    graph = lucid.trace(model, *(lucid.spec(*s, dtype=getattr(lucid, dtype)) for s in shapes))
-    joint = autodiff.run(graph, wrt=[v.name for v in graph.inputs])
-    joint = dead_code.run(fusion.run(PassManager("simplify").run(joint)))
-    ops |= {n.op for n in joint.nodes}
-    arrays = [(rng.standard_normal(s) * 0.5).astype(dtype) for s in shapes]
-    arrays.append(rng.standard_normal(graph.outputs[0].shape).astype(dtype))
-    expected = lucid.ir.run(joint, *arrays)
-    executable = Executable(memory_planning.run(joint))
-    errors[dtype] = []
-    for threads in (1, 2):
-        got = executable(*arrays, threads=threads)
-        errors[dtype] += [float(np.abs(g - e).max() / (np.abs(e).max() + 1e-30)) for g, e in zip(got, expected)]
-out = pathlib.Path(sys.argv[1])
-for k, code in enumerate(codes):
-    (out / f"object{k}.o").write_bytes(code)
-t = host()
-print(json.dumps({"cpu": t.cpu, "features": t.features, "lanes": t.vector_floats, "errors": errors,
-                  "ops": sorted(ops), "objects": len(codes)}))
+def report(out):
+    shapes = [(2, 3, 4, 6, 6), (12, 3, 3, 3, 3), (12,), (12, 20, 2, 2, 2), (20,)]
+    rng = np.random.default_rng(0)
+    errors, ops = {}, set()
+    codes.clear()
+    for dtype in ("float32", "float64"):
+        graph = lucid.trace(model, *(lucid.spec(*s, dtype=getattr(lucid, dtype)) for s in shapes))
+        joint = autodiff.run(graph, wrt=[v.name for v in graph.inputs])
+        joint = dead_code.run(fusion.run(PassManager("simplify").run(joint)))
+        ops |= {n.op for n in joint.nodes}
+        arrays = [(rng.standard_normal(s) * 0.5).astype(dtype) for s in shapes]
+        arrays.append(rng.standard_normal(graph.outputs[0].shape).astype(dtype))
+        expected = lucid.ir.run(joint, *arrays)
+        executable = Executable(memory_planning.run(joint))
+        errors[dtype] = []
+        for threads in (1, 2):
+            got = executable(*arrays, threads=threads)
+            errors[dtype] += [float(np.abs(g - e).max() / (np.abs(e).max() + 1e-30)) for g, e in zip(got, expected)]
+    for k, code in enumerate(codes):
+        (out / f"object{k}.o").write_bytes(code)
+    t = host()
+    return {"cpu": t.cpu, "features": t.features, "lanes": t.vector_floats, "errors": errors,
+            "ops": sorted(ops), "objects": len(codes)}
+
+for argument in sys.argv[1:]:
+    cpu, _, folder = argument.partition("=")
+    os.environ["LUCID_CPU"], os.environ["LUCID_CPU_FEATURES"] = cpu, ""
+    print(json.dumps(report(pathlib.Path(folder))), flush=True)
 '''
 
 
-def run_script(script: str, *args, env: dict | None = None, cache: pathlib.Path | None = None) -> dict:
+def run_script(script: str, *args, env: dict | None = None, cache: pathlib.Path | None = None) -> list[dict]:
+    """The JSON reports `script` printed (one a line), run in a fresh process with `args`."""
     environment = dict(os.environ)
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), environment.get("PYTHONPATH")]))
     environment.update(env or {})
@@ -129,7 +150,7 @@ def run_script(script: str, *args, env: dict | None = None, cache: pathlib.Path 
     result = subprocess.run([sys.executable, "-c", script, *map(str, args)], env=environment,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"subprocess failed:\n{result.stdout}\n{result.stderr}"
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
 
 def cache_files(cache: pathlib.Path) -> list[pathlib.Path]:
@@ -141,16 +162,30 @@ def cache_files(cache: pathlib.Path) -> list[pathlib.Path]:
 def warm_cache(tmp_path_factory):
     """A fresh cache filled by one process running the base script: (cache dir, its report)."""
     cache = tmp_path_factory.mktemp("lucid-cache")
-    first = run_script(CACHE_SCRIPT, "base", cache=cache)
+    [first] = run_script(CACHE_SCRIPT, "base", cache=cache)
     return cache, first
 
 
-def test_second_process_compiles_nothing(warm_cache):
+@pytest.fixture(scope="module")
+def second_process(warm_cache, tmp_path_factory) -> dict:
+    """{variant: its report} from one second process: the base script again on the warm cache, then
+    each variant on its own copy of the warm cache (left as the first process wrote it)."""
+    cache, _ = warm_cache
+    arguments = ["base"]
+    for variant in ("reseeded", "wide", "extra", "constant"):
+        own = tmp_path_factory.mktemp(f"cache-{variant}")
+        shutil.copytree(cache, own, dirs_exist_ok=True)
+        arguments.append(f"{variant}={own}")
+    reports = run_script(CACHE_SCRIPT, *arguments, cache=cache)
+    return dict(zip([argument.partition("=")[0] for argument in arguments], reports, strict=True))
+
+
+def test_second_process_compiles_nothing(warm_cache, second_process):
     cache, first = warm_cache
     assert first["counters"]["compiled"] > 0
     assert first["error"] < 1e-5
     assert cache_files(cache), "the first process wrote nothing to LUCID_CACHE_DIR"
-    second = run_script(CACHE_SCRIPT, "base", cache=cache)
+    second = second_process["base"]
     assert second["counters"]["compiled"] == 0, second["counters"]
     assert second["counters"]["loaded"] > 0
     assert second["inference"] == first["inference"]
@@ -159,23 +194,19 @@ def test_second_process_compiles_nothing(warm_cache):
 
 
 @pytest.mark.parametrize("variant", ["wide", "extra", "constant"])
-def test_changed_graph_is_not_served_a_stale_object(warm_cache, tmp_path, variant):
+def test_changed_graph_is_not_served_a_stale_object(warm_cache, second_process, variant):
     """Other weight shapes, an extra operator, another constant: new code, correct results."""
-    cache, first = warm_cache
-    own = tmp_path / "cache"
-    shutil.copytree(cache, own)                # leave the shared warm cache as it was
-    report = run_script(CACHE_SCRIPT, variant, cache=own)
+    _, first = warm_cache
+    report = second_process[variant]
     assert report["counters"]["compiled"] > 0, report["counters"]
     assert report["error"] < 1e-5
     assert report["inference"] != first["inference"]
 
 
-def test_new_weight_values_reuse_the_cached_code(warm_cache, tmp_path):
-    cache, first = warm_cache
-    own = tmp_path / "cache"
-    shutil.copytree(cache, own)
-    report = run_script(CACHE_SCRIPT, "reseeded", cache=own)
-    assert report["counters"]["compiled"] == 0
+def test_new_weight_values_reuse_the_cached_code(warm_cache, second_process):
+    _, first = warm_cache
+    report = second_process["reseeded"]
+    assert report["counters"]["compiled"] == 0 and report["counters"]["loaded"] > 0, report["counters"]
     assert report["error"] < 1e-5                          # results of the new weights
     assert report["inference"] != first["inference"]
 
@@ -354,12 +385,24 @@ def registers_used(directory: pathlib.Path, registers: tuple) -> list:
     return found
 
 
+NARROWER_TARGETS = [("x86-64-v3", 8, "ymm", ("zmm",)), ("x86-64-v2", 4, "xmm", ("ymm", "zmm"))]
+
+
+@pytest.fixture(scope="module")
+def narrower_target_runs(tmp_path_factory) -> dict:
+    """{cpu: (its report, the folder of its object code)}: one fresh process compiling for each of
+    NARROWER_TARGETS in turn."""
+    folders = {cpu: tmp_path_factory.mktemp(cpu) for cpu, *_ in NARROWER_TARGETS}
+    reports = run_script(TARGET_SCRIPT, *(f"{cpu}={folder}" for cpu, folder in folders.items()))
+    return {cpu: (report, folders[cpu]) for cpu, report in zip(folders, reports, strict=True)}
+
+
+@pytest.mark.long_running      # the fixture compiles the graphs for both targets in a subprocess
 @pytest.mark.skipif(not sys.platform.startswith("linux") or os.uname().machine != "x86_64",
                     reason="x86-64 targets")
-@pytest.mark.parametrize("cpu, lanes, widest, forbidden", [("x86-64-v3", 8, "ymm", ("zmm",)),
-                                                         ("x86-64-v2", 4, "xmm", ("ymm", "zmm"))])
-def test_narrower_targets_match_the_interpreter(tmp_path, cpu, lanes, widest, forbidden):
-    report = run_script(TARGET_SCRIPT, tmp_path, env={"LUCID_CPU": cpu, "LUCID_CPU_FEATURES": ""})
+@pytest.mark.parametrize("cpu, lanes, widest, forbidden", NARROWER_TARGETS)
+def test_narrower_targets_match_the_interpreter(narrower_target_runs, cpu, lanes, widest, forbidden):
+    report, folder = narrower_target_runs[cpu]
     assert report["cpu"] == cpu and report["lanes"] == lanes
     for op in ("conv", "conv_transpose", "conv_weight_grad", "max_pool", "max_pool_grad", "avg_pool",
                "avg_pool_grad", "fused"):
@@ -368,6 +411,6 @@ def test_narrower_targets_match_the_interpreter(tmp_path, cpu, lanes, widest, fo
         assert max(report["errors"][dtype]) < tolerance, (dtype, report["errors"][dtype])
     assert report["objects"] > 0
     if disassembler() is not None:
-        assert registers_used(tmp_path, (widest,)), f"{cpu} code uses no {widest} registers"
-        bad = registers_used(tmp_path, forbidden)
+        assert registers_used(folder, (widest,)), f"{cpu} code uses no {widest} registers"
+        bad = registers_used(folder, forbidden)
         assert not bad, f"{cpu} code uses {forbidden} registers: {bad}"

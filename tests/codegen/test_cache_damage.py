@@ -4,7 +4,9 @@ A cache holding the entries of two tiny graphs (A and B, which share their convo
 built once by a subprocess. Each case damages a copy of it, then a fresh process (this file run as
 a script, so a crash fails the test instead of killing pytest) runs graph A (or both), compares with
 the interpreter (`lucid.ir.run`), and reports the CacheWarnings it got and what it compiled; a second
-run in that process must find the rebuilt entry intact (no warning, nothing compiled).
+run in that process must find the rebuilt entry intact (no warning, nothing compiled). A process
+may check several damaged copies in turn (`check-many`): every run reads its cache from disk (nothing
+of a cache entry is kept in memory), so each copy is checked as a fresh process would check it.
 
 Cases: a truncated or emptied manifest; a bit flip in each field of a manifest and in its seal; a
 flip in an object's seal and in its code; a truncated object; object files swapped between the two
@@ -194,21 +196,13 @@ def base(tmp_path_factory) -> Path:
     """A cache holding graph A's and B's entries (and graph A built for another CPU, x86-64-v2, in
     `other-target/`)."""
     folder = tmp_path_factory.mktemp("cache-damage")
-    cache = folder / "base"
-    run_self("build", cache)
-    other = folder / "other-target"
-    run_self("build-v2", other)
+    run_self("build", folder / "base", folder / "other-target")
     return folder
 
 
-def damaged_copy(base: Path, tmp_path: Path) -> Path:
-    cache = tmp_path / "cache"
-    shutil.copytree(base / "base", cache)
-    return cache
-
-
-def assert_rebuilt_with_one_warning(cache: Path, names=("A",), mentions: str = "") -> dict:
-    report = run_self("check", cache, *names)[-1]
+def assert_rebuilt_with_one_warning(report: dict, cache: Path, mentions: str = "") -> None:
+    """A check of `cache` gave correct results, one warning naming the entry (and `mentions`) in its
+    first run, and found the rebuilt entry intact in its second."""
     first, second = report["first"], report["second"]
     for run in (first, second):
         assert all(error < 1e-5 for error in run["errors"].values()), run
@@ -217,7 +211,6 @@ def assert_rebuilt_with_one_warning(cache: Path, names=("A",), mentions: str = "
     assert "lucid compile cache: graph entry" in first["warnings"][0] and str(cache) in first["warnings"][0]
     assert mentions in first["warnings"][0], first["warnings"][0]
     assert second["warnings"] == [] and second["compiled"] == 0, second
-    return report
 
 
 def flip_in_field(field: str):
@@ -279,29 +272,40 @@ DAMAGES = [truncate_manifest, empty_manifest, flip_seal, *map(flip_in_field, ["k
 
 
 def test_every_damage_is_rebuilt_in_a_fresh_process_with_one_warning(base, tmp_path):
-    """Each damage case in its own fresh process (two at a time): a correct result, one warning."""
+    """Each damage case on its own copy, checked by two fresh processes at once (half of the copies
+    each): a correct result, one warning."""
     cases = []
     for damage in DAMAGES:
         cache = tmp_path / damage.__name__
         shutil.copytree(base / "base", cache)
         damage(cache)
         cases.append(cache)
+    halves = [cases[0::2], cases[1::2]]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(assert_rebuilt_with_one_warning, cases))
+        reports = list(pool.map(lambda caches: run_self("check-many", *caches), halves))
+    for caches, lines in zip(halves, reports):
+        assert len(lines) == len(caches)
+        for cache, report in zip(caches, lines):
+            assert_rebuilt_with_one_warning(report, cache)
 
 
 def test_a_manifest_of_another_target_is_never_executed(base, tmp_path):
-    cache = damaged_copy(base, tmp_path)
+    """A's manifest replaced by the other target's (whose objects are copied beside A's): copied over,
+    it fails the seal; re-sealed as A's, the target check. One fresh process checks both copies."""
     other = next((base / "other-target" / "graphs").glob("*.json"))
-    path = manifests(cache)["A"]
-    shutil.copytree(base / "other-target" / "objects", cache / "objects", dirs_exist_ok=True)
+    copied, resealed = tmp_path / "copied", tmp_path / "resealed"
+    for cache in (copied, resealed):
+        shutil.copytree(base / "base", cache)
+        shutil.copytree(base / "other-target" / "objects", cache / "objects", dirs_exist_ok=True)
+    path = manifests(copied)["A"]
     path.write_bytes(other.read_bytes())                        # copied over: fails the seal
-    assert_rebuilt_with_one_warning(cache, mentions="SHA-256 seal")
     manifest = json.loads(body_of(other))
     manifest["key"] = path.stem
-    reseal(path, path.stem, manifest)                           # re-sealed as A's: fails the target check
-    report = assert_rebuilt_with_one_warning(cache, mentions="built for another target")
-    assert "x86-64-v2" in report["first"]["warnings"][0]
+    reseal(resealed / "graphs" / path.name, path.stem, manifest)   # re-sealed as A's: fails the target check
+    seal_check, target_check = run_self("check-many", copied, resealed)
+    assert_rebuilt_with_one_warning(seal_check, copied, mentions="SHA-256 seal")
+    assert_rebuilt_with_one_warning(target_check, resealed, mentions="built for another target")
+    assert "x86-64-v2" in target_check["first"]["warnings"][0]
 
 
 def test_processes_filling_one_cache_at_once_see_whole_entries(tmp_path):
@@ -317,22 +321,32 @@ def test_processes_filling_one_cache_at_once_see_whole_entries(tmp_path):
     assert not list(cache.rglob("*.tmp"))
 
 
-@pytest.mark.parametrize("field", sorted(BAD_VALUES))
-def test_resealed_manifests_with_bad_fields_are_refused(base, tmp_path, field):
-    """Behind the seal, every field is checked (a forged or mis-written manifest is not trusted)."""
-    cache = damaged_copy(base, tmp_path)
-    path = manifests(cache)["A"]
+@pytest.fixture(scope="module")
+def resealed_checks(base, tmp_path_factory) -> dict:
+    """{field: [(bad value, its check)]}: A's manifest re-sealed with each bad value of each field of
+    BAD_VALUES, each on its own copy of the base cache, all checked by one fresh process."""
+    folder = tmp_path_factory.mktemp("resealed")
+    path = manifests(base / "base")["A"]
     manifest = json.loads(body_of(path))
-    values = BAD_VALUES[field](manifest)
-    caches = []
-    for k, value in enumerate(values):
-        copy = tmp_path / f"bad{k}"
-        shutil.copytree(cache, copy)
-        reseal(copy / "graphs" / path.name, path.stem, dict(manifest, **{field: value}))
-        caches.append(copy)
-    lines = run_self("check-many", *caches)
-    assert len(lines) == len(values)
-    for value, line in zip(values, lines):
+    cases = []
+    for field in sorted(BAD_VALUES):
+        for k, value in enumerate(BAD_VALUES[field](manifest)):
+            copy = folder / f"{field}{k}"
+            shutil.copytree(base / "base", copy)
+            reseal(copy / "graphs" / path.name, path.stem, dict(manifest, **{field: value}))
+            cases.append((field, value, copy))
+    lines = run_self("check-many", *(copy for _, _, copy in cases))
+    assert len(lines) == len(cases)
+    checks = {field: [] for field in BAD_VALUES}
+    for (field, value, _), line in zip(cases, lines):
+        checks[field].append((value, line))
+    return checks
+
+
+@pytest.mark.parametrize("field", sorted(BAD_VALUES))
+def test_resealed_manifests_with_bad_fields_are_refused(resealed_checks, field):
+    """Behind the seal, every field is checked (a forged or mis-written manifest is not trusted)."""
+    for value, line in resealed_checks[field]:
         first = line["first"]
         assert all(e < 1e-5 for e in first["errors"].values()), (value, first)
         assert len(first["warnings"]) == 1, (value, first["warnings"])
@@ -365,7 +379,8 @@ def test_fuzzed_caches_give_correct_results_or_are_rebuilt(base, tmp_path):
 
 # ============================================================================== script entry point
 def build(cache: str, *, cpu: str | None = None) -> None:
-    """Fill an empty cache with graph A's and B's entries; order.txt lists their keys (A first)."""
+    """Fill an empty cache with graph A's and B's entries (A's alone for another `cpu`); order.txt lists
+    their keys (A first)."""
     if cpu:
         os.environ["LUCID_CPU"], os.environ["LUCID_CPU_FEATURES"] = cpu, ""
     os.environ["LUCID_CACHE_DIR"] = cache
@@ -381,10 +396,9 @@ def build(cache: str, *, cpu: str | None = None) -> None:
 
 if __name__ == "__main__":
     command, *arguments = sys.argv[1:]
-    if command == "build":
+    if command == "build":                    # the base cache, then the other target's
         build(arguments[0])
-    elif command == "build-v2":
-        build(arguments[0], cpu="x86-64-v2")
+        build(arguments[1], cpu="x86-64-v2")
     elif command == "check":
         print(json.dumps(check(arguments[0], arguments[1:] or ["A"])))
     elif command == "check-many":
