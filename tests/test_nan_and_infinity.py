@@ -278,25 +278,33 @@ def winograd_on_small_layers(monkeypatch):
     monkeypatch.setattr(winograd, "WEIGHT_TRANSFORM_CYCLES", 0)
 
 
-@pytest.mark.parametrize("what", ["weight", "input"])
 @pytest.mark.parametrize("case", range(len(CONV_CASES)))
-def test_convolutions_with_values_not_finite(case, what, winograd_on_small_layers):
+def test_convolutions_with_values_not_finite(case, winograd_on_small_layers):
     """A conv multiplies its zero padding by the weights (0 * inf is NaN there, as in PyTorch); a
     transposed conv, and so a conv's input gradient, sums only the products that exist: forward and
     every gradient, eager and compiled (with the kernels named in the case), against PyTorch's
-    native kernels; a transposed conv's output and a conv's input gradient against the NumPy oracle."""
+    native kernels; a transposed conv's output and a conv's input gradient against the NumPy oracle.
+    Each case compiles once and runs with a weight not finite, then with an input not finite."""
     kind, rank, x_shape, w_shape, stride, padding, dilation, groups, output_padding, kernel = CONV_CASES[case]
     dtype = "float64" if case % 3 == 2 else "float32"
-    x, w = conv_case_arrays(case, what, dtype)
     ours, theirs = conv_functions(kind, rank, stride, padding, dilation, groups, output_padding)
+    graph = lucid.trace(ours, spec(np.zeros(x_shape, dtype)), spec(np.zeros(w_shape, dtype)), name="nan_conv")
+    grad = autodiff.run(graph, wrt=[v.name for v in graph.inputs])
+    executable = Executable(memory_planning.run(grad))
+    assert kernel in kernel_labels(executable)
+    for what in ("weight", "input"):
+        check_values_not_finite(case, what, dtype, theirs, grad, executable)
+
+
+def check_values_not_finite(case: int, what: str, dtype: str, theirs, grad, executable) -> None:
+    """Case `case` of CONV_CASES with its `what` not finite: the gradient graph `grad` interpreted
+    and compiled (`executable`) against PyTorch, and against the NumPy oracle."""
+    kind, rank, _, _, stride, padding, dilation, groups, output_padding, _ = CONV_CASES[case]
+    x, w = conv_case_arrays(case, what, dtype)
     with torch_native_convolutions():
         y_shape = tuple(theirs(torch.tensor(x), torch.tensor(w)).shape)
         seed = seed_like(y_shape, dtype, np.random.default_rng(case))
         expected = torch_forward_and_grads(theirs, [x, w], seed)
-    graph = lucid.trace(ours, spec(x), spec(w), name="nan_conv")
-    grad = autodiff.run(graph, wrt=[v.name for v in graph.inputs])
-    executable = Executable(memory_planning.run(grad))
-    assert kernel in kernel_labels(executable)
     with np.errstate(all="ignore"):
         results = {"eager": list(lucid.ir.run(grad, x, w, seed)), "compiled": list(executable(x, w, seed, threads=2))}
     rtol = 1e-4 if dtype == "float32" else 1e-10
@@ -309,7 +317,7 @@ def test_convolutions_with_values_not_finite(case, what, winograd_on_small_layer
             want, index = oracle.conv_nd_vjp(seed.astype(np.float64), x64, w64, None, stride, padding, dilation,
                                              groups)[0], 1
     for mode, outputs in results.items():
-        same_values(outputs[index], want, f"{kind}{rank}d {mode} vs the NumPy oracle", rtol)
+        same_values(outputs[index], want, f"{kind}{rank}d {mode} vs the NumPy oracle, {what} not finite", rtol)
 
 
 def test_transposed_conv_with_an_infinite_weight_and_a_fused_epilogue():

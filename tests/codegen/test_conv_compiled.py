@@ -43,7 +43,7 @@ from lucid.ir import ops
 from lucid.passes import autodiff, dead_code, fusion, memory_planning
 from model_helpers import kernel_labels
 
-N_GROUPS = 16
+N_GROUPS = 13          # 104 configurations: test_configurations_cover_the_brief holds (16 groups added none it checks)
 PER_GROUP = 8
 TOL = {"float32": 1e-4, "float64": 1e-10}
 CONV_F = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -423,20 +423,21 @@ def test_narrower_vector_targets(cpu):
         assert_close(a, e, TOL["float32"], f"{cpu}: gradient graph output {i}")
 
 
-_CONV_RELU_8_BY_8 = """
+_CONV_RELU_AND_SIGMOID_8_BY_8 = """
 import numpy as np, lucid, lucid.nn as nn
-block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False), getattr(nn, ACTIVATION)()).eval()
 x = lucid.tensor(np.random.default_rng(0).standard_normal((1, 8, 8, 8)).astype(np.float32))
-assert np.allclose(lucid.compile(block)(x).numpy(), block(x).numpy(), rtol=1e-5, atol=1e-5)
+for activation in ("ReLU", "Sigmoid"):
+    block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False), getattr(nn, activation)()).eval()
+    assert np.allclose(lucid.compile(block)(x).numpy(), block(x).numpy(), rtol=1e-5, atol=1e-5), activation
+    print(activation, "compiled and ran")
 """
 
 
-@pytest.mark.parametrize("activation", ["ReLU", "Sigmoid"])
-def test_an_8_lane_conv2d_with_a_relu_or_sigmoid_epilogue_at_8_by_8_compiles(activation, tmp_path):
+def test_an_8_lane_conv2d_with_a_relu_or_sigmoid_epilogue_at_8_by_8_compiles(tmp_path):
     """LLVM 22 aborted the process here (SelectionDAGBuilder::setValue on the loop vectoriser's interleaved
     stride-8 groups of the conv's unpack loop feeding the relu's fcmp+select; codegen/target.py turns
-    those groups off). In a subprocess, since the failure is an abort of the process; found running
-    pytorch-3dunet's UNet2D."""
+    those groups off). In a subprocess, since the failure is an abort of the process (one for both
+    epilogues: its output names each that compiled and ran); found running pytorch-3dunet's UNet2D."""
     from lucid.codegen.target import host
 
     here = host()
@@ -444,10 +445,11 @@ def test_an_8_lane_conv2d_with_a_relu_or_sigmoid_epilogue_at_8_by_8_compiles(act
         pytest.skip("the host cannot run x86-64-v3 code")
     env = {**os.environ, "LUCID_CPU": "x86-64-v3", "LUCID_CPU_FEATURES": "", "LUCID_CACHE_DIR": str(tmp_path),
            "PYTHONPATH": str(Path(lucid.__file__).resolve().parent.parent)}
-    script = f"ACTIVATION = {activation!r}\n" + _CONV_RELU_8_BY_8
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = subprocess.run([sys.executable, "-c", _CONV_RELU_AND_SIGMOID_8_BY_8], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    for activation in ("ReLU", "Sigmoid"):
+        assert f"{activation} compiled and ran" in done.stdout.splitlines(), done.stdout
 
 
 # ==============================================================================================
