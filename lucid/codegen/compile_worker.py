@@ -81,9 +81,23 @@ EXIT_WAIT = 5
 UNROLL_THRESHOLD = 60
 
 
+#: The lowest level whose code generation runs LLVM's loop strength reduction (LSR), which rewrites a
+#: loop's address arithmetic around induction variables: it was a quarter of the LLVM time of a
+#: UNet3D training graph's modules (35% of a Winograd kernel's), and level 2's memory-bound loops ran
+#: as fast without it.
+STRENGTH_REDUCTION_FROM = 3
+
+
 @functools.cache
-def _set_pipeline_options() -> None:
+def _set_unroll_threshold() -> None:
     llvm.set_option("", f"-unroll-threshold={UNROLL_THRESHOLD}")
+
+
+def _set_pipeline_options(level: int) -> None:
+    """LLVM's options for a compilation at `level` (options are global to the process: set before
+    each compilation, one at a time per process)."""
+    _set_unroll_threshold()
+    llvm.set_option("", f"-disable-lsr={int(level < STRENGTH_REDUCTION_FROM)}")
 
 
 #: A kernel whose node's work (`lowering.node_work`: operations, or elements read and written) is
@@ -118,7 +132,7 @@ def compile_module(text, target: Target, level: int = 3) -> bytes:
     into one object (their external symbols must differ: a kernel module's only one is its kernel,
     named by its code's hash), optimised at `level` (3, 2 or 0: see the module docstring)."""
     machine = target.machine(level)
-    _set_pipeline_options()
+    _set_pipeline_options(level)
     context = llvm.create_context()
     first, *others = module_texts(text)
     parsed = llvm.parse_assembly(str(first), context=context)
