@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import pathlib
-import re
 import statistics
 import subprocess
 import sys
@@ -132,18 +131,16 @@ def _noting_modules() -> list:
     from lucid.codegen import jit
     from lucid.codegen.lowering import Lowering
 
-    made, noted = {}, []                      # kernel name -> (lowering's name, operator)
+    noted, making = [], ["", ""]              # the kernel being made: the lowering's name, the operator
     kernel, add = Lowering.kernel, jit.Compilation.add
 
     def noting_kernel(self, name, *args, **kwargs):
+        making[:] = [name, self.node.op if self.node is not None else ""]
         kernel(self, name, *args, **kwargs)
-        made.setdefault(self.kernels[-1].name, (name, self.node.op if self.node is not None else ""))
 
     def noting_add(self, text, level=3):
-        if isinstance(text, list):
-            noted.append((text, level, f"entry + {len(text) - 1} level-0 kernels", ""))
-        else:
-            noted.append((text, level, *made[re.search(r'define void @"(lucid_k_\w+)"', text).group(1)]))
+        what = [f"entry + {len(text) - 1} level-0 kernels", ""] if isinstance(text, list) else making
+        noted.append((text, level, *what))
         return add(self, text, level)
 
     Lowering.kernel, jit.Compilation.add = noting_kernel, noting_add
