@@ -99,25 +99,35 @@ def _model(case: str):
     return model, network.example_shape(), mode
 
 
-def child(case: str) -> None:
-    """Compile `case` in this process (the environment chooses the cache and jobs); print JSON."""
-    import resource
-
+def _first_call(case: str):
+    """The case's compiled model and the function making its first call (which compiles it)."""
     import lucid
-    from lucid.codegen import compile_worker
 
-    totals = _instrument()
     model, shape, mode = _model(case)
     if mode == "infer":
         model.eval()
     fast = lucid.compile(model)
     x = lucid.randn(*shape)
+
+    def call() -> None:
+        if mode == "train":
+            fast(x).sum().backward()
+        else:
+            with lucid.no_grad():
+                fast(x)
+    return fast, call
+
+
+def child(case: str) -> None:
+    """Compile `case` in this process (the environment chooses the cache and jobs); print JSON."""
+    import resource
+
+    from lucid.codegen import compile_worker
+
+    totals = _instrument()
+    fast, call = _first_call(case)
     started, cpu = time.perf_counter(), time.process_time()
-    if mode == "train":
-        fast(x).sum().backward()
-    else:
-        with lucid.no_grad():
-            fast(x)
+    call()
     total, cpu = time.perf_counter() - started, time.process_time() - cpu
     compile_worker.close()
     workers = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -126,7 +136,7 @@ def child(case: str) -> None:
 
 
 def _noting_modules() -> list:
-    """Make `jit.Compilation.add` note each module it is given: (LLVM text or texts, level, the
+    """Make `jit.Compilation.add` note each module it is given, once: (LLVM text or texts, level, the
     lowering's name of its kernel, the operator of the node it belongs to)."""
     from lucid.codegen import jit
     from lucid.codegen.lowering import Lowering
@@ -140,7 +150,8 @@ def _noting_modules() -> list:
 
     def noting_add(self, text, level=3):
         what = [f"entry + {len(text) - 1} level-0 kernels", ""] if isinstance(text, list) else making
-        noted.append((text, level, *what))
+        if not any(text == other and level == at for other, at, *_ in noted):   # another graph's: loaded
+            noted.append((text, level, *what))
         return add(self, text, level)
 
     Lowering.kernel, jit.Compilation.add = noting_kernel, noting_add
@@ -151,20 +162,10 @@ def profile_child(case: str) -> None:
     """Compile `case` noting its modules, then compile each again alone, timed; print JSON."""
     import llvmlite.binding as llvm
 
-    import lucid
     from lucid.codegen import compile_worker, target
 
     noted = _noting_modules()
-    model, shape, mode = _model(case)
-    if mode == "infer":
-        model.eval()
-    fast = lucid.compile(model)
-    x = lucid.randn(*shape)
-    if mode == "train":
-        fast(x).sum().backward()
-    else:
-        with lucid.no_grad():
-            fast(x)
+    _first_call(case)[1]()
     totals = dict.fromkeys(["parse", "opt", "emit"], 0.0)
     for owner, name, phase in [(llvm, "parse_assembly", "parse"), (llvm.ModulePassManager, "run", "opt"),
                                (llvm.TargetMachine, "emit_object", "emit")]:
@@ -179,7 +180,8 @@ def profile_child(case: str) -> None:
 
 
 def print_profile(case: str, top: int) -> None:
-    rows = _run(["--profile-child", case], {"LUCID_CACHE_DIR": tempfile.mkdtemp(), "LUCID_COMPILE_JOBS": "1"})
+    with tempfile.TemporaryDirectory() as cache:
+        rows = _run(["--profile-child", case], {"LUCID_CACHE_DIR": cache, "LUCID_COMPILE_JOBS": "1"})
     cost = lambda row: row["parse"] + row["opt"] + row["emit"]            # noqa: E731
     print(f"{case}: {len(rows)} modules, {sum(map(cost, rows)):.2f} CPU-s of LLVM "
           f"(parse {sum(r['parse'] for r in rows):.2f}, opt {sum(r['opt'] for r in rows):.2f}, "
