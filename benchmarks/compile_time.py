@@ -2,6 +2,7 @@
 
     python benchmarks/compile_time.py                       # every case, 3 runs each
     python benchmarks/compile_time.py --cases unet3d-train --runs 1
+    python benchmarks/compile_time.py --cases unet3d-train --modules 20   # where the LLVM time goes
 
 Each case is the first compiled call of a model at its `example_shape()`: `unet3d-train` is
 examples/models.py's UNet3D, a forward and `.sum().backward()` (the training forward and backward
@@ -21,6 +22,12 @@ that text, its optimisation pipeline and its code emission (object code), and li
 in the JIT engine. Seconds are medians over `--runs` runs. `torch.compile` (Inductor) compiling the same UNet3D
 (examples/torch_models.py, a forward and backward, its own cache in a fresh directory) is the
 comparison, when PyTorch is installed; without it the column says n/a.
+
+`--modules N` profiles instead, module by module: a fresh process compiles the case with one job
+on an empty cache, noting each module it hands to LLVM (its level, which lowering made its kernel,
+for which operator), then compiles each of them again alone, timing LLVM's parsing, optimisation
+and emission in CPU seconds; it prints the totals per level, per lowering and level, and the N
+costliest modules.
 """
 from __future__ import annotations
 
@@ -40,19 +47,20 @@ PHASES = ["trace+passes", "lowering", "ir printing", "llvm parse", "llvm opt", "
 
 
 # ---------------------------------------------------------------------------------------------- child
-def _timed(owner, name: str, totals: dict, phase: str) -> None:
-    """Wrap `owner.name` so the seconds spent in it (outermost calls only) add to `totals[phase]`."""
+def _timed(owner, name: str, totals: dict, phase: str, clock=time.perf_counter) -> None:
+    """Wrap `owner.name` so the seconds spent in it (outermost calls only, by `clock`) add to
+    `totals[phase]`."""
     original, depth = getattr(owner, name), [0]
 
     def wrapper(*args, **kwargs):
         depth[0] += 1
-        started = time.perf_counter()
+        started = clock()
         try:
             return original(*args, **kwargs)
         finally:
             depth[0] -= 1
             if not depth[0]:
-                totals[phase] += time.perf_counter() - started
+                totals[phase] += clock() - started
 
     setattr(owner, name, wrapper)
 
@@ -91,30 +99,107 @@ def _model(case: str):
     return model, network.example_shape(), mode
 
 
-def child(case: str) -> None:
-    """Compile `case` in this process (the environment chooses the cache and jobs); print JSON."""
-    import resource
-
+def _first_call(case: str):
+    """The case's compiled model and the function making its first call (which compiles it)."""
     import lucid
-    from lucid.codegen import compile_worker
 
-    totals = _instrument()
     model, shape, mode = _model(case)
     if mode == "infer":
         model.eval()
     fast = lucid.compile(model)
     x = lucid.randn(*shape)
+
+    def call() -> None:
+        if mode == "train":
+            fast(x).sum().backward()
+        else:
+            with lucid.no_grad():
+                fast(x)
+    return fast, call
+
+
+def child(case: str) -> None:
+    """Compile `case` in this process (the environment chooses the cache and jobs); print JSON."""
+    import resource
+
+    from lucid.codegen import compile_worker
+
+    totals = _instrument()
+    fast, call = _first_call(case)
     started, cpu = time.perf_counter(), time.process_time()
-    if mode == "train":
-        fast(x).sum().backward()
-    else:
-        with lucid.no_grad():
-            fast(x)
+    call()
     total, cpu = time.perf_counter() - started, time.process_time() - cpu
     compile_worker.close()
     workers = resource.getrusage(resource.RUSAGE_CHILDREN)
     print(json.dumps({"total": total, "cpu": cpu, "workers cpu": workers.ru_utime + workers.ru_stime,
                       "phases": totals, "stats": fast.stats()}))
+
+
+def _noting_modules() -> list:
+    """Make `jit.Compilation.add` note each module it is given, once: (LLVM text or texts, level, the
+    lowering's name of its kernel, the operator of the node it belongs to)."""
+    from lucid.codegen import jit
+    from lucid.codegen.lowering import Lowering
+
+    noted, making = [], ["", ""]              # the kernel being made: the lowering's name, the operator
+    kernel, add = Lowering.kernel, jit.Compilation.add
+
+    def noting_kernel(self, name, *args, **kwargs):
+        making[:] = [name, self.node.op if self.node is not None else ""]
+        kernel(self, name, *args, **kwargs)
+
+    def noting_add(self, text, level=3):
+        what = [f"entry + {len(text) - 1} level-0 kernels", ""] if isinstance(text, list) else making
+        if not any(text == other and level == at for other, at, *_ in noted):   # another graph's: loaded
+            noted.append((text, level, *what))
+        return add(self, text, level)
+
+    Lowering.kernel, jit.Compilation.add = noting_kernel, noting_add
+    return noted
+
+
+def profile_child(case: str) -> None:
+    """Compile `case` noting its modules, then compile each again alone, timed; print JSON."""
+    import llvmlite.binding as llvm
+
+    from lucid.codegen import compile_worker, target
+
+    noted = _noting_modules()
+    _first_call(case)[1]()
+    totals = dict.fromkeys(["parse", "opt", "emit"], 0.0)
+    for owner, name, phase in [(llvm, "parse_assembly", "parse"), (llvm.ModulePassManager, "run", "opt"),
+                               (llvm.TargetMachine, "emit_object", "emit")]:
+        _timed(owner, name, totals, phase, time.process_time)
+    rows, host = [], target.host()
+    for text, level, lowering, op in noted:
+        before = dict(totals)
+        compile_worker.compile_module(text, host, level)
+        rows.append({"lowering": lowering, "op": op, "level": level, "chars": sum(map(len, compile_worker.module_texts(text))),
+                     **{phase: totals[phase] - before[phase] for phase in totals}})
+    print(json.dumps(rows))
+
+
+def print_profile(case: str, top: int) -> None:
+    with tempfile.TemporaryDirectory() as cache:
+        rows = _run(["--profile-child", case], {"LUCID_CACHE_DIR": cache, "LUCID_COMPILE_JOBS": "1"})
+    cost = lambda row: row["parse"] + row["opt"] + row["emit"]            # noqa: E731
+    print(f"{case}: {len(rows)} modules, {sum(map(cost, rows)):.2f} CPU-s of LLVM "
+          f"(parse {sum(r['parse'] for r in rows):.2f}, opt {sum(r['opt'] for r in rows):.2f}, "
+          f"emit {sum(r['emit'] for r in rows):.2f})")
+    groups: dict = {}
+    for row in rows:
+        groups.setdefault((row["lowering"], row["level"]), []).append(row)
+    for level in sorted({row["level"] for row in rows}, reverse=True):
+        at = [row for row in rows if row["level"] == level]
+        print(f"  level {level}: {len(at)} modules, {sum(map(cost, at)):.2f} s")
+    print("\nby lowering and level: CPU s, modules, IR characters")
+    for (lowering, level), group in sorted(groups.items(), key=lambda item: -sum(map(cost, item[1]))):
+        print(f"  {sum(map(cost, group)):6.2f} {len(group):4d}  level {level}  {lowering}"
+              f"  ({sum(r['chars'] for r in group) // 1000}k)")
+    print(f"\nthe {top} costliest modules: CPU s (opt + emit), level, IR characters, lowering, operator")
+    for row in sorted(rows, key=cost, reverse=True)[:top]:
+        print(f"  {cost(row):.3f} ({row['opt']:.3f} + {row['emit']:.3f})  level {row['level']}  "
+              f"{row['chars'] // 1000}k  {row['lowering']}  {row['op']}")
 
 
 def torch_child() -> None:
@@ -180,11 +265,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", nargs="+", choices=CASES, default=CASES)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--modules", type=int, metavar="N", help="profile module by module instead; print the N costliest")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--profile-child", help=argparse.SUPPRESS)
     parser.add_argument("--torch-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args.child)
+    if args.profile_child:
+        return profile_child(args.profile_child)
+    if args.modules is not None:
+        for case in args.cases:
+            print_profile(case, args.modules)
+        return None
     if args.torch_child:
         return torch_child()
     print(f"{os.cpu_count()} cores; seconds, medians of {args.runs} fresh processes\n")

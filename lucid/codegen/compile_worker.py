@@ -17,7 +17,10 @@ three levels, and `level_for(module)` the one rule choosing a kernel module's le
   a cold run of tests/nn, tests/codegen and tests/passes compiles (timed 4 to 6 of each kind), O2
   and O1 cost what O3 costs (the vectorisers and the unroller run at every level), while leaving
   out the unroller made a memory-bound kernel 28% cheaper to compile on average (resample, avg_pool,
-  concat by half or more, softmax by three quarters).
+  concat by half or more, softmax by three quarters). Their code generation also leaves out LLVM's
+  loop strength reduction (`STRENGTH_REDUCTION_FROM`): a fifth of their compile time, for no speed
+  (a UNet3D training graph's level-2 kernels, each timed alone, A/B alternating: 1.000 and 1.012
+  of their time with it). Level 3 keeps it: without it, its kernels ran 2 to 9% slower.
 - **0**, a kernel whose node does fewer than `TINY_WORK` operations and element reads and writes
   (`lowering.node_work`), either role, and a graph's entry module (it only orders the kernels):
   compiled as written, with fast instruction selection, five times cheaper than level 2 and seven
@@ -81,9 +84,23 @@ EXIT_WAIT = 5
 UNROLL_THRESHOLD = 60
 
 
+#: The lowest level whose code generation runs LLVM's loop strength reduction (LSR), which rewrites a
+#: loop's address arithmetic around induction variables: it took a quarter of the LLVM time of a
+#: UNet3D training graph's modules (35% of a Winograd kernel's); level 2's memory-bound loops ran as
+#: fast without it, level 3's conv tiles 2 to 9% slower.
+STRENGTH_REDUCTION_FROM = 3
+
+
 @functools.cache
-def _set_pipeline_options() -> None:
+def _set_unroll_threshold() -> None:
     llvm.set_option("", f"-unroll-threshold={UNROLL_THRESHOLD}")
+
+
+def _set_pipeline_options(level: int) -> None:
+    """LLVM's options for a compilation at `level` (options are global to the process: set before
+    each compilation, one at a time per process)."""
+    _set_unroll_threshold()
+    llvm.set_option("", f"-disable-lsr={int(level < STRENGTH_REDUCTION_FROM)}")
 
 
 #: A kernel whose node's work (`lowering.node_work`: operations, or elements read and written) is
@@ -118,7 +135,7 @@ def compile_module(text, target: Target, level: int = 3) -> bytes:
     into one object (their external symbols must differ: a kernel module's only one is its kernel,
     named by its code's hash), optimised at `level` (3, 2 or 0: see the module docstring)."""
     machine = target.machine(level)
-    _set_pipeline_options()
+    _set_pipeline_options(level)
     context = llvm.create_context()
     first, *others = module_texts(text)
     parsed = llvm.parse_assembly(str(first), context=context)

@@ -1,6 +1,8 @@
 """The optimisation level of each kernel module (`compile_worker.level_for`, stated in that module's
-docstring), that the cheaper levels compute what the full pipeline computes, and that a graph's
-level-0 kernel modules are linked with its entry module into one object.
+docstring), that the cheaper levels compute what the full pipeline computes, that only level 3 runs
+LLVM's loop strength reduction (whose option is global to a process, so a module's object must not
+depend on what was compiled before it), and that a graph's level-0 kernel modules are linked with
+its entry module into one object.
 
 The rule is checked on the modules a real graph lowers to (their role as the kernel's lowering
 declares it, their work as `lowering.node_work` counts it); the oracle of the results is the NumPy
@@ -15,7 +17,7 @@ import lucid
 import lucid.nn.functional as F
 from lucid.codegen import build, compile_worker, jit
 from lucid.codegen.build import memory_plan_of
-from lucid.codegen.compile_worker import COMPUTE_WORK, TINY_WORK, level_for
+from lucid.codegen.compile_worker import COMPUTE_WORK, TINY_WORK, Worker, compile_module, level_for
 from lucid.codegen.lowering import KernelModule, Lowering
 from lucid.codegen.target import host
 from lucid.passes import memory_planning
@@ -107,3 +109,24 @@ def test_a_graph_s_level_0_kernels_are_one_object_with_its_entry(monkeypatch, tm
     assert "lucid_run" in entry and kernels and all('define void @"lucid_k_' in text for text in kernels)
     for position, (got, expected) in enumerate(zip(results, lucid.ir.run(planned(example), *example))):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4, err_msg=f"output {position}")
+
+
+def test_only_level_3_runs_loop_strength_reduction_whatever_was_compiled_before(monkeypatch):
+    graph = planned(arrays(np.random.default_rng(3)))
+    lowering = Lowering(graph, memory_plan_of(graph), host())
+    lowering.lower()
+    target = host()
+    modules = [(module.text, level_for(module)) for module in lowering.modules.values() if level_for(module)]
+    assert {level for _, level in modules} == {2, 3}
+    first = [compile_module(text, target, level) for text, level in modules]
+    backwards = [compile_module(text, target, level) for text, level in reversed(modules)][::-1]
+    assert first == backwards
+    worker = Worker()
+    try:
+        assert [worker.compile(text, target, level) for text, level in modules] == first
+    finally:
+        worker.close()
+    monkeypatch.setattr(compile_worker, "STRENGTH_REDUCTION_FROM", 0)      # every level with it
+    everywhere = [compile_module(text, target, level) for text, level in modules]
+    changed = {level for (_, level), alone, with_it in zip(modules, first, everywhere) if alone != with_it}
+    assert changed == {2}
