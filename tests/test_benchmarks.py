@@ -215,6 +215,26 @@ def test_compile_time_reports_cold_warm_and_where_a_cold_compile_goes():
     assert float(values["warm"]) < float(values["cold 1 job"])   # a second process skips lowering and LLVM
     caller, workers = map(float, values["cold CPU (caller + workers)"].split(" + "))
     assert caller > 0 and workers >= 0
+    assert_profile_lists_each_module_once(int(values["modules"]))
+
+
+def assert_profile_lists_each_module_once(modules: int) -> None:
+    """`compile_time.py --modules`: the module-by-module profile of a cold compile lists each module
+    the timed cold compile above compiled once (`modules`, counted in another process), its levels add
+    up to that count, its phases to its total, and it names the costliest modules it was asked for."""
+    done = run_benchmark("compile_time.py", "--cases", "unet3d-infer", "--modules", "3", without_torch=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    totals = re.fullmatch(r"unet3d-infer: (\d+) modules, ([\d.]+) CPU-s of LLVM \(parse ([\d.]+), opt ([\d.]+), "
+                          r"emit ([\d.]+)\)", lines[0])
+    assert totals, lines[0]
+    count, total, phases = int(totals[1]), float(totals[2]), [float(totals[i]) for i in (3, 4, 5)]
+    assert count == modules
+    assert total > 0 and abs(total - sum(phases)) <= 0.015
+    levels = re.findall(r"^  level (\d): (\d+) modules, [\d.]+ s$", done.stdout, re.M)
+    assert {level for level, _ in levels} <= {"0", "2", "3"} and sum(int(n) for _, n in levels) == count
+    costliest = lines[lines.index(next(line for line in lines if line.startswith("the 3 costliest"))) + 1:]
+    assert len(costliest) == 3 and all(re.match(r"  [\d.]+ \([\d.]+ \+ [\d.]+\)  level \d  ", line) for line in costliest)
 
 
 def test_conv_peers_names_every_missing_peer_and_shows_n_a():
