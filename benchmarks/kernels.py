@@ -31,21 +31,9 @@ def executables(case: Case, backward: bool) -> list:
     return [variant.executable] if hasattr(variant, "executable") else [variant.forward, variant.backward]
 
 
-class AttributedLowering(Lowering):
-    """A Lowering that also notes the graph node each kernel comes from (`nodes`, parallel to `kernels`)."""
-
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.nodes = []
-
-    def kernel(self, *args, **kwargs) -> None:
-        super().kernel(*args, **kwargs)
-        self.nodes.append(self.node)
-
-
 def kernel_times(executable, repeats: int) -> list:
     """[(kernel label, work items, median seconds, graph node)] in run order."""
-    lowering = AttributedLowering(executable.graph, executable.plan, executable.target)
+    lowering = Lowering(executable.graph, executable.plan, executable.target)
     lowering.lower()
     keep = []
     layout = executable._layout([])
@@ -57,7 +45,7 @@ def kernel_times(executable, repeats: int) -> list:
             table[slot] = keep[-1].ctypes.data
         keep.append(executable._output_arrays(table, layout))
         results = []
-        for kernel, node in zip(lowering.kernels, lowering.nodes):
+        for kernel, node in zip(lowering.kernels, lowering.kernel_nodes, strict=True):
             run = _KERNEL(executable.native.address(kernel.name))
             slots = np.array(kernel.slots or (0,), np.int64)
             times = []

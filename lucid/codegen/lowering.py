@@ -146,6 +146,7 @@ class Lowering:
         self.graph, self.plan, self.target = graph, plan, target
         self.on_module = on_module                 # called with each new module as soon as it is made
         self.kernels: list[Kernel] = []
+        self.kernel_nodes: list[Node] = []       # the graph node each kernel is for (parallel to kernels)
         self.modules: dict[str, KernelModule] = {}
         self.table = buffer_table(graph, plan)
         self.workspace_bytes = 0                   # the largest concrete scratch of a node
@@ -257,6 +258,7 @@ class Lowering:
                 lowered[key] = NodeKernels.record(self, node, first_kernel, first_workspace)
             if not symbolic.same(self._scratch_used, 0):      # the node overwrote what the workspace held
                 self._left = self._leaving
+            self.kernel_nodes.extend([node] * (len(self.kernels) - len(self.kernel_nodes)))
         self.node = None
 
 

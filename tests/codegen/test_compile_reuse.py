@@ -2,8 +2,8 @@
 of the same graph had gets that node's kernels without being lowered again.
 
 The oracle is each graph lowered with every node lowered on its own (keys that never repeat): the
-kernels (names, that is their code's hash, work items, buffers, barriers), the modules handed on
-and the workspace must be the same, on graphs holding many repeated nodes (a UNet's training
+kernels (names, that is their code's hash, work items, buffers, barriers, the node each is for),
+the modules handed on and the workspace must be the same, on graphs holding many repeated nodes (a UNet's training
 graphs, whose weight gradients read what the conv before them left packed; a graph of symbolic
 sizes). The key must change with each thing the kernels read: the target, the symbols' order, the
 operator, the attributes, each operand's dtype and shape, which operands share storage, a constant
@@ -59,7 +59,9 @@ def symbolic_graph():
 
 
 def kernel_facts(lowering: Lowering):
+    assert len(lowering.kernel_nodes) == len(lowering.kernels)
     return ([(k.name, str(k.items), k.slots, k.waits, k.label) for k in lowering.kernels],
+            [id(node) for node in lowering.kernel_nodes],                 # the node each kernel is for
             {name: module.text for name, module in lowering.modules.items()},
             lowering.workspace_bytes, [str(size) for size in lowering.symbolic_workspace])
 
