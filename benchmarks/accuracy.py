@@ -25,7 +25,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lucid  # noqa: E402
 from conv import NOT_MEASURED, SHAPES, TORCH_MISSING, cell, functions, note, weight_shape  # noqa: E402
-from lucid.codegen.lowering import Lowering  # noqa: E402
 
 try:
     import torch
@@ -107,9 +106,7 @@ def algorithms(compiled) -> str:
     executables = [variant.executable] if hasattr(variant, "executable") else [variant.forward, variant.backward]
     families = []
     for executable in executables:
-        lowering = Lowering(executable.graph, executable.plan, executable.target)
-        lowering.lower()
-        labels = [kernel.label for kernel in lowering.kernels]
+        labels = [kernel.label for kernel, _ in executable.kernels()]
         families.append("+".join(sorted({label.split("_")[0] for label in labels
                                          if label.startswith(("wino", "conv", "wgrad", "phase", "transposed"))})))
     return " / ".join(families)

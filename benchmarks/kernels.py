@@ -20,7 +20,6 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from conv import SHAPES, Case, shapes_help  # noqa: E402
-from lucid.codegen.lowering import Lowering  # noqa: E402
 
 _KERNEL = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
 
@@ -33,8 +32,6 @@ def executables(case: Case, backward: bool) -> list:
 
 def kernel_times(executable, repeats: int) -> list:
     """[(kernel label, work items, median seconds, graph node)] in run order."""
-    lowering = Lowering(executable.graph, executable.plan, executable.target)
-    lowering.lower()
     keep = []
     layout = executable._layout([])
     with executable._arena() as arena:
@@ -45,7 +42,7 @@ def kernel_times(executable, repeats: int) -> list:
             table[slot] = keep[-1].ctypes.data
         keep.append(executable._output_arrays(table, layout))
         results = []
-        for kernel, node in zip(lowering.kernels, lowering.kernel_nodes, strict=True):
+        for kernel, node in executable.kernels():
             run = _KERNEL(executable.native.address(kernel.name))
             slots = np.array(kernel.slots or (0,), np.int64)
             times = []

@@ -77,11 +77,7 @@ def calls_alternating_in_threads(call, inputs: list, repeats: int) -> list:
 
 def kernel_labels(executable) -> list[str]:
     """The lowering's name of each kernel an Executable runs, in order (`conv_direct`, `wino_conv`, ...)."""
-    from lucid.codegen.lowering import Lowering
-
-    lowering = Lowering(executable.graph, executable.plan, executable.target)
-    lowering.lower()
-    return [kernel.label for kernel in lowering.kernels]
+    return [kernel.label for kernel, _ in executable.kernels()]
 
 
 def same_object(loaded, original) -> None:

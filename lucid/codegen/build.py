@@ -49,6 +49,8 @@ class GraphCode:
     objects: list[bytes]          # kernel modules' and the entry module's object code
     workspace_bytes: int          # per-node scratch the kernels use (one workspace per call; with symbolic
                                   # sizes, at least this: the entry's lucid_workspace_bytes(dims) says)
+    kernels: list | None = None   # [(Kernel, graph Node)] in run order; None when the objects came from the
+                                  # disk cache (no lowering ran)
 
 
 def memory_plan_of(graph: Graph, dynamic: bool = False) -> MemoryPlan:
@@ -90,7 +92,7 @@ def graph_code(graph: Graph, plan: MemoryPlan, target: Target) -> GraphCode:
         compilation.add([str(entry), *unoptimised], level=0)
         named = compilation.results()
     store_graph(key, target.fingerprint, named, lowering.workspace_bytes)
-    return GraphCode([code for _, code in named], lowering.workspace_bytes)
+    return GraphCode([code for _, code in named], lowering.workspace_bytes, lowering.kernels_and_nodes())
 
 
 def written_outputs(graph: Graph) -> list[bool]:

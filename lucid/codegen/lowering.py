@@ -261,6 +261,10 @@ class Lowering:
             self.kernel_nodes.extend([node] * (len(self.kernels) - len(self.kernel_nodes)))
         self.node = None
 
+    def kernels_and_nodes(self) -> list:
+        """[(Kernel, graph Node)] in run order, once `lower` has run."""
+        return list(zip(self.kernels, self.kernel_nodes, strict=True))
+
 
 def node_key(lowering: Lowering, node: Node) -> tuple:
     """Everything the kernels of `node` depend on in the graph being lowered, besides lucid's code: the

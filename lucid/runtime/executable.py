@@ -41,7 +41,7 @@ from ..ir.specialize import check_sizes, sizes_of_inputs
 from ..codegen.build import (SERIAL_FLOPS, default_threads, flops_by_size, graph_code, memory_plan_of, runs_serially,
                              written_outputs)
 from ..codegen.jit import NativeCode
-from ..codegen.lowering import buffer_table
+from ..codegen.lowering import Lowering, buffer_table
 from ..codegen.target import Target, host
 from .workers import WorkerPool
 
@@ -65,6 +65,7 @@ class Executable:
         self._state_words = _WORDS(self.native.address("lucid_state_words"))()
         self._pool = WorkerPool.of(self.target)
         self.workspace_bytes = code.workspace_bytes
+        self._kernels = code.kernels
         self.persistent_bytes = _PERSISTENT(self.native.address("lucid_persistent_bytes"))()
         self._free_arenas: list[_Arena] = []
         self._lock = threading.Lock()
@@ -82,6 +83,15 @@ class Executable:
         """Bytes of intermediate storage: the planned arena plus the largest per-node workspace (for
         a graph of symbolic sizes, at the largest sizes called so far)."""
         return self._largest.arena_bytes + self._largest.workspace_bytes if self._largest else self.workspace_bytes
+
+    def kernels(self) -> list:
+        """[(Kernel, graph Node)]: the kernels a call runs, in order, each with the node it is for (for
+        profiling and tests). Kept from the compile; lowered again if the code came from the disk cache."""
+        if self._kernels is None:
+            lowering = Lowering(self.graph, self.plan, self.target)
+            lowering.lower()
+            self._kernels = lowering.kernels_and_nodes()
+        return self._kernels
 
     def _layout(self, arrays: list) -> "_Layout":
         """The layout at the sizes of these inputs (checked), made on first use."""

@@ -154,3 +154,18 @@ def test_the_key_changes_with_an_input_left_packed():
     assert len({plain, packed, node_key(lowering, node)}) == 3
     lowering._left = (node.output, "layout A")        # a value that is not one of its inputs
     assert node_key(lowering, node) == plain
+
+
+def test_an_executable_s_kernels_are_the_same_whether_compiled_or_loaded(tmp_path, monkeypatch):
+    """`Executable.kernels()`: kept from the compile, lowered again when the code came from the disk
+    cache; both give each kernel (name, items, buffers, barrier, label) and the node it is for."""
+    from lucid.runtime.executable import Executable
+
+    monkeypatch.setenv("LUCID_CACHE_DIR", str(tmp_path))
+    graph = unet_graphs()[1]
+    compiled, loaded = Executable(graph), Executable(graph)
+    assert compiled._kernels is not None and loaded._kernels is None      # the second came from the cache
+    facts = [[(kernel, id(node)) for kernel, node in executable.kernels()] for executable in (compiled, loaded)]
+    assert facts[0] == facts[1] and len(facts[0]) > 20
+    alone = lowered(graph, reuse=False, monkeypatch=monkeypatch)
+    assert facts[0] == [(kernel, id(node)) for kernel, node in zip(alone.kernels, alone.kernel_nodes)]
