@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from .backend import mpi
 
 #: Variables launchers set to the number of ranks they start (Open MPI, MPICH/Intel MPI's hydra and
 #: PMI-based launchers, torchrun-style launchers).
 LAUNCHER_WORLD_SIZE = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "WORLD_SIZE")
+#: How long a rank that raised waits, its traceback written, before it aborts the job: the launcher
+#: forwards a rank's output on another channel than the abort, and tearing the job down first can
+#: lose the end of the traceback (seen on a loaded machine: only its first lines arrived).
+ABORT_GRACE_SECONDS = 0.5
 
 _group = {"comm": None}
 
@@ -66,6 +71,7 @@ def _install_abort_on_exception(comm) -> None:
         sys.stderr.write(f"lucid.distributed: rank {comm.Get_rank()} raised; aborting every rank of the job\n")
         sys.stdout.flush()
         sys.stderr.flush()
+        time.sleep(ABORT_GRACE_SECONDS)
         comm.Abort(1)
 
     sys.excepthook = abort_job
