@@ -136,6 +136,7 @@ class KernelModule:
 
 
 PLACEHOLDER = "lucid_kernel"
+SHARED_PLACEHOLDER = "lucid_shared"
 
 
 class Lowering:
@@ -148,6 +149,7 @@ class Lowering:
         self.kernels: list[Kernel] = []
         self.kernel_nodes: list[Node] = []       # the graph node each kernel is for (parallel to kernels)
         self.modules: dict[str, KernelModule] = {}
+        self._shared: dict[str, tuple[str, ir.FunctionType]] = {}   # shared function -> (symbol, type)
         self.table = buffer_table(graph, plan)
         self.workspace_bytes = 0                   # the largest concrete scratch of a node
         self.symbolic_workspace: list = []         # the symbolic scratch sizes of nodes (see `scratch`)
@@ -167,6 +169,27 @@ class Lowering:
             self._module = ir.Module(name="kernel")
             self._module.triple = self.target.triple
         return self._module
+
+    def shared_function(self, name: str, build: Callable[[ir.Module, str], ir.Function]) -> ir.Function:
+        """A function kernels call, compiled once in a module of its own (level 3), which every kernel,
+        graph and process calling the same code shares: a conv's register tile is compiled once per
+        blocking, not inlined into each kernel calling it. `build(module, symbol)` defines it in an
+        empty module; it is named after a hash of that module's code (`lucid_f_<hash>`), and `name`
+        (what the code depends on) finds it again in this lowering. Returns its declaration in the
+        module of the next kernel."""
+        if name not in self._shared:
+            module = ir.Module(name="shared")
+            module.triple = self.target.triple
+            function_type = build(module, SHARED_PLACEHOLDER).function_type
+            text = str(module)
+            symbol = f"lucid_f_{hashlib.sha256(text.encode()).hexdigest()[:24]}"
+            self._shared[name] = (symbol, function_type)
+            if symbol not in self.modules:
+                self.modules[symbol] = KernelModule(symbol, _renamed(text, symbol, SHARED_PLACEHOLDER), True, None)
+                if self.on_module is not None:
+                    self.on_module(self.modules[symbol])
+        symbol, function_type = self._shared[name]
+        return self.module.globals.get(symbol) or ir.Function(self.module, function_type, symbol)
 
     def slot(self, value: Value) -> int:
         return self.table.slots[self.plan.root(value) if value not in self.table.slots else value]
@@ -361,8 +384,8 @@ def node_work(node: Node) -> int | None:
     return max(flops, sum(sizes))
 
 
-def _renamed(text: str, name: str) -> str:
-    return text.replace(f'@"{PLACEHOLDER}"', f'@"{name}"').replace(f"@{PLACEHOLDER}(", f"@{name}(")
+def _renamed(text: str, name: str, placeholder: str = PLACEHOLDER) -> str:
+    return text.replace(f'@"{placeholder}"', f'@"{name}"').replace(f"@{placeholder}(", f"@{name}(")
 
 
 class KernelBuilder:

@@ -175,19 +175,23 @@ def tile_function(lowering: Lowering, element, block: Blocking, count: int, s_st
     input rows."""
     kind = "f32" if element == F32 else "f64"
     name = f"conv_tile_{kind}_{block.lanes}x{block.vectors}x{count}_step{s_step}"
-    if name in lowering.module.globals:
-        return lowering.module.globals[name]
+    return lowering.shared_function(name, lambda module, symbol: _define_tile(module, symbol, element, block, count,
+                                                                              s_step))
+
+
+def _define_tile(module: ir.Module, symbol: str, element, block: Blocking, count: int, s_step: int) -> ir.Function:
+    """The definition of `tile_function`'s tile in `module`, named `symbol`."""
+    kind = "f32" if element == F32 else "f64"
     pointer = element.as_pointer()
     i64t = ir.IntType(64)
-    fn = ir.Function(lowering.module, ir.FunctionType(ir.VoidType(), [pointer] * 3 + [i64t.as_pointer()] * 2 + [i64t] * 5),
-                     name)
-    fn.linkage = "internal"
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [pointer] * 3 + [i64t.as_pointer()] * 2 + [i64t] * 5),
+                     symbol)
     for argument in fn.args[:3]:
         argument.add_attribute("noalias")
     s, v, y, s_taps, v_taps, tap_count, icg, s_ic, v_ic, y_step = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     vtype = ir.VectorType(element, block.lanes)
-    fma = intrinsic(lowering.module, f"llvm.fma.v{block.lanes}{kind}", vtype, [vtype] * 3)
+    fma = intrinsic(module, f"llvm.fma.v{block.lanes}{kind}", vtype, [vtype] * 3)
     slots = count * block.vectors
     totals, accumulators = b.alloca(vtype, slots), b.alloca(vtype, slots)
     _zero_tile(b, totals, slots, vtype)

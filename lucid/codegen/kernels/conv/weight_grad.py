@@ -258,17 +258,21 @@ def _row_function(lowering: Lowering, element, block: Blocking, rows: int, x_ste
     calls, not with all the positions of a long running sum (3-7x PyTorch fp32's error, measured)."""
     kind = "f32" if element == F32 else "f64"
     name = f"wgrad_row_{kind}_{block.lanes}x{block.vectors}x{rows}_step{x_step}"
-    if name in lowering.module.globals:
-        return lowering.module.globals[name]
+    return lowering.shared_function(name, lambda module, symbol: _define_row(module, symbol, element, block, rows,
+                                                                             x_step))
+
+
+def _define_row(module: ir.Module, symbol: str, element, block: Blocking, rows: int, x_step: int) -> ir.Function:
+    """The definition of `_row_function`'s row in `module`, named `symbol`."""
+    kind = "f32" if element == F32 else "f64"
     pointer, i64t = element.as_pointer(), ir.IntType(64)
-    fn = ir.Function(lowering.module, ir.FunctionType(ir.VoidType(), [pointer] * 3 + [i64t] * 5), name)
-    fn.linkage = "internal"
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [pointer] * 3 + [i64t] * 5), symbol)
     for argument in fn.args[:3]:
         argument.add_attribute("noalias")
     x, gy, acc, positions, gy_step, lines, x_line, gy_line = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     vtype = ir.VectorType(element, block.lanes)
-    fma = intrinsic(lowering.module, f"llvm.fma.v{block.lanes}{kind}", vtype, [vtype] * 3)
+    fma = intrinsic(module, f"llvm.fma.v{block.lanes}{kind}", vtype, [vtype] * 3)
     slots = [(r, j, b.add(i64(r * block.width), i64(j * block.lanes))) for r in range(rows) for j in range(block.vectors)]
     accumulators = b.alloca(vtype, len(slots))
     for index in range(len(slots)):
