@@ -149,7 +149,8 @@ def _noting_modules() -> list:
         kernel(self, name, *args, **kwargs)
 
     def noting_add(self, text, level=3):
-        what = [f"entry + {len(text) - 1} level-0 kernels", ""] if isinstance(text, list) else making
+        what = [f"entry + {len(text) - 1} level-0 kernels", ""] if isinstance(text, list) \
+            else ["shared function", ""] if 'define void @"lucid_f_' in text else making
         if not any(text == other and level == at for other, at, *_ in noted):   # another graph's: loaded
             noted.append((text, level, *what))
         return add(self, text, level)

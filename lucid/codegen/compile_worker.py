@@ -2,13 +2,18 @@
 
 `compile_module(text, target, level)` is the one definition of how a module is compiled, at one of
 three levels, and `level_for(module)` the one rule choosing a kernel module's level:
-- **3**, a compute-bound kernel (its lowering says so: `Lowering.kernel(..., compute_bound=True)`,
-  the conv, Winograd and weight-gradient tiles and the matrix product) of a node doing at least
+- **3**, compute-bound code: the functions kernels share (`Lowering.shared_function`: the conv and
+  weight-gradient register tiles, one module per blocking, whatever the size of the nodes calling
+  them: `work` None), and a kernel its lowering declares compute-bound (`Lowering.kernel(...,
+  compute_bound=True)`: the Winograd weight transform, the matrix product) of a node doing at least
   `COMPUTE_WORK` operations: LLVM's O3 pipeline with the loop and SLP vectorisers and loops
   unrolled up to `UNROLL_THRESHOLD`; their speed is their arithmetic, and is worth what it costs to
   compile. A smaller one runs in tens of microseconds, and goes to level 2, a quarter to a half
   cheaper to compile (at benchmark sizes level 2 ran conv row B and a 32-channel 16^3 conv as fast
-  as level 3, and G2 up to 7% slower).
+  as level 3, and G2 up to 7% slower). The conv kernels calling the tiles (direct, phase, Winograd,
+  weight gradient) only order the calls and transform and move data: level 2 (conv.py's rows B, C,
+  D, E and G2 at one thread, A/B alternating: 0.99-1.015 of their time with those kernels at level 3;
+  a Winograd kernel's module compiles in half the time).
 - **2**, every other kernel (memory-bound: elementwise and fused maps, reductions, shape copies,
   resampling, pooling, normalisation, packing): LLVM's O2 pipeline with both vectorisers (the inner
   loops still run as interleaved vectors) and without LLVM's loop unroller. The unroller bought them

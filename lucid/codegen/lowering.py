@@ -14,7 +14,10 @@ kernel is built in its own module and named after a hash of its code (`lucid_k_<
 kernels (the same layer in a forward and a training graph, or in another model) are compiled once and
 cached once. Within a graph, a node is lowered only if no earlier node had its `node_key` (what its
 kernels depend on): otherwise it gets that node's kernels (`NodeKernels`), without building or
-printing their IR again (a UNet3D training graph's 494 kernels are 195 distinct ones).
+printing their IR again (a UNet3D training graph's 494 kernels are 195 distinct ones). A function
+several kernels call (a conv's register tile) is a shared function (`shared_function`): a module of
+its own, named after its code's hash (`lucid_f_<hash>`), compiled once and linked to every kernel
+module declaring it.
 
 Sizes at run time. A graph with symbolic dimensions is lowered once for every size: the buffer
 table then ends with a **dims** slot (`BufferTable.dims_slot`) holding the address of the call's

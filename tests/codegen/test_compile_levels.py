@@ -60,7 +60,12 @@ def test_a_graph_s_kernels_get_the_level_of_their_role_and_work():
     for kernel in lowering.kernels:
         levels.setdefault(kernel.label, set()).add(level_for(lowering.modules[kernel.name]))
     conv_kernels = {label for label in levels if label.startswith(("conv_direct", "wino_conv"))}
-    assert conv_kernels and all(levels[label] == {3} for label in conv_kernels), levels
+    assert conv_kernels and all(levels[label] == {2} for label in conv_kernels), levels
+    tiles = {name: module for name, module in lowering.modules.items() if name.startswith("lucid_f_")}
+    assert tiles and all(level_for(module) == 3 for module in tiles.values())      # the register tiles
+    for kernel in lowering.kernels:
+        if kernel.label.startswith(("conv_direct", "wino_conv")):
+            assert any(f'declare void @"{name}"' in lowering.modules[kernel.name].text for name in tiles), kernel.label
     assert levels["relu"] == {2} and levels["sum"] == {2} and levels["slice"] == {2}, levels
     assert levels["mul"] == {0} and levels["add"] == {0}, levels       # the 30-element map
 

@@ -62,7 +62,7 @@ def emit_direct(lowering: Lowering, dtype, g: Geometry, block: Blocking, spec: D
                    strided_offset(k.b, spec.first_depth * spec.rows[2], (n, qd, qh), (depth * spec.rows[2], spec.rows[2], 1)))
 
     rows = math.prod(spec.rows)
-    lowering.kernel(name, rows if unpack else rows * g.groups * blocks, body, waits, compute_bound=True)
+    lowering.kernel(name, rows if unpack else rows * g.groups * blocks, body, waits)
 
 
 def lower_direct(lowering: Lowering, problem: ConvProblem) -> bool:

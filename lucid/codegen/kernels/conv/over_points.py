@@ -150,7 +150,7 @@ def _emit_direct_over_points(lowering: Lowering, dtype, g: Geometry, block: Bloc
         else:
             emit_tiles_of_row(b, block, points, call, tile, fewer)
 
-    lowering.kernel("convT_direct_points", math.prod(sizes[0]) * g.groups, body, waits, compute_bound=True)
+    lowering.kernel("convT_direct_points", math.prod(sizes[0]) * g.groups, body, waits)
 
 
 def emit_tiles_of_row(b: ir.IRBuilder, block: Blocking, points, call, tile: ir.Function, fewer: dict) -> None:

@@ -5,7 +5,10 @@ kernels vectorised over output points and Winograd's GEMM): a tile of rows x vec
 over taps and input channels, a broadcast scalar times a vector with FMA, in blocks of about
 `BLOCK_TERMS` terms summed from zero and then added (for accuracy). A `Direct` spec says which
 rows of output points one direct kernel convolves; `row_tiles` and `emit_row_block` cover one such
-row, for one block of output channels, with calls of the tile."""
+row, for one block of output channels, with calls of the tile. The tile is a shared function
+(`Lowering.shared_function`): one object per blocking, whichever kernels, graphs and processes
+call it (inlined into each kernel, it made a Winograd kernel's module a third costlier to compile,
+for the same speed)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -163,8 +166,10 @@ BLOCK_TERMS = 64
 
 def tile_function(lowering: Lowering, element, block: Blocking, count: int, s_step: int) -> ir.Function:
     """void tile(s, v, y, s_taps, v_taps, tap_count, icg, s_ic, v_ic, y_step): the register tile of
-    `count` rows × `block.vectors` vectors, shared by every convolution of the module with this
-    blocking and row step (a constant, so the scalar operands of the rows are immediate offsets).
+    `count` rows × `block.vectors` vectors with this row step (a constant, so the scalar operands of
+    the rows are immediate offsets), compiled once at level 3 in a module of its own
+    (`Lowering.shared_function`) that every kernel with this blocking calls: the kernels around it
+    only order its calls and move data, and take level 2.
 
     y[r*y_step + j*lanes + lane] = sum over t < tap_count, ic < icg of
         s[s_taps[t] + ic*s_ic + r*s_step] * v[v_taps[t] + ic*v_ic + j*lanes + lane]

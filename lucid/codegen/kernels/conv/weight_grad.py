@@ -233,7 +233,7 @@ def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Block
                         with full:
                             b.call(full_row, arguments)
 
-    lowering.kernel("wgrad_tiles", parts * g.groups * blocks, body, compute_bound=True)
+    lowering.kernel("wgrad_tiles", parts * g.groups * blocks, body)
 
 
 def _share(b: ir.IRBuilder, count, parts: int, part) -> ir.Value:
@@ -255,7 +255,8 @@ def _row_function(lowering: Lowering, element, block: Blocking, rows: int, x_ste
     p < positions of x[l*x_line + p*x_step + r] * gy[l*gy_line + p*gy_step + j*lanes + lane]
     (x_step constant: immediate offsets). The call's sum starts from zero in registers and is added
     to acc once: a blocked sum, whose rounding error grows with the positions of one call plus the
-    calls, not with all the positions of a long running sum (3-7x PyTorch fp32's error, measured)."""
+    calls, not with all the positions of a long running sum (3-7x PyTorch fp32's error, measured).
+    A shared function (`Lowering.shared_function`), like the conv's register tile."""
     kind = "f32" if element == F32 else "f64"
     name = f"wgrad_row_{kind}_{block.lanes}x{block.vectors}x{rows}_step{x_step}"
     return lowering.shared_function(name, lambda module, symbol: _define_row(module, symbol, element, block, rows,

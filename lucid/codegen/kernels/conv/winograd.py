@@ -497,7 +497,7 @@ def _emit_main(lowering: Lowering, problem: ConvProblem, p: Plan, parts: list, o
             _maybe(b, _in_correlation(k, p, c, depth, qd, block_of_rows), one)
         _unpack_item(k, p, unpack, n, qd, first_row)
 
-    lowering.kernel("wino_conv", g.n * depth * p.blocks_of_rows, body, compute_bound=True)
+    lowering.kernel("wino_conv", g.n * depth * p.blocks_of_rows, body)
 
 
 def _in_correlation(k, p: Plan, c: Correlation, depth, qd, block_of_rows):
