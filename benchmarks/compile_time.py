@@ -7,7 +7,8 @@
 Each case is the first compiled call of a model at its `example_shape()`: `unet3d-train` is
 examples/models.py's UNet3D, a forward and `.sum().backward()` (the training forward and backward
 graphs), `unet3d-infer` its eval-mode forward without gradients, and `<Network>-train` the networks of
-examples/networks.py the same way. Every run is a fresh subprocess (so imports, LLVM's
+examples/networks.py the same way (`tiny-train` and `tiny-infer`, a small UNet3D, are only asked for by
+the benchmark's smoke test). Every run is a fresh subprocess (so imports, LLVM's
 initialisation and the worker processes are paid each time, as a user pays them):
 - **cold**: a fresh `LUCID_CACHE_DIR`, with the default compile jobs (every core: this process and
   worker processes, `lucid/codegen/compile_worker.py`) and with `LUCID_COMPILE_JOBS=1` (this process
@@ -43,6 +44,10 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CASES = ["unet3d-train", "unet3d-infer", "ResidualUNet-train", "GroupNormUNet-train", "R2Plus1dNet-train"]
+#: Cases not run by default: `tiny-*` is a small UNet3D (base 4, depth 1, an 8^3 volume), for the
+#: benchmark's smoke test (tests/test_benchmarks.py), whose numbers say nothing of a real network.
+EXTRA_CASES = ["tiny-train", "tiny-infer"]
+TINY_SHAPE = (1, 1, 8, 8, 8)
 PHASES = ["trace+passes", "lowering", "ir printing", "llvm parse", "llvm opt", "llvm emit", "link"]
 
 
@@ -90,6 +95,9 @@ def _instrument() -> dict:
 def _model(case: str):
     sys.path.insert(0, str(ROOT / "examples"))
     name, mode = case.rsplit("-", 1)
+    if name == "tiny":
+        from models import UNet3D
+        return UNet3D(in_channels=1, out_channels=2, base=4, depth=1), TINY_SHAPE, mode
     if name == "unet3d":
         from models import UNet3D as network
     else:
@@ -264,7 +272,8 @@ def measure_torch(runs: int) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", nargs="+", choices=CASES, default=CASES)
+    parser.add_argument("--cases", nargs="+", choices=CASES + EXTRA_CASES, default=CASES,
+                        help="the cases to measure (default: all but the tiny-* smoke-test cases)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--modules", type=int, metavar="N", help="profile module by module instead; print the N costliest")
     parser.add_argument("--child", help=argparse.SUPPRESS)

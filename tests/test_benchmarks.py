@@ -205,9 +205,9 @@ def test_onnx_unet_compares_lucid_with_each_installed_runtime_on_one_file():
 
 
 def test_compile_time_reports_cold_warm_and_where_a_cold_compile_goes():
-    done = run_benchmark("compile_time.py", "--cases", "unet3d-infer", "--runs", "1", without_torch=True)
+    done = run_benchmark("compile_time.py", "--cases", "tiny-infer", "--runs", "1", without_torch=True)
     assert done.returncode == 0, done.stderr
-    header, row = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith(("case |", "unet3d-infer |"))]
+    header, row = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith(("case |", "tiny-infer |"))]
     values = dict(zip(header, row))
     phases = [float(values[p]) for p in ("trace+passes", "lowering", "llvm opt", "llvm emit", "link")]
     assert int(values["modules"]) > 0 and all(p >= 0 for p in phases)
@@ -222,10 +222,10 @@ def assert_profile_lists_each_module_once(modules: int) -> None:
     """`compile_time.py --modules`: the module-by-module profile of a cold compile lists each module
     the timed cold compile above compiled once (`modules`, counted in another process), its levels add
     up to that count, its phases to its total, and it names the costliest modules it was asked for."""
-    done = run_benchmark("compile_time.py", "--cases", "unet3d-infer", "--modules", "3", without_torch=True)
+    done = run_benchmark("compile_time.py", "--cases", "tiny-infer", "--modules", "3", without_torch=True)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    totals = re.fullmatch(r"unet3d-infer: (\d+) modules, ([\d.]+) CPU-s of LLVM \(parse ([\d.]+), opt ([\d.]+), "
+    totals = re.fullmatch(r"tiny-infer: (\d+) modules, ([\d.]+) CPU-s of LLVM \(parse ([\d.]+), opt ([\d.]+), "
                           r"emit ([\d.]+)\)", lines[0])
     assert totals, lines[0]
     count, total, phases = int(totals[1]), float(totals[2]), [float(totals[i]) for i in (3, 4, 5)]
