@@ -3,9 +3,12 @@
 Object code is cached per module: a `Compilation` takes (LLVM text, level) modules one by one and
 returns the object code of each, reading it from the cache when present and intact, else compiling
 it (`compile_worker.compile_module` at that level: `compile_worker.level_for` picks a kernel's) and
-storing it for the next time. llvmlite runs one compilation at a time per process, so the missing modules are compiled
+storing it for the next time; a module added twice (a kernel two graphs share) is compiled once.
+llvmlite runs one compilation at a time per process, so the missing modules are compiled
 by worker processes too (`compile_worker.py`; `LUCID_COMPILE_JOBS`, default every core) while the
-caller goes on making modules, and by the caller once it has made them all. `objects(modules,
+caller goes on making modules, and by the caller once it has made them all; the costliest waiting
+module is compiled first (the highest level, then the longest text), so the compile ends on cheap
+modules rather than one core finishing a big one while the other idles. `objects(modules,
 target)` is that for a list of modules. Modules named in `unoptimised` (a graph's entry module: it
 only orders the kernels and hands out their work items, so its own speed is nothing next to theirs)
 are compiled as written (O0 and fast instruction selection), about ten times cheaper than at O3.
@@ -22,10 +25,10 @@ or LLVM never reads what another one wrote. How entries are stored and verified 
 """
 from __future__ import annotations
 
+import heapq
 import os
 import threading
 import warnings
-from collections import deque
 from collections.abc import Collection
 
 import llvmlite.binding as llvm
@@ -69,18 +72,19 @@ def compile_jobs() -> int:
 
 class Compilation:
     """The object code of modules added one by one (`add`, as lowering makes them). Each is read from
-    the cache when there, else compiled: once `WORKERS_FROM` modules are missing, worker processes
-    (`compile_jobs() - 1` of them) start compiling them while the caller goes on; `results()` has
-    the caller compile what is left too, and returns every module's (cache name, object code) in
-    the order added. A worker that fails is reported once (CompileWorkerWarning) and its module is
-    compiled here; a module no one can compile raises this process's own error. Use it in a `with`
-    block: leaving it (also on an error) stops handing modules to the workers."""
+    the cache when there, else compiled, once however often it is added: once `WORKERS_FROM`
+    modules are missing, worker processes (`compile_jobs() - 1` of them) start compiling them, the
+    costliest first (`_cost_order`), while the caller goes on; `results()` has the caller compile
+    what is left too, and returns every module's (cache name, object code) in the order added. A
+    worker that fails is reported once (CompileWorkerWarning) and its module is compiled here; a
+    module no one can compile raises this process's own error. Use it in a `with` block: leaving it
+    (also on an error) stops handing modules to the workers."""
 
     def __init__(self, target: Target):
         self.target = target
-        self.names: list[str] = []
-        self.codes: list[bytes | None] = []
-        self._queue: deque = deque()               # (index, text, level) of modules to compile
+        self.names: list[str] = []                 # each module added, in order (one added twice: twice)
+        self._codes: dict[str, bytes | None] = {}  # cache name -> object code (None until compiled)
+        self._queue: list = []                     # heap of (cost order, name, text, level) to compile
         self._here: list = []                      # modules a worker could not compile
         self._busy = 0                             # modules being compiled by workers
         self._missing = 0
@@ -89,23 +93,26 @@ class Compilation:
         self._threads: list[threading.Thread] = []
         self._progress = progress.current()
 
-    def add(self, text: str | list[str], level: int = 3) -> None:
-        """Add a module's LLVM text (or a list of modules', linked into one object) at `level`."""
+    def add(self, text: str | list[str], level: int = 3) -> str:
+        """Add a module's LLVM text (or a list of modules', linked into one object) at `level`;
+        returns its cache name (its key in `results()`)."""
         name = _object_name(text, self.target, level)
-        code = load_object(name)
         self.names.append(name)
-        self.codes.append(code)
+        if name in self._codes:                    # added before: looked up or compiled once
+            return name
+        code = self._codes[name] = load_object(name)
         if code is not None:
             COUNTERS["loaded"] += 1
             self._report("loaded")
-            return
+            return name
         self._missing += 1
         self._report("missing")
         with self._changed:
-            self._queue.append((len(self.codes) - 1, text, level))
+            heapq.heappush(self._queue, (_cost_order(text, level, self._missing), name, text, level))
             self._changed.notify()
         if self._missing == WORKERS_FROM and compile_jobs() > 1:
             self._start_workers()
+        return name
 
     def results(self) -> list[tuple[str, bytes]]:
         self._seal()
@@ -114,7 +121,7 @@ class Compilation:
         self.close()
         for job in self._here:
             self._compile_here(job)
-        return list(zip(self.names, self.codes))
+        return [(name, self._codes[name]) for name in self.names]
 
     def close(self) -> None:
         """Hand no more modules to the workers and wait for those they are compiling."""
@@ -140,23 +147,23 @@ class Compilation:
                 return None
             if helping:
                 self._busy += 1
-            return self._queue.popleft()
+            return heapq.heappop(self._queue)
 
     def _seal(self, drop_queue: bool = False) -> None:
         with self._changed:
             self._sealed = True
             if drop_queue:
-                self._queue.clear()
+                self._queue = []
             self._changed.notify_all()
 
     def _compile_here(self, job) -> None:
-        index, text, level = job
-        self._done(index, compile_module(text, self.target, level))
+        _, name, text, level = job
+        self._done(name, compile_module(text, self.target, level))
 
-    def _done(self, index: int, code: bytes) -> None:
-        write_object(self.names[index], code)
+    def _done(self, name: str, code: bytes) -> None:
+        write_object(name, code)
         with self._changed:
-            self.codes[index] = code
+            self._codes[name] = code
             COUNTERS["compiled"] += 1
         self._report("compiled")
 
@@ -177,14 +184,15 @@ class Compilation:
         to the queue, before this module stops counting as busy, so the caller cannot miss it)."""
         while (job := self._next(helping=True)) is not None:
             try:
-                self._done(job[0], worker.compile(job[1], self.target, job[2]))
+                _, name, text, level = job
+                self._done(name, worker.compile(text, self.target, level))
             except ModuleFailed:
                 self._here.append(job)         # compiled here at the end, raising this process's error
             except Exception as failure:       # noqa: BLE001  (WorkerFailed, or anything unforeseen)
                 _warn_worker_failed(failure)
                 compile_worker.discard(worker)
                 with self._changed:
-                    self._queue.appendleft(job)
+                    heapq.heappush(self._queue, job)
                 return
             finally:
                 with self._changed:
@@ -224,6 +232,12 @@ class NativeCode:
         if not address:
             raise RuntimeError(f"codegen: the compiled object has no function {name!r}")
         return address
+
+
+def _cost_order(text: str | list[str], level: int, order: int) -> tuple:
+    """A missing module's place in the queue: the highest level first (a level-3 module's LLVM time is
+    several times a level-2 one's), then the longest text, then the first added."""
+    return -level, -sum(map(len, module_texts(text))), order
 
 
 def _object_name(text: str | list[str], target: Target, level: int) -> str:
