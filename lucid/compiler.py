@@ -12,8 +12,9 @@ LLVM. Example inputs (Tensors or `lucid.spec`s) compile their signature up front
   a signature already compiled for training runs its training forward instead (no second compile).
 - Training: `pipeline.for_training` with respect to the inputs and parameters that require grad
   (autodiff, simplification, the partition, then fusion and planning of each side): a forward
-  executable (outputs and saved activations) and a backward executable. Outputs are Tensors on the
-  eager tape: `loss.backward()` runs the compiled backward and fills `.grad`. BatchNorm running
+  executable (outputs and saved activations) and a backward executable, their code built together
+  (`runtime.executable.executables`: lowering one graph overlaps compiling the other's modules).
+  Outputs are Tensors on the eager tape: `loss.backward()` runs the compiled backward and fills `.grad`. BatchNorm running
   statistics are updated as in eager mode. After `stage_backward(groups, on_stage)` the backward is
   compiled as stages (`pipeline.for_staged_training`), one per group of parameters, and reports each
   group's gradients as its stage ends (DistributedDataParallel starts its allreduces there).
