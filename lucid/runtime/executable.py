@@ -68,7 +68,7 @@ class Executable:
         self.graph, self.target = graph, target or host()
         self.plan = memory_plan_of(graph, dynamic=True)
         self.table = buffer_table(graph, self.plan)
-        code = code or graph_code(graph, self.plan, self.target)
+        code = code if code is not None else graph_code(graph, self.plan, self.target)
         self.native = NativeCode(code.objects, self.target)
         self._run = _RUN(self.native.address("lucid_run"))
         self._work = self.native.address("lucid_work")
