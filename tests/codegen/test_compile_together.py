@@ -82,7 +82,7 @@ def test_graphs_built_together_give_the_code_each_gets_alone(jobs, fresh_cache, 
     before = jit.COUNTERS["compiled"]
     alone = [graph_code(graph, plan, host()) for graph, plan in planned]
     assert compiled_together == jit.COUNTERS["compiled"] - before      # alone, the second graph loads them
-    for got, expected in zip(together, alone):
+    for got, expected in zip(together, alone, strict=True):
         assert got.objects == expected.objects
         assert got.workspace_bytes == expected.workspace_bytes
         assert [(k.name, node) for k, node in got.kernels] == [(k.name, node) for k, node in expected.kernels]
@@ -98,6 +98,17 @@ def test_each_graph_built_together_has_its_own_cache_entry(fresh_cache):
         assert loaded.kernels is None and loaded.objects == code.objects      # from the graph's manifest
     assert jit.COUNTERS["compiled"] == before["compiled"]
     assert jit.COUNTERS["loaded"] - before["loaded"] == sum(len(code.objects) for code in built)
+
+
+def test_graphs_built_together_take_those_met_before_from_the_cache(fresh_cache):
+    forward, backward = training_graphs(small_model())
+    planned = [(graph, memory_plan_of(graph)) for graph in (forward, backward)]
+    graph_code(*planned[0], host())
+    before = jit.COUNTERS["compiled"]
+    got = graph_codes(planned, host())
+    assert got[0].kernels is None and got[1].kernels is not None         # the forward's from its manifest
+    backward_only = modules_handed_on(backward) - modules_handed_on(forward)
+    assert jit.COUNTERS["compiled"] - before == len(backward_only) + 1    # + the backward's entry object
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
