@@ -1,6 +1,7 @@
 """Graphs built together (`build.graph_codes`, `runtime.executable.executables`): a training variant's
 forward and backward (or backward stages) are lowered into one `jit.Compilation`, a module both
-graphs have is compiled once, and the costliest missing module is compiled first.
+graphs have is compiled once, and the costliest missing module is compiled first; while workers are
+fed, the GIL switch interval is short (restored after).
 
 The oracles: each graph built on its own (`build.graph_code`, in another fresh cache) must give
 the same object code, byte for byte (LLVM is deterministic), the same workspace and kernels; the
@@ -8,6 +9,8 @@ set of modules each graph's lowering hands on, lowered on its own, says how many
 shared build must make; eager autograd gives the gradients.
 """
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 import pytest
@@ -187,3 +190,16 @@ def test_the_costliest_module_is_compiled_first_and_a_module_added_twice_once(fr
     assert order == [(large, 3), (medium, 3), (small, 3), (largest, 2), (large, 0)]
     assert [name for name, _ in results] == names and names[0] == names[4]
     assert [code for _, code in results] == [compile_module(text, host(), level) for text, level in added]
+
+
+def test_the_switch_interval_is_short_while_workers_are_fed_and_restored_after(fresh_cache, monkeypatch):
+    monkeypatch.setenv("LUCID_COMPILE_JOBS", "2")
+    before = sys.getswitchinterval()
+    texts = sized_modules()
+    with jit.Compilation(host()) as compilation:
+        for text in texts:
+            compilation.add(text, 2)
+        assert sys.getswitchinterval() == min(before, jit.FEEDING_SWITCH_INTERVAL)
+        results = compilation.results()
+    assert sys.getswitchinterval() == before
+    assert [code for _, code in results] == [compile_module(text, host(), 2) for text in texts]
