@@ -12,8 +12,9 @@ LLVM. Example inputs (Tensors or `lucid.spec`s) compile their signature up front
   a signature already compiled for training runs its training forward instead (no second compile).
 - Training: `pipeline.for_training` with respect to the inputs and parameters that require grad
   (autodiff, simplification, the partition, then fusion and planning of each side): a forward
-  executable (outputs and saved activations) and a backward executable. Outputs are Tensors on the
-  eager tape: `loss.backward()` runs the compiled backward and fills `.grad`. BatchNorm running
+  executable (outputs and saved activations) and a backward executable, their code built together
+  (`runtime.executable.executables`: lowering one graph overlaps compiling the other's modules).
+  Outputs are Tensors on the eager tape: `loss.backward()` runs the compiled backward and fills `.grad`. BatchNorm running
   statistics are updated as in eager mode. After `stage_backward(groups, on_stage)` the backward is
   compiled as stages (`pipeline.for_staged_training`), one per group of parameters, and reports each
   group's gradients as its stage ends (DistributedDataParallel starts its allreduces there).
@@ -363,10 +364,12 @@ def _as_tensor(x, position: int) -> Tensor:
     raise DTypeError(f"compiled call: input {position} must be a lucid Tensor or a NumPy array, got {type(x).__name__}")
 
 
-def _executable(planned_graph):
-    from .runtime.executable import Executable      # here: `import lucid` loads no llvmlite
+def _executables(*planned_graphs) -> list:
+    """An executable of each planned graph, their code built together (lowering one graph overlaps
+    compiling the others' modules; `runtime.executable.executables`)."""
+    from .runtime.executable import executables     # here: `import lucid` loads no llvmlite
 
-    return Executable(planned_graph)
+    return executables(list(planned_graphs))
 
 
 def _wrap_outputs(graph, arrays: list):
@@ -377,7 +380,7 @@ def _wrap_outputs(graph, arrays: list):
 class _Inference:
     def __init__(self, graph):
         self.graph = graph
-        self.executable = _executable(pipeline.for_inference(graph))
+        self.executable, = _executables(pipeline.for_inference(graph))
 
     @property
     def peak_scratch_bytes(self) -> int:
@@ -388,21 +391,23 @@ class _Inference:
 
 
 class _Training:
-    """Forward and backward executables of one signature, tied into eager autograd."""
+    """Forward and backward executables of one signature, tied into eager autograd. The backward's
+    graph (or its stages' graphs) and the forward's are compiled together (`_executables`)."""
 
     def __init__(self, graph, input_names: list, params: list, backward_stages: tuple | None = None):
         self.graph, self.input_names, self.params = graph, input_names, params
         wrt = input_names + self.params
         if backward_stages is None:
             self.split = pipeline.for_training(graph, wrt=wrt)
-            self.backward = _executable(self.split.backward)
+            self.backward, self.forward = _executables(self.split.backward, self.split.forward)
         else:
             groups, on_stage = backward_stages
             outputs = self._gradient_indices(groups)
             self.split, stages = pipeline.for_staged_training(graph, wrt, [g for g in outputs if g])
+            *stage_executables, self.forward = _executables(*(stage.graph for stage in stages), self.split.forward)
             leaves = [None] * len(self.input_names) + [graph.bindings[name] for name in self.params]
-            self.backward = _StagedBackward(self.split.backward, stages, outputs, leaves, on_stage)
-        self.forward = _executable(self.split.forward)
+            self.backward = _StagedBackward(self.split.backward, list(zip(stages, stage_executables)), outputs,
+                                            leaves, on_stage)
 
     def _gradient_indices(self, groups: list) -> list:
         """The backward's outputs (gradients, in `wrt` order) of each group of parameter Tensors, in
@@ -439,16 +444,16 @@ class _Training:
 
 
 class _StagedBackward:
-    """A backward compiled as stages: runs them in order (with the backward graph's inputs) and after
-    each group's stage calls `on_stage(k, [(parameter, gradient), ...])` (the last group, of the
-    gradients no caller's group asked for, is not reported). A value carried between stages is
-    dropped when no later stage reads it."""
+    """A backward compiled as stages (`stages`: (stage, its executable) pairs): runs them in order
+    (with the backward graph's inputs) and after each group's stage calls `on_stage(k, [(parameter,
+    gradient), ...])` (the last group, of the gradients no caller's group asked for, is not
+    reported). A value carried between stages is dropped when no later stage reads it."""
 
     def __init__(self, backward, stages: list, groups: list, leaves: list, on_stage):
         self.input_names = [v.name for v in backward.inputs]
         self.count, self.groups, self.leaves, self.on_stage = len(backward.outputs), groups, leaves, on_stage
-        self.stages = [(stage, _executable(stage.graph)) for stage in stages]
-        reads = [{v.name for v in stage.graph.inputs} for stage in stages]
+        self.stages = stages
+        reads = [{v.name for v in stage.graph.inputs} for stage, _ in stages]
         self.kept_after = [set().union(*reads[k + 1:]) for k in range(len(stages))]
 
     @property

@@ -15,6 +15,15 @@ object (LLVM's fixed cost per object is most of a level-0 module's: 47 of them t
 one and 0.02 s as one), and the entry is written. A
 position-independent target has its own fingerprint, so JIT and shared-library objects never mix.
 
+`graph_codes([(graph, plan), ...], target)` is that for graphs built together (a training variant's
+forward and backward, or its forward and backward stages): they are lowered one after the other into
+one `Compilation`, so the modules of the graphs lowered first are compiled while the next is lowered,
+a module two graphs share is compiled once, and the caller waits for the compilers (and helps them)
+once, at the very end, instead of once per graph (a UNet3D training variant cold on 2 cores, medians
+of 13 runs alternating: the compile worker's waits for its next module went from 0.80 s in all to
+0.48 s, 0.25 s with jit.py's short switch interval, and the compile's wall time from 4.7-5.1 s to 4.4 s).
+Each graph keeps its own cache entry and its own kernels.
+
 Also here, because both callers apply them the same way: which graph outputs a run writes in place
 (`written_outputs`) and how many threads a run uses by default (`default_threads`, `runs_serially`,
 `flops_by_size` for a graph of symbolic sizes).
@@ -68,31 +77,58 @@ def memory_plan_of(graph: Graph, dynamic: bool = False) -> MemoryPlan:
 
 def graph_code(graph: Graph, plan: MemoryPlan, target: Target) -> GraphCode:
     """The object code of `graph` (planned by `plan`) for `target`, from the disk cache or built."""
-    key = cache_key(code_fingerprint(), __version__, target.fingerprint, str(graph))
-    cached = load_graph(key, target.fingerprint)
-    if cached is not None:
-        COUNTERS["loaded"] += len(cached.codes)
-        return GraphCode(cached.codes, cached.workspace_bytes)
+    return graph_codes([(graph, plan)], target)[0]
+
+
+def graph_codes(planned: list[tuple[Graph, MemoryPlan]], target: Target) -> list[GraphCode]:
+    """The object code of each (graph, plan) for `target`, each from the disk cache or built; the
+    graphs built share one compilation (see the module docstring)."""
+    keys = [cache_key(code_fingerprint(), __version__, target.fingerprint, str(graph)) for graph, _ in planned]
+    codes = [_cached_code(key, target) for key in keys]
+    built = {}                                   # position -> (its Lowering, its objects' cache names)
     with Compilation(target) as compilation:
-        unoptimised = []                      # level-0 kernel modules: compiled with the entry module
+        for position, (graph, plan) in enumerate(planned):
+            if codes[position] is None:
+                built[position] = _lowered_into(compilation, graph, plan, target)
+        named = dict(compilation.results()) if built else {}
+    for position, (lowering, names) in built.items():
+        objects = [(name, named[name]) for name in names]
+        store_graph(keys[position], target.fingerprint, objects, lowering.workspace_bytes)
+        codes[position] = GraphCode([code for _, code in objects], lowering.workspace_bytes,
+                                    lowering.kernels_and_nodes())
+    return codes
 
-        def hand_on(module) -> None:
-            level = level_for(module)
-            if level:
-                compilation.add(module.text, level)
-            else:
-                unoptimised.append(module.text)
 
-        lowering = Lowering(graph, plan, target, on_module=hand_on)
-        lowering.lower()
-        entry = ir.Module(name="entry")
-        entry.triple = target.triple
-        emit_entry(entry, lowering.kernels, lowering.table, (lowering.workspace_bytes, lowering.symbolic_workspace),
-                   lowering.persistent_bytes)
-        compilation.add([str(entry), *unoptimised], level=0)
-        named = compilation.results()
-    store_graph(key, target.fingerprint, named, lowering.workspace_bytes)
-    return GraphCode([code for _, code in named], lowering.workspace_bytes, lowering.kernels_and_nodes())
+def _cached_code(key: str, target: Target) -> GraphCode | None:
+    """The graph's code from its disk cache entry, or None when it has none (or a damaged one)."""
+    cached = load_graph(key, target.fingerprint)
+    if cached is None:
+        return None
+    COUNTERS["loaded"] += len(cached.codes)
+    return GraphCode(cached.codes, cached.workspace_bytes)
+
+
+def _lowered_into(compilation: Compilation, graph: Graph, plan: MemoryPlan, target: Target) -> tuple:
+    """Lower `graph`, adding each kernel module to `compilation` as it is made (a level-0 one kept for
+    the entry's object), then its entry module; returns the Lowering and the cache names of the
+    graph's objects, in order (kernel modules, then the entry's)."""
+    names, unoptimised = [], []             # unoptimised: level-0 kernel modules, compiled with the entry
+
+    def hand_on(module) -> None:
+        level = level_for(module)
+        if level:
+            names.append(compilation.add(module.text, level))
+        else:
+            unoptimised.append(module.text)
+
+    lowering = Lowering(graph, plan, target, on_module=hand_on)
+    lowering.lower()
+    entry = ir.Module(name="entry")
+    entry.triple = target.triple
+    emit_entry(entry, lowering.kernels, lowering.table, (lowering.workspace_bytes, lowering.symbolic_workspace),
+               lowering.persistent_bytes)
+    names.append(compilation.add([str(entry), *unoptimised], level=0))
+    return lowering, names
 
 
 def written_outputs(graph: Graph) -> list[bool]:

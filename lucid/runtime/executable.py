@@ -2,8 +2,10 @@
 
 It takes a planned graph (the `codegen-ready` pipeline's result, `lucid/passes/pipeline.py`) and runs
 no pass: building one gets the graph's object code (`codegen.build.graph_code`: from the disk cache,
-or lowered and compiled), linked in a JIT engine. Only the compiler imports this module (it needs
-llvmlite; `lucid.runtime` itself does not).
+or lowered and compiled), linked in a JIT engine. `executables(graphs)` builds several at once (a
+training variant's forward and backward): their code is built together (`codegen.build.graph_codes`),
+so lowering one graph overlaps compiling the others' modules. Only the compiler imports this module
+(it needs llvmlite; `lucid.runtime` itself does not).
 
 The executable keeps arenas (the planned intermediates and the workspace) reused from call to call,
 so calls allocate nothing but their outputs; calls made at once from several Python threads each take
@@ -38,8 +40,8 @@ from ..ir import symbolic
 from ..ir.graph import Graph, Value
 from ..ir.interpreter import check_arrays
 from ..ir.specialize import check_sizes, sizes_of_inputs
-from ..codegen.build import (SERIAL_FLOPS, default_threads, flops_by_size, graph_code, memory_plan_of, runs_serially,
-                             written_outputs)
+from ..codegen.build import (SERIAL_FLOPS, GraphCode, default_threads, flops_by_size, graph_code, graph_codes,
+                             memory_plan_of, runs_serially, written_outputs)
 from ..codegen.jit import NativeCode
 from ..codegen.lowering import Lowering, buffer_table
 from ..codegen.target import Target, host
@@ -51,14 +53,22 @@ _WORKSPACE = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p)
 _PERSISTENT = ctypes.CFUNCTYPE(ctypes.c_int64)
 
 
-class Executable:
-    """Native code for `graph` (a verified, planned graph; its shapes fixed or symbolic)."""
+def executables(graphs: list[Graph], target: Target | None = None) -> list["Executable"]:
+    """An Executable of each planned graph, their object code built together (`build.graph_codes`)."""
+    target = target or host()
+    codes = graph_codes([(graph, memory_plan_of(graph, dynamic=True)) for graph in graphs], target)
+    return [Executable(graph, target, code) for graph, code in zip(graphs, codes)]
 
-    def __init__(self, graph: Graph, target: Target | None = None):
+
+class Executable:
+    """Native code for `graph` (a verified, planned graph; its shapes fixed or symbolic); `code`, its
+    object code when already built (by `executables`)."""
+
+    def __init__(self, graph: Graph, target: Target | None = None, code: GraphCode | None = None):
         self.graph, self.target = graph, target or host()
         self.plan = memory_plan_of(graph, dynamic=True)
         self.table = buffer_table(graph, self.plan)
-        code = graph_code(graph, self.plan, self.target)
+        code = code if code is not None else graph_code(graph, self.plan, self.target)
         self.native = NativeCode(code.objects, self.target)
         self._run = _RUN(self.native.address("lucid_run"))
         self._work = self.native.address("lucid_work")
