@@ -24,7 +24,7 @@ from .nonfinite import exact_sum
 from .packing import Padded, emit_pack_input, emit_pack_weight
 from .primitives import constant_table, emit_zero, size_table, sized, strided_offset, table_array
 from .problem import Blocking, ConvProblem, Geometry, at_least_all, to_3d
-from .tile import call_by_size, tile_function
+from .tile import call_by_size, term_blocks, tile_function
 from .unpack import PhaseMajorScratch, Unpack, emit_unpack
 
 
@@ -139,7 +139,8 @@ def _emit_direct_over_points(lowering: Lowering, dtype, g: Geometry, block: Bloc
         y_row = strided_offset(b, y0, (n, grp, qd, qh), y_strides)
         w_row = b.gep(wp, [b.mul(grp, i64(tap_total * weights_per_tap))])
         tables = [b.gep(t, [i64(0), i64(0)]) for t in (weight_taps, table_array(k, input_taps))]
-        steps = [i64(len(phase.taps)), i64(g.icg), i64(g.ocg), as_i64(channel_stride), as_i64(channel_step)]
+        steps = [i64(len(phase.taps)), i64(g.icg), i64(g.ocg), as_i64(channel_stride), as_i64(channel_step),
+                 *term_blocks(len(phase.taps), g.icg)]
 
         def call(function, first):
             b.call(function, [w_row, b.gep(xc, [b.add(x_row, first)]), b.gep(yp, [b.add(y_row, first)])] + tables + steps)

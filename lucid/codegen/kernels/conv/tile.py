@@ -103,7 +103,8 @@ def emit_row_block(k, tiles: RowTiles, offsets: tuple, n, qd, qh, grp, ob) -> No
                   b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(block.width)))
     w_row = b.add(i64(spec.w0), b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(spec.w_taps * g.icg * block.width)))
     taps = [b.gep(t, [i64(0), i64(0)]) for t in (table_array(k, tiles.taps), tiles.weight_taps)]
-    shape = [i64(len(spec.taps)), i64(g.icg), as_i64(spec.sx_channel), i64(block.width), as_i64(spec.sy_point)]
+    shape = [i64(len(spec.taps)), i64(g.icg), as_i64(spec.sx_channel), i64(block.width), as_i64(spec.sy_point),
+             *term_blocks(len(spec.taps), g.icg)]
 
     def call(function, first):
         x_first = b.gep(xp, [b.add(x_row, b.mul(first, as_i64(spec.sx_point)))])
@@ -164,8 +165,17 @@ def call_by_size(b: ir.IRBuilder, by_size: dict, size: ir.Value, first: ir.Value
 BLOCK_TERMS = 64
 
 
+def term_blocks(tap_count: int, icg: int) -> list:
+    """The tile's last two arguments: the taps in a block of about BLOCK_TERMS terms (at least one),
+    and the blocks of `tap_count` taps (computed here: two divisions in each call of a small tile
+    cost a quarter of its time)."""
+    taps_per_block = -(-BLOCK_TERMS // icg)
+    return [i64(taps_per_block), i64(-(-tap_count // taps_per_block))]
+
+
 def tile_function(lowering: Lowering, element, block: Blocking, count: int, s_step: int) -> ir.Function:
-    """void tile(s, v, y, s_taps, v_taps, tap_count, icg, s_ic, v_ic, y_step): the register tile of
+    """void tile(s, v, y, s_taps, v_taps, tap_count, icg, s_ic, v_ic, y_step, taps_per_block, blocks)
+    (the last two from `term_blocks`): the register tile of
     `count` rows × `block.vectors` vectors with this row step (a constant, so the scalar operands of
     the rows are immediate offsets), compiled once at level 3 in a module of its own
     (`Lowering.shared_function`) that every kernel with this blocking calls: the kernels around it
@@ -189,19 +199,18 @@ def _define_tile(module: ir.Module, symbol: str, element, block: Blocking, count
     kind = "f32" if element == F32 else "f64"
     pointer = element.as_pointer()
     i64t = ir.IntType(64)
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [pointer] * 3 + [i64t.as_pointer()] * 2 + [i64t] * 5),
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [pointer] * 3 + [i64t.as_pointer()] * 2 + [i64t] * 7),
                      symbol)
     for argument in fn.args[:3]:
         argument.add_attribute("noalias")
-    s, v, y, s_taps, v_taps, tap_count, icg, s_ic, v_ic, y_step = fn.args
+    s, v, y, s_taps, v_taps, tap_count, icg, s_ic, v_ic, y_step, group, blocks = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     vtype = ir.VectorType(element, block.lanes)
     fma = intrinsic(module, f"llvm.fma.v{block.lanes}{kind}", vtype, [vtype] * 3)
     slots = count * block.vectors
     totals, accumulators = b.alloca(vtype, slots), b.alloca(vtype, slots)
     _zero_tile(b, totals, slots, vtype)
-    group = b.udiv(b.add(i64(BLOCK_TERMS - 1), icg), icg)           # taps per block of terms
-    with counted_loop(b, b.udiv(b.add(tap_count, b.sub(group, i64(1))), group), name="tg") as tap_group:
+    with counted_loop(b, blocks, name="tg") as tap_group:
         _zero_tile(b, accumulators, slots, vtype)
         first_tap = b.mul(tap_group, group)
         end = b.add(first_tap, group)

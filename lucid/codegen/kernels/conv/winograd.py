@@ -61,7 +61,8 @@ from .packing import Padded, emit_pack_input, emit_pack_weight
 from .prepared import WeightCheck, emit_weight_check, when_changed
 from .primitives import Kept, constant_table, emit_zero, region_pointer, size_table, table_array
 from .problem import Blocking, ConvProblem, at_least_all, choose_blocking, kernel_taps, oc_blocks, to_3d
-from .tile import Direct, RowTiles, emit_row_block, emit_run_time_row, row_tiles, run_time_tile_sizes, tile_function
+from .tile import (Direct, RowTiles, emit_row_block, emit_run_time_row, row_tiles, run_time_tile_sizes, term_blocks,
+                   tile_function)
 from .unpack import Unpack, channels_last_size, channels_last_source, channels_last_strides, unpack_row
 
 #: Fewer input or output channels than this leave the transforms too large a share of the work.
@@ -596,7 +597,8 @@ class _Products:
         """The products of the first `points` tiles (an int: all of them)."""
         g, block = self.g, self.block
         taps = [b.gep(t, [i64(0), i64(0)]) for t in (self.v_taps, self.u_taps)]
-        shape = [i64(self.depth_taps), i64(g.icg), i64(1), i64(block.width), i64(self.oc_padded)]
+        shape = [i64(self.depth_taps), i64(g.icg), i64(1), i64(block.width), i64(self.oc_padded),
+                 *term_blocks(self.depth_taps, g.icg)]
         with counted_loop(b, self.positions, name="xi") as xi, counted_loop(b, self.blocks, name="ob") as ob:
             v_xi = b.mul(xi, i64(self.tw * g.icg))
             u_block = b.gep(u, [b.mul(b.add(b.mul(ob, i64(self.depth_taps * self.positions)), xi),
