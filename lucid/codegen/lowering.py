@@ -235,14 +235,17 @@ class Lowering:
         return None
 
     def kernel(self, name: str, items, body: Callable[["KernelBuilder", ir.Value], None],
-               waits: bool = True, compute_bound: bool = False) -> None:
+               waits: bool = True, compute_bound: bool = False, moves_data: bool = False) -> None:
         """Emit a kernel running `body(k, item)` for each work item in [lo, hi) of `items` (an int or a
         symbolic size). With
         `waits=False` threads start it without waiting for the others to finish the kernel before:
         only for a kernel that reads nothing the kernels since the last waiting one write.
         `compute_bound`: the kernel's speed is its arithmetic (a conv's register tiles, a matrix
         product), not its memory traffic, so from some size up it gets LLVM's full optimisation (see
-        `level_for` in compile_worker.py)."""
+        `level_for` in compile_worker.py). `moves_data`: the kernel packs, unpacks, zeroes or compares
+        the node's data, whatever the node computes, so its work is the elements the node reads and
+        writes (`node_data`), not the node's operations: a conv of many operations on a few elements
+        has those kernels compiled as written (level 0), like any kernel of so few elements."""
         module = self.module
         fn = ir.Function(module, KERNEL_TYPE, name=PLACEHOLDER)
         k = KernelBuilder(self, fn)
@@ -253,7 +256,7 @@ class Lowering:
         digest = hashlib.sha256(text.encode()).hexdigest()[:24]
         kernel_name = f"lucid_k_{digest}"
         if kernel_name not in self.modules:
-            work = node_work(self.node) if self.node is not None else None
+            work = None if self.node is None else node_data(self.node) if moves_data else node_work(self.node)
             self.modules[kernel_name] = KernelModule(kernel_name, _renamed(text, kernel_name), compute_bound, work)
             if self.on_module is not None:
                 self.on_module(self.modules[kernel_name])
@@ -380,11 +383,14 @@ def node_work(node: Node) -> int | None:
     """How much a node's kernels do: its floating-point operations (`ir.cost.node_flops`) or the
     elements it reads and writes, whichever is more (a sum's one operation per output element says
     nothing of the input it reads); None where a size is symbolic."""
+    data, flops = node_data(node), node_flops(node)
+    return None if data is None or flops is None else max(flops, data)
+
+
+def node_data(node: Node) -> int | None:
+    """The elements a node reads and writes (its operands' sizes); None where a size is symbolic."""
     sizes = [value.type.size for value in (*node.inputs, node.output)]
-    flops = node_flops(node)
-    if flops is None or any(symbolic.is_symbolic(size) for size in sizes):
-        return None
-    return max(flops, sum(sizes))
+    return None if any(symbolic.is_symbolic(size) for size in sizes) else sum(sizes)
 
 
 def _renamed(text: str, name: str, placeholder: str = PLACEHOLDER) -> str:

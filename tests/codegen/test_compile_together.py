@@ -58,7 +58,9 @@ def small_model():
 
 
 def training_graphs(model) -> tuple:
-    graph = lucid.trace(model, lucid.spec(1, 1, 6, 6, 6))
+    """The forward and backward graphs at 10^3 voxels: enough data (over `TINY_WORK` elements) that the
+    convs' packing is compiled on its own (level 2), and the two graphs share modules."""
+    graph = lucid.trace(model, lucid.spec(1, 1, 10, 10, 10))
     split = pipeline.for_training(graph, wrt=[name for name, _ in model.named_parameters()])
     return split.forward, split.backward
 
@@ -118,7 +120,7 @@ def test_graphs_built_together_take_those_met_before_from_the_cache(fresh_cache)
 def test_a_training_variant_compiles_both_graphs_in_one_compilation(jobs, fresh_cache, compilations, monkeypatch):
     monkeypatch.setenv("LUCID_COMPILE_JOBS", str(jobs))
     model, eager = small_model(), small_model()
-    x = np.random.default_rng(1).standard_normal((1, 1, 6, 6, 6)).astype(np.float32)
+    x = np.random.default_rng(1).standard_normal((1, 1, 10, 10, 10)).astype(np.float32)
     fast = lucid.compile(model)
     fast(lucid.Tensor(x)).sum().backward()
     eager(lucid.Tensor(x)).sum().backward()
@@ -136,7 +138,7 @@ def test_a_training_variant_compiles_both_graphs_in_one_compilation(jobs, fresh_
 def test_a_training_variants_executables_compute_what_separately_built_ones_do(fresh_cache, monkeypatch):
     model = small_model()
     fast = lucid.compile(model)
-    x = np.random.default_rng(2).standard_normal((1, 1, 6, 6, 6)).astype(np.float32)
+    x = np.random.default_rng(2).standard_normal((1, 1, 10, 10, 10)).astype(np.float32)
     fast(lucid.Tensor(x)).sum().backward()
     training, = fast.variants.values()
     monkeypatch.setenv("LUCID_CACHE_DIR", str(fresh_cache / "alone"))
@@ -157,7 +159,7 @@ def test_a_staged_backward_and_its_forward_compile_in_one_compilation(fresh_cach
     reported = []
     groups = [[model[2].weight, model[2].bias], [model[0].weight, model[0].bias]]
     fast.stage_backward(groups, lambda k, pairs: reported.append(k))
-    x = np.random.default_rng(3).standard_normal((1, 1, 6, 6, 6)).astype(np.float32)
+    x = np.random.default_rng(3).standard_normal((1, 1, 10, 10, 10)).astype(np.float32)
     fast(lucid.Tensor(x)).sum().backward()
     eager(lucid.Tensor(x)).sum().backward()
     training, = fast.variants.values()

@@ -76,7 +76,7 @@ def emit_pack_input(lowering: Lowering, x: Value, layout: Padded, offset: int, n
             target = b.add(row, b.add(b.mul(w, as_i64(sw)), b.mul(c, as_i64(channel_stride))))
             b.store(b.select(inside, value, ir.Constant(element, 0.0)), b.gep(xp, [target]))
 
-    lowering.kernel(name, x.shape[0] * layout.extent[0] * layout.extent[1], body)
+    lowering.kernel(name, x.shape[0] * layout.extent[0] * layout.extent[1], body, moves_data=True)
 
 
 def _in_range(b: ir.IRBuilder, index, size):
@@ -147,7 +147,7 @@ def emit_pack_weight(lowering: Lowering, w: Value, g: Geometry, block: Blocking,
         if flags is not None:
             flags.note(k, item, b.load(probe))
 
-    lowering.kernel(name, g.groups * blocks * g.icg, when_changed(check, body), waits=waits)
+    lowering.kernel(name, g.groups * blocks * g.icg, when_changed(check, body), waits=waits, moves_data=True)
     return flags
 
 
@@ -201,7 +201,7 @@ def emit_pack_channel_blocks(lowering: Lowering, y: Value, layout: Padded, group
                 value = b.load(b.gep(columns, [b.add(b.mul(j, i64(stride)), r)]))
                 b.store(value, b.gep(packed, [b.add(target, b.add(b.mul(j, i64(sw)), r))]))
 
-    lowering.kernel(name, y.shape[0] * layout.extent[0] * layout.extent[1], body, waits)
+    lowering.kernel(name, y.shape[0] * layout.extent[0] * layout.extent[1], body, waits, moves_data=True)
 
 
 def _positions_inside(b: ir.IRBuilder, first, lanes: int, size):

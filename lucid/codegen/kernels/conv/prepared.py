@@ -85,7 +85,7 @@ def emit_weight_check(lowering: Lowering, w: Value) -> WeightCheck:
         b.store(ir.Constant(I8, 1), made)
         b.store(b.zext(changed, I8), b.gep(flags, [item]))
 
-    lowering.kernel("weights_check", chunks, body)
+    lowering.kernel("weights_check", chunks, body, moves_data=True)
     return check
 
 

@@ -163,4 +163,4 @@ def _emit_chunks(lowering: Lowering, offset, count, element, name: str, each, wa
         with counted_loop(b, stop, start, name="i") as i:
             each(b, data, i)
 
-    lowering.kernel(name, symbolic.ceil_div(count, chunk), body, waits)
+    lowering.kernel(name, symbolic.ceil_div(count, chunk), body, waits, moves_data=True)

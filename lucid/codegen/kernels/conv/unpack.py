@@ -89,7 +89,8 @@ class PhaseMajorScratch:
 def emit_unpack(lowering: Lowering, unpack: Unpack, name: str) -> None:
     """y = epilogue(scratch (+ bias)) as a kernel over the output rows (n, d, h)."""
     depth, height, _ = to_3d(unpack.y.shape[2:], 1)
-    lowering.kernel(name, unpack.y.shape[0] * depth * height, lambda k, row: unpack_row(k, unpack, row))
+    lowering.kernel(name, unpack.y.shape[0] * depth * height, lambda k, row: unpack_row(k, unpack, row),
+                    moves_data=True)
 
 
 def _spatial(k, y: Value) -> tuple:

@@ -322,4 +322,4 @@ def _emit_unpack_weight(lowering: Lowering, dw: Value, g: Geometry, block: Block
                     value = b.load(b.gep(columns, [b.add(b.mul(lane, i64(stride)), t)]))
                     b.store(value, b.gep(out, [b.add(row, t)]))
 
-    lowering.kernel("wgrad_unpack", g.groups * blocks * g.icg, body)
+    lowering.kernel("wgrad_unpack", g.groups * blocks * g.icg, body, moves_data=True)
