@@ -20,10 +20,17 @@ without bytecode files, 5.0 with them).
 Tests marked `long_running` (each takes many seconds on a cold cache: whole training steps of deep
 networks, subprocess runs of the examples and benchmarks, MPI jobs) are started first: with
 `--dist worksteal` the other process then takes the short tests queued behind them, so the run
-does not end with one process finishing a long test while the other core idles."""
+does not end with one process finishing a long test while the other core idles.
+
+pytest's logging plugin is left out (`-p no:logging` in pyproject.toml): it attaches its handlers to
+every logger around each test's setup, call and teardown, and PyTorch, once imported, has some 60
+loggers (tests/nn and tests/ir: 1.5 of 30 CPU-s). Tests read lucid's compile log with `compile_log`."""
+import logging
 import os
 import pathlib
 import sys
+
+import pytest
 
 os.environ.setdefault("LUCID_CACHE_DIR", str(pathlib.Path(__file__).resolve().parent.parent / ".lucid-cache"))
 os.environ.setdefault("LUCID_COMPILE_JOBS", "1")
@@ -35,3 +42,25 @@ sys.dont_write_bytecode = False
 def pytest_collection_modifyitems(items):
     """Long-running tests first; the others keep their order (a stable sort)."""
     items.sort(key=lambda item: item.get_closest_marker("long_running") is None)
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def compile_log() -> list:
+    """The records (INFO and up) the "lucid.compile" logger emits during the test; clear the list to
+    start again."""
+    logger, handler = logging.getLogger("lucid.compile"), _Records()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler.records
+    logger.removeHandler(handler)
+    logger.setLevel(level)

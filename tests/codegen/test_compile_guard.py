@@ -14,7 +14,6 @@ Checked:
 """
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -267,28 +266,26 @@ def test_a_compiled_function_stays_a_callable():
 
 
 # ============================================================================== compiles: counted and logged
-def test_no_grad_call_reuses_the_training_forward(caplog):
+def test_no_grad_call_reuses_the_training_forward(compile_log):
     net = make_net(training=True)
     x = data(SHAPE, 11)
-    with caplog.at_level(logging.INFO, logger="lucid.compile"):
-        fast = lucid.compile(net, lucid.spec(*SHAPE))                 # grad mode: the training variant
-        stats = fast.stats()
-        assert stats["traces"] == 1 and stats["variants"] == 1
-        assert stats["native_compiles"] + stats["cache_loads"] > 0
-        before = dict(jit.COUNTERS)
-        with lucid.no_grad():
-            close(fast(lucid.Tensor(x)).numpy(), expected(net, x, np.zeros((1, 1, 8, 8, 8)))["output"], "no-grad call")
-        assert dict(jit.COUNTERS) == before and fast.stats() == stats
-    lines = [r.getMessage() for r in caplog.records if r.name == "lucid.compile"]
+    fast = lucid.compile(net, lucid.spec(*SHAPE))                     # grad mode: the training variant
+    stats = fast.stats()
+    assert stats["traces"] == 1 and stats["variants"] == 1
+    assert stats["native_compiles"] + stats["cache_loads"] > 0
+    before = dict(jit.COUNTERS)
+    with lucid.no_grad():
+        close(fast(lucid.Tensor(x)).numpy(), expected(net, x, np.zeros((1, 1, 8, 8, 8)))["output"], "no-grad call")
+    assert dict(jit.COUNTERS) == before and fast.stats() == stats
+    lines = [r.getMessage() for r in compile_log]
     assert len(lines) == 2, lines
     assert "tracing for (float32[1, 1, 4, 4, 4]), training mode: first call" in lines[0]
     assert "compiled the training variant" in lines[1] and "LLVM module(s) compiled" in lines[1]
-    caplog.clear()
-    with caplog.at_level(logging.INFO, logger="lucid.compile"):
-        net.up.weight = nn.Parameter(net.up.weight.numpy())
-        with lucid.no_grad():
-            fast(lucid.Tensor(x))
-    assert any("parameter 'up.weight' was replaced" in r.getMessage() for r in caplog.records)
+    compile_log.clear()
+    net.up.weight = nn.Parameter(net.up.weight.numpy())
+    with lucid.no_grad():
+        fast(lucid.Tensor(x))
+    assert any("parameter 'up.weight' was replaced" in r.getMessage() for r in compile_log)
 
 
 def test_lucid_log_prints_each_compile():

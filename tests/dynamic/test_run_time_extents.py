@@ -3,7 +3,6 @@
 Oracles: eager lucid (NumPy kernels), a NumPy forward written here, Python's own integer arithmetic
 for the sizes the kernels compute, and an overlap check of the arena written here."""
 import ctypes
-import logging
 
 import llvmlite.ir as ir
 import numpy as np
@@ -134,7 +133,8 @@ def dropout_net():
     return nn.Sequential(nn.Linear(6, 4), nn.Dropout(0.5)).train()
 
 
-def test_an_operator_without_run_time_extents_keeps_static_variants_and_says_why_once(caplog, monkeypatch, tmp_path):
+def test_an_operator_without_run_time_extents_keeps_static_variants_and_says_why_once(compile_log, monkeypatch,
+                                                                                        tmp_path):
     """Every operator takes run-time sizes today: `random`'s lowering is made to refuse them here
     (with a cache of its own: a symbolic graph another test compiled would load without lowering)."""
     from lucid.codegen import kernels  # noqa: F401  (registers the lowerings)
@@ -144,14 +144,14 @@ def test_an_operator_without_run_time_extents_keeps_static_variants_and_says_why
     monkeypatch.setenv("LUCID_CACHE_DIR", str(tmp_path))
     net = dropout_net()
     compiled = lucid.compile(net)
-    with lucid.no_grad(), caplog.at_level(logging.INFO, logger="lucid.compile"):
+    with lucid.no_grad():
         for n in (8, 10, 12):
             x = lucid.randn(n, 6)
             kept = net[0](x).numpy() * 2                 # a kept value is scaled by 1 / (1 - p)
             y = compiled(x).numpy()
             assert y.shape == (n, 4)
             assert np.all(np.isclose(y, 0) | np.isclose(y, kept, rtol=1e-4, atol=1e-5))
-    said = [r.getMessage() for r in caplog.records if "sizes vary, but" in r.getMessage()]
+    said = [r.getMessage() for r in compile_log if "sizes vary, but" in r.getMessage()]
     assert len(said) == 1 and "random" in said[0]
     stats = compiled.stats()
     assert "random" in stats["static_reason"] and stats["variants"] == 3 and stats["dynamic_variants"] == 0
