@@ -36,9 +36,10 @@ three levels, and `level_for(module)` the one rule choosing a kernel module's le
   µs, the call's own cost, with its kernel at level 0 as at level 2). A kernel only moving its
   node's data (a conv's packing, unpacking, zeroing and weight check: `Lowering.kernel(...,
   moves_data=True)`) counts the elements the node reads and writes (`lowering.node_data`), not its
-  operations: a conv of 8 to 16 channels on 4^3 to 8^3 voxels, compiled forward and forward +
-  backward, ran within the noise of its level-2 packing (each call 85-110 µs, the call's own cost),
-  and the conv tests' cold compile took 18% less LLVM time.
+  operations: 3x3x3 convs of 3 to 16 channels on 4^3 to 8^3 voxels, forward and forward +
+  backward, ran in 0.98-1.004 of the time they took with that packing at level 2 (an `Executable`
+  each, called alternately 400 times in one process: 35-120 µs a call), and the conv tests' cold
+  compile took 18% less LLVM time (a whole cold test run: 186 -> 158 CPU-s).
 llvmlite runs one compilation at a time per process (threads gave nothing: 40 modules took 28 s on
 one thread and 29 s on two), so to use several cores `jit.Compilation` hands modules to worker
 processes as well.
