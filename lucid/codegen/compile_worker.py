@@ -35,11 +35,13 @@ three levels, and `level_for(module)` the one rule choosing a kernel module's le
   back (a compiled call of a sum, a softmax or a fused map of 2,000 elements took the same 20 to 50
   µs, the call's own cost, with its kernel at level 0 as at level 2). A kernel only moving its
   node's data (a conv's packing, unpacking, zeroing and weight check: `Lowering.kernel(...,
-  moves_data=True)`) counts the elements the node reads and writes (`lowering.node_data`), not its
-  operations: 3x3x3 convs of 3 to 16 channels on 4^3 to 8^3 voxels, forward and forward +
-  backward, ran in 0.98-1.004 of the time they took with that packing at level 2 (an `Executable`
-  each, called alternately 400 times in one process: 35-120 µs a call), and the conv tests' cold
-  compile took 18% less LLVM time (a whole cold test run: 186 -> 158 CPU-s).
+  moves_data=True)`), or ordering the calls of a shared function (a conv kernel calling its
+  register tile, which keeps level 3), counts the elements the node reads and writes
+  (`lowering.node_data`), not its operations. 3x3x3 convs on 2,800 to 3,900 elements (2 to 8
+  channels, 4^3 to 8^3 voxels), forward and forward + backward, each an `Executable` called
+  alternately with one built the old way 400 times in one process (30-110 µs a call): 0.996-1.028
+  and 0.999-1.006 of the time with their packing at level 2 (two runs), 0.996-1.009 with their conv
+  kernels too. A whole cold test run: LLVM 186 -> 158 CPU-s with the packing alone.
 llvmlite runs one compilation at a time per process (threads gave nothing: 40 modules took 28 s on
 one thread and 29 s on two), so to use several cores `jit.Compilation` hands modules to worker
 processes as well.

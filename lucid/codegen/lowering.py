@@ -245,7 +245,9 @@ class Lowering:
         `level_for` in compile_worker.py). `moves_data`: the kernel packs, unpacks, zeroes or compares
         the node's data, whatever the node computes, so its work is the elements the node reads and
         writes (`node_data`), not the node's operations: a conv of many operations on a few elements
-        has those kernels compiled as written (level 0), like any kernel of so few elements."""
+        has those kernels compiled as written (level 0), like any kernel of so few elements. A kernel
+        calling a shared function counts the same way: the arithmetic is in that function (level 3),
+        the kernel orders the calls and moves the data."""
         module = self.module
         fn = ir.Function(module, KERNEL_TYPE, name=PLACEHOLDER)
         k = KernelBuilder(self, fn)
@@ -256,7 +258,9 @@ class Lowering:
         digest = hashlib.sha256(text.encode()).hexdigest()[:24]
         kernel_name = f"lucid_k_{digest}"
         if kernel_name not in self.modules:
-            work = None if self.node is None else node_data(self.node) if moves_data else node_work(self.node)
+            calls_shared = any(symbol.startswith("lucid_f_") for symbol in module.globals)
+            work = None if self.node is None else \
+                node_data(self.node) if moves_data or calls_shared else node_work(self.node)
             self.modules[kernel_name] = KernelModule(kernel_name, _renamed(text, kernel_name), compute_bound, work)
             if self.on_module is not None:
                 self.on_module(self.modules[kernel_name])
