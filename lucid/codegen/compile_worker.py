@@ -37,11 +37,12 @@ three levels, and `level_for(module)` the one rule choosing a kernel module's le
   node's data (a conv's packing, unpacking, zeroing and weight check: `Lowering.kernel(...,
   moves_data=True)`), or ordering the calls of a shared function (a conv kernel calling its
   register tile, which keeps level 3), counts the elements the node reads and writes
-  (`lowering.node_data`), not its operations. 3x3x3 convs on 2,800 to 3,900 elements (2 to 8
-  channels, 4^3 to 8^3 voxels), forward and forward + backward, each an `Executable` called
-  alternately with one built the old way 400 times in one process (30-110 µs a call): 0.996-1.028
-  and 0.999-1.006 of the time with their packing at level 2 (two runs), 0.996-1.009 with their conv
-  kernels too. A whole cold test run: LLVM 186 -> 158 CPU-s with the packing alone.
+  (`lowering.node_data`), not its operations: `benchmarks/small_conv_levels.py` (3x3x3 convs on
+  2,800 to 3,900 elements, forward and forward + backward, weights kept or changed every call, each
+  call 30-110 µs) ran them in 0.991-1.025 of the time they took with those kernels at level 2, and
+  a whole cold test run's LLVM time went from 186 to 153 CPU-s. A bigger node keeps level 2: a
+  changed-weights call of a 32-channel 4^3 conv (31,000 elements) ran 9% slower with its weight
+  packing at level 0.
 llvmlite runs one compilation at a time per process (threads gave nothing: 40 modules took 28 s on
 one thread and 29 s on two), so to use several cores `jit.Compilation` hands modules to worker
 processes as well.
