@@ -130,13 +130,17 @@ def load_vector(b: ir.IRBuilder, base: ir.Value, index: ir.Value, lanes: int) ->
     return b.load(pointer, align=4)
 
 
+def float_suffix(element: ir.Type) -> str:
+    """How LLVM's intrinsic names spell a float element type: "f32" or "f64"."""
+    return "f32" if element == F32 else "f64"
+
+
 def masked_load_vector(b: ir.IRBuilder, module: ir.Module, base: ir.Value, index: ir.Value, mask: ir.Value) -> ir.Value:
     """The vector at base[index...] with the lanes where `mask` (a vector of i1) is false read as 0 and
     never touched in memory (so they may lie outside the buffer)."""
     element, lanes = base.type.pointee, mask.type.count
     vtype = vector_type(element, lanes)
-    suffix = "f32" if element == F32 else "f64"
-    load = intrinsic(module, f"llvm.masked.load.v{lanes}{suffix}.p0", vtype,
+    load = intrinsic(module, f"llvm.masked.load.v{lanes}{float_suffix(element)}.p0", vtype,
                      [vtype.as_pointer(), I32, mask.type, vtype])
     pointer = b.bitcast(b.gep(base, [index]), vtype.as_pointer())
     return b.call(load, [pointer, ir.Constant(I32, 4), mask, ir.Constant(vtype, None)])
@@ -146,8 +150,7 @@ def masked_store_vector(b: ir.IRBuilder, module: ir.Module, value: ir.Value, bas
                         mask: ir.Value) -> None:
     """Store the lanes of `value` where `mask` is true at base[index...]; the others are not touched."""
     vtype = value.type
-    suffix = "f32" if vtype.element == F32 else "f64"
-    store = intrinsic(module, f"llvm.masked.store.v{vtype.count}{suffix}.p0", ir.VoidType(),
+    store = intrinsic(module, f"llvm.masked.store.v{vtype.count}{float_suffix(vtype.element)}.p0", ir.VoidType(),
                       [vtype, vtype.as_pointer(), I32, mask.type])
     b.call(store, [value, b.bitcast(b.gep(base, [index]), vtype.as_pointer()), ir.Constant(I32, 4), mask])
 

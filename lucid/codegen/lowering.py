@@ -140,6 +140,8 @@ class KernelModule:
 
 PLACEHOLDER = "lucid_kernel"
 SHARED_PLACEHOLDER = "lucid_shared"
+#: How a shared function's symbol starts (then a hash of its code).
+SHARED_PREFIX = "lucid_f_"
 
 
 class Lowering:
@@ -185,7 +187,7 @@ class Lowering:
             module.triple = self.target.triple
             function_type = build(module, SHARED_PLACEHOLDER).function_type
             text = str(module)
-            symbol = f"lucid_f_{hashlib.sha256(text.encode()).hexdigest()[:24]}"
+            symbol = f"{SHARED_PREFIX}{hashlib.sha256(text.encode()).hexdigest()[:24]}"
             self._shared[name] = (symbol, function_type)
             if symbol not in self.modules:
                 self.modules[symbol] = KernelModule(symbol, _renamed(text, symbol, SHARED_PLACEHOLDER), True, None)
@@ -258,7 +260,7 @@ class Lowering:
         digest = hashlib.sha256(text.encode()).hexdigest()[:24]
         kernel_name = f"lucid_k_{digest}"
         if kernel_name not in self.modules:
-            calls_shared = any(symbol.startswith("lucid_f_") for symbol in module.globals)
+            calls_shared = any(symbol.startswith(SHARED_PREFIX) for symbol in module.globals)
             work = None if self.node is None else \
                 node_data(self.node) if moves_data or calls_shared else node_work(self.node)
             self.modules[kernel_name] = KernelModule(kernel_name, _renamed(text, kernel_name), compute_bound, work)

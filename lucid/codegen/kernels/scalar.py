@@ -17,7 +17,7 @@ import math
 import llvmlite.ir as ir
 
 from ...ir.types import as_dtype, bool_
-from ..irgen import F32, F64, I1, I64, intrinsic
+from ..irgen import F32, F64, I1, I64, float_suffix, intrinsic
 from . import vector_math
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -35,8 +35,7 @@ class Scalars:
         return ir.Constant(ty, float(value))
 
     def call(self, name: str, ty: ir.Type, *args) -> ir.Value:
-        suffix = "f32" if ty == F32 else "f64"
-        return self.b.call(intrinsic(self.module, f"llvm.{name}.{suffix}", ty, [ty] * len(args)), list(args))
+        return self.b.call(intrinsic(self.module, f"llvm.{name}.{float_suffix(ty)}", ty, [ty] * len(args)), list(args))
 
     def libm(self, name: str, ty: ir.Type, x: ir.Value) -> ir.Value:
         return self.b.call(intrinsic(self.module, name + ("f" if ty == F32 else ""), ty, [ty]), [x])

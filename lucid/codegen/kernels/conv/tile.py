@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import llvmlite.ir as ir
 
 from ....ir import symbolic
-from ...irgen import F32, as_i64, counted_loop, i64, intrinsic, load_vector, splat, store_vector
+from ...irgen import as_i64, counted_loop, float_suffix, i64, intrinsic, load_vector, splat, store_vector
 from ...lowering import Lowering
 from .primitives import constant_table, region_pointer, size_table, sized, strided_offset, table_array
 from .problem import Blocking, Geometry, oc_blocks
@@ -189,7 +189,7 @@ def tile_function(lowering: Lowering, element, block: Blocking, count: int, s_st
     output channels the scalars are input values (rows: output points) and the vectors weight rows;
     vectorised over output points, the scalars are weights (rows: output channels) and the vectors
     input rows."""
-    kind = "f32" if element == F32 else "f64"
+    kind = float_suffix(element)
     name = f"conv_tile_{kind}_{block.lanes}x{block.vectors}x{count}_step{s_step}"
     return lowering.shared_function(name, lambda module, symbol: _define_tile(module, symbol, element, block, count,
                                                                               s_step))
@@ -197,7 +197,7 @@ def tile_function(lowering: Lowering, element, block: Blocking, count: int, s_st
 
 def _define_tile(module: ir.Module, symbol: str, element, block: Blocking, count: int, s_step: int) -> ir.Function:
     """The definition of `tile_function`'s tile in `module`, named `symbol`."""
-    kind = "f32" if element == F32 else "f64"
+    kind = float_suffix(element)
     pointer = element.as_pointer()
     i64t = ir.IntType(64)
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [pointer] * 3 + [i64t.as_pointer()] * 2 + [i64t] * 7),

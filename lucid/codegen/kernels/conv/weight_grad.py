@@ -20,7 +20,8 @@ import llvmlite.ir as ir
 
 from ....ir import symbolic
 from ....ir.graph import Node, Value
-from ...irgen import F32, as_i64, counted_loop, element_type, i64, intrinsic, load_vector, splat, store_vector, unravel
+from ...irgen import (as_i64, counted_loop, element_type, float_suffix, i64, intrinsic, load_vector, splat,
+                      store_vector, unravel)
 from ...lowering import Lowering, lowers
 from .packing import Padded, emit_pack_channel_blocks
 from .primitives import at_most, size_table, sized, strided_offset, table_array, transposed_rows
@@ -257,7 +258,7 @@ def _row_function(lowering: Lowering, element, block: Blocking, rows: int, x_ste
     to acc once: a blocked sum, whose rounding error grows with the positions of one call plus the
     calls, not with all the positions of a long running sum (3-7x PyTorch fp32's error, measured).
     A shared function (`Lowering.shared_function`), like the conv's register tile."""
-    kind = "f32" if element == F32 else "f64"
+    kind = float_suffix(element)
     name = f"wgrad_row_{kind}_{block.lanes}x{block.vectors}x{rows}_step{x_step}"
     return lowering.shared_function(name, lambda module, symbol: _define_row(module, symbol, element, block, rows,
                                                                              x_step))
@@ -265,7 +266,7 @@ def _row_function(lowering: Lowering, element, block: Blocking, rows: int, x_ste
 
 def _define_row(module: ir.Module, symbol: str, element, block: Blocking, rows: int, x_step: int) -> ir.Function:
     """The definition of `_row_function`'s row in `module`, named `symbol`."""
-    kind = "f32" if element == F32 else "f64"
+    kind = float_suffix(element)
     pointer, i64t = element.as_pointer(), ir.IntType(64)
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [pointer] * 3 + [i64t] * 5), symbol)
     for argument in fn.args[:3]:
