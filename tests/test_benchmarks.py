@@ -75,11 +75,14 @@ def network_rows(out: str, name: str) -> list:
 
 
 def check_ratios(times: dict, ratios: dict) -> None:
-    """Each ratio is its peer's time over lucid's (to the printed digits), and `best` the smallest."""
+    """Each ratio is its peer's time over lucid's (to the printed digits: times and ratios are rounded
+    to 0.01, so 0.41 ms over 0.42 ms may print as 1.00), and `best` the smallest."""
     for peer in NETWORK_PEERS:
         assert (ratios[peer] is None) == (times[peer] is None)
         if times[peer] is not None:
-            assert ratios[peer] == pytest.approx(times[peer] / times["lucid"], rel=0.02, abs=0.01)
+            peer_ms, lucid_ms = times[peer], times["lucid"]
+            low, high = (peer_ms - 0.005) / (lucid_ms + 0.005), (peer_ms + 0.005) / max(lucid_ms - 0.005, 1e-9)
+            assert low - 0.005 <= ratios[peer] <= high + 0.005, (peer, times, ratios)
     measured = [ratios[peer] for peer in NETWORK_PEERS if ratios[peer] is not None]
     assert ratios["best"] == (min(measured) if measured else None)
 
