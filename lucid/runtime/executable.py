@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -78,6 +77,9 @@ class Executable:
         self._kernels = code.kernels
         self.persistent_bytes = _PERSISTENT(self.native.address("lucid_persistent_bytes"))()
         self._free_arenas: list[_Arena] = []
+        self._written = written_outputs(graph)
+        self._weight_addresses = [(None, 0)] * len(graph.params)
+        self._copies_after_run = not all(self._written) or bool(graph.state_updates)
         self._lock = threading.Lock()
         self._param_names = frozenset(v.name for v in graph.params)
         self.dynamic = bool(self.table.symbols)
@@ -122,41 +124,57 @@ class Executable:
                     self._largest = layout
         return layout
 
-    @contextmanager
-    def _arena(self):
+    def _take_arena(self) -> "_Arena":
         """An arena for one call: reused from earlier calls, or a new one when every arena is in use
-        (calls from several Python threads run at once and must not share intermediates)."""
-        with self._lock:
-            arena = self._free_arenas.pop() if self._free_arenas else _Arena(self)
+        (calls from several Python threads run at once and must not share intermediates). The call
+        gives it back (`_free_arenas.append`, atomic under the GIL) when it ends."""
         try:
-            yield arena
-        finally:
-            with self._lock:
-                self._free_arenas.append(arena)
+            return self._free_arenas.pop()
+        except IndexError:
+            return _Arena(self)
 
     # ------------------------------------------------------------------ calling
     def __call__(self, *inputs, params: dict | None = None, threads: int | None = None) -> list[np.ndarray]:
         """Outputs (a list of fresh arrays) for `inputs`; parameters from `params` or the bindings."""
         owner = f"compiled {self.graph.name}"
         layout = self._layout(list(inputs))
-        arrays = check_arrays(owner, layout.inputs, inputs, "input")
-        arrays = [np.require(a, requirements="C") for a in arrays]
-        weights = check_arrays(owner, layout.params, self._weights(params), "parameter")
-        weights = [np.require(a, requirements="C") for a in weights]
-        with self._arena() as arena:
+        arrays = _c_contiguous(check_arrays(owner, layout.inputs, inputs, "input"))
+        weights = _c_contiguous(check_arrays(owner, layout.params, self._weights(params), "parameter"))
+        arena = self._take_arena()
+        try:
             table = arena.template(layout).copy()
             for slot, array in zip(self.table.inputs, arrays):
                 table[slot] = array.ctypes.data
-            for (_, slot), array in zip(self.table.params, weights):
-                table[slot] = array.ctypes.data
+            self._point_at_weights(table, weights)
             outputs = self._output_arrays(table, layout)
             self._execute(table, arena, threads or (1 if (layout.serial if self.dynamic else self.serial) else default_threads()))
-            found = _Found(self, arena, layout, outputs, arrays + weights)
-            outputs = [array if array is not None else np.array(found.storage(v))
-                       for v, array in zip(self.graph.outputs, outputs)]
-            for name, value in self.graph.state_updates.items():
-                if name in self.graph.bindings:
-                    np.copyto(np.asarray(self.graph.bindings[name]), found.storage(value))
+            if self._copies_after_run:
+                outputs = self._copied_outputs(_Found(self, arena, layout, outputs, arrays + weights), outputs)
+        finally:
+            self._free_arenas.append(arena)
+        return outputs
+
+    def _point_at_weights(self, table: np.ndarray, weights: list) -> None:
+        """Each parameter's address in its table slot. The address of the array a parameter had on the
+        last call is kept with it (`array.ctypes.data` costs a microsecond, per parameter and call):
+        the same array object has the same address, since NumPy refuses to resize in place an array
+        referenced elsewhere, as it is here."""
+        known = self._weight_addresses
+        for k, ((_, slot), array) in enumerate(zip(self.table.params, weights)):
+            kept, address = known[k]
+            if kept is not array:
+                address = array.ctypes.data
+                known[k] = (array, address)
+            table[slot] = address
+
+    def _copied_outputs(self, found: "_Found", outputs: list) -> list:
+        """The outputs the kernels did not write (copied from their storage), and the graph's state
+        updates written into the bound buffers."""
+        outputs = [array if array is not None else np.array(found.storage(v))
+                   for v, array in zip(self.graph.outputs, outputs)]
+        for name, value in self.graph.state_updates.items():
+            if name in self.graph.bindings:
+                np.copyto(np.asarray(self.graph.bindings[name]), found.storage(value))
         return outputs
 
     def _weights(self, params: dict | None) -> list:
@@ -187,11 +205,16 @@ class Executable:
         """A fresh array for each output the kernels write (see `written_outputs`), its table slot
         pointed at it; None for the others, copied after the run."""
         arrays = []
-        for value, slot, written in zip(self.graph.outputs, self.table.outputs, written_outputs(self.graph)):
+        for value, slot, written in zip(self.graph.outputs, self.table.outputs, self._written):
             arrays.append(np.empty(layout.shape(value), value.dtype.numpy) if written else None)
             if written:
                 table[slot] = arrays[-1].ctypes.data
         return arrays
+
+
+def _c_contiguous(arrays: list) -> list:
+    """Each array, or a C-contiguous copy of it where it is not (the kernels read dense rows)."""
+    return [a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in arrays]
 
 
 class _Declared:

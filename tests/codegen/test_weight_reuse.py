@@ -178,6 +178,21 @@ def test_weights_passed_as_params_and_concurrent_calls():
     assert len(errors) == 12 and max(errors) <= TOL
 
 
+def test_each_call_reads_the_weight_arrays_it_is_given():
+    """An executable keeps the address of the array each parameter had on the last call: arrays
+    taking turns (the module's, another through params=, a Fortran-ordered copy of it, the module's
+    again) must each be read where they are at that call."""
+    module, _, executable, x = compiled_case("direct conv (3x1x1)", 5)
+    name = next(v.name for v in executable.graph.params if v.shape == tuple(module.weight.shape))
+    other = fresh_weights(module, np.random.default_rng(6))
+    for given in [None, other, np.asfortranarray(other), None, other, None]:
+        got = executable(x, params=None if given is None else {name: given}, threads=1)[0]
+        weight = module.weight.data if given is None else given
+        want = oracle.conv_nd(x.astype(np.float64), np.asarray(weight, np.float64),
+                              np.asarray(module.bias.data, np.float64), padding=module.padding)
+        assert_close(got, want, "the module's weights" if given is None else f"given {given.flags.f_contiguous=}")
+
+
 def test_training_steps_match_eager():
     """A compiled training step per optimiser step: the forward's Winograd conv and the backward's
     transposed conv (the input gradient) each make their weights again after every step; the loss and
