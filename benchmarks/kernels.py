@@ -34,7 +34,8 @@ def kernel_times(executable, repeats: int) -> list:
     """[(kernel label, work items, median seconds, graph node)] in run order."""
     keep = []
     layout = executable._layout([])
-    with executable._arena() as arena:
+    arena = executable._take_arena()
+    try:
         table = arena.template(layout).copy()
         for slot, value in list(zip(executable.table.inputs, executable.graph.inputs)) + \
                 [(slot, value) for (_, slot), value in zip(executable.table.params, executable.graph.params)]:
@@ -51,6 +52,8 @@ def kernel_times(executable, repeats: int) -> list:
                 run(table.ctypes.data, slots.ctypes.data, 0, kernel.items)
                 times.append(time.perf_counter() - started)
             results.append((kernel.label, kernel.items, float(np.median(times[1:])), node))
+    finally:
+        executable._give_back_arena(arena)
     return results
 
 

@@ -127,11 +127,14 @@ class Executable:
     def _take_arena(self) -> "_Arena":
         """An arena for one call: reused from earlier calls, or a new one when every arena is in use
         (calls from several Python threads run at once and must not share intermediates). The call
-        gives it back (`_free_arenas.append`, atomic under the GIL) when it ends."""
+        gives it back (`_give_back_arena`) when it ends; both are atomic under the GIL."""
         try:
             return self._free_arenas.pop()
         except IndexError:
             return _Arena(self)
+
+    def _give_back_arena(self, arena: "_Arena") -> None:
+        self._free_arenas.append(arena)
 
     # ------------------------------------------------------------------ calling
     def __call__(self, *inputs, params: dict | None = None, threads: int | None = None) -> list[np.ndarray]:
@@ -151,7 +154,7 @@ class Executable:
             if self._copies_after_run:
                 outputs = self._copied_outputs(_Found(self, arena, layout, outputs, arrays + weights), outputs)
         finally:
-            self._free_arenas.append(arena)
+            self._give_back_arena(arena)
         return outputs
 
     def _point_at_weights(self, table: np.ndarray, weights: list) -> None:
