@@ -47,15 +47,37 @@ class Adam(Optimizer):
         if group["weight_decay"] != 0:
             grad = self._decay(p, grad, group)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg += (1 - beta1) * (grad - exp_avg)
+        # PyTorch's operations in its order, each into `term` (a scratch array: no temporaries)
+        term = self._scratch(grad)
+        np.subtract(grad, exp_avg, out=term)
+        term *= 1 - beta1
+        exp_avg += term                                   # m + (1 - beta1) (g - m)
         exp_avg_sq *= beta2
-        exp_avg_sq += (1 - beta2) * grad * grad
+        np.multiply(grad, 1 - beta2, out=term)
+        term *= grad
+        exp_avg_sq += term                                # beta2 v + (1 - beta2) g g
         if group["amsgrad"]:
             np.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
             exp_avg_sq = state["max_exp_avg_sq"]
-        denom = np.sqrt(exp_avg_sq) / math.sqrt(1 - beta2 ** step) + group["eps"]
+        np.sqrt(exp_avg_sq, out=term)
+        term /= math.sqrt(1 - beta2 ** step)
+        term += group["eps"]                              # the denominator
+        np.divide(exp_avg, term, out=term)
+        term *= group["lr"] / (1 - beta1 ** step)
         data = p.data  # update the array in place (assigning p.data would copy it)
-        data -= group["lr"] / (1 - beta1 ** step) * (exp_avg / denom)
+        data -= term
+
+    def _scratch(self, like: np.ndarray) -> np.ndarray:
+        """An array of `like`'s shape and dtype, its contents undefined: a view of one buffer per dtype
+        that every parameter's step reuses (not optimiser state: `state_dict` leaves it out).
+        Without it each step's arithmetic made seven temporaries per parameter, fresh pages for large
+        ones: AdamW's step on 12M elements (arrays of 8M, 4M and 1000) took 91-100 ms, and 62 with
+        it; on an R(2+1)D net's 903,633 elements in 65 parameters, 4.8 and 4.2 ms."""
+        buffers = self.__dict__.setdefault("_scratch_buffers", {})
+        buffer = buffers.get(like.dtype)
+        if buffer is None or buffer.size < like.size:
+            buffer = buffers[like.dtype] = np.empty(like.size, like.dtype)
+        return buffer[:like.size].reshape(like.shape)
 
     def _decay(self, p, grad: np.ndarray, group: dict) -> np.ndarray:
         """Weight decay as L2 regularisation: added to the gradient."""

@@ -80,6 +80,33 @@ def test_adamw_decay_is_decoupled_from_adam():
         AdamW([p], weight_decay=-1)
 
 
+@pytest.mark.parametrize("cls", [Adam, AdamW])
+def test_one_optimiser_over_parameters_of_mixed_sizes_and_dtypes_steps_each_as_alone(cls):
+    """The step's arithmetic goes through one scratch buffer per dtype, reused from parameter to
+    parameter (large, then small, then of the other dtype, then large again): each parameter ends
+    bit for bit where an optimiser of its own takes it, and the state holds only Adam's moments."""
+    rng = np.random.default_rng(5)
+    shapes = [((40, 30), "float32"), ((7,), "float32"), ((3, 5), "float64"), ((2, 3, 4), "float32"), ((), "float64")]
+    starts = [rng.standard_normal(shape).astype(dtype) for shape, dtype in shapes]
+    grads = [[rng.standard_normal(a.shape).astype(a.dtype) for a in starts] for _ in range(4)]
+
+    def run(groups: list) -> list:
+        params = [nn.Parameter(lucid.Tensor(a.copy(), dtype=a.dtype.name)) for a in starts]
+        optimisers = [cls([params[k] for k in group], lr=0.05, weight_decay=0.1, amsgrad=True) for group in groups]
+        for step in grads:
+            for p, g in zip(params, step):
+                p.grad = lucid.Tensor(g, dtype=g.dtype.name)
+            for opt in optimisers:
+                opt.step()
+        assert all(set(state) == {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
+                   for opt in optimisers for state in opt.state.values())
+        return [p.data for p in params]
+
+    together, alone = run([range(len(starts))]), run([[k] for k in range(len(starts))])
+    for k, (a, b) in enumerate(zip(together, alone)):
+        np.testing.assert_array_equal(a, b, err_msg=f"parameter {k} {shapes[k]}")
+
+
 # --------------------------------------------------------------------------- schedulers
 
 def optimiser(kind="sgd", lrs=(0.1, 0.02)):
