@@ -35,64 +35,64 @@ class Adam(Optimizer):
         check_range(type(self).__name__, "beta2 (betas[1])", group["betas"][1], 0.0, 1.0)
         check_range(type(self).__name__, "weight_decay", group["weight_decay"], 0.0)
 
+    #: Whether weight decay scales the weights (AdamW) instead of adding to the gradient (Adam).
+    decoupled_decay = False
+
     def _update(self, p, grad: np.ndarray, group: dict, state: dict) -> None:
+        """One native pass over the parameter's elements (`lucid/codegen/adam_step.py`: PyTorch's
+        operations in its order, bit for bit)."""
+        from ..codegen.adam_step import AdamRule, adam_step
+
+        data = p.data
         if not state:
-            state.update(step=0, exp_avg=np.zeros_like(p.data), exp_avg_sq=np.zeros_like(p.data))
+            state.update(step=0, exp_avg=np.zeros_like(data, order="C"), exp_avg_sq=np.zeros_like(data, order="C"))
             if group["amsgrad"]:
-                state["max_exp_avg_sq"] = np.zeros_like(p.data)
-        beta1, beta2 = group["betas"]
+                state["max_exp_avg_sq"] = np.zeros_like(data, order="C")
         state["step"] += 1
-        step = state["step"]
-        grad = -grad if group["maximize"] else grad
-        if group["weight_decay"] != 0:
-            grad = self._decay(p, grad, group)
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        # PyTorch's operations in its order, each into `term` (a scratch array: no temporaries)
-        term = self._scratch(grad)
-        np.subtract(grad, exp_avg, out=term)
-        term *= 1 - beta1
-        exp_avg += term                                   # m + (1 - beta1) (g - m)
-        exp_avg_sq *= beta2
-        np.multiply(grad, 1 - beta2, out=term)
-        term *= grad
-        exp_avg_sq += term                                # beta2 v + (1 - beta2) g g
-        if group["amsgrad"]:
-            np.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
-            exp_avg_sq = state["max_exp_avg_sq"]
-        np.sqrt(exp_avg_sq, out=term)
-        term /= math.sqrt(1 - beta2 ** step)
-        term += group["eps"]                              # the denominator
-        np.divide(exp_avg, term, out=term)
-        term *= group["lr"] / (1 - beta1 ** step)
-        data = p.data  # update the array in place (assigning p.data would copy it)
-        data -= term
+        rule = AdamRule(data.dtype, self.decoupled_decay, group["weight_decay"] != 0, group["amsgrad"], group["maximize"])
+        weights = data if data.flags.c_contiguous else np.ascontiguousarray(data)
+        if grad.dtype != data.dtype or not grad.flags.c_contiguous or np.may_share_memory(grad, data):
+            grad = np.array(grad, data.dtype, order="C")    # a gradient sharing the parameter's memory: as it was
+        moments = (state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq", state["exp_avg_sq"]))
+        weights_at, *moments_at = (self._address(p, k, a) for k, a in enumerate((weights,) + moments))
+        adam_step(rule)(weights_at, grad.ctypes.data, *moments_at, data.size, self._scalars(group, state["step"], data.dtype))
+        if weights is not data:
+            np.copyto(data, weights)
 
-    def _scratch(self, like: np.ndarray) -> np.ndarray:
-        """An array of `like`'s shape and dtype, its contents undefined: a view of one buffer per dtype
-        that every parameter's step reuses (not optimiser state: `state_dict` leaves it out).
-        Without it each step's arithmetic made seven temporaries per parameter, fresh pages for large
-        ones: AdamW's step on 12M elements (arrays of 8M, 4M and 1000) took 91-100 ms, and 62 with
-        it; on an R(2+1)D net's 903,633 elements in 65 parameters, 4.8 and 4.2 ms."""
-        buffers = self.__dict__.setdefault("_scratch_buffers", {})
-        buffer = buffers.get(like.dtype)
-        if buffer is None or buffer.size < like.size:
-            buffer = buffers[like.dtype] = np.empty(like.size, like.dtype)
-        return buffer[:like.size].reshape(like.shape)
+    def _address(self, p, k: int, array: np.ndarray) -> int:
+        """`array.ctypes.data` (a microsecond per array and step), kept with the array that was the
+        k-th of parameter `p`'s step last time (parameters and moments stay the same objects from
+        step to step; an array held here cannot be resized in place)."""
+        addresses = self.__dict__.setdefault("_addresses", {})
+        kept = addresses.get((id(p), k))
+        if kept is None or kept[0] is not array:
+            kept = addresses[(id(p), k)] = (array, array.ctypes.data)
+        return kept[1]
 
-    def _decay(self, p, grad: np.ndarray, group: dict) -> np.ndarray:
-        """Weight decay as L2 regularisation: added to the gradient."""
-        return grad + group["weight_decay"] * p.data
+    def _scalars(self, group: dict, step: int, dtype: np.dtype) -> int:
+        """The address of the step's scalars (`adam_step.SCALARS`) in `dtype`, shared by the
+        parameters of a group at the same step (the last ones made are kept)."""
+        from ..codegen.adam_step import SCALARS
+
+        beta1, beta2 = group["betas"]
+        lr, decay = group["lr"], group["weight_decay"]
+        key = (beta1, beta2, lr, decay, group["eps"], step, dtype)
+        kept = self.__dict__.get("_kept_scalars")
+        if kept is None or kept[0] != key:
+            values = dict(one_minus_beta1=1 - beta1, beta2=beta2, one_minus_beta2=1 - beta2,
+                          bias_correction2_sqrt=math.sqrt(1 - beta2 ** step), eps=group["eps"],
+                          step_size=lr / (1 - beta1 ** step), decay=1 - lr * decay if self.decoupled_decay else decay)
+            array = np.array([values[name] for name in SCALARS], dtype)
+            kept = self._kept_scalars = (key, array, array.ctypes.data)
+        return kept[2]
 
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter), as ``torch.optim.AdamW``: before
     Adam's step (with no decay in the gradient), ``p = p * (1 - lr * weight_decay)``."""
 
+    decoupled_decay = True
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, maximize=False):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize)
-
-    def _decay(self, p, grad: np.ndarray, group: dict) -> np.ndarray:
-        data = p.data
-        data *= 1 - group["lr"] * group["weight_decay"]
-        return grad

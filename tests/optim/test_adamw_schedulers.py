@@ -82,9 +82,9 @@ def test_adamw_decay_is_decoupled_from_adam():
 
 @pytest.mark.parametrize("cls", [Adam, AdamW])
 def test_one_optimiser_over_parameters_of_mixed_sizes_and_dtypes_steps_each_as_alone(cls):
-    """The step's arithmetic goes through one scratch buffer per dtype, reused from parameter to
-    parameter (large, then small, then of the other dtype, then large again): each parameter ends
-    bit for bit where an optimiser of its own takes it, and the state holds only Adam's moments."""
+    """The native step keeps each parameter's array addresses and a group's scalars from call to call
+    (large, then small, then of the other dtype, then large again): each parameter ends bit for bit
+    where an optimiser of its own takes it, and the state holds only Adam's moments."""
     rng = np.random.default_rng(5)
     shapes = [((40, 30), "float32"), ((7,), "float32"), ((3, 5), "float64"), ((2, 3, 4), "float32"), ((), "float64")]
     starts = [rng.standard_normal(shape).astype(dtype) for shape, dtype in shapes]
@@ -105,6 +105,58 @@ def test_one_optimiser_over_parameters_of_mixed_sizes_and_dtypes_steps_each_as_a
     together, alone = run([range(len(starts))]), run([[k] for k in range(len(starts))])
     for k, (a, b) in enumerate(zip(together, alone)):
         np.testing.assert_array_equal(a, b, err_msg=f"parameter {k} {shapes[k]}")
+
+
+def pytorch_order_step(cls, x, m, v, v_max, g, t, lr, betas, eps, weight_decay, amsgrad, maximize):
+    """One step the way PyTorch's single-tensor Adam/AdamW writes it, one NumPy operation at a time
+    at the arrays' precision (the sequence lucid's native step must equal bit for bit)."""
+    dtype = x.dtype.type
+    g = -g if maximize else g
+    if cls is AdamW:
+        x = x * dtype(1 - lr * weight_decay)
+    elif weight_decay:
+        g = g + dtype(weight_decay) * x
+    m = m + (g - m) * dtype(1 - betas[0])
+    v = v * dtype(betas[1]) + g * dtype(1 - betas[1]) * g
+    if amsgrad:
+        v_max = np.maximum(v_max, v)
+    denominator = np.sqrt(v_max if amsgrad else v) / dtype(math.sqrt(1 - betas[1] ** t)) + dtype(eps)
+    return x - m / denominator * dtype(lr / (1 - betas[0] ** t)), m, v, v_max
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cls, config", [
+    (AdamW, dict(lr=0.05, weight_decay=0.1)), (AdamW, dict(lr=0.02, weight_decay=0.3, amsgrad=True, maximize=True)),
+    (Adam, dict(lr=0.01, weight_decay=0.2)), (Adam, dict(lr=0.03, betas=(0.5, 0.7), eps=1e-3, amsgrad=True))])
+def test_the_native_step_is_pytorchs_operation_sequence_bit_for_bit(cls, config, dtype):
+    """Odd sizes (a vector loop's remainder), NaN, infinities and magnitudes from 1e-20 to 1e20, a
+    Fortran-ordered parameter, a gradient that is its parameter's own array (taken as it was before
+    the step) and a parameter array replaced between steps."""
+    settings = dict(dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False),
+                    **config)
+    rng = np.random.default_rng(8)
+    starts = [rng.standard_normal(1021), np.asfortranarray(rng.standard_normal((7, 9))), rng.standard_normal(3)]
+    starts = [a.astype(dtype) for a in starts]
+    starts[0][[5, 9, 13]] = np.nan, np.inf, -np.inf
+    params = [nn.Parameter(lucid.Tensor(a.copy(), dtype=dtype)) for a in starts]
+    params[1].data = starts[1].copy(order="F")                  # Tensor() makes a C copy: put it back
+    opt = cls(params, **config)
+    want = [[a.copy(), np.zeros_like(a), np.zeros_like(a), np.zeros_like(a)] for a in starts]
+    for t in range(1, 6):
+        grads = [(rng.standard_normal(a.shape) * 10.0 ** rng.integers(-20, 20, a.shape)).astype(dtype) for a in starts]
+        grads[2] = params[2].data if t == 3 else grads[2]        # the parameter's own array
+        if t == 4:
+            params[0].data = params[0].data.copy()             # a new array for the parameter
+        expected_grads = [np.array(g) for g in grads]
+        for p, g in zip(params, grads):
+            p.grad = lucid.Tensor(g, dtype=dtype) if g is not params[2].data else p
+        with np.errstate(all="ignore"):
+            opt.step()
+            for k, g in enumerate(expected_grads):
+                want[k] = list(pytorch_order_step(cls, *want[k], g, t, **settings))
+        for k, p in enumerate(params):
+            np.testing.assert_array_equal(p.data, want[k][0], err_msg=f"{cls.__name__} step {t} parameter {k}")
+            np.testing.assert_array_equal(opt.state[p]["exp_avg_sq"], want[k][2], err_msg=f"step {t} v {k}")
 
 
 # --------------------------------------------------------------------------- schedulers

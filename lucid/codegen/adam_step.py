@@ -1,0 +1,100 @@
+"""The native step of `lucid.optim.Adam` and `AdamW`: one pass over a parameter's elements.
+
+`adam_step(rule)` compiles (once per process and `AdamRule`) a function
+`step(p, g, m, v, v_max, n, scalars)` that updates, for each of the `n` elements, the parameter `p`,
+the moments `m` and `v` and, with AMSGrad, their running maximum `v_max`, in place, from the
+gradient `g`. Each element goes through PyTorch's operations in PyTorch's order at the parameter's
+precision, with LLVM's default floating-point rules (no fused multiply-add, no reassociation), so the
+results are bit for bit those of the NumPy sequence (one array operation at a time) it replaced:
+
+    g = -g                                  (maximize)
+    p = p * (1 - lr wd)                     (AdamW: decoupled decay)   g = g + wd p   (Adam: L2)
+    m = m + (g - m) (1 - beta1)
+    v = v beta2 + (g (1 - beta2)) g
+    v_max = max(v_max, v), NaN if either is (AMSGrad; then v_max stands for v below)
+    p = p - (m / (sqrt(v) / sqrt(1 - beta2^t) + eps)) (lr / (1 - beta1^t))
+
+The scalars are the parameter's dtype: (1 - beta1, beta2, 1 - beta2, sqrt(1 - beta2^t), eps,
+lr / (1 - beta1^t), the decay factor or wd), as NumPy rounds a Python float for an array of that dtype.
+One pass reads four arrays and writes three where the NumPy sequence made thirteen, with seven
+temporaries: AdamW's step on an R(2+1)-D net's 903,633 elements in 65 parameters took 4.8 ms and
+takes 1.1-1.3 ms; on 12M elements (8M, 4M and 1000), 91-100 ms and 15 ms. `Adam._update` keeps the
+arrays' addresses and the step's scalars from call to call (a microsecond each per parameter).
+The loop assumes nothing about aliasing (LLVM checks at run time before it vectorises); a gradient
+sharing its parameter's memory is copied first by the caller.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+from dataclasses import dataclass
+
+import llvmlite.ir as ir
+
+from .irgen import F32, F64, I64, counted_loop, intrinsic
+from .jit import NativeCode, compile_module
+from .target import host
+
+#: The order of the scalars a step reads.
+SCALARS = ("one_minus_beta1", "beta2", "one_minus_beta2", "bias_correction2_sqrt", "eps", "step_size", "decay")
+
+
+@dataclass(frozen=True)
+class AdamRule:
+    """Which step: the element type, decoupled decay (AdamW) or L2 decay added to the gradient (Adam),
+    whether there is a decay at all, AMSGrad, and maximize."""
+
+    dtype: object           # the NumPy dtype: float32 or float64
+    decoupled: bool
+    decays: bool
+    amsgrad: bool
+    maximize: bool
+
+
+@functools.cache
+def adam_step(rule: AdamRule):
+    """The compiled step of `rule`: a ctypes function (p, g, m, v, v_max, n, scalars), the five
+    arrays and the scalars as addresses, n an int."""
+    target = host()
+    native = NativeCode([compile_module(_module(rule), target)], target)
+    function = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 5, ctypes.c_int64, ctypes.c_void_p)
+    step = function(native.address("lucid_adam_step"))
+    step.native = native                    # the engine holding the code lives as long as the function
+    return step
+
+
+def _module(rule: AdamRule) -> ir.Module:
+    element = F32 if rule.dtype == "float32" else F64      # a NumPy dtype equals its name
+    pointer = element.as_pointer()
+    module = ir.Module(name="adam_step")
+    function = ir.Function(module, ir.FunctionType(ir.VoidType(), [pointer] * 5 + [I64, pointer]), "lucid_adam_step")
+    p, g, m, v, v_max, n, scalars = function.args
+    b = ir.IRBuilder(function.append_basic_block("entry"))
+    c = {name: b.load(b.gep(scalars, [ir.Constant(I64, k)])) for k, name in enumerate(SCALARS)}
+    sqrt = intrinsic(module, f"llvm.sqrt.{'f32' if element == F32 else 'f64'}", element, [element])
+    with counted_loop(b, n) as i:
+        at = [b.gep(array, [i]) for array in (p, g, m, v, v_max)]
+        weight, grad, mean, square = (b.load(a) for a in at[:4])
+        if rule.maximize:
+            grad = b.fneg(grad)
+        if rule.decays and rule.decoupled:
+            weight = b.fmul(weight, c["decay"])
+        elif rule.decays:
+            grad = b.fadd(grad, b.fmul(c["decay"], weight))
+        mean = b.fadd(mean, b.fmul(b.fsub(grad, mean), c["one_minus_beta1"]))
+        square = b.fadd(b.fmul(square, c["beta2"]), b.fmul(b.fmul(grad, c["one_minus_beta2"]), grad))
+        b.store(mean, at[2])
+        b.store(square, at[3])
+        if rule.amsgrad:
+            square = _maximum(b, b.load(at[4]), square)
+            b.store(square, at[4])
+        denominator = b.fadd(b.fdiv(b.call(sqrt, [square]), c["bias_correction2_sqrt"]), c["eps"])
+        b.store(b.fsub(weight, b.fmul(b.fdiv(mean, denominator), c["step_size"])), at[0])
+    b.ret_void()
+    return module
+
+
+def _maximum(b: ir.IRBuilder, first, second):
+    """NumPy's maximum: the first when it is NaN or not smaller, else the second (NaN if it is)."""
+    keep = b.or_(b.fcmp_ordered(">=", first, second), b.fcmp_unordered("uno", first, first))
+    return b.select(keep, first, second)
