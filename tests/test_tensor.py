@@ -823,3 +823,45 @@ def test_torch_parity_indexing_grad():
     tx = torch.tensor(a, requires_grad=True)
     tx[..., None, 1:5:2].sum(0).backward(torch.tensor(g))
     close(x.grad, tx.grad.numpy())
+
+
+# =========================================================================== the kept shape rules
+def test_eager_calls_keep_each_signatures_result_type_and_nothing_a_rule_refuses():
+    """An eager operator call runs the shape rule once per signature (operator, attributes, input
+    shapes and dtypes) and keeps its result; attributes that compare equal but differ in kind (True
+    and 1, 0.0 and -0.0) are different signatures, a refused call keeps nothing, and attributes of
+    other kinds are never kept."""
+    import sys
+
+    from lucid.errors import ShapeError
+    from lucid.ir.ops.registry import OpDef
+    from lucid.ir.types import TensorType
+
+    apply = sys.modules["lucid.tensor"]._inferred_type
+
+    class Probe(OpDef):
+        name = "probe"
+
+        def __init__(self):
+            self.calls = 0
+
+        def infer(self, attrs, *types):
+            self.calls += 1
+            k = attrs["k"]
+            if isinstance(k, bool) or (isinstance(k, float) and np.copysign(1.0, k) < 0):
+                raise ShapeError(f"probe: k must be a non-negative number, got {k!r}")
+            return TensorType((len(np.atleast_1d(k)),) + types[0].shape, types[0].dtype)
+
+    probe, x, y = Probe(), Tensor(arr(2, 3)), Tensor(arr(4))
+    assert apply(probe, {"k": 1}, (x,)).shape == (1, 2, 3) and probe.calls == 1
+    assert apply(probe, {"k": 1}, (Tensor(arr(2, 3)),)).shape == (1, 2, 3) and probe.calls == 1   # kept
+    assert apply(probe, {"k": 1}, (y,)).shape == (1, 4) and probe.calls == 2                      # other shape
+    for refused in (True, -0.0):
+        for _ in range(2):
+            with pytest.raises(ShapeError, match="probe: k must be"):
+                apply(probe, {"k": refused}, (x,))
+    assert probe.calls == 6
+    assert apply(probe, {"k": 0.0}, (x,)).shape == (1, 2, 3) and probe.calls == 7
+    for _ in range(2):
+        assert apply(probe, {"k": np.arange(3)}, (x,)).shape == (3, 2, 3)                           # never kept
+    assert probe.calls == 9

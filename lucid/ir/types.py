@@ -69,6 +69,8 @@ def as_dtype(value) -> DType:
     """
     if isinstance(value, DType):
         return value
+    if isinstance(value, np.dtype) and value in _NUMPY_TO_LUCID:       # a Tensor's own: the common case
+        return _NUMPY_TO_LUCID[value]
     if isinstance(value, str) and value in DType._by_name:
         return DType._by_name[value]
     try:
