@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 from dataclasses import dataclass
 
 import llvmlite.ir as ir
@@ -51,10 +52,17 @@ class AdamRule:
     maximize: bool
 
 
+def named_target() -> tuple:
+    """What LUCID_CPU and LUCID_CPU_FEATURES say now (None where unset): `host()`'s reading."""
+    return os.environ.get("LUCID_CPU"), os.environ.get("LUCID_CPU_FEATURES")
+
+
 @functools.cache
-def adam_step(rule: AdamRule):
-    """The compiled step of `rule`: a ctypes function (p, g, m, v, v_max, n, scalars), the five
-    arrays and the scalars as addresses, n an int."""
+def adam_step(rule: AdamRule, target_named: tuple):
+    """The compiled step of `rule` for the target `host()` gives while the environment names
+    `target_named` (`named_target()`, read by the caller once per optimiser step: a process that
+    changes LUCID_CPU gets code for the new target, as every compile does): a ctypes function (p, g,
+    m, v, v_max, n, scalars), the five arrays and the scalars as addresses, n an int."""
     target = host()
     native = NativeCode([compile_module(_module(rule), target)], target)
     function = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 5, ctypes.c_int64, ctypes.c_void_p)

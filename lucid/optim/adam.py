@@ -24,6 +24,9 @@ class Adam(Optimizer):
                  amsgrad=False, maximize=False):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize))
+        self._target_named = None          # LUCID_CPU and LUCID_CPU_FEATURES at this step (see `step`)
+        self._addresses: dict = {}         # (id(parameter), k) -> (array, its address) (see `_address`)
+        self._kept_scalars = None          # (key, array, its address) of the last step's scalars
 
     def _validate(self, group: dict) -> None:
         check_range(type(self).__name__, "lr", group["lr"], 0.0)
@@ -37,6 +40,12 @@ class Adam(Optimizer):
 
     #: Whether weight decay scales the weights (AdamW) instead of adding to the gradient (Adam).
     decoupled_decay = False
+
+    def step(self, closure=None):
+        from ..codegen.adam_step import named_target
+
+        self._target_named = named_target()     # the CPU the native steps of this call are compiled for
+        return super().step(closure)
 
     def _update(self, p, grad: np.ndarray, group: dict, state: dict) -> None:
         """One native pass over the parameter's elements (`lucid/codegen/adam_step.py`: PyTorch's
@@ -55,7 +64,7 @@ class Adam(Optimizer):
             grad = np.array(grad, data.dtype, order="C")    # a gradient sharing the parameter's memory: as it was
         moments = (state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq", state["exp_avg_sq"]))
         weights_at, *moments_at = (self._address(p, k, a) for k, a in enumerate((weights,) + moments))
-        adam_step(rule)(weights_at, grad.ctypes.data, *moments_at, data.size, self._scalars(group, state["step"], data.dtype))
+        adam_step(rule, self._target_named)(weights_at, grad.ctypes.data, *moments_at, data.size, self._scalars(group, state["step"], data.dtype))
         if weights is not data:
             np.copyto(data, weights)
 
@@ -63,10 +72,9 @@ class Adam(Optimizer):
         """`array.ctypes.data` (a microsecond per array and step), kept with the array that was the
         k-th of parameter `p`'s step last time (parameters and moments stay the same objects from
         step to step; an array held here cannot be resized in place)."""
-        addresses = self.__dict__.setdefault("_addresses", {})
-        kept = addresses.get((id(p), k))
+        kept = self._addresses.get((id(p), k))
         if kept is None or kept[0] is not array:
-            kept = addresses[(id(p), k)] = (array, array.ctypes.data)
+            kept = self._addresses[(id(p), k)] = (array, array.ctypes.data)
         return kept[1]
 
     def _scalars(self, group: dict, step: int, dtype: np.dtype) -> int:
@@ -77,7 +85,7 @@ class Adam(Optimizer):
         beta1, beta2 = group["betas"]
         lr, decay = group["lr"], group["weight_decay"]
         key = (beta1, beta2, lr, decay, group["eps"], step, dtype)
-        kept = self.__dict__.get("_kept_scalars")
+        kept = self._kept_scalars
         if kept is None or kept[0] != key:
             values = dict(one_minus_beta1=1 - beta1, beta2=beta2, one_minus_beta2=1 - beta2,
                           bias_correction2_sqrt=math.sqrt(1 - beta2 ** step), eps=group["eps"],

@@ -1,5 +1,6 @@
 """AdamW and lucid.optim.lr_scheduler: against the update rule / closed forms written here from the
 published definitions, and against torch.optim where installed (exact rate sequences, trajectories)."""
+import copy
 import math
 
 import numpy as np
@@ -324,3 +325,33 @@ def test_scheduler_state_dict_resumes(tmp_path):
     with pytest.raises(ValueError, match="unknown entries"):
         fresh.load_state_dict({"bogus": 1})
     assert "lr_lambdas" not in lr_scheduler.LambdaLR(optimiser(), lambda t: 1.0).state_dict()
+
+
+def test_the_native_step_follows_the_target_named_when_it_runs(monkeypatch):
+    """The step is compiled for the target `LUCID_CPU` names at each step (as graphs are), so a
+    process that narrows it later gets code for the narrower CPU, with the same results; an
+    optimiser that has stepped can be deep-copied (it holds no compiled code) and the copy steps."""
+    from lucid.codegen.adam_step import AdamRule, adam_step, named_target
+
+    rule = AdamRule(np.dtype("float32"), True, True, False, False)
+    here = adam_step(rule, named_target())
+    monkeypatch.setenv("LUCID_CPU", "x86-64-v2")
+    narrower = adam_step(rule, named_target())
+    assert narrower is not here and adam_step(rule, named_target()) is narrower
+    monkeypatch.delenv("LUCID_CPU")
+    assert adam_step(rule, named_target()) is here
+    results = []
+    for cpu in (None, "x86-64-v2"):
+        if cpu:
+            monkeypatch.setenv("LUCID_CPU", cpu)
+        p = nn.Parameter(lucid.Tensor(np.linspace(-1, 1, 37), dtype="float32"))
+        opt = AdamW([p], lr=0.1)
+        for step in range(3):
+            p.grad = lucid.Tensor(np.cos(np.arange(37.0) + step), dtype="float32")
+            opt.step()
+        results.append(p.data.copy())
+    np.testing.assert_array_equal(results[0], results[1])
+    copied = copy.deepcopy(opt)
+    copied.param_groups[0]["params"][0].grad = lucid.Tensor(np.ones(37), dtype="float32")
+    copied.step()
+    assert not np.array_equal(copied.param_groups[0]["params"][0].data, p.data)
