@@ -27,21 +27,22 @@ MOST_INFERRED = 4096
 
 def _inferred_type(opdef, attrs: dict, inputs: tuple) -> TensorType:
     """`opdef.infer` at these inputs, kept for the next call of the same signature: a loop calls the
-    same operators on the same shapes, and the shape rule with its checks was a third of an eager
-    operator's time (x + x on 1x8x6x6x6 floats: 17 us, 10 us kept). A call the rule refuses raises
-    and keeps nothing; attributes of other kinds than numbers, strings, None and tuples or lists of
-    them are not kept at all."""
+    same operators on the same shapes, and the shape rule with its checks was half of an eager
+    operator's time (`x + x` on 1x8x6x6x6 floats, `timeit`: 19-21 us, 9.5 us kept). A call the rule
+    refuses raises and keeps nothing; attributes of other kinds than numbers, strings, None and
+    tuples or lists of them are never kept."""
     try:
         key = (opdef, tuple((name, _attribute_key(value)) for name, value in attrs.items()),
                tuple((t._data.shape, t._data.dtype) for t in inputs))
     except TypeError:
-        return opdef.infer(attrs, *(TensorType(t.shape, t.dtype) for t in inputs))
-    out_type = _INFERRED.get(key)
+        key = None
+    out_type = _INFERRED.get(key) if key is not None else None
     if out_type is None:
         out_type = opdef.infer(attrs, *(TensorType(t.shape, t.dtype) for t in inputs))
-        if len(_INFERRED) >= MOST_INFERRED:
-            _INFERRED.clear()
-        _INFERRED[key] = out_type
+        if key is not None:
+            if len(_INFERRED) >= MOST_INFERRED:
+                _INFERRED.clear()
+            _INFERRED[key] = out_type
     return out_type
 
 

@@ -1,6 +1,6 @@
 """The native step of `lucid.optim.Adam` and `AdamW`: one pass over a parameter's elements.
 
-`adam_step(rule)` compiles (once per process and `AdamRule`) a function
+`adam_step(rule, named_target())` compiles (once per process, `AdamRule` and target) a function
 `step(p, g, m, v, v_max, n, scalars)` that updates, for each of the `n` elements, the parameter `p`,
 the moments `m` and `v` and, with AMSGrad, their running maximum `v_max`, in place, from the
 gradient `g`. Each element goes through PyTorch's operations in PyTorch's order at the parameter's
@@ -11,7 +11,8 @@ results are bit for bit those of the NumPy sequence (one array operation at a ti
     p = p * (1 - lr wd)                     (AdamW: decoupled decay)   g = g + wd p   (Adam: L2)
     m = m + (g - m) (1 - beta1)
     v = v beta2 + (g (1 - beta2)) g
-    v_max = max(v_max, v), NaN if either is (AMSGrad; then v_max stands for v below)
+    v_max = max(v_max, v), NaN if either is (AMSGrad, the `maximum` operator's rule; then v_max
+                                            stands for v below; v is never -0, so max is NumPy's)
     p = p - (m / (sqrt(v) / sqrt(1 - beta2^t) + eps)) (lr / (1 - beta1^t))
 
 The scalars are the parameter's dtype: (1 - beta1, beta2, 1 - beta2, sqrt(1 - beta2^t), eps,
@@ -19,7 +20,7 @@ lr / (1 - beta1^t), the decay factor or wd), as NumPy rounds a Python float for 
 One pass reads four arrays and writes three where the NumPy sequence made thirteen, with seven
 temporaries: AdamW's step on an R(2+1)-D net's 903,633 elements in 65 parameters took 4.8 ms and
 takes 1.1-1.3 ms; on 12M elements (8M, 4M and 1000), 91-100 ms and 15 ms. `Adam._update` keeps the
-arrays' addresses and the step's scalars from call to call (a microsecond each per parameter).
+arrays' addresses (`jit.KeptAddresses`) and the step's scalars from call to call.
 The loop assumes nothing about aliasing (LLVM checks at run time before it vectorises); a gradient
 sharing its parameter's memory is copied first by the caller.
 """
@@ -32,8 +33,9 @@ from dataclasses import dataclass
 
 import llvmlite.ir as ir
 
-from .irgen import F32, F64, I64, counted_loop, intrinsic
+from .irgen import F32, F64, I64, counted_loop
 from .jit import NativeCode, compile_module
+from .kernels.scalar import SCALAR, Scalars
 from .target import host
 
 #: The order of the scalars a step reads.
@@ -79,7 +81,7 @@ def _module(rule: AdamRule) -> ir.Module:
     p, g, m, v, v_max, n, scalars = function.args
     b = ir.IRBuilder(function.append_basic_block("entry"))
     c = {name: b.load(b.gep(scalars, [ir.Constant(I64, k)])) for k, name in enumerate(SCALARS)}
-    sqrt = intrinsic(module, f"llvm.sqrt.{'f32' if element == F32 else 'f64'}", element, [element])
+    s = Scalars(b, module)
     with counted_loop(b, n) as i:
         at = [b.gep(array, [i]) for array in (p, g, m, v, v_max)]
         weight, grad, mean, square = (b.load(a) for a in at[:4])
@@ -94,15 +96,9 @@ def _module(rule: AdamRule) -> ir.Module:
         b.store(mean, at[2])
         b.store(square, at[3])
         if rule.amsgrad:
-            square = _maximum(b, b.load(at[4]), square)
+            square = SCALAR["maximum"](s, None, b.load(at[4]), square)
             b.store(square, at[4])
-        denominator = b.fadd(b.fdiv(b.call(sqrt, [square]), c["bias_correction2_sqrt"]), c["eps"])
+        denominator = b.fadd(b.fdiv(SCALAR["sqrt"](s, None, square), c["bias_correction2_sqrt"]), c["eps"])
         b.store(b.fsub(weight, b.fmul(b.fdiv(mean, denominator), c["step_size"])), at[0])
     b.ret_void()
     return module
-
-
-def _maximum(b: ir.IRBuilder, first, second):
-    """NumPy's maximum: the first when it is NaN or not smaller, else the second (NaN if it is)."""
-    keep = b.or_(b.fcmp_ordered(">=", first, second), b.fcmp_unordered("uno", first, first))
-    return b.select(keep, first, second)

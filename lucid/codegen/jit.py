@@ -256,6 +256,22 @@ def _warn_worker_failed(failure: Exception) -> None:
                       "modules are compiled in this process", CompileWorkerWarning, stacklevel=2)
 
 
+class KeptAddresses:
+    """`array.ctypes.data` (a microsecond each) for arrays passed to native code call after call,
+    kept per slot (any hashable key) with the array it was read from: the same ndarray object keeps
+    its address, since NumPy refuses to resize in place an array referenced elsewhere, as it is here.
+    Used for a compiled graph's parameters and an optimiser step's arrays."""
+
+    def __init__(self):
+        self._kept: dict = {}
+
+    def __call__(self, slot, array) -> int:
+        kept = self._kept.get(slot)
+        if kept is None or kept[0] is not array:
+            kept = self._kept[slot] = (array, array.ctypes.data)
+        return kept[1]
+
+
 class NativeCode:
     """Object code linked in its own JIT engine (kept alive as long as this object)."""
 

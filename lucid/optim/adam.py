@@ -25,7 +25,7 @@ class Adam(Optimizer):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize))
         self._target_named = None          # LUCID_CPU and LUCID_CPU_FEATURES at this step (see `step`)
-        self._addresses: dict = {}         # (id(parameter), k) -> (array, its address) (see `_address`)
+        self._addresses = None             # (id(parameter), k) -> the k-th array's address (`KeptAddresses`)
         self._kept_scalars = None          # (key, array, its address) of the last step's scalars
 
     def _validate(self, group: dict) -> None:
@@ -43,8 +43,11 @@ class Adam(Optimizer):
 
     def step(self, closure=None):
         from ..codegen.adam_step import named_target
+        from ..codegen.jit import KeptAddresses
 
         self._target_named = named_target()     # the CPU the native steps of this call are compiled for
+        if self._addresses is None:
+            self._addresses = KeptAddresses()
         return super().step(closure)
 
     def _update(self, p, grad: np.ndarray, group: dict, state: dict) -> None:
@@ -63,19 +66,10 @@ class Adam(Optimizer):
         if grad.dtype != data.dtype or not grad.flags.c_contiguous or np.may_share_memory(grad, data):
             grad = np.array(grad, data.dtype, order="C")    # a gradient sharing the parameter's memory: as it was
         moments = (state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq", state["exp_avg_sq"]))
-        weights_at, *moments_at = (self._address(p, k, a) for k, a in enumerate((weights,) + moments))
+        weights_at, *moments_at = (self._addresses((id(p), k), a) for k, a in enumerate((weights,) + moments))
         adam_step(rule, self._target_named)(weights_at, grad.ctypes.data, *moments_at, data.size, self._scalars(group, state["step"], data.dtype))
         if weights is not data:
             np.copyto(data, weights)
-
-    def _address(self, p, k: int, array: np.ndarray) -> int:
-        """`array.ctypes.data` (a microsecond per array and step), kept with the array that was the
-        k-th of parameter `p`'s step last time (parameters and moments stay the same objects from
-        step to step; an array held here cannot be resized in place)."""
-        kept = self._addresses.get((id(p), k))
-        if kept is None or kept[0] is not array:
-            kept = self._addresses[(id(p), k)] = (array, array.ctypes.data)
-        return kept[1]
 
     def _scalars(self, group: dict, step: int, dtype: np.dtype) -> int:
         """The address of the step's scalars (`adam_step.SCALARS`) in `dtype`, shared by the

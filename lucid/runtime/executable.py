@@ -41,7 +41,7 @@ from ..ir.interpreter import check_arrays
 from ..ir.specialize import check_sizes, sizes_of_inputs
 from ..codegen.build import (SERIAL_FLOPS, GraphCode, default_threads, flops_by_size, graph_code, graph_codes,
                              memory_plan_of, runs_serially, written_outputs)
-from ..codegen.jit import NativeCode
+from ..codegen.jit import KeptAddresses, NativeCode
 from ..codegen.lowering import Lowering, buffer_table
 from ..codegen.target import Target, host
 from .workers import WorkerPool
@@ -78,7 +78,7 @@ class Executable:
         self.persistent_bytes = _PERSISTENT(self.native.address("lucid_persistent_bytes"))()
         self._free_arenas: list[_Arena] = []
         self._written = written_outputs(graph)
-        self._weight_addresses = [(None, 0)] * len(graph.params)
+        self._weight_addresses = KeptAddresses()      # by parameter index
         self._copies_after_run = not all(self._written) or bool(graph.state_updates)
         self._lock = threading.Lock()
         self._param_names = frozenset(v.name for v in graph.params)
@@ -158,17 +158,10 @@ class Executable:
         return outputs
 
     def _point_at_weights(self, table: np.ndarray, weights: list) -> None:
-        """Each parameter's address in its table slot. The address of the array a parameter had on the
-        last call is kept with it (`array.ctypes.data` costs a microsecond, per parameter and call):
-        the same array object has the same address, since NumPy refuses to resize in place an array
-        referenced elsewhere, as it is here."""
-        known = self._weight_addresses
+        """Each parameter's address in its table slot, kept with the array a parameter had on the
+        last call (`KeptAddresses`: a microsecond per parameter and call otherwise)."""
         for k, ((_, slot), array) in enumerate(zip(self.table.params, weights)):
-            kept, address = known[k]
-            if kept is not array:
-                address = array.ctypes.data
-                known[k] = (array, address)
-            table[slot] = address
+            table[slot] = self._weight_addresses(k, array)
 
     def _copied_outputs(self, found: "_Found", outputs: list) -> list:
         """The outputs the kernels did not write (copied from their storage), and the graph's state
