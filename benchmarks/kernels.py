@@ -45,7 +45,7 @@ def kernel_times(executable, repeats: int) -> list:
         results = []
         for kernel, node in executable.kernels():
             run = _KERNEL(executable.native.address(kernel.name))
-            slots = np.array(kernel.slots or (0,), np.int64)
+            slots = np.array(kernel.slot_words() or (0,), np.int64)
             times = []
             for _ in range(repeats + 1):
                 started = time.perf_counter()

@@ -9,12 +9,15 @@ emits one or more kernels through `Lowering.kernel`; the kernels run in graph or
 barriers, each splitting its work items across threads (see `parallel.py`).
 
 A kernel is `void kernel(i8** table, i64* slots, i64 lo, i64 hi)`: its i-th buffer is
-`table[slots[i]]`, so its code holds no slot numbers and does not depend on the graph around it. Each
+`table[slots[i]]`, and where its node keeps memory between calls, one word of `slots` is where that
+memory starts in the persistent slot's (`KeptStart`), so its code holds no slot numbers and no
+offsets of the graph around it. Each
 kernel is built in its own module and named after a hash of its code (`lucid_k_<hash>`), so identical
 kernels (the same layer in a forward and a training graph, or in another model) are compiled once and
-cached once. Within a graph, a node is lowered only if no earlier node had its `node_key` (what its
-kernels depend on): otherwise it gets that node's kernels (`NodeKernels`), without building or
-printing their IR again (a UNet3D training graph's 494 kernels are 195 distinct ones). A function
+cached once. A node is lowered only if no earlier node, of its graph or of an earlier graph of the
+process (`LOWERED`), had its `node_key` (what its kernels depend on) and the code generator's
+constants: otherwise it gets that node's kernels (`NodeKernels`), without building or printing their
+IR again (a UNet3D training graph's 494 kernels are 195 distinct ones). A function
 several kernels call (a conv's register tile) is a shared function (`shared_function`): a module of
 its own, named after its code's hash (`lucid_f_<hash>`), compiled once and linked to every kernel
 module declaring it.
@@ -34,6 +37,8 @@ Adding an operator means writing its lowering in `kernels/` and nothing here (`l
 from __future__ import annotations
 
 import hashlib
+import sys
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -112,18 +117,33 @@ class BufferTable:
         return slot
 
 
+@dataclass(frozen=True)
+class KeptStart:
+    """A word of a kernel's `slots` that is not a table slot: the byte offset, in the persistent
+    slot's memory, where the memory its node keeps between calls starts. The kernel adds its own
+    offsets to it, so the same node in two graphs (a forward and a training graph) is the same code,
+    compiled once, wherever each graph keeps its memory."""
+
+    offset: int
+
+
 @dataclass
 class Kernel:
     """A compiled kernel's place in the graph: its function name, work items (an int, or a symbolic
-    size the entry point evaluates per call), table slots, whether it waits for every thread to
-    finish the kernels before it (False only when it reads nothing they write), and the lowering's
-    name for it (`conv_direct`; for people, not part of the code)."""
+    size the entry point evaluates per call), the words of its `slots` array (table slots, and a
+    `KeptStart`), whether it waits for every thread to finish the kernels before it (False only when
+    it reads nothing they write), and the lowering's name for it (`conv_direct`; for people, not part
+    of the code)."""
 
     name: str
     items: object
     slots: tuple = ()
     waits: bool = True
     label: str = ""
+
+    def slot_words(self) -> list[int]:
+        """The i64 words of the kernel's `slots` array, in order."""
+        return [word.offset if isinstance(word, KeptStart) else word for word in self.slots]
 
 
 @dataclass
@@ -136,6 +156,7 @@ class KernelModule:
     text: str
     compute_bound: bool = False
     work: int | None = None
+    calls: tuple = ()               # the shared functions (`SHARED_PREFIX`) the kernel calls
 
 
 PLACEHOLDER = "lucid_kernel"
@@ -159,7 +180,9 @@ class Lowering:
         self.workspace_bytes = 0                   # the largest concrete scratch of a node
         self.symbolic_workspace: list = []         # the symbolic scratch sizes of nodes (see `scratch`)
         self.persistent_bytes = 0                  # memory kept between calls (see `persistent`)
+        self.node_kept_start = 0                   # where the node being lowered starts keeping memory
         self._scratch_used = 0
+        self._node_workspace = 0                   # the largest concrete scratch of the node being lowered
         self._module: ir.Module | None = None
         self.node: Node | None = None
         self._left: tuple | None = None            # (value, layout) packed at workspace offset 0
@@ -210,6 +233,7 @@ class Lowering:
             self.symbolic_workspace.append(self._scratch_used)   # the entry point takes the max per call
             return offset
         self._scratch_used += -(-nbytes // ALIGNMENT) * ALIGNMENT
+        self._node_workspace = max(self._node_workspace, self._scratch_used)
         self.workspace_bytes = max(self.workspace_bytes, self._scratch_used)
         return offset
 
@@ -260,10 +284,11 @@ class Lowering:
         digest = hashlib.sha256(text.encode()).hexdigest()[:24]
         kernel_name = f"lucid_k_{digest}"
         if kernel_name not in self.modules:
-            calls_shared = any(symbol.startswith(SHARED_PREFIX) for symbol in module.globals)
+            calls = tuple(symbol for symbol in module.globals if symbol.startswith(SHARED_PREFIX))
             work = None if self.node is None else \
-                node_data(self.node) if moves_data or calls_shared else node_work(self.node)
-            self.modules[kernel_name] = KernelModule(kernel_name, _renamed(text, kernel_name), compute_bound, work)
+                node_data(self.node) if moves_data or calls else node_work(self.node)
+            self.modules[kernel_name] = KernelModule(kernel_name, _renamed(text, kernel_name), compute_bound, work,
+                                                     calls)
             if self.on_module is not None:
                 self.on_module(self.modules[kernel_name])
         items = items if symbolic.is_symbolic(items) else max(int(items), 0)
@@ -277,20 +302,21 @@ class Lowering:
         if self.table.symbols:
             refuse_symbolic(self.graph, self.plan)
 
-        lowered: dict[tuple, NodeKernels | None] = {}     # node_key -> what lowering such a node did
+        settings = codegen_settings()
         for node in self.graph.nodes:
             if node.is_constant or node.output in self.plan.aliases:
                 continue
             if node.op not in LOWERINGS:
                 raise GraphError(f"codegen: operator {node.op!r} has no lowering")
-            self.node, self._scratch_used, self._leaving = node, 0, None
-            key = node_key(self, node)
-            if lowered.get(key) is not None:
-                lowered[key].replay(self, node)
+            self.node, self._scratch_used, self._node_workspace, self._leaving = node, 0, 0, None
+            self.node_kept_start = self.persistent_bytes
+            key = (node_key(self, node), settings)
+            if LOWERED.get(key) is not None:
+                LOWERED.get(key).replay(self, node)
             else:
                 first_kernel, first_workspace = len(self.kernels), len(self.symbolic_workspace)
                 LOWERINGS[node.op](self, node)
-                lowered[key] = NodeKernels.record(self, node, first_kernel, first_workspace)
+                LOWERED.put(key, NodeKernels.record(self, node, first_kernel, first_workspace))
             if not symbolic.same(self._scratch_used, 0):      # the node overwrote what the workspace held
                 self._left = self._leaving
             self.kernel_nodes.extend([node] * (len(self.kernels) - len(self.kernel_nodes)))
@@ -307,12 +333,10 @@ def node_key(lowering: Lowering, node: Node) -> tuple:
     body as its text, its constants' values included), its operands' types, which operands share
     storage, the data of its constant inputs (a one-element constant becomes an immediate), and
     which of its inputs an earlier node left packed in the workspace, and how (`packed_at_start`).
-    Two nodes of one graph with the same key get the same kernels (`NodeKernels`); the level each
-    kernel is compiled at follows from the same facts.
-
-    Keys are compared within one `lower()` call only. Across graphs a third of a test process's
-    kernels repeat, but a process may change the lowering code's parameters between two graphs (the
-    tests set `winograd.WEIGHT_TRANSFORM_CYCLES` to force Winograd), which no key can see."""
+    Two nodes with the same key get the same kernels (`NodeKernels`), in one graph or in two; the
+    level each kernel is compiled at follows from the same facts. What else the lowerings read, the
+    code generator's constants (which a process may change between two graphs: the tests set
+    `winograd.WEIGHT_TRANSFORM_CYCLES` to force Winograd), `lower` adds (`codegen_settings`)."""
     operands = (*node.inputs, node.output)
     slots = [lowering.slot(value) for value in operands]
     left = lowering._left
@@ -334,40 +358,53 @@ def _constant_data(value: Value) -> tuple | None:
 @dataclass
 class NodeKernels:
     """What lowering one node did, in terms of its operands rather than table slots: its kernels
-    (each one's name, items, buffers as `_roles`, waits, label), its scratch (the bytes it ended
-    with, the graph's concrete workspace after it, the symbolic sizes it added), and which input it
-    left packed. `replay` does the same for another node of the graph with the same `node_key`,
+    (each one's name, items, buffers as `_roles`, waits, label) and their modules (with the shared
+    functions they call), its scratch (the bytes it ended with, its largest concrete scratch, the
+    symbolic sizes it added), the memory it keeps between calls, and which input it left packed.
+    `replay` does the same for another node with the same `node_key`, in this graph or another,
     without building or printing any IR."""
 
     kernels: list                  # (name, items, roles, waits, label)
+    modules: tuple                 # the KernelModules the kernels need
     scratch_used: object
-    workspace_bytes: int           # a running maximum: at least this node's own, at most the graph's
+    workspace_bytes: int
     symbolic_workspace: list
+    kept_bytes: int
     leaving: tuple | None          # (input position, layout)
 
     @classmethod
     def record(cls, lowering: Lowering, node: Node, first_kernel: int, first_workspace: int) -> "NodeKernels | None":
         """The record of the node just lowered (its kernels from `first_kernel`, its symbolic
         scratch sizes from `first_workspace`); None when it cannot be replayed (a kernel used a
-        buffer that is not one of the node's operands, the workspace or the dims: the persistent
-        slot too, so each node keeping memory between calls has its own)."""
+        buffer that is not one of the node's operands, the workspace, the dims or its kept memory)."""
         roles = _roles(lowering, node)
+        roles[KeptStart(lowering.node_kept_start)] = "kept start"
         inputs = list(node.inputs)
         leaving = lowering._leaving
         if lowering._module is not None or leaving is not None and not any(value is leaving[0] for value in inputs):
             return None
-        kernels = []
+        kernels, modules = [], {}
         for kernel in lowering.kernels[first_kernel:]:
             if any(slot not in roles for slot in kernel.slots):
                 return None
             kernels.append((kernel.name, kernel.items, tuple(roles[slot] for slot in kernel.slots), kernel.waits,
                             kernel.label))
+            module = lowering.modules[kernel.name]
+            modules.update({name: lowering.modules[name] for name in (kernel.name, *module.calls)})
         left = None if leaving is None else (next(i for i, v in enumerate(inputs) if v is leaving[0]), leaving[1])
-        return cls(kernels, lowering._scratch_used, lowering.workspace_bytes,
-                   lowering.symbolic_workspace[first_workspace:], left)
+        return cls(kernels, tuple(modules.values()), lowering._scratch_used, lowering._node_workspace,
+                   lowering.symbolic_workspace[first_workspace:], lowering.persistent_bytes - lowering.node_kept_start,
+                   left)
 
     def replay(self, lowering: Lowering, node: Node) -> None:
         slot_of = {role: slot for slot, role in _roles(lowering, node).items()}
+        slot_of["kept start"] = KeptStart(lowering.persistent(self.kept_bytes) if self.kept_bytes else
+                                          lowering.node_kept_start)
+        for module in self.modules:
+            if module.name not in lowering.modules:
+                lowering.modules[module.name] = module
+                if lowering.on_module is not None:
+                    lowering.on_module(module)
         for name, items, roles, waits, label in self.kernels:
             lowering.kernels.append(Kernel(name, items, tuple(slot_of[role] for role in roles), waits, label))
         lowering._scratch_used = self.scratch_used
@@ -376,10 +413,69 @@ class NodeKernels:
         lowering._leaving = None if self.leaving is None else (node.inputs[self.leaving[0]], self.leaving[1])
 
 
+class LoweredNodes:
+    """What lowering did for each recent `node_key` (with the code generator's settings), in this
+    process: nodes with a key seen before, in the same graph or in another, are replayed, not lowered
+    again (a third of a test process's kernels repeat across its graphs; a model's inference and
+    training graphs share their forward nodes). The most recently used records are kept, up to
+    `limit` bytes of module text."""
+
+    def __init__(self, limit: int):
+        self.limit, self.size = limit, 0
+        self._records: OrderedDict = OrderedDict()
+
+    def get(self, key) -> NodeKernels | None:
+        record = self._records.get(key)
+        if record is not None:
+            self._records.move_to_end(key)
+        return record
+
+    def put(self, key, record: NodeKernels | None) -> None:
+        if record is None or key in self._records:
+            return
+        self._records[key] = record
+        self.size += _text_bytes(record)
+        while self.size > self.limit:
+            self.size -= _text_bytes(self._records.popitem(last=False)[1])
+
+    def clear(self) -> None:
+        self._records.clear()
+        self.size = 0
+
+
+def _text_bytes(record: NodeKernels) -> int:
+    return sum(len(module.text) for module in record.modules)
+
+
+#: The process's records of lowered nodes (64 MiB of module text at most).
+LOWERED = LoweredNodes(64 << 20)
+
+
+def codegen_settings() -> tuple:
+    """The module-level constants of the code generator as they are now (names in capitals holding
+    numbers, strings or tuples): the choices' parameters, which a test or a user may change between
+    two graphs (`winograd.WEIGHT_TRANSFORM_CYCLES`), so part of a lowered node's key in `LOWERED`."""
+    settings = []
+    for name, module in sorted(sys.modules.items()):
+        if module is not None and name.startswith(__package__ + "."):
+            settings.extend((name, attribute, value) for attribute, value in vars(module).items()
+                            if attribute.isupper() and isinstance(value, (int, float, str, tuple)) and _hashable(value))
+    return tuple(settings)
+
+
+def _hashable(value) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
 def _roles(lowering: Lowering, node: Node) -> dict:
     """The table slots a node's kernels may use, each with its role: the first operand (inputs, then
-    the output) stored there, the workspace, the dims."""
-    roles = {lowering.table.workspace_slot: "workspace", lowering.table.dims_slot: "dims"}
+    the output) stored there, the workspace, the dims, the persistent memory."""
+    roles = {lowering.table.workspace_slot: "workspace", lowering.table.dims_slot: "dims",
+             lowering.table.persistent_slot: "persistent"}
     for position, value in reversed(list(enumerate((*node.inputs, node.output)))):
         roles[lowering.slot(value)] = position
     return roles
@@ -461,7 +557,21 @@ class KernelBuilder:
         return self.pointer(self.lowering.table.workspace_slot, element, byte_offset)
 
     def persistent_pointer(self, byte_offset: int, element: ir.Type) -> ir.Value:
-        return self.pointer(self.lowering.table.persistent_slot, element, byte_offset)
+        """Pointer to `byte_offset` (from `Lowering.persistent`) in the persistent memory, typed as
+        `element`: the node's `KeptStart` (a word of `slots`) plus the offset from it, so the code
+        does not depend on where the graph keeps the node's memory."""
+        start = KeptStart(self.lowering.node_kept_start)
+        assert byte_offset >= start.offset, ("memory kept by an earlier node", byte_offset, start)
+        key = (start, str(element), byte_offset)
+        if key not in self._pointers:
+            if start not in self.slots:
+                self.slots.append(start)
+            eb = self._entry_builder
+            offset = eb.load(eb.gep(self.fn.args[1], [i64(self.slots.index(start))]))
+            kept = self.pointer(self.lowering.table.persistent_slot, irgen.I8)
+            self._pointers[key] = eb.bitcast(eb.gep(kept, [eb.add(offset, i64(byte_offset - start.offset))]),
+                                             element.as_pointer())
+        return self._pointers[key]
 
     def finish(self) -> None:
         self._entry_builder.branch(self.fn.blocks[1])

@@ -178,7 +178,7 @@ def _kernel_function(module: ir.Module, name: str) -> ir.Function:
 def _slots(b: ir.IRBuilder, module: ir.Module, kernel: Kernel) -> ir.Value:
     kind = ir.ArrayType(I64, max(len(kernel.slots), 1))
     slots = ir.GlobalVariable(module, kind, f"slots{len(module.globals)}")
-    slots.initializer = ir.Constant(kind, list(kernel.slots) or [0])
+    slots.initializer = ir.Constant(kind, kernel.slot_words() or [0])
     slots.global_constant = True
     slots.linkage = "internal"
     return b.gep(slots, [i64(0), i64(0)])

@@ -1,5 +1,8 @@
-"""Nodes lowered once per graph (`lowering.node_key`, `NodeKernels`): a node whose key an earlier node
-of the same graph had gets that node's kernels without being lowered again.
+"""Nodes lowered once per process (`lowering.node_key`, `NodeKernels`, `LOWERED`): a node whose key an
+earlier node had, in the same graph or in an earlier one, gets that node's kernels without being
+lowered again; the code generator's constants are part of the key (`codegen_settings`). A kernel's
+code holds no offset of the memory its node keeps between calls (`KeptStart`), so the same conv in an
+inference and a training graph is one kernel.
 
 The oracle is each graph lowered with every node lowered on its own (keys that never repeat): the
 kernels (names, that is their code's hash, work items, buffers, barriers, the node each is for),
@@ -19,7 +22,8 @@ import lucid
 import lucid.nn as nn
 from lucid.codegen import lowering as lowering_module
 from lucid.codegen.build import memory_plan_of
-from lucid.codegen.lowering import Lowering, node_key
+from lucid.codegen.kernels.conv import winograd
+from lucid.codegen.lowering import LOWERED, KernelModule, LoweredNodes, Lowering, NodeKernels, node_key
 from lucid.codegen.target import host
 from lucid.passes import memory_planning, pipeline
 from models import UNet3D
@@ -87,6 +91,79 @@ def test_reusing_a_node_s_kernels_changes_nothing(graphs, monkeypatch):
         nodes = [n for n in graph.nodes if not n.is_constant and n.output not in graph.memory_plan.aliases]
         assert len(calls) < len(nodes)            # some nodes were not lowered again
         calls.clear()
+
+
+def conv_graphs():
+    """A conv net's inference graph, then its training graphs (forward, backward)."""
+    lucid.manual_seed(0)
+    model = nn.Sequential(nn.Conv3d(4, 16, 3, padding=1), nn.ReLU(), nn.Conv3d(16, 16, 3, padding=1))
+    graph = lucid.trace(model, lucid.spec(1, 4, 6, 6, 6))
+    split = pipeline.for_training(graph, wrt=["x"] + [name for name, _ in model.named_parameters()])
+    return [pipeline.for_inference(graph), split.forward, split.backward]
+
+
+def test_nodes_an_earlier_graph_lowered_are_replayed_as_lowering_them_again_would(monkeypatch):
+    """The oracle is each graph lowered alone, every node lowered on its own. The training forward
+    graph lowers none of the convs the inference graph lowered, fused with a ReLU or not (they keep
+    memory between calls: their packed weights)."""
+    graphs = conv_graphs()
+    alone = [kernel_facts(lowered(graph, reuse=False, monkeypatch=monkeypatch)) for graph in graphs]
+    LOWERED.clear()
+    calls = []
+    with monkeypatch.context() as patch:
+        for op, lower in lowering_module.LOWERINGS.items():
+            patch.setitem(lowering_module.LOWERINGS, op, counting(lower, calls))
+        lowered_ops = []
+        for graph, expected in zip(graphs, alone):
+            calls.clear()
+            assert kernel_facts(lowered(graph, reuse=True, monkeypatch=monkeypatch)) == expected
+            lowered_ops.append([node.op for node in calls])
+    assert "conv" in lowered_ops[0] and not {"conv", "fused"} & set(lowered_ops[1])
+    assert lowered_ops[2]                          # the backward's nodes are new
+
+
+def test_a_kept_memory_offset_is_not_in_the_code(monkeypatch):
+    """The same conv first in one graph and second in another, its kept memory at other offsets:
+    the same kernels (the offsets are `KeptStart` words of the kernels' slots)."""
+    conv = nn.Conv3d(8, 8, 3, padding=1)
+    spec = lucid.spec(1, 8, 5, 5, 5)
+    one = memory_planning.run(lucid.trace(conv, spec))
+    two = memory_planning.run(lucid.trace(lambda x: conv(conv(x) + 1.0), spec))
+    last = []
+    for graph in (one, two):
+        lowering = lowered(graph, reuse=False, monkeypatch=monkeypatch)
+        conv_node = [node for node in graph.nodes if node.op == "conv"][-1]
+        last.append([(kernel.name, kernel.slot_words()) for kernel, node in lowering.kernels_and_nodes()
+                     if node is conv_node])
+    assert [name for name, _ in last[0]] == [name for name, _ in last[1]]
+    assert [words for _, words in last[0]] != [words for _, words in last[1]]      # other offsets
+
+
+def test_a_changed_codegen_constant_lowers_the_node_again(monkeypatch):
+    """Winograd forced by the constants the tests set, then not: each time the kernels lowering
+    with those constants gives, never the other's."""
+    graph = pipeline.for_inference(lucid.trace(nn.Conv3d(16, 16, 3, padding=1), lucid.spec(1, 16, 4, 4, 4)))
+    labels = lambda: {kernel.label for kernel in lowered(graph, reuse=True, monkeypatch=monkeypatch).kernels}
+    plain = labels()
+    with monkeypatch.context() as patch:
+        patch.setattr(winograd, "WEIGHT_TRANSFORM_CYCLES", 0)
+        patch.setattr(winograd, "MIN_ITEMS_PER_CORE", 0)
+        forced = labels()
+    assert "wino_conv" in forced and "wino_conv" not in plain
+    assert labels() == plain
+
+
+def test_the_process_keeps_the_latest_records_within_its_limit():
+    def record(size: int) -> NodeKernels:
+        return NodeKernels([], (KernelModule("m", "x" * size),), 0, 0, [], 0, None)
+    nodes = LoweredNodes(limit=250)
+    for key in "abc":
+        nodes.put(key, record(100))
+    assert nodes.get("a") is None and nodes.get("b") is not None and nodes.size == 200
+    nodes.put("d", record(100))                    # "b" was used last: "c" goes
+    assert nodes.get("c") is None and nodes.get("b") is not None and nodes.get("d") is not None
+    nodes.put("e", None)                           # a node that cannot be replayed is not kept
+    assert nodes.get("e") is None and nodes.size == 200
 
 
 # ------------------------------------------------------------------------------------------ the key
