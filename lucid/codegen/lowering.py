@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
@@ -311,8 +312,9 @@ class Lowering:
             self.node, self._scratch_used, self._node_workspace, self._leaving = node, 0, 0, None
             self.node_kept_start = self.persistent_bytes
             key = (node_key(self, node), settings)
-            if LOWERED.get(key) is not None:
-                LOWERED.get(key).replay(self, node)
+            record = LOWERED.get(key)
+            if record is not None:
+                record.replay(self, node)
             else:
                 first_kernel, first_workspace = len(self.kernels), len(self.symbolic_workspace)
                 LOWERINGS[node.op](self, node)
@@ -423,24 +425,28 @@ class LoweredNodes:
     def __init__(self, limit: int):
         self.limit, self.size = limit, 0
         self._records: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()          # graphs may be lowered in several threads at once
 
     def get(self, key) -> NodeKernels | None:
-        record = self._records.get(key)
-        if record is not None:
-            self._records.move_to_end(key)
-        return record
+        with self._lock:
+            record = self._records.get(key)
+            if record is not None:
+                self._records.move_to_end(key)
+            return record
 
     def put(self, key, record: NodeKernels | None) -> None:
-        if record is None or key in self._records:
-            return
-        self._records[key] = record
-        self.size += _text_bytes(record)
-        while self.size > self.limit:
-            self.size -= _text_bytes(self._records.popitem(last=False)[1])
+        with self._lock:
+            if record is None or key in self._records:
+                return
+            self._records[key] = record
+            self.size += _text_bytes(record)
+            while self.size > self.limit:
+                self.size -= _text_bytes(self._records.popitem(last=False)[1])
 
     def clear(self) -> None:
-        self._records.clear()
-        self.size = 0
+        with self._lock:
+            self._records.clear()
+            self.size = 0
 
 
 def _text_bytes(record: NodeKernels) -> int:

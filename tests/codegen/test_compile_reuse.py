@@ -153,6 +153,19 @@ def test_a_changed_codegen_constant_lowers_the_node_again(monkeypatch):
     assert labels() == plain
 
 
+def test_graphs_lowered_in_several_threads_at_once_get_the_kernels_they_get_alone(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    graphs = conv_graphs() * 2
+    alone = [kernel_facts(lowered(graph, reuse=False, monkeypatch=monkeypatch)) for graph in graphs]
+    for _ in range(3):
+        LOWERED.clear()
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            together = list(pool.map(lambda graph: kernel_facts(lowered(graph, reuse=True, monkeypatch=monkeypatch)),
+                                     graphs))
+        assert together == alone
+
+
 def test_the_process_keeps_the_latest_records_within_its_limit():
     def record(size: int) -> NodeKernels:
         return NodeKernels([], (KernelModule("m", "x" * size),), 0, 0, [], 0, None)
