@@ -27,8 +27,12 @@ try:
 except ImportError:          # the fixed bounds below apply
     torch = None
 
-#: The smallest kink margin (in fp32 forward errors) for which a float64 reference is used.
-KINK_MARGIN = 2.0
+#: The smallest kink margin (in fp32 forward errors) for which a float64 reference is used. Above 1, no
+#: ReLU input moves across 0 in a run with the yardstick's errors; the rest is room for a run whose
+#: errors differ (lucid compiled). A kink crossed would fail the test (an error near 1e-2), never pass
+#: it. Measured on an Intel Xeon (AVX-512): the video step's margin 2.38 against PyTorch fp32, 1.92
+#: against lucid eager fp32 (the yardstick without torch); the UNet step's 4.00 and 3.56.
+KINK_MARGIN = 1.5
 
 VIDEO = Step("video_resnet", video_resnet, (2, 3, 8, 32, 32), classes=5, seed=4)
 UNET = Step("unet", unet, (2, 1, 16, 16, 16), classes=None, seed=4)
