@@ -150,15 +150,15 @@ def _log_likelihood_loss(logp, target, weight, ignore_index, reduction, owner: s
                          f"got {target.dtype} of shape {target.shape}")
     if is_eager_tensor(target):
         _check_class_indices(target.data, ignore_index, classes, owner)
-    valid = ops.ne(target, ignore_index)
-    chosen = ops.one_hot(ops.where(valid, target, 0), classes)         # (N, *d, C)
-    valid_mask = ops.cast(ops.reshape(valid, target.shape[:1] + (1,) + target.shape[1:]), logp.dtype)
-    picks = ops.mul(ops.permute(chosen, (0, logp.ndim - 1) + tuple(range(1, logp.ndim - 1))), valid_mask)
+    valid = ops.reshape(ops.ne(target, ignore_index), target.shape[:1] + (1,) + target.shape[1:])   # (N, 1, *d)
+    labels = ops.where(valid, ops.reshape(target, valid.shape), -1)                 # -1: no class
+    class_axis = np.arange(classes, dtype=np.int64).reshape((1, classes) + (1,) * (logp.ndim - 2))
+    picks = ops.cast(ops.eq(labels, class_axis), logp.dtype)                        # (N, C, *d): 1 at the target
     if class_weight is not None:
-        picks = ops.mul(picks, class_weight)
-    picks = ops.cast(picks, logp.dtype)
+        picks = ops.cast(ops.mul(picks, class_weight), logp.dtype)
     mixed = picks
     if label_smoothing:
+        valid_mask = ops.cast(valid, logp.dtype)
         uniform = ops.mul(valid_mask, class_weight) if class_weight is not None else valid_mask
         mixed = ops.add(ops.mul(picks, 1.0 - label_smoothing), ops.mul(uniform, label_smoothing / classes))
     loss = ops.neg(ops.sum_(ops.mul(logp, mixed), 1))
