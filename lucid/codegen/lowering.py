@@ -527,11 +527,8 @@ class KernelBuilder:
             slot = value_or_slot
         key = (slot, str(element), byte_offset)
         if key not in self._pointers:
-            if slot not in self.slots:
-                self.slots.append(slot)
             eb = self._entry_builder
-            table_index = eb.load(eb.gep(self.fn.args[1], [i64(self.slots.index(slot))]))
-            raw = eb.load(eb.gep(self.fn.args[0], [table_index]))
+            raw = eb.load(eb.gep(self.fn.args[0], [self._slots_word(slot)]))
             if symbolic.is_symbolic(byte_offset):
                 raw = eb.gep(raw, [self.extent(byte_offset)])
             elif byte_offset:
@@ -570,14 +567,19 @@ class KernelBuilder:
         assert byte_offset >= start.offset, ("memory kept by an earlier node", byte_offset, start)
         key = (start, str(element), byte_offset)
         if key not in self._pointers:
-            if start not in self.slots:
-                self.slots.append(start)
             eb = self._entry_builder
-            offset = eb.load(eb.gep(self.fn.args[1], [i64(self.slots.index(start))]))
+            offset = eb.add(self._slots_word(start), i64(byte_offset - start.offset))
             kept = self.pointer(self.lowering.table.persistent_slot, irgen.I8)
-            self._pointers[key] = eb.bitcast(eb.gep(kept, [eb.add(offset, i64(byte_offset - start.offset))]),
-                                             element.as_pointer())
+            self._pointers[key] = eb.bitcast(eb.gep(kept, [offset]), element.as_pointer())
         return self._pointers[key]
+
+    def _slots_word(self, word) -> ir.Value:
+        """The kernel's `slots[i]` for `word` (a table slot or a `KeptStart`), loaded in the entry block;
+        the word becomes one of the kernel's slots the first time."""
+        if word not in self.slots:
+            self.slots.append(word)
+        eb = self._entry_builder
+        return eb.load(eb.gep(self.fn.args[1], [i64(self.slots.index(word))]))
 
     def finish(self) -> None:
         self._entry_builder.branch(self.fn.blocks[1])
