@@ -70,7 +70,7 @@ from lucid.ir.cost import node_flops, value_bytes  # noqa: E402
 from lucid.ir.ops.registry import OpKind  # noqa: E402
 from models import UNet3D  # noqa: E402
 from networks import GroupNormUNet, R2Plus1dNet, ResidualUNet  # noqa: E402
-from peers import available_peers, onnx_steps, peer_ratios, torch_compiled  # noqa: E402
+from peers import available_peers, compiler_named, onnx_steps, peer_ratios, torch_compiled  # noqa: E402
 from torch_models import torch_mirrors  # noqa: E402
 from torch_networks import torch_networks  # noqa: E402
 
@@ -145,15 +145,17 @@ class Network:
             optimizer.step()
         return step
 
-    def torch_training_step(self, torch, compiled: bool = False):
-        """PyTorch's step, eager or with the forward and loss compiled (on a copy of the network)."""
+    def torch_training_step(self, torch, backend: str | None = None):
+        """PyTorch's step, eager (backend None) or with the forward and loss compiled by torch.compile's
+        `backend` (on a copy of the network)."""
+        compiled = backend is not None
         twin = copy.deepcopy(self.twin) if compiled else self.twin
         optimizer = torch.optim.AdamW(twin.parameters(), lr=1e-4)
         x, y = torch.tensor(self.images), torch.tensor(self.labels)
 
         def loss(x, y):
             return torch.nn.functional.cross_entropy(twin(x), y)
-        loss = torch_compiled(loss) if compiled else loss
+        loss = torch_compiled(loss, backend) if compiled else loss
 
         def step():
             optimizer.zero_grad()
@@ -169,14 +171,15 @@ class Network:
                 return self.compiled(x)
         return infer
 
-    def torch_inference(self, torch, column: str):
-        """PyTorch's forward as `column` runs it: "torch", "torch CL" (channels-last) or "torch.compile"."""
+    def torch_inference(self, torch, column: str, backend: str):
+        """PyTorch's forward as `column` runs it: "torch", "torch CL" (channels-last) or "torch.compile"
+        (with torch.compile's `backend`)."""
         twin, x = self.twin, torch.tensor(self.images)
         if column == "torch CL":
             twin = copy.deepcopy(twin).to(memory_format=torch.channels_last_3d)
             x = x.contiguous(memory_format=torch.channels_last_3d)
         elif column == "torch.compile":
-            twin = torch_compiled(twin)
+            twin = torch_compiled(twin, backend)
 
         def infer():
             with torch.no_grad():
@@ -205,8 +208,8 @@ class Network:
 class Peers:
     """Each side's step of a network at one thread count, and what compiling torch's took."""
 
-    def __init__(self, torch, available: set):
-        self.torch, self.available = torch, available
+    def __init__(self, torch, available: set, backend: str):
+        self.torch, self.available, self.backend = torch, available, backend
         self.onnx_path = None                  # the network as ONNX, once `export` wrote it
         self.compile_seconds = []
 
@@ -229,8 +232,8 @@ class Peers:
     def torch_step(self, network: Network, training: bool, column: str):
         """PyTorch's training step or inference as `column` runs it (torch, torch CL or torch.compile)."""
         if training:
-            return network.torch_training_step(self.torch, compiled=column == "torch.compile")
-        return network.torch_inference(self.torch, column)
+            return network.torch_training_step(self.torch, self.backend if column == "torch.compile" else None)
+        return network.torch_inference(self.torch, column, self.backend)
 
     def first_called(self, make, mode: str, threads: int):
         """torch.compile's step made by `make` after its first call (the compile, timed), or None
@@ -398,7 +401,8 @@ def print_breakdown(network: Network, modes: list, repeats: int, machine: Machin
               + (f"; AdamW's step alone {1e3 * optimizer_seconds(network, repeats):.1f} ms" if training else ""))
 
 
-def run(names: list, modes: list, sizes: dict, thread_counts: list, repeats: int, dropout: float, quick: bool) -> None:
+def run(names: list, modes: list, sizes: dict, thread_counts: list, repeats: int, dropout: float, quick: bool,
+        backend: str = "inductor") -> None:
     try:
         import torch
     except ImportError:
@@ -418,7 +422,7 @@ def run(names: list, modes: list, sizes: dict, thread_counts: list, repeats: int
                 losses = first_losses(network, torch)
                 print(f"same network: first training loss {losses[0]:.6f} (lucid compiled) vs "
                       f"{cell(losses[1], 0, 6)} (torch)")
-            peers = Peers(torch, available)
+            peers = Peers(torch, available, backend)
             print(f"{'network':14} {'mode':5} {'thr':>3} {'lucid ms':>9} {'torch ms':>9} {'torch CL':>9} "
                   f"{'compile':>9} {'ort ms':>9} {'ov ms':>9} {'torch/lucid':>11} {'CL/lucid':>9} "
                   f"{'compile/lucid':>13} {'ort/lucid':>9} {'ov/lucid':>9} {'best/lucid':>10}")
@@ -436,7 +440,8 @@ def run(names: list, modes: list, sizes: dict, thread_counts: list, repeats: int
                                                 budget))
                 threads_slower |= slower_with_more_threads(lucid_times)
             if peers.compile_seconds:
-                print("torch.compile's first call (the compile): " + ", ".join(peers.compile_seconds))
+                print(f"torch.compile's first call (the compile{compiler_named(backend)}): "
+                      + ", ".join(peers.compile_seconds))
             print_breakdown(network, modes, 1 if quick else 5, machine)
     if threads_slower:
         note(THREADS_SLOWER)
@@ -455,9 +460,12 @@ def main(argv=None) -> None:
                              "must agree, with more they draw different masks)")
     parser.add_argument("--tiny", action="store_true", help="the tests' small sizes instead of SIZES")
     parser.add_argument("--quick", action="store_true", help="1 repeat, no warm-up or time budget (a smoke run)")
+    parser.add_argument("--torch-compile-backend", default="inductor", metavar="NAME",
+                        help="torch.compile's backend for the compile column (default inductor, the peer; "
+                             "the tests' smoke run takes aot_eager, which skips Inductor's C++ compiles)")
     args = parser.parse_args(argv)
     run(args.networks, args.modes, TINY if args.tiny else SIZES, args.threads, 1 if args.quick else args.repeats,
-        args.dropout, args.quick)
+        args.dropout, args.quick, args.torch_compile_backend)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
 Shared by conv_peers.py (single convolutions) and networks.py (whole networks):
 - `available_peers()`: the peers whose Python module is installed; each missing one is named in one
   line saying how to install it (its column then shows n/a).
-- `torch_compiled(fn)`: `torch.compile(fn)` with a fresh dynamo cache (one per row: a shared function
-  compiled for many shapes or thread counts would hit dynamo's recompile limit, and Inductor bakes the
-  thread count of `torch.set_num_threads` into the code it generates).
+- `torch_compiled(fn, backend)`: `torch.compile(fn)` (Inductor unless another backend is named) with a
+  fresh dynamo cache (one per row: a shared function compiled for many shapes or thread counts would
+  hit dynamo's recompile limit, and Inductor bakes the thread count of `torch.set_num_threads` into
+  the code it generates).
 - `onnx_steps(...)`: calls of a model file written by `lucid.onnx.save` in ONNX Runtime and OpenVINO,
   each checked against lucid's output first.
 - `peer_ratios(times)`: each peer's time over lucid's, and the best peer's.
@@ -37,12 +38,17 @@ def available_peers(unnamed: tuple = ()) -> set:
     return available
 
 
-def torch_compiled(fn):
-    """torch.compile of `fn` with dynamo's caches emptied first (compiled on its first call)."""
+def torch_compiled(fn, backend: str = "inductor"):
+    """torch.compile of `fn` by `backend` with dynamo's caches emptied first (compiled on its first call)."""
     import torch
 
     torch._dynamo.reset()
-    return torch.compile(fn)
+    return torch.compile(fn, backend=backend)
+
+
+def compiler_named(backend: str) -> str:
+    """A note for torch.compile's lines when its backend is not Inductor, the peer lucid is timed against."""
+    return "" if backend == "inductor" else f", backend {backend}, not Inductor"
 
 
 def onnx_steps(path: Path, x: np.ndarray, expected: np.ndarray, available: set, threads: int, label: str,
