@@ -146,6 +146,18 @@ def masked_load_vector(b: ir.IRBuilder, module: ir.Module, base: ir.Value, index
     return b.call(load, [pointer, ir.Constant(I32, 4), mask, ir.Constant(vtype, None)])
 
 
+def masked_gather(b: ir.IRBuilder, module: ir.Module, base: ir.Value, indices: ir.Value, mask: ir.Value) -> ir.Value:
+    """The vector of base[indices[j]] (`indices` a vector of i64), 0 in the lanes where `mask` is false,
+    whose addresses are never touched (so they may lie outside the buffer)."""
+    element, lanes = base.type.pointee, mask.type.count
+    vtype, pointers = vector_type(element, lanes), vector_type(base.type, lanes)
+    size = ir.Constant(indices.type, [4 if element == F32 else 8] * lanes)
+    addresses = b.add(splat(b, b.ptrtoint(base, I64), lanes), b.mul(indices, size))
+    gather = intrinsic(module, f"llvm.masked.gather.v{lanes}{float_suffix(element)}.v{lanes}p0", vtype,
+                       [pointers, I32, mask.type, vtype])
+    return b.call(gather, [b.inttoptr(addresses, pointers), ir.Constant(I32, 4), mask, ir.Constant(vtype, None)])
+
+
 def masked_store_vector(b: ir.IRBuilder, module: ir.Module, value: ir.Value, base: ir.Value, index: ir.Value,
                         mask: ir.Value) -> None:
     """Store the lanes of `value` where `mask` is true at base[index...]; the others are not touched."""

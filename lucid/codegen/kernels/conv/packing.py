@@ -1,6 +1,7 @@
 """Layout and packing: the zero-padded copies of an input (`Padded`: channels-last, planar, or in
 blocks of a tile's channels) and the weight blocks `wp[g][oc block][tap][ic][oc lane]` the register
-tile reads, each written by a kernel that transposes squares of vectors in registers."""
+tile reads: the input copies by kernels that transpose squares of vectors in registers, the weight
+blocks by gathers."""
 from __future__ import annotations
 
 import math
@@ -10,12 +11,12 @@ import llvmlite.ir as ir
 
 from ....ir import symbolic
 from ....ir.graph import Value
-from ...irgen import (as_i64, counted_loop, element_type, i64, load_vector, masked_load_vector, masked_store_vector,
-                      splat, store_vector, transpose, unravel, vector_type)
+from ...irgen import (as_i64, carried_loop, counted_loop, element_type, i64, masked_gather, masked_load_vector,
+                      masked_store_vector, splat, store_vector, unravel, vector_type)
 from ...lowering import Lowering
 from .nonfinite import WeightFlags, finite_probe
 from .prepared import WeightCheck, when_changed
-from .primitives import at_most, constant_table, region_pointer, sized, strided_offset, transposed_rows
+from .primitives import at_most, constant_table, positions_inside, region_pointer, sized, strided_offset, transposed_rows
 from .problem import Blocking, Geometry, WeightLayout, to_3d
 
 
@@ -92,19 +93,18 @@ def emit_pack_weight(lowering: Lowering, w: Value, g: Geometry, block: Blocking,
     `check` (prepared.py) the blocks are kept between calls (`where` and the flags in the persistent
     memory) and the items run only when the check saw the weights change.
 
-    A work item is (g, ob, ic). It reads its `width` channels' kernels (contiguous in w) a vector of
-    kernel positions at a time, transposes each square of `lanes` channels in registers into a
-    stack array kernel[vector][k][lane], then writes its block's rows tap by tap, each row whole (so
-    a cache line of wp is written at once). It runs alongside the input packing: it waits for no
-    kernel, unless `waits` (when no waiting kernel separates it from the check writing its flags)."""
+    A work item is (g, ob, ic). For each tap it gathers its block's `width` channels a vector at a time
+    (their kernels are contiguous in w, the channels `soc` apart) and writes the block's row whole (so
+    a cache line of wp is written at once). A gather per row keeps the kernel a short loop, cheap to
+    compile, and weights are few next to activations. It runs alongside the input packing: it waits
+    for no kernel, unless `waits` (when no waiting kernel separates it from the check writing its flags)."""
     element = element_type(w.dtype)
     lanes = lowering.target.lanes(w.dtype)
     blocks = math.ceil(g.ocg / block.width)
     tap_count, kernel_size = len(layout.taps), math.prod(w.shape[2:])
     assert max(layout.taps, default=0) < kernel_size, (layout.taps, w.shape)
-    k_tiles = math.ceil(kernel_size / lanes)
-    vectors = range(0, block.width, lanes)
     table = constant_table(lowering, "wtaps", layout.taps)
+    channel_steps = ir.Constant(vector_type(ir.IntType(64), lanes), [lane * layout.soc for lane in range(lanes)])
     row_mask = ir.Constant(vector_type(ir.IntType(1), lanes), [j < block.width % lanes for j in range(lanes)])
     flags = WeightFlags.reserve(lowering, g.groups * blocks * g.icg, kept=check is not None) if note_finite else None
 
@@ -112,40 +112,30 @@ def emit_pack_weight(lowering: Lowering, w: Value, g: Geometry, block: Blocking,
         b = k.b
         grp, ob, ic = unravel(b, item, (g.groups, blocks, g.icg))
         wp, src = region_pointer(k, where, element), k.pointer(w)
-        kernel = k.alloca(element, len(vectors) * k_tiles * lanes * lanes, name="kernel")
-        if flags is not None:
-            probe = k.alloca(vector_type(element, lanes), name="probe")
-            b.store(ir.Constant(vector_type(element, lanes), [0.0] * lanes), probe)
-        with counted_loop(b, k_tiles, name="kt") as kt:
-            k0 = b.mul(kt, i64(lanes))
-            in_kernel = _positions_inside(b, k0, lanes, kernel_size)
-
-            def channel_kernel(oc):
-                mask = b.and_(in_kernel, splat(b, b.icmp_unsigned("<", oc, i64(g.ocg)), lanes))
-                row = strided_offset(b, 0, (grp, oc, ic), (layout.sg, layout.soc, layout.sic))
-                return masked_load_vector(b, k.module, src, b.add(row, k0), mask)
-            for v, first_lane in enumerate(vectors):
-                oc0 = b.add(b.mul(ob, i64(block.width)), i64(first_lane))
-                square = [channel_kernel(b.add(oc0, i64(lane))) for lane in range(lanes)]
-                if flags is not None:
-                    for vector in square:
-                        b.store(finite_probe(b, b.load(probe), vector), probe)
-                for j, column in enumerate(transpose(b, square)):
-                    store_vector(b, column, kernel, b.add(b.mul(b.add(k0, i64(j)), i64(lanes)),
-                                                          i64(v * k_tiles * lanes * lanes)))
+        first_channels = [b.add(b.mul(ob, i64(block.width)), i64(first_lane))
+                          for first_lane in range(0, block.width, lanes)]
+        inside = [positions_inside(b, oc0, lanes, g.ocg) for oc0 in first_channels]
+        rows = [splat(b, strided_offset(b, 0, (grp, oc0, ic), (layout.sg, layout.soc, layout.sic)), lanes)
+                for oc0 in first_channels]
         dst = b.add(b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(tap_count * g.icg * block.width)),
                     b.mul(ic, i64(block.width)))
-        with counted_loop(b, tap_count, name="t") as t:
+        zero = ir.Constant(vector_type(element, lanes), [0.0] * lanes)
+        with carried_loop(b, i64(tap_count), i64(0), [zero], name="t") as carry:
+            t = carry.index
             tap = b.load(b.gep(table, [i64(0), t]))
             at = b.add(dst, b.mul(t, i64(g.icg * block.width)))
-            for v, first_lane in enumerate(vectors):
-                vector = load_vector(b, kernel, b.add(b.mul(tap, i64(lanes)), i64(v * k_tiles * lanes * lanes)), lanes)
-                if first_lane + lanes <= block.width:
-                    store_vector(b, vector, wp, b.add(at, i64(first_lane)))
+            probe = carry.values[0]
+            for v, (row, mask) in enumerate(zip(rows, inside)):
+                indices = b.add(b.add(row, channel_steps), splat(b, tap, lanes))
+                vector = masked_gather(b, k.module, src, indices, mask)
+                probe = finite_probe(b, probe, vector) if flags is not None else probe
+                if (v + 1) * lanes <= block.width:
+                    store_vector(b, vector, wp, b.add(at, i64(v * lanes)))
                 else:
-                    masked_store_vector(b, k.module, vector, wp, b.add(at, i64(first_lane)), row_mask)
+                    masked_store_vector(b, k.module, vector, wp, b.add(at, i64(v * lanes)), row_mask)
+            carry.next = [probe]
         if flags is not None:
-            flags.note(k, item, b.load(probe))
+            flags.note(k, item, carry.values[0])
 
     lowering.kernel(name, g.groups * blocks * g.icg, when_changed(check, body), waits=waits, moves_data=True)
     return flags
@@ -187,7 +177,7 @@ def emit_pack_channel_blocks(lowering: Lowering, y: Value, layout: Padded, group
             channel_row = b.add(b.mul(bn, i64(channels)), first)
             source_row = b.add(b.mul(b.add(b.mul(b.add(b.mul(channel_row, as_i64(size[0])), yd), as_i64(size[1])), yh),
                                      as_i64(size[2])), b.sub(w0, i64(ow)))
-            inside = _positions_inside(b, b.sub(w0, i64(ow)), lanes, size[2])
+            inside = positions_inside(b, b.sub(w0, i64(ow)), lanes, size[2])
 
             def channel(r):
                 ok = b.and_(row_inside, b.icmp_unsigned("<", r, group_rest))
@@ -202,11 +192,3 @@ def emit_pack_channel_blocks(lowering: Lowering, y: Value, layout: Padded, group
                 b.store(value, b.gep(packed, [b.add(target, b.add(b.mul(j, i64(sw)), r))]))
 
     lowering.kernel(name, y.shape[0] * layout.extent[0] * layout.extent[1], body, waits, moves_data=True)
-
-
-def _positions_inside(b: ir.IRBuilder, first, lanes: int, size):
-    """The vector of i1: first + j inside [0, size), for j < lanes (`size` an int or an i64 value)."""
-    itype = vector_type(ir.IntType(64), lanes)
-    positions = b.add(splat(b, first, lanes), ir.Constant(itype, list(range(lanes))))
-    sizes = splat(b, size, lanes) if isinstance(size, ir.Value) else ir.Constant(itype, [size] * lanes)
-    return b.icmp_unsigned("<", positions, sizes)

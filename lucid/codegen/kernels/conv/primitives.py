@@ -1,4 +1,5 @@
-"""IR building blocks the conv kernels share: index arithmetic (`strided_offset`, `at_most`), sizes
+"""IR building blocks the conv kernels share: index arithmetic (`strided_offset`, `at_most`,
+`positions_inside`), sizes
 known at run time (`sized`), constant tables (`constant_table`; `size_table` for sizes that may be
 symbolic), the in-register transpose of rows into a stack array (`transposed_rows`), a kernel
 zeroing scratch (`emit_zero`), where a kernel's buffer lives (`Kept`, `region_pointer`) and the
@@ -19,7 +20,7 @@ import llvmlite.ir as ir
 
 from ....ir import symbolic
 from ....ir.graph import Value
-from ...irgen import as_i64, counted_loop, element_type, i64, store_vector, transpose
+from ...irgen import as_i64, counted_loop, element_type, i64, splat, store_vector, transpose, vector_type
 from ...lowering import Lowering
 
 I8 = ir.IntType(8)
@@ -135,6 +136,14 @@ def transposed_rows(k, element: ir.Type, rows, lanes: int, row_vector: Callable)
             offset = i64(j * stride) if isinstance(stride, int) else b.mul(stride, i64(j))
             store_vector(b, column, columns, b.add(first, offset))
     return columns, stride
+
+
+def positions_inside(b: ir.IRBuilder, first, lanes: int, size):
+    """The vector of i1: first + j inside [0, size), for j < lanes (`size` an int or an i64 value)."""
+    itype = vector_type(ir.IntType(64), lanes)
+    positions = b.add(splat(b, first, lanes), ir.Constant(itype, list(range(lanes))))
+    sizes = splat(b, size, lanes) if isinstance(size, ir.Value) else ir.Constant(itype, [size] * lanes)
+    return b.icmp_unsigned("<", positions, sizes)
 
 
 def at_most(b: ir.IRBuilder, value, most):

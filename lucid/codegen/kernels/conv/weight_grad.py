@@ -20,11 +20,11 @@ import llvmlite.ir as ir
 
 from ....ir import symbolic
 from ....ir.graph import Node, Value
-from ...irgen import (as_i64, counted_loop, element_type, float_suffix, i64, intrinsic, load_vector, splat,
-                      store_vector, unravel)
+from ...irgen import (I64, as_i64, carried_loop, counted_loop, element_type, float_suffix, i64, intrinsic, load_vector,
+                      masked_gather, masked_store_vector, splat, store_vector, unravel, vector_type)
 from ...lowering import Lowering, lowers
 from .packing import Padded, emit_pack_channel_blocks
-from .primitives import at_most, size_table, sized, strided_offset, table_array, transposed_rows
+from .primitives import at_most, positions_inside, size_table, sized, strided_offset, table_array
 from .problem import Blocking, Geometry, choose_blocking, geometry_of, kernel_taps, oc_blocks, to_3d
 
 
@@ -298,29 +298,49 @@ def _emit_unpack_weight(lowering: Lowering, dw: Value, g: Geometry, block: Block
                         parts: int) -> None:
     """dw[grp*ocg + oc][ic][t] = sum over p < parts of dwp[p][grp][oc // width][t][ic][oc % width].
 
-    A work item is (grp, ob, ic): for each vector of `lanes` channels it transposes the copies' sum,
-    taps by lanes, and writes the channels' runs of `tap_count` contiguous elements of dw."""
+    A work item is (grp, ob, ic). It first sums the copies' rows of its block (`tap_count` rows of
+    `width` contiguous channels, `icg * width` apart) into a stack array summed[t][width], vector by
+    vector; then, for each of its block's channels inside the group and each vector of `lanes` taps,
+    it gathers the sums (from L1, `width` apart: no cache-set conflicts whatever `icg`) and writes
+    the channel's run of contiguous elements of dw. The gathers keep the kernel a few short loops,
+    cheap to compile."""
     element = element_type(dw.dtype)
     blocks = oc_blocks(g, block)
     copy = g.groups * blocks * tap_count * g.icg * block.width
+    lanes = block.lanes
+    tap_steps = ir.Constant(vector_type(I64, lanes), [j * block.width for j in range(lanes)])
 
     def body(k, item):
         b = k.b
         grp, ob, ic = unravel(b, item, (g.groups, blocks, g.icg))
         dwp, out = k.scratch_pointer(offset, element), k.pointer(dw)
         first = b.mul(b.add(b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(tap_count * g.icg)), ic), i64(block.width))
-        for vector in range(block.vectors):
-            def total(t, start=b.add(first, i64(vector * block.lanes))):
-                at = b.add(start, b.mul(t, i64(g.icg * block.width)))
-                return functools.reduce(b.fadd, [load_vector(b, dwp, b.add(at, i64(part * copy)), block.lanes)
-                                                 for part in range(parts)])
-            columns, stride = transposed_rows(k, element, tap_count, block.lanes, total)
-            oc0 = b.add(b.mul(ob, i64(block.width)), i64(vector * block.lanes))
-            with counted_loop(b, at_most(b, b.sub(i64(g.ocg), oc0), block.lanes), name="lane") as lane:
-                oc = b.add(b.mul(grp, i64(g.ocg)), b.add(oc0, lane))
-                row = b.mul(b.add(b.mul(oc, i64(g.icg)), ic), i64(tap_count))
-                with counted_loop(b, tap_count, name="t") as t:
-                    value = b.load(b.gep(columns, [b.add(b.mul(lane, i64(stride)), t)]))
-                    b.store(value, b.gep(out, [b.add(row, t)]))
+        summed = k.alloca(element, tap_count * block.width, name="summed")
+        _sum_copies(k, dwp, first, summed, tap_count, g.icg, block, parts, copy)
+        oc0 = b.mul(ob, i64(block.width))
+        with counted_loop(b, at_most(b, b.sub(i64(g.ocg), oc0), block.width), name="lane") as lane, \
+                counted_loop(b, math.ceil(tap_count / lanes), name="tt") as tile:
+            t0 = b.mul(tile, i64(lanes))
+            inside = positions_inside(b, t0, lanes, tap_count)
+            taps = b.add(splat(b, b.add(lane, b.mul(t0, i64(block.width))), lanes), tap_steps)
+            oc = b.add(b.mul(grp, i64(g.ocg)), b.add(oc0, lane))
+            row = b.mul(b.add(b.mul(oc, i64(g.icg)), ic), i64(tap_count))
+            masked_store_vector(b, k.module, masked_gather(b, k.module, summed, taps, inside), out, b.add(row, t0),
+                                inside)
 
     lowering.kernel("wgrad_unpack", g.groups * blocks * g.icg, body, moves_data=True)
+
+
+def _sum_copies(k, dwp: ir.Value, first: ir.Value, summed: ir.Value, tap_count: int, icg: int, block: Blocking,
+                parts: int, copy: int) -> None:
+    """summed[t * width + c] = the sum over p < parts of dwp[first + t * icg * width + c + p * copy], for
+    t < tap_count and c < block.width, a vector of channels at a time (the copies in order)."""
+    b = k.b
+    with counted_loop(b, tap_count, name="t") as t:
+        at = b.add(first, b.mul(t, i64(icg * block.width)))
+        for vector in range(block.vectors):
+            start = b.add(at, i64(vector * block.lanes))
+            with carried_loop(b, i64(parts), i64(1), [load_vector(b, dwp, start, block.lanes)], name="part") as carry:
+                other = load_vector(b, dwp, b.add(start, b.mul(carry.index, i64(copy))), block.lanes)
+                carry.next = [b.fadd(carry.values[0], other)]
+            store_vector(b, carry.values[0], summed, b.add(b.mul(t, i64(block.width)), i64(vector * block.lanes)))
