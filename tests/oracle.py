@@ -144,16 +144,21 @@ def _conv_geometry(x, w, stride, padding, dilation):
     return nd, k, s, d, pads, out_sp
 
 
-def _tap_index(p, kk, s, d, pads, sizes):
-    """Position p * stride - lo + kk * dilation along each axis: the input a conv output reads, or
-    the output a transposed-conv input writes (None if it falls outside `sizes`)."""
-    idx = []
-    for pi, ki, si, di, (lo, _), n in zip(p, kk, s, d, pads, sizes):
-        j = pi * si - lo + ki * di
-        if j < 0 or j >= n:
+def _tap_slices(kk, s, d, pads, positions, sizes):
+    """For one kernel tap `kk`: the positions p < `positions` (per axis) whose p * stride - lo +
+    kk * dilation falls inside `sizes`, and those landing indices, as two tuples of slices (the input
+    a conv's outputs read through this tap, or the outputs a transposed conv's inputs write through
+    it); None when no position lands inside."""
+    from_slices, to_slices = [], []
+    for ki, si, di, (lo, _), count, n in zip(kk, s, d, pads, positions, sizes):
+        offset = ki * di - lo                       # where position 0 lands
+        first = max(0, -(offset // si))             # the first p with p * si + offset >= 0
+        last = min(count - 1, (n - 1 - offset) // si)
+        if last < first:
             return None
-        idx.append(j)
-    return tuple(idx)
+        from_slices.append(slice(first, last + 1))
+        to_slices.append(slice(first * si + offset, last * si + offset + 1, si))
+    return tuple(from_slices), tuple(to_slices)
 
 
 def conv_nd(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
@@ -167,15 +172,13 @@ def conv_nd(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     xg = x.reshape((N, G, Cg) + x.shape[2:])
     wg = w.reshape((G, Og, Cg) + tuple(k))
     y = np.zeros((N, G, Og) + out_sp, dtype=np.float64)
-    for p in np.ndindex(*out_sp):
-        acc = np.zeros((N, G, Og))
-        for kk in np.ndindex(*k):
-            i = _tap_index(p, kk, s, d, pads, x.shape[2:])
-            if i is None:
-                continue
-            # (N, G, Cg) x (G, Og, Cg) -> (N, G, Og)
-            acc += np.einsum("ngc,goc->ngo", xg[(Ellipsis,) + i], wg[(Ellipsis,) + kk])
-        y[(Ellipsis,) + p] = acc
+    for kk in np.ndindex(*k):                      # each tap adds its term to every output it reaches
+        slices = _tap_slices(kk, s, d, pads, out_sp, x.shape[2:])
+        if slices is None:
+            continue
+        p, i = slices
+        # (N, G, Cg, *positions) x (G, Og, Cg) -> (N, G, Og, *positions)
+        y[(Ellipsis,) + p] += np.einsum("ngc...,goc->ngo...", xg[(Ellipsis,) + i], wg[(Ellipsis,) + kk])
     y = y.reshape((N, O) + out_sp)
     if b is not None:
         y += np.asarray(b, dtype=np.float64).reshape((1, O) + (1,) * nd)
@@ -198,14 +201,15 @@ def conv_nd_vjp(g, x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     gg = g.reshape((N, G, Og) + out_sp)
     gx = np.zeros_like(xg)
     gw = np.zeros_like(wg)
-    for p in np.ndindex(*out_sp):
-        gp = gg[(Ellipsis,) + p]  # (N, G, Og)
-        for kk in np.ndindex(*k):
-            i = _tap_index(p, kk, s, d, pads, x.shape[2:])
-            if i is None:
-                continue
-            gx[(Ellipsis,) + i] += np.einsum("ngo,goc->ngc", gp, wg[(Ellipsis,) + kk])
-            gw[(Ellipsis,) + kk] += np.einsum("ngo,ngc->goc", gp, xg[(Ellipsis,) + i])
+    axes = "xyz"[:nd]                              # einsum letters of the positions, summed over
+    for kk in np.ndindex(*k):
+        slices = _tap_slices(kk, s, d, pads, out_sp, x.shape[2:])
+        if slices is None:
+            continue
+        p, i = slices
+        gp = gg[(Ellipsis,) + p]  # (N, G, Og, *positions)
+        gx[(Ellipsis,) + i] += np.einsum("ngo...,goc->ngc...", gp, wg[(Ellipsis,) + kk])
+        gw[(Ellipsis,) + kk] += np.einsum(f"ngo{axes},ngc{axes}->goc", gp, xg[(Ellipsis,) + i])
     gb = None if b is None else g.sum(axis=(0,) + tuple(range(2, 2 + nd)))
     return gx.reshape(x.shape), gw.reshape(w.shape), gb
 
@@ -237,13 +241,12 @@ def conv_transpose_nd(x, w, b=None, stride=1, padding=0, output_padding=0, dilat
     xg = x.reshape((N, G, Cg) + x.shape[2:])
     wg = w.reshape((G, Cg, Og) + tuple(k))
     y = np.zeros((N, G, Og) + out_sp, dtype=np.float64)
-    for i in np.ndindex(*x.shape[2:]):
-        xi = xg[(Ellipsis,) + i]  # (N, G, Cg)
-        for kk in np.ndindex(*k):
-            j = _tap_index(i, kk, s, d, pads, out_sp)
-            if j is None:
-                continue
-            y[(Ellipsis,) + j] += np.einsum("ngc,gco->ngo", xi, wg[(Ellipsis,) + kk])
+    for kk in np.ndindex(*k):                      # each tap scatters every input it reaches
+        slices = _tap_slices(kk, s, d, pads, x.shape[2:], out_sp)
+        if slices is None:
+            continue
+        i, j = slices
+        y[(Ellipsis,) + j] += np.einsum("ngc...,gco->ngo...", xg[(Ellipsis,) + i], wg[(Ellipsis,) + kk])
     y = y.reshape((N, O) + out_sp)
     if b is not None:
         y += np.asarray(b, dtype=np.float64).reshape((1, O) + (1,) * nd)
@@ -267,15 +270,15 @@ def conv_transpose_nd_vjp(g, x, w, b=None, stride=1, padding=0, output_padding=0
     gg = g.reshape((N, G, Og) + out_sp)
     gx = np.zeros_like(xg)
     gw = np.zeros_like(wg)
-    for i in np.ndindex(*x.shape[2:]):
-        xi = xg[(Ellipsis,) + i]
-        for kk in np.ndindex(*k):
-            j = _tap_index(i, kk, s, d, pads, out_sp)
-            if j is None:
-                continue
-            gj = gg[(Ellipsis,) + j]  # (N, G, Og)
-            gx[(Ellipsis,) + i] += np.einsum("ngo,gco->ngc", gj, wg[(Ellipsis,) + kk])
-            gw[(Ellipsis,) + kk] += np.einsum("ngc,ngo->gco", xi, gj)
+    axes = "xyz"[:nd]                              # einsum letters of the positions, summed over
+    for kk in np.ndindex(*k):
+        slices = _tap_slices(kk, s, d, pads, x.shape[2:], out_sp)
+        if slices is None:
+            continue
+        i, j = slices
+        gj = gg[(Ellipsis,) + j]  # (N, G, Og, *positions)
+        gx[(Ellipsis,) + i] += np.einsum("ngo...,gco->ngc...", gj, wg[(Ellipsis,) + kk])
+        gw[(Ellipsis,) + kk] += np.einsum(f"ngc{axes},ngo{axes}->gco", xg[(Ellipsis,) + i], gj)
     gb = None if b is None else g.sum(axis=(0,) + tuple(range(2, 2 + nd)))
     return gx.reshape(x.shape), gw.reshape(w.shape), gb
 
