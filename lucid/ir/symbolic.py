@@ -109,13 +109,14 @@ _RESERVED = {"ceil_div", "inf", "nan"}
 class _FloorDiv:
     """The atom `inner // divisor` (inner a canonical Expr that the division cannot simplify)."""
 
-    __slots__ = ("inner", "divisor")
+    __slots__ = ("inner", "divisor", "_sort_key")
 
     def __init__(self, inner: "Expr", divisor: int):
         self.inner, self.divisor = inner, divisor
+        self._sort_key = (1, str(inner), divisor)
 
     def sort_key(self) -> tuple:
-        return (1, str(self.inner), self.divisor)
+        return self._sort_key
 
     def _bounds(self) -> tuple:
         lo, hi = bounds(self.inner)
@@ -142,11 +143,12 @@ class Expr:
     `terms` is a sorted tuple of (monomial, coefficient), a monomial a sorted tuple of atoms (the
     constant term has the monomial ())."""
 
-    __slots__ = ("terms", "_hash")
+    __slots__ = ("terms", "_hash", "_text")
 
     def __init__(self, terms: tuple):
         self.terms = terms
         self._hash = hash(tuple((m, c, c == -1) for m, c in terms))   # hash(-1) == hash(-2) in CPython
+        self._text = None                        # str(self), made on first use (an Expr never changes)
 
     # ------------------------------------------------------------------ structure
     @property
@@ -258,6 +260,11 @@ class Expr:
 
     # ------------------------------------------------------------------ text
     def __str__(self) -> str:
+        if self._text is None:
+            self._text = self._format()
+        return self._text
+
+    def _format(self) -> str:
         modulo = _as_modulo(self)
         if modulo is not None:
             inner, k = modulo
@@ -271,7 +278,8 @@ class Expr:
                 parts.append(f"{'+' if coeff > 0 else '-'} {text}")
         return " ".join(parts)
 
-    __repr__ = __str__
+    def __repr__(self) -> str:
+        return str(self)
 
 
 def _equality(a: Expr, op: str, b):
