@@ -36,7 +36,7 @@ import numpy as np
 from ..errors import GraphError, LucidError, TraceError
 from . import ops, symbolic
 from .methods import TensorMethods, in_place_result
-from .types import TensorType, as_dtype
+from .types import DType, TensorType, as_dtype
 
 CONSTANT = "constant"
 _NAME = re.compile(r"[A-Za-z0-9_.]+")
@@ -171,10 +171,16 @@ def infer_type_and_constraints(node: Node) -> tuple:
         return TensorType(node.value.shape, node.value.dtype), ()
     try:
         opdef = node.opdef
+        key = _inference_key(opdef, node)
+        known = _INFERRED.get(key) if key is not None else None
+        if known is not None:
+            return known
         opdef.check_attributes(node.attrs)
         opdef.check_input_count(len(node.inputs))
         with symbolic.recording() as constraints:
             type_ = opdef.infer(node.attrs, *(v.type for v in node.inputs))
+        if key is not None:
+            _remember(key, (type_, tuple(constraints)))
         return type_, tuple(constraints)
     except LucidError as exc:
         where = "" if not node.scope else f"{node.scope.cls} '{node.scope.path}': " if node.scope.path else f"{node.scope.cls}: "
@@ -184,6 +190,38 @@ def infer_type_and_constraints(node: Node) -> tuple:
         exc.args = (f"{where}{node.op}({types}): {exc.args[0] if exc.args else ''}{_at_minimum(node)}",) + exc.args[1:]
         exc._lucid_layer_named = True
         raise
+
+
+#: (operator, attributes, input types) -> (output type, constraints) of rules that passed: a rule is a
+#: function of these alone, and each pass's copy of a graph, and each verification, asks again.
+_INFERRED: dict = {}
+INFERRED_LIMIT = 1 << 16
+
+
+def _inference_key(opdef, node: Node) -> tuple | None:
+    """What a node's rule reads, as a dict key (values keyed with their types, so 1, 1.0 and True
+    differ); None when an attribute is not a plain value (a fused body), whose node is not remembered."""
+    try:
+        attributes = tuple(sorted((name, _plain_key(value)) for name, value in node.attrs.items()))
+    except TypeError:
+        return None
+    return opdef, attributes, tuple(v.type for v in node.inputs)
+
+
+def _plain_key(value):
+    if isinstance(value, (tuple, list)):
+        return type(value), tuple(_plain_key(v) for v in value)
+    if isinstance(value, symbolic.Expr):
+        return symbolic.Expr, value.terms
+    if value is None or isinstance(value, (bool, int, float, str, symbolic.Dim, DType)):
+        return type(value), value
+    raise TypeError(f"{type(value).__name__} is not a plain attribute value")
+
+
+def _remember(key: tuple, inferred: tuple) -> None:
+    if len(_INFERRED) >= INFERRED_LIMIT:
+        _INFERRED.clear()
+    _INFERRED[key] = inferred
 
 
 def _at_minimum(node: Node) -> str:
