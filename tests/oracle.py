@@ -1,7 +1,8 @@
 """Independent NumPy reference ("oracle") for N-d convolution and transposed convolution.
 
-Written straight from the mathematical definitions, with direct loops over output (or input)
-positions and kernel offsets (``np.ndindex``); only the batch and channel axes are vectorised.
+Written straight from the mathematical definitions, with a loop over kernel offsets
+(``np.ndindex``): each offset's term is one product over the batch, the channels and the slices of
+positions it reaches (`_tap_slices`: the positions whose index lands inside the input, or the output).
 It deliberately shares nothing with lucid's kernels (no im2col, no ``as_strided``), so that a
 test comparing lucid against it is a real cross-check. Everything is computed in float64.
 
