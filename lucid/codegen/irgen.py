@@ -30,6 +30,11 @@ def element_type(dtype: DType) -> ir.Type:
     return _ELEMENT[dtype.name]
 
 
+def nbytes(ty: ir.Type) -> int:
+    """The bytes of one stored element of type `ty`."""
+    return {F32: 4, F64: 8, I64: 8, I8: 1}[ty]
+
+
 def i64(value: int) -> ir.Constant:
     return ir.Constant(I64, int(value))
 
@@ -151,7 +156,7 @@ def masked_gather(b: ir.IRBuilder, module: ir.Module, base: ir.Value, indices: i
     whose addresses are never touched (so they may lie outside the buffer)."""
     element, lanes = base.type.pointee, mask.type.count
     vtype, pointers = vector_type(element, lanes), vector_type(base.type, lanes)
-    size = ir.Constant(indices.type, [4 if element == F32 else 8] * lanes)
+    size = ir.Constant(indices.type, [nbytes(element)] * lanes)
     addresses = b.add(splat(b, b.ptrtoint(base, I64), lanes), b.mul(indices, size))
     gather = intrinsic(module, f"llvm.masked.gather.v{lanes}{float_suffix(element)}.v{lanes}p0", vtype,
                        [pointers, I32, mask.type, vtype])

@@ -31,7 +31,7 @@ import llvmlite.ir as ir
 
 from ...ir import symbolic
 from ...ir.graph import Node, Value
-from ..irgen import F32, F64, I8, I64, as_i64, counted_loop, element_type, i64, linear_index, unravel
+from ..irgen import F64, I8, I64, as_i64, counted_loop, element_type, i64, linear_index, nbytes, unravel
 from ..lowering import Lowering, lowers
 from .elementwise import CHUNK, contiguous_strides
 from .scalar import Scalars
@@ -39,10 +39,6 @@ from .shape import Fill, RowChunks, constant_of, kernel_of_parts
 
 REASSOC = ("reassoc",)
 SPLIT = 8192                 # elements per partial result of a split reduction
-
-
-def nbytes(ty: ir.Type) -> int:
-    return {F32: 4, F64: 8, I64: 8, I8: 1}[ty]
 
 
 def loop_nest(b: ir.IRBuilder, dims: list, base: ir.Value, body) -> None:
