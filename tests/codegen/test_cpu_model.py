@@ -187,6 +187,7 @@ CASES = [
     ("winograd", lambda: transposed_case(2, 4, np.random.default_rng(3)), oracle.conv_transpose_nd,
      dict(stride=2, padding=1)),
     ("direct", lambda: _direct_case(np.random.default_rng(4)), oracle.conv_nd, dict(stride=1, padding=1)),
+    ("planes", lambda: _planes_case(np.random.default_rng(5)), oracle.conv_nd, dict(padding=(1, 0, 0))),
 ]
 
 
@@ -196,6 +197,14 @@ def _direct_case(rng):
     x = rng.standard_normal((2, 5, 3, 6, 9)).astype(np.float32)
     w = (rng.standard_normal((20, 5, 3, 3, 3)) * 0.2).astype(np.float32)
     return (lambda x, w: F.conv3d(x, w, stride=1, padding=1)), [x, w]
+
+
+def _planes_case(rng):
+    """A temporal 3x1x1 conv of 3 output channels (one vector of channels on every width, so
+    vectorised over its planes' 6 x 7 points: tiles of whole vectors, then of fewer lanes)."""
+    x = rng.standard_normal((2, 12, 5, 6, 7)).astype(np.float32)
+    w = (rng.standard_normal((3, 12, 3, 1, 1)) * 0.2).astype(np.float32)
+    return (lambda x, w: F.conv3d(x, w, padding=(1, 0, 0))), [x, w]
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))

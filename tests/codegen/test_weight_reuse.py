@@ -21,7 +21,8 @@ TOL = 1e-4
 CASES = {
     "winograd conv": (lambda: nn.Conv2d(32, 40, 3, padding=1), (1, 32, 8, 9), "wino_conv"),
     "winograd transposed": (lambda: nn.ConvTranspose2d(32, 32, 4, stride=2, padding=1), (1, 32, 4, 5), "wino_conv"),
-    "direct conv (3x1x1)": (lambda: nn.Conv3d(5, 12, (3, 1, 1), padding=(1, 0, 0)), (2, 5, 4, 3, 6), "conv_direct"),
+    "planes conv (3x1x1)": (lambda: nn.Conv3d(5, 12, (3, 1, 1), padding=(1, 0, 0)), (2, 5, 4, 3, 6), "conv_planes"),
+    "direct conv (1x3x3)": (lambda: nn.Conv3d(5, 12, (1, 3, 3), padding=(0, 1, 1)), (2, 5, 4, 3, 6), "conv_direct"),
     "direct transposed": (lambda: nn.ConvTranspose3d(8, 16, 3, stride=2, padding=1), (1, 8, 3, 3, 4), "convT_direct"),
 }
 
@@ -137,7 +138,7 @@ def test_every_way_of_changing_a_weight_gives_fresh_results(name):
         assert_close(call(), expected(module, x), f"{name}: called again after {mutation.__name__}")
 
 
-@pytest.mark.parametrize("name", ["winograd conv", "direct conv (3x1x1)"])
+@pytest.mark.parametrize("name", ["winograd conv", "planes conv (3x1x1)", "direct conv (1x3x3)"])
 def test_unchanged_weights_reuse_the_kept_results(name):
     """After a call, the arena's persistent memory holds the check's flags, the weights' copy and the
     prepared weights, in that order. Spoil what follows the copy: a call with the same weights reads
@@ -182,7 +183,7 @@ def test_each_call_reads_the_weight_arrays_it_is_given():
     """An executable keeps the address of the array each parameter had on the last call: arrays
     taking turns (the module's, another through params=, a Fortran-ordered copy of it, the module's
     again) must each be read where they are at that call."""
-    module, _, executable, x = compiled_case("direct conv (3x1x1)", 5)
+    module, _, executable, x = compiled_case("planes conv (3x1x1)", 5)
     name = next(v.name for v in executable.graph.params if v.shape == tuple(module.weight.shape))
     other = fresh_weights(module, np.random.default_rng(6))
     for given in [None, other, np.asfortranarray(other), None, other, None]:

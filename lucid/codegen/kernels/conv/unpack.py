@@ -117,6 +117,40 @@ def unpack_row(k, unpack: Unpack, row) -> None:
                 _emit_channel_row(k, unpack, (n, oc, d, h), lambda w: unpack.exact.value(k, n, oc, (d, h, w)))
 
 
+def rows_run_together(unpack: Unpack) -> bool:
+    """Whether consecutive rows of an output plane can be unpacked as one run of points
+    (`unpack_rows`): every other operand of the epilogue steps alike across h and w (its h stride
+    is W times its w stride: a per-channel or a full-size operand, not one broadcast along w alone)."""
+    if unpack.epilogue is None:
+        return True
+    width = to_3d(unpack.y.shape[2:], 1)[2]
+    for node in unpack.epilogue.nodes:
+        for position, value in enumerate(node.inputs):
+            if value is not unpack.epilogue.source:
+                strides = to_3d(operand_strides(node, position)[2:], 0)
+                if strides[1] != width * strides[2]:
+                    return False
+    return True
+
+
+def unpack_rows(k, unpack: Unpack, first_row, rows: int, value_at: Callable) -> None:
+    """The output rows `first_row` ... `first_row` + `rows` - 1 (flat (n, d, h) indices, consecutive
+    rows of one plane), point p of the run in channel oc being `value_at(oc, p)`: one loop over the
+    run per output channel when `rows_run_together` (a row of 28 points alone would leave LLVM's
+    vectorised loop a scalar tail in each row), else a loop per row."""
+    b, y = k.b, unpack.y
+    depth, height, width = _spatial(k, y)
+    n, d, h = unravel(b, first_row, (sized(k, y.shape[0]), depth, height))
+    together = rows_run_together(unpack)
+    with counted_loop(b, y.shape[1], name="oc") as oc:
+        if together:
+            _emit_channel_row(k, unpack, (n, oc, d, h), lambda p: value_at(oc, p), b.mul(i64(rows), as_i64(width)))
+        else:
+            with counted_loop(b, rows, name="row") as r:
+                first = b.mul(r, as_i64(width))
+                _emit_channel_row(k, unpack, (n, oc, d, b.add(h, r)), lambda w: value_at(oc, b.add(first, w)))
+
+
 def _unpack_scratch_row(k, unpack: Unpack, row: tuple) -> None:
     """The row (n, d, h) from the scratch."""
     y = unpack.y
@@ -155,8 +189,9 @@ def _unpack_row_by_tiles(k, unpack: Unpack, source: ChannelsLastScratch, row: tu
                               lambda w: b.load(b.gep(columns, [b.add(b.mul(j, as_i64(stride)), w)])))
 
 
-def _emit_channel_row(k, unpack: Unpack, index: tuple, value_at: Callable) -> None:
-    """y[n][oc][d][h][w] = epilogue(value_at(w) (+ bias[oc])) for every w of the row `index` = (n, oc, d, h)."""
+def _emit_channel_row(k, unpack: Unpack, index: tuple, value_at: Callable, points=None) -> None:
+    """y[n][oc][d][h][w] = epilogue(value_at(w) (+ bias[oc])) for every w of the row `index` = (n, oc, d, h),
+    or for w < `points` running on through the rows after it (see `unpack_run`)."""
     y, bias, epilogue = unpack.y, unpack.bias, unpack.epilogue
     b = k.b
     n, oc, d, h = index
@@ -166,7 +201,7 @@ def _emit_channel_row(k, unpack: Unpack, index: tuple, value_at: Callable) -> No
     first = b.mul(b.add(b.mul(b.add(b.mul(b.add(b.mul(n, i64(channels)), oc), as_i64(depth)), d), as_i64(height)), h),
                   as_i64(width))
     shift = b.load(b.gep(k.pointer(bias), [oc])) if bias is not None else None
-    with counted_loop(b, width, name="w") as w:
+    with counted_loop(b, width if points is None else points, name="w") as w:
         value = value_at(w)
         if shift is not None:
             value = b.fadd(value, shift)
