@@ -136,6 +136,34 @@ def test_random_configuration(op, rank, dtype, index):
         check_graph(graph, x, gy, exact=False, atol=(window_sum, 0.0))
 
 
+# rank's input shape, kernel, stride, padding, ceil_mode: rows long enough for several vectors of
+# outputs (16 float32 or 8 float64 lanes with AVX-512, fewer elsewhere), then single positions and
+# the clipped windows at the border.
+VECTOR_ROWS = [
+    ((2, 3, 77), (2,), (2,), (0,), False),
+    ((1, 2, 70), (3,), (1,), (1,), False),
+    ((1, 3, 5, 67), (2, 2), (2, 2), (0, 1), True),
+    ((2, 2, 4, 41), (3, 3), (1, 1), (1, 1), False),
+    ((1, 2, 4, 5, 66), (2, 2, 2), (2, 2, 2), (0, 0, 0), False),
+    ((1, 2, 3, 4, 35), (1, 1, 1), (2, 2, 2), (0, 0, 0), True),      # reads of 2 per output end inside the row
+    ((1, 1, 2, 3, 64), (2, 2, 2), (2, 2, 2), (1, 1, 1), False),     # a padded window at each end of the row
+]
+
+
+@pytest.mark.parametrize("index", range(len(VECTOR_ROWS)))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_max_pool_by_vectors_of_outputs(index, dtype):
+    """max_pool's rows by vectors of outputs (stride 1, or stride 2 with windows of at most 2 along
+    w): exactly the reference's values, NaN and infinities included, on data inside a buffer of
+    sentinels (a read past the input would show)."""
+    shape, kernel, stride, padding, ceil_mode = VECTOR_ROWS[index]
+    attrs = dict(kernel=kernel, stride=stride, padding=padding, dilation=(1,) * len(kernel), ceil_mode=ceil_mode)
+    graph = grad_graph(pool_fn("max_pool", attrs), shape, dtype, "max_pool_grad")
+    rng = np.random.default_rng(index)
+    x = grid_data(rng, shape, dtype, specials=True)
+    check_graph(graph, x, grid_data(rng, graph.inputs[1].shape, dtype, specials=False), exact=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # Edge cases
 

@@ -24,6 +24,9 @@ float32, like the reference's bincount, then rounded once).
 Speed: which output positions have their whole window inside the input is known at compile time
 (`_interior`); there the tap loops have constant bounds (LLVM unrolls and vectorises them) and
 max_pool_grad finds the argmax with a balanced tree of branch-free selects instead of a chain.
+max_pool's interior positions along a row go by vectors of outputs (`_VectorRows`: stride 1, or
+stride 2 with windows of at most 2 along w, the UNets' 2 x 2 x 2 pools; position by position its
+strided loads did not vectorise): UNet3D's (2, 16, 32, 32, 32) pool 1.78 -> 0.16 ms on one thread.
 
 Symbolic sizes: every pooling kernel takes them (`_Geometry.sized`: the spatial sizes, strides and
 plane sizes become the call's i64 values, and each row's interior is computed at run time, an empty
@@ -41,7 +44,8 @@ import llvmlite.ir as ir
 from ...ir import symbolic
 from ...ir.graph import Node
 from ..extents import floor_div
-from ..irgen import F64, I1, as_i64, carried_loop, counted_loop, element_type, i64, linear_index, unravel
+from ..irgen import (F64, I1, as_i64, carried_loop, counted_loop, element_type, float_suffix, i64, intrinsic, linear_index,
+                     load_vector, store_vector, unravel)
 from ..lowering import Lowering, lowers
 from .elementwise import contiguous_strides
 from .scalar import Scalars
@@ -142,12 +146,14 @@ def _interior(g: _Geometry, axis: int, b: ir.IRBuilder | None = None) -> tuple:
     return lo, max(lo, min(m, (n - 1 + p - d * (k - 1)) // s + 1))
 
 
-def _emit_row(b: ir.IRBuilder, g: _Geometry, outer: list, position) -> None:
+def _emit_row(b: ir.IRBuilder, g: _Geometry, outer: list, position, vectors=None) -> None:
     """Call `position(o, starts, ranges, whole)` for each output position o of the row `outer` (the
     indices along all spatial axes but the last): `starts` are the window's starts along every axis,
     `ranges` its taps (from, to, step) along every axis. Where the window lies wholly inside the input
     (`whole`: the interior of each axis, known at compile time) the ranges are constants (0, k), so
-    LLVM unrolls those loops; elsewhere they are clipped at run time."""
+    LLVM unrolls those loops; elsewhere they are clipped at run time. With `vectors` (a
+    `_VectorRows`), the interior's first positions go by vectors of outputs instead:
+    `vectors.position(o0, starts, ranges)` for each of its chunks."""
     starts = [b.sub(b.mul(o, i64(g.stride[axis])), i64(g.padding[axis])) for axis, o in enumerate(outer)]
     clipped = [_tap_range(b, start, g.in_sp[axis], g.kernel[axis], g.dilation[axis]) + (1,)
                for axis, start in enumerate(starts)]                    # fixed for the whole row
@@ -156,7 +162,15 @@ def _emit_row(b: ir.IRBuilder, g: _Geometry, outer: list, position) -> None:
     lo, hi = _interior(g, last, b)
 
     def along_last(outer_ranges, outer_whole):
-        for first, stop, inside in ((0, lo, False), (lo, hi, True), (hi, g.out_sp[last], False)):
+        vectorised = lo
+        if vectors is not None and isinstance(lo, int):
+            chunks = vectors.chunks(lo)
+            with counted_loop(b, chunks, name="ov") as c:
+                o0 = b.add(i64(lo), b.mul(c, i64(vectors.lanes)))
+                start = b.sub(b.mul(o0, i64(g.stride[last])), i64(g.padding[last]))
+                vectors.position(o0, starts + [start], outer_ranges)
+            vectorised = lo + chunks * vectors.lanes
+        for first, stop, inside in ((0, lo, False), (vectorised, hi, True), (hi, g.out_sp[last], False)):
             if isinstance(first, int) and isinstance(stop, int) and first >= stop:
                 continue
             with counted_loop(b, as_i64(stop), as_i64(first), name="o") as o:
@@ -183,12 +197,69 @@ def _emit_row(b: ir.IRBuilder, g: _Geometry, outer: list, position) -> None:
 # Forward
 
 
+class _VectorRows:
+    """max_pool's interior positions along a row by vectors of `lanes` outputs: for stride 1, a
+    load per tap along w; for stride 2 and a window of at most 2 along w, two loads of the window
+    starts' `2 x lanes` inputs, split into the even and the odd ones by shuffles. Each load reads only
+    elements of the row (`chunks` counts the vectors whose loads end inside it)."""
+
+    def __init__(self, k, g: _Geometry, dtype, lanes: int, pointers: tuple, in_base, out_row):
+        self.k, self.g, self.dtype, self.lanes = k, g, dtype, lanes
+        (self.xs, self.ys), self.in_base, self.out_row = pointers, in_base, out_row
+
+    @staticmethod
+    def applies(g: _Geometry) -> bool:
+        last = g.rank - 1
+        stride, kernel = g.stride[last], g.kernel[last]
+        concrete = not any(symbolic.is_symbolic(n) for n in g.in_sp + g.out_sp)
+        return concrete and g.dilation[last] == 1 and (stride == 1 or (stride == 2 and kernel <= 2))
+
+    def chunks(self, lo: int) -> int:
+        """Vectors of outputs from `lo` on whose windows lie inside the input and whose loads (the
+        window starts' `stride x lanes` elements for stride 2) end inside the row."""
+        g, last = self.g, self.g.rank - 1
+        _, hi = _interior(g, last)
+        reach = g.kernel[last] if g.stride[last] == 1 else g.stride[last]     # elements read per output
+        end = (g.in_sp[last] - reach + g.padding[last]) // g.stride[last] + 1   # first output reading past the row
+        return max(0, (min(hi, end) - lo) // self.lanes)
+
+    def position(self, o0, starts: list, outer_ranges: list) -> None:
+        k, g, lanes = self.k, self.g, self.lanes
+        b, last = k.b, g.rank - 1
+        vtype = ir.VectorType(self.dtype, lanes)
+        maximum = intrinsic(k.module, f"llvm.maximum.v{lanes}{float_suffix(self.dtype)}", vtype, [vtype, vtype])
+
+        def visit(taps, values):
+            index = b.add(self.in_base, b.mul(starts[last], as_i64(g.in_strides[last])))
+            for axis, t in enumerate(taps):
+                index = b.add(index, b.mul(b.add(starts[axis], b.mul(t, i64(g.dilation[axis]))),
+                                           as_i64(g.in_strides[axis])))
+            best = values[0]
+            for vector in self._tap_vectors(b, index):
+                best = b.call(maximum, [best, vector])
+            return [best]
+
+        initial = ir.Constant(vtype, [-math.inf] * lanes)
+        best, = _nested_taps(b, outer_ranges, [initial], visit)
+        store_vector(b, best, self.ys, b.add(self.out_row, o0))
+
+    def _tap_vectors(self, b, index) -> list:
+        g, lanes = self.g, self.lanes
+        kernel = g.kernel[g.rank - 1]
+        if g.stride[g.rank - 1] == 1:
+            return [load_vector(b, self.xs, b.add(index, i64(t)), lanes) for t in range(kernel)]
+        low, high = (load_vector(b, self.xs, b.add(index, i64(v * lanes)), lanes) for v in (0, 1))
+        return [b.shuffle_vector(low, high, ir.Constant(ir.VectorType(ir.IntType(32), lanes),
+                                                        [t + 2 * j for j in range(lanes)])) for t in range(kernel)]
+
+
 def _emit_forward(lowering: Lowering, node: Node, kind: str) -> None:
     x, y = node.inputs[0], node.output
     symbolic_g = _Geometry(node, x.shape, y.shape)
     attrs, dtype = node.attrs, element_type(x.dtype)
     acc_type = dtype if kind == "max" else F64
     rows = symbolic_g.planes * math.prod(symbolic_g.out_sp[:-1])
+    vectorised = kind == "max" and _VectorRows.applies(symbolic_g)
 
     def body(k, item):
         g = symbolic_g.sized(k.size)
@@ -217,7 +288,9 @@ def _emit_forward(lowering: Lowering, node: Node, kind: str) -> None:
                     result = b.fptrunc(result, dtype)
             b.store(result, b.gep(ys, [b.add(out_row, o)]))
 
-        _emit_row(b, g, outer, position)
+        vectors = _VectorRows(k, g, dtype, lowering.target.lanes(x.dtype), (xs, ys), in_base, out_row) \
+            if vectorised else None
+        _emit_row(b, g, outer, position, vectors)
 
     lowering.kernel(node.op, rows, body)
 
