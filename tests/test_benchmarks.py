@@ -268,3 +268,18 @@ def test_conv_peers_times_onnx_runtime_and_openvino_on_the_forward():
     lucid_ms, compile_ms, ort_ms, ov_ms = forward[3:7]
     assert compile_ms == "n/a" and float(lucid_ms) > 0 and float(ort_ms) > 0 and float(ov_ms) > 0
     assert float(forward[-1]) == min(float(forward[-3]), float(forward[-2]))   # best/lucid is the better peer's
+
+
+def test_threads_times_each_executable_on_one_and_two_threads():
+    done = run_benchmark("threads.py", "--tiny", "--quick", "--networks", "UNet3D", "R2Plus1dNet")
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"FMA peak: 1 thread \d+ GFLOP/s, 2 threads \d+ GFLOP/s", done.stdout)
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith(("UNet3D ", "R2Plus1dNet "))]
+    # a training variant's forward and backward, then inference's one executable, per network
+    assert [row[:2] for row in rows] == [[name, mode] for name in ("UNet3D", "R2Plus1dNet")
+                                         for mode in ("train", "train", "infer")]
+    for row in rows:
+        kernels, few, one, two, speedup = int(row[3]), int(row[4]), float(row[5]), float(row[6]), float(row[7])
+        assert kernels > few >= 0 and one > 0 and two > 0 and speedup > 0
+        if two >= 0.5:                      # the printed ms round to 0.01: their ratio is the speedup's
+            assert speedup == pytest.approx(one / two, rel=0.03)

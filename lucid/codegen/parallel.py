@@ -3,14 +3,19 @@
 `void lucid_run(i8** table, i64 threads)` runs the graph's kernels in order on `table` (the buffer
 addresses of this call), giving each kernel its list of table slots. With threads > 1 it starts
 threads - 1 POSIX threads for this call only, so concurrent calls share nothing. Every thread runs
-the same kernel sequence; it claims chunks of each kernel's work items from the kernel's shared
-counter, so a thread that runs slower (another process on its core) takes fewer chunks. A barrier
-comes before each kernel that waits for the ones before it (`Kernel.waits`). The calling thread
+the same kernel sequence. Thread t owns the t-th of `threads` equal ranges of each kernel's work
+items and claims them in chunks from its own progress word; having drained its range it takes
+chunks from the other threads' ranges (`_emit_claims`). So each thread works, kernel after kernel,
+on the same part of the data, which its cache still holds, and claims without contention, while a
+thread that runs slower (another process on its core) still leaves its work to the others. A
+barrier comes before each kernel that waits for the ones before it (`Kernel.waits`). The calling thread
 works too and joins the others at the end. If the system refuses a thread, the call goes on with
 the threads it got (the thread count is fixed once every thread has started).
 
 Shared state of one call, on the caller's stack: [barrier count, barrier generation, start flag,
-thread count, then one claimed-items counter per kernel].
+thread count, threads arrived (each thread's index), then one progress word per thread
+(`MAX_THREADS`)]. A progress word holds the kernel it is at (its position + 1) above `POSITION_BITS`
+and the next unclaimed item of its owner's range below.
 
 A kernel whose work-item count is a symbolic size (a graph compiled for every size) has the count,
 and so its chunks, computed per call from the dims in the table's dims slot (`extents.py`). Such a
@@ -27,8 +32,10 @@ from .extents import emit_size
 from .irgen import I8P, I32, I64, KERNEL_TYPE, VOID, counted_loop, i64, intrinsic
 from .lowering import BufferTable, Kernel
 
-STATE_WORDS = 4
-COUNT, GENERATION, STARTED, THREADS = range(STATE_WORDS)
+STATE_WORDS = 5
+COUNT, GENERATION, STARTED, THREADS, ARRIVED = range(STATE_WORDS)
+MAX_THREADS = 64                           # threads taking part in one call (the pool's 63 workers + the caller)
+POSITION_BITS = 40                         # a progress word's item position: up to 2^40 work items
 _CONTEXT = ir.LiteralStructType([I8P.as_pointer(), I64.as_pointer()])    # table, state
 WORK_TYPE = ir.FunctionType(VOID, [I8P.as_pointer(), I64.as_pointer()])
 
@@ -44,10 +51,10 @@ def emit_entry(module: ir.Module, kernels: list[Kernel], table: BufferTable | No
     ir.IRBuilder(persistent.append_basic_block("entry")).ret(i64(persistent_bytes))
     barrier = _emit_barrier(module)
     work = _emit_work(module, kernels, barrier, table or BufferTable())
-    _emit_run(module, _emit_worker(module, work), STATE_WORDS + len(kernels))
+    _emit_run(module, _emit_worker(module, work), STATE_WORDS + MAX_THREADS)
     words = ir.Function(module, ir.FunctionType(I64, []), "lucid_state_words")
     b = ir.IRBuilder(words.append_basic_block("entry"))
-    b.ret(i64(STATE_WORDS + len(kernels)))
+    b.ret(i64(STATE_WORDS + MAX_THREADS))
 
 
 def _emit_workspace_bytes(module: ir.Module, symbols: tuple, concrete: int, sizes: list) -> None:
@@ -110,6 +117,8 @@ def _emit_work(module: ir.Module, kernels: list[Kernel], barrier: ir.Function, s
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     table, state = fn.args
     threads = b.load_atomic(_state_word(b, state, THREADS), "acquire", 8)
+    me = b.atomic_rmw("add", _state_word(b, state, ARRIVED), i64(1), "monotonic")
+    claims = _emit_claims(module)
     dims = None
     if sizes.dims_slot >= 0:
         dims = b.bitcast(b.load(b.gep(table, [i64(sizes.dims_slot)])), I64.as_pointer())
@@ -117,7 +126,8 @@ def _emit_work(module: ir.Module, kernels: list[Kernel], barrier: ir.Function, s
         if position and kernel.waits:
             b.call(barrier, [state])
         items = emit_size(b, kernel.items, dims, sizes.symbols)
-        _run_share(b, module, kernel, items, table, threads, _state_word(b, state, STATE_WORDS + position))
+        kernel_fn = b.bitcast(_kernel_function(module, kernel.name), KERNEL_TYPE.as_pointer())
+        b.call(claims, [table, _slots(b, module, kernel), kernel_fn, items, state, threads, me, i64(position + 1)])
     b.ret_void()
     return fn
 
@@ -145,27 +155,59 @@ def _emit_worker(module: ir.Module, work: ir.Function) -> ir.Function:
     return fn
 
 
-#: Each thread claims a kernel's work items in chunks of about items / (threads * CHUNKS_PER_THREAD):
-#: small enough that a thread slowed down (another process on its core) leaves its work to the
-#: others, large enough that claiming costs nothing next to the work.
+#: A thread claims its range of a kernel's work items in about this many chunks: small enough that
+#: a thread slowed down (another process on its core) leaves much of its range to the others, large
+#: enough that claiming costs nothing next to the work.
 CHUNKS_PER_THREAD = 8
 
 
-def _run_share(b: ir.IRBuilder, module: ir.Module, kernel: Kernel, items, table, threads, counter) -> None:
-    """Claim chunks of the kernel's `items` from its shared counter (atomic add) until none is left."""
-    chunk = b.udiv(items, b.mul(threads, i64(CHUNKS_PER_THREAD)))
-    chunk = b.select(b.icmp_unsigned("<", chunk, i64(1)), i64(1), chunk)
+def _emit_claims(module: ir.Module) -> ir.Function:
+    """void lucid_claims(table, slots, kernel, items, state, threads, me, tag): run kernel's work items
+    in chunks: the chunks of this thread's range (`me`), then those left in the others' ranges,
+    each claimed by a compare-and-swap on the range's progress word (see the module docstring). A
+    word tagged with an earlier kernel is this kernel's range untouched (its owner has not come to
+    it yet): the claim sets the tag. A word tagged with a later kernel is a range already drained:
+    a thread goes on to the next kernel only after finding every range drained."""
+    pointer = I64.as_pointer()
+    fn = ir.Function(module, ir.FunctionType(VOID, [I8P.as_pointer(), pointer, KERNEL_TYPE.as_pointer(), I64, pointer,
+                                                    I64, I64, I64]), "lucid_claims")
+    fn.linkage = "internal"
+    table, slots, kernel, items, state, threads, me, tag = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    with counted_loop(b, threads, name="range") as offset:
+        owner = b.urem(b.add(me, offset), threads)
+        lo = b.udiv(b.mul(items, owner), threads)
+        hi = b.udiv(b.mul(items, b.add(owner, i64(1))), threads)
+        chunk = b.udiv(b.sub(hi, lo), i64(CHUNKS_PER_THREAD))
+        chunk = b.select(b.icmp_unsigned("<", chunk, i64(1)), i64(1), chunk)
+        _drain(b, b.gep(state, [b.add(owner, i64(STATE_WORDS))]), (lo, hi, chunk), tag,
+               lambda first, last: b.call(kernel, [table, slots, first, last]))
+    b.ret_void()
+    return fn
+
+
+def _drain(b: ir.IRBuilder, word, extent: tuple, tag, run) -> None:
+    """Claim and `run(first, last)` chunks of [lo, hi) through the progress word `word` until none
+    is left (see `_emit_claims`)."""
+    lo, hi, chunk = extent
+    mask = i64((1 << POSITION_BITS) - 1)
     claim = b.append_basic_block("claim")
-    work = b.append_basic_block("work")
-    done = b.append_basic_block("claimed")
+    done = b.append_basic_block("drained")
     b.branch(claim)
     b.position_at_end(claim)
-    lo = b.atomic_rmw("add", counter, chunk, "monotonic")
-    b.cbranch(b.icmp_unsigned("<", lo, items), work, done)
-    b.position_at_end(work)
-    end = b.add(lo, chunk)
-    hi = b.select(b.icmp_unsigned("<", end, items), end, items)
-    b.call(_kernel_function(module, kernel.name), [table, _slots(b, module, kernel), lo, hi])
+    seen = b.load_atomic(word, "monotonic", 8)
+    seen_tag = b.lshr(seen, i64(POSITION_BITS))
+    fresh = b.icmp_unsigned("<", seen_tag, tag)                        # untouched in this kernel
+    first = b.select(fresh, lo, b.and_(seen, mask))
+    left = b.and_(b.icmp_unsigned("<=", seen_tag, tag), b.icmp_unsigned("<", first, hi))
+    with b.if_then(b.not_(left)):
+        b.branch(done)
+    last = b.add(first, chunk)
+    last = b.select(b.icmp_unsigned("<", last, hi), last, hi)
+    claimed = b.extract_value(b.cmpxchg(word, seen, b.or_(b.shl(tag, i64(POSITION_BITS)), last), "monotonic",
+                                        "monotonic"), 1)
+    with b.if_then(claimed):
+        run(first, last)
     b.branch(claim)
     b.position_at_end(done)
 
@@ -192,6 +234,7 @@ def _emit_run(module: ir.Module, worker: ir.Function, state_words: int) -> None:
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     table, wanted = fn.args
     wanted = b.select(b.icmp_signed("<", wanted, i64(1)), i64(1), wanted)
+    wanted = b.select(b.icmp_signed(">", wanted, i64(MAX_THREADS)), i64(MAX_THREADS), wanted)
     state = b.alloca(I64, state_words)
     with counted_loop(b, state_words, name="clear") as word:
         b.store(i64(0), b.gep(state, [word]))

@@ -273,7 +273,7 @@ class _Arena:
     """The intermediates and workspace of one call, the buffer table pointing into them (made for the
     layout of the last call, and grown when a layout needs more), the persistent memory (never
     reallocated: its contents must survive from call to call) and the state block of a run on the
-    worker pool (barrier words, per-kernel counters)."""
+    worker pool (barrier words, each thread's progress word)."""
 
     def __init__(self, executable: Executable):
         self.executable = executable

@@ -38,10 +38,10 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ..codegen.irgen import I8P, I32, I64, VOID, counted_loop, i64, intrinsic
-from ..codegen.parallel import THREADS, WORK_TYPE, pause_or_yield
+from ..codegen.parallel import MAX_THREADS, THREADS, WORK_TYPE, pause_or_yield
 
 POOL_WORK, POOL_TABLE, POOL_STATE, POOL_LIVE, POOL_DONE, POOL_QUIT, POOL_POSTED, POOL_CPU_COUNT = range(8)
-MAX_WORKERS = 63
+MAX_WORKERS = MAX_THREADS - 1               # the caller is the call's other thread
 MAX_CPUS = 256
 POOL_CPUS = 8                               # the CPUs this process may use
 POOL_SLOTS = POOL_CPUS + MAX_CPUS           # one state word per worker slot
