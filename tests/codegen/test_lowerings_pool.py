@@ -147,6 +147,8 @@ VECTOR_ROWS = [
     ((1, 2, 4, 5, 66), (2, 2, 2), (2, 2, 2), (0, 0, 0), False),
     ((1, 2, 3, 4, 35), (1, 1, 1), (2, 2, 2), (0, 0, 0), True),      # reads of 2 per output end inside the row
     ((1, 1, 2, 3, 64), (2, 2, 2), (2, 2, 2), (1, 1, 1), False),     # a padded window at each end of the row
+    ((1, 2, 4, 6, 16), (2, 2, 2), (2, 2, 2), (0, 0, 0), False),     # rows of 8 outputs: narrower vectors
+    ((2, 3, 11), (3,), (1,), (1,), True),                            # an interior of 9: 8 lanes, then one
 ]
 
 

@@ -164,7 +164,7 @@ def _emit_row(b: ir.IRBuilder, g: _Geometry, outer: list, position, vectors=None
     def along_last(outer_ranges, outer_whole):
         vectorised = lo
         if vectors is not None and isinstance(lo, int):
-            chunks = vectors.chunks(lo)
+            chunks = vectors.chunks()
             with counted_loop(b, chunks, name="ov") as c:
                 o0 = b.add(i64(lo), b.mul(c, i64(vectors.lanes)))
                 start = b.sub(b.mul(o0, i64(g.stride[last])), i64(g.padding[last]))
@@ -197,31 +197,46 @@ def _emit_row(b: ir.IRBuilder, g: _Geometry, outer: list, position, vectors=None
 # Forward
 
 
+def _vector_chunks(g: _Geometry, lanes: int) -> int:
+    """Vectors of `lanes` outputs from the first of the row's interior on whose windows lie inside
+    the input and whose loads (the window starts' `stride x lanes` elements for stride 2) end
+    inside the row."""
+    last = g.rank - 1
+    lo, hi = _interior(g, last)
+    reach = g.kernel[last] if g.stride[last] == 1 else g.stride[last]      # elements read per output
+    end = (g.in_sp[last] - reach + g.padding[last]) // g.stride[last] + 1    # first output reading past the row
+    return max(0, (min(hi, end) - lo) // lanes)
+
+
 class _VectorRows:
     """max_pool's interior positions along a row by vectors of `lanes` outputs: for stride 1, a
     load per tap along w; for stride 2 and a window of at most 2 along w, two loads of the window
     starts' `2 x lanes` inputs, split into the even and the odd ones by shuffles. Each load reads only
-    elements of the row (`chunks` counts the vectors whose loads end inside it)."""
+    elements of the row (`chunks` counts the vectors whose loads end inside it). Rows shorter than
+    the widest vector take narrower ones (`lanes_for`: an 8-point row, 8 lanes)."""
 
     def __init__(self, k, g: _Geometry, dtype, lanes: int, pointers: tuple, in_base, out_row):
         self.k, self.g, self.dtype, self.lanes = k, g, dtype, lanes
         (self.xs, self.ys), self.in_base, self.out_row = pointers, in_base, out_row
 
     @staticmethod
-    def applies(g: _Geometry) -> bool:
+    def lanes_for(g: _Geometry, widest: int) -> int:
+        """The vector width for `g`'s rows: the widest of `widest` and its halves down to 4 lanes
+        that the row's interior fills at least once; 0 when the rows do not go by vectors (symbolic
+        sizes, dilation or another stride along w, or too short an interior)."""
         last = g.rank - 1
         stride, kernel = g.stride[last], g.kernel[last]
         concrete = not any(symbolic.is_symbolic(n) for n in g.in_sp + g.out_sp)
-        return concrete and g.dilation[last] == 1 and (stride == 1 or (stride == 2 and kernel <= 2))
+        if not (concrete and g.dilation[last] == 1 and (stride == 1 or (stride == 2 and kernel <= 2))):
+            return 0
+        lanes = widest
+        while lanes > 4 and not _vector_chunks(g, lanes):
+            lanes //= 2
+        return lanes if _vector_chunks(g, lanes) else 0
 
-    def chunks(self, lo: int) -> int:
-        """Vectors of outputs from `lo` on whose windows lie inside the input and whose loads (the
-        window starts' `stride x lanes` elements for stride 2) end inside the row."""
-        g, last = self.g, self.g.rank - 1
-        _, hi = _interior(g, last)
-        reach = g.kernel[last] if g.stride[last] == 1 else g.stride[last]     # elements read per output
-        end = (g.in_sp[last] - reach + g.padding[last]) // g.stride[last] + 1   # first output reading past the row
-        return max(0, (min(hi, end) - lo) // self.lanes)
+    def chunks(self) -> int:
+        """Vectors of outputs from the interior's first on (see `_vector_chunks`)."""
+        return _vector_chunks(self.g, self.lanes)
 
     def position(self, o0, starts: list, outer_ranges: list) -> None:
         k, g, lanes = self.k, self.g, self.lanes
@@ -259,7 +274,7 @@ def _emit_forward(lowering: Lowering, node: Node, kind: str) -> None:
     attrs, dtype = node.attrs, element_type(x.dtype)
     acc_type = dtype if kind == "max" else F64
     rows = symbolic_g.planes * math.prod(symbolic_g.out_sp[:-1])
-    vectorised = kind == "max" and _VectorRows.applies(symbolic_g)
+    lanes = _VectorRows.lanes_for(symbolic_g, lowering.target.lanes(x.dtype)) if kind == "max" else 0
 
     def body(k, item):
         g = symbolic_g.sized(k.size)
@@ -288,8 +303,7 @@ def _emit_forward(lowering: Lowering, node: Node, kind: str) -> None:
                     result = b.fptrunc(result, dtype)
             b.store(result, b.gep(ys, [b.add(out_row, o)]))
 
-        vectors = _VectorRows(k, g, dtype, lowering.target.lanes(x.dtype), (xs, ys), in_base, out_row) \
-            if vectorised else None
+        vectors = _VectorRows(k, g, dtype, lanes, (xs, ys), in_base, out_row) if lanes else None
         _emit_row(b, g, outer, position, vectors)
 
     lowering.kernel(node.op, rows, body)
