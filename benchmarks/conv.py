@@ -30,6 +30,18 @@ import time
 TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=17179869184"
 
 
+def sibling_script(name: str):
+    """The benchmark script `name`.py beside this one, loaded as a module named `name`_benchmark
+    (networks.py cannot be imported as `networks`: that is examples/networks.py's name)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark",
+                                                  os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def restart_with_malloc_tunables() -> None:
     """Re-execute the running benchmark script once with TUNABLES in its environment (glibc reads
     them only when a process starts); every script calls this first when run as a program."""

@@ -14,21 +14,15 @@ Like conv.py, the script re-executes itself with glibc's mmap threshold raised.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import os
-import sys
 
-from conv import median_times, restart_with_malloc_tunables
+from conv import median_times, restart_with_malloc_tunables, sibling_script
 
 if __name__ == "__main__":
     restart_with_malloc_tunables()
 
 import numpy as np  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-_SPEC = importlib.util.spec_from_file_location("network_benchmark", os.path.join(HERE, "networks.py"))
-network_benchmark = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(network_benchmark)
+network_benchmark = sibling_script("networks")
 from lucid.codegen.peak import peak_gflops  # noqa: E402
 
 FEW_ITEMS = 8

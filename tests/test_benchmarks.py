@@ -283,3 +283,17 @@ def test_threads_times_each_executable_on_one_and_two_threads():
         assert kernels > few >= 0 and one > 0 and two > 0 and speedup > 0
         if two >= 0.5:                      # the printed ms round to 0.01: their ratio is the speedup's
             assert speedup == pytest.approx(one / two, rel=0.03)
+
+
+def test_openvino_layers_matches_each_conv_with_openvinos_layer():
+    pytest.importorskip("onnx")
+    pytest.importorskip("openvino")
+    done = run_benchmark("openvino_layers.py", "--tiny", "--rounds", "1", "--repeats", "1", "--network", "R2Plus1dNet")
+    assert done.returncode == 0, done.stderr
+    rows = [line.split(") ") for line in done.stdout.splitlines() if line.startswith("(")]
+    assert len(rows) >= 5                   # the stem's two convs and each block's
+    for shape, cells in rows:
+        channels, ours, theirs, ratio = cells.split()
+        assert int(channels) > 0 and float(ours) > 0 and float(theirs) > 0 and float(ratio) > 0, (shape, cells)
+    assert re.search(r"lucid: convolutions [0-9.]+ ms, everything else [0-9.]+ ms", done.stdout)
+    assert re.search(r"ov: convolutions [0-9.]+ ms, everything else [0-9.]+ ms", done.stdout)
