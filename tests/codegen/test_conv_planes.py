@@ -55,17 +55,17 @@ KEEPS_THE_DIRECT_KERNELS = [
 ]
 
 
-def _arrays(x_shape, oc, kernel, attrs, seed, bias=True):
+def _arrays(x_shape, oc, kernel, attrs, seed, bias=True, dtype=np.float32):
     rng = np.random.default_rng(seed)
     groups = attrs.get("groups", 1)
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    w = rng.standard_normal((oc, x_shape[1] // groups) + kernel).astype(np.float32)
-    return [x, w] + ([rng.standard_normal(oc).astype(np.float32)] if bias else [])
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((oc, x_shape[1] // groups) + kernel).astype(dtype)
+    return [x, w] + ([rng.standard_normal(oc).astype(dtype)] if bias else [])
 
 
 def _executable(fn, arrays, name):
     """`fn` traced, its elementwise tail fused behind the conv, planned and compiled."""
-    graph = lucid.trace(fn, *(lucid.spec(a.shape) for a in arrays), name=name)
+    graph = lucid.trace(fn, *(lucid.spec(a.shape, dtype=lucid.ir.types.as_dtype(a.dtype)) for a in arrays), name=name)
     return Executable(memory_planning.run(dead_code.run(fusion.run(graph))))
 
 
@@ -80,13 +80,14 @@ def _conv(arrays, attrs):
 
 
 @pytest.mark.parametrize("index", range(len(TAKES_THE_PATH)))
-@pytest.mark.parametrize("bias", [True, False])
-def test_the_path_matches_the_oracle(index, bias):
+@pytest.mark.parametrize("bias, dtype", [(True, np.float32), (False, np.float32), (True, np.float64)])
+def test_the_path_matches_the_oracle(index, bias, dtype):
     """The conv alone: with a bias the items unpack their stack sums; without, the tiles write the
-    output itself."""
+    output itself; float64 takes vectors of half the lanes."""
     x_shape, oc, kernel, attrs = TAKES_THE_PATH[index]
-    arrays = _arrays(x_shape, oc, kernel, attrs, index, bias)
-    executable = _executable(lambda x, w, *b: F.conv3d(x, w, *b, **attrs), arrays, f"planes_{index}_{bias}")
+    arrays = _arrays(x_shape, oc, kernel, attrs, index, bias, dtype)
+    executable = _executable(lambda x, w, *b: F.conv3d(x, w, *b, **attrs), arrays,
+                             f"planes_{index}_{bias}_{np.dtype(dtype).name}")
     labels = kernel_labels(executable)
     assert "conv_planes" in labels and "conv_direct" not in labels, labels
     expected = _conv(arrays, attrs)
