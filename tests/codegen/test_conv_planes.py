@@ -230,3 +230,51 @@ def test_the_choice_on_an_avx512_model(x_shape, oc, takes_the_path, monkeypatch)
     lowering.lower()
     labels = [kernel.label for kernel in lowering.kernels]
     assert ("conv_planes" in labels) == takes_the_path, labels
+
+
+# input shape, output channels, kernel, attributes of transposed convs of stride 1 (the input
+# gradients of temporal and 1x1x1 convs): the conv of the kernel flipped along d
+TRANSPOSED = [
+    ((2, 6, 5, 4, 7), 9, (3, 1, 1), dict(padding=(1, 0, 0))),
+    ((1, 6, 5, 3, 4), 4, (3, 1, 1), dict(padding=(2, 0, 0), dilation=(2, 1, 1), groups=2)),
+    ((2, 3, 4, 2, 9), 5, (2, 1, 1), {}),
+    ((1, 4, 3, 3, 3), 6, (1, 1, 1), {}),
+]
+
+
+def _transposed_arrays(x_shape, oc, kernel, attrs, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal((x_shape[1], oc // attrs.get("groups", 1)) + kernel).astype(np.float32)
+    return [x, w, rng.standard_normal(oc).astype(np.float32)]
+
+
+@pytest.mark.parametrize("index", range(len(TRANSPOSED)))
+def test_transposed_convs_of_stride_one_take_the_path(index):
+    x_shape, oc, kernel, attrs = TRANSPOSED[index]
+    arrays = _transposed_arrays(x_shape, oc, kernel, attrs, 200 + index)
+    executable = _executable(lambda x, w, b: F.conv_transpose3d(x, w, b, **attrs), arrays, f"planes_t_{index}")
+    labels = kernel_labels(executable)
+    assert "conv_planes" in labels and "convT_direct" not in labels, labels
+    expected = oracle.conv_transpose_nd(*(a.astype(np.float64) for a in arrays), **attrs)
+    for threads in (2, 1):
+        assert_close(executable(*arrays, threads=threads)[0], expected, f"{x_shape} {attrs}, {threads} threads")
+
+
+def test_a_transposed_conv_multiplies_no_padding_by_infinite_weights():
+    """A transposed conv scatters its inputs: no output sums a weight times padding, so an infinite
+    or NaN weight reaches exactly the outputs the oracle's scatter gives it (0 x inf would be NaN)."""
+    x_shape, oc, kernel, attrs = TRANSPOSED[0]
+    x, w, b = _transposed_arrays(x_shape, oc, kernel, attrs, 9)
+    w[1, 2, 0] = np.inf
+    w[2, 3, 2] = np.nan
+    executable = _executable(lambda x, w, b: F.conv_transpose3d(x, w, b, **attrs), [x, w, b], "planes_t_inf")
+    assert "conv_planes" in kernel_labels(executable)
+    got = executable(x, w, b)[0]
+    expected = oracle.conv_transpose_nd(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), **attrs)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(expected))
+    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(expected))
+    finite = np.isfinite(expected)
+    assert np.isnan(expected).any() and np.isinf(expected).any() and finite.any()
+    assert_close(got[finite], expected[finite], "the finite outputs")

@@ -17,7 +17,9 @@ The channel-vectorised direct tiles (direct.py) on such a conv broadcast an inpu
 point and input channel, and with a single vector of output channels (a (2+1)-D block's 16) their
 loads outnumber their FMAs; here a tile of `rows` channels x `vectors` vectors loads `vectors + rows`
 values for `rows x vectors` FMAs. Output depths whose taps reach the depth padding are classes of
-their own (direct.py's `depth_classes`), each a kernel with its taps inside the input.
+their own (direct.py's `depth_classes`), each a kernel with its taps inside the input. A transposed
+conv of stride 1 and one tap across (h, w) (such a conv's input gradient) is the conv of its kernel
+flipped along d (`_as_conv`).
 
 Guarantees: only the points and channels of the output are read and written (the tails are tiles
 of fewer vectors and lanes, never a vector past a plane's end); the weights are packed once per
@@ -26,6 +28,7 @@ the direct kernels, and so are short planes with several vectors of channels (`L
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -125,14 +128,18 @@ def _pieces(points: int, block: PlaneBlocking) -> list:
 
 
 def lower_conv_over_planes(lowering: Lowering, problem: ConvProblem) -> bool:
-    """Lower a conv of one tap across (h, w) over its planes' points (see the module docstring);
-    False, emitting nothing, for a transposed conv, a conv of another kernel or padding, a symbolic
+    """Lower a conv of one tap across (h, w) over its planes' points (see the module docstring), or
+    a transposed conv of stride 1 that is one (`_as_conv`); False, emitting nothing, for a strided
+    transposed conv, a conv of another kernel or padding, a symbolic
     size, or a plane so short that the tiles' tails cost more than `LEAST_EFFICIENCY` allows while
     the direct tile has several vectors of output channels (with one, its loads outnumber its FMAs),
     or items whose sums would take more than `MOST_STACK_BYTES` of stack."""
+    problem = _as_conv(problem)
+    if problem is None:
+        return False
     g, y, dtype = problem.g, problem.y, problem.x.dtype
     out_sp = to_3d(y.shape[2:], 1)
-    if problem.transposed or symbolic.is_symbolic((g.n,) + tuple(out_sp)) or g.stride[1:] != (1, 1):
+    if symbolic.is_symbolic((g.n,) + tuple(out_sp)) or g.stride[1:] != (1, 1):
         return False
     classes = depth_classes(g, out_sp)
     if not classes or out_sp[1:] != g.in_sp[1:]:
@@ -147,6 +154,22 @@ def lower_conv_over_planes(lowering: Lowering, problem: ConvProblem) -> bool:
         return False
     _lower_over_planes(lowering, problem, classes, block)
     return True
+
+
+def _as_conv(problem: ConvProblem) -> ConvProblem | None:
+    """`problem` as a conv: itself, or a transposed conv of stride 1 and one tap across (h, w) (the
+    input gradient of a temporal conv) as the conv of its kernel flipped along d: input depth q
+    feeds output q - pad + a * dilation for tap a, so output o reads input o + pad - a * dilation,
+    a conv of the taps reversed and depth padding (k - 1) * dilation - pad. Taps outside the input
+    are skipped (`depth_classes`), as the transposed conv never multiplies them. None otherwise."""
+    g = problem.g
+    if not problem.transposed:
+        return problem
+    if g.stride != (1, 1, 1) or g.kernel[1:] != (1, 1):
+        return None
+    flipped = tuple(d * (k - 1) - p for k, d, p in zip(g.kernel, g.dilation, g.pad_lo))
+    weights = dataclasses.replace(problem.weights, taps=tuple(reversed(problem.weights.taps)))
+    return dataclasses.replace(problem, g=dataclasses.replace(g, pad_lo=flipped), weights=weights, transposed=False)
 
 
 def _lower_over_planes(lowering: Lowering, problem: ConvProblem, classes: list, block: PlaneBlocking) -> None:
