@@ -55,12 +55,21 @@ KEEPS_THE_DIRECT_KERNELS = [
 ]
 
 
-def _arrays(x_shape, oc, kernel, attrs, seed, bias=True, dtype=np.float32):
+def _arrays(x_shape, oc, kernel, attrs, seed, bias=True, dtype=np.float32, transposed=False):
     rng = np.random.default_rng(seed)
     groups = attrs.get("groups", 1)
     x = rng.standard_normal(x_shape).astype(dtype)
-    w = rng.standard_normal((oc, x_shape[1] // groups) + kernel).astype(dtype)
+    channels = (x_shape[1], oc // groups) if transposed else (oc, x_shape[1] // groups)
+    w = rng.standard_normal(channels + kernel).astype(dtype)
     return [x, w] + ([rng.standard_normal(oc).astype(dtype)] if bias else [])
+
+
+def _lowered(fn, arrays, name, takes_the_path: bool, direct_label: str = "conv_direct"):
+    """`_executable`, asserting which kernels it runs: the planes' or the direct ones."""
+    executable = _executable(fn, arrays, name)
+    labels = kernel_labels(executable)
+    assert ("conv_planes" in labels) == takes_the_path and (direct_label in labels) != takes_the_path, labels
+    return executable
 
 
 def _executable(fn, arrays, name):
@@ -86,10 +95,8 @@ def test_the_path_matches_the_oracle(index, bias, dtype):
     output itself; float64 takes vectors of half the lanes."""
     x_shape, oc, kernel, attrs = TAKES_THE_PATH[index]
     arrays = _arrays(x_shape, oc, kernel, attrs, index, bias, dtype)
-    executable = _executable(lambda x, w, *b: F.conv3d(x, w, *b, **attrs), arrays,
-                             f"planes_{index}_{bias}_{np.dtype(dtype).name}")
-    labels = kernel_labels(executable)
-    assert "conv_planes" in labels and "conv_direct" not in labels, labels
+    executable = _lowered(lambda x, w, *b: F.conv3d(x, w, *b, **attrs), arrays,
+                          f"planes_{index}_{bias}_{np.dtype(dtype).name}", True)
     expected = _conv(arrays, attrs)
     for threads in (2, 1):                 # the first call on two threads: a fresh executable
         assert_close(executable(*arrays, threads=threads)[0], expected, f"{x_shape} {attrs}, {threads} threads")
@@ -99,9 +106,7 @@ def test_the_path_matches_the_oracle(index, bias, dtype):
 def test_other_convs_keep_the_direct_kernels(index):
     x_shape, oc, kernel, attrs = KEEPS_THE_DIRECT_KERNELS[index]
     arrays = _arrays(x_shape, oc, kernel, attrs, 50 + index)
-    executable = _executable(lambda x, w, b: F.conv3d(x, w, b, **attrs), arrays, f"not_planes_{index}")
-    labels = kernel_labels(executable)
-    assert "conv_planes" not in labels and "conv_direct" in labels, labels
+    executable = _lowered(lambda x, w, b: F.conv3d(x, w, b, **attrs), arrays, f"not_planes_{index}", False)
     assert_close(executable(*arrays)[0], _conv(arrays, attrs), f"{x_shape} {attrs}")
 
 
@@ -242,20 +247,12 @@ TRANSPOSED = [
 ]
 
 
-def _transposed_arrays(x_shape, oc, kernel, attrs, seed):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    w = rng.standard_normal((x_shape[1], oc // attrs.get("groups", 1)) + kernel).astype(np.float32)
-    return [x, w, rng.standard_normal(oc).astype(np.float32)]
-
-
 @pytest.mark.parametrize("index", range(len(TRANSPOSED)))
 def test_transposed_convs_of_stride_one_take_the_path(index):
     x_shape, oc, kernel, attrs = TRANSPOSED[index]
-    arrays = _transposed_arrays(x_shape, oc, kernel, attrs, 200 + index)
-    executable = _executable(lambda x, w, b: F.conv_transpose3d(x, w, b, **attrs), arrays, f"planes_t_{index}")
-    labels = kernel_labels(executable)
-    assert "conv_planes" in labels and "convT_direct" not in labels, labels
+    arrays = _arrays(x_shape, oc, kernel, attrs, 200 + index, transposed=True)
+    executable = _lowered(lambda x, w, b: F.conv_transpose3d(x, w, b, **attrs), arrays, f"planes_t_{index}", True,
+                          "convT_direct")
     expected = oracle.conv_transpose_nd(*(a.astype(np.float64) for a in arrays), **attrs)
     for threads in (2, 1):
         assert_close(executable(*arrays, threads=threads)[0], expected, f"{x_shape} {attrs}, {threads} threads")
@@ -265,7 +262,7 @@ def test_a_transposed_conv_multiplies_no_padding_by_infinite_weights():
     """A transposed conv scatters its inputs: no output sums a weight times padding, so an infinite
     or NaN weight reaches exactly the outputs the oracle's scatter gives it (0 x inf would be NaN)."""
     x_shape, oc, kernel, attrs = TRANSPOSED[0]
-    x, w, b = _transposed_arrays(x_shape, oc, kernel, attrs, 9)
+    x, w, b = _arrays(x_shape, oc, kernel, attrs, 9, transposed=True)
     w[1, 2, 0] = np.inf
     w[2, 3, 2] = np.nan
     executable = _executable(lambda x, w, b: F.conv_transpose3d(x, w, b, **attrs), [x, w, b], "planes_t_inf")
