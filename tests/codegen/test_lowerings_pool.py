@@ -166,6 +166,25 @@ def test_max_pool_by_vectors_of_outputs(index, dtype):
     check_graph(graph, x, grid_data(rng, graph.inputs[1].shape, dtype, specials=False), exact=True)
 
 
+# input shapes of 2 x ... x 2 pools of stride 2 whose windows tile the input: max_pool_grad writes each
+# window's inputs directly (vectors of outputs along w, then single outputs at the row's end)
+TILING = [(2, 3, 4, 6, 74), (1, 2, 2, 2, 16), (2, 5, 8, 34), (3, 2, 6), (1, 1, 2, 4, 2)]
+
+
+@pytest.mark.parametrize("shape", TILING)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_max_pool_grad_of_windows_that_tile_the_input(shape, dtype):
+    """Ties to the first maximum, NaN to the last NaN, an all -inf window to its first tap, exactly
+    the reference's bits (grid data with NaN and infinities, inside a buffer of sentinels)."""
+    rank = len(shape) - 2
+    attrs = dict(kernel=(2,) * rank, stride=(2,) * rank, padding=(0,) * rank, dilation=(1,) * rank, ceil_mode=False)
+    graph = grad_graph(pool_fn("max_pool", attrs), shape, dtype, "max_pool_grad")
+    rng = np.random.default_rng(len(shape))
+    x = grid_data(rng, shape, dtype, specials=True)
+    x.reshape(-1)[:8] = -np.inf                             # a window of -inf only (or mostly)
+    check_graph(graph, x, grid_data(rng, graph.inputs[1].shape, dtype, specials=True), exact=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # Edge cases
 

@@ -19,7 +19,10 @@ Semantics are those of the NumPy reference (`lucid/ir/ops/pool.py`):
 Work items: the forward pools and avg_pool_grad write one row (the innermost spatial axis) of their
 output per item. max_pool_grad scatters, and overlapping windows of one (n, c) plane can hit one
 element, so an item is a whole plane: zero it, then accumulate (in a float64 scratch plane for
-float32, like the reference's bincount, then rounded once).
+float32, like the reference's bincount, then rounded once). Windows that tile the input exactly
+(a UNet's 2 x 2 x 2 pool of stride 2, `_disjoint_windows`) give each input element one gradient or
+none: an item is an output row, which writes its windows' inputs directly, by vectors of outputs
+(UNet3D's (2, 16, 32, 32, 32) pool: 0.95 -> 0.31 ms, its (2, 32, 16, 16, 16) one 0.23 -> 0.07 ms).
 
 Speed: which output positions have their whole window inside the input is known at compile time
 (`_interior`); there the tap loops have constant bounds (LLVM unrolls and vectorises them) and
@@ -384,11 +387,91 @@ def _chain_argmax(b: ir.IRBuilder, g: _Geometry, xs, in_base, starts: list, rang
     return _nested_taps(b, ranges, initial, visit)[1]
 
 
+def _disjoint_windows(g: _Geometry) -> bool:
+    """Whether the windows tile the input exactly, without gaps or overlaps (kernel = stride, no
+    padding or dilation, the input a whole number of windows: a UNet's 2 x 2 x 2 pool), 2 wide along
+    w, at concrete sizes: every input element is then in exactly one window."""
+    if any(symbolic.is_symbolic(n) for n in g.in_sp + g.out_sp):
+        return False
+    return (tuple(g.kernel) == tuple(g.stride) and g.kernel[-1] == 2 and not any(g.padding)
+            and all(d == 1 for d in g.dilation)
+            and all(o * k == n for o, k, n in zip(g.out_sp, g.kernel, g.in_sp)))
+
+
+def _emit_disjoint_grad(lowering: Lowering, node: Node, g: _Geometry) -> None:
+    """max_pool_grad of windows that tile the input (`_disjoint_windows`): each input element gets
+    its window's gradient or 0, so a work item (one output row) writes its windows' inputs directly,
+    no scratch, no accumulation. Along w it takes `lanes` outputs at a time: per window row, one load
+    of the 2 x lanes inputs split into even and odd taps; the winner per lane in window order (the
+    last NaN, else the first maximum, as `_winner`); then each window row's gradients interleaved
+    back and stored. The row's last outputs go one at a time (vectors of one lane)."""
+    x, gy = node.inputs
+    dx = node.output
+    element = element_type(x.dtype)
+    widest = lowering.target.lanes(x.dtype)
+    while widest > 1 and widest > g.out_sp[-1]:                    # a short row: narrower vectors
+        widest //= 2
+    outer_taps = list(itertools.product(*(range(k) for k in g.kernel[:-1])))
+    rows = g.planes * math.prod(g.out_sp[:-1])
+
+    def body(k, item):
+        b = k.b
+        xs, gys, dxs = k.pointer(x), k.pointer(gy), k.pointer(dx)
+        plane, outer = _row_item(b, item, g.planes, g.out_sp)
+        in_base = b.mul(plane, i64(g.in_plane))
+        firsts = [b.add(in_base, linear_index(b, [b.add(b.mul(o, i64(kk)), i64(t)) for o, kk, t in
+                                                  zip(outer, g.kernel[:-1], taps)], g.in_strides[:-1]))
+                  for taps in outer_taps]                            # each window row's first input
+        out_row = b.mul(item, i64(g.out_sp[-1]))
+        chunks, rest = divmod(g.out_sp[-1], widest)
+        with counted_loop(b, chunks, name="ov") as c:
+            _disjoint_chunk(b, (xs, gys, dxs), firsts, out_row, b.mul(c, i64(widest)), widest, element)
+        for o in range(chunks * widest, g.out_sp[-1]):
+            _disjoint_chunk(b, (xs, gys, dxs), firsts, out_row, i64(o), 1, element)
+
+    lowering.kernel(node.op, rows, body)
+
+
+def _disjoint_chunk(b: ir.IRBuilder, pointers: tuple, firsts: list, out_row, o0, lanes: int, element) -> None:
+    """Outputs o0 ... o0 + lanes - 1 of one row of `_emit_disjoint_grad`: their windows' inputs
+    start at `firsts` (one per window row) + 2 * o0."""
+    xs, gys, dxs = pointers
+    index_type = ir.VectorType(ir.IntType(32), lanes)
+    vtype = ir.VectorType(element, lanes)
+    best = ir.Constant(vtype, [-math.inf] * lanes)
+    where = ir.Constant(index_type, [0] * lanes)
+    nan_seen = ir.Constant(ir.VectorType(I1, lanes), [0] * lanes)
+    starts = [b.add(first, b.mul(o0, i64(2))) for first in firsts]
+    tap = 0
+    for start in starts:
+        pair = load_vector(b, xs, start, 2 * lanes)
+        for parity in (0, 1):
+            value = b.shuffle_vector(pair, ir.Constant(pair.type, ir.Undefined),
+                                     ir.Constant(index_type, [2 * j + parity for j in range(lanes)]))
+            nan = b.fcmp_unordered("uno", value, value)
+            greater = b.fcmp_ordered(">", value, best)
+            take = b.or_(nan, b.and_(greater, b.not_(nan_seen)))
+            where = b.select(take, ir.Constant(index_type, [tap] * lanes), where)
+            best = b.select(greater, value, best)
+            nan_seen = b.or_(nan_seen, nan)
+            tap += 1
+    grad = load_vector(b, gys, b.add(out_row, o0), lanes)
+    zero = ir.Constant(vtype, [0.0] * lanes)
+    interleave = ir.Constant(ir.VectorType(ir.IntType(32), 2 * lanes), [j // 2 + (j % 2) * lanes for j in range(2 * lanes)])
+    for row, start in enumerate(starts):
+        even, odd = (b.select(b.icmp_signed("==", where, ir.Constant(index_type, [2 * row + parity] * lanes)), grad, zero)
+                     for parity in (0, 1))
+        store_vector(b, b.shuffle_vector(even, odd, interleave), dxs, start)
+
+
 @lowers("max_pool_grad", run_time_extents=True)
 def lower_max_pool_grad(lowering: Lowering, node: Node) -> None:
     x, gy = node.inputs
     dx = node.output
     symbolic_g = _Geometry(node, x.shape, gy.shape)
+    if _disjoint_windows(symbolic_g):
+        _emit_disjoint_grad(lowering, node, symbolic_g)
+        return
     dtype = element_type(x.dtype)
     widen = dtype != F64                                    # float32: accumulate in float64 scratch
     scratch = lowering.scratch(symbolic_g.planes * symbolic_g.in_plane * 8) if widen else None
