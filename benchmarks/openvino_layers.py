@@ -31,7 +31,6 @@ network_benchmark = sibling_script("networks")
 from kernels import kernel_times  # noqa: E402
 from lucid.codegen.peak import peak_gflops  # noqa: E402
 
-CONVOLUTIONS = ("conv", "conv_transpose")
 OPENVINO_CONVOLUTIONS = ("Convolution", "Deconvolution", "ConvolutionBackpropData")
 
 
@@ -39,10 +38,10 @@ def lucid_layers(executable, repeats: int) -> tuple:
     """({(output shape, input channels): ms} of the conv nodes, ms of the other kernels), each kernel alone."""
     layers, other = collections.defaultdict(float), 0.0
     for _, _, seconds, node in kernel_times(executable, repeats):
-        body = node.attrs["body"].nodes if node.op == "fused" else [node]
-        convs = [n for n in body if n.op in CONVOLUTIONS]
-        if convs:
-            layers[(tuple(node.output.shape), convs[0].inputs[0].shape[1])] += 1e3 * seconds
+        if network_benchmark.family(node) == "conv":
+            body = node.attrs["body"].nodes if node.op == "fused" else [node]
+            conv = next(n for n in body if n.op in network_benchmark.CONVOLUTIONS)
+            layers[(tuple(node.output.shape), conv.inputs[0].shape[1])] += 1e3 * seconds
         else:
             other += 1e3 * seconds
     return layers, other

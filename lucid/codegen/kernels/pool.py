@@ -266,9 +266,17 @@ class _VectorRows:
         kernel = g.kernel[g.rank - 1]
         if g.stride[g.rank - 1] == 1:
             return [load_vector(b, self.xs, b.add(index, i64(t)), lanes) for t in range(kernel)]
-        low, high = (load_vector(b, self.xs, b.add(index, i64(v * lanes)), lanes) for v in (0, 1))
-        return [b.shuffle_vector(low, high, ir.Constant(ir.VectorType(ir.IntType(32), lanes),
-                                                        [t + 2 * j for j in range(lanes)])) for t in range(kernel)]
+        return _even_and_odd(b, self.xs, index, lanes)[:kernel]
+
+
+def _even_and_odd(b: ir.IRBuilder, xs, index, lanes: int) -> tuple:
+    """The `2 x lanes` elements from xs[index] on, as the vector of the even ones and of the odd ones
+    (the taps 0 and 1 of `lanes` windows of stride 2 along w)."""
+    pair = load_vector(b, xs, index, 2 * lanes)
+    undefined = ir.Constant(pair.type, ir.Undefined)
+    return tuple(b.shuffle_vector(pair, undefined, ir.Constant(ir.VectorType(ir.IntType(32), lanes),
+                                                             [2 * j + parity for j in range(lanes)]))
+                 for parity in (0, 1))
 
 
 def _emit_forward(lowering: Lowering, node: Node, kind: str) -> None:
@@ -350,7 +358,7 @@ UNROLL = 64          # largest window whose argmax is computed unrolled (as a tr
 def _winner(b: ir.IRBuilder, left: tuple, right: tuple) -> tuple:
     """The winner of two adjacent parts of a window, each given as (its winner, where): the right
     one if it is NaN (the last NaN wins) or greater than the left one, else the left one (of equal
-    maxima the first wins)."""
+    maxima the first wins). Scalars, or vectors of windows lane by lane."""
     take = b.or_(b.fcmp_unordered("uno", right[0], right[0]), b.fcmp_ordered(">", right[0], left[0]))
     return _unpredictable(b, take, right[0], left[0]), _unpredictable(b, take, right[1], left[1])
 
@@ -438,23 +446,12 @@ def _disjoint_chunk(b: ir.IRBuilder, pointers: tuple, firsts: list, out_row, o0,
     xs, gys, dxs = pointers
     index_type = ir.VectorType(ir.IntType(32), lanes)
     vtype = ir.VectorType(element, lanes)
-    best = ir.Constant(vtype, [-math.inf] * lanes)
-    where = ir.Constant(index_type, [0] * lanes)
-    nan_seen = ir.Constant(ir.VectorType(I1, lanes), [0] * lanes)
+    winner = (ir.Constant(vtype, [-math.inf] * lanes), ir.Constant(index_type, [0] * lanes))
     starts = [b.add(first, b.mul(o0, i64(2))) for first in firsts]
-    tap = 0
-    for start in starts:
-        pair = load_vector(b, xs, start, 2 * lanes)
-        for parity in (0, 1):
-            value = b.shuffle_vector(pair, ir.Constant(pair.type, ir.Undefined),
-                                     ir.Constant(index_type, [2 * j + parity for j in range(lanes)]))
-            nan = b.fcmp_unordered("uno", value, value)
-            greater = b.fcmp_ordered(">", value, best)
-            take = b.or_(nan, b.and_(greater, b.not_(nan_seen)))
-            where = b.select(take, ir.Constant(index_type, [tap] * lanes), where)
-            best = b.select(greater, value, best)
-            nan_seen = b.or_(nan_seen, nan)
-            tap += 1
+    for row, start in enumerate(starts):                             # the taps in window order
+        for parity, value in enumerate(_even_and_odd(b, xs, start, lanes)):
+            winner = _winner(b, winner, (value, ir.Constant(index_type, [2 * row + parity] * lanes)))
+    where = winner[1]
     grad = load_vector(b, gys, b.add(out_row, o0), lanes)
     zero = ir.Constant(vtype, [0.0] * lanes)
     interleave = ir.Constant(ir.VectorType(ir.IntType(32), 2 * lanes), [j // 2 + (j % 2) * lanes for j in range(2 * lanes)])

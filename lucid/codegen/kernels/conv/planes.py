@@ -40,7 +40,7 @@ from .direct import DepthClass, depth_classes
 from .packing import emit_pack_weight
 from .prepared import emit_weight_check
 from .primitives import Kept, constant_table, region_pointer, strided_offset
-from .problem import Blocking, ConvProblem, Geometry, choose_blocking, to_3d
+from .problem import Blocking, ConvProblem, Geometry, choose_blocking, step_cycles, to_3d
 from .tile import term_blocks, tile_function
 from .unpack import Unpack, unpack_rows
 
@@ -76,14 +76,14 @@ class PlaneBlocking:
 def choose_plane_blocking(ocg: int, lowering: Lowering, dtype) -> PlaneBlocking:
     """The tile for `ocg` output channels on the target's CPU model: of the (rows, vectors) whose
     accumulators, vectors and one broadcast fit the registers, the one taking the fewest cycles per
-    vector of points over all `ocg` channels (`_step_cycles`; a last block of fewer rows counted as
+    vector of points over all `ocg` channels (`problem.step_cycles`; a last block of fewer rows counted as
     a whole one); on a tie the most rows (the fewest passes over the input), then the most vectors."""
     model, lanes = lowering.target.model, lowering.target.lanes(dtype)
     slots = model.slots(lanes * dtype.numpy.itemsize // 4)
 
     def cycles_per_vector(shape):
         rows, vectors = shape
-        return math.ceil(ocg / rows) * _step_cycles(model, slots, rows, vectors) / vectors
+        return math.ceil(ocg / rows) * step_cycles(model, slots, rows, vectors) / vectors
 
     shapes = [(rows, vectors) for rows in range(1, ocg + 1) for vectors in range(1, MOST_VECTORS + 1)
               if rows * vectors + vectors + 1 <= model.vector_registers]
@@ -91,17 +91,9 @@ def choose_plane_blocking(ocg: int, lowering: Lowering, dtype) -> PlaneBlocking:
     return PlaneBlocking(lanes, vectors, rows)
 
 
-def _step_cycles(model: CpuModel, slots: int, rows: int, vectors: int) -> float:
-    """Cycles of one step (tap, input channel) of a tile of `rows` x `vectors`, each vector op taking
-    `slots` pipe cycles: its rows x vectors FMAs, its rows + vectors loads, and no accumulator
-    stepping sooner than the FMA latency."""
-    return max(rows * vectors * slots / model.fma_pipes, (rows + vectors) * slots / model.load_ports,
-               model.fma_latency)
-
-
 def plane_efficiency(model: CpuModel, block: PlaneBlocking, ocg: int, item_points: list, itemsize: int) -> float:
     """The share of the FMA pipes' full-width rate the tiles of items of `item_points` points reach
-    by the CPU model (`_step_cycles`): a short plane's tail tiles (few lanes, or one vector) cost
+    by the CPU model (`problem.step_cycles`): a short plane's tail tiles (few lanes, or one vector) cost
     more than their points."""
     full_slots = model.slots(block.lanes * itemsize // 4)
     cycles = 0.0
@@ -109,8 +101,8 @@ def plane_efficiency(model: CpuModel, block: PlaneBlocking, ocg: int, item_point
         for lanes, vectors, count in _pieces(points, block):
             slots = model.slots(lanes * itemsize // 4)
             blocks, last_rows = divmod(ocg, block.rows)
-            per_step = blocks * _step_cycles(model, slots, block.rows, vectors)
-            cycles += count * (per_step + (_step_cycles(model, slots, last_rows, vectors) if last_rows else 0))
+            per_step = blocks * step_cycles(model, slots, block.rows, vectors)
+            cycles += count * (per_step + (step_cycles(model, slots, last_rows, vectors) if last_rows else 0))
     vector_fmas = ocg * sum(item_points) / block.lanes
     return vector_fmas * full_slots / model.fma_pipes / cycles
 

@@ -89,11 +89,17 @@ def tile_rate(model: CpuModel, ocg: int, lanes: int, vectors: int, itemsize: int
     weights and the broadcast inputs), each taking `model.slots` pipe cycles, and no accumulator can
     take a step sooner than the FMA latency after its last."""
     points = most_points(model, vectors)
-    slots = model.slots(lanes * itemsize // 4)
-    cycles = max(vectors * points * slots / model.fma_pipes, (vectors + points) * slots / model.load_ports,
-                 model.fma_latency)
+    cycles = step_cycles(model, model.slots(lanes * itemsize // 4), points, vectors)
     width = lanes * vectors
     return points * width * ocg / (math.ceil(ocg / width) * width) / cycles
+
+
+def step_cycles(model: CpuModel, slots: int, scalars: int, vectors: int) -> float:
+    """Cycles of one step (a tap and input channel) of a register tile that broadcasts `scalars`
+    values and loads `vectors` vectors, each op taking `slots` pipe cycles on `model`: its scalars x
+    vectors FMAs, its scalars + vectors loads, and no accumulator stepping sooner than the FMA latency."""
+    return max(scalars * vectors * slots / model.fma_pipes, (scalars + vectors) * slots / model.load_ports,
+               model.fma_latency)
 
 
 def at_least_all(sizes) -> int | symbolic.Expr:
