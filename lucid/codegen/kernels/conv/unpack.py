@@ -191,7 +191,7 @@ def _unpack_row_by_tiles(k, unpack: Unpack, source: ChannelsLastScratch, row: tu
 
 def _emit_channel_row(k, unpack: Unpack, index: tuple, value_at: Callable, points=None) -> None:
     """y[n][oc][d][h][w] = epilogue(value_at(w) (+ bias[oc])) for every w of the row `index` = (n, oc, d, h),
-    or for w < `points` running on through the rows after it (see `unpack_run`)."""
+    or for w < `points` running on through the rows after it (see `unpack_rows`)."""
     y, bias, epilogue = unpack.y, unpack.bias, unpack.epilogue
     b = k.b
     n, oc, d, h = index
