@@ -11,7 +11,9 @@ the forward outputs, then the gradients) and returns `Partition(forward, backwar
 - `saved` are the values of the forward graph that backward nodes read (activations), in order.
   A view (the output of an operator declaring `aliases_input`, such as reshape) is not saved: the
   backward recomputes it from the value it views, so a value and a view of it never both become
-  forward outputs (which would copy the value).
+  forward outputs (which would copy the value). Nor is an elementwise value whose operands the
+  backward has anyway (saved values, forward inputs, parameters, constants), such as a ReLU's mask
+  `y <= 0` beside the saved `y`: the backward computes it again, in the kernel that reads it.
 Constants read by backward nodes are copied into the backward graph rather than saved. Running
 forward then backward computes exactly what the joint graph computes. The input graph is unchanged.
 """
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 
 from ..ir import symbolic
 from ..ir.graph import Graph, Value
+from ..ir.ops.registry import OpKind
 
 NAME = "partition"
 
@@ -38,13 +41,14 @@ def run(graph: Graph, input_count: int, output_count: int) -> Partition:
     seed_values = set(seeds)
     dependent = _dependent(graph, seed_values)
     gradients = graph.outputs[output_count:]
-    backward_nodes = _needed(graph, gradients,
-                             stop=lambda v: v not in dependent and not _is_constant(v) and not _is_view(v))
-    reads = [v for node in backward_nodes for v in node.inputs] + list(gradients)
-    recomputed = {node.output for node in backward_nodes}
-    saved = _unique(v for v in reads if v not in dependent and v not in recomputed and v.node is not None
-                    and not v.node.is_constant)
     forward_inputs = set(graph.inputs) - seed_values
+    backward_nodes = _backward_nodes(graph, gradients, dependent)
+    saved = _saved(backward_nodes, gradients, dependent)
+    recomputed = _recomputable(saved, set(saved) | forward_inputs | set(graph.params))
+    if recomputed:
+        backward_nodes = _backward_nodes(graph, gradients, dependent, recomputed)
+        saved = _saved(backward_nodes, gradients, dependent)
+    reads = [v for node in backward_nodes for v in node.inputs] + list(gradients)
     inputs_read = _unique(v for v in reads if v in forward_inputs)
     inputs_read += _inputs_for_sizes(graph, backward_nodes, saved + inputs_read + seeds + list(graph.params))
     forward = _forward(graph, seed_values, graph.outputs[:output_count] + saved)
@@ -64,6 +68,30 @@ def _inputs_for_sizes(graph: Graph, nodes: list, read: list) -> list:
             taken.append(v)
             missing -= symbolic.free_symbols(v.shape)
     return taken
+
+
+def _backward_nodes(graph: Graph, gradients: list, dependent: set, recomputed: frozenset = frozenset()) -> list:
+    """The nodes computing the gradients from the seeds and the forward values they read: every
+    forward value but constants, views and `recomputed` is read, not computed again."""
+    return _needed(graph, gradients, stop=lambda v: v not in dependent and not _is_constant(v)
+                   and not _is_view(v) and v not in recomputed)
+
+
+def _saved(backward_nodes: list, gradients: list, dependent: set) -> list:
+    """The forward values the backward nodes read (and gradients that are forward values), in order."""
+    reads = [v for node in backward_nodes for v in node.inputs] + list(gradients)
+    recomputed = {node.output for node in backward_nodes}
+    return _unique(v for v in reads if v not in dependent and v not in recomputed and v.node is not None
+                   and not v.node.is_constant)
+
+
+def _recomputable(saved: list, available: set) -> set:
+    """Saved values of elementwise nodes whose operands the backward has anyway (other saved values,
+    forward inputs, parameters, constants): a ReLU's mask `y <= 0` beside the saved `y`. The
+    backward computes them again, where fusion merges them into the kernel reading them, instead of
+    the forward making another pass over activations it has left and keeping the result."""
+    return {v for v in saved if v.node.opdef.kind is OpKind.ELEMENTWISE
+            and all(u in available or _is_constant(u) for u in v.node.inputs)}
 
 
 def _is_constant(v: Value) -> bool:
