@@ -30,6 +30,7 @@ one layout.
 from __future__ import annotations
 
 import ctypes
+import math
 import threading
 
 import numpy as np
@@ -78,6 +79,10 @@ class Executable:
         self.persistent_bytes = _PERSISTENT(self.native.address("lucid_persistent_bytes"))()
         self._free_arenas: list[_Arena] = []
         self._written = written_outputs(graph)
+        self._written_at = {}                         # an output the kernels write -> its first index
+        for index, (value, written) in enumerate(zip(graph.outputs, self._written)):
+            if written:
+                self._written_at.setdefault(value, index)
         self._weight_addresses = KeptAddresses()      # by parameter index
         self._copies_after_run = not all(self._written) or bool(graph.state_updates)
         self._lock = threading.Lock()
@@ -200,11 +205,10 @@ class Executable:
     def _output_arrays(self, table: np.ndarray, layout: "_Layout") -> list:
         """A fresh array for each output the kernels write (see `written_outputs`), its table slot
         pointed at it; None for the others, copied after the run."""
-        arrays = []
-        for value, slot, written in zip(self.graph.outputs, self.table.outputs, self._written):
-            arrays.append(np.empty(layout.shape(value), value.dtype.numpy) if written else None)
-            if written:
-                table[slot] = arrays[-1].ctypes.data
+        arrays = [None] * len(self.graph.outputs)
+        for index, slot, shape, dtype in layout.written_outputs:
+            arrays[index] = np.empty(shape, dtype)
+            table[slot] = arrays[index].ctypes.data
         return arrays
 
 
@@ -231,6 +235,8 @@ class _Layout:
         self.dims = np.array([sizes[name] for name in table.symbols], np.int64)
         self.workspace_bytes = executable._workspace_at(self.dims.ctypes.data) if sizes else executable.workspace_bytes
         self.inputs = [_Declared(v, self.shape(v)) for v in graph.inputs]
+        self.written_outputs = [(index, slot, self.shape(v), v.dtype.numpy) for index, (v, slot, written)
+                                in enumerate(zip(graph.outputs, table.outputs, executable._written)) if written]
         self.params = [_Declared(v, self.shape(v)) for v in graph.params]
         if not sizes:
             self.serial = None                     # a concrete graph's rule is `Executable.serial`
@@ -255,7 +261,9 @@ class _LayoutSizes:
         self.symbols = graph.symbols()
         self.names = tuple(s.name for s in self.symbols)
         self.slots = list(table.arena)
-        self.values = list(dict.fromkeys(graph.inputs + graph.params + graph.outputs))
+        found = graph.outputs + list(graph.state_updates.values())          # what `_Found.storage` looks up
+        self.values = list(dict.fromkeys(graph.inputs + graph.params + found
+                                         + [executable.plan.root(v) for v in found]))
         flops = executable._flops if executable._flops is not None else 0
         self._at = symbolic.evaluator([executable.plan.arena_bytes, flops, *table.arena.values()]
                                       + [size for v in self.values for size in v.shape], self.names)
@@ -319,12 +327,12 @@ class _Found:
     def storage(self, value: Value) -> np.ndarray:
         graph, plan = self.executable.graph, self.executable.plan
         root = plan.root(value)
-        produced = [array for v, array in zip(graph.outputs, self.outputs) if v is root and array is not None]
-        if produced:
-            data = produced[0]
+        produced = self.executable._written_at.get(root)
+        if produced is not None:
+            data = self.outputs[produced]
         elif root in plan.offsets:
             start = self.arena.base + symbolic.evaluate(plan.offsets[root], self.layout.sizes)
-            count = int(np.prod(self.layout.shape(root), dtype=np.int64))
+            count = math.prod(self.layout.shape(root))
             data = self.arena.memory[start:start + count * root.dtype.numpy.itemsize].view(root.dtype.numpy)
         elif root.node is not None and root.node.is_constant:
             data = root.node.value
