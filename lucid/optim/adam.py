@@ -26,7 +26,7 @@ class Adam(Optimizer):
                                       amsgrad=amsgrad, maximize=maximize))
         self._target_named = None          # LUCID_CPU and LUCID_CPU_FEATURES at this step (see `step`)
         self._addresses = None             # (id(parameter), k) -> the k-th array's address (`KeptAddresses`)
-        self._kept_scalars = None          # (key, array, its address) of the last step's scalars
+        self._batches = None               # this step's parameters by native call (see `step`)
 
     def _validate(self, group: dict) -> None:
         check_range(type(self).__name__, "lr", group["lr"], 0.0)
@@ -42,18 +42,28 @@ class Adam(Optimizer):
     decoupled_decay = False
 
     def step(self, closure=None):
+        """Each parameter's update is queued by `_update` with those of the same rule and scalars,
+        and each queue runs as one native call (`lucid/codegen/adam_step.py`) once every parameter
+        is queued (also when a later parameter is refused: the ones before it step, as they would
+        one at a time)."""
         from ..codegen.adam_step import named_target
         from ..codegen.jit import KeptAddresses
 
         self._target_named = named_target()     # the CPU the native steps of this call are compiled for
         if self._addresses is None:
             self._addresses = KeptAddresses()
-        return super().step(closure)
+        self._batches = {}
+        try:
+            return super().step(closure)
+        finally:
+            batches, self._batches = self._batches, None
+            for batch in batches.values():
+                batch.run()
 
     def _update(self, p, grad: np.ndarray, group: dict, state: dict) -> None:
-        """One native pass over the parameter's elements (`lucid/codegen/adam_step.py`: PyTorch's
-        operations in its order, bit for bit)."""
-        from ..codegen.adam_step import AdamRule, adam_step
+        """Queue one native pass over the parameter's elements (PyTorch's operations in its order,
+        bit for bit)."""
+        from ..codegen.adam_step import AdamRule
 
         data = p.data
         if not state:
@@ -61,32 +71,55 @@ class Adam(Optimizer):
             if group["amsgrad"]:
                 state["max_exp_avg_sq"] = np.zeros_like(data, order="C")
         state["step"] += 1
-        rule = AdamRule(data.dtype, self.decoupled_decay, group["weight_decay"] != 0, group["amsgrad"], group["maximize"])
         weights = data if data.flags.c_contiguous else np.ascontiguousarray(data)
         if grad.dtype != data.dtype or not grad.flags.c_contiguous or np.may_share_memory(grad, data):
             grad = np.array(grad, data.dtype, order="C")    # a gradient sharing the parameter's memory: as it was
         moments = (state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq", state["exp_avg_sq"]))
         weights_at, *moments_at = (self._addresses((id(p), k), a) for k, a in enumerate((weights,) + moments))
-        adam_step(rule, self._target_named)(weights_at, grad.ctypes.data, *moments_at, data.size, self._scalars(group, state["step"], data.dtype))
+        key = (id(group), data.dtype, state["step"])         # a group's options hold during a step
+        batch = self._batches.get(key)
+        if batch is None:
+            rule = AdamRule(data.dtype, self.decoupled_decay, group["weight_decay"] != 0, group["amsgrad"],
+                            group["maximize"])
+            batch = self._batches[key] = _Batch(rule, self._target_named, self._scalars(group, state["step"], data.dtype))
+        batch.add((weights_at, grad.ctypes.data, *moments_at), data.size, grad)
         if weights is not data:
-            np.copyto(data, weights)
+            batch.copies.append((data, weights))
 
-    def _scalars(self, group: dict, step: int, dtype: np.dtype) -> int:
-        """The address of the step's scalars (`adam_step.SCALARS`) in `dtype`, shared by the
-        parameters of a group at the same step (the last ones made are kept)."""
+    def _scalars(self, group: dict, step: int, dtype: np.dtype) -> np.ndarray:
+        """The step's scalars (`adam_step.SCALARS`) in `dtype`."""
         from ..codegen.adam_step import SCALARS
 
         beta1, beta2 = group["betas"]
         lr, decay = group["lr"], group["weight_decay"]
-        key = (beta1, beta2, lr, decay, group["eps"], step, dtype)
-        kept = self._kept_scalars
-        if kept is None or kept[0] != key:
-            values = dict(one_minus_beta1=1 - beta1, beta2=beta2, one_minus_beta2=1 - beta2,
-                          bias_correction2_sqrt=math.sqrt(1 - beta2 ** step), eps=group["eps"],
-                          step_size=lr / (1 - beta1 ** step), decay=1 - lr * decay if self.decoupled_decay else decay)
-            array = np.array([values[name] for name in SCALARS], dtype)
-            kept = self._kept_scalars = (key, array, array.ctypes.data)
-        return kept[2]
+        values = dict(one_minus_beta1=1 - beta1, beta2=beta2, one_minus_beta2=1 - beta2,
+                      bias_correction2_sqrt=math.sqrt(1 - beta2 ** step), eps=group["eps"],
+                      step_size=lr / (1 - beta1 ** step), decay=1 - lr * decay if self.decoupled_decay else decay)
+        return np.array([values[name] for name in SCALARS], dtype)
+
+
+class _Batch:
+    """The parameters one native call steps (one rule, one step's scalars): their five arrays'
+    addresses, sizes, the gradient copies those addresses point into, and the parameters stepped
+    through a contiguous copy."""
+
+    def __init__(self, rule, target_named: tuple, scalars: np.ndarray):
+        self.rule, self.target_named, self.scalars = rule, target_named, scalars
+        self.addresses, self.sizes, self.kept, self.copies = [], [], [], []
+
+    def add(self, addresses: tuple, size: int, grad: np.ndarray) -> None:
+        self.addresses.extend(addresses)
+        self.sizes.append(size)
+        self.kept.append(grad)
+
+    def run(self) -> None:
+        from ..codegen.adam_step import adam_step
+
+        addresses, sizes = np.array(self.addresses, np.uintp), np.array(self.sizes, np.int64)
+        adam_step(self.rule, self.target_named)(len(self.sizes), addresses.ctypes.data, sizes.ctypes.data,
+                                                self.scalars.ctypes.data)
+        for data, weights in self.copies:
+            np.copyto(data, weights)
 
 
 class AdamW(Adam):

@@ -295,3 +295,31 @@ def test_optimizers_are_optimizers():
     assert isinstance(SGD([p]), Optimizer) and isinstance(Adam([p]), Optimizer)
     assert SGD([p]).defaults["lr"] == 1e-3 and Adam([p]).defaults["betas"] == (0.9, 0.999)
     assert "lr: 0.001" in repr(Adam([p]))
+
+
+def test_adam_parameters_at_different_steps_and_groups_each_follow_their_own_count():
+    """Adam steps the parameters of a group at one step count in one native call: a parameter that
+    had no gradient on the first step (one step behind), and one in another group, still follow
+    their own step count and options (the reference equations, parameter by parameter)."""
+    start, grads = start_and_grads(seed=3)
+    params = [param(a) for a in start]
+    opt = Adam([{"params": params[:2]}, {"params": params[2:], "lr": 0.05, "amsgrad": True}], lr=0.01)
+    for step, step_grads in enumerate(grads):
+        for k, (p, g) in enumerate(zip(params, step_grads)):
+            p.grad = None if (k == 1 and step == 0) else lucid.Tensor(g, dtype=g.dtype)
+        opt.step()
+    np.testing.assert_allclose(params[0].data, reference_adam(start[0], [g[0] for g in grads], lr=0.01), rtol=1e-12)
+    np.testing.assert_allclose(params[1].data, reference_adam(start[1], [g[1] for g in grads[1:]], lr=0.01),
+                               rtol=1e-12)
+    np.testing.assert_allclose(params[2].data, reference_adam(start[2], [g[2] for g in grads], lr=0.05, amsgrad=True),
+                               rtol=1e-12)
+
+
+def test_adam_steps_the_parameters_before_a_refused_gradient():
+    """As when each parameter stepped alone: the ones before the refused one have stepped."""
+    a, b = param(np.ones(3)), param(np.zeros((2, 3)))
+    a.grad, b.grad = lucid.Tensor(np.ones(3)), lucid.Tensor(np.ones(3))
+    with pytest.raises(ValueError, match=r"Adam.step.*shape \(2, 3\).*gradient of shape \(3,\)"):
+        Adam([a, b], lr=0.1).step()
+    np.testing.assert_allclose(a.data, 0.9)
+    np.testing.assert_array_equal(b.data, 0.0)
