@@ -378,12 +378,12 @@ def _as_tensor(x, position: int) -> Tensor:
     raise DTypeError(f"compiled call: input {position} must be a lucid Tensor or a NumPy array, got {type(x).__name__}")
 
 
-def _executables(*planned_graphs) -> list:
+def _executables(*planned_graphs, changing_weights: frozenset = frozenset()) -> list:
     """An executable of each planned graph, their code built together (lowering one graph overlaps
-    compiling the others' modules; `runtime.executable.executables`)."""
+    compiling the others' modules; `runtime.executable.executables`, `changing_weights` as there)."""
     from .runtime.executable import executables     # here: `import lucid` loads no llvmlite
 
-    return executables(list(planned_graphs))
+    return executables(list(planned_graphs), changing_weights=changing_weights)
 
 
 def _wrap_outputs(graph, arrays: list):
@@ -413,12 +413,14 @@ class _Training:
         wrt = input_names + self.params
         if backward_stages is None:
             self.split = pipeline.for_training(graph, wrt=wrt)
-            self.backward, self.forward = _executables(self.split.backward, self.split.forward)
+            self.backward, self.forward = _executables(self.split.backward, self.split.forward,
+                                                       changing_weights=frozenset(self.params))
         else:
             groups, on_stage = backward_stages
             outputs = self._gradient_indices(groups)
             self.split, stages = pipeline.for_staged_training(graph, wrt, [g for g in outputs if g])
-            *stage_executables, self.forward = _executables(*(stage.graph for stage in stages), self.split.forward)
+            *stage_executables, self.forward = _executables(*(stage.graph for stage in stages), self.split.forward,
+                                                            changing_weights=frozenset(self.params))
             leaves = [None] * len(self.input_names) + [graph.bindings[name] for name in self.params]
             self.backward = _StagedBackward(self.split.backward, list(zip(stages, stage_executables)), outputs,
                                             leaves, on_stage)

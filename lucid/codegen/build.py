@@ -75,21 +75,26 @@ def memory_plan_of(graph: Graph, dynamic: bool = False) -> MemoryPlan:
     return plan
 
 
-def graph_code(graph: Graph, plan: MemoryPlan, target: Target) -> GraphCode:
-    """The object code of `graph` (planned by `plan`) for `target`, from the disk cache or built."""
-    return graph_codes([(graph, plan)], target)[0]
+def graph_code(graph: Graph, plan: MemoryPlan, target: Target, changing_weights: frozenset = frozenset()) -> GraphCode:
+    """The object code of `graph` (planned by `plan`) for `target`, from the disk cache or built;
+    `changing_weights` as for `Lowering`."""
+    return graph_codes([(graph, plan)], target, changing_weights)[0]
 
 
-def graph_codes(planned: list[tuple[Graph, MemoryPlan]], target: Target) -> list[GraphCode]:
+def graph_codes(planned: list[tuple[Graph, MemoryPlan]], target: Target,
+                changing_weights: frozenset = frozenset()) -> list[GraphCode]:
     """The object code of each (graph, plan) for `target`, each from the disk cache or built; the
-    graphs built share one compilation (see the module docstring)."""
-    keys = [cache_key(code_fingerprint(), __version__, target.fingerprint, str(graph)) for graph, _ in planned]
+    graphs built share one compilation (see the module docstring). `changing_weights`: names of
+    parameters that change from call to call (`Lowering.changing_weights`)."""
+    keys = [cache_key(code_fingerprint(), __version__, target.fingerprint, str(graph),
+                      " ".join(sorted(changing_params(graph, changing_weights)))) for graph, _ in planned]
     codes = [_cached_code(key, target) for key in keys]
     built = {}                                   # position -> (its Lowering, its objects' cache names)
     with Compilation(target) as compilation:
         for position, (graph, plan) in enumerate(planned):
             if codes[position] is None:
-                built[position] = _lowered_into(compilation, graph, plan, target)
+                built[position] = _lowered_into(compilation, graph, plan, target,
+                                                changing_params(graph, changing_weights))
         named = dict(compilation.results()) if built else {}
     for position, (lowering, names) in built.items():
         objects = [(name, named[name]) for name in names]
@@ -108,7 +113,13 @@ def _cached_code(key: str, target: Target) -> GraphCode | None:
     return GraphCode(cached.codes, cached.workspace_bytes)
 
 
-def _lowered_into(compilation: Compilation, graph: Graph, plan: MemoryPlan, target: Target) -> tuple:
+def changing_params(graph: Graph, changing_weights: frozenset) -> frozenset:
+    """The names in `changing_weights` of `graph`'s parameters."""
+    return frozenset(v.name for v in graph.params if v.name in changing_weights)
+
+
+def _lowered_into(compilation: Compilation, graph: Graph, plan: MemoryPlan, target: Target,
+                  changing_weights: frozenset) -> tuple:
     """Lower `graph`, adding each kernel module to `compilation` as it is made (a level-0 one kept for
     the entry's object), then its entry module; returns the Lowering and the cache names of the
     graph's objects, in order (kernel modules, then the entry's)."""
@@ -121,7 +132,7 @@ def _lowered_into(compilation: Compilation, graph: Graph, plan: MemoryPlan, targ
         else:
             unoptimised.append(module.text)
 
-    lowering = Lowering(graph, plan, target, on_module=hand_on)
+    lowering = Lowering(graph, plan, target, on_module=hand_on, changing_weights=changing_weights)
     lowering.lower()
     entry = ir.Module(name="entry")
     entry.triple = target.triple

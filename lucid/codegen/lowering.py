@@ -170,8 +170,11 @@ class Lowering:
     """Builds the kernels of one graph; lowerings call `kernel`, `slot`, `scratch` and `module`."""
 
     def __init__(self, graph: Graph, plan: MemoryPlan, target: Target,
-                 on_module: Callable[[KernelModule], None] | None = None):
+                 on_module: Callable[[KernelModule], None] | None = None, changing_weights: frozenset = frozenset()):
         self.graph, self.plan, self.target = graph, plan, target
+        #: names of the graph's parameters that change from call to call (those a training step
+        #: updates): what a conv derives from them is made on every call, not kept (`prepared.py`)
+        self.changing_weights = changing_weights
         self.on_module = on_module                 # called with each new module as soon as it is made
         self.kernels: list[Kernel] = []
         self.kernel_nodes: list[Node] = []       # the graph node each kernel is for (parallel to kernels)
@@ -190,6 +193,10 @@ class Lowering:
         self._leaving: tuple | None = None
 
     # ------------------------------------------------------------------ used by lowerings
+    def changes_from_call_to_call(self, value: Value) -> bool:
+        """Whether `value` is a parameter named in `changing_weights`."""
+        return value.name in self.changing_weights and any(value is p for p in self.graph.params)
+
     @property
     def module(self) -> ir.Module:
         """The module the next kernel goes into (helpers such as shared tile functions and constant
@@ -333,8 +340,9 @@ def node_key(lowering: Lowering, node: Node) -> tuple:
     """Everything the kernels of `node` depend on in the graph being lowered, besides lucid's code: the
     target, the order of the graph's symbols in the dims, the node's operator and attributes (a fused
     body as its text, its constants' values included), its operands' types, which operands share
-    storage, the data of its constant inputs (a one-element constant becomes an immediate), and
-    which of its inputs an earlier node left packed in the workspace, and how (`packed_at_start`).
+    storage, the data of its constant inputs (a one-element constant becomes an immediate), which
+    of its inputs are parameters that change from call to call (`changing_weights`), and which of
+    its inputs an earlier node left packed in the workspace, and how (`packed_at_start`).
     Two nodes with the same key get the same kernels (`NodeKernels`), in one graph or in two; the
     level each kernel is compiled at follows from the same facts. What else the lowerings read, the
     code generator's constants (which a process may change between two graphs: the tests set
@@ -346,7 +354,8 @@ def node_key(lowering: Lowering, node: Node) -> tuple:
         (tuple(value is left[0] for value in node.inputs), repr(left[1]))
     return (lowering.target, lowering.table.symbols, node.op, format_attributes(node.attrs),
             tuple(format_type(value.type) for value in operands), tuple(slots.index(slot) for slot in slots),
-            tuple(_constant_data(value) for value in node.inputs), packed)
+            tuple(_constant_data(value) for value in node.inputs),
+            tuple(lowering.changes_from_call_to_call(value) for value in node.inputs), packed)
 
 
 def _constant_data(value: Value) -> tuple | None:

@@ -40,8 +40,8 @@ from ..ir import symbolic
 from ..ir.graph import Graph, Value
 from ..ir.interpreter import check_arrays
 from ..ir.specialize import check_sizes, sizes_of_inputs
-from ..codegen.build import (SERIAL_FLOPS, GraphCode, default_threads, flops_by_size, graph_code, graph_codes,
-                             memory_plan_of, runs_serially, written_outputs)
+from ..codegen.build import (SERIAL_FLOPS, GraphCode, changing_params, default_threads, flops_by_size, graph_code,
+                             graph_codes, memory_plan_of, runs_serially, written_outputs)
 from ..codegen.jit import KeptAddresses, NativeCode
 from ..codegen.lowering import Lowering, buffer_table
 from ..codegen.target import Target, host
@@ -53,22 +53,27 @@ _WORKSPACE = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p)
 _PERSISTENT = ctypes.CFUNCTYPE(ctypes.c_int64)
 
 
-def executables(graphs: list[Graph], target: Target | None = None) -> list["Executable"]:
-    """An Executable of each planned graph, their object code built together (`build.graph_codes`)."""
+def executables(graphs: list[Graph], target: Target | None = None,
+                changing_weights: frozenset = frozenset()) -> list["Executable"]:
+    """An Executable of each planned graph, their object code built together (`build.graph_codes`;
+    `changing_weights` as there)."""
     target = target or host()
-    codes = graph_codes([(graph, memory_plan_of(graph, dynamic=True)) for graph in graphs], target)
-    return [Executable(graph, target, code) for graph, code in zip(graphs, codes)]
+    codes = graph_codes([(graph, memory_plan_of(graph, dynamic=True)) for graph in graphs], target, changing_weights)
+    return [Executable(graph, target, code, changing_weights) for graph, code in zip(graphs, codes)]
 
 
 class Executable:
     """Native code for `graph` (a verified, planned graph; its shapes fixed or symbolic); `code`, its
-    object code when already built (by `executables`)."""
+    object code when already built (by `executables`); `changing_weights`, the names of parameters
+    that change from call to call (`Lowering.changing_weights`)."""
 
-    def __init__(self, graph: Graph, target: Target | None = None, code: GraphCode | None = None):
+    def __init__(self, graph: Graph, target: Target | None = None, code: GraphCode | None = None,
+                 changing_weights: frozenset = frozenset()):
         self.graph, self.target = graph, target or host()
         self.plan = memory_plan_of(graph, dynamic=True)
         self.table = buffer_table(graph, self.plan)
-        code = code if code is not None else graph_code(graph, self.plan, self.target)
+        self._changing_weights = changing_params(graph, changing_weights)
+        code = code if code is not None else graph_code(graph, self.plan, self.target, self._changing_weights)
         self.native = NativeCode(code.objects, self.target)
         self._run = _RUN(self.native.address("lucid_run"))
         self._work = self.native.address("lucid_work")
@@ -105,7 +110,7 @@ class Executable:
         """[(Kernel, graph Node)]: the kernels a call runs, in order, each with the node it is for (for
         profiling and tests). Kept from the compile; lowered again if the code came from the disk cache."""
         if self._kernels is None:
-            lowering = Lowering(self.graph, self.plan, self.target)
+            lowering = Lowering(self.graph, self.plan, self.target, changing_weights=self._changing_weights)
             lowering.lower()
             self._kernels = lowering.kernels_and_nodes()
         return self._kernels

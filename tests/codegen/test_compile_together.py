@@ -65,11 +65,12 @@ def training_graphs(model) -> tuple:
     return split.forward, split.backward
 
 
-def modules_handed_on(graph) -> set:
+def modules_handed_on(graph, changing_weights: frozenset = frozenset()) -> set:
     """(kernel name, level) of each module lowering `graph` on its own hands on (level 0 ones go into
     the entry's object)."""
     handed = []
-    Lowering(graph, memory_plan_of(graph, dynamic=True), host(), on_module=handed.append).lower()
+    Lowering(graph, memory_plan_of(graph, dynamic=True), host(), on_module=handed.append,
+             changing_weights=changing_weights).lower()
     return {(module.name, level_for(module)) for module in handed if level_for(module)}
 
 
@@ -125,7 +126,8 @@ def test_a_training_variant_compiles_both_graphs_in_one_compilation(jobs, fresh_
     fast(lucid.Tensor(x)).sum().backward()
     eager(lucid.Tensor(x)).sum().backward()
     forward, backward = training_graphs(small_model())
-    distinct = modules_handed_on(forward) | modules_handed_on(backward)
+    trained = frozenset(name for name, _ in model.named_parameters())      # compiled without weight checks
+    distinct = modules_handed_on(forward, trained) | modules_handed_on(backward, trained)
     compilation, = compilations
     assert len(set(compilation.names)) < len(compilation.names)      # modules both graphs have, added by each
     assert sorted(compilation.compiled) == sorted(set(compilation.names))                 # each compiled once
@@ -205,3 +207,18 @@ def test_the_switch_interval_is_short_while_workers_are_fed_and_restored_after(f
         results = compilation.results()
     assert sys.getswitchinterval() == before
     assert [code for _, code in results] == [compile_module(text, host(), 2) for text in texts]
+
+
+def test_the_parameters_that_change_between_calls_are_part_of_the_cache_key(fresh_cache):
+    """A training graph compiled for weights that change on every call (no weight checks) and the
+    same graph compiled for kept weights are two cache entries, each loaded as it was built."""
+    forward, _ = training_graphs(small_model())
+    plan = memory_plan_of(forward)
+    changing = frozenset({"0.weight", "2.weight"})
+    built = [graph_code(forward, plan, host(), changing), graph_code(forward, plan, host())]
+    assert built[0].objects != built[1].objects and all(code.kernels is not None for code in built)
+    labels = [[kernel.label for kernel, _ in code.kernels] for code in built]
+    assert labels[0].count("weights_check") == 0 and labels[1].count("weights_check") == 2
+    loaded = [graph_code(forward, plan, host(), changing), graph_code(forward, plan, host())]
+    assert [code.objects for code in loaded] == [code.objects for code in built]
+    assert all(code.kernels is None for code in loaded)

@@ -219,6 +219,36 @@ def test_training_steps_match_eager():
     assert "wino_conv" in kernel_labels(variant.forward) and "wino_conv" in kernel_labels(variant.backward)
 
 
+def test_a_training_step_checks_only_the_weights_it_does_not_update():
+    """The training executables prepare the weights of the parameters they differentiate on every
+    call (no check: each optimiser step changes them); a frozen conv's weights keep their check and
+    kept results. Losses and gradients match eager mode at every step."""
+    lucid.manual_seed(6)
+    model = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1))
+    model[0].weight.requires_grad = False
+    compiled = lucid.compile(model)
+    rng = np.random.default_rng(6)
+    x = lucid.Tensor(rng.standard_normal((1, 32, 8, 9)).astype(np.float32), requires_grad=True)
+    optimiser = lucid.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    for step in range(3):
+        gradients = []
+        for run in (model, compiled):
+            optimiser.zero_grad()
+            x.grad = None
+            loss = (run(x) ** 2).mean()
+            loss.backward()
+            gradients.append([loss.numpy().copy(), x.grad.numpy().copy(), model[2].weight.grad.numpy().copy()])
+        for eager, compiled_value in zip(*gradients):
+            assert_close(compiled_value, eager.astype(np.float64), f"step {step}")
+        optimiser.step()
+    variant = [v for v in compiled.variants.values() if hasattr(v, "backward")][-1]
+    for executable in (variant.forward, variant.backward):      # the frozen conv's, and its input gradient's
+        assert kernel_labels(executable).count("weights_check") == 1, executable.graph.name
+        (node,) = [node for kernel, node in executable.kernels() if kernel.label == "weights_check"]
+        params = [v.name for v in node.inputs if any(v is p for p in executable.graph.params)]
+        assert "0.weight" in params and "2.weight" not in params, params
+
+
 def test_exported_library_reuses_and_stays_right(tmp_path):
     """An exported library keeps its prepared weights per arena as well (the weights are baked in)."""
     module, _, _, x = compiled_case("winograd conv", 6)

@@ -17,7 +17,9 @@ Guarantees:
   comparison, so every way of changing a weight (an optimiser step on `p.data`, an in-place op,
   `load_state_dict`, `.data =`, other arrays in `params=`, a weight computed by the graph) is seen;
 - a call with unchanged weights reads them and the copy once (O(weights), no transform, no
-  gather); a call after a change also writes the copy, and makes the results again.
+  gather); a call after a change also writes the copy, and makes the results again;
+- weights the compile was told change on every call (a training step's parameters) have no check:
+  their results are made on every call.
 """
 from __future__ import annotations
 
@@ -49,11 +51,16 @@ class WeightCheck:
         return any_byte_set(k, k.persistent_pointer(self.flags.offset, I8), self.chunks)
 
 
-def emit_weight_check(lowering: Lowering, w: Value) -> WeightCheck:
+def emit_weight_check(lowering: Lowering, w: Value) -> WeightCheck | None:
     """The kernel comparing `w` with its kept copy (see the module docstring), in one pass: each
     vector of the chunk is compared and, where it differs, stored into the copy. It waits for the
     kernels before it, so it is a node's first kernel, and the kernels reading its flags must come
-    after a waiting kernel."""
+    after a waiting kernel. None (no kernel: the weights are prepared on every call) for a parameter
+    the lowering was told changes from call to call (`Lowering.changing_weights`: a training step's
+    weights, whose check would find them changed each time, at the cost of reading them and their
+    copy and writing the copy)."""
+    if lowering.changes_from_call_to_call(w):
+        return None
     element = element_type(w.dtype)
     lanes = lowering.target.lanes(w.dtype)
     size = int(w.type.size)
