@@ -285,6 +285,23 @@ def test_threads_times_each_executable_on_one_and_two_threads():
             assert speedup == pytest.approx(one / two, rel=0.03)
 
 
+def test_threads_by_family_accounts_for_each_executables_kernels():
+    """--by-family: under each executable's row, one row per kernel family whose kernel counts add up
+    to the executable's, and whose times at 1 and 2 threads are positive."""
+    done = run_benchmark("threads.py", "--tiny", "--quick", "--networks", "R2Plus1dNet", "--modes", "infer",
+                         "--by-family")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    at = next(k for k, line in enumerate(lines) if line.startswith("R2Plus1dNet "))
+    kernels = int(lines[at].split()[3])
+    assert lines[at + 1].split() == ["family", "kernels", "1", "thr", "ms", "2", "thr", "ms", "speedup", "idle", "ms"]
+    families = [line.split() for line in lines[at + 2:] if line.startswith("    ")]
+    assert {row[0] for row in families} <= {"conv", "norm", "resampling", "elementwise", "copies", "other"}
+    assert sum(int(row[1]) for row in families) == kernels
+    assert all(float(row[2]) >= 0 and float(row[3]) >= 0 and float(row[5]) >= 0 for row in families)
+    assert any(row[0] == "conv" and float(row[2]) > 0 and float(row[3]) > 0 for row in families)
+
+
 def test_openvino_layers_matches_each_conv_with_openvinos_layer():
     pytest.importorskip("onnx")
     pytest.importorskip("openvino")

@@ -13,8 +13,10 @@ works too and joins the others at the end. If the system refuses a thread, the c
 the threads it got (the thread count is fixed once every thread has started).
 
 Shared state of one call, on the caller's stack: [barrier count, barrier generation, start flag,
-thread count, threads arrived (each thread's index), then one progress word per thread
-(`MAX_THREADS`)]. A progress word holds the kernel it is at (its position + 1) above `POSITION_BITS`
+thread count, threads arrived (each thread's index), the address of a timeline buffer (0: none),
+then one progress word per thread (`MAX_THREADS`)]. With a timeline buffer (`Executable.timeline`),
+thread t writes the CPU's cycle counter at its start to word t * (kernels + 1) and, each time it is
+done with its share of the kernel at position p, to the word after that one plus p. A progress word holds the kernel it is at (its position + 1) above `POSITION_BITS`
 and the next unclaimed item of its owner's range below.
 
 A kernel whose work-item count is a symbolic size (a graph compiled for every size) has the count,
@@ -32,8 +34,8 @@ from .extents import emit_size
 from .irgen import I8P, I32, I64, KERNEL_TYPE, VOID, counted_loop, i64, intrinsic
 from .lowering import BufferTable, Kernel
 
-STATE_WORDS = 5
-COUNT, GENERATION, STARTED, THREADS, ARRIVED = range(STATE_WORDS)
+STATE_WORDS = 6
+COUNT, GENERATION, STARTED, THREADS, ARRIVED, TIMELINE = range(STATE_WORDS)
 MAX_THREADS = 64                           # threads taking part in one call (the pool's 63 workers + the caller)
 POSITION_BITS = 40                         # a progress word's item position: up to 2^40 work items
 _CONTEXT = ir.LiteralStructType([I8P.as_pointer(), I64.as_pointer()])    # table, state
@@ -122,12 +124,30 @@ def _emit_work(module: ir.Module, kernels: list[Kernel], barrier: ir.Function, s
     dims = None
     if sizes.dims_slot >= 0:
         dims = b.bitcast(b.load(b.gep(table, [i64(sizes.dims_slot)])), I64.as_pointer())
+    timeline = b.inttoptr(b.load(_state_word(b, state, TIMELINE)), I64.as_pointer())
+    mark = _emit_mark(module)
+    row = b.mul(me, i64(len(kernels) + 1))
+    b.call(mark, [timeline, row])
     for position, kernel in enumerate(kernels):
         if position and kernel.waits:
             b.call(barrier, [state])
         items = emit_size(b, kernel.items, dims, sizes.symbols)
         kernel_fn = b.bitcast(_kernel_function(module, kernel.name), KERNEL_TYPE.as_pointer())
         b.call(claims, [table, _slots(b, module, kernel), kernel_fn, items, state, threads, me, i64(position + 1)])
+        b.call(mark, [timeline, b.add(row, i64(position + 1))])
+    b.ret_void()
+    return fn
+
+
+def _emit_mark(module: ir.Module) -> ir.Function:
+    """void lucid_mark(i64* timeline, i64 word): the cycle counter into timeline[word], unless
+    timeline is null."""
+    fn = ir.Function(module, ir.FunctionType(VOID, [I64.as_pointer(), I64]), "lucid_mark")
+    fn.linkage = "internal"
+    timeline, word = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    with b.if_then(b.icmp_unsigned("!=", b.ptrtoint(timeline, I64), i64(0))):
+        b.store(b.call(intrinsic(module, "llvm.readcyclecounter", I64, []), []), b.gep(timeline, [word]))
     b.ret_void()
     return fn
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import ctypes
 import math
 import threading
+import time
 
 import numpy as np
 
@@ -149,6 +150,23 @@ class Executable:
     # ------------------------------------------------------------------ calling
     def __call__(self, *inputs, params: dict | None = None, threads: int | None = None) -> list[np.ndarray]:
         """Outputs (a list of fresh arrays) for `inputs`; parameters from `params` or the bindings."""
+        return self._call(inputs, params, threads)
+
+    def timeline(self, *inputs, params: dict | None = None, threads: int = 1) -> np.ndarray:
+        """A call on the worker pool that also says when each thread was done with its share of each
+        kernel: seconds from the first thread's start, an array (threads that took part, kernels in
+        run order). The cycle counter's rate is taken from the call's duration, so the times are
+        overestimated by the pool's hand-off (tens of microseconds against the call's milliseconds)."""
+        marks = np.zeros((threads, len(self.kernels()) + 1), np.int64)
+        with self._pool.busy:
+            started = time.perf_counter()
+            self._call(inputs, params, threads, marks)
+            seconds = time.perf_counter() - started
+        marks = marks[marks[:, 0] != 0]
+        cycles = marks - marks[:, :1].min()
+        return cycles[:, 1:] * (seconds / max(int(cycles.max()), 1))
+
+    def _call(self, inputs: tuple, params: dict | None, threads: int | None, timeline: np.ndarray | None = None):
         owner = f"compiled {self.graph.name}"
         layout = self._layout(list(inputs))
         arrays = _c_contiguous(check_arrays(owner, layout.inputs, inputs, "input"))
@@ -160,7 +178,11 @@ class Executable:
                 table[slot] = array.ctypes.data
             self._point_at_weights(table, weights)
             outputs = self._output_arrays(table, layout)
-            self._execute(table, arena, threads or (1 if (layout.serial if self.dynamic else self.serial) else default_threads()))
+            if timeline is None:
+                self._execute(table, arena, threads or (1 if (layout.serial if self.dynamic else self.serial) else
+                                                        default_threads()))
+            else:
+                self._pool.run(self._work, table.ctypes.data, arena.state, len(timeline), timeline.ctypes.data)
             if self._copies_after_run:
                 outputs = self._copied_outputs(_Found(self, arena, layout, outputs, arrays + weights), outputs)
         finally:

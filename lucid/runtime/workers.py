@@ -38,7 +38,7 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ..codegen.irgen import I8P, I32, I64, VOID, counted_loop, i64, intrinsic
-from ..codegen.parallel import MAX_THREADS, THREADS, WORK_TYPE, pause_or_yield
+from ..codegen.parallel import MAX_THREADS, THREADS, TIMELINE, WORK_TYPE, pause_or_yield
 
 POOL_WORK, POOL_TABLE, POOL_STATE, POOL_LIVE, POOL_DONE, POOL_QUIT, POOL_POSTED, POOL_CPU_COUNT = range(8)
 MAX_WORKERS = MAX_THREADS - 1               # the caller is the call's other thread
@@ -356,14 +356,16 @@ class WorkerPool:
                 cls._pools[target.fingerprint] = cls(target)
             return cls._pools[target.fingerprint]
 
-    def run(self, work: int, table: int, state: np.ndarray, threads: int) -> None:
-        """Run `work` on `table` with `threads` threads; the caller holds `busy`."""
+    def run(self, work: int, table: int, state: np.ndarray, threads: int, timeline: int = 0) -> None:
+        """Run `work` on `table` with `threads` threads, writing its timeline at address `timeline`
+        if not 0 (`parallel.TIMELINE`); the caller holds `busy`."""
         if self._pid != os.getpid():                 # first use, or a forked child: no workers yet
             self._block, self._pid = np.zeros(POOL_WORDS, np.int64), os.getpid()
             cpus = sorted(os.sched_getaffinity(0))[:MAX_CPUS] if hasattr(os, "sched_getaffinity") else [0]
             self._block[POOL_CPU_COUNT] = len(cpus)
             self._block[POOL_CPUS:POOL_CPUS + len(cpus)] = cpus
         state[:] = 0
+        state[TIMELINE] = timeline
         self._run(self._block.ctypes.data, work, table, state.ctypes.data, threads)
 
     def stop(self) -> None:

@@ -72,3 +72,22 @@ def test_a_thread_that_never_arrives_leaves_its_range_to_the_others(depth):
     assert state[ARRIVED] == 1
     wanted = x.reshape(2, 3, depth // 2, 2, 8, 2, 16, 2).max(axis=(3, 5, 7))
     np.testing.assert_array_equal(y, wanted)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_a_timeline_marks_each_threads_end_of_each_kernel(threads):
+    """`Executable.timeline`: a row per thread, a column per kernel, each row non-decreasing (a
+    thread's kernels in order), and after a barrier no thread done with the kernel before every
+    thread was done with the kernels before it."""
+    rng = np.random.default_rng(threads)
+    arrays = [rng.standard_normal(shape).astype(np.float32)
+              for shape in ((2, 3, 6, 10, 12), (8, 3, 3, 3, 3), (6, 8, 3, 1, 1), (6, 4, 2, 2, 2))]
+    graph = memory_planning.run(lucid.trace(_layers, *(lucid.spec(a.shape) for a in arrays), name="timeline"))
+    executable = Executable(graph)
+    marks = executable.timeline(*arrays, threads=threads)
+    kernels = executable.kernels()
+    assert marks.shape == (threads, len(kernels))
+    assert (np.diff(marks, axis=1) >= 0).all() and (marks >= 0).all() and marks.max() < 10.0
+    for k in range(1, len(kernels)):
+        if kernels[k][0].waits:               # a barrier: every thread done with kernel k-1 before any with k
+            assert marks[:, k].min() >= marks[:, k - 1].max()
