@@ -7,6 +7,12 @@ Guarantees of the returned graph:
 - a fusion anchor (an operator declaring `fusion_anchor`: conv, conv_transpose) followed by such a
   chain (bias is part of the conv; activation, scaling, residual add...) is one `fused` node whose
   body starts with the anchor: codegen applies the chain in the convolution's epilogue;
+- such a chain whose value has one reader, a `sum` over axes that include the innermost one of
+  size above 1, ends with that sum when each operand the chain reads from outside has the chain's
+  shape, or is a one-element constant, or has size 1 along every summed axis and the chain's size
+  along the others (a norm's per-channel statistics): codegen computes the chain where the sum
+  would load its input (a norm's gradient sums `g * (x - mean)` without storing it). Nothing
+  joins a group after its sum;
 - a fused node's `body` attribute is the group as a `Graph` (inputs `in0...`, the group's nodes with
   their scopes, one-element constants copied in); its inputs are the group's other operands;
 - results are unchanged (the fused operator's reference kernel runs the body); groups of one node
@@ -36,20 +42,58 @@ def _groups(graph: Graph) -> list:
     protected = set(graph.outputs) | set(graph.state_updates.values())
     group_of: dict = {}
     groups = []
+
+    def open_group_ending_with(v):
+        """The group whose last node computes `v`, if `v` has no other reader and no sum ended it."""
+        group = group_of.get(v.node)
+        if group is None or group[-1] is not v.node or len(users.get(v, [])) != 1 or v in protected:
+            return None
+        return None if group[-1].op in _SUMS else group
+
     for node in graph.nodes:
         elementwise = _elementwise(node)
         if elementwise:
-            joined = next((group_of[v.node] for v in node.inputs
-                           if v.node in group_of and group_of[v.node][-1] is v.node and len(users.get(v, [])) == 1
-                           and v not in protected and symbolic.same(v.shape, node.output.shape)), None)
-            if joined is not None:
-                joined.append(node)
-                group_of[node] = joined
-                continue
-        if elementwise or _anchor(node):
+            joined = next((group for v in node.inputs if (group := open_group_ending_with(v)) is not None
+                           and symbolic.same(v.shape, node.output.shape)), None)
+        elif node.op in _SUMS and not node.is_constant:
+            joined = open_group_ending_with(node.inputs[0])
+            joined = joined if joined is not None and _sums_chain(joined, node) else None
+        else:
+            joined = None
+        if joined is not None:
+            joined.append(node)
+            group_of[node] = joined
+        elif elementwise or _anchor(node):
             group_of[node] = [node]
             groups.append(group_of[node])
     return groups
+
+
+#: The reductions that may end a chain (reduction.py computes the chain where it loads its input).
+_SUMS = ("sum",)
+
+
+def _sums_chain(group: list, reduction: Node) -> bool:
+    """Whether `reduction` may end the elementwise chain `group` (see the module docstring)."""
+    shape, axes = reduction.inputs[0].shape, set(reduction.attrs["axes"])
+    if group[0].opdef.fusion_anchor:
+        return False
+    innermost = next((d for d in reversed(range(len(shape))) if not symbolic.same(shape[d], 1)), None)
+    if innermost is None or innermost not in axes:
+        return False
+    inside = {node.output for node in group}
+    return all(v in inside or _one_element_constant(v) or symbolic.same(v.shape, shape) or _per_output(v.shape, shape, axes)
+               for node in group for v in node.inputs)
+
+
+def _one_element_constant(v) -> bool:
+    return v.node is not None and v.node.is_constant and v.type.size == 1
+
+
+def _per_output(operand: tuple, shape: tuple, axes: set) -> bool:
+    """An operand of one value per output of the sum: size 1 on the summed axes, the input's elsewhere."""
+    return len(operand) == len(shape) and all(
+        symbolic.same(n, 1) if d in axes else symbolic.same(n, shape[d]) for d, n in enumerate(operand))
 
 
 def _fused_node(graph: Graph, group: list) -> Node:

@@ -207,12 +207,14 @@ def test_normalise_scale_shift_and_activation_are_one_loop(name, activation, op)
 
 def test_batch_norm_training_backward_reads_x_in_two_loops():
     """Batch norm's backward: the sums of g and of g (x - mean) per channel, and the input gradient,
-    g rstd w + (x - mean) 2 g_var / K + g_mean / K: x is read by two full-size loops, no more."""
+    g rstd w + (x - mean) 2 g_var / K + g_mean / K: x is read by two full-size loops, no more, and
+    g (x - mean) is summed where it is computed, never stored."""
     graph = lucid.trace(nn.BatchNorm3d(6).train(), lucid.spec(*SHAPE))
     backward = for_training(graph, ["x", "weight", "bias"]).backward
     x = next(v for v in backward.inputs if v.name == "x")
-    readers = [n.op for n in backward.nodes if any(v is x for v in n.inputs)]
-    assert readers == ["normalize", "normalize"], readers
+    readers = [n for n in backward.nodes if any(v is x for v in n.inputs)]
+    assert [n.op for n in readers] == ["fused", "normalize"], readers
+    assert [n.op for n in readers[0].attrs["body"].nodes if not n.is_constant] == ["normalize", "sum"]
 
 
 @pytest.mark.parametrize("norm", ["instance", "batch"])

@@ -1,11 +1,14 @@
 """Lowering of `fused` nodes: an elementwise chain becomes one map kernel; a chain behind a fusion
-anchor (a convolution) becomes that anchor's epilogue (applied as each output element is stored)."""
+anchor (a convolution) becomes that anchor's epilogue (applied as each output element is stored);
+a chain ending with a sum becomes the sum, computing the chain where it would load its input."""
 from __future__ import annotations
 
 from ...ir.graph import Node
+from ...ir.ops import OpKind
 from ..lowering import Lowering, lowers
 from .conv import Epilogue, lower_conv, lower_conv_transpose
 from .elementwise import emit_map
+from .reduction import lower_reduction_of_chain
 
 #: The lowering of each fusion anchor (operators declaring `fusion_anchor`) that takes an epilogue.
 EPILOGUE_LOWERINGS = {"conv": lower_conv, "conv_transpose": lower_conv_transpose}
@@ -18,6 +21,8 @@ def lower_fused(lowering: Lowering, node: Node) -> None:
     nodes = [_rebound(n, outer) for n in body.nodes if not n.is_constant]
     if nodes[0].opdef.fusion_anchor:
         EPILOGUE_LOWERINGS[nodes[0].op](lowering, nodes[0], Epilogue(tuple(nodes[1:]), nodes[0].output, node.output))
+    elif nodes[-1].opdef.kind is OpKind.REDUCTION:
+        lower_reduction_of_chain(lowering, nodes[-1], nodes[:-1], node.output)
     else:
         emit_map(lowering, "fused", nodes, node.output)
 

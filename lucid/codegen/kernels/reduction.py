@@ -33,8 +33,8 @@ from ...ir import symbolic
 from ...ir.graph import Node, Value
 from ..irgen import F64, I8, I64, as_i64, counted_loop, element_type, i64, linear_index, nbytes, unravel
 from ..lowering import Lowering, lowers
-from .elementwise import CHUNK, contiguous_strides
-from .scalar import Scalars
+from .elementwise import CHUNK, contiguous_strides, load
+from .scalar import Scalars, evaluate
 from .shape import Fill, RowChunks, constant_of, kernel_of_parts
 
 REASSOC = ("reassoc",)
@@ -159,12 +159,40 @@ def lower_reduction(lowering: Lowering, node: Node) -> None:
     if node.op == "argmax":
         (_argmax_rows if layout.rows or not layout.kept or not layout.reduced else _argmax_columns)(
             lowering, node, layout)
-    elif not symbolic.is_symbolic(x.shape) and layout.rows and layout.outputs < 16 and layout.reduced[-1][0] >= 2 * SPLIT:
+    elif _splits(x, layout):
         _reduce_split(lowering, node, layout)
     elif layout.rows or not layout.kept:
         _reduce_rows(lowering, node, layout)
     else:
         _reduce_columns(lowering, node, layout)
+
+
+def lower_reduction_of_chain(lowering: Lowering, node: Node, chain: list, output: Value) -> None:
+    """`node`, a sum in row order (the fusion pass checked), of the value of the elementwise `chain`
+    (whose outside operands have the chain's shape, one value per output, or one element), computed
+    where the sum would load it; the result goes to `output`."""
+    x = node.inputs[0]
+    if _empty(output.type.size):
+        return
+    inside = {n.output for n in chain}
+    operands = [(n, i, v) for n in chain for i, v in enumerate(n.inputs) if v not in inside]
+
+    def element(k, s, index, o):
+        """The chain's value at `index`: an operand of the chain's shape read there, another (one
+        value per output, or one element) at the output's index."""
+        loads = {(id(n), i): load(k, s, v, index if symbolic.same(v.shape, x.shape) else o) for n, i, v in operands}
+        return evaluate(s, chain, lambda n, i: loads[(id(n), i)])[x]
+
+    reduction = Node(node.op, [x], node.attrs, node.scope)
+    reduction.output = output
+    layout = Layout(x.shape, node.attrs["axes"])
+    (_reduce_split if _splits(x, layout) else _reduce_rows)(lowering, reduction, layout, element)
+
+
+def _splits(x: Value, layout: Layout) -> bool:
+    """Whether a reduction takes the split path: few outputs, each a long contiguous reduction."""
+    return not symbolic.is_symbolic(x.shape) and layout.rows and layout.outputs < 16 and \
+        layout.reduced[-1][0] >= 2 * SPLIT
 
 
 def _output_blocks(outputs, work_per_output) -> tuple:
@@ -190,22 +218,29 @@ def _kept_base(b, layout: Layout, o: ir.Value) -> ir.Value:
     return linear_index(b, unravel(b, o, tuple(n for n, _ in layout.kept)), [s for _, s in layout.kept])
 
 
-def _reduce_rows(lowering: Lowering, node: Node, layout: Layout) -> None:
+def _element_of(x: Value, element):
+    """`element(k, s, index, o)`, the input element `index` of the reduction into output `o`: the
+    given function (a fused chain's value), else `x`'s element as stored."""
+    return element or (lambda k, s, index, o: k.b.load(k.b.gep(k.pointer(x), [index])))
+
+
+def _reduce_rows(lowering: Lowering, node: Node, layout: Layout, element=None) -> None:
     x, y = node.inputs[0], node.output
     group, items = _output_blocks(layout.outputs, layout.count)
+    element = _element_of(x, element)
 
     def body(k, item):
         sized = layout.sized(k.size)
         reducer = Reducer(node.op, x, y, sized.count, wide=True)
         b, s = k.b, Scalars(k.b, k.module)
         acc = k.alloca(reducer.acc)
-        xp, yp = k.pointer(x), k.pointer(y)
+        yp = k.pointer(y)
 
         def output(o):
             b.store(reducer.identity(), acc)
 
             def step(index):
-                b.store(reducer.step(s, b.load(acc), reducer.lift(b, b.load(b.gep(xp, [index])))), acc)
+                b.store(reducer.step(s, b.load(acc), reducer.lift(b, element(k, s, index, o))), acc)
 
             loop_nest(b, sized.reduced, _kept_base(b, sized, o), step)
             b.store(reducer.result(s, b.load(acc)), b.gep(yp, [o]))
@@ -215,10 +250,11 @@ def _reduce_rows(lowering: Lowering, node: Node, layout: Layout) -> None:
     lowering.kernel(node.op, items, body)
 
 
-def _reduce_split(lowering: Lowering, node: Node, layout: Layout) -> None:
+def _reduce_split(lowering: Lowering, node: Node, layout: Layout, element=None) -> None:
     """Few outputs, each a long reduction whose innermost axis is contiguous: partial results of
     SPLIT-element pieces of the innermost axis in parallel, then one combining pass."""
     x, y = node.inputs[0], node.output
+    element = _element_of(x, element)
     reducer = Reducer(node.op, x, y, layout.count, wide=True)
     inner_n = layout.reduced[-1][0]
     outer_dims = layout.reduced[:-1]
@@ -234,11 +270,10 @@ def _reduce_split(lowering: Lowering, node: Node, layout: Layout) -> None:
         stop = b.add(start, i64(SPLIT))
         stop = b.select(b.icmp_signed("<", stop, i64(inner_n)), stop, i64(inner_n))
         b.store(reducer.identity(), acc)
-        xp = k.pointer(x)
 
         def row(base):
             with counted_loop(b, stop, start, name="j") as j:
-                v = reducer.lift(b, b.load(b.gep(xp, [b.add(base, j)])))
+                v = reducer.lift(b, element(k, s, b.add(base, j), o))
                 b.store(reducer.step(s, b.load(acc), v), acc)
 
         loop_nest(b, outer_dims, _kept_base(b, layout, o), row)
