@@ -1,11 +1,13 @@
 """Fusion: groups of nodes that codegen computes in one kernel, made visible as `fused` nodes.
 
 Guarantees of the returned graph:
-- a chain of elementwise nodes (operators of kind `OpKind.ELEMENTWISE`), where each link's value has
-  exactly one reader, has the shape of its reader, and is not an output or state update, is one
-  `fused` node (one loop, no intermediate buffers);
-- a fusion anchor (an operator declaring `fusion_anchor`: conv, conv_transpose) followed by such a
-  chain (bias is part of the conv; activation, scaling, residual add...) is one `fused` node whose
+- a tree of elementwise nodes (operators of kind `OpKind.ELEMENTWISE`), where each member's value
+  but the last's has exactly one reader, a later member of the same shape, and is not an output or
+  state update, is one `fused` node (one loop, no intermediate buffers): chains, and chains meeting
+  at a node reading the ends of several (a norm's input gradient, `normalize(x...) * a + g * b`);
+- a fusion anchor (an operator declaring `fusion_anchor`: conv, conv_transpose) followed by a chain
+  of them (never merged with another group; bias is part of the conv; activation, scaling, residual
+  add...) is one `fused` node whose
   body starts with the anchor: codegen applies the chain in the convolution's epilogue;
 - such a chain whose value has one reader, a `sum` over axes that include the innermost one of
   size above 1, ends with that sum when each operand the chain reads from outside has the chain's
@@ -42,6 +44,7 @@ def _groups(graph: Graph) -> list:
     protected = set(graph.outputs) | set(graph.state_updates.values())
     group_of: dict = {}
     groups = []
+    position = {node: k for k, node in enumerate(graph.nodes)}
 
     def open_group_ending_with(v):
         """The group whose last node computes `v`, if `v` has no other reader and no sum ended it."""
@@ -53,8 +56,8 @@ def _groups(graph: Graph) -> list:
     for node in graph.nodes:
         elementwise = _elementwise(node)
         if elementwise:
-            joined = next((group for v in node.inputs if (group := open_group_ending_with(v)) is not None
-                           and symbolic.same(v.shape, node.output.shape)), None)
+            joined = _merged([group for v in node.inputs if (group := open_group_ending_with(v)) is not None
+                              and symbolic.same(v.shape, node.output.shape)], group_of, position)
         elif node.op in _SUMS and not node.is_constant:
             joined = open_group_ending_with(node.inputs[0])
             joined = joined if joined is not None and _sums_chain(joined, node) else None
@@ -67,6 +70,21 @@ def _groups(graph: Graph) -> list:
             group_of[node] = [node]
             groups.append(group_of[node])
     return groups
+
+
+def _merged(groups: list, group_of: dict, position: dict) -> list | None:
+    """The group a node reading the values that end `groups` joins: the first, into which the others
+    are merged (their nodes in graph order; each emptied), unless one starts with an anchor."""
+    distinct = list({id(group): group for group in groups}.values())
+    if len(distinct) <= 1 or any(group[0].opdef.fusion_anchor for group in distinct):
+        return distinct[0] if distinct else None
+    first = distinct[0]
+    first[:] = sorted((node for group in distinct for node in group), key=position.__getitem__)
+    for group in distinct[1:]:
+        group.clear()
+    for node in first:
+        group_of[node] = first
+    return first
 
 
 #: The reductions that may end a chain (reduction.py computes the chain where it loads its input).

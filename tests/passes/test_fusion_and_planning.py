@@ -109,12 +109,15 @@ def check_fusion(g):
         assert all(c.output.type.size == 1 for c in body.nodes if c.is_constant)
         assert body.outputs[0].type == node.output.type
         assert node.output.type == body.nodes[-1].output.type
-        # a chain: each member but the last is read by the next member only, once
+        # a tree: each member but the last is read once, by a later member of its shape (a sum: its input)
         body_users = body.users()
         members = [n for n in body.nodes if not n.is_constant]
-        for first, second in zip(members, members[1:]):
-            assert body_users.get(first.output) == [second]
-            assert first.output.shape == (second.inputs[0].shape if second.op == "sum" else second.output.shape)
+        for k, member in enumerate(members[:-1]):
+            (reader,) = body_users.get(member.output)
+            assert reader in members[k + 1:]
+            assert member.output.shape == (reader.inputs[0].shape if reader.op == "sum" else reader.output.shape)
+        if ops.get(ops_[0]).fusion_anchor:     # an epilogue is a chain
+            assert all(body_users.get(a.output) == [b] for a, b in zip(members, members[1:]))
     return f
 
 
@@ -184,9 +187,30 @@ def test_values_with_two_readers_are_not_fused_away():
     producers = [n for n in f.nodes if n.op == "fused" and body_ops(n) == ["mul", "exp"]]
     assert len(producers) == 1
     h = producers[0].output
-    assert len(f.users()[h]) == 2                                     # both readers still read h
-    assert sorted(body_ops(n) for n in fused(f)) == [["mul", "exp"], ["tanh", "add"]]
+    (reader,) = f.users()[h]                                         # both readers, in one tree, read h
+    assert [v is h for v in reader.inputs] == [True]
+    assert sorted(body_ops(n) for n in fused(f)) == [["mul", "exp"], ["tanh", "sigmoid", "add"]]
     run_both(g, f, *[arr(4, 5)])
+
+
+def test_chains_meeting_at_a_node_are_one_tree():
+    """Two chains whose ends one node reads (each end read by it alone) and a third operand read
+    from outside: one fused node, its members in graph order; a conv's epilogue never takes another
+    chain in."""
+    def build(x, y, z):
+        return ((x * 2.0).exp() + (y - 1.0).tanh()) * z
+    g = hand_graph(build, {"x": TensorType((3, 5), F32), "y": TensorType((3, 5), F32), "z": TensorType((3, 5), F32)})
+    f = dead_code.run(check_fusion(g))
+    assert [body_ops(n) for n in fused(f)] == [["mul", "exp", "sub", "tanh", "add", "mul"]]
+    assert len(computing(f)) == 1
+    run_both(g, f, *[arr(3, 5), arr(3, 5), arr(3, 5)])
+
+    def conv_plus_chain(x, w, y):
+        return F.conv3d(x, w, padding=1) + (y * 3.0).exp()
+    g = hand_graph(conv_plus_chain, {"x": TensorType((1, 2, 3, 4, 5), F32), "w": TensorType((2, 2, 3, 3, 3), F32),
+                                     "y": TensorType((1, 2, 3, 4, 5), F32)})
+    f = dead_code.run(check_fusion(g))
+    assert sorted(body_ops(n) for n in fused(f)) == [["conv", "add"], ["mul", "exp"]]
 
 
 def test_a_value_read_twice_by_one_node_is_not_fused_away():
