@@ -194,16 +194,14 @@ def test_each_call_reads_the_weight_arrays_it_is_given():
         assert_close(got, want, "the module's weights" if given is None else f"given {given.flags.f_contiguous=}")
 
 
-def test_training_steps_match_eager():
-    """A compiled training step per optimiser step: the forward's Winograd conv and the backward's
-    transposed conv (the input gradient) each make their weights again after every step; the loss and
-    the gradients match eager mode (NumPy reference kernels) at every step."""
-    lucid.manual_seed(5)
-    model = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1))
+def steps_alongside_eager(model, seed: int):
+    """Three optimiser steps (SGD on the parameters that require grad), each taken after a training
+    step eager and one compiled from the same weights, whose losses and gradients (of the input and
+    of those parameters) must match; returns the compiled model's training variant."""
     compiled = lucid.compile(model)
-    rng = np.random.default_rng(5)
-    x = lucid.Tensor(rng.standard_normal((1, 32, 8, 9)).astype(np.float32), requires_grad=True)
-    optimiser = lucid.optim.SGD(model.parameters(), lr=0.05)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    x = lucid.Tensor(np.random.default_rng(seed).standard_normal((1, 32, 8, 9)).astype(np.float32), requires_grad=True)
+    optimiser = lucid.optim.SGD(trained, lr=0.05)
     for step in range(3):
         gradients = []
         for run in (model, compiled):
@@ -211,11 +209,23 @@ def test_training_steps_match_eager():
             x.grad = None
             loss = (run(x) ** 2).mean()
             loss.backward()
-            gradients.append([loss.numpy().copy(), x.grad.numpy().copy()] + [p.grad.numpy().copy() for p in model.parameters()])
+            gradients.append([loss.numpy().copy(), x.grad.numpy().copy()] + [p.grad.numpy().copy() for p in trained])
         for eager, compiled_value in zip(*gradients):
             assert_close(compiled_value, eager.astype(np.float64), f"step {step}")
         optimiser.step()
-    variant = [v for v in compiled.variants.values() if hasattr(v, "backward")][-1]
+    return [v for v in compiled.variants.values() if hasattr(v, "backward")][-1]
+
+
+def two_convs(seed: int):
+    lucid.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1))
+
+
+def test_training_steps_match_eager():
+    """A compiled training step per optimiser step: the forward's Winograd conv and the backward's
+    transposed conv (the input gradient) each make their weights again after every step; the loss and
+    the gradients match eager mode (NumPy reference kernels) at every step."""
+    variant = steps_alongside_eager(two_convs(5), 5)
     assert "wino_conv" in kernel_labels(variant.forward) and "wino_conv" in kernel_labels(variant.backward)
 
 
@@ -223,25 +233,9 @@ def test_a_training_step_checks_only_the_weights_it_does_not_update():
     """The training executables prepare the weights of the parameters they differentiate on every
     call (no check: each optimiser step changes them); a frozen conv's weights keep their check and
     kept results. Losses and gradients match eager mode at every step."""
-    lucid.manual_seed(6)
-    model = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1))
+    model = two_convs(6)
     model[0].weight.requires_grad = False
-    compiled = lucid.compile(model)
-    rng = np.random.default_rng(6)
-    x = lucid.Tensor(rng.standard_normal((1, 32, 8, 9)).astype(np.float32), requires_grad=True)
-    optimiser = lucid.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
-    for step in range(3):
-        gradients = []
-        for run in (model, compiled):
-            optimiser.zero_grad()
-            x.grad = None
-            loss = (run(x) ** 2).mean()
-            loss.backward()
-            gradients.append([loss.numpy().copy(), x.grad.numpy().copy(), model[2].weight.grad.numpy().copy()])
-        for eager, compiled_value in zip(*gradients):
-            assert_close(compiled_value, eager.astype(np.float64), f"step {step}")
-        optimiser.step()
-    variant = [v for v in compiled.variants.values() if hasattr(v, "backward")][-1]
+    variant = steps_alongside_eager(model, 6)
     for executable in (variant.forward, variant.backward):      # the frozen conv's, and its input gradient's
         assert kernel_labels(executable).count("weights_check") == 1, executable.graph.name
         (node,) = [node for kernel, node in executable.kernels() if kernel.label == "weights_check"]
