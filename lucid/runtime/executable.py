@@ -157,6 +157,9 @@ class Executable:
         kernel: seconds from the first thread's start, an array (threads that took part, kernels in
         run order). The cycle counter's rate is taken from the call's duration, so the times are
         overestimated by the pool's hand-off (tens of microseconds against the call's milliseconds)."""
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"compiled {self.graph.name}: timeline: expected a thread count of at least 1, "
+                             f"got {threads!r}")
         marks = np.zeros((threads, len(self.kernels()) + 1), np.int64)
         with self._pool.busy:
             started = time.perf_counter()

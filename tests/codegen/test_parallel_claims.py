@@ -91,3 +91,10 @@ def test_a_timeline_marks_each_threads_end_of_each_kernel(threads):
     for k in range(1, len(kernels)):
         if kernels[k][0].waits:               # a barrier: every thread done with kernel k-1 before any with k
             assert marks[:, k].min() >= marks[:, k - 1].max()
+
+
+@pytest.mark.parametrize("threads", [0, -2, 1.5, True])
+def test_a_timeline_refuses_a_thread_count_below_one(threads):
+    graph = memory_planning.run(lucid.trace(lambda x: F.relu(x), lucid.spec(4, 5), name="timeline_refused"))
+    with pytest.raises(ValueError, match=r"timeline_refused: timeline: expected a thread count of at least 1"):
+        Executable(graph).timeline(np.zeros((4, 5), np.float32), threads=threads)
