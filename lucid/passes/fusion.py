@@ -5,12 +5,13 @@ Guarantees of the returned graph:
   but the last's has exactly one reader, a later member of the same shape, and is not an output or
   state update, is one `fused` node (one loop, no intermediate buffers): chains, and chains meeting
   at a node reading the ends of several (a norm's input gradient, `normalize(x...) * a + g * b`);
-- a fusion anchor (an operator declaring `fusion_anchor`: conv, conv_transpose) followed by a chain
-  of them (never merged with another group; bias is part of the conv; activation, scaling, residual
-  add...) is one `fused` node whose
-  body starts with the anchor: codegen applies the chain in the convolution's epilogue;
-- such a chain whose value has one reader, a `sum` over axes that include the innermost one of
-  size above 1, ends with that sum when each operand the chain reads from outside has the chain's
+- a fusion anchor (an operator declaring `fusion_anchor`: conv, conv_transpose) followed by such a
+  tree (bias is part of the conv; activation, scaling, a residual add and the chain computing the
+  residual, a ReLU's gradient `where(y <= 0, 0, g)` of the input gradient g...; never two anchors)
+  is one `fused` node whose body starts with the anchor: codegen applies the tree in the
+  convolution's epilogue;
+- such a tree without an anchor, whose value has one reader, a `sum` over axes that include the
+  innermost one of size above 1, ends with that sum when each operand the chain reads from outside has the chain's
   shape, or is a one-element constant, or has size 1 along every summed axis and the chain's size
   along the others (a norm's per-channel statistics): codegen computes the chain where the sum
   would load its input (a norm's gradient sums `g * (x - mean)` without storing it). Nothing
@@ -73,15 +74,21 @@ def _groups(graph: Graph) -> list:
 
 
 def _merged(groups: list, group_of: dict, position: dict) -> list | None:
-    """The group a node reading the values that end `groups` joins: the first, into which the others
-    are merged (their nodes in graph order; each emptied), unless one starts with an anchor."""
+    """The group a node reading the values that end `groups` joins, the others merged into it (each
+    emptied): the one starting with an anchor, its anchor first and every other node in graph order
+    (no other node reads the anchor's chain); else the first, its nodes in graph order. Two anchors
+    do not merge: the node joins the first group."""
     distinct = list({id(group): group for group in groups}.values())
-    if len(distinct) <= 1 or any(group[0].opdef.fusion_anchor for group in distinct):
+    anchored = [group for group in distinct if group[0].opdef.fusion_anchor]
+    if len(distinct) <= 1 or len(anchored) > 1:
         return distinct[0] if distinct else None
-    first = distinct[0]
-    first[:] = sorted((node for group in distinct for node in group), key=position.__getitem__)
-    for group in distinct[1:]:
-        group.clear()
+    first = anchored[0] if anchored else distinct[0]
+    head = first[:1] if anchored else []
+    first[:] = head + sorted((node for group in distinct for node in group if node not in head),
+                             key=position.__getitem__)
+    for group in distinct:
+        if group is not first:
+            group.clear()
     for node in first:
         group_of[node] = first
     return first

@@ -1,0 +1,68 @@
+"""A conv's epilogue taking in another elementwise chain (lucid/passes/fusion.py): a ReLU's gradient
+`where(y <= 0, 0, g)` of a conv's output g with `y` read from outside, and a residual computed by
+its own chain, applied as each output element is stored, in every conv algorithm (Winograd, direct,
+over planes, transposed). Oracle: the plain-loop convolutions of `oracle.py` in float64, the
+elementwise rest in NumPy; the fused graph's bodies are checked to hold the anchor and the tree."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lucid
+import lucid.nn.functional as F
+import oracle
+from lucid.codegen.kernels.conv import winograd
+from lucid.passes import fusion, memory_planning
+from lucid.runtime.executable import Executable
+from model_helpers import kernel_labels
+
+#: name: (x shape, weight shape, conv keyword arguments, transposed, the kernel showing the algorithm)
+CASES = {
+    "winograd": ((1, 16, 5, 6, 7), (16, 16, 3, 3, 3), dict(padding=1), False, "wino_conv"),
+    "direct": ((2, 3, 4, 5, 9), (8, 3, 1, 3, 3), dict(padding=(0, 1, 1)), False, "conv_direct"),
+    "planes": ((2, 5, 4, 3, 6), (12, 5, 3, 1, 1), dict(padding=(1, 0, 0)), False, "conv_planes"),
+    "transposed": ((1, 8, 3, 3, 4), (8, 6, 3, 3, 3), dict(stride=2, padding=1), True, "convT_direct"),
+}
+
+
+@pytest.fixture(autouse=True)
+def few_items_suffice(monkeypatch):
+    """Small shapes on the Winograd path, as in test_winograd.py."""
+    monkeypatch.setattr(winograd, "MIN_ITEMS_PER_CORE", 0)
+    monkeypatch.setattr(winograd, "WEIGHT_TRANSFORM_CYCLES", 0)
+
+
+def conv(x, w, transposed, kwargs):
+    return (F.conv_transpose3d if transposed else F.conv3d)(x, w, **kwargs)
+
+
+def oracle_conv(x, w, transposed, kwargs):
+    x, w = x.astype(np.float64), w.astype(np.float64)
+    return (oracle.conv_transpose_nd if transposed else oracle.conv_nd)(x, w, **kwargs)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_relu_gradient_and_a_residual_chain_in_the_epilogue(name, threads):
+    x_shape, w_shape, kwargs, transposed, kernel = CASES[name]
+    rng = np.random.default_rng(len(name))
+    x, w = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(w_shape).astype(np.float32)
+    out_shape = oracle_conv(x, w, transposed, kwargs).shape
+    y, r = (rng.standard_normal(out_shape).astype(np.float32) for _ in range(2))
+    y[..., 0] = 0.0                                               # y <= 0 at exactly 0 too
+
+    def layer(x, w, y, r):
+        g = conv(x, w, transposed, kwargs)
+        masked = lucid.where(y <= 0.0, 0.0, g)
+        return masked + (r * 0.5).tanh()
+
+    graph = lucid.trace(layer, *(lucid.spec(*a.shape) for a in (x, w, y, r)), name=f"tree_{name}")
+    fused = fusion.run(graph)
+    (body,) = [[n.op for n in node.attrs["body"].nodes if not n.is_constant] for node in fused.nodes if node.op == "fused"]
+    assert body[0] == ("conv_transpose" if transposed else "conv") and sorted(body[1:]) == ["add", "le", "mul", "tanh", "where"]
+    executable = Executable(memory_planning.run(fused))
+    assert kernel in kernel_labels(executable)
+    got = executable(x, w, y, r, threads=threads)[0]
+    g = oracle_conv(x, w, transposed, kwargs)
+    want = np.where(y <= 0, 0.0, g) + np.tanh(r.astype(np.float64) * 0.5)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(g).max()))
