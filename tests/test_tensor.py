@@ -865,3 +865,17 @@ def test_eager_calls_keep_each_signatures_result_type_and_nothing_a_rule_refuses
     for _ in range(2):
         assert apply(probe, {"k": np.arange(3)}, (x,)).shape == (3, 2, 3)                           # never kept
     assert probe.calls == 9
+
+
+@pytest.mark.parametrize("make", [lambda t: t.broadcast_to((2, 3, 4)), lambda t: t.expand(2, 3, 4)],
+                         ids=["broadcast_to", "expand"])
+def test_an_eager_broadcast_is_a_writable_copy(make):
+    """An eager broadcast's result owns its data (C order): writing it leaves the source alone."""
+    source = np.arange(3, dtype=np.float32).reshape(1, 3, 1)
+    t = lucid.Tensor(source.copy())
+    out = make(t)
+    data = out.numpy()
+    np.testing.assert_array_equal(data, np.broadcast_to(source, (2, 3, 4)))
+    assert data.flags.writeable and data.flags.c_contiguous and 0 not in data.strides
+    data[0, 0, 0] = 7.0
+    np.testing.assert_array_equal(t.numpy(), source)
