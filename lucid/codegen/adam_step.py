@@ -4,9 +4,10 @@
 `steps(count, arrays, sizes, scalars)` that steps `count` parameters in one call: for parameter t,
 `arrays[5t:5t+5]` are the addresses of p, g, m, v and v_max and `sizes[t]` its element count. For
 each element it updates the parameter `p`, the moments `m` and `v` and, with AMSGrad, their running
-maximum `v_max`, in place, from the gradient `g`. Each element goes through PyTorch's operations in PyTorch's order at the parameter's
-precision, with LLVM's default floating-point rules (no fused multiply-add, no reassociation), so the
-results are bit for bit those of the NumPy sequence (one array operation at a time) it replaced:
+maximum `v_max`, in place, from the gradient `g`. Each element goes through PyTorch's operations in
+PyTorch's order at the parameter's precision, with LLVM's default floating-point rules (no fused
+multiply-add, no reassociation), so the results are bit for bit those of the NumPy sequence (one
+array operation at a time) it replaced:
 
     g = -g                                  (maximize)
     p = p * (1 - lr wd)                     (AdamW: decoupled decay)   g = g + wd p   (Adam: L2)

@@ -16,8 +16,9 @@ Shared state of one call, on the caller's stack: [barrier count, barrier generat
 thread count, threads arrived (each thread's index), the address of a timeline buffer (0: none),
 then one progress word per thread (`MAX_THREADS`)]. With a timeline buffer (`Executable.timeline`),
 thread t writes the CPU's cycle counter at its start to word t * (kernels + 1) and, each time it is
-done with its share of the kernel at position p, to the word after that one plus p. A progress word holds the kernel it is at (its position + 1) above `POSITION_BITS`
-and the next unclaimed item of its owner's range below.
+done with its share of the kernel at position p, to the word after that one plus p. A progress
+word holds the kernel it is at (its position + 1) above `POSITION_BITS` and the next unclaimed item
+of its owner's range below.
 
 A kernel whose work-item count is a symbolic size (a graph compiled for every size) has the count,
 and so its chunks, computed per call from the dims in the table's dims slot (`extents.py`). Such a

@@ -81,7 +81,8 @@ class Adam(Optimizer):
         if batch is None:
             rule = AdamRule(data.dtype, self.decoupled_decay, group["weight_decay"] != 0, group["amsgrad"],
                             group["maximize"])
-            batch = self._batches[key] = _Batch(rule, self._target_named, self._scalars(group, state["step"], data.dtype))
+            scalars = self._scalars(group, state["step"], data.dtype)
+            batch = self._batches[key] = _Batch(rule, self._target_named, scalars)
         batch.add((weights_at, grad.ctypes.data, *moments_at), data.size, grad)
         if weights is not data:
             batch.copies.append((data, weights))

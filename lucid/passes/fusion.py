@@ -11,11 +11,11 @@ Guarantees of the returned graph:
   is one `fused` node whose body starts with the anchor: codegen applies the tree in the
   convolution's epilogue;
 - such a tree without an anchor, whose value has one reader, a `sum` over axes that include the
-  innermost one of size above 1, ends with that sum when each operand the chain reads from outside has the chain's
-  shape, or is a one-element constant, or has size 1 along every summed axis and the chain's size
-  along the others (a norm's per-channel statistics): codegen computes the chain where the sum
-  would load its input (a norm's gradient sums `g * (x - mean)` without storing it). Nothing
-  joins a group after its sum;
+  innermost one of size above 1, ends with that sum when each operand the tree reads from outside
+  has the tree's shape, or is a one-element constant, or has size 1 along every summed axis and the
+  tree's size along the others (a norm's per-channel statistics): codegen computes the tree where
+  the sum would load its input (a norm's gradient sums `g * (x - mean)` without storing it).
+  Nothing joins a group after its sum;
 - a fused node's `body` attribute is the group as a `Graph` (inputs `in0...`, the group's nodes with
   their scopes, one-element constants copied in); its inputs are the group's other operands;
 - results are unchanged (the fused operator's reference kernel runs the body); groups of one node
@@ -94,12 +94,12 @@ def _merged(groups: list, group_of: dict, position: dict) -> list | None:
     return first
 
 
-#: The reductions that may end a chain (reduction.py computes the chain where it loads its input).
+#: The reductions that may end a tree (reduction.py computes the tree where it loads its input).
 _SUMS = ("sum",)
 
 
 def _sums_chain(group: list, reduction: Node) -> bool:
-    """Whether `reduction` may end the elementwise chain `group` (see the module docstring)."""
+    """Whether `reduction` may end the elementwise tree `group` (see the module docstring)."""
     shape, axes = reduction.inputs[0].shape, set(reduction.attrs["axes"])
     if group[0].opdef.fusion_anchor:
         return False
@@ -107,8 +107,8 @@ def _sums_chain(group: list, reduction: Node) -> bool:
     if innermost is None or innermost not in axes:
         return False
     inside = {node.output for node in group}
-    return all(v in inside or _one_element_constant(v) or symbolic.same(v.shape, shape) or _per_output(v.shape, shape, axes)
-               for node in group for v in node.inputs)
+    return all(v in inside or _one_element_constant(v) or symbolic.same(v.shape, shape)
+               or _per_output(v.shape, shape, axes) for node in group for v in node.inputs)
 
 
 def _one_element_constant(v) -> bool:
