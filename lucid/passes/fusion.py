@@ -129,7 +129,7 @@ def _fused_node(graph: Graph, group: list) -> Node:
         for v in node.inputs:
             if v in mapping or (v.node in members):
                 continue
-            if v.node is not None and v.node.is_constant and v.type.size == 1:
+            if _one_element_constant(v):
                 mapping[v] = body.add_constant(v.node.value, v.node.scope)
             else:
                 mapping[v] = body.add_input(f"in{len(outer)}", v.type)

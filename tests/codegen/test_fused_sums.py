@@ -150,3 +150,11 @@ def test_batch_norm_training_gradients_match_eager():
     sums = [node for _, node in variant.backward.kernels() if node.op == "fused"
             and [n.op for n in node.attrs["body"].nodes if not n.is_constant] == ["normalize", "sum"]]
     assert len(sums) == 2
+
+
+def test_a_chain_summed_over_an_empty_axis_is_zero():
+    """Sums over an empty axis (the input has no elements, the output some): zeros, as NumPy."""
+    graph = graph_of(lambda x, y: R.sum_(E.mul(E.exp(x), y), axes=(1,)), {"x": (3, 0), "y": (3, 0)})
+    assert fused_bodies(graph) == [["exp", "mul", "sum"]]
+    empty = np.zeros((3, 0), np.float32)
+    np.testing.assert_array_equal(compiled(graph, empty, empty), np.zeros(3, np.float32))

@@ -148,7 +148,10 @@ def _empty(size) -> bool:
 
 
 @lowers("sum", "mean", "max", "min", "argmax", run_time_extents=True)
-def lower_reduction(lowering: Lowering, node: Node) -> None:
+def lower_reduction(lowering: Lowering, node: Node, element=None) -> None:
+    """`node`'s kernels; `element(k, s, index, o)`, if given, computes the input element `index`
+    (of output `o`) instead of loading it (a fused chain's value: row order then, `_reduce_rows`
+    being right for any layout, the column order only faster)."""
     x, y = node.inputs[0], node.output
     if _empty(y.type.size):
         return
@@ -159,10 +162,11 @@ def lower_reduction(lowering: Lowering, node: Node) -> None:
     if node.op == "argmax":
         (_argmax_rows if layout.rows or not layout.kept or not layout.reduced else _argmax_columns)(
             lowering, node, layout)
-    elif _splits(x, layout):
-        _reduce_split(lowering, node, layout)
-    elif layout.rows or not layout.kept:
-        _reduce_rows(lowering, node, layout)
+    elif not symbolic.is_symbolic(x.shape) and layout.rows and layout.outputs < 16 and \
+            layout.reduced[-1][0] >= 2 * SPLIT:
+        _reduce_split(lowering, node, layout, element)
+    elif layout.rows or not layout.kept or element is not None:
+        _reduce_rows(lowering, node, layout, element)
     else:
         _reduce_columns(lowering, node, layout)
 
@@ -172,27 +176,18 @@ def lower_reduction_of_chain(lowering: Lowering, node: Node, chain: list, output
     (whose outside operands have the chain's shape, one value per output, or one element), computed
     where the sum would load it; the result goes to `output`."""
     x = node.inputs[0]
-    if _empty(output.type.size):
-        return
-    inside = {n.output for n in chain}
-    operands = [(n, i, v) for n in chain for i, v in enumerate(n.inputs) if v not in inside]
 
     def element(k, s, index, o):
         """The chain's value at `index`: an operand of the chain's shape read there, another (one
         value per output, or one element) at the output's index."""
-        loads = {(id(n), i): load(k, s, v, index if symbolic.same(v.shape, x.shape) else o) for n, i, v in operands}
-        return evaluate(s, chain, lambda n, i: loads[(id(n), i)])[x]
+        def operand(n, i):
+            v = n.inputs[i]
+            return load(k, s, v, index if symbolic.same(v.shape, x.shape) else o)
+        return evaluate(s, chain, operand)[x]
 
     reduction = Node(node.op, [x], node.attrs, node.scope)
     reduction.output = output
-    layout = Layout(x.shape, node.attrs["axes"])
-    (_reduce_split if _splits(x, layout) else _reduce_rows)(lowering, reduction, layout, element)
-
-
-def _splits(x: Value, layout: Layout) -> bool:
-    """Whether a reduction takes the split path: few outputs, each a long contiguous reduction."""
-    return not symbolic.is_symbolic(x.shape) and layout.rows and layout.outputs < 16 and \
-        layout.reduced[-1][0] >= 2 * SPLIT
+    lower_reduction(lowering, reduction, element)
 
 
 def _output_blocks(outputs, work_per_output) -> tuple:
