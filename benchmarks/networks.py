@@ -1,14 +1,16 @@
-"""Four 3-D networks, lucid compiled vs PyTorch eager, torch.compile, ONNX Runtime and OpenVINO: a
-training step and inference, and where lucid's step spends its time, kernel family by kernel family.
+"""3-D networks, lucid compiled vs PyTorch eager, torch.compile, ONNX Runtime and OpenVINO: a training
+step and inference, and where lucid's step spends its time, kernel family by kernel family.
 
-    python benchmarks/networks.py                           # all four, 1 and 2 threads
+    python benchmarks/networks.py                           # every network, 1 and 2 threads
     python benchmarks/networks.py --networks R2Plus1dNet --threads 1
     python benchmarks/networks.py --tiny --quick            # a smoke run at the tests' sizes
 
 The networks (examples/networks.py's residual-unit UNet with InstanceNorm + PReLU, GroupNorm
 encoder-decoder with trilinear upsampling and (2+1)-D video ResNet with BatchNorm and adaptive pooling,
-and examples/models.py's UNet3D with BatchNorm) run at the sizes of `SIZES`. PyTorch runs the same
-networks (examples/torch_networks.py and torch_models.py, loaded from lucid's state dict).
+and examples/models.py's UNet3D with BatchNorm), and MONAI's UNet, BasicUNet, SegResNet and DynUNet
+as their users build them (MONAI's installed sources on lucid, examples/real_models.py; named and
+left out when MONAI is not installed), run at the sizes of `SIZES`. PyTorch runs the same networks
+(examples/torch_networks.py and torch_models.py, MONAI's own classes), loaded from lucid's state dict.
 - **train**: one training step: gradients set to None, forward, cross entropy, backward, AdamW step.
   lucid's forward and backward are compiled (`lucid.compile`), its loss and optimiser are eager.
   `torch` is PyTorch eager; `compile` is torch.compile of the forward + cross entropy (Inductor
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import os
 import sys
 import tempfile
@@ -70,9 +73,48 @@ from lucid.ir.cost import node_flops, value_bytes  # noqa: E402
 from lucid.ir.ops.registry import OpKind  # noqa: E402
 from models import UNet3D  # noqa: E402
 from networks import GroupNormUNet, R2Plus1dNet, ResidualUNet  # noqa: E402
+from real_models import monai_networks  # noqa: E402
 from peers import available_peers, compiler_named, onnx_steps, peer_ratios, torch_compiled  # noqa: E402
 from torch_models import torch_mirrors  # noqa: E402
 from torch_networks import torch_networks  # noqa: E402
+
+
+
+class Monai:
+    """A MONAI network class by name: called, the lucid rewrite of MONAI's installed source builds it
+    (examples/real_models.py); `torch_twin` builds MONAI's own."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self, **options):
+        return getattr(monai_networks()[1], self.name)(**options)
+
+    def torch_twin(self, **options):
+        return getattr(monai_networks()[0], self.name)(**options)
+
+
+def monai_sizes(widths: tuple, shape: tuple) -> dict:
+    """MONAI's four segmentation networks on `shape`, with `widths` channels from level to level (UNet
+    all of them; BasicUNet, always 5 levels, the first one twice, then the next three and the first
+    again as its decoder's output; SegResNet MONAI's default 8 initial filters (its GroupNorm has 8
+    groups), doubling over one level fewer;
+    DynUNet all but the last)."""
+    levels = len(widths)
+    return {
+        "MONAI-UNet": (Monai("UNet"), dict(spatial_dims=3, in_channels=1, out_channels=2, channels=widths,
+                                           strides=(2,) * (levels - 1), num_res_units=2), shape, 2, True),
+        "MONAI-BasicUNet": (Monai("BasicUNet"), dict(spatial_dims=3, in_channels=1, out_channels=2,
+                                                     features=(widths[0],) + widths[:4] + (widths[0],)), shape, 2, True),
+        "MONAI-SegResNet": (Monai("SegResNet"), dict(spatial_dims=3, in_channels=1, out_channels=2,
+                                                     init_filters=8, blocks_down=(1, 2, 2, 4)[:levels - 1],
+                                                     blocks_up=(1, 1, 1)[:levels - 2]), shape, 2, True),
+        "MONAI-DynUNet": (Monai("DynUNet"), dict(spatial_dims=3, in_channels=1, out_channels=2,
+                                                 kernel_size=[3] * (levels - 1), strides=[1] + [2] * (levels - 2),
+                                                 upsample_kernel_size=[2] * (levels - 2), filters=list(widths[:-1]),
+                                                 res_block=True), shape, 2, True),
+    }
+
 
 #: name: (class, constructor options, input shape, number of classes, whether every voxel has a label
 #: (segmentation) rather than every clip).
@@ -81,6 +123,7 @@ SIZES = {
     "GroupNormUNet": (GroupNormUNet, dict(channels=(16, 32, 64, 128)), (1, 1, 64, 64, 64), 2, True),
     "R2Plus1dNet": (R2Plus1dNet, dict(widths=(16, 32, 64, 128)), (2, 3, 8, 56, 56), 5, False),
     "UNet3D": (UNet3D, dict(in_channels=1, out_channels=2, base=16, depth=2), (2, 1, 32, 32, 32), 2, True),
+    **monai_sizes((16, 32, 64, 128, 256), (1, 1, 64, 64, 64)),
 }
 #: The sizes of tests/test_networks.py, for smoke runs (their kernels are already in the test cache).
 TINY = {
@@ -88,6 +131,7 @@ TINY = {
     "GroupNormUNet": (GroupNormUNet, dict(channels=(8, 16)), (2, 1, 8, 8, 8), 2, True),
     "R2Plus1dNet": (R2Plus1dNet, dict(widths=(8, 16)), (2, 3, 4, 16, 16), 5, False),
     "UNet3D": (UNet3D, dict(in_channels=1, out_channels=2, base=4, depth=1), (2, 1, 8, 8, 8), 2, True),
+    **monai_sizes((4, 8, 8, 16), (1, 1, 32, 32, 32)),
 }
 MODES = ("train", "infer")
 #: The timed sides in column order: lucid, then its peers.
@@ -122,7 +166,8 @@ class Network:
         self.compiled = lucid.compile(self.model)
         self.twin = None
         if torch is not None:
-            self.twin = torch_twins(torch)[name](**options)
+            twin = network.torch_twin if isinstance(network, Monai) else torch_twins(torch)[name]
+            self.twin = twin(**options)
             self.twin.load_state_dict({key: torch.tensor(np.asarray(value))
                                        for key, value in self.model.state_dict().items()})
 
@@ -255,7 +300,7 @@ class Peers:
 def time_row(network: Network, mode: str, threads: int, steps: dict, repeats: int, budget: dict) -> float:
     times = dict(zip(steps, (1e3 * t for t in median_times(list(steps.values()), repeats, **budget, settle=(0,)))))
     ratios = peer_ratios(times, PEER_COLUMNS)
-    print(f"{network.name:14} {mode:5} {threads:>3} {times['lucid']:9.2f} "
+    print(f"{network.name:16} {mode:5} {threads:>3} {times['lucid']:9.2f} "
           + " ".join(cell(times.get(column), 9) for column in PEER_COLUMNS)
           + "".join(f" {cell(r, width)}" for r, width in zip(ratios, (11, 9, 13, 9, 9, 10))), flush=True)
     return times["lucid"]
@@ -415,6 +460,9 @@ def run(names: list, modes: list, sizes: dict, thread_counts: list, repeats: int
     threads_slower = False
     with tempfile.TemporaryDirectory() as folder:
         for name in names:
+            if isinstance(sizes[name][0], Monai) and importlib.util.find_spec("monai") is None:
+                print(f"\n{name}: MONAI is not installed, so this network is not timed (pip install monai)")
+                continue
             network = Network(name, sizes, torch, dropout)
             print(f"\n{network.describe()}")
             if "train" in modes:
@@ -423,7 +471,7 @@ def run(names: list, modes: list, sizes: dict, thread_counts: list, repeats: int
                 print(f"same network: first training loss {losses[0]:.6f} (lucid compiled) vs "
                       f"{cell(losses[1], 0, 6)} (torch)")
             peers = Peers(torch, available, backend)
-            print(f"{'network':14} {'mode':5} {'thr':>3} {'lucid ms':>9} {'torch ms':>9} {'torch CL':>9} "
+            print(f"{'network':16} {'mode':5} {'thr':>3} {'lucid ms':>9} {'torch ms':>9} {'torch CL':>9} "
                   f"{'compile':>9} {'ort ms':>9} {'ov ms':>9} {'torch/lucid':>11} {'CL/lucid':>9} "
                   f"{'compile/lucid':>13} {'ort/lucid':>9} {'ov/lucid':>9} {'best/lucid':>10}")
             for training in (mode == "train" for mode in modes):

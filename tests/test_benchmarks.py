@@ -174,6 +174,33 @@ def test_networks_times_torch_eager_and_compiled_and_says_how_long_compiling_too
                      r"[\d.]+ s$", out, re.M)
 
 
+def test_networks_times_monais_networks_as_monai_builds_them():
+    """MONAI's DynUNet from its installed source on lucid: the same network as MONAI's own (the first
+    training losses agree), timed against PyTorch eager and compiled (aot_eager: see above)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("monai")
+    done = run_benchmark("networks.py", "--tiny", "--quick", "--threads", "1", "--networks", "MONAI-DynUNet",
+                         "--modes", "train", "--torch-compile-backend", "aot_eager", without=("onnxruntime", "openvino"))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "MONAI-DynUNet, input (1, 1, 32, 32, 32)" in out
+    lucid_loss, torch_loss = map(float, re.search(r"first training loss ([\d.]+) \(lucid compiled\) vs ([\d.]+) "
+                                                  r"\(torch\)", out).groups())
+    assert lucid_loss == pytest.approx(torch_loss, abs=2e-6)
+    [[mode, _, times, ratios]] = network_rows(out, "MONAI-DynUNet")
+    assert mode == "train" and all(times[column] > 0 for column in ("lucid", "torch", "torch.compile"))
+    check_ratios(times, ratios)
+    assert {"conv", "norm"} <= set(breakdown(out, "MONAI-DynUNet", "training step (forward + backward graphs)"))
+
+
+def test_networks_names_monai_when_it_is_missing():
+    done = run_benchmark("networks.py", "--tiny", "--quick", "--threads", "1", "--networks", "MONAI-UNet",
+                         without=("monai", "torch"))
+    assert done.returncode == 0, done.stderr
+    assert "MONAI-UNet: MONAI is not installed, so this network is not timed (pip install monai)" in done.stdout
+    assert network_rows(done.stdout, "MONAI-UNet") == []
+
+
 def test_memory_bound_reports_bandwidth_and_each_layers_share_of_it():
     torch_installed = importlib.util.find_spec("torch") is not None
     for without_torch in (False, True):
