@@ -4,7 +4,7 @@ output and both gradients of lucid's compiled fp32 conv are within 2x PyTorch fp
 a float64 reference (PyTorch float64), on post-ReLU inputs (a non-zero mean: where Winograd's
 transforms lose most) and normal ones. The error is ||result - reference|| / ||reference|| (the
 metric of tests/deep_models.py). And a real model's training step: MONAI's DynUNet, run on lucid
-through tests/test_real_models.py's import hook, compiled, parameter gradients within 2x PyTorch
+through examples/real_models.py's import hook, compiled, parameter gradients within 2x PyTorch
 fp32's error against PyTorch float64.
 
 Without torch, a fixed bound holds instead: `FIXED_BOUND`, 2x the median error PyTorch 2.13 fp32
@@ -12,7 +12,6 @@ made on these rows (measured with benchmarks/accuracy.py's helpers); the DynUNet
 """
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from accuracy import INPUTS, RESULTS, algorithms, lucid_results, operands, reference_results, torch_results  # noqa: E402
 sys.path[:] = _SEARCH_PATH    # the benchmarks put their folder first: its networks.py would shadow examples'
 from deep_models import relative_errors, worst  # noqa: E402
+from real_models import monai_networks  # noqa: E402  (examples/real_models.py)
 
 try:
     import torch
@@ -102,12 +102,8 @@ def dynunet_gradients(model, framework, dtype, x: np.ndarray, target: np.ndarray
 def dynunet_errors(seed: int = 0) -> tuple:
     """(lucid compiled fp32, PyTorch fp32) relative parameter-gradient errors of a DynUNet step
     against PyTorch float64, the same weights and data."""
-    monai_nets = pytest.importorskip("monai.networks.nets")
-    from test_real_models import lucid_variant
-
-    lucid_nets = importlib.import_module(
-        lucid_variant("lucid_monai", "monai", ("networks.nets", "networks.blocks", "networks.layers")).__name__
-        + ".networks.nets")
+    pytest.importorskip("monai")
+    monai_nets, lucid_nets = monai_networks()
     torch.manual_seed(seed)
     state = {k: v.clone() for k, v in monai_nets.DynUNet(**DYNUNET).state_dict().items()}
     rng = np.random.default_rng(seed)
