@@ -86,6 +86,9 @@ def special_grid(dtype: str) -> np.ndarray:
 UNARY = {
     "relu": (ops.relu, torch.relu),
     "leaky_relu": (lambda x: ops.leaky_relu(x, 0.1), lambda x: torch.nn.functional.leaky_relu(x, 0.1)),
+    # its gradient's mask reads the output for slopes >= 0 and the input for negative ones
+    "leaky_relu_flat": (lambda x: ops.leaky_relu(x, 0.0), lambda x: torch.nn.functional.leaky_relu(x, 0.0)),
+    "leaky_relu_negative": (lambda x: ops.leaky_relu(x, -0.3), lambda x: torch.nn.functional.leaky_relu(x, -0.3)),
     "clamp": (lambda x: ops.clamp(x, -1.0, 1.0), lambda x: x.clamp(-1.0, 1.0)),
     "clamp_min": (lambda x: ops.clamp(x, min=0.0), lambda x: x.clamp(min=0.0)),
     "clamp_max": (lambda x: ops.clamp(x, max=0.5), lambda x: x.clamp(max=0.5)),

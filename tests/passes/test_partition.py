@@ -2,6 +2,8 @@
 
 - A ReLU's mask `y <= 0` is not kept: the backward has `y` anyway (the next layer's gradient reads
   it) and computes the mask again; the forward makes no pass over `y` for it.
+- Likewise a LeakyReLU's mask with a slope >= 0 (`y > 0`, read from its output); with a negative
+  slope the mask needs the input, so the forward makes it and keeps it.
 - A value whose operands the backward does not have (exp of a matrix product) stays saved.
 - Either way, forward then backward give the joint graph's gradients, and they match NumPy's.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 import lucid
+import lucid.nn.functional as F
 from lucid.ir import interpreter
 from lucid.passes import autodiff, partition
 
@@ -51,6 +54,25 @@ def test_a_relu_mask_is_computed_again_in_the_backward_not_saved():
     np.testing.assert_allclose(got[0], g_hidden @ w1.T, rtol=1e-12)
     np.testing.assert_allclose(got[1], x.T @ g_hidden, rtol=1e-12)
     np.testing.assert_allclose(got[2], np.maximum(hidden, 0) * seed, rtol=1e-12)
+
+
+def test_a_leaky_relu_keeps_its_output_not_its_input_when_its_slope_is_not_negative():
+    for slope, reads_input in ((0.1, False), (0.0, False), (-0.3, True)):
+        joint, split = _split(lambda x, w1, w2: F.leaky_relu(x @ w1, slope) * w2, (5, 4), (4, 6), (5, 6))
+        # a negative slope's mask `x > 0` is made by the forward and kept (the backward lacks x)
+        assert ("gt" in [node.op for node in split.forward.nodes]) == reads_input, slope
+        assert any(v.dtype.name == "bool" for v in split.saved) == reads_input, slope
+        assert not any(v.node.op == "matmul" for v in split.saved)
+
+        rng = np.random.default_rng(2)
+        x, w1, w2 = (rng.standard_normal(s) for s in ((5, 4), (4, 6), (5, 6)))
+        x[0, :] = 0.0                                              # a row whose leaky_relu input is exactly 0
+        seed = rng.standard_normal((5, 6))
+        got = _run_split(split, (x, w1, w2), seed)
+        hidden = x @ w1
+        g_hidden = seed * w2 * np.where(hidden > 0, 1.0, slope)    # PyTorch's rule: the slope where x <= 0
+        np.testing.assert_allclose(got[0], g_hidden @ w1.T, rtol=1e-12)
+        np.testing.assert_allclose(got[1], x.T @ g_hidden, rtol=1e-12)
 
 
 def test_a_value_whose_operands_the_backward_lacks_stays_saved():

@@ -178,7 +178,12 @@ class LeakyRelu(Unary):
         return np.where(x > 0, x, x * attrs["negative_slope"]).astype(x.dtype)
 
     def grad(self, attrs, inputs, y, g):
-        return (where(gt(inputs[0], 0.0), g, mul(g, attrs["negative_slope"])),)
+        """PyTorch's rule, g where x > 0 else g * slope. With a slope >= 0, y > 0 exactly where x > 0
+        (a NaN in both or neither), so the mask reads the output, which a following layer's
+        gradient keeps anyway: the input need not be saved, and the partition recomputes the mask."""
+        slope = attrs["negative_slope"]
+        positive = gt(y, 0.0) if slope >= 0 else gt(inputs[0], 0.0)
+        return (where(positive, g, mul(g, slope)),)
 
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
