@@ -98,14 +98,14 @@ def monai_sizes(widths: tuple, shape: tuple) -> dict:
     """MONAI's four segmentation networks on `shape`, with `widths` channels from level to level (UNet
     all of them; BasicUNet, always 5 levels, the first one twice, then the next three and the first
     again as its decoder's output; SegResNet MONAI's default 8 initial filters (its GroupNorm has 8
-    groups), doubling over one level fewer;
-    DynUNet all but the last)."""
+    groups), doubling over one level fewer; DynUNet all but the last)."""
     levels = len(widths)
     return {
         "MONAI-UNet": (Monai("UNet"), dict(spatial_dims=3, in_channels=1, out_channels=2, channels=widths,
                                            strides=(2,) * (levels - 1), num_res_units=2), shape, 2, True),
         "MONAI-BasicUNet": (Monai("BasicUNet"), dict(spatial_dims=3, in_channels=1, out_channels=2,
-                                                     features=(widths[0],) + widths[:4] + (widths[0],)), shape, 2, True),
+                                                     features=(widths[0],) + widths[:4] + (widths[0],)),
+                            shape, 2, True),
         "MONAI-SegResNet": (Monai("SegResNet"), dict(spatial_dims=3, in_channels=1, out_channels=2,
                                                      init_filters=8, blocks_down=(1, 2, 2, 4)[:levels - 1],
                                                      blocks_up=(1, 1, 1)[:levels - 2]), shape, 2, True),

@@ -18,6 +18,8 @@ Guarantees of the returned graph:
   Nothing joins a group after its sum;
 - a fused node's `body` attribute is the group as a `Graph` (inputs `in0...`, the group's nodes with
   their scopes, one-element constants copied in); its inputs are the group's other operands;
+- a fused node stands as early as its operands allow, but not before its first member (an anchor
+  keeps its place among the other nodes);
 - results are unchanged (the fused operator's reference kernel runs the body); groups of one node
   are left alone. The input graph is not modified.
 """
@@ -33,11 +35,29 @@ NAME = "fusion"
 def run(graph: Graph) -> Graph:
     result = graph.copy()
     groups = [group for group in _groups(result) if len(group) > 1]
-    fused_at = {group[-1]: _fused_node(result, group) for group in groups}
-    absorbed = {node for group in groups for node in group[:-1]}
-    nodes = [fused_at.get(node, node) for node in result.nodes if node not in absorbed]
-    result.rebuild(nodes, {last.output: fused.output for last, fused in fused_at.items()})
+    fused = {group[-1]: _fused_node(result, group) for group in groups}
+    absorbed = {node for group in groups for node in group}
+    placed = _placements(result.nodes, groups, fused)
+    nodes = []
+    for node in result.nodes:
+        nodes += ([] if node in absorbed else [node]) + placed.get(node, [])
+    result.rebuild(nodes, {last.output: node.output for last, node in fused.items()})
     return result
+
+
+def _placements(nodes: list, groups: list, fused: dict) -> dict:
+    """{node: the fused nodes going right after it}: each as early as its operands allow but not
+    before its first member, so an anchor keeps its place among the other nodes (a weight gradient
+    that reads the copy its input-gradient conv left packed still follows that conv, though the
+    conv's epilogue applies nodes that came after the weight gradient)."""
+    position = {node: k for k, node in enumerate(nodes)}
+    producer = {node.output: node for node in nodes}
+    placed = {}
+    for group in sorted(groups, key=lambda group: position[group[-1]]):     # two after one node keep their order
+        node = fused[group[-1]]
+        after = max([group[0]] + [producer[v] for v in node.inputs if v in producer], key=position.__getitem__)
+        placed.setdefault(after, []).append(node)
+    return placed
 
 
 def _groups(graph: Graph) -> list:

@@ -11,9 +11,10 @@ the forward outputs, then the gradients) and returns `Partition(forward, backwar
 - `saved` are the values of the forward graph that backward nodes read (activations), in order.
   A view (the output of an operator declaring `aliases_input`, such as reshape) is not saved: the
   backward recomputes it from the value it views, so a value and a view of it never both become
-  forward outputs (which would copy the value). Nor is an elementwise value whose operands the
-  backward has anyway (saved values, forward inputs, parameters, constants), such as a ReLU's mask
-  `y <= 0` beside the saved `y`: the backward computes it again, in the kernel that reads it.
+  forward outputs (which would copy the value). Nor is an elementwise value computed from values the
+  backward has anyway (saved values, forward inputs, parameters, constants) by a few elementwise
+  nodes, such as a ReLU's mask `y <= 0` beside the saved `y`: the backward computes it again, in the
+  kernel that reads it.
 Constants read by backward nodes are copied into the backward graph rather than saved. Running
 forward then backward computes exactly what the joint graph computes. The input graph is unchanged.
 """
@@ -86,12 +87,38 @@ def _saved(backward_nodes: list, gradients: list, dependent: set) -> list:
 
 
 def _recomputable(saved: list, available: set) -> set:
-    """Saved values of elementwise nodes whose operands the backward has anyway (other saved values,
-    forward inputs, parameters, constants): a ReLU's mask `y <= 0` beside the saved `y`. The
-    backward computes them again, where fusion merges them into the kernel reading them, instead of
-    the forward making another pass over activations it has left and keeping the result."""
-    return {v for v in saved if v.node.opdef.kind is OpKind.ELEMENTWISE
-            and all(u in available or _is_constant(u) for u in v.node.inputs)}
+    """Saved values of elementwise nodes computed from values the backward has anyway (other saved
+    values, forward inputs, parameters, constants), directly or through at most `RECOMPUTED_NODES`
+    elementwise nodes in all, with those nodes' values: a ReLU's mask `y <= 0` beside the saved `y`,
+    a LeakyReLU's factor `where(y > 0, 1, slope)`. The backward computes them again, where fusion
+    merges them into the kernel reading them, instead of the forward making another pass over
+    activations it has left and keeping the result."""
+    recomputed = set()
+    for v in saved:
+        cone = _elementwise_cone(v, available)
+        if cone is not None:
+            recomputed |= cone
+    return recomputed
+
+
+#: The most elementwise nodes the backward computes again for one saved value.
+RECOMPUTED_NODES = 8
+
+
+def _elementwise_cone(v: Value, available: set) -> set | None:
+    """The values of the elementwise nodes computing `v` from `available` values and constants (v's
+    own included), or None when more than RECOMPUTED_NODES or a node of another kind lie between."""
+    cone, pending = set(), [v]
+    while pending:
+        u = pending.pop()
+        if u in cone or (u is not v and (u in available or _is_constant(u))):
+            continue
+        if u.node is None or u.node.is_constant or u.node.opdef.kind is not OpKind.ELEMENTWISE \
+                or len(cone) == RECOMPUTED_NODES:
+            return None
+        cone.add(u)
+        pending.extend(u.node.inputs)
+    return cone
 
 
 def _is_constant(v: Value) -> bool:

@@ -1,8 +1,9 @@
 """A conv's epilogue taking in another elementwise chain (lucid/passes/fusion.py): a ReLU's gradient
-`where(y <= 0, 0, g)` of a conv's output g with `y` read from outside, and a residual computed by
-its own chain, applied as each output element is stored, in every conv algorithm (Winograd, direct,
-over planes, transposed). Oracle: the plain-loop convolutions of `oracle.py` in float64, the
-elementwise rest in NumPy; the fused graph's bodies are checked to hold the anchor and the tree."""
+`where(y <= 0, 0, g)` or a LeakyReLU's `g * where(y > 0, 1, slope)` of a conv's output g with `y`
+read from outside, and a residual computed by its own chain, applied as each output element is
+stored, in every conv algorithm (Winograd, direct, over planes, transposed). Oracle: the plain-loop
+convolutions of `oracle.py` in float64, the elementwise rest in NumPy; the fused graph's bodies are
+checked to hold the anchor and the tree."""
 from __future__ import annotations
 
 import numpy as np
@@ -41,9 +42,19 @@ def oracle_conv(x, w, transposed, kwargs):
     return (oracle.conv_transpose_nd if transposed else oracle.conv_nd)(x, w, **kwargs)
 
 
+#: An activation's gradient of the conv's output g, given the activation's output y: (lucid, NumPy, the
+#: operators it adds to the epilogue). LeakyReLU's reads g once, as a factor (exactly 1 or the slope).
+GRADIENTS = {
+    "relu": (lambda y, g: lucid.where(y <= 0.0, 0.0, g), lambda y, g: np.where(y <= 0, 0.0, g), ["le", "where"]),
+    "leaky_relu": (lambda y, g: g * lucid.where(y > 0.0, 1.0, 0.01), lambda y, g: np.where(y > 0, g, 0.01 * g),
+                   ["gt", "mul", "where"]),
+}
+
+
 @pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("activation", list(GRADIENTS))
 @pytest.mark.parametrize("name", list(CASES))
-def test_a_relu_gradient_and_a_residual_chain_in_the_epilogue(name, threads):
+def test_an_activation_gradient_and_a_residual_chain_in_the_epilogue(name, activation, threads):
     x_shape, w_shape, kwargs, transposed, kernel = CASES[name]
     rng = np.random.default_rng(len(name))
     x, w = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(w_shape).astype(np.float32)
@@ -53,16 +64,16 @@ def test_a_relu_gradient_and_a_residual_chain_in_the_epilogue(name, threads):
 
     def layer(x, w, y, r):
         g = conv(x, w, transposed, kwargs)
-        masked = lucid.where(y <= 0.0, 0.0, g)
-        return masked + (r * 0.5).tanh()
+        return GRADIENTS[activation][0](y, g) + (r * 0.5).tanh()
 
     graph = lucid.trace(layer, *(lucid.spec(*a.shape) for a in (x, w, y, r)), name=f"tree_{name}")
     fused = fusion.run(graph)
     (body,) = [[n.op for n in node.attrs["body"].nodes if not n.is_constant] for node in fused.nodes if node.op == "fused"]
-    assert body[0] == ("conv_transpose" if transposed else "conv") and sorted(body[1:]) == ["add", "le", "mul", "tanh", "where"]
+    assert body[0] == ("conv_transpose" if transposed else "conv")
+    assert sorted(body[1:]) == sorted(["add", "mul", "tanh"] + GRADIENTS[activation][2])
     executable = Executable(memory_planning.run(fused))
     assert kernel in kernel_labels(executable)
     got = executable(x, w, y, r, threads=threads)[0]
     g = oracle_conv(x, w, transposed, kwargs)
-    want = np.where(y <= 0, 0.0, g) + np.tanh(r.astype(np.float64) * 0.5)
+    want = GRADIENTS[activation][1](y, g) + np.tanh(r.astype(np.float64) * 0.5)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(g).max()))

@@ -179,6 +179,38 @@ def test_conv_transpose_epilogue_and_lone_convs():
     np.testing.assert_allclose(Executable(memory_planning.run(f))(x)[0], lucid.ir.run(g, x), rtol=1e-5, atol=1e-5)
 
 
+def test_a_fused_conv_keeps_its_place_among_the_other_nodes():
+    """A conv whose epilogue takes nodes that came after an unrelated node (as an input-gradient conv
+    takes the activation gradient autodiff emits after the weight gradient) stands where the conv
+    stood: the unrelated node still follows it."""
+    def build(x, y, w):
+        g = F.conv3d(x, w, padding=1)
+        unrelated = (y * 3.0).exp()
+        return g * ops.where(y > 0.0, 1.0, 0.1), unrelated
+
+    shape = (1, 4, 3, 4, 5)
+    g = hand_graph(build, {"x": TensorType(shape, F32), "y": TensorType(shape, F32)}, {"w": arr(4, 4, 3, 3, 3)})
+    f = dead_code.run(check_fusion(g))
+    assert [body_ops(n) for n in fused(f)] == [["conv", "gt", "where", "mul"], ["mul", "exp"]]
+    assert computing(f) == ["fused", "fused"] and fused(f)[0].output is f.outputs[0]
+    run_both(g, f, *[arr(*shape), arr(*shape)])
+
+
+def test_instance_norm_gradient_makes_no_pass_of_its_own_for_the_moments():
+    """InstanceNorm's statistics reduce x's own axes, so its backward's normalize (the moments'
+    gradient) has x's shape and joins the input gradient's tree: no normalize of its own."""
+    def layer(x, w):
+        return F.instance_norm(x, weight=w) * 2.0
+
+    graph = lucid.trace(layer, lucid.spec(2, 3, 4, 5, 6), lucid.spec(3))
+    (moments,) = [n for n in graph.nodes if n.op == "moments"]
+    assert moments.inputs[0] is graph.inputs[0] and moments.attrs["axes"] == (2, 3, 4)
+    f = check_fusion(autodiff.run(graph, wrt=["x", "w"]))
+    assert computing(f).count("normalize") == 1                  # the forward's (the weight gradient reads it)
+    assert ["mul", "mul", "normalize", "add"] in [body_ops(n) for n in fused(f)]     # x's gradient, one loop
+    assert ["normalize", "sum"] in [body_ops(n) for n in fused(f)]
+
+
 def test_values_with_two_readers_are_not_fused_away():
     g = hand_graph(lambda x: (lambda h: h.tanh() + h.sigmoid())((x * 2.0).exp()), {"x": TensorType((4, 5), F32)})
     f = dead_code.run(check_fusion(g))

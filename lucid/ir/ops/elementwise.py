@@ -8,7 +8,7 @@ import numpy as np
 from .. import symbolic
 from ..types import TensorType, as_dtype, bool_, float32, promote
 from .attributes import AnyOf, Bool, OneOf, Optional, Real
-from .registry import OpDef, OpKind, emit, register
+from .registry import OpDef, OpKind, constant_like, emit, register
 
 _erf_object = np.frompyfunc(math.erf, 1, 1)
 
@@ -183,7 +183,9 @@ class LeakyRelu(Unary):
         gradient keeps anyway: the input need not be saved, and the partition recomputes the mask."""
         slope = attrs["negative_slope"]
         positive = gt(y, 0.0) if slope >= 0 else gt(inputs[0], 0.0)
-        return (where(positive, g, mul(g, slope)),)
+        # g times exactly 1 or the slope, g and the mask each read once: fusion merges trees, so the
+        # product joins the kernel making g (an input-gradient conv's epilogue)
+        return (mul(g, where(positive, constant_like(g, 1.0), slope)),)
 
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)

@@ -87,7 +87,10 @@ def _group_statistics(x, groups: int, eps: float) -> tuple:
     """Mean and rstd of each (sample, group) of x (N, C, *), spread to shape (N, C, 1...), and the
     biased (mean, var) per (sample, group) as (N, groups)."""
     n, c = x.shape[0], x.shape[1]
-    mean, var = ops.split_moments(ops.moments(ops.reshape(x, (n, groups, -1))))
+    if groups == c:       # x's own axes: the gradient's normalize has x's shape and fuses with the rest
+        mean, var = ops.split_moments(ops.moments(x, tuple(range(2, x.ndim))))
+    else:
+        mean, var = ops.split_moments(ops.moments(ops.reshape(x, (n, groups, -1))))
     per_channel = (n, c) + (1,) * (x.ndim - 2)
     spread = lambda s: ops.reshape(ops.broadcast_to(ops.reshape(s, (n, groups, 1)), (n, groups, c // groups)),
                                    per_channel)
