@@ -558,3 +558,47 @@ def test_weight_gradient_reads_the_copy_the_input_gradient_packed(kind, x_shape,
     outputs = executable(*arrays, seed, threads=2)
     for name, got, ref in zip(("input", "weight", "bias"), outputs[1:], wanted):
         assert_close(got, ref, TOL["float32"], f"gradient of the {name}")
+
+
+# input shape, weight shape, attributes: one input channel per group (a network's first conv, a
+# depthwise conv), whose weight gradient applies each gradient vector to a group of taps per call
+ONE_CHANNEL = [
+    ((2, 1, 5, 6, 7), (16, 1, 3, 3, 3), dict(padding=1)),                       # a 3-D stem: all 27 taps in one call
+    ((1, 1, 4, 5, 9), (32, 1, 3, 3, 3), dict(padding=(1, 0, 2), dilation=(1, 1, 2))),   # two vectors: two calls
+    ((2, 1, 6, 7, 5), (16, 1, 1, 1, 1), dict(stride=(1, 2, 2))),
+    ((2, 4, 5, 6, 7), (8, 1, 3, 3, 3), dict(padding=1, groups=4)),              # depthwise, two per group
+    ((3, 1, 11, 13), (5, 1, 3, 5), dict(padding=(1, 2))),                       # 2-D, 5 channels of 16 lanes
+]
+
+
+@pytest.mark.parametrize("cpu", [None, "x86-64-v3"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("x_shape, w_shape, attrs", ONE_CHANNEL)
+def test_weight_gradient_of_one_input_channel_per_group(x_shape, w_shape, attrs, dtype, cpu):
+    """Every gradient of such a conv against the float64 oracle, on the host's vectors and on AVX2's
+    (16 registers: smaller groups of taps); the groups cover every tap once, in order."""
+    from lucid.codegen.kernels.conv import weight_grad
+    from lucid.codegen.target import Target, host
+
+    here = host()
+    if cpu is not None and "+avx2" not in here.features.split(","):
+        pytest.skip(f"the host cannot run {cpu} code")
+    target = here if cpu is None else Target(here.triple, cpu, "")
+    rng = np.random.default_rng(len(x_shape) + w_shape[0])
+    arrays = [rng.standard_normal(s).astype(dtype) for s in (x_shape, w_shape, (w_shape[0],))]
+    fn = CONV_F[len(x_shape) - 2]
+    graph = lucid.trace(lambda x, w, b: fn(x, w, b, **attrs), *map(_spec, arrays), name="one_channel")
+    grad = autodiff.run(graph, wrt=[v.name for v in graph.inputs])
+    seed = rng.standard_normal(grad.inputs[-1].shape).astype(dtype)
+    wanted = oracle.conv_nd_vjp(seed.astype(np.float64), *(a.astype(np.float64) for a in arrays), **attrs)
+    outputs = Executable(memory_planning.run(grad), target)(*arrays, seed, threads=2)
+    for name, got, ref in zip(("input", "weight", "bias"), outputs[1:], wanted):
+        assert_close(got, ref, TOL[dtype], f"gradient of the {name}")
+
+    offsets = tuple(range(0, 7 * math.prod(w_shape[2:]), 7))           # any taps' offsets
+    lowering = type("Lowering", (), {"target": target})()
+    block = type("Block", (), {"vectors": 2})()
+    groups = weight_grad._tap_groups(lowering, type("G", (), {"icg": 1})(), block, offsets)
+    assert [first + delta for first, deltas in groups for delta in range(len(deltas))] == list(range(len(offsets)))
+    assert all(offsets[first] + d == offsets[first + i] for first, deltas in groups for i, d in enumerate(deltas))
+    assert max(len(deltas) for _, deltas in groups) == min(len(offsets), (target.model.vector_registers - 3) // 2)

@@ -185,9 +185,11 @@ def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Block
     tiles = math.ceil(g.icg / rows_per_tile)
     rest = g.icg - (tiles - 1) * rows_per_tile
     sc = layouts.x.layout.strides()[3]
-    table = size_table(lowering, "gtaps", tap_offsets)
-    full_row = _row_function(lowering, element, block, rows_per_tile, g.stride[2] * sc)
-    last_row = _row_function(lowering, element, block, rest, g.stride[2] * sc)
+    tap_groups = _tap_groups(lowering, g, block, tap_offsets)
+    if not tap_groups:
+        table = size_table(lowering, "gtaps", tap_offsets)
+        full_row = _row_function(lowering, element, block, rows_per_tile, g.stride[2] * sc)
+        last_row = _row_function(lowering, element, block, rest, g.stride[2] * sc)
     tap_block = g.icg * block.width                         # dwp elements per (grp, ob, tap)
     block_size = len(tap_offsets) * tap_block               # per (grp, ob)
     group_size = blocks * block_size
@@ -202,7 +204,6 @@ def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Block
         b = k.b
         n_size, (depth, height, width), x_steps, (gn, gd, gh, gw), shifts, x_blocks, gy_blocks = sized(k, sizes)
         lines, line_blocks = concrete_lines or _run_time_lines(b, height, width)
-        taps = table_array(k, table)
         part, grp, ob = unravel(b, item, (parts, g.groups, blocks))
         xp, gp, dwp_all = (k.scratch_pointer(o, element) for o in (x_offset, gy_offset, dw_offset))
         xp, gp = b.gep(xp, [as_i64(shifts[0])]), b.gep(gp, [as_i64(shifts[1])])
@@ -220,21 +221,40 @@ def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Block
             x_row = strided_offset(b, 0, (n, d, h), x_steps)
             g_row = strided_offset(b, 0, (n, d, h), (gn, gd, gh))
             g_at = b.gep(g_block, [g_row])
-            with counted_loop(b, tiles, name="tile") as tile:
-                x_block = b.add(b.mul(grp, as_i64(x_blocks[0])), b.mul(tile, as_i64(x_blocks[1])))
-                dw_tile = b.mul(tile, i64(rows_per_tile * block.width))
-                is_last = b.icmp_unsigned("==", tile, i64(tiles - 1))
-                with counted_loop(b, len(tap_offsets), name="t") as t:
-                    x_at = b.gep(xp, [b.add(b.add(x_block, x_row), b.load(b.gep(taps, [i64(0), t])))])
-                    acc = b.gep(dwp, [b.add(dw_tile, b.mul(t, i64(tap_block)))])
-                    arguments = [x_at, g_at, acc, as_i64(width), as_i64(gw), count, as_i64(x_steps[2]), as_i64(gh)]
-                    with b.if_else(is_last) as (last, full):
-                        with last:
-                            b.call(last_row, arguments)
-                        with full:
-                            b.call(full_row, arguments)
+            arguments = [g_at, None, as_i64(width), as_i64(gw), count, as_i64(x_steps[2]), as_i64(gh)]
+            if tap_groups:                   # one input channel: each call applies a group of taps
+                x_base = b.add(b.mul(grp, as_i64(x_blocks[0])), x_row)
+                for first, group_offsets in tap_groups:
+                    row = _row_function(lowering, element, block, 1, g.stride[2] * sc, group_offsets, tap_block)
+                    arguments[1] = b.gep(dwp, [i64(first * tap_block)])
+                    b.call(row, [b.gep(xp, [b.add(x_base, i64(tap_offsets[first]))])] + arguments)
+            else:
+                _call_rows_by_tap(k, (full_row, last_row), (table, len(tap_offsets)), tiles, (xp, dwp), (grp, x_row),
+                                  x_blocks, arguments, rows_per_tile * block.width, tap_block)
 
     lowering.kernel("wgrad_tiles", parts * g.groups * blocks, body)
+
+
+def _call_rows_by_tap(k, rows: tuple, taps: tuple, tiles: int, pointers: tuple, at: tuple, x_blocks: tuple,
+                      arguments: list, tile_step: int, tap_block: int) -> None:
+    """Each ic tile and tap of one block of lines: a call of the full row function (or of `rows[1]`,
+    the last tile's) with the tile's input at the tap's offset and its sums' place in dwp. `taps` is
+    (the taps' offsets as a `size_table`, their count)."""
+    b = k.b
+    (full_row, last_row), (table, tap_count), (xp, dwp), (grp, x_row) = rows, taps, pointers, at
+    taps = table_array(k, table)
+    with counted_loop(b, tiles, name="tile") as tile:
+        x_block = b.add(b.mul(grp, as_i64(x_blocks[0])), b.mul(tile, as_i64(x_blocks[1])))
+        dw_tile = b.mul(tile, i64(tile_step))
+        is_last = b.icmp_unsigned("==", tile, i64(tiles - 1))
+        with counted_loop(b, tap_count, name="t") as t:
+            x_at = b.gep(xp, [b.add(b.add(x_block, x_row), b.load(b.gep(taps, [i64(0), t])))])
+            arguments[1] = b.gep(dwp, [b.add(dw_tile, b.mul(t, i64(tap_block)))])
+            with b.if_else(is_last) as (last, full):
+                with last:
+                    b.call(last_row, [x_at] + arguments)
+                with full:
+                    b.call(full_row, [x_at] + arguments)
 
 
 def _share(b: ir.IRBuilder, count, parts: int, part) -> ir.Value:
@@ -250,21 +270,25 @@ def _product(b: ir.IRBuilder, factors: tuple):
     return functools.reduce(b.mul, (as_i64(f) for f in factors))
 
 
-def _row_function(lowering: Lowering, element, block: Blocking, rows: int, x_step: int) -> ir.Function:
-    """void row(x, gy, acc, positions, gy_step, lines, x_line, gy_line): for `rows` input channels ×
-    `block.vectors` vectors of output channels, acc[r*width + j*lanes + lane] += sum over l < lines,
-    p < positions of x[l*x_line + p*x_step + r] * gy[l*gy_line + p*gy_step + j*lanes + lane]
-    (x_step constant: immediate offsets). The call's sum starts from zero in registers and is added
+def _row_function(lowering: Lowering, element, block: Blocking, rows: int, x_step: int, taps: tuple = (0,),
+                  tap_step: int = 0) -> ir.Function:
+    """void row(x, gy, acc, positions, gy_step, lines, x_line, gy_line): for each of `taps` (offsets
+    into x, their sums `tap_step` apart in acc), `rows` input channels × `block.vectors` vectors of
+    output channels, acc[i*tap_step + r*width + j*lanes + lane] += sum over l < lines, p < positions
+    of x[l*x_line + p*x_step + taps[i] + r] * gy[l*gy_line + p*gy_step + j*lanes + lane] (x_step and
+    the taps constant: immediate offsets). The call's sum starts from zero in registers and is added
     to acc once: a blocked sum, whose rounding error grows with the positions of one call plus the
     calls, not with all the positions of a long running sum (3-7x PyTorch fp32's error, measured).
-    A shared function (`Lowering.shared_function`), like the conv's register tile."""
+    Several taps per call share each gradient load among them (`_tap_groups`). A shared function
+    (`Lowering.shared_function`), like the conv's register tile."""
     kind = float_suffix(element)
-    name = f"wgrad_row_{kind}_{block.lanes}x{block.vectors}x{rows}_step{x_step}"
+    name = f"wgrad_row_{kind}_{block.lanes}x{block.vectors}x{rows}_step{x_step}_taps{'_'.join(map(str, taps))}_{tap_step}"
     return lowering.shared_function(name, lambda module, symbol: _define_row(module, symbol, element, block, rows,
-                                                                             x_step))
+                                                                             x_step, taps, tap_step))
 
 
-def _define_row(module: ir.Module, symbol: str, element, block: Blocking, rows: int, x_step: int) -> ir.Function:
+def _define_row(module: ir.Module, symbol: str, element, block: Blocking, rows: int, x_step: int, taps: tuple,
+                tap_step: int) -> ir.Function:
     """The definition of `_row_function`'s row in `module`, named `symbol`."""
     kind = float_suffix(element)
     pointer, i64t = element.as_pointer(), ir.IntType(64)
@@ -275,7 +299,8 @@ def _define_row(module: ir.Module, symbol: str, element, block: Blocking, rows: 
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     vtype = ir.VectorType(element, block.lanes)
     fma = intrinsic(module, f"llvm.fma.v{block.lanes}{kind}", vtype, [vtype] * 3)
-    slots = [(r, j, b.add(i64(r * block.width), i64(j * block.lanes))) for r in range(rows) for j in range(block.vectors)]
+    slots = [(tap + r, j, i64(i * tap_step + r * block.width + j * block.lanes))
+             for i, tap in enumerate(taps) for r in range(rows) for j in range(block.vectors)]
     accumulators = b.alloca(vtype, len(slots))
     for index in range(len(slots)):
         b.store(ir.Constant(vtype, [0.0] * block.lanes), b.gep(accumulators, [i64(index)]))
@@ -283,8 +308,8 @@ def _define_row(module: ir.Module, symbol: str, element, block: Blocking, rows: 
         g_at = b.add(b.mul(line, gy_line), b.mul(p, gy_step))
         grads = [load_vector(b, gy, b.add(g_at, i64(j * block.lanes)), block.lanes) for j in range(block.vectors)]
         x_at = b.add(b.mul(line, x_line), b.mul(p, i64(x_step)))
-        for index, (r, j, _) in enumerate(slots):
-            broadcast = splat(b, b.load(b.gep(x, [b.add(x_at, i64(r))])), block.lanes)
+        for index, (offset, j, _) in enumerate(slots):
+            broadcast = splat(b, b.load(b.gep(x, [b.add(x_at, i64(offset))])), block.lanes)
             slot = b.gep(accumulators, [i64(index)])
             b.store(b.call(fma, [broadcast, grads[j], b.load(slot)]), slot)
     for index, (_, _, at) in enumerate(slots):
@@ -292,6 +317,18 @@ def _define_row(module: ir.Module, symbol: str, element, block: Blocking, rows: 
         store_vector(b, total, acc, at)
     b.ret_void()
     return fn
+
+
+def _tap_groups(lowering: Lowering, g: Geometry, block: Blocking, tap_offsets: tuple) -> list | None:
+    """For one input channel per group (a network's first conv reads one channel: a tile of one row
+    loads a gradient vector per FMA), the taps in groups of as many as the registers hold
+    accumulators for, as (first tap, offsets from its offset): each call of the row function then
+    applies a gradient vector to every tap of its group. None otherwise, or for symbolic offsets."""
+    if g.icg != 1 or symbolic.is_symbolic(tap_offsets):
+        return None
+    size = max(1, (lowering.target.model.vector_registers - block.vectors - 1) // block.vectors)
+    return [(first, tuple(t - tap_offsets[first] for t in tap_offsets[first:first + size]))
+            for first in range(0, len(tap_offsets), size)]
 
 
 def _emit_unpack_weight(lowering: Lowering, dw: Value, g: Geometry, block: Blocking, tap_count: int, offset: int,
