@@ -12,9 +12,9 @@ as their users build them (MONAI's installed sources on lucid, examples/real_mod
 left out when MONAI is not installed), run at the sizes of `SIZES`. PyTorch runs the same networks
 (examples/torch_networks.py and torch_models.py, MONAI's own classes), loaded from lucid's state dict.
 - **train**: one training step: gradients set to None, forward, cross entropy, backward, AdamW step.
-  lucid's forward and backward are compiled (`lucid.compile`), its loss and optimiser are eager.
-  `torch` is PyTorch eager; `compile` is torch.compile of the forward + cross entropy (Inductor
-  compiles the backward with it), then backward and AdamW's step as usual, on a copy of the network.
+  lucid compiles the forward + cross entropy (`lucid.compile`, the backward with it), as the
+  `compile` column has torch.compile do; the optimiser is eager on both. `torch` is PyTorch eager.
+  Then backward and AdamW's step as usual (torch.compile's on a copy of the network).
 - **infer**: the forward in eval mode without gradients: PyTorch eager (`torch`), also with the input
   and weights in channels-last memory (`torch CL`), torch.compile of the forward (`compile`), and the
   ONNX file `lucid.onnx.save` writes of the network, run by ONNX Runtime (`ort`) and OpenVINO (`ov`),
@@ -39,7 +39,7 @@ machine's one-thread peak (a generated FMA loop) and its GB/s against the one-th
 (a 256 MiB NumPy copy, read + write), and which roof of the roofline limits it: memory when its
 intensity is below peak / bandwidth, else compute, with the fraction of that roof it reaches. Then
 the step itself on one thread, split into the time inside the compiled executables and outside them
-(eager cross entropy, autograd, zero_grad and AdamW, whose step is also timed alone).
+(autograd, zero_grad and AdamW, whose step is also timed alone).
 Like conv.py, the script re-executes itself with glibc's mmap threshold raised.
 """
 from __future__ import annotations
@@ -164,6 +164,7 @@ class Network:
         self.images = rng.standard_normal(shape).astype(np.float32)
         self.labels = rng.integers(0, classes, shape[:1] + shape[2:] if per_voxel else shape[:1])
         self.compiled = lucid.compile(self.model)
+        self.compiled_loss = lucid.compile(lambda x, y: F.cross_entropy(self.model(x), y))
         self.twin = None
         if torch is not None:
             twin = network.torch_twin if isinstance(network, Monai) else torch_twins(torch)[name]
@@ -186,7 +187,7 @@ class Network:
 
         def step():
             optimizer.zero_grad()
-            F.cross_entropy(self.compiled(x), y).backward()
+            self.compiled_loss(x, y).backward()
             optimizer.step()
         return step
 
@@ -243,7 +244,8 @@ class Network:
 
     def variant(self, training: bool):
         """The compiled variant of the training step (forward and backward executables) or of inference."""
-        return [v for v in self.compiled.variants.values() if hasattr(v, "backward") == training][-1]
+        compiled = self.compiled_loss if training else self.compiled
+        return [v for v in compiled.variants.values() if hasattr(v, "backward") == training][-1]
 
     def executables(self, training: bool) -> list:
         variant = self.variant(training)
@@ -309,7 +311,7 @@ def time_row(network: Network, mode: str, threads: int, steps: dict, repeats: in
 def first_losses(network: Network, torch) -> tuple:
     """Each side's training loss on the batch before any step (the same network: they agree unless
     dropout draws masks, which differ between the two frameworks)."""
-    lucid_loss = F.cross_entropy(network.compiled(lucid.Tensor(network.images)), lucid.Tensor(network.labels))
+    lucid_loss = network.compiled_loss(lucid.Tensor(network.images), lucid.Tensor(network.labels))
     if torch is None:
         return lucid_loss.item(), None
     torch_loss = torch.nn.functional.cross_entropy(network.twin(torch.tensor(network.images)),
@@ -440,7 +442,7 @@ def print_breakdown(network: Network, modes: list, repeats: int, machine: Machin
             print(f"    {name:12} {1e3 * seconds:9.3f} {100 * seconds / kernels:5.1f}% {flops / 1e6:10.2f} "
                   f"{nbytes / 1e6:8.2f} {machine.roofline(seconds, flops, nbytes)}")
         step, inside = inside_and_outside(network, training, repeats)
-        outside = "eager cross entropy, autograd, zero_grad and AdamW" if training else "the call's Python"
+        outside = "autograd, zero_grad and AdamW" if training else "the call's Python"
         print(f"    the {'step' if training else 'call'} on one thread: {1e3 * step:.1f} ms = {1e3 * inside:.1f} ms "
               f"in the compiled executables + {1e3 * (step - inside):.1f} ms outside them ({outside})"
               + (f"; AdamW's step alone {1e3 * optimizer_seconds(network, repeats):.1f} ms" if training else ""))
