@@ -282,7 +282,8 @@ def _row_function(lowering: Lowering, element, block: Blocking, rows: int, x_ste
     Several taps per call share each gradient load among them (`_tap_groups`). A shared function
     (`Lowering.shared_function`), like the conv's register tile."""
     kind = float_suffix(element)
-    name = f"wgrad_row_{kind}_{block.lanes}x{block.vectors}x{rows}_step{x_step}_taps{'_'.join(map(str, taps))}_{tap_step}"
+    name = (f"wgrad_row_{kind}_{block.lanes}x{block.vectors}x{rows}_step{x_step}"
+            f"_taps{'_'.join(map(str, taps))}_{tap_step}")
     return lowering.shared_function(name, lambda module, symbol: _define_row(module, symbol, element, block, rows,
                                                                              x_step, taps, tap_step))
 
