@@ -1,6 +1,7 @@
-"""Transposed convs with few output channels compiled for symbolic sizes take the over-points path
-(over_points.py: tiles of the most vectors, the last tile's vectors counted per call), as their
-static compiles do: the input gradient of a stem conv (3 input channels) is the case.
+"""Transposed convs and stride-1 convs with few output channels compiled for symbolic sizes take the
+over-points path (over_points.py: tiles of the most vectors, the last tile's vectors counted per
+call), as their static compiles do: the input gradient of a stem conv (3 input channels), a
+segmentation head into 2 classes.
 
 Oracles: eager lucid (NumPy kernels) at every size, and the direct-loop NumPy oracle of
 tests/oracle.py (float64, shares nothing with lucid) at one odd size. Tolerances as
@@ -68,3 +69,11 @@ def test_rows_of_every_length_from_1_to_40(stride):
     compiled = compiled_for_every_row_length(net, 16, range(1, 41), against_the_oracle)
     labels = symbolic_variant_kernels(compiled)
     assert "convT_direct_points" in labels and "convT_direct" not in labels, labels
+
+
+def test_a_head_into_two_classes_compiled_once_equals_eager():
+    """A 3 x 3 x 3 conv 6 -> 2 channels of stride 1, its forward and gradients at every size."""
+    lucid.manual_seed(3)
+    head = nn.Conv3d(6, 2, 3, padding=1)
+    compiled = assert_gradients_equal_eager(head, [(1, (4, 5, 16)), (2, (5, 7, 23)), (1, (6, 9, 40))])
+    assert "conv_direct_points" in symbolic_variant_kernels(compiled)

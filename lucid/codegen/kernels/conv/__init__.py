@@ -2,8 +2,9 @@
 
 Every convolution is handled as 3-D (missing leading spatial axes have size 1). A conv or
 conv_transpose node becomes a `ConvProblem` (problem.py) and goes to the first algorithm of
-`algorithms.ALGORITHMS` that takes it: Winograd (winograd.py), a transposed conv with few output
-channels vectorised over output points (over_points.py), else the direct algorithm (direct.py). They
+`algorithms.ALGORITHMS` that takes it: Winograd (winograd.py), a transposed conv or a stride-1 conv
+with few output channels vectorised over output points (over_points.py), a conv of one tap across
+(h, w) over its planes' points (planes.py), else the direct algorithm (direct.py). They
 share the packing of the input and the weight (packing.py), the register tile (tile.py), the
 unpacking of the scratch result to NCDHW with the bias and a fused epilogue (unpack.py), the weights
 prepared once per weight version (prepared.py) and a few IR building blocks (primitives.py). The weight gradient has its own kernels (weight_grad.py).

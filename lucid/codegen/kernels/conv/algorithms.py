@@ -11,8 +11,8 @@ and dilation stay numbers) take the same rule, each algorithm deciding from what
   tiles taken in chunks of a fixed most, tile counts computed per call (winograd.py);
 - the direct kernels read their extents, loop bounds and tap offsets from the call's sizes and tile
   each row as a static compile would, choosing the tiles per row (tile.py);
-- the over-points path (transposed convs with few output channels: the input gradient of a stem
-  conv) decides from the channel count; its rows take tiles of the most vectors the registers hold
+- the over-points path (transposed convs and stride-1 convs with few output channels: the input
+  gradient of a stem conv, a segmentation head) decides from the channel count; its rows take tiles of the most vectors the registers hold
   and one last tile of the vectors left, counted per call (over_points.py);
 - the planes path takes concrete sizes only (the direct kernels take a symbolic one)."""
 from __future__ import annotations
@@ -22,16 +22,16 @@ import math
 from ....ir.graph import Node
 from ...lowering import Lowering, lowers
 from .direct import lower_direct
-from .over_points import lower_transposed_over_points
+from .over_points import lower_over_points
 from .planes import lower_conv_over_planes
 from .problem import ConvProblem, Epilogue, WeightLayout, geometry_of, kernel_taps, linear_taps
 from .winograd import lower_winograd
 
 #: In the order they are tried: Winograd (convs and transposed convs with 16+ channels and 3- or
-#: 2-tap classes, see winograd.py), transposed convs with few output channels vectorised over output
-#: points (over_points.py), convs of one tap across (h, w) vectorised over their planes' points
+#: 2-tap classes, see winograd.py), transposed convs and stride-1 convs with few output channels
+#: vectorised over output points (over_points.py), convs of one tap across (h, w) vectorised over their planes' points
 #: (planes.py), then the direct algorithm (direct.py).
-ALGORITHMS = (lower_winograd, lower_transposed_over_points, lower_conv_over_planes, lower_direct)
+ALGORITHMS = (lower_winograd, lower_over_points, lower_conv_over_planes, lower_direct)
 
 
 @lowers("conv", run_time_extents=True)

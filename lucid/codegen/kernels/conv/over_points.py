@@ -1,10 +1,12 @@
-"""Transposed convs with few output channels, vectorised over output points.
+"""Convs and transposed convs with few output channels, vectorised over output points.
 
 With fewer output channels than half a vector (the input gradient of a stem conv with 3 input
-channels is the case), vectors of output channels would be mostly padding. Instead each stride
-phase is a stride-1 direct conv over a planar padded input, whose register tile (the same
+channels; a segmentation network's last 3 x 3 x 3 convs into 2 classes), vectors of output channels
+would be mostly padding. Instead each stride phase of a transposed conv, or a conv of stride 1 as
+one phase, is a stride-1 direct conv over a planar padded input, whose register tile (the same
 `tile_function`) broadcasts a weight and multiplies a vector of consecutive output points; the
-phases write a phase-major scratch that the unpacking interleaves into the output.
+phases write a phase-major scratch that the unpacking interleaves into the output. A conv of one
+tap across (h, w) is left to planes.py, one of another stride to the direct kernels.
 
 Rows of a symbolic length (a graph compiled for every size) take tiles of the most vectors the
 registers hold and, per call, one last tile of the vectors left (`emit_tiles_of_row`); every
@@ -23,7 +25,7 @@ from .direct import Phase, transpose_input_layout, transpose_phases
 from .nonfinite import exact_sum
 from .packing import Padded, emit_pack_input, emit_pack_weight
 from .primitives import constant_table, emit_zero, size_table, sized, strided_offset, table_array
-from .problem import Blocking, ConvProblem, Geometry, at_least_all, to_3d
+from .problem import Blocking, ConvProblem, Geometry, at_least_all, kernel_taps, to_3d
 from .tile import call_by_size, term_blocks, tile_function
 from .unpack import PhaseMajorScratch, Unpack, emit_unpack
 
@@ -48,17 +50,30 @@ def choose_point_blocking(ocg: int, points: int, lowering: Lowering, dtype) -> B
     return Blocking(lanes, math.ceil(needed / tiles), ocg)
 
 
-def lower_transposed_over_points(lowering: Lowering, problem: ConvProblem) -> bool:
-    """Lower a transposed conv vectorised over output points if `choose_point_blocking` suits it;
-    False, emitting nothing, for a conv or when it does not."""
-    if not problem.transposed:
+def lower_over_points(lowering: Lowering, problem: ConvProblem) -> bool:
+    """Lower a transposed conv, or a conv of stride 1 and more than one tap across (h, w),
+    vectorised over output points if `choose_point_blocking` suits it; False, emitting nothing,
+    when it does not."""
+    out_sp = to_3d(problem.y.shape[2:], 1)
+    if problem.transposed:
+        phases = transpose_phases(problem.g, out_sp)
+    elif problem.g.stride == (1, 1, 1) and problem.g.kernel[1:] != (1, 1):
+        phases = [_conv_phase(problem.g, out_sp)]
+    else:
         return False
-    phases = transpose_phases(problem.g, to_3d(problem.y.shape[2:], 1))
     block = choose_point_blocking(problem.g.ocg, at_least_all(p.counts[2] for p in phases), lowering, problem.x.dtype)
     if block is None:
         return False
     _lower_over_points(lowering, problem, phases, block)
     return True
+
+
+def _conv_phase(g: Geometry, out_sp: tuple) -> Phase:
+    """A conv of stride 1 as the one phase the lowering below takes: output q reads input q + c for
+    each kernel offset, c = offset x dilation - padding along each axis."""
+    taps = kernel_taps(g.kernel)
+    shifts = tuple(tuple(t * d - lo for t, d, lo in zip(tap, g.dilation, g.pad_lo)) for tap in taps)
+    return Phase((0, 0, 0), tuple(out_sp), tuple(taps), shifts)
 
 
 def _lower_over_points(lowering: Lowering, problem: ConvProblem, phases: list, block: Blocking) -> None:
@@ -77,20 +92,21 @@ def _lower_over_points(lowering: Lowering, problem: ConvProblem, phases: list, b
     x_offset = lowering.scratch(layout.size(g.n) * itemsize)
     w_offset = lowering.scratch(max(g.groups * len(all_taps) * g.icg * g.ocg, 1) * itemsize)
     y_offset = lowering.scratch(yq[0] * math.prod(g.stride) * itemsize)
-    emit_pack_input(lowering, x, layout, x_offset, "convT_pack_planar")
+    kind = "convT" if problem.transposed else "conv"                     # the kernels' labels
+    emit_pack_input(lowering, x, layout, x_offset, f"{kind}_pack_planar")
     if any(not p.taps for p in phases):
-        emit_zero(lowering, y_offset, yq[0] * math.prod(g.stride), x.dtype, "convT_zero")
+        emit_zero(lowering, y_offset, yq[0] * math.prod(g.stride), x.dtype, f"{kind}_zero")
     weight_blocks = Blocking(lanes=g.ocg, vectors=1, points=1)          # wp[g][0][t][ic][oc]
-    flags = emit_pack_weight(lowering, w, g, weight_blocks, problem.weights_of(all_taps), w_offset, "convT_pack_weight",
-                             note_finite=True)
+    flags = emit_pack_weight(lowering, w, g, weight_blocks, problem.weights_of(all_taps), w_offset, f"{kind}_pack_weight",
+                             note_finite=problem.transposed)
     starts = itertools.accumulate((len(p.taps) for p in phases), initial=0)
     active = [(phase, start) for phase, start in zip(phases, starts) if phase.taps]
     for position, (phase, start) in enumerate(active):
         _emit_direct_over_points(lowering, x.dtype, g, block, phase, layout, (start, len(all_taps)), yq,
-                                 (x_offset, w_offset, y_offset), waits=position == 0)
+                                 (x_offset, w_offset, y_offset), waits=position == 0, name=f"{kind}_direct_points")
     unpack = Unpack(y, problem.bias, y_offset, PhaseMajorScratch(g.stride, yq), problem.epilogue,
                     exact_sum(problem, flags))
-    emit_unpack(lowering, unpack, "convT_unpack")
+    emit_unpack(lowering, unpack, f"{kind}_unpack")
 
 
 def _padded_row(points, block: Blocking):
@@ -114,7 +130,7 @@ def _phase_major_strides(nc: tuple, counts: tuple, phases: int) -> tuple:
 
 
 def _emit_direct_over_points(lowering: Lowering, dtype, g: Geometry, block: Blocking, phase: Phase, layout: Padded,
-                             taps: tuple, yq: tuple, offsets: tuple, waits: bool) -> None:
+                             taps: tuple, yq: tuple, offsets: tuple, waits: bool, name: str) -> None:
     """One phase: work items (n, qd, qh, group), each a row of whole tiles of block.width points."""
     element = element_type(dtype)
     x_offset, w_offset, y_offset = offsets
@@ -151,7 +167,7 @@ def _emit_direct_over_points(lowering: Lowering, dtype, g: Geometry, block: Bloc
         else:
             emit_tiles_of_row(b, block, points, call, tile, fewer)
 
-    lowering.kernel("convT_direct_points", math.prod(sizes[0]) * g.groups, body, waits)
+    lowering.kernel(name, math.prod(sizes[0]) * g.groups, body, waits)
 
 
 def emit_tiles_of_row(b: ir.IRBuilder, block: Blocking, points, call, tile: ir.Function, fewer: dict) -> None:
