@@ -574,10 +574,12 @@ ONE_CHANNEL = [
 @pytest.mark.parametrize("cpu", [None, "x86-64-v3"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("x_shape, w_shape, attrs", ONE_CHANNEL)
-def test_weight_gradient_of_one_input_channel_per_group(x_shape, w_shape, attrs, dtype, cpu):
+def test_weight_gradient_of_one_input_channel_per_group(x_shape, w_shape, attrs, dtype, cpu, monkeypatch):
     """Every gradient of such a conv against the float64 oracle, on the host's vectors and on AVX2's
-    (16 registers: smaller groups of taps); the groups cover every tap once, in order."""
+    (16 registers: smaller groups of taps), lowered through row calls of several taps; the groups
+    cover every tap once, in order."""
     from lucid.codegen.kernels.conv import weight_grad
+    from lucid.codegen.lowering import LOWERED, Lowering
     from lucid.codegen.target import Target, host
 
     here = host()
@@ -591,9 +593,21 @@ def test_weight_gradient_of_one_input_channel_per_group(x_shape, w_shape, attrs,
     grad = autodiff.run(graph, wrt=[v.name for v in graph.inputs])
     seed = rng.standard_normal(grad.inputs[-1].shape).astype(dtype)
     wanted = oracle.conv_nd_vjp(seed.astype(np.float64), *(a.astype(np.float64) for a in arrays), **attrs)
-    outputs = Executable(memory_planning.run(grad), target)(*arrays, seed, threads=2)
+    planned = memory_planning.run(grad)
+    outputs = Executable(planned, target)(*arrays, seed, threads=2)
     for name, got, ref in zip(("input", "weight", "bias"), outputs[1:], wanted):
         assert_close(got, ref, TOL[dtype], f"gradient of the {name}")
+
+    taps_per_call = []                  # the lowering (not a cached one) calls rows of several taps
+    row_function = weight_grad._row_function
+    monkeypatch.setattr(weight_grad, "_row_function",
+                        lambda *a, **kw: taps_per_call.append(len(a[5]) if len(a) > 5 else 1) or row_function(*a, **kw))
+    LOWERED.clear()
+    Lowering(planned, planned.memory_plan, target).lower()
+    # each call applies a group of taps (one tap: nothing to group), as many as the registers hold
+    # accumulators for beside a gradient vector and a broadcast
+    assert taps_per_call and (math.prod(w_shape[2:]) == 1 or max(taps_per_call) > 1), taps_per_call
+    assert max(taps_per_call) <= target.model.vector_registers - 2, taps_per_call
 
     offsets = tuple(range(0, 7 * math.prod(w_shape[2:]), 7))           # any taps' offsets
     lowering = type("Lowering", (), {"target": target})()
@@ -602,3 +616,4 @@ def test_weight_gradient_of_one_input_channel_per_group(x_shape, w_shape, attrs,
     assert [first + delta for first, deltas in groups for delta in range(len(deltas))] == list(range(len(offsets)))
     assert all(offsets[first] + d == offsets[first + i] for first, deltas in groups for i, d in enumerate(deltas))
     assert max(len(deltas) for _, deltas in groups) == min(len(offsets), (target.model.vector_registers - 3) // 2)
+

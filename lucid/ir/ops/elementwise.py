@@ -8,7 +8,7 @@ import numpy as np
 from .. import symbolic
 from ..types import TensorType, as_dtype, bool_, float32, promote
 from .attributes import AnyOf, Bool, OneOf, Optional, Real
-from .registry import OpDef, OpKind, constant_like, emit, register
+from .registry import OpDef, OpKind, emit, register
 
 _erf_object = np.frompyfunc(math.erf, 1, 1)
 
@@ -183,9 +183,10 @@ class LeakyRelu(Unary):
         gradient keeps anyway: the input need not be saved, and the partition recomputes the mask."""
         slope = attrs["negative_slope"]
         positive = gt(y, 0.0) if slope >= 0 else gt(inputs[0], 0.0)
-        # g times exactly 1 or the slope, g and the mask each read once: fusion merges trees, so the
-        # product joins the kernel making g (an input-gradient conv's epilogue)
-        return (mul(g, where(positive, constant_like(g, 1.0), slope)),)
+        # g times exactly 1 or the slope (the 1 of g's dtype: a Python 1.0 beside a bool alone would
+        # be float32), g and the mask each read once: fusion merges trees, so the product joins the
+        # kernel making g (an input-gradient conv's epilogue)
+        return (mul(g, where(positive, g.new_full((), 1.0), slope)),)
 
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)

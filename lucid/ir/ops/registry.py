@@ -179,13 +179,6 @@ def _recording_kind():
     return stack[-1] if stack else None
 
 
-def constant_like(like, value):
-    """`value` as a 0-d constant of `like`'s dtype and value kind (a Python number takes its dtype
-    from the tensors beside it, PyTorch's scalar typing, which a bool condition alone does not give)."""
-    kind = _recording_kind() or type(like)
-    return kind._lucid_constant(np.asarray(value, like.dtype.numpy))
-
-
 def emit(name: str, *inputs, **attrs):
     """Apply operator `name` to `inputs` (values or Python scalars) with attributes `attrs`.
 

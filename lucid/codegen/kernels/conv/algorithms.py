@@ -12,8 +12,9 @@ and dilation stay numbers) take the same rule, each algorithm deciding from what
 - the direct kernels read their extents, loop bounds and tap offsets from the call's sizes and tile
   each row as a static compile would, choosing the tiles per row (tile.py);
 - the over-points path (transposed convs and stride-1 convs with few output channels: the input
-  gradient of a stem conv, a segmentation head) decides from the channel count; its rows take tiles of the most vectors the registers hold
-  and one last tile of the vectors left, counted per call (over_points.py);
+  gradient of a stem conv, a segmentation head) decides from the channel count; its rows take tiles
+  of the most vectors the registers hold and one last tile of the vectors left, counted per call
+  (over_points.py);
 - the planes path takes concrete sizes only (the direct kernels take a symbolic one)."""
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ from .winograd import lower_winograd
 
 #: In the order they are tried: Winograd (convs and transposed convs with 16+ channels and 3- or
 #: 2-tap classes, see winograd.py), transposed convs and stride-1 convs with few output channels
-#: vectorised over output points (over_points.py), convs of one tap across (h, w) vectorised over their planes' points
-#: (planes.py), then the direct algorithm (direct.py).
+#: vectorised over output points (over_points.py), convs of one tap across (h, w) vectorised over
+#: their planes' points (planes.py), then the direct algorithm (direct.py).
 ALGORITHMS = (lower_winograd, lower_over_points, lower_conv_over_planes, lower_direct)
 
 
