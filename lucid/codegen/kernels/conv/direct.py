@@ -39,18 +39,32 @@ from .unpack import Unpack, channels_last_size, channels_last_source, channels_l
 #: leave too few work items to share between threads).
 ROWS_TO_UNPACK_IN_PLACE = 16
 
+#: Packed weights of one group up to this many bytes stay in a core's L2 cache from one row of a
+#: direct kernel to the next (1-2 MiB on the AVX-512 Xeons and Zen 4 and 5; older cores' 256-512 KiB
+#: read weights of this size from L3, rows outer as in either order); larger ones are read once per
+#: channel block instead (`weights_outer`).
+WEIGHTS_IN_CACHE = 1 << 20
+
 
 def emit_direct(lowering: Lowering, dtype, g: Geometry, block: Blocking, spec: Direct,
-                offsets: tuple, name: str, unpack: Unpack | None = None, waits: bool = True) -> None:
-    """The direct convolution of `spec`. Work items are rows × (group, oc block); with `unpack`
-    (when the rows are the output's rows, as in a conv) an item is a whole row, all its channel
-    blocks, which it then unpacks while the row is still in L1."""
+                offsets: tuple, name: str, unpack: Unpack | None = None, waits: bool = True,
+                blocks_outer: bool = False) -> None:
+    """The direct convolution of `spec`. Work items are rows × (group, oc block), the rows outer, or
+    with `blocks_outer` (group, oc block) × rows, so that the items one after the other read one
+    block's weights (`weights_outer`); with `unpack` (when the rows are the output's rows, as in a
+    conv) an item is a whole row, all its channel blocks, which it then unpacks while the row is
+    still in L1."""
+    assert not (unpack and blocks_outer)
     tiles = row_tiles(lowering, element_type(dtype), g, block, spec)
     blocks = oc_blocks(g, block)
     depth = to_3d(unpack.y.shape[2:], 1)[0] if unpack else None
 
     def body(k, item):
         rows = sized(k, spec.rows)
+        if blocks_outer:
+            grp, ob, *row = unravel(k.b, item, (g.groups, blocks) + rows)
+            emit_row_block(k, tiles, offsets, *row, grp, ob)
+            return
         if unpack is None:
             emit_row_block(k, tiles, offsets, *unravel(k.b, item, rows + (g.groups, blocks)))
             return
@@ -117,10 +131,13 @@ def _lower_direct_conv(lowering: Lowering, problem: ConvProblem) -> None:
     emit_pack_weight(lowering, problem.w, g, block, problem.weights, w_offset, "conv_pack_weight", check=check,
                      waits=bool(classes))                          # no input packing after the check
     unpack = Unpack(y, problem.bias, y_offset, channels_last_source(y, g, block), problem.epilogue)
-    in_place = _enough_rows(g.n * out_sp[0] * out_sp[1])
+    rows = g.n * out_sp[0] * out_sp[1]
+    outer = weights_outer(g, block, math.prod(g.kernel), rows,
+                          (math.prod(x.shape) if classes else layout.size(g.n)) * itemsize, itemsize)
+    in_place = _enough_rows(rows) and not outer
     for position, spec in enumerate(specs):              # the classes of depths write disjoint rows
         emit_direct(lowering, x.dtype, g, block, spec, (source, w_offset, y_offset), "conv_direct",
-                    unpack if in_place else None, waits=position == 0)
+                    unpack if in_place else None, waits=position == 0, blocks_outer=outer)
     if not in_place:
         emit_unpack(lowering, unpack, "conv_unpack")
 
@@ -206,6 +223,19 @@ def _lower_phases(lowering: Lowering, problem: ConvProblem) -> None:
                     unpack if in_place else None, waits=position == 0)
     if not in_place:
         emit_unpack(lowering, unpack, "convT_unpack")
+
+
+def weights_outer(g: Geometry, block: Blocking, taps: int, rows, input_bytes, itemsize: int) -> bool:
+    """Whether a direct kernel's items take the channel blocks outermost: when one group's packed
+    weights outgrow WEIGHTS_IN_CACHE, rows outer read them all from memory again for every row (the
+    256-channel 3 x 3 x 3 convs at the bottom of a 3-D UNet: 7 MB per row), while blocks outer read
+    each block's weights once and the (padded) input again per block, which costs less when the
+    input stays in cache too or is smaller than the weights times the rows over the blocks."""
+    blocks = oc_blocks(g, block)
+    weight_bytes = blocks * taps * g.icg * block.width * itemsize
+    if symbolic.is_symbolic((rows, input_bytes)) or weight_bytes <= WEIGHTS_IN_CACHE:
+        return False
+    return input_bytes <= WEIGHTS_IN_CACHE or blocks * input_bytes < rows * weight_bytes
 
 
 def _enough_rows(rows) -> bool:
