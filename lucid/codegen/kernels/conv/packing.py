@@ -48,34 +48,37 @@ class Padded:
 def emit_pack_input(lowering: Lowering, x: Value, layout: Padded, offset: int, name: str) -> None:
     """xp[n][d][h][w][c] (or xp[n][c][d][h][w]) = x[n][c][d - od][h - oh][w - ow] inside the input,
     else 0; a work item is one padded row (n, d, h). The channels-last copy is the one-block case of
-    `emit_pack_channel_blocks`."""
+    `emit_pack_channel_blocks`; the planar one copies each channel's row a vector of positions at a
+    time (masked loads read zeros in the padding, masked stores end at the padded row's end)."""
     if not layout.planar:
         assert layout.channels == x.shape[1], (layout, x.shape)
         emit_pack_channel_blocks(lowering, x, layout, 1, offset, name)
         return
     element = element_type(x.dtype)
+    lanes = lowering.target.lanes(x.dtype)
     channels = x.shape[1]
     od, oh, ow = layout.origin
     depth, height, width = to_3d(x.shape[2:], 1)
     sizes = (x.shape[0], (depth, height, width), layout.extent, layout.strides(), channels * depth,
-             depth * height * width, layout.channel_stride)
+             depth * height * width, layout.channel_stride, symbolic.ceil_div(layout.extent[2], lanes))
 
     def body(k, item):
         b = k.b
-        n, (depth, height, width), (dp, hp, wp), (sn, sd, sh, sw), batch_planes, plane, channel_stride = sized(k, sizes)
+        n, (depth, height, width), (dp, hp, wp), (sn, sd, sh, _), batch_planes, plane, channel_stride, w_tiles = \
+            sized(k, sizes)
         bn, d, h = unravel(b, item, (n, dp, hp))
         xp, src = k.scratch_pointer(offset, element), k.pointer(x)
         row = strided_offset(b, 0, (bn, d, h), (sn, sd, sh))
         xd, xh = b.sub(d, i64(od)), b.sub(h, i64(oh))
-        row_inside = b.and_(_in_range(b, xd, depth), _in_range(b, xh, height))
+        row_inside = splat(b, b.and_(_in_range(b, xd, depth), _in_range(b, xh, height)), lanes)
         first = b.mul(b.add(b.mul(b.add(b.mul(bn, as_i64(batch_planes)), xd), as_i64(height)), xh), as_i64(width))
-        with counted_loop(b, channels, name="c") as c, counted_loop(b, wp, name="w") as w:
-            xw = b.sub(w, i64(ow))
-            inside = b.and_(row_inside, _in_range(b, xw, width))
-            source = b.select(inside, b.add(first, xw), i64(0))
-            value = b.load(b.gep(src, [b.add(source, b.mul(c, as_i64(plane)))]))
-            target = b.add(row, b.add(b.mul(w, as_i64(sw)), b.mul(c, as_i64(channel_stride))))
-            b.store(b.select(inside, value, ir.Constant(element, 0.0)), b.gep(xp, [target]))
+        with counted_loop(b, channels, name="c") as c, counted_loop(b, w_tiles, name="wt") as wt:
+            w0 = b.mul(wt, i64(lanes))
+            xw = b.sub(w0, i64(ow))
+            inside = b.and_(row_inside, positions_inside(b, xw, lanes, width))
+            value = masked_load_vector(b, k.module, src, b.add(b.add(first, xw), b.mul(c, as_i64(plane))), inside)
+            masked_store_vector(b, k.module, value, xp, b.add(row, b.add(w0, b.mul(c, as_i64(channel_stride)))),
+                                positions_inside(b, w0, lanes, wp))
 
     lowering.kernel(name, x.shape[0] * layout.extent[0] * layout.extent[1], body, moves_data=True)
 
