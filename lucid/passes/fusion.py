@@ -10,6 +10,11 @@ Guarantees of the returned graph:
   residual, a ReLU's gradient `where(y <= 0, 0, g)` of the input gradient g...; never two anchors)
   is one `fused` node whose body starts with the anchor: codegen applies the tree in the
   convolution's epilogue;
+- such a tree (no anchor, no sum) whose value is an anchor's first operand (the convolution's
+  input) and has no other reader, and is not an output or state update, goes in front of that
+  anchor in its `fused` node when the anchor's definition takes it (`takes_prologue`): codegen
+  computes the input as it packs it (a norm's normalize and activation feeding a 3 x 3 x 3 conv
+  are never stored);
 - such a tree without an anchor, whose value has one reader, a `sum` over axes that include the
   innermost one of size above 1, ends with that sum when each operand the tree reads from outside
   has the tree's shape, or is a one-element constant, or has size 1 along every summed axis and the
@@ -34,7 +39,7 @@ NAME = "fusion"
 
 def run(graph: Graph) -> Graph:
     result = graph.copy()
-    groups = [group for group in _groups(result) if len(group) > 1]
+    groups = [group for group in _with_prologues(result, _groups(result)) if len(group) > 1]
     fused = {group[-1]: _fused_node(result, group) for group in groups}
     absorbed = {node for group in groups for node in group}
     placed = _placements(result.nodes, groups, fused)
@@ -91,6 +96,26 @@ def _groups(graph: Graph) -> list:
             group_of[node] = [node]
             groups.append(group_of[node])
     return groups
+
+
+def _with_prologues(graph: Graph, groups: list) -> list:
+    """`groups` with each anchor group taking in front the elementwise group that computes its
+    anchor's input, when nothing else reads that value (see the module docstring)."""
+    users = graph.users()
+    protected = set(graph.outputs) | set(graph.state_updates.values())
+    ending = {group[-1].output: group for group in groups
+              if group and not _anchor(group[0]) and group[-1].op not in _SUMS}
+    for group in groups:
+        if not group or not _anchor(group[0]):
+            continue
+        anchor = group[0]
+        x = anchor.inputs[0]
+        prologue = ending.get(x)
+        if prologue and len(users.get(x, [])) == 1 and x not in protected and \
+                anchor.opdef.takes_prologue(anchor.attrs, tuple(v.type for v in anchor.inputs)):
+            group[:0] = prologue
+            prologue.clear()
+    return [group for group in groups if group]
 
 
 def _merged(groups: list, group_of: dict, position: dict) -> list | None:
@@ -156,7 +181,8 @@ def _fused_node(graph: Graph, group: list) -> Node:
                 outer.append(v)
         mapping[node.output] = body.add_node(node.op, [mapping[v] for v in node.inputs], node.attrs, node.scope)
     body.set_outputs([mapping[group[-1].output]], as_tuple=False)
-    return graph.new_node("fused", outer, {"body": body}, group[0].scope)
+    anchor = next((node for node in group if _anchor(node)), group[0])          # a conv's errors name the conv
+    return graph.new_node("fused", outer, {"body": body}, anchor.scope)
 
 
 def _elementwise(node: Node) -> bool:

@@ -100,10 +100,11 @@ def check_fusion(g):
         body = node.attrs["body"]
         ops_ = computing(body)
         assert len(ops_) > 1, "a group of one node was fused"
-        assert is_elementwise(ops_[0]) or ops.get(ops_[0]).fusion_anchor
+        anchors = [k for k, op in enumerate(ops_) if ops.get(op).fusion_anchor]
+        assert len(anchors) <= 1, "two anchors in one group"
         summed = ops_[-1] == "sum"               # an elementwise chain may end with a sum
-        assert all(is_elementwise(op) for op in ops_[1:len(ops_) - summed])
-        assert not summed or is_elementwise(ops_[0])
+        assert all(is_elementwise(op) for k, op in enumerate(ops_[:len(ops_) - summed]) if k not in anchors)
+        assert not (summed and anchors)
         assert [v.type for v in body.inputs] == [v.type for v in node.inputs]
         assert [v.name for v in body.inputs] == [f"in{k}" for k in range(len(body.inputs))]
         assert all(c.output.type.size == 1 for c in body.nodes if c.is_constant)
@@ -115,6 +116,9 @@ def check_fusion(g):
         for k, member in enumerate(members[:-1]):
             (reader,) = body_users.get(member.output)
             assert reader in members[k + 1:]
+            if reader.opdef.fusion_anchor:      # a prologue computes the anchor's input
+                assert reader.inputs[0] is member.output
+                continue
             assert member.output.shape == (reader.inputs[0].shape if reader.op == "sum" else reader.output.shape)
     return f
 

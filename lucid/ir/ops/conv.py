@@ -51,6 +51,13 @@ class ConvBase(OpDef):
     attributes = {"stride": IntTuple(min=1), "padding": TupleOf(IntTuple(min=0, length=2)),
                   "dilation": IntTuple(min=1), "groups": Int(min=1)}
 
+    def takes_prologue(self, attrs, input_types):
+        """Yes when the kernel has more than one tap across its last two axes: codegen then packs the
+        input into a padded copy, computing the tree as it does; a kernel of one tap there (1 x 1 x 1,
+        a (2+1)-D net's 3 x 1 x 1) is read where the input is, which a tree would take away."""
+        kernel = (1, 1) + tuple(input_types[1].shape[2:])
+        return kernel[-1] * kernel[-2] > 1
+
     # Messages of this family start with the rank-specific name (e.g. "conv3d"), so no op prefix.
     def error(self, message):
         return ShapeError(message)

@@ -9,8 +9,8 @@ An operator definition (an `OpDef` subclass registered with `@register`) holds:
 - `attributes`: every attribute its nodes carry, name -> schema (the vocabulary of `attributes.py`:
   `Int(min=1)`, `IntTuple(min=0)`, `Bool()`...), checked on every graph node before the shape rule;
 - its traits, which passes read instead of keeping lists of operator names: `kind` (an `OpKind`),
-  `fusion_anchor`, `aliases_input`, `differentiable`, `graph_attributes` (derived from `attributes`)
-  and `flops(attrs, input_types, output_type)`.
+  `fusion_anchor`, `aliases_input`, `differentiable`, `graph_attributes` (derived from `attributes`),
+  `flops(attrs, input_types, output_type)` and `takes_prologue(attrs, input_types)`.
 
 Values are polymorphic: eager `lucid.Tensor`s and (later) graph values both implement
 `_lucid_apply(opdef, inputs, attrs)` and `_lucid_constant(array)`. `emit` hands an operator call to
@@ -91,6 +91,11 @@ class OpDef:
         """Floating-point operations of one application (an estimate from the types): one per output
         element unless the operator says otherwise."""
         return output_type.size
+
+    def takes_prologue(self, attrs: dict, input_types: tuple) -> bool:
+        """Whether the fusion pass may put the elementwise tree computing the first input in front
+        of this anchor, for codegen to compute as it copies that input (no operator but an anchor)."""
+        return False
 
     def infer(self, attrs: dict, *types: TensorType) -> TensorType:
         raise NotImplementedError

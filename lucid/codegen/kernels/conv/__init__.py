@@ -18,6 +18,6 @@ Importing this package registers the lowerings of conv, conv_transpose and conv_
 """
 from . import weight_grad  # noqa: F401  (registers conv_weight_grad)
 from .algorithms import lower_conv, lower_conv_transpose
-from .problem import Epilogue
+from .problem import Epilogue, Prologue
 
-__all__ = ["Epilogue", "lower_conv", "lower_conv_transpose"]
+__all__ = ["Epilogue", "Prologue", "lower_conv", "lower_conv_transpose"]

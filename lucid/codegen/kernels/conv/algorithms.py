@@ -25,7 +25,7 @@ from ...lowering import Lowering, lowers
 from .direct import lower_direct
 from .over_points import lower_over_points
 from .planes import lower_conv_over_planes
-from .problem import ConvProblem, Epilogue, WeightLayout, geometry_of, kernel_taps, linear_taps
+from .problem import ConvProblem, Epilogue, Prologue, WeightLayout, geometry_of, kernel_taps, linear_taps
 from .winograd import lower_winograd
 
 #: In the order they are tried: Winograd (convs and transposed convs with 16+ channels and 3- or
@@ -36,22 +36,24 @@ ALGORITHMS = (lower_winograd, lower_over_points, lower_conv_over_planes, lower_d
 
 
 @lowers("conv", run_time_extents=True)
-def lower_conv(lowering: Lowering, node: Node, epilogue: Epilogue | None = None) -> None:
+def lower_conv(lowering: Lowering, node: Node, epilogue: Epilogue | None = None,
+               prologue: Prologue | None = None) -> None:
     x, w, bias, y, groups = _operands(node)
     g = geometry_of(x, w.shape[2:], node.attrs, groups, w.shape[1], w.shape[0] // groups)
     k_size = math.prod(w.shape[2:])
     weights = WeightLayout(g.ocg * g.icg * k_size, g.icg * k_size, k_size,
                            tuple(linear_taps(g.kernel, kernel_taps(g.kernel))))
-    _lower(lowering, ConvProblem(x, w, bias, y, g, weights, epilogue))
+    _lower(lowering, ConvProblem(x, w, bias, y, g, weights, epilogue, prologue=prologue))
 
 
 @lowers("conv_transpose", run_time_extents=True)
-def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | None = None) -> None:
+def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | None = None,
+                         prologue: Prologue | None = None) -> None:
     x, w, bias, y, groups = _operands(node)
     g = geometry_of(x, w.shape[2:], node.attrs, groups, w.shape[0] // groups, w.shape[1])
     k_size = math.prod(w.shape[2:])
     weights = WeightLayout(g.icg * g.ocg * k_size, k_size, g.ocg * k_size, tuple(range(k_size)))
-    _lower(lowering, ConvProblem(x, w, bias, y, g, weights, epilogue, transposed=True))
+    _lower(lowering, ConvProblem(x, w, bias, y, g, weights, epilogue, transposed=True, prologue=prologue))
 
 
 def _lower(lowering: Lowering, problem: ConvProblem) -> None:

@@ -116,7 +116,7 @@ def _lower_direct_conv(lowering: Lowering, problem: ConvProblem) -> None:
     block = choose_blocking(g.ocg, out_sp[2], lowering, x.dtype)
     itemsize = x.dtype.numpy.itemsize
     check = emit_weight_check(lowering, problem.w)
-    classes = depth_classes(g, out_sp)
+    classes = depth_classes(g, out_sp) if problem.prologue is None else []     # a prologue's x is packed
     y_strides = channels_last_strides(y, g, block)
     if classes:
         specs, source = [planar_direct_spec(g, out_sp, block, y_strides, c) for c in classes], x
@@ -126,7 +126,7 @@ def _lower_direct_conv(lowering: Lowering, problem: ConvProblem) -> None:
     w_offset = Kept.reserve(lowering, g.groups * oc_blocks(g, block) * math.prod(g.kernel) * g.icg * block.width * itemsize)
     y_offset = lowering.scratch(channels_last_size(y, g, block) * itemsize)
     if not classes:
-        emit_pack_input(lowering, x, layout, source, "conv_pack_input")
+        emit_pack_input(lowering, x, layout, source, "conv_pack_input", problem.prologue)
         lowering.leave_packed(x, layout)
     emit_pack_weight(lowering, problem.w, g, block, problem.weights, w_offset, "conv_pack_weight", check=check,
                      waits=bool(classes))                          # no input packing after the check
@@ -205,7 +205,7 @@ def _lower_phases(lowering: Lowering, problem: ConvProblem) -> None:
     all_taps = [tap for phase in phases for tap in phase.kernel_taps]      # every tap once, phase by phase
     w_offset = Kept.reserve(lowering, max(g.groups * oc_blocks(g, block) * len(all_taps) * g.icg * block.width, 1) * itemsize)
     y_offset = lowering.scratch(channels_last_size(y, g, block) * itemsize)
-    emit_pack_input(lowering, x, layout, x_offset, "convT_pack_input")
+    emit_pack_input(lowering, x, layout, x_offset, "convT_pack_input", problem.prologue)
     lowering.leave_packed(x, layout)
     if any(not p.taps for p in phases):
         emit_zero(lowering, y_offset, channels_last_size(y, g, block), x.dtype, "convT_zero")

@@ -25,8 +25,8 @@ import llvmlite.ir as ir
 from ....ir.graph import Value
 from ...irgen import as_i64, counted_loop, element_type, i64
 from ...lowering import Lowering
-from .primitives import I8, Kept, any_byte_set, region_pointer, sized, strided_offset
-from .problem import ConvProblem, Geometry, to_3d
+from .primitives import I8, Kept, any_byte_set, elementwise_at, region_pointer, sized, strided_offset
+from .problem import ConvProblem, Geometry, Prologue, to_3d
 
 
 
@@ -72,31 +72,38 @@ class ExactSum:
     """A transposed conv's output elements computed as the sum of the products that exist:
     y[n, oc, o] = sum over ic of the group and kernel taps t with o = i * stride - pad + t * dilation
     for an input position i, of x[n, ic, i] * w[ic, oc, t] (no bias), used when `flags` say a
-    weight is not finite."""
+    weight is not finite. With a `prologue`, x is its output, computed at each input element read."""
 
     x: Value
     w: Value
     g: Geometry
     flags: WeightFlags
+    prologue: Prologue | None = None
 
     def value(self, k, n, oc, out: tuple) -> ir.Value:
         """The exact sum for output element (n, oc, *out) (out: d, h, w), in the output's dtype."""
         b, g = k.b, self.g
         element = element_type(self.x.dtype)
-        xs, ws = k.pointer(self.x), k.pointer(self.w)
+        xs = k.pointer(self.x) if self.prologue is None else None
+        ws = k.pointer(self.w)
         acc = k.alloca(element, name="exact_sum")
         b.store(ir.Constant(element, 0.0), acc)
         grp, oc_in_group = b.udiv(oc, i64(g.ocg)), b.urem(oc, i64(g.ocg))
         kernel_strides = (g.kernel[1] * g.kernel[2], g.kernel[2], 1)
         in_sp, in_strides, plane = sized(k, (g.in_sp, (g.in_sp[1] * g.in_sp[2], g.in_sp[2], 1), _plane(g)))
 
-        def axis(level: int, x_at, w_at) -> None:
+        def input_at(x_index, position: tuple):
+            if self.prologue is None:
+                return b.load(b.gep(xs, [x_index]))
+            return elementwise_at(k, self.prologue.nodes, self.x.shape, x_index, position, {})
+
+        def axis(level: int, x_at, w_at, position: tuple) -> None:
             if level == 3:
                 with counted_loop(b, g.icg, name="ic") as ic:
                     channel = b.add(b.mul(grp, i64(g.icg)), ic)
                     x_index = b.add(b.mul(b.add(b.mul(n, i64(self.x.shape[1])), channel), as_i64(plane)), x_at)
                     w_index = b.add(strided_offset(b, 0, (channel, oc_in_group), (g.ocg * _taps(g), _taps(g))), w_at)
-                    product = b.fmul(b.load(b.gep(xs, [x_index])), b.load(b.gep(ws, [w_index])))
+                    product = b.fmul(input_at(x_index, (n, channel) + position), b.load(b.gep(ws, [w_index])))
                     b.store(b.fadd(b.load(acc), product), acc)
                 return
             with counted_loop(b, g.kernel[level], name=f"t{level}") as t:
@@ -107,9 +114,9 @@ class ExactSum:
                     exists = b.and_(exists, b.icmp_signed("==", b.srem(reach, i64(g.stride[level])), i64(0)))
                 with b.if_then(exists):
                     axis(level + 1, b.add(x_at, b.mul(i, as_i64(in_strides[level]))),
-                         b.add(w_at, b.mul(t, i64(kernel_strides[level]))))
+                         b.add(w_at, b.mul(t, i64(kernel_strides[level]))), position + (i,))
 
-        axis(0, i64(0), i64(0))
+        axis(0, i64(0), i64(0), ())
         return b.load(acc)
 
 
@@ -126,4 +133,4 @@ def exact_sum(problem: ConvProblem, flags: WeightFlags | None) -> ExactSum | Non
     if not problem.transposed or flags is None:
         return None
     assert to_3d(problem.x.shape[2:], 1) == problem.g.in_sp
-    return ExactSum(problem.x, problem.w, problem.g, flags)
+    return ExactSum(problem.x, problem.w, problem.g, flags, problem.prologue)

@@ -93,7 +93,7 @@ def _lower_over_points(lowering: Lowering, problem: ConvProblem, phases: list, b
     w_offset = lowering.scratch(max(g.groups * len(all_taps) * g.icg * g.ocg, 1) * itemsize)
     y_offset = lowering.scratch(yq[0] * math.prod(g.stride) * itemsize)
     kind = "convT" if problem.transposed else "conv"                     # the kernels' labels
-    emit_pack_input(lowering, x, layout, x_offset, f"{kind}_pack_planar")
+    emit_pack_input(lowering, x, layout, x_offset, f"{kind}_pack_planar", problem.prologue)
     if any(not p.taps for p in phases):
         emit_zero(lowering, y_offset, yq[0] * math.prod(g.stride), x.dtype, f"{kind}_zero")
     weight_blocks = Blocking(lanes=g.ocg, vectors=1, points=1)          # wp[g][0][t][ic][oc]

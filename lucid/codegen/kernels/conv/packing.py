@@ -16,8 +16,9 @@ from ...irgen import (as_i64, carried_loop, counted_loop, element_type, i64, mas
 from ...lowering import Lowering
 from .nonfinite import WeightFlags, finite_probe
 from .prepared import WeightCheck, when_changed
-from .primitives import at_most, constant_table, positions_inside, region_pointer, sized, strided_offset, transposed_rows
-from .problem import Blocking, Geometry, WeightLayout, to_3d
+from .primitives import (at_most, constant_table, elementwise_at, positions_inside, region_pointer, sized, strided_offset,
+                         transposed_rows)
+from .problem import Blocking, Geometry, Prologue, WeightLayout, to_3d
 
 
 @dataclass(frozen=True)
@@ -45,14 +46,17 @@ class Padded:
         return n * self.strides()[0]
 
 
-def emit_pack_input(lowering: Lowering, x: Value, layout: Padded, offset: int, name: str) -> None:
+def emit_pack_input(lowering: Lowering, x: Value, layout: Padded, offset: int, name: str,
+                    prologue: Prologue | None = None) -> None:
     """xp[n][d][h][w][c] (or xp[n][c][d][h][w]) = x[n][c][d - od][h - oh][w - ow] inside the input,
     else 0; a work item is one padded row (n, d, h). The channels-last copy is the one-block case of
     `emit_pack_channel_blocks`; the planar one copies each channel's row a vector of positions at a
-    time (masked loads read zeros in the padding, masked stores end at the padded row's end)."""
+    time (masked loads read zeros in the padding, masked stores end at the padded row's end). With a
+    `prologue` (x its output), each input row is first computed into a stack array (`_prologue_row`)
+    and packed from there."""
     if not layout.planar:
         assert layout.channels == x.shape[1], (layout, x.shape)
-        emit_pack_channel_blocks(lowering, x, layout, 1, offset, name)
+        emit_pack_channel_blocks(lowering, x, layout, 1, offset, name, prologue=prologue)
         return
     element = element_type(x.dtype)
     lanes = lowering.target.lanes(x.dtype)
@@ -67,11 +71,16 @@ def emit_pack_input(lowering: Lowering, x: Value, layout: Padded, offset: int, n
         n, (depth, height, width), (dp, hp, wp), (sn, sd, sh, _), batch_planes, plane, channel_stride, w_tiles = \
             sized(k, sizes)
         bn, d, h = unravel(b, item, (n, dp, hp))
-        xp, src = k.scratch_pointer(offset, element), k.pointer(x)
+        xp = k.scratch_pointer(offset, element)
         row = strided_offset(b, 0, (bn, d, h), (sn, sd, sh))
         xd, xh = b.sub(d, i64(od)), b.sub(h, i64(oh))
-        row_inside = splat(b, b.and_(_in_range(b, xd, depth), _in_range(b, xh, height)), lanes)
-        first = b.mul(b.add(b.mul(b.add(b.mul(bn, as_i64(batch_planes)), xd), as_i64(height)), xh), as_i64(width))
+        inside_row = b.and_(_in_range(b, xd, depth), _in_range(b, xh, height))
+        row_inside = splat(b, inside_row, lanes)
+        if prologue is None:
+            src = k.pointer(x)
+            first = b.mul(b.add(b.mul(b.add(b.mul(bn, as_i64(batch_planes)), xd), as_i64(height)), xh), as_i64(width))
+        else:
+            src, first, plane = _prologue_row(k, prologue, x, (bn, xd, xh), inside_row), i64(0), width
         with counted_loop(b, channels, name="c") as c, counted_loop(b, w_tiles, name="wt") as wt:
             w0 = b.mul(wt, i64(lanes))
             xw = b.sub(w0, i64(ow))
@@ -81,6 +90,23 @@ def emit_pack_input(lowering: Lowering, x: Value, layout: Padded, offset: int, n
                                 positions_inside(b, w0, lanes, wp))
 
     lowering.kernel(name, x.shape[0] * layout.extent[0] * layout.extent[1], body, moves_data=True)
+
+
+def _prologue_row(k, prologue: Prologue, x: Value, row: tuple, inside_row) -> ir.Value:
+    """A stack array [channel][w] of the prologue's values (x its output) on input row (n, d, h),
+    computed when the row lies inside the input (`inside_row`; else left unwritten: the packings
+    mask it): each element as an elementwise map computes it, its operands read at its index."""
+    b = k.b
+    n, d, h = row
+    channels = x.shape[1]
+    depth, height, width = sized(k, to_3d(x.shape[2:], 1))
+    buffer = k.alloca(element_type(x.dtype), sized(k, channels * to_3d(x.shape[2:], 1)[2]), name="prologue")
+    with b.if_then(inside_row), counted_loop(b, channels, name="pc") as c, counted_loop(b, width, name="pw") as w:
+        flat = b.add(b.mul(b.add(b.mul(b.add(b.mul(b.add(b.mul(n, i64(channels)), c), as_i64(depth)), d),
+                                       as_i64(height)), h), as_i64(width)), w)
+        value = elementwise_at(k, prologue.nodes, x.shape, flat, (n, c, d, h, w), {})
+        b.store(value, b.gep(buffer, [b.add(b.mul(c, as_i64(width)), w)]))
+    return buffer
 
 
 def _in_range(b: ir.IRBuilder, index, size):
@@ -145,14 +171,15 @@ def emit_pack_weight(lowering: Lowering, w: Value, g: Geometry, block: Blocking,
 
 
 def emit_pack_channel_blocks(lowering: Lowering, y: Value, layout: Padded, groups: int, offset: int, name: str,
-                             waits: bool = True) -> None:
+                             waits: bool = True, prologue: Prologue | None = None) -> None:
     """packed[grp][blk][n][d][h][w][r] = y[n][grp*cg + blk*R + r][d - od][h - oh][w - ow] inside `y`
     and inside the group, else 0, for the `cg` = C / groups channels of a group split into blocks of
     R = `layout.channels`; each (grp, blk) is one channels-last `layout` of R channels. A work item is
     one padded row (n, d, h) of every block: for each tile of `lanes` positions it reads a vector
     of positions per channel (masked where it falls in the padding), transposes them in registers
     and writes each position's R channels. The squares are no wider than R needs (4 x 4 for a
-    3-channel image), so few channels do not load positions they throw away."""
+    3-channel image), so few channels do not load positions they throw away. With a `prologue` (y
+    its output) the row is computed first (`_prologue_row`) and read from there."""
     element = element_type(y.dtype)
     widest = lowering.target.lanes(y.dtype)
     lanes = min(widest, max(4, 1 << (layout.channels - 1).bit_length()))
@@ -167,25 +194,30 @@ def emit_pack_channel_blocks(lowering: Lowering, y: Value, layout: Padded, group
         b = k.b
         n, size, (dp, hp, wp), (sn, sd, sh, sw), block_size, plane, w_tiles = sized(k, sizes)
         bn, d, h = unravel(b, item, (n, dp, hp))
-        packed, src = k.scratch_pointer(offset, element), k.pointer(y)
+        packed = k.scratch_pointer(offset, element)
         yd, yh = b.sub(d, i64(od)), b.sub(h, i64(oh))
         row_inside = b.and_(_in_range(b, yd, size[0]), _in_range(b, yh, size[1]))
         row = strided_offset(b, 0, (bn, d, h), (sn, sd, sh))
+        src = k.pointer(y) if prologue is None else _prologue_row(k, prologue, y, (bn, yd, yh), row_inside)
         with counted_loop(b, groups * blocks, name="block") as channel_block, \
                 counted_loop(b, w_tiles, name="wt") as wt:
             grp, blk = b.udiv(channel_block, i64(blocks)), b.urem(channel_block, i64(blocks))
             first = b.add(b.mul(grp, i64(group_channels)), b.mul(blk, i64(layout.channels)))
             group_rest = b.sub(i64(group_channels), b.mul(blk, i64(layout.channels)))
             w0 = b.mul(wt, i64(lanes))
-            channel_row = b.add(b.mul(bn, i64(channels)), first)
-            source_row = b.add(b.mul(b.add(b.mul(b.add(b.mul(channel_row, as_i64(size[0])), yd), as_i64(size[1])), yh),
-                                     as_i64(size[2])), b.sub(w0, i64(ow)))
+            if prologue is None:
+                channel_row = b.add(b.mul(bn, i64(channels)), first)
+                source_row = b.add(b.mul(b.add(b.mul(b.add(b.mul(channel_row, as_i64(size[0])), yd), as_i64(size[1])),
+                                             yh), as_i64(size[2])), b.sub(w0, i64(ow)))
+                channel_step = plane
+            else:
+                source_row, channel_step = b.add(b.mul(first, as_i64(size[2])), b.sub(w0, i64(ow))), size[2]
             inside = positions_inside(b, b.sub(w0, i64(ow)), lanes, size[2])
 
             def channel(r):
                 ok = b.and_(row_inside, b.icmp_unsigned("<", r, group_rest))
                 mask = b.and_(inside, splat(b, ok, lanes))
-                return masked_load_vector(b, k.module, src, b.add(source_row, b.mul(r, as_i64(plane))), mask)
+                return masked_load_vector(b, k.module, src, b.add(source_row, b.mul(r, as_i64(channel_step))), mask)
 
             columns, stride = transposed_rows(k, element, layout.channels, lanes, channel)
             target = b.add(b.add(b.mul(channel_block, as_i64(block_size)), row), b.mul(w0, i64(sw)))

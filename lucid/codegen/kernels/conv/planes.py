@@ -126,7 +126,7 @@ def lower_conv_over_planes(lowering: Lowering, problem: ConvProblem) -> bool:
     size, or a plane so short that the tiles' tails cost more than `LEAST_EFFICIENCY` allows while
     the direct tile has several vectors of output channels (with one, its loads outnumber its FMAs),
     or items whose sums would take more than `MOST_STACK_BYTES` of stack."""
-    problem = _as_conv(problem)
+    problem = _as_conv(problem) if problem.prologue is None else None       # it reads its input in place
     if problem is None:
         return False
     g, y, dtype = problem.g, problem.y, problem.x.dtype

@@ -20,8 +20,10 @@ import llvmlite.ir as ir
 
 from ....ir import symbolic
 from ....ir.graph import Value
-from ...irgen import as_i64, counted_loop, element_type, i64, splat, store_vector, transpose, vector_type
+from ...irgen import as_i64, counted_loop, element_type, i64, linear_index, splat, store_vector, transpose, vector_type
 from ...lowering import Lowering
+from ..elementwise import contiguous_strides, load, operand_strides
+from ..scalar import Scalars, evaluate
 
 I8 = ir.IntType(8)
 FLAG_WORD = 8             # flag bytes read per load
@@ -173,3 +175,22 @@ def _emit_chunks(lowering: Lowering, offset, count, element, name: str, each, wa
             each(b, data, i)
 
     lowering.kernel(name, symbolic.ceil_div(count, chunk), body, waits, moves_data=True)
+
+
+def elementwise_at(k, nodes: tuple, shape: tuple, flat, index5: tuple, known: dict):
+    """The last of `nodes` (elementwise, of output `shape`) at one element: its flat index and its
+    (n, c, d, h, w) index; values in `known` are given, every other operand is read at the element's
+    index (broadcast along its size-1 axes)."""
+    s = Scalars(k.b, k.module)
+    index = index5[:2] + index5[5 - (len(shape) - 2):]
+
+    def operand(node, position):
+        v = node.inputs[position]
+        if v in known:
+            return known[v]
+        strides = operand_strides(node, position)
+        contiguous = symbolic.same(strides, contiguous_strides(shape))
+        at = flat if contiguous else linear_index(k.b, list(index), sized(k, strides))
+        return load(k, s, v, at)
+
+    return evaluate(s, list(nodes), operand)[nodes[-1].output]

@@ -145,6 +145,19 @@ class Epilogue:
 
 
 @dataclass(frozen=True)
+class Prologue:
+    """Elementwise nodes computing a convolution's input from other values (a norm's normalize and
+    activation fused in front of the conv), applied to each input element as the input is packed:
+    the last node's value is the convolution's input, which is never stored."""
+
+    nodes: tuple
+
+    @property
+    def output(self) -> Value:
+        return self.nodes[-1].output
+
+
+@dataclass(frozen=True)
 class ConvProblem:
     """A conv or conv_transpose node as the algorithms see it: input `x` (N, groups * icg, ...),
     output `y`, geometry `g`, and where weight element (g, oc, ic, tap) of `w` lives (`weights`,
@@ -158,6 +171,7 @@ class ConvProblem:
     weights: WeightLayout
     epilogue: Epilogue | None
     transposed: bool = False
+    prologue: Prologue | None = None     # x is then its output: only the input packings read it
 
     def weights_of(self, taps: list) -> WeightLayout:
         """`weights` reading only the kernel offsets `taps` (a, b, c), in that order."""

@@ -11,14 +11,12 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from ....ir import symbolic
 from ....ir.graph import Value
-from ...irgen import as_i64, counted_loop, element_type, i64, linear_index, load_vector, unravel
+from ...irgen import as_i64, counted_loop, element_type, i64, load_vector, unravel
 from ...lowering import Lowering
-from ..elementwise import contiguous_strides, load, operand_strides, store
-from ..scalar import Scalars, evaluate
+from ..elementwise import operand_strides, store
 from .nonfinite import ExactSum
-from .primitives import at_most, sized, strided_offset, transposed_rows
+from .primitives import at_most, elementwise_at, sized, strided_offset, transposed_rows
 from .problem import Blocking, Epilogue, Geometry, oc_blocks, to_3d
 
 
@@ -213,17 +211,4 @@ def _emit_channel_row(k, unpack: Unpack, index: tuple, value_at: Callable, point
 
 def _apply_epilogue(k, epilogue: Epilogue, value, flat, index5: tuple):
     """Evaluate the epilogue chain on one element; other operands are read at the element's index."""
-    s = Scalars(k.b, k.module)
-    shape = epilogue.output.shape
-    index = index5[:2] + index5[5 - (len(shape) - 2):]
-
-    def operand(node, position):
-        v = node.inputs[position]
-        if v is epilogue.source:
-            return value
-        strides = operand_strides(node, position)
-        contiguous = symbolic.same(strides, contiguous_strides(shape))
-        at = flat if contiguous else linear_index(k.b, list(index), sized(k, strides))
-        return load(k, s, v, at)
-
-    return evaluate(s, list(epilogue.nodes), operand)[epilogue.nodes[-1].output]
+    return elementwise_at(k, epilogue.nodes, epilogue.output.shape, flat, index5, {epilogue.source: value})

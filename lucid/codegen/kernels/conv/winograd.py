@@ -391,7 +391,7 @@ def lower_winograd(lowering: Lowering, problem: ConvProblem) -> bool:
     fallback_taps = [tap for c in p.correlations for tap in _direct_taps(problem, c)]
     w_offset = Kept.reserve(lowering, oc_blocks(g, p.direct) * len(fallback_taps) * g.icg * p.direct.width * itemsize)
     y_offset = lowering.scratch(channels_last_size(y, g, p.gemm) * itemsize)
-    emit_pack_input(lowering, x, p.layout, x_offset, "wino_pack_input")
+    emit_pack_input(lowering, x, p.layout, x_offset, "wino_pack_input", problem.prologue)
     lowering.leave_packed(x, p.layout)
     if p.empty:
         emit_zero(lowering, y_offset, channels_last_size(y, g, p.gemm), x.dtype, "wino_zero")
