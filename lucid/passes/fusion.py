@@ -10,11 +10,12 @@ Guarantees of the returned graph:
   residual, a ReLU's gradient `where(y <= 0, 0, g)` of the input gradient g...; never two anchors)
   is one `fused` node whose body starts with the anchor: codegen applies the tree in the
   convolution's epilogue;
-- such a tree (no anchor, no sum) whose value is an anchor's first operand (the convolution's
-  input) and has no other reader, and is not an output or state update, goes in front of that
-  anchor in its `fused` node when the anchor's definition takes it (`takes_prologue`): codegen
-  computes the input as it packs it (a norm's normalize and activation feeding a 3 x 3 x 3 conv
-  are never stored);
+- such a tree (no anchor, no sum), or a concatenation along the channels (`_CHANNEL_JOINS`),
+  whose value is an anchor's first operand (the convolution's input) and has no other reader, and
+  is not an output or state update, goes in front of that anchor in its `fused` node when the
+  anchor's definition takes it (`takes_prologue`): codegen computes the input as it packs it (a
+  norm's normalize and activation feeding a 3 x 3 x 3 conv, a UNet decoder's concatenation of the
+  upsampled and the skip features, are never stored);
 - such a tree without an anchor, whose value has one reader, a `sum` over axes that include the
   innermost one of size above 1, ends with that sum when each operand the tree reads from outside
   has the tree's shape, or is a one-element constant, or has size 1 along every summed axis and the
@@ -105,6 +106,7 @@ def _with_prologues(graph: Graph, groups: list) -> list:
     protected = set(graph.outputs) | set(graph.state_updates.values())
     ending = {group[-1].output: group for group in groups
               if group and not _anchor(group[0]) and group[-1].op not in _SUMS}
+    ending.update({node.output: [node] for node in graph.nodes if _joins_channels(node)})
     for group in groups:
         if not group or not _anchor(group[0]):
             continue
@@ -141,6 +143,13 @@ def _merged(groups: list, group_of: dict, position: dict) -> list | None:
 
 #: The reductions that may end a tree (reduction.py computes the tree where it loads its input).
 _SUMS = ("sum",)
+
+#: The layout operators a convolution's input packing reads through, along the channel axis (conv/packing.py).
+_CHANNEL_JOINS = ("concat",)
+
+
+def _joins_channels(node: Node) -> bool:
+    return node.op in _CHANNEL_JOINS and node.attrs["axis"] == 1
 
 
 def _sums_chain(group: list, reduction: Node) -> bool:

@@ -159,3 +159,76 @@ def test_symbolic_sizes():
             _assert_close(compiled(lucid.tensor(x)).numpy(), _expected(model, x, False, dict(padding=1)),
                           f"{n} x {volume}")
     assert compiled.stats()["traces"] == 1
+
+
+# A concatenation along the channels feeding a conv: (the joined inputs' channels, the conv, its
+# attributes for the oracle, transposed, the kernel that shows the algorithm)
+JOINS = [
+    ((16, 16), lambda c: nn.Conv3d(c, 16, 3, padding=1), dict(padding=1), False, "wino_conv"),
+    ((5, 3, 8), lambda c: nn.Conv3d(c, 7, 3, stride=2, padding=1), dict(stride=2, padding=1), False, "conv_direct"),
+    ((6, 10), lambda c: nn.ConvTranspose3d(c, 4, 4, stride=2, padding=1), dict(stride=2, padding=1), True,
+     "convT_direct"),
+]
+
+
+class JoinConv(nn.Module):
+    def __init__(self, conv: nn.Module):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, *parts):
+        return self.conv(lucid.cat(list(parts), dim=1))
+
+
+@pytest.mark.parametrize("index", range(len(JOINS)))
+def test_a_concatenation_is_read_from_its_sources(index):
+    channels, conv, attrs, transposed, label = JOINS[index]
+    lucid.manual_seed(20 + index)
+    model = JoinConv(conv(sum(channels))).eval()
+    rng = np.random.default_rng(20 + index)
+    parts = [rng.standard_normal((2, c, 5, 6, 7)).astype(np.float32) for c in channels]
+    compiled = lucid.compile(model)
+    with lucid.no_grad():
+        got = compiled(*(lucid.tensor(p) for p in parts)).numpy()
+    w, b = (p.numpy().astype(np.float64) for p in (model.conv.weight, model.conv.bias))
+    joined = np.concatenate(parts, axis=1).astype(np.float64)
+    _assert_close(got, (oracle.conv_transpose_nd if transposed else oracle.conv_nd)(joined, w, b, **attrs),
+                  f"join {index}")
+    executable = _executable(compiled)
+    for threads in (2, 1):
+        _assert_close(executable(*parts, threads=threads)[0], got.astype(np.float64), f"join {index}, {threads} threads")
+    labels = [kernel.label for kernel, _ in executable.kernels()]
+    assert "concat" not in labels and any(name.startswith(label) for name in labels), " ".join(labels)
+
+
+def test_a_concatenation_with_an_infinite_weight_and_symbolic_sizes():
+    """The exact sums of a transposed conv read the joined input's element from its source; one
+    compile for every size."""
+    lucid.manual_seed(4)
+    model = JoinConv(nn.ConvTranspose3d(9, 3, 4, stride=2, padding=1)).eval()
+    weight = model.conv.weight.numpy().copy()
+    weight[7, 1, 0, 3, 2] = -np.inf                   # a channel of the second source
+    model.conv.weight.data = lucid.tensor(weight)
+    compiled = lucid.compile(model, dynamic=True)
+    with lucid.no_grad():
+        for volume in [(3, 4, 5), (4, 6, 5), (3, 7, 9)]:
+            rng = np.random.default_rng(sum(volume))
+            parts = [lucid.tensor(rng.standard_normal((1, c) + volume).astype(np.float32)) for c in (4, 5)]
+            got, eager = compiled(*parts).numpy(), model(*parts).numpy()
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(eager))
+            np.testing.assert_array_equal(np.isinf(got), np.isinf(eager))
+            finite = np.isfinite(eager)
+            _assert_close(got[finite], eager[finite].astype(np.float64), f"{volume}")
+    assert compiled.stats()["traces"] == 1
+
+
+def test_other_concatenations_are_stored():
+    """Along another axis, or also read by something else: the concatenation stays a copy."""
+    w = lucid.ones(4, 4, 3, 3, 3)
+    along_depth = lucid.trace(lambda a, b: lucid.nn.functional.conv3d(lucid.cat([a, b], dim=2), w, padding=1),
+                              lucid.spec(1, 4, 3, 5, 5), lucid.spec(1, 4, 3, 5, 5))
+    read_twice = lucid.trace(lambda a, b: (lambda x: (lucid.nn.functional.conv3d(x, w, padding=1), x))(
+        lucid.cat([a, b], dim=1)), lucid.spec(1, 2, 3, 5, 5), lucid.spec(1, 2, 3, 5, 5))
+    for graph in (along_depth, read_twice):
+        fused = fusion.run(graph)
+        assert "concat" in [n.op for n in fused.nodes], [n.op for n in fused.nodes]

@@ -103,7 +103,9 @@ def check_fusion(g):
         anchors = [k for k, op in enumerate(ops_) if ops.get(op).fusion_anchor]
         assert len(anchors) <= 1, "two anchors in one group"
         summed = ops_[-1] == "sum"               # an elementwise chain may end with a sum
-        assert all(is_elementwise(op) for k, op in enumerate(ops_[:len(ops_) - summed]) if k not in anchors)
+        joined = ops_[0] == "concat" and anchors == [1]       # a concatenation read by the conv's packing
+        assert all(is_elementwise(op) for k, op in enumerate(ops_[:len(ops_) - summed])
+                   if k not in anchors and not (joined and k == 0))
         assert not (summed and anchors)
         assert [v.type for v in body.inputs] == [v.type for v in node.inputs]
         assert [v.name for v in body.inputs] == [f"in{k}" for k in range(len(body.inputs))]

@@ -136,9 +136,12 @@ def test_folding_at_depth_one_draws_each_double_conv_as_one_box_with_its_totals(
 def test_fused_stage_draws_each_conv_bn_relu_as_one_cluster(tmp_path):
     path = tmp_path / "fused.svg"
     viz.render(UNet3D(base=4).eval(), lucid.spec(1, 1, 16, 16, 16), path=path, stage="fused", depth=None)
-    fused = [b for b in nodes(boxes_of(path), "fused") if b[5][1] == "conv"]
+    fused = [b for b in nodes(boxes_of(path), "fused") if "conv" in b[5][1:3]]
     assert len(fused) == 10                                   # 5 DoubleConv3d x 2 (conv, normalize, relu)
-    assert all(b[5][:4] == ["fused", "conv", "normalize", "relu"] for b in fused)
+    # the decoders' first convs read their input's concatenation as they pack it
+    joined = [b for b in fused if b[5][1] == "concat"]
+    assert len(joined) == 2 and all(b[5][1:5] == ["concat", "conv", "normalize", "relu"] for b in joined)
+    assert all(b[5][1:4] == ["conv", "normalize", "relu"] for b in fused if b not in joined)
 
 
 def test_training_stage_draws_forward_and_backward_side_by_side(tmp_path):

@@ -95,7 +95,9 @@ class ExactSum:
         def input_at(x_index, position: tuple):
             if self.prologue is None:
                 return b.load(b.gep(xs, [x_index]))
-            return elementwise_at(k, self.prologue.nodes, self.x.shape, x_index, position, {})
+            if self.prologue.sources is None:
+                return elementwise_at(k, self.prologue.nodes, self.x.shape, x_index, position, {})
+            return _joined_at(k, self.prologue.sources, position, x_index, element)
 
         def axis(level: int, x_at, w_at, position: tuple) -> None:
             if level == 3:
@@ -118,6 +120,31 @@ class ExactSum:
 
         axis(0, i64(0), i64(0), ())
         return b.load(acc)
+
+
+def _joined_at(k, sources: tuple, position: tuple, x_index, element):
+    """The element (n, c, *spatial) of the concatenation of `sources` along the channels (x_index
+    its flat index there): read from the source holding channel c."""
+    b = k.b
+    n, c = position[:2]
+    channels = sum(source.shape[1] for source in sources)
+    spatial = b.sub(x_index, b.mul(b.add(b.mul(n, i64(channels)), c), as_i64(sized(k, _volume(sources[0])))))
+    value = k.alloca(element, name="joined")
+    first = 0
+    for source in sources:
+        count = source.shape[1]
+        inside = b.and_(b.icmp_unsigned(">=", c, i64(first)), b.icmp_unsigned("<", c, i64(first + count)))
+        with b.if_then(inside):
+            plane = as_i64(sized(k, _volume(source)))
+            at = b.add(b.mul(b.add(b.mul(n, i64(count)), b.sub(c, i64(first))), plane), spatial)
+            b.store(b.load(b.gep(k.pointer(source), [at])), value)
+        first += count
+    return b.load(value)
+
+
+def _volume(value: Value):
+    depth, height, width = to_3d(value.shape[2:], 1)
+    return depth * height * width
 
 
 def _plane(g: Geometry) -> int:

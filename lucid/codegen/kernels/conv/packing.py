@@ -95,17 +95,23 @@ def emit_pack_input(lowering: Lowering, x: Value, layout: Padded, offset: int, n
 def _prologue_row(k, prologue: Prologue, x: Value, row: tuple, inside_row) -> ir.Value:
     """A stack array [channel][w] of the prologue's values (x its output) on input row (n, d, h),
     computed when the row lies inside the input (`inside_row`; else left unwritten: the packings
-    mask it): each element as an elementwise map computes it, its operands read at its index."""
+    mask it): an elementwise tree's each element as a map computes it, its operands read at its
+    index; a concatenation's rows copied from each source in turn."""
     b = k.b
     n, d, h = row
-    channels = x.shape[1]
     depth, height, width = sized(k, to_3d(x.shape[2:], 1))
-    buffer = k.alloca(element_type(x.dtype), sized(k, channels * to_3d(x.shape[2:], 1)[2]), name="prologue")
-    with b.if_then(inside_row), counted_loop(b, channels, name="pc") as c, counted_loop(b, width, name="pw") as w:
-        flat = b.add(b.mul(b.add(b.mul(b.add(b.mul(b.add(b.mul(n, i64(channels)), c), as_i64(depth)), d),
-                                       as_i64(height)), h), as_i64(width)), w)
-        value = elementwise_at(k, prologue.nodes, x.shape, flat, (n, c, d, h, w), {})
-        b.store(value, b.gep(buffer, [b.add(b.mul(c, as_i64(width)), w)]))
+    buffer = k.alloca(element_type(x.dtype), sized(k, x.shape[1] * to_3d(x.shape[2:], 1)[2]), name="prologue")
+    parts = [(source, source.shape[1]) for source in prologue.sources] if prologue.sources else [(None, x.shape[1])]
+    first = 0
+    with b.if_then(inside_row):
+        for source, channels in parts:
+            with counted_loop(b, channels, name="pc") as c, counted_loop(b, width, name="pw") as w:
+                flat = b.add(b.mul(b.add(b.mul(b.add(b.mul(b.add(b.mul(n, i64(channels)), c), as_i64(depth)), d),
+                                               as_i64(height)), h), as_i64(width)), w)
+                value = elementwise_at(k, prologue.nodes, x.shape, flat, (n, c, d, h, w), {}) if source is None \
+                    else b.load(b.gep(k.pointer(source), [flat]))
+                b.store(value, b.gep(buffer, [b.add(b.mul(b.add(c, i64(first)), as_i64(width)), w)]))
+            first += channels
     return buffer
 
 

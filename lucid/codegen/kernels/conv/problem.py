@@ -146,15 +146,22 @@ class Epilogue:
 
 @dataclass(frozen=True)
 class Prologue:
-    """Elementwise nodes computing a convolution's input from other values (a norm's normalize and
-    activation fused in front of the conv), applied to each input element as the input is packed:
-    the last node's value is the convolution's input, which is never stored."""
+    """Nodes computing a convolution's input from other values, fused in front of the conv: an
+    elementwise tree (a norm's normalize and activation) or a concatenation along the channels,
+    computed as the input is packed: the last node's value is the convolution's input, which is
+    never stored."""
 
     nodes: tuple
 
     @property
     def output(self) -> Value:
         return self.nodes[-1].output
+
+    @property
+    def sources(self) -> tuple | None:
+        """The values a concatenation along the channels joins, in order (fusion's only other
+        prologue); None for an elementwise tree."""
+        return tuple(self.nodes[0].inputs) if self.nodes[0].op == "concat" else None
 
 
 @dataclass(frozen=True)
