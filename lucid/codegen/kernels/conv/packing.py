@@ -12,7 +12,7 @@ import llvmlite.ir as ir
 from ....ir import symbolic
 from ....ir.graph import Value
 from ...irgen import (as_i64, carried_loop, counted_loop, element_type, i64, masked_gather, masked_load_vector,
-                      masked_store_vector, splat, store_vector, unravel, vector_type)
+                      masked_store_vector, splat, store_vector, transpose, unravel, vector_type)
 from ...lowering import Lowering
 from .nonfinite import WeightFlags, finite_probe
 from .prepared import WeightCheck, when_changed
@@ -115,6 +115,18 @@ def _prologue_row(k, prologue: Prologue, x: Value, row: tuple, inside_row) -> ir
     return buffer
 
 
+def _store_transposed(k, channel, channels: int, lanes: int, packed, target, sw, positions) -> None:
+    """For each square of `lanes` channels: their vectors of `lanes` positions transposed in registers,
+    each position's channels stored straight into the packed row (the positions < `positions`)."""
+    b = k.b
+    with counted_loop(b, channels // lanes, name="rt") as rt:
+        first = b.mul(rt, i64(lanes))
+        columns = transpose(b, [channel(b.add(first, i64(i))) for i in range(lanes)])
+        for j, column in enumerate(columns):
+            with b.if_then(b.icmp_signed("<", i64(j), positions)):
+                store_vector(b, column, packed, b.add(target, b.add(b.mul(i64(j), as_i64(sw)), first)))
+
+
 def _in_range(b: ir.IRBuilder, index, size):
     return b.icmp_unsigned("<", index, as_i64(size))     # unsigned: negative indices are huge
 
@@ -183,8 +195,10 @@ def emit_pack_channel_blocks(lowering: Lowering, y: Value, layout: Padded, group
     R = `layout.channels`; each (grp, blk) is one channels-last `layout` of R channels. A work item is
     one padded row (n, d, h) of every block: for each tile of `lanes` positions it reads a vector
     of positions per channel (masked where it falls in the padding), transposes them in registers
-    and writes each position's R channels. The squares are no wider than R needs (4 x 4 for a
-    3-channel image), so few channels do not load positions they throw away. With a `prologue` (y
+    and writes each position's R channels (straight from the registers when R is a whole number
+    of squares: a 16-channel 64^3 packing 2.2-3.1 -> 1.7-2.0 ms, alternating runs; else through a
+    stack array). The squares are no wider than R needs (4 x 4 for a 3-channel image), so few
+    channels do not load positions they throw away. With a `prologue` (y
     its output) the row is computed first (`_prologue_row`) and read from there."""
     element = element_type(y.dtype)
     widest = lowering.target.lanes(y.dtype)
@@ -225,11 +239,14 @@ def emit_pack_channel_blocks(lowering: Lowering, y: Value, layout: Padded, group
                 mask = b.and_(inside, splat(b, ok, lanes))
                 return masked_load_vector(b, k.module, src, b.add(source_row, b.mul(r, as_i64(channel_step))), mask)
 
-            columns, stride = transposed_rows(k, element, layout.channels, lanes, channel)
             target = b.add(b.add(b.mul(channel_block, as_i64(block_size)), row), b.mul(w0, i64(sw)))
-            with counted_loop(b, at_most(b, b.sub(as_i64(wp), w0), lanes), name="j") as j, \
-                    counted_loop(b, layout.channels, name="r") as r:
-                value = b.load(b.gep(columns, [b.add(b.mul(j, i64(stride)), r)]))
-                b.store(value, b.gep(packed, [b.add(target, b.add(b.mul(j, i64(sw)), r))]))
+            if layout.channels % lanes == 0:            # whole squares: stored from the registers
+                _store_transposed(k, channel, layout.channels, lanes, packed, target, sw, b.sub(as_i64(wp), w0))
+            else:
+                columns, stride = transposed_rows(k, element, layout.channels, lanes, channel)
+                with counted_loop(b, at_most(b, b.sub(as_i64(wp), w0), lanes), name="j") as j, \
+                        counted_loop(b, layout.channels, name="r") as r:
+                    value = b.load(b.gep(columns, [b.add(b.mul(j, i64(stride)), r)]))
+                    b.store(value, b.gep(packed, [b.add(target, b.add(b.mul(j, i64(sw)), r))]))
 
     lowering.kernel(name, y.shape[0] * layout.extent[0] * layout.extent[1], body, waits, moves_data=True)
