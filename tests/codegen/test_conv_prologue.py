@@ -16,7 +16,8 @@ import pytest
 import lucid
 import lucid.nn as nn
 import oracle
-from lucid.passes import fusion
+from lucid.passes import fusion, memory_planning
+from lucid.runtime.executable import Executable
 
 TOL = 2e-5
 SLOPE = 0.1
@@ -232,3 +233,23 @@ def test_other_concatenations_are_stored():
     for graph in (along_depth, read_twice):
         fused = fusion.run(graph)
         assert "concat" in [n.op for n in fused.nodes], [n.op for n in fused.nodes]
+
+
+@pytest.mark.parametrize("padding, out_channels", [(1, 16), (0, 2)])
+def test_float64_trees(padding, out_channels):
+    """float64: the packings' vectors of half the lanes, the tree in float64 (Winograd or over points,
+    and the direct kernels)."""
+    rng = np.random.default_rng(padding)
+    x = rng.standard_normal((1, 16, 4, 6, 19))
+    w = rng.standard_normal((out_channels, 16, 3, 3, 3))
+    shift = rng.standard_normal((1, 16, 1, 1, 1))
+
+    def fn(x, w, shift):
+        return lucid.nn.functional.conv3d(lucid.nn.functional.relu(x - shift) * 0.5, w, padding=padding)
+
+    spec = [lucid.spec(*a.shape, dtype="float64") for a in (x, w, shift)]
+    graph = fusion.run(lucid.trace(fn, *spec, name=f"float64_tree_{padding}"))
+    assert [n.op for n in graph.nodes if not n.is_constant] == ["fused"]
+    got = Executable(memory_planning.run(graph))(x, w, shift)[0]
+    want = oracle.conv_nd(np.maximum(x - shift, 0) * 0.5, w, padding=padding)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.abs(want).max())
