@@ -10,7 +10,7 @@ Guarantees of the returned graph:
   residual, a ReLU's gradient `where(y <= 0, 0, g)` of the input gradient g...; never two anchors)
   is one `fused` node whose body starts with the anchor: codegen applies the tree in the
   convolution's epilogue;
-- such a tree (no anchor, no sum), or a concatenation along the channels (`_CHANNEL_JOINS`),
+- such a tree (no anchor, no sum), or a concatenation along the channels (`joins_channels`),
   whose value is an anchor's first operand (the convolution's input) and has no other reader, and
   is not an output or state update, goes in front of that anchor in its `fused` node when the
   anchor's definition takes it (`takes_prologue`): codegen computes the input as it packs it (a
@@ -106,7 +106,8 @@ def _with_prologues(graph: Graph, groups: list) -> list:
     protected = set(graph.outputs) | set(graph.state_updates.values())
     ending = {group[-1].output: group for group in groups
               if group and not _anchor(group[0]) and group[-1].op not in _SUMS}
-    ending.update({node.output: [node] for node in graph.nodes if _joins_channels(node)})
+    ending.update({node.output: [node] for node in graph.nodes
+                   if not node.is_constant and node.opdef.joins_channels(node.attrs)})
     for group in groups:
         if not group or not _anchor(group[0]):
             continue
@@ -143,13 +144,6 @@ def _merged(groups: list, group_of: dict, position: dict) -> list | None:
 
 #: The reductions that may end a tree (reduction.py computes the tree where it loads its input).
 _SUMS = ("sum",)
-
-#: The layout operators a convolution's input packing reads through, along the channel axis (conv/packing.py).
-_CHANNEL_JOINS = ("concat",)
-
-
-def _joins_channels(node: Node) -> bool:
-    return node.op in _CHANNEL_JOINS and node.attrs["axis"] == 1
 
 
 def _sums_chain(group: list, reduction: Node) -> bool:

@@ -253,3 +253,18 @@ def test_float64_trees(padding, out_channels):
     got = Executable(memory_planning.run(graph))(x, w, shift)[0]
     want = oracle.conv_nd(np.maximum(x - shift, 0) * 0.5, w, padding=padding)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.abs(want).max())
+
+
+def test_a_concatenation_of_two_dtypes():
+    """float32 and float64 joined: the output promotes to float64, and the packing converts the
+    float32 source's elements as it reads them."""
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((1, 3, 4, 5, 6)).astype(np.float32), rng.standard_normal((1, 5, 4, 5, 6))
+    w = rng.standard_normal((4, 8, 3, 3, 3))
+    graph = fusion.run(lucid.trace(lambda a, b, w: lucid.nn.functional.conv3d(lucid.cat([a, b], dim=1), w, padding=1),
+                                   lucid.spec(*a.shape), lucid.spec(*b.shape, dtype="float64"),
+                                   lucid.spec(*w.shape, dtype="float64"), name="two_dtypes"))
+    assert [n.op for n in graph.nodes if not n.is_constant] == ["fused"]
+    got = Executable(memory_planning.run(graph))(a, b, w)[0]
+    want = oracle.conv_nd(np.concatenate([a.astype(np.float64), b], axis=1), w, padding=1)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.abs(want).max())

@@ -10,7 +10,8 @@ An operator definition (an `OpDef` subclass registered with `@register`) holds:
   `Int(min=1)`, `IntTuple(min=0)`, `Bool()`...), checked on every graph node before the shape rule;
 - its traits, which passes read instead of keeping lists of operator names: `kind` (an `OpKind`),
   `fusion_anchor`, `aliases_input`, `differentiable`, `graph_attributes` (derived from `attributes`),
-  `flops(attrs, input_types, output_type)` and `takes_prologue(attrs, input_types)`.
+  `flops(attrs, input_types, output_type)`, `takes_prologue(attrs, input_types)` and
+  `joins_channels(attrs)`.
 
 Values are polymorphic: eager `lucid.Tensor`s and (later) graph values both implement
 `_lucid_apply(opdef, inputs, attrs)` and `_lucid_constant(array)`. `emit` hands an operator call to
@@ -93,8 +94,14 @@ class OpDef:
         return output_type.size
 
     def takes_prologue(self, attrs: dict, input_types: tuple) -> bool:
-        """Whether the fusion pass may put the elementwise tree computing the first input in front
-        of this anchor, for codegen to compute as it copies that input (no operator but an anchor)."""
+        """Whether the fusion pass may put the node computing this anchor's first input (an
+        elementwise tree, a `joins_channels` node) in front of it, for codegen to compute as it
+        copies that input. Asked of anchors only."""
+        return False
+
+    def joins_channels(self, attrs: dict) -> bool:
+        """Whether a node's output is its inputs one after the other along axis 1 (the channels),
+        which a convolution's input packing can read from the inputs themselves."""
         return False
 
     def infer(self, attrs: dict, *types: TensorType) -> TensorType:

@@ -163,6 +163,9 @@ class Concat(OpDef):
     def compute(self, attrs, *xs):
         return np.concatenate(xs, axis=attrs["axis"])
 
+    def joins_channels(self, attrs):
+        return attrs["axis"] == 1
+
     def grad(self, attrs, inputs, y, g):
         axis, offset, grads = attrs["axis"], 0, []
         for x in inputs:

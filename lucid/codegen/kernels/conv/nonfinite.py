@@ -25,7 +25,7 @@ import llvmlite.ir as ir
 from ....ir.graph import Value
 from ...irgen import as_i64, counted_loop, element_type, i64
 from ...lowering import Lowering
-from .primitives import I8, Kept, any_byte_set, elementwise_at, region_pointer, sized, strided_offset
+from .primitives import I8, Kept, any_byte_set, element_as, elementwise_at, region_pointer, sized, strided_offset
 from .problem import ConvProblem, Geometry, Prologue, to_3d
 
 
@@ -97,7 +97,7 @@ class ExactSum:
                 return b.load(b.gep(xs, [x_index]))
             if self.prologue.sources is None:
                 return elementwise_at(k, self.prologue.nodes, self.x.shape, x_index, position, {})
-            return _joined_at(k, self.prologue.sources, position, x_index, element)
+            return _joined_at(k, self.prologue.sources, self.x.dtype, position, (x_index, plane), element)
 
         def axis(level: int, x_at, w_at, position: tuple) -> None:
             if level == 3:
@@ -122,29 +122,25 @@ class ExactSum:
         return b.load(acc)
 
 
-def _joined_at(k, sources: tuple, position: tuple, x_index, element):
-    """The element (n, c, *spatial) of the concatenation of `sources` along the channels (x_index
-    its flat index there): read from the source holding channel c."""
+def _joined_at(k, sources: tuple, dtype, position: tuple, flat: tuple, element):
+    """The element (n, c, *spatial) of the concatenation of `sources` along the channels, of
+    `dtype` (`flat`: its flat index there and the sources' plane size): read from the source holding
+    channel c."""
     b = k.b
     n, c = position[:2]
+    x_index, plane = flat
     channels = sum(source.shape[1] for source in sources)
-    spatial = b.sub(x_index, b.mul(b.add(b.mul(n, i64(channels)), c), as_i64(sized(k, _volume(sources[0])))))
+    spatial = b.sub(x_index, b.mul(b.add(b.mul(n, i64(channels)), c), as_i64(plane)))
     value = k.alloca(element, name="joined")
     first = 0
     for source in sources:
         count = source.shape[1]
         inside = b.and_(b.icmp_unsigned(">=", c, i64(first)), b.icmp_unsigned("<", c, i64(first + count)))
         with b.if_then(inside):
-            plane = as_i64(sized(k, _volume(source)))
-            at = b.add(b.mul(b.add(b.mul(n, i64(count)), b.sub(c, i64(first))), plane), spatial)
-            b.store(b.load(b.gep(k.pointer(source), [at])), value)
+            at = b.add(b.mul(b.add(b.mul(n, i64(count)), b.sub(c, i64(first))), as_i64(plane)), spatial)
+            b.store(element_as(k, source, at, dtype), value)
         first += count
     return b.load(value)
-
-
-def _volume(value: Value):
-    depth, height, width = to_3d(value.shape[2:], 1)
-    return depth * height * width
 
 
 def _plane(g: Geometry) -> int:

@@ -16,8 +16,8 @@ from ...irgen import (as_i64, carried_loop, counted_loop, element_type, i64, mas
 from ...lowering import Lowering
 from .nonfinite import WeightFlags, finite_probe
 from .prepared import WeightCheck, when_changed
-from .primitives import (at_most, constant_table, elementwise_at, positions_inside, region_pointer, sized, strided_offset,
-                         transposed_rows)
+from .primitives import (at_most, constant_table, element_as, elementwise_at, positions_inside, region_pointer, sized,
+                         strided_offset, transposed_rows)
 from .problem import Blocking, Geometry, Prologue, WeightLayout, to_3d
 
 
@@ -109,7 +109,7 @@ def _prologue_row(k, prologue: Prologue, x: Value, row: tuple, inside_row) -> ir
                 flat = b.add(b.mul(b.add(b.mul(b.add(b.mul(b.add(b.mul(n, i64(channels)), c), as_i64(depth)), d),
                                                as_i64(height)), h), as_i64(width)), w)
                 value = elementwise_at(k, prologue.nodes, x.shape, flat, (n, c, d, h, w), {}) if source is None \
-                    else b.load(b.gep(k.pointer(source), [flat]))
+                    else element_as(k, source, flat, x.dtype)
                 b.store(value, b.gep(buffer, [b.add(b.mul(b.add(c, i64(first)), as_i64(width)), w)]))
             first += channels
     return buffer

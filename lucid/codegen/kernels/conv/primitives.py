@@ -23,7 +23,7 @@ from ....ir.graph import Value
 from ...irgen import as_i64, counted_loop, element_type, i64, linear_index, splat, store_vector, transpose, vector_type
 from ...lowering import Lowering
 from ..elementwise import contiguous_strides, load, operand_strides
-from ..scalar import Scalars, evaluate
+from ..scalar import Scalars, convert, evaluate
 
 I8 = ir.IntType(8)
 FLAG_WORD = 8             # flag bytes read per load
@@ -194,3 +194,10 @@ def elementwise_at(k, nodes: tuple, shape: tuple, flat, index5: tuple, known: di
         return load(k, s, v, at)
 
     return evaluate(s, list(nodes), operand)[nodes[-1].output]
+
+
+def element_as(k, value: Value, at, dtype) -> ir.Value:
+    """Element `at` of `value` converted to `dtype` (a concatenation's input, of a dtype its output
+    promotes)."""
+    s = Scalars(k.b, k.module)
+    return convert(s, load(k, s, value, at), value.dtype, dtype)

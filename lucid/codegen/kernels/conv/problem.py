@@ -159,9 +159,10 @@ class Prologue:
 
     @property
     def sources(self) -> tuple | None:
-        """The values a concatenation along the channels joins, in order (fusion's only other
-        prologue); None for an elementwise tree."""
-        return tuple(self.nodes[0].inputs) if self.nodes[0].op == "concat" else None
+        """The values a node joining them along the channels (`joins_channels`: a concatenation)
+        puts one after the other, in order; None for an elementwise tree."""
+        first = self.nodes[0]
+        return tuple(first.inputs) if first.opdef.joins_channels(first.attrs) else None
 
 
 @dataclass(frozen=True)
