@@ -243,6 +243,8 @@ CONV_CASES = [   # kind, rank, x shape, w shape, stride, padding, dilation, grou
     ("conv_transpose", 2, (1, 4, 5, 7), (4, 3, 3, 3), 3, 1, 2, 2, 0, "convT_direct"),
     ("conv_transpose", 2, (1, 8, 5, 21), (8, 3, 3, 3), 2, 0, 1, 1, 0, "convT_direct_points"),
     ("conv_transpose", 3, (1, 3, 3, 4, 5), (3, 2, 3, 3, 2), 2, 0, 1, 1, 1, "convT_direct"),
+    ("conv_transpose", 3, (1, 6, 3, 2, 8), (6, 5, 2, 2, 2), 2, 0, 1, 1, 0, "convT_blocks"),
+    ("conv_transpose", 2, (2, 4, 3, 12), (4, 3, 2, 2), 2, 0, 1, 2, 0, "convT_blocks"),
     ("conv_transpose", 2, (1, 32, 6, 7), (32, 32, 4, 4), 2, 1, 1, 1, 0, "wino_conv"),
     ("conv_transpose", 3, (1, 16, 3, 4, 5), (16, 16, 3, 3, 3), 1, 1, 1, 1, 0, "wino_conv"),
     ("conv", 2, (1, 32, 6, 7), (32, 32, 3, 3), 1, 0, 1, 1, 0, "wino_conv"),        # its input gradient

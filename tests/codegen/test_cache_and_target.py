@@ -11,9 +11,10 @@ of the first process's cache (each compile reads its entry from disk, as a fresh
 counters are its own).
 
 Target: in a subprocess with LUCID_CPU=x86-64-v3 (AVX2, 8 float lanes), then x86-64-v2 (SSE4.2, 4
-lanes), a graph of convolutions, a transposed convolution, pools, elementwise chains and their
-gradients (conv_weight_grad, max_pool_grad...) gives the interpreter's results in float32 and float64,
-so no kernel assumes AVX-512 (checked in the machine code too when objdump is installed). That
+lanes), a graph of convolutions, a transposed convolution (its kernel its stride: disjoint_blocks.py),
+pools, elementwise chains and their gradients (conv_weight_grad, max_pool_grad...) gives the
+interpreter's results in float32 and float64, so no kernel assumes AVX-512 (checked in the machine
+code too when objdump is installed). That
 subprocess uses the shared test cache (tests/conftest.py), so it is cheap once warm.
 """
 from __future__ import annotations
@@ -110,7 +111,7 @@ def model(x, w, b, wt, bt):
     return (u.sigmoid() * 2.0 - u.tanh()).exp().sum(axis=1) + x[:, 0]
 
 def report(out):
-    shapes = [(2, 3, 4, 6, 6), (12, 3, 3, 3, 3), (12,), (12, 20, 2, 2, 2), (20,)]
+    shapes = [(2, 3, 4, 6, 8), (12, 3, 3, 3, 3), (12,), (12, 20, 2, 2, 2), (20,)]
     rng = np.random.default_rng(0)
     errors, ops = {}, set()
     codes.clear()

@@ -207,6 +207,16 @@ def test_plane_tiles_fit_the_register_file(dtype, monkeypatch):
             assert block.rows <= ocg and block.lanes == lowering.target.lanes(dtype)
 
 
+def test_a_tile_of_given_lanes_and_most_vectors(monkeypatch):
+    """disjoint_blocks.py's rows: vectors of the lanes dividing the row, no more of them than it has."""
+    for cpu, features, _, _ in PLANE_TILES:
+        lowering = _model_target(cpu, features, monkeypatch)
+        for ocg, lanes, most in [(16, 16, 2), (40, 8, 1), (5, 4, 3), (64, 16, 4)]:
+            block = choose_plane_blocking(ocg, lowering, float32, lanes, most)
+            assert block.lanes == lanes and 1 <= block.vectors <= most and 1 <= block.rows <= ocg, (cpu, block)
+            assert block.rows * block.vectors + block.vectors + 1 <= lowering.target.model.vector_registers
+
+
 def _skylake(monkeypatch):
     return _model_target("skylake-avx512", "+avx,+avx2,+fma,+avx512f,+avx512vl", monkeypatch)
 

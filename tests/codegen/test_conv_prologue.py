@@ -4,8 +4,8 @@ it row by row), never stored.
 
 Against a float64 NumPy oracle (the norm and activation written out here, the convs from
 tests/oracle.py) and eager lucid: every algorithm that packs its input (Winograd, direct, the
-stride phases of a transposed conv, the kernels over output points, transposed or not), 2-D and
-3-D, odd sizes, one and two threads, a transposed conv with non-finite weights (its exact sums
+stride phases of a transposed conv, the kernels over output points, transposed or not, a transposed
+conv whose kernel is its stride), 2-D and 3-D, odd sizes, one and two threads, a transposed conv with non-finite weights (its exact sums
 compute the tree too), symbolic sizes; and which graphs take it: not a 1 x 1 x 1 conv (read where its
 input is), not a tree whose value something else reads too."""
 from __future__ import annotations
@@ -84,6 +84,7 @@ CASES = [
     ((1, 16, 3, 4, 37), 8, lambda: nn.ConvTranspose3d(16, 2, 3, stride=2, padding=1, output_padding=1),
      dict(stride=2, padding=1, output_padding=1), True, "convT_direct_points"),
     ((2, 16, 9, 13), 4, lambda: nn.Conv2d(16, 16, 3, padding=1), dict(padding=1), False, "wino_conv"),
+    ((1, 12, 3, 5, 8), 4, lambda: nn.ConvTranspose3d(12, 10, 2, stride=2), dict(stride=2), True, "convT_blocks"),
 ]
 
 

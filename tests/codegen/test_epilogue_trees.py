@@ -23,6 +23,7 @@ CASES = {
     "direct": ((2, 3, 4, 5, 9), (8, 3, 1, 3, 3), dict(padding=(0, 1, 1)), False, "conv_direct"),
     "planes": ((2, 5, 4, 3, 6), (12, 5, 3, 1, 1), dict(padding=(1, 0, 0)), False, "conv_planes"),
     "transposed": ((1, 8, 3, 3, 4), (8, 6, 3, 3, 3), dict(stride=2, padding=1), True, "convT_direct"),
+    "disjoint blocks": ((1, 8, 3, 3, 4), (8, 6, 2, 2, 2), dict(stride=2), True, "convT_blocks"),
 }
 
 

@@ -24,6 +24,7 @@ CASES = {
     "planes conv (3x1x1)": (lambda: nn.Conv3d(5, 12, (3, 1, 1), padding=(1, 0, 0)), (2, 5, 4, 3, 6), "conv_planes"),
     "direct conv (1x3x3)": (lambda: nn.Conv3d(5, 12, (1, 3, 3), padding=(0, 1, 1)), (2, 5, 4, 3, 6), "conv_direct"),
     "direct transposed": (lambda: nn.ConvTranspose3d(8, 16, 3, stride=2, padding=1), (1, 8, 3, 3, 4), "convT_direct"),
+    "disjoint blocks": (lambda: nn.ConvTranspose3d(8, 12, 2, stride=2), (1, 8, 3, 3, 4), "convT_blocks"),
 }
 
 

@@ -23,16 +23,18 @@ import math
 from ....ir.graph import Node
 from ...lowering import Lowering, lowers
 from .direct import lower_direct
+from .disjoint_blocks import lower_disjoint_blocks
 from .over_points import lower_over_points
 from .planes import lower_conv_over_planes
 from .problem import ConvProblem, Epilogue, Prologue, WeightLayout, geometry_of, kernel_taps, linear_taps
 from .winograd import lower_winograd
 
-#: In the order they are tried: Winograd (convs and transposed convs with 16+ channels and 3- or
+#: In the order they are tried: transposed convs whose kernel is their stride as one product per output
+#: (disjoint_blocks.py), Winograd (convs and transposed convs with 16+ channels and 3- or
 #: 2-tap classes, see winograd.py), transposed convs and stride-1 convs with few output channels
 #: vectorised over output points (over_points.py), convs of one tap across (h, w) vectorised over
 #: their planes' points (planes.py), then the direct algorithm (direct.py).
-ALGORITHMS = (lower_winograd, lower_over_points, lower_conv_over_planes, lower_direct)
+ALGORITHMS = (lower_disjoint_blocks, lower_winograd, lower_over_points, lower_conv_over_planes, lower_direct)
 
 
 @lowers("conv", run_time_extents=True)

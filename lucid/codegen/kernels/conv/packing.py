@@ -52,7 +52,7 @@ def emit_pack_input(lowering: Lowering, x: Value, layout: Padded, offset: int, n
     else 0; a work item is one padded row (n, d, h). The channels-last copy is the one-block case of
     `emit_pack_channel_blocks`; the planar one copies each channel's row a vector of positions at a
     time (masked loads read zeros in the padding, masked stores end at the padded row's end). With a
-    `prologue` (x its output), each input row is first computed into a stack array (`_prologue_row`)
+    `prologue` (x its output), each input row is first computed into a stack array (`prologue_row`)
     and packed from there."""
     if not layout.planar:
         assert layout.channels == x.shape[1], (layout, x.shape)
@@ -80,7 +80,7 @@ def emit_pack_input(lowering: Lowering, x: Value, layout: Padded, offset: int, n
             src = k.pointer(x)
             first = b.mul(b.add(b.mul(b.add(b.mul(bn, as_i64(batch_planes)), xd), as_i64(height)), xh), as_i64(width))
         else:
-            src, first, plane = _prologue_row(k, prologue, x, (bn, xd, xh), inside_row), i64(0), width
+            src, first, plane = prologue_row(k, prologue, x, (bn, xd, xh), inside_row), i64(0), width
         with counted_loop(b, channels, name="c") as c, counted_loop(b, w_tiles, name="wt") as wt:
             w0 = b.mul(wt, i64(lanes))
             xw = b.sub(w0, i64(ow))
@@ -92,7 +92,7 @@ def emit_pack_input(lowering: Lowering, x: Value, layout: Padded, offset: int, n
     lowering.kernel(name, x.shape[0] * layout.extent[0] * layout.extent[1], body, moves_data=True)
 
 
-def _prologue_row(k, prologue: Prologue, x: Value, row: tuple, inside_row) -> ir.Value:
+def prologue_row(k, prologue: Prologue, x: Value, row: tuple, inside_row) -> ir.Value:
     """A stack array [channel][w] of the prologue's values (x its output) on input row (n, d, h),
     computed when the row lies inside the input (`inside_row`; else left unwritten: the packings
     mask it): an elementwise tree's each element as a map computes it, its operands read at its
@@ -199,7 +199,7 @@ def emit_pack_channel_blocks(lowering: Lowering, y: Value, layout: Padded, group
     of squares: a 16-channel 64^3 packing 2.2-3.1 -> 1.7-2.0 ms, alternating runs; else through a
     stack array). The squares are no wider than R needs (4 x 4 for a 3-channel image), so few
     channels do not load positions they throw away. With a `prologue` (y
-    its output) the row is computed first (`_prologue_row`) and read from there."""
+    its output) the row is computed first (`prologue_row`) and read from there."""
     element = element_type(y.dtype)
     widest = lowering.target.lanes(y.dtype)
     lanes = min(widest, max(4, 1 << (layout.channels - 1).bit_length()))
@@ -218,7 +218,7 @@ def emit_pack_channel_blocks(lowering: Lowering, y: Value, layout: Padded, group
         yd, yh = b.sub(d, i64(od)), b.sub(h, i64(oh))
         row_inside = b.and_(_in_range(b, yd, size[0]), _in_range(b, yh, size[1]))
         row = strided_offset(b, 0, (bn, d, h), (sn, sd, sh))
-        src = k.pointer(y) if prologue is None else _prologue_row(k, prologue, y, (bn, yd, yh), row_inside)
+        src = k.pointer(y) if prologue is None else prologue_row(k, prologue, y, (bn, yd, yh), row_inside)
         with counted_loop(b, groups * blocks, name="block") as channel_block, \
                 counted_loop(b, w_tiles, name="wt") as wt:
             grp, blk = b.udiv(channel_block, i64(blocks)), b.urem(channel_block, i64(blocks))

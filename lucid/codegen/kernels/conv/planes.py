@@ -73,19 +73,21 @@ class PlaneBlocking:
         return self.lanes * self.vectors
 
 
-def choose_plane_blocking(ocg: int, lowering: Lowering, dtype) -> PlaneBlocking:
-    """The tile for `ocg` output channels on the target's CPU model: of the (rows, vectors) whose
-    accumulators, vectors and one broadcast fit the registers, the one taking the fewest cycles per
-    vector of points over all `ocg` channels (`problem.step_cycles`; a last block of fewer rows counted as
-    a whole one); on a tie the most rows (the fewest passes over the input), then the most vectors."""
-    model, lanes = lowering.target.model, lowering.target.lanes(dtype)
+def choose_plane_blocking(ocg: int, lowering: Lowering, dtype, lanes: int | None = None,
+                          most_vectors: int = MOST_VECTORS) -> PlaneBlocking:
+    """The tile for `ocg` output channels on the target's CPU model, of vectors of `lanes` (the
+    widest if None) and at most `most_vectors` of them: of the (rows, vectors) whose accumulators,
+    vectors and one broadcast fit the registers, the one taking the fewest cycles per vector of
+    points over all `ocg` channels (`problem.step_cycles`; a last block of fewer rows counted as a
+    whole one); on a tie the most rows (the fewest passes over the input), then the most vectors."""
+    model, lanes = lowering.target.model, lanes or lowering.target.lanes(dtype)
     slots = model.slots(lanes * dtype.numpy.itemsize // 4)
 
     def cycles_per_vector(shape):
         rows, vectors = shape
         return math.ceil(ocg / rows) * step_cycles(model, slots, rows, vectors) / vectors
 
-    shapes = [(rows, vectors) for rows in range(1, ocg + 1) for vectors in range(1, MOST_VECTORS + 1)
+    shapes = [(rows, vectors) for rows in range(1, ocg + 1) for vectors in range(1, most_vectors + 1)
               if rows * vectors + vectors + 1 <= model.vector_registers]
     rows, vectors = min(shapes, key=lambda shape: (cycles_per_vector(shape), -shape[0], -shape[1]))
     return PlaneBlocking(lanes, vectors, rows)

@@ -30,7 +30,7 @@ class Unpack:
     y: Value
     bias: Value | None
     offset: int
-    source: ChannelsLastScratch | PhaseMajorScratch
+    source: ChannelsLastScratch | PhaseMajorScratch | None     # None: the caller stores the rows itself
     epilogue: Epilogue | None = None
     exact: ExactSum | None = None
 
@@ -112,7 +112,7 @@ def unpack_row(k, unpack: Unpack, row) -> None:
             _unpack_scratch_row(k, unpack, (n, d, h))
         with not_finite:
             with counted_loop(k.b, y.shape[1], name="oc") as oc:
-                _emit_channel_row(k, unpack, (n, oc, d, h), lambda w: unpack.exact.value(k, n, oc, (d, h, w)))
+                emit_channel_row(k, unpack, (n, oc, d, h), lambda w: unpack.exact.value(k, n, oc, (d, h, w)))
 
 
 def rows_run_together(unpack: Unpack) -> bool:
@@ -142,11 +142,11 @@ def unpack_rows(k, unpack: Unpack, first_row, rows: int, value_at: Callable) -> 
     together = rows_run_together(unpack)
     with counted_loop(b, y.shape[1], name="oc") as oc:
         if together:
-            _emit_channel_row(k, unpack, (n, oc, d, h), lambda p: value_at(oc, p), b.mul(i64(rows), as_i64(width)))
+            emit_channel_row(k, unpack, (n, oc, d, h), lambda p: value_at(oc, p), b.mul(i64(rows), as_i64(width)))
         else:
             with counted_loop(b, rows, name="row") as r:
                 first = b.mul(r, as_i64(width))
-                _emit_channel_row(k, unpack, (n, oc, d, b.add(h, r)), lambda w: value_at(oc, b.add(first, w)))
+                emit_channel_row(k, unpack, (n, oc, d, b.add(h, r)), lambda w: value_at(oc, b.add(first, w)))
 
 
 def _unpack_scratch_row(k, unpack: Unpack, row: tuple) -> None:
@@ -159,7 +159,7 @@ def _unpack_scratch_row(k, unpack: Unpack, row: tuple) -> None:
     scratch = k.scratch_pointer(unpack.offset, element_type(y.dtype))
     source = sized(k, unpack.source)
     with counted_loop(k.b, y.shape[1], name="oc") as oc:
-        _emit_channel_row(k, unpack, (n, oc, d, h),
+        emit_channel_row(k, unpack, (n, oc, d, h),
                           lambda w: k.b.load(k.b.gep(scratch, [source.index(k.b, n, oc, d, h, w)])))
 
 
@@ -183,13 +183,14 @@ def _unpack_row_by_tiles(k, unpack: Unpack, source: ChannelsLastScratch, row: tu
                                                                 lanes))
         first_oc = b.add(b.mul(grp, i64(source.ocg)), b.mul(ct, i64(lanes)))
         with counted_loop(b, at_most(b, b.sub(i64(source.ocg), b.mul(ct, i64(lanes))), lanes), name="j") as j:
-            _emit_channel_row(k, unpack, (n, b.add(first_oc, j), d, h),
+            emit_channel_row(k, unpack, (n, b.add(first_oc, j), d, h),
                               lambda w: b.load(b.gep(columns, [b.add(b.mul(j, as_i64(stride)), w)])))
 
 
-def _emit_channel_row(k, unpack: Unpack, index: tuple, value_at: Callable, points=None) -> None:
+def emit_channel_row(k, unpack: Unpack, index: tuple, value_at: Callable, points=None) -> None:
     """y[n][oc][d][h][w] = epilogue(value_at(w) (+ bias[oc])) for every w of the row `index` = (n, oc, d, h),
-    or for w < `points` running on through the rows after it (see `unpack_rows`)."""
+    or for w < `points` running on through the rows after it (see `unpack_rows`); of `unpack` it
+    reads the output, the bias and the epilogue only."""
     y, bias, epilogue = unpack.y, unpack.bias, unpack.epilogue
     b = k.b
     n, oc, d, h = index
