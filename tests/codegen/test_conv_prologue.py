@@ -6,8 +6,8 @@ Against a float64 NumPy oracle (the norm and activation written out here, the co
 tests/oracle.py) and eager lucid: every algorithm that packs its input (Winograd, direct, the
 stride phases of a transposed conv, the kernels over output points, transposed or not, a transposed
 conv whose kernel is its stride), 2-D and 3-D, odd sizes, one and two threads, a transposed conv with non-finite weights (its exact sums
-compute the tree too), symbolic sizes; and which graphs take it: not a 1 x 1 x 1 conv (read where its
-input is), not a tree whose value something else reads too."""
+compute the tree too), symbolic sizes, a 1 x 1 x 1 conv over its planes; and which graphs take it:
+not a 3 x 1 x 1 conv (read where its input is), not a tree whose value something else reads too."""
 from __future__ import annotations
 
 import numpy as np
@@ -112,14 +112,44 @@ def test_every_packing_computes_the_tree(index):
     assert any(name.startswith(label) for name in labels), " ".join(labels)
 
 
-def test_a_one_by_one_conv_reads_its_input_where_it_is():
-    """A 1 x 1 x 1 conv is computed over its input's planes in place: the tree stays a map before it."""
-    model = _model(8, 8, nn.Conv3d(8, 5, 1), 7)
-    x = np.random.default_rng(7).standard_normal((2, 8, 3, 4, 6)).astype(np.float32)
+@pytest.mark.parametrize("shape, groups", [((2, 8, 3, 4, 6), 8), ((1, 16, 3, 37, 29), 4)])
+def test_a_one_by_one_conv_computes_the_tree_over_its_planes(shape, groups):
+    """A 1 x 1 x 1 conv (a segmentation head) over its planes: each item computes its rows of the
+    tree first (a plane of 37 x 29: items of whole rows and a shorter last one)."""
+    model = _model(shape[1], groups, nn.Conv3d(shape[1], 5, 1), 7)
+    x = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
     compiled = lucid.compile(model)
     with lucid.no_grad():
         got = compiled(lucid.tensor(x)).numpy()
     _assert_close(got, _expected(model, x, False, {}), "1x1x1")
+    executable = _executable(compiled)
+    for threads in (2, 1):
+        _assert_close(executable(x, threads=threads)[0], _expected(model, x, False, {}), f"{threads} threads")
+    labels = [kernel.label for kernel, _ in executable.kernels()]
+    assert "conv_planes" in labels and "conv_pack_input" not in labels, labels
+    bodies = [[m.op for m in n.attrs["body"].nodes if not m.is_constant] for n in executable.graph.nodes
+              if n.op == "fused"]
+    assert any(body[-1] == "conv" and "leaky_relu" in body for body in bodies), bodies
+
+
+def test_a_one_by_one_conv_with_symbolic_sizes():
+    """Compiled for every size, the planes path declines: the direct kernels pack the tree."""
+    model = _model(8, 4, nn.Conv3d(8, 3, 1), 9)
+    compiled = lucid.compile(model, dynamic=True)
+    with lucid.no_grad():
+        for n, volume in [(1, (4, 5, 6)), (2, (5, 9, 7))]:
+            x = np.random.default_rng(sum(volume)).standard_normal((n, 8) + volume).astype(np.float32)
+            _assert_close(compiled(lucid.tensor(x)).numpy(), _expected(model, x, False, {}), f"{n} x {volume}")
+
+
+def test_a_temporal_conv_reads_its_input_where_it_is():
+    """A 3 x 1 x 1 conv reads its input's planes at three depths where they are: the tree stays a map."""
+    model = _model(8, 8, nn.Conv3d(8, 5, (3, 1, 1), padding=(1, 0, 0)), 8)
+    x = np.random.default_rng(8).standard_normal((2, 8, 3, 4, 6)).astype(np.float32)
+    compiled = lucid.compile(model)
+    with lucid.no_grad():
+        got = compiled(lucid.tensor(x)).numpy()
+    _assert_close(got, _expected(model, x, False, dict(padding=(1, 0, 0))), "3x1x1")
     labels = [kernel.label for kernel, _ in _executable(compiled).kernels()]
     assert "fused" in labels and "conv_planes" in labels, labels
 

@@ -52,11 +52,13 @@ class ConvBase(OpDef):
                   "dilation": IntTuple(min=1), "groups": Int(min=1)}
 
     def takes_prologue(self, attrs, input_types):
-        """Yes when the kernel has more than one tap across its last two axes: codegen then packs the
-        input into a padded copy, computing the tree as it does; a kernel of one tap there (1 x 1 x 1,
-        a (2+1)-D net's 3 x 1 x 1) is read where the input is, which a tree would take away."""
-        kernel = (1, 1) + tuple(input_types[1].shape[2:])
-        return kernel[-1] * kernel[-2] > 1
+        """Yes when the kernel has more than one tap across its last two axes (codegen then packs the
+        input into a padded copy, computing the tree as it does) or is one tap in all (1 x 1 x 1:
+        each work item over its planes computes its rows first, planes.py); a kernel of one tap
+        across but several along d (a (2+1)-D net's 3 x 1 x 1) is read where the input is, which a
+        tree would take away."""
+        kernel = (1, 1, 1) + tuple(input_types[1].shape[2:])
+        return kernel[-1] * kernel[-2] > 1 or math.prod(kernel) == 1
 
     # Messages of this family start with the rank-specific name (e.g. "conv3d"), so no op prefix.
     def error(self, message):

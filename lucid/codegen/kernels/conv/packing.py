@@ -92,25 +92,30 @@ def emit_pack_input(lowering: Lowering, x: Value, layout: Padded, offset: int, n
     lowering.kernel(name, x.shape[0] * layout.extent[0] * layout.extent[1], body, moves_data=True)
 
 
-def prologue_row(k, prologue: Prologue, x: Value, row: tuple, inside_row) -> ir.Value:
-    """A stack array [channel][w] of the prologue's values (x its output) on input row (n, d, h),
-    computed when the row lies inside the input (`inside_row`; else left unwritten: the packings
-    mask it): an elementwise tree's each element as a map computes it, its operands read at its
-    index; a concatenation's rows copied from each source in turn."""
+def prologue_row(k, prologue: Prologue, x: Value, row: tuple, inside_row, rows: int = 1) -> ir.Value:
+    """A stack array [channel][w] of the prologue's values (x its output) on input row (n, d, h), or
+    [channel][r * W + w] on the `rows` rows from it, computed when the row lies inside the input
+    (`inside_row`; else left unwritten: the packings mask it): an elementwise tree's each element
+    as a map computes it, its operands read at its index; a concatenation's rows copied from each
+    source in turn."""
     b = k.b
     n, d, h = row
     depth, height, width = sized(k, to_3d(x.shape[2:], 1))
-    buffer = k.alloca(element_type(x.dtype), sized(k, x.shape[1] * to_3d(x.shape[2:], 1)[2]), name="prologue")
+    run = sized(k, rows * to_3d(x.shape[2:], 1)[2])
+    buffer = k.alloca(element_type(x.dtype), sized(k, x.shape[1] * rows * to_3d(x.shape[2:], 1)[2]), name="prologue")
     parts = [(source, source.shape[1]) for source in prologue.sources] if prologue.sources else [(None, x.shape[1])]
     first = 0
     with b.if_then(inside_row):
         for source, channels in parts:
-            with counted_loop(b, channels, name="pc") as c, counted_loop(b, width, name="pw") as w:
+            with counted_loop(b, channels, name="pc") as c, counted_loop(b, rows, name="pr") as r, \
+                    counted_loop(b, width, name="pw") as w:
+                at = b.add(h, r)
                 flat = b.add(b.mul(b.add(b.mul(b.add(b.mul(b.add(b.mul(n, i64(channels)), c), as_i64(depth)), d),
-                                               as_i64(height)), h), as_i64(width)), w)
-                value = elementwise_at(k, prologue.nodes, x.shape, flat, (n, c, d, h, w), {}) if source is None \
+                                               as_i64(height)), at), as_i64(width)), w)
+                value = elementwise_at(k, prologue.nodes, x.shape, flat, (n, c, d, at, w), {}) if source is None \
                     else element_as(k, source, flat, x.dtype)
-                b.store(value, b.gep(buffer, [b.add(b.mul(b.add(c, i64(first)), as_i64(width)), w)]))
+                point = b.add(b.mul(r, as_i64(width)), w)
+                b.store(value, b.gep(buffer, [b.add(b.mul(b.add(c, i64(first)), as_i64(run)), point)]))
             first += channels
     return buffer
 

@@ -11,7 +11,9 @@ register tile (tile.py's) takes the weights as its broadcast scalars (rows: outp
 consecutive points of the input as its vectors, read where they are, with no packed copy. A work
 item is a few rows (h) of one output plane (n, qd) with every output channel: its tiles write the
 output itself, or, with a bias or a fused epilogue, a stack array that the item then unpacks while
-it is in L1.
+it is in L1. A 1 x 1 x 1 conv whose input a fused prologue computes (a norm's normalize and
+activation in front of a segmentation head) has each item compute its rows of every input channel
+into a stack array first (`packing.prologue_row`), and its tiles read them there.
 
 The channel-vectorised direct tiles (direct.py) on such a conv broadcast an input value per output
 point and input channel, and with a single vector of output channels (a (2+1)-D block's 16) their
@@ -32,12 +34,14 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+import llvmlite.ir as ir
+
 from ....ir import symbolic
 from ...cpu_model import CpuModel
 from ...irgen import counted_loop, element_type, i64, unravel
 from ...lowering import Lowering
 from .direct import DepthClass, depth_classes
-from .packing import emit_pack_weight
+from .packing import emit_pack_weight, prologue_row
 from .prepared import emit_weight_check
 from .primitives import Kept, constant_table, region_pointer, strided_offset
 from .problem import Blocking, ConvProblem, Geometry, choose_blocking, step_cycles, to_3d
@@ -128,8 +132,8 @@ def lower_conv_over_planes(lowering: Lowering, problem: ConvProblem) -> bool:
     size, or a plane so short that the tiles' tails cost more than `LEAST_EFFICIENCY` allows while
     the direct tile has several vectors of output channels (with one, its loads outnumber its FMAs),
     or items whose sums would take more than `MOST_STACK_BYTES` of stack."""
-    problem = _as_conv(problem) if problem.prologue is None else None       # it reads its input in place
-    if problem is None:
+    problem = _as_conv(problem)
+    if problem is None or (problem.prologue is not None and problem.g.kernel != (1, 1, 1)):
         return False
     g, y, dtype = problem.g, problem.y, problem.x.dtype
     out_sp = to_3d(y.shape[2:], 1)
@@ -140,7 +144,8 @@ def lower_conv_over_planes(lowering: Lowering, problem: ConvProblem) -> bool:
         return False
     block = choose_plane_blocking(g.ocg, lowering, dtype)
     rows, last_rows = _item_rows(out_sp[1], out_sp[2], block)
-    if y.shape[1] * rows * out_sp[2] * dtype.numpy.itemsize > MOST_STACK_BYTES:
+    prologue_rows = rows + last_rows if problem.prologue is not None else 0
+    if (y.shape[1] * rows + problem.x.shape[1] * prologue_rows) * out_sp[2] * dtype.numpy.itemsize > MOST_STACK_BYTES:
         return False
     items = [rows * out_sp[2]] * (math.ceil(out_sp[1] / rows) - 1) + [last_rows * out_sp[2]]
     efficiency = plane_efficiency(lowering.target.model, block, g.ocg, items, dtype.numpy.itemsize)
@@ -210,8 +215,18 @@ def _emit_class(lowering: Lowering, problem: ConvProblem, block: PlaneBlocking, 
             output = (k.pointer(y, element), y_at, out_plane)
         else:
             output = (k.alloca(element, y.shape[1] * chunk * width, name="sums"), i64(0), chunk * width)
-        frame = _Frame(k.pointer(x, element), region_pointer(k, w_offset, element), x_at, tables, in_plane, output)
-        _by_chunk(b, c, chunks, (chunk, last_rows), lambda rows: calls.emit_points(k, frame, rows * width))
+        wp = region_pointer(k, w_offset, element)
+
+        def emit(rows):
+            if problem.prologue is None:
+                frame = _Frame(k.pointer(x, element), wp, x_at, tables, in_plane, output)
+            else:                                      # the item's rows of every channel, computed
+                computed = prologue_row(k, problem.prologue, x, (n, first_depth, b.mul(c, i64(chunk))),
+                                        ir.Constant(ir.IntType(1), 1), rows)
+                frame = _Frame(computed, wp, i64(0), tables, rows * width, output)
+            calls.emit_points(k, frame, rows * width)
+
+        _by_chunk(b, c, chunks, (chunk, last_rows), emit)
         if unpack is not None:
             first_row = b.add(b.mul(b.add(b.mul(n, i64(out_d)), qd), i64(height)), b.mul(c, i64(chunk)))
             sums = output[0]
