@@ -24,7 +24,8 @@ from model_helpers import kernel_labels
 TOL = 2e-5
 
 # input shape, output channels, kernel (= stride), groups, bias: odd depths and heights, rows of
-# 8, 16, 12, 20, 24 and 4 points (vectors of 8, 16 and 4 lanes), 40 channels (a shorter last tile)
+# 8, 16, 12, 20, 24 and 4 points (vectors of 8, 16 and 4 lanes; on AVX-512 the last two cases read
+# runs of rows in whole 16-lane vectors), 40 channels (a shorter last tile)
 CASES = [
     ((2, 12, 3, 5, 8), 10, (2, 2, 2), 1, True),
     ((1, 32, 5, 3, 16), 16, (2, 2, 2), 1, True),
@@ -32,6 +33,8 @@ CASES = [
     ((1, 16, 2, 3, 20), 40, (2, 2, 2), 1, True),
     ((1, 6, 3, 3, 24), 5, (2, 1, 1), 1, True),
     ((1, 9, 3, 2, 4), 7, (3, 3, 2), 1, True),
+    ((2, 10, 3, 4, 8), 6, (2, 2, 2), 1, True),            # runs of 2 rows of 8: whole 16-lane vectors
+    ((1, 7, 2, 4, 4), 9, (2, 2, 2), 1, False),            # runs of 4 rows of 4
 ]
 
 
@@ -128,7 +131,7 @@ def test_a_concatenation_read_from_its_sources():
     """A decoder's upsampling of a skip connection joined to the path below: the concatenation is
     fused in front, each source's rows read where they are."""
     rng = np.random.default_rng(11)
-    a, c = (rng.standard_normal((2, channels, 3, 5, 8)).astype(np.float32) for channels in (6, 10))
+    a, c = (rng.standard_normal((2, channels, 3, 4, 8)).astype(np.float32) for channels in (6, 10))
     w = rng.standard_normal((16, 12, 2, 2, 2)).astype(np.float32)
     executable = _executable(lambda a, c, w: F.conv_transpose3d(lucid.cat([a, c], dim=1), w, stride=2), [a, c, w],
                              "blocks_join")

@@ -5,19 +5,21 @@ With kernel == stride, no padding, dilation 1 and no output padding (the 2 x 2 x
 weights of kernel offset r: one product per output, no two input points reaching the same output.
 The direct phases (direct.py) wrote such a conv's result to a channels-last scratch the size of the
 output, which a second kernel read back to unpack it (MONAI BasicUNet's last upsampling: 2.6 of its
-5.2 ms in that unpacking). Here a work item is one input row (n, d, h), every group:
-1. its input channels' rows are read where they are (NCDHW), or computed by the fused prologue
+5.2 ms in that unpacking). Here a work item is a run of consecutive input rows (n, d, h...) of
+one plane, contiguous in NCDHW (one row, or enough for a whole vector: `_run_of_rows`), every group:
+1. its input channels' runs are read where they are (NCDHW), or computed by the fused prologue
    into a stack array (`packing.prologue_row`);
-2. for each of the stride[0] x stride[1] output rows the input row makes, each phase r along w is
+2. for each of the stride[0] x stride[1] output row phases the run makes, each phase r along w is
    the register tile of `tile.py` (a broadcast weight times a vector of consecutive input points,
    as over_points.py; its shape as planes.py chooses it) over output channels x vectors of the row,
    written to a stack array;
 3. the stride[2] phases of each channel are interleaved in registers (`interleave`) into a second
-   stack array, from which each output row is stored with the bias and the epilogue (unpack.py).
+   stack array (each input row's s_w x W values one output row), from which each output row is
+   stored with the bias and the epilogue (unpack.py).
 Nothing but the output is written to memory. Every output is exactly its input channels' sum of
 products, as in PyTorch's, so weights that are not finite need no exact sums (nonfinite.py).
 
-It takes concrete sizes, rows of a whole number of vectors of at least 4 lanes, and a stride along
+It takes concrete sizes, runs of a whole number of vectors of at least 4 lanes, and a stride along
 w of 1, 2 or 4; other transposed convs are left to the direct phases."""
 from __future__ import annotations
 
@@ -49,35 +51,57 @@ def lower_disjoint_blocks(lowering: Lowering, problem: ConvProblem) -> bool:
     """Lower a transposed conv whose kernel is its stride as described above; False, emitting
     nothing, when it is not one or its sizes are not ones this path takes."""
     g, x = problem.g, problem.x
-    lanes = _row_lanes(lowering, problem)
-    if lanes is None:
+    run = _run_of_rows(lowering, problem)
+    if run is None:
         return False
-    width, itemsize = g.in_sp[2], x.dtype.numpy.itemsize
-    stack = (2 * g.stride[2] * g.ocg * width + (x.shape[1] * width if problem.prologue else 0)) * itemsize
+    rows, lanes = run
+    points, itemsize = rows * g.in_sp[2], x.dtype.numpy.itemsize
+    stack = (2 * g.stride[2] * g.ocg * points + (x.shape[1] * points if problem.prologue else 0)) * itemsize
     if stack > STACK_BYTES:
         return False
-    tile = choose_plane_blocking(g.ocg, lowering, x.dtype, lanes, min(width // lanes, MOST_VECTORS))
+    tile = _whole_tiles(lowering, problem, lanes, points // lanes)
     taps = kernel_taps(g.kernel)
     check = emit_weight_check(lowering, problem.w)
     weights = Kept.reserve(lowering, g.groups * len(taps) * g.icg * g.ocg * itemsize)
     emit_pack_weight(lowering, problem.w, g, Blocking(lanes=g.ocg, vectors=1, points=1), problem.weights_of(taps),
                      weights, "convT_pack_weight", check=check, waits=True)       # wp[g][tap][ic][oc]
-    _emit_blocks(lowering, problem, weights, tile)
+    _emit_blocks(lowering, problem, weights, tile, rows)
     return True
 
 
-def _row_lanes(lowering: Lowering, problem: ConvProblem) -> int | None:
-    """The vector width the rows are read in (the widest dividing the input row, at least 4 lanes),
-    or None when `problem` is not a transposed conv this path takes."""
+def _whole_tiles(lowering: Lowering, problem: ConvProblem, lanes: int, vectors: int) -> PlaneBlocking:
+    """planes.py's tile for the output channels, of a number of vectors dividing a run's `vectors`
+    (a last tile of fewer vectors would load as many values as it does FMAs)."""
+    most = min(vectors, MOST_VECTORS)
+    while True:
+        tile = choose_plane_blocking(problem.g.ocg, lowering, problem.x.dtype, lanes, most)
+        if vectors % tile.vectors == 0:
+            return tile
+        most = tile.vectors - 1
+
+
+def _run_of_rows(lowering: Lowering, problem: ConvProblem) -> tuple | None:
+    """(rows, lanes): a work item's run of consecutive input rows of a plane (contiguous in NCDHW)
+    and the vector width it is read in: one row in the widest vectors when it is a whole number of
+    them, else the fewest rows dividing the plane's that are (UNet3D's 8 x 8 rows of 8 points were
+    read in half-width vectors, at half the FMA rate: 0.46 -> 0.28 ms), else one row in the widest
+    vectors dividing it, at least 4 lanes. Longer runs than needed ran slower (16 x 16 planes in runs
+    of 4 rows: 0.71 -> 0.86 ms). None when `problem` is not a transposed conv this path takes."""
     g, x, y = problem.g, problem.x, problem.y
     if not problem.transposed or symbolic.is_symbolic(tuple(x.shape) + tuple(y.shape)):
         return None
-    blocks = (g.kernel == g.stride and g.pad_lo == (0, 0, 0) and g.dilation == (1, 1, 1) and g.stride[2] in W_STRIDES
-              and to_3d(y.shape[2:], 1) == tuple(n * s for n, s in zip(g.in_sp, g.stride)))
-    lanes = lowering.target.lanes(x.dtype)
-    while lanes > 4 and g.in_sp[2] % lanes:
+    if not (g.kernel == g.stride and g.pad_lo == (0, 0, 0) and g.dilation == (1, 1, 1) and g.stride[2] in W_STRIDES
+            and to_3d(y.shape[2:], 1) == tuple(n * s for n, s in zip(g.in_sp, g.stride))):
+        return None
+    height, width = g.in_sp[1:]
+    widest = lowering.target.lanes(x.dtype)
+    for rows in range(1, height + 1):
+        if height % rows == 0 and rows * width % widest == 0:
+            return rows, widest
+    lanes = widest
+    while lanes > 4 and width % lanes:
         lanes //= 2
-    return lanes if blocks and g.in_sp[2] % lanes == 0 else None
+    return (1, lanes) if width % lanes == 0 else None
 
 
 def interleave(b: ir.IRBuilder, vectors: list) -> ir.Value:
@@ -91,15 +115,16 @@ def interleave(b: ir.IRBuilder, vectors: list) -> ir.Value:
     return b.shuffle_vector(even, odd, mask)
 
 
-def _emit_blocks(lowering: Lowering, problem: ConvProblem, weights: Kept, block: PlaneBlocking) -> None:
-    """The kernel over input rows (n, d, h): every output row they make, every group."""
+def _emit_blocks(lowering: Lowering, problem: ConvProblem, weights: Kept, block: PlaneBlocking, rows: int) -> None:
+    """The kernel over runs of `rows` input rows (n, d, h...): every output row they make, every group."""
     g, x, y = problem.g, problem.x, problem.y
     element = element_type(x.dtype)
     lanes, width = block.lanes, g.in_sp[2]
+    points = rows * width
     s_d, s_h, s_w = g.stride
     taps = s_d * s_h * s_w
     channel_tiles = _tiles(g.ocg, block.rows)
-    vector_tiles = _tiles(width // lanes, block.vectors)
+    vector_tiles = _tiles(points // lanes, block.vectors)
     tiles = {(c, v): tile_function(lowering, element, Blocking(lanes, v, c), c, 1)
              for c, _ in channel_tiles for v, _ in vector_tiles}
     zero_tap = constant_table(lowering, "zero_tap", [0])
@@ -108,17 +133,18 @@ def _emit_blocks(lowering: Lowering, problem: ConvProblem, weights: Kept, block:
 
     def body(k, item):
         b = k.b
-        n, d, h = unravel(b, item, (g.n,) + g.in_sp[:2])
+        n, d, run = unravel(b, item, (g.n, g.in_sp[0], g.in_sp[1] // rows))
+        h = b.mul(run, i64(rows))
         wp = k.persistent_pointer(weights.offset, element)
         if problem.prologue is None:
             source = k.pointer(x)
             first, channel_step = b.mul(b.add(b.mul(b.add(b.mul(n, i64(x.shape[1] * g.in_sp[0])), d),
                                                      i64(g.in_sp[1])), h), i64(width)), plane
         else:
-            source = prologue_row(k, problem.prologue, x, (n, d, h), ir.Constant(ir.IntType(1), 1))
-            first, channel_step = i64(0), width
-        phases = k.alloca(element, s_w * g.ocg * width, name="phases")         # [r][oc][w]
-        rows = k.alloca(element, g.ocg * s_w * width, name="rows")             # [oc][w * s_w + r]
+            source = prologue_row(k, problem.prologue, x, (n, d, h), ir.Constant(ir.IntType(1), 1), rows)
+            first, channel_step = i64(0), points
+        phases = k.alloca(element, s_w * g.ocg * points, name="phases")         # [r][oc][point]
+        interleaved = k.alloca(element, g.ocg * s_w * points, name="rows")     # [oc][point * s_w + r]
         tap_table = b.gep(zero_tap, [i64(0), i64(0)])
         with counted_loop(b, g.groups, name="grp") as grp, counted_loop(b, s_d * s_h, name="dh") as dh:
             v_row = b.add(first, b.mul(grp, i64(g.icg * channel_step)))
@@ -131,19 +157,21 @@ def _emit_blocks(lowering: Lowering, problem: ConvProblem, weights: Kept, block:
                                 counted_loop(b, vectors * v_count, step=vectors, name="v") as v:
                             oc, w0 = b.add(oc, i64(first_channel)), b.mul(b.add(v, i64(first_vector)), i64(lanes))
                             arguments = [b.gep(wp, [b.add(w_tap, oc)]), b.gep(source, [b.add(v_row, w0)]),
-                                         b.gep(phases, [b.add(b.mul(b.add(i64(r * g.ocg), oc), i64(width)), w0)]),
+                                         b.gep(phases, [b.add(b.mul(b.add(i64(r * g.ocg), oc), i64(points)), w0)]),
                                          tap_table, tap_table, i64(1), i64(g.icg), i64(g.ocg), i64(channel_step),
-                                         i64(width), *term_blocks(1, g.icg)]
+                                         i64(points), *term_blocks(1, g.icg)]
                             b.call(tile, arguments)
-            _interleave_rows(b, phases, rows, g.ocg, width, lanes, s_w)
+            _interleave_rows(b, phases, interleaved, g.ocg, points, lanes, s_w)
             i, j = b.udiv(dh, i64(s_h)), b.urem(dh, i64(s_h))
-            out_d, out_h = b.add(b.mul(d, i64(s_d)), i), b.add(b.mul(h, i64(s_h)), j)
-            with counted_loop(b, g.ocg, name="oc_row") as oc:
+            out_d = b.add(b.mul(d, i64(s_d)), i)
+            with counted_loop(b, g.ocg, name="oc_row") as oc, counted_loop(b, rows, name="in_row") as r:
                 channel = b.add(b.mul(grp, i64(g.ocg)), oc)
-                row = b.mul(oc, i64(s_w * width))
-                emit_channel_row(k, unpack, (n, channel, out_d, out_h), lambda w: b.load(b.gep(rows, [b.add(row, w)])))
+                out_h = b.add(b.mul(b.add(h, r), i64(s_h)), j)
+                row = b.mul(b.add(b.mul(oc, i64(rows)), r), i64(s_w * width))
+                emit_channel_row(k, unpack, (n, channel, out_d, out_h),
+                                 lambda w: b.load(b.gep(interleaved, [b.add(row, w)])))
 
-    lowering.kernel("convT_blocks", g.n * g.in_sp[0] * g.in_sp[1], body)
+    lowering.kernel("convT_blocks", g.n * g.in_sp[0] * (g.in_sp[1] // rows), body)
 
 
 def _tiles(total: int, most: int) -> list:
