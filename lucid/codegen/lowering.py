@@ -191,6 +191,7 @@ class Lowering:
         self.node: Node | None = None
         self._left: tuple | None = None            # (value, layout) packed at workspace offset 0
         self._leaving: tuple | None = None
+        self._row_statistics: frozenset = frozenset()   # ids of values whose row sums a reader takes
 
     # ------------------------------------------------------------------ used by lowerings
     def changes_from_call_to_call(self, value: Value) -> bool:
@@ -254,10 +255,17 @@ class Lowering:
         return offset
 
     def leave_packed(self, value: Value, layout) -> None:
-        """Declare that the node being lowered packed `value` as `layout` into its first scratch
-        (offset 0) and that none of its kernels writes there afterwards: the next node to use the
-        workspace may read that copy instead of packing `value` again (`packed_at_start`)."""
+        """Declare that the node being lowered packed `value` (one of its inputs, or its output) as
+        `layout` into its first scratch (offset 0) and that none of its kernels writes there
+        afterwards: the next node to use the workspace may read that copy instead of packing
+        `value` again (`packed_at_start`). A conv storing its output row by row can leave the
+        rows' sums there for the norm's statistics (`conv/unpack.py`, `RowStatistics`)."""
         self._leaving = (value, layout)
+
+    def reads_row_statistics(self, value: Value) -> bool:
+        """Whether a node of the graph takes `value`'s statistics from the sums of its rows
+        (`kernels/normalization.py`: an instance or batch norm's `moments` of a conv output)."""
+        return id(value) in self._row_statistics
 
     def packed_at_start(self, value: Value):
         """The layout in which an earlier node left `value` packed at workspace offset 0, if no node
@@ -306,6 +314,9 @@ class Lowering:
     # ------------------------------------------------------------------ driver
     def lower(self) -> None:
         from . import kernels  # noqa: F401  (registers the lowerings: here, so a cached graph never loads them)
+        from .kernels.normalization import row_statistics_values
+
+        self._row_statistics = row_statistics_values(self.graph)
 
         if self.table.symbols:
             refuse_symbolic(self.graph, self.plan)
@@ -342,7 +353,8 @@ def node_key(lowering: Lowering, node: Node) -> tuple:
     body as its text, its constants' values included), its operands' types, which operands share
     storage, the data of its constant inputs (a one-element constant becomes an immediate), which
     of its inputs are parameters that change from call to call (`changing_weights`), and which of
-    its inputs an earlier node left packed in the workspace, and how (`packed_at_start`).
+    its inputs an earlier node left packed in the workspace, and how (`packed_at_start`), and
+    whether a reader takes its output's statistics from its rows' sums (`reads_row_statistics`).
     Two nodes with the same key get the same kernels (`NodeKernels`), in one graph or in two; the
     level each kernel is compiled at follows from the same facts. What else the lowerings read, the
     code generator's constants (which a process may change between two graphs: the tests set
@@ -355,7 +367,8 @@ def node_key(lowering: Lowering, node: Node) -> tuple:
     return (lowering.target, lowering.table.symbols, node.op, format_attributes(node.attrs),
             tuple(format_type(value.type) for value in operands), tuple(slots.index(slot) for slot in slots),
             tuple(_constant_data(value) for value in node.inputs),
-            tuple(lowering.changes_from_call_to_call(value) for value in node.inputs), packed)
+            tuple(lowering.changes_from_call_to_call(value) for value in node.inputs), packed,
+            lowering.reads_row_statistics(node.output))
 
 
 def _constant_data(value: Value) -> tuple | None:
@@ -381,7 +394,7 @@ class NodeKernels:
     workspace_bytes: int
     symbolic_workspace: list
     kept_bytes: int
-    leaving: tuple | None          # (input position, layout)
+    leaving: tuple | None          # (operand position: an input's, or the output's after them, layout)
 
     @classmethod
     def record(cls, lowering: Lowering, node: Node, first_kernel: int, first_workspace: int) -> "NodeKernels | None":
@@ -390,9 +403,9 @@ class NodeKernels:
         buffer that is not one of the node's operands, the workspace, the dims or its kept memory)."""
         roles = _roles(lowering, node)
         roles[KeptStart(lowering.node_kept_start)] = "kept start"
-        inputs = list(node.inputs)
+        operands = [*node.inputs, node.output]
         leaving = lowering._leaving
-        if lowering._module is not None or leaving is not None and not any(value is leaving[0] for value in inputs):
+        if lowering._module is not None or leaving is not None and not any(value is leaving[0] for value in operands):
             return None
         kernels, modules = [], {}
         for kernel in lowering.kernels[first_kernel:]:
@@ -402,7 +415,7 @@ class NodeKernels:
                             kernel.label))
             module = lowering.modules[kernel.name]
             modules.update({name: lowering.modules[name] for name in (kernel.name, *module.calls)})
-        left = None if leaving is None else (next(i for i, v in enumerate(inputs) if v is leaving[0]), leaving[1])
+        left = None if leaving is None else (next(i for i, v in enumerate(operands) if v is leaving[0]), leaving[1])
         return cls(kernels, tuple(modules.values()), lowering._scratch_used, lowering._node_workspace,
                    lowering.symbolic_workspace[first_workspace:], lowering.persistent_bytes - lowering.node_kept_start,
                    left)
@@ -421,7 +434,8 @@ class NodeKernels:
         lowering._scratch_used = self.scratch_used
         lowering.workspace_bytes = max(lowering.workspace_bytes, self.workspace_bytes)
         lowering.symbolic_workspace.extend(self.symbolic_workspace)
-        lowering._leaving = None if self.leaving is None else (node.inputs[self.leaving[0]], self.leaving[1])
+        operands = [*node.inputs, node.output]
+        lowering._leaving = None if self.leaving is None else (operands[self.leaving[0]], self.leaving[1])
 
 
 class LoweredNodes:

@@ -22,9 +22,11 @@ import math
 
 import llvmlite.ir as ir
 
+from ...ir import symbolic
 from ...ir.graph import Node
 from ..irgen import F64, as_i64, counted_loop, element_type, i64, linear_index, unravel
 from ..lowering import Lowering, lowers
+from .conv.unpack import RowStatistics
 from .reduction import REASSOC, Layout, _for_outputs, _kept_base, _output_blocks, loop_nest
 from .shape import RowChunks
 
@@ -34,7 +36,66 @@ def lower_moments(lowering: Lowering, node: Node) -> None:
     layout = Layout(node.inputs[0].shape, node.attrs["axes"])
     if not node.output.type.is_symbolic and node.output.type.size == 0:
         return
+    sums = lowering.packed_at_start(node.inputs[0])
+    if isinstance(sums, RowStatistics) and _over_rows(node):
+        _moments_of_rows(lowering, node, sums)
+        return
     (_moments_rows if layout.rows or not layout.kept else _moments_columns)(lowering, node, layout)
+
+
+def row_statistics_values(graph) -> frozenset:
+    """The ids of the values whose `moments` a conv storing them can serve from its rows' sums
+    (`_over_rows`: an instance or batch norm's statistics)."""
+    return frozenset(id(n.inputs[0]) for n in graph.nodes if n.op == "moments" and _over_rows(n))
+
+
+def _over_rows(node: Node) -> bool:
+    """Whether a `moments` node reduces its input, of concrete sizes and 3 to 5 axes, over every
+    spatial axis and maybe the batch, never the channels: each output is whole rows (n, c, d, h)."""
+    x = node.inputs[0]
+    rank, axes = len(x.shape), set(node.attrs["axes"])
+    spatial = set(range(2, rank))
+    return 3 <= rank <= 5 and not symbolic.is_symbolic(x.shape) and axes in (spatial, spatial | {0})
+
+
+def _moments_of_rows(lowering: Lowering, node: Node, sums: RowStatistics) -> None:
+    """The mean and variance of each output from the rows' means m_r and sums of squared deviations
+    M_r that the conv storing the input left (`conv/unpack.py`): rows of W points, R of them per
+    output, mean = sum(m_r) / R and M = sum(M_r) + W sum((m_r - mean)^2), var = M / (R W) (Chan's
+    combination, in float64). A work item is one output."""
+    x, y = node.inputs[0], node.output
+    batch, channels = x.shape[:2]
+    rows = sums.rows // (batch * channels)                     # per (n, c)
+    images = batch if 0 in node.attrs["axes"] else 1
+    outputs = channels if images > 1 else batch * channels
+    count = images * rows
+    sized = Layout(x.shape, node.attrs["axes"])
+
+    def body(k, o):
+        b = k.b
+        data = k.scratch_pointer(sums.offset, F64)
+
+        def each_row(step):
+            with counted_loop(b, images, name="image") as n, counted_loop(b, rows, name="row") as r:
+                first = b.mul(b.add(b.mul(n, i64(channels)), o), i64(rows)) if images > 1 else b.mul(o, i64(rows))
+                step(b.mul(b.add(first, r), i64(2)))
+
+        total, squares = k.alloca(F64, name="means"), k.alloca(F64, name="deviations")
+        for slot in (total, squares):
+            b.store(ir.Constant(F64, 0.0), slot)
+        each_row(lambda at: b.store(b.fadd(b.load(total), b.load(b.gep(data, [at])), flags=REASSOC), total))
+        mean = b.fdiv(b.load(total), ir.Constant(F64, float(count)))
+        width = ir.Constant(F64, float(sums.width))
+
+        def deviations(at):
+            apart = b.fsub(b.load(b.gep(data, [at])), mean)
+            within = b.load(b.gep(data, [b.add(at, i64(1))]))
+            b.store(b.fadd(b.load(squares), b.fadd(within, b.fmul(width, b.fmul(apart, apart))), flags=REASSOC), squares)
+
+        each_row(deviations)
+        _store_statistics(k, y, sized, o, mean, ir.Constant(F64, 0.0), b.load(squares))
+
+    lowering.kernel("moments_of_rows", outputs, body)
 
 
 def _moments_rows(lowering: Lowering, node: Node, layout: Layout) -> None:

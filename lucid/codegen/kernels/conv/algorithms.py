@@ -18,8 +18,10 @@ and dilation stay numbers) take the same rule, each algorithm deciding from what
 - the planes path takes concrete sizes only (the direct kernels take a symbolic one)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
+from ....ir import symbolic
 from ....ir.graph import Node
 from ...lowering import Lowering, lowers
 from .direct import lower_direct
@@ -27,6 +29,7 @@ from .disjoint_blocks import lower_disjoint_blocks
 from .over_points import lower_over_points
 from .planes import lower_conv_over_planes
 from .problem import ConvProblem, Epilogue, Prologue, WeightLayout, geometry_of, kernel_taps, linear_taps
+from .unpack import RowStatistics
 from .winograd import lower_winograd
 
 #: In the order they are tried: transposed convs whose kernel is their stride as one product per output
@@ -59,8 +62,16 @@ def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | No
 
 
 def _lower(lowering: Lowering, problem: ConvProblem) -> None:
+    """The first algorithm taking `problem`; when a norm takes the stored output's statistics from
+    its rows' sums (`Lowering.reads_row_statistics`), every algorithm's unpacking stores them as it
+    stores the rows (`unpack.RowStatistics`, the node's first scratch), left for the norm."""
+    stored = problem.epilogue.output if problem.epilogue else problem.y
+    if lowering.reads_row_statistics(stored) and not symbolic.is_symbolic(stored.shape):
+        problem = dataclasses.replace(problem, statistics=RowStatistics.reserve(lowering, stored))
     taken = any(algorithm(lowering, problem) for algorithm in ALGORITHMS)
     assert taken, "the direct algorithm takes every convolution"
+    if problem.statistics is not None:
+        lowering.leave_packed(stored, problem.statistics)
 
 
 def _operands(node: Node) -> tuple:

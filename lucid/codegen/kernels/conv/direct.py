@@ -130,7 +130,8 @@ def _lower_direct_conv(lowering: Lowering, problem: ConvProblem) -> None:
         lowering.leave_packed(x, layout)
     emit_pack_weight(lowering, problem.w, g, block, problem.weights, w_offset, "conv_pack_weight", check=check,
                      waits=bool(classes))                          # no input packing after the check
-    unpack = Unpack(y, problem.bias, y_offset, channels_last_source(y, g, block), problem.epilogue)
+    unpack = Unpack(y, problem.bias, y_offset, channels_last_source(y, g, block), problem.epilogue,
+                    statistics=problem.statistics)
     rows = g.n * out_sp[0] * out_sp[1]
     outer = weights_outer(g, block, math.prod(g.kernel), rows,
                           (math.prod(x.shape) if classes else layout.size(g.n)) * itemsize, itemsize)
@@ -214,7 +215,8 @@ def _lower_phases(lowering: Lowering, problem: ConvProblem) -> None:
                              note_finite=True, check=check)
     starts = itertools.accumulate((len(p.taps) * g.icg * block.width for p in phases), initial=0)
     active = [(phase, w0) for phase, w0 in zip(phases, starts) if phase.taps]
-    unpack = Unpack(y, bias, y_offset, channels_last_source(y, g, block), problem.epilogue, exact_sum(problem, flags))
+    unpack = Unpack(y, bias, y_offset, channels_last_source(y, g, block), problem.epilogue, exact_sum(problem, flags),
+                    problem.statistics)
     # with stride 1 the only phase's rows are the output rows: unpack each as soon as it is computed
     in_place = len(active) == len(phases) == 1 and _enough_rows(math.prod(active[0][0].counts[:2]) * g.n)
     for position, (phase, w0) in enumerate(active):          # the phases write disjoint outputs

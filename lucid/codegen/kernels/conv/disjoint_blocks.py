@@ -128,7 +128,7 @@ def _emit_blocks(lowering: Lowering, problem: ConvProblem, weights: Kept, block:
     tiles = {(c, v): tile_function(lowering, element, Blocking(lanes, v, c), c, 1)
              for c, _ in channel_tiles for v, _ in vector_tiles}
     zero_tap = constant_table(lowering, "zero_tap", [0])
-    unpack = Unpack(y, problem.bias, 0, None, problem.epilogue)
+    unpack = Unpack(y, problem.bias, 0, None, problem.epilogue, statistics=problem.statistics)
     plane = math.prod(g.in_sp)
 
     def body(k, item):

@@ -105,7 +105,7 @@ def _lower_over_points(lowering: Lowering, problem: ConvProblem, phases: list, b
         _emit_direct_over_points(lowering, x.dtype, g, block, phase, layout, (start, len(all_taps)), yq,
                                  (x_offset, w_offset, y_offset), waits=position == 0, name=f"{kind}_direct_points")
     unpack = Unpack(y, problem.bias, y_offset, PhaseMajorScratch(g.stride, yq), problem.epilogue,
-                    exact_sum(problem, flags))
+                    exact_sum(problem, flags), problem.statistics)
     emit_unpack(lowering, unpack, f"{kind}_unpack")
 
 

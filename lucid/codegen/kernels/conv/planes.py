@@ -180,8 +180,9 @@ def _lower_over_planes(lowering: Lowering, problem: ConvProblem, classes: list, 
     emit_pack_weight(lowering, w, g, Blocking(lanes=g.ocg, vectors=1, points=1), problem.weights, w_offset,
                      "conv_pack_weight", check=check, waits=True)
     unpack = None
-    if problem.bias is not None or problem.epilogue is not None:      # from each item's stack array
-        unpack = Unpack(problem.y, problem.bias, offset=None, source=None, epilogue=problem.epilogue)
+    if any(part is not None for part in (problem.bias, problem.epilogue, problem.statistics)):   # a stack array
+        unpack = Unpack(problem.y, problem.bias, offset=None, source=None, epilogue=problem.epilogue,
+                        statistics=problem.statistics)
     for position, depths in enumerate(classes):         # the classes write disjoint output planes
         _emit_class(lowering, problem, block, depths, w_offset, unpack, waits=position == 0)
 

@@ -180,6 +180,7 @@ class ConvProblem:
     epilogue: Epilogue | None
     transposed: bool = False
     prologue: Prologue | None = None     # x is then its output: only the input packings read it
+    statistics: object = None            # unpack.RowStatistics: the stored output's rows' sums
 
     def weights_of(self, taps: list) -> WeightLayout:
         """`weights` reading only the kernel offsets `taps` (a, b, c), in that order."""

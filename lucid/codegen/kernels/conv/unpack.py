@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ....ir.graph import Value
-from ...irgen import as_i64, counted_loop, element_type, i64, load_vector, unravel
+import llvmlite.ir as ir
+
+from ...irgen import F64, as_i64, counted_loop, element_type, i64, intrinsic, load_vector, unravel
 from ...lowering import Lowering
 from ..elementwise import operand_strides, store
 from .nonfinite import ExactSum
@@ -21,11 +23,34 @@ from .problem import Blocking, Epilogue, Geometry, oc_blocks, to_3d
 
 
 @dataclass(frozen=True)
+class RowStatistics:
+    """Where the output's rows' sums go as the rows are stored: at workspace `offset`, for each row
+    (n, c, d, h) of the output (rows of `width` points), two float64 values, the row's mean and its
+    sum of squared deviations from it (each summed from the row's first value, or 0 when that is
+    not finite, as `moments` sums from its first value). A norm's `moments` of the output combines
+    them (`kernels/normalization.py`) instead of reading the output again from memory."""
+
+    offset: int
+    rows: int
+    width: int
+
+    @staticmethod
+    def reserve(lowering: Lowering, y: Value) -> "RowStatistics":
+        """The sums of `y`'s rows, as the node's first scratch (where `leave_packed` leaves it)."""
+        depth, height, width = to_3d(y.shape[2:], 1)
+        rows = y.shape[0] * y.shape[1] * depth * height
+        offset = lowering.scratch(2 * rows * 8)
+        assert offset == 0, "the rows' sums must be the node's first scratch"
+        return RowStatistics(offset, rows, width)
+
+
+@dataclass(frozen=True)
 class Unpack:
     """How the convolution's scratch result (at `offset` in the workspace) becomes the NCDHW output
     `y`, with the bias and the fused epilogue: `source.index(b, n, oc, d, h, w)` is the scratch
     index of output element (n, oc, d, h, w) (see `ChannelsLastScratch`, `PhaseMajorScratch`).
-    With `exact`, rows are the exact sums instead when a weight is not finite."""
+    With `exact`, rows are the exact sums instead when a weight is not finite. With `statistics`,
+    each row's sums are stored as the row is."""
 
     y: Value
     bias: Value | None
@@ -33,6 +58,7 @@ class Unpack:
     source: ChannelsLastScratch | PhaseMajorScratch | None     # None: the caller stores the rows itself
     epilogue: Epilogue | None = None
     exact: ExactSum | None = None
+    statistics: RowStatistics | None = None
 
 
 @dataclass(frozen=True)
@@ -139,7 +165,7 @@ def unpack_rows(k, unpack: Unpack, first_row, rows: int, value_at: Callable) -> 
     b, y = k.b, unpack.y
     depth, height, width = _spatial(k, y)
     n, d, h = unravel(b, first_row, (sized(k, y.shape[0]), depth, height))
-    together = rows_run_together(unpack)
+    together = rows_run_together(unpack) and unpack.statistics is None      # the sums are per row
     with counted_loop(b, y.shape[1], name="oc") as oc:
         if together:
             emit_channel_row(k, unpack, (n, oc, d, h), lambda p: value_at(oc, p), b.mul(i64(rows), as_i64(width)))
@@ -189,25 +215,72 @@ def _unpack_row_by_tiles(k, unpack: Unpack, source: ChannelsLastScratch, row: tu
 
 def emit_channel_row(k, unpack: Unpack, index: tuple, value_at: Callable, points=None) -> None:
     """y[n][oc][d][h][w] = epilogue(value_at(w) (+ bias[oc])) for every w of the row `index` = (n, oc, d, h),
-    or for w < `points` running on through the rows after it (see `unpack_rows`); of `unpack` it
-    reads the output, the bias and the epilogue only."""
+    or for w < `points` running on through the rows after it (see `unpack_rows`; not with
+    `statistics`, whose sums are the row's); of `unpack` it reads the output, the bias, the
+    epilogue and the statistics only."""
     y, bias, epilogue = unpack.y, unpack.bias, unpack.epilogue
     b = k.b
     n, oc, d, h = index
     channels = y.shape[1]
     depth, height, width = _spatial(k, y)
     target = epilogue.output if epilogue else y
-    first = b.mul(b.add(b.mul(b.add(b.mul(b.add(b.mul(n, i64(channels)), oc), as_i64(depth)), d), as_i64(height)), h),
-                  as_i64(width))
+    row = b.add(b.mul(b.add(b.mul(b.add(b.mul(n, i64(channels)), oc), as_i64(depth)), d), as_i64(height)), h)
+    first = b.mul(row, as_i64(width))
     shift = b.load(b.gep(k.pointer(bias), [oc])) if bias is not None else None
-    with counted_loop(b, width if points is None else points, name="w") as w:
+
+    def stored(w):
         value = value_at(w)
         if shift is not None:
             value = b.fadd(value, shift)
-        at = b.add(first, w)
-        if epilogue is not None:
-            value = _apply_epilogue(k, epilogue, value, at, (n, oc, d, h, w))
-        store(k, value, target, at)
+        return _apply_epilogue(k, epilogue, value, b.add(first, w), (n, oc, d, h, w)) if epilogue else value
+
+    sums = _RowSums(k, stored(i64(0))) if unpack.statistics is not None else None
+    with counted_loop(b, width if points is None else points, name="w") as w:
+        value = stored(w)
+        store(k, value, target, b.add(first, w))
+        if sums is not None:
+            sums.add(value)
+    if sums is not None:
+        sums.store(k, unpack.statistics, row, width)
+
+
+class _RowSums:
+    """A row's sum of d = x - s and of d^2, in float64, s its first value (0 if that is not finite)."""
+
+    def __init__(self, k, first: ir.Value):
+        b = self.b = k.b
+        wide = _wide(b, first)
+        finite = b.fcmp_ordered("<", b.call(_fabs(k), [wide]), ir.Constant(F64, math.inf))
+        self.origin = b.select(finite, wide, ir.Constant(F64, 0.0))
+        self.total, self.squares = k.alloca(F64, name="row_total"), k.alloca(F64, name="row_squares")
+        for slot in (self.total, self.squares):
+            b.store(ir.Constant(F64, 0.0), slot)
+
+    def add(self, value: ir.Value) -> None:
+        b = self.b
+        d = b.fsub(_wide(b, value), self.origin)
+        b.store(b.fadd(b.load(self.total), d, flags=("reassoc",)), self.total)
+        b.store(b.fadd(b.load(self.squares), b.fmul(d, d), flags=("reassoc",)), self.squares)
+
+    def store(self, k, statistics: RowStatistics, row: ir.Value, width) -> None:
+        """The row's mean and sum of squared deviations, at its place in `statistics`."""
+        b = self.b
+        count = b.sitofp(as_i64(width), F64)
+        total = b.load(self.total)
+        mean_shift = b.fdiv(total, count)
+        deviations = b.fsub(b.load(self.squares), b.fmul(total, mean_shift))
+        sums = k.scratch_pointer(statistics.offset, F64)
+        at = b.mul(row, i64(2))
+        b.store(b.fadd(self.origin, mean_shift), b.gep(sums, [at]))
+        b.store(deviations, b.gep(sums, [b.add(at, i64(1))]))
+
+
+def _wide(b: ir.IRBuilder, value: ir.Value) -> ir.Value:
+    return value if value.type == F64 else b.fpext(value, F64)
+
+
+def _fabs(k) -> ir.Function:
+    return intrinsic(k.module, "llvm.fabs.f64", F64, [F64])
 
 
 def _apply_epilogue(k, epilogue: Epilogue, value, flat, index5: tuple):

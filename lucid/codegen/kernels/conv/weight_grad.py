@@ -71,7 +71,7 @@ def _shared_copy(lowering: Lowering, value: Value, needed: Padded, groups: int) 
     weight gradient can read it in place of packing `needed` itself: one group, every channel, and
     `needed`'s positions inside it (its origin at least `needed`'s, the extent to match)."""
     shared = lowering.packed_at_start(value)
-    if shared is None or groups != 1 or shared.planar or shared.channels != value.shape[1]:
+    if not isinstance(shared, Padded) or groups != 1 or shared.planar or shared.channels != value.shape[1]:
         return None
     shift = [have - want for have, want in zip(shared.origin, needed.origin)]
     outside = [symbolic.bounds(e + d - have)[1] > 0 for e, d, have in zip(needed.extent, shift, shared.extent)]

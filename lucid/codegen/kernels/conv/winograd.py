@@ -405,7 +405,7 @@ def lower_winograd(lowering: Lowering, problem: ConvProblem) -> bool:
                for c, w0 in zip(p.correlations, starts)]
     _emit_main(lowering, problem, p, list(zip(p.correlations, directs, u_offsets)), (x_offset, w_offset, y_offset),
                Unpack(y, problem.bias, y_offset, channels_last_source(y, g, p.gemm), problem.epilogue,
-                      exact_sum(problem, flags)), flags)
+                      exact_sum(problem, flags), problem.statistics), flags)
     return True
 
 
