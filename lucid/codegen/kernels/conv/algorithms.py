@@ -66,7 +66,8 @@ def _lower(lowering: Lowering, problem: ConvProblem) -> None:
     its rows' sums (`Lowering.reads_row_statistics`), every algorithm's unpacking stores them as it
     stores the rows (`unpack.RowStatistics`, the node's first scratch), left for the norm."""
     stored = problem.epilogue.output if problem.epilogue else problem.y
-    if lowering.reads_row_statistics(stored) and not symbolic.is_symbolic(stored.shape):
+    if lowering.reads_row_statistics(stored) and not symbolic.is_symbolic(stored.shape) and \
+            tuple(stored.shape) == tuple(problem.y.shape):                  # the unpacking's rows are its rows
         problem = dataclasses.replace(problem, statistics=RowStatistics.reserve(lowering, stored))
     taken = any(algorithm(lowering, problem) for algorithm in ALGORITHMS)
     assert taken, "the direct algorithm takes every convolution"
