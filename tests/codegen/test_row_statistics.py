@@ -6,7 +6,8 @@ Against a float64 NumPy oracle (the convs from tests/oracle.py, the norm written
 algorithm (Winograd, direct, planes, over points, disjoint blocks, a transposed conv's phases and
 their exact sums), instance and batch norms, 2-D and 3-D, odd sizes, one and two threads; data far
 from zero; values not finite against the interpreter's `moments` (the same NaN and infinities); and
-when the rows' sums are not used: a conv between the two, a group norm, symbolic sizes; two
+when the rows' sums are not used: a conv between the two, a group norm, symbolic sizes, outputs
+small enough to be read again from cache (the other tests lower `ROW_STATISTICS_BYTES` to 0); two
 identical blocks in one graph (the second conv replayed from the first) both use them."""
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 import lucid
 import lucid.nn as nn
 import oracle
+from lucid.codegen.kernels.conv import algorithms
 from lucid.ir import ops
 from lucid.passes import dead_code, fusion, memory_planning
 from lucid.runtime.executable import Executable
@@ -56,6 +58,12 @@ def _assert_close(actual, wanted, what):
 
 def _executable(compiled):
     return list(compiled.variants.values())[-1].executable
+
+
+@pytest.fixture(autouse=True)
+def small_outputs_take_them(monkeypatch):
+    """The tests' outputs are small: the rows' sums from any size on (but see the last test)."""
+    monkeypatch.setattr(algorithms, "ROW_STATISTICS_BYTES", 0)
 
 
 @pytest.fixture
@@ -99,6 +107,26 @@ def test_instance_norm_after_every_algorithm(index, winograd_on_small_layers):
     want = _norm_act(_conv_oracle(conv, x, attrs), norm.weight.numpy(), norm.bias.numpy(), over_batch=False)
     for threads in (2, 1):
         _assert_close(executable(x, threads=threads)[0], want, f"case {index}, {threads} threads")
+
+
+def test_the_sums_of_an_epilogue_s_output():
+    """A residual added and a ReLU behind the conv (its epilogue): the norm's statistics are those of
+    the stored sum."""
+    rng = np.random.default_rng(4)
+    x, r = rng.standard_normal((1, 6, 5, 6, 7)).astype(np.float32), rng.standard_normal((1, 8, 5, 6, 7)).astype(np.float32)
+    w = rng.standard_normal((8, 6, 3, 3, 3)).astype(np.float32)
+
+    def fn(x, r, w):
+        return ops.moments(lucid.nn.functional.relu(lucid.nn.functional.conv3d(x, w, padding=1) + r), axes=(2, 3, 4))
+
+    graph = lucid.trace(fn, *(lucid.spec(*a.shape) for a in (x, r, w)), name="epilogue_sums")
+    executable = Executable(memory_planning.run(dead_code.run(fusion.run(graph))))
+    assert "moments_of_rows" in kernel_labels(executable)
+    y = np.maximum(oracle.conv_nd(x.astype(np.float64), w.astype(np.float64), padding=1) + r, 0)
+    for threads in (2, 1):
+        got = executable(x, r, w, threads=threads)[0]
+        np.testing.assert_allclose(got[0].ravel(), y.mean(axis=(2, 3, 4)).ravel(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got[1].ravel(), y.var(axis=(2, 3, 4)).ravel(), rtol=1e-5, atol=1e-6)
 
 
 def test_exact_sums_of_a_transposed_conv_with_an_infinite_weight(winograd_on_small_layers):
@@ -237,3 +265,16 @@ def test_two_identical_blocks_both_use_them():
         got, eager = compiled(lucid.tensor(x)).numpy(), model(lucid.tensor(x)).numpy()
     _assert_close(got, eager.astype(np.float64), "two blocks")
     assert kernel_labels(_executable(compiled)).count("moments_of_rows") == 2
+
+
+def test_small_outputs_are_read_again(monkeypatch):
+    """Below `ROW_STATISTICS_BYTES` (8 MiB) the norm reads the output again, from cache."""
+    monkeypatch.setattr(algorithms, "ROW_STATISTICS_BYTES", 8 << 20)
+    lucid.manual_seed(13)
+    model = ConvNorm(nn.Conv3d(4, 8, 3, padding=1), nn.InstanceNorm3d(8)).eval()
+    x = np.random.default_rng(13).standard_normal((1, 4, 5, 6, 7)).astype(np.float32)
+    compiled = lucid.compile(model)
+    with lucid.no_grad():
+        _assert_close(compiled(lucid.tensor(x)).numpy(), model(lucid.tensor(x)).numpy().astype(np.float64), "small")
+    labels = kernel_labels(_executable(compiled))
+    assert "moments" in labels and "moments_of_rows" not in labels, labels

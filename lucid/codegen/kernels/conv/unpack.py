@@ -14,7 +14,7 @@ from typing import Callable
 from ....ir.graph import Value
 import llvmlite.ir as ir
 
-from ...irgen import F64, as_i64, counted_loop, element_type, i64, intrinsic, load_vector, unravel
+from ...irgen import F64, as_i64, counted_loop, element_type, float_suffix, i64, intrinsic, load_vector, unravel
 from ...lowering import Lowering
 from ..elementwise import operand_strides, store
 from .nonfinite import ExactSum
@@ -245,42 +245,41 @@ def emit_channel_row(k, unpack: Unpack, index: tuple, value_at: Callable, points
 
 
 class _RowSums:
-    """A row's sum of d = x - s and of d^2, in float64, s its first value (0 if that is not finite)."""
+    """A row's sum of d = x - s and of d^2, s its first value (0 if that is not finite), in the
+    element type (a row is at most a few hundred values, so float32 sums of deviations keep what
+    the data holds, in full-width vectors), stored as float64 for the combination."""
 
     def __init__(self, k, first: ir.Value):
         b = self.b = k.b
-        wide = _wide(b, first)
-        finite = b.fcmp_ordered("<", b.call(_fabs(k), [wide]), ir.Constant(F64, math.inf))
-        self.origin = b.select(finite, wide, ir.Constant(F64, 0.0))
-        self.total, self.squares = k.alloca(F64, name="row_total"), k.alloca(F64, name="row_squares")
+        element = first.type
+        fabs = intrinsic(k.module, f"llvm.fabs.{float_suffix(element)}", element, [element])
+        finite = b.fcmp_ordered("<", b.call(fabs, [first]), ir.Constant(element, math.inf))
+        self.origin = b.select(finite, first, ir.Constant(element, 0.0))
+        self.total, self.squares = k.alloca(element, name="row_total"), k.alloca(element, name="row_squares")
         for slot in (self.total, self.squares):
-            b.store(ir.Constant(F64, 0.0), slot)
+            b.store(ir.Constant(element, 0.0), slot)
 
     def add(self, value: ir.Value) -> None:
         b = self.b
-        d = b.fsub(_wide(b, value), self.origin)
+        d = b.fsub(value, self.origin)
         b.store(b.fadd(b.load(self.total), d, flags=("reassoc",)), self.total)
         b.store(b.fadd(b.load(self.squares), b.fmul(d, d), flags=("reassoc",)), self.squares)
 
     def store(self, k, statistics: RowStatistics, row: ir.Value, width) -> None:
-        """The row's mean and sum of squared deviations, at its place in `statistics`."""
+        """The row's mean and sum of squared deviations, in float64, at its place in `statistics`."""
         b = self.b
         count = b.sitofp(as_i64(width), F64)
-        total = b.load(self.total)
+        total = _wide(b, b.load(self.total))
         mean_shift = b.fdiv(total, count)
-        deviations = b.fsub(b.load(self.squares), b.fmul(total, mean_shift))
+        deviations = b.fsub(_wide(b, b.load(self.squares)), b.fmul(total, mean_shift))
         sums = k.scratch_pointer(statistics.offset, F64)
         at = b.mul(row, i64(2))
-        b.store(b.fadd(self.origin, mean_shift), b.gep(sums, [at]))
+        b.store(b.fadd(_wide(b, self.origin), mean_shift), b.gep(sums, [at]))
         b.store(deviations, b.gep(sums, [b.add(at, i64(1))]))
 
 
 def _wide(b: ir.IRBuilder, value: ir.Value) -> ir.Value:
     return value if value.type == F64 else b.fpext(value, F64)
-
-
-def _fabs(k) -> ir.Function:
-    return intrinsic(k.module, "llvm.fabs.f64", F64, [F64])
 
 
 def _apply_epilogue(k, epilogue: Epilogue, value, flat, index5: tuple):
