@@ -234,7 +234,7 @@ class Lowering:
     def scratch(self, nbytes: int) -> int:
         """Byte offset, in the workspace, of `nbytes` of scratch for the node being lowered (its
         scratch is dead once its kernels finished, so every node's scratch starts at 0; but see
-        `leave_packed`). Sizes and offsets may be symbolic: the workspace is then sized per call
+        `leave_in_workspace`). Sizes and offsets may be symbolic: the workspace is then sized per call
         (`lucid_workspace_bytes`, `parallel.py`)."""
         offset = self._scratch_used
         if symbolic.is_symbolic(nbytes) or symbolic.is_symbolic(offset):
@@ -254,12 +254,13 @@ class Lowering:
         self.persistent_bytes += -(-int(nbytes) // ALIGNMENT) * ALIGNMENT
         return offset
 
-    def leave_packed(self, value: Value, layout) -> None:
-        """Declare that the node being lowered packed `value` (one of its inputs, or its output) as
-        `layout` into its first scratch (offset 0) and that none of its kernels writes there
-        afterwards: the next node to use the workspace may read that copy instead of packing
-        `value` again (`packed_at_start`). A conv storing its output row by row can leave the
-        rows' sums there for the norm's statistics (`conv/unpack.py`, `RowStatistics`)."""
+    def leave_in_workspace(self, value: Value, layout) -> None:
+        """Declare that the node being lowered put something derived from `value` (one of its
+        inputs, or its output), described by `layout`, into its first scratch (offset 0) and that
+        none of its kernels writes there afterwards; the next node to use the workspace may read it
+        (`left_in_workspace`): a conv's padded copy of its input (`packing.Padded`), which the
+        weight gradient reads instead of packing it again, or the sums of a conv output's rows
+        (`normalization.RowStatistics`), which a norm's `moments` combines."""
         self._leaving = (value, layout)
 
     def reads_row_statistics(self, value: Value) -> bool:
@@ -267,8 +268,8 @@ class Lowering:
         (`kernels/normalization.py`: an instance or batch norm's `moments` of a conv output)."""
         return id(value) in self._row_statistics
 
-    def packed_at_start(self, value: Value):
-        """The layout in which an earlier node left `value` packed at workspace offset 0, if no node
+    def left_in_workspace(self, value: Value):
+        """What an earlier node left of `value` at workspace offset 0 (its layout), if no node
         since has used the workspace and this node has not allocated scratch yet; else None. A
         lowering that reads the copy takes it as its first scratch (so it stays where it is) and
         makes its first kernel wait for the kernels before it."""
@@ -353,7 +354,7 @@ def node_key(lowering: Lowering, node: Node) -> tuple:
     body as its text, its constants' values included), its operands' types, which operands share
     storage, the data of its constant inputs (a one-element constant becomes an immediate), which
     of its inputs are parameters that change from call to call (`changing_weights`), and which of
-    its inputs an earlier node left packed in the workspace, and how (`packed_at_start`), and
+    its inputs an earlier node left packed in the workspace, and how (`left_in_workspace`), and
     whether a reader takes its output's statistics from its rows' sums (`reads_row_statistics`).
     Two nodes with the same key get the same kernels (`NodeKernels`), in one graph or in two; the
     level each kernel is compiled at follows from the same facts. What else the lowerings read, the

@@ -15,20 +15,80 @@ Two loop orders, as for the reductions:
   contiguous outputs, whose two sums accumulate in float64 scratch while the loop nest walks the
   reduced axes, the innermost loop running along the contiguous chunk.
 Symbolic sizes: both orders take them, as the reductions do (`Layout.sized`).
+A third way: when the conv storing the input summed its rows as it stored them (`RowSums`, for
+outputs too large to stay in cache), `_moments_of_rows` combines the rows' means and squared
+deviations (Chan's combination, float64) and the input is not read again.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import llvmlite.ir as ir
 
 from ...ir import symbolic
-from ...ir.graph import Node
-from ..irgen import F64, as_i64, counted_loop, element_type, i64, linear_index, unravel
+from ...ir.graph import Node, Value
+from ..irgen import F64, as_i64, counted_loop, element_type, float_suffix, i64, intrinsic, linear_index, unravel
 from ..lowering import Lowering, lowers
-from .conv.unpack import RowStatistics
 from .reduction import REASSOC, Layout, _for_outputs, _kept_base, _output_blocks, loop_nest
 from .shape import RowChunks
+
+
+@dataclass(frozen=True)
+class RowStatistics:
+    """Where the output's rows' sums go as the rows are stored: at workspace `offset`, for each row
+    (n, c, d, h) of the output (rows of `width` points), two float64 values, the row's mean and its
+    sum of squared deviations from it (each summed from the row's first value, or 0 when that is
+    not finite, as `moments` sums from its first value). A norm's `moments` of the output combines
+    them (`_moments_of_rows`) instead of reading the output again from memory."""
+
+    offset: int
+    rows: int
+    width: int
+
+    @staticmethod
+    def reserve(lowering: Lowering, y: Value) -> "RowStatistics":
+        """The sums of `y`'s rows, as the node's first scratch (where `leave_in_workspace` leaves it)."""
+        rows, width = math.prod(y.shape[:-1]), y.shape[-1]          # rows (n, c, d, h) of W points
+        offset = lowering.scratch(2 * rows * 8)
+        assert offset == 0, "the rows' sums must be the node's first scratch"
+        return RowStatistics(offset, rows, width)
+
+
+class RowSums:
+    """A row's sum of d = x - s and of d^2 as a conv stores it (`conv/unpack.py`), s its first value
+    (0 if that is not finite: a non-finite shift would turn an infinity into NaN where the pass over
+    the data keeps it), in the element type (a row is at most a few hundred values, so float32 sums
+    of deviations keep what the data holds, in full-width vectors), stored as float64 for the
+    combination (`_moments_of_rows`)."""
+
+    def __init__(self, k, first: ir.Value):
+        b = self.b = k.b
+        element = first.type
+        fabs = intrinsic(k.module, f"llvm.fabs.{float_suffix(element)}", element, [element])
+        finite = b.fcmp_ordered("<", b.call(fabs, [first]), ir.Constant(element, math.inf))
+        self.origin = b.select(finite, first, ir.Constant(element, 0.0))
+        self.total, self.squares = k.alloca(element, name="row_total"), k.alloca(element, name="row_squares")
+        for slot in (self.total, self.squares):
+            b.store(ir.Constant(element, 0.0), slot)
+
+    def add(self, value: ir.Value) -> None:
+        b = self.b
+        d = b.fsub(value, self.origin)
+        b.store(b.fadd(b.load(self.total), d, flags=REASSOC), self.total)
+        b.store(b.fadd(b.load(self.squares), b.fmul(d, d), flags=REASSOC), self.squares)
+
+    def store(self, k, statistics: RowStatistics, row: ir.Value, width) -> None:
+        """The row's mean and sum of squared deviations, in float64, at its place in `statistics`."""
+        b = self.b
+        count = b.sitofp(as_i64(width), F64)
+        total = _wide(b, b.load(self.total))
+        mean_shift = b.fdiv(total, count)
+        deviations = b.fsub(_wide(b, b.load(self.squares)), b.fmul(total, mean_shift))
+        sums = k.scratch_pointer(statistics.offset, F64)
+        at = b.mul(row, i64(2))
+        b.store(b.fadd(_wide(b, self.origin), mean_shift), b.gep(sums, [at]))
+        b.store(deviations, b.gep(sums, [b.add(at, i64(1))]))
 
 
 @lowers("moments", run_time_extents=True)
@@ -36,7 +96,7 @@ def lower_moments(lowering: Lowering, node: Node) -> None:
     layout = Layout(node.inputs[0].shape, node.attrs["axes"])
     if not node.output.type.is_symbolic and node.output.type.size == 0:
         return
-    sums = lowering.packed_at_start(node.inputs[0])
+    sums = lowering.left_in_workspace(node.inputs[0])
     if isinstance(sums, RowStatistics) and _over_rows(node):
         _moments_of_rows(lowering, node, sums)
         return

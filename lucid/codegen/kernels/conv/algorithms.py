@@ -24,12 +24,12 @@ import math
 from ....ir import symbolic
 from ....ir.graph import Node
 from ...lowering import Lowering, lowers
+from ..normalization import RowStatistics
 from .direct import lower_direct
 from .disjoint_blocks import lower_disjoint_blocks
 from .over_points import lower_over_points
 from .planes import lower_conv_over_planes
 from .problem import ConvProblem, Epilogue, Prologue, WeightLayout, geometry_of, kernel_taps, linear_taps
-from .unpack import RowStatistics
 from .winograd import lower_winograd
 
 #: In the order they are tried: transposed convs whose kernel is their stride as one product per output
@@ -62,7 +62,7 @@ def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | No
 
 
 #: Bytes of a conv output from which a norm reading it takes its statistics from the sums of its
-#: rows, stored with them (`unpack.RowStatistics`): an output this large has left a core's caches
+#: rows, stored with them (`normalization.RowStatistics`): an output this large has left a core's caches
 #: when the norm would read it again (a 16-channel 64^3 output: 16 MiB, read at 8.7 GB/s, 1.8 ms);
 #: a smaller one is read again from cache faster than the rows' sums cost the unpacking (MONAI
 #: UNet's outputs of at most 2 MiB: its moments 0.65 -> 0.1 ms, its unpacking kernels 0.7 ms slower).
@@ -72,7 +72,7 @@ ROW_STATISTICS_BYTES = 8 << 20
 def _lower(lowering: Lowering, problem: ConvProblem) -> None:
     """The first algorithm taking `problem`; when a norm takes the stored output's statistics from
     its rows' sums (`Lowering.reads_row_statistics`) and the output is large, every algorithm's
-    unpacking stores them as it stores the rows (`unpack.RowStatistics`, the node's first
+    unpacking stores them as it stores the rows (`normalization.RowStatistics`, the node's first
     scratch), left for the norm."""
     stored = problem.epilogue.output if problem.epilogue else problem.y
     if lowering.reads_row_statistics(stored) and not symbolic.is_symbolic(stored.shape) and \
@@ -82,7 +82,7 @@ def _lower(lowering: Lowering, problem: ConvProblem) -> None:
     taken = any(algorithm(lowering, problem) for algorithm in ALGORITHMS)
     assert taken, "the direct algorithm takes every convolution"
     if problem.statistics is not None:
-        lowering.leave_packed(stored, problem.statistics)
+        lowering.leave_in_workspace(stored, problem.statistics)
 
 
 def _operands(node: Node) -> tuple:

@@ -127,7 +127,7 @@ def _lower_direct_conv(lowering: Lowering, problem: ConvProblem) -> None:
     y_offset = lowering.scratch(channels_last_size(y, g, block) * itemsize)
     if not classes:
         emit_pack_input(lowering, x, layout, source, "conv_pack_input", problem.prologue)
-        lowering.leave_packed(x, layout)
+        lowering.leave_in_workspace(x, layout)
     emit_pack_weight(lowering, problem.w, g, block, problem.weights, w_offset, "conv_pack_weight", check=check,
                      waits=bool(classes))                          # no input packing after the check
     unpack = Unpack(y, problem.bias, y_offset, channels_last_source(y, g, block), problem.epilogue,
@@ -207,7 +207,7 @@ def _lower_phases(lowering: Lowering, problem: ConvProblem) -> None:
     w_offset = Kept.reserve(lowering, max(g.groups * oc_blocks(g, block) * len(all_taps) * g.icg * block.width, 1) * itemsize)
     y_offset = lowering.scratch(channels_last_size(y, g, block) * itemsize)
     emit_pack_input(lowering, x, layout, x_offset, "convT_pack_input", problem.prologue)
-    lowering.leave_packed(x, layout)
+    lowering.leave_in_workspace(x, layout)
     if any(not p.taps for p in phases):
         emit_zero(lowering, y_offset, channels_last_size(y, g, block), x.dtype, "convT_zero")
     yd = channels_last_strides(y, g, block)

@@ -12,36 +12,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ....ir.graph import Value
-import llvmlite.ir as ir
-
-from ...irgen import F64, as_i64, counted_loop, element_type, float_suffix, i64, intrinsic, load_vector, unravel
+from ...irgen import as_i64, counted_loop, element_type, i64, load_vector, unravel
 from ...lowering import Lowering
 from ..elementwise import operand_strides, store
+from ..normalization import RowStatistics, RowSums
 from .nonfinite import ExactSum
 from .primitives import at_most, elementwise_at, sized, strided_offset, transposed_rows
 from .problem import Blocking, Epilogue, Geometry, oc_blocks, to_3d
-
-
-@dataclass(frozen=True)
-class RowStatistics:
-    """Where the output's rows' sums go as the rows are stored: at workspace `offset`, for each row
-    (n, c, d, h) of the output (rows of `width` points), two float64 values, the row's mean and its
-    sum of squared deviations from it (each summed from the row's first value, or 0 when that is
-    not finite, as `moments` sums from its first value). A norm's `moments` of the output combines
-    them (`kernels/normalization.py`) instead of reading the output again from memory."""
-
-    offset: int
-    rows: int
-    width: int
-
-    @staticmethod
-    def reserve(lowering: Lowering, y: Value) -> "RowStatistics":
-        """The sums of `y`'s rows, as the node's first scratch (where `leave_packed` leaves it)."""
-        depth, height, width = to_3d(y.shape[2:], 1)
-        rows = y.shape[0] * y.shape[1] * depth * height
-        offset = lowering.scratch(2 * rows * 8)
-        assert offset == 0, "the rows' sums must be the node's first scratch"
-        return RowStatistics(offset, rows, width)
 
 
 @dataclass(frozen=True)
@@ -234,7 +211,7 @@ def emit_channel_row(k, unpack: Unpack, index: tuple, value_at: Callable, points
             value = b.fadd(value, shift)
         return _apply_epilogue(k, epilogue, value, b.add(first, w), (n, oc, d, h, w)) if epilogue else value
 
-    sums = _RowSums(k, stored(i64(0))) if unpack.statistics is not None else None
+    sums = RowSums(k, stored(i64(0))) if unpack.statistics is not None else None
     with counted_loop(b, width if points is None else points, name="w") as w:
         value = stored(w)
         store(k, value, target, b.add(first, w))
@@ -242,44 +219,6 @@ def emit_channel_row(k, unpack: Unpack, index: tuple, value_at: Callable, points
             sums.add(value)
     if sums is not None:
         sums.store(k, unpack.statistics, row, width)
-
-
-class _RowSums:
-    """A row's sum of d = x - s and of d^2, s its first value (0 if that is not finite), in the
-    element type (a row is at most a few hundred values, so float32 sums of deviations keep what
-    the data holds, in full-width vectors), stored as float64 for the combination."""
-
-    def __init__(self, k, first: ir.Value):
-        b = self.b = k.b
-        element = first.type
-        fabs = intrinsic(k.module, f"llvm.fabs.{float_suffix(element)}", element, [element])
-        finite = b.fcmp_ordered("<", b.call(fabs, [first]), ir.Constant(element, math.inf))
-        self.origin = b.select(finite, first, ir.Constant(element, 0.0))
-        self.total, self.squares = k.alloca(element, name="row_total"), k.alloca(element, name="row_squares")
-        for slot in (self.total, self.squares):
-            b.store(ir.Constant(element, 0.0), slot)
-
-    def add(self, value: ir.Value) -> None:
-        b = self.b
-        d = b.fsub(value, self.origin)
-        b.store(b.fadd(b.load(self.total), d, flags=("reassoc",)), self.total)
-        b.store(b.fadd(b.load(self.squares), b.fmul(d, d), flags=("reassoc",)), self.squares)
-
-    def store(self, k, statistics: RowStatistics, row: ir.Value, width) -> None:
-        """The row's mean and sum of squared deviations, in float64, at its place in `statistics`."""
-        b = self.b
-        count = b.sitofp(as_i64(width), F64)
-        total = _wide(b, b.load(self.total))
-        mean_shift = b.fdiv(total, count)
-        deviations = b.fsub(_wide(b, b.load(self.squares)), b.fmul(total, mean_shift))
-        sums = k.scratch_pointer(statistics.offset, F64)
-        at = b.mul(row, i64(2))
-        b.store(b.fadd(_wide(b, self.origin), mean_shift), b.gep(sums, [at]))
-        b.store(deviations, b.gep(sums, [b.add(at, i64(1))]))
-
-
-def _wide(b: ir.IRBuilder, value: ir.Value) -> ir.Value:
-    return value if value.type == F64 else b.fpext(value, F64)
 
 
 def _apply_epilogue(k, epilogue: Epilogue, value, flat, index5: tuple):

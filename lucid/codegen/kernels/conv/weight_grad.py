@@ -7,7 +7,7 @@ one tile's channels (`emit_pack_channel_blocks`); work items are (part of the po
 block), each part summing into its own copy of the blocked gradient, and a last kernel adds the
 copies into dw. The sums are blocked: each call of the row function sums its few rows from zero in
 registers and adds that to the copy (see `_row_function`). When the input gradient's conv just
-packed one of the two operands (`Lowering.leave_packed`), it reads that copy instead of packing its
+packed one of the two operands (`Lowering.leave_in_workspace`), it reads that copy instead of packing its
 own. With symbolic sizes the rows per row-function call are computed per call and the number of
 parts is fixed (`_reduction_parts`)."""
 from __future__ import annotations
@@ -70,7 +70,7 @@ def _shared_copy(lowering: Lowering, value: Value, needed: Padded, groups: int) 
     gradient's conv packs the output gradient, or for a transposed conv the same input), when the
     weight gradient can read it in place of packing `needed` itself: one group, every channel, and
     `needed`'s positions inside it (its origin at least `needed`'s, the extent to match)."""
-    shared = lowering.packed_at_start(value)
+    shared = lowering.left_in_workspace(value)
     if not isinstance(shared, Padded) or groups != 1 or shared.planar or shared.channels != value.shape[1]:
         return None
     shift = [have - want for have, want in zip(shared.origin, needed.origin)]

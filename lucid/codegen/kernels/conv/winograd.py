@@ -392,7 +392,7 @@ def lower_winograd(lowering: Lowering, problem: ConvProblem) -> bool:
     w_offset = Kept.reserve(lowering, oc_blocks(g, p.direct) * len(fallback_taps) * g.icg * p.direct.width * itemsize)
     y_offset = lowering.scratch(channels_last_size(y, g, p.gemm) * itemsize)
     emit_pack_input(lowering, x, p.layout, x_offset, "wino_pack_input", problem.prologue)
-    lowering.leave_packed(x, p.layout)
+    lowering.leave_in_workspace(x, p.layout)
     if p.empty:
         emit_zero(lowering, y_offset, channels_last_size(y, g, p.gemm), x.dtype, "wino_zero")
     for c, offset in zip(p.correlations, u_offsets):
