@@ -105,8 +105,8 @@ TILES = [
     ("haswell", 32, (8, 2, 6)),
     ("haswell", 8, (8, 1, 13)),
     ("x86-64-v2", 32, (4, 2, 6)),
-    # Full-width AVX-512 and 32 registers: 16 lanes, 14 points.
-    ("skylake-avx512", 16, (16, 1, 14)),
+    # Full-width AVX-512 and 32 registers: 16 lanes; one vector x 16 points (MOST_POINTS), two x 14.
+    ("skylake-avx512", 16, (16, 1, 16)),
     ("skylake-avx512", 64, (16, 2, 14)),
     # Zen 4: a 16-lane FMA or load takes two cycles of a pipe. One 16-lane vector x 14 points issues
     # 15 loads (30 load cycles over 2 ports = 15) for 14 FMAs (14 cycles): load-bound; two 8-lane
