@@ -161,6 +161,66 @@ def test_fused_epilogue():
     assert_close(executable(x, w, b, r)[0], expected, TOL["float32"], "conv + bias + relu + residual")
 
 
+# Rows of tiles longer than a chunk (concrete sizes): kind, input shape, out channels, kernel, attributes
+LONG_ROWS = [
+    ("conv", (1, 16, 3, 67), 16, (3, 3), dict(padding=1)),                       # 34 tiles: chunks of 12, 11, 11
+    ("conv", (2, 16, 3, 4, 41), 24, (3, 3, 3), dict(padding=1)),                 # 21 tiles, oc not a vector
+    ("conv", (1, 32, 6, 70), 32, (4, 4), dict(stride=2, padding=1)),             # two classes per axis
+    ("conv_transpose", (1, 16, 3, 40), 16, (3, 3), dict(padding=1)),             # an input gradient's form
+    ("conv_transpose", (1, 32, 3, 37), 16, (4, 4), dict(stride=2, padding=1)),   # phases of 2 x 2 taps
+]
+
+
+def _chunked_plans(monkeypatch) -> list:
+    """The plans `winograd._chunked_plan` returns from now on (None where it declined)."""
+    plans, original = [], winograd._chunked_plan
+
+    def recording(*args):
+        plans.append(original(*args))
+        return plans[-1]
+    monkeypatch.setattr(winograd, "_chunked_plan", recording)
+    return plans
+
+
+def _took_chunks(plans: list) -> bool:
+    return any(p is not None and 0 < p.chunk < max(c.tiles[1] for c in p.correlations) for p in plans)
+
+
+@pytest.mark.parametrize("index", range(len(LONG_ROWS)))
+def test_rows_longer_than_a_chunk_go_in_chunks(index, monkeypatch):
+    """A row of more tiles than a chunk holds is taken in chunks (unequal ones here), as rows of
+    symbolic length are: the oracle's result at 1 and 2 threads, float32 and float64."""
+    plans = _chunked_plans(monkeypatch)
+    kind, x_shape, oc, kernel, attrs = LONG_ROWS[index]
+    for dtype in ("float32", "float64"):
+        fn, arrays, expected = _case(kind, x_shape, oc, kernel, np.random.default_rng(30 + index), dtype, **attrs)
+        graph = lucid.trace(fn, *map(_spec, arrays), name=f"wino_long_{index}_{dtype}")
+        executable = Executable(memory_planning.run(graph))
+        assert "wino_conv" in kernel_labels(executable) and _took_chunks(plans)
+        got = executable(*arrays, threads=2)[0]
+        assert_close(got, expected, TOL[dtype], f"{kind} {x_shape} -> {oc} {kernel} {attrs}, {dtype}")
+        np.testing.assert_array_equal(got, executable(*arrays, threads=1)[0], err_msg="1 vs 2 threads")
+
+
+def test_long_rows_gradients_and_non_finite_inputs(monkeypatch):
+    """A conv of long rows in a gradient graph (its input gradient is a transposed conv of long rows
+    too): every gradient is the oracle's; NaN and infinities in the input land where the direct
+    sums put them."""
+    plans = _chunked_plans(monkeypatch)
+    rng = np.random.default_rng(40)
+    fn, arrays, _ = _case("conv", (1, 16, 4, 45), 16, (3, 3), rng, padding=1)
+    graph = lucid.trace(fn, *map(_spec, arrays), name="wino_long_grad")
+    grad = autodiff.run(graph, wrt=[v.name for v in graph.inputs])
+    seed = rng.standard_normal(grad.inputs[-1].shape).astype("float32")
+    executable = Executable(memory_planning.run(grad))
+    assert kernel_labels(executable).count("wino_conv") == 2 and _took_chunks(plans)
+    wanted = oracle.conv_nd_vjp(seed.astype(np.float64), *(a.astype(np.float64) for a in arrays), padding=1)
+    for name, got, ref in zip(("input", "weight", "bias"), executable(*arrays, seed, threads=2)[1:], wanted):
+        assert_close(got, ref, TOL["float32"], f"gradient of the {name}")
+    x, w = _non_finite_case(np.random.default_rng(41), "input", (1, 32, 3, 50))
+    _check_non_finite(_non_finite_executable("conv", dict(padding=1), x, w), "conv", "input", dict(padding=1), x, w)
+
+
 def _non_finite_case(rng, what, x_shape):
     x = rng.standard_normal(x_shape).astype("float32")
     w = (rng.standard_normal((32, 32, 3, 3)) * 0.2).astype("float32")
