@@ -302,11 +302,9 @@ def plan(lowering: Lowering, problem: ConvProblem) -> Plan | None:
     if not _saves_time(lowering, decided, correlations):
         return None
     direct = choose_blocking(g.ocg, at_least_all([c.counts[2] for c in correlations]), lowering, x.dtype)
-    if symbolic.is_symbolic(problem.y.shape[2:]):
-        return _chunked_plan(lowering, problem, correlations, base, direct, empty)
     chunked = _chunked_plan(lowering, problem, correlations, base, direct, empty)
-    if chunked is not None and chunked.chunk < max(c.tiles[1] for c in correlations):
-        return chunked                 # rows longer than a chunk: in chunks, as symbolic ones are
+    if symbolic.is_symbolic(problem.y.shape[2:]) or (chunked and chunked.chunk < max(c.tiles[1] for c in correlations)):
+        return chunked                 # rows of a symbolic length, or longer than a chunk
     rows = _rows_per_item(correlations, decided, oc_blocks(g, direct) * direct.width, x.dtype.numpy.itemsize,
                           MIN_ITEMS_PER_CORE * lowering.target.cores)
     gemm = choose_blocking(g.ocg, rows * max(c.tiles[1] for c in correlations), lowering, x.dtype)
