@@ -78,3 +78,35 @@ def test_an_activation_gradient_and_a_residual_chain_in_the_epilogue(name, activ
     g = oracle_conv(x, w, transposed, kwargs)
     want = GRADIENTS[activation][1](y, g) + np.tanh(r.astype(np.float64) * 0.5)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(g).max()))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_per_sample_and_per_channel_operands_in_the_epilogue(name):
+    """Operands constant over a channel's points (an inference BatchNorm's scale and shift, a
+    squeeze-excitation's per-sample gate), which the unpacking reads once per channel row, beside a
+    full-size residual: each channel and sample takes its own value."""
+    x_shape, w_shape, kwargs, transposed, kernel = CASES[name]
+    rng = np.random.default_rng(len(name) + 50)
+    x = rng.standard_normal((2,) + x_shape[1:]).astype(np.float32)     # two samples: the gate differs
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    out_shape = oracle_conv(x, w, transposed, kwargs).shape
+    channels = out_shape[1]
+    gate = rng.uniform(0.5, 2.0, (2, channels, 1, 1, 1)).astype(np.float32)
+    scale, shift = (rng.standard_normal((channels, 1, 1, 1)).astype(np.float32) for _ in range(2))
+    residual = rng.standard_normal(out_shape).astype(np.float32)
+
+    def layer(x, w, gate, scale, shift, residual):
+        return F.relu(conv(x, w, transposed, kwargs) * gate * scale + shift + residual)
+
+    arrays = (x, w, gate, scale, shift, residual)
+    graph = lucid.trace(layer, *(lucid.spec(*a.shape) for a in arrays), name=f"per_channel_{name}")
+    fused = fusion.run(graph)
+    assert not any(node.op in ("conv", "conv_transpose") for node in fused.nodes), "the epilogue was not fused"
+    executable = Executable(memory_planning.run(fused))
+    assert kernel in kernel_labels(executable)
+    g = oracle_conv(x, w, transposed, kwargs)
+    want = np.maximum(g * gate * scale + shift + residual, 0)
+    for threads in (1, 2):
+        got = executable(*arrays, threads=threads)[0]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(g).max()),
+                                   err_msg=f"{name}, {threads} threads")

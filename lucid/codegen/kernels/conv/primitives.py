@@ -196,6 +196,24 @@ def elementwise_at(k, nodes: tuple, shape: tuple, flat, index5: tuple, known: di
     return evaluate(s, list(nodes), operand)[nodes[-1].output]
 
 
+def per_channel_operands(k, nodes: tuple, shape: tuple, n, c, given) -> dict:
+    """{operand: its value}, read once here, for every operand of the elementwise `nodes` (of output
+    `shape`) that is the same at every spatial point of channel `c` of sample `n` (a norm's
+    per-channel scale and shift), but those in `given`: for `elementwise_at` in a loop over points,
+    whose stores LLVM cannot tell from these loads, so it would read them at every point and leave
+    the loop scalar."""
+    s = Scalars(k.b, k.module)
+    skipped = set(given) | {node.output for node in nodes}
+    operands = {}
+    for node in nodes:
+        for position, value in enumerate(node.inputs):
+            strides = operand_strides(node, position)
+            if value in operands or value in skipped or not all(symbolic.same(t, 0) for t in strides[2:]):
+                continue
+            operands[value] = load(k, s, value, linear_index(k.b, [n, c], sized(k, strides[:2])))
+    return operands
+
+
 def element_as(k, value: Value, at, dtype) -> ir.Value:
     """Element `at` of `value` converted to `dtype` (a concatenation's input, of a dtype its output
     promotes)."""

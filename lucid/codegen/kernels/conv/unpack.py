@@ -17,7 +17,7 @@ from ...lowering import Lowering
 from ..elementwise import operand_strides, store
 from ..normalization import RowStatistics, RowSums
 from .nonfinite import ExactSum
-from .primitives import at_most, elementwise_at, sized, strided_offset, transposed_rows
+from .primitives import at_most, elementwise_at, per_channel_operands, sized, strided_offset, transposed_rows
 from .problem import Blocking, Epilogue, Geometry, oc_blocks, to_3d
 
 
@@ -204,12 +204,14 @@ def emit_channel_row(k, unpack: Unpack, index: tuple, value_at: Callable, points
     row = b.add(b.mul(b.add(b.mul(b.add(b.mul(n, i64(channels)), oc), as_i64(depth)), d), as_i64(height)), h)
     first = b.mul(row, as_i64(width))
     shift = b.load(b.gep(k.pointer(bias), [oc])) if bias is not None else None
+    constants = per_channel_operands(k, epilogue.nodes, epilogue.output.shape, n, oc, {epilogue.source}) \
+        if epilogue else {}
 
     def stored(w):
         value = value_at(w)
         if shift is not None:
             value = b.fadd(value, shift)
-        return _apply_epilogue(k, epilogue, value, b.add(first, w), (n, oc, d, h, w)) if epilogue else value
+        return _apply_epilogue(k, epilogue, value, b.add(first, w), (n, oc, d, h, w), constants) if epilogue else value
 
     sums = RowSums(k, stored(i64(0))) if unpack.statistics is not None else None
     with counted_loop(b, width if points is None else points, name="w") as w:
@@ -221,6 +223,7 @@ def emit_channel_row(k, unpack: Unpack, index: tuple, value_at: Callable, points
         sums.store(k, unpack.statistics, row, width)
 
 
-def _apply_epilogue(k, epilogue: Epilogue, value, flat, index5: tuple):
-    """Evaluate the epilogue chain on one element; other operands are read at the element's index."""
-    return elementwise_at(k, epilogue.nodes, epilogue.output.shape, flat, index5, {epilogue.source: value})
+def _apply_epilogue(k, epilogue: Epilogue, value, flat, index5: tuple, constants: dict):
+    """Evaluate the epilogue chain on one element; the operands in `constants` are given (read once per
+    channel row), the others are read at the element's index."""
+    return elementwise_at(k, epilogue.nodes, epilogue.output.shape, flat, index5, {**constants, epilogue.source: value})
