@@ -196,12 +196,11 @@ def elementwise_at(k, nodes: tuple, shape: tuple, flat, index5: tuple, known: di
     return evaluate(s, list(nodes), operand)[nodes[-1].output]
 
 
-def per_channel_operands(k, nodes: tuple, shape: tuple, n, c, given) -> dict:
-    """{operand: its value}, read once here, for every operand of the elementwise `nodes` (of output
-    `shape`) that is the same at every spatial point of channel `c` of sample `n` (a norm's
-    per-channel scale and shift), but those in `given`: for `elementwise_at` in a loop over points,
-    whose stores LLVM cannot tell from these loads, so it would read them at every point and leave
-    the loop scalar."""
+def per_channel_operands(k, nodes: tuple, n, c, given) -> dict:
+    """{operand: its value}, read once here, for every operand of the elementwise `nodes` that is the
+    same at every spatial point of channel `c` of sample `n` (a norm's per-channel scale and
+    shift), but those in `given`: for `elementwise_at` in a loop over points, whose stores LLVM
+    cannot tell from these loads, so it would read them at every point and leave the loop scalar."""
     s = Scalars(k.b, k.module)
     skipped = set(given) | {node.output for node in nodes}
     operands = {}

@@ -204,8 +204,7 @@ def emit_channel_row(k, unpack: Unpack, index: tuple, value_at: Callable, points
     row = b.add(b.mul(b.add(b.mul(b.add(b.mul(n, i64(channels)), oc), as_i64(depth)), d), as_i64(height)), h)
     first = b.mul(row, as_i64(width))
     shift = b.load(b.gep(k.pointer(bias), [oc])) if bias is not None else None
-    constants = per_channel_operands(k, epilogue.nodes, epilogue.output.shape, n, oc, {epilogue.source}) \
-        if epilogue else {}
+    constants = per_channel_operands(k, epilogue.nodes, n, oc, {epilogue.source}) if epilogue else {}
 
     def stored(w):
         value = value_at(w)
