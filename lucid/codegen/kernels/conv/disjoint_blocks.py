@@ -46,7 +46,6 @@ STACK_BYTES = 256 << 10
 W_STRIDES = (1, 2, 4)
 
 
-
 def lower_disjoint_blocks(lowering: Lowering, problem: ConvProblem) -> bool:
     """Lower a transposed conv whose kernel is its stride as described above; False, emitting
     nothing, when it is not one or its sizes are not ones this path takes."""
