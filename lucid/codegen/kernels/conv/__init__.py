@@ -16,7 +16,6 @@ AVX-512, else 16).
 
 Importing this package registers the lowerings of conv, conv_transpose and conv_weight_grad.
 """
-from . import weight_grad  # noqa: F401  (registers conv_weight_grad)
 from .algorithms import lower_conv, lower_conv_transpose
 from .problem import Epilogue, Prologue
 

@@ -30,7 +30,9 @@ from .disjoint_blocks import lower_disjoint_blocks
 from .over_points import lower_over_points
 from .planes import lower_conv_over_planes
 from .problem import ConvProblem, Epilogue, Prologue, WeightLayout, geometry_of, kernel_taps, linear_taps
+from .weight_grad import lower_direct_weight_grad
 from .winograd import lower_winograd
+from .winograd_weight_grad import lower_winograd_weight_grad
 
 #: In the order they are tried: transposed convs whose kernel is their stride as one product per output
 #: (disjoint_blocks.py), Winograd (convs and transposed convs with 16+ channels and 3- or
@@ -67,6 +69,14 @@ def lower_conv_transpose(lowering: Lowering, node: Node, epilogue: Epilogue | No
 #: a smaller one is read again from cache faster than the rows' sums cost the unpacking (MONAI
 #: UNet's outputs of at most 2 MiB: its moments 0.65 -> 0.1 ms, its unpacking kernels 0.7 ms slower).
 ROW_STATISTICS_BYTES = 8 << 20
+
+
+@lowers("conv_weight_grad", run_time_extents=True)
+def lower_conv_weight_grad(lowering: Lowering, node: Node) -> None:
+    """Winograd's weight gradient where it applies (winograd_weight_grad.py), else the direct one
+    (weight_grad.py)."""
+    if not lower_winograd_weight_grad(lowering, node):
+        lower_direct_weight_grad(lowering, node)
 
 
 def _lower(lowering: Lowering, problem: ConvProblem) -> None:

@@ -6,7 +6,7 @@ vector over every output position, from copies of the input and the gradient pac
 one tile's channels (`emit_pack_channel_blocks`); work items are (part of the positions, group, oc
 block), each part summing into its own copy of the blocked gradient, and a last kernel adds the
 copies into dw. The sums are blocked: each call of the row function sums its few rows from zero in
-registers and adds that to the copy (see `_row_function`). When the input gradient's conv just
+registers and adds that to the copy (see `row_function`). When the input gradient's conv just
 packed one of the two operands (`Lowering.leave_in_workspace`), it reads that copy instead of packing its
 own. With symbolic sizes the rows per row-function call are computed per call and the number of
 parts is fixed (`_reduction_parts`)."""
@@ -22,14 +22,14 @@ from ....ir import symbolic
 from ....ir.graph import Node, Value
 from ...irgen import (I64, as_i64, carried_loop, counted_loop, element_type, float_suffix, i64, intrinsic, load_vector,
                       masked_gather, masked_store_vector, splat, store_vector, unravel, vector_type)
-from ...lowering import Lowering, lowers
+from ...lowering import Lowering
 from .packing import Padded, emit_pack_channel_blocks
 from .primitives import at_most, positions_inside, size_table, sized, strided_offset, table_array
 from .problem import Blocking, Geometry, choose_blocking, geometry_of, kernel_taps, oc_blocks, to_3d
 
 
-@lowers("conv_weight_grad", run_time_extents=True)
-def lower_conv_weight_grad(lowering: Lowering, node: Node) -> None:
+def lower_direct_weight_grad(lowering: Lowering, node: Node) -> None:
+    """Lower `node`, a conv_weight_grad, with the kernels above: it takes every one."""
     x, gy = node.inputs
     dw = node.output
     groups = node.attrs["groups"]
@@ -62,7 +62,7 @@ def lower_conv_weight_grad(lowering: Lowering, node: Node) -> None:
     tap_offsets = tuple(a * g.dilation[0] * sd + b_ * g.dilation[1] * sh + c * g.dilation[2] * sc for a, b_, c in taps)
     _emit_weight_grad_tiles(lowering, x.dtype, g, block, layouts, tap_offsets, (offsets["x"], offsets["gy"], dw_offset),
                             parts)
-    _emit_unpack_weight(lowering, dw, g, block, len(taps), dw_offset, parts)
+    _emit_unpack_copies(lowering, dw, g, block, len(taps), dw_offset, parts)
 
 
 def _shared_copy(lowering: Lowering, value: Value, needed: Padded, groups: int) -> Padded | None:
@@ -188,8 +188,8 @@ def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Block
     tap_groups = _tap_groups(lowering, g, block, tap_offsets)
     if not tap_groups:
         table = size_table(lowering, "gtaps", tap_offsets)
-        full_row = _row_function(lowering, element, block, rows_per_tile, g.stride[2] * sc)
-        last_row = _row_function(lowering, element, block, rest, g.stride[2] * sc)
+        full_row = row_function(lowering, element, block, rows_per_tile, g.stride[2] * sc)
+        last_row = row_function(lowering, element, block, rest, g.stride[2] * sc)
     tap_block = g.icg * block.width                         # dwp elements per (grp, ob, tap)
     block_size = len(tap_offsets) * tap_block               # per (grp, ob)
     group_size = blocks * block_size
@@ -212,8 +212,8 @@ def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Block
             b.store(ir.Constant(element, 0.0), b.gep(dwp, [z]))
         g_block = b.gep(gp, [b.add(b.mul(grp, as_i64(gy_blocks[0])), b.mul(ob, as_i64(gy_blocks[1])))])
         blocks_of_lines = _product(b, (n_size, depth, line_blocks))
-        with counted_loop(b, _share(b, blocks_of_lines, parts, b.add(part, i64(1))),
-                          _share(b, blocks_of_lines, parts, part), name="lines") as line_block:
+        with counted_loop(b, share(b, blocks_of_lines, parts, b.add(part, i64(1))),
+                          share(b, blocks_of_lines, parts, part), name="lines") as line_block:
             n, d, first_line = unravel(b, line_block, (n_size, depth, line_blocks))
             h = b.mul(first_line, as_i64(lines))
             count = b.sub(as_i64(height), h)
@@ -225,7 +225,7 @@ def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Block
             if tap_groups:                   # one input channel: each call applies a group of taps
                 x_base = b.add(b.mul(grp, as_i64(x_blocks[0])), x_row)
                 for first, group_offsets in tap_groups:
-                    row = _row_function(lowering, element, block, 1, g.stride[2] * sc, group_offsets, tap_block)
+                    row = row_function(lowering, element, block, 1, g.stride[2] * sc, group_offsets, tap_block)
                     arguments[1] = b.gep(dwp, [i64(first * tap_block)])
                     b.call(row, [b.gep(xp, [b.add(x_base, i64(tap_offsets[first]))])] + arguments)
             else:
@@ -257,7 +257,7 @@ def _call_rows_by_tap(k, rows: tuple, taps: tuple, tiles: int, pointers: tuple, 
                     b.call(full_row, [x_at] + arguments)
 
 
-def _share(b: ir.IRBuilder, count, parts: int, part) -> ir.Value:
+def share(b: ir.IRBuilder, count, parts: int, part) -> ir.Value:
     """Where part `part` of `count` things (an int or an i64 value) split into `parts` near-equal
     parts starts."""
     return b.udiv(b.mul(part, as_i64(count)), i64(parts))
@@ -270,7 +270,7 @@ def _product(b: ir.IRBuilder, factors: tuple):
     return functools.reduce(b.mul, (as_i64(f) for f in factors))
 
 
-def _row_function(lowering: Lowering, element, block: Blocking, rows: int, x_step: int, taps: tuple = (0,),
+def row_function(lowering: Lowering, element, block: Blocking, rows: int, x_step: int, taps: tuple = (0,),
                   tap_step: int = 0) -> ir.Function:
     """void row(x, gy, acc, positions, gy_step, lines, x_line, gy_line): for each of `taps` (offsets
     into x, their sums `tap_step` apart in acc), `rows` input channels × `block.vectors` vectors of
@@ -290,7 +290,7 @@ def _row_function(lowering: Lowering, element, block: Blocking, rows: int, x_ste
 
 def _define_row(module: ir.Module, symbol: str, element, block: Blocking, rows: int, x_step: int, taps: tuple,
                 tap_step: int) -> ir.Function:
-    """The definition of `_row_function`'s row in `module`, named `symbol`."""
+    """The definition of `row_function`'s row in `module`, named `symbol`."""
     kind = float_suffix(element)
     pointer, i64t = element.as_pointer(), ir.IntType(64)
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [pointer] * 3 + [i64t] * 5), symbol)
@@ -332,29 +332,26 @@ def _tap_groups(lowering: Lowering, g: Geometry, block: Blocking, tap_offsets: t
             for first in range(0, len(tap_offsets), size)]
 
 
-def _emit_unpack_weight(lowering: Lowering, dw: Value, g: Geometry, block: Blocking, tap_count: int, offset: int,
-                        parts: int) -> None:
-    """dw[grp*ocg + oc][ic][t] = sum over p < parts of dwp[p][grp][oc // width][t][ic][oc % width].
+def emit_unpack_weight(lowering: Lowering, dw: Value, g: Geometry, block: Blocking, tap_count: int, fill,
+                       name: str = "wgrad_unpack") -> None:
+    """dw[grp*ocg + oc][ic][t] = the sums `fill(k, grp, ob, ic, summed)` puts in a stack array
+    summed[t][width] for block `ob` of output channels (oc = ob * width + lane) and input channel ic.
 
-    A work item is (grp, ob, ic). It first sums the copies' rows of its block (`tap_count` rows of
-    `width` contiguous channels, `icg * width` apart) into a stack array summed[t][width], vector by
-    vector; then, for each of its block's channels inside the group and each vector of `lanes` taps,
-    it gathers the sums (from L1, `width` apart: no cache-set conflicts whatever `icg`) and writes
-    the channel's run of contiguous elements of dw. The gathers keep the kernel a few short loops,
-    cheap to compile."""
+    A work item is (grp, ob, ic). After `fill`, for each of its block's channels inside the group
+    and each vector of `lanes` taps, it gathers the sums (from L1, `width` apart: no cache-set
+    conflicts whatever `icg`) and writes the channel's run of contiguous elements of dw. The gathers
+    keep the kernel a few short loops, cheap to compile."""
     element = element_type(dw.dtype)
     blocks = oc_blocks(g, block)
-    copy = g.groups * blocks * tap_count * g.icg * block.width
     lanes = block.lanes
     tap_steps = ir.Constant(vector_type(I64, lanes), [j * block.width for j in range(lanes)])
 
     def body(k, item):
         b = k.b
         grp, ob, ic = unravel(b, item, (g.groups, blocks, g.icg))
-        dwp, out = k.scratch_pointer(offset, element), k.pointer(dw)
-        first = b.mul(b.add(b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(tap_count * g.icg)), ic), i64(block.width))
+        out = k.pointer(dw)
         summed = k.alloca(element, tap_count * block.width, name="summed")
-        _sum_copies(k, dwp, first, summed, tap_count, g.icg, block, parts, copy)
+        fill(k, grp, ob, ic, summed)
         oc0 = b.mul(ob, i64(block.width))
         with counted_loop(b, at_most(b, b.sub(i64(g.ocg), oc0), block.width), name="lane") as lane, \
                 counted_loop(b, math.ceil(tap_count / lanes), name="tt") as tile:
@@ -366,7 +363,22 @@ def _emit_unpack_weight(lowering: Lowering, dw: Value, g: Geometry, block: Block
             masked_store_vector(b, k.module, masked_gather(b, k.module, summed, taps, inside), out, b.add(row, t0),
                                 inside)
 
-    lowering.kernel("wgrad_unpack", g.groups * blocks * g.icg, body, moves_data=True)
+    lowering.kernel(name, g.groups * blocks * g.icg, body, moves_data=True)
+
+
+def _emit_unpack_copies(lowering: Lowering, dw: Value, g: Geometry, block: Blocking, tap_count: int, offset: int,
+                        parts: int) -> None:
+    """dw[grp*ocg + oc][ic][t] = sum over p < parts of dwp[p][grp][oc // width][t][ic][oc % width]."""
+    element = element_type(dw.dtype)
+    blocks = oc_blocks(g, block)
+    copy = g.groups * blocks * tap_count * g.icg * block.width
+
+    def sum_copies(k, grp, ob, ic, summed):
+        b = k.b
+        first = b.mul(b.add(b.mul(b.add(b.mul(grp, i64(blocks)), ob), i64(tap_count * g.icg)), ic), i64(block.width))
+        _sum_copies(k, k.scratch_pointer(offset, element), first, summed, tap_count, g.icg, block, parts, copy)
+
+    emit_unpack_weight(lowering, dw, g, block, tap_count, sum_copies)
 
 
 def _sum_copies(k, dwp: ir.Value, first: ir.Value, summed: ir.Value, tap_count: int, icg: int, block: Blocking,

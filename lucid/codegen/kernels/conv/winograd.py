@@ -149,7 +149,7 @@ def _output_3(b, m):
 TRANSFORMS = {3: Transform(3, _weight_3, _input_4, _output_4), 2: Transform(2, _weight_2, _input_3, _output_3)}
 
 
-def _separable(b: ir.IRBuilder, grid: list, rows) -> list:
+def separable(b: ir.IRBuilder, grid: list, rows) -> list:
     """Apply the 1-D transform `rows` to the columns of the square `grid` (a list of rows), then to
     the rows of the result: T grid T^T, returned flat, row-major."""
     columns = [rows(b, [row[j] for row in grid]) for j in range(len(grid[0]))]
@@ -157,8 +157,8 @@ def _separable(b: ir.IRBuilder, grid: list, rows) -> list:
     return [value for row in by_row for value in rows(b, row)]
 
 
-def _separable_row(b: ir.IRBuilder, grid: list, rows, row: int) -> list:
-    """Row `row` of `_separable(b, grid, rows)`: the 1-D transform of row `row` of (T grid)."""
+def separable_row(b: ir.IRBuilder, grid: list, rows, row: int) -> list:
+    """Row `row` of `separable(b, grid, rows)`: the 1-D transform of row `row` of (T grid)."""
     column_values = [rows(b, [line[j] for line in grid])[row] for j in range(len(grid[0]))]
     return rows(b, column_values)
 
@@ -474,7 +474,7 @@ def _emit_weight_transform(lowering: Lowering, problem: ConvProblem, c: Correlat
             return vector if element == F64 else b.fpext(vector, wide)
 
         grid = [[weight(i, j) for j in range(taps)] for i in range(taps)]
-        for xi, value in enumerate(_separable(b, grid, lambda b_, column: transform.weight(b_, column, half))):
+        for xi, value in enumerate(separable(b, grid, lambda b_, column: transform.weight(b_, column, half))):
             value = value if element == F64 else b.fptrunc(value, ir.VectorType(element, block.width))
             store_vector(b, value, u, b.add(first, i64(xi * g.icg * block.width)))
 
@@ -660,17 +660,17 @@ def _transform_input(k, g, p: Plan, c: Correlation, corners, xp, v, item: tuple,
     sn, sd, sh, sw = p.layout.strides()
     d_axis, h_axis, w_axis = c.axes
     row_step, point_step = h_axis.step * sh, w_axis.step * sw            # between patch elements
-    first = _sum(b, b.mul(n, k.extent(sn)), b.mul(qd, k.extent(d_axis.step * sd)),
+    first = sum_of(b, b.mul(n, k.extent(sn)), b.mul(qd, k.extent(d_axis.step * sd)),
                  b.mul(first_row, k.extent(row_step)))
     with counted_loop(b, len(c.taps), name="t") as t, counted_loop(b, p.rows, name="row") as row, \
             counted_loop(b, chunk.count, name="tw") as tw, counted_loop(b, g.icg // lanes, name="cv") as cv:
-        corner = _sum(b, first, b.load(b.gep(corners, [i64(0), t])), b.mul(row, k.extent(2 * row_step)),
+        corner = sum_of(b, first, b.load(b.gep(corners, [i64(0), t])), b.mul(row, k.extent(2 * row_step)),
                       b.mul(_in_row(b, chunk, tw), k.extent(2 * point_step)), b.mul(cv, i64(lanes)))
         patch = [[load_vector(b, xp, b.add(corner, k.extent(i * row_step + j * point_step)), lanes)
                   for j in range(alpha)] for i in range(alpha)]
         tile = b.add(b.mul(row, i64(chunk.stride)), tw)
         target = b.add(b.mul(b.add(b.mul(t, i64(alpha * points)), tile), i64(g.icg)), b.mul(cv, i64(lanes)))
-        for j, value in enumerate(_separable_row(b, patch, c.transform.input, group)):
+        for j, value in enumerate(separable_row(b, patch, c.transform.input, group)):
             store_vector(b, value, v, b.add(target, i64(j * points * g.icg)))
 
 
@@ -690,7 +690,7 @@ def _transform_output(k, g, p: Plan, c: Correlation, y_strides: tuple, m, yp, it
     zero = ir.Constant(vtype, [0.0] * lanes)
     seen = k.alloca(vtype)
     b.store(zero, seen)
-    item_first = _sum(b, k.extent(d_axis.out_first * yd[1] + h_axis.out_first * yd[2] + w_axis.out_first * yd[3]),
+    item_first = sum_of(b, k.extent(d_axis.out_first * yd[1] + h_axis.out_first * yd[2] + w_axis.out_first * yd[3]),
                       b.mul(n, k.extent(yd[0])), b.mul(qd, k.extent(d_axis.out_step * yd[1])),
                       b.mul(first_row, k.extent(h_axis.out_step * yd[2])))
     with counted_loop(b, p.rows, name="row") as row, counted_loop(b, chunk.count, name="tw") as tw, \
@@ -700,12 +700,12 @@ def _transform_output(k, g, p: Plan, c: Correlation, y_strides: tuple, m, yp, it
         at = b.add(b.mul(b.add(b.mul(row, i64(chunk.stride)), tw), i64(oc_padded)), b.mul(ov, i64(lanes)))
         grid = [[load_vector(b, m, b.add(at, i64((alpha * i + j) * points * oc_padded)), lanes) for j in range(alpha)]
                 for i in range(alpha)]
-        outputs = _separable(b, grid, c.transform.output)
+        outputs = separable(b, grid, c.transform.output)
         total = b.load(seen)
         for value in outputs:
             total = b.fadd(total, b.fmul(value, zero))     # NaN if any value is NaN or infinite
         b.store(total, seen)
-        corner = _sum(b, item_first, b.mul(row, k.extent(2 * h_axis.out_step * yd[2])),
+        corner = sum_of(b, item_first, b.mul(row, k.extent(2 * h_axis.out_step * yd[2])),
                       b.mul(tw_at, k.extent(2 * w_axis.out_step * yd[3])), b.mul(ov, i64(lanes)))
         for a in (0, 1):
             for e in (0, 1):
@@ -721,7 +721,7 @@ def _transform_output(k, g, p: Plan, c: Correlation, y_strides: tuple, m, yp, it
     return b.fcmp_unordered("uno", lane_sum, lane_sum)
 
 
-def _sum(b: ir.IRBuilder, *values):
+def sum_of(b: ir.IRBuilder, *values):
     total = values[0]
     for value in values[1:]:
         total = b.add(total, value)
