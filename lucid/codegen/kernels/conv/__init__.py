@@ -7,7 +7,9 @@ with few output channels vectorised over output points (over_points.py), a conv 
 (h, w) over its planes' points (planes.py), else the direct algorithm (direct.py). They
 share the packing of the input and the weight (packing.py), the register tile (tile.py), the
 unpacking of the scratch result to NCDHW with the bias and a fused epilogue (unpack.py), the weights
-prepared once per weight version (prepared.py) and a few IR building blocks (primitives.py). The weight gradient has its own kernels (weight_grad.py).
+prepared once per weight version (prepared.py) and a few IR building blocks (primitives.py). The
+weight gradient has its own kernels: Winograd's for stride-1 3 x 3 convs with 16+ channels
+(winograd_weight_grad.py), else direct sums (weight_grad.py); algorithms.py picks.
 
 Vectors are the target's widest (`Target.vector_floats`, never assumed), narrowed for layers with
 few output channels or where the target's CPU model (`Target.model`, `cpu_model.py`) runs narrower
