@@ -2,6 +2,7 @@
 executable runs, and comparing what `lucid.load` read with what was saved."""
 from __future__ import annotations
 
+import contextlib
 import io
 
 import numpy as np
@@ -106,3 +107,17 @@ def named_buffer(data: bytes, name: str) -> io.BytesIO:
     buffer = io.BytesIO(data)
     buffer.name = name
     return buffer
+
+
+@contextlib.contextmanager
+def torch_native_convolutions():
+    """PyTorch's native CPU convolutions (its oneDNN float32 kernels differ from them, and from its
+    float64 ones, in where a few NaN go). Needs torch."""
+    import torch
+
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before

@@ -9,8 +9,6 @@ Outputs must agree on where NaN, +inf and -inf are, and within rounding elsewher
 """
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 
@@ -18,7 +16,7 @@ import lucid
 import lucid.nn.functional as F
 import oracle
 from lucid.ir import ops
-from model_helpers import kernel_labels
+from model_helpers import kernel_labels, torch_native_convolutions
 from lucid.passes import autodiff, memory_planning
 from lucid.runtime.executable import Executable
 
@@ -223,19 +221,6 @@ def test_max_pool_all_nan_window_sends_its_gradient_to_the_last_element(rank):
 
 # ---------------------------------------------------------------------------------------------
 # Convolutions with a weight or an input not finite
-
-
-@contextlib.contextmanager
-def torch_native_convolutions():
-    """PyTorch's native CPU convolutions (its oneDNN float32 kernels differ from them, and from its
-    float64 ones, in where a few NaN go)."""
-    before = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
-    try:
-        yield
-    finally:
-        torch.backends.mkldnn.enabled = before
-
 
 CONV_CASES = [   # kind, rank, x shape, w shape, stride, padding, dilation, groups, output_padding, kernels
     ("conv_transpose", 1, (1, 1, 2), (1, 1, 2), 1, 0, 1, 1, 0, "convT_direct"),

@@ -13,8 +13,6 @@ border) and PyTorch's native kernels (oneDNN off) where torch is installed. Only
 training step compares with lucid itself (its eager model)."""
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 
@@ -24,7 +22,7 @@ import lucid.nn.functional as F
 import oracle
 from lucid.passes import autodiff, memory_planning
 from lucid.runtime.executable import Executable
-from model_helpers import kernel_labels
+from model_helpers import kernel_labels, torch_native_convolutions
 
 try:
     import torch
@@ -218,17 +216,6 @@ def direct_weight_grad(x, gy, kernel, padding):
             products = window[:, None, :] * gy[:, :, None]
             dw[(slice(None), slice(None)) + tap] = products.sum(axis=(0,) + tuple(range(3, 3 + rank)))
     return dw
-
-
-@contextlib.contextmanager
-def torch_native_convolutions():
-    """PyTorch's native CPU convolutions (its oneDNN float32 kernels place a few NaN differently)."""
-    before = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
-    try:
-        yield
-    finally:
-        torch.backends.mkldnn.enabled = before
 
 
 def torch_weight_grad(x, w, gy, padding):
