@@ -38,7 +38,7 @@ import llvmlite.ir as ir
 
 from ....ir import symbolic
 from ....ir.graph import Node
-from ...irgen import as_i64, counted_loop, element_type, i64, load_vector, store_vector, unravel
+from ...irgen import as_i64, carried_loop, counted_loop, element_type, i64, load_vector, store_vector, unravel
 from ...lowering import Lowering
 from .packing import Padded, emit_pack_channel_blocks
 from .problem import Blocking, Geometry, choose_blocking, geometry_of, oc_blocks, to_3d
@@ -166,13 +166,13 @@ def _plan(lowering: Lowering, g: Geometry, windows: tuple, dtype) -> _Plan | Non
     gy_layout = Padded((windows[0], 2 * tiles[0], 2 * tiles[1]), (0, 0, 0), oc_padded)
     p = _Plan(g, windows, tiles, lines, block, rows, x_layout, gy_layout, 1)
     copy_bytes = p.m_size * dtype.numpy.itemsize
-    parts = min(PARTS_PER_CORE * lowering.target.cores, tile_rows * tiles[1] // TILES_PER_PART, WEIGHT_GRAD_COPIES_BYTES // copy_bytes,
-                p.blocks_of_lines)
+    parts = min(PARTS_PER_CORE * lowering.target.cores, tile_rows * tiles[1] // TILES_PER_PART,
+                WEIGHT_GRAD_COPIES_BYTES // copy_bytes, p.blocks_of_lines)
     return _Plan(g, windows, tiles, lines, block, rows, x_layout, gy_layout, max(1, parts))
 
 
 def _emit_sums(lowering: Lowering, element, p: _Plan, offsets: tuple) -> None:
-    """M (part `item`'s copy) = the sum over the part's blocks of rows of tiles of V x U, per depth
+    """M (part `part`'s copy) = the sum over the part's blocks of rows of tiles of V x U, per depth
     tap, xi, input-channel tile and output-channel block."""
     g, block = p.g, p.block
     full = row_function(lowering, element, block, p.rows, p.x_layout.channels)
@@ -284,10 +284,10 @@ def _fill_taps(k, element, p: _Plan, m_offset: int, operands: tuple, at: tuple, 
 
 def _parts_sum(b: ir.IRBuilder, m, at, p: _Plan):
     """The vector at `at` of M summed over the parts' copies, in order."""
-    total = load_vector(b, m, at, p.block.lanes)
-    for part in range(1, p.parts):
-        total = b.fadd(total, load_vector(b, m, b.add(at, i64(part * p.m_size)), p.block.lanes))
-    return total
+    with carried_loop(b, i64(p.parts), i64(1), [load_vector(b, m, at, p.block.lanes)], name="part") as carry:
+        other = load_vector(b, m, b.add(at, b.mul(carry.index, i64(p.m_size))), p.block.lanes)
+        carry.next = [b.fadd(carry.values[0], other)]
+    return carry.values[0]
 
 
 def _exact_sums(k, element, p: _Plan, operands: tuple, at: tuple, summed) -> None:
