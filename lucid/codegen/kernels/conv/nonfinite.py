@@ -46,13 +46,7 @@ class WeightFlags:
     def note(self, k, item, accumulated: ir.Value) -> None:
         """Write item `item`'s byte from `accumulated`, the sum of `finite_probe` of its weights."""
         b = k.b
-        total = accumulated
-        if isinstance(total.type, ir.VectorType):
-            lanes = [b.extract_element(total, i64(lane)) for lane in range(total.type.count)]
-            total = lanes[0]
-            for lane in lanes[1:]:
-                total = b.fadd(total, lane)
-        flag = b.zext(b.fcmp_unordered("uno", total, total), I8)
+        flag = b.zext(probed_not_finite(b, accumulated), I8)
         b.store(flag, b.gep(region_pointer(k, self.where, I8), [item]))
 
     def all_finite(self, k) -> ir.Value:
@@ -65,6 +59,18 @@ def finite_probe(b: ir.IRBuilder, accumulated: ir.Value, value: ir.Value) -> ir.
     infinity or NaN."""
     zero = ir.Constant(value.type, [0.0] * value.type.count if isinstance(value.type, ir.VectorType) else 0.0)
     return b.fadd(accumulated, b.fmul(value, zero))
+
+
+def probed_not_finite(b: ir.IRBuilder, accumulated: ir.Value) -> ir.Value:
+    """i1: some value `accumulated` (a sum of `finite_probe`s, a scalar or a vector) probed was a NaN
+    or an infinity."""
+    total = accumulated
+    if isinstance(total.type, ir.VectorType):
+        lanes = [b.extract_element(total, i64(lane)) for lane in range(total.type.count)]
+        total = lanes[0]
+        for lane in lanes[1:]:
+            total = b.fadd(total, lane)
+    return b.fcmp_unordered("uno", total, total)
 
 
 @dataclass(frozen=True)

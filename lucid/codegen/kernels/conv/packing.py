@@ -16,8 +16,8 @@ from ...irgen import (as_i64, carried_loop, counted_loop, element_type, i64, mas
 from ...lowering import Lowering
 from .nonfinite import WeightFlags, finite_probe
 from .prepared import WeightCheck, when_changed
-from .primitives import (at_most, constant_table, element_as, elementwise_at, positions_inside, region_pointer, sized,
-                         strided_offset, transposed_rows)
+from .primitives import (at_most, constant_table, element_as, elementwise_at, in_range, positions_inside, region_pointer,
+                         sized, strided_offset, transposed_rows)
 from .problem import Blocking, Geometry, Prologue, WeightLayout, to_3d
 
 
@@ -74,7 +74,7 @@ def emit_pack_input(lowering: Lowering, x: Value, layout: Padded, offset: int, n
         xp = k.scratch_pointer(offset, element)
         row = strided_offset(b, 0, (bn, d, h), (sn, sd, sh))
         xd, xh = b.sub(d, i64(od)), b.sub(h, i64(oh))
-        inside_row = b.and_(_in_range(b, xd, depth), _in_range(b, xh, height))
+        inside_row = b.and_(in_range(b, xd, depth), in_range(b, xh, height))
         row_inside = splat(b, inside_row, lanes)
         if prologue is None:
             src = k.pointer(x)
@@ -130,10 +130,6 @@ def _store_transposed(k, channel, channels: int, lanes: int, packed, target, sw,
         for j, column in enumerate(columns):
             with b.if_then(b.icmp_signed("<", i64(j), positions)):
                 store_vector(b, column, packed, b.add(target, b.add(b.mul(i64(j), as_i64(sw)), first)))
-
-
-def _in_range(b: ir.IRBuilder, index, size):
-    return b.icmp_unsigned("<", index, as_i64(size))     # unsigned: negative indices are huge
 
 
 def emit_pack_weight(lowering: Lowering, w: Value, g: Geometry, block: Blocking, layout: WeightLayout,
@@ -221,7 +217,7 @@ def emit_pack_channel_blocks(lowering: Lowering, y: Value, layout: Padded, group
         bn, d, h = unravel(b, item, (n, dp, hp))
         packed = k.scratch_pointer(offset, element)
         yd, yh = b.sub(d, i64(od)), b.sub(h, i64(oh))
-        row_inside = b.and_(_in_range(b, yd, size[0]), _in_range(b, yh, size[1]))
+        row_inside = b.and_(in_range(b, yd, size[0]), in_range(b, yh, size[1]))
         row = strided_offset(b, 0, (bn, d, h), (sn, sd, sh))
         src = k.pointer(y) if prologue is None else prologue_row(k, prologue, y, (bn, yd, yh), row_inside)
         with counted_loop(b, groups * blocks, name="block") as channel_block, \

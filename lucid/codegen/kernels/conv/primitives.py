@@ -148,6 +148,12 @@ def positions_inside(b: ir.IRBuilder, first, lanes: int, size):
     return b.icmp_unsigned("<", positions, sizes)
 
 
+def in_range(b: ir.IRBuilder, index, size) -> ir.Value:
+    """i1: 0 <= index < size (one unsigned compare: negative indices are huge); `size` an int or an
+    i64 value."""
+    return b.icmp_unsigned("<", index, as_i64(size))
+
+
 def at_most(b: ir.IRBuilder, value, most):
     """min(value, most), signed; `most` an int or an i64 value."""
     return b.select(b.icmp_signed("<", value, as_i64(most)), value, as_i64(most))

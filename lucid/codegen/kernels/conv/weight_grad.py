@@ -389,8 +389,15 @@ def _sum_copies(k, dwp: ir.Value, first: ir.Value, summed: ir.Value, tap_count: 
     with counted_loop(b, tap_count, name="t") as t:
         at = b.add(first, b.mul(t, i64(icg * block.width)))
         for vector in range(block.vectors):
-            start = b.add(at, i64(vector * block.lanes))
-            with carried_loop(b, i64(parts), i64(1), [load_vector(b, dwp, start, block.lanes)], name="part") as carry:
-                other = load_vector(b, dwp, b.add(start, b.mul(carry.index, i64(copy))), block.lanes)
-                carry.next = [b.fadd(carry.values[0], other)]
-            store_vector(b, carry.values[0], summed, b.add(b.mul(t, i64(block.width)), i64(vector * block.lanes)))
+            total = sum_of_copies(b, dwp, b.add(at, i64(vector * block.lanes)), block.lanes, (parts, copy))
+            store_vector(b, total, summed, b.add(b.mul(t, i64(block.width)), i64(vector * block.lanes)))
+
+
+def sum_of_copies(b: ir.IRBuilder, array: ir.Value, at, lanes: int, copies: tuple) -> ir.Value:
+    """The sum of the `lanes`-vectors at `at` of the copies (their count, elements apart) in `array`,
+    in order of the copies."""
+    count, stride = copies
+    with carried_loop(b, i64(count), i64(1), [load_vector(b, array, at, lanes)], name="part") as carry:
+        other = load_vector(b, array, b.add(at, b.mul(carry.index, i64(stride))), lanes)
+        carry.next = [b.fadd(carry.values[0], other)]
+    return carry.values[0]

@@ -61,7 +61,7 @@ from ....ir import symbolic
 from ...irgen import F64, counted_loop, element_type, i64, load_vector, store_vector, unravel
 from ...lowering import Lowering
 from .direct import conv_direct_spec, conv_input_layout, phase_direct_spec, transpose_input_layout, transpose_phases
-from .nonfinite import WeightFlags, exact_sum
+from .nonfinite import WeightFlags, exact_sum, finite_probe, probed_not_finite
 from .packing import Padded, emit_pack_input, emit_pack_weight
 from .prepared import WeightCheck, emit_weight_check, when_changed
 from .primitives import Kept, constant_table, emit_zero, region_pointer, size_table, table_array
@@ -703,7 +703,7 @@ def _transform_output(k, g, p: Plan, c: Correlation, y_strides: tuple, m, yp, it
         outputs = separable(b, grid, c.transform.output)
         total = b.load(seen)
         for value in outputs:
-            total = b.fadd(total, b.fmul(value, zero))     # NaN if any value is NaN or infinite
+            total = finite_probe(b, total, value)
         b.store(total, seen)
         corner = sum_of(b, item_first, b.mul(row, k.extent(2 * h_axis.out_step * yd[2])),
                       b.mul(tw_at, k.extent(2 * w_axis.out_step * yd[3])), b.mul(ov, i64(lanes)))
@@ -714,11 +714,7 @@ def _transform_output(k, g, p: Plan, c: Correlation, y_strides: tuple, m, yp, it
                 at_output = b.add(corner, k.extent(a * h_axis.out_step * yd[2] + e * w_axis.out_step * yd[3]))
                 _maybe(b, exists, lambda value=outputs[2 * a + e], at_output=at_output:
                        store_vector(b, value, yp, at_output))
-    total = b.load(seen)
-    lane_sum = b.extract_element(total, i64(0))
-    for lane in range(1, lanes):
-        lane_sum = b.fadd(lane_sum, b.extract_element(total, i64(lane)))
-    return b.fcmp_unordered("uno", lane_sum, lane_sum)
+    return probed_not_finite(b, b.load(seen))
 
 
 def sum_of(b: ir.IRBuilder, *values):

@@ -38,11 +38,13 @@ import llvmlite.ir as ir
 
 from ....ir import symbolic
 from ....ir.graph import Node
-from ...irgen import as_i64, carried_loop, counted_loop, element_type, i64, load_vector, store_vector, unravel
+from ...irgen import as_i64, counted_loop, element_type, i64, load_vector, store_vector, unravel
 from ...lowering import Lowering
+from .nonfinite import finite_probe, probed_not_finite
 from .packing import Padded, emit_pack_channel_blocks
+from .primitives import at_most, in_range
 from .problem import Blocking, Geometry, choose_blocking, geometry_of, oc_blocks, to_3d
-from .weight_grad import WEIGHT_GRAD_COPIES_BYTES, emit_unpack_weight, row_function, share
+from .weight_grad import WEIGHT_GRAD_COPIES_BYTES, emit_unpack_weight, row_function, share, sum_of_copies
 from .winograd import MIN_CHANNELS, MIN_ROW, TRANSFORMS, separable, separable_row, sum_of
 
 #: Winograd F(2, 3): a tile is 2 x 2 outputs; xi runs over ALPHA x ALPHA transformed positions.
@@ -189,8 +191,7 @@ def _emit_sums(lowering: Lowering, element, p: _Plan, offsets: tuple) -> None:
         with counted_loop(b, share(b, p.blocks_of_lines, p.parts, b.add(part, i64(1))),
                           share(b, p.blocks_of_lines, p.parts, part), name="lines") as line_block:
             first = b.mul(line_block, i64(p.lines))
-            count = b.sub(i64(p.tile_rows), first)
-            rows = (first, b.select(b.icmp_unsigned("<", count, i64(p.lines)), count, i64(p.lines)))
+            rows = (first, at_most(b, b.sub(i64(p.tile_rows), first), p.lines))
             for xi_row in range(ALPHA):
                 _transform(k, p, (gp, p.gy_layout, 2, _spread), u, rows, 0, xi_row)
                 with counted_loop(b, g.kernel[0], name="kd") as kd:
@@ -265,29 +266,17 @@ def _fill_taps(k, element, p: _Plan, m_offset: int, operands: tuple, at: tuple, 
     with counted_loop(b, g.kernel[0], name="kd") as kd, counted_loop(b, block.vectors, name="vec") as vec:
         kd_ob = b.add(b.mul(kd, i64(oc_blocks(g, block))), ob)
         first = b.add(b.mul(b.add(b.mul(kd_ob, i64(POSITIONS * g.icg)), ic), i64(block.width)), b.mul(vec, i64(lanes)))
-        grid = [[_parts_sum(b, m, b.add(first, i64((i * ALPHA + j) * g.icg * block.width)), p) for j in range(ALPHA)]
+        grid = [[sum_of_copies(b, m, b.add(first, i64((i * ALPHA + j) * g.icg * block.width)), lanes, (p.parts, p.m_size)) for j in range(ALPHA)]
                 for i in range(ALPHA)]
         taps = separable(b, grid, lambda b_, column: _gather(b_, column, half))
         total = b.load(seen)
         for tap, value in enumerate(taps):
-            total = b.fadd(total, b.fmul(value, ir.Constant(vtype, [0.0] * lanes)))    # NaN if not finite
+            total = finite_probe(b, total, value)
             store_vector(b, value, summed, b.add(b.mul(b.add(b.mul(kd, i64(9)), i64(tap)), i64(block.width)),
                                                  b.mul(vec, i64(lanes))))
         b.store(total, seen)
-    total = b.load(seen)
-    lane_sum = b.extract_element(total, i64(0))
-    for lane in range(1, lanes):
-        lane_sum = b.fadd(lane_sum, b.extract_element(total, i64(lane)))
-    with b.if_then(b.fcmp_unordered("uno", lane_sum, lane_sum), likely=False):
+    with b.if_then(probed_not_finite(b, b.load(seen)), likely=False):
         _exact_sums(k, element, p, operands, at, summed)
-
-
-def _parts_sum(b: ir.IRBuilder, m, at, p: _Plan):
-    """The vector at `at` of M summed over the parts' copies, in order."""
-    with carried_loop(b, i64(p.parts), i64(1), [load_vector(b, m, at, p.block.lanes)], name="part") as carry:
-        other = load_vector(b, m, b.add(at, b.mul(carry.index, i64(p.m_size))), p.block.lanes)
-        carry.next = [b.fadd(carry.values[0], other)]
-    return carry.values[0]
 
 
 def _exact_sums(k, element, p: _Plan, operands: tuple, at: tuple, summed) -> None:
@@ -311,7 +300,7 @@ def _exact_sums(k, element, p: _Plan, operands: tuple, at: tuple, summed) -> Non
             with counted_loop(b, g.n * qd * oh * ow, name="q") as q:
                 n, d, h, w = unravel(b, q, (g.n, qd, oh, ow))
                 xd, xh, xw = (b.sub(b.add(o, t), i64(pad)) for o, t, pad in zip((d, h, w), (kd, kh, kw), g.pad_lo))
-                inside = b.and_(b.and_(_below(b, xd, depth), _below(b, xh, height)), _below(b, xw, width))
+                inside = b.and_(b.and_(in_range(b, xd, depth), in_range(b, xh, height)), in_range(b, xw, width))
                 b.store(ir.Constant(element, 0.0), value)
                 with b.if_then(inside):
                     flat = sum_of(b, b.mul(b.add(b.mul(n, i64(g.icg)), ic), i64(depth * height * width)),
@@ -321,8 +310,3 @@ def _exact_sums(k, element, p: _Plan, operands: tuple, at: tuple, summed) -> Non
                 product = b.fmul(b.load(value), b.load(b.gep(gp, [gy_at])))
                 b.store(b.fadd(b.load(total), product), total)
             b.store(b.load(total), b.gep(summed, [b.add(b.mul(tap, i64(block.width)), lane)]))
-
-
-def _below(b: ir.IRBuilder, index, size: int) -> ir.Value:
-    """i1: 0 <= index < size (one unsigned compare)."""
-    return b.icmp_unsigned("<", index, i64(size))
