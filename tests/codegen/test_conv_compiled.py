@@ -38,7 +38,7 @@ import lucid
 import lucid.nn.functional as F
 import oracle
 from lucid.runtime.executable import Executable
-from lucid.codegen.kernels.conv import winograd
+from lucid.codegen.kernels.conv import winograd, winograd_weight_grad
 from lucid.ir import ops
 from lucid.passes import autodiff, dead_code, fusion, memory_planning
 from model_helpers import kernel_labels
@@ -528,8 +528,7 @@ SHARED_PACKS = [
     ("conv_transpose", (2, 6, 4, 5), 5, (4, 4), dict(stride=2, padding=1), "wgrad_pack_input"),
     ("conv_transpose", (1, 3, 3, 4, 3), 4, (3, 3, 3), dict(padding=1), "wgrad_pack_input"),
     ("conv_transpose", (2, 32, 3, 4), 32, (4, 4), dict(stride=2, padding=1), "wgrad_pack_input"),   # Winograd
-    # a Winograd input gradient (output width 3: too narrow for Winograd's weight gradient, which packs its own)
-    ("conv", (2, 32, 5, 5), 32, (3, 3), dict(padding=(1, 0)), "wgrad_pack_gradient"),
+    ("conv", (2, 32, 5, 5), 32, (3, 3), dict(padding=(1, 0)), "wgrad_pack_gradient"),  # a Winograd input gradient
     ("conv", (2, 6, 5, 6), 4, (3, 3), dict(padding=1, groups=2), None),               # groups: not shared
 ]
 
@@ -538,8 +537,10 @@ SHARED_PACKS = [
 def test_weight_gradient_reads_the_copy_the_input_gradient_packed(kind, x_shape, out_channels, kernel, attrs,
                                                                    shared, monkeypatch):
     """In a gradient graph the input gradient's conv packs the output gradient (or, for a transposed
-    conv, the input) as the weight gradient needs it: the weight gradient reads that copy instead of
-    packing its own, and the gradients still equal the oracle's."""
+    conv, the input) as the weight gradient needs it: the direct weight gradient reads that copy
+    instead of packing its own, and the gradients still equal the oracle's. (Winograd's weight
+    gradient, kept off here, shares the copy too: tests/codegen/test_winograd_weight_grad.py.)"""
+    monkeypatch.setattr(winograd_weight_grad, "MIN_CHANNELS", 1 << 30)
     monkeypatch.setattr(winograd, "MIN_ITEMS_PER_CORE", 0)
     monkeypatch.setattr(winograd, "WEIGHT_TRANSFORM_CYCLES", 0)
     rng = np.random.default_rng(21)

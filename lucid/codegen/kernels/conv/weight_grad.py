@@ -40,8 +40,8 @@ def lower_direct_weight_grad(lowering: Lowering, node: Node) -> None:
     x_needed = Padded(tuple((o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip(windows, g.stride, g.kernel, g.dilation)),
                       g.pad_lo, _wgrad_tile_rows(g, block))
     gy_needed = Padded(windows, (0, 0, 0), block.width)
-    shared_x = _shared_copy(lowering, x, x_needed, groups)
-    shared_gy = None if shared_x else _shared_copy(lowering, gy, gy_needed, groups)
+    shared_x = shared_copy(lowering, x, x_needed, groups)
+    shared_gy = None if shared_x else shared_copy(lowering, gy, gy_needed, groups)
     layouts = WeightGradLayouts(WeightGradOperand.of(x_needed, shared_x), WeightGradOperand.of(gy_needed, shared_gy),
                                 windows)
     taps = kernel_taps(g.kernel)
@@ -65,7 +65,7 @@ def lower_direct_weight_grad(lowering: Lowering, node: Node) -> None:
     _emit_unpack_copies(lowering, dw, g, block, len(taps), dw_offset, parts)
 
 
-def _shared_copy(lowering: Lowering, value: Value, needed: Padded, groups: int) -> Padded | None:
+def shared_copy(lowering: Lowering, value: Value, needed: Padded, groups: int) -> Padded | None:
     """The channels-last copy of `value` that the node before left in the workspace (the input
     gradient's conv packs the output gradient, or for a transposed conv the same input), when the
     weight gradient can read it in place of packing `needed` itself: one group, every channel, and
