@@ -8,8 +8,10 @@ with few output channels vectorised over output points (over_points.py), a conv 
 share the packing of the input and the weight (packing.py), the register tile (tile.py), the
 unpacking of the scratch result to NCDHW with the bias and a fused epilogue (unpack.py), the weights
 prepared once per weight version (prepared.py) and a few IR building blocks (primitives.py). The
-weight gradient has its own kernels: Winograd's for stride-1 3 x 3 convs with 16+ channels
-(winograd_weight_grad.py), else direct sums (weight_grad.py); algorithms.py picks.
+weight gradient has its own kernels: Winograd's per stride phase for kernels of stride x 3 or
+stride x 2 taps across (h, w) with 16+ channels (3 x 3 stride 1, and 4 x 4 stride 2 as in a
+transposed conv's upsampling: winograd_weight_grad.py), else direct sums (weight_grad.py);
+algorithms.py picks.
 
 Vectors are the target's widest (`Target.vector_floats`, never assumed), narrowed for layers with
 few output channels or where the target's CPU model (`Target.model`, `cpu_model.py`) runs narrower
