@@ -23,6 +23,7 @@ import lucid
 import lucid.nn as nn
 import lucid.nn.functional as F
 import oracle
+from lucid.codegen.kernels.conv import winograd_weight_grad
 from lucid.passes import autodiff, memory_planning
 from lucid.runtime.executable import Executable
 from model_helpers import kernel_labels, torch_native_convolutions
@@ -160,6 +161,21 @@ def test_transposed_conv_weight_gradients(index, dtype):
     gy = rng.standard_normal(gy_shape).astype(dtype)
     _check_against_the_oracle(executable, arrays, gy, attrs, dtype, f"transposed {x_shape} -> {oc} {attrs} {dtype}",
                               transposed=True)
+
+
+def test_a_large_sum_with_too_few_tiles_for_the_cores_stays_direct():
+    """A transposed k4 s2 conv 128 -> 128 on a 4^3 input: its 32 tiles make fewer parts than one per
+    core, and one copy of M (4 depth taps x 4 phases x 9 positions x 128 x 128) is 9.4 MB, more than
+    SINGLE_PART_BYTES: the direct weight gradient runs, right."""
+    x_shape, attrs = (1, 128, 4, 4, 4), dict(stride=2, padding=1)
+    assert 4 * 4 * 9 * 128 * 128 * 4 > winograd_weight_grad.SINGLE_PART_BYTES
+    rng = np.random.default_rng(50)
+    arrays = operands(x_shape, 128, (4, 4, 4), "float32", rng, transposed=True)
+    executable, gy_shape = gradient_executable(x_shape, arrays[1].shape, "float32", attrs, "wgw_one_part",
+                                               transposed=True)
+    assert wgrad_labels(executable) == ["wgrad_tiles"], kernel_labels(executable)
+    gy = rng.standard_normal(gy_shape).astype("float32")
+    _check_against_the_oracle(executable, arrays, gy, attrs, "float32", "one part, large M", transposed=True)
 
 
 #: (input shape, out channels, kernel, attributes, transposed, the `wgrad_wino_pack_*` kernels it

@@ -69,6 +69,14 @@ TILES_PER_BLOCK = 32
 PARTS_PER_CORE = 4
 TILES_PER_PART = 64
 
+#: A weight gradient whose sums make fewer parts than the target has cores (few tiles, or copies of
+#: M too large for `WEIGHT_GRAD_COPIES_BYTES`) stays direct when one copy of M takes more than this:
+#: a single part then sums on one core, reading and writing all of M per block of tiles, while the
+#: direct kernels split their work by output-channel block too. A transposed k4 s2 conv 256 -> 128
+#: on an 8^3 input (one part, M 18.9 MB), fwd+bwd at two threads: 21.1 ms with Winograd, 16.1 ms
+#: direct (one thread: 35.5 and 34.5 ms).
+SINGLE_PART_BYTES = 1 << 20
+
 #: Most bytes of stack a work item's transformed input and gradient (one row of xi) take: wider
 #: rows stay direct.
 STACK_BYTES = 256 << 10
@@ -213,7 +221,8 @@ def _taps_per_phase(g: Geometry) -> int | None:
 
 
 def _plan(lowering: Lowering, g: Geometry, f: _Transposed, windows: tuple, dtype) -> _Plan | None:
-    """The plan, or None when one row of tiles' transformed row of xi would take more than STACK_BYTES."""
+    """The plan, or None when one row of tiles' transformed row of xi would take more than
+    STACK_BYTES, or when too few parts would sum a large M (`SINGLE_PART_BYTES`)."""
     tiles = (math.ceil(windows[1] / 2), math.ceil(windows[2] / 2))
     block = choose_blocking(g.ocg, g.icg, lowering, dtype)
     rows = math.ceil(g.icg / math.ceil(g.icg / block.points))
@@ -234,6 +243,8 @@ def _plan(lowering: Lowering, g: Geometry, f: _Transposed, windows: tuple, dtype
     copy_bytes = p.m_size * dtype.numpy.itemsize
     parts = min(PARTS_PER_CORE * lowering.target.cores, tile_rows * tiles[1] // TILES_PER_PART,
                 WEIGHT_GRAD_COPIES_BYTES // copy_bytes, p.blocks_of_lines)
+    if parts < lowering.target.cores and copy_bytes > SINGLE_PART_BYTES:
+        return None
     return dataclasses.replace(p, parts=max(1, parts))
 
 
