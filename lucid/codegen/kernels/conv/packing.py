@@ -16,8 +16,8 @@ from ...irgen import (as_i64, carried_loop, counted_loop, element_type, i64, mas
 from ...lowering import Lowering
 from .nonfinite import WeightFlags, finite_probe
 from .prepared import WeightCheck, when_changed
-from .primitives import (at_most, constant_table, element_as, elementwise_at, in_range, positions_inside, region_pointer,
-                         sized, strided_offset, transposed_rows)
+from .primitives import (at_most, constant_table, element_as, elementwise_at, in_range, positions_inside,
+                         region_pointer, sized, strided_offset, transposed_rows)
 from .problem import Blocking, Geometry, Prologue, WeightLayout, to_3d
 
 

@@ -154,6 +154,14 @@ def in_range(b: ir.IRBuilder, index, size) -> ir.Value:
     return b.icmp_unsigned("<", index, as_i64(size))
 
 
+def sum_of(b: ir.IRBuilder, *values) -> ir.Value:
+    """The integer sum of `values` (i64 values), added left to right."""
+    total = values[0]
+    for value in values[1:]:
+        total = b.add(total, value)
+    return total
+
+
 def at_most(b: ir.IRBuilder, value, most):
     """min(value, most), signed; `most` an int or an i64 value."""
     return b.select(b.icmp_signed("<", value, as_i64(most)), value, as_i64(most))

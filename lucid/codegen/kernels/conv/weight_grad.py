@@ -271,7 +271,7 @@ def _product(b: ir.IRBuilder, factors: tuple):
 
 
 def row_function(lowering: Lowering, element, block: Blocking, rows: int, x_step: int, taps: tuple = (0,),
-                  tap_step: int = 0) -> ir.Function:
+                 tap_step: int = 0) -> ir.Function:
     """void row(x, gy, acc, positions, gy_step, lines, x_line, gy_line): for each of `taps` (offsets
     into x, their sums `tap_step` apart in acc), `rows` input channels × `block.vectors` vectors of
     output channels, acc[i*tap_step + r*width + j*lanes + lane] += sum over l < lines, p < positions

@@ -64,7 +64,7 @@ from .direct import conv_direct_spec, conv_input_layout, phase_direct_spec, tran
 from .nonfinite import WeightFlags, exact_sum, finite_probe, probed_not_finite
 from .packing import Padded, emit_pack_input, emit_pack_weight
 from .prepared import WeightCheck, emit_weight_check, when_changed
-from .primitives import Kept, constant_table, emit_zero, region_pointer, size_table, table_array
+from .primitives import Kept, constant_table, emit_zero, region_pointer, size_table, sum_of, table_array
 from .problem import Blocking, ConvProblem, at_least_all, choose_blocking, kernel_taps, oc_blocks, to_3d
 from .tile import (Direct, RowTiles, emit_row_block, emit_run_time_row, row_tiles, run_time_tile_sizes, term_blocks,
                    tile_function)
@@ -661,11 +661,11 @@ def _transform_input(k, g, p: Plan, c: Correlation, corners, xp, v, item: tuple,
     d_axis, h_axis, w_axis = c.axes
     row_step, point_step = h_axis.step * sh, w_axis.step * sw            # between patch elements
     first = sum_of(b, b.mul(n, k.extent(sn)), b.mul(qd, k.extent(d_axis.step * sd)),
-                 b.mul(first_row, k.extent(row_step)))
+                   b.mul(first_row, k.extent(row_step)))
     with counted_loop(b, len(c.taps), name="t") as t, counted_loop(b, p.rows, name="row") as row, \
             counted_loop(b, chunk.count, name="tw") as tw, counted_loop(b, g.icg // lanes, name="cv") as cv:
         corner = sum_of(b, first, b.load(b.gep(corners, [i64(0), t])), b.mul(row, k.extent(2 * row_step)),
-                      b.mul(_in_row(b, chunk, tw), k.extent(2 * point_step)), b.mul(cv, i64(lanes)))
+                        b.mul(_in_row(b, chunk, tw), k.extent(2 * point_step)), b.mul(cv, i64(lanes)))
         patch = [[load_vector(b, xp, b.add(corner, k.extent(i * row_step + j * point_step)), lanes)
                   for j in range(alpha)] for i in range(alpha)]
         tile = b.add(b.mul(row, i64(chunk.stride)), tw)
@@ -691,8 +691,8 @@ def _transform_output(k, g, p: Plan, c: Correlation, y_strides: tuple, m, yp, it
     seen = k.alloca(vtype)
     b.store(zero, seen)
     item_first = sum_of(b, k.extent(d_axis.out_first * yd[1] + h_axis.out_first * yd[2] + w_axis.out_first * yd[3]),
-                      b.mul(n, k.extent(yd[0])), b.mul(qd, k.extent(d_axis.out_step * yd[1])),
-                      b.mul(first_row, k.extent(h_axis.out_step * yd[2])))
+                        b.mul(n, k.extent(yd[0])), b.mul(qd, k.extent(d_axis.out_step * yd[1])),
+                        b.mul(first_row, k.extent(h_axis.out_step * yd[2])))
     with counted_loop(b, p.rows, name="row") as row, counted_loop(b, chunk.count, name="tw") as tw, \
             counted_loop(b, math.ceil(g.ocg / lanes), name="ov") as ov:
         qh = b.add(first_row, b.mul(row, i64(2)))
@@ -706,7 +706,7 @@ def _transform_output(k, g, p: Plan, c: Correlation, y_strides: tuple, m, yp, it
             total = finite_probe(b, total, value)
         b.store(total, seen)
         corner = sum_of(b, item_first, b.mul(row, k.extent(2 * h_axis.out_step * yd[2])),
-                      b.mul(tw_at, k.extent(2 * w_axis.out_step * yd[3])), b.mul(ov, i64(lanes)))
+                        b.mul(tw_at, k.extent(2 * w_axis.out_step * yd[3])), b.mul(ov, i64(lanes)))
         for a in (0, 1):
             for e in (0, 1):
                 exists = _both(b, _exists(k, qh, a, h_axis.count, 2 * p.rows * p.blocks_of_rows),
@@ -715,13 +715,6 @@ def _transform_output(k, g, p: Plan, c: Correlation, y_strides: tuple, m, yp, it
                 _maybe(b, exists, lambda value=outputs[2 * a + e], at_output=at_output:
                        store_vector(b, value, yp, at_output))
     return probed_not_finite(b, b.load(seen))
-
-
-def sum_of(b: ir.IRBuilder, *values):
-    total = values[0]
-    for value in values[1:]:
-        total = b.add(total, value)
-    return total
 
 
 def _aligned(slot):

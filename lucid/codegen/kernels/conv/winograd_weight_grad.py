@@ -50,11 +50,11 @@ from ...irgen import as_i64, counted_loop, element_type, i64, load_vector, store
 from ...lowering import Lowering
 from .nonfinite import finite_probe, probed_not_finite
 from .packing import Padded, emit_pack_channel_blocks
-from .primitives import at_most, in_range
+from .primitives import at_most, in_range, sum_of
 from .problem import Blocking, Geometry, choose_blocking, geometry_of, oc_blocks, to_3d
 from .weight_grad import (WEIGHT_GRAD_COPIES_BYTES, WeightGradOperand, emit_unpack_weight, row_function, share,
                           shared_copy, sum_of_copies)
-from .winograd import MIN_CHANNELS, MIN_ROW, TRANSFORMS, Transform, separable, separable_row, sum_of
+from .winograd import MIN_CHANNELS, MIN_ROW, TRANSFORMS, Transform, separable, separable_row
 
 #: A block of rows of tiles holds about this many tiles: each row-function call sums them, so its
 #: accumulators' load and store cost little next to its FMAs, and a row of xi's V and U of 32
@@ -335,9 +335,9 @@ def _transform(k, p: _Plan, source: _Source, out, rows: tuple, at: tuple, xi_row
             counted_loop(b, layout.channels // lanes, name="cv") as cv:
         n, qd, th = unravel(b, b.add(first, row), (p.g.n, p.windows[0], p.tiles[0]))
         depth = b.add(b.mul(qd, i64(depth_stride)), as_i64(depth_tap))
-        start = sum_of(b, i64(source.operand.shift), b.mul(n, i64(sn)), b.mul(depth, i64(sd)), b.mul(th, i64(2 * step_h)),
-                       b.mul(tw, i64(2 * step_w)), b.mul(corner[0], i64(sh)), b.mul(corner[1], i64(sw)),
-                       b.mul(cv, i64(lanes)))
+        start = sum_of(b, i64(source.operand.shift), b.mul(n, i64(sn)), b.mul(depth, i64(sd)),
+                       b.mul(th, i64(2 * step_h)), b.mul(tw, i64(2 * step_w)), b.mul(corner[0], i64(sh)),
+                       b.mul(corner[1], i64(sw)), b.mul(cv, i64(lanes)))
         patch = [[load_vector(b, source.packed, b.add(start, i64(i * step_h + j * step_w)), lanes)
                   for j in range(source.size)] for i in range(source.size)]
         tile = b.add(b.mul(row, i64(p.tiles[1])), tw)
