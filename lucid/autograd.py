@@ -16,6 +16,12 @@ with them while the backward still runs):
   that point.
 - `queue_callback(fn)`: called from inside a backward (from a hook), runs `fn()` once when that
   backward has finished.
+
+Gradients inside a backward belong to the tape: nothing writes into them, and a leaf's `.grad` is
+an array of its own (a copy, or a fresh array no one else holds: `sole_gradient`). So a uniform
+gradient (one value broadcast, as the gradient of `sum` or `mean` is) stays a read-only view while
+a backward runs (`running_backward`; `Tensor._lucid_apply`), and a compiled backward reads a dense
+copy kept from call to call (`compiler._UniformSeeds`) instead of a fresh array written each time.
 """
 from __future__ import annotations
 
@@ -157,6 +163,11 @@ def queue_callback(fn) -> None:
     if callbacks is None:
         raise GradientError("queue_callback: no backward is running")
     callbacks.append(fn)
+
+
+def running_backward() -> bool:
+    """Whether this thread is inside `backward`."""
+    return getattr(_state, "callbacks", None) is not None
 
 
 def backward(root, seed) -> None:

@@ -410,6 +410,7 @@ class _Training:
 
     def __init__(self, graph, input_names: list, params: list, backward_stages: tuple | None = None):
         self.graph, self.input_names, self.params = graph, input_names, params
+        self.uniform_seeds = _UniformSeeds()
         wrt = input_names + self.params
         if backward_stages is None:
             self.split = pipeline.for_training(graph, wrt=wrt)
@@ -499,8 +500,30 @@ class _BackwardContext:
         self.training, self.saved, self.inputs, self.outputs = training, saved, inputs, outputs
 
     def gradients(self, index: int, seed: np.ndarray) -> list:
-        seeds = [seed if k == index else np.zeros_like(o) for k, o in enumerate(self.outputs)]
+        uniform = self.training.uniform_seeds
+        seeds = [uniform.dense(k, seed if k == index else np.broadcast_to(np.zeros((), o.dtype), o.shape), o.dtype)
+                 for k, o in enumerate(self.outputs)]
         return self.training.backward(*self.saved, *self.inputs, *seeds)
+
+
+class _UniformSeeds:
+    """The seeds of a compiled backward as the dense arrays it reads. A uniform seed (one value
+    broadcast: the gradient of `sum` or `mean`, or the zeros of the outputs a backward does not
+    start from) is kept per output and filled again only when its value, shape or dtype changes: a
+    fresh array written on every step, out of cache, cost conv.py's E and G2 steps 0.5-0.8 ms at two
+    threads. The backward only reads its inputs, so the kept arrays stay as filled."""
+
+    def __init__(self):
+        self._kept: dict = {}
+
+    def dense(self, output: int, seed: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        if seed.size <= 1 or any(seed.strides):
+            return np.require(seed, dtype, "C")                          # keeps 0-d seeds 0-d
+        value = np.asarray(seed.flat[0], dtype)
+        kept = self._kept.get(output)
+        if kept is None or kept.shape != seed.shape or kept.dtype != dtype or kept.flat[0].tobytes() != value.tobytes():
+            kept = self._kept[output] = np.full(seed.shape, value, dtype)
+        return kept
 
 
 class _CompiledGradient:
@@ -513,6 +536,5 @@ class _CompiledGradient:
         self.context, self.index = context, index
 
     def grad(self, attrs, inputs, output, grad_output):
-        seed = np.require(grad_output.data, output.dtype.numpy, "C")          # keeps 0-d seeds 0-d
-        grads = self.context.gradients(self.index, seed)
+        grads = self.context.gradients(self.index, grad_output.data)
         return tuple(autograd.sole_gradient(Tensor._wrap(g)) for g in grads)

@@ -46,6 +46,12 @@ def _inferred_type(opdef, attrs: dict, inputs: tuple) -> TensorType:
     return out_type
 
 
+def _uniform_gradient(result: np.ndarray) -> bool:
+    """Whether a read-only result may stay a view: one value broadcast (every stride zero) made
+    while a backward runs, where nothing writes into gradients (see `autograd`)."""
+    return not any(result.strides) and autograd.running_backward()
+
+
 def _attribute_key(value):
     """`value` as a key equal only for values any shape rule treats alike: the type is part of it
     (True is not 1, 1 is not 1.0) and floats are compared by their bits' text (-0.0 is not 0.0)."""
@@ -135,7 +141,7 @@ class Tensor(TensorMethods, metaclass=_TensorKind):
             result = np.asarray(opdef.compute(attrs, *(t._data for t in inputs)))
         if result.shape != out_type.shape:
             raise RuntimeError(f"{opdef.name}: kernel returned shape {result.shape}, shape rule says {out_type.shape}")
-        if result.dtype != out_type.dtype.numpy or not result.flags.writeable:
+        if result.dtype != out_type.dtype.numpy or not (result.flags.writeable or _uniform_gradient(result)):
             # a broadcast view (a zero stride) copies 15x faster in C order than in its own ('K')
             result = result.astype(out_type.dtype.numpy, order="C" if 0 in result.strides else "K")
         track = (autograd.is_grad_enabled() and opdef.differentiable and out_type.dtype.is_floating

@@ -590,6 +590,23 @@ def test_non_leaf_grad_not_kept_unless_retained():
     close(x.grad, 2 * k.data + 3 * h.data)
 
 
+def test_uniform_gradients_inside_a_backward_reach_grad_as_arrays_of_their_own():
+    """The gradients of sum and mean stay broadcast views while a backward runs (see `autograd`);
+    a leaf's and a retained tensor's `.grad` are still writable arrays of their own."""
+    x = Tensor(arr(2, 3), requires_grad=True)
+    y = x * 2
+    y.retain_grad()
+    y.mean().backward()
+    x.sum().backward()
+    close(y.grad, np.full((2, 3), 1 / 6))
+    close(x.grad, np.full((2, 3), 2 / 6 + 1))
+    for t in (x, y):
+        assert t.grad.data.flags.writeable and 0 not in t.grad.data.strides
+    x.grad.data[0, 0] = 7.0
+    y.grad.data[0, 1] = 8.0
+    assert x.grad.data[0, 1] == np.float32(2 / 6 + 1) and y.grad.data[0, 0] == np.float32(1 / 6)
+
+
 def test_diamond_graph():
     a = arr(4)
     x = Tensor(a, requires_grad=True)

@@ -390,6 +390,38 @@ def test_repeated_backwards_give_each_leaf_its_own_gradient():
         assert_close(got[1], expected[1], f"y.grad after step {step}")
 
 
+def test_uniform_seeds_are_kept_dense_and_filled_again_when_they_change():
+    """A compiled backward reads a uniform seed (the gradient of sum or mean) from a dense array kept
+    per output (`compiler._UniformSeeds`): the same array while the value stays, a new one when it
+    changes, none for a seed that is not uniform. The gradients match eager mode's every time,
+    whatever the caller writes into the `.grad` it got."""
+    w = lucid.Tensor(data((3, 2, 3, 3, 3), 3), requires_grad=True)
+
+    def f(x):
+        return F.conv3d(x, w, padding=1).relu()
+
+    compiled = lucid.compile(f)
+    x_data = data((1, 2, 5, 4, 3), 1)
+    losses = {"sum": lambda y: y.sum(), "sum again": lambda y: y.sum(), "sum * -2.5": lambda y: y.sum() * -2.5,
+              "mean": lambda y: y.mean(), "squares": lambda y: (y * y).sum()}
+    kept = []
+    for label, loss in losses.items():
+        grads = {}
+        for mode, fn in (("compiled", compiled), ("eager", f)):
+            w.grad = None
+            x = lucid.Tensor(x_data, requires_grad=True)
+            loss(fn(x)).backward()
+            grads[mode] = (x.grad.numpy().copy(), w.grad.numpy().copy())
+            x.grad.data[...] = np.nan
+            w.grad.data[...] = np.nan
+        assert_close(grads["compiled"][0], grads["eager"][0], f"x.grad after {label}")
+        assert_close(grads["compiled"][1], grads["eager"][1], f"w.grad after {label}")
+        (training,) = compiled.variants.values()
+        kept.append(training.uniform_seeds._kept[0])
+    assert kept[0] is kept[1] and kept[2] is not kept[1] and kept[3] is not kept[2] and kept[4] is kept[3]
+    np.testing.assert_array_equal(kept[3], np.full((1, 3, 5, 4, 3), np.float32(1 / 180)))
+
+
 def test_function_of_a_tensor_requiring_grad_passed_as_input():
     def f(x, w):
         return (x * w).tanh() + w

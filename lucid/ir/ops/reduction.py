@@ -91,7 +91,7 @@ class Mean(Reduce):
     def grad(self, attrs, inputs, y, g):
         x = inputs[0]
         count = math.prod(x.shape[a] for a in attrs["axes"])
-        return (div(_expand_back(g, x.shape, attrs), count_operand(g, count)),)
+        return (_expand_back(div(g, count_operand(g, count)), x.shape, attrs),)     # divided before broadcast
 
 
 class Extreme(Reduce):
