@@ -9,7 +9,10 @@ each of lucid's kernels runs alone on one thread (kernels.kernel_times, summed p
 OpenVINO runs the whole network (its counters give each layer's time). Convolutions and transposed
 convolutions are matched by their output shape and input channels (layers alike are summed on both
 sides); everything else is summed as "other" (OpenVINO's layout reorders included). Medians over
-the rounds; ov/lucid above 1 means lucid's layer is faster.
+the rounds; ov/lucid above 1 means lucid's layer is faster. Each layer's MFLOP (2 per weight per
+output, the direct algorithm's) and each side's share of the one-thread FMA peak at that rate make
+the roofline: every layer here is compute-bound (tens of FLOPs per byte it must move, against the
+peak's 10-15 per byte of memory bandwidth), so its % of peak says how close a side comes.
 """
 from __future__ import annotations
 
@@ -30,8 +33,29 @@ import numpy as np  # noqa: E402
 network_benchmark = sibling_script("networks")
 from kernels import kernel_times  # noqa: E402
 from lucid.codegen.peak import peak_gflops  # noqa: E402
+from lucid.ir.cost import node_flops  # noqa: E402
 
 OPENVINO_CONVOLUTIONS = ("Convolution", "Deconvolution", "ConvolutionBackpropData")
+
+
+def conv_of(node):
+    """The convolution of a conv-family node (itself, or the one in its fused body)."""
+    body = node.attrs["body"].nodes if node.op == "fused" else [node]
+    return next(n for n in body if n.op in network_benchmark.CONVOLUTIONS)
+
+
+def layer_key(node) -> tuple:
+    """(output shape, input channels) of a conv-family node, as both sides' layers are matched."""
+    return tuple(node.output.shape), conv_of(node).inputs[0].shape[1]
+
+
+def layer_flops(executable) -> dict:
+    """{layer key: FLOPs} of the graph's conv nodes (layers alike summed, as their times are)."""
+    flops = collections.defaultdict(int)
+    for node in executable.graph.nodes:
+        if not node.is_constant and network_benchmark.family(node) == "conv":
+            flops[layer_key(node)] += node_flops(conv_of(node))
+    return flops
 
 
 def lucid_layers(executable, repeats: int) -> tuple:
@@ -39,9 +63,7 @@ def lucid_layers(executable, repeats: int) -> tuple:
     layers, other = collections.defaultdict(float), 0.0
     for _, _, seconds, node in kernel_times(executable, repeats):
         if network_benchmark.family(node) == "conv":
-            body = node.attrs["body"].nodes if node.op == "fused" else [node]
-            conv = next(n for n in body if n.op in network_benchmark.CONVOLUTIONS)
-            layers[(tuple(node.output.shape), conv.inputs[0].shape[1])] += 1e3 * seconds
+            layers[layer_key(node)] += 1e3 * seconds
         else:
             other += 1e3 * seconds
     return layers, other
@@ -99,13 +121,17 @@ def main(argv=None) -> None:
         peer_runs.append(peer.layers(args.repeats))
     keys = sorted({key for layers, _ in lucid_runs + peer_runs for key in layers},
                   key=lambda key: -float(np.median([layers.get(key, 0.0) for layers, _ in lucid_runs])))
-    print(f"{network.describe()}; one thread, peak {peak_gflops(1):.0f} GFLOP/s")
-    print(f"{'output shape':26} {'in ch':>5} {'lucid ms':>9} {'ov ms':>9} {'ov/lucid':>8}")
+    peak, flops = peak_gflops(1), layer_flops(executable)
+    print(f"{network.describe()}; one thread, peak {peak:.0f} GFLOP/s")
+    print(f"{'output shape':26} {'in ch':>5} {'lucid ms':>9} {'ov ms':>9} {'ov/lucid':>8} {'MFLOP':>8} "
+          f"{'lucid %pk':>9} {'ov %pk':>7}")
     for key in keys:
         ours = float(np.median([layers.get(key, 0.0) for layers, _ in lucid_runs]))
         theirs = float(np.median([layers.get(key, 0.0) for layers, _ in peer_runs]))
         ratio = f"{theirs / ours:8.2f}" if ours and theirs else "     n/a"
-        print(f"{str(key[0]):26} {key[1]:5} {ours:9.3f} {theirs:9.3f} {ratio}")
+        shares = [f"{100 * flops[key] / 1e6 / ms / peak:{width}.1f}" if ms else f"{'n/a':>{width}}"
+                  for ms, width in ((ours, 9), (theirs, 7))]
+        print(f"{str(key[0]):26} {key[1]:5} {ours:9.3f} {theirs:9.3f} {ratio} {flops[key] / 1e6:8.2f} {' '.join(shares)}")
     for name, runs in (("lucid", lucid_runs), ("ov", peer_runs)):
         convs = float(np.median([sum(layers.values()) for layers, _ in runs]))
         other = float(np.median([rest for _, rest in runs]))

@@ -273,6 +273,17 @@ def assert_profile_lists_each_module_once(modules: int) -> None:
     assert len(costliest) == 3 and all(re.match(r"  [\d.]+ \([\d.]+ \+ [\d.]+\)  level \d  ", line) for line in costliest)
 
 
+def test_conv_step_splits_a_step_into_its_parts():
+    done = run_benchmark("conv_step.py", "--shapes", "seed", "--threads", "1", "--steps", "3", without_torch=True)
+    assert done.returncode == 0, done.stderr
+    (row,) = [line.split() for line in done.stdout.splitlines() if line.startswith("seed")]
+    assert row[:2] == ["seed", "1"] and row[-2].endswith("%") and row[-1].endswith("%"), row
+    step, forward, summed, backward, rest, forward_alone, backward_alone, kernels = map(float, row[2:10])
+    assert min(step, forward, summed, backward, forward_alone, backward_alone, kernels) > 0, row
+    assert forward + backward + summed <= 1.2 * step and abs(rest) <= step, row
+    assert float(row[-2][:-1]) > 0 and float(row[-1][:-1]) > 0, row
+
+
 def test_conv_peers_names_every_missing_peer_and_shows_n_a():
     done = run_benchmark("conv_peers.py", "--shapes", "seed", "--threads", "1", "--quick",
                          without=("torch", "onnxruntime", "openvino"))
@@ -338,7 +349,10 @@ def test_openvino_layers_matches_each_conv_with_openvinos_layer():
     rows = [line.split(") ") for line in done.stdout.splitlines() if line.startswith("(")]
     assert len(rows) >= 5                   # the stem's two convs and each block's
     for shape, cells in rows:
-        channels, ours, theirs, ratio = cells.split()
+        channels, ours, theirs, ratio, mflop, our_share, their_share = cells.split()
         assert int(channels) > 0 and float(ours) > 0 and float(theirs) > 0 and float(ratio) > 0, (shape, cells)
+        assert float(mflop) > 0 and float(our_share) > 0 and float(their_share) > 0, (shape, cells)
+        ours_over_theirs, rounding = float(our_share) / float(their_share), 0.05 / float(our_share) + 0.05 / float(their_share)
+        assert abs(ours_over_theirs - float(ratio)) <= 0.005 + rounding * float(ratio) * 1.1, (shape, cells)   # same times
     assert re.search(r"lucid: convolutions [0-9.]+ ms, everything else [0-9.]+ ms", done.stdout)
     assert re.search(r"ov: convolutions [0-9.]+ ms, everything else [0-9.]+ ms", done.stdout)
