@@ -5,7 +5,7 @@
 
 For the shape's compiled forward (and with --backward, its forward and backward executables) it
 lowers the graph again to learn the kernel sequence, then calls each kernel on all its work items
-on one thread, on zero-filled inputs, and prints its median time, its share of the total and the
+on one thread, on `test_input` arrays and the bound weights, and prints its median time, its share of the total and the
 GFLOP/s of the whole executable. Work items, names and order are the ones `lucid_run` uses.
 """
 from __future__ import annotations
@@ -30,18 +30,42 @@ def executables(case: Case, backward: bool) -> list:
     return [variant.executable] if hasattr(variant, "executable") else [variant.forward, variant.backward]
 
 
+def test_input(value, rng: np.random.Generator) -> np.ndarray:
+    """An array for a graph input: floats drawn from [0.5, 1.5), inside every operator's domain (a
+    saved variance, a log's argument) and never 0 (a backward graph's saved values at 0 divide by
+    zero, and non-finite sums take the exact, scalar path: hundreds of times slower); integers and
+    booleans 0."""
+    if value.dtype.numpy.kind != "f":
+        return np.zeros(value.shape, value.dtype.numpy)
+    return rng.uniform(0.5, 1.5, value.shape).astype(value.dtype.numpy)
+
+
+def parameter_array(executable, value, rng: np.random.Generator) -> np.ndarray:
+    """A parameter's bound array (the model's own weights: test inputs as weights would grow the
+    activations layer by layer until they overflow), else a `test_input`."""
+    bound = executable.graph.bindings.get(value.name)
+    return np.require(np.asarray(bound), value.dtype.numpy, "C") if bound is not None else test_input(value, rng)
+
+
+def kernel_arrays(executable) -> tuple:
+    """([input arrays], [parameter arrays]) the kernels are timed on."""
+    rng = np.random.default_rng(0)
+    return ([test_input(value, rng) for value in executable.graph.inputs],
+            [parameter_array(executable, value, rng) for value in executable.graph.params])
+
+
 def kernel_times(executable, repeats: int) -> list:
     """[(kernel label, work items, median seconds, graph node)] in run order."""
-    keep = []
+    inputs, params = kernel_arrays(executable)
     layout = executable._layout([])
     arena = executable._take_arena()
     try:
         table = arena.template(layout).copy()
-        for slot, value in list(zip(executable.table.inputs, executable.graph.inputs)) + \
-                [(slot, value) for (_, slot), value in zip(executable.table.params, executable.graph.params)]:
-            keep.append(np.zeros(value.shape, value.dtype.numpy))
-            table[slot] = keep[-1].ctypes.data
-        keep.append(executable._output_arrays(table, layout))
+        for slot, array in zip(executable.table.inputs, inputs):
+            table[slot] = array.ctypes.data
+        for (_, slot), array in zip(executable.table.params, params):
+            table[slot] = array.ctypes.data
+        alive = [inputs, params, executable._output_arrays(table, layout)]      # what the table points at
         results = []
         for kernel, node in executable.kernels():
             run = _KERNEL(executable.native.address(kernel.name))
@@ -54,6 +78,7 @@ def kernel_times(executable, repeats: int) -> list:
             results.append((kernel.label, kernel.items, float(np.median(times[1:])), node))
     finally:
         executable._give_back_arena(arena)
+    alive.clear()
     return results
 
 
