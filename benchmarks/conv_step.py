@@ -119,8 +119,8 @@ def main(argv=None) -> None:
             executables = ms["forward"] + ms["backward"]
             share_of_peak = 3 * case.flops / executables / 1e6 / peak_gflops(threads)
             share_of_bandwidth = parts.output_bytes / ms["sum"] / 1e6 / bandwidth
-            print(f"{name:5} {threads:>3} {ms['step']:8.2f} {ms['forward']:8.2f} {ms['sum']:6.2f} {ms['backward']:8.2f} "
-                  f"{ms['rest']:6.2f} {alone[0]:9.2f} {alone[1]:9.2f} {kernels:13.2f} {100 * share_of_peak:6.0f}% "
+            print(f"{name:5} {threads:>3} {ms['step']:8.2f} {ms['forward']:8.2f} {ms['sum']:6.2f} "
+                  f"{ms['backward']:8.2f} {ms['rest']:6.2f} {alone[0]:9.2f} {alone[1]:9.2f} {kernels:13.2f} {100 * share_of_peak:6.0f}% "
                   f"{100 * share_of_bandwidth:6.0f}%", flush=True)
 
 

@@ -131,7 +131,8 @@ def main(argv=None) -> None:
         ratio = f"{theirs / ours:8.2f}" if ours and theirs else "     n/a"
         shares = [f"{100 * flops[key] / 1e6 / ms / peak:{width}.1f}" if ms else f"{'n/a':>{width}}"
                   for ms, width in ((ours, 9), (theirs, 7))]
-        print(f"{str(key[0]):26} {key[1]:5} {ours:9.3f} {theirs:9.3f} {ratio} {flops[key] / 1e6:8.2f} {' '.join(shares)}")
+        print(f"{str(key[0]):26} {key[1]:5} {ours:9.3f} {theirs:9.3f} {ratio} {flops[key] / 1e6:8.2f} "
+              f"{' '.join(shares)}")
     for name, runs in (("lucid", lucid_runs), ("ov", peer_runs)):
         convs = float(np.median([sum(layers.values()) for layers, _ in runs]))
         other = float(np.median([rest for _, rest in runs]))
