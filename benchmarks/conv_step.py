@@ -19,7 +19,7 @@ import argparse
 import os
 import time
 
-from conv import SHAPES, Case, restart_with_malloc_tunables, sibling_script
+from conv import SHAPES, Case, median_time, restart_with_malloc_tunables, sibling_script
 
 if __name__ == "__main__":
     restart_with_malloc_tunables()
@@ -84,13 +84,7 @@ class StepParts:
     def alone(self, name: str, repeats: int) -> float:
         """Median ms of the executable `name` called again and again on its last step's arrays."""
         executable, arrays = self.timed[name].executable, self.calls[name]
-        executable(*arrays)
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            executable(*arrays)
-            times.append(time.perf_counter() - started)
-        return 1e3 * float(np.median(times))
+        return 1e3 * median_time(lambda: executable(*arrays), repeats, 0.0, 0.0)
 
     def kernels_alone(self, name: str, repeats: int) -> float:
         """Ms of the executable's kernels each timed alone on one thread, summed."""

@@ -167,11 +167,20 @@ def at_most(b: ir.IRBuilder, value, most):
     return b.select(b.icmp_signed("<", value, as_i64(most)), value, as_i64(most))
 
 
+def store_zero(b: ir.IRBuilder, data: ir.Value, index) -> None:
+    """data[index] = 0 (a float pointer)."""
+    b.store(ir.Constant(data.type.pointee, 0.0), b.gep(data, [index]))
+
+
+def zero_elements(b: ir.IRBuilder, data: ir.Value, count: int) -> None:
+    """data[0 .. count) = 0, one element at a time (LLVM vectorises the loop)."""
+    with counted_loop(b, count, name="z") as z:
+        store_zero(b, data, z)
+
+
 def emit_zero(lowering: Lowering, offset, count, dtype, name: str) -> None:
     """A kernel writing `count` zeros of `dtype` to the scratch at `offset` (it waits for no kernel)."""
-    element = element_type(dtype)
-    _emit_chunks(lowering, offset, count, element, name, lambda b, data, i: b.store(ir.Constant(element, 0.0), b.gep(data, [i])),
-                 waits=False)
+    _emit_chunks(lowering, offset, count, element_type(dtype), name, store_zero, waits=False)
 
 
 def _emit_chunks(lowering: Lowering, offset, count, element, name: str, each, waits: bool = True) -> None:

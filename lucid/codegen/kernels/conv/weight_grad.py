@@ -24,7 +24,7 @@ from ...irgen import (I64, as_i64, carried_loop, counted_loop, element_type, flo
                       masked_gather, masked_store_vector, splat, store_vector, unravel, vector_type)
 from ...lowering import Lowering
 from .packing import Padded, emit_pack_channel_blocks
-from .primitives import at_most, positions_inside, size_table, sized, strided_offset, table_array
+from .primitives import at_most, positions_inside, size_table, sized, strided_offset, table_array, zero_elements
 from .problem import Blocking, Geometry, choose_blocking, geometry_of, kernel_taps, oc_blocks, to_3d
 
 
@@ -208,8 +208,7 @@ def _emit_weight_grad_tiles(lowering: Lowering, dtype, g: Geometry, block: Block
         xp, gp, dwp_all = (k.scratch_pointer(o, element) for o in (x_offset, gy_offset, dw_offset))
         xp, gp = b.gep(xp, [as_i64(shifts[0])]), b.gep(gp, [as_i64(shifts[1])])
         dwp = b.gep(dwp_all, [strided_offset(b, 0, (part, grp, ob), (g.groups * group_size, group_size, block_size))])
-        with counted_loop(b, block_size, name="z") as z:
-            b.store(ir.Constant(element, 0.0), b.gep(dwp, [z]))
+        zero_elements(b, dwp, block_size)
         g_block = b.gep(gp, [b.add(b.mul(grp, as_i64(gy_blocks[0])), b.mul(ob, as_i64(gy_blocks[1])))])
         blocks_of_lines = _product(b, (n_size, depth, line_blocks))
         with counted_loop(b, share(b, blocks_of_lines, parts, b.add(part, i64(1))),

@@ -50,7 +50,7 @@ from ...irgen import as_i64, counted_loop, element_type, i64, load_vector, store
 from ...lowering import Lowering
 from .nonfinite import finite_probe, probed_not_finite
 from .packing import Padded, emit_pack_channel_blocks
-from .primitives import at_most, in_range, sum_of
+from .primitives import at_most, in_range, sum_of, zero_elements
 from .problem import Blocking, Geometry, choose_blocking, geometry_of, oc_blocks, to_3d
 from .weight_grad import (WEIGHT_GRAD_COPIES_BYTES, WeightGradOperand, emit_unpack_weight, row_function, share,
                           shared_copy, sum_of_copies)
@@ -272,8 +272,7 @@ def _emit_sums(lowering: Lowering, element, p: _Plan, offsets: tuple) -> None:
         b = k.b
         xp, gp, m_all = (k.scratch_pointer(offset, element) for offset in offsets)
         m = b.gep(m_all, [b.mul(part, i64(p.m_size))])
-        with counted_loop(b, p.m_size, name="z") as z:
-            b.store(ir.Constant(element, 0.0), b.gep(m, [z]))
+        zero_elements(b, m, p.m_size)
         v = k.alloca(element, p.alpha * p.xi_stride(p.x.layout), name="v")
         u = k.alloca(element, p.alpha * p.xi_stride(p.gy.layout), name="u")
         gradient = _Source(gp, p.gy, 2, (1, 1), p.f.spread)
