@@ -53,9 +53,10 @@ class Carry:
 
 
 @contextmanager
-def carried_loop(b: ir.IRBuilder, stop, start, values: list, step: int = 1, name: str = "i"):
+def carried_loop(b: ir.IRBuilder, stop, start, values: list, step: int = 1, name: str = "i", masked_tail: bool = False):
     """`for (i = start; i < stop; i += step)` carrying `values` through the iterations as phis (no
-    stack slot needed): the body sets `carry.next`; after the loop, `carry.values` hold the results."""
+    stack slot needed): the body sets `carry.next`; after the loop, `carry.values` hold the results.
+    With `masked_tail`, see `vectorize_masked`."""
     before = b.block
     head = b.append_basic_block(f"{name}.head")
     body = b.append_basic_block(f"{name}.body")
@@ -76,14 +77,33 @@ def carried_loop(b: ir.IRBuilder, stop, start, values: list, step: int = 1, name
     index.add_incoming(b.add(index, i64(step)), latch)
     for phi, value in zip(phis, carry.next):
         phi.add_incoming(value, latch)
-    b.branch(head)
+    back_edge = b.branch(head)
+    if masked_tail:
+        vectorize_masked(back_edge)
     b.position_at_end(done)
 
 
+def vectorize_masked(back_edge: ir.Instruction) -> None:
+    """Hint LLVM's loop vectoriser, if it vectorises the loop closed by `back_edge`, to mask its last
+    partial vector rather than run a scalar tail: a conv's output row of 28 points becomes two 16-lane
+    vectors, where its own choice was six of 4 and 4 scalar iterations. Only a hint: the width
+    stays the vectoriser's choice, a loop it cannot vectorise (a libm call) or a target without
+    masked loads and stores (no AVX) keeps its scalar code, and floating-point sums keep their order."""
+    module = back_edge.parent.parent.module
+    hint = module.add_metadata([ir.MetaDataString(module, "llvm.loop.vectorize.predicate.enable"),
+                                ir.Constant(ir.IntType(1), 1)])
+    # A loop's identifier is a node of its own whose first operand is itself; Module.add_metadata
+    # would hand two loops the same node, so it is made here.
+    loop_id = ir.values.MDValue(module, [], name=str(len(module.metadata)))
+    loop_id.operands = (loop_id, hint)
+    back_edge.set_metadata("llvm.loop", loop_id)
+
+
 @contextmanager
-def counted_loop(b: ir.IRBuilder, stop, start=0, step: int = 1, name: str = "i"):
-    """`for (i = start; i < stop; i += step)`; yields the induction variable (i64)."""
-    with carried_loop(b, stop, start, [], step, name) as carry:
+def counted_loop(b: ir.IRBuilder, stop, start=0, step: int = 1, name: str = "i", masked_tail: bool = False):
+    """`for (i = start; i < stop; i += step)`; yields the induction variable (i64). With
+    `masked_tail`, see `vectorize_masked`."""
+    with carried_loop(b, stop, start, [], step, name, masked_tail) as carry:
         yield carry.index
 
 

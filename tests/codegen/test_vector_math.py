@@ -20,6 +20,8 @@ import pytest
 
 import lucid
 
+from optimised_ir import optimised_ir
+
 TINY = float(np.finfo(np.float32).smallest_subnormal)
 EDGES = np.array([0.0, -0.0, TINY, -TINY, 1e-40, -1e-40, 1e-38, -1e-38, 1e-30, -1e-20, 1e-10, 1e-7, -1e-7,
                   1e-4, -1e-4, 0.125, 0.549, 0.55, 0.551, -0.55, 0.34657, -0.34657, 1.0, -1.0, 9.0, 9.1, 10.0,
@@ -101,7 +103,6 @@ def test_softmax_rows_against_float64():
 
 @pytest.mark.parametrize("rule", ["sigmoid", "tanh", "silu", "elu"])
 def test_loops_using_them_vectorise(rule):
-    import llvmlite.binding as llvm
     import llvmlite.ir as ir
 
     from lucid.codegen.irgen import F32, I64, counted_loop
@@ -120,14 +121,7 @@ def test_loops_using_them_vectorise(rule):
         b.store(value, b.gep(target, [i]))
     b.ret_void()
 
-    machine = host().machine(3)
-    parsed = llvm.parse_assembly(str(module))
-    parsed.triple, parsed.data_layout = machine.triple, str(machine.target_data)
-    tuning = llvm.create_pipeline_tuning_options(speed_level=3)
-    tuning.loop_vectorization = tuning.slp_vectorization = True
-    builder = llvm.create_pass_builder(machine, tuning)
-    builder.getModulePassManager().run(parsed, builder)
-    optimised = str(parsed)
+    optimised = optimised_ir(module)
     # The loop vectoriser picks its width from the host's tuning: all of an AVX2 register, and half
     # of an AVX-512 one on Intel cores, whose LLVM tuning prefers 256-bit loops (8 floats).
     widths = [int(w) for w in re.findall(r"fmul (?:fast )?<(\d+) x float>", optimised)]
