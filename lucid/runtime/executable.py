@@ -8,7 +8,8 @@ so lowering one graph overlaps compiling the others' modules. Only the compiler 
 (it needs llvmlite; `lucid.runtime` itself does not).
 
 The executable keeps arenas (the planned intermediates and the workspace) reused from call to call,
-so calls allocate nothing but their outputs; calls made at once from several Python threads each take
+so calls allocate nothing but their outputs (and a large output's array is one an earlier call returned
+when nothing refers to it any more: `_RecycledOutputs`); calls made at once from several Python threads each take
 their own arena. Each arena also holds the graph's persistent memory (`Lowering.persistent`: zeroed
 once, then kept from call to call), where conv kernels keep their packed and transformed weights with
 a copy of the weights they were made from: a call whose weights equal that copy, bit for bit, skips
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import sys
 import threading
 import time
 
@@ -84,6 +86,7 @@ class Executable:
         self._kernels = code.kernels
         self.persistent_bytes = _PERSISTENT(self.native.address("lucid_persistent_bytes"))()
         self._free_arenas: list[_Arena] = []
+        self._recycled = _RecycledOutputs()
         self._written = written_outputs(graph)
         self._written_at = {}                         # an output the kernels write -> its first index
         for index, (value, written) in enumerate(zip(graph.outputs, self._written)):
@@ -149,7 +152,8 @@ class Executable:
 
     # ------------------------------------------------------------------ calling
     def __call__(self, *inputs, params: dict | None = None, threads: int | None = None) -> list[np.ndarray]:
-        """Outputs (a list of fresh arrays) for `inputs`; parameters from `params` or the bindings."""
+        """Outputs (a list of arrays no one else holds: fresh, or recycled, see `_RecycledOutputs`) for
+        `inputs`; parameters from `params` or the bindings."""
         return self._call(inputs, params, threads)
 
     def timeline(self, *inputs, params: dict | None = None, threads: int = 1) -> np.ndarray:
@@ -233,13 +237,51 @@ class Executable:
             self._run(table.ctypes.data, threads)
 
     def _output_arrays(self, table: np.ndarray, layout: "_Layout") -> list:
-        """A fresh array for each output the kernels write (see `written_outputs`), its table slot
-        pointed at it; None for the others, copied after the run."""
+        """An array for each output the kernels write (see `written_outputs`; fresh, or one an earlier
+        call returned that nothing refers to any more: `_RecycledOutputs`), its table slot pointed at
+        it; None for the others, copied after the run."""
         arrays = [None] * len(self.graph.outputs)
         for index, slot, shape, dtype in layout.written_outputs:
-            arrays[index] = np.empty(shape, dtype)
+            arrays[index] = self._recycled.array(index, shape, dtype)
             table[slot] = arrays[index].ctypes.data
         return arrays
+
+
+class _RecycledOutputs:
+    """Output arrays of at least `SMALLEST_BYTES` given out again once nothing but this keeps them.
+
+    An array that large comes from the system as fresh pages (glibc maps anything over 32 MiB anew,
+    and smaller ones too until its threshold adapts), which the kernel zeroes as the call first
+    writes them: conv.py's row F (a 103 MB output) took 139.0 ms a call with fresh arrays and
+    129.7 ms recycled at one thread, 65.6 and 59.9 ms at two. An array an earlier call returned
+    whose only references are this object's and the check's own (`sys.getrefcount` is 2: no
+    Tensor, view, memoryview or other array holds it) is handed out again, its pages mapped. At
+    most `KEPT` arrays per output are kept (in a loop `y = compiled(x)`, the last result is still
+    held while the next is made), so the memory kept is at most that many outputs; an array of
+    another shape or dtype is dropped once free."""
+
+    SMALLEST_BYTES = 1 << 20
+    KEPT = 2
+
+    def __init__(self):
+        self._kept: dict[int, list] = {}               # output index -> arrays
+        self._lock = threading.Lock()                  # calls from several Python threads
+
+    def array(self, index: int, shape: tuple, dtype) -> np.ndarray:
+        if math.prod(shape) * np.dtype(dtype).itemsize < self.SMALLEST_BYTES:
+            return np.empty(shape, dtype)
+        with self._lock:
+            kept = self._kept.setdefault(index, [])
+            for position in range(len(kept)):
+                if sys.getrefcount(kept[position]) == 2:            # kept's reference and the argument
+                    if kept[position].shape == shape and kept[position].dtype == dtype:
+                        return kept[position]
+                    del kept[position]
+                    break
+            array = np.empty(shape, dtype)
+            if len(kept) < self.KEPT:
+                kept.append(array)
+            return array
 
 
 def _c_contiguous(arrays: list) -> list:
