@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from lucid.codegen.compile_worker import compile_module
-from lucid.codegen.irgen import F32, I64, counted_loop
+from lucid.codegen.irgen import F32, counted_loop
 from lucid.codegen.jit import NativeCode
 from lucid.codegen.target import host
-from optimised_ir import optimised_ir
+from optimised_ir import array_function, optimised_ir
 
 _ROW = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
 
@@ -23,12 +23,7 @@ _ROW = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
 def _row_module(count: int | None, masked: bool, loops: int = 1) -> ir.Module:
     """`void row(float* x, float* y, i64 n)`: y[i] = max(2.5 x[i] - 1, 0) for i < count (n when count
     is None), in `loops` loops one after the other (each writes the same)."""
-    module = ir.Module("masked_row")
-    function = ir.Function(module, ir.FunctionType(ir.VoidType(), [F32.as_pointer()] * 2 + [I64]), "row")
-    source, target, n = function.args
-    for pointer in (source, target):
-        pointer.add_attribute("noalias")
-    b = ir.IRBuilder(function.append_basic_block())
+    module, b, source, target, n = array_function("masked_row", "row")
     for _ in range(loops):
         with counted_loop(b, n if count is None else count, masked_tail=masked) as i:
             value = b.fsub(b.fmul(b.load(b.gep(source, [i])), ir.Constant(F32, 2.5)), ir.Constant(F32, 1.0))

@@ -20,7 +20,7 @@ import pytest
 
 import lucid
 
-from optimised_ir import optimised_ir
+from optimised_ir import array_function, optimised_ir
 
 TINY = float(np.finfo(np.float32).smallest_subnormal)
 EDGES = np.array([0.0, -0.0, TINY, -TINY, 1e-40, -1e-40, 1e-38, -1e-38, 1e-30, -1e-20, 1e-10, 1e-7, -1e-7,
@@ -103,18 +103,11 @@ def test_softmax_rows_against_float64():
 
 @pytest.mark.parametrize("rule", ["sigmoid", "tanh", "silu", "elu"])
 def test_loops_using_them_vectorise(rule):
-    import llvmlite.ir as ir
-
-    from lucid.codegen.irgen import F32, I64, counted_loop
+    from lucid.codegen.irgen import counted_loop
     from lucid.codegen.kernels.scalar import SCALAR, Scalars
     from lucid.codegen.target import host
 
-    module = ir.Module("vector_math_loop")
-    function = ir.Function(module, ir.FunctionType(ir.VoidType(), [F32.as_pointer()] * 2 + [I64]), "apply")
-    source, target, n = function.args
-    for pointer in (source, target):
-        pointer.add_attribute("noalias")
-    b = ir.IRBuilder(function.append_basic_block())
+    module, b, source, target, n = array_function("vector_math_loop", "apply")
     with counted_loop(b, n) as i:
         node = SimpleNamespace(attrs={"alpha": 1.0, "scale": 1.0, "input_scale": 1.0})
         value = SCALAR[rule](Scalars(b, module), node, b.load(b.gep(source, [i])))
