@@ -8,8 +8,8 @@ so lowering one graph overlaps compiling the others' modules. Only the compiler 
 (it needs llvmlite; `lucid.runtime` itself does not).
 
 The executable keeps arenas (the planned intermediates and the workspace) reused from call to call,
-so calls allocate nothing but their outputs (and a large output's array is one an earlier call returned
-when nothing refers to it any more: `_RecycledOutputs`); calls made at once from several Python threads each take
+so calls allocate nothing but their outputs (and an output of 128 KiB or more is an array an earlier
+call returned when nothing refers to it any more: `_RecycledOutputs`); calls made at once from several Python threads each take
 their own arena. Each arena also holds the graph's persistent memory (`Lowering.persistent`: zeroed
 once, then kept from call to call), where conv kernels keep their packed and transformed weights with
 a copy of the weights they were made from: a call whose weights equal that copy, bit for bit, skips
@@ -250,17 +250,20 @@ class Executable:
 class _RecycledOutputs:
     """Output arrays of at least `SMALLEST_BYTES` given out again once nothing but this keeps them.
 
-    An array that large comes from the system as fresh pages (glibc maps anything over 32 MiB anew,
-    and smaller ones too until its threshold adapts), which the kernel zeroes as the call first
-    writes them: conv.py's row F (a 103 MB output) took 139.0 ms a call with fresh arrays and
-    129.7 ms recycled at one thread, 65.6 and 59.9 ms at two. An array an earlier call returned
-    whose only references are this object's and the check's own (`sys.getrefcount` is 2: no
-    Tensor, view, memoryview or other array holds it) is handed out again, its pages mapped. At
-    most `KEPT` arrays per output are kept (in a loop `y = compiled(x)`, the last result is still
-    held while the next is made), so the memory kept is at most that many outputs; an array of
-    another shape or dtype is dropped once free."""
+    glibc maps an allocation from 128 KiB up as fresh pages (until its threshold adapts, and always
+    over 32 MiB), and when freed memory is given back to the system, the next one is fresh again:
+    the kernel then zeroes every page as the call first writes it. A training step's forward
+    outputs (the values its backward reads) are such arrays: without `benchmarks/`' glibc tunables,
+    UNet3D's step at two threads took 58-61 ms with fresh arrays and 40 ms recycled, R2Plus1dNet's
+    19.4 ms and 13 ms (the peak RSS unchanged); with them, conv.py's row F (a 103 MB output) took
+    139.0 ms a call fresh and 129.7 ms recycled at one thread, 65.6 and 59.9 ms at two. An array an
+    earlier call returned whose only references are this object's and the check's own
+    (`sys.getrefcount` is 2: no Tensor, view, memoryview or other array holds it) is handed out
+    again, its pages mapped. At most `KEPT` arrays per output are kept (in a loop `y = compiled(x)`,
+    the last result is still held while the next is made), so the memory kept is at most that many
+    outputs; an array of another shape or dtype is dropped once free."""
 
-    SMALLEST_BYTES = 1 << 20
+    SMALLEST_BYTES = 128 << 10
     KEPT = 2
 
     def __init__(self):

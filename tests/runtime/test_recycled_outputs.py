@@ -19,7 +19,7 @@ import lucid
 from lucid.passes import memory_planning
 from lucid.runtime.executable import Executable, _RecycledOutputs
 
-SHAPE = (2, 4, 16, 64, 64)                    # 2 MiB of float32: recycled
+SHAPE = (2, 4, 16, 32, 32)                    # 512 KiB of float32: recycled
 
 
 def _scaled_relu(x):
@@ -118,7 +118,7 @@ def test_calls_from_several_threads_at_once_never_share_an_output():
 
 
 def test_small_outputs_are_not_kept():
-    executable = _executable((2, 4, 8, 32, 64), name="recycled_small")          # 512 KiB
-    for x in _inputs(3, (2, 4, 8, 32, 64)):
+    executable = _executable((2, 4, 8, 16, 16), name="recycled_small")          # 64 KiB
+    for x in _inputs(3, (2, 4, 8, 16, 16)):
         np.testing.assert_array_equal(executable(x)[0], _reference(x))
     assert executable._recycled._kept == {}
