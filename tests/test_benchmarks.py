@@ -312,6 +312,22 @@ def test_conv_step_splits_a_step_into_its_parts():
     assert float(row[-2][:-1]) > 0 and float(row[-1][:-1]) > 0, row
 
 
+def test_recycled_outputs_times_both_sides_in_processes_with_glibcs_defaults():
+    """Started with conv.py's GLIBC_TUNABLES (as run_benchmark does), its sides still run without them
+    (a side refuses to run with them set)."""
+    done = run_benchmark("recycled_outputs.py", "--tiny", "--networks", "UNet3D", "--threads", "1", "--rounds", "1",
+                         "--warm-up", "1", "--steps", "2")
+    assert done.returncode == 0, done.stderr
+    (row,) = [line.split() for line in done.stdout.splitlines() if line.startswith("UNet3D")]
+    recycled, fresh, torch_ms, ratio, torch_ratio, *faults = (None if v == "n/a" else float(v) for v in row[2:])
+    assert row[1] == "1" and recycled > 0 and fresh > 0 and abs(ratio - fresh / recycled) <= 0.05 * ratio + 0.01, row
+    assert faults[0] >= 0 and faults[1] >= 0, row
+    if importlib.util.find_spec("torch") is None:
+        assert torch_ms is torch_ratio is faults[2] is None, row
+    else:
+        assert torch_ms > 0 and abs(torch_ratio - torch_ms / recycled) <= 0.05 * torch_ratio + 0.01, row
+
+
 def test_conv_peers_names_every_missing_peer_and_shows_n_a():
     done = run_benchmark("conv_peers.py", "--shapes", "seed", "--threads", "1", "--quick",
                          without=("torch", "onnxruntime", "openvino"))
