@@ -253,13 +253,14 @@ class _RecycledOutputs:
     glibc maps an allocation from 128 KiB up as fresh pages (until its threshold adapts, and always
     over 32 MiB), and when freed memory is given back to the system, the next one is fresh again:
     the kernel then zeroes every page as the call first writes it. A training step's forward
-    outputs (the values its backward reads) are such arrays: without `benchmarks/`' glibc tunables,
-    UNet3D's step at two threads took 58-61 ms with fresh arrays and 40 ms recycled, R2Plus1dNet's
-    19.4 ms and 13 ms (the peak RSS unchanged); with them, conv.py's row F (a 103 MB output) took
-    139.0 ms a call fresh and 129.7 ms recycled at one thread, 65.6 and 59.9 ms at two. An array an
-    earlier call returned whose only references are this object's and the check's own
-    (`sys.getrefcount` is 2: no Tensor, view, memoryview or other array holds it) is handed out
-    again, its pages mapped. At most `KEPT` arrays per output are kept (in a loop `y = compiled(x)`,
+    outputs (the values its backward reads) are such arrays: with glibc's defaults
+    (`benchmarks/recycled_outputs.py`) UNet3D's step at two threads took 66.5 ms with fresh arrays
+    and 46.2 ms recycled, R2Plus1dNet's 19.1 and 12.7 ms (the peak RSS unchanged); with the
+    benchmarks' tunables, conv.py's row F (a 103 MB output) took 139.0 ms a call fresh and 129.7 ms
+    recycled at one thread, 65.6 and 59.9 ms at two. An array an earlier call returned whose only
+    references are this object's and the check's own (`sys.getrefcount` is 2: no Tensor, view,
+    memoryview or other array holds it), still as it was made (`_as_made`), is handed out again,
+    its pages mapped. At most `KEPT` arrays per output are kept (in a loop `y = compiled(x)`,
     the last result is still held while the next is made), so the memory kept is at most that many
     outputs; an array of another shape or dtype is dropped once free."""
 
@@ -277,7 +278,7 @@ class _RecycledOutputs:
             kept = self._kept.setdefault(index, [])
             for position in range(len(kept)):
                 if sys.getrefcount(kept[position]) == 2:            # kept's reference and the argument
-                    if kept[position].shape == shape and kept[position].dtype == dtype:
+                    if _as_made(kept[position], shape, dtype):
                         return kept[position]
                     del kept[position]
                     break
@@ -285,6 +286,13 @@ class _RecycledOutputs:
             if len(kept) < self.KEPT:
                 kept.append(array)
             return array
+
+
+def _as_made(array: np.ndarray, shape: tuple, dtype) -> bool:
+    """Whether a kept output array is still as `np.empty(shape, dtype)` made it: its holders may have
+    changed its shape, dtype or strides in place, or made it read-only, before letting it go."""
+    flags = array.flags
+    return array.shape == shape and array.dtype == dtype and flags.c_contiguous and flags.writeable
 
 
 def _c_contiguous(arrays: list) -> list:

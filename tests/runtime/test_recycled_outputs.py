@@ -4,7 +4,7 @@ An output of at least `SMALLEST_BYTES` that nothing outside the executable refer
 handed out again by a later call (its pages already mapped). Checked against an independent NumPy
 reference: an array still held in any way (the array, a view, a memoryview, a Tensor of
 `lucid.compile`, a copy's source) is never written again; one dropped is reused with the new
-call's values; at most `KEPT` arrays are kept per output; a graph of symbolic sizes gets arrays of
+call's values, unless its holders changed it in place (read-only, another shape or dtype); at most `KEPT` arrays are kept per output; a graph of symbolic sizes gets arrays of
 each call's shape; calls from several Python threads at once never share an output; small outputs
 are not kept.
 """
@@ -68,6 +68,28 @@ def test_an_output_still_held_is_never_written_again(holder):
     for x in xs[1:]:
         np.testing.assert_array_equal(executable(x)[0], _reference(x))
     np.testing.assert_array_equal(np.asarray(held), wanted)
+
+
+CHANGES = {
+    "made read-only": lambda y: setattr(y.flags, "writeable", False),
+    "reshaped in place": lambda y: setattr(y, "shape", (y.size,)),
+    "given another dtype in place": lambda y: setattr(y, "dtype", np.int32),
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_an_output_changed_in_place_before_it_was_dropped_is_not_given_out_again(change):
+    executable = _executable(name=f"changed_{len(change)}")
+    first_x, second_x = _inputs(2)
+    first = executable(first_x)[0]
+    CHANGES[change](first)
+    first_id = id(first)
+    del first
+    second = executable(second_x)[0]
+    assert second.shape == SHAPE and second.dtype == np.float32 and second.flags.writeable
+    np.testing.assert_array_equal(second, _reference(second_x))
+    second[...] = 0                                             # writable, as a fresh array is
+    assert all(id(kept) != first_id or kept is second for kept in executable._recycled._kept[0])
 
 
 def test_a_compiled_functions_tensor_keeps_its_output():
