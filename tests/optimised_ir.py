@@ -1,10 +1,11 @@
 """For tests of what LLVM makes of the IR lucid emits (vectorised loops, masked tails): a function over
-two float arrays to write a loop in, and a module as the JIT's level-3 pass pipeline leaves it."""
+two float arrays to write a loop in, and a module as the JIT's level-3 optimisation leaves it
+(`compile_worker.optimised_module`, the code path of every kernel)."""
 from __future__ import annotations
 
-import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
+from lucid.codegen.compile_worker import optimised_module
 from lucid.codegen.irgen import F32, I64
 from lucid.codegen.target import host
 
@@ -21,11 +22,5 @@ def array_function(module_name: str, name: str) -> tuple:
 
 
 def optimised_ir(module: ir.Module) -> str:
-    machine = host().machine(3)
-    parsed = llvm.parse_assembly(str(module))
-    parsed.triple, parsed.data_layout = machine.triple, str(machine.target_data)
-    tuning = llvm.create_pipeline_tuning_options(speed_level=3)
-    tuning.loop_vectorization = tuning.slp_vectorization = True
-    builder = llvm.create_pass_builder(machine, tuning)
-    builder.getModulePassManager().run(parsed, builder)
-    return str(parsed)
+    """`module` as the JIT optimises it for this host at level 3, as LLVM text."""
+    return str(optimised_module(module, host(), 3))

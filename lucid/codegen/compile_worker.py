@@ -149,6 +149,13 @@ def compile_module(text, target: Target, level: int = 3) -> bytes:
     into one object (their external symbols must differ: a kernel module's only one is its kernel,
     named by its code's hash), optimised at `level` (3, 2 or 0: see the module docstring)."""
     machine = target.machine(level)
+    return machine.emit_object(optimised_module(text, target, level, machine))
+
+
+def optimised_module(text, target: Target, level: int = 3, machine=None) -> llvm.ModuleRef:
+    """The module(s) of `compile_module` linked and optimised at `level`, before code emission (the
+    tests read what LLVM made of lucid's IR here); `machine`, the target machine to optimise for."""
+    machine = machine or target.machine(level)
     _set_pipeline_options(level)
     context = llvm.create_context()
     first, *others = module_texts(text)
@@ -162,7 +169,7 @@ def compile_module(text, target: Target, level: int = 3) -> bytes:
     tuning.loop_unrolling = level == 3
     builder = llvm.create_pass_builder(machine, tuning)
     builder.getModulePassManager().run(parsed, builder)
-    return machine.emit_object(parsed)
+    return parsed
 
 
 class WorkerFailed(Exception):
