@@ -14,7 +14,8 @@ their own arena. Each arena also holds the graph's persistent memory (`Lowering.
 once, then kept from call to call), where conv kernels keep their packed and transformed weights with
 a copy of the weights they were made from: a call whose weights equal that copy, bit for bit, skips
 the packing (whatever changed the weights, an optimiser, an in-place op, `load_state_dict`, another
-array, is seen by that comparison, not by any version counter). A call checks the inputs' count, shapes and dtypes before any native code runs,
+array, is seen by that comparison, not by any version counter). A call checks the inputs' count, shapes and dtypes before any native code runs
+(and the parameters', unless the bound ones are those an earlier call checked: `_BoundWeights`),
 fills the buffer table, runs the kernels with the GIL released (on the process's worker pool,
 `workers.py`, when several threads are wanted), and writes the graph's state updates into the bound
 buffers.
