@@ -5,7 +5,8 @@ shapes, strides and dtypes) neither checks nor points at them again. Checked aga
 oracle of tests/oracle.py: every way the weights can change between calls is seen by the next call
 (values written in place, a Tensor's array swapped, a binding replaced, `params=` given), and an
 array changed in place into another shape or dtype is refused with the same error as on a first
-call, never read as it was.
+call, never read as it was; a graph of symbolic sizes keeps the check for the layout of the call's
+sizes.
 """
 from __future__ import annotations
 
@@ -123,3 +124,16 @@ def test_a_binding_that_is_not_the_array_read_is_checked_on_every_call(compiled)
     square[:, 1] = _data(4, 15)
     (y,) = executable(x)
     np.testing.assert_allclose(y, _expected(conv.weight.data, square[:, 1], x), rtol=1e-4, atol=1e-4)
+
+
+def test_a_graph_of_symbolic_sizes_keeps_the_check_per_layout_and_stays_right():
+    lucid.manual_seed(6)
+    conv = nn.Conv3d(3, 4, 3, padding=1)
+    graph = pipeline.for_inference(lucid.trace(conv, lucid.spec(lucid.dim("N"), *SHAPE[1:])))
+    executable = Executable(graph)
+    for batch, seed in ((1, 16), (3, 17), (1, 18)):
+        x = _data((batch,) + SHAPE[1:], seed)
+        _check(executable, conv, x)
+        assert executable._bound is not None and executable._bound.layout is executable._layout([x])
+        conv.weight.data[...] = _data(conv.weight.shape, seed + 10)
+        _check(executable, conv, x)
