@@ -6,7 +6,7 @@ oracle of tests/oracle.py: every way the weights can change between calls is see
 (values written in place, a Tensor's array swapped, a binding replaced, `params=` given), and an
 array changed in place into another shape or dtype is refused with the same error as on a first
 call, never read as it was; a graph of symbolic sizes keeps the check for the layout of the call's
-sizes.
+sizes; a model whose arrays are swapped on every call never pays for making that check.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import lucid.nn as nn
 import oracle
 from lucid.errors import DTypeError, ShapeError
 from lucid.passes import pipeline
-from lucid.runtime.executable import Executable
+from lucid.runtime.executable import Executable, _BoundWeights
 
 SHAPE = (1, 3, 5, 6, 7)
 
@@ -48,9 +48,11 @@ def _check(executable, conv, x, **kwargs) -> None:
     np.testing.assert_allclose(y, _expected(conv.weight.data, conv.bias.data, x), rtol=1e-4, atol=1e-4)
 
 
-def test_a_second_call_uses_the_kept_check_and_sees_values_written_in_place(compiled):
+def test_calls_after_the_second_use_the_kept_check_and_see_values_written_in_place(compiled):
     conv, _, executable = compiled
     x = _data(SHAPE, 1)
+    _check(executable, conv, x)
+    assert executable._bound is None                               # kept once two calls check the same arrays
     _check(executable, conv, x)
     assert executable._bound is not None and executable._bound.holds()
     conv.weight.data[...] = _data(conv.weight.shape, 2)           # an optimiser's step
@@ -62,9 +64,12 @@ def test_a_tensors_array_swapped_or_a_binding_replaced_is_used(compiled):
     conv, graph, executable = compiled
     x = _data(SHAPE, 4)
     _check(executable, conv, x)
+    _check(executable, conv, x)
     conv.weight.data = _data(conv.weight.shape, 5)                 # p.data = ...
     assert not executable._bound.holds()
     _check(executable, conv, x)
+    _check(executable, conv, x)
+    assert executable._bound.holds()
     name = next(v.name for v in graph.params if graph.bindings[v.name] is conv.bias)
     graph.bindings[name] = lucid.tensor(_data(conv.bias.shape, 6))
     (y,) = executable(x)
@@ -92,7 +97,9 @@ def test_an_array_changed_in_place_into_another_shape_or_dtype_is_refused(compil
     _check(executable, conv, x)
     changed = conv.weight.data.copy()
     conv.weight.data = changed
+    _check(executable, conv, x)
     _check(executable, conv, x)                                    # kept with the new array
+    assert executable._bound.holds()
     change(changed)
     with pytest.raises(error, match="parameter"):
         executable(x)
@@ -105,6 +112,8 @@ def test_an_array_given_other_strides_in_place_is_read_as_it_now_is(compiled):
     column = square[:, 0].copy()
     conv.bias.data = column
     _check(executable, conv, x)
+    _check(executable, conv, x)
+    assert executable._bound.holds()
     with warnings.catch_warnings():                                # deprecated in NumPy 2.4, still possible
         warnings.simplefilter("ignore", DeprecationWarning)
         column.strides = (0,)                                      # every element reads the first now
@@ -112,18 +121,35 @@ def test_an_array_given_other_strides_in_place_is_read_as_it_now_is(compiled):
     _check(executable, conv, x)
 
 
+class _Holder:
+    """A parameter value that is no Tensor: NumPy reads its `values` through `__array__`."""
+
+    def __init__(self, values: np.ndarray):
+        self.values = values
+
+    def __array__(self, dtype=None, copy=None):
+        return self.values
+
+
 def test_a_binding_that_is_not_the_array_read_is_checked_on_every_call(compiled):
     conv, graph, executable = compiled
     x = _data(SHAPE, 13)
     name = next(v.name for v in graph.params if graph.bindings[v.name] is conv.bias)
-    square = _data((4, 4), 14)
+    holder = _Holder(_data(4, 14))
+    graph.bindings[name] = holder                                  # the same array on each call, via __array__
+    for seed in (15, 16):
+        for _ in range(2):
+            (y,) = executable(x)
+            np.testing.assert_allclose(y, _expected(conv.weight.data, holder.values, x), rtol=1e-4, atol=1e-4)
+        assert executable._bound is None
+        holder.values = _data(4, seed)                             # swapped where no Tensor shows it
+    square = _data((4, 4), 17)
     graph.bindings[name] = square[:, 1]                            # not C-contiguous: copied for each call
-    (y,) = executable(x)
+    for _ in range(2):
+        (y,) = executable(x)
+        np.testing.assert_allclose(y, _expected(conv.weight.data, square[:, 1], x), rtol=1e-4, atol=1e-4)
+        square[:, 1] = _data(4, 18)
     assert executable._bound is None
-    np.testing.assert_allclose(y, _expected(conv.weight.data, square[:, 1], x), rtol=1e-4, atol=1e-4)
-    square[:, 1] = _data(4, 15)
-    (y,) = executable(x)
-    np.testing.assert_allclose(y, _expected(conv.weight.data, square[:, 1], x), rtol=1e-4, atol=1e-4)
 
 
 def test_a_graph_of_symbolic_sizes_keeps_the_check_per_layout_and_stays_right():
@@ -131,9 +157,22 @@ def test_a_graph_of_symbolic_sizes_keeps_the_check_per_layout_and_stays_right():
     conv = nn.Conv3d(3, 4, 3, padding=1)
     graph = pipeline.for_inference(lucid.trace(conv, lucid.spec(lucid.dim("N"), *SHAPE[1:])))
     executable = Executable(graph)
+    _check(executable, conv, _data(SHAPE, 15))
     for batch, seed in ((1, 16), (3, 17), (1, 18)):
         x = _data((batch,) + SHAPE[1:], seed)
         _check(executable, conv, x)
         assert executable._bound is not None and executable._bound.layout is executable._layout([x])
         conv.weight.data[...] = _data(conv.weight.shape, seed + 10)
         _check(executable, conv, x)
+
+
+def test_arrays_swapped_on_every_call_are_checked_each_time_without_making_a_test(compiled, monkeypatch):
+    conv, _, executable = compiled
+    made = []
+    real = _BoundWeights.of
+    monkeypatch.setattr(_BoundWeights, "of", classmethod(lambda cls, *a: made.append(1) or real(*a)))
+    x = _data(SHAPE, 19)
+    for seed in range(20, 25):
+        conv.weight.data = _data(conv.weight.shape, seed)          # a new array every call
+        _check(executable, conv, x)
+    assert not made and executable._bound is None
