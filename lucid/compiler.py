@@ -147,7 +147,11 @@ class Compiled:
         require grad (a layer frozen or unfrozen later gets its own variant). A call without
         gradients on a signature compiled for training runs that variant's forward."""
         if not self._snapshot.holds():
-            self._take_snapshot(self._snapshot.change())
+            change = self._snapshot.change()
+            if change is None:
+                self._snapshot.refresh()
+            else:
+                self._take_snapshot(change)
         modes = self._snapshot.modes
         if types is None:
             types = tuple(TensorType(x.shape, x.dtype) for x in inputs)

@@ -4,7 +4,8 @@ Checked:
 - a replaced parameter, submodule or buffer is used by the next call, in eager mode, compiled
   inference and compiled training (outputs and the new tensors' `.grad` against the NumPy oracle of
   tests/oracle.py; the old tensors' `.grad` untouched); in-place updates (optimiser steps,
-  `load_state_dict`, `p.data = ...` of the same shape) re-trace nothing, yet are seen;
+  `load_state_dict`, `p.data = ...` of the same shape) re-trace nothing, yet are seen; flags flipped
+  and arrays swapped on every call refresh the guard in place, never remaking it;
 - the guard's cost per call on the seed's small transposed conv (under 2 us);
 - an executable given unknown parameter names refuses them;
 - the compiled module passes attributes, parameters, state dicts and train/eval through, can be saved
@@ -26,6 +27,7 @@ import lucid.nn as nn
 import oracle
 from lucid.codegen import jit
 from lucid.errors import GraphError
+from lucid.guard import Snapshot
 
 SHAPE = (1, 1, 4, 4, 4)
 
@@ -204,6 +206,36 @@ def test_changes_the_guard_names():
         act()
         assert not fast._snapshot.holds()
         assert fast._snapshot.change() == words
+
+
+
+def test_flags_flipped_and_arrays_swapped_on_every_call_refresh_the_guard_without_remaking_it(monkeypatch):
+    """A model switched between train() and eval() on every call, or whose arrays are swapped on every
+    call, keeps its snapshot: the guard's expression is made once (making it costs milliseconds for a
+    real network), refreshed in place, and each call still runs the right variant on the new arrays."""
+    net = make_net(training=True)
+    fast = lucid.compile(net)
+    x, seed = data(SHAPE, 9), data((1, 1, 8, 8, 8), 10)
+    run(fast, net, "training", x, seed)
+    net.eval()
+    run(fast, net, "inference", x, seed)
+    made = []
+    real = Snapshot._check
+    monkeypatch.setattr(Snapshot, "_check", lambda self: made.append(1) or real(self))
+    for round_ in range(3):
+        net.train()
+        net.up.bias.data = data(net.up.bias.shape, 11 + round_)     # a new array of the same shape and dtype
+        run(fast, net, "training", x, seed)
+        assert fast._snapshot.holds()
+        net.eval()
+        net.block.weight.data = data(net.block.weight.shape, 21 + round_)
+        run(fast, net, "inference", x, seed)
+        assert fast._snapshot.holds()
+    assert not made and fast.stats()["traces"] == 2
+    net.block.bias.data = np.zeros(3, np.float32)                   # another shape: the variants are void
+    with pytest.raises(lucid.ShapeError):
+        fast(lucid.Tensor(x))
+    assert made
 
 
 # ============================================================================== executables
