@@ -42,12 +42,22 @@ class Kept:
 
 
 def region_pointer(k, where, element: ir.Type) -> ir.Value:
-    """Pointer to `where`, a workspace offset, a `Kept` one or a graph value, typed as `element`."""
+    """Pointer to `where`, a workspace offset, a `Kept` one, a graph value or already a pointer (a
+    stack array), typed as `element`."""
+    if isinstance(where, ir.Value):
+        return where
     if isinstance(where, Kept):
         return k.persistent_pointer(where.offset, element)
     if isinstance(where, Value):
         return k.pointer(where, element)
     return k.scratch_pointer(where, element)
+
+
+def aligned_stack_array(k, element: ir.Type, count: int, name: str = "") -> ir.Value:
+    """A stack array of `count` elements aligned to a cache line, so its vectors never straddle two."""
+    slot = k.alloca(element, count, name=name)
+    slot.align = 64
+    return slot
 
 
 def any_byte_set(k, flags: ir.Value, count: int) -> ir.Value:

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import llvmlite.ir as ir
+
 from ....ir.graph import Value
 from ...irgen import as_i64, counted_loop, element_type, i64, load_vector, unravel
 from ...lowering import Lowering
@@ -23,15 +25,16 @@ from .problem import Blocking, Epilogue, Geometry, oc_blocks, to_3d
 
 @dataclass(frozen=True)
 class Unpack:
-    """How the convolution's scratch result (at `offset` in the workspace) becomes the NCDHW output
-    `y`, with the bias and the fused epilogue: `source.index(b, n, oc, d, h, w)` is the scratch
+    """How the convolution's scratch result (at `offset` in the workspace; None when every row comes
+    in a stack array of its own, `unpack_row`'s `row_buffer`) becomes the NCDHW output `y`, with the
+    bias and the fused epilogue: `source.index(b, n, oc, d, h, w)` is the scratch
     index of output element (n, oc, d, h, w) (see `ChannelsLastScratch`, `PhaseMajorScratch`).
     With `exact`, rows are the exact sums instead when a weight is not finite. With `statistics`,
     each row's sums are stored as the row is."""
 
     y: Value
     bias: Value | None
-    offset: int
+    offset: int | None
     source: ChannelsLastScratch | PhaseMajorScratch | None     # None: the caller stores the rows itself
     epilogue: Epilogue | None = None
     exact: ExactSum | None = None
@@ -99,20 +102,22 @@ def _spatial(k, y: Value) -> tuple:
     return sized(k, to_3d(y.shape[2:], 1))
 
 
-def unpack_row(k, unpack: Unpack, row) -> None:
+def unpack_row(k, unpack: Unpack, row, row_buffer: ir.Value | None = None) -> None:
     """y[n][oc][d][h][w] = epilogue(scratch[source.index(n, oc, d, h, w)] (+ bias[oc])) for one row
     `row` = (n, d, h): the scratch of a row is small enough to stay in L1 while it is read once per
     output channel. A channels-last scratch is transposed in registers, `lanes` channels by `lanes`
-    positions at a time (element-wise it would take a gather or a scatter per vector)."""
+    positions at a time (element-wise it would take a gather or a scatter per vector). With a
+    `row_buffer` (a stack array holding this row alone, at the scratch's strides across w and
+    channels) the row is read there instead of from the scratch."""
     y = unpack.y
     depth, height, _ = _spatial(k, y)
     n, d, h = unravel(k.b, row, (sized(k, y.shape[0]), depth, height))
     if unpack.exact is None:
-        _unpack_scratch_row(k, unpack, (n, d, h))
+        _unpack_scratch_row(k, unpack, (n, d, h), row_buffer)
         return
     with k.b.if_else(unpack.exact.flags.all_finite(k)) as (finite, not_finite):
         with finite:
-            _unpack_scratch_row(k, unpack, (n, d, h))
+            _unpack_scratch_row(k, unpack, (n, d, h), row_buffer)
         with not_finite:
             with counted_loop(k.b, y.shape[1], name="oc") as oc:
                 emit_channel_row(k, unpack, (n, oc, d, h), lambda w: unpack.exact.value(k, n, oc, (d, h, w)))
@@ -152,13 +157,14 @@ def unpack_rows(k, unpack: Unpack, first_row, rows: int, value_at: Callable) -> 
                 emit_channel_row(k, unpack, (n, oc, d, b.add(h, r)), lambda w: value_at(oc, b.add(first, w)))
 
 
-def _unpack_scratch_row(k, unpack: Unpack, row: tuple) -> None:
-    """The row (n, d, h) from the scratch."""
+def _unpack_scratch_row(k, unpack: Unpack, row: tuple, row_buffer: ir.Value | None) -> None:
+    """The row (n, d, h) from the scratch, or from `row_buffer` (a channels-last scratch's row)."""
     y = unpack.y
     n, d, h = row
     if isinstance(unpack.source, ChannelsLastScratch):
-        _unpack_row_by_tiles(k, unpack, unpack.source, (n, d, h))
+        _unpack_row_by_tiles(k, unpack, unpack.source, (n, d, h), row_buffer)
         return
+    assert row_buffer is None, "only a channels-last scratch has rows of its own"
     scratch = k.scratch_pointer(unpack.offset, element_type(y.dtype))
     source = sized(k, unpack.source)
     with counted_loop(k.b, y.shape[1], name="oc") as oc:
@@ -166,17 +172,20 @@ def _unpack_scratch_row(k, unpack: Unpack, row: tuple) -> None:
                           lambda w: k.b.load(k.b.gep(scratch, [source.index(k.b, n, oc, d, h, w)])))
 
 
-def _unpack_row_by_tiles(k, unpack: Unpack, source: ChannelsLastScratch, row: tuple) -> None:
-    """For each group's tile of `lanes` channels: transpose the row's positions into a stack array,
-    then write those channels' output rows from it."""
+def _unpack_row_by_tiles(k, unpack: Unpack, source: ChannelsLastScratch, row: tuple,
+                         row_buffer: ir.Value | None) -> None:
+    """For each group's tile of `lanes` channels: transpose the row's positions (from the scratch,
+    or `row_buffer`) into a stack array, then write those channels' output rows from it."""
     b, y = k.b, unpack.y
     element = element_type(y.dtype)
     lanes, width, groups = source.lanes, to_3d(y.shape[2:], 1)[2], y.shape[1] // source.ocg
     channel_tiles = math.ceil(source.ocg / lanes)
-    scratch = k.scratch_pointer(unpack.offset, element)
     n, d, h = row
     source = sized(k, source)
-    row_start = strided_offset(b, 0, row, source.strides[:3])
+    if row_buffer is None:
+        scratch, row_start = k.scratch_pointer(unpack.offset, element), strided_offset(b, 0, row, source.strides[:3])
+    else:
+        scratch, row_start = row_buffer, i64(0)
     with counted_loop(b, groups * channel_tiles, name="tile") as tile:
         grp, ct = unravel(b, tile, (groups, channel_tiles))
         first = b.add(row_start, b.add(b.mul(grp, i64(source.group_stride)), b.mul(ct, i64(lanes))))

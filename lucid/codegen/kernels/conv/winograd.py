@@ -64,7 +64,8 @@ from .direct import conv_direct_spec, conv_input_layout, phase_direct_spec, tran
 from .nonfinite import WeightFlags, exact_sum, finite_probe, probed_not_finite
 from .packing import Padded, emit_pack_input, emit_pack_weight
 from .prepared import WeightCheck, emit_weight_check, when_changed
-from .primitives import Kept, constant_table, emit_zero, region_pointer, size_table, sum_of, table_array
+from .primitives import (Kept, aligned_stack_array, constant_table, emit_zero, region_pointer, size_table, sum_of,
+                         table_array)
 from .problem import Blocking, ConvProblem, at_least_all, choose_blocking, kernel_taps, oc_blocks, to_3d
 from .tile import (Direct, RowTiles, emit_row_block, emit_run_time_row, row_tiles, run_time_tile_sizes, term_blocks,
                    tile_function)
@@ -504,7 +505,7 @@ def _emit_main(lowering: Lowering, problem: ConvProblem, p: Plan, parts: list, o
         n, qd, block_of_rows = unravel(b, item, (k.size(g.n), k.size(depth), k.size(p.blocks_of_rows)))
         first_row = b.mul(block_of_rows, i64(2 * p.rows))             # of positions q along h
         size = max(products.v_size for _, products, *_ in kernels), max(products.m_size for _, products, *_ in kernels)
-        v, m = (_aligned(k.alloca(element, count)) for count in size)
+        v, m = (aligned_stack_array(k, element, count) for count in size)
         finite_weights = flags.all_finite(k)
         direct = k.alloca(ir.IntType(1), name="direct")
         for c, products, corners, fallback, u_offset in kernels:
@@ -715,12 +716,6 @@ def _transform_output(k, g, p: Plan, c: Correlation, y_strides: tuple, m, yp, it
                 _maybe(b, exists, lambda value=outputs[2 * a + e], at_output=at_output:
                        store_vector(b, value, yp, at_output))
     return probed_not_finite(b, b.load(seen))
-
-
-def _aligned(slot):
-    """A stack array aligned to a cache line, so its vectors never straddle two."""
-    slot.align = 64
-    return slot
 
 
 def _direct_row(k, tiles: RowTiles, offsets: tuple, n, qd, qh) -> None:
