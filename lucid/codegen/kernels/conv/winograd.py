@@ -24,7 +24,11 @@ Guarantees:
   input, or an overflow inside the transforms); a transposed conv whose weights are not all finite
   unpacks the exact sums (nonfinite.py);
 - each work item's transformed input (one row of positions) and products live on its thread's
-  stack (at most `STACK_BYTES`), so they stay in L1 and L2 and never travel to memory.
+  stack (at most `STACK_BYTES`), so they stay in L1 and L2 and never travel to memory; so do its
+  output rows until they are unpacked (`_ItemRows`, at most direct.py's `ROW_BUFFER_BYTES`; with
+  symbolic sizes, outputs no phase writes, or larger rows: a channels-last scratch of the output).
+  conv.py's G2: its kernels 3.04-3.26 -> 2.60-2.75 ms on one thread (its 6.4 MB scratch, written
+  and read for ownership, is gone).
 
 A conv, or one phase, is a correlation. Output tiles are 2 x 2 positions q; tile
 (th, tw) reads the alpha x alpha patch of the zero-padded channels-last input `xp` at the
@@ -60,12 +64,13 @@ import llvmlite.ir as ir
 from ....ir import symbolic
 from ...irgen import F64, counted_loop, element_type, i64, load_vector, store_vector, unravel
 from ...lowering import Lowering
-from .direct import conv_direct_spec, conv_input_layout, phase_direct_spec, transpose_input_layout, transpose_phases
+from .direct import (ROW_BUFFER_BYTES, conv_direct_spec, conv_input_layout, phase_direct_spec, transpose_input_layout,
+                     transpose_phases)
 from .nonfinite import WeightFlags, exact_sum, finite_probe, probed_not_finite
 from .packing import Padded, emit_pack_input, emit_pack_weight
 from .prepared import WeightCheck, emit_weight_check, when_changed
-from .primitives import (Kept, aligned_stack_array, constant_table, emit_zero, region_pointer, size_table, sum_of,
-                         table_array)
+from .primitives import (Kept, aligned_stack_array, constant_table, emit_zero, region_pointer, size_table,
+                         strided_offset, sum_of, table_array)
 from .problem import Blocking, ConvProblem, at_least_all, choose_blocking, kernel_taps, oc_blocks, to_3d
 from .tile import (Direct, RowTiles, emit_row_block, emit_run_time_row, row_tiles, run_time_tile_sizes, term_blocks,
                    tile_function)
@@ -401,7 +406,8 @@ def lower_winograd(lowering: Lowering, problem: ConvProblem) -> bool:
     u_offsets = [Kept.reserve(lowering, size * itemsize) for size in u_sizes]
     fallback_taps = [tap for c in p.correlations for tap in _direct_taps(problem, c)]
     w_offset = Kept.reserve(lowering, oc_blocks(g, p.direct) * len(fallback_taps) * g.icg * p.direct.width * itemsize)
-    y_offset = lowering.scratch(channels_last_size(y, g, p.gemm) * itemsize)
+    rows = _item_rows(p, problem)
+    y_offset = None if rows else lowering.scratch(channels_last_size(y, g, p.gemm) * itemsize)
     emit_pack_input(lowering, x, p.layout, x_offset, "wino_pack_input", problem.prologue)
     lowering.leave_in_workspace(x, p.layout)
     if p.empty:
@@ -412,12 +418,49 @@ def lower_winograd(lowering: Lowering, problem: ConvProblem) -> bool:
                              "wino_pack_fallback_weight", note_finite=True, check=check)
     starts = itertools.accumulate((len(_direct_taps(problem, c)) * g.icg * p.direct.width for c in p.correlations),
                                   initial=0)
-    directs = [_direct_spec(problem, c, p.layout, channels_last_strides(y, g, p.gemm), w0, len(fallback_taps))
+    y_strides = rows.strides if rows else channels_last_strides(y, g, p.gemm)
+    directs = [_direct_spec(problem, c, p.layout, y_strides, w0, len(fallback_taps))
                for c, w0 in zip(p.correlations, starts)]
     _emit_main(lowering, problem, p, list(zip(p.correlations, directs, u_offsets)), (x_offset, w_offset, y_offset),
                Unpack(y, problem.bias, y_offset, channels_last_source(y, g, p.gemm), problem.epilogue,
-                      exact_sum(problem, flags), problem.statistics), flags)
+                      exact_sum(problem, flags), problem.statistics), flags, rows)
     return True
+
+
+@dataclass(frozen=True)
+class _ItemRows:
+    """A stack array holding a work item's output rows, channels-last, in place of a scratch of the
+    whole output: `depths` depths of rows (d, h) at element strides `strides` (n, d, h, w), n's 0 (an
+    item has one n). The item's kernels address it as they would the scratch, through a pointer moved
+    back by the item's first position (`origin`), so the same index arithmetic serves both."""
+
+    depths: int
+    strides: tuple
+
+    @property
+    def elements(self) -> int:
+        return self.depths * self.strides[1]
+
+    def origin(self, b: ir.IRBuilder, qd, first_row, d_axis: Axis, h_axis: Axis):
+        """The index, at these strides, of the item's first output position (depth qd * step, row
+        first_row * step)."""
+        steps = (d_axis.out_step * self.strides[1], h_axis.out_step * self.strides[2])
+        return strided_offset(b, 0, (qd, first_row), steps)
+
+
+def _item_rows(p: Plan, problem: ConvProblem) -> _ItemRows | None:
+    """The stack rows of an item of plan `p` (see `_ItemRows`); None when the output's sizes are
+    symbolic, some outputs belong to no phase (the scratch is zeroed for them first) or the rows
+    outgrow direct.py's ROW_BUFFER_BYTES."""
+    y, g = problem.y, problem.g
+    if p.chunk or p.empty or symbolic.is_symbolic(y.shape):
+        return None
+    d_axis, h_axis = p.correlations[0].axes[:2]
+    depths, rows = d_axis.out_step, 2 * p.rows * h_axis.out_step
+    point = channels_last_strides(y, g, p.gemm)[3]
+    width = to_3d(y.shape[2:], 1)[2]
+    item = _ItemRows(depths, (0, rows * width * point, width * point, point))
+    return item if item.elements * y.dtype.numpy.itemsize <= ROW_BUFFER_BYTES else None
 
 
 def _direct_taps(problem: ConvProblem, c: Correlation) -> list:
@@ -484,13 +527,14 @@ def _emit_weight_transform(lowering: Lowering, problem: ConvProblem, c: Correlat
 
 
 def _emit_main(lowering: Lowering, problem: ConvProblem, p: Plan, parts: list, offsets: tuple, unpack: Unpack,
-               flags: WeightFlags) -> None:
+               flags: WeightFlags, item_rows: _ItemRows | None) -> None:
     """Work item (n, qd, block of tile rows), for each correlation (c, its direct fallback spec, the
     offset of its U) in `parts`: transform the input patches of its `p.rows` rows of tiles, multiply
     them by U (the register tile of tile.py, one call per position xi and oc block) and transform the
     products back into the channels-last scratch (again with the direct tiles if they are not all
     finite); with weights not all finite (`flags`), only the direct tiles. Then, every correlation
-    done, the item's output rows are whole: unpack them."""
+    done, the item's output rows are whole: unpack them. With `item_rows` the scratch is the item's
+    stack array."""
     g, y = problem.g, problem.y
     element = element_type(y.dtype)
     assert p.direct.width == p.gemm.width          # both write the same channels-last scratch
@@ -498,7 +542,7 @@ def _emit_main(lowering: Lowering, problem: ConvProblem, p: Plan, parts: list, o
     kernels = [(c, _Products(lowering, element, g, p, c), _corner_table(lowering, c, p.layout),
                 row_tiles(lowering, element, g, p.direct, direct), u_offset) for c, direct, u_offset in parts]
     depth = at_least_all([c.counts[0] for c in p.correlations])
-    y_strides = channels_last_strides(y, g, p.gemm)
+    y_strides = item_rows.strides if item_rows else channels_last_strides(y, g, p.gemm)
 
     def body(k, item):
         b = k.b
@@ -506,6 +550,11 @@ def _emit_main(lowering: Lowering, problem: ConvProblem, p: Plan, parts: list, o
         first_row = b.mul(block_of_rows, i64(2 * p.rows))             # of positions q along h
         size = max(products.v_size for _, products, *_ in kernels), max(products.m_size for _, products, *_ in kernels)
         v, m = (aligned_stack_array(k, element, count) for count in size)
+        if item_rows:
+            rows = aligned_stack_array(k, element, item_rows.elements, "rows")
+            yp = b.gep(rows, [b.neg(item_rows.origin(b, qd, first_row, *p.correlations[0].axes[:2]))])
+        else:
+            rows, yp = None, k.scratch_pointer(y_offset, element)
         finite_weights = flags.all_finite(k)
         direct = k.alloca(ir.IntType(1), name="direct")
         for c, products, corners, fallback, u_offset in kernels:
@@ -516,14 +565,13 @@ def _emit_main(lowering: Lowering, problem: ConvProblem, p: Plan, parts: list, o
                         _transform_input(k, g, p, c, corners, k.scratch_pointer(x_offset, element), v,
                                          (n, qd, first_row), chunk, group)
                         products.emit(b, v, region_pointer(k, u_offset, element), m, chunk.count, group)
-                    nonfinite = _transform_output(k, g, p, c, y_strides, m, k.scratch_pointer(y_offset, element),
-                                                  (n, qd, first_row), chunk)
+                    nonfinite = _transform_output(k, g, p, c, y_strides, m, yp, (n, qd, first_row), chunk)
                     b.store(nonfinite if chunk.first is None else b.or_(b.load(direct), nonfinite), direct)
                 with b.if_then(b.load(direct)):
-                    _each_row(k, p, c, first_row, lambda qh: _direct_row(k, fallback, (x_offset, w_offset, y_offset),
+                    _each_row(k, p, c, first_row, lambda qh: _direct_row(k, fallback, (x_offset, w_offset, yp),
                                                                          n, qd, qh))
             _maybe(b, _in_correlation(k, p, c, depth, qd, block_of_rows), one)
-        _unpack_item(k, p, unpack, n, qd, first_row)
+        _unpack_item(k, p, unpack, n, qd, first_row, (rows, item_rows) if item_rows else None)
 
     lowering.kernel("wino_conv", g.n * depth * p.blocks_of_rows, body)
 
@@ -567,9 +615,10 @@ def _each_chunk(k, p: Plan, c: Correlation):
         yield _Chunk(first, b.add(base, b.zext(is_longer, base.type)), p.chunk)
 
 
-def _unpack_item(k, p: Plan, unpack: Unpack, n, qd, first_row) -> None:
+def _unpack_item(k, p: Plan, unpack: Unpack, n, qd, first_row, stack_rows: tuple | None) -> None:
     """Unpack the output rows of positions (qd, q rows from first_row) of every correlation: depths
-    qd * stride + r and rows q * stride + r, r < stride (the same for every correlation)."""
+    qd * stride + r and rows q * stride + r, r < stride (the same for every correlation); from the
+    scratch, or with `stack_rows` (the array, its `_ItemRows`) from the item's stack array."""
     b, y = k.b, unpack.y
     depth, height, _ = (k.extent(size) for size in to_3d(y.shape[2:], 1))
     d_axis, h_axis = p.correlations[0].axes[:2]
@@ -578,7 +627,11 @@ def _unpack_item(k, p: Plan, unpack: Unpack, n, qd, first_row) -> None:
         h = b.add(b.mul(first_row, i64(h_axis.out_step)), rh)
         inside = b.and_(b.icmp_unsigned("<", d, depth), b.icmp_unsigned("<", h, height))
         with b.if_then(inside):
-            unpack_row(k, unpack, b.add(b.mul(b.add(b.mul(n, depth), d), height), h))
+            row_buffer = None
+            if stack_rows:
+                rows, item_rows = stack_rows
+                row_buffer = b.gep(rows, [strided_offset(b, 0, (rd, rh), item_rows.strides[1:3])])
+            unpack_row(k, unpack, b.add(b.mul(b.add(b.mul(n, depth), d), height), h), row_buffer)
 
 
 def _each_row(k, p: Plan, c: Correlation, first_row, emit) -> None:
