@@ -85,6 +85,7 @@ def test_a_row_over_the_limit_sums_into_the_scratch_with_the_same_values(monkeyp
 WINOGRAD_CASES = [
     (False, (1, 32, 3, 5, 6), 32, (3, 3, 3), dict(padding=1), "wino_conv"),
     (False, (1, 32, 2, 19, 6), 24, (3, 3, 3), dict(padding=1), "wino_conv"),              # three items a plane
+    (False, (1, 32, 2, 3, 61), 16, (3, 3, 3), dict(padding=1), "wino_conv"),              # rows in chunks
     (True, (1, 32, 1, 4, 5), 40, (1, 4, 4), dict(stride=(1, 2, 2), padding=(0, 1, 1)), "wino_conv"),  # 4 phases
     (True, (2, 32, 3, 4, 5), 16, (4, 4, 4), dict(stride=2, padding=1), "wino_conv"),           # 2 depths an item
 ]

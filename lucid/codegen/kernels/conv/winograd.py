@@ -453,7 +453,7 @@ def _item_rows(p: Plan, problem: ConvProblem) -> _ItemRows | None:
     symbolic, some outputs belong to no phase (the scratch is zeroed for them first) or the rows
     outgrow direct.py's ROW_BUFFER_BYTES."""
     y, g = problem.y, problem.g
-    if p.chunk or p.empty or symbolic.is_symbolic(y.shape):
+    if p.empty or symbolic.is_symbolic(y.shape):
         return None
     d_axis, h_axis = p.correlations[0].axes[:2]
     depths, rows = d_axis.out_step, 2 * p.rows * h_axis.out_step
