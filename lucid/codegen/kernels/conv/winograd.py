@@ -26,7 +26,8 @@ Guarantees:
 - each work item's transformed input (one row of positions) and products live on its thread's
   stack (at most `STACK_BYTES`), so they stay in L1 and L2 and never travel to memory; so do its
   output rows until they are unpacked (`_ItemRows`, at most direct.py's `ROW_BUFFER_BYTES`; with
-  symbolic sizes, outputs no phase writes, or larger rows: a channels-last scratch of the output).
+  symbolic spatial sizes, outputs no phase writes, or larger rows: a channels-last scratch of the
+  output).
   conv.py's G2: its kernels 3.04-3.26 -> 2.60-2.75 ms on one thread (its 6.4 MB scratch, written
   and read for ownership, is gone).
 
@@ -449,11 +450,11 @@ class _ItemRows:
 
 
 def _item_rows(p: Plan, problem: ConvProblem) -> _ItemRows | None:
-    """The stack rows of an item of plan `p` (see `_ItemRows`); None when the output's sizes are
-    symbolic, some outputs belong to no phase (the scratch is zeroed for them first) or the rows
-    outgrow direct.py's ROW_BUFFER_BYTES."""
+    """The stack rows of an item of plan `p` (see `_ItemRows`); None when the output's spatial sizes
+    are symbolic (a symbolic batch is not: an item has one n), some outputs belong to no phase (the
+    scratch is zeroed for them first) or the rows outgrow direct.py's ROW_BUFFER_BYTES."""
     y, g = problem.y, problem.g
-    if p.empty or symbolic.is_symbolic(y.shape):
+    if p.empty or symbolic.is_symbolic(y.shape[2:]):
         return None
     d_axis, h_axis = p.correlations[0].axes[:2]
     depths, rows = d_axis.out_step, 2 * p.rows * h_axis.out_step
