@@ -277,9 +277,9 @@ class _BoundWeights:
     `graph.bindings`, still holding the same array, whose shape, strides and dtype are the ones
     checked (some 0.15 us a parameter). While it holds, a call neither checks the parameters nor
     reads their addresses again: R2Plus1dNet's 107 took 63 us a call, their test takes 15 (made once
-two calls in a row check the same arrays: `Executable._bound_if_repeated`). Writing
-    into the arrays (an optimiser's step) changes nothing here; the kernels compare the weights'
-    values themselves (`Lowering.persistent`)."""
+    two calls in a row check the same arrays: `Executable._bound_if_repeated`). Writing into the
+    arrays (an optimiser's step) changes nothing here; the kernels compare the weights' values
+    themselves (`Lowering.persistent`)."""
 
     def __init__(self, layout: "_Layout", slots: list, arrays: list, holds):
         self.layout, self.arrays, self.holds = layout, arrays, holds

@@ -4,9 +4,9 @@ An output of at least `SMALLEST_BYTES` that nothing outside the executable refer
 handed out again by a later call (its pages already mapped). Checked against an independent NumPy
 reference: an array still held in any way (the array, a view, a memoryview, a Tensor of
 `lucid.compile`, a copy's source) is never written again; one dropped is reused with the new
-call's values, unless its holders changed it in place (read-only, another shape or dtype); at most `KEPT` arrays are kept per output; a graph of symbolic sizes gets arrays of
-each call's shape; calls from several Python threads at once never share an output; small outputs
-are not kept.
+call's values, unless its holders changed it in place (read-only, another shape or dtype); at most
+`KEPT` arrays are kept per output; a graph of symbolic sizes gets arrays of each call's shape; calls
+from several Python threads at once never share an output; small outputs are not kept.
 """
 from __future__ import annotations
 
